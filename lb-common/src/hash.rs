@@ -1,0 +1,1 @@
+//! The packet hash shared by the data path and the host tests.

@@ -1,0 +1,46 @@
+//! Map names, limits and flag bits: the contract between the XDP program and the loader.
+
+/// Directory under bpffs where lb pins its maps; one sub-directory per instance name.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/lb";
+
+/// Most VIPs (address, port, protocol) one instance serves.
+pub const MAX_VIPS: u32 = 64;
+/// Most backends (distinct server endpoints) across all VIPs.
+pub const MAX_BACKENDS: u32 = 4096;
+/// Default Maglev table size: a prime, so every skip value generates a full permutation.
+pub const DEFAULT_MAGLEV_SIZE: u32 = 65537;
+/// Default number of tracked flows (LRU).
+pub const DEFAULT_CONNTRACK_SIZE: u32 = 262_144;
+/// Entries in each source-filter LPM trie.
+pub const MAX_FILTER_RULES: u32 = 16_384;
+/// Local addresses of the balancer host that are never translated.
+pub const MAX_LOCAL_ADDRS: u32 = 256;
+/// Interfaces the program may redirect to.
+pub const MAX_TX_PORTS: u32 = 64;
+
+/// Map names, as they appear in the object file and under the pin directory.
+pub mod names {
+    pub const CONFIG: &str = "LB_CONFIG";
+    pub const VIPS: &str = "LB_VIPS";
+    pub const MAGLEV: &str = "LB_MAGLEV";
+    pub const BACKENDS: &str = "LB_BACKENDS";
+    pub const FLOWS: &str = "LB_FLOWS";
+    pub const REVERSE: &str = "LB_REVERSE";
+    pub const LOCAL_ADDRS: &str = "LB_LOCAL_ADDRS";
+    pub const FILTER_V4: &str = "LB_FILTER_V4";
+    pub const FILTER_V6: &str = "LB_FILTER_V6";
+    pub const TX_PORTS: &str = "LB_TX_PORTS";
+    pub const REASON_STATS: &str = "LB_REASON_STATS";
+    pub const VIP_STATS: &str = "LB_VIP_STATS";
+    pub const BACKEND_STATS: &str = "LB_BACKEND_STATS";
+}
+
+/// Program names in the object file.
+pub mod programs {
+    /// The balancer.
+    pub const LB: &str = "lb_xdp";
+    /// Passes every packet; prepares veth peers for redirected frames.
+    pub const PASS: &str = "lb_xdp_pass";
+    /// Minimal parse-and-`XDP_TX` program, the baseline for per-packet cost benchmarks.
+    pub const BASELINE_TX: &str = "lb_xdp_baseline_tx";
+}

@@ -1,0 +1,246 @@
+//! Map keys and values. All multi-byte address and port fields hold network byte order,
+//! exactly as they appear in packets, so the data path copies them without swapping.
+//! IPv4 addresses occupy word 0 of a `[u32; 4]`; the other words are zero.
+
+/// Address family tags used in keys.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// IP protocol numbers lb balances.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// A VIP: the (address, port, protocol) a `mode tcp` frontend binds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    pub addr: [u32; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Hash the client address only (`balance source`); otherwise the 5-tuple is hashed.
+pub const VIP_F_HASH_SRC: u32 = 1 << 0;
+/// The frontend has an allow-list: sources not in it are dropped.
+pub const VIP_F_ALLOWLIST: u32 = 1 << 1;
+
+/// Per-VIP data-path settings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipInfo {
+    /// Index into the per-VIP arrays (Maglev tables, counters); `< MAX_VIPS`.
+    pub vip_id: u32,
+    /// `VIP_F_*` bits.
+    pub flags: u32,
+    /// Which of the VIP's two Maglev tables is live (0 or 1). Userspace fills the other one,
+    /// then flips this field with one map update, so the data path never sees a half table.
+    pub active_table: u32,
+    /// Number of backends in the live table; 0 means "no backend", and new flows are dropped.
+    pub backend_count: u32,
+}
+
+/// Global data-path settings (single-entry array).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalConfig {
+    /// Maglev table size M (prime). Table `t` of VIP `v` starts at `(v * 2 + t) * M`.
+    pub maglev_size: u32,
+    /// Seed mixed into every packet hash; shared by all nodes running one config.
+    pub hash_seed: u32,
+}
+
+/// Backend states as the data path sees them.
+pub const BACKEND_UNUSED: u8 = 0;
+/// Takes new flows (it is in the Maglev table) and keeps established ones.
+pub const BACKEND_UP: u8 = 1;
+/// Keeps established flows, takes no new ones (absent from the Maglev table).
+pub const BACKEND_DRAIN: u8 = 2;
+/// Down or in maintenance: its flows are re-picked.
+pub const BACKEND_DOWN: u8 = 3;
+
+/// A backend endpoint, indexed by backend id in an array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: [u32; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub family: u8,
+    /// `BACKEND_*`.
+    pub state: u8,
+}
+
+/// Connection-tracking key: the client-side 5-tuple (destination is the VIP).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Connection-tracking value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    pub backend_id: u32,
+    pub vip_id: u32,
+}
+
+/// Reverse-NAT key: a backend endpoint as seen in its replies' source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReverseKey {
+    pub addr: [u32; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Reverse-NAT value: the VIP a backend's replies are rewritten to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReverseValue {
+    pub vip_addr: [u32; 4],
+    /// Network byte order.
+    pub vip_port: u16,
+    pub family: u8,
+    pub _pad: u8,
+    pub vip_id: u32,
+    pub backend_id: u32,
+}
+
+/// Key of the local-address set: addresses of the balancer host itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LocalAddrKey {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Source-filter LPM key data for IPv4: `scope` (0 = global, `vip_id + 1` = one frontend),
+/// big-endian, then the address. The LPM prefix length is `32 + cidr_len`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterKeyV4 {
+    pub scope: [u8; 4],
+    pub addr: [u8; 4],
+}
+
+/// Source-filter LPM key data for IPv6; see [`FilterKeyV4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterKeyV6 {
+    pub scope: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+/// Filter verdicts stored as LPM values.
+pub const FILTER_DENY: u32 = 1;
+pub const FILTER_ALLOW: u32 = 2;
+
+/// Per-VIP and per-backend traffic counters (per-CPU; userspace sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// Why a packet was passed, dropped or forwarded; index into the per-CPU reason counters.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    PassNotIp = 0,
+    PassFragment = 1,
+    PassIpOptions = 2,
+    PassTruncated = 3,
+    PassNotBalanced = 4,
+    PassLocal = 5,
+    PassNoNeighbour = 6,
+    PassFibFailed = 7,
+    PassUnsupportedIcmp = 8,
+    DropDenied = 9,
+    DropNoBackend = 10,
+    DropTtlExceeded = 11,
+    ForwardTx = 12,
+    ForwardRedirect = 13,
+    ReverseNat = 14,
+    IcmpTranslated = 15,
+}
+
+impl Reason {
+    /// Number of reasons; size of the reason counter array.
+    pub const COUNT: u32 = 16;
+    /// Every reason, in index order.
+    pub const ALL: [Reason; Reason::COUNT as usize] = [
+        Reason::PassNotIp,
+        Reason::PassFragment,
+        Reason::PassIpOptions,
+        Reason::PassTruncated,
+        Reason::PassNotBalanced,
+        Reason::PassLocal,
+        Reason::PassNoNeighbour,
+        Reason::PassFibFailed,
+        Reason::PassUnsupportedIcmp,
+        Reason::DropDenied,
+        Reason::DropNoBackend,
+        Reason::DropTtlExceeded,
+        Reason::ForwardTx,
+        Reason::ForwardRedirect,
+        Reason::ReverseNat,
+        Reason::IcmpTranslated,
+    ];
+
+    /// Stable snake_case name used in metrics and `lb stats`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::PassNotIp => "pass_not_ip",
+            Reason::PassFragment => "pass_fragment",
+            Reason::PassIpOptions => "pass_ip_options",
+            Reason::PassTruncated => "pass_truncated",
+            Reason::PassNotBalanced => "pass_not_balanced",
+            Reason::PassLocal => "pass_local",
+            Reason::PassNoNeighbour => "pass_no_neighbour",
+            Reason::PassFibFailed => "pass_fib_failed",
+            Reason::PassUnsupportedIcmp => "pass_unsupported_icmp",
+            Reason::DropDenied => "drop_denied",
+            Reason::DropNoBackend => "drop_no_backend",
+            Reason::DropTtlExceeded => "drop_ttl_exceeded",
+            Reason::ForwardTx => "forward_tx",
+            Reason::ForwardRedirect => "forward_redirect",
+            Reason::ReverseNat => "reverse_nat",
+            Reason::IcmpTranslated => "icmp_translated",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: every type is `#[repr(C)]`, `Copy`, has no implicit padding (explicit `_pad`
+    // fields fill the gaps) and is valid for any bit pattern.
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for VipInfo {}
+    unsafe impl aya::Pod for GlobalConfig {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for ReverseKey {}
+    unsafe impl aya::Pod for ReverseValue {}
+    unsafe impl aya::Pod for LocalAddrKey {}
+    unsafe impl aya::Pod for FilterKeyV4 {}
+    unsafe impl aya::Pod for FilterKeyV6 {}
+    unsafe impl aya::Pod for TrafficCounters {}
+}
