@@ -1,1 +1,25 @@
+//! Test support for lb: the namespaced lab harness ([`lab`]), the XDP `TestRun` harness
+//! ([`testrun`]), packet builders and from-scratch checksum verifiers ([`packet`]).
+//! The integration tests themselves live in `tests/tests/`.
 
+pub mod lab;
+pub mod packet;
+pub mod testrun;
+
+/// True when this process can load BPF programs and create namespaces.
+pub fn privileged() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Returns early from a test that needs root, printing why. `cargo xtask test` does not run
+/// privileged suites without root and reports them as skipped; this guards direct
+/// `cargo test` runs.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::privileged() {
+            eprintln!("skipped: needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)");
+            return;
+        }
+    };
+}

@@ -1,0 +1,314 @@
+//! The typed, validated configuration: what `config::load` produces and every other part of
+//! lb consumes. `defaults` are already folded into each frontend and backend, host names are
+//! resolved, durations parsed and ACL conditions compiled. Nothing downstream parses strings.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::l7::acl::{AclSet, Condition};
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from.
+    pub source: PathBuf,
+    pub global: Global,
+    /// The XDP tier; `None` means every `mode tcp` frontend runs in userspace.
+    pub dataplane: Option<Dataplane>,
+    /// In file order.
+    pub frontends: Vec<Frontend>,
+    /// In file order.
+    pub backends: Vec<Backend>,
+}
+
+/// `[global]`.
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// Admin listener (`/stats`, `/stats.json`, `/metrics`, `/healthz`, runtime API).
+    pub admin: SocketAddr,
+    /// Bearer token the admin API requires; mandatory when `admin` is not loopback.
+    pub admin_token: Option<String>,
+    pub log_format: LogFormat,
+    /// L7 worker threads; `None` = one per core.
+    pub threads: Option<usize>,
+    /// Seed of the L4 packet hash and the Maglev permutation, shared by every node.
+    pub hash_seed: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Haproxy,
+    Json,
+}
+
+/// `[dataplane]`.
+#[derive(Debug, Clone)]
+pub struct Dataplane {
+    pub interfaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+    pub conntrack_size: u32,
+    pub maglev_table_size: u32,
+    /// Globally denied source networks.
+    pub deny_src: Vec<IpNet>,
+    /// bpffs directory for pinned maps (default `/sys/fs/bpf/lb/<config file stem>`).
+    pub pin_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    Native,
+    Generic,
+    /// Native, else generic with a warning.
+    Auto,
+}
+
+/// An IP network (CIDR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Tcp,
+    Http,
+}
+
+/// Which tier serves a frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The XDP program (`mode tcp` with `[dataplane]` and no content inspection).
+    Xdp,
+    /// The userspace proxy.
+    Userspace,
+}
+
+/// HAProxy timeouts; `None` = not set (infinite in HAProxy, warned about by `lb check`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    pub client: Option<Duration>,
+    pub connect: Option<Duration>,
+    pub server: Option<Duration>,
+    pub http_request: Option<Duration>,
+    pub http_keep_alive: Option<Duration>,
+    pub queue: Option<Duration>,
+    pub tunnel: Option<Duration>,
+    pub check: Option<Duration>,
+}
+
+/// `[frontend.NAME]` (and the frontend half of a `listen`).
+#[derive(Debug, Clone)]
+pub struct Frontend {
+    pub name: String,
+    pub mode: Mode,
+    pub tier: Tier,
+    pub binds: Vec<Bind>,
+    /// Named ACLs, compiled.
+    pub acls: AclSet,
+    /// `http-request` rules in order.
+    pub http_request: Vec<HttpRequestRule>,
+    /// `tcp-request` rules in order (userspace `mode tcp`).
+    pub tcp_request: Vec<TcpRequestRule>,
+    /// `tcp-request inspect-delay`.
+    pub inspect_delay: Option<Duration>,
+    /// `use_backend` rules in order; the first match wins.
+    pub use_backend: Vec<UseBackend>,
+    pub default_backend: Option<String>,
+    pub timeouts: Timeouts,
+    /// `option forwardfor`.
+    pub forwardfor: bool,
+    /// Max concurrent client connections; `None` = unlimited.
+    pub maxconn: Option<u32>,
+    /// Per-frontend denied / allowed sources (XDP tier and userspace alike).
+    pub deny_src: Vec<IpNet>,
+    pub allow_src: Vec<IpNet>,
+    /// `errorfile CODE PATH`: raw HTTP responses, read at load.
+    pub errorfiles: BTreeMap<u16, Vec<u8>>,
+    /// Header limits (431 / 400 when exceeded).
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// Emit access logs.
+    pub log: bool,
+}
+
+/// One `bind` line.
+#[derive(Debug, Clone)]
+pub struct Bind {
+    /// `*:80` becomes `0.0.0.0:80`; `[::]:80` for IPv6.
+    pub addr: SocketAddr,
+    pub tls: Option<BindTls>,
+    /// The line as written, for messages.
+    pub text: String,
+}
+
+/// `ssl crt PEM [crt PEM…] alpn LIST` on a bind line.
+#[derive(Debug, Clone)]
+pub struct BindTls {
+    /// PEM files, each holding a certificate chain and its private key. The first is the
+    /// default when SNI matches none.
+    pub certs: Vec<PathBuf>,
+    /// ALPN protocols in preference order; default `["h2", "http/1.1"]`.
+    pub alpn: Vec<String>,
+}
+
+/// An `http-request` rule.
+#[derive(Debug, Clone)]
+pub struct HttpRequestRule {
+    pub action: HttpAction,
+    pub cond: Option<Condition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpAction {
+    Allow,
+    Deny { status: u16 },
+    Redirect(Redirect),
+    SetHeader { name: String, value: String },
+    AddHeader { name: String, value: String },
+    DelHeader { name: String },
+}
+
+/// `http-request redirect location|prefix|scheme TARGET [code N] [drop-query]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub kind: RedirectKind,
+    pub target: String,
+    /// 301, 302 (default), 303, 307 or 308.
+    pub code: u16,
+    pub drop_query: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectKind {
+    Location,
+    Prefix,
+    Scheme,
+}
+
+/// A `tcp-request` rule (userspace `mode tcp`).
+#[derive(Debug, Clone)]
+pub struct TcpRequestRule {
+    pub action: TcpAction,
+    pub cond: Option<Condition>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpAction {
+    /// `tcp-request content accept`.
+    Accept,
+    /// `tcp-request content reject` / `tcp-request connection reject`.
+    Reject,
+}
+
+/// `use_backend NAME if|unless COND`.
+#[derive(Debug, Clone)]
+pub struct UseBackend {
+    pub backend: String,
+    pub cond: Condition,
+}
+
+/// `[backend.NAME]` (and the backend half of a `listen`).
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub name: String,
+    pub mode: Mode,
+    pub balance: Balance,
+    pub cookie: Option<CookieSpec>,
+    /// Health-check settings for servers marked `check`.
+    pub check: CheckSpec,
+    pub servers: Vec<Server>,
+    pub timeouts: Timeouts,
+    /// `retries` (default 3).
+    pub retries: u32,
+    /// `option redispatch`: retry on another server.
+    pub redispatch: bool,
+    pub forwardfor: bool,
+    /// `http-request` rules evaluated in the backend.
+    pub http_request: Vec<HttpRequestRule>,
+    pub acls: AclSet,
+    pub errorfiles: BTreeMap<u16, Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    Source,
+    Random,
+}
+
+/// `cookie NAME insert [indirect] [nocache]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieSpec {
+    pub name: String,
+    pub indirect: bool,
+    pub nocache: bool,
+}
+
+/// One `server` line.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub name: String,
+    /// The address as written (`server1:7210`), for messages and re-resolution on reload.
+    pub host: String,
+    /// Resolved at load.
+    pub addr: SocketAddr,
+    /// `check`: health-checked. Without it the server is always considered UP.
+    pub check: bool,
+    /// 0..=256, default 1. Weight 0 takes no new traffic.
+    pub weight: u32,
+    pub backup: bool,
+    /// `cookie VALUE`; default the server name.
+    pub cookie: Option<String>,
+    pub maxconn: Option<u32>,
+    /// `disabled`: starts in MAINT.
+    pub disabled: bool,
+}
+
+/// Health-check settings (HAProxy defaults: inter 2s, rise 2, fall 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSpec {
+    pub interval: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Default: `timeout check`, else the interval.
+    pub timeout: Duration,
+    pub kind: CheckKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Connect only.
+    Tcp,
+    /// `http = "GET /healthz"`; `expect` is an inclusive status range (default 200..=399).
+    Http {
+        method: String,
+        path: String,
+        host: Option<String>,
+        expect: (u16, u16),
+    },
+    /// A TLS handshake (no certificate verification), with optional SNI.
+    Tls { sni: Option<String> },
+}
+
+impl Default for CheckSpec {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+            timeout: Duration::from_secs(2),
+            kind: CheckKind::Tcp,
+        }
+    }
+}
+
+impl Config {
+    /// The backend named `name`.
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}

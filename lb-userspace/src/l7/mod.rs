@@ -1,0 +1,4 @@
+//! The userspace tier: listeners, TLS termination, ACLs, routing, balancing, sticky
+//! cookies, upstream pools, and userspace `mode tcp`.
+
+pub mod acl;
