@@ -1,4 +1,100 @@
 //! Configuration: the TOML schema, HAProxy directive parsing, validation with exact
 //! locations, and the typed model the rest of lb consumes.
+//!
+//! - [`load`] reads a TOML file into a validated [`model::Config`], returning warnings
+//!   alongside; every problem is a [`Diagnostic`] printed as `FILE:LINE:COL: key.path: message`.
+//! - [`check::run_check`] is `lb check`; [`convert::run_convert`] is `lb convert`.
 
+mod build;
+pub mod check;
+pub mod convert;
+mod diag;
+mod directives;
 pub mod model;
+mod raw;
+mod source;
+mod suggest;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+pub use diag::{ConfigErrors, Diagnostic, Severity};
+pub use directives::parse_duration;
+
+/// `global.hash_seed` when the file does not set one: every node with the same config
+/// picks the same backend for a flow.
+pub const DEFAULT_HASH_SEED: u32 = 0x6c62_5eed;
+
+/// Resolves `host:port` for `server` lines (std `ToSocketAddrs` by default).
+pub type Resolver = dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync;
+
+/// How [`load_with`] reaches the outside world. [`LoadOptions::default`] is what `lb` uses.
+pub struct LoadOptions {
+    /// Relative `crt` and `errorfile` paths are taken from here (default: the current
+    /// directory, as HAProxy does).
+    pub base_dir: Option<PathBuf>,
+    /// Where network interfaces are listed (default `/sys/class/net`).
+    pub sys_class_net: PathBuf,
+    /// Host-name resolution for `server` addresses.
+    pub resolver: Box<Resolver>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            base_dir: None,
+            sys_class_net: PathBuf::from("/sys/class/net"),
+            resolver: Box::new(std_resolve),
+        }
+    }
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("base_dir", &self.base_dir)
+            .field("sys_class_net", &self.sys_class_net)
+            .finish_non_exhaustive()
+    }
+}
+
+fn std_resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+/// Loads and validates a configuration file. Warnings come back with the config; errors
+/// (at least one) come back as [`ConfigErrors`], each with its exact location.
+pub fn load(path: &Path) -> Result<(model::Config, Vec<Diagnostic>), ConfigErrors> {
+    load_with(path, &LoadOptions::default())
+}
+
+/// [`load`] with explicit [`LoadOptions`].
+pub fn load_with(
+    path: &Path,
+    opts: &LoadOptions,
+) -> Result<(model::Config, Vec<Diagnostic>), ConfigErrors> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(ConfigErrors {
+                diagnostics: vec![Diagnostic::file_level(
+                    path,
+                    format!("cannot read configuration: {e}"),
+                )],
+            });
+        }
+    };
+    load_str(path, &text, opts)
+}
+
+/// Loads a configuration from text; `path` names it in messages and gives the default
+/// `pin_path`.
+pub fn load_str(
+    path: &Path,
+    text: &str,
+    opts: &LoadOptions,
+) -> Result<(model::Config, Vec<Diagnostic>), ConfigErrors> {
+    let src = source::Source::new(path, text);
+    build::build(&src, opts)
+}
+

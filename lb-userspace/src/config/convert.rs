@@ -1,0 +1,1 @@
+//! `lb convert`: HAProxy configuration to lb TOML.

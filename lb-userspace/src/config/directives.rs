@@ -1,0 +1,692 @@
+//! Parsers for HAProxy directive lines (and the tables that stand for them), each working
+//! on located words so that a problem points at the exact column.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::model::{
+    Balance, CheckKind, CheckSpec, CookieSpec, HttpAction, IpNet, Redirect, RedirectKind,
+    TcpAction,
+};
+use super::source::{Problem, Str, Tok};
+use super::suggest::hint;
+
+/// Parses a HAProxy duration: a bare number is milliseconds; units `us ms s m h d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(format!(
+            "invalid duration `{text}`: expected a number with an optional unit (us, ms, s, m, h, d)"
+        ));
+    }
+    let (num, unit) = text.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration `{text}`: number too large"))?;
+    let per: (u64, u64) = match unit {
+        "" | "ms" => (n, 1_000_000),
+        "us" => (n, 1_000),
+        "s" => (n, 1_000_000_000),
+        "m" => (n, 60_000_000_000),
+        "h" => (n, 3_600_000_000_000),
+        "d" => (n, 86_400_000_000_000),
+        _ => {
+            return Err(format!(
+                "invalid duration `{text}`: unknown unit `{unit}` (expected us, ms, s, m, h or d)"
+            ));
+        }
+    };
+    per.0
+        .checked_mul(per.1)
+        .map(Duration::from_nanos)
+        .ok_or_else(|| format!("invalid duration `{text}`: too large"))
+}
+
+/// Words of one directive, with the position just past its end (for "missing …").
+#[derive(Debug, Clone)]
+pub(crate) struct Args<'a> {
+    pub toks: &'a [Tok],
+    pub i: usize,
+    pub end: usize,
+}
+
+impl<'a> Args<'a> {
+    pub fn new(toks: &'a [Tok], end: usize) -> Self {
+        Self { toks, i: 0, end }
+    }
+
+    pub fn peek(&self) -> Option<&'a Tok> {
+        self.toks.get(self.i)
+    }
+
+    pub fn next(&mut self) -> Option<&'a Tok> {
+        let t = self.toks.get(self.i);
+        if t.is_some() {
+            self.i += 1;
+        }
+        t
+    }
+
+    /// The next word, or "missing WHAT" at the end of the directive.
+    pub fn want(&mut self, what: &str) -> Result<&'a Tok, Problem> {
+        self.next()
+            .ok_or_else(|| Problem::new(self.end, format!("missing {what}")))
+    }
+
+    /// Value of option `opt` (the word after it).
+    pub fn value_of(&mut self, opt: &Tok) -> Result<&'a Tok, Problem> {
+        self.next()
+            .ok_or_else(|| Problem::new(opt.pos, format!("`{}` needs a value", opt.text)))
+    }
+
+    pub fn done(&self) -> Result<(), Problem> {
+        match self.peek() {
+            Some(t) => Err(Problem::new(t.pos, format!("unexpected `{}`", t.text))),
+            None => Ok(()),
+        }
+    }
+}
+
+pub(crate) fn duration_tok(t: &Tok) -> Result<Duration, Problem> {
+    parse_duration(&t.text).map_err(|m| Problem::new(t.pos, m))
+}
+
+pub(crate) fn number<T: std::str::FromStr>(
+    t: &Tok,
+    what: &str,
+    min: u64,
+    max: u64,
+) -> Result<T, Problem> {
+    let err = || Problem::new(t.pos, format!("{what} must be a number from {min} to {max}, not `{}`", t.text));
+    let n: u64 = t.text.parse().map_err(|_| err())?;
+    if n < min || n > max {
+        return Err(err());
+    }
+    t.text.parse().map_err(|_| err())
+}
+
+/// `*:80`, `:80`, `1.2.3.4:80`, `[::]:443`, `[2001:db8::1]:80`.
+pub(crate) fn bind_addr(t: &Tok) -> Result<SocketAddr, Problem> {
+    let (host, port, port_off) = split_host_port(t)?;
+    let ip: IpAddr = match host {
+        "" | "*" | "0.0.0.0" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        h => h.parse().map_err(|_| {
+            Problem::new(
+                t.pos,
+                format!("`{h}` is not an IP address (bind takes `*`, an IPv4 address or a bracketed IPv6 address)"),
+            )
+        })?,
+    };
+    let port = port_number(t, port, port_off)?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Splits `host:port` / `[v6]:port`; returns host, port text and the port's byte offset.
+pub(crate) fn split_host_port(t: &Tok) -> Result<(&str, &str, usize), Problem> {
+    let s = t.text.as_str();
+    if let Some(rest) = s.strip_prefix('[') {
+        let Some(close) = rest.find(']') else {
+            return Err(Problem::new(t.pos, format!("missing `]` in `{s}`")));
+        };
+        let host = &rest[..close];
+        let after = &rest[close + 1..];
+        let Some(port) = after.strip_prefix(':') else {
+            return Err(Problem::new(
+                t.pos + close + 2,
+                format!("missing port after `[{host}]` (write `[{host}]:PORT`)"),
+            ));
+        };
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(Problem::new(t.pos + 1, format!("`{host}` is not an IPv6 address")));
+        }
+        return Ok((host, port, close + 3));
+    }
+    if s.matches(':').count() > 1 {
+        return Err(Problem::new(
+            t.pos,
+            format!("IPv6 addresses must be written in brackets, e.g. `[2001:db8::1]:80`, not `{s}`"),
+        ));
+    }
+    match s.rfind(':') {
+        Some(i) => Ok((&s[..i], &s[i + 1..], i + 1)),
+        None => Err(Problem::new(
+            t.pos + s.len(),
+            format!("missing port in `{s}` (write HOST:PORT)"),
+        )),
+    }
+}
+
+fn port_number(t: &Tok, port: &str, off: usize) -> Result<u16, Problem> {
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ if port.contains('-') => Err(Problem::new(
+            t.pos + off,
+            format!("port ranges are not supported: `{port}`"),
+        )),
+        _ => Err(Problem::new(
+            t.pos + off,
+            format!("invalid port `{port}` (expected 1 to 65535)"),
+        )),
+    }
+}
+
+/// A parsed `bind` line (certificates not read yet).
+#[derive(Debug)]
+pub(crate) struct BindLine {
+    pub addr: SocketAddr,
+    pub ssl: Option<Tok>,
+    pub certs: Vec<(PathBuf, Tok)>,
+    pub alpn: Option<Vec<String>>,
+}
+
+const BIND_OPTS: &[&str] = &[
+    "ssl", "crt", "alpn", "no-sslv3", "no-tlsv10", "no-tlsv11", "v4v6", "v6only",
+];
+
+pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
+    let a = args.want("address")?;
+    let addr = bind_addr(a)?;
+    let mut line = BindLine {
+        addr,
+        ssl: None,
+        certs: Vec::new(),
+        alpn: None,
+    };
+    while let Some(t) = args.next() {
+        match t.text.as_str() {
+            "ssl" => line.ssl = Some(t.clone()),
+            "crt" => {
+                let v = args.value_of(t)?;
+                line.certs.push((PathBuf::from(&v.text), v.clone()));
+            }
+            "alpn" => {
+                let v = args.value_of(t)?;
+                let list: Vec<String> = v.text.split(',').map(|p| p.trim().to_string()).collect();
+                if let Some(bad) = list.iter().find(|p| p.is_empty()) {
+                    return Err(Problem::new(v.pos, format!("empty protocol in alpn list `{}`{bad}", v.text)));
+                }
+                line.alpn = Some(list);
+            }
+            "no-sslv3" | "no-tlsv10" | "no-tlsv11" | "v4v6" | "v6only" => {}
+            "npn" => {
+                return Err(Problem::new(
+                    t.pos,
+                    "`npn` is not supported (obsolete); use `alpn h2,http/1.1`",
+                ));
+            }
+            other => {
+                return Err(Problem::new(
+                    t.pos,
+                    format!("unknown bind option `{other}`{}", hint(other, BIND_OPTS.iter().copied())),
+                ));
+            }
+        }
+    }
+    if let (None, Some((_, t))) = (&line.ssl, line.certs.first()) {
+        return Err(Problem::new(t.pos, "`crt` needs `ssl` on the same bind line"));
+    }
+    if let (Some(s), true) = (&line.ssl, line.certs.is_empty()) {
+        return Err(Problem::new(s.pos, "`ssl` needs at least one `crt PEM`"));
+    }
+    Ok(line)
+}
+
+/// A parsed `server` line (address not resolved yet).
+#[derive(Debug)]
+pub(crate) struct ServerLine {
+    pub name: Tok,
+    pub host: String,
+    pub port: u16,
+    pub addr_tok: Tok,
+    pub check: bool,
+    pub weight: u32,
+    pub backup: bool,
+    pub cookie: Option<String>,
+    pub maxconn: Option<u32>,
+    pub disabled: bool,
+}
+
+const SERVER_OPTS: &[&str] = &[
+    "check", "weight", "backup", "cookie", "maxconn", "disabled", "enabled",
+];
+
+pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
+    let name = args.want("server name")?.clone();
+    let a = args.want("server address (HOST:PORT)")?.clone();
+    let (host, port, off) = split_host_port(&a)?;
+    if host.is_empty() || host == "*" {
+        return Err(Problem::new(a.pos, format!("missing host in server address `{}`", a.text)));
+    }
+    let port = port_number(&a, port, off)?;
+    let mut s = ServerLine {
+        name,
+        host: host.to_string(),
+        port,
+        addr_tok: a.clone(),
+        check: false,
+        weight: 1,
+        backup: false,
+        cookie: None,
+        maxconn: None,
+        disabled: false,
+    };
+    while let Some(t) = args.next() {
+        match t.text.as_str() {
+            "check" => s.check = true,
+            "backup" => s.backup = true,
+            "disabled" => s.disabled = true,
+            "enabled" => s.disabled = false,
+            "weight" => s.weight = number(args.value_of(t)?, "weight", 0, 256)?,
+            "maxconn" => s.maxconn = Some(number(args.value_of(t)?, "maxconn", 1, u64::from(u32::MAX))?),
+            "cookie" => s.cookie = Some(args.value_of(t)?.text.clone()),
+            "inter" | "rise" | "fall" | "port" | "addr" => {
+                return Err(Problem::new(
+                    t.pos,
+                    format!("per-server `{}` is not supported; set it in the backend's `check` table", t.text),
+                ));
+            }
+            other => {
+                return Err(Problem::new(
+                    t.pos,
+                    format!("unknown server option `{other}`{}", hint(other, SERVER_OPTS.iter().copied())),
+                ));
+            }
+        }
+    }
+    Ok(s)
+}
+
+pub(crate) const BALANCES: &[&str] = &["roundrobin", "leastconn", "source", "random"];
+
+pub(crate) fn balance(s: &Str) -> Result<Balance, Problem> {
+    match s.value.trim() {
+        "roundrobin" => Ok(Balance::RoundRobin),
+        "leastconn" => Ok(Balance::LeastConn),
+        "source" => Ok(Balance::Source),
+        "random" => Ok(Balance::Random),
+        other => Err(Problem::new(
+            s.pos(0),
+            format!(
+                "unknown balance algorithm `{other}`{}",
+                match hint(other, BALANCES.iter().copied()) {
+                    h if h.is_empty() => " (supported: roundrobin, leastconn, source, random)".to_string(),
+                    h => h,
+                }
+            ),
+        )),
+    }
+}
+
+/// `NAME insert [indirect] [nocache]`.
+pub(crate) fn cookie(args: &mut Args) -> Result<CookieSpec, Problem> {
+    let name = args.want("cookie name")?;
+    let mut spec = CookieSpec {
+        name: name.text.clone(),
+        indirect: false,
+        nocache: false,
+    };
+    let mut insert = false;
+    while let Some(t) = args.next() {
+        match t.text.as_str() {
+            "insert" => insert = true,
+            "indirect" => spec.indirect = true,
+            "nocache" => spec.nocache = true,
+            "rewrite" | "prefix" | "preserve" | "httponly" | "secure" | "domain" | "maxidle"
+            | "maxlife" | "postonly" | "dynamic" | "attr" => {
+                return Err(Problem::new(
+                    t.pos,
+                    format!("cookie mode `{}` is not supported (only `insert [indirect] [nocache]`)", t.text),
+                ));
+            }
+            other => {
+                return Err(Problem::new(
+                    t.pos,
+                    format!(
+                        "unknown cookie option `{other}`{}",
+                        hint(other, ["insert", "indirect", "nocache"])
+                    ),
+                ));
+            }
+        }
+    }
+    if !insert {
+        return Err(Problem::new(args.end, "missing `insert` (only `cookie NAME insert [indirect] [nocache]` is supported)"));
+    }
+    Ok(spec)
+}
+
+const CHECK_OPTS: &[&str] = &[
+    "inter", "interval", "rise", "fall", "timeout", "http", "host", "expect", "tls", "sni", "tcp",
+];
+
+/// `inter 2s rise 2 fall 3 timeout 1s http GET /healthz host H expect 200-399 | tls [sni S]`.
+/// Returns the spec and whether a timeout was given.
+pub(crate) fn check(args: &mut Args, mut spec: CheckSpec) -> Result<(CheckSpec, bool), Problem> {
+    let mut timeout_set = false;
+    let mut host = None;
+    let mut expect = None;
+    let mut sni = None;
+    while let Some(t) = args.next() {
+        match t.text.as_str() {
+            "inter" | "interval" => {
+                spec.interval = duration_tok(args.value_of(t)?)?;
+                if spec.interval.is_zero() {
+                    return Err(Problem::new(t.pos, "check interval must be greater than 0"));
+                }
+            }
+            "rise" => spec.rise = number(args.value_of(t)?, "rise", 1, 1000)?,
+            "fall" => spec.fall = number(args.value_of(t)?, "fall", 1, 1000)?,
+            "timeout" => {
+                spec.timeout = duration_tok(args.value_of(t)?)?;
+                timeout_set = true;
+            }
+            "tcp" => spec.kind = CheckKind::Tcp,
+            "tls" => spec.kind = CheckKind::Tls { sni: None },
+            "sni" => sni = Some(args.value_of(t)?.text.clone()),
+            "host" => host = Some(args.value_of(t)?.text.clone()),
+            "expect" => {
+                let v = args.value_of(t)?;
+                let bad = || Problem::new(v.pos, format!("`expect` takes a status or a range like 200-399, not `{}`", v.text));
+                let (lo, hi) = v.text.split_once('-').unwrap_or((&v.text, &v.text));
+                let lo: u16 = lo.parse().map_err(|_| bad())?;
+                let hi: u16 = hi.parse().map_err(|_| bad())?;
+                if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+                    return Err(bad());
+                }
+                expect = Some((lo, hi));
+            }
+            "http" => {
+                let first = args.value_of(t)?;
+                let (method, path) = if first.text.starts_with('/') {
+                    ("GET".to_string(), first.text.clone())
+                } else {
+                    let p = args.want("health-check path after the method")?;
+                    if !p.text.starts_with('/') {
+                        return Err(Problem::new(p.pos, format!("health-check path must start with `/`, not `{}`", p.text)));
+                    }
+                    (first.text.to_ascii_uppercase(), p.text.clone())
+                };
+                spec.kind = CheckKind::Http {
+                    method,
+                    path,
+                    host: None,
+                    expect: (200, 399),
+                };
+            }
+            other => {
+                return Err(Problem::new(
+                    t.pos,
+                    format!("unknown check setting `{other}`{}", hint(other, CHECK_OPTS.iter().copied())),
+                ));
+            }
+        }
+    }
+    match &mut spec.kind {
+        CheckKind::Http {
+            host: h, expect: e, ..
+        } => {
+            if host.is_some() {
+                *h = host;
+            }
+            if let Some(x) = expect {
+                *e = x;
+            }
+        }
+        CheckKind::Tls { sni: s } => *s = sni,
+        CheckKind::Tcp => {}
+    }
+    Ok((spec, timeout_set))
+}
+
+/// The `http-request` action (the condition is split off by the caller).
+pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {
+    const ACTIONS: &[&str] = &["allow", "deny", "redirect", "set-header", "add-header", "del-header"];
+    let a = args.want("action (allow, deny, redirect, set-header, add-header, del-header)")?;
+    let action = match a.text.as_str() {
+        "allow" => HttpAction::Allow,
+        "deny" => {
+            let mut status = 403;
+            while let Some(t) = args.next() {
+                match t.text.as_str() {
+                    "deny_status" => status = number(args.value_of(t)?, "deny_status", 200, 599)?,
+                    other => {
+                        return Err(Problem::new(
+                            t.pos,
+                            format!("unexpected `{other}` after deny{}", hint(other, ["deny_status"])),
+                        ));
+                    }
+                }
+            }
+            HttpAction::Deny { status }
+        }
+        "redirect" => {
+            let k = args.want("redirect type (location, prefix or scheme)")?;
+            let kind = match k.text.as_str() {
+                "location" => RedirectKind::Location,
+                "prefix" => RedirectKind::Prefix,
+                "scheme" => RedirectKind::Scheme,
+                other => {
+                    return Err(Problem::new(
+                        k.pos,
+                        format!(
+                            "unknown redirect type `{other}` (expected location, prefix or scheme){}",
+                            hint(other, ["location", "prefix", "scheme"])
+                        ),
+                    ));
+                }
+            };
+            let target = args.want("redirect target")?.text.clone();
+            let mut r = Redirect {
+                kind,
+                target,
+                code: 302,
+                drop_query: false,
+            };
+            while let Some(t) = args.next() {
+                match t.text.as_str() {
+                    "code" => {
+                        let v = args.value_of(t)?;
+                        r.code = match v.text.as_str() {
+                            "301" => 301,
+                            "302" => 302,
+                            "303" => 303,
+                            "307" => 307,
+                            "308" => 308,
+                            _ => {
+                                return Err(Problem::new(
+                                    v.pos,
+                                    format!("redirect code must be 301, 302, 303, 307 or 308, not `{}`", v.text),
+                                ));
+                            }
+                        };
+                    }
+                    "drop-query" => r.drop_query = true,
+                    other => {
+                        return Err(Problem::new(
+                            t.pos,
+                            format!("unknown redirect option `{other}`{}", hint(other, ["code", "drop-query"])),
+                        ));
+                    }
+                }
+            }
+            HttpAction::Redirect(r)
+        }
+        "set-header" | "add-header" => {
+            let name = args.want("header name")?.text.clone();
+            let value = args.want("header value")?.text.clone();
+            args.done()?;
+            if a.text == "set-header" {
+                HttpAction::SetHeader { name, value }
+            } else {
+                HttpAction::AddHeader { name, value }
+            }
+        }
+        "del-header" => {
+            let name = args.want("header name")?.text.clone();
+            args.done()?;
+            HttpAction::DelHeader { name }
+        }
+        other => {
+            return Err(Problem::new(
+                a.pos,
+                format!(
+                    "unsupported http-request action `{other}`{}",
+                    match hint(other, ACTIONS.iter().copied()) {
+                        h if h.is_empty() => " (supported: allow, deny, redirect, set-header, add-header, del-header)".to_string(),
+                        h => h,
+                    }
+                ),
+            ));
+        }
+    };
+    Ok(action)
+}
+
+/// A `tcp-request` line: `inspect-delay D` or `content|connection accept|reject`.
+pub(crate) enum TcpLine {
+    InspectDelay(Duration),
+    Rule(TcpAction, bool),
+}
+
+pub(crate) fn tcp_request(args: &mut Args) -> Result<TcpLine, Problem> {
+    let k = args.want("`inspect-delay` or `content`")?;
+    match k.text.as_str() {
+        "inspect-delay" => {
+            let d = duration_tok(args.value_of(k)?)?;
+            args.done()?;
+            Ok(TcpLine::InspectDelay(d))
+        }
+        "content" | "connection" => {
+            let a = args.want("`accept` or `reject`")?;
+            let action = match a.text.as_str() {
+                "accept" => TcpAction::Accept,
+                "reject" => TcpAction::Reject,
+                other => {
+                    return Err(Problem::new(
+                        a.pos,
+                        format!("unsupported tcp-request action `{other}` (supported: accept, reject){}", hint(other, ["accept", "reject"])),
+                    ));
+                }
+            };
+            args.done()?;
+            Ok(TcpLine::Rule(action, k.text == "content"))
+        }
+        other => Err(Problem::new(
+            k.pos,
+            format!(
+                "unsupported tcp-request rule `{other}` (supported: inspect-delay, content, connection){}",
+                hint(other, ["inspect-delay", "content", "connection"])
+            ),
+        )),
+    }
+}
+
+/// `192.0.2.0/24`, `2001:db8::/32`, or a single address.
+pub(crate) fn cidr(t: &Tok) -> Result<IpNet, Problem> {
+    let (a, p) = match t.text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (t.text.as_str(), None),
+    };
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| Problem::new(t.pos, format!("`{a}` is not an IP address")))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix_len = match p {
+        None => max,
+        Some(p) => match p.parse::<u8>() {
+            Ok(n) if n <= max => n,
+            _ => {
+                return Err(Problem::new(
+                    t.pos + a.len() + 1,
+                    format!("invalid prefix length `{p}` (0 to {max})"),
+                ));
+            }
+        },
+    };
+    Ok(IpNet {
+        addr: mask(addr, prefix_len),
+        prefix_len,
+    })
+}
+
+fn mask(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
+        }
+        IpAddr::V6(a) => {
+            let m = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
+        }
+    }
+}
+
+/// HAProxy's `errorfile` status codes.
+pub(crate) const ERRORFILE_CODES: &[u16] = &[
+    200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 425, 429, 431, 500, 501, 502, 503, 504,
+];
+
+pub(crate) const TIMEOUT_NAMES: &[&str] = &[
+    "client", "connect", "server", "http-request", "http-keep-alive", "queue", "tunnel", "check",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("20"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("150us"), Ok(Duration::from_micros(150)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+        assert_eq!(
+            parse_duration("20x"),
+            Err("invalid duration `20x`: unknown unit `x` (expected us, ms, s, m, h or d)".into())
+        );
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("99999999999999999999").is_err());
+        assert!(parse_duration("9999999999999d").is_err());
+    }
+
+    fn tok(s: &str) -> Tok {
+        Tok {
+            text: s.into(),
+            pos: 100,
+            off: 0,
+        }
+    }
+
+    #[test]
+    fn bind_addresses() {
+        let ok = |s: &str| bind_addr(&tok(s)).map(|a| a.to_string()).map_err(|p| p.msg);
+        assert_eq!(ok("*:80").as_deref(), Ok("0.0.0.0:80"));
+        assert_eq!(ok(":8080").as_deref(), Ok("0.0.0.0:8080"));
+        assert_eq!(ok("[::]:443").as_deref(), Ok("[::]:443"));
+        assert_eq!(ok("1.2.3.4:80").as_deref(), Ok("1.2.3.4:80"));
+        assert_eq!(ok("[2001:db8::1]:80").as_deref(), Ok("[2001:db8::1]:80"));
+        assert!(ok("2001:db8::1:80").is_err());
+        assert!(ok("*:0").is_err());
+        assert!(ok("*:80-81").is_err());
+        assert!(ok("*").is_err());
+        let p = bind_addr(&tok("1.2.3.4:99999")).expect_err("bad port");
+        assert_eq!(p.pos, 108);
+    }
+
+    #[test]
+    fn cidrs() {
+        let net = cidr(&tok("192.0.2.7/24")).expect("cidr");
+        assert_eq!(net.addr.to_string(), "192.0.2.0");
+        assert_eq!(net.prefix_len, 24);
+        assert_eq!(cidr(&tok("2001:db8::1")).expect("v6").prefix_len, 128);
+        assert!(cidr(&tok("10.0.0.0/33")).is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! The serde model of the TOML file, before validation: every value keeps its span.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde_spanned::Spanned;
+
+pub(crate) type S = Spanned<String>;
+pub(crate) type V = Spanned<toml::Value>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFile {
+    pub global: Option<Spanned<RawGlobal>>,
+    pub dataplane: Option<Spanned<RawDataplane>>,
+    pub defaults: Option<Spanned<RawProxy>>,
+    #[serde(default)]
+    pub frontend: Sections<RawProxy>,
+    #[serde(default)]
+    pub backend: Sections<RawProxy>,
+    #[serde(default)]
+    pub listen: Sections<RawProxy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGlobal {
+    pub admin: Option<S>,
+    pub admin_token: Option<S>,
+    pub log_format: Option<S>,
+    pub threads: Option<Spanned<i64>>,
+    pub hash_seed: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDataplane {
+    pub interfaces: Option<Spanned<List>>,
+    pub xdp_mode: Option<S>,
+    pub conntrack_size: Option<Spanned<i64>>,
+    pub maglev_table_size: Option<Spanned<i64>>,
+    pub deny_src: Option<Spanned<List>>,
+    pub pin_path: Option<S>,
+}
+
+/// `[defaults]`, `[frontend.X]`, `[backend.X]`, `[listen.X]`: one key set; which keys a
+/// section may use is checked during validation (with a better message than "unknown").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProxy {
+    pub mode: Option<S>,
+    pub tier: Option<S>,
+    pub bind: Option<Spanned<List>>,
+    pub acl: Option<Spanned<List>>,
+    pub http_request: Option<Spanned<List>>,
+    pub tcp_request: Option<Spanned<List>>,
+    pub use_backend: Option<Spanned<List>>,
+    pub default_backend: Option<S>,
+    pub timeout: Option<Spanned<List>>,
+    pub balance: Option<S>,
+    pub cookie: Option<Spanned<List>>,
+    pub check: Option<Spanned<List>>,
+    pub server: Option<Spanned<List>>,
+    pub errorfile: Option<Spanned<List>>,
+    pub option: Option<Spanned<List>>,
+    pub retries: Option<Spanned<i64>>,
+    pub maxconn: Option<Spanned<i64>>,
+    pub deny_src: Option<Spanned<List>>,
+    pub allow_src: Option<Spanned<List>>,
+    pub log: Option<V>,
+    pub max_header_bytes: Option<Spanned<i64>>,
+    pub max_headers: Option<Spanned<i64>>,
+}
+
+/// Every key of a proxy section (for suggestions and per-section checks).
+pub(crate) const PROXY_KEYS: &[&str] = &[
+    "mode",
+    "tier",
+    "bind",
+    "acl",
+    "http_request",
+    "tcp_request",
+    "use_backend",
+    "default_backend",
+    "timeout",
+    "balance",
+    "cookie",
+    "check",
+    "server",
+    "errorfile",
+    "option",
+    "retries",
+    "maxconn",
+    "deny_src",
+    "allow_src",
+    "log",
+    "max_header_bytes",
+    "max_headers",
+];
+
+/// Named sections in file order.
+#[derive(Debug)]
+pub(crate) struct Sections<T>(pub Vec<(S, Spanned<T>)>);
+
+impl<T> Default for Sections<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sections<T> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Vis<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Vis<T> {
+            type Value = Sections<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a table of named sections")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some(k) = m.next_key::<S>()? {
+                    v.push((k, m.next_value()?));
+                }
+                Ok(Sections(v))
+            }
+        }
+        d.deserialize_map(Vis(PhantomData))
+    }
+}
+
+/// A directive item: HAProxy line syntax or a structured table.
+#[derive(Debug)]
+pub(crate) enum Item {
+    Line(String),
+    Table(Vec<(S, V)>),
+    /// Anything else (reported by the directive that expected a line or table).
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Vis;
+        impl<'de> Visitor<'de> for Vis {
+            type Value = Item;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a table")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Item, E> {
+                Ok(Item::Line(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Item, E> {
+                Ok(Item::Line(v))
+            }
+            fn visit_i64<E: de::Error>(self, _v: i64) -> Result<Item, E> {
+                Ok(Item::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _v: u64) -> Result<Item, E> {
+                Ok(Item::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _v: f64) -> Result<Item, E> {
+                Ok(Item::Other)
+            }
+            fn visit_bool<E: de::Error>(self, _v: bool) -> Result<Item, E> {
+                Ok(Item::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Item, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = s.next_element::<toml::Value>()? {
+                    v.push(x);
+                }
+                Ok(Item::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Item, A::Error> {
+                let mut v = Vec::new();
+                while let Some(k) = m.next_key::<S>()? {
+                    v.push((k, m.next_value::<V>()?));
+                }
+                Ok(Item::Table(v))
+            }
+        }
+        d.deserialize_any(Vis)
+    }
+}
+
+/// One item or an array of them.
+#[derive(Debug)]
+pub(crate) enum List {
+    One(Item),
+    Many(Vec<Spanned<Item>>),
+}
+
+impl<'de> Deserialize<'de> for List {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Vis;
+        impl<'de> Visitor<'de> for Vis {
+            type Value = List;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, a table or an array of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<List, E> {
+                Ok(List::One(Item::Line(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<List, E> {
+                Ok(List::One(Item::Line(v)))
+            }
+            fn visit_i64<E: de::Error>(self, _v: i64) -> Result<List, E> {
+                Ok(List::One(Item::Other))
+            }
+            fn visit_bool<E: de::Error>(self, _v: bool) -> Result<List, E> {
+                Ok(List::One(Item::Other))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<List, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = s.next_element::<Spanned<Item>>()? {
+                    v.push(x);
+                }
+                Ok(List::Many(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<List, A::Error> {
+                Item::deserialize(de::value::MapAccessDeserializer::new(m)).map(List::One)
+            }
+        }
+        d.deserialize_any(Vis)
+    }
+}
+
+impl List {
+    /// Items with their spans; a single item has the span of the whole value.
+    pub fn items<'a>(&'a self, span: &Range<usize>) -> Vec<(usize, Range<usize>, &'a Item)> {
+        match self {
+            List::One(i) => vec![(0, span.clone(), i)],
+            List::Many(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i, s.span(), s.get_ref()))
+                .collect(),
+        }
+    }
+
+    pub fn is_many(&self) -> bool {
+        matches!(self, List::Many(_))
+    }
+}
