@@ -1,1 +1,1183 @@
 //! `lb convert`: HAProxy configuration to lb TOML.
+//!
+//! Reads `global`, `defaults`, `frontend`, `backend` and `listen` sections, comments and
+//! quoted arguments. Every supported directive is written in lb's schema (HAProxy line
+//! syntax is kept where lb keeps it); everything else is named in a warning with its line
+//! and written as a comment, never dropped. Unknown keywords are errors with a suggestion.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::diag::{Diagnostic, Severity};
+use super::directives::{TIMEOUT_NAMES, parse_duration};
+use super::suggest::{closest, hint};
+
+/// The result of converting one file.
+#[derive(Debug, Clone)]
+pub struct Conversion {
+    /// The TOML text (complete even when there are errors; unsupported parts as comments).
+    pub toml: String,
+    /// Warnings and errors, in line order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Conversion {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// `lb convert HAPROXY.cfg [-o OUT.toml]`: writes the TOML to `output` (or to `out`), the
+/// warnings to `out`; exit 1 without writing when there are errors.
+pub fn run_convert(input: &Path, output: Option<&Path>, out: &mut dyn Write) -> i32 {
+    let text = match std::fs::read_to_string(input) {
+        Ok(t) => t,
+        Err(e) => {
+            let d = Diagnostic::file_level(input, format!("cannot read: {e}"));
+            let _ = writeln!(out, "{d}");
+            return 1;
+        }
+    };
+    let conv = convert_str(input, &text);
+    let mut report = String::new();
+    for d in &conv.diagnostics {
+        report.push_str(&format!("{d}\n"));
+    }
+    if conv.has_errors() {
+        let _ = out.write_all(report.as_bytes());
+        return 1;
+    }
+    match output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &conv.toml) {
+                report.push_str(&format!("{}: cannot write: {e}\n", path.display()));
+                let _ = out.write_all(report.as_bytes());
+                return 1;
+            }
+            report.push_str(&format!(
+                "wrote {} ({} warning{})\n",
+                path.display(),
+                conv.diagnostics.len(),
+                if conv.diagnostics.len() == 1 { "" } else { "s" }
+            ));
+            let _ = out.write_all(report.as_bytes());
+            0
+        }
+        None => {
+            // The warnings are in the TOML header as comments.
+            if out.write_all(conv.toml.as_bytes()).is_err() {
+                return 1;
+            }
+            0
+        }
+    }
+}
+
+/// One word of a haproxy.cfg line, with its 1-based column.
+#[derive(Debug, Clone)]
+struct W {
+    text: String,
+    col: usize,
+    quoted: bool,
+}
+
+/// Splits a line into words (quotes, backslash escapes) and its trailing comment.
+fn split_line(line: &str) -> Result<(Vec<W>, Option<String>), (usize, String)> {
+    let mut words = Vec::new();
+    let mut cur: Option<W> = None;
+    let mut quote: Option<(char, usize)> = None;
+    let mut chars = line.char_indices().peekable();
+    let col_of = |i: usize| line[..i].chars().count() + 1;
+    while let Some((i, c)) = chars.next() {
+        match (quote, c) {
+            (Some((q, _)), c) if c == q => quote = None,
+            (Some(('"', _)) | None, '\\') => {
+                let w = cur.get_or_insert_with(|| W { text: String::new(), col: col_of(i), quoted: false });
+                if let Some((_, n)) = chars.next() {
+                    w.text.push(n);
+                }
+            }
+            (Some(_), c) => cur
+                .get_or_insert_with(|| W { text: String::new(), col: col_of(i), quoted: true })
+                .text
+                .push(c),
+            (None, '"' | '\'') => {
+                let w = cur.get_or_insert_with(|| W { text: String::new(), col: col_of(i), quoted: true });
+                w.quoted = true;
+                quote = Some((c, i));
+            }
+            (None, '#') => {
+                if let Some(w) = cur.take() {
+                    words.push(w);
+                }
+                let c = line[i + 1..].trim_end();
+                return Ok((words, Some(c.strip_prefix(' ').unwrap_or(c).to_string())));
+            }
+            (None, c) if c.is_whitespace() => {
+                if let Some(w) = cur.take() {
+                    words.push(w);
+                }
+            }
+            (None, c) => cur
+                .get_or_insert_with(|| W { text: String::new(), col: col_of(i), quoted: false })
+                .text
+                .push(c),
+        }
+    }
+    if let Some((_, i)) = quote {
+        return Err((col_of(i), "unterminated quote".to_string()));
+    }
+    if let Some(w) = cur.take() {
+        words.push(w);
+    }
+    Ok((words, None))
+}
+
+/// Joins words back into lb line syntax, quoting where needed.
+fn join(words: &[W]) -> String {
+    words
+        .iter()
+        .map(|w| quote_word(&w.text))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn quote_word(s: &str) -> String {
+    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '#') {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Global,
+    Defaults,
+    Frontend,
+    Backend,
+    Listen,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    value: String,
+    comment: Option<String>,
+}
+
+/// One output section.
+#[derive(Debug)]
+struct Sect {
+    kind: Kind,
+    name: String,
+    header_comment: Option<String>,
+    /// (key, entries, is_list); in first-seen order.
+    keys: Vec<(String, Vec<Entry>, bool)>,
+    timeout: Vec<(String, String)>,
+    check: Vec<(String, String)>,
+    /// Comments in file order (original comments and unsupported lines).
+    notes: Vec<String>,
+}
+
+impl Sect {
+    fn new(kind: Kind, name: &str, comment: Option<String>) -> Self {
+        Self {
+            kind,
+            name: name.to_string(),
+            header_comment: comment,
+            keys: Vec::new(),
+            timeout: Vec::new(),
+            check: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn path(&self) -> String {
+        match self.kind {
+            Kind::Global => "global".into(),
+            Kind::Defaults => "defaults".into(),
+            Kind::Frontend => format!("frontend.{}", self.name),
+            Kind::Backend => format!("backend.{}", self.name),
+            Kind::Listen => format!("listen.{}", self.name),
+        }
+    }
+
+    fn push(&mut self, key: &str, value: String, comment: Option<String>, list: bool) {
+        let e = Entry { value, comment };
+        match self.keys.iter_mut().find(|(k, _, _)| k == key) {
+            Some((_, v, l)) if *l => v.push(e),
+            Some((_, v, _)) => *v = vec![e],
+            None => self.keys.push((key.to_string(), vec![e], list)),
+        }
+    }
+
+    fn set_check(&mut self, key: &str, value: String) {
+        match self.check.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.check.push((key.to_string(), value)),
+        }
+    }
+
+    fn has_backend_half(&self) -> bool {
+        matches!(self.kind, Kind::Backend | Kind::Listen | Kind::Defaults)
+    }
+}
+
+const PROXY_SUPPORTED: &[&str] = &[
+    "mode", "bind", "server", "acl", "http-request", "tcp-request", "use_backend",
+    "default_backend", "timeout", "balance", "cookie", "option", "no", "retries", "maxconn",
+    "errorfile", "log", "redirect", "default-server", "http-check", "contimeout", "clitimeout",
+    "srvtimeout",
+];
+
+/// HAProxy keywords lb knows but does not support (warned about, kept as comments).
+const PROXY_UNSUPPORTED: &[&str] = &[
+    "stats", "capture", "compression", "http-response", "http-after-response", "monitor-uri",
+    "monitor", "reqadd", "rspadd", "reqrep", "rsprep", "reqdel", "rspdel", "reqirep",
+    "unique-id-format", "unique-id-header", "hash-type", "hash-balance-factor", "fullconn",
+    "http-reuse", "source", "dispatch", "persist", "stick-table", "stick", "filter",
+    "server-template", "email-alert", "description", "id", "disabled", "enabled", "errorloc",
+    "errorloc302", "errorloc303", "errorfiles", "external-check", "tcp-check", "tcp-response",
+    "rate-limit", "log-format", "log-format-sd", "error-log-format", "log-tag", "declare",
+    "force-persist", "ignore-persist", "grace", "bind-process", "backlog", "max-keep-alive-queue",
+    "http-send-name-header", "load-server-state-from-file", "server-state-file-name",
+    "use-server", "use-fcgi-app", "http-error", "ignore-persist", "log-format", "tcp-request",
+    "quic-initial", "max-session-srv-conns", "retry-on", "dynamic-cookie-key",
+];
+
+const GLOBAL_KNOWN: &[&str] = &[
+    "daemon", "user", "group", "uid", "gid", "chroot", "pidfile", "nbproc", "nbthread", "maxconn",
+    "log", "log-send-hostname", "log-tag", "stats", "ca-base", "crt-base", "lua-load",
+    "master-worker", "spread-checks", "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites",
+    "ssl-default-bind-options", "ssl-default-server-ciphers", "ssl-default-server-options",
+    "ssl-server-verify", "tune.ssl.default-dh-param", "tune.bufsize", "tune.maxrewrite",
+    "cpu-map", "node", "description", "hard-stop-after", "quiet", "zero-warning",
+    "server-state-file", "server-state-base", "localpeer", "h1-case-adjust", "maxsslconn",
+    "maxconnrate", "ulimit-n", "setenv", "presetenv", "unsetenv", "resetenv", "expose-experimental-directives",
+];
+
+struct Converter<'a> {
+    file: &'a Path,
+    diags: Vec<Diagnostic>,
+    sections: Vec<Sect>,
+    /// Lines before the first section.
+    preamble: Vec<String>,
+    defaults_seen: usize,
+}
+
+/// Converts haproxy.cfg text.
+pub fn convert_str(file: &Path, text: &str) -> Conversion {
+    let mut c = Converter {
+        file,
+        diags: Vec::new(),
+        sections: Vec::new(),
+        preamble: Vec::new(),
+        defaults_seen: 0,
+    };
+    for (i, raw) in text.lines().enumerate() {
+        c.line(i + 1, raw);
+    }
+    c.lift_checks();
+    let toml = c.emit();
+    let mut diags = c.diags;
+    diags.sort_by_key(|d| (d.line, d.col));
+    Conversion {
+        toml,
+        diagnostics: diags,
+    }
+}
+
+impl Converter<'_> {
+    fn diag(&mut self, sev: Severity, line: usize, col: usize, path: &str, msg: String) {
+        self.diags.push(Diagnostic {
+            severity: sev,
+            file: self.file.to_path_buf(),
+            line,
+            col,
+            path: path.to_string(),
+            message: msg,
+        });
+    }
+
+    fn cur(&mut self) -> Option<&mut Sect> {
+        self.sections.last_mut()
+    }
+
+    fn cur_path(&self) -> String {
+        self.sections.last().map_or_else(String::new, Sect::path)
+    }
+
+    fn note(&mut self, text: String) {
+        match self.sections.last_mut() {
+            Some(s) => s.notes.push(text),
+            None => self.preamble.push(text),
+        }
+    }
+
+    /// Names an unsupported directive (or part of one) and keeps it as a comment.
+    fn unsupported(&mut self, line: usize, col: usize, raw: &str, why: &str) {
+        let path = self.cur_path();
+        self.diag(Severity::Warning, line, col, &path, format!("{why}; kept as a comment"));
+        self.note(format!("UNSUPPORTED (line {line}): {} -- {why}", raw.trim()));
+    }
+
+    fn line(&mut self, n: usize, raw: &str) {
+        let (words, comment) = match split_line(raw) {
+            Ok(x) => x,
+            Err((col, msg)) => {
+                let path = self.cur_path();
+                self.diag(Severity::Error, n, col, &path, msg);
+                return;
+            }
+        };
+        let Some(first) = words.first() else {
+            if let Some(c) = comment.filter(|c| !c.trim().is_empty()) {
+                self.note(c);
+            }
+            return;
+        };
+        let kw = first.text.as_str();
+        match kw {
+            "global" | "defaults" | "frontend" | "backend" | "listen" => {
+                self.section(n, &words, comment);
+                return;
+            }
+            "userlist" | "peers" | "resolvers" | "mailers" | "program" | "http-errors" | "cache"
+            | "ring" | "fcgi-app" | "crt-store" | "traces" | "log-forward" => {
+                let name = words.get(1).map_or("", |w| w.text.as_str()).to_string();
+                self.sections.push(Sect::new(Kind::Global, &format!("#{kw} {name}"), None));
+                let why = format!("`{kw}` sections are not supported");
+                self.unsupported(n, first.col, raw, &why);
+                return;
+            }
+            _ => {}
+        }
+        let Some(sect) = self.sections.last() else {
+            self.diag(Severity::Error, n, first.col, "", format!("`{kw}` outside of any section"));
+            return;
+        };
+        if sect.name.starts_with('#') {
+            // inside an unsupported section: keep as comment
+            self.note(format!("UNSUPPORTED (line {n}): {}", raw.trim()));
+            return;
+        }
+        match sect.kind {
+            Kind::Global => self.global(n, raw, &words, comment),
+            _ => self.proxy(n, raw, &words, comment),
+        }
+    }
+
+    fn section(&mut self, n: usize, words: &[W], comment: Option<String>) {
+        let kw = words[0].text.as_str();
+        let name = words.get(1).map(|w| w.text.clone());
+        let kind = match kw {
+            "global" => Kind::Global,
+            "defaults" => Kind::Defaults,
+            "frontend" => Kind::Frontend,
+            "backend" => Kind::Backend,
+            _ => Kind::Listen,
+        };
+        match (kind, &name) {
+            (Kind::Frontend | Kind::Backend | Kind::Listen, None) => {
+                self.diag(Severity::Error, n, words[0].col + kw.len(), kw, format!("`{kw}` needs a name"));
+                self.sections.push(Sect::new(kind, "?", comment));
+                return;
+            }
+            (Kind::Frontend | Kind::Backend | Kind::Listen, Some(nm)) => {
+                if let Some(extra) = words.get(2) {
+                    self.diag(Severity::Warning, n, extra.col, &format!("{kw}.{nm}"), format!("`{}` after the {kw} name is not supported (HAProxy's old `listen NAME ADDR` form); use `bind`", extra.text));
+                }
+            }
+            (Kind::Defaults, _) => {
+                self.defaults_seen += 1;
+                if let Some(nm) = &name {
+                    self.diag(Severity::Warning, n, words[1].col, "defaults", format!("named defaults (`{nm}`) are not supported: lb has one [defaults] section; merged into it"));
+                }
+                if self.defaults_seen > 1 {
+                    self.diag(Severity::Warning, n, words[0].col, "defaults", "several defaults sections: lb has one [defaults]; later settings override earlier ones for every proxy".to_string());
+                    // merge into the first
+                    if let Some(pos) = self.sections.iter().position(|s| s.kind == Kind::Defaults) {
+                        let s = self.sections.remove(pos);
+                        self.sections.push(s);
+                        return;
+                    }
+                }
+            }
+            (Kind::Global, _) => {
+                if let Some(pos) = self.sections.iter().position(|s| s.kind == Kind::Global && !s.name.starts_with('#')) {
+                    let s = self.sections.remove(pos);
+                    self.sections.push(s);
+                    return;
+                }
+            }
+        }
+        let nm = name.unwrap_or_default();
+        if matches!(kind, Kind::Frontend | Kind::Backend | Kind::Listen) {
+            let dup = self.sections.iter().any(|s| {
+                s.name == nm
+                    && (s.kind == kind
+                        || (kind == Kind::Listen && matches!(s.kind, Kind::Frontend | Kind::Backend))
+                        || (s.kind == Kind::Listen && matches!(kind, Kind::Frontend | Kind::Backend)))
+            });
+            if dup {
+                self.diag(Severity::Error, n, words[1].col, &format!("{kw}.{nm}"), format!("duplicate {kw} name `{nm}`"));
+            }
+        }
+        self.sections.push(Sect::new(kind, &nm, comment));
+    }
+
+    fn global(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>) {
+        let kw = words[0].text.as_str();
+        match kw {
+            "nbthread" => match words.get(1).and_then(|w| w.text.parse::<u32>().ok()) {
+                Some(t) => {
+                    if let Some(s) = self.cur() {
+                        s.push("threads", t.to_string(), comment, false);
+                    }
+                }
+                None => self.unsupported(n, words[0].col, raw, "`nbthread` needs a number"),
+            },
+            "stats" => self.unsupported(n, words[0].col, raw, "the stats socket is replaced by lb's admin API (`[global] admin`)"),
+            "log" => self.unsupported(n, words[0].col, raw, "syslog targets are not supported: lb writes logs to stdout (`log_format` = \"haproxy\" or \"json\")"),
+            "daemon" | "user" | "group" | "uid" | "gid" | "chroot" | "pidfile" | "master-worker" | "nbproc" => {
+                self.unsupported(n, words[0].col, raw, &format!("`{kw}`: lb runs in the foreground under a service manager"))
+            }
+            _ if GLOBAL_KNOWN.contains(&kw) || kw.starts_with("tune.") || kw.starts_with("ssl-") => {
+                self.unsupported(n, words[0].col, raw, &format!("global `{kw}` is not supported"))
+            }
+            _ => {
+                let h = hint(kw, GLOBAL_KNOWN.iter().copied());
+                self.unsupported(n, words[0].col, raw, &format!("unknown global keyword `{kw}`{h}"))
+            }
+        }
+    }
+
+    fn proxy(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>) {
+        let kw = words[0].text.clone();
+        let col = words[0].col;
+        let args = &words[1..];
+        let kind = self.sections.last().map_or(Kind::Defaults, |s| s.kind);
+        let path = self.cur_path();
+        let is_fe = matches!(kind, Kind::Frontend | Kind::Listen);
+        let is_be = matches!(kind, Kind::Backend | Kind::Listen | Kind::Defaults);
+        let need_arg = |c: &mut Self| {
+            if args.is_empty() {
+                c.diag(Severity::Error, n, col + kw.len(), &path, format!("`{kw}` needs an argument"));
+                true
+            } else {
+                false
+            }
+        };
+        match kw.as_str() {
+            "mode" => {
+                if need_arg(self) {
+                    return;
+                }
+                match args[0].text.as_str() {
+                    "tcp" | "http" => {
+                        let v = toml_str(&args[0].text);
+                        if let Some(s) = self.cur() {
+                            s.push("mode", v, comment, false);
+                        }
+                    }
+                    other => {
+                        let h = hint(other, ["tcp", "http"]);
+                        self.diag(Severity::Error, n, args[0].col, &path, format!("unknown mode `{other}`{h}"));
+                    }
+                }
+            }
+            "bind" if is_fe => self.bind(n, raw, args, comment, col),
+            "server" if matches!(kind, Kind::Backend | Kind::Listen) => self.server(n, raw, args, comment, col),
+            "acl" if kind != Kind::Defaults => {
+                if need_arg(self) {
+                    return;
+                }
+                let v = toml_str(&join(args));
+                if let Some(s) = self.cur() {
+                    s.push("acl", v, comment, true);
+                }
+            }
+            "http-request" if kind != Kind::Defaults => self.http_request(n, raw, args, comment, col),
+            "redirect" if is_fe => {
+                // old-style `redirect …` is `http-request redirect …`
+                let mut w = vec![W { text: "redirect".into(), col, quoted: false }];
+                w.extend(args.iter().cloned());
+                self.http_request(n, raw, &w, comment, col)
+            }
+            "tcp-request" if is_fe => self.tcp_request(n, raw, args, comment, col),
+            "use_backend" if is_fe => {
+                if need_arg(self) {
+                    return;
+                }
+                let v = toml_str(&join_cond(args));
+                if let Some(s) = self.cur() {
+                    s.push("use_backend", v, comment, true);
+                }
+            }
+            "default_backend" if kind != Kind::Backend => {
+                if need_arg(self) {
+                    return;
+                }
+                let v = toml_str(&args[0].text);
+                if let Some(s) = self.cur() {
+                    s.push("default_backend", v, comment, false);
+                }
+            }
+            "timeout" | "contimeout" | "clitimeout" | "srvtimeout" => {
+                let (name, val) = match kw.as_str() {
+                    "timeout" => (args.first(), args.get(1)),
+                    _ => (None, args.first()),
+                };
+                let name = match kw.as_str() {
+                    "contimeout" => "connect".to_string(),
+                    "clitimeout" => "client".to_string(),
+                    "srvtimeout" => "server".to_string(),
+                    _ => name.map(|w| w.text.clone()).unwrap_or_default(),
+                };
+                let Some(val) = val else {
+                    self.diag(Severity::Error, n, col + kw.len(), &path, format!("`{kw}` needs a name and a duration"));
+                    return;
+                };
+                if !TIMEOUT_NAMES.contains(&name.as_str()) {
+                    self.unsupported(n, col, raw, &format!("`timeout {name}` is not supported"));
+                    return;
+                }
+                if let Err(m) = parse_duration(&val.text) {
+                    self.diag(Severity::Error, n, val.col, &path, m);
+                    return;
+                }
+                if let Some(s) = self.cur() {
+                    match s.timeout.iter_mut().find(|(k, _)| *k == name) {
+                        Some((_, v)) => v.clone_from(&val.text),
+                        None => s.timeout.push((name, val.text.clone())),
+                    }
+                }
+            }
+            "balance" if is_be => {
+                if need_arg(self) {
+                    return;
+                }
+                let a = args[0].text.as_str();
+                if ["roundrobin", "leastconn", "source", "random"].contains(&a) {
+                    let v = toml_str(a);
+                    if let Some(s) = self.cur() {
+                        s.push("balance", v, comment, false);
+                    }
+                } else {
+                    self.unsupported(n, args[0].col, raw, &format!("balance `{a}` is not supported (roundrobin, leastconn, source, random)"));
+                }
+            }
+            "cookie" if is_be => {
+                if need_arg(self) {
+                    return;
+                }
+                let bad = args.iter().skip(1).find(|w| !["insert", "indirect", "nocache"].contains(&w.text.as_str()));
+                let insert = args.iter().any(|w| w.text == "insert");
+                match bad {
+                    Some(b) => {
+                        let why = format!("cookie option `{}` is not supported (only `insert [indirect] [nocache]`)", b.text);
+                        self.unsupported(n, b.col, raw, &why)
+                    }
+                    None if !insert => self.unsupported(n, col, raw, "only `cookie NAME insert …` is supported"),
+                    None => {
+                        let v = toml_str(&join(args));
+                        if let Some(s) = self.cur() {
+                            s.push("cookie", v, comment, false);
+                        }
+                    }
+                }
+            }
+            "option" | "no" => self.option(n, raw, words, comment),
+            "retries" if is_be => {
+                if need_arg(self) {
+                    return;
+                }
+                match args[0].text.parse::<u32>() {
+                    Ok(r) => {
+                        if let Some(s) = self.cur() {
+                            s.push("retries", r.to_string(), comment, false);
+                        }
+                    }
+                    Err(_) => self.diag(Severity::Error, n, args[0].col, &path, format!("retries must be a number, not `{}`", args[0].text)),
+                }
+            }
+            "maxconn" if is_fe || kind == Kind::Defaults => {
+                if need_arg(self) {
+                    return;
+                }
+                match args[0].text.parse::<u32>() {
+                    Ok(m) => {
+                        if let Some(s) = self.cur() {
+                            s.push("maxconn", m.to_string(), comment, false);
+                        }
+                    }
+                    Err(_) => self.diag(Severity::Error, n, args[0].col, &path, format!("maxconn must be a number, not `{}`", args[0].text)),
+                }
+            }
+            "errorfile" => {
+                if args.len() != 2 {
+                    self.diag(Severity::Error, n, col, &path, "`errorfile` takes a status code and a file path".to_string());
+                    return;
+                }
+                let v = toml_str(&join(args));
+                if let Some(s) = self.cur() {
+                    s.push("errorfile", v, comment, true);
+                }
+            }
+            "log" => {
+                let target = join(args);
+                if target != "global" {
+                    self.diag(Severity::Warning, n, col, &path, format!("log target `{target}` is not supported: lb writes access logs to stdout; written as `log = true`"));
+                    self.note(format!("haproxy.cfg line {n}: log {target}"));
+                }
+                if let Some(s) = self.cur() {
+                    s.push("log", "true".into(), comment, false);
+                }
+            }
+            "default-server" => {
+                let mut i = 0;
+                while i < args.len() {
+                    let a = &args[i];
+                    match (a.text.as_str(), args.get(i + 1)) {
+                        ("inter" | "rise" | "fall", Some(v)) if is_be => {
+                            let key = if a.text == "inter" { "interval" } else { a.text.as_str() };
+                            let val = if key == "interval" { toml_str(&v.text) } else { v.text.clone() };
+                            if let Some(s) = self.cur() {
+                                s.set_check(key, val);
+                            }
+                            i += 2;
+                        }
+                        _ => {
+                            let why = format!("default-server option `{}` is not supported", a.text);
+                            self.unsupported(n, a.col, raw, &why);
+                            return;
+                        }
+                    }
+                }
+            }
+            "http-check" if is_be => self.http_check(n, raw, args, col),
+            _ => {
+                if PROXY_SUPPORTED.contains(&kw.as_str()) {
+                    let where_ = match kind {
+                        Kind::Frontend => "a frontend",
+                        Kind::Backend => "a backend",
+                        Kind::Defaults => "defaults",
+                        _ => "this section",
+                    };
+                    self.unsupported(n, col, raw, &format!("`{kw}` is not allowed in {where_}"));
+                } else if PROXY_UNSUPPORTED.contains(&kw.as_str()) {
+                    self.unsupported(n, col, raw, &format!("`{kw}` is not supported"));
+                } else {
+                    let all = PROXY_SUPPORTED.iter().chain(PROXY_UNSUPPORTED.iter()).copied();
+                    let h = hint(&kw, all);
+                    let msg = if h.is_empty() {
+                        format!("unknown keyword `{kw}`")
+                    } else {
+                        format!("unknown keyword `{kw}`{h}")
+                    };
+                    self.diag(Severity::Error, n, col, &path, msg);
+                    self.note(format!("ERROR (line {n}): {}", raw.trim()));
+                }
+            }
+        }
+    }
+
+    fn bind(&mut self, n: usize, raw: &str, args: &[W], comment: Option<String>, col: usize) {
+        let path = self.cur_path();
+        let Some(addr) = args.first() else {
+            self.diag(Severity::Error, n, col + 4, &path, "`bind` needs an address".into());
+            return;
+        };
+        let mut out: Vec<String> = Vec::new();
+        for part in addr.text.split(',') {
+            match norm_addr(part, true) {
+                Ok(a) => out.push(a),
+                Err(m) => {
+                    self.unsupported(n, addr.col, raw, &m);
+                    return;
+                }
+            }
+        }
+        let mut opts = Vec::new();
+        let mut i = 1;
+        while i < args.len() {
+            let w = &args[i];
+            match w.text.as_str() {
+                "ssl" | "v4v6" | "v6only" | "no-sslv3" | "no-tlsv10" | "no-tlsv11" => opts.push(w.text.clone()),
+                "crt" | "alpn" => match args.get(i + 1) {
+                    Some(v) => {
+                        opts.push(w.text.clone());
+                        opts.push(quote_word(&v.text.replace(", ", ",")));
+                        i += 1;
+                    }
+                    None => {
+                        self.diag(Severity::Error, n, w.col, &path, format!("`{}` needs a value", w.text));
+                        return;
+                    }
+                },
+                "npn" => {
+                    let v = args.get(i + 1).map_or("", |v| v.text.as_str());
+                    self.diag(Severity::Warning, n, w.col, &path, format!("`npn {v}` is not supported (NPN is obsolete); dropped, ALPN (`alpn h2,http/1.1`) is used instead"));
+                    self.note(format!("haproxy.cfg line {n}: dropped `npn {v}` (obsolete; use alpn)"));
+                    i += 1;
+                }
+                other => {
+                    let takes_value = [
+                        "crt-list", "ca-file", "verify", "ciphers", "ciphersuites", "ssl-min-ver",
+                        "ssl-max-ver", "name", "process", "interface", "maxconn", "backlog", "mss",
+                        "curves", "ecdhe", "crl-file", "id", "level", "mode", "user", "group", "tfo",
+                        "thread", "nice", "proto", "namespace", "ca-ignore-err", "crt-ignore-err",
+                    ]
+                    .contains(&other);
+                    let v = if takes_value { args.get(i + 1).map_or("", |v| v.text.as_str()) } else { "" };
+                    self.diag(Severity::Warning, n, w.col, &path, format!("bind option `{}` is not supported; dropped", format!("{other} {v}").trim()));
+                    self.note(format!("haproxy.cfg line {n}: dropped bind option `{}`", format!("{other} {v}").trim()));
+                    if takes_value {
+                        i += 1;
+                    }
+                }
+            }
+            i += 1;
+        }
+        for a in out {
+            let mut line = a;
+            for o in &opts {
+                line.push(' ');
+                line.push_str(o);
+            }
+            let v = toml_str(&line);
+            if let Some(s) = self.cur() {
+                s.push("bind", v, comment.clone(), true);
+            }
+        }
+    }
+
+    fn server(&mut self, n: usize, raw: &str, args: &[W], comment: Option<String>, col: usize) {
+        let path = self.cur_path();
+        let (Some(name), Some(addr)) = (args.first(), args.get(1)) else {
+            self.diag(Severity::Error, n, col + 6, &path, "`server` needs a name and an address".into());
+            return;
+        };
+        let a = match norm_addr(&addr.text, false) {
+            Ok(a) => a,
+            Err(m) => {
+                self.unsupported(n, addr.col, raw, &m);
+                return;
+            }
+        };
+        let mut line = vec![quote_word(&name.text), a];
+        let mut i = 2;
+        while i < args.len() {
+            let w = &args[i];
+            match (w.text.as_str(), args.get(i + 1)) {
+                ("check" | "backup" | "disabled", _) => line.push(w.text.clone()),
+                ("enabled", _) => {}
+                ("weight" | "cookie" | "maxconn", Some(v)) => {
+                    line.push(w.text.clone());
+                    line.push(quote_word(&v.text));
+                    i += 1;
+                }
+                ("inter" | "rise" | "fall", Some(v)) => {
+                    let key = if w.text == "inter" { "interval" } else { w.text.as_str() };
+                    let val = if key == "interval" { toml_str(&v.text) } else { v.text.clone() };
+                    let existing = self.sections.last().and_then(|s| s.check.iter().find(|(k, _)| k == key).map(|(_, x)| x.clone()));
+                    match existing {
+                        Some(x) if x != val => {
+                            self.diag(Severity::Warning, n, w.col, &path, format!("per-server `{} {}` differs from another server's; lb has one check setting per backend, the first is kept", w.text, v.text));
+                        }
+                        Some(_) => {}
+                        None => {
+                            if let Some(s) = self.cur() {
+                                s.set_check(key, val);
+                            }
+                        }
+                    }
+                    i += 1;
+                }
+                (other, next) => {
+                    let takes_value = [
+                        "port", "addr", "ssl", "verify", "sni", "ca-file", "resolvers", "init-addr",
+                        "observe", "on-error", "slowstart", "track", "agent-check", "agent-port",
+                        "agent-inter", "fastinter", "downinter", "maxqueue", "minconn", "id",
+                        "error-limit", "source", "proto", "alpn", "check-sni", "pool-max-conn",
+                        "resolve-prefer", "crt", "namespace",
+                    ]
+                    .contains(&other)
+                        && !matches!(other, "ssl")
+                        && next.is_some();
+                    let v = if takes_value { next.map_or("", |v| v.text.as_str()) } else { "" };
+                    let shown = format!("{other} {v}").trim().to_string();
+                    self.diag(Severity::Warning, n, w.col, &path, format!("server option `{shown}` is not supported; dropped"));
+                    self.note(format!("haproxy.cfg line {n}: dropped server option `{shown}` of `{}`", name.text));
+                    if takes_value {
+                        i += 1;
+                    }
+                }
+            }
+            i += 1;
+        }
+        let _ = raw;
+        let v = toml_str(&line.join(" "));
+        if let Some(s) = self.cur() {
+            s.push("server", v, comment, true);
+        }
+    }
+
+    fn http_request(&mut self, n: usize, raw: &str, args: &[W], comment: Option<String>, col: usize) {
+        let path = self.cur_path();
+        let Some(action) = args.first() else {
+            self.diag(Severity::Error, n, col, &path, "`http-request` needs an action".into());
+            return;
+        };
+        let supported = ["allow", "deny", "redirect", "set-header", "add-header", "del-header"];
+        if !supported.contains(&action.text.as_str()) {
+            let why = format!("http-request action `{}` is not supported", action.text);
+            self.unsupported(n, action.col, raw, &why);
+            return;
+        }
+        let fixed = self.braces(n, args);
+        let v = toml_str(&join_cond(&fixed));
+        if let Some(s) = self.cur() {
+            s.push("http_request", v, comment, true);
+        }
+    }
+
+    /// `{path` → `{ path`, `/admin}` → `/admin }` (HAProxy needs blanks around braces).
+    fn braces(&mut self, n: usize, args: &[W]) -> Vec<W> {
+        let path = self.cur_path();
+        let mut out = Vec::new();
+        for w in args {
+            if w.quoted || w.text == "{" || w.text == "}" || !(w.text.starts_with('{') || w.text.ends_with('}')) {
+                out.push(w.clone());
+                continue;
+            }
+            // `hdr(x)` patterns may legitimately contain braces only in regexes; split simple cases
+            let mut t = w.text.as_str();
+            let mut pre = false;
+            let mut post = false;
+            if let Some(r) = t.strip_prefix('{') {
+                pre = true;
+                t = r;
+            }
+            if let Some(r) = t.strip_suffix('}') {
+                post = true;
+                t = r;
+            }
+            self.diag(Severity::Warning, n, w.col, &path, format!("`{}`: braces of an anonymous ACL must be separated by blanks; written as `{}{}{}`", w.text, if pre { "{ " } else { "" }, t, if post { " }" } else { "" }));
+            if pre {
+                out.push(W { text: "{".into(), col: w.col, quoted: false });
+            }
+            if !t.is_empty() {
+                out.push(W { text: t.into(), col: w.col, quoted: false });
+            }
+            if post {
+                out.push(W { text: "}".into(), col: w.col, quoted: false });
+            }
+        }
+        out
+    }
+
+    fn tcp_request(&mut self, n: usize, raw: &str, args: &[W], comment: Option<String>, col: usize) {
+        let path = self.cur_path();
+        let ok = match (args.first().map(|w| w.text.as_str()), args.get(1).map(|w| w.text.as_str())) {
+            (Some("inspect-delay"), Some(_)) => true,
+            (Some("content" | "connection"), Some("accept" | "reject")) => true,
+            (None, _) => {
+                self.diag(Severity::Error, n, col, &path, "`tcp-request` needs a rule".into());
+                return;
+            }
+            _ => false,
+        };
+        if !ok {
+            self.unsupported(n, col, raw, "this tcp-request rule is not supported (inspect-delay, content|connection accept|reject)");
+            return;
+        }
+        let fixed = self.braces(n, args);
+        let v = toml_str(&join_cond(&fixed));
+        if let Some(s) = self.cur() {
+            s.push("tcp_request", v, comment, true);
+        }
+    }
+
+    fn option(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>) {
+        let path = self.cur_path();
+        let neg = words[0].text == "no";
+        let rest = if neg { &words[1..] } else { &words[..] };
+        if rest.first().map(|w| w.text.as_str()) != Some("option") {
+            let col = words[0].col;
+            self.diag(Severity::Error, n, col, &path, "`no` must be followed by `option`".into());
+            return;
+        }
+        let Some(name) = rest.get(1) else {
+            self.diag(Severity::Error, n, rest[0].col, &path, "`option` needs a name".into());
+            return;
+        };
+        let extra = &rest[2..];
+        match name.text.as_str() {
+            "forwardfor" | "redispatch" | "httplog" | "tcplog" | "dontlognull" | "http-keep-alive"
+            | "http-server-close"
+                if extra.is_empty() || (name.text == "httplog" && extra.iter().all(|w| w.text == "clf")) =>
+            {
+                let v = toml_str(&format!("{}{}", if neg { "no " } else { "" }, name.text));
+                if let Some(s) = self.cur() {
+                    s.push("option", v, comment, true);
+                }
+            }
+            "httpchk" if !neg => {
+                let (m, u) = match extra {
+                    [] => ("OPTIONS".to_string(), "/".to_string()),
+                    [u] => ("OPTIONS".to_string(), u.text.clone()),
+                    [m, u, ..] => (m.text.clone(), u.text.clone()),
+                };
+                if extra.len() > 2 {
+                    self.diag(Severity::Warning, n, extra[2].col, &path, "the HTTP version and headers of `option httpchk` are not supported; dropped".into());
+                }
+                if let Some(s) = self.cur() {
+                    s.set_check("http", toml_str(&format!("{m} {u}")));
+                }
+            }
+            other => {
+                let why = format!("`option {}` is not supported", join(&rest[1..]));
+                let _ = other;
+                self.unsupported(n, name.col, raw, &why);
+            }
+        }
+    }
+
+    fn http_check(&mut self, n: usize, raw: &str, args: &[W], col: usize) {
+        match args.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().as_slice() {
+            ["expect", "status", code] if code.parse::<u16>().is_ok() => {
+                let v = toml_str(code);
+                if let Some(s) = self.cur() {
+                    s.set_check("expect", v);
+                }
+            }
+            ["send", rest @ ..] => {
+                let mut meth = None;
+                let mut uri = None;
+                let mut host = None;
+                let mut i = 0;
+                while i + 1 < rest.len() {
+                    match rest[i] {
+                        "meth" => meth = Some(rest[i + 1]),
+                        "uri" => uri = Some(rest[i + 1]),
+                        "hdr" if rest[i + 1].eq_ignore_ascii_case("host") && i + 2 < rest.len() => {
+                            host = Some(rest[i + 2]);
+                            i += 1;
+                        }
+                        _ => {
+                            self.unsupported(n, col, raw, "only `http-check send meth M uri U [hdr Host H]` is supported");
+                            return;
+                        }
+                    }
+                    i += 2;
+                }
+                let (m, u) = (meth.unwrap_or("GET"), uri.unwrap_or("/"));
+                if let Some(s) = self.cur() {
+                    s.set_check("http", toml_str(&format!("{m} {u}")));
+                    if let Some(h) = host {
+                        s.set_check("host", toml_str(h));
+                    }
+                }
+            }
+            _ => self.unsupported(n, col, raw, "only `http-check expect status N` and `http-check send …` are supported"),
+        }
+    }
+
+    /// A check table needs `http` for `expect`/`host`; a lone `expect` implies `GET /`.
+    fn lift_checks(&mut self) {
+        for s in &mut self.sections {
+            let has = |k: &str| s.check.iter().any(|(x, _)| x == k);
+            if (has("expect") || has("host")) && !has("http") {
+                s.check.push(("http".into(), toml_str("OPTIONS /")));
+            }
+        }
+    }
+
+    fn emit(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "# Converted from {} by `lb convert`.\n",
+            self.file.file_name().map_or_else(|| self.file.display().to_string(), |f| f.to_string_lossy().into_owned())
+        ));
+        let warnings: Vec<&Diagnostic> = self.diags.iter().collect();
+        if !warnings.is_empty() {
+            out.push_str("# Review these before use:\n");
+            let mut w = warnings;
+            w.sort_by_key(|d| (d.line, d.col));
+            for d in w {
+                out.push_str(&format!("#   line {}: {}\n", d.line, d.message));
+            }
+        }
+        for p in &self.preamble {
+            out.push_str(&format!("# {p}\n"));
+        }
+        for s in &self.sections {
+            out.push('\n');
+            if s.name.starts_with('#') {
+                for n in &s.notes {
+                    out.push_str(&format!("# {n}\n"));
+                }
+                continue;
+            }
+            let header = match s.kind {
+                Kind::Global => "[global]".to_string(),
+                Kind::Defaults => "[defaults]".to_string(),
+                Kind::Frontend => format!("[frontend.{}]", toml_key(&s.name)),
+                Kind::Backend => format!("[backend.{}]", toml_key(&s.name)),
+                Kind::Listen => format!("[listen.{}]", toml_key(&s.name)),
+            };
+            out.push_str(&header);
+            if let Some(c) = &s.header_comment {
+                out.push_str(&format!("  # {c}"));
+            }
+            out.push('\n');
+            for n in &s.notes {
+                out.push_str(&format!("# {n}\n"));
+            }
+            let order = [
+                "threads", "mode", "bind", "acl", "http_request", "tcp_request", "use_backend",
+                "default_backend", "balance", "cookie", "server", "errorfile", "option", "retries",
+                "maxconn", "log",
+            ];
+            let mut keys: Vec<&(String, Vec<Entry>, bool)> = s.keys.iter().collect();
+            keys.sort_by_key(|(k, _, _)| order.iter().position(|o| o == k).unwrap_or(order.len()));
+            let mut wrote_timeout = false;
+            let mut wrote_check = false;
+            for (k, entries, list) in keys {
+                let pos = order.iter().position(|o| o == k).unwrap_or(order.len());
+                if !wrote_timeout && pos > 7 && !s.timeout.is_empty() {
+                    out.push_str(&timeout_line(&s.timeout));
+                    wrote_timeout = true;
+                }
+                if !wrote_check && k == "server" && !s.check.is_empty() {
+                    out.push_str(&check_line(&s.check));
+                    wrote_check = true;
+                }
+                if *list {
+                    out.push_str(&format!("{k} = [\n"));
+                    for e in entries {
+                        out.push_str(&format!("    {},", e.value));
+                        if let Some(c) = &e.comment {
+                            out.push_str(&format!("  # {c}"));
+                        }
+                        out.push('\n');
+                    }
+                    out.push_str("]\n");
+                } else if let Some(e) = entries.last() {
+                    out.push_str(&format!("{k} = {}", e.value));
+                    if let Some(c) = &e.comment {
+                        out.push_str(&format!("  # {c}"));
+                    }
+                    out.push('\n');
+                }
+            }
+            if !wrote_timeout && !s.timeout.is_empty() {
+                out.push_str(&timeout_line(&s.timeout));
+            }
+            if !wrote_check && !s.check.is_empty() && s.has_backend_half() {
+                out.push_str(&check_line(&s.check));
+            }
+        }
+        out
+    }
+}
+
+fn timeout_line(t: &[(String, String)]) -> String {
+    let parts: Vec<String> = t.iter().map(|(k, v)| format!("{} = {}", toml_key(k), toml_str(v))).collect();
+    format!("timeout = {{ {} }}\n", parts.join(", "))
+}
+
+fn check_line(c: &[(String, String)]) -> String {
+    let parts: Vec<String> = c.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    format!("check = {{ {} }}\n", parts.join(", "))
+}
+
+fn toml_key(k: &str) -> String {
+    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        k.to_string()
+    } else {
+        toml_str(k)
+    }
+}
+
+/// Words joined, with a condition's braces kept as separate words.
+fn join_cond(words: &[W]) -> String {
+    join(words)
+}
+
+/// HAProxy address forms to lb's: `:::443` → `[::]:443`, `ipv6@:80` → `[::]:80`,
+/// `ipv4@*:80` → `*:80`, bare IPv6 `2001:db8::1:80` → `[2001:db8::1]:80`.
+fn norm_addr(s: &str, bind: bool) -> Result<String, String> {
+    let (family, rest) = match s.split_once('@') {
+        Some((f @ ("ipv4" | "ipv6" | "tcp" | "tcp4" | "tcp6"), r)) => (Some(f), r),
+        Some((f, _)) => return Err(format!("address family `{f}@` is not supported")),
+        None => (None, s),
+    };
+    let v6 = matches!(family, Some("ipv6" | "tcp6"));
+    if rest.starts_with('[') {
+        return Ok(rest.to_string());
+    }
+    let colons = rest.matches(':').count();
+    if colons == 0 {
+        return Err(format!("`{s}` has no port; lb needs HOST:PORT"));
+    }
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return Err(format!("`{s}` has no port"));
+    };
+    if port.is_empty() {
+        return Err(format!("`{s}` has no port; lb needs HOST:PORT"));
+    }
+    if colons > 1 || (v6 && (host.is_empty() || host == "*")) {
+        let h = if host.is_empty() || host == "*" || host == "::" { "::" } else { host };
+        return Ok(format!("[{h}]:{port}"));
+    }
+    if !bind && host.is_empty() {
+        return Err(format!("`{s}` has no host"));
+    }
+    Ok(format!("{}:{port}", if host.is_empty() { "*" } else { host }))
+}
+
+/// The keyword closest to `word` among everything `lb convert` knows (for tests and docs).
+pub fn suggest_keyword(word: &str) -> Option<&'static str> {
+    closest(word, PROXY_SUPPORTED.iter().chain(PROXY_UNSUPPORTED.iter()).copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(norm_addr(":::443", true).as_deref(), Ok("[::]:443"));
+        assert_eq!(norm_addr("ipv6@:80", true).as_deref(), Ok("[::]:80"));
+        assert_eq!(norm_addr("ipv4@*:80", true).as_deref(), Ok("*:80"));
+        assert_eq!(norm_addr("*:80", true).as_deref(), Ok("*:80"));
+        assert_eq!(norm_addr(":80", true).as_deref(), Ok("*:80"));
+        assert_eq!(norm_addr("[2001:db8::1]:80", false).as_deref(), Ok("[2001:db8::1]:80"));
+        assert_eq!(norm_addr("2001:db8::1:80", false).as_deref(), Ok("[2001:db8::1]:80"));
+        assert_eq!(norm_addr("server1:7210", false).as_deref(), Ok("server1:7210"));
+        assert!(norm_addr("unix@/x", true).is_err());
+        assert!(norm_addr("10.0.0.1", false).is_err());
+    }
+
+    #[test]
+    fn words_and_comments() {
+        let (w, c) = split_line(r#"  http-request set-header X-A "a b" # note"#).expect("ok");
+        let t: Vec<_> = w.iter().map(|w| w.text.as_str()).collect();
+        assert_eq!(t, ["http-request", "set-header", "X-A", "a b"]);
+        assert_eq!(w[0].col, 3);
+        assert_eq!(c.as_deref(), Some("note"));
+        assert!(split_line("acl x \"open").is_err());
+    }
+
+    #[test]
+    fn typo_suggestion() {
+        assert_eq!(suggest_keyword("use_backed"), Some("use_backend"));
+    }
+}
