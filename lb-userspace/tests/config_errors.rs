@@ -481,3 +481,13 @@ fn condition_in_table_item_column() {
         &["bad.toml:7:45: frontend.web.use_backend: undefined ACL `ap2`"],
     );
 }
+
+#[test]
+fn negated_anonymous_acl_is_not_an_acl_name() {
+    check_has(
+        &with_defaults(&format!("[frontend.web]\nbind = \"*:80\"\nhttp_request = [\"redirect scheme https if !{{ ssl_fc }} !nope\"]\ndefault_backend = \"all\"\n{BE}")),
+        &["bad.toml:6:56: frontend.web.http_request[0]: undefined ACL `nope`"],
+    );
+    let got = errors(&with_defaults(&format!("[frontend.web]\nbind = \"*:80\"\nhttp_request = [\"redirect scheme https if !{{ ssl_fc }}\"]\ndefault_backend = \"all\"\n{BE}")));
+    assert!(got.iter().all(|g| !g.contains("undefined ACL")), "{got:#?}");
+}

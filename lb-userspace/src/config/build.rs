@@ -1090,6 +1090,14 @@ impl<'a> Builder<'a> {
             }
             let mut w = w;
             let mut off = off;
+            if depth == 0 {
+                let t = w.trim_start_matches('!');
+                off += w.len() - t.len();
+                w = t;
+                if w.is_empty() {
+                    continue;
+                }
+            }
             if let Some(rest) = w.strip_prefix('{') {
                 depth += 1;
                 w = rest;

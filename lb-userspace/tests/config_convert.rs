@@ -1,0 +1,114 @@
+//! `lb convert`: HAProxy in, TOML out, and `load()` accepts the output.
+
+mod config_support;
+
+use std::path::Path;
+
+use config_support::*;
+use lb::config::convert::{convert_str, run_convert};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/convert").join(name)
+}
+
+#[test]
+fn seed_example_typos_are_errors_with_suggestions() {
+    let path = fixture("seed-example.cfg");
+    let conv = convert_str(Path::new("seed-example.cfg"), &std::fs::read_to_string(path).expect("read"));
+    let errors: Vec<String> = conv
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "seed-example.cfg:3:43: frontend.httpsandhttp: `alpn` needs a value",
+            "seed-example.cfg:4:1: frontend.httpsandhttp: unknown keyword `h2,`",
+            "seed-example.cfg:11:3: frontend.httpsandhttp: unknown keyword `use_backed`; did you mean `use_backend`?",
+        ]
+    );
+}
+
+#[test]
+fn run_convert_exits_1_on_typos_and_writes_nothing() {
+    let tmp = Tmp::new("conv");
+    let out_path = tmp.0.join("out.toml");
+    let mut out = Vec::new();
+    let rc = run_convert(&fixture("seed-example.cfg"), Some(&out_path), &mut out);
+    assert_eq!(rc, 1);
+    assert!(!out_path.exists());
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("did you mean `use_backend`?"), "{text}");
+}
+
+#[test]
+fn forms_golden_and_loadable() {
+    let input = fixture("forms.cfg");
+    let conv = convert_str(Path::new("forms.cfg"), &std::fs::read_to_string(&input).expect("read"));
+    assert!(!conv.has_errors(), "{:#?}", conv.diagnostics);
+    let expected_path = fixture("forms.toml");
+    if std::env::var_os("LB_BLESS").is_some() {
+        std::fs::write(&expected_path, &conv.toml).expect("bless");
+    }
+    let expected = std::fs::read_to_string(&expected_path).expect("forms.toml (LB_BLESS=1 creates it)");
+    assert_eq!(conv.toml, expected);
+
+    // every unsupported directive is named with its line, and kept in the output
+    let warnings: Vec<String> = conv.diagnostics.iter().map(|d| d.to_string()).collect();
+    for (line, what) in [
+        (4, "daemon"),
+        (6, "maxconn"),
+        (7, "stats socket"),
+        (8, "/dev/log"),
+        (28, "set-var"),
+        (29, "capture"),
+        (30, "stats enable"),
+        (39, "slowstart 10s"),
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.starts_with(&format!("forms.cfg:{line}:")) && w.contains("warning")),
+            "no warning for line {line}: {warnings:#?}"
+        );
+        assert!(conv.toml.contains(what), "{what} missing from output");
+    }
+
+    // and lb accepts the result
+    let base = base();
+    let file = base.write("forms.toml", &conv.toml);
+    let res = lb::config::load_with(&file, &opts(base.path()));
+    assert_loads(&res);
+}
+
+#[test]
+fn ipv6_forms() {
+    let conv = convert_str(
+        Path::new("v6.cfg"),
+        "frontend f\n bind :::443 v4v6\n bind ipv6@:80\n default_backend b\nbackend b\n server s1 [2001:db8::1]:80\n server s2 2001:db8::2:8080\n",
+    );
+    assert!(!conv.has_errors(), "{:#?}", conv.diagnostics);
+    for want in ["\"[::]:443 v4v6\"", "\"[::]:80\"", "\"s1 [2001:db8::1]:80\"", "\"s2 [2001:db8::2]:8080\""] {
+        assert!(conv.toml.contains(want), "{want} not in\n{}", conv.toml);
+    }
+}
+
+#[test]
+fn converted_examples_load() {
+    let base = base();
+    for name in ["httpsandhttp", "www-myapp", "tcp-defaults", "http-defaults"] {
+        let cfg = repo_config(&format!("haproxy/{name}.cfg"));
+        let conv = convert_str(&cfg, &std::fs::read_to_string(&cfg).expect("read"));
+        let file = base.write(&format!("{name}.toml"), &conv.toml);
+        assert_loads(&lb::config::load_with(&file, &opts(base.path())));
+    }
+}
+
+#[test]
+fn run_convert_to_stdout() {
+    let mut out = Vec::new();
+    let rc = run_convert(&repo_config("haproxy/tcp-defaults.cfg"), None, &mut out);
+    assert_eq!(rc, 0);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("[frontend.tls-passthrough]"), "{text}");
+}
