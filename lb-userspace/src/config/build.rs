@@ -1352,9 +1352,12 @@ impl<'a> Builder<'a> {
                 use_backend.push(UseBackend { backend: b.text.clone(), cond });
             }
         }
+        let own = rp.default_backend.is_some();
         let default_backend = match (&st.default_backend, kind) {
+            // a listen section serves itself unless it names another default backend
+            (_, Kind::Listen) if !own => Some(name.get_ref().clone()),
             (Some((n, pos)), _) => {
-                let p = if rp.default_backend.is_some() { format!("{path}.default_backend") } else { "defaults.default_backend".to_string() };
+                let p = if own { format!("{path}.default_backend") } else { "defaults.default_backend".to_string() };
                 refs.push((n.clone(), *pos, p));
                 Some(n.clone())
             }
