@@ -8,13 +8,18 @@ use config_support::*;
 use lb::config::convert::{convert_str, run_convert};
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/convert").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/convert")
+        .join(name)
 }
 
 #[test]
 fn seed_example_typos_are_errors_with_suggestions() {
     let path = fixture("seed-example.cfg");
-    let conv = convert_str(Path::new("seed-example.cfg"), &std::fs::read_to_string(path).expect("read"));
+    let conv = convert_str(
+        Path::new("seed-example.cfg"),
+        &std::fs::read_to_string(path).expect("read"),
+    );
     let errors: Vec<String> = conv
         .diagnostics
         .iter()
@@ -46,13 +51,17 @@ fn run_convert_exits_1_on_typos_and_writes_nothing() {
 #[test]
 fn forms_golden_and_loadable() {
     let input = fixture("forms.cfg");
-    let conv = convert_str(Path::new("forms.cfg"), &std::fs::read_to_string(&input).expect("read"));
+    let conv = convert_str(
+        Path::new("forms.cfg"),
+        &std::fs::read_to_string(&input).expect("read"),
+    );
     assert!(!conv.has_errors(), "{:#?}", conv.diagnostics);
     let expected_path = fixture("forms.toml");
     if std::env::var_os("LB_BLESS").is_some() {
         std::fs::write(&expected_path, &conv.toml).expect("bless");
     }
-    let expected = std::fs::read_to_string(&expected_path).expect("forms.toml (LB_BLESS=1 creates it)");
+    let expected =
+        std::fs::read_to_string(&expected_path).expect("forms.toml (LB_BLESS=1 creates it)");
     assert_eq!(conv.toml, expected);
 
     // every unsupported directive is named with its line, and kept in the output
@@ -68,7 +77,9 @@ fn forms_golden_and_loadable() {
         (39, "slowstart 10s"),
     ] {
         assert!(
-            warnings.iter().any(|w| w.starts_with(&format!("forms.cfg:{line}:")) && w.contains("warning")),
+            warnings
+                .iter()
+                .any(|w| w.starts_with(&format!("forms.cfg:{line}:")) && w.contains("warning")),
             "no warning for line {line}: {warnings:#?}"
         );
         assert!(conv.toml.contains(what), "{what} missing from output");
@@ -88,7 +99,12 @@ fn ipv6_forms() {
         "frontend f\n bind :::443 v4v6\n bind ipv6@:80\n default_backend b\nbackend b\n server s1 [2001:db8::1]:80\n server s2 2001:db8::2:8080\n",
     );
     assert!(!conv.has_errors(), "{:#?}", conv.diagnostics);
-    for want in ["\"[::]:443 v4v6\"", "\"[::]:80\"", "\"s1 [2001:db8::1]:80\"", "\"s2 [2001:db8::2]:8080\""] {
+    for want in [
+        "\"[::]:443 v4v6\"",
+        "\"[::]:80\"",
+        "\"s1 [2001:db8::1]:80\"",
+        "\"s2 [2001:db8::2]:8080\"",
+    ] {
         assert!(conv.toml.contains(want), "{want} not in\n{}", conv.toml);
     }
 }

@@ -134,7 +134,10 @@ fn check_fails_with_one_line_per_problem() {
 fn tcp_example_with_dataplane_is_xdp() {
     let base = base();
     let text = std::fs::read_to_string(repo_config("tcp-defaults.toml")).expect("read");
-    let file = base.write("tcp.toml", &format!("[dataplane]\ninterfaces = \"eth1\"\n\n{text}"));
+    let file = base.write(
+        "tcp.toml",
+        &format!("[dataplane]\ninterfaces = \"eth1\"\n\n{text}"),
+    );
     let (cfg, _) = lb::config::load_with(&file, &opts(base.path())).expect("loads");
     assert_eq!(cfg.frontends[0].mode, Mode::Tcp);
     assert_eq!(cfg.frontends[0].tier, Tier::Xdp);

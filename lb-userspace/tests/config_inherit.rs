@@ -52,7 +52,10 @@ fn builtin_defaults() {
     let (cfg, warnings) = load(
         "[dataplane]\ninterfaces = \"eth0\"\n[frontend.f]\nbind = \"10.0.0.1:80\"\ndefault_backend = \"b\"\n[backend.b]\nserver = \"s 127.0.0.1:1 check\"\n",
     );
-    assert_eq!(cfg.global.admin, "127.0.0.1:9100".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(
+        cfg.global.admin,
+        "127.0.0.1:9100".parse::<SocketAddr>().expect("addr")
+    );
     assert_eq!(cfg.global.hash_seed, lb::config::DEFAULT_HASH_SEED);
     assert_eq!(cfg.global.log_format, LogFormat::Haproxy);
     assert_eq!(cfg.global.threads, None);
@@ -128,10 +131,18 @@ server = "s 127.0.0.1:2 check"
     assert_eq!(b1.check.interval, S(3).expect("d"));
     assert_eq!(b1.check.rise, 4);
     assert_eq!(b1.check.fall, 3);
-    assert_eq!(b1.check.timeout, Duration::from_millis(1500), "timeout check applies");
+    assert_eq!(
+        b1.check.timeout,
+        Duration::from_millis(1500),
+        "timeout check applies"
+    );
     assert!(matches!(&b1.check.kind, CheckKind::Http { path, .. } if path == "/up"));
     assert_eq!(b1.cookie.as_ref().map(|c| c.name.as_str()), Some("SRV"));
-    assert_eq!(b1.servers[0].cookie.as_deref(), Some("s"), "cookie value defaults to the server name");
+    assert_eq!(
+        b1.servers[0].cookie.as_deref(),
+        Some("s"),
+        "cookie value defaults to the server name"
+    );
 
     let b2 = &cfg.backends[1];
     assert_eq!(b2.balance, Balance::LeastConn);
@@ -139,7 +150,11 @@ server = "s 127.0.0.1:2 check"
     assert!(!b2.redispatch);
     assert_eq!(b2.timeouts.server, S(30));
     assert_eq!(b2.timeouts.connect, S(5));
-    assert_eq!(b2.check.interval, S(3).expect("d"), "check settings merge per setting");
+    assert_eq!(
+        b2.check.interval,
+        S(3).expect("d"),
+        "check settings merge per setting"
+    );
     assert_eq!(b2.check.fall, 5);
     assert_eq!(b2.check.timeout, Duration::from_millis(500));
 }
@@ -191,32 +206,79 @@ server = [
     let tls = f.binds[0].tls.as_ref().expect("tls");
     assert_eq!(tls.certs.len(), 2);
     assert_eq!(tls.alpn, ["http/1.1"]);
-    assert_eq!(f.binds[1].addr, "[::]:8443".parse::<SocketAddr>().expect("addr"));
-    assert_eq!(f.binds[1].tls.as_ref().expect("tls").alpn, ["h2", "http/1.1"]);
+    assert_eq!(
+        f.binds[1].addr,
+        "[::]:8443".parse::<SocketAddr>().expect("addr")
+    );
+    assert_eq!(
+        f.binds[1].tls.as_ref().expect("tls").alpn,
+        ["h2", "http/1.1"]
+    );
     let actions: Vec<&HttpAction> = f.http_request.iter().map(|r| &r.action).collect();
     assert_eq!(
         actions,
         [
-            &HttpAction::Redirect(Redirect { kind: RedirectKind::Scheme, target: "https".into(), code: 308, drop_query: true }),
-            &HttpAction::Redirect(Redirect { kind: RedirectKind::Prefix, target: "/new".into(), code: 301, drop_query: true }),
+            &HttpAction::Redirect(Redirect {
+                kind: RedirectKind::Scheme,
+                target: "https".into(),
+                code: 308,
+                drop_query: true
+            }),
+            &HttpAction::Redirect(Redirect {
+                kind: RedirectKind::Prefix,
+                target: "/new".into(),
+                code: 301,
+                drop_query: true
+            }),
             &HttpAction::Deny { status: 429 },
-            &HttpAction::SetHeader { name: "X-A".into(), value: "a b".into() },
-            &HttpAction::AddHeader { name: "X-B".into(), value: "c d".into() },
+            &HttpAction::SetHeader {
+                name: "X-A".into(),
+                value: "a b".into()
+            },
+            &HttpAction::AddHeader {
+                name: "X-B".into(),
+                value: "c d".into()
+            },
             &HttpAction::DelHeader { name: "X-C".into() },
             &HttpAction::Allow,
         ]
     );
     let b = &cfg.backends[0];
-    assert_eq!(b.cookie, Some(CookieSpec { name: "SRV".into(), indirect: false, nocache: true }));
-    assert_eq!(b.check.kind, CheckKind::Tls { sni: Some("example.com".into()) });
-    assert_eq!(b.check.timeout, Duration::from_secs(1), "no timeout: the interval");
+    assert_eq!(
+        b.cookie,
+        Some(CookieSpec {
+            name: "SRV".into(),
+            indirect: false,
+            nocache: true
+        })
+    );
+    assert_eq!(
+        b.check.kind,
+        CheckKind::Tls {
+            sni: Some("example.com".into())
+        }
+    );
+    assert_eq!(
+        b.check.timeout,
+        Duration::from_secs(1),
+        "no timeout: the interval"
+    );
     let (s1, s2) = (&b.servers[0], &b.servers[1]);
-    assert_eq!((s1.weight, s1.maxconn, s1.disabled, s1.check), (7, Some(10), true, true));
-    assert_eq!((s2.weight, s2.maxconn, s2.disabled, s2.check), (7, Some(10), true, true));
+    assert_eq!(
+        (s1.weight, s1.maxconn, s1.disabled, s1.check),
+        (7, Some(10), true, true)
+    );
+    assert_eq!(
+        (s2.weight, s2.maxconn, s2.disabled, s2.check),
+        (7, Some(10), true, true)
+    );
     assert_eq!(s1.cookie.as_deref(), Some("one"));
     assert_eq!(s2.addr, "[::1]:2".parse::<SocketAddr>().expect("addr"));
     assert_eq!(b.servers[2].host, "localhost:3");
-    assert_eq!(b.servers[2].addr, "127.0.0.1:3".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(
+        b.servers[2].addr,
+        "127.0.0.1:3".parse::<SocketAddr>().expect("addr")
+    );
 }
 
 #[test]
@@ -225,21 +287,61 @@ fn tier_decisions() {
     let be = "[backend.b]\nmode = \"tcp\"\nserver = \"s 10.0.0.1:1\"\n";
     let tier = |text: String| load(&text).0.frontends[0].tier;
     // mode tcp + [dataplane] + nothing to inspect
-    assert_eq!(tier(format!("{dp}[frontend.f]\nbind = \"10.0.0.9:80\"\ndefault_backend = \"b\"\n{be}")), Tier::Xdp);
+    assert_eq!(
+        tier(format!(
+            "{dp}[frontend.f]\nbind = \"10.0.0.9:80\"\ndefault_backend = \"b\"\n{be}"
+        )),
+        Tier::Xdp
+    );
     // no [dataplane]
-    assert_eq!(tier(format!("[frontend.f]\nbind = \"10.0.0.9:80\"\ndefault_backend = \"b\"\n{be}")), Tier::Userspace);
+    assert_eq!(
+        tier(format!(
+            "[frontend.f]\nbind = \"10.0.0.9:80\"\ndefault_backend = \"b\"\n{be}"
+        )),
+        Tier::Userspace
+    );
     // forced userspace
-    assert_eq!(tier(format!("{dp}[frontend.f]\ntier = \"userspace\"\nbind = \"10.0.0.9:80\"\ndefault_backend = \"b\"\n{be}")), Tier::Userspace);
+    assert_eq!(
+        tier(format!(
+            "{dp}[frontend.f]\ntier = \"userspace\"\nbind = \"10.0.0.9:80\"\ndefault_backend = \"b\"\n{be}"
+        )),
+        Tier::Userspace
+    );
     // content inspection
-    assert_eq!(tier(format!("{dp}[frontend.f]\nbind = \"10.0.0.9:80\"\ntcp_request = \"inspect-delay 5s\"\ndefault_backend = \"b\"\n{be}")), Tier::Userspace);
+    assert_eq!(
+        tier(format!(
+            "{dp}[frontend.f]\nbind = \"10.0.0.9:80\"\ntcp_request = \"inspect-delay 5s\"\ndefault_backend = \"b\"\n{be}"
+        )),
+        Tier::Userspace
+    );
     // a wildcard is not a VIP
-    assert_eq!(tier(format!("{dp}[frontend.f]\nbind = \"*:80\"\ndefault_backend = \"b\"\n{be}")), Tier::Userspace);
+    assert_eq!(
+        tier(format!(
+            "{dp}[frontend.f]\nbind = \"*:80\"\ndefault_backend = \"b\"\n{be}"
+        )),
+        Tier::Userspace
+    );
     // TLS termination
-    assert_eq!(tier(format!("{dp}[frontend.f]\nbind = \"10.0.0.9:443 ssl crt config/certs/site.pem\"\ndefault_backend = \"b\"\n{be}")), Tier::Userspace);
+    assert_eq!(
+        tier(format!(
+            "{dp}[frontend.f]\nbind = \"10.0.0.9:443 ssl crt config/certs/site.pem\"\ndefault_backend = \"b\"\n{be}"
+        )),
+        Tier::Userspace
+    );
     // forced xdp where possible
-    assert_eq!(tier(format!("{dp}[frontend.f]\ntier = \"xdp\"\nbind = \"10.0.0.9:80\"\ndefault_backend = \"b\"\n{be}")), Tier::Xdp);
+    assert_eq!(
+        tier(format!(
+            "{dp}[frontend.f]\ntier = \"xdp\"\nbind = \"10.0.0.9:80\"\ndefault_backend = \"b\"\n{be}"
+        )),
+        Tier::Xdp
+    );
     // http is always userspace
-    assert_eq!(tier(format!("{dp}[frontend.f]\nmode = \"http\"\nbind = \"10.0.0.9:80\"\ndefault_backend = \"h\"\n[backend.h]\nmode = \"http\"\nserver = \"s 10.0.0.1:1\"\n")), Tier::Userspace);
+    assert_eq!(
+        tier(format!(
+            "{dp}[frontend.f]\nmode = \"http\"\nbind = \"10.0.0.9:80\"\ndefault_backend = \"h\"\n[backend.h]\nmode = \"http\"\nserver = \"s 10.0.0.1:1\"\n"
+        )),
+        Tier::Userspace
+    );
 }
 
 #[test]
@@ -247,7 +349,10 @@ fn missing_timeouts_are_warnings() {
     let (_, warnings) = load(
         "[defaults]\nmode = \"http\"\n[frontend.f]\nbind = \"*:80\"\ndefault_backend = \"b\"\n[backend.b]\ntimeout = { connect = \"1s\" }\nserver = \"s 127.0.0.1:1\"\n",
     );
-    let w: Vec<String> = warnings.iter().map(|d| format!("{}:{}: {}: {}", d.line, d.col, d.path, d.message)).collect();
+    let w: Vec<String> = warnings
+        .iter()
+        .map(|d| format!("{}:{}: {}: {}", d.line, d.col, d.path, d.message))
+        .collect();
     assert_eq!(
         w,
         [

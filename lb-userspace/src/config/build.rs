@@ -20,9 +20,26 @@ use crate::l7::acl::{AclSet, Condition};
 
 /// HAProxy's predefined ACLs.
 const PREDEFINED_ACLS: &[&str] = &[
-    "FALSE", "HTTP", "HTTP_1.0", "HTTP_1.1", "HTTP_CONTENT", "HTTP_URL_ABS", "HTTP_URL_SLASH",
-    "HTTP_URL_STAR", "LOCALHOST", "METH_CONNECT", "METH_DELETE", "METH_GET", "METH_HEAD",
-    "METH_OPTIONS", "METH_POST", "METH_PUT", "METH_TRACE", "RDP_COOKIE", "REQ_CONTENT", "TRUE",
+    "FALSE",
+    "HTTP",
+    "HTTP_1.0",
+    "HTTP_1.1",
+    "HTTP_CONTENT",
+    "HTTP_URL_ABS",
+    "HTTP_URL_SLASH",
+    "HTTP_URL_STAR",
+    "LOCALHOST",
+    "METH_CONNECT",
+    "METH_DELETE",
+    "METH_GET",
+    "METH_HEAD",
+    "METH_OPTIONS",
+    "METH_POST",
+    "METH_PUT",
+    "METH_TRACE",
+    "RDP_COOKIE",
+    "REQ_CONTENT",
+    "TRUE",
     "WAIT_END",
 ];
 
@@ -66,7 +83,10 @@ fn parse_error(src: &Source, e: &toml::de::Error) -> Diagnostic {
             let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
             let h = hint(name, expected.iter().copied());
             if h.is_empty() {
-                format!("unknown key `{name}` (expected one of: {})", expected.join(", "))
+                format!(
+                    "unknown key `{name}` (expected one of: {})",
+                    expected.join(", ")
+                )
             } else {
                 format!("unknown key `{name}`{h}")
             }
@@ -121,7 +141,11 @@ impl Mapped {
         let mut m = Self::default();
         for t in toks {
             if t.text.contains(char::is_whitespace) || t.text.is_empty() {
-                m.push(&format!("\"{}\"", t.text.replace('"', "\\\"")), t.pos, false);
+                m.push(
+                    &format!("\"{}\"", t.text.replace('"', "\\\"")),
+                    t.pos,
+                    false,
+                );
             } else {
                 m.push(&t.text, t.pos, true);
             }
@@ -196,7 +220,10 @@ const HTTP_REQ: Spec = &[
     ("code", K::Val("code")),
     ("drop_query", K::Flag("drop-query")),
 ];
-const TCP_REQ: Spec = &[("action", K::Words), ("inspect_delay", K::Val("inspect-delay"))];
+const TCP_REQ: Spec = &[
+    ("action", K::Words),
+    ("inspect_delay", K::Val("inspect-delay")),
+];
 const USE_BACKEND: Spec = &[("backend", K::Pos)];
 const ERRORFILE: Spec = &[("code", K::Pos), ("path", K::Pos)];
 const COOKIE: Spec = &[
@@ -284,8 +311,14 @@ impl Kind {
 fn misplaced(kind: Kind, key: &str) -> Option<&'static str> {
     let fe_only = matches!(
         key,
-        "bind" | "tcp_request" | "use_backend" | "tier" | "deny_src" | "allow_src"
-            | "max_header_bytes" | "max_headers"
+        "bind"
+            | "tcp_request"
+            | "use_backend"
+            | "tier"
+            | "deny_src"
+            | "allow_src"
+            | "max_header_bytes"
+            | "max_headers"
     );
     let be_only = matches!(key, "server");
     match kind {
@@ -345,7 +378,9 @@ impl<'a> Builder<'a> {
         let global = self.global(raw.global.as_ref());
         let dataplane = raw.dataplane.as_ref().map(|d| self.dataplane(d));
         let inherit = match &raw.defaults {
-            Some(d) => self.proxy_settings(d.get_ref(), "defaults", Kind::Defaults, &Inherit::default()),
+            Some(d) => {
+                self.proxy_settings(d.get_ref(), "defaults", Kind::Defaults, &Inherit::default())
+            }
             None => Inherit::default(),
         };
 
@@ -372,19 +407,23 @@ impl<'a> Builder<'a> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
             {
-                self.err(pos, &path, format!("invalid name `{n}`: use letters, digits, `-`, `_`, `.` and `:`"));
+                self.err(
+                    pos,
+                    &path,
+                    format!("invalid name `{n}`: use letters, digits, `-`, `_`, `.` and `:`"),
+                );
             }
-            if matches!(kind, Kind::Frontend | Kind::Listen) {
-                if let Some(prev) = fe_names.insert(n.clone(), pos) {
-                    let (l, _) = self.src.line_col(prev);
-                    self.err(pos, &path, format!("duplicate name `{n}`: a frontend or listen section with this name is already defined at line {l}"));
-                }
+            if matches!(kind, Kind::Frontend | Kind::Listen)
+                && let Some(prev) = fe_names.insert(n.clone(), pos)
+            {
+                let (l, _) = self.src.line_col(prev);
+                self.err(pos, &path, format!("duplicate name `{n}`: a frontend or listen section with this name is already defined at line {l}"));
             }
-            if matches!(kind, Kind::Backend | Kind::Listen) {
-                if let Some(prev) = be_names.insert(n.clone(), pos) {
-                    let (l, _) = self.src.line_col(prev);
-                    self.err(pos, &path, format!("duplicate name `{n}`: a backend or listen section with this name is already defined at line {l}"));
-                }
+            if matches!(kind, Kind::Backend | Kind::Listen)
+                && let Some(prev) = be_names.insert(n.clone(), pos)
+            {
+                let (l, _) = self.src.line_col(prev);
+                self.err(pos, &path, format!("duplicate name `{n}`: a backend or listen section with this name is already defined at line {l}"));
             }
         }
 
@@ -406,7 +445,11 @@ impl<'a> Builder<'a> {
         self.cross_checks(&mut fes, &bes, dataplane.as_ref());
 
         if fes.is_empty() {
-            self.warn(0, "", "no frontend or listen section: nothing will accept traffic");
+            self.warn(
+                0,
+                "",
+                "no frontend or listen section: nothing will accept traffic",
+            );
         }
 
         Config {
@@ -437,19 +480,23 @@ impl<'a> Builder<'a> {
                 Err(_) => self.err(
                     s.pos(0),
                     "global.admin",
-                    format!("`{}` is not an address (expected IP:PORT, e.g. 127.0.0.1:9100)", a.get_ref()),
+                    format!(
+                        "`{}` is not an address (expected IP:PORT, e.g. 127.0.0.1:9100)",
+                        a.get_ref()
+                    ),
                 ),
             }
         }
         out.admin_token = g.admin_token.as_ref().map(|t| t.get_ref().clone());
-        if !out.admin.ip().is_loopback() && out.admin_token.is_none() {
-            if let Some(a) = &g.admin {
-                self.err(
-                    a.span().start,
-                    "global.admin",
-                    "a non-loopback admin address needs `admin_token`",
-                );
-            }
+        if !out.admin.ip().is_loopback()
+            && out.admin_token.is_none()
+            && let Some(a) = &g.admin
+        {
+            self.err(
+                a.span().start,
+                "global.admin",
+                "a non-loopback admin address needs `admin_token`",
+            );
         }
         if let Some(f) = &g.log_format {
             match f.get_ref().as_str() {
@@ -460,7 +507,9 @@ impl<'a> Builder<'a> {
                     self.err(
                         f.span().start,
                         "global.log_format",
-                        format!("unknown log format `{other}` (expected \"haproxy\" or \"json\"){h}"),
+                        format!(
+                            "unknown log format `{other}` (expected \"haproxy\" or \"json\"){h}"
+                        ),
                     );
                 }
             }
@@ -468,13 +517,21 @@ impl<'a> Builder<'a> {
         if let Some(t) = &g.threads {
             match usize::try_from(*t.get_ref()) {
                 Ok(n) if (1..=1024).contains(&n) => out.threads = Some(n),
-                _ => self.err(t.span().start, "global.threads", "threads must be from 1 to 1024"),
+                _ => self.err(
+                    t.span().start,
+                    "global.threads",
+                    "threads must be from 1 to 1024",
+                ),
             }
         }
         if let Some(h) = &g.hash_seed {
             match u32::try_from(*h.get_ref()) {
                 Ok(n) => out.hash_seed = n,
-                Err(_) => self.err(h.span().start, "global.hash_seed", "hash_seed must be from 0 to 4294967295"),
+                Err(_) => self.err(
+                    h.span().start,
+                    "global.hash_seed",
+                    "hash_seed must be from 0 to 4294967295",
+                ),
             }
         }
         out
@@ -496,7 +553,11 @@ impl<'a> Builder<'a> {
             pin_path: Path::new(lb_common::maps::DEFAULT_PIN_ROOT).join(stem),
         };
         match &dp.interfaces {
-            None => self.err(d.span().start, "dataplane.interfaces", "missing `interfaces`: the XDP tier needs at least one network interface"),
+            None => self.err(
+                d.span().start,
+                "dataplane.interfaces",
+                "missing `interfaces`: the XDP tier needs at least one network interface",
+            ),
             Some(list) => {
                 for (i, span, item) in list.get_ref().items(&list.span()) {
                     let path = item_path("dataplane.interfaces", list.get_ref(), i);
@@ -506,7 +567,11 @@ impl<'a> Builder<'a> {
                     };
                     let s = self.src.str_at(name, span);
                     if out.interfaces.contains(name) {
-                        self.err(s.pos(0), &path, format!("interface `{name}` is listed twice"));
+                        self.err(
+                            s.pos(0),
+                            &path,
+                            format!("interface `{name}` is listed twice"),
+                        );
                         continue;
                     }
                     let exists = !name.is_empty()
@@ -526,7 +591,11 @@ impl<'a> Builder<'a> {
                 if out.interfaces.is_empty() && !list.get_ref().is_many() {
                     // a single string was handled above
                 } else if out.interfaces.is_empty() {
-                    self.err(list.span().start, "dataplane.interfaces", "`interfaces` is empty: the XDP tier needs at least one network interface");
+                    self.err(
+                        list.span().start,
+                        "dataplane.interfaces",
+                        "`interfaces` is empty: the XDP tier needs at least one network interface",
+                    );
                 }
             }
         }
@@ -549,7 +618,11 @@ impl<'a> Builder<'a> {
         if let Some(c) = &dp.conntrack_size {
             match u32::try_from(*c.get_ref()) {
                 Ok(n) if n >= 1024 => out.conntrack_size = n,
-                _ => self.err(c.span().start, "dataplane.conntrack_size", "conntrack_size must be from 1024 to 4294967295"),
+                _ => self.err(
+                    c.span().start,
+                    "dataplane.conntrack_size",
+                    "conntrack_size must be from 1024 to 4294967295",
+                ),
             }
         }
         if let Some(m) = &dp.maglev_table_size {
@@ -558,7 +631,10 @@ impl<'a> Builder<'a> {
                 _ => self.err(
                     m.span().start,
                     "dataplane.maglev_table_size",
-                    format!("maglev_table_size must be a prime of at least 251 (e.g. 65537), not {}", m.get_ref()),
+                    format!(
+                        "maglev_table_size must be a prime of at least 251 (e.g. 65537), not {}",
+                        m.get_ref()
+                    ),
                 ),
             }
         }
@@ -568,7 +644,11 @@ impl<'a> Builder<'a> {
         if let Some(p) = &dp.pin_path {
             let path = PathBuf::from(p.get_ref());
             if !path.is_absolute() {
-                self.err(p.span().start, "dataplane.pin_path", "pin_path must be an absolute path on a bpffs mount");
+                self.err(
+                    p.span().start,
+                    "dataplane.pin_path",
+                    "pin_path must be an absolute path on a bpffs mount",
+                );
             }
             out.pin_path = path;
         }
@@ -580,7 +660,11 @@ impl<'a> Builder<'a> {
         for (i, span, item) in list.get_ref().items(&list.span()) {
             let path = item_path(key, list.get_ref(), i);
             let Item::Line(text) = item else {
-                self.err(span.start, &path, "expected a network like \"192.0.2.0/24\"");
+                self.err(
+                    span.start,
+                    &path,
+                    "expected a network like \"192.0.2.0/24\"",
+                );
                 continue;
             };
             let s = self.src.str_at(text, span);
@@ -607,7 +691,14 @@ impl<'a> Builder<'a> {
     // ---- directives ----
 
     /// Turns a list item into a directive (line syntax or table per `spec`).
-    fn dir(&mut self, item: &Item, span: Range<usize>, spec: Spec, cond: bool, path: &str) -> Option<Dir> {
+    fn dir(
+        &mut self,
+        item: &Item,
+        span: Range<usize>,
+        spec: Spec,
+        cond: bool,
+        path: &str,
+    ) -> Option<Dir> {
         match item {
             Item::Line(line) => {
                 let s = self.src.str_at(line, span);
@@ -621,24 +712,42 @@ impl<'a> Builder<'a> {
                 let text = Mapped::from_str(&s, 0);
                 let mut end = s.pos(s.value.trim_end().len());
                 let mut c = None;
-                if cond {
-                    if let Some(i) = toks.iter().position(|t| t.text == "if" || t.text == "unless") {
-                        c = Some(Mapped::from_str(&s, toks[i].off));
-                        end = toks[i].pos;
-                        toks.truncate(i);
-                    }
+                if cond
+                    && let Some(i) = toks
+                        .iter()
+                        .position(|t| t.text == "if" || t.text == "unless")
+                {
+                    c = Some(Mapped::from_str(&s, toks[i].off));
+                    end = toks[i].pos;
+                    toks.truncate(i);
                 }
-                Some(Dir { toks, cond: c, end, text })
+                Some(Dir {
+                    toks,
+                    cond: c,
+                    end,
+                    text,
+                })
             }
             Item::Table(fields) => self.table_dir(fields, span, spec, cond, path),
             Item::Other => {
-                self.err(span.start, path, "expected a string (HAProxy line syntax) or a table");
+                self.err(
+                    span.start,
+                    path,
+                    "expected a string (HAProxy line syntax) or a table",
+                );
                 None
             }
         }
     }
 
-    fn table_dir(&mut self, fields: &[(S, V)], span: Range<usize>, spec: Spec, cond: bool, path: &str) -> Option<Dir> {
+    fn table_dir(
+        &mut self,
+        fields: &[(S, V)],
+        span: Range<usize>,
+        spec: Spec,
+        cond: bool,
+        path: &str,
+    ) -> Option<Dir> {
         let mut ok = true;
         let mut allowed: Vec<&str> = spec.iter().map(|(k, _)| *k).collect();
         if cond {
@@ -648,7 +757,11 @@ impl<'a> Builder<'a> {
             if !allowed.contains(&k.get_ref().as_str()) {
                 let h = hint(k.get_ref(), allowed.iter().copied());
                 let msg = if h.is_empty() {
-                    format!("unknown key `{}` (expected one of: {})", k.get_ref(), allowed.join(", "))
+                    format!(
+                        "unknown key `{}` (expected one of: {})",
+                        k.get_ref(),
+                        allowed.join(", ")
+                    )
                 } else {
                     format!("unknown key `{}`{h}", k.get_ref())
                 };
@@ -660,7 +773,11 @@ impl<'a> Builder<'a> {
             return None;
         }
         let mut toks = Vec::new();
-        let kw = |text: &str, pos: usize| Tok { text: text.to_string(), pos, off: 0 };
+        let kw = |text: &str, pos: usize| Tok {
+            text: text.to_string(),
+            pos,
+            off: 0,
+        };
         for (key, kind) in spec {
             let Some((k, v)) = fields.iter().find(|(k, _)| k.get_ref() == key) else {
                 continue;
@@ -668,43 +785,60 @@ impl<'a> Builder<'a> {
             let kpath = format!("{path}.{key}");
             let kpos = k.span().start;
             let vpos = v.span().start;
-            let words = |b: &mut Self, val: &toml::Value, pos: usize, split: bool| -> Option<Vec<Tok>> {
-                match val {
-                    toml::Value::String(s) => {
-                        let st = b.src.str_at(s, pos..pos + s.len() + 2);
-                        if split {
-                            match tokenize(&st) {
-                                Ok(t) => Some(t),
-                                Err(p) => {
-                                    b.problem(p, &kpath);
-                                    None
+            let words =
+                |b: &mut Self, val: &toml::Value, pos: usize, split: bool| -> Option<Vec<Tok>> {
+                    match val {
+                        toml::Value::String(s) => {
+                            let st = b.src.str_at(s, pos..pos + s.len() + 2);
+                            if split {
+                                match tokenize(&st) {
+                                    Ok(t) => Some(t),
+                                    Err(p) => {
+                                        b.problem(p, &kpath);
+                                        None
+                                    }
                                 }
-                            }
-                        } else {
-                            Some(vec![Tok { text: s.clone(), pos: st.pos(0), off: 0 }])
-                        }
-                    }
-                    toml::Value::Integer(n) => Some(vec![Tok { text: n.to_string(), pos, off: 0 }]),
-                    toml::Value::Array(a) => {
-                        let mut out = Vec::new();
-                        for e in a {
-                            match e {
-                                toml::Value::String(s) => out.push(Tok { text: s.clone(), pos, off: 0 }),
-                                toml::Value::Integer(n) => out.push(Tok { text: n.to_string(), pos, off: 0 }),
-                                _ => {
-                                    b.err(pos, &kpath, "expected strings");
-                                    return None;
-                                }
+                            } else {
+                                Some(vec![Tok {
+                                    text: s.clone(),
+                                    pos: st.pos(0),
+                                    off: 0,
+                                }])
                             }
                         }
-                        Some(out)
+                        toml::Value::Integer(n) => Some(vec![Tok {
+                            text: n.to_string(),
+                            pos,
+                            off: 0,
+                        }]),
+                        toml::Value::Array(a) => {
+                            let mut out = Vec::new();
+                            for e in a {
+                                match e {
+                                    toml::Value::String(s) => out.push(Tok {
+                                        text: s.clone(),
+                                        pos,
+                                        off: 0,
+                                    }),
+                                    toml::Value::Integer(n) => out.push(Tok {
+                                        text: n.to_string(),
+                                        pos,
+                                        off: 0,
+                                    }),
+                                    _ => {
+                                        b.err(pos, &kpath, "expected strings");
+                                        return None;
+                                    }
+                                }
+                            }
+                            Some(out)
+                        }
+                        _ => {
+                            b.err(pos, &kpath, "expected a string or a number");
+                            None
+                        }
                     }
-                    _ => {
-                        b.err(pos, &kpath, "expected a string or a number");
-                        None
-                    }
-                }
-            };
+                };
             match kind {
                 K::Pos | K::Words => {
                     toks.extend(words(self, v.get_ref(), vpos, matches!(kind, K::Words))?);
@@ -733,7 +867,9 @@ impl<'a> Builder<'a> {
                     if *w == "http" {
                         // "GET /healthz" → two words
                         for t in ws {
-                            let st = self.src.str_at(&t.text, t.pos.saturating_sub(1)..t.pos + t.text.len() + 1);
+                            let st = self
+                                .src
+                                .str_at(&t.text, t.pos.saturating_sub(1)..t.pos + t.text.len() + 1);
                             match tokenize(&st) {
                                 Ok(mut more) => toks.append(&mut more),
                                 Err(p) => {
@@ -744,7 +880,11 @@ impl<'a> Builder<'a> {
                         }
                     } else {
                         let joined: Vec<String> = ws.iter().map(|t| t.text.clone()).collect();
-                        toks.push(Tok { text: joined.join(","), pos: vpos, off: 0 });
+                        toks.push(Tok {
+                            text: joined.join(","),
+                            pos: vpos,
+                            off: 0,
+                        });
                     }
                 }
             }
@@ -756,12 +896,20 @@ impl<'a> Builder<'a> {
                 .filter(|(k, _)| k.get_ref() == "if" || k.get_ref() == "unless")
                 .collect();
             if ifs.len() > 1 {
-                self.err(ifs[1].0.span().start, &format!("{path}.{}", ifs[1].0.get_ref()), "use either `if` or `unless`, not both");
+                self.err(
+                    ifs[1].0.span().start,
+                    &format!("{path}.{}", ifs[1].0.get_ref()),
+                    "use either `if` or `unless`, not both",
+                );
                 return None;
             }
             if let Some((k, v)) = ifs.first() {
                 let toml::Value::String(s) = v.get_ref() else {
-                    self.err(v.span().start, &format!("{path}.{}", k.get_ref()), "a condition must be a string");
+                    self.err(
+                        v.span().start,
+                        &format!("{path}.{}", k.get_ref()),
+                        "a condition must be a string",
+                    );
                     return None;
                 };
                 let st = self.src.str_at(s, v.span());
@@ -774,7 +922,12 @@ impl<'a> Builder<'a> {
             }
         }
         let text = Mapped::from_toks(&toks);
-        Some(Dir { toks, cond: c, end: span.start, text })
+        Some(Dir {
+            toks,
+            cond: c,
+            end: span.start,
+            text,
+        })
     }
 
     fn list<'r>(&self, l: &'r Option<Spanned<List>>) -> Vec<(usize, Range<usize>, &'r Item, bool)> {
@@ -796,7 +949,11 @@ impl<'a> Builder<'a> {
         for (key, pos) in present_keys(rp) {
             if let Some(place) = misplaced(kind, key) {
                 let where_ = kind.section();
-                self.err(pos, &format!("{path}.{key}"), format!("`{key}` is not allowed in {where_}; it belongs in {place}"));
+                self.err(
+                    pos,
+                    &format!("{path}.{key}"),
+                    format!("`{key}` is not allowed in {where_}; it belongs in {place}"),
+                );
             }
         }
         if let Some(m) = &rp.mode {
@@ -805,77 +962,123 @@ impl<'a> Builder<'a> {
                 "http" => out.mode = Mode::Http,
                 other => {
                     let h = hint(other, ["tcp", "http"]);
-                    self.err(m.span().start, &format!("{path}.mode"), format!("unknown mode `{other}` (expected \"tcp\" or \"http\"){h}"));
+                    self.err(
+                        m.span().start,
+                        &format!("{path}.mode"),
+                        format!("unknown mode `{other}` (expected \"tcp\" or \"http\"){h}"),
+                    );
                 }
             }
         }
         for (i, span, item, many) in self.list(&rp.timeout) {
-            let ipath = if many { format!("{path}.timeout[{i}]") } else { format!("{path}.timeout") };
+            let ipath = if many {
+                format!("{path}.timeout[{i}]")
+            } else {
+                format!("{path}.timeout")
+            };
             self.timeouts(item, span, &ipath, &mut out.timeouts);
         }
-        if let Some(b) = &rp.balance {
-            if kind != Kind::Frontend {
-                match d::balance(&self.src.str(b)) {
-                    Ok(x) => out.balance = x,
-                    Err(p) => self.problem(p, &format!("{path}.balance")),
-                }
+        if let Some(b) = &rp.balance
+            && kind != Kind::Frontend
+        {
+            match d::balance(&self.src.str(b)) {
+                Ok(x) => out.balance = x,
+                Err(p) => self.problem(p, &format!("{path}.balance")),
             }
         }
         if let Some(r) = &rp.retries {
             match u32::try_from(*r.get_ref()) {
                 Ok(n) if n <= 100 => out.retries = n,
-                _ => self.err(r.span().start, &format!("{path}.retries"), "retries must be from 0 to 100"),
+                _ => self.err(
+                    r.span().start,
+                    &format!("{path}.retries"),
+                    "retries must be from 0 to 100",
+                ),
             }
         }
         if let Some(m) = &rp.maxconn {
             match u32::try_from(*m.get_ref()) {
                 Ok(n) if n > 0 => out.maxconn = Some(n),
-                _ => self.err(m.span().start, &format!("{path}.maxconn"), "maxconn must be from 1 to 4294967295"),
+                _ => self.err(
+                    m.span().start,
+                    &format!("{path}.maxconn"),
+                    "maxconn must be from 1 to 4294967295",
+                ),
             }
         }
         for (key, v, slot) in [
-            ("max_header_bytes", &rp.max_header_bytes, &mut out.max_header_bytes),
+            (
+                "max_header_bytes",
+                &rp.max_header_bytes,
+                &mut out.max_header_bytes,
+            ),
             ("max_headers", &rp.max_headers, &mut out.max_headers),
         ] {
             if let Some(v) = v {
                 match usize::try_from(*v.get_ref()) {
                     Ok(n) if (1..=1 << 20).contains(&n) => *slot = n,
-                    _ => self.err(v.span().start, &format!("{path}.{key}"), format!("{key} must be from 1 to 1048576")),
+                    _ => self.err(
+                        v.span().start,
+                        &format!("{path}.{key}"),
+                        format!("{key} must be from 1 to 1048576"),
+                    ),
                 }
             }
         }
         for (i, span, item, many) in self.list(&rp.option) {
-            let ipath = if many { format!("{path}.option[{i}]") } else { format!("{path}.option") };
-            let Some(dir) = self.dir(item, span, TIMEOUT, false, &ipath) else { continue };
+            let ipath = if many {
+                format!("{path}.option[{i}]")
+            } else {
+                format!("{path}.option")
+            };
+            let Some(dir) = self.dir(item, span, TIMEOUT, false, &ipath) else {
+                continue;
+            };
             self.option(&dir, &ipath, &mut out);
         }
         if let Some(l) = &rp.log {
             match l.get_ref() {
                 toml::Value::Boolean(b) => out.log = *b,
                 toml::Value::String(_) | toml::Value::Array(_) => out.log = true,
-                _ => self.err(l.span().start, &format!("{path}.log"), "log must be true, false, \"global\" or a list of log targets"),
+                _ => self.err(
+                    l.span().start,
+                    &format!("{path}.log"),
+                    "log must be true, false, \"global\" or a list of log targets",
+                ),
             }
         }
         for (i, span, item, many) in self.list(&rp.errorfile) {
-            let ipath = if many { format!("{path}.errorfile[{i}]") } else { format!("{path}.errorfile") };
-            let Some(dir) = self.dir(item, span, ERRORFILE, false, &ipath) else { continue };
+            let ipath = if many {
+                format!("{path}.errorfile[{i}]")
+            } else {
+                format!("{path}.errorfile")
+            };
+            let Some(dir) = self.dir(item, span, ERRORFILE, false, &ipath) else {
+                continue;
+            };
             if let Some((code, body)) = self.errorfile(&dir, &ipath) {
                 out.errorfiles.insert(code, body);
             }
         }
-        if let Some(db) = &rp.default_backend {
-            if matches!(kind, Kind::Defaults | Kind::Frontend | Kind::Listen) {
-                out.default_backend = Some((db.get_ref().clone(), self.src.str(db).pos(0)));
-            }
+        if let Some(db) = &rp.default_backend
+            && matches!(kind, Kind::Defaults | Kind::Frontend | Kind::Listen)
+        {
+            out.default_backend = Some((db.get_ref().clone(), self.src.str(db).pos(0)));
         }
         if kind != Kind::Frontend {
             for (i, span, item, many) in self.list(&rp.cookie) {
-                let ipath = if many { format!("{path}.cookie[{i}]") } else { format!("{path}.cookie") };
+                let ipath = if many {
+                    format!("{path}.cookie[{i}]")
+                } else {
+                    format!("{path}.cookie")
+                };
                 if i > 0 {
                     self.err(span.start, &ipath, "only one cookie per backend");
                     continue;
                 }
-                let Some(dir) = self.dir(item, span, COOKIE, false, &ipath) else { continue };
+                let Some(dir) = self.dir(item, span, COOKIE, false, &ipath) else {
+                    continue;
+                };
                 match d::cookie(&mut dir.args()) {
                     Ok(c) => out.cookie = Some(c),
                     Err(p) => self.problem(p, &ipath),
@@ -884,8 +1087,14 @@ impl<'a> Builder<'a> {
             let mut spec = out.check.clone();
             let mut set = out.check_timeout_set;
             for (i, span, item, many) in self.list(&rp.check) {
-                let ipath = if many { format!("{path}.check[{i}]") } else { format!("{path}.check") };
-                let Some(dir) = self.dir(item, span, CHECK, false, &ipath) else { continue };
+                let ipath = if many {
+                    format!("{path}.check[{i}]")
+                } else {
+                    format!("{path}.check")
+                };
+                let Some(dir) = self.dir(item, span, CHECK, false, &ipath) else {
+                    continue;
+                };
                 match d::check(&mut dir.args(), spec.clone()) {
                     Ok((s, t)) => {
                         spec = s;
@@ -922,13 +1131,23 @@ impl<'a> Builder<'a> {
             "httplog" | "tcplog" => out.log = !neg,
             "dontlognull" | "http-keep-alive" | "http-server-close" | "splice-auto" => {}
             "httpchk" => {
-                self.err(name.pos, path, "`option httpchk` is written `check = { http = \"GET /path\" }` in the backend");
+                self.err(
+                    name.pos,
+                    path,
+                    "`option httpchk` is written `check = { http = \"GET /path\" }` in the backend",
+                );
                 return;
             }
             other => {
                 let known = [
-                    "forwardfor", "redispatch", "httplog", "tcplog", "dontlognull", "http-keep-alive",
-                    "http-server-close", "httpchk",
+                    "forwardfor",
+                    "redispatch",
+                    "httplog",
+                    "tcplog",
+                    "dontlognull",
+                    "http-keep-alive",
+                    "http-server-close",
+                    "httpchk",
                 ];
                 let h = hint(other, known);
                 self.err(name.pos, path, format!("unsupported option `{other}`{h}"));
@@ -941,27 +1160,28 @@ impl<'a> Builder<'a> {
     }
 
     fn timeouts(&mut self, item: &Item, span: Range<usize>, path: &str, t: &mut Timeouts) {
-        let mut set = |b: &mut Self, name: &str, pos: usize, value: Result<Duration, Problem>, p: &str| {
-            let slot = match name.replace('_', "-").as_str() {
-                "client" => &mut t.client,
-                "connect" => &mut t.connect,
-                "server" => &mut t.server,
-                "http-request" => &mut t.http_request,
-                "http-keep-alive" => &mut t.http_keep_alive,
-                "queue" => &mut t.queue,
-                "tunnel" => &mut t.tunnel,
-                "check" => &mut t.check,
-                other => {
-                    let h = hint(other, d::TIMEOUT_NAMES.iter().copied());
-                    b.err(pos, p, format!("unknown timeout `{other}`{h}"));
-                    return;
+        let mut set =
+            |b: &mut Self, name: &str, pos: usize, value: Result<Duration, Problem>, p: &str| {
+                let slot = match name.replace('_', "-").as_str() {
+                    "client" => &mut t.client,
+                    "connect" => &mut t.connect,
+                    "server" => &mut t.server,
+                    "http-request" => &mut t.http_request,
+                    "http-keep-alive" => &mut t.http_keep_alive,
+                    "queue" => &mut t.queue,
+                    "tunnel" => &mut t.tunnel,
+                    "check" => &mut t.check,
+                    other => {
+                        let h = hint(other, d::TIMEOUT_NAMES.iter().copied());
+                        b.err(pos, p, format!("unknown timeout `{other}`{h}"));
+                        return;
+                    }
+                };
+                match value {
+                    Ok(v) => *slot = Some(v),
+                    Err(pr) => b.problem(pr, p),
                 }
             };
-            match value {
-                Ok(v) => *slot = Some(v),
-                Err(pr) => b.problem(pr, p),
-            }
-        };
         match item {
             Item::Table(fields) => {
                 for (k, v) in fields {
@@ -971,14 +1191,21 @@ impl<'a> Builder<'a> {
                             let st = self.src.str_at(s, v.span());
                             d::parse_duration(s).map_err(|m| Problem::new(st.pos(0), m))
                         }
-                        toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_millis(n.unsigned_abs())),
-                        _ => Err(Problem::new(v.span().start, "a timeout is a duration like \"5s\" or a number of milliseconds")),
+                        toml::Value::Integer(n) if *n >= 0 => {
+                            Ok(Duration::from_millis(n.unsigned_abs()))
+                        }
+                        _ => Err(Problem::new(
+                            v.span().start,
+                            "a timeout is a duration like \"5s\" or a number of milliseconds",
+                        )),
                     };
                     set(self, k.get_ref(), k.span().start, val, &kp);
                 }
             }
             _ => {
-                let Some(dir) = self.dir(item, span, TIMEOUT, false, path) else { return };
+                let Some(dir) = self.dir(item, span, TIMEOUT, false, path) else {
+                    return;
+                };
                 let mut args = dir.args();
                 let Ok(name) = args.want("timeout name") else {
                     self.err(dir.end, path, "missing timeout name");
@@ -1000,10 +1227,22 @@ impl<'a> Builder<'a> {
                 return None;
             }
         };
-        let code: Option<u16> = code_t.text.parse().ok().filter(|c| d::ERRORFILE_CODES.contains(c));
+        let code: Option<u16> = code_t
+            .text
+            .parse()
+            .ok()
+            .filter(|c| d::ERRORFILE_CODES.contains(c));
         let Some(code) = code else {
             let list: Vec<String> = d::ERRORFILE_CODES.iter().map(u16::to_string).collect();
-            self.err(code_t.pos, path, format!("errorfile status must be one of {}, not `{}`", list.join(", "), code_t.text));
+            self.err(
+                code_t.pos,
+                path,
+                format!(
+                    "errorfile status must be one of {}, not `{}`",
+                    list.join(", "),
+                    code_t.text
+                ),
+            );
             return None;
         };
         let p = match args.want("file path").and_then(|p| args.done().map(|_| p)) {
@@ -1017,7 +1256,11 @@ impl<'a> Builder<'a> {
         match std::fs::read(&file) {
             Ok(body) => Some((code, body)),
             Err(e) => {
-                self.err(p.pos, path, format!("cannot read errorfile `{}`: {e}", p.text));
+                self.err(
+                    p.pos,
+                    path,
+                    format!("cannot read errorfile `{}`: {e}", p.text),
+                );
                 None
             }
         }
@@ -1033,20 +1276,48 @@ impl<'a> Builder<'a> {
 
     // ---- ACLs and conditions ----
 
-    fn acls(&mut self, rp: &RawProxy, path: &str, acls: &mut AclSet, names: &mut Vec<String>, nbsrv: &mut Vec<(String, usize, String)>) {
+    fn acls(
+        &mut self,
+        rp: &RawProxy,
+        path: &str,
+        acls: &mut AclSet,
+        names: &mut Vec<String>,
+        nbsrv: &mut Vec<(String, usize, String)>,
+    ) {
         for (i, span, item, many) in self.list(&rp.acl) {
-            let ipath = if many { format!("{path}.acl[{i}]") } else { format!("{path}.acl") };
-            let Some(dir) = self.dir(item, span, ACL, false, &ipath) else { continue };
+            let ipath = if many {
+                format!("{path}.acl[{i}]")
+            } else {
+                format!("{path}.acl")
+            };
+            let Some(dir) = self.dir(item, span, ACL, false, &ipath) else {
+                continue;
+            };
             let Some(name) = dir.toks.first() else {
                 self.err(dir.end, &ipath, "missing ACL name");
                 continue;
             };
             if dir.toks.len() < 2 {
-                self.err(dir.end, &ipath, format!("missing fetch after ACL name `{}`", name.text));
+                self.err(
+                    dir.end,
+                    &ipath,
+                    format!("missing fetch after ACL name `{}`", name.text),
+                );
                 continue;
             }
-            if !name.text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')) {
-                self.err(name.pos, &ipath, format!("invalid ACL name `{}`: use letters, digits, `-`, `_`, `.` and `:`", name.text));
+            if !name
+                .text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+            {
+                self.err(
+                    name.pos,
+                    &ipath,
+                    format!(
+                        "invalid ACL name `{}`: use letters, digits, `-`, `_`, `.` and `:`",
+                        name.text
+                    ),
+                );
                 continue;
             }
             collect_nbsrv(&dir.toks[1..], &ipath, nbsrv);
@@ -1060,7 +1331,14 @@ impl<'a> Builder<'a> {
     }
 
     /// Checks ACL names in a condition, then compiles it.
-    fn condition(&mut self, cond: &Mapped, acls: &AclSet, names: &[String], path: &str, nbsrv: &mut Vec<(String, usize, String)>) -> Option<Condition> {
+    fn condition(
+        &mut self,
+        cond: &Mapped,
+        acls: &AclSet,
+        names: &[String],
+        path: &str,
+        nbsrv: &mut Vec<(String, usize, String)>,
+    ) -> Option<Condition> {
         let mut ok = true;
         let mut depth = 0usize;
         let mut first = true;
@@ -1079,7 +1357,11 @@ impl<'a> Builder<'a> {
             words.push((s, &cond.text[s..]));
         }
         if words.len() < 2 {
-            self.err(cond.pos(cond.text.len()), path, format!("missing condition after `{}`", cond.text.trim()));
+            self.err(
+                cond.pos(cond.text.len()),
+                path,
+                format!("missing condition after `{}`", cond.text.trim()),
+            );
             return None;
         }
         let mut anon = Vec::new();
@@ -1111,7 +1393,11 @@ impl<'a> Builder<'a> {
                     depth -= 1;
                     w = rest;
                 }
-                anon.push(Tok { text: w.to_string(), pos: cond.pos(off), off: 0 });
+                anon.push(Tok {
+                    text: w.to_string(),
+                    pos: cond.pos(off),
+                    off: 0,
+                });
                 continue;
             }
             if matches!(w, "or" | "||" | "!" | "}") {
@@ -1141,12 +1427,25 @@ impl<'a> Builder<'a> {
 
     // ---- sections ----
 
-    fn backend(&mut self, name: &S, rp: &RawProxy, path: &str, st: &Inherit, kind: Kind) -> BeDraft {
+    fn backend(
+        &mut self,
+        name: &S,
+        rp: &RawProxy,
+        path: &str,
+        st: &Inherit,
+        kind: Kind,
+    ) -> BeDraft {
         let mut servers: Vec<Server> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, span, item, many) in self.list(&rp.server) {
-            let ipath = if many { format!("{path}.server[{i}]") } else { format!("{path}.server") };
-            let Some(dir) = self.dir(item, span, SERVER, false, &ipath) else { continue };
+            let ipath = if many {
+                format!("{path}.server[{i}]")
+            } else {
+                format!("{path}.server")
+            };
+            let Some(dir) = self.dir(item, span, SERVER, false, &ipath) else {
+                continue;
+            };
             let line = match d::server(&mut dir.args()) {
                 Ok(l) => l,
                 Err(p) => {
@@ -1156,22 +1455,50 @@ impl<'a> Builder<'a> {
             };
             if let Some(prev) = seen.insert(line.name.text.clone(), line.name.pos) {
                 let (l, _) = self.src.line_col(prev);
-                self.err(line.name.pos, &ipath, format!("duplicate server name `{}` (already defined at line {l})", line.name.text));
+                self.err(
+                    line.name.pos,
+                    &ipath,
+                    format!(
+                        "duplicate server name `{}` (already defined at line {l})",
+                        line.name.text
+                    ),
+                );
                 continue;
             }
             let addr = match (self.opts.resolver)(&line.host, line.port) {
                 Ok(addrs) if !addrs.is_empty() => addrs[0],
                 Ok(_) => {
-                    self.err(line.addr_tok.pos, &ipath, format!("server `{}`: host `{}` has no address", line.name.text, line.host));
+                    self.err(
+                        line.addr_tok.pos,
+                        &ipath,
+                        format!(
+                            "server `{}`: host `{}` has no address",
+                            line.name.text, line.host
+                        ),
+                    );
                     continue;
                 }
                 Err(e) => {
-                    self.err(line.addr_tok.pos, &ipath, format!("server `{}`: cannot resolve `{}`: {e}", line.name.text, line.host));
+                    self.err(
+                        line.addr_tok.pos,
+                        &ipath,
+                        format!(
+                            "server `{}`: cannot resolve `{}`: {e}",
+                            line.name.text, line.host
+                        ),
+                    );
                     continue;
                 }
             };
             if line.cookie.is_some() && st.cookie.is_none() {
-                self.warn(line.addr_tok.pos, &ipath, format!("server `{}` has a cookie but the backend has no `cookie` setting", line.name.text));
+                self.warn(
+                    line.addr_tok.pos,
+                    &ipath,
+                    format!(
+                        "server `{}` has a cookie but the backend has no `cookie` setting",
+                        line.name.text
+                    ),
+                );
             }
             servers.push(Server {
                 name: line.name.text.clone(),
@@ -1180,7 +1507,10 @@ impl<'a> Builder<'a> {
                 check: line.check,
                 weight: line.weight,
                 backup: line.backup,
-                cookie: line.cookie.or_else(|| Some(line.name.text.clone())).filter(|_| st.cookie.is_some()),
+                cookie: line
+                    .cookie
+                    .or_else(|| Some(line.name.text.clone()))
+                    .filter(|_| st.cookie.is_some()),
                 maxconn: line.maxconn,
                 disabled: line.disabled,
             });
@@ -1189,10 +1519,15 @@ impl<'a> Builder<'a> {
         if !st.check_timeout_set {
             check.timeout = st.timeouts.check.unwrap_or(check.interval);
         }
-        if st.cookie.is_some() && st.mode == Mode::Tcp {
-            if let Some(c) = &rp.cookie {
-                self.err(c.span().start, &format!("{path}.cookie"), "cookie persistence needs mode http");
-            }
+        if st.cookie.is_some()
+            && st.mode == Mode::Tcp
+            && let Some(c) = &rp.cookie
+        {
+            self.err(
+                c.span().start,
+                &format!("{path}.cookie"),
+                "cookie persistence needs mode http",
+            );
         }
         // A backend's own http-request rules and ACLs (a listen's go to its frontend).
         let mut acls = AclSet::default();
@@ -1224,15 +1559,29 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn http_rules(&mut self, rp: &RawProxy, path: &str, acls: &AclSet, names: &[String], mode: Mode, nbsrv: &mut Vec<(String, usize, String)>) -> Vec<HttpRequestRule> {
+    fn http_rules(
+        &mut self,
+        rp: &RawProxy,
+        path: &str,
+        acls: &AclSet,
+        names: &[String],
+        mode: Mode,
+        nbsrv: &mut Vec<(String, usize, String)>,
+    ) -> Vec<HttpRequestRule> {
         let mut out = Vec::new();
         for (i, span, item, many) in self.list(&rp.http_request) {
-            let ipath = if many { format!("{path}.http_request[{i}]") } else { format!("{path}.http_request") };
+            let ipath = if many {
+                format!("{path}.http_request[{i}]")
+            } else {
+                format!("{path}.http_request")
+            };
             if mode == Mode::Tcp {
                 self.err(span.start, &ipath, "http_request rules need mode http");
                 continue;
             }
-            let Some(dir) = self.dir(item, span, HTTP_REQ, true, &ipath) else { continue };
+            let Some(dir) = self.dir(item, span, HTTP_REQ, true, &ipath) else {
+                continue;
+            };
             let action = match d::http_action(&mut dir.args()) {
                 Ok(a) => a,
                 Err(p) => {
@@ -1252,17 +1601,35 @@ impl<'a> Builder<'a> {
         out
     }
 
-    fn frontend(&mut self, name: &S, rp: &RawProxy, path: &str, st: &Inherit, kind: Kind, has_dp: bool) -> FeDraft {
+    fn frontend(
+        &mut self,
+        name: &S,
+        rp: &RawProxy,
+        path: &str,
+        st: &Inherit,
+        kind: Kind,
+        has_dp: bool,
+    ) -> FeDraft {
         let mut refs = Vec::new();
         let mut nbsrv = Vec::new();
         // binds
         let mut binds = Vec::new();
         if rp.bind.is_none() {
-            self.err(name.span().start, path, "no `bind`: a frontend needs at least one address to listen on");
+            self.err(
+                name.span().start,
+                path,
+                "no `bind`: a frontend needs at least one address to listen on",
+            );
         }
         for (i, span, item, many) in self.list(&rp.bind) {
-            let ipath = if many { format!("{path}.bind[{i}]") } else { format!("{path}.bind") };
-            let Some(dir) = self.dir(item, span, BIND, false, &ipath) else { continue };
+            let ipath = if many {
+                format!("{path}.bind[{i}]")
+            } else {
+                format!("{path}.bind")
+            };
+            let Some(dir) = self.dir(item, span, BIND, false, &ipath) else {
+                continue;
+            };
             let line = match d::bind(&mut dir.args()) {
                 Ok(l) => l,
                 Err(p) => {
@@ -1284,13 +1651,20 @@ impl<'a> Builder<'a> {
                 }
                 Some(BindTls {
                     certs,
-                    alpn: line.alpn.clone().unwrap_or_else(|| vec!["h2".into(), "http/1.1".into()]),
+                    alpn: line
+                        .alpn
+                        .clone()
+                        .unwrap_or_else(|| vec!["h2".into(), "http/1.1".into()]),
                 })
             } else {
                 if let Some(a) = &line.alpn {
                     let _ = a;
                     if let Some(t) = dir.toks.iter().find(|t| t.text == "alpn") {
-                        self.err(t.pos, &ipath, "`alpn` needs `ssl crt PEM` on the same bind line");
+                        self.err(
+                            t.pos,
+                            &ipath,
+                            "`alpn` needs `ssl crt PEM` on the same bind line",
+                        );
                     }
                 }
                 None
@@ -1309,8 +1683,14 @@ impl<'a> Builder<'a> {
         let mut tcp_request = Vec::new();
         let mut inspect_delay = None;
         for (i, span, item, many) in self.list(&rp.tcp_request) {
-            let ipath = if many { format!("{path}.tcp_request[{i}]") } else { format!("{path}.tcp_request") };
-            let Some(dir) = self.dir(item, span, TCP_REQ, true, &ipath) else { continue };
+            let ipath = if many {
+                format!("{path}.tcp_request[{i}]")
+            } else {
+                format!("{path}.tcp_request")
+            };
+            let Some(dir) = self.dir(item, span, TCP_REQ, true, &ipath) else {
+                continue;
+            };
             match d::tcp_request(&mut dir.args()) {
                 Ok(TcpLine::InspectDelay(dl)) => {
                     if let Some(c) = &dir.cond {
@@ -1333,10 +1713,19 @@ impl<'a> Builder<'a> {
         }
         let mut use_backend = Vec::new();
         for (i, span, item, many) in self.list(&rp.use_backend) {
-            let ipath = if many { format!("{path}.use_backend[{i}]") } else { format!("{path}.use_backend") };
-            let Some(dir) = self.dir(item, span, USE_BACKEND, true, &ipath) else { continue };
+            let ipath = if many {
+                format!("{path}.use_backend[{i}]")
+            } else {
+                format!("{path}.use_backend")
+            };
+            let Some(dir) = self.dir(item, span, USE_BACKEND, true, &ipath) else {
+                continue;
+            };
             let mut args = dir.args();
-            let b = match args.want("backend name").and_then(|b| args.done().map(|_| b)) {
+            let b = match args
+                .want("backend name")
+                .and_then(|b| args.done().map(|_| b))
+            {
                 Ok(b) => b,
                 Err(p) => {
                     self.problem(p, &ipath);
@@ -1349,7 +1738,10 @@ impl<'a> Builder<'a> {
                 continue;
             };
             if let Some(cond) = self.condition(c, &acls, &names, &ipath, &mut nbsrv) {
-                use_backend.push(UseBackend { backend: b.text.clone(), cond });
+                use_backend.push(UseBackend {
+                    backend: b.text.clone(),
+                    cond,
+                });
             }
         }
         let own = rp.default_backend.is_some();
@@ -1357,7 +1749,11 @@ impl<'a> Builder<'a> {
             // a listen section serves itself unless it names another default backend
             (_, Kind::Listen) if !own => Some(name.get_ref().clone()),
             (Some((n, pos)), _) => {
-                let p = if own { format!("{path}.default_backend") } else { "defaults.default_backend".to_string() };
+                let p = if own {
+                    format!("{path}.default_backend")
+                } else {
+                    "defaults.default_backend".to_string()
+                };
                 refs.push((n.clone(), *pos, p));
                 Some(n.clone())
             }
@@ -1430,10 +1826,16 @@ impl<'a> Builder<'a> {
                         self.err(pos, &path, format!("backend `{b}` is not defined{h}"));
                     }
                     Some(be) if be.be.mode != f.fe.mode => {
-                        self.err(pos, &path, format!(
-                            "frontend `{}` is mode {} but backend `{b}` is mode {}",
-                            f.fe.name, mode_name(f.fe.mode), mode_name(be.be.mode)
-                        ));
+                        self.err(
+                            pos,
+                            &path,
+                            format!(
+                                "frontend `{}` is mode {} but backend `{b}` is mode {}",
+                                f.fe.name,
+                                mode_name(f.fe.mode),
+                                mode_name(be.be.mode)
+                            ),
+                        );
                     }
                     Some(_) => {}
                 }
@@ -1441,7 +1843,11 @@ impl<'a> Builder<'a> {
             for (b, pos, path) in f.nbsrv.clone() {
                 if !be_names.contains(&b.as_str()) {
                     let h = hint(&b, be_names.iter().copied());
-                    self.err(pos, &path, format!("backend `{b}` in nbsrv() is not defined{h}"));
+                    self.err(
+                        pos,
+                        &path,
+                        format!("backend `{b}` in nbsrv() is not defined{h}"),
+                    );
                 }
             }
             // tier
@@ -1449,11 +1855,19 @@ impl<'a> Builder<'a> {
             f.fe.tier = match (f.fe.mode, dp, f.tier_forced) {
                 (_, _, Some((Tier::Userspace, _))) => Tier::Userspace,
                 (Mode::Http, _, Some((Tier::Xdp, pos))) => {
-                    self.err(pos, &format!("{}.tier", f.path), "tier \"xdp\" needs mode tcp: XDP does not look at HTTP");
+                    self.err(
+                        pos,
+                        &format!("{}.tier", f.path),
+                        "tier \"xdp\" needs mode tcp: XDP does not look at HTTP",
+                    );
                     Tier::Userspace
                 }
                 (Mode::Tcp, None, Some((Tier::Xdp, pos))) => {
-                    self.err(pos, &format!("{}.tier", f.path), "tier \"xdp\" needs a [dataplane] section");
+                    self.err(
+                        pos,
+                        &format!("{}.tier", f.path),
+                        "tier \"xdp\" needs a [dataplane] section",
+                    );
                     Tier::Userspace
                 }
                 (Mode::Tcp, Some(_), forced) => {
@@ -1470,15 +1884,26 @@ impl<'a> Builder<'a> {
             };
             if f.fe.tier == Tier::Xdp {
                 if f.fe.default_backend.is_none() {
-                    self.err(f.name_pos, &f.path, "an XDP frontend needs `default_backend`");
+                    self.err(
+                        f.name_pos,
+                        &f.path,
+                        "an XDP frontend needs `default_backend`",
+                    );
                 }
-                if let Some(be) = f.fe.default_backend.as_ref().and_then(|n| bes.iter().find(|b| &b.be.name == n)) {
-                    if be.be.balance == Balance::LeastConn {
-                        self.warn(f.name_pos, &f.path, format!("backend `{}` uses leastconn, which XDP cannot do: flows are spread by Maglev hashing instead", be.be.name));
-                    }
+                if let Some(be) =
+                    f.fe.default_backend
+                        .as_ref()
+                        .and_then(|n| bes.iter().find(|b| &b.be.name == n))
+                    && be.be.balance == Balance::LeastConn
+                {
+                    self.warn(f.name_pos, &f.path, format!("backend `{}` uses leastconn, which XDP cannot do: flows are spread by Maglev hashing instead", be.be.name));
                 }
                 if f.fe.maxconn.is_some() {
-                    self.warn(f.name_pos, &f.path, "maxconn is not enforced by the XDP tier");
+                    self.warn(
+                        f.name_pos,
+                        &f.path,
+                        "maxconn is not enforced by the XDP tier",
+                    );
                 }
             } else {
                 used_by_userspace.extend(f.refs.iter().map(|r| r.0.clone()));
@@ -1490,12 +1915,17 @@ impl<'a> Builder<'a> {
             for b in &f.fe.binds {
                 if let Some(other) = bound.insert(b.addr, f.fe.name.clone()) {
                     let pos = f.name_pos;
-                    self.err(pos, &format!("{}.bind", f.path), format!("{} is already bound by frontend `{other}`", b.addr));
+                    self.err(
+                        pos,
+                        &format!("{}.bind", f.path),
+                        format!("{} is already bound by frontend `{other}`", b.addr),
+                    );
                 }
             }
         }
         for be in bes {
-            let only_xdp = referenced.contains(&be.be.name) && !used_by_userspace.contains(&be.be.name);
+            let only_xdp =
+                referenced.contains(&be.be.name) && !used_by_userspace.contains(&be.be.name);
             if !only_xdp {
                 let mut missing = Vec::new();
                 if be.be.timeouts.connect.is_none() {
@@ -1505,11 +1935,22 @@ impl<'a> Builder<'a> {
                     missing.push("`timeout server`");
                 }
                 if !missing.is_empty() {
-                    self.warn(be.name_pos, &be.path, format!("missing {}; set it here or in [defaults]", missing.join(" and ")));
+                    self.warn(
+                        be.name_pos,
+                        &be.path,
+                        format!(
+                            "missing {}; set it here or in [defaults]",
+                            missing.join(" and ")
+                        ),
+                    );
                 }
             }
             if be.be.servers.is_empty() {
-                self.warn(be.name_pos, &be.path, "backend has no server: requests to it get 503");
+                self.warn(
+                    be.name_pos,
+                    &be.path,
+                    "backend has no server: requests to it get 503",
+                );
             }
         }
     }
@@ -1549,15 +1990,19 @@ fn kind_key(k: Kind) -> &'static str {
 }
 
 fn item_path(key: &str, l: &List, i: usize) -> String {
-    if l.is_many() { format!("{key}[{i}]") } else { key.to_string() }
+    if l.is_many() {
+        format!("{key}[{i}]")
+    } else {
+        key.to_string()
+    }
 }
 
 fn collect_nbsrv(toks: &[Tok], path: &str, out: &mut Vec<(String, usize, String)>) {
     for t in toks {
-        if let Some(rest) = t.text.strip_prefix("nbsrv(") {
-            if let Some(name) = rest.strip_suffix(')') {
-                out.push((name.to_string(), t.pos + 6, path.to_string()));
-            }
+        if let Some(rest) = t.text.strip_prefix("nbsrv(")
+            && let Some(name) = rest.strip_suffix(')')
+        {
+            out.push((name.to_string(), t.pos + 6, path.to_string()));
         }
     }
 }
@@ -1568,10 +2013,28 @@ fn present_keys(rp: &RawProxy) -> Vec<(&'static str, usize)> {
         v.as_ref().map(|x| x.span().start)
     }
     let all = [
-        s(&rp.mode), s(&rp.tier), s(&rp.bind), s(&rp.acl), s(&rp.http_request), s(&rp.tcp_request),
-        s(&rp.use_backend), s(&rp.default_backend), s(&rp.timeout), s(&rp.balance), s(&rp.cookie),
-        s(&rp.check), s(&rp.server), s(&rp.errorfile), s(&rp.option), s(&rp.retries), s(&rp.maxconn),
-        s(&rp.deny_src), s(&rp.allow_src), s(&rp.log), s(&rp.max_header_bytes), s(&rp.max_headers),
+        s(&rp.mode),
+        s(&rp.tier),
+        s(&rp.bind),
+        s(&rp.acl),
+        s(&rp.http_request),
+        s(&rp.tcp_request),
+        s(&rp.use_backend),
+        s(&rp.default_backend),
+        s(&rp.timeout),
+        s(&rp.balance),
+        s(&rp.cookie),
+        s(&rp.check),
+        s(&rp.server),
+        s(&rp.errorfile),
+        s(&rp.option),
+        s(&rp.retries),
+        s(&rp.maxconn),
+        s(&rp.deny_src),
+        s(&rp.allow_src),
+        s(&rp.log),
+        s(&rp.max_header_bytes),
+        s(&rp.max_headers),
     ];
     PROXY_KEYS
         .iter()
@@ -1621,10 +2084,16 @@ pub(crate) fn check_pem(path: &Path) -> Result<(), String> {
         }
     }
     if certs.is_empty() {
-        return Err("no certificate in the file (expected a PEM certificate chain and its private key)".into());
+        return Err(
+            "no certificate in the file (expected a PEM certificate chain and its private key)"
+                .into(),
+        );
     }
     let Some(key) = key else {
-        return Err("no private key in the file (expected a PEM certificate chain and its private key)".into());
+        return Err(
+            "no private key in the file (expected a PEM certificate chain and its private key)"
+                .into(),
+        );
     };
     let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
         .map_err(|e| format!("unusable private key: {e}"))?;

@@ -92,17 +92,29 @@ fn split_line(line: &str) -> Result<(Vec<W>, Option<String>), (usize, String)> {
         match (quote, c) {
             (Some((q, _)), c) if c == q => quote = None,
             (Some(('"', _)) | None, '\\') => {
-                let w = cur.get_or_insert_with(|| W { text: String::new(), col: col_of(i), quoted: false });
+                let w = cur.get_or_insert_with(|| W {
+                    text: String::new(),
+                    col: col_of(i),
+                    quoted: false,
+                });
                 if let Some((_, n)) = chars.next() {
                     w.text.push(n);
                 }
             }
             (Some(_), c) => cur
-                .get_or_insert_with(|| W { text: String::new(), col: col_of(i), quoted: true })
+                .get_or_insert_with(|| W {
+                    text: String::new(),
+                    col: col_of(i),
+                    quoted: true,
+                })
                 .text
                 .push(c),
             (None, '"' | '\'') => {
-                let w = cur.get_or_insert_with(|| W { text: String::new(), col: col_of(i), quoted: true });
+                let w = cur.get_or_insert_with(|| W {
+                    text: String::new(),
+                    col: col_of(i),
+                    quoted: true,
+                });
                 w.quoted = true;
                 quote = Some((c, i));
             }
@@ -119,7 +131,11 @@ fn split_line(line: &str) -> Result<(Vec<W>, Option<String>), (usize, String)> {
                 }
             }
             (None, c) => cur
-                .get_or_insert_with(|| W { text: String::new(), col: col_of(i), quoted: false })
+                .get_or_insert_with(|| W {
+                    text: String::new(),
+                    col: col_of(i),
+                    quoted: false,
+                })
                 .text
                 .push(c),
         }
@@ -143,7 +159,8 @@ fn join(words: &[W]) -> String {
 }
 
 fn quote_word(s: &str) -> String {
-    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '#') {
+    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '#')
+    {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         s.to_string()
@@ -229,36 +246,146 @@ impl Sect {
 }
 
 const PROXY_SUPPORTED: &[&str] = &[
-    "mode", "bind", "server", "acl", "http-request", "tcp-request", "use_backend",
-    "default_backend", "timeout", "balance", "cookie", "option", "no", "retries", "maxconn",
-    "errorfile", "log", "redirect", "default-server", "http-check", "contimeout", "clitimeout",
+    "mode",
+    "bind",
+    "server",
+    "acl",
+    "http-request",
+    "tcp-request",
+    "use_backend",
+    "default_backend",
+    "timeout",
+    "balance",
+    "cookie",
+    "option",
+    "no",
+    "retries",
+    "maxconn",
+    "errorfile",
+    "log",
+    "redirect",
+    "default-server",
+    "http-check",
+    "contimeout",
+    "clitimeout",
     "srvtimeout",
 ];
 
 /// HAProxy keywords lb knows but does not support (warned about, kept as comments).
 const PROXY_UNSUPPORTED: &[&str] = &[
-    "stats", "capture", "compression", "http-response", "http-after-response", "monitor-uri",
-    "monitor", "reqadd", "rspadd", "reqrep", "rsprep", "reqdel", "rspdel", "reqirep",
-    "unique-id-format", "unique-id-header", "hash-type", "hash-balance-factor", "fullconn",
-    "http-reuse", "source", "dispatch", "persist", "stick-table", "stick", "filter",
-    "server-template", "email-alert", "description", "id", "disabled", "enabled", "errorloc",
-    "errorloc302", "errorloc303", "errorfiles", "external-check", "tcp-check", "tcp-response",
-    "rate-limit", "log-format", "log-format-sd", "error-log-format", "log-tag", "declare",
-    "force-persist", "ignore-persist", "grace", "bind-process", "backlog", "max-keep-alive-queue",
-    "http-send-name-header", "load-server-state-from-file", "server-state-file-name",
-    "use-server", "use-fcgi-app", "http-error", "ignore-persist", "log-format", "tcp-request",
-    "quic-initial", "max-session-srv-conns", "retry-on", "dynamic-cookie-key",
+    "stats",
+    "capture",
+    "compression",
+    "http-response",
+    "http-after-response",
+    "monitor-uri",
+    "monitor",
+    "reqadd",
+    "rspadd",
+    "reqrep",
+    "rsprep",
+    "reqdel",
+    "rspdel",
+    "reqirep",
+    "unique-id-format",
+    "unique-id-header",
+    "hash-type",
+    "hash-balance-factor",
+    "fullconn",
+    "http-reuse",
+    "source",
+    "dispatch",
+    "persist",
+    "stick-table",
+    "stick",
+    "filter",
+    "server-template",
+    "email-alert",
+    "description",
+    "id",
+    "disabled",
+    "enabled",
+    "errorloc",
+    "errorloc302",
+    "errorloc303",
+    "errorfiles",
+    "external-check",
+    "tcp-check",
+    "tcp-response",
+    "rate-limit",
+    "log-format",
+    "log-format-sd",
+    "error-log-format",
+    "log-tag",
+    "declare",
+    "force-persist",
+    "ignore-persist",
+    "grace",
+    "bind-process",
+    "backlog",
+    "max-keep-alive-queue",
+    "http-send-name-header",
+    "load-server-state-from-file",
+    "server-state-file-name",
+    "use-server",
+    "use-fcgi-app",
+    "http-error",
+    "ignore-persist",
+    "log-format",
+    "tcp-request",
+    "quic-initial",
+    "max-session-srv-conns",
+    "retry-on",
+    "dynamic-cookie-key",
 ];
 
 const GLOBAL_KNOWN: &[&str] = &[
-    "daemon", "user", "group", "uid", "gid", "chroot", "pidfile", "nbproc", "nbthread", "maxconn",
-    "log", "log-send-hostname", "log-tag", "stats", "ca-base", "crt-base", "lua-load",
-    "master-worker", "spread-checks", "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites",
-    "ssl-default-bind-options", "ssl-default-server-ciphers", "ssl-default-server-options",
-    "ssl-server-verify", "tune.ssl.default-dh-param", "tune.bufsize", "tune.maxrewrite",
-    "cpu-map", "node", "description", "hard-stop-after", "quiet", "zero-warning",
-    "server-state-file", "server-state-base", "localpeer", "h1-case-adjust", "maxsslconn",
-    "maxconnrate", "ulimit-n", "setenv", "presetenv", "unsetenv", "resetenv", "expose-experimental-directives",
+    "daemon",
+    "user",
+    "group",
+    "uid",
+    "gid",
+    "chroot",
+    "pidfile",
+    "nbproc",
+    "nbthread",
+    "maxconn",
+    "log",
+    "log-send-hostname",
+    "log-tag",
+    "stats",
+    "ca-base",
+    "crt-base",
+    "lua-load",
+    "master-worker",
+    "spread-checks",
+    "ssl-default-bind-ciphers",
+    "ssl-default-bind-ciphersuites",
+    "ssl-default-bind-options",
+    "ssl-default-server-ciphers",
+    "ssl-default-server-options",
+    "ssl-server-verify",
+    "tune.ssl.default-dh-param",
+    "tune.bufsize",
+    "tune.maxrewrite",
+    "cpu-map",
+    "node",
+    "description",
+    "hard-stop-after",
+    "quiet",
+    "zero-warning",
+    "server-state-file",
+    "server-state-base",
+    "localpeer",
+    "h1-case-adjust",
+    "maxsslconn",
+    "maxconnrate",
+    "ulimit-n",
+    "setenv",
+    "presetenv",
+    "unsetenv",
+    "resetenv",
+    "expose-experimental-directives",
 ];
 
 struct Converter<'a> {
@@ -322,8 +449,17 @@ impl Converter<'_> {
     /// Names an unsupported directive (or part of one) and keeps it as a comment.
     fn unsupported(&mut self, line: usize, col: usize, raw: &str, why: &str) {
         let path = self.cur_path();
-        self.diag(Severity::Warning, line, col, &path, format!("{why}; kept as a comment"));
-        self.note(format!("UNSUPPORTED (line {line}): {} -- {why}", raw.trim()));
+        self.diag(
+            Severity::Warning,
+            line,
+            col,
+            &path,
+            format!("{why}; kept as a comment"),
+        );
+        self.note(format!(
+            "UNSUPPORTED (line {line}): {} -- {why}",
+            raw.trim()
+        ));
     }
 
     fn line(&mut self, n: usize, raw: &str) {
@@ -347,10 +483,11 @@ impl Converter<'_> {
                 self.section(n, &words, comment);
                 return;
             }
-            "userlist" | "peers" | "resolvers" | "mailers" | "program" | "http-errors" | "cache"
-            | "ring" | "fcgi-app" | "crt-store" | "traces" | "log-forward" => {
+            "userlist" | "peers" | "resolvers" | "mailers" | "program" | "http-errors"
+            | "cache" | "ring" | "fcgi-app" | "crt-store" | "traces" | "log-forward" => {
                 let name = words.get(1).map_or("", |w| w.text.as_str()).to_string();
-                self.sections.push(Sect::new(Kind::Global, &format!("#{kw} {name}"), None));
+                self.sections
+                    .push(Sect::new(Kind::Global, &format!("#{kw} {name}"), None));
                 let why = format!("`{kw}` sections are not supported");
                 self.unsupported(n, first.col, raw, &why);
                 return;
@@ -358,7 +495,13 @@ impl Converter<'_> {
             _ => {}
         }
         let Some(sect) = self.sections.last() else {
-            self.diag(Severity::Error, n, first.col, "", format!("`{kw}` outside of any section"));
+            self.diag(
+                Severity::Error,
+                n,
+                first.col,
+                "",
+                format!("`{kw}` outside of any section"),
+            );
             return;
         };
         if sect.name.starts_with('#') {
@@ -384,7 +527,13 @@ impl Converter<'_> {
         };
         match (kind, &name) {
             (Kind::Frontend | Kind::Backend | Kind::Listen, None) => {
-                self.diag(Severity::Error, n, words[0].col + kw.len(), kw, format!("`{kw}` needs a name"));
+                self.diag(
+                    Severity::Error,
+                    n,
+                    words[0].col + kw.len(),
+                    kw,
+                    format!("`{kw}` needs a name"),
+                );
                 self.sections.push(Sect::new(kind, "?", comment));
                 return;
             }
@@ -409,7 +558,11 @@ impl Converter<'_> {
                 }
             }
             (Kind::Global, _) => {
-                if let Some(pos) = self.sections.iter().position(|s| s.kind == Kind::Global && !s.name.starts_with('#')) {
+                if let Some(pos) = self
+                    .sections
+                    .iter()
+                    .position(|s| s.kind == Kind::Global && !s.name.starts_with('#'))
+                {
                     let s = self.sections.remove(pos);
                     self.sections.push(s);
                     return;
@@ -421,11 +574,19 @@ impl Converter<'_> {
             let dup = self.sections.iter().any(|s| {
                 s.name == nm
                     && (s.kind == kind
-                        || (kind == Kind::Listen && matches!(s.kind, Kind::Frontend | Kind::Backend))
-                        || (s.kind == Kind::Listen && matches!(kind, Kind::Frontend | Kind::Backend)))
+                        || (kind == Kind::Listen
+                            && matches!(s.kind, Kind::Frontend | Kind::Backend))
+                        || (s.kind == Kind::Listen
+                            && matches!(kind, Kind::Frontend | Kind::Backend)))
             });
             if dup {
-                self.diag(Severity::Error, n, words[1].col, &format!("{kw}.{nm}"), format!("duplicate {kw} name `{nm}`"));
+                self.diag(
+                    Severity::Error,
+                    n,
+                    words[1].col,
+                    &format!("{kw}.{nm}"),
+                    format!("duplicate {kw} name `{nm}`"),
+                );
             }
         }
         self.sections.push(Sect::new(kind, &nm, comment));
@@ -467,7 +628,13 @@ impl Converter<'_> {
         let is_be = matches!(kind, Kind::Backend | Kind::Listen | Kind::Defaults);
         let need_arg = |c: &mut Self| {
             if args.is_empty() {
-                c.diag(Severity::Error, n, col + kw.len(), &path, format!("`{kw}` needs an argument"));
+                c.diag(
+                    Severity::Error,
+                    n,
+                    col + kw.len(),
+                    &path,
+                    format!("`{kw}` needs an argument"),
+                );
                 true
             } else {
                 false
@@ -487,12 +654,20 @@ impl Converter<'_> {
                     }
                     other => {
                         let h = hint(other, ["tcp", "http"]);
-                        self.diag(Severity::Error, n, args[0].col, &path, format!("unknown mode `{other}`{h}"));
+                        self.diag(
+                            Severity::Error,
+                            n,
+                            args[0].col,
+                            &path,
+                            format!("unknown mode `{other}`{h}"),
+                        );
                     }
                 }
             }
             "bind" if is_fe => self.bind(n, raw, args, comment, col),
-            "server" if matches!(kind, Kind::Backend | Kind::Listen) => self.server(n, raw, args, comment, col),
+            "server" if matches!(kind, Kind::Backend | Kind::Listen) => {
+                self.server(n, raw, args, comment, col)
+            }
             "acl" if kind != Kind::Defaults => {
                 if need_arg(self) {
                     return;
@@ -502,10 +677,16 @@ impl Converter<'_> {
                     s.push("acl", v, comment, true);
                 }
             }
-            "http-request" if kind != Kind::Defaults => self.http_request(n, raw, args, comment, col),
+            "http-request" if kind != Kind::Defaults => {
+                self.http_request(n, raw, args, comment, col)
+            }
             "redirect" if is_fe => {
                 // old-style `redirect …` is `http-request redirect …`
-                let mut w = vec![W { text: "redirect".into(), col, quoted: false }];
+                let mut w = vec![W {
+                    text: "redirect".into(),
+                    col,
+                    quoted: false,
+                }];
                 w.extend(args.iter().cloned());
                 self.http_request(n, raw, &w, comment, col)
             }
@@ -540,7 +721,13 @@ impl Converter<'_> {
                     _ => name.map(|w| w.text.clone()).unwrap_or_default(),
                 };
                 let Some(val) = val else {
-                    self.diag(Severity::Error, n, col + kw.len(), &path, format!("`{kw}` needs a name and a duration"));
+                    self.diag(
+                        Severity::Error,
+                        n,
+                        col + kw.len(),
+                        &path,
+                        format!("`{kw}` needs a name and a duration"),
+                    );
                     return;
                 };
                 if !TIMEOUT_NAMES.contains(&name.as_str()) {
@@ -569,21 +756,36 @@ impl Converter<'_> {
                         s.push("balance", v, comment, false);
                     }
                 } else {
-                    self.unsupported(n, args[0].col, raw, &format!("balance `{a}` is not supported (roundrobin, leastconn, source, random)"));
+                    self.unsupported(
+                        n,
+                        args[0].col,
+                        raw,
+                        &format!(
+                            "balance `{a}` is not supported (roundrobin, leastconn, source, random)"
+                        ),
+                    );
                 }
             }
             "cookie" if is_be => {
                 if need_arg(self) {
                     return;
                 }
-                let bad = args.iter().skip(1).find(|w| !["insert", "indirect", "nocache"].contains(&w.text.as_str()));
+                let bad = args
+                    .iter()
+                    .skip(1)
+                    .find(|w| !["insert", "indirect", "nocache"].contains(&w.text.as_str()));
                 let insert = args.iter().any(|w| w.text == "insert");
                 match bad {
                     Some(b) => {
-                        let why = format!("cookie option `{}` is not supported (only `insert [indirect] [nocache]`)", b.text);
+                        let why = format!(
+                            "cookie option `{}` is not supported (only `insert [indirect] [nocache]`)",
+                            b.text
+                        );
                         self.unsupported(n, b.col, raw, &why)
                     }
-                    None if !insert => self.unsupported(n, col, raw, "only `cookie NAME insert …` is supported"),
+                    None if !insert => {
+                        self.unsupported(n, col, raw, "only `cookie NAME insert …` is supported")
+                    }
                     None => {
                         let v = toml_str(&join(args));
                         if let Some(s) = self.cur() {
@@ -603,7 +805,13 @@ impl Converter<'_> {
                             s.push("retries", r.to_string(), comment, false);
                         }
                     }
-                    Err(_) => self.diag(Severity::Error, n, args[0].col, &path, format!("retries must be a number, not `{}`", args[0].text)),
+                    Err(_) => self.diag(
+                        Severity::Error,
+                        n,
+                        args[0].col,
+                        &path,
+                        format!("retries must be a number, not `{}`", args[0].text),
+                    ),
                 }
             }
             "maxconn" if is_fe || kind == Kind::Defaults => {
@@ -616,12 +824,24 @@ impl Converter<'_> {
                             s.push("maxconn", m.to_string(), comment, false);
                         }
                     }
-                    Err(_) => self.diag(Severity::Error, n, args[0].col, &path, format!("maxconn must be a number, not `{}`", args[0].text)),
+                    Err(_) => self.diag(
+                        Severity::Error,
+                        n,
+                        args[0].col,
+                        &path,
+                        format!("maxconn must be a number, not `{}`", args[0].text),
+                    ),
                 }
             }
             "errorfile" => {
                 if args.len() != 2 {
-                    self.diag(Severity::Error, n, col, &path, "`errorfile` takes a status code and a file path".to_string());
+                    self.diag(
+                        Severity::Error,
+                        n,
+                        col,
+                        &path,
+                        "`errorfile` takes a status code and a file path".to_string(),
+                    );
                     return;
                 }
                 let v = toml_str(&join(args));
@@ -645,15 +865,24 @@ impl Converter<'_> {
                     let a = &args[i];
                     match (a.text.as_str(), args.get(i + 1)) {
                         ("inter" | "rise" | "fall", Some(v)) if is_be => {
-                            let key = if a.text == "inter" { "interval" } else { a.text.as_str() };
-                            let val = if key == "interval" { toml_str(&v.text) } else { v.text.clone() };
+                            let key = if a.text == "inter" {
+                                "interval"
+                            } else {
+                                a.text.as_str()
+                            };
+                            let val = if key == "interval" {
+                                toml_str(&v.text)
+                            } else {
+                                v.text.clone()
+                            };
                             if let Some(s) = self.cur() {
                                 s.set_check(key, val);
                             }
                             i += 2;
                         }
                         _ => {
-                            let why = format!("default-server option `{}` is not supported", a.text);
+                            let why =
+                                format!("default-server option `{}` is not supported", a.text);
                             self.unsupported(n, a.col, raw, &why);
                             return;
                         }
@@ -673,7 +902,10 @@ impl Converter<'_> {
                 } else if PROXY_UNSUPPORTED.contains(&kw.as_str()) {
                     self.unsupported(n, col, raw, &format!("`{kw}` is not supported"));
                 } else {
-                    let all = PROXY_SUPPORTED.iter().chain(PROXY_UNSUPPORTED.iter()).copied();
+                    let all = PROXY_SUPPORTED
+                        .iter()
+                        .chain(PROXY_UNSUPPORTED.iter())
+                        .copied();
                     let h = hint(&kw, all);
                     let msg = if h.is_empty() {
                         format!("unknown keyword `{kw}`")
@@ -690,7 +922,13 @@ impl Converter<'_> {
     fn bind(&mut self, n: usize, raw: &str, args: &[W], comment: Option<String>, col: usize) {
         let path = self.cur_path();
         let Some(addr) = args.first() else {
-            self.diag(Severity::Error, n, col + 4, &path, "`bind` needs an address".into());
+            self.diag(
+                Severity::Error,
+                n,
+                col + 4,
+                &path,
+                "`bind` needs an address".into(),
+            );
             return;
         };
         let mut out: Vec<String> = Vec::new();
@@ -708,7 +946,9 @@ impl Converter<'_> {
         while i < args.len() {
             let w = &args[i];
             match w.text.as_str() {
-                "ssl" | "v4v6" | "v6only" | "no-sslv3" | "no-tlsv10" | "no-tlsv11" => opts.push(w.text.clone()),
+                "ssl" | "v4v6" | "v6only" | "no-sslv3" | "no-tlsv10" | "no-tlsv11" => {
+                    opts.push(w.text.clone())
+                }
                 "crt" | "alpn" => match args.get(i + 1) {
                     Some(v) => {
                         opts.push(w.text.clone());
@@ -716,27 +956,75 @@ impl Converter<'_> {
                         i += 1;
                     }
                     None => {
-                        self.diag(Severity::Error, n, w.col, &path, format!("`{}` needs a value", w.text));
+                        self.diag(
+                            Severity::Error,
+                            n,
+                            w.col,
+                            &path,
+                            format!("`{}` needs a value", w.text),
+                        );
                         return;
                     }
                 },
                 "npn" => {
                     let v = args.get(i + 1).map_or("", |v| v.text.as_str());
                     self.diag(Severity::Warning, n, w.col, &path, format!("`npn {v}` is not supported (NPN is obsolete); dropped, ALPN (`alpn h2,http/1.1`) is used instead"));
-                    self.note(format!("haproxy.cfg line {n}: dropped `npn {v}` (obsolete; use alpn)"));
+                    self.note(format!(
+                        "haproxy.cfg line {n}: dropped `npn {v}` (obsolete; use alpn)"
+                    ));
                     i += 1;
                 }
                 other => {
                     let takes_value = [
-                        "crt-list", "ca-file", "verify", "ciphers", "ciphersuites", "ssl-min-ver",
-                        "ssl-max-ver", "name", "process", "interface", "maxconn", "backlog", "mss",
-                        "curves", "ecdhe", "crl-file", "id", "level", "mode", "user", "group", "tfo",
-                        "thread", "nice", "proto", "namespace", "ca-ignore-err", "crt-ignore-err",
+                        "crt-list",
+                        "ca-file",
+                        "verify",
+                        "ciphers",
+                        "ciphersuites",
+                        "ssl-min-ver",
+                        "ssl-max-ver",
+                        "name",
+                        "process",
+                        "interface",
+                        "maxconn",
+                        "backlog",
+                        "mss",
+                        "curves",
+                        "ecdhe",
+                        "crl-file",
+                        "id",
+                        "level",
+                        "mode",
+                        "user",
+                        "group",
+                        "tfo",
+                        "thread",
+                        "nice",
+                        "proto",
+                        "namespace",
+                        "ca-ignore-err",
+                        "crt-ignore-err",
                     ]
                     .contains(&other);
-                    let v = if takes_value { args.get(i + 1).map_or("", |v| v.text.as_str()) } else { "" };
-                    self.diag(Severity::Warning, n, w.col, &path, format!("bind option `{}` is not supported; dropped", format!("{other} {v}").trim()));
-                    self.note(format!("haproxy.cfg line {n}: dropped bind option `{}`", format!("{other} {v}").trim()));
+                    let v = if takes_value {
+                        args.get(i + 1).map_or("", |v| v.text.as_str())
+                    } else {
+                        ""
+                    };
+                    self.diag(
+                        Severity::Warning,
+                        n,
+                        w.col,
+                        &path,
+                        format!(
+                            "bind option `{}` is not supported; dropped",
+                            format!("{other} {v}").trim()
+                        ),
+                    );
+                    self.note(format!(
+                        "haproxy.cfg line {n}: dropped bind option `{}`",
+                        format!("{other} {v}").trim()
+                    ));
                     if takes_value {
                         i += 1;
                     }
@@ -760,7 +1048,13 @@ impl Converter<'_> {
     fn server(&mut self, n: usize, raw: &str, args: &[W], comment: Option<String>, col: usize) {
         let path = self.cur_path();
         let (Some(name), Some(addr)) = (args.first(), args.get(1)) else {
-            self.diag(Severity::Error, n, col + 6, &path, "`server` needs a name and an address".into());
+            self.diag(
+                Severity::Error,
+                n,
+                col + 6,
+                &path,
+                "`server` needs a name and an address".into(),
+            );
             return;
         };
         let a = match norm_addr(&addr.text, false) {
@@ -783,9 +1077,22 @@ impl Converter<'_> {
                     i += 1;
                 }
                 ("inter" | "rise" | "fall", Some(v)) => {
-                    let key = if w.text == "inter" { "interval" } else { w.text.as_str() };
-                    let val = if key == "interval" { toml_str(&v.text) } else { v.text.clone() };
-                    let existing = self.sections.last().and_then(|s| s.check.iter().find(|(k, _)| k == key).map(|(_, x)| x.clone()));
+                    let key = if w.text == "inter" {
+                        "interval"
+                    } else {
+                        w.text.as_str()
+                    };
+                    let val = if key == "interval" {
+                        toml_str(&v.text)
+                    } else {
+                        v.text.clone()
+                    };
+                    let existing = self.sections.last().and_then(|s| {
+                        s.check
+                            .iter()
+                            .find(|(k, _)| k == key)
+                            .map(|(_, x)| x.clone())
+                    });
                     match existing {
                         Some(x) if x != val => {
                             self.diag(Severity::Warning, n, w.col, &path, format!("per-server `{} {}` differs from another server's; lb has one check setting per backend, the first is kept", w.text, v.text));
@@ -801,19 +1108,56 @@ impl Converter<'_> {
                 }
                 (other, next) => {
                     let takes_value = [
-                        "port", "addr", "ssl", "verify", "sni", "ca-file", "resolvers", "init-addr",
-                        "observe", "on-error", "slowstart", "track", "agent-check", "agent-port",
-                        "agent-inter", "fastinter", "downinter", "maxqueue", "minconn", "id",
-                        "error-limit", "source", "proto", "alpn", "check-sni", "pool-max-conn",
-                        "resolve-prefer", "crt", "namespace",
+                        "port",
+                        "addr",
+                        "ssl",
+                        "verify",
+                        "sni",
+                        "ca-file",
+                        "resolvers",
+                        "init-addr",
+                        "observe",
+                        "on-error",
+                        "slowstart",
+                        "track",
+                        "agent-check",
+                        "agent-port",
+                        "agent-inter",
+                        "fastinter",
+                        "downinter",
+                        "maxqueue",
+                        "minconn",
+                        "id",
+                        "error-limit",
+                        "source",
+                        "proto",
+                        "alpn",
+                        "check-sni",
+                        "pool-max-conn",
+                        "resolve-prefer",
+                        "crt",
+                        "namespace",
                     ]
                     .contains(&other)
                         && !matches!(other, "ssl")
                         && next.is_some();
-                    let v = if takes_value { next.map_or("", |v| v.text.as_str()) } else { "" };
+                    let v = if takes_value {
+                        next.map_or("", |v| v.text.as_str())
+                    } else {
+                        ""
+                    };
                     let shown = format!("{other} {v}").trim().to_string();
-                    self.diag(Severity::Warning, n, w.col, &path, format!("server option `{shown}` is not supported; dropped"));
-                    self.note(format!("haproxy.cfg line {n}: dropped server option `{shown}` of `{}`", name.text));
+                    self.diag(
+                        Severity::Warning,
+                        n,
+                        w.col,
+                        &path,
+                        format!("server option `{shown}` is not supported; dropped"),
+                    );
+                    self.note(format!(
+                        "haproxy.cfg line {n}: dropped server option `{shown}` of `{}`",
+                        name.text
+                    ));
                     if takes_value {
                         i += 1;
                     }
@@ -828,13 +1172,33 @@ impl Converter<'_> {
         }
     }
 
-    fn http_request(&mut self, n: usize, raw: &str, args: &[W], comment: Option<String>, col: usize) {
+    fn http_request(
+        &mut self,
+        n: usize,
+        raw: &str,
+        args: &[W],
+        comment: Option<String>,
+        col: usize,
+    ) {
         let path = self.cur_path();
         let Some(action) = args.first() else {
-            self.diag(Severity::Error, n, col, &path, "`http-request` needs an action".into());
+            self.diag(
+                Severity::Error,
+                n,
+                col,
+                &path,
+                "`http-request` needs an action".into(),
+            );
             return;
         };
-        let supported = ["allow", "deny", "redirect", "set-header", "add-header", "del-header"];
+        let supported = [
+            "allow",
+            "deny",
+            "redirect",
+            "set-header",
+            "add-header",
+            "del-header",
+        ];
         if !supported.contains(&action.text.as_str()) {
             let why = format!("http-request action `{}` is not supported", action.text);
             self.unsupported(n, action.col, raw, &why);
@@ -852,7 +1216,11 @@ impl Converter<'_> {
         let path = self.cur_path();
         let mut out = Vec::new();
         for w in args {
-            if w.quoted || w.text == "{" || w.text == "}" || !(w.text.starts_with('{') || w.text.ends_with('}')) {
+            if w.quoted
+                || w.text == "{"
+                || w.text == "}"
+                || !(w.text.starts_with('{') || w.text.ends_with('}'))
+            {
                 out.push(w.clone());
                 continue;
             }
@@ -870,25 +1238,53 @@ impl Converter<'_> {
             }
             self.diag(Severity::Warning, n, w.col, &path, format!("`{}`: braces of an anonymous ACL must be separated by blanks; written as `{}{}{}`", w.text, if pre { "{ " } else { "" }, t, if post { " }" } else { "" }));
             if pre {
-                out.push(W { text: "{".into(), col: w.col, quoted: false });
+                out.push(W {
+                    text: "{".into(),
+                    col: w.col,
+                    quoted: false,
+                });
             }
             if !t.is_empty() {
-                out.push(W { text: t.into(), col: w.col, quoted: false });
+                out.push(W {
+                    text: t.into(),
+                    col: w.col,
+                    quoted: false,
+                });
             }
             if post {
-                out.push(W { text: "}".into(), col: w.col, quoted: false });
+                out.push(W {
+                    text: "}".into(),
+                    col: w.col,
+                    quoted: false,
+                });
             }
         }
         out
     }
 
-    fn tcp_request(&mut self, n: usize, raw: &str, args: &[W], comment: Option<String>, col: usize) {
+    fn tcp_request(
+        &mut self,
+        n: usize,
+        raw: &str,
+        args: &[W],
+        comment: Option<String>,
+        col: usize,
+    ) {
         let path = self.cur_path();
-        let ok = match (args.first().map(|w| w.text.as_str()), args.get(1).map(|w| w.text.as_str())) {
+        let ok = match (
+            args.first().map(|w| w.text.as_str()),
+            args.get(1).map(|w| w.text.as_str()),
+        ) {
             (Some("inspect-delay"), Some(_)) => true,
             (Some("content" | "connection"), Some("accept" | "reject")) => true,
             (None, _) => {
-                self.diag(Severity::Error, n, col, &path, "`tcp-request` needs a rule".into());
+                self.diag(
+                    Severity::Error,
+                    n,
+                    col,
+                    &path,
+                    "`tcp-request` needs a rule".into(),
+                );
                 return;
             }
             _ => false,
@@ -907,21 +1303,34 @@ impl Converter<'_> {
     fn option(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>) {
         let path = self.cur_path();
         let neg = words[0].text == "no";
-        let rest = if neg { &words[1..] } else { &words[..] };
+        let rest = if neg { &words[1..] } else { words };
         if rest.first().map(|w| w.text.as_str()) != Some("option") {
             let col = words[0].col;
-            self.diag(Severity::Error, n, col, &path, "`no` must be followed by `option`".into());
+            self.diag(
+                Severity::Error,
+                n,
+                col,
+                &path,
+                "`no` must be followed by `option`".into(),
+            );
             return;
         }
         let Some(name) = rest.get(1) else {
-            self.diag(Severity::Error, n, rest[0].col, &path, "`option` needs a name".into());
+            self.diag(
+                Severity::Error,
+                n,
+                rest[0].col,
+                &path,
+                "`option` needs a name".into(),
+            );
             return;
         };
         let extra = &rest[2..];
         match name.text.as_str() {
-            "forwardfor" | "redispatch" | "httplog" | "tcplog" | "dontlognull" | "http-keep-alive"
-            | "http-server-close"
-                if extra.is_empty() || (name.text == "httplog" && extra.iter().all(|w| w.text == "clf")) =>
+            "forwardfor" | "redispatch" | "httplog" | "tcplog" | "dontlognull"
+            | "http-keep-alive" | "http-server-close"
+                if extra.is_empty()
+                    || (name.text == "httplog" && extra.iter().all(|w| w.text == "clf")) =>
             {
                 let v = toml_str(&format!("{}{}", if neg { "no " } else { "" }, name.text));
                 if let Some(s) = self.cur() {
@@ -950,7 +1359,12 @@ impl Converter<'_> {
     }
 
     fn http_check(&mut self, n: usize, raw: &str, args: &[W], col: usize) {
-        match args.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().as_slice() {
+        match args
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             ["expect", "status", code] if code.parse::<u16>().is_ok() => {
                 let v = toml_str(code);
                 if let Some(s) = self.cur() {
@@ -971,7 +1385,12 @@ impl Converter<'_> {
                             i += 1;
                         }
                         _ => {
-                            self.unsupported(n, col, raw, "only `http-check send meth M uri U [hdr Host H]` is supported");
+                            self.unsupported(
+                                n,
+                                col,
+                                raw,
+                                "only `http-check send meth M uri U [hdr Host H]` is supported",
+                            );
                             return;
                         }
                     }
@@ -985,7 +1404,12 @@ impl Converter<'_> {
                     }
                 }
             }
-            _ => self.unsupported(n, col, raw, "only `http-check expect status N` and `http-check send …` are supported"),
+            _ => self.unsupported(
+                n,
+                col,
+                raw,
+                "only `http-check expect status N` and `http-check send …` are supported",
+            ),
         }
     }
 
@@ -1003,7 +1427,10 @@ impl Converter<'_> {
         let mut out = String::new();
         out.push_str(&format!(
             "# Converted from {} by `lb convert`.\n",
-            self.file.file_name().map_or_else(|| self.file.display().to_string(), |f| f.to_string_lossy().into_owned())
+            self.file.file_name().map_or_else(
+                || self.file.display().to_string(),
+                |f| f.to_string_lossy().into_owned()
+            )
         ));
         let warnings: Vec<&Diagnostic> = self.diags.iter().collect();
         if !warnings.is_empty() {
@@ -1041,9 +1468,22 @@ impl Converter<'_> {
                 out.push_str(&format!("# {n}\n"));
             }
             let order = [
-                "threads", "mode", "bind", "acl", "http_request", "tcp_request", "use_backend",
-                "default_backend", "balance", "cookie", "server", "errorfile", "option", "retries",
-                "maxconn", "log",
+                "threads",
+                "mode",
+                "bind",
+                "acl",
+                "http_request",
+                "tcp_request",
+                "use_backend",
+                "default_backend",
+                "balance",
+                "cookie",
+                "server",
+                "errorfile",
+                "option",
+                "retries",
+                "maxconn",
+                "log",
             ];
             let mut keys: Vec<&(String, Vec<Entry>, bool)> = s.keys.iter().collect();
             keys.sort_by_key(|(k, _, _)| order.iter().position(|o| o == k).unwrap_or(order.len()));
@@ -1089,7 +1529,10 @@ impl Converter<'_> {
 }
 
 fn timeout_line(t: &[(String, String)]) -> String {
-    let parts: Vec<String> = t.iter().map(|(k, v)| format!("{} = {}", toml_key(k), toml_str(v))).collect();
+    let parts: Vec<String> = t
+        .iter()
+        .map(|(k, v)| format!("{} = {}", toml_key(k), toml_str(v)))
+        .collect();
     format!("timeout = {{ {} }}\n", parts.join(", "))
 }
 
@@ -1099,7 +1542,10 @@ fn check_line(c: &[(String, String)]) -> String {
 }
 
 fn toml_key(k: &str) -> String {
-    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         k.to_string()
     } else {
         toml_str(k)
@@ -1134,18 +1580,31 @@ fn norm_addr(s: &str, bind: bool) -> Result<String, String> {
         return Err(format!("`{s}` has no port; lb needs HOST:PORT"));
     }
     if colons > 1 || (v6 && (host.is_empty() || host == "*")) {
-        let h = if host.is_empty() || host == "*" || host == "::" { "::" } else { host };
+        let h = if host.is_empty() || host == "*" || host == "::" {
+            "::"
+        } else {
+            host
+        };
         return Ok(format!("[{h}]:{port}"));
     }
     if !bind && host.is_empty() {
         return Err(format!("`{s}` has no host"));
     }
-    Ok(format!("{}:{port}", if host.is_empty() { "*" } else { host }))
+    Ok(format!(
+        "{}:{port}",
+        if host.is_empty() { "*" } else { host }
+    ))
 }
 
 /// The keyword closest to `word` among everything `lb convert` knows (for tests and docs).
 pub fn suggest_keyword(word: &str) -> Option<&'static str> {
-    closest(word, PROXY_SUPPORTED.iter().chain(PROXY_UNSUPPORTED.iter()).copied())
+    closest(
+        word,
+        PROXY_SUPPORTED
+            .iter()
+            .chain(PROXY_UNSUPPORTED.iter())
+            .copied(),
+    )
 }
 
 #[cfg(test)]
@@ -1159,9 +1618,18 @@ mod tests {
         assert_eq!(norm_addr("ipv4@*:80", true).as_deref(), Ok("*:80"));
         assert_eq!(norm_addr("*:80", true).as_deref(), Ok("*:80"));
         assert_eq!(norm_addr(":80", true).as_deref(), Ok("*:80"));
-        assert_eq!(norm_addr("[2001:db8::1]:80", false).as_deref(), Ok("[2001:db8::1]:80"));
-        assert_eq!(norm_addr("2001:db8::1:80", false).as_deref(), Ok("[2001:db8::1]:80"));
-        assert_eq!(norm_addr("server1:7210", false).as_deref(), Ok("server1:7210"));
+        assert_eq!(
+            norm_addr("[2001:db8::1]:80", false).as_deref(),
+            Ok("[2001:db8::1]:80")
+        );
+        assert_eq!(
+            norm_addr("2001:db8::1:80", false).as_deref(),
+            Ok("[2001:db8::1]:80")
+        );
+        assert_eq!(
+            norm_addr("server1:7210", false).as_deref(),
+            Ok("server1:7210")
+        );
         assert!(norm_addr("unix@/x", true).is_err());
         assert!(norm_addr("10.0.0.1", false).is_err());
     }

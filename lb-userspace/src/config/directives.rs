@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    Balance, CheckKind, CheckSpec, CookieSpec, HttpAction, IpNet, Redirect, RedirectKind,
-    TcpAction,
+    Balance, CheckKind, CheckSpec, CookieSpec, HttpAction, IpNet, Redirect, RedirectKind, TcpAction,
 };
 use super::source::{Problem, Str, Tok};
 use super::suggest::hint;
@@ -98,7 +97,15 @@ pub(crate) fn number<T: std::str::FromStr>(
     min: u64,
     max: u64,
 ) -> Result<T, Problem> {
-    let err = || Problem::new(t.pos, format!("{what} must be a number from {min} to {max}, not `{}`", t.text));
+    let err = || {
+        Problem::new(
+            t.pos,
+            format!(
+                "{what} must be a number from {min} to {max}, not `{}`",
+                t.text
+            ),
+        )
+    };
     let n: u64 = t.text.parse().map_err(|_| err())?;
     if n < min || n > max {
         return Err(err());
@@ -138,14 +145,19 @@ pub(crate) fn split_host_port(t: &Tok) -> Result<(&str, &str, usize), Problem> {
             ));
         };
         if host.parse::<Ipv6Addr>().is_err() {
-            return Err(Problem::new(t.pos + 1, format!("`{host}` is not an IPv6 address")));
+            return Err(Problem::new(
+                t.pos + 1,
+                format!("`{host}` is not an IPv6 address"),
+            ));
         }
         return Ok((host, port, close + 3));
     }
     if s.matches(':').count() > 1 {
         return Err(Problem::new(
             t.pos,
-            format!("IPv6 addresses must be written in brackets, e.g. `[2001:db8::1]:80`, not `{s}`"),
+            format!(
+                "IPv6 addresses must be written in brackets, e.g. `[2001:db8::1]:80`, not `{s}`"
+            ),
         ));
     }
     match s.rfind(':') {
@@ -181,7 +193,14 @@ pub(crate) struct BindLine {
 }
 
 const BIND_OPTS: &[&str] = &[
-    "ssl", "crt", "alpn", "no-sslv3", "no-tlsv10", "no-tlsv11", "v4v6", "v6only",
+    "ssl",
+    "crt",
+    "alpn",
+    "no-sslv3",
+    "no-tlsv10",
+    "no-tlsv11",
+    "v4v6",
+    "v6only",
 ];
 
 pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
@@ -204,7 +223,10 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
                 let v = args.value_of(t)?;
                 let list: Vec<String> = v.text.split(',').map(|p| p.trim().to_string()).collect();
                 if let Some(bad) = list.iter().find(|p| p.is_empty()) {
-                    return Err(Problem::new(v.pos, format!("empty protocol in alpn list `{}`{bad}", v.text)));
+                    return Err(Problem::new(
+                        v.pos,
+                        format!("empty protocol in alpn list `{}`{bad}", v.text),
+                    ));
                 }
                 line.alpn = Some(list);
             }
@@ -218,13 +240,19 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
             other => {
                 return Err(Problem::new(
                     t.pos,
-                    format!("unknown bind option `{other}`{}", hint(other, BIND_OPTS.iter().copied())),
+                    format!(
+                        "unknown bind option `{other}`{}",
+                        hint(other, BIND_OPTS.iter().copied())
+                    ),
                 ));
             }
         }
     }
     if let (None, Some((_, t))) = (&line.ssl, line.certs.first()) {
-        return Err(Problem::new(t.pos, "`crt` needs `ssl` on the same bind line"));
+        return Err(Problem::new(
+            t.pos,
+            "`crt` needs `ssl` on the same bind line",
+        ));
     }
     if let (Some(s), true) = (&line.ssl, line.certs.is_empty()) {
         return Err(Problem::new(s.pos, "`ssl` needs at least one `crt PEM`"));
@@ -256,7 +284,10 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
     let a = args.want("server address (HOST:PORT)")?.clone();
     let (host, port, off) = split_host_port(&a)?;
     if host.is_empty() || host == "*" {
-        return Err(Problem::new(a.pos, format!("missing host in server address `{}`", a.text)));
+        return Err(Problem::new(
+            a.pos,
+            format!("missing host in server address `{}`", a.text),
+        ));
     }
     let port = port_number(&a, port, off)?;
     let mut s = ServerLine {
@@ -278,18 +309,31 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
             "disabled" => s.disabled = true,
             "enabled" => s.disabled = false,
             "weight" => s.weight = number(args.value_of(t)?, "weight", 0, 256)?,
-            "maxconn" => s.maxconn = Some(number(args.value_of(t)?, "maxconn", 1, u64::from(u32::MAX))?),
+            "maxconn" => {
+                s.maxconn = Some(number(
+                    args.value_of(t)?,
+                    "maxconn",
+                    1,
+                    u64::from(u32::MAX),
+                )?)
+            }
             "cookie" => s.cookie = Some(args.value_of(t)?.text.clone()),
             "inter" | "rise" | "fall" | "port" | "addr" => {
                 return Err(Problem::new(
                     t.pos,
-                    format!("per-server `{}` is not supported; set it in the backend's `check` table", t.text),
+                    format!(
+                        "per-server `{}` is not supported; set it in the backend's `check` table",
+                        t.text
+                    ),
                 ));
             }
             other => {
                 return Err(Problem::new(
                     t.pos,
-                    format!("unknown server option `{other}`{}", hint(other, SERVER_OPTS.iter().copied())),
+                    format!(
+                        "unknown server option `{other}`{}",
+                        hint(other, SERVER_OPTS.iter().copied())
+                    ),
                 ));
             }
         }
@@ -310,7 +354,8 @@ pub(crate) fn balance(s: &Str) -> Result<Balance, Problem> {
             format!(
                 "unknown balance algorithm `{other}`{}",
                 match hint(other, BALANCES.iter().copied()) {
-                    h if h.is_empty() => " (supported: roundrobin, leastconn, source, random)".to_string(),
+                    h if h.is_empty() =>
+                        " (supported: roundrobin, leastconn, source, random)".to_string(),
                     h => h,
                 }
             ),
@@ -336,7 +381,10 @@ pub(crate) fn cookie(args: &mut Args) -> Result<CookieSpec, Problem> {
             | "maxlife" | "postonly" | "dynamic" | "attr" => {
                 return Err(Problem::new(
                     t.pos,
-                    format!("cookie mode `{}` is not supported (only `insert [indirect] [nocache]`)", t.text),
+                    format!(
+                        "cookie mode `{}` is not supported (only `insert [indirect] [nocache]`)",
+                        t.text
+                    ),
                 ));
             }
             other => {
@@ -351,7 +399,10 @@ pub(crate) fn cookie(args: &mut Args) -> Result<CookieSpec, Problem> {
         }
     }
     if !insert {
-        return Err(Problem::new(args.end, "missing `insert` (only `cookie NAME insert [indirect] [nocache]` is supported)"));
+        return Err(Problem::new(
+            args.end,
+            "missing `insert` (only `cookie NAME insert [indirect] [nocache]` is supported)",
+        ));
     }
     Ok(spec)
 }
@@ -387,7 +438,15 @@ pub(crate) fn check(args: &mut Args, mut spec: CheckSpec) -> Result<(CheckSpec, 
             "host" => host = Some(args.value_of(t)?.text.clone()),
             "expect" => {
                 let v = args.value_of(t)?;
-                let bad = || Problem::new(v.pos, format!("`expect` takes a status or a range like 200-399, not `{}`", v.text));
+                let bad = || {
+                    Problem::new(
+                        v.pos,
+                        format!(
+                            "`expect` takes a status or a range like 200-399, not `{}`",
+                            v.text
+                        ),
+                    )
+                };
                 let (lo, hi) = v.text.split_once('-').unwrap_or((&v.text, &v.text));
                 let lo: u16 = lo.parse().map_err(|_| bad())?;
                 let hi: u16 = hi.parse().map_err(|_| bad())?;
@@ -403,7 +462,10 @@ pub(crate) fn check(args: &mut Args, mut spec: CheckSpec) -> Result<(CheckSpec, 
                 } else {
                     let p = args.want("health-check path after the method")?;
                     if !p.text.starts_with('/') {
-                        return Err(Problem::new(p.pos, format!("health-check path must start with `/`, not `{}`", p.text)));
+                        return Err(Problem::new(
+                            p.pos,
+                            format!("health-check path must start with `/`, not `{}`", p.text),
+                        ));
                     }
                     (first.text.to_ascii_uppercase(), p.text.clone())
                 };
@@ -417,7 +479,10 @@ pub(crate) fn check(args: &mut Args, mut spec: CheckSpec) -> Result<(CheckSpec, 
             other => {
                 return Err(Problem::new(
                     t.pos,
-                    format!("unknown check setting `{other}`{}", hint(other, CHECK_OPTS.iter().copied())),
+                    format!(
+                        "unknown check setting `{other}`{}",
+                        hint(other, CHECK_OPTS.iter().copied())
+                    ),
                 ));
             }
         }
@@ -441,7 +506,14 @@ pub(crate) fn check(args: &mut Args, mut spec: CheckSpec) -> Result<(CheckSpec, 
 
 /// The `http-request` action (the condition is split off by the caller).
 pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {
-    const ACTIONS: &[&str] = &["allow", "deny", "redirect", "set-header", "add-header", "del-header"];
+    const ACTIONS: &[&str] = &[
+        "allow",
+        "deny",
+        "redirect",
+        "set-header",
+        "add-header",
+        "del-header",
+    ];
     let a = args.want("action (allow, deny, redirect, set-header, add-header, del-header)")?;
     let action = match a.text.as_str() {
         "allow" => HttpAction::Allow,
@@ -453,7 +525,10 @@ pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {
                     other => {
                         return Err(Problem::new(
                             t.pos,
-                            format!("unexpected `{other}` after deny{}", hint(other, ["deny_status"])),
+                            format!(
+                                "unexpected `{other}` after deny{}",
+                                hint(other, ["deny_status"])
+                            ),
                         ));
                     }
                 }
@@ -496,7 +571,10 @@ pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {
                             _ => {
                                 return Err(Problem::new(
                                     v.pos,
-                                    format!("redirect code must be 301, 302, 303, 307 or 308, not `{}`", v.text),
+                                    format!(
+                                        "redirect code must be 301, 302, 303, 307 or 308, not `{}`",
+                                        v.text
+                                    ),
                                 ));
                             }
                         };
@@ -505,7 +583,10 @@ pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {
                     other => {
                         return Err(Problem::new(
                             t.pos,
-                            format!("unknown redirect option `{other}`{}", hint(other, ["code", "drop-query"])),
+                            format!(
+                                "unknown redirect option `{other}`{}",
+                                hint(other, ["code", "drop-query"])
+                            ),
                         ));
                     }
                 }
@@ -565,7 +646,10 @@ pub(crate) fn tcp_request(args: &mut Args) -> Result<TcpLine, Problem> {
                 other => {
                     return Err(Problem::new(
                         a.pos,
-                        format!("unsupported tcp-request action `{other}` (supported: accept, reject){}", hint(other, ["accept", "reject"])),
+                        format!(
+                            "unsupported tcp-request action `{other}` (supported: accept, reject){}",
+                            hint(other, ["accept", "reject"])
+                        ),
                     ));
                 }
             };
@@ -613,11 +697,19 @@ pub(crate) fn cidr(t: &Tok) -> Result<IpNet, Problem> {
 fn mask(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
-            let m = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
             IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
         }
         IpAddr::V6(a) => {
-            let m = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
             IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
         }
     }
@@ -629,7 +721,14 @@ pub(crate) const ERRORFILE_CODES: &[u16] = &[
 ];
 
 pub(crate) const TIMEOUT_NAMES: &[&str] = &[
-    "client", "connect", "server", "http-request", "http-keep-alive", "queue", "tunnel", "check",
+    "client",
+    "connect",
+    "server",
+    "http-request",
+    "http-keep-alive",
+    "queue",
+    "tunnel",
+    "check",
 ];
 
 #[cfg(test)]

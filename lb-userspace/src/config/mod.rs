@@ -97,4 +97,3 @@ pub fn load_str(
     let src = source::Source::new(path, text);
     build::build(&src, opts)
 }
-

@@ -167,7 +167,10 @@ pub(crate) fn tokenize(s: &Str) -> Result<Vec<Tok>, Problem> {
         }
     }
     if let Some((q, off)) = quote {
-        return Err(Problem::new(s.pos(off), format!("unterminated {q}quote{q}")));
+        return Err(Problem::new(
+            s.pos(off),
+            format!("unterminated {q}quote{q}"),
+        ));
     }
     if let Some((text, off)) = cur.take() {
         toks.push(Tok {
@@ -236,10 +239,10 @@ fn find_in_value(v: &toml_edit::Value, pos: usize, path: &mut Vec<String>) -> bo
         toml_edit::Value::Array(a) => {
             for (i, e) in a.iter().enumerate() {
                 if find_in_value(e, pos, path) {
-                    if let Some(last) = path.last_mut() {
-                        if !last.contains('[') || e.is_inline_table() {
-                            last.push_str(&format!("[{i}]"));
-                        }
+                    if let Some(last) = path.last_mut()
+                        && (!last.contains('[') || e.is_inline_table())
+                    {
+                        last.push_str(&format!("[{i}]"));
                     }
                     return true;
                 }

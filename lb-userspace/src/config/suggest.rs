@@ -70,6 +70,9 @@ mod tests {
             Some("default_backend")
         );
         assert_eq!(closest("xyz", ["default_backend"]), None);
-        assert_eq!(hint("roundrobbin", ["roundrobin", "source"]), "; did you mean `roundrobin`?");
+        assert_eq!(
+            hint("roundrobbin", ["roundrobin", "source"]),
+            "; did you mean `roundrobin`?"
+        );
     }
 }
