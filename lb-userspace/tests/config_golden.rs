@@ -146,3 +146,21 @@ fn tcp_example_with_dataplane_is_xdp() {
     let dp = cfg.dataplane.expect("dataplane");
     assert_eq!(dp.pin_path, Path::new("/sys/fs/bpf/lb/tcp"));
 }
+
+#[test]
+fn check_report_for_the_reference_config() {
+    if !acl_engine_ready() {
+        eprintln!("ACL engine not built yet: skipping the lb check report of lb.toml");
+        return;
+    }
+    let base = base();
+    let mut out = Vec::new();
+    let rc = lb::config::check::run_check_with(&repo_config("lb.toml"), &opts(base.path()), &mut out);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "Configuration file is valid\n\
+         frontend web: served in userspace (mode http, binds 0.0.0.0:80, 0.0.0.0:443 ssl)\n\
+         frontend edge: served by XDP (mode tcp, VIPs 203.0.113.10:443)\n"
+    );
+    assert_eq!(rc, 0);
+}

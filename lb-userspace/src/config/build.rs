@@ -347,6 +347,8 @@ struct FeDraft {
     name_pos: usize,
     path: String,
     tier_forced: Option<(Tier, usize)>,
+    /// `maxconn` set in the section itself (not inherited).
+    maxconn_own: bool,
     /// (backend, position, key path) for every reference.
     refs: Vec<(String, usize, String)>,
     /// `nbsrv(NAME)` references in ACLs.
@@ -1806,6 +1808,7 @@ impl<'a> Builder<'a> {
             name_pos: name.span().start,
             path: path.to_string(),
             tier_forced,
+            maxconn_own: rp.maxconn.is_some(),
             refs,
             nbsrv,
         }
@@ -1898,7 +1901,7 @@ impl<'a> Builder<'a> {
                 {
                     self.warn(f.name_pos, &f.path, format!("backend `{}` uses leastconn, which XDP cannot do: flows are spread by Maglev hashing instead", be.be.name));
                 }
-                if f.fe.maxconn.is_some() {
+                if f.maxconn_own {
                     self.warn(
                         f.name_pos,
                         &f.path,
