@@ -18,6 +18,8 @@ mod suggest;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+pub use check::run_check;
+pub use convert::run_convert;
 pub use diag::{ConfigErrors, Diagnostic, Severity};
 pub use directives::parse_duration;
 
