@@ -637,11 +637,60 @@ fn acl_engine_errors_point_at_the_exact_column() {
             "bad.toml:5:25: frontend.f.http_request: ",
         ),
     ] {
-        let text = format!("[defaults]\nmode = \"http\"\n[frontend.f]\nbind = \"*:80\"\n{body}{tail}");
+        let text =
+            format!("[defaults]\nmode = \"http\"\n[frontend.f]\nbind = \"*:80\"\n{body}{tail}");
         let got = errors(&text);
         assert!(
             got.len() == 1 && got[0].starts_with(prefix) && got[0].len() > prefix.len(),
             "expected one error at {prefix:?}, got {got:#?}"
         );
     }
+}
+
+#[test]
+fn wrong_value_type() {
+    check(
+        "[backend.b]\nretries = \"three\"\n",
+        &["bad.toml:2:11: backend.b.retries: expected an integer, found string \"three\""],
+    );
+}
+
+#[test]
+fn section_is_not_a_table() {
+    check(
+        "[backend]\nb = 5\n",
+        &["bad.toml:2:5: backend.b: expected a table, found integer `5`"],
+    );
+}
+
+#[test]
+fn duplicate_key() {
+    check(
+        "[frontend.f]\nbind = \"*:80\"\nbind = \"*:81\"\n",
+        &["bad.toml:3:1: duplicate key `bind` in table `frontend.f`"],
+    );
+}
+
+#[test]
+fn duplicate_table() {
+    check(
+        "[dataplane]\ninterfaces = [\"eth0\"]\n[dataplane]\nxdp_mode = \"native\"\n",
+        &["bad.toml:3:1: invalid table header: duplicate key `dataplane` in document root"],
+    );
+}
+
+#[test]
+fn flag_must_be_boolean() {
+    check(
+        "[frontend.f]\nbind = { addr = \"*:80\", ssl = \"yes\" }\n",
+        &["bad.toml:2:31: frontend.f.bind.ssl: `ssl` must be true or false"],
+    );
+}
+
+#[test]
+fn global_key_typo() {
+    check(
+        "[global]\nthreds = 2\n",
+        &["bad.toml:2:1: global.threds: unknown key `threds`; did you mean `threads`?"],
+    );
 }

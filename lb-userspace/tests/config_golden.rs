@@ -155,7 +155,8 @@ fn check_report_for_the_reference_config() {
     }
     let base = base();
     let mut out = Vec::new();
-    let rc = lb::config::check::run_check_with(&repo_config("lb.toml"), &opts(base.path()), &mut out);
+    let rc =
+        lb::config::check::run_check_with(&repo_config("lb.toml"), &opts(base.path()), &mut out);
     assert_eq!(
         String::from_utf8_lossy(&out),
         "Configuration file is valid\n\

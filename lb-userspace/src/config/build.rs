@@ -76,7 +76,13 @@ pub(crate) fn build(
 /// A TOML syntax or schema error, with unknown keys turned into "did you mean".
 fn parse_error(src: &Source, e: &toml::de::Error) -> Diagnostic {
     let pos = e.span().map_or(0, |s| s.start);
-    let msg = e.message().trim().to_string();
+    let msg = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
     let msg = match msg.strip_prefix("unknown field `") {
         Some(rest) => {
             let (name, rest) = rest.split_once('`').unwrap_or((rest, ""));
@@ -91,7 +97,21 @@ fn parse_error(src: &Source, e: &toml::de::Error) -> Diagnostic {
                 format!("unknown key `{name}`{h}")
             }
         }
-        None => msg,
+        None => match msg
+            .strip_prefix("invalid type: ")
+            .and_then(|r| r.split_once(", expected "))
+        {
+            Some((found, expected)) => {
+                let expected = match expected {
+                    "i64" | "u64" | "u32" | "usize" => "an integer",
+                    "a boolean" | "bool" => "true or false",
+                    e if e.starts_with("struct ") || e.starts_with("a table") => "a table",
+                    e => e,
+                };
+                format!("expected {expected}, found {found}")
+            }
+            None => msg,
+        },
     };
     let path = key_path_at(&src.text, pos);
     src.diag(Severity::Error, pos, &path, msg)
