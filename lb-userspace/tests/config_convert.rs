@@ -128,3 +128,45 @@ fn run_convert_to_stdout() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("[frontend.tls-passthrough]"), "{text}");
 }
+
+/// Debian's stock haproxy.cfg (plus a frontend) converts without errors and, with its
+/// errorfiles present, loads.
+#[test]
+fn debian_default_config() {
+    let input = fixture("debian-default.cfg");
+    let conv = convert_str(
+        Path::new("haproxy.cfg"),
+        &std::fs::read_to_string(&input).expect("read"),
+    );
+    assert!(!conv.has_errors(), "{:#?}", conv.diagnostics);
+    for kept in [
+        "chroot /var/lib/haproxy",
+        "stats socket",
+        "ssl-default-bind-options",
+        "crt-base",
+    ] {
+        assert!(conv.toml.contains(kept), "{kept} not kept:\n{}", conv.toml);
+    }
+    assert!(
+        conv.toml
+            .contains("\"redirect scheme https code 301 if !{ ssl_fc }\""),
+        "{}",
+        conv.toml
+    );
+    assert!(conv.toml.contains("connect = \"5000\""), "{}", conv.toml);
+    let base = base();
+    for code in [400, 403, 408, 500, 502, 503, 504] {
+        base.write(
+            &format!("errors/{code}.http"),
+            &format!("HTTP/1.0 {code} x\r\n\r\n"),
+        );
+    }
+    let errors_dir = format!("{}/errors/", base.path().display());
+    let text = conv.toml.replace("/etc/haproxy/errors/", &errors_dir);
+    let file = base.write("debian.toml", &text);
+    let res = lb::config::load_with(&file, &opts(base.path()));
+    assert_loads(&res);
+    if let Ok((cfg, _)) = res {
+        assert_eq!(cfg.frontends[0].errorfiles.len(), 7);
+    }
+}

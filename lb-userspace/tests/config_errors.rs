@@ -536,7 +536,7 @@ fn duplicate_vip() {
         &with_defaults(&format!(
             "[frontend.a]\nbind = \"*:80\"\ndefault_backend = \"all\"\n[frontend.b]\nbind = \"0.0.0.0:80\"\ndefault_backend = \"all\"\n{BE}"
         )),
-        &["bad.toml:7:11: frontend.b.bind: 0.0.0.0:80 is already bound by frontend `a`"],
+        &["bad.toml:8:9: frontend.b.bind: 0.0.0.0:80 is already bound by frontend `a`"],
     );
 }
 

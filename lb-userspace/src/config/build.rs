@@ -369,6 +369,8 @@ struct FeDraft {
     tier_forced: Option<(Tier, usize)>,
     /// `maxconn` set in the section itself (not inherited).
     maxconn_own: bool,
+    /// (position, key path) of each bind, in `fe.binds` order.
+    bind_locs: Vec<(usize, String)>,
     /// (backend, position, key path) for every reference.
     refs: Vec<(String, usize, String)>,
     /// `nbsrv(NAME)` references in ACLs.
@@ -1636,6 +1638,7 @@ impl<'a> Builder<'a> {
         let mut nbsrv = Vec::new();
         // binds
         let mut binds = Vec::new();
+        let mut bind_locs = Vec::new();
         if rp.bind.is_none() {
             self.err(
                 name.span().start,
@@ -1691,6 +1694,7 @@ impl<'a> Builder<'a> {
                 }
                 None
             };
+            bind_locs.push((dir.toks.first().map_or(dir.end, |t| t.pos), ipath.clone()));
             binds.push(Bind {
                 addr: line.addr,
                 tls,
@@ -1829,6 +1833,7 @@ impl<'a> Builder<'a> {
             path: path.to_string(),
             tier_forced,
             maxconn_own: rp.maxconn.is_some(),
+            bind_locs,
             refs,
             nbsrv,
         }
@@ -1935,12 +1940,11 @@ impl<'a> Builder<'a> {
                 }
             }
             // duplicate binds
-            for b in &f.fe.binds {
+            for (b, (pos, path)) in f.fe.binds.iter().zip(&f.bind_locs) {
                 if let Some(other) = bound.insert(b.addr, f.fe.name.clone()) {
-                    let pos = f.name_pos;
                     self.err(
-                        pos,
-                        &format!("{}.bind", f.path),
+                        *pos,
+                        path,
                         format!("{} is already bound by frontend `{other}`", b.addr),
                     );
                 }
