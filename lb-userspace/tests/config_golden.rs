@@ -165,3 +165,37 @@ fn check_report_for_the_reference_config() {
     );
     assert_eq!(rc, 0);
 }
+
+/// The inputs of the convert golden tests are real HAProxy configs: when `haproxy` is
+/// installed, `haproxy -c` accepts each (seed host names mapped to loopback addresses).
+#[test]
+fn haproxy_accepts_the_example_inputs() {
+    let found = std::process::Command::new("haproxy").arg("-v").output();
+    if found.is_err() {
+        eprintln!("haproxy not installed: skipping");
+        return;
+    }
+    let base = base();
+    for name in EXAMPLES {
+        let text =
+            std::fs::read_to_string(repo_config(&format!("haproxy/{name}.cfg"))).expect("read cfg");
+        let mut text = text;
+        for i in 1..=4 {
+            text = text.replace(&format!("server{i}:"), &format!("127.0.1.{i}:"));
+        }
+        let file = base.write(&format!("{name}.cfg"), &text);
+        let out = std::process::Command::new("haproxy")
+            .arg("-c")
+            .arg("-f")
+            .arg(&file)
+            .current_dir(base.path())
+            .output()
+            .expect("run haproxy");
+        assert!(
+            out.status.success(),
+            "haproxy -c {name}.cfg:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
