@@ -30,7 +30,7 @@ fn seed_example_typos_are_errors_with_suggestions() {
         errors,
         [
             "seed-example.cfg:3:43: frontend.httpsandhttp: `alpn` needs a value",
-            "seed-example.cfg:4:1: frontend.httpsandhttp: unknown keyword `h2,`",
+            "seed-example.cfg:4:1: frontend.httpsandhttp: unknown keyword `h2,`; is this the value of `alpn` from line 3, split over two lines?",
             "seed-example.cfg:11:3: frontend.httpsandhttp: unknown keyword `use_backed`; did you mean `use_backend`?",
         ]
     );

@@ -395,6 +395,8 @@ struct Converter<'a> {
     /// Lines before the first section.
     preamble: Vec<String>,
     defaults_seen: usize,
+    /// (line, option) of a bind option left without its value at the end of a line.
+    dangling: Option<(usize, String)>,
 }
 
 /// Converts haproxy.cfg text.
@@ -405,6 +407,7 @@ pub fn convert_str(file: &Path, text: &str) -> Conversion {
         sections: Vec::new(),
         preamble: Vec::new(),
         defaults_seen: 0,
+        dangling: None,
     };
     for (i, raw) in text.lines().enumerate() {
         c.line(i + 1, raw);
@@ -907,10 +910,11 @@ impl Converter<'_> {
                         .chain(PROXY_UNSUPPORTED.iter())
                         .copied();
                     let h = hint(&kw, all);
-                    let msg = if h.is_empty() {
-                        format!("unknown keyword `{kw}`")
-                    } else {
-                        format!("unknown keyword `{kw}`{h}")
+                    let msg = match &self.dangling {
+                        Some((l, opt)) if *l + 1 == n => format!(
+                            "unknown keyword `{kw}`; is this the value of `{opt}` from line {l}, split over two lines?"
+                        ),
+                        _ => format!("unknown keyword `{kw}`{h}"),
                     };
                     self.diag(Severity::Error, n, col, &path, msg);
                     self.note(format!("ERROR (line {n}): {}", raw.trim()));
@@ -963,6 +967,7 @@ impl Converter<'_> {
                             &path,
                             format!("`{}` needs a value", w.text),
                         );
+                        self.dangling = Some((n, w.text.clone()));
                         return;
                     }
                 },
