@@ -4,6 +4,8 @@
 
 pub mod lab;
 pub mod packet;
+pub mod servers;
+pub mod topology;
 pub mod testrun;
 
 /// True when this process can load BPF programs and create namespaces.
