@@ -244,3 +244,49 @@ impl Registry {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
+
+impl Registry {
+    /// Builds the live state for `config`, carrying over the status, weight and counters of
+    /// every server that keeps its backend, name and address from the current state (a
+    /// reload must not reset health). New servers start UP (MAINT when `disabled`), with
+    /// their configured weight. Subscribers are notified once.
+    pub fn apply_config(&self, config: &crate::config::model::Config) {
+        let old = self.backends();
+        let mut backends = HashMap::new();
+        for b in &config.backends {
+            let prev = old.get(&b.name);
+            let servers = b
+                .servers
+                .iter()
+                .map(|s| {
+                    prev.and_then(|p| p.server(&s.name))
+                        .filter(|p| p.addr == s.addr && p.backup == s.backup && p.checked == s.check)
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            let st = ServerState::new(&s.name, s.addr, s.weight, s.backup, s.check);
+                            if s.disabled {
+                                st.status.store(ServerStatus::Maint as u8, Ordering::Release);
+                            }
+                            Arc::new(st)
+                        })
+                })
+                .collect();
+            let state = BackendState {
+                name: b.name.clone(),
+                servers,
+                counters: Counters::default(),
+            };
+            backends.insert(b.name.clone(), Arc::new(state));
+        }
+        let old_fe = self.frontends();
+        let frontends = config
+            .frontends
+            .iter()
+            .map(|f| {
+                let c = old_fe.get(&f.name).cloned().unwrap_or_default();
+                (f.name.clone(), c)
+            })
+            .collect();
+        self.replace(backends, frontends);
+    }
+}

@@ -2,7 +2,9 @@
 //! ([`testrun`]), packet builders and from-scratch checksum verifiers ([`packet`]).
 //! The integration tests themselves live in `tests/tests/`.
 
+pub mod l4env;
 pub mod lab;
+pub mod lbproc;
 pub mod packet;
 pub mod servers;
 pub mod topology;
