@@ -260,12 +260,15 @@ impl Registry {
                 .iter()
                 .map(|s| {
                     prev.and_then(|p| p.server(&s.name))
-                        .filter(|p| p.addr == s.addr && p.backup == s.backup && p.checked == s.check)
+                        .filter(|p| {
+                            p.addr == s.addr && p.backup == s.backup && p.checked == s.check
+                        })
                         .cloned()
                         .unwrap_or_else(|| {
                             let st = ServerState::new(&s.name, s.addr, s.weight, s.backup, s.check);
                             if s.disabled {
-                                st.status.store(ServerStatus::Maint as u8, Ordering::Release);
+                                st.status
+                                    .store(ServerStatus::Maint as u8, Ordering::Release);
                             }
                             Arc::new(st)
                         })

@@ -35,9 +35,17 @@ impl L4Env {
     pub fn new(n: usize) -> Result<Self> {
         let lab = L4Lab::build(n)?;
         let dir = std::env::temp_dir().join(lab.lab.id());
-        std::fs::create_dir_all(&dir).map_err(|source| LabError::Io { ns: "tmp".into(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
+            ns: "tmp".into(),
+            source,
+        })?;
         let pin_dir = format!("/sys/fs/bpf/{}", lab.lab.id());
-        let mut env = L4Env { lab, dir, servers: BTreeMap::new(), pin_dir };
+        let mut env = L4Env {
+            lab,
+            dir,
+            servers: BTreeMap::new(),
+            pin_dir,
+        };
         for i in 1..=n {
             env.start_backend(i)?;
         }
@@ -54,7 +62,9 @@ impl L4Env {
             guards.push(tcp_identity(b.tcp_listen(v4)?, &b.name));
             guards.push(tcp_identity(b.tcp_listen(v6)?, &b.name));
         }
-        let u4: SocketAddr = format!("{}:{UDP_PORT}", backend_v4(i)).parse().map_err(bad)?;
+        let u4: SocketAddr = format!("{}:{UDP_PORT}", backend_v4(i))
+            .parse()
+            .map_err(bad)?;
         guards.push(udp_identity(b.udp_bind(u4)?, &b.name));
         self.servers.insert(b.name.clone(), guards);
         Ok(())
@@ -144,7 +154,10 @@ server = [{su}]
     /// Writes `text` as the config file and returns its path.
     pub fn write_config(&self, text: &str) -> Result<PathBuf> {
         let path = self.dir.join("lb.toml");
-        std::fs::write(&path, text).map_err(|source| LabError::Io { ns: "tmp".into(), source })?;
+        std::fs::write(&path, text).map_err(|source| LabError::Io {
+            ns: "tmp".into(),
+            source,
+        })?;
         Ok(path)
     }
 
@@ -162,7 +175,10 @@ server = [{su}]
             Some(s) => self.lab.client.tcp_connect_from(s, vip, IO)?,
             None => self.lab.client.tcp_connect(vip, IO)?,
         };
-        let io = |source| LabError::Io { ns: "client".into(), source };
+        let io = |source| LabError::Io {
+            ns: "client".into(),
+            source,
+        };
         conn.set_read_timeout(Some(IO)).map_err(io)?;
         let mut reader = BufReader::new(conn.try_clone().map_err(io)?);
         let mut line = String::new();
@@ -172,17 +188,28 @@ server = [{su}]
 
     /// Sends a line on an open connection and returns the backend's `NAME:` prefix.
     pub fn exchange(conn: &mut TcpStream, line: &str) -> Result<String> {
-        let io = |source| LabError::Io { ns: "client".into(), source };
+        let io = |source| LabError::Io {
+            ns: "client".into(),
+            source,
+        };
         conn.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
         let mut reader = BufReader::new(conn.try_clone().map_err(io)?);
         let mut reply = String::new();
         reader.read_line(&mut reply).map_err(io)?;
-        Ok(reply.trim().split(':').next().unwrap_or_default().to_owned())
+        Ok(reply
+            .trim()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned())
     }
 }
 
 fn bad<E: std::fmt::Display>(e: E) -> LabError {
-    LabError::Io { ns: "config".into(), source: std::io::Error::other(e.to_string()) }
+    LabError::Io {
+        ns: "config".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 impl Drop for L4Env {

@@ -56,8 +56,16 @@ impl LbProcess {
             .stdout(Stdio::from(logfile))
             .stderr(Stdio::from(errfile))
             .spawn()
-            .map_err(|source| LabError::Spawn { cmd: format!("{} run", bin.display()), source })?;
-        let mut p = LbProcess { child, admin, host: host.clone(), log };
+            .map_err(|source| LabError::Spawn {
+                cmd: format!("{} run", bin.display()),
+                source,
+            })?;
+        let mut p = LbProcess {
+            child,
+            admin,
+            host: host.clone(),
+            log,
+        };
         p.wait_ready(Duration::from_secs(20))?;
         Ok(p)
     }
@@ -76,7 +84,10 @@ impl LbProcess {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Err(LabError::Command { cmd: "lb run: not ready in time".into(), stderr: self.log_text() })
+        Err(LabError::Command {
+            cmd: "lb run: not ready in time".into(),
+            stderr: self.log_text(),
+        })
     }
 
     /// The process's combined output so far.
@@ -92,8 +103,12 @@ impl LbProcess {
     /// One HTTP/1.1 request on the admin listener, made from inside the host.
     pub fn request(&self, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
         let mut conn = self.host.tcp_connect(self.admin, Duration::from_secs(2))?;
-        let io = |source| LabError::Io { ns: self.host.netns.clone(), source };
-        conn.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+        let io = |source| LabError::Io {
+            ns: self.host.netns.clone(),
+            source,
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(io)?;
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -106,7 +121,10 @@ impl LbProcess {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         Ok((status, body))
     }
 

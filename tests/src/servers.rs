@@ -77,12 +77,18 @@ pub fn tcp_identity(listener: TcpListener, name: &str) -> ServerGuard {
         let Ok(reader) = conn.try_clone() else { return };
         for line in BufReader::new(reader).lines() {
             let Ok(line) = line else { break };
-            if conn.write_all(format!("{name}:{line}\n").as_bytes()).is_err() {
+            if conn
+                .write_all(format!("{name}:{line}\n").as_bytes())
+                .is_err()
+            {
                 break;
             }
         }
     });
-    ServerGuard { stop, handle: Some(handle) }
+    ServerGuard {
+        stop,
+        handle: Some(handle),
+    }
 }
 
 /// UDP identity server: answers each datagram with `NAME:` + payload.
@@ -101,7 +107,10 @@ pub fn udp_identity(socket: UdpSocket, name: &str) -> ServerGuard {
             }
         }
     });
-    ServerGuard { stop, handle: Some(handle) }
+    ServerGuard {
+        stop,
+        handle: Some(handle),
+    }
 }
 
 /// HTTP/1.1 identity server: every request gets `200` with body `NAME` and headers
@@ -111,11 +120,16 @@ pub fn http_identity(listener: TcpListener, name: &str) -> ServerGuard {
     let stop = Arc::new(AtomicBool::new(false));
     let name = name.to_owned();
     let handle = accept_loop(listener, stop.clone(), move |conn| serve_http(conn, &name));
-    ServerGuard { stop, handle: Some(handle) }
+    ServerGuard {
+        stop,
+        handle: Some(handle),
+    }
 }
 
 fn serve_http(conn: TcpStream, name: &str) {
-    let Ok(mut writer) = conn.try_clone() else { return };
+    let Ok(mut writer) = conn.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(conn);
     loop {
         let mut request_line = String::new();
@@ -149,7 +163,11 @@ fn serve_http(conn: TcpStream, name: &str) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let body = if request_line.starts_with("GET /healthz ") { "ok" } else { name };
+        let body = if request_line.starts_with("GET /healthz ") {
+            "ok"
+        } else {
+            name
+        };
         let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Server: {name}\r\nX-Seen-Cookie: {cookie}\r\n\r\n{body}",
             body.len()

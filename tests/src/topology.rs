@@ -89,7 +89,13 @@ impl L4Lab {
         ethtool(&switch, &["-K", "p0", "gro", "on"])?;
         ethtool(&lb, &["-K", "eth0", "gro", "on"])?;
         ethtool(&lb, &["-K", "eth1", "gro", "on"])?;
-        Ok(L4Lab { lab, client, lb, switch, backends })
+        Ok(L4Lab {
+            lab,
+            client,
+            lb,
+            switch,
+            backends,
+        })
     }
 
     /// Adds `count` extra client source addresses 10.101.1.1 … and returns them.
@@ -98,7 +104,10 @@ impl L4Lab {
         for i in 1..=count {
             let a = format!("10.101.1.{i}");
             self.client.addr("eth0", &format!("{a}/16"))?;
-            out.push(a.parse().map_err(|_| crate::lab::LabError::NoHost(a.clone()))?);
+            out.push(
+                a.parse()
+                    .map_err(|_| crate::lab::LabError::NoHost(a.clone()))?,
+            );
         }
         Ok(out)
     }

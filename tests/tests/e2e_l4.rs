@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lb_tests::l4env::{
-    DENIED_SRC, IO, L4Env, SRC_VIP_PORT, UDP_PORT, VIP_PORT, VIP4, VIP6,
-};
+use lb_tests::l4env::{DENIED_SRC, IO, L4Env, SRC_VIP_PORT, UDP_PORT, VIP_PORT, VIP4, VIP6};
 use lb_tests::require_root;
 
 fn vip(addr: &str, port: u16) -> SocketAddr {
@@ -40,19 +38,28 @@ fn sources_spread_evenly_and_stick_under_balance_source() {
 
     let mut per_backend: BTreeMap<String, u32> = BTreeMap::new();
     for src in &sources {
-        let (_conn, who) = env.connect(Some(*src), vip(VIP4, VIP_PORT)).expect("connect via VIP");
+        let (_conn, who) = env
+            .connect(Some(*src), vip(VIP4, VIP_PORT))
+            .expect("connect via VIP");
         *per_backend.entry(who).or_default() += 1;
     }
     assert_eq!(per_backend.len(), 3, "all backends used: {per_backend:?}");
     for (b, n) in &per_backend {
-        assert!((60..=100).contains(n), "backend {b} got {n} of 240 (even is 80 ± 25%)");
+        assert!(
+            (60..=100).contains(n),
+            "backend {b} got {n} of 240 (even is 80 ± 25%)"
+        );
     }
 
     // balance source: the same source always lands on the same backend.
     for src in sources.iter().take(20) {
-        let (_c, first) = env.connect(Some(*src), vip(VIP4, SRC_VIP_PORT)).expect("connect");
+        let (_c, first) = env
+            .connect(Some(*src), vip(VIP4, SRC_VIP_PORT))
+            .expect("connect");
         for _ in 0..3 {
-            let (_c, again) = env.connect(Some(*src), vip(VIP4, SRC_VIP_PORT)).expect("connect");
+            let (_c, again) = env
+                .connect(Some(*src), vip(VIP4, SRC_VIP_PORT))
+                .expect("connect");
             assert_eq!(again, first, "source {src} moved");
         }
     }
@@ -64,7 +71,10 @@ fn ipv6_and_udp_vips_work_and_denied_sources_get_nothing() {
     require_root!();
     let env = L4Env::new(3).expect("lab");
     let denied: IpAddr = DENIED_SRC.parse().expect("addr");
-    env.lab.client.addr("eth0", &format!("{DENIED_SRC}/16")).expect("denied source addr");
+    env.lab
+        .client
+        .addr("eth0", &format!("{DENIED_SRC}/16"))
+        .expect("denied source addr");
     let _lb = env.start_lb(3, &[]).expect("lb run");
 
     let (_c, who) = env.connect(None, vip(VIP6, VIP_PORT)).expect("IPv6 VIP");
@@ -80,11 +90,17 @@ fn ipv6_and_udp_vips_work_and_denied_sources_get_nothing() {
     let mut buf = [0u8; 256];
     let (n, from) = udp.recv_from(&mut buf).expect("UDP reply through the VIP");
     let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
-    assert!(reply.starts_with('b') && reply.ends_with(":hello"), "{reply}");
+    assert!(
+        reply.starts_with('b') && reply.ends_with(":hello"),
+        "{reply}"
+    );
     assert_eq!(from, vip(VIP4, UDP_PORT), "reply comes from the VIP");
 
     let denied_try = env.connect(Some(denied), vip(VIP4, VIP_PORT));
-    assert!(denied_try.is_err(), "a denied source must not reach a backend");
+    assert!(
+        denied_try.is_err(),
+        "a denied source must not reach a backend"
+    );
 }
 
 #[test]
@@ -101,23 +117,34 @@ fn down_backend_gets_no_new_connections_and_comes_back() {
         if status_of(&stats(&lb), "pool4", "b2").as_deref() == Some("DOWN") {
             break;
         }
-        assert!(Instant::now() < deadline, "b2 not DOWN in time: {}", lb.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "b2 not DOWN in time: {}",
+            lb.log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     for src in &sources {
-        let (_c, who) = env.connect(Some(*src), vip(VIP4, VIP_PORT)).expect("connect");
+        let (_c, who) = env
+            .connect(Some(*src), vip(VIP4, VIP_PORT))
+            .expect("connect");
         assert_ne!(who, "b2", "a DOWN backend got a new connection");
     }
 
     env.start_backend(2).expect("restart b2");
     let deadline = Instant::now() + Duration::from_secs(3);
     while status_of(&stats(&lb), "pool4", "b2").as_deref() != Some("UP") {
-        assert!(Instant::now() < deadline, "b2 not UP again after rise checks");
+        assert!(
+            Instant::now() < deadline,
+            "b2 not UP again after rise checks"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut seen_b2 = false;
     for src in &sources {
-        let (_c, who) = env.connect(Some(*src), vip(VIP4, VIP_PORT)).expect("connect");
+        let (_c, who) = env
+            .connect(Some(*src), vip(VIP4, VIP_PORT))
+            .expect("connect");
         seen_b2 |= who == "b2";
     }
     assert!(seen_b2, "b2 takes new connections again");
@@ -136,15 +163,31 @@ fn established_connection_survives_adding_a_backend_and_restarting_lb() {
     lb.signal(nix::sys::signal::Signal::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(5);
     while status_of(&stats(&lb), "pool4", "b4").is_none() {
-        assert!(Instant::now() < deadline, "reload did not add b4: {}", lb.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "reload did not add b4: {}",
+            lb.log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(L4Env::exchange(&mut conn, "two").expect("after reload"), first);
+    assert_eq!(
+        L4Env::exchange(&mut conn, "two").expect("after reload"),
+        first
+    );
 
     // Restart lb, leaving the data plane attached.
     let status = lb.stop();
-    assert!(status.is_some_and(|s| s.success()), "lb exits cleanly on SIGTERM");
-    assert_eq!(L4Env::exchange(&mut conn, "three").expect("while lb is down"), first);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "lb exits cleanly on SIGTERM"
+    );
+    assert_eq!(
+        L4Env::exchange(&mut conn, "three").expect("while lb is down"),
+        first
+    );
     let _lb2 = env.start_lb(4, &[]).expect("lb restarted");
-    assert_eq!(L4Env::exchange(&mut conn, "four").expect("after restart"), first);
+    assert_eq!(
+        L4Env::exchange(&mut conn, "four").expect("after restart"),
+        first
+    );
 }
