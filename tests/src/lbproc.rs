@@ -37,6 +37,18 @@ pub struct LbProcess {
 impl LbProcess {
     /// Starts `lb run -c CONFIG` in `host` and waits (bounded) until `/healthz` answers.
     pub fn start(host: &Host, config: &Path, admin: SocketAddr, extra: &[&str]) -> Result<Self> {
+        Self::start_in(host, config, admin, extra, Path::new("."))
+    }
+
+    /// Like [`LbProcess::start`], with the process's working directory set to `cwd`
+    /// (relative paths in the config resolve against it).
+    pub fn start_in(
+        host: &Host,
+        config: &Path,
+        admin: SocketAddr,
+        extra: &[&str],
+        cwd: &Path,
+    ) -> Result<Self> {
         let log = config.with_extension("log");
         let logfile = std::fs::File::create(&log).map_err(|source| LabError::Io {
             ns: host.netns.clone(),
@@ -53,6 +65,7 @@ impl LbProcess {
         let child = host
             .command(&bin.to_string_lossy(), &args)
             .env("RUST_LOG", "info")
+            .current_dir(cwd)
             .stdout(Stdio::from(logfile))
             .stderr(Stdio::from(errfile))
             .spawn()
@@ -126,6 +139,11 @@ impl LbProcess {
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
         Ok((status, body))
+    }
+
+    /// Leaves the process running after this value is gone (`--keep`).
+    pub fn detach(self) {
+        std::mem::forget(self);
     }
 
     /// Sends a signal to the process.

@@ -1,22 +1,36 @@
-//! `cargo xtask demo`: the namespaced lab that shows lb balancing real traffic.
+//! `cargo xtask demo [--keep]`: bootstraps, builds `lb` and the `lb-demo` driver (package
+//! `lb-tests`), and runs the driver from the repository root. The driver builds the
+//! namespaced lab, runs lb with `config/demo.toml`, drives traffic, kills and restores a
+//! backend, and cleans up on exit or Ctrl-C.
+
+use std::process::Command;
 
 use anyhow::bail;
 
-/// What the demo will do, printed while it is not built yet.
-const PLAN: &str = "\
-cargo xtask demo is not built yet. When it is, this one command will:
-  1. bootstrap the toolchain and build lb;
-  2. create a namespaced lab: a client, the balancer and 3 backends running small HTTP and
-     TCP servers, with a demo TLS certificate generated at start;
-  3. run lb with config/demo.toml: a tcp VIP balanced by XDP, and http + https frontends
-     with ACLs and sticky cookies;
-  4. drive traffic and show the per-backend distribution live;
-  5. kill one backend, show health checks remove it from the maps and the L7 pool, then
-     bring it back;
-  6. print where to look (/stats, /metrics, lb stats) and clean everything up on exit.
-Nothing was started.";
+use crate::bootstrap::{self, Needs};
+use crate::shell::{build_lb, is_root, run_inherit, workspace_root};
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    println!("{PLAN}");
-    bail!("the demo does not exist yet")
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    if let Some(a) = args.iter().find(|a| a.as_str() != "--keep") {
+        bail!("unknown demo argument `{a}` (only --keep)");
+    }
+    if !is_root() {
+        bail!("the demo creates network namespaces and attaches XDP: run it as root");
+    }
+    bootstrap::ensure(Needs::Test)?;
+    let root = workspace_root();
+    let lb = build_lb(false)?;
+    run_inherit(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["build", "-p", "lb-tests", "--bin", "lb-demo"]),
+    )?;
+    let driver = lb.with_file_name("lb-demo");
+    run_inherit(
+        Command::new(driver)
+            .args(args)
+            .current_dir(&root)
+            .env("LB_BIN", &lb)
+            .env("LB_REPO", &root),
+    )
 }
