@@ -114,8 +114,9 @@ pub fn udp_identity(socket: UdpSocket, name: &str) -> ServerGuard {
 }
 
 /// HTTP/1.1 identity server: every request gets `200` with body `NAME` and headers
-/// `X-Server: NAME`; `X-Seen-Cookie` echoes the Cookie header it received (or `-`).
-/// Keep-alive is honoured. `GET /healthz` answers `200 ok`.
+/// `X-Server: NAME`; `X-Seen-Cookie` echoes the Cookie header it received (or `-`), and
+/// every request header `X-*` comes back as `X-Echo-*`. Keep-alive is honoured.
+/// `GET /healthz` answers `200 ok`.
 pub fn http_identity(listener: TcpListener, name: &str) -> ServerGuard {
     let stop = Arc::new(AtomicBool::new(false));
     let name = name.to_owned();
@@ -140,6 +141,7 @@ fn serve_http(conn: TcpStream, name: &str) {
         let mut cookie = String::from("-");
         let mut content_length = 0usize;
         let mut close = false;
+        let mut echoed = String::new();
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -151,7 +153,11 @@ fn serve_http(conn: TcpStream, name: &str) {
             }
             if let Some((k, v)) = line.split_once(':') {
                 let v = v.trim();
-                match k.to_ascii_lowercase().as_str() {
+                let lower = k.to_ascii_lowercase();
+                if let Some(rest) = lower.strip_prefix("x-") {
+                    echoed.push_str(&format!("X-Echo-{rest}: {v}\r\n"));
+                }
+                match lower.as_str() {
                     "cookie" => cookie = v.to_owned(),
                     "content-length" => content_length = v.parse().unwrap_or(0),
                     "connection" => close = v.eq_ignore_ascii_case("close"),
@@ -169,7 +175,7 @@ fn serve_http(conn: TcpStream, name: &str) {
             name
         };
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Server: {name}\r\nX-Seen-Cookie: {cookie}\r\n\r\n{body}",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Server: {name}\r\nX-Seen-Cookie: {cookie}\r\n{echoed}\r\n{body}",
             body.len()
         );
         if writer.write_all(response.as_bytes()).is_err() || close {
