@@ -103,7 +103,11 @@ fn seen(r: &Response, servers: &BTreeMap<&str, (u16, &str)>) -> Seen {
         status: r.status,
         backend,
         location: r.header("location").map(str::to_owned),
-        set_cookie: r.header("set-cookie").map(str::to_owned),
+        // The server named in an inserted cookie follows roundrobin's position, which two
+        // independent processes need not share; its shape (name, attributes) must match.
+        set_cookie: r.header("set-cookie").map(|c| {
+            servers.keys().fold(c.to_owned(), |acc, s| acc.replace(&format!("={s};"), "=<server>;"))
+        }),
         cache_control: r.header("cache-control").map(str::to_owned),
         echo: r
             .headers
