@@ -646,14 +646,8 @@ pub(crate) fn parse_net(text: &str) -> Option<NetPat> {
         IpAddr::V4(a) => {
             let mask: u32 = match mask {
                 None => u32::MAX,
-                Some(m) if m.contains('.') => {
-                    let m: u32 = m.parse::<std::net::Ipv4Addr>().ok()?.into();
-                    // Must be contiguous.
-                    if m.leading_ones() + m.trailing_zeros() != 32 {
-                        return None;
-                    }
-                    m
-                }
+                // Dotted masks may be non-contiguous, as in HAProxy.
+                Some(m) if m.contains('.') => m.parse::<std::net::Ipv4Addr>().ok()?.into(),
                 Some(m) => {
                     let bits: u32 = digits_only(m)?;
                     if bits > 32 {
