@@ -61,6 +61,9 @@ pub(crate) enum Fetch {
     Const(bool),
     ProtoHttp,
     ReqVer,
+    Dst,
+    DstPort,
+    SrcPort,
 }
 
 /// How samples are compared with patterns (`-m …`).
@@ -185,6 +188,9 @@ enum Kind {
     False,
     ProtoHttp,
     ReqVer,
+    Dst,
+    DstPort,
+    SrcPort,
 }
 
 /// `(keyword, kind, implied matching method)`.
@@ -237,6 +243,9 @@ const KEYWORDS: &[(&str, Kind, MatchMethod)] = {
         ("req_proto_http", K::ProtoHttp, M::Bool),
         ("req.ver", K::ReqVer, M::Str),
         ("req_ver", K::ReqVer, M::Str),
+        ("dst", K::Dst, M::Ip),
+        ("dst_port", K::DstPort, M::Int),
+        ("src_port", K::SrcPort, M::Int),
     ]
 };
 
@@ -248,7 +257,7 @@ fn err(message: impl Into<String>, offset: usize) -> AclError {
 }
 
 /// Parses `name(args)` into a fetch. `tok` is the whole word.
-fn parse_fetch(tok: &Token) -> Result<(Fetch, MatchMethod, SampleType), AclError> {
+fn parse_fetch(tok: &Token) -> Result<(Fetch, MatchMethod, SampleType, Option<Case>), AclError> {
     let word = tok.text.as_str();
     let name_end = word
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
@@ -270,14 +279,44 @@ fn parse_fetch(tok: &Token) -> Result<(Fetch, MatchMethod, SampleType), AclError
     } else {
         (Vec::new(), rest)
     };
-    if !after.is_empty() {
-        let msg = if after.starts_with(',') {
-            format!("converters are not supported ('{after}' after '{name}')")
-        } else {
-            format!("unexpected '{after}' after fetch '{name}'")
-        };
-        return Err(err(msg, tok.start));
+    let conv = match after {
+        "" => None,
+        ",lower" => Some(Case::Lower),
+        ",upper" => Some(Case::Upper),
+        _ if after.starts_with(',') => {
+            return Err(err(
+                format!(
+                    "converter '{}' is not supported (only 'lower' and 'upper')",
+                    &after[1..]
+                ),
+                tok.start,
+            ));
+        }
+        _ => {
+            return Err(err(
+                format!("unexpected '{after}' after fetch '{name}'"),
+                tok.start,
+            ));
+        }
+    };
+    let (fetch, method, t) = parse_fetch_args(tok, name, kind, method, &args)?;
+    if conv.is_some() && t != SampleType::Str {
+        return Err(err(
+            format!("converter '{}' needs a string fetch", &after[1..]),
+            tok.start,
+        ));
     }
+    Ok((fetch, method, t, conv))
+}
+
+/// Builds the fetch from its keyword and arguments.
+fn parse_fetch_args(
+    tok: &Token,
+    name: &str,
+    kind: Kind,
+    method: MatchMethod,
+    args: &[&str],
+) -> Result<(Fetch, MatchMethod, SampleType), AclError> {
     let no_args = |fetch: Fetch, t: SampleType| {
         if args.is_empty() {
             Ok((fetch, method, t))
@@ -325,6 +364,9 @@ fn parse_fetch(tok: &Token) -> Result<(Fetch, MatchMethod, SampleType), AclError
         Kind::False => no_args(Fetch::Const(false), SampleType::Bool),
         Kind::ProtoHttp => no_args(Fetch::ProtoHttp, SampleType::Bool),
         Kind::ReqVer => no_args(Fetch::ReqVer, SampleType::Str),
+        Kind::Dst => no_args(Fetch::Dst, SampleType::Ip),
+        Kind::DstPort => no_args(Fetch::DstPort, SampleType::Int),
+        Kind::SrcPort => no_args(Fetch::SrcPort, SampleType::Int),
         Kind::Hdr => {
             at_most(2)?;
             let f = Fetch::Hdr {
@@ -374,7 +416,7 @@ pub(crate) fn parse_expr(toks: &[Token], end: usize) -> Result<Expr, AclError> {
     let Some(first) = toks.first() else {
         return Err(err("missing fetch method", end));
     };
-    let (fetch, mut method, sample_type) = parse_fetch(first)?;
+    let (fetch, mut method, sample_type, conv) = parse_fetch(first)?;
 
     // Flags.
     let mut icase = false;
@@ -447,7 +489,13 @@ pub(crate) fn parse_expr(toks: &[Token], end: usize) -> Result<Expr, AclError> {
         i += 1;
     }
 
-    let mut builder = PatternBuilder::new(method);
+    if conv.is_some() && method == MatchMethod::Reg {
+        return Err(err(
+            "regex matching after a 'lower'/'upper' converter is not supported; use '-i'",
+            first.start,
+        ));
+    }
+    let mut builder = PatternBuilder::new(method, conv);
     for (file, file_icase, offset) in &loaded {
         let content = std::fs::read_to_string(file).map_err(|e| {
             err(
@@ -488,14 +536,22 @@ enum IntOp {
     Le,
 }
 
+/// A case converter applied to a string sample (`,lower` / `,upper`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Case {
+    Lower,
+    Upper,
+}
+
 struct PatternBuilder {
     method: MatchMethod,
     op: IntOp,
     patterns: Patterns,
+    conv: Option<Case>,
 }
 
 impl PatternBuilder {
-    fn new(method: MatchMethod) -> Self {
+    fn new(method: MatchMethod, conv: Option<Case>) -> Self {
         let patterns = match method {
             MatchMethod::Found | MatchMethod::Bool => Patterns::None,
             MatchMethod::Int | MatchMethod::Len => Patterns::Int(Vec::new()),
@@ -507,6 +563,7 @@ impl PatternBuilder {
             method,
             op: IntOp::Eq,
             patterns,
+            conv,
         }
     }
 
@@ -552,10 +609,26 @@ impl PatternBuilder {
                     })?;
                 v.push(re);
             }
-            Patterns::Str(v) => v.push(StrPat {
-                text: text.into(),
-                icase,
-            }),
+            Patterns::Str(v) => {
+                // Comparing a case-converted sample with a pattern is comparing the raw
+                // sample case-insensitively, provided the pattern could come out of the
+                // converter at all; one that cannot is dropped (it would never match).
+                let (icase, possible) = match self.conv {
+                    None => (icase, true),
+                    Some(Case::Lower) => {
+                        (true, icase || !text.bytes().any(|b| b.is_ascii_uppercase()))
+                    }
+                    Some(Case::Upper) => {
+                        (true, icase || !text.bytes().any(|b| b.is_ascii_lowercase()))
+                    }
+                };
+                if possible {
+                    v.push(StrPat {
+                        text: text.into(),
+                        icase,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -734,6 +807,18 @@ impl Fetch {
             Fetch::ProtoHttp => f(Sample::Bool(input.is_http())),
             Fetch::ReqVer => match input.http_version() {
                 Some(v) => f(Sample::Str(v)),
+                None => false,
+            },
+            Fetch::Dst => match input.dst() {
+                Some(a) => f(Sample::Ip(a.ip())),
+                None => false,
+            },
+            Fetch::DstPort => match input.dst() {
+                Some(a) => f(Sample::Int(i64::from(a.port()))),
+                None => false,
+            },
+            Fetch::SrcPort => match input.src_port() {
+                Some(p) => f(Sample::Int(i64::from(p))),
                 None => false,
             },
         }

@@ -10,8 +10,8 @@
 //! - `AclError` carries `offset`: the byte offset in the given text where the problem is.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 
 mod expr;
 mod lex;
@@ -49,6 +49,15 @@ pub trait AclInput {
     /// The HTTP version as `1.0`, `1.1`, `2.0`, `3.0` (`req.ver`, predefined ACLs
     /// `HTTP_1.0` …). Defaults to unknown, which matches nothing.
     fn http_version(&self) -> Option<&str> {
+        None
+    }
+    /// The local address the client connected to (`dst`, `dst_port`). Defaults to unknown,
+    /// which matches nothing.
+    fn dst(&self) -> Option<SocketAddr> {
+        None
+    }
+    /// The client's source port (`src_port`). Defaults to unknown, which matches nothing.
+    fn src_port(&self) -> Option<u16> {
         None
     }
 }
@@ -127,14 +136,26 @@ const PREDEFINED: &[(&str, &str)] = &[
 /// Predefined in HAProxy but needing data this tier does not have.
 const PREDEFINED_UNSUPPORTED: &[&str] = &["RDP_COOKIE", "REQ_CONTENT", "WAIT_END"];
 
+/// The predefined ACLs, compiled once per process.
 fn predefined(name: &str) -> Option<Arc<AclDef>> {
-    let (_, text) = PREDEFINED.iter().find(|(n, _)| *n == name)?;
-    let toks = tokenize(text).ok()?;
-    let expr = parse_expr(&toks, text.len()).ok()?;
-    Some(Arc::new(AclDef {
-        name: name.to_string(),
-        exprs: vec![expr],
-    }))
+    static CACHE: OnceLock<HashMap<&'static str, Arc<AclDef>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        PREDEFINED
+            .iter()
+            .filter_map(|(n, text)| {
+                let toks = tokenize(text).ok()?;
+                let expr = parse_expr(&toks, text.len()).ok()?;
+                Some((
+                    *n,
+                    Arc::new(AclDef {
+                        name: (*n).to_string(),
+                        exprs: vec![expr],
+                    }),
+                ))
+            })
+            .collect()
+    });
+    cache.get(name).cloned()
 }
 
 impl AclSet {
@@ -310,6 +331,13 @@ impl Condition {
             } else if word == "}" {
                 return Err(AclError {
                     message: "unexpected '}' in condition".into(),
+                    offset: word_at,
+                });
+            } else if word.starts_with('{') || word.ends_with('}') {
+                return Err(AclError {
+                    message: format!(
+                        "'{word}': braces of an anonymous ACL must be separated by spaces"
+                    ),
                     offset: word_at,
                 });
             } else {

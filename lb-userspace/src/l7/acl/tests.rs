@@ -18,6 +18,8 @@ struct Req {
     nbsrv: HashMap<String, u32>,
     http: bool,
     version: Option<String>,
+    dst: Option<std::net::SocketAddr>,
+    src_port: Option<u16>,
 }
 
 impl Req {
@@ -33,6 +35,8 @@ impl Req {
             nbsrv: HashMap::new(),
             http: true,
             version: Some("1.1".into()),
+            dst: None,
+            src_port: None,
         }
     }
     fn method(mut self, m: &str) -> Self {
@@ -105,6 +109,12 @@ impl AclInput for Req {
     }
     fn http_version(&self) -> Option<&str> {
         self.version.as_deref()
+    }
+    fn dst(&self) -> Option<std::net::SocketAddr> {
+        self.dst
+    }
+    fn src_port(&self) -> Option<u16> {
+        self.src_port
     }
 }
 
@@ -847,8 +857,11 @@ fn error_fetch_arguments() {
     assert_eq!(define_err("x path(foo) /a").offset, 2);
     assert_eq!(define_err("x nbsrv() 1").offset, 2);
     assert_eq!(define_err("x hdr(host,abc) a").offset, 2);
-    let e = define_err("x hdr(host),lower a");
-    assert!(e.message.contains("converters"), "{}", e.message);
+    let e = define_err("x hdr(host),field(1,:) a");
+    assert!(e.message.contains("converter"), "{}", e.message);
+    assert_eq!(e.offset, 2);
+    assert_eq!(define_err("x nbsrv(b),lower 1").offset, 2);
+    assert_eq!(define_err("x path,lower -m reg ^/a").offset, 2);
 }
 
 #[test]
@@ -890,4 +903,77 @@ fn eval_does_not_reparse_many_times() {
     for _ in 0..5000 {
         assert!(c.eval(&r));
     }
+}
+
+// --- additions beyond the required set -----------------------------------------------
+
+#[test]
+fn lower_upper_converters() {
+    let r = Req::get("/").hdr("Host", "WWW.Example.COM");
+    assert!(anon("req.hdr(host),lower www.example.com", &r));
+    assert!(anon("hdr(host),lower -m end .example.com", &r));
+    // A pattern the converter cannot produce never matches (unless -i).
+    assert!(!anon("hdr(host),lower WWW.example.com", &r));
+    assert!(anon("hdr(host),lower -i WWW.example.com", &r));
+    assert!(anon("hdr(host),upper -m beg WWW.EX", &r));
+    assert!(anon("path,lower /abc", &Req::get("/ABC")));
+    assert!(anon("path,lower -m len 4", &Req::get("/ABC")));
+}
+
+#[test]
+fn dst_dst_port_src_port() {
+    let mut r = Req::get("/");
+    assert!(
+        !anon("dst_port 443", &r),
+        "unknown destination matches nothing"
+    );
+    r.dst = Some("[2001:db8::1]:443".parse().expect("addr"));
+    r.src_port = Some(50000);
+    assert!(anon("dst_port 443", &r));
+    assert!(anon("dst 2001:db8::/64", &r));
+    assert!(anon("src_port ge 1024", &r));
+    assert!(!anon("src_port lt 1024", &r));
+}
+
+#[test]
+fn braces_glued_to_words_get_a_hint() {
+    let e = compile_err(&[], "if {path /a }");
+    assert_eq!(e.offset, 3);
+    assert!(e.message.contains("separated by spaces"), "{}", e.message);
+    let e = compile_err(&[], "if !{ path /a}");
+    assert!(e.message.contains("missing closing"), "{}", e.message);
+}
+
+#[test]
+fn escapes_in_patterns() {
+    assert!(anon(r"path /a\ b", &Req::get("/a b")));
+    // In double quotes `\"` and `\\` are decoded; in single quotes nothing is.
+    assert!(anon(r#"path "/x\"y""#, &Req::get(r#"/x"y"#)));
+    assert!(anon(r#"path "/x\\y""#, &Req::get(r"/x\y")));
+    assert!(anon(r"path '/x\\y'", &Req::get(r"/x\\y")));
+    assert!(anon(r"path /\x41", &Req::get("/A")));
+    assert!(anon(r"path_sub \#", &Req::get("/a#b")));
+}
+
+#[test]
+fn url_dir_and_dom() {
+    let r = Req::get("http://cdn.example.com/assets/app.js?v=1");
+    assert!(anon("url_dom cdn.example.com", &r));
+    assert!(anon("url_dir assets", &r));
+    assert!(!anon("url_dir asset", &r));
+}
+
+#[test]
+fn hdr_dir() {
+    let r = Req::get("/").hdr("Referer", "https://example.com/shop/cart?x=1");
+    assert!(anon("hdr_dir(referer) shop", &r));
+    assert!(anon("hdr_dir(referer) cart", &r));
+}
+
+#[test]
+fn http_false_for_tcp_inputs() {
+    let mut r = Req::get("/");
+    r.http = false;
+    assert!(!cond(&[], "if HTTP").eval(&r));
+    assert!(cond(&[], "if !HTTP").eval(&r));
 }
