@@ -449,10 +449,12 @@ pub(crate) fn parse_expr(toks: &[Token], end: usize) -> Result<Expr, AclError> {
                     ));
                 }
                 let Some(m) = MatchMethod::from_name(&a.text) else {
-                    return Err(err(
-                        format!("unknown matching method '{}'", a.text),
-                        a.start,
-                    ));
+                    let msg = if matches!(a.text.as_str(), "bin" | "regm") {
+                        format!("matching method '{}' is not supported", a.text)
+                    } else {
+                        format!("unknown matching method '{}'", a.text)
+                    };
+                    return Err(err(msg, a.start));
                 };
                 if !m.accepts(sample_type) {
                     return Err(err(

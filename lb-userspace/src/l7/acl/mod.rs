@@ -8,6 +8,29 @@
 //!   `if …` or `unless …` (the keyword included).
 //! - `Condition::eval(&self, input: &dyn AclInput) -> bool`.
 //! - `AclError` carries `offset`: the byte offset in the given text where the problem is.
+//!
+//! What is supported (HAProxy configuration manual, section 7):
+//! - Words are split like HAProxy's config parser: `"…"` (with `\` escapes), `'…'`,
+//!   `\ `, `\xHH`; an unquoted `#` starts a comment. Offsets point at the word's first byte.
+//! - Fetches: `path`, `url`, `query`, `method`, `hdr(name[,occ])` / `req.hdr`, `hdr_cnt`,
+//!   `hdr_val`, `src`, `dst`, `dst_port`, `src_port`, `ssl_fc`, `ssl_fc_sni`,
+//!   `req.ssl_sni` / `req_ssl_sni`, `nbsrv(backend)`, `always_true`, `always_false`,
+//!   `req.proto_http`, `req.ver`; derived keywords `_beg _end _sub _reg _dir _dom _len`
+//!   (`ssl_fc_sni_end`, `ssl_fc_sni_reg`); converters `,lower` and `,upper`.
+//! - Flags (before the first pattern only, as in HAProxy): `-i` (for the patterns and `-f`
+//!   files after it), `-m found|bool|int|ip|len|str|beg|sub|dir|dom|end|reg`, `-f FILE`,
+//!   `-n`, `-u ID`, `--`. Any other word starting with `-` is an error.
+//! - Integers: `eq ne gt ge lt le` (sticky for the following values), `a:b`, `a:`, `:b`.
+//! - Addresses: IPv4 / IPv6 with `/bits` (or a dotted IPv4 mask); IPv4-mapped and 6to4
+//!   IPv6 clients also match IPv4 patterns, IPv4 clients match `::ffff:…` patterns.
+//! - Predefined ACLs: `TRUE FALSE LOCALHOST HTTP HTTP_1.0 HTTP_1.1 HTTP_2.0 HTTP_3.0
+//!   METH_CONNECT METH_DELETE METH_GET METH_HEAD METH_OPTIONS METH_POST METH_PUT
+//!   METH_TRACE HTTP_URL_ABS HTTP_URL_SLASH HTTP_URL_STAR HTTP_CONTENT`; a defined ACL of the
+//!   same name wins.
+//!
+//! Evaluation walks the compiled tree: no parsing, no allocation (regexes are compiled at
+//! load, case-insensitive comparisons use `eq_ignore_ascii_case`, non-string samples are
+//! rendered into a stack buffer when a string match needs them).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -168,6 +191,12 @@ impl AclSet {
                 offset: line.len(),
             });
         };
+        if name.text.is_empty() {
+            return Err(AclError {
+                message: "empty ACL name".into(),
+                offset: name.start,
+            });
+        }
         if let Some(pos) = name.text.find(|c| !valid_acl_name_char(c)) {
             let bad = name.text[pos..].chars().next().unwrap_or('?');
             return Err(AclError {

@@ -871,6 +871,12 @@ fn error_acl_name_and_shape() {
     assert_eq!(e.offset, 6);
     let e = define_err("");
     assert_eq!(e.offset, 0);
+    assert_eq!(define_err(r#"  "" path /"#).offset, 2);
+    assert!(
+        define_err("x path -m bin 00")
+            .message
+            .contains("not supported")
+    );
 }
 
 #[test]
