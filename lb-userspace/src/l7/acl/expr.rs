@@ -58,6 +58,18 @@ pub(crate) enum Fetch {
     Nbsrv {
         backend: Box<str>,
     },
+    /// `cook(name)`: each value of cookie `name` in the `Cookie` headers.
+    Cook {
+        name: Box<str>,
+    },
+    CookCnt {
+        name: Box<str>,
+    },
+    /// `url_param(name[,delim])`: each value of query parameter `name`.
+    UrlParam {
+        name: Box<str>,
+        delim: u8,
+    },
     Const(bool),
     ProtoHttp,
     ReqVer,
@@ -184,6 +196,9 @@ enum Kind {
     SslFcSni,
     ReqSslSni,
     Nbsrv,
+    Cook,
+    CookCnt,
+    UrlParam,
     True,
     False,
     ProtoHttp,
@@ -237,6 +252,20 @@ const KEYWORDS: &[(&str, Kind, MatchMethod)] = {
         ("req.ssl_sni", K::ReqSslSni, M::Str),
         ("req_ssl_sni", K::ReqSslSni, M::Str),
         ("nbsrv", K::Nbsrv, M::Int),
+        ("cook", K::Cook, M::Str),
+        ("cook_beg", K::Cook, M::Beg),
+        ("cook_dir", K::Cook, M::Dir),
+        ("cook_dom", K::Cook, M::Dom),
+        ("cook_end", K::Cook, M::End),
+        ("cook_len", K::Cook, M::Len),
+        ("cook_reg", K::Cook, M::Reg),
+        ("cook_sub", K::Cook, M::Sub),
+        ("req.cook", K::Cook, M::Str),
+        ("cook_cnt", K::CookCnt, M::Int),
+        ("req.cook_cnt", K::CookCnt, M::Int),
+        ("url_param", K::UrlParam, M::Str),
+        ("urlp", K::UrlParam, M::Str),
+        ("urlp_reg", K::UrlParam, M::Reg),
         ("always_true", K::True, M::Bool),
         ("always_false", K::False, M::Bool),
         ("req.proto_http", K::ProtoHttp, M::Bool),
@@ -389,6 +418,50 @@ fn parse_fetch_args(
                 name: header_name()?,
             };
             Ok((f, method, SampleType::Int))
+        }
+        Kind::Cook | Kind::CookCnt => {
+            at_most(1)?;
+            let name: Box<str> = match args.first() {
+                Some(n) if !n.is_empty() => (*n).into(),
+                _ => {
+                    return Err(err(
+                        format!("fetch '{name}' needs a cookie name"),
+                        tok.start,
+                    ));
+                }
+            };
+            if kind == Kind::Cook {
+                Ok((Fetch::Cook { name }, method, SampleType::Str))
+            } else {
+                Ok((Fetch::CookCnt { name }, method, SampleType::Int))
+            }
+        }
+        Kind::UrlParam => {
+            at_most(2)?;
+            let pname: Box<str> = match args.first() {
+                Some(n) if !n.is_empty() => (*n).into(),
+                _ => {
+                    return Err(err(
+                        format!("fetch '{name}' needs a parameter name"),
+                        tok.start,
+                    ));
+                }
+            };
+            let delim = match args.get(1).map(|d| d.as_bytes()) {
+                None => b'&',
+                Some([d]) if d.is_ascii() => *d,
+                Some(_) => {
+                    return Err(err(
+                        format!("the delimiter of '{name}' must be one ASCII character"),
+                        tok.start,
+                    ));
+                }
+            };
+            Ok((
+                Fetch::UrlParam { name: pname, delim },
+                method,
+                SampleType::Str,
+            ))
         }
         Kind::Nbsrv => {
             at_most(1)?;
@@ -805,6 +878,28 @@ impl Fetch {
                 None => false,
             },
             Fetch::Nbsrv { backend } => f(Sample::Int(i64::from(input.nbsrv(backend)))),
+            Fetch::Cook { name } => input.any_header("cookie", &mut |v| {
+                for_each_cookie(v, name, &mut |c| f(Sample::Str(c)))
+            }),
+            Fetch::CookCnt { name } => {
+                let mut n: i64 = 0;
+                input.any_header("cookie", &mut |v| {
+                    for_each_cookie(v, name, &mut |_| {
+                        n += 1;
+                        false
+                    })
+                });
+                f(Sample::Int(n))
+            }
+            Fetch::UrlParam { name, delim } => {
+                let Some((_, query)) = input.url().split_once('?') else {
+                    return false;
+                };
+                query.split(char::from(*delim)).any(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    k == &**name && f(Sample::Str(v))
+                })
+            }
             Fetch::Const(b) => f(Sample::Bool(*b)),
             Fetch::ProtoHttp => f(Sample::Bool(input.is_http())),
             Fetch::ReqVer => match input.http_version() {
@@ -870,6 +965,17 @@ fn for_each_occurrence(
         }
     });
     hit
+}
+
+/// Calls `f` on the value of each `name=value` cookie in one `Cookie` header value.
+fn for_each_cookie(header: &str, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+    header.split(';').any(|c| {
+        let c = c.trim_matches([' ', '\t']);
+        match c.split_once('=') {
+            Some((k, v)) if k.trim_end() == name => f(v.trim_start()),
+            _ => false,
+        }
+    })
 }
 
 /// HAProxy's string-to-integer cast: optional sign then leading digits; empty fails.

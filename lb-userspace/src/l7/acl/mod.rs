@@ -15,7 +15,8 @@
 //! - Fetches: `path`, `url`, `query`, `method`, `hdr(name[,occ])` / `req.hdr`, `hdr_cnt`,
 //!   `hdr_val`, `src`, `dst`, `dst_port`, `src_port`, `ssl_fc`, `ssl_fc_sni`,
 //!   `req.ssl_sni` / `req_ssl_sni`, `nbsrv(backend)`, `always_true`, `always_false`,
-//!   `req.proto_http`, `req.ver`; derived keywords `_beg _end _sub _reg _dir _dom _len`
+//!   `req.proto_http`, `req.ver`, `cook(name)` / `req.cook`, `cook_cnt`,
+//!   `url_param(name[,delim])` / `urlp`; derived keywords `_beg _end _sub _reg _dir _dom _len`
 //!   (`ssl_fc_sni_end`, `ssl_fc_sni_reg`); converters `,lower` and `,upper`.
 //! - Flags (before the first pattern only, as in HAProxy): `-i` (for the patterns and `-f`
 //!   files after it), `-m found|bool|int|ip|len|str|beg|sub|dir|dom|end|reg`, `-f FILE`,

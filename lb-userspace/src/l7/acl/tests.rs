@@ -983,3 +983,35 @@ fn http_false_for_tcp_inputs() {
     assert!(!cond(&[], "if HTTP").eval(&r));
     assert!(cond(&[], "if !HTTP").eval(&r));
 }
+
+#[test]
+fn cookies() {
+    let r = Req::get("/")
+        .hdr("Cookie", "theme=dark; SESSIONID=abc123; lang=fr")
+        .hdr("cookie", "SESSIONID=zzz");
+    assert!(anon("cook(SESSIONID) abc123", &r));
+    assert!(anon("req.cook(SESSIONID) zzz", &r));
+    assert!(anon("cook(lang) -m found", &r));
+    assert!(
+        !anon("cook(sessionid) -m found", &r),
+        "cookie names are case-sensitive"
+    );
+    assert!(anon("cook_beg(theme) da", &r));
+    assert!(anon("cook_cnt(SESSIONID) 2", &r));
+    assert!(anon("cook_len(lang) 2", &r));
+    assert!(!anon("cook(missing) -m found", &r));
+}
+
+#[test]
+fn url_params() {
+    let r = Req::get("/p?user=bob&debug&lang=fr&user=alice");
+    assert!(anon("url_param(user) alice", &r));
+    assert!(anon("url_param(user) bob", &r));
+    assert!(anon("urlp(debug) -m found", &r));
+    assert!(anon("urlp(debug) -m len 0", &r));
+    assert!(!anon("urlp(missing) -m found", &r));
+    assert!(anon("urlp_reg(lang) ^f", &r));
+    assert!(anon("url_param(b,;) 2", &Req::get("/p?a=1;b=2")));
+    assert!(!anon("url_param(user) bob", &Req::get("/p/user=bob")));
+    assert_eq!(define_err("x url_param(a,ab) 1").offset, 2);
+}
