@@ -742,6 +742,8 @@ fn parse_int_pattern(text: &str, op: IntOp, offset: usize) -> Result<IntPat, Acl
                 min: Some(v),
                 max: Some(v),
             },
+            // HAProxy's parser recognises `ne` but has no case for it, so there it silently
+            // acts as `eq`; here it means what it says (not equal).
             IntOp::Ne => IntPat::Ne(v),
             IntOp::Ge => IntPat::Range {
                 min: Some(v),
