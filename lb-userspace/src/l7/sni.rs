@@ -267,6 +267,24 @@ mod tests {
     }
 
     #[test]
+    fn tls12_only_client_hello() {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cfg = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .expect("tls12")
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth();
+        let server = ServerName::try_from("legacy.example.com").expect("name");
+        let mut conn = ClientConnection::new(Arc::new(cfg), server).expect("client");
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).expect("write_tls");
+        assert_eq!(
+            peek_sni(&out),
+            SniPeek::Sni(Some("legacy.example.com".into()))
+        );
+    }
+
+    #[test]
     fn trailing_bytes_after_hello_are_ignored() {
         let mut hello = client_hello("a.example", true);
         hello.extend_from_slice(b"\x17\x03\x03garbage");
