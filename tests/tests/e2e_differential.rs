@@ -106,7 +106,9 @@ fn seen(r: &Response, servers: &BTreeMap<&str, (u16, &str)>) -> Seen {
         // The server named in an inserted cookie follows roundrobin's position, which two
         // independent processes need not share; its shape (name, attributes) must match.
         set_cookie: r.header("set-cookie").map(|c| {
-            servers.keys().fold(c.to_owned(), |acc, s| acc.replace(&format!("={s};"), "=<server>;"))
+            servers.keys().fold(c.to_owned(), |acc, s| {
+                acc.replace(&format!("={s};"), "=<server>;")
+            })
         }),
         cache_control: r.header("cache-control").map(str::to_owned),
         echo: r
