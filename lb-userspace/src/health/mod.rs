@@ -328,6 +328,38 @@ impl ServerHealth {
     }
 }
 
+/// One server as the health service sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub backend: String,
+    pub server: String,
+    pub addr: SocketAddr,
+    /// Health-checked (`check` on the server line).
+    pub check: bool,
+    /// `disabled`: starts in MAINT.
+    pub disabled: bool,
+    /// The backend's check settings.
+    pub spec: CheckSpec,
+}
+
+/// Every server of `config`, in order.
+pub fn targets(config: &Config) -> Vec<Target> {
+    config
+        .backends
+        .iter()
+        .flat_map(|b| {
+            b.servers.iter().map(move |s| Target {
+                backend: b.name.clone(),
+                server: s.name.clone(),
+                addr: s.addr,
+                check: s.check,
+                disabled: s.disabled,
+                spec: b.check.clone(),
+            })
+        })
+        .collect()
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     servers: HashMap<(String, String), Arc<ServerHealth>>,
@@ -362,62 +394,58 @@ impl HealthHandle {
     /// per server marked `check`. Call it after `Registry::replace`. On error nothing
     /// changes.
     pub fn apply(&self, config: &Config) -> Result<(), HealthError> {
+        self.apply_targets(&targets(config))
+    }
+
+    /// [`HealthHandle::apply`] on an explicit server list.
+    pub fn apply_targets(&self, targets: &[Target]) -> Result<(), HealthError> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| HealthError::NoRuntime)?;
         // Prepare everything fallible first.
         let mut checkers = Vec::new();
-        for b in &config.backends {
-            for s in b.servers.iter().filter(|s| s.check) {
-                checkers.push((
-                    b.name.clone(),
-                    s.name.clone(),
-                    Checker::new(s.addr, &b.check)?,
-                    b.check.interval,
-                ));
-            }
+        for t in targets.iter().filter(|t| t.check) {
+            checkers.push((t, Checker::new(t.addr, &t.spec)?));
         }
 
         let mut inner = self.lock();
-        for t in inner.tasks.drain(..) {
-            t.abort();
+        for task in inner.tasks.drain(..) {
+            task.abort();
         }
         let mut old = std::mem::take(&mut inner.servers);
-        for b in &config.backends {
-            for s in &b.servers {
-                let key = (b.name.clone(), s.name.clone());
-                let entry = match old.remove(&key) {
-                    Some(e) if e.addr == s.addr => {
-                        {
-                            let mut m = e.lock();
-                            m.machine.set_params(b.check.rise, b.check.fall);
-                            m.checked = s.check;
-                            m.spec = b.check.clone();
-                        }
-                        e
+        for t in targets {
+            let key = (t.backend.clone(), t.server.clone());
+            let entry = match old.remove(&key) {
+                Some(e) if e.addr == t.addr => {
+                    {
+                        let mut m = e.lock();
+                        m.machine.set_params(t.spec.rise, t.spec.fall);
+                        m.checked = t.check;
+                        m.spec = t.spec.clone();
                     }
-                    _ => {
-                        let e = ServerHealth::new(&b.name, &s.name, s.addr, s.check, &b.check);
-                        if s.disabled {
-                            e.lock().machine.set_admin(AdminState::Maint);
-                        }
-                        Arc::new(e)
-                    }
-                };
-                {
-                    let m = entry.lock();
-                    entry.publish(&m, &self.registry);
+                    e
                 }
-                inner.servers.insert(key, entry);
+                _ => {
+                    let e = ServerHealth::new(&t.backend, &t.server, t.addr, t.check, &t.spec);
+                    if t.disabled {
+                        e.lock().machine.set_admin(AdminState::Maint);
+                    }
+                    Arc::new(e)
+                }
+            };
+            {
+                let m = entry.lock();
+                entry.publish(&m, &self.registry);
             }
+            inner.servers.insert(key, entry);
         }
-        for (backend, server, checker, interval) in checkers {
-            let key = (backend, server);
+        for (t, checker) in checkers {
+            let key = (t.backend.clone(), t.server.clone());
             let Some(sh) = inner.servers.get(&key).cloned() else {
                 continue;
             };
             let registry = self.registry.clone();
             inner
                 .tasks
-                .push(rt.spawn(check_loop(sh, checker, interval, registry)));
+                .push(rt.spawn(check_loop(sh, checker, t.spec.interval, registry)));
         }
         tracing::debug!(
             "health: {} servers, {} checked",
