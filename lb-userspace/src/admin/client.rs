@@ -265,7 +265,7 @@ pub fn render_table(doc: &StatsDoc) -> String {
                         t.push_str(&format!(" {code}"));
                     }
                     if let Some(d) = c.duration_ms {
-                        t.push_str(&format!(" {d:.0}ms"));
+                        t.push_str(&format!(" {}", super::html::millis(d)));
                     }
                     if let Some(info) = &c.info {
                         t.push_str(&format!(" \"{info}\""));

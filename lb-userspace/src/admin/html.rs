@@ -65,6 +65,15 @@ fn counters_cells(out: &mut String, c: &CounterStats) {
     );
 }
 
+/// A check duration: `0.4ms`, `12ms`.
+pub fn millis(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.1}ms")
+    } else {
+        format!("{ms:.0}ms")
+    }
+}
+
 /// `1.2 MB` style sizes.
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
@@ -107,10 +116,7 @@ fn server_row(out: &mut String, s: &ServerStats) {
             if let Some(info) = &c.info {
                 let _ = write!(chk, " &quot;{}&quot;", escape(info));
             }
-            let dur = c
-                .duration_ms
-                .map(|d| format!("{d:.0}ms"))
-                .unwrap_or_default();
+            let dur = c.duration_ms.map(millis).unwrap_or_default();
             let status = if s.status == "UP" || s.status == "DOWN" {
                 escape(&c.progress)
             } else {
