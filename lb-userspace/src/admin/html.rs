@@ -32,7 +32,7 @@ h1{font-size:18px;margin:0 0 4px}\
 table.px{border-collapse:collapse;margin:0 0 14px;min-width:900px}\
 table.px th,table.px td{border:1px solid #999;padding:2px 5px;text-align:right;white-space:nowrap}\
 table.px td.l,table.px th.l{text-align:left}\
-th.pxname{background:#b00040;color:#ffff40;font-weight:bold;text-align:left;font-size:13px}\
+table.px th.pxname{background:#b00040;color:#ffff40;font-weight:bold;text-align:left;font-size:13px}\
 tr.titre th{background:#20a0ff;color:#000}\
 tr.frontend td{background:#e8e8d0}\
 tr.backend td{background:#e8e8d0;font-weight:bold}\
@@ -137,6 +137,7 @@ fn server_row(out: &mut String, s: &ServerStats) {
     let (chk, dwn) = s
         .check
         .as_ref()
+        .filter(|_| s.checked)
         .map(|c| (c.failures.to_string(), c.up_down.to_string()))
         .unwrap_or_default();
     let _ = write!(
