@@ -1,7 +1,6 @@
 //! The check scheduler end to end: real servers on loopback, the registry, admin states,
 //! reloads, logs.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lb::config::model::{CheckKind, CheckSpec, LogFormat};
 use lb::health::{AdminState, HealthHandle, Target};
-use lb::state::{BackendState, Counters, Registry, ServerState, ServerStatus};
+use lb::state::{Registry, ServerStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -69,6 +68,8 @@ fn target(backend: &str, server: &str, addr: SocketAddr, spec: &CheckSpec) -> Ta
         addr,
         check: true,
         disabled: false,
+        weight: 1,
+        backup: false,
         spec: spec.clone(),
     }
 }
@@ -79,32 +80,16 @@ fn registry_with(servers: &[(&str, &str, SocketAddr)]) -> Arc<Registry> {
     reg
 }
 
-/// Replaces the registry contents, carrying over surviving servers like a reload does.
+/// Rebuilds the registry contents the way a reload does (surviving servers carried over).
 fn fill(reg: &Registry, servers: &[(&str, &str, SocketAddr)]) {
-    let old = reg.backends();
-    let mut by_backend: HashMap<String, Vec<Arc<ServerState>>> = HashMap::new();
-    for (b, s, a) in servers {
-        let kept = old
-            .get(*b)
-            .and_then(|be| be.server(s).cloned())
-            .filter(|x| x.addr == *a);
-        let st = kept.unwrap_or_else(|| Arc::new(ServerState::new(s, *a, 1, false, true)));
-        by_backend.entry((*b).to_owned()).or_default().push(st);
-    }
-    let backends = by_backend
-        .into_iter()
-        .map(|(name, servers)| {
-            (
-                name.clone(),
-                Arc::new(BackendState {
-                    name,
-                    servers,
-                    counters: Counters::default(),
-                }),
-            )
-        })
+    let spec = CheckSpec::default();
+    let targets: Vec<Target> = servers
+        .iter()
+        .map(|(b, s, a)| target(b, s, *a, &spec))
         .collect();
-    reg.replace(backends, HashMap::new());
+    let mut backends: Vec<&str> = servers.iter().map(|(b, _, _)| *b).collect();
+    backends.dedup();
+    lb::health::sync_registry_targets(reg, &backends, &targets, &[]);
 }
 
 fn status(reg: &Registry, b: &str, s: &str) -> ServerStatus {

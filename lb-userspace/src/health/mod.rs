@@ -23,6 +23,7 @@
 
 pub mod check;
 pub mod machine;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use crate::state::{Registry, ServerStatus, StateError};
 
 pub use check::{CheckOutcome, CheckStatus, Checker};
 pub use machine::{AdminState, HealthMachine, InitState, OpState, Transition};
+pub use registry::{sync_registry, sync_registry_targets};
 
 /// Errors of the health module.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -338,6 +340,9 @@ pub struct Target {
     pub check: bool,
     /// `disabled`: starts in MAINT.
     pub disabled: bool,
+    /// Configured weight (0..=256).
+    pub weight: u32,
+    pub backup: bool,
     /// The backend's check settings.
     pub spec: CheckSpec,
 }
@@ -354,6 +359,8 @@ pub fn targets(config: &Config) -> Vec<Target> {
                 addr: s.addr,
                 check: s.check,
                 disabled: s.disabled,
+                weight: s.weight,
+                backup: s.backup,
                 spec: b.check.clone(),
             })
         })

@@ -120,6 +120,8 @@ pub async fn lab(token: Option<&str>) -> Lab {
         addr,
         check,
         disabled: false,
+        weight: 1,
+        backup: false,
         spec: spec.clone(),
     };
     health
