@@ -379,3 +379,46 @@ async fn lb_stats_prints_a_table_or_json() {
     .expect("join");
     assert_eq!(code, 1);
 }
+
+#[tokio::test]
+async fn stats_csv_uses_haproxy_columns() {
+    let lab = lab(None).await;
+    for path in ["/stats;csv", "/stats.csv"] {
+        let r = get(lab.addr, path).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            r.header("content-type")
+                .expect("ct")
+                .starts_with("text/csv")
+        );
+        let mut lines = r.body.lines();
+        let header = lines.next().expect("header");
+        assert!(
+            header.starts_with("# pxname,svname,qcur,qmax,scur,"),
+            "{header}"
+        );
+        let cols: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
+        let col = |name: &str| cols.iter().position(|c| *c == name).expect("column");
+        assert_eq!(col("status"), 17);
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        let row = |px: &str, sv: &str| {
+            rows.iter()
+                .find(|r| r[0] == px && r[1] == sv)
+                .unwrap_or_else(|| panic!("row {px}/{sv}"))
+        };
+        let fe = row("web", "FRONTEND");
+        assert_eq!(fe[col("status")], "OPEN");
+        assert_eq!(fe[col("req_tot")], "42");
+        let s1 = row("app", "s1");
+        assert_eq!(s1[col("status")], "UP");
+        assert_eq!(s1[col("weight")], "2");
+        assert_eq!(s1[col("scur")], "3");
+        assert_eq!(s1[col("check_status")], "L4OK");
+        assert_eq!(s1[col("type")], "2");
+        assert_eq!(row("app", "s2")[col("status")], "no check");
+        assert_eq!(row("app", "s2")[col("bck")], "1");
+        let be = row("app", "BACKEND");
+        assert_eq!(be[col("status")], "UP");
+        assert_eq!(be[col("type")], "1");
+    }
+}

@@ -33,14 +33,14 @@ table.px{border-collapse:collapse;margin:0 0 14px;min-width:900px}\
 table.px th,table.px td{border:1px solid #999;padding:2px 5px;text-align:right;white-space:nowrap}\
 table.px td.l,table.px th.l{text-align:left}\
 table.px th.pxname{background:#b00040;color:#ffff40;font-weight:bold;text-align:left;font-size:13px}\
-tr.titre th{background:#20a0ff;color:#000}\
+tr.titre th{background:#20d0d0;color:#000}\
 tr.frontend td{background:#e8e8d0}\
 tr.backend td{background:#e8e8d0;font-weight:bold}\
 tr.up td{background:#c0ffc0}\
 tr.going_down td{background:#ffffa0}\
 tr.going_up td{background:#ffd020}\
 tr.down td{background:#ff9090}\
-tr.drain td{background:#b0d0ff}\
+tr.drain td{background:#20a0ff}\
 tr.maint td{background:#c07820}\
 tr.nocheck td{background:#e0e0e0}\
 .legend span{display:inline-block;padding:1px 6px;margin-right:4px;border:1px solid #999}\
@@ -210,7 +210,7 @@ pub fn render(doc: &StatsDoc) -> String {
          <span style=\"background:#ffffa0\">UP, going down</span>\
          <span style=\"background:#ffd020\">DOWN, going up</span>\
          <span style=\"background:#ff9090\">DOWN</span>\
-         <span style=\"background:#b0d0ff\">DRAIN</span>\
+         <span style=\"background:#20a0ff\">DRAIN</span>\
          <span style=\"background:#c07820\">MAINT</span>\
          <span style=\"background:#e0e0e0\">not checked</span></p>",
         escape(&doc.version),

@@ -3,6 +3,7 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/stats` | HTML page like HAProxy's, auto-refreshing |
+//! | GET | `/stats;csv`, `/stats.csv` | HAProxy's CSV stats (columns 0–48) |
 //! | GET | `/stats.json` | [`stats::StatsDoc`] |
 //! | GET | `/metrics` | Prometheus text exposition |
 //! | GET | `/healthz` | `200 ok` |
@@ -17,6 +18,7 @@
 //! `Authorization: Bearer TOKEN` (else 401).
 
 pub mod client;
+pub mod csv;
 pub mod html;
 pub mod l4;
 pub mod prometheus;
@@ -431,6 +433,13 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
                 "text/html; charset=utf-8",
                 html::render(&doc),
             )
+        }
+        "/stats;csv" | "/stats.csv" => {
+            if !is_get {
+                return method_not_allowed("GET, HEAD");
+            }
+            let doc = stats::collect(ctx);
+            respond(StatusCode::OK, "text/csv; charset=utf-8", csv::render(&doc))
         }
         "/stats.json" => {
             if !is_get {
