@@ -178,7 +178,16 @@ async fn runtime_api_sets_weight_and_notifies() {
     assert_eq!(w, Some(17));
     assert!(rx.has_changed().expect("alive"), "subscribers notified");
 
-    for bad in ["", "abc", "-1", "300", "1.5"] {
+    // HAProxy's N%: relative to the configured weight (2).
+    let r = post(lab.addr, "/api/server/app/s1/weight", "50%").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(v["weight"], 1);
+    let r = post(lab.addr, "/api/server/app/s1/weight", "150%").await;
+    let v: Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(v["weight"], 3);
+
+    for bad in ["", "abc", "-1", "300", "1.5", "%", "x%", "99999%"] {
         let r = post(lab.addr, "/api/server/app/s1/weight", bad).await;
         assert_eq!(r.status, 400, "{bad:?}: {}", r.body);
     }

@@ -9,7 +9,7 @@
 //! | GET | `/healthz` | `200 ok` |
 //! | GET | `/api/server/{backend}/{server}` | one server's JSON |
 //! | POST | `/api/server/{backend}/{server}/state` | body `ready`, `drain` or `maint` |
-//! | POST | `/api/server/{backend}/{server}/weight` | body `N` (0..=256) |
+//! | POST | `/api/server/{backend}/{server}/weight` | body `N` (0..=256) or `N%` of the configured weight |
 //! | POST | `/api/reload` | runs the reload callback; 200 or 500 with the error text |
 //! | GET | `/api/reload` | the last reload's result |
 //!
@@ -611,11 +611,35 @@ fn set_state(ctx: &AdminContext, backend: &str, server: &str, body: &str) -> Res
 
 fn set_weight(ctx: &AdminContext, backend: &str, server: &str, body: &str) -> Result<(), ApiErr> {
     let w = body.trim();
-    let Ok(weight) = w.parse::<u32>() else {
-        return Err((
+    let bad = || {
+        (
             StatusCode::BAD_REQUEST,
-            format!("bad weight {w:?}: expected an integer 0..=256"),
-        ));
+            format!(
+                "bad weight {w:?}: expected an integer 0..=256, or N% of the configured weight"
+            ),
+        )
+    };
+    let weight = match w.strip_suffix('%') {
+        // HAProxy's `set weight B/S N%`: relative to the configured weight.
+        Some(pct) => {
+            let pct: u64 = pct.trim().parse().map_err(|_| bad())?;
+            let configured = ctx
+                .health
+                .as_ref()
+                .and_then(|h| h.server(backend, server))
+                .map(|h| h.configured_weight())
+                .filter(|w| *w > 0)
+                .ok_or_else(|| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "{backend}/{server}: configured weight unknown, give an absolute weight"
+                        ),
+                    )
+                })?;
+            u32::try_from(u64::from(configured) * pct / 100).map_err(|_| bad())?
+        }
+        None => w.parse::<u32>().map_err(|_| bad())?,
     };
     let before = ctx
         .registry

@@ -27,7 +27,7 @@ pub mod registry;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -155,6 +155,8 @@ pub struct ServerHealth {
     checks: AtomicU64,
     failures: AtomicU64,
     up_down: AtomicU64,
+    /// The weight in the configuration (for `set weight N%`); 0 when unknown.
+    configured_weight: AtomicU32,
 }
 
 fn effective_of(m: &Mutable) -> ServerStatus {
@@ -186,7 +188,13 @@ impl ServerHealth {
             checks: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             up_down: AtomicU64::new(0),
+            configured_weight: AtomicU32::new(0),
         }
+    }
+
+    /// The weight the configuration gives this server (0 when not known).
+    pub fn configured_weight(&self) -> u32 {
+        self.configured_weight.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, Mutable> {
@@ -438,6 +446,7 @@ impl HealthHandle {
                     Arc::new(e)
                 }
             };
+            entry.configured_weight.store(t.weight, Ordering::Relaxed);
             {
                 let m = entry.lock();
                 entry.publish(&m, &self.registry);

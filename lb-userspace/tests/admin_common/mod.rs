@@ -114,21 +114,21 @@ pub async fn lab(token: Option<&str>) -> Lab {
         timeout: Duration::from_millis(500),
         kind: CheckKind::Tcp,
     };
-    let t = |b: &str, s: &str, addr: SocketAddr, check: bool| Target {
+    let t = |b: &str, s: &str, addr: SocketAddr, check: bool, weight: u32| Target {
         backend: b.into(),
         server: s.into(),
         addr,
         check,
         disabled: false,
-        weight: 1,
+        weight,
         backup: false,
         spec: spec.clone(),
     };
     health
         .apply_targets(&[
-            t("app", "s1", live, true),
-            t("app", "s2", "127.0.0.1:3333".parse().expect("a"), false),
-            t("api", "a1", "127.0.0.1:8443".parse().expect("a"), false),
+            t("app", "s1", live, true, 2),
+            t("app", "s2", "127.0.0.1:3333".parse().expect("a"), false, 1),
+            t("api", "a1", "127.0.0.1:8443".parse().expect("a"), false, 1),
         ])
         .expect("apply");
     // Wait for the first check of s1.
