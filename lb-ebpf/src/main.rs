@@ -16,16 +16,16 @@ use lb_common::types::Reason;
 /// The balancer program. Packets it does not balance go to the kernel untouched.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    match parse::ethernet(&ctx) {
-        Some(_) => {
-            maps::count_reason(Reason::PassNotBalanced);
-            xdp_action::XDP_PASS
+    let reason = match parse::ethernet(&ctx) {
+        Some(eth) if eth.offset_l3 > 0 && eth.ether_type == parse::ETH_P_IP => {
+            Reason::PassNotBalanced
         }
-        None => {
-            maps::count_reason(Reason::PassNotIp);
-            xdp_action::XDP_PASS
-        }
-    }
+        Some(eth) if eth.ether_type == parse::ETH_P_IPV6 => Reason::PassNotBalanced,
+        Some(_) => Reason::PassNotIp,
+        None => Reason::PassTruncated,
+    };
+    maps::count_reason(reason);
+    xdp_action::XDP_PASS
 }
 
 /// Passes every packet. Attached to veth peers so they accept redirected frames.

@@ -240,7 +240,7 @@ fn certificate_key_mismatch() {
     let base = base();
     base.write(
         "config/certs/mix.pem",
-        &format!("{}{}", a.cert.pem(), b.key_pair.serialize_pem()),
+        &format!("{}{}", a.cert.pem(), b.signing_key.serialize_pem()),
     );
     let file = base.write(
         "bad.toml",

@@ -47,7 +47,7 @@ impl Drop for Tmp {
 /// A self-signed certificate and its key in one PEM.
 pub fn cert_pem() -> String {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
-    format!("{}{}", ck.cert.pem(), ck.key_pair.serialize_pem())
+    format!("{}{}", ck.cert.pem(), ck.signing_key.serialize_pem())
 }
 
 /// A workspace-like base dir: config/certs/{site,myapp}.pem, config/errors/, fake
