@@ -51,10 +51,6 @@ fn every_example_config_loads() {
 
 #[test]
 fn reference_config_model() {
-    if !acl_engine_ready() {
-        eprintln!("ACL engine not built yet: skipping the full-model check of lb.toml");
-        return;
-    }
     let base = base();
     let (cfg, warnings) =
         lb::config::load_with(&repo_config("lb.toml"), &opts(base.path())).expect("lb.toml loads");
@@ -149,10 +145,6 @@ fn tcp_example_with_dataplane_is_xdp() {
 
 #[test]
 fn check_report_for_the_reference_config() {
-    if !acl_engine_ready() {
-        eprintln!("ACL engine not built yet: skipping the lb check report of lb.toml");
-        return;
-    }
     let base = base();
     let mut out = Vec::new();
     let rc =
