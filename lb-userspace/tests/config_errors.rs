@@ -677,3 +677,27 @@ fn global_key_typo() {
         &["bad.toml:2:1: global.threds: unknown key `threds`; did you mean `threads`?"],
     );
 }
+
+#[test]
+fn xdp_vip_family_mismatch() {
+    check(
+        "[dataplane]\ninterfaces = \"eth0\"\n[frontend.e]\nmode = \"tcp\"\nbind = [\"203.0.113.1:443\", \"[2001:db8::1]:443\"]\ndefault_backend = \"p\"\n[backend.p]\nmode = \"tcp\"\nserver = \"s 10.0.0.1:443\"\n",
+        &[
+            "bad.toml:5:29: frontend.e.bind[1]: VIP [2001:db8::1]:443 and every server of backend `p` are of different address families: XDP NAT cannot cross them",
+        ],
+    );
+}
+
+#[test]
+fn too_many_xdp_vips() {
+    let binds: Vec<String> = (1..=65).map(|i| format!("\"203.0.113.{i}:443\"")).collect();
+    let got = errors(&format!(
+        "[dataplane]\ninterfaces = \"eth0\"\n[frontend.e]\nmode = \"tcp\"\nbind = [{}]\ndefault_backend = \"p\"\n[backend.p]\nmode = \"tcp\"\nserver = \"s 10.0.0.1:443\"\n",
+        binds.join(", ")
+    ));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].ends_with("frontend.e.bind[64]: too many XDP VIPs: the data path holds at most 64"),
+        "{got:#?}"
+    );
+}

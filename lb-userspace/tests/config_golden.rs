@@ -87,7 +87,7 @@ fn check_report_names_tiers_and_warnings() {
         "[dataplane]\ninterfaces = [\"eth0\"]\n\n[defaults]\nmode = \"tcp\"\n\n\
          [frontend.edge]\nbind = [\"203.0.113.10:443\", \"[2001:db8::10]:443\"]\ndefault_backend = \"pool\"\n\n\
          [frontend.inspect]\nbind = \"203.0.113.11:443\"\ntcp_request = \"inspect-delay 5s\"\ndefault_backend = \"pool\"\n\n\
-         [backend.pool]\nserver = [\"a 10.0.0.1:443\", \"b 10.0.0.2:443\"]\n",
+         [backend.pool]\nserver = [\"a 10.0.0.1:443\", \"b 10.0.0.2:443\", \"c [2001:db8::20]:443\"]\n",
     );
     let mut out = Vec::new();
     let rc = lb::config::check::run_check_with(&file, &opts(base.path()), &mut out);

@@ -1950,6 +1950,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+        self.xdp_limits(fes, bes, dp);
         for be in bes {
             let only_xdp =
                 referenced.contains(&be.be.name) && !used_by_userspace.contains(&be.be.name);
@@ -1979,6 +1980,90 @@ impl<'a> Builder<'a> {
                     "backend has no server: requests to it get 503",
                 );
             }
+        }
+    }
+}
+
+impl Builder<'_> {
+    /// What the XDP maps can hold, and Maglev's balance guarantee.
+    fn xdp_limits(&mut self, fes: &[FeDraft], bes: &[BeDraft], dp: Option<&Dataplane>) {
+        use lb_common::maps::{MAX_BACKENDS, MAX_FILTER_RULES, MAX_VIPS};
+        let Some(dp) = dp else { return };
+        let xdp: Vec<&FeDraft> = fes.iter().filter(|f| f.fe.tier == Tier::Xdp).collect();
+        let mut vips = 0usize;
+        let mut endpoints: Vec<SocketAddr> = Vec::new();
+        let mut rules = dp.deny_src.len();
+        for f in &xdp {
+            rules += f.fe.deny_src.len() + f.fe.allow_src.len();
+            let be =
+                f.fe.default_backend
+                    .as_ref()
+                    .and_then(|n| bes.iter().find(|b| &b.be.name == n));
+            for (b, (pos, path)) in f.fe.binds.iter().zip(&f.bind_locs) {
+                vips += 1;
+                if vips == MAX_VIPS as usize + 1 {
+                    self.err(
+                        *pos,
+                        path,
+                        format!("too many XDP VIPs: the data path holds at most {MAX_VIPS}"),
+                    );
+                }
+                if let Some(be) = be {
+                    if !be.be.servers.is_empty()
+                        && be
+                            .be
+                            .servers
+                            .iter()
+                            .all(|s| s.addr.is_ipv4() != b.addr.is_ipv4())
+                    {
+                        self.err(
+                            *pos,
+                            path,
+                            format!(
+                                "VIP {} and every server of backend `{}` are of different address families: XDP NAT cannot cross them",
+                                b.addr, be.be.name
+                            ),
+                        );
+                    }
+                }
+            }
+            if let Some(be) = be {
+                for s in &be.be.servers {
+                    if !endpoints.contains(&s.addr) {
+                        endpoints.push(s.addr);
+                    }
+                }
+                let n = be.be.servers.len() as u64;
+                if n > 0 && u64::from(dp.maglev_table_size) < 100 * n {
+                    self.warn(
+                        f.name_pos,
+                        &f.path,
+                        format!(
+                            "maglev_table_size {} is less than 100 x the {n} servers of backend `{}`: balance may be off by more than 1%",
+                            dp.maglev_table_size, be.be.name
+                        ),
+                    );
+                }
+            }
+        }
+        if endpoints.len() > MAX_BACKENDS as usize {
+            if let Some(f) = xdp.first() {
+                self.err(
+                    f.name_pos,
+                    &f.path,
+                    format!(
+                        "too many XDP backend servers ({}): the data path holds at most {MAX_BACKENDS}",
+                        endpoints.len()
+                    ),
+                );
+            }
+        }
+        if rules > MAX_FILTER_RULES as usize {
+            self.err(
+                0,
+                "dataplane.deny_src",
+                format!("too many source filter rules ({rules}): the data path holds at most {MAX_FILTER_RULES}"),
+            );
         }
     }
 }
