@@ -2008,15 +2008,15 @@ impl Builder<'_> {
                         format!("too many XDP VIPs: the data path holds at most {MAX_VIPS}"),
                     );
                 }
-                if let Some(be) = be {
-                    if !be.be.servers.is_empty()
-                        && be
-                            .be
-                            .servers
-                            .iter()
-                            .all(|s| s.addr.is_ipv4() != b.addr.is_ipv4())
-                    {
-                        self.err(
+                if let Some(be) = be
+                    && !be.be.servers.is_empty()
+                    && be
+                        .be
+                        .servers
+                        .iter()
+                        .all(|s| s.addr.is_ipv4() != b.addr.is_ipv4())
+                {
+                    self.err(
                             *pos,
                             path,
                             format!(
@@ -2024,7 +2024,6 @@ impl Builder<'_> {
                                 b.addr, be.be.name
                             ),
                         );
-                    }
                 }
             }
             if let Some(be) = be {
@@ -2046,17 +2045,17 @@ impl Builder<'_> {
                 }
             }
         }
-        if endpoints.len() > MAX_BACKENDS as usize {
-            if let Some(f) = xdp.first() {
-                self.err(
-                    f.name_pos,
-                    &f.path,
-                    format!(
-                        "too many XDP backend servers ({}): the data path holds at most {MAX_BACKENDS}",
-                        endpoints.len()
-                    ),
-                );
-            }
+        if endpoints.len() > MAX_BACKENDS as usize
+            && let Some(f) = xdp.first()
+        {
+            self.err(
+                f.name_pos,
+                &f.path,
+                format!(
+                    "too many XDP backend servers ({}): the data path holds at most {MAX_BACKENDS}",
+                    endpoints.len()
+                ),
+            );
         }
         if rules > MAX_FILTER_RULES as usize {
             self.err(
