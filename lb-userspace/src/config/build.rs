@@ -379,6 +379,8 @@ struct FeDraft {
 
 struct BeDraft {
     be: Backend,
+    /// `server` items written (some may have failed).
+    declared_servers: usize,
     name_pos: usize,
     path: String,
 }
@@ -1580,6 +1582,7 @@ impl<'a> Builder<'a> {
             },
             name_pos: name.span().start,
             path: path.to_string(),
+            declared_servers: self.list(&rp.server).len(),
         }
     }
 
@@ -1973,7 +1976,7 @@ impl<'a> Builder<'a> {
                     );
                 }
             }
-            if be.be.servers.is_empty() {
+            if be.declared_servers == 0 {
                 self.warn(
                     be.name_pos,
                     &be.path,
