@@ -1,1 +1,131 @@
-fn main() {}
+//! The `lb` command line: `run`, `check`, `convert`, `stats`. This is the binary's edge:
+//! errors become messages and exit codes here and nowhere else.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// An edge load balancer: XDP L4 tier and userspace L7 tier, HAProxy semantics.
+#[derive(Debug, Parser)]
+#[command(name = "lb", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run in the foreground: SIGHUP reloads, SIGTERM drains and exits.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// On exit, leave the XDP program attached (its link and maps stay pinned).
+        #[arg(long)]
+        keep_dataplane: bool,
+    },
+    /// Validate a configuration file, like `haproxy -c`.
+    Check {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+    /// Convert a HAProxy configuration to lb's TOML.
+    Convert {
+        /// haproxy.cfg to read.
+        input: PathBuf,
+        /// Where to write the TOML (default: standard output).
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// Show frontends, backends, servers, states and counters from a running lb.
+    Stats {
+        /// Admin listener address.
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        admin: SocketAddr,
+        /// Print the raw JSON document.
+        #[arg(long)]
+        json: bool,
+        /// Bearer token, when the admin listener requires one.
+        #[arg(long, env = "LB_ADMIN_TOKEN")]
+        token: Option<String>,
+    },
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Check { config } => exit(lb::config::run_check(&config, &mut stdout)),
+        Command::Convert { input, output } => exit(lb::config::run_convert(
+            &input,
+            output.as_deref(),
+            &mut stdout,
+        )),
+        Command::Stats { admin, json, token } => exit(lb::admin::client::run_stats(
+            admin,
+            json,
+            token.as_deref(),
+            &mut stdout,
+        )),
+        Command::Run {
+            config,
+            keep_dataplane,
+        } => {
+            drop(stdout);
+            run(config, keep_dataplane)
+        }
+    }
+}
+
+fn run(path: PathBuf, keep_dataplane: bool) -> ExitCode {
+    let (config, warnings) = match lb::config::load(&path) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            let mut stderr = std::io::stderr().lock();
+            for d in &errors.diagnostics {
+                let _ = writeln!(stderr, "{d}");
+            }
+            let _ = writeln!(
+                stderr,
+                "lb: {} is not valid; nothing was started",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = lb::logging::init(config.global.log_format) {
+        eprintln!("lb: {e}");
+        return ExitCode::FAILURE;
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = config.global.threads {
+        builder.worker_threads(n.max(1));
+    }
+    let rt = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lb: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = (rt, keep_dataplane, config);
+    match Err::<(), &str>("lb run: the runtime is being integrated") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            let _ = writeln!(std::io::stderr(), "lb: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -244,4 +244,3 @@ impl Registry {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
-

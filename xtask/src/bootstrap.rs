@@ -50,6 +50,9 @@ pub fn ensure(needs: Needs) -> anyhow::Result<()> {
             llvm.major
         )
     })?;
+    if needs != Needs::Build {
+        ensure_cargo_tool("cargo-deb", "cargo-deb")?;
+    }
     let mut pkgs: Vec<(&str, &str)> = Vec::new();
     if needs != Needs::Build {
         pkgs.extend_from_slice(TEST_PACKAGES);
@@ -181,6 +184,17 @@ fn bpf_linker_works() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// Installs a cargo subcommand from crates.io when its binary is missing.
+fn ensure_cargo_tool(binary: &str, krate: &str) -> anyhow::Result<()> {
+    if have(binary) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {krate} from crates.io (a few minutes, once)");
+    output(Command::new("cargo").args(["install", "--locked", krate]))
+        .with_context(|| format!("`cargo install --locked {krate}` failed"))?;
+    Ok(())
 }
 
 fn ensure_debian(pkgs: &[(&str, &str)]) -> anyhow::Result<()> {
