@@ -701,3 +701,16 @@ fn too_many_xdp_vips() {
         "{got:#?}"
     );
 }
+
+#[test]
+fn udp_bind_outside_the_xdp_tier() {
+    check(
+        &with_defaults(&format!(
+            "[frontend.dns]\nmode = \"tcp\"\nbind = [\"udp@127.0.0.1:53\"]\ndefault_backend = \"all\"\n{}",
+            "\n[backend.all]\nmode = \"tcp\"\nserver = [\"s1 127.0.0.1:53\"]\n"
+        )),
+        &[
+            "bad.toml:6:10: frontend.dns.bind[0]: a `udp@` bind is a UDP VIP, served only by the XDP tier (mode tcp, a [dataplane] section, nothing to inspect)",
+        ],
+    );
+}

@@ -24,6 +24,8 @@ const PREDEFINED_ACLS: &[&str] = &[
     "HTTP",
     "HTTP_1.0",
     "HTTP_1.1",
+    "HTTP_2.0",
+    "HTTP_3.0",
     "HTTP_CONTENT",
     "HTTP_URL_ABS",
     "HTTP_URL_SLASH",
@@ -371,6 +373,8 @@ struct FeDraft {
     maxconn_own: bool,
     /// (position, key path) of each bind, in `fe.binds` order.
     bind_locs: Vec<(usize, String)>,
+    /// Whether each bind is `udp@` (a UDP VIP), in `fe.binds` order.
+    udp_binds: Vec<bool>,
     /// (backend, position, key path) for every reference.
     refs: Vec<(String, usize, String)>,
     /// `nbsrv(NAME)` references in ACLs.
@@ -1642,6 +1646,7 @@ impl<'a> Builder<'a> {
         // binds
         let mut binds = Vec::new();
         let mut bind_locs = Vec::new();
+        let mut udp_binds = Vec::new();
         if rp.bind.is_none() {
             self.err(
                 name.span().start,
@@ -1698,6 +1703,7 @@ impl<'a> Builder<'a> {
                 None
             };
             bind_locs.push((dir.toks.first().map_or(dir.end, |t| t.pos), ipath.clone()));
+            udp_binds.push(line.udp);
             binds.push(Bind {
                 addr: line.addr,
                 tls,
@@ -1837,6 +1843,7 @@ impl<'a> Builder<'a> {
             tier_forced,
             maxconn_own: rp.maxconn.is_some(),
             bind_locs,
+            udp_binds,
             refs,
             nbsrv,
         }
@@ -1844,7 +1851,7 @@ impl<'a> Builder<'a> {
 
     fn cross_checks(&mut self, fes: &mut [FeDraft], bes: &[BeDraft], dp: Option<&Dataplane>) {
         let be_names: Vec<&str> = bes.iter().map(|b| b.be.name.as_str()).collect();
-        let mut bound: HashMap<SocketAddr, String> = HashMap::new();
+        let mut bound: HashMap<(SocketAddr, bool), String> = HashMap::new();
         let mut used_by_userspace: Vec<String> = Vec::new();
         let mut referenced: Vec<String> = Vec::new();
         for f in fes.iter_mut() {
@@ -1943,8 +1950,15 @@ impl<'a> Builder<'a> {
                 }
             }
             // duplicate binds
-            for (b, (pos, path)) in f.fe.binds.iter().zip(&f.bind_locs) {
-                if let Some(other) = bound.insert(b.addr, f.fe.name.clone()) {
+            for ((b, (pos, path)), udp) in f.fe.binds.iter().zip(&f.bind_locs).zip(&f.udp_binds) {
+                if *udp && f.fe.tier != Tier::Xdp {
+                    self.err(
+                        *pos,
+                        path,
+                        "a `udp@` bind is a UDP VIP, served only by the XDP tier (mode tcp, a [dataplane] section, nothing to inspect)",
+                    );
+                }
+                if let Some(other) = bound.insert((b.addr, *udp), f.fe.name.clone()) {
                     self.err(
                         *pos,
                         path,

@@ -129,6 +129,32 @@ pub(crate) fn bind_addr(t: &Tok) -> Result<SocketAddr, Problem> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// HAProxy's address prefixes on a bind: `tcp@`, `tcp4@`, `tcp6@`, `ipv4@`, `ipv6@` change
+/// nothing here (the address says its family); `udp@`, `udp4@`, `udp6@` make a UDP VIP.
+/// Returns the address token without its prefix (positions kept exact) and whether it is UDP.
+pub(crate) fn strip_address_prefix(t: &Tok) -> (Tok, bool) {
+    const PREFIXES: &[(&str, bool)] = &[
+        ("tcp@", false),
+        ("tcp4@", false),
+        ("tcp6@", false),
+        ("ipv4@", false),
+        ("ipv6@", false),
+        ("udp@", true),
+        ("udp4@", true),
+        ("udp6@", true),
+    ];
+    for (prefix, udp) in PREFIXES {
+        if t.text.len() > prefix.len() && t.text[..prefix.len()].eq_ignore_ascii_case(prefix) {
+            let mut rest = t.clone();
+            rest.text = t.text[prefix.len()..].to_owned();
+            rest.pos += prefix.len();
+            rest.off += prefix.len();
+            return (rest, *udp);
+        }
+    }
+    (t.clone(), false)
+}
+
 /// Splits `host:port` / `[v6]:port`; returns host, port text and the port's byte offset.
 pub(crate) fn split_host_port(t: &Tok) -> Result<(&str, &str, usize), Problem> {
     let s = t.text.as_str();
@@ -187,6 +213,8 @@ fn port_number(t: &Tok, port: &str, off: usize) -> Result<u16, Problem> {
 #[derive(Debug)]
 pub(crate) struct BindLine {
     pub addr: SocketAddr,
+    /// Written `udp@ADDR:PORT` (a UDP VIP; XDP tier only).
+    pub udp: bool,
     pub ssl: Option<Tok>,
     pub certs: Vec<(PathBuf, Tok)>,
     pub alpn: Option<Vec<String>>,
@@ -205,9 +233,11 @@ const BIND_OPTS: &[&str] = &[
 
 pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
     let a = args.want("address")?;
-    let addr = bind_addr(a)?;
+    let (a, udp) = strip_address_prefix(a);
+    let addr = bind_addr(&a)?;
     let mut line = BindLine {
         addr,
+        udp,
         ssl: None,
         certs: Vec::new(),
         alpn: None,
