@@ -1,31 +1,121 @@
 //! The lb XDP data path.
 //!
-//! Kernel requirements: XDP (native on the NIC driver, or generic), BTF, and
-//! `bpf_fib_lookup` (Linux 4.18+). Loaded and attached by `lb run`; maps are pinned under
-//! bpffs by the loader. Modules are split by concern, as in Katran: `maps`, `parse`,
-//! `csum`, and the programs here.
+//! Kernel requirements: XDP (native on the NIC driver, or generic), BTF, LPM tries,
+//! LRU hashes, `bpf_fib_lookup` (Linux 4.18+) and `DEVMAP_HASH` (Linux 5.4+); forwarding
+//! (`net.ipv4.ip_forward`, `net.ipv6.conf.all.forwarding`) enabled on the balancer.
+//! Loaded and attached by `lb run`; maps are pinned under bpffs by the loader.
+//!
+//! Modules are split by concern, as in Katran: [`maps`], [`parse`], [`csum`], [`filter`],
+//! [`flow`] (conntrack and Maglev pick), [`nat`], [`icmp`], [`forward`], [`stats`].
 #![no_std]
 #![no_main]
 
+mod csum;
+mod filter;
+mod flow;
+mod forward;
+mod icmp;
 mod maps;
+mod nat;
 mod parse;
+mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::types::Reason;
+use lb_common::types::{LocalAddrKey, Reason, ReverseKey, VipKey};
+
+use crate::maps::{LB_LOCAL_ADDRS, LB_REVERSE, LB_VIPS};
+use crate::nat::Side;
+use crate::parse::{PROTO_ICMP, PROTO_ICMPV6, Packet};
+use crate::stats::{count_reason, count_traffic};
+
+#[inline(always)]
+fn pass(reason: Reason) -> u32 {
+    count_reason(reason);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn drop(reason: Reason) -> u32 {
+    count_reason(reason);
+    xdp_action::XDP_DROP
+}
+
+#[inline(always)]
+fn is_local(addr: &[u32; 4], family: u8) -> bool {
+    let key = LocalAddrKey { addr: *addr, family, _pad: [0; 3] };
+    LB_LOCAL_ADDRS.get_ptr(&key).is_some()
+}
 
 /// The balancer program. Packets it does not balance go to the kernel untouched.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    match parse::ethernet(&ctx) {
-        Some(_) => {
-            maps::count_reason(Reason::PassNotBalanced);
-            xdp_action::XDP_PASS
-        }
-        None => {
-            maps::count_reason(Reason::PassNotIp);
-            xdp_action::XDP_PASS
-        }
+    let Some(eth) = parse::ethernet(&ctx) else {
+        return pass(Reason::PassTruncated);
+    };
+    let mut p = match parse::ip(&ctx, &eth) {
+        Ok(p) => p,
+        Err(reason) => return pass(reason),
+    };
+    if is_local(&p.src, p.family) {
+        return pass(Reason::PassLocal);
     }
+    if filter::globally_denied(&p) {
+        return drop(Reason::DropDenied);
+    }
+    if p.proto == PROTO_ICMP || p.proto == PROTO_ICMPV6 {
+        if is_local(&p.dst, p.family) {
+            return pass(Reason::PassLocal);
+        }
+        return match icmp::handle(&ctx, &mut p) {
+            icmp::Outcome::Forward { vip_id, backend_id } => {
+                count_reason(Reason::IcmpTranslated);
+                count_traffic(vip_id, backend_id, u64::from(p.ip_len), false);
+                forward::forward(&ctx, &p)
+            }
+            icmp::Outcome::Pass(reason) => pass(reason),
+        };
+    }
+    let vkey = VipKey { addr: p.dst, port: p.dport, proto: p.proto, family: p.family };
+    if let Some(vip) = LB_VIPS.get_ptr(&vkey) {
+        // SAFETY: map value pointer from a successful lookup.
+        let vip = unsafe { *vip };
+        return balance(&ctx, &mut p, &vip);
+    }
+    let rkey = ReverseKey { addr: p.src, port: p.sport, proto: p.proto, family: p.family };
+    if let Some(rv) = LB_REVERSE.get_ptr(&rkey) {
+        if is_local(&p.dst, p.family) {
+            return pass(Reason::PassLocal);
+        }
+        // SAFETY: map value pointer from a successful lookup.
+        let rv = unsafe { *rv };
+        if rv.family != p.family || nat::rewrite(&ctx, &mut p, Side::Src, &rv.vip_addr, rv.vip_port).is_none() {
+            return pass(Reason::PassTruncated);
+        }
+        count_reason(Reason::ReverseNat);
+        count_traffic(rv.vip_id, rv.backend_id, u64::from(p.ip_len), false);
+        return forward::forward(&ctx, &p);
+    }
+    pass(Reason::PassNotBalanced)
+}
+
+/// Forward direction: filter, pick, DNAT, forward.
+#[inline(always)]
+fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) -> u32 {
+    if filter::vip_denied(p, vip) {
+        return drop(Reason::DropDenied);
+    }
+    let Some(choice) = flow::choose(p, vip) else {
+        return drop(Reason::DropNoBackend);
+    };
+    let b = choice.backend;
+    if b.family != p.family {
+        return drop(Reason::DropNoBackend);
+    }
+    if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
+        return pass(Reason::PassTruncated);
+    }
+    count_traffic(vip.vip_id, choice.backend_id, u64::from(p.ip_len), choice.new_flow);
+    forward::forward(ctx, p)
 }
 
 /// Passes every packet. Attached to veth peers so they accept redirected frames.

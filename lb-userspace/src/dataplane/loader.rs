@@ -1,6 +1,6 @@
 //! Loading the XDP object with pinned maps, and attaching programs to interfaces.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aya::programs::{Xdp, XdpMode as AyaXdpMode, xdp::XdpLink};
 use aya::{Ebpf, EbpfLoader};
@@ -84,7 +84,12 @@ pub fn attach(
     iface: &str,
     mode: XdpMode,
 ) -> Result<(Attachment, XdpLink), DataplaneError> {
-    if !Path::new("/sys/class/net").join(iface).exists() {
+    // if_nametoindex, not /sys/class/net: it answers for the calling thread's namespace.
+    let exists = std::ffi::CString::new(iface)
+        // SAFETY: a valid NUL-terminated string.
+        .map(|n| unsafe { libc::if_nametoindex(n.as_ptr()) } != 0)
+        .unwrap_or(false);
+    if !exists {
         return Err(DataplaneError::NoSuchInterface(iface.to_owned()));
     }
     let prog: &mut Xdp = ebpf

@@ -1,0 +1,193 @@
+//! ICMP and ICMPv6 errors (destination unreachable incl. fragmentation needed, packet too
+//! big, time exceeded) about balanced flows, translated in both directions so PMTU
+//! discovery and traceroute work through the balancer:
+//!
+//! * about a forwarded packet (client → backend), on its way back to the client: the quoted
+//!   packet's destination (backend) becomes the VIP, and an outer source equal to the backend
+//!   becomes the VIP;
+//! * about a reply (VIP → client), on its way to the VIP: the flow table says which backend
+//!   sent it; the quoted source and the outer destination become that backend.
+//!
+//! Fixed: outer IPv4 header checksum, quoted IPv4 header checksum, quoted TCP/UDP checksum
+//! when it lies inside the quote (zero IPv4 UDP checksums stay zero), and the ICMP checksum
+//! (for ICMPv6 including the pseudo-header).
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::types::{FlowKey, PROTO_TCP, PROTO_UDP, Reason, ReverseKey, VipKey};
+
+use crate::csum::Delta;
+use crate::flow;
+use crate::maps::{LB_REVERSE, LB_VIPS};
+use crate::nat::{Side, addr_offset, update_csum, write_addr};
+use crate::parse::{
+    ICMP_HLEN, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, Packet, TCP_CSUM_OFF, UDP_CSUM_OFF,
+    ptr_at,
+};
+
+/// What the caller does next.
+pub enum Outcome {
+    /// Translated; forward the packet (`Packet` describes the rewritten outer header).
+    Forward { vip_id: u32, backend_id: u32 },
+    /// Leave the packet to the kernel, counted under this reason.
+    Pass(Reason),
+}
+
+#[inline(always)]
+fn is_error(v6: bool, ty: u8) -> bool {
+    if v6 {
+        // Destination unreachable, packet too big, time exceeded.
+        ty == 1 || ty == 2 || ty == 3
+    } else {
+        // Destination unreachable (incl. fragmentation needed), time exceeded.
+        ty == 3 || ty == 11
+    }
+}
+
+/// Handles an ICMP/ICMPv6 packet `p` (already parsed, source not local, not denied).
+#[inline(always)]
+pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
+    let Some(ty) = ptr_at::<u8>(ctx, p.l4) else {
+        return Outcome::Pass(Reason::PassTruncated);
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let ty = unsafe { *ty };
+    if !is_error(p.v6, ty) {
+        return Outcome::Pass(Reason::PassNotBalanced);
+    }
+    let il3 = p.l4 + ICMP_HLEN;
+    // The quoted packet: IP header (no options) and at least 8 bytes of TCP/UDP.
+    let (iproto, isrc, idst, il4) = if p.v6 {
+        let Some(h) = ptr_at::<Ipv6Hdr>(ctx, il3) else {
+            return Outcome::Pass(Reason::PassUnsupportedIcmp);
+        };
+        // SAFETY: bounds checked by `ptr_at`.
+        let h = unsafe { &*h };
+        (h.nexthdr, h.saddr, h.daddr, il3 + IPV6_HLEN)
+    } else {
+        let Some(h) = ptr_at::<Ipv4Hdr>(ctx, il3) else {
+            return Outcome::Pass(Reason::PassUnsupportedIcmp);
+        };
+        // SAFETY: bounds checked by `ptr_at`.
+        let h = unsafe { &*h };
+        if h.version_ihl != 0x45 {
+            return Outcome::Pass(Reason::PassUnsupportedIcmp);
+        }
+        (h.proto, [h.saddr, 0, 0, 0], [h.daddr, 0, 0, 0], il3 + IPV4_HLEN)
+    };
+    if iproto != PROTO_TCP && iproto != PROTO_UDP {
+        return Outcome::Pass(Reason::PassUnsupportedIcmp);
+    }
+    let Some(ports) = ptr_at::<[u16; 4]>(ctx, il4) else {
+        return Outcome::Pass(Reason::PassUnsupportedIcmp);
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let ports = unsafe { *ports };
+    let (isport, idport) = (ports[0], ports[1]);
+
+    // Which direction: the quoted destination is a backend, or the quoted source a VIP.
+    let rkey = ReverseKey { addr: idst, port: idport, proto: iproto, family: p.family };
+    let (inner_side, new_inner, new_port, outer_side, new_outer, vip_id, backend_id) =
+        if let Some(rv) = LB_REVERSE.get_ptr(&rkey) {
+            // SAFETY: map value pointer from a successful lookup.
+            let rv = unsafe { *rv };
+            if rv.family != p.family {
+                return Outcome::Pass(Reason::PassUnsupportedIcmp);
+            }
+            // The outer source is rewritten only when the backend itself reported the error.
+            let outer = if p.src == idst { Some(Side::Src) } else { None };
+            (Side::Dst, rv.vip_addr, rv.vip_port, outer, rv.vip_addr, rv.vip_id, rv.backend_id)
+        } else {
+            let vkey = VipKey { addr: isrc, port: isport, proto: iproto, family: p.family };
+            let Some(vip) = LB_VIPS.get_ptr(&vkey) else {
+                return Outcome::Pass(Reason::PassNotBalanced);
+            };
+            // SAFETY: map value pointer from a successful lookup.
+            let vip_id = unsafe { (*vip).vip_id };
+            let fkey = FlowKey {
+                src: idst,
+                dst: isrc,
+                sport: idport,
+                dport: isport,
+                proto: iproto,
+                family: p.family,
+                _pad: [0; 2],
+            };
+            let Some((backend_id, b)) = flow::established(&fkey) else {
+                return Outcome::Pass(Reason::PassNotBalanced);
+            };
+            if b.family != p.family {
+                return Outcome::Pass(Reason::PassUnsupportedIcmp);
+            }
+            (Side::Src, b.addr, b.port, Some(Side::Dst), b.addr, vip_id, backend_id)
+        };
+
+    // Check every bound before the first write.
+    let il4_csum = if iproto == PROTO_TCP { il4 + TCP_CSUM_OFF } else { il4 + UDP_CSUM_OFF };
+    let has_l4_csum = ptr_at::<u16>(ctx, il4_csum).is_some();
+    if ptr_at::<[u16; 2]>(ctx, p.l4).is_none() {
+        return Outcome::Pass(Reason::PassTruncated);
+    }
+
+    let old_inner = match inner_side {
+        Side::Src => isrc,
+        Side::Dst => idst,
+    };
+    let old_port = match inner_side {
+        Side::Src => isport,
+        Side::Dst => idport,
+    };
+    let mut d_addr = Delta::new();
+    d_addr.addr(&old_inner, &new_inner, p.v6);
+    let mut d_icmp = d_addr;
+    d_icmp.u16(old_port, new_port);
+
+    // Quoted address and port.
+    if write_addr(ctx, il3 + addr_offset(p.v6, inner_side), &new_inner, p.v6).is_none() {
+        return Outcome::Pass(Reason::PassTruncated);
+    }
+    let port_off = match inner_side {
+        Side::Src => il4,
+        Side::Dst => il4 + 2,
+    };
+    if let Some(pp) = ptr_at::<u16>(ctx, port_off) {
+        // SAFETY: bounds checked by `ptr_at`.
+        unsafe { *pp = new_port };
+    }
+    // Quoted IPv4 header checksum.
+    if !p.v6
+        && let Some((o, n)) = update_csum(ctx, il3 + 10, d_addr, false)
+    {
+        d_icmp.u16(o, n);
+    }
+    // Quoted L4 checksum, when quoted.
+    if has_l4_csum {
+        let mut d_l4 = d_addr;
+        d_l4.u16(old_port, new_port);
+        if let Some((o, n)) = update_csum(ctx, il4_csum, d_l4, iproto == PROTO_UDP && !p.v6) {
+            d_icmp.u16(o, n);
+        }
+    }
+    // Outer header.
+    if let Some(side) = outer_side {
+        let old = match side {
+            Side::Src => p.src,
+            Side::Dst => p.dst,
+        };
+        let mut d_outer = Delta::new();
+        d_outer.addr(&old, &new_outer, p.v6);
+        if write_addr(ctx, p.l3 + addr_offset(p.v6, side), &new_outer, p.v6).is_some() {
+            if p.v6 {
+                // ICMPv6 checksums cover the pseudo-header.
+                d_icmp.merge(d_outer);
+            } else {
+                let _ = update_csum(ctx, p.l3 + 10, d_outer, false);
+            }
+            match side {
+                Side::Src => p.src = new_outer,
+                Side::Dst => p.dst = new_outer,
+            }
+        }
+    }
+    let _ = update_csum(ctx, p.l4 + 2, d_icmp, false);
+    Outcome::Forward { vip_id, backend_id }
+}
