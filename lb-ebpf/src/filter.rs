@@ -11,7 +11,7 @@ use crate::parse::Packet;
 #[inline(always)]
 fn lookup(p: &Packet, scope: u32) -> Option<u32> {
     let scope = scope.to_be_bytes();
-    let v = if p.v6 {
+    if p.v6 {
         let mut addr = [0u8; 16];
         addr[0..4].copy_from_slice(&p.src[0].to_ne_bytes());
         addr[4..8].copy_from_slice(&p.src[1].to_ne_bytes());
@@ -22,8 +22,7 @@ fn lookup(p: &Packet, scope: u32) -> Option<u32> {
     } else {
         let key = Key::new(32 + 32, FilterKeyV4 { scope, addr: p.src[0].to_ne_bytes() });
         LB_FILTER_V4.get(&key).copied()
-    };
-    v
+    }
 }
 
 /// True when the source is in the global deny list.

@@ -77,6 +77,6 @@ pub fn choose(p: &Packet, vip: &VipInfo) -> Option<Choice> {
     }
     let value = FlowValue { backend_id, vip_id: vip.vip_id };
     // A full LRU evicts the oldest entry; an insert failure only costs stickiness.
-    let _ = LB_FLOWS.insert(&key, &value, 0);
+    let _ = LB_FLOWS.insert(key, value, 0);
     Some(Choice { backend_id, backend, new_flow: true })
 }

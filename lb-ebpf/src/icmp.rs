@@ -87,7 +87,7 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
     // Which direction: the quoted destination is a backend, or the quoted source a VIP.
     let rkey = ReverseKey { addr: idst, port: idport, proto: iproto, family: p.family };
     let (inner_side, new_inner, new_port, outer_side, new_outer, vip_id, backend_id) =
-        if let Some(rv) = LB_REVERSE.get_ptr(&rkey) {
+        if let Some(rv) = LB_REVERSE.get_ptr(rkey) {
             // SAFETY: map value pointer from a successful lookup.
             let rv = unsafe { *rv };
             if rv.family != p.family {
@@ -98,7 +98,7 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
             (Side::Dst, rv.vip_addr, rv.vip_port, outer, rv.vip_addr, rv.vip_id, rv.backend_id)
         } else {
             let vkey = VipKey { addr: isrc, port: isport, proto: iproto, family: p.family };
-            let Some(vip) = LB_VIPS.get_ptr(&vkey) else {
+            let Some(vip) = LB_VIPS.get_ptr(vkey) else {
                 return Outcome::Pass(Reason::PassNotBalanced);
             };
             // SAFETY: map value pointer from a successful lookup.

@@ -43,7 +43,7 @@ fn drop(reason: Reason) -> u32 {
 #[inline(always)]
 fn is_local(addr: &[u32; 4], family: u8) -> bool {
     let key = LocalAddrKey { addr: *addr, family, _pad: [0; 3] };
-    LB_LOCAL_ADDRS.get_ptr(&key).is_some()
+    LB_LOCAL_ADDRS.get_ptr(key).is_some()
 }
 
 /// The balancer program. Packets it does not balance go to the kernel untouched.
@@ -76,13 +76,13 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         };
     }
     let vkey = VipKey { addr: p.dst, port: p.dport, proto: p.proto, family: p.family };
-    if let Some(vip) = LB_VIPS.get_ptr(&vkey) {
+    if let Some(vip) = LB_VIPS.get_ptr(vkey) {
         // SAFETY: map value pointer from a successful lookup.
         let vip = unsafe { *vip };
         return balance(&ctx, &mut p, &vip);
     }
     let rkey = ReverseKey { addr: p.src, port: p.sport, proto: p.proto, family: p.family };
-    if let Some(rv) = LB_REVERSE.get_ptr(&rkey) {
+    if let Some(rv) = LB_REVERSE.get_ptr(rkey) {
         if is_local(&p.dst, p.family) {
             return pass(Reason::PassLocal);
         }

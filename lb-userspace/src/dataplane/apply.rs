@@ -79,7 +79,6 @@ pub struct ApplySummary {
 #[derive(Debug, Clone)]
 struct WantedVip {
     frontend: String,
-    addr: SocketAddr,
     key: VipKey,
     flags: u32,
     /// (endpoint, weight, in_table)
@@ -180,7 +179,7 @@ pub fn apply(
             }
             wanted.push(WantedVip {
                 frontend: fe.name.clone(),
-                addr: bind.addr,
+
                 key: vip_key(bind.addr, PROTO_TCP),
                 flags,
                 members,
