@@ -845,3 +845,48 @@ fn icmp_errors_are_translated_both_ways() {
     let input = icmp_error(ROUTER_MAC, LB0_MAC, ip("10.0.0.254"), vip.ip(), 64, 3, 4, mtu, &reply);
     check_untouched(&mut fx, "unknown flow", &input, XDP_PASS, Reason::PassNotBalanced);
 }
+
+#[test]
+fn restart_reuses_pinned_maps_ids_and_flows() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let client = ip("198.51.100.7");
+    let mut before = Vec::new();
+    for port in 0..20 {
+        before.push(check_forward(&mut fx, E0, client, vip, tcp(45000 + port, 80), None));
+    }
+    let ids_before = fx.dp.backends().expect("backends");
+    let vips_before = fx.dp.vips().expect("vips");
+
+    // A new process would load the object again: the pinned maps are reused.
+    let ebpf = dataplane::load(&LoadOptions {
+        pin_dir: fx.pin_dir.clone(),
+        conntrack_size: 4096,
+        maglev_table_size: DEFAULT_MAGLEV_SIZE,
+    })
+    .expect("reload");
+    fx.dp = Dataplane::new(ebpf).expect("dataplane");
+    assert_eq!(fx.dp.backends().expect("backends"), ids_before);
+    let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+    assert_eq!(s.writes, 0, "nothing to change after a restart: {s:?}");
+    let mut vips_after = fx.dp.vips().expect("vips");
+    let mut vb = vips_before.clone();
+    vb.sort_by_key(|(_, v)| v.vip_id);
+    vips_after.sort_by_key(|(_, v)| v.vip_id);
+    assert_eq!(vips_after, vb);
+    for (port, want) in (0..20).zip(before) {
+        assert_eq!(check_forward(&mut fx, E0, client, vip, tcp(45000 + port, 80), None), want);
+    }
+
+    // A changed config keeps the ids of servers that remain.
+    fx.cfg.backends[0].servers.push(server("s4", "10.1.0.11:8081", 1));
+    let reg = registry_for(&fx.cfg);
+    fx.reg = reg;
+    dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+    let after = fx.dp.backends().expect("backends");
+    for (id, b) in &ids_before {
+        assert!(after.iter().any(|(i, x)| i == id && backend_addr(x) == backend_addr(b)));
+    }
+    assert_eq!(after.len(), ids_before.len() + 1);
+}
