@@ -35,7 +35,12 @@ impl MaglevBackend {
     /// A backend whose permutation is derived from `identity` (e.g. `b"10.0.0.1:80"`).
     pub fn new(id: u32, weight: u32, identity: &[u8], seed: u32, m: u32) -> Self {
         let (offset, skip) = permutation(identity, seed, m);
-        Self { id, weight, offset, skip }
+        Self {
+            id,
+            weight,
+            offset,
+            skip,
+        }
     }
 }
 
@@ -116,7 +121,10 @@ pub fn build(
         return Err(MaglevError::NotPrime(m));
     }
     if table.len() != m as usize {
-        return Err(MaglevError::TableLen { expected: m, got: table.len() });
+        return Err(MaglevError::TableLen {
+            expected: m,
+            got: table.len(),
+        });
     }
     if scratch.len() < backends.len() {
         return Err(MaglevError::ScratchTooShort);
@@ -132,7 +140,10 @@ pub fn build(
         return Err(MaglevError::TooManyBackends);
     }
     for (s, b) in scratch.iter_mut().zip(backends.iter()) {
-        *s = Scratch { next: b.offset % m, credit: 0 };
+        *s = Scratch {
+            next: b.offset % m,
+            credit: 0,
+        };
     }
     let mut filled: u32 = 0;
     'rounds: loop {
@@ -163,7 +174,10 @@ pub fn build(
 
 /// Convenience wrapper that allocates (host side only).
 #[cfg(feature = "user")]
-pub fn build_table(backends: &[MaglevBackend], m: u32) -> Result<alloc::vec::Vec<u32>, MaglevError> {
+pub fn build_table(
+    backends: &[MaglevBackend],
+    m: u32,
+) -> Result<alloc::vec::Vec<u32>, MaglevError> {
     let mut b = alloc::vec::Vec::from(backends);
     let mut table = alloc::vec![NO_BACKEND; m as usize];
     let mut scratch = alloc::vec![Scratch::default(); b.len()];
@@ -183,7 +197,15 @@ mod tests {
 
     fn backends(n: u32, m: u32) -> Vec<MaglevBackend> {
         (0..n)
-            .map(|i| MaglevBackend::new(i, 1, format!("10.0.{}.{}:80", i / 250, i % 250).as_bytes(), SEED, m))
+            .map(|i| {
+                MaglevBackend::new(
+                    i,
+                    1,
+                    format!("10.0.{}.{}:80", i / 250, i % 250).as_bytes(),
+                    SEED,
+                    m,
+                )
+            })
             .collect()
     }
 
@@ -216,8 +238,14 @@ mod tests {
         let mut b = backends(2, 7);
         let mut t = vec![0; 8];
         let mut s = vec![Scratch::default(); 2];
-        assert_eq!(build(&mut b, 8, &mut t, &mut s), Err(MaglevError::NotPrime(8)));
-        assert!(matches!(build(&mut b, 7, &mut t, &mut s), Err(MaglevError::TableLen { .. })));
+        assert_eq!(
+            build(&mut b, 8, &mut t, &mut s),
+            Err(MaglevError::NotPrime(8))
+        );
+        assert!(matches!(
+            build(&mut b, 7, &mut t, &mut s),
+            Err(MaglevError::TableLen { .. })
+        ));
     }
 
     #[test]

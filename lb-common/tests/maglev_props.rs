@@ -99,14 +99,26 @@ fn removing_a_backend_moves_only_about_its_share() {
             .filter(|(a, b)| a != b && **a != gone)
             .count() as f64;
         // Every key of the removed backend moved.
-        assert!(before.iter().zip(&after).all(|(a, b)| *a != gone || *b != gone));
+        assert!(
+            before
+                .iter()
+                .zip(&after)
+                .all(|(a, b)| *a != gone || *b != gone)
+        );
         let share = 1.0 / n as f64;
         let frac = moved / f64::from(m);
-        assert!(frac <= share + 0.01, "n={n}: moved {frac:.4} > 1/n + 1% = {:.4}", share + 0.01);
+        assert!(
+            frac <= share + 0.01,
+            "n={n}: moved {frac:.4} > 1/n + 1% = {:.4}",
+            share + 0.01
+        );
         worst_other = worst_other.max(moved_other / f64::from(m));
     }
     // Keys of the surviving backends that moved (Maglev's small extra disruption).
-    assert!(worst_other <= 0.01, "keys of other backends moved: {worst_other:.4}");
+    assert!(
+        worst_other <= 0.01,
+        "keys of other backends moved: {worst_other:.4}"
+    );
     eprintln!("worst fraction of other backends' keys moved: {worst_other:.5}");
 }
 
@@ -149,7 +161,10 @@ fn digest(t: &[u32]) -> u64 {
 
 fn reference_table() -> Vec<u32> {
     let names: Vec<String> = (1..=5).map(|i| format!("10.1.0.{i}:8080")).collect();
-    table(&backends(&names, &[1, 1, 2, 3, 1], DEFAULT_MAGLEV_SIZE), DEFAULT_MAGLEV_SIZE)
+    table(
+        &backends(&names, &[1, 1, 2, 3, 1], DEFAULT_MAGLEV_SIZE),
+        DEFAULT_MAGLEV_SIZE,
+    )
 }
 
 /// Pinned: a change means every deployed balancer would re-map flows on upgrade, and nodes
@@ -165,7 +180,12 @@ fn same_input_same_table_across_processes() {
     }
     let exe = std::env::current_exe().expect("test binary");
     let out = std::process::Command::new(exe)
-        .args(["--exact", "same_input_same_table_across_processes", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "same_input_same_table_across_processes",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("LB_MAGLEV_DIGEST_CHILD", "1")
         .output()
         .expect("spawn test binary");
@@ -175,7 +195,11 @@ fn same_input_same_table_across_processes() {
         .nth(1)
         .and_then(|rest| rest.get(..16))
         .expect("child printed its digest");
-    assert_eq!(child, format!("{d:016x}"), "a separate process built the same table");
+    assert_eq!(
+        child,
+        format!("{d:016x}"),
+        "a separate process built the same table"
+    );
     assert_eq!(d, REFERENCE_DIGEST, "committed digest: {d:#018x}");
 }
 

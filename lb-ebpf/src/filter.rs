@@ -3,7 +3,9 @@
 //! match wins, and its value says deny or allow.
 
 use aya_ebpf::maps::lpm_trie::Key;
-use lb_common::types::{FILTER_ALLOW, FILTER_DENY, FilterKeyV4, FilterKeyV6, VIP_F_ALLOWLIST, VipInfo};
+use lb_common::types::{
+    FILTER_ALLOW, FILTER_DENY, FilterKeyV4, FilterKeyV6, VIP_F_ALLOWLIST, VipInfo,
+};
 
 use crate::maps::{LB_FILTER_V4, LB_FILTER_V6};
 use crate::parse::Packet;
@@ -20,7 +22,13 @@ fn lookup(p: &Packet, scope: u32) -> Option<u32> {
         let key = Key::new(32 + 128, FilterKeyV6 { scope, addr });
         LB_FILTER_V6.get(&key).copied()
     } else {
-        let key = Key::new(32 + 32, FilterKeyV4 { scope, addr: p.src[0].to_ne_bytes() });
+        let key = Key::new(
+            32 + 32,
+            FilterKeyV4 {
+                scope,
+                addr: p.src[0].to_ne_bytes(),
+            },
+        );
         LB_FILTER_V4.get(&key).copied()
     }
 }

@@ -5,8 +5,7 @@
 
 use lb_common::hash::{hash_flow, hash_src};
 use lb_common::types::{
-    BACKEND_DRAIN, BACKEND_UP, Backend, FlowKey, FlowValue, GlobalConfig, VIP_F_HASH_SRC,
-    VipInfo,
+    BACKEND_DRAIN, BACKEND_UP, Backend, FlowKey, FlowValue, GlobalConfig, VIP_F_HASH_SRC, VipInfo,
 };
 
 use crate::maps::{LB_BACKENDS, LB_CONFIG, LB_FLOWS, LB_MAGLEV};
@@ -53,7 +52,11 @@ pub fn established(key: &FlowKey) -> Option<(u32, Backend)> {
 pub fn choose(p: &Packet, vip: &VipInfo) -> Option<Choice> {
     let key = key_of(p);
     if let Some((backend_id, backend)) = established(&key) {
-        return Some(Choice { backend_id, backend, new_flow: false });
+        return Some(Choice {
+            backend_id,
+            backend,
+            new_flow: false,
+        });
     }
     if vip.backend_count == 0 {
         return None;
@@ -68,15 +71,25 @@ pub fn choose(p: &Packet, vip: &VipInfo) -> Option<Choice> {
     } else {
         hash_flow(&p.src, &p.dst, p.sport, p.dport, p.proto, cfg.hash_seed)
     };
-    let table = vip.vip_id.wrapping_mul(2).wrapping_add(vip.active_table & 1);
+    let table = vip
+        .vip_id
+        .wrapping_mul(2)
+        .wrapping_add(vip.active_table & 1);
     let idx = table.wrapping_mul(m).wrapping_add(h % m);
     let backend_id = *LB_MAGLEV.get(idx)?;
     let backend = *LB_BACKENDS.get(backend_id)?;
     if backend.state != BACKEND_UP {
         return None;
     }
-    let value = FlowValue { backend_id, vip_id: vip.vip_id };
+    let value = FlowValue {
+        backend_id,
+        vip_id: vip.vip_id,
+    };
     // A full LRU evicts the oldest entry; an insert failure only costs stickiness.
     let _ = LB_FLOWS.insert(key, value, 0);
-    Some(Choice { backend_id, backend, new_flow: true })
+    Some(Choice {
+        backend_id,
+        backend,
+        new_flow: true,
+    })
 }

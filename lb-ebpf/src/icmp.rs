@@ -20,8 +20,7 @@ use crate::flow;
 use crate::maps::{LB_REVERSE, LB_VIPS};
 use crate::nat::{Side, addr_offset, update_csum, write_addr};
 use crate::parse::{
-    ICMP_HLEN, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, Packet, TCP_CSUM_OFF, UDP_CSUM_OFF,
-    ptr_at,
+    ICMP_HLEN, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, Packet, TCP_CSUM_OFF, UDP_CSUM_OFF, ptr_at,
 };
 
 /// What the caller does next.
@@ -72,7 +71,12 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
         if h.version_ihl != 0x45 {
             return Outcome::Pass(Reason::PassUnsupportedIcmp);
         }
-        (h.proto, [h.saddr, 0, 0, 0], [h.daddr, 0, 0, 0], il3 + IPV4_HLEN)
+        (
+            h.proto,
+            [h.saddr, 0, 0, 0],
+            [h.daddr, 0, 0, 0],
+            il3 + IPV4_HLEN,
+        )
     };
     if iproto != PROTO_TCP && iproto != PROTO_UDP {
         return Outcome::Pass(Reason::PassUnsupportedIcmp);
@@ -85,7 +89,12 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
     let (isport, idport) = (ports[0], ports[1]);
 
     // Which direction: the quoted destination is a backend, or the quoted source a VIP.
-    let rkey = ReverseKey { addr: idst, port: idport, proto: iproto, family: p.family };
+    let rkey = ReverseKey {
+        addr: idst,
+        port: idport,
+        proto: iproto,
+        family: p.family,
+    };
     let (inner_side, new_inner, new_port, outer_side, new_outer, vip_id, backend_id) =
         if let Some(rv) = LB_REVERSE.get_ptr(rkey) {
             // SAFETY: map value pointer from a successful lookup.
@@ -95,9 +104,22 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
             }
             // The outer source is rewritten only when the backend itself reported the error.
             let outer = if p.src == idst { Some(Side::Src) } else { None };
-            (Side::Dst, rv.vip_addr, rv.vip_port, outer, rv.vip_addr, rv.vip_id, rv.backend_id)
+            (
+                Side::Dst,
+                rv.vip_addr,
+                rv.vip_port,
+                outer,
+                rv.vip_addr,
+                rv.vip_id,
+                rv.backend_id,
+            )
         } else {
-            let vkey = VipKey { addr: isrc, port: isport, proto: iproto, family: p.family };
+            let vkey = VipKey {
+                addr: isrc,
+                port: isport,
+                proto: iproto,
+                family: p.family,
+            };
             let Some(vip) = LB_VIPS.get_ptr(vkey) else {
                 return Outcome::Pass(Reason::PassNotBalanced);
             };
@@ -118,11 +140,23 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
             if b.family != p.family {
                 return Outcome::Pass(Reason::PassUnsupportedIcmp);
             }
-            (Side::Src, b.addr, b.port, Some(Side::Dst), b.addr, vip_id, backend_id)
+            (
+                Side::Src,
+                b.addr,
+                b.port,
+                Some(Side::Dst),
+                b.addr,
+                vip_id,
+                backend_id,
+            )
         };
 
     // Check every bound before the first write.
-    let il4_csum = if iproto == PROTO_TCP { il4 + TCP_CSUM_OFF } else { il4 + UDP_CSUM_OFF };
+    let il4_csum = if iproto == PROTO_TCP {
+        il4 + TCP_CSUM_OFF
+    } else {
+        il4 + UDP_CSUM_OFF
+    };
     let has_l4_csum = ptr_at::<u16>(ctx, il4_csum).is_some();
     if ptr_at::<[u16; 2]>(ctx, p.l4).is_none() {
         return Outcome::Pass(Reason::PassTruncated);

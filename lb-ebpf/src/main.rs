@@ -42,7 +42,11 @@ fn drop(reason: Reason) -> u32 {
 
 #[inline(always)]
 fn is_local(addr: &[u32; 4], family: u8) -> bool {
-    let key = LocalAddrKey { addr: *addr, family, _pad: [0; 3] };
+    let key = LocalAddrKey {
+        addr: *addr,
+        family,
+        _pad: [0; 3],
+    };
     LB_LOCAL_ADDRS.get_ptr(key).is_some()
 }
 
@@ -75,20 +79,32 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
             icmp::Outcome::Pass(reason) => pass(reason),
         };
     }
-    let vkey = VipKey { addr: p.dst, port: p.dport, proto: p.proto, family: p.family };
+    let vkey = VipKey {
+        addr: p.dst,
+        port: p.dport,
+        proto: p.proto,
+        family: p.family,
+    };
     if let Some(vip) = LB_VIPS.get_ptr(vkey) {
         // SAFETY: map value pointer from a successful lookup.
         let vip = unsafe { *vip };
         return balance(&ctx, &mut p, &vip);
     }
-    let rkey = ReverseKey { addr: p.src, port: p.sport, proto: p.proto, family: p.family };
+    let rkey = ReverseKey {
+        addr: p.src,
+        port: p.sport,
+        proto: p.proto,
+        family: p.family,
+    };
     if let Some(rv) = LB_REVERSE.get_ptr(rkey) {
         if is_local(&p.dst, p.family) {
             return pass(Reason::PassLocal);
         }
         // SAFETY: map value pointer from a successful lookup.
         let rv = unsafe { *rv };
-        if rv.family != p.family || nat::rewrite(&ctx, &mut p, Side::Src, &rv.vip_addr, rv.vip_port).is_none() {
+        if rv.family != p.family
+            || nat::rewrite(&ctx, &mut p, Side::Src, &rv.vip_addr, rv.vip_port).is_none()
+        {
             return pass(Reason::PassTruncated);
         }
         count_reason(Reason::ReverseNat);
@@ -114,7 +130,12 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) ->
     if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
         return pass(Reason::PassTruncated);
     }
-    count_traffic(vip.vip_id, choice.backend_id, u64::from(p.ip_len), choice.new_flow);
+    count_traffic(
+        vip.vip_id,
+        choice.backend_id,
+        u64::from(p.ip_len),
+        choice.new_flow,
+    );
     forward::forward(ctx, p)
 }
 

@@ -36,8 +36,7 @@ pub static LB_BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
 
 /// Connection tracking: client 5-tuple → chosen backend (LRU).
 #[map(name = "LB_FLOWS")]
-pub static LB_FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::pinned(DEFAULT_CONNTRACK_SIZE, 0);
+pub static LB_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_CONNTRACK_SIZE, 0);
 
 /// Backend endpoint → VIP, for stateless reverse NAT.
 #[map(name = "LB_REVERSE")]

@@ -49,7 +49,11 @@ pub fn update_csum(ctx: &XdpContext, off: usize, d: Delta, udp4: bool) -> Option
     // SAFETY: bounds checked by `ptr_at`.
     unsafe {
         let old = *c;
-        let new = if udp4 { csum::apply_udp4(old, d) } else { csum::apply(old, d) };
+        let new = if udp4 {
+            csum::apply_udp4(old, d)
+        } else {
+            csum::apply(old, d)
+        };
         *c = new;
         Some((old, new))
     }

@@ -94,19 +94,12 @@ pub fn verify_frame_checksums(frame: &[u8]) -> Result<(), String> {
         _ => return Err("not IP".into()),
     };
     match proto {
-        6 | 17 | 58 => {
-            if !l4_checksum_ok(src, dst, proto, l4) {
-                return Err(format!("L4 checksum (protocol {proto})"));
-            }
+        6 | 17 | 58 if !l4_checksum_ok(src, dst, proto, l4) => {
+            Err(format!("L4 checksum (protocol {proto})"))
         }
-        1 => {
-            if !icmpv4_checksum_ok(l4) {
-                return Err("ICMPv4 checksum".into());
-            }
-        }
-        _ => {}
+        1 if !icmpv4_checksum_ok(l4) => Err("ICMPv4 checksum".into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// An Ethernet + IPv4/IPv6 + TCP frame with a valid checksum.

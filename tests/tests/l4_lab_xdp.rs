@@ -57,7 +57,11 @@ fn config(pin: PathBuf) -> Config {
         name: name.into(),
         mode: Mode::Tcp,
         tier: Tier::Xdp,
-        binds: vec![Bind { addr: sa(bind), tls: None, text: bind.into() }],
+        binds: vec![Bind {
+            addr: sa(bind),
+            tls: None,
+            text: bind.into(),
+        }],
         acls: Default::default(),
         http_request: vec![],
         tcp_request: vec![],
@@ -111,8 +115,20 @@ fn config(pin: PathBuf) -> Config {
             fe("edge6", "[2001:db8::10]:80", "pool6"),
         ],
         backends: vec![
-            be("pool", vec![server("b1", "10.1.0.10:8080"), server("b2", "10.2.0.10:8080")]),
-            be("pool6", vec![server("b1", "[fd01::10]:8080"), server("b2", "[fd02::10]:8080")]),
+            be(
+                "pool",
+                vec![
+                    server("b1", "10.1.0.10:8080"),
+                    server("b2", "10.2.0.10:8080"),
+                ],
+            ),
+            be(
+                "pool6",
+                vec![
+                    server("b1", "[fd01::10]:8080"),
+                    server("b2", "[fd02::10]:8080"),
+                ],
+            ),
         ],
     }
 }
@@ -124,11 +140,19 @@ fn registry_for(cfg: &Config) -> Registry {
         let servers = b
             .servers
             .iter()
-            .map(|s| Arc::new(ServerState::new(&s.name, s.addr, s.weight, s.backup, s.check)))
+            .map(|s| {
+                Arc::new(ServerState::new(
+                    &s.name, s.addr, s.weight, s.backup, s.check,
+                ))
+            })
             .collect();
         backends.insert(
             b.name.clone(),
-            Arc::new(BackendState { name: b.name.clone(), servers, counters: Counters::default() }),
+            Arc::new(BackendState {
+                name: b.name.clone(),
+                servers,
+                counters: Counters::default(),
+            }),
         );
     }
     reg.replace(backends, HashMap::new());
@@ -141,7 +165,9 @@ fn serve_tcp(listener: TcpListener, tag: &'static str) {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
             std::thread::spawn(move || {
-                let Ok(read_half) = conn.try_clone() else { return };
+                let Ok(read_half) = conn.try_clone() else {
+                    return;
+                };
                 let mut lines = BufReader::new(read_half);
                 let mut line = String::new();
                 while lines.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
@@ -168,7 +194,8 @@ fn serve_udp(sock: UdpSocket, tag: &'static str) {
 }
 
 fn ethtool(host: &Host, args: &[&str]) {
-    host.exec("ethtool", args).expect("ethtool (apt-get install ethtool)");
+    host.exec("ethtool", args)
+        .expect("ethtool (apt-get install ethtool)");
 }
 
 #[test]
@@ -247,15 +274,37 @@ fn tcp_and_udp_through_xdp() {
     let udp_vip = sa("203.0.113.10:53");
     let udp_be = sa("10.2.0.10:5353");
     let udp_id = 500;
-    dp.set_backend(udp_id, backend_value(udp_be, BACKEND_UP)).expect("backend");
+    dp.set_backend(udp_id, backend_value(udp_be, BACKEND_UP))
+        .expect("backend");
     let key = vip_key(udp_vip, PROTO_UDP);
     let table = vec![udp_id; dp.maglev_size() as usize];
-    dp.publish_table(key, VipInfo { vip_id: 60, flags: 0, active_table: 0, backend_count: 1 }, &table)
-        .expect("table");
+    dp.publish_table(
+        key,
+        VipInfo {
+            vip_id: 60,
+            flags: 0,
+            active_table: 0,
+            backend_count: 1,
+        },
+        &table,
+    )
+    .expect("table");
     let (a, family) = addr_words(udp_be.ip());
     dp.set_reverse(
-        ReverseKey { addr: a, port: udp_be.port().to_be(), proto: PROTO_UDP, family },
-        ReverseValue { vip_addr: key.addr, vip_port: key.port, family, _pad: 0, vip_id: 60, backend_id: udp_id },
+        ReverseKey {
+            addr: a,
+            port: udp_be.port().to_be(),
+            proto: PROTO_UDP,
+            family,
+        },
+        ReverseValue {
+            vip_addr: key.addr,
+            vip_port: key.port,
+            family,
+            _pad: 0,
+            vip_id: 60,
+            backend_id: udp_id,
+        },
     )
     .expect("reverse");
 
@@ -274,13 +323,16 @@ fn tcp_and_udp_through_xdp() {
             let mut s = c
                 .tcp_connect(vip, Duration::from_secs(5))
                 .unwrap_or_else(|e| panic!("connect {i} to {vip}: {e}"));
-            s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
             assert_eq!(s.peer_addr().expect("peer"), vip);
             let mut r = BufReader::new(s.try_clone().expect("clone"));
             for round in 0..3 {
-                s.write_all(format!("hello {i} {round}\n").as_bytes()).expect("write");
+                s.write_all(format!("hello {i} {round}\n").as_bytes())
+                    .expect("write");
                 let mut line = String::new();
-                r.read_line(&mut line).unwrap_or_else(|e| panic!("reply {i} via {vip}: {e}"));
+                r.read_line(&mut line)
+                    .unwrap_or_else(|e| panic!("reply {i} via {vip}: {e}"));
                 let (tag, rest) = line.split_once(':').expect("tagged reply");
                 assert_eq!(rest, format!("hello {i} {round}\n"));
                 if round == 0 {
@@ -288,8 +340,15 @@ fn tcp_and_udp_through_xdp() {
                 }
             }
         }
-        assert_eq!(by_backend.len(), 2, "{vip}: both backends serve: {by_backend:?}");
-        let info = dp.vip(&vip_key(vip, PROTO_TCP)).expect("vip").expect("configured");
+        assert_eq!(
+            by_backend.len(),
+            2,
+            "{vip}: both backends serve: {by_backend:?}"
+        );
+        let info = dp
+            .vip(&vip_key(vip, PROTO_TCP))
+            .expect("vip")
+            .expect("configured");
         let counters = dp.vip_counters(info.vip_id).expect("counters");
         assert!(counters.new_flows >= 24, "{vip}: {counters:?}");
         eprintln!("{vip}: {by_backend:?} {counters:?}");
@@ -298,7 +357,8 @@ fn tcp_and_udp_through_xdp() {
     // UDP: the reply comes from the VIP (the socket is connected to it).
     let sock = c.udp_bind(sa("10.0.0.2:0")).expect("bind");
     sock.connect(udp_vip).expect("connect");
-    sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
     let mut got = None;
     for _ in 0..5 {
         sock.send(b"ping").expect("send");
@@ -312,8 +372,17 @@ fn tcp_and_udp_through_xdp() {
 
     let reasons: Vec<(Reason, u64)> = dp.reason_counters().expect("counters");
     eprintln!("reasons: {reasons:?}");
-    let get = |r: Reason| reasons.iter().find(|(x, _)| *x == r).map(|(_, n)| *n).unwrap_or(0);
+    let get = |r: Reason| {
+        reasons
+            .iter()
+            .find(|(x, _)| *x == r)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    };
     assert!(get(Reason::ReverseNat) > 0);
-    assert!(get(Reason::ForwardRedirect) > 0, "the fast path redirected packets");
+    assert!(
+        get(Reason::ForwardRedirect) > 0,
+        "the fast path redirected packets"
+    );
     drop(links);
 }

@@ -69,11 +69,21 @@ struct L4 {
 }
 
 fn tcp(sport: u16, dport: u16) -> L4 {
-    L4 { proto: PROTO_TCP, sport, dport, zero_csum: false }
+    L4 {
+        proto: PROTO_TCP,
+        sport,
+        dport,
+        zero_csum: false,
+    }
 }
 
 fn udp(sport: u16, dport: u16) -> L4 {
-    L4 { proto: PROTO_UDP, sport, dport, zero_csum: false }
+    L4 {
+        proto: PROTO_UDP,
+        sport,
+        dport,
+        zero_csum: false,
+    }
 }
 
 /// An IP packet (no Ethernet) with valid checksums.
@@ -114,6 +124,7 @@ fn frame(
 }
 
 /// An ICMP (v4) or ICMPv6 error quoting `inner` (an IP packet).
+#[allow(clippy::too_many_arguments)] // mirrors the header fields, in order
 fn icmp_error(
     smac: [u8; 6],
     dmac: [u8; 6],
@@ -158,7 +169,11 @@ fn with_vlan(frame: &[u8], vid: u16) -> Vec<u8> {
 /// segment is quoted, its L4 checksum.
 fn verify_icmp_inner(frame: &[u8]) {
     let v6 = frame[12..14] == [0x86, 0xdd];
-    let inner = if v6 { &frame[14 + 40 + 8..] } else { &frame[14 + 20 + 8..] };
+    let inner = if v6 {
+        &frame[14 + 40 + 8..]
+    } else {
+        &frame[14 + 20 + 8..]
+    };
     let (src, dst, proto, l4) = if v6 {
         let s: [u8; 16] = inner[8..24].try_into().expect("len");
         let d: [u8; 16] = inner[24..40].try_into().expect("len");
@@ -208,7 +223,10 @@ fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> CfgBackend {
 
 fn net(s: &str) -> IpNet {
     let (a, l) = s.split_once('/').expect("cidr");
-    IpNet { addr: ip(a), prefix_len: l.parse().expect("len") }
+    IpNet {
+        addr: ip(a),
+        prefix_len: l.parse().expect("len"),
+    }
 }
 
 fn frontend(name: &str, binds: &[&str], be: &str, deny: &[&str], allow: &[&str]) -> Frontend {
@@ -218,7 +236,11 @@ fn frontend(name: &str, binds: &[&str], be: &str, deny: &[&str], allow: &[&str])
         tier: Tier::Xdp,
         binds: binds
             .iter()
-            .map(|b| Bind { addr: sa(b), tls: None, text: (*b).into() })
+            .map(|b| Bind {
+                addr: sa(b),
+                tls: None,
+                text: (*b).into(),
+            })
             .collect(),
         acls: Default::default(),
         http_request: vec![],
@@ -259,7 +281,13 @@ fn config() -> Config {
         frontends: vec![
             frontend("web", &["203.0.113.10:80"], "web", &[], &[]),
             frontend("web6", &["[2001:db8::10]:80"], "web6", &[], &[]),
-            frontend("guarded", &["203.0.113.20:80"], "other", &["10.0.0.66/32"], &["10.0.0.0/24"]),
+            frontend(
+                "guarded",
+                &["203.0.113.20:80"],
+                "other",
+                &["10.0.0.66/32"],
+                &["10.0.0.0/24"],
+            ),
             frontend("sticky", &["203.0.113.30:80"], "src", &[], &[]),
             frontend("noneigh", &["203.0.113.40:80"], "noneigh", &[], &[]),
         ],
@@ -276,15 +304,29 @@ fn config() -> Config {
             backend(
                 "web6",
                 Balance::RoundRobin,
-                vec![server("s1", "[fd01::10]:8080", 1), server("s2", "[fd01::11]:8080", 1)],
+                vec![
+                    server("s1", "[fd01::10]:8080", 1),
+                    server("s2", "[fd01::11]:8080", 1),
+                ],
             ),
-            backend("other", Balance::RoundRobin, vec![server("o1", "10.1.0.12:9090", 1)]),
+            backend(
+                "other",
+                Balance::RoundRobin,
+                vec![server("o1", "10.1.0.12:9090", 1)],
+            ),
             backend(
                 "src",
                 Balance::Source,
-                vec![server("a", "10.1.0.10:7000", 1), server("b", "10.1.0.11:7000", 1)],
+                vec![
+                    server("a", "10.1.0.10:7000", 1),
+                    server("b", "10.1.0.11:7000", 1),
+                ],
             ),
-            backend("noneigh", Balance::RoundRobin, vec![server("n", "10.1.0.99:80", 1)]),
+            backend(
+                "noneigh",
+                Balance::RoundRobin,
+                vec![server("n", "10.1.0.99:80", 1)],
+            ),
         ],
     }
 }
@@ -296,11 +338,19 @@ fn registry_for(cfg: &Config) -> Registry {
         let servers = b
             .servers
             .iter()
-            .map(|s| Arc::new(ServerState::new(&s.name, s.addr, s.weight, s.backup, s.check)))
+            .map(|s| {
+                Arc::new(ServerState::new(
+                    &s.name, s.addr, s.weight, s.backup, s.check,
+                ))
+            })
             .collect();
         backends.insert(
             b.name.clone(),
-            Arc::new(BackendState { name: b.name.clone(), servers, counters: Counters::default() }),
+            Arc::new(BackendState {
+                name: b.name.clone(),
+                servers,
+                counters: Counters::default(),
+            }),
         );
     }
     reg.replace(backends, HashMap::new());
@@ -334,7 +384,10 @@ fn enter(host: &Host) {
 }
 
 fn mac_str(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl Fixture {
@@ -345,16 +398,28 @@ impl Fixture {
         let b = lab.add_host("b").expect("host");
         lab.link(&lb, "eth0", &c, "eth0").expect("link");
         lab.link(&lb, "eth1", &b, "eth0").expect("link");
-        lb.ip(&["link", "set", "eth0", "address", &mac_str(LB0_MAC)]).expect("mac");
-        lb.ip(&["link", "set", "eth1", "address", &mac_str(LB1_MAC)]).expect("mac");
+        lb.ip(&["link", "set", "eth0", "address", &mac_str(LB0_MAC)])
+            .expect("mac");
+        lb.ip(&["link", "set", "eth1", "address", &mac_str(LB1_MAC)])
+            .expect("mac");
         lb.addr("eth0", "10.0.0.1/24").expect("addr");
         lb.addr("eth0", "fd00::1/64").expect("addr");
         lb.addr("eth1", "10.1.0.1/24").expect("addr");
         lb.addr("eth1", "fd01::1/64").expect("addr");
         lb.enable_forwarding().expect("forwarding");
         let neigh = |addr: &str, mac: [u8; 6], dev: &str| {
-            lb.ip(&["neigh", "replace", addr, "lladdr", &mac_str(mac), "dev", dev, "nud", "permanent"])
-                .expect("neigh");
+            lb.ip(&[
+                "neigh",
+                "replace",
+                addr,
+                "lladdr",
+                &mac_str(mac),
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])
+            .expect("neigh");
         };
         neigh("10.0.0.2", CLIENT_MAC, "eth0");
         neigh("fd00::2", CLIENT_MAC, "eth0");
@@ -389,7 +454,15 @@ impl Fixture {
         let eth1 = dataplane::ifindex("eth1").expect("eth1");
         dp.add_tx_port(eth0).expect("tx port");
         dp.add_tx_port(eth1).expect("tx port");
-        Fixture { dp, pin_dir, cfg, reg, eth0, eth1, _lab: lab }
+        Fixture {
+            dp,
+            pin_dir,
+            cfg,
+            reg,
+            eth0,
+            eth1,
+            _lab: lab,
+        }
     }
 
     /// Runs `lb_xdp` on `packet` as if received on interface `ingress`.
@@ -437,7 +510,9 @@ impl Fixture {
             _pad: [0; 2],
         };
         let v = self.dp.flow(&key).expect("flow lookup")?;
-        Some(backend_addr(&self.dp.backend(v.backend_id).expect("backend")))
+        Some(backend_addr(
+            &self.dp.backend(v.backend_id).expect("backend"),
+        ))
     }
 
     fn reason(&self, r: Reason) -> u64 {
@@ -455,7 +530,15 @@ fn check_forward(
     l4: L4,
     vlan: Option<u16>,
 ) -> SocketAddr {
-    let input = frame(IN_SRC_MAC, LB0_MAC, src, vip.ip(), 64, &l4, b"hello, backend");
+    let input = frame(
+        IN_SRC_MAC,
+        LB0_MAC,
+        src,
+        vip.ip(),
+        64,
+        &l4,
+        b"hello, backend",
+    );
     let input = match vlan {
         Some(v) => with_vlan(&input, v),
         None => input,
@@ -467,8 +550,19 @@ fn check_forward(
         // fd01::10 has neighbour MAC bk_mac(10): the hex digits read as decimal.
         IpAddr::V6(a) => hexdec(a.octets()[15]),
     };
-    let expect_l4 = L4 { dport: be.port(), ..l4 };
-    let expected = frame(LB1_MAC, bk_mac(last), src, be.ip(), 63, &expect_l4, b"hello, backend");
+    let expect_l4 = L4 {
+        dport: be.port(),
+        ..l4
+    };
+    let expected = frame(
+        LB1_MAC,
+        bk_mac(last),
+        src,
+        be.ip(),
+        63,
+        &expect_l4,
+        b"hello, backend",
+    );
     let expected = match vlan {
         Some(v) => with_vlan(&expected, v),
         None => expected,
@@ -494,7 +588,12 @@ fn check_untouched(fx: &mut Fixture, name: &str, input: &[u8], verdict: u32, rea
     if verdict != XDP_DROP {
         assert_eq!(out, input, "{name}: packet must not be rewritten");
     }
-    assert_eq!(fx.reason(reason), before + 1, "{name}: counted under {}", reason.name());
+    assert_eq!(
+        fx.reason(reason),
+        before + 1,
+        "{name}: counted under {}",
+        reason.name()
+    );
 }
 
 /// UDP VIPs 203.0.113.10:53 → 10.1.0.11:5353 and [2001:db8::10]:53 → [fd01::11]:5353,
@@ -502,21 +601,41 @@ fn check_untouched(fx: &mut Fixture, name: &str, input: &[u8], verdict: u32, rea
 fn add_udp_vips(fx: &mut Fixture) -> (SocketAddr, SocketAddr) {
     let udp_vip = sa("203.0.113.10:53");
     let udp_vip6 = sa("[2001:db8::10]:53");
-    for (i, (v, b)) in [(udp_vip, "10.1.0.11:5353"), (udp_vip6, "[fd01::11]:5353")].iter().enumerate() {
+    for (i, (v, b)) in [(udp_vip, "10.1.0.11:5353"), (udp_vip6, "[fd01::11]:5353")]
+        .iter()
+        .enumerate()
+    {
         let vip_id = 40 + i as u32;
         let backend_id = 100 + i as u32;
         fx.dp
-            .set_backend(backend_id, lb::dataplane::maps::backend_value(sa(b), lb_common::types::BACKEND_UP))
+            .set_backend(
+                backend_id,
+                lb::dataplane::maps::backend_value(sa(b), lb_common::types::BACKEND_UP),
+            )
             .expect("backend");
         let table = vec![backend_id; fx.dp.maglev_size() as usize];
         let key = vip_key(*v, PROTO_UDP);
         fx.dp
-            .publish_table(key, VipInfo { vip_id, flags: 0, active_table: 0, backend_count: 1 }, &table)
+            .publish_table(
+                key,
+                VipInfo {
+                    vip_id,
+                    flags: 0,
+                    active_table: 0,
+                    backend_count: 1,
+                },
+                &table,
+            )
             .expect("table");
         let (a, family) = lb::dataplane::maps::addr_words(sa(b).ip());
         fx.dp
             .set_reverse(
-                ReverseKey { addr: a, port: sa(b).port().to_be(), proto: PROTO_UDP, family },
+                ReverseKey {
+                    addr: a,
+                    port: sa(b).port().to_be(),
+                    proto: PROTO_UDP,
+                    family,
+                },
                 ReverseValue {
                     vip_addr: key.addr,
                     vip_port: key.port,
@@ -546,9 +665,20 @@ fn forward_ipv4_ipv6_tcp_udp_vlan() {
     // Many clients: all three backends get flows.
     let mut seen = std::collections::BTreeSet::new();
     for port in 0..60u16 {
-        seen.insert(check_forward(&mut fx, E0, ip("198.51.100.7"), vip, tcp(20000 + port, 80), None));
+        seen.insert(check_forward(
+            &mut fx,
+            E0,
+            ip("198.51.100.7"),
+            vip,
+            tcp(20000 + port, 80),
+            None,
+        ));
     }
-    assert_eq!(seen.len(), 3, "Maglev spreads flows over every backend: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        3,
+        "Maglev spreads flows over every backend: {seen:?}"
+    );
     // From the backend side: egress == ingress → XDP_TX.
     check_forward(&mut fx, E1, ip("10.1.0.50"), vip, tcp(41000, 80), None);
     // VLAN tag kept.
@@ -559,13 +689,38 @@ fn forward_ipv4_ipv6_tcp_udp_vlan() {
     check_forward(&mut fx, E0, ip("2001:db8:c::5"), vip6, tcp(40002, 80), None);
 
     let (udp_vip, udp_vip6) = add_udp_vips(&mut fx);
-    assert_eq!(check_forward(&mut fx, E0, ip("10.0.0.2"), udp_vip, udp(5000, 53), None), sa("10.1.0.11:5353"));
+    assert_eq!(
+        check_forward(&mut fx, E0, ip("10.0.0.2"), udp_vip, udp(5000, 53), None),
+        sa("10.1.0.11:5353")
+    );
     // IPv4 UDP without a checksum: stays without one.
-    let zero = L4 { zero_csum: true, ..udp(5001, 53) };
-    let input = frame(IN_SRC_MAC, LB0_MAC, ip("10.0.0.2"), udp_vip.ip(), 64, &zero, b"q");
+    let zero = L4 {
+        zero_csum: true,
+        ..udp(5001, 53)
+    };
+    let input = frame(
+        IN_SRC_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        udp_vip.ip(),
+        64,
+        &zero,
+        b"q",
+    );
     let (action, out) = fx.run(E0, &input);
     assert_eq!(action, XDP_REDIRECT);
-    let expected = frame(LB1_MAC, bk_mac(11), ip("10.0.0.2"), ip("10.1.0.11"), 63, &L4 { dport: 5353, ..zero }, b"q");
+    let expected = frame(
+        LB1_MAC,
+        bk_mac(11),
+        ip("10.0.0.2"),
+        ip("10.1.0.11"),
+        63,
+        &L4 {
+            dport: 5353,
+            ..zero
+        },
+        b"q",
+    );
     assert_eq!(out, expected);
     assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0]);
     verify_frame_checksums(&out).expect("checksums");
@@ -575,7 +730,11 @@ fn forward_ipv4_ipv6_tcp_udp_vlan() {
     );
 
     // Counters: per VIP and per backend.
-    let web = fx.dp.vip(&vip_key(vip, PROTO_TCP)).expect("vip").expect("exists");
+    let web = fx
+        .dp
+        .vip(&vip_key(vip, PROTO_TCP))
+        .expect("vip")
+        .expect("exists");
     let c = fx.dp.vip_counters(web.vip_id).expect("counters");
     assert!(c.packets >= 64 && c.new_flows >= 62, "{c:?}");
     assert!(fx.reason(Reason::ForwardRedirect) > 0 && fx.reason(Reason::ForwardTx) > 0);
@@ -593,45 +752,148 @@ fn reverse_path_and_local_bypass() {
     ] {
         let (b, vip) = (sa(b), sa(vip));
         let client = ip(client);
-        let input = frame(bk_mac(10), LB1_MAC, b.ip(), client, 64, &tcp(b.port(), 40000), b"reply");
+        let input = frame(
+            bk_mac(10),
+            LB1_MAC,
+            b.ip(),
+            client,
+            64,
+            &tcp(b.port(), 40000),
+            b"reply",
+        );
         let (action, out) = fx.run(E1, &input);
         assert_eq!(action, XDP_REDIRECT, "reverse {b} -> {client}");
-        let next_hop_mac = if client == ip("198.51.100.7") { ROUTER_MAC } else { CLIENT_MAC };
-        let expected =
-            frame(LB0_MAC, next_hop_mac, vip.ip(), client, 63, &tcp(vip.port(), 40000), b"reply");
+        let next_hop_mac = if client == ip("198.51.100.7") {
+            ROUTER_MAC
+        } else {
+            CLIENT_MAC
+        };
+        let expected = frame(
+            LB0_MAC,
+            next_hop_mac,
+            vip.ip(),
+            client,
+            63,
+            &tcp(vip.port(), 40000),
+            b"reply",
+        );
         assert_eq!(out, expected);
         verify_frame_checksums(&out).expect("checksums");
     }
     // Health-check reply from a backend to the balancer's own address: untouched.
-    let input = frame(bk_mac(10), LB1_MAC, ip("10.1.0.10"), ip("10.1.0.1"), 64, &tcp(8080, 50000), b"");
-    check_untouched(&mut fx, "backend to lb", &input, XDP_PASS, Reason::PassLocal);
+    let input = frame(
+        bk_mac(10),
+        LB1_MAC,
+        ip("10.1.0.10"),
+        ip("10.1.0.1"),
+        64,
+        &tcp(8080, 50000),
+        b"",
+    );
+    check_untouched(
+        &mut fx,
+        "backend to lb",
+        &input,
+        XDP_PASS,
+        Reason::PassLocal,
+    );
     // Traffic from the balancer's own address (e.g. looped back): untouched.
-    let input = frame(bk_mac(10), LB1_MAC, ip("10.1.0.1"), ip("203.0.113.10"), 64, &tcp(5000, 80), b"");
+    let input = frame(
+        bk_mac(10),
+        LB1_MAC,
+        ip("10.1.0.1"),
+        ip("203.0.113.10"),
+        64,
+        &tcp(5000, 80),
+        b"",
+    );
     check_untouched(&mut fx, "from lb", &input, XDP_PASS, Reason::PassLocal);
     // Non-VIP traffic (SSH to a backend) passes untranslated.
-    let input = frame(CLIENT_MAC, LB0_MAC, ip("10.0.0.2"), ip("10.1.0.10"), 64, &tcp(40000, 22), b"");
-    check_untouched(&mut fx, "non-VIP", &input, XDP_PASS, Reason::PassNotBalanced);
-    let input = frame(CLIENT_MAC, LB0_MAC, ip("10.0.0.2"), ip("203.0.113.10"), 64, &tcp(40000, 81), b"");
-    check_untouched(&mut fx, "VIP address, other port", &input, XDP_PASS, Reason::PassNotBalanced);
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("10.1.0.10"),
+        64,
+        &tcp(40000, 22),
+        b"",
+    );
+    check_untouched(
+        &mut fx,
+        "non-VIP",
+        &input,
+        XDP_PASS,
+        Reason::PassNotBalanced,
+    );
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.10"),
+        64,
+        &tcp(40000, 81),
+        b"",
+    );
+    check_untouched(
+        &mut fx,
+        "VIP address, other port",
+        &input,
+        XDP_PASS,
+        Reason::PassNotBalanced,
+    );
 }
 
 #[test]
 fn malformed_and_unbalanced_packets_are_passed_untouched() {
     require_root!();
     let mut fx = Fixture::new();
-    let good = frame(CLIENT_MAC, LB0_MAC, ip("10.0.0.2"), ip("203.0.113.10"), 64, &tcp(40000, 80), b"data");
+    let good = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.10"),
+        64,
+        &tcp(40000, 80),
+        b"data",
+    );
 
     // Fragments: MF set, and a non-zero offset.
     let mut frag = good.clone();
     frag[14 + 6] |= 0x20;
-    check_untouched(&mut fx, "MF fragment", &frag, XDP_PASS, Reason::PassFragment);
+    check_untouched(
+        &mut fx,
+        "MF fragment",
+        &frag,
+        XDP_PASS,
+        Reason::PassFragment,
+    );
     let mut frag = good.clone();
     frag[14 + 7] = 0x10;
-    check_untouched(&mut fx, "offset fragment", &frag, XDP_PASS, Reason::PassFragment);
+    check_untouched(
+        &mut fx,
+        "offset fragment",
+        &frag,
+        XDP_PASS,
+        Reason::PassFragment,
+    );
     // IPv6 fragment header.
-    let mut f6 = frame(CLIENT_MAC, LB0_MAC, ip("fd00::2"), ip("2001:db8::10"), 64, &tcp(40000, 80), b"data");
+    let mut f6 = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("fd00::2"),
+        ip("2001:db8::10"),
+        64,
+        &tcp(40000, 80),
+        b"data",
+    );
     f6[14 + 6] = 44;
-    check_untouched(&mut fx, "IPv6 fragment", &f6, XDP_PASS, Reason::PassFragment);
+    check_untouched(
+        &mut fx,
+        "IPv6 fragment",
+        &f6,
+        XDP_PASS,
+        Reason::PassFragment,
+    );
     // IPv4 options (IHL 6, a NOP option word).
     let mut opt = good[..14 + 20].to_vec();
     opt.extend_from_slice(&[1, 1, 1, 1]);
@@ -639,24 +901,88 @@ fn malformed_and_unbalanced_packets_are_passed_untouched() {
     opt[14] = 0x46;
     let tot = (opt.len() - 14) as u16;
     opt[16..18].copy_from_slice(&tot.to_be_bytes());
-    check_untouched(&mut fx, "IPv4 options", &opt, XDP_PASS, Reason::PassIpOptions);
+    check_untouched(
+        &mut fx,
+        "IPv4 options",
+        &opt,
+        XDP_PASS,
+        Reason::PassIpOptions,
+    );
     // Truncations.
     // (The kernel refuses test frames shorter than an Ethernet header.)
     let vlan = with_vlan(&good, 7);
-    check_untouched(&mut fx, "VLAN tag cut short", &vlan[..15], XDP_PASS, Reason::PassTruncated);
-    check_untouched(&mut fx, "half an IPv4 header", &good[..14 + 10], XDP_PASS, Reason::PassTruncated);
-    check_untouched(&mut fx, "half a TCP header", &good[..14 + 20 + 10], XDP_PASS, Reason::PassTruncated);
+    check_untouched(
+        &mut fx,
+        "VLAN tag cut short",
+        &vlan[..15],
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
+    check_untouched(
+        &mut fx,
+        "half an IPv4 header",
+        &good[..14 + 10],
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
+    check_untouched(
+        &mut fx,
+        "half a TCP header",
+        &good[..14 + 20 + 10],
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
     let mut long = good.clone();
     long[16..18].copy_from_slice(&2000u16.to_be_bytes());
-    check_untouched(&mut fx, "IPv4 total length beyond the frame", &long, XDP_PASS, Reason::PassTruncated);
+    check_untouched(
+        &mut fx,
+        "IPv4 total length beyond the frame",
+        &long,
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
     let mut doff = good.clone();
     doff[14 + 20 + 12] = 0xf0;
-    check_untouched(&mut fx, "TCP data offset beyond the segment", &doff, XDP_PASS, Reason::PassTruncated);
-    let mut ulen = frame(CLIENT_MAC, LB0_MAC, ip("10.0.0.2"), ip("203.0.113.10"), 64, &udp(5000, 53), b"x");
+    check_untouched(
+        &mut fx,
+        "TCP data offset beyond the segment",
+        &doff,
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
+    let mut ulen = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.10"),
+        64,
+        &udp(5000, 53),
+        b"x",
+    );
     ulen[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&500u16.to_be_bytes());
-    check_untouched(&mut fx, "UDP length beyond the packet", &ulen, XDP_PASS, Reason::PassTruncated);
-    let six = frame(CLIENT_MAC, LB0_MAC, ip("fd00::2"), ip("2001:db8::10"), 64, &tcp(40000, 80), b"data");
-    check_untouched(&mut fx, "half an IPv6 header", &six[..14 + 30], XDP_PASS, Reason::PassTruncated);
+    check_untouched(
+        &mut fx,
+        "UDP length beyond the packet",
+        &ulen,
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
+    let six = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("fd00::2"),
+        ip("2001:db8::10"),
+        64,
+        &tcp(40000, 80),
+        b"data",
+    );
+    check_untouched(
+        &mut fx,
+        "half an IPv6 header",
+        &six[..14 + 30],
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
     // Not IP.
     let mut arp = good.clone();
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
@@ -666,10 +992,34 @@ fn malformed_and_unbalanced_packets_are_passed_untouched() {
     gre[14 + 9] = 47;
     check_untouched(&mut fx, "GRE", &gre, XDP_PASS, Reason::PassNotBalanced);
     // ICMP echo to a VIP: not an error, not translated.
-    let echo = icmp_error(CLIENT_MAC, LB0_MAC, ip("10.0.0.2"), ip("203.0.113.10"), 64, 8, 0, [0, 1, 0, 1], b"ping");
-    check_untouched(&mut fx, "ICMP echo", &echo, XDP_PASS, Reason::PassNotBalanced);
+    let echo = icmp_error(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.10"),
+        64,
+        8,
+        0,
+        [0, 1, 0, 1],
+        b"ping",
+    );
+    check_untouched(
+        &mut fx,
+        "ICMP echo",
+        &echo,
+        XDP_PASS,
+        Reason::PassNotBalanced,
+    );
     // TTL 1: dropped, counted.
-    let ttl1 = frame(CLIENT_MAC, LB0_MAC, ip("10.0.0.2"), ip("203.0.113.10"), 1, &tcp(40009, 80), b"");
+    let ttl1 = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.10"),
+        1,
+        &tcp(40009, 80),
+        b"",
+    );
     check_untouched(&mut fx, "TTL 1", &ttl1, XDP_DROP, Reason::DropTtlExceeded);
 }
 
@@ -678,19 +1028,71 @@ fn source_filters() {
     require_root!();
     let mut fx = Fixture::new();
     let d = |src: &str, dst: &str| {
-        frame(CLIENT_MAC, LB0_MAC, ip(src), ip(dst), 64, &tcp(40000, 80), b"")
+        frame(
+            CLIENT_MAC,
+            LB0_MAC,
+            ip(src),
+            ip(dst),
+            64,
+            &tcp(40000, 80),
+            b"",
+        )
     };
     // Global deny applies to every destination.
-    check_untouched(&mut fx, "global deny v4", &d("192.0.2.9", "203.0.113.10"), XDP_DROP, Reason::DropDenied);
-    check_untouched(&mut fx, "global deny v4, non-VIP", &d("192.0.2.9", "10.1.0.10"), XDP_DROP, Reason::DropDenied);
-    check_untouched(&mut fx, "global deny v6", &d("2001:db8:bad::1", "2001:db8::10"), XDP_DROP, Reason::DropDenied);
+    check_untouched(
+        &mut fx,
+        "global deny v4",
+        &d("192.0.2.9", "203.0.113.10"),
+        XDP_DROP,
+        Reason::DropDenied,
+    );
+    check_untouched(
+        &mut fx,
+        "global deny v4, non-VIP",
+        &d("192.0.2.9", "10.1.0.10"),
+        XDP_DROP,
+        Reason::DropDenied,
+    );
+    check_untouched(
+        &mut fx,
+        "global deny v6",
+        &d("2001:db8:bad::1", "2001:db8::10"),
+        XDP_DROP,
+        Reason::DropDenied,
+    );
     // Per-frontend: explicit deny inside the allow-list, and outside the allow-list.
-    check_untouched(&mut fx, "frontend deny", &d("10.0.0.66", "203.0.113.20"), XDP_DROP, Reason::DropDenied);
-    check_untouched(&mut fx, "not allowed", &d("198.51.100.7", "203.0.113.20"), XDP_DROP, Reason::DropDenied);
+    check_untouched(
+        &mut fx,
+        "frontend deny",
+        &d("10.0.0.66", "203.0.113.20"),
+        XDP_DROP,
+        Reason::DropDenied,
+    );
+    check_untouched(
+        &mut fx,
+        "not allowed",
+        &d("198.51.100.7", "203.0.113.20"),
+        XDP_DROP,
+        Reason::DropDenied,
+    );
     // The same source is fine for a frontend without lists.
-    check_forward(&mut fx, E0, ip("198.51.100.7"), sa("203.0.113.10:80"), tcp(40000, 80), None);
+    check_forward(
+        &mut fx,
+        E0,
+        ip("198.51.100.7"),
+        sa("203.0.113.10:80"),
+        tcp(40000, 80),
+        None,
+    );
     // Allowed source.
-    let be = check_forward(&mut fx, E0, ip("10.0.0.2"), sa("203.0.113.20:80"), tcp(40000, 80), None);
+    let be = check_forward(
+        &mut fx,
+        E0,
+        ip("10.0.0.2"),
+        sa("203.0.113.20:80"),
+        tcp(40000, 80),
+        None,
+    );
     assert_eq!(be, sa("10.1.0.12:9090"));
 }
 
@@ -700,16 +1102,24 @@ fn down_backend_is_repicked_and_drain_keeps_flows() {
     let mut fx = Fixture::new();
     let vip = sa("203.0.113.10:80");
     let client = ip("198.51.100.7");
-    let names: HashMap<SocketAddr, &str> =
-        [(sa("10.1.0.10:8080"), "s1"), (sa("10.1.0.11:8080"), "s2"), (sa("10.1.0.12:8080"), "s3")]
-            .into_iter()
-            .collect();
+    let names: HashMap<SocketAddr, &str> = [
+        (sa("10.1.0.10:8080"), "s1"),
+        (sa("10.1.0.11:8080"), "s2"),
+        (sa("10.1.0.12:8080"), "s3"),
+    ]
+    .into_iter()
+    .collect();
 
     // DRAIN: the flow stays, new flows avoid the backend.
     let first = check_forward(&mut fx, E0, client, vip, tcp(30000, 80), None);
-    fx.reg.set_status("web", names[&first], ServerStatus::Drain).expect("status");
+    fx.reg
+        .set_status("web", names[&first], ServerStatus::Drain)
+        .expect("status");
     fx.reapply();
-    assert_eq!(check_forward(&mut fx, E0, client, vip, tcp(30000, 80), None), first);
+    assert_eq!(
+        check_forward(&mut fx, E0, client, vip, tcp(30000, 80), None),
+        first
+    );
     for port in 0..40 {
         let b = check_forward(&mut fx, E0, client, vip, tcp(31000 + port, 80), None);
         assert_ne!(b, first, "a draining backend takes no new flow");
@@ -717,12 +1127,17 @@ fn down_backend_is_repicked_and_drain_keeps_flows() {
 
     // DOWN: the flow moves to another backend, and stays there.
     let second = check_forward(&mut fx, E0, client, vip, tcp(32000, 80), None);
-    fx.reg.set_status("web", names[&second], ServerStatus::Down).expect("status");
+    fx.reg
+        .set_status("web", names[&second], ServerStatus::Down)
+        .expect("status");
     fx.reapply();
     let moved = check_forward(&mut fx, E0, client, vip, tcp(32000, 80), None);
     assert_ne!(moved, second);
     assert_ne!(moved, first, "DRAIN backends are not picked");
-    assert_eq!(check_forward(&mut fx, E0, client, vip, tcp(32000, 80), None), moved);
+    assert_eq!(
+        check_forward(&mut fx, E0, client, vip, tcp(32000, 80), None),
+        moved
+    );
 
     // Reapplying the same state writes nothing.
     let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
@@ -736,14 +1151,33 @@ fn balance_source_and_no_neighbour() {
     let vip = sa("203.0.113.30:80");
     let a = check_forward(&mut fx, E0, ip("198.51.100.7"), vip, tcp(1000, 80), None);
     for port in 1001..1020 {
-        assert_eq!(check_forward(&mut fx, E0, ip("198.51.100.7"), vip, tcp(port, 80), None), a);
+        assert_eq!(
+            check_forward(&mut fx, E0, ip("198.51.100.7"), vip, tcp(port, 80), None),
+            a
+        );
     }
     // Backend without a known neighbour: rewritten, left to the kernel, TTL untouched.
-    let input = frame(CLIENT_MAC, LB0_MAC, ip("10.0.0.2"), ip("203.0.113.40"), 64, &tcp(40000, 80), b"x");
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.40"),
+        64,
+        &tcp(40000, 80),
+        b"x",
+    );
     let before = fx.reason(Reason::PassNoNeighbour);
     let (action, out) = fx.run(E0, &input);
     assert_eq!(action, XDP_PASS);
-    let expected = frame(CLIENT_MAC, LB0_MAC, ip("10.0.0.2"), ip("10.1.0.99"), 64, &tcp(40000, 80), b"x");
+    let expected = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("10.1.0.99"),
+        64,
+        &tcp(40000, 80),
+        b"x",
+    );
     assert_eq!(out, expected);
     verify_frame_checksums(&out).expect("checksums");
     assert_eq!(fx.reason(Reason::PassNoNeighbour), before + 1);
@@ -764,21 +1198,67 @@ fn icmp_errors_are_translated_both_ways() {
 
     // 1. A router on the backend side cannot forward client → backend (frag needed):
     //    the quoted destination becomes the VIP; the outer header is left alone.
-    let quoted = ip_packet(client, be.ip(), 63, &tcp(40000, be.port()), b"hello, backend");
-    let input = icmp_error(BK_ROUTER_MAC, LB1_MAC, ip("10.1.0.254"), client, 64, 3, 4, mtu, &quoted);
+    let quoted = ip_packet(
+        client,
+        be.ip(),
+        63,
+        &tcp(40000, be.port()),
+        b"hello, backend",
+    );
+    let input = icmp_error(
+        BK_ROUTER_MAC,
+        LB1_MAC,
+        ip("10.1.0.254"),
+        client,
+        64,
+        3,
+        4,
+        mtu,
+        &quoted,
+    );
     let (action, out) = fx.run(E1, &input);
     assert_eq!(action, XDP_REDIRECT);
     let quoted_vip = ip_packet(client, vip.ip(), 63, &tcp(40000, 80), b"hello, backend");
-    let expected = icmp_error(LB0_MAC, CLIENT_MAC, ip("10.1.0.254"), client, 63, 3, 4, mtu, &quoted_vip);
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        ip("10.1.0.254"),
+        client,
+        63,
+        3,
+        4,
+        mtu,
+        &quoted_vip,
+    );
     assert_eq!(out, expected, "backend-side router error");
     verify_frame_checksums(&out).expect("checksums");
     verify_icmp_inner(&out);
 
     // 2. The backend itself reports an error: the outer source becomes the VIP as well.
-    let input = icmp_error(bk_mac(last), LB1_MAC, be.ip(), client, 64, 3, 3, [0; 4], &quoted);
+    let input = icmp_error(
+        bk_mac(last),
+        LB1_MAC,
+        be.ip(),
+        client,
+        64,
+        3,
+        3,
+        [0; 4],
+        &quoted,
+    );
     let (action, out) = fx.run(E1, &input);
     assert_eq!(action, XDP_REDIRECT);
-    let expected = icmp_error(LB0_MAC, CLIENT_MAC, vip.ip(), client, 63, 3, 3, [0; 4], &quoted_vip);
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        vip.ip(),
+        client,
+        63,
+        3,
+        3,
+        [0; 4],
+        &quoted_vip,
+    );
     assert_eq!(out, expected, "backend error");
     verify_frame_checksums(&out).expect("checksums");
     verify_icmp_inner(&out);
@@ -786,26 +1266,88 @@ fn icmp_errors_are_translated_both_ways() {
     // 3. A client-side router cannot forward a reply VIP → client: the error goes to the
     //    VIP; the flow table says which backend sent it.
     let reply = ip_packet(vip.ip(), client, 63, &tcp(80, 40000), b"reply");
-    let input = icmp_error(ROUTER_MAC, LB0_MAC, ip("10.0.0.254"), vip.ip(), 64, 3, 4, mtu, &reply);
+    let input = icmp_error(
+        ROUTER_MAC,
+        LB0_MAC,
+        ip("10.0.0.254"),
+        vip.ip(),
+        64,
+        3,
+        4,
+        mtu,
+        &reply,
+    );
     let (action, out) = fx.run(E0, &input);
     assert_eq!(action, XDP_REDIRECT);
     let reply_be = ip_packet(be.ip(), client, 63, &tcp(be.port(), 40000), b"reply");
-    let expected = icmp_error(LB1_MAC, bk_mac(last), ip("10.0.0.254"), be.ip(), 63, 3, 4, mtu, &reply_be);
+    let expected = icmp_error(
+        LB1_MAC,
+        bk_mac(last),
+        ip("10.0.0.254"),
+        be.ip(),
+        63,
+        3,
+        4,
+        mtu,
+        &reply_be,
+    );
     assert_eq!(out, expected, "client-side router error");
     verify_frame_checksums(&out).expect("checksums");
     verify_icmp_inner(&out);
 
     // 4. A quoted UDP datagram without checksum: it stays without one.
     let (udp_vip, _) = add_udp_vips(&mut fx);
-    let zero = L4 { zero_csum: true, ..udp(5000, 53) };
-    check_forward(&mut fx, E0, client, udp_vip, L4 { zero_csum: true, ..udp(5000, 53) }, None);
-    let quoted = ip_packet(client, ip("10.1.0.11"), 63, &L4 { dport: 5353, ..zero }, b"q");
+    let zero = L4 {
+        zero_csum: true,
+        ..udp(5000, 53)
+    };
+    check_forward(
+        &mut fx,
+        E0,
+        client,
+        udp_vip,
+        L4 {
+            zero_csum: true,
+            ..udp(5000, 53)
+        },
+        None,
+    );
+    let quoted = ip_packet(
+        client,
+        ip("10.1.0.11"),
+        63,
+        &L4 {
+            dport: 5353,
+            ..zero
+        },
+        b"q",
+    );
     assert_eq!(&quoted[20 + 6..20 + 8], &[0, 0]);
-    let input = icmp_error(BK_ROUTER_MAC, LB1_MAC, ip("10.1.0.254"), client, 64, 3, 4, mtu, &quoted);
+    let input = icmp_error(
+        BK_ROUTER_MAC,
+        LB1_MAC,
+        ip("10.1.0.254"),
+        client,
+        64,
+        3,
+        4,
+        mtu,
+        &quoted,
+    );
     let (action, out) = fx.run(E1, &input);
     assert_eq!(action, XDP_REDIRECT);
     let quoted_vip = ip_packet(client, udp_vip.ip(), 63, &zero, b"q");
-    let expected = icmp_error(LB0_MAC, CLIENT_MAC, ip("10.1.0.254"), client, 63, 3, 4, mtu, &quoted_vip);
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        ip("10.1.0.254"),
+        client,
+        63,
+        3,
+        4,
+        mtu,
+        &quoted_vip,
+    );
     assert_eq!(out, expected, "quoted UDP without checksum");
     verify_frame_checksums(&out).expect("checksums");
     verify_icmp_inner(&out);
@@ -820,21 +1362,61 @@ fn icmp_errors_are_translated_both_ways() {
     };
     let mtu6 = [0, 0, 0x05, 0x00];
     let quoted = ip_packet(c6, be6.ip(), 63, &tcp(40000, be6.port()), b"hello, backend");
-    let input = icmp_error(bk_mac(last6), LB1_MAC, be6.ip(), c6, 64, 2, 0, mtu6, &quoted);
+    let input = icmp_error(
+        bk_mac(last6),
+        LB1_MAC,
+        be6.ip(),
+        c6,
+        64,
+        2,
+        0,
+        mtu6,
+        &quoted,
+    );
     let (action, out) = fx.run(E1, &input);
     assert_eq!(action, XDP_REDIRECT);
     let quoted_vip = ip_packet(c6, vip6.ip(), 63, &tcp(40000, 80), b"hello, backend");
-    let expected = icmp_error(LB0_MAC, CLIENT_MAC, vip6.ip(), c6, 63, 2, 0, mtu6, &quoted_vip);
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        vip6.ip(),
+        c6,
+        63,
+        2,
+        0,
+        mtu6,
+        &quoted_vip,
+    );
     assert_eq!(out, expected, "ICMPv6 from backend");
     verify_frame_checksums(&out).expect("checksums");
     verify_icmp_inner(&out);
 
     let reply = ip_packet(vip6.ip(), c6, 63, &tcp(80, 40000), b"reply");
-    let input = icmp_error(ROUTER_MAC, LB0_MAC, ip("fd00::fe"), vip6.ip(), 64, 2, 0, mtu6, &reply);
+    let input = icmp_error(
+        ROUTER_MAC,
+        LB0_MAC,
+        ip("fd00::fe"),
+        vip6.ip(),
+        64,
+        2,
+        0,
+        mtu6,
+        &reply,
+    );
     let (action, out) = fx.run(E0, &input);
     assert_eq!(action, XDP_REDIRECT);
     let reply_be = ip_packet(be6.ip(), c6, 63, &tcp(be6.port(), 40000), b"reply");
-    let expected = icmp_error(LB1_MAC, bk_mac(last6), ip("fd00::fe"), be6.ip(), 63, 2, 0, mtu6, &reply_be);
+    let expected = icmp_error(
+        LB1_MAC,
+        bk_mac(last6),
+        ip("fd00::fe"),
+        be6.ip(),
+        63,
+        2,
+        0,
+        mtu6,
+        &reply_be,
+    );
     assert_eq!(out, expected, "ICMPv6 to VIP");
     verify_frame_checksums(&out).expect("checksums");
     verify_icmp_inner(&out);
@@ -842,8 +1424,24 @@ fn icmp_errors_are_translated_both_ways() {
 
     // 6. An error about a flow the balancer does not know: untouched.
     let reply = ip_packet(vip.ip(), ip("10.0.0.3"), 63, &tcp(80, 1), b"reply");
-    let input = icmp_error(ROUTER_MAC, LB0_MAC, ip("10.0.0.254"), vip.ip(), 64, 3, 4, mtu, &reply);
-    check_untouched(&mut fx, "unknown flow", &input, XDP_PASS, Reason::PassNotBalanced);
+    let input = icmp_error(
+        ROUTER_MAC,
+        LB0_MAC,
+        ip("10.0.0.254"),
+        vip.ip(),
+        64,
+        3,
+        4,
+        mtu,
+        &reply,
+    );
+    check_untouched(
+        &mut fx,
+        "unknown flow",
+        &input,
+        XDP_PASS,
+        Reason::PassNotBalanced,
+    );
 }
 
 #[test]
@@ -854,7 +1452,14 @@ fn restart_reuses_pinned_maps_ids_and_flows() {
     let client = ip("198.51.100.7");
     let mut before = Vec::new();
     for port in 0..20 {
-        before.push(check_forward(&mut fx, E0, client, vip, tcp(45000 + port, 80), None));
+        before.push(check_forward(
+            &mut fx,
+            E0,
+            client,
+            vip,
+            tcp(45000 + port, 80),
+            None,
+        ));
     }
     let ids_before = fx.dp.backends().expect("backends");
     let vips_before = fx.dp.vips().expect("vips");
@@ -876,17 +1481,26 @@ fn restart_reuses_pinned_maps_ids_and_flows() {
     vips_after.sort_by_key(|(_, v)| v.vip_id);
     assert_eq!(vips_after, vb);
     for (port, want) in (0..20).zip(before) {
-        assert_eq!(check_forward(&mut fx, E0, client, vip, tcp(45000 + port, 80), None), want);
+        assert_eq!(
+            check_forward(&mut fx, E0, client, vip, tcp(45000 + port, 80), None),
+            want
+        );
     }
 
     // A changed config keeps the ids of servers that remain.
-    fx.cfg.backends[0].servers.push(server("s4", "10.1.0.11:8081", 1));
+    fx.cfg.backends[0]
+        .servers
+        .push(server("s4", "10.1.0.11:8081", 1));
     let reg = registry_for(&fx.cfg);
     fx.reg = reg;
     dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
     let after = fx.dp.backends().expect("backends");
     for (id, b) in &ids_before {
-        assert!(after.iter().any(|(i, x)| i == id && backend_addr(x) == backend_addr(b)));
+        assert!(
+            after
+                .iter()
+                .any(|(i, x)| i == id && backend_addr(x) == backend_addr(b))
+        );
     }
     assert_eq!(after.len(), ids_before.len() + 1);
 }

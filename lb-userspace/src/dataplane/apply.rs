@@ -42,7 +42,9 @@ pub enum ApplyError {
     MaglevSize { configured: u32, loaded: u32 },
     #[error("frontend {frontend}: bind {addr} is a wildcard; an XDP VIP needs a specific address")]
     WildcardVip { frontend: String, addr: SocketAddr },
-    #[error("frontend {frontend}: server {server} ({addr}) and VIP {vip} are of different address families")]
+    #[error(
+        "frontend {frontend}: server {server} ({addr}) and VIP {vip} are of different address families"
+    )]
     FamilyMismatch {
         frontend: String,
         server: String,
@@ -122,7 +124,10 @@ pub fn apply(
     let m = dp.maglev_size();
 
     // 1. Global settings.
-    let global = GlobalConfig { maglev_size: m, hash_seed: cfg.global.hash_seed };
+    let global = GlobalConfig {
+        maglev_size: m,
+        hash_seed: cfg.global.hash_seed,
+    };
     let seed_changed = dp.global_config()? != global;
     if seed_changed {
         dp.set_global_config(global)?;
@@ -137,7 +142,10 @@ pub fn apply(
         let live = backend.and_then(|b| registry.backend(&b.name));
         for bind in &fe.binds {
             if bind.addr.ip().is_unspecified() {
-                return Err(ApplyError::WildcardVip { frontend: fe.name.clone(), addr: bind.addr });
+                return Err(ApplyError::WildcardVip {
+                    frontend: fe.name.clone(),
+                    addr: bind.addr,
+                });
             }
             let mut flags = 0;
             if !fe.allow_src.is_empty() {
@@ -165,10 +173,12 @@ pub fn apply(
                     };
                     rows.push((s.addr, status, weight, s.backup));
                 }
-                let any_primary =
-                    rows.iter().any(|(_, st, w, backup)| *st == ServerStatus::Up && *w > 0 && !backup);
+                let any_primary = rows
+                    .iter()
+                    .any(|(_, st, w, backup)| *st == ServerStatus::Up && *w > 0 && !backup);
                 for (addr, status, weight, backup) in rows {
-                    let in_table = status == ServerStatus::Up && weight > 0 && (backup != any_primary);
+                    let in_table =
+                        status == ServerStatus::Up && weight > 0 && (backup != any_primary);
                     let st = data_state(status);
                     let e = endpoint_state.entry(addr).or_insert(st);
                     if state_rank(st) > state_rank(*e) {
@@ -191,8 +201,10 @@ pub fn apply(
 
     // 3. Stable ids, reconstructed from the maps.
     let current_backends = dp.backends()?;
-    let mut backend_ids: HashMap<SocketAddr, u32> =
-        current_backends.iter().map(|(id, b)| (backend_addr(b), *id)).collect();
+    let mut backend_ids: HashMap<SocketAddr, u32> = current_backends
+        .iter()
+        .map(|(id, b)| (backend_addr(b), *id))
+        .collect();
     let mut used: BTreeSet<u32> = current_backends.iter().map(|(id, _)| *id).collect();
     let mut next_hint = used.iter().next_back().map(|m| m + 1).unwrap_or(0);
     for addr in endpoint_state.keys() {
@@ -216,7 +228,9 @@ pub fn apply(
         if vip_ids.contains_key(&w.key) {
             continue;
         }
-        let id = (0..MAX_VIPS).find(|i| !used_vips.contains(i)).ok_or(ApplyError::TooManyVips)?;
+        let id = (0..MAX_VIPS)
+            .find(|i| !used_vips.contains(i))
+            .ok_or(ApplyError::TooManyVips)?;
         used_vips.insert(id);
         vip_ids.insert(w.key, id);
     }
@@ -282,7 +296,12 @@ pub fn apply(
         let vip_id = vip_ids[&w.key];
         for (addr, _, _) in &w.members {
             let (a, family) = addr_words(addr.ip());
-            let k = ReverseKey { addr: a, port: addr.port().to_be(), proto: PROTO_TCP, family };
+            let k = ReverseKey {
+                addr: a,
+                port: addr.port().to_be(),
+                proto: PROTO_TCP,
+                family,
+            };
             let v = ReverseValue {
                 vip_addr: w.key.addr,
                 vip_port: w.key.port,
@@ -328,7 +347,11 @@ pub fn apply(
         }
     }
     // Two VIPs of one frontend may carry the same rule under different scopes only.
-    let rules: Vec<FilterRule> = rules.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+    let rules: Vec<FilterRule> = rules
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     summary.writes += dp.set_filters(&rules)?;
 
     // 8. Removals: stale reverse entries, VIPs, then backends.
@@ -347,7 +370,13 @@ pub fn apply(
     }
     for (id, b) in &current_backends {
         if !endpoint_state.contains_key(&backend_addr(b)) {
-            dp.set_backend(*id, Backend { state: BACKEND_UNUSED, ..Backend::default() })?;
+            dp.set_backend(
+                *id,
+                Backend {
+                    state: BACKEND_UNUSED,
+                    ..Backend::default()
+                },
+            )?;
             summary.writes += 1;
         }
     }

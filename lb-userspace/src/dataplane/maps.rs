@@ -15,8 +15,8 @@ use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray}
 use lb_common::maps::{MAX_BACKENDS, MAX_VIPS, names};
 use lb_common::types::{
     BACKEND_UNUSED, Backend, FAMILY_V4, FAMILY_V6, FILTER_ALLOW, FILTER_DENY, FilterKeyV4,
-    FilterKeyV6, FlowKey, FlowValue, GlobalConfig, LocalAddrKey, Reason, ReverseKey,
-    ReverseValue, TrafficCounters, VipInfo, VipKey,
+    FilterKeyV6, FlowKey, FlowValue, GlobalConfig, LocalAddrKey, Reason, ReverseKey, ReverseValue,
+    TrafficCounters, VipInfo, VipKey,
 };
 
 /// Errors from map operations.
@@ -81,13 +81,23 @@ pub fn words_addr(words: &[u32; 4], family: u8) -> IpAddr {
 /// A VIP key for `addr` and IP protocol `proto`.
 pub fn vip_key(addr: SocketAddr, proto: u8) -> VipKey {
     let (a, family) = addr_words(addr.ip());
-    VipKey { addr: a, port: addr.port().to_be(), proto, family }
+    VipKey {
+        addr: a,
+        port: addr.port().to_be(),
+        proto,
+        family,
+    }
 }
 
 /// A backend map value for `addr` in `state`.
 pub fn backend_value(addr: SocketAddr, state: u8) -> Backend {
     let (a, family) = addr_words(addr.ip());
-    Backend { addr: a, port: addr.port().to_be(), family, state }
+    Backend {
+        addr: a,
+        port: addr.port().to_be(),
+        family,
+        state,
+    }
 }
 
 /// The endpoint of a backend map value.
@@ -122,7 +132,11 @@ impl FilterRule {
             }
             IpAddr::V6(a) => {
                 let len = u32::from(self.prefix_len.min(128));
-                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
                 IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
             }
         };
@@ -143,7 +157,9 @@ pub struct Dataplane {
 
 impl std::fmt::Debug for Dataplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dataplane").field("maglev_size", &self.maglev_size).finish()
+        f.debug_struct("Dataplane")
+            .field("maglev_size", &self.maglev_size)
+            .finish()
     }
 }
 
@@ -151,10 +167,14 @@ impl Dataplane {
     /// Wraps a loaded object. The Maglev table size is derived from the `LB_MAGLEV` map
     /// (`MAX_VIPS * 2 * M` entries), so it matches what the loader created or reused.
     pub fn new(ebpf: Ebpf) -> Result<Self, MapsError> {
-        let mut dp = Dataplane { ebpf, maglev_size: 0, tables: StdHashMap::new() };
+        let mut dp = Dataplane {
+            ebpf,
+            maglev_size: 0,
+            tables: StdHashMap::new(),
+        };
         let len = {
-            let arr: Array<&MapData, u32> = Array::try_from(dp.map(names::MAGLEV)?)
-                .map_err(map_err(names::MAGLEV))?;
+            let arr: Array<&MapData, u32> =
+                Array::try_from(dp.map(names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
             arr.len()
         };
         dp.maglev_size = len / (MAX_VIPS * 2);
@@ -287,7 +307,9 @@ impl Dataplane {
         let arr: Array<&MapData, u32> =
             Array::try_from(self.map(names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
         let base = (vip_id * 2 + (half & 1)) * m;
-        (0..m).map(|i| arr.get(&(base + i), 0).map_err(map_err(names::MAGLEV))).collect()
+        (0..m)
+            .map(|i| arr.get(&(base + i), 0).map_err(map_err(names::MAGLEV)))
+            .collect()
     }
 
     /// The live table of a VIP, from the cache or the map.
@@ -315,7 +337,10 @@ impl Dataplane {
     ) -> Result<(), MapsError> {
         let m = self.maglev_size;
         if table.len() != m as usize {
-            return Err(MapsError::TableSize { expected: m, got: table.len() });
+            return Err(MapsError::TableSize {
+                expected: m,
+                got: table.len(),
+            });
         }
         if info.vip_id >= MAX_VIPS {
             return Err(MapsError::VipId(info.vip_id));
@@ -329,7 +354,8 @@ impl Dataplane {
                 Array::try_from(self.map_mut(names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
             let base = (info.vip_id * 2 + half) * m;
             for (i, id) in table.iter().enumerate() {
-                arr.set(base + i as u32, *id, 0).map_err(map_err(names::MAGLEV))?;
+                arr.set(base + i as u32, *id, 0)
+                    .map_err(map_err(names::MAGLEV))?;
             }
         }
         info.active_table = half;
@@ -344,7 +370,9 @@ impl Dataplane {
     pub fn reverse_entries(&self) -> Result<Vec<(ReverseKey, ReverseValue)>, MapsError> {
         let m: HashMap<&MapData, ReverseKey, ReverseValue> =
             HashMap::try_from(self.map(names::REVERSE)?).map_err(map_err(names::REVERSE))?;
-        m.iter().map(|r| r.map_err(map_err(names::REVERSE))).collect()
+        m.iter()
+            .map(|r| r.map_err(map_err(names::REVERSE)))
+            .collect()
     }
 
     /// Adds or updates a reverse-NAT entry.
@@ -368,12 +396,14 @@ impl Dataplane {
 
     /// The addresses currently marked local.
     pub fn local_addrs(&self) -> Result<Vec<IpAddr>, MapsError> {
-        let m: HashMap<&MapData, LocalAddrKey, u32> = HashMap::try_from(
-            self.map(names::LOCAL_ADDRS)?,
-        )
-        .map_err(map_err(names::LOCAL_ADDRS))?;
+        let m: HashMap<&MapData, LocalAddrKey, u32> =
+            HashMap::try_from(self.map(names::LOCAL_ADDRS)?)
+                .map_err(map_err(names::LOCAL_ADDRS))?;
         m.keys()
-            .map(|k| k.map(|k| words_addr(&k.addr, k.family)).map_err(map_err(names::LOCAL_ADDRS)))
+            .map(|k| {
+                k.map(|k| words_addr(&k.addr, k.family))
+                    .map_err(map_err(names::LOCAL_ADDRS))
+            })
             .collect()
     }
 
@@ -381,17 +411,21 @@ impl Dataplane {
     pub fn set_local_addrs(&mut self, addrs: &[IpAddr]) -> Result<usize, MapsError> {
         let current: std::collections::HashSet<IpAddr> = self.local_addrs()?.into_iter().collect();
         let wanted: std::collections::HashSet<IpAddr> = addrs.iter().copied().collect();
-        let mut m: HashMap<&mut MapData, LocalAddrKey, u32> = HashMap::try_from(
-            self.map_mut(names::LOCAL_ADDRS)?,
-        )
-        .map_err(map_err(names::LOCAL_ADDRS))?;
+        let mut m: HashMap<&mut MapData, LocalAddrKey, u32> =
+            HashMap::try_from(self.map_mut(names::LOCAL_ADDRS)?)
+                .map_err(map_err(names::LOCAL_ADDRS))?;
         let key = |ip: IpAddr| {
             let (addr, family) = addr_words(ip);
-            LocalAddrKey { addr, family, _pad: [0; 3] }
+            LocalAddrKey {
+                addr,
+                family,
+                _pad: [0; 3],
+            }
         };
         let mut writes = 0;
         for ip in wanted.difference(&current) {
-            m.insert(key(*ip), 1, 0).map_err(map_err(names::LOCAL_ADDRS))?;
+            m.insert(key(*ip), 1, 0)
+                .map_err(map_err(names::LOCAL_ADDRS))?;
             writes += 1;
         }
         for ip in current.difference(&wanted) {
@@ -445,15 +479,35 @@ impl Dataplane {
                 let mut t: LpmTrie<&mut MapData, FilterKeyV4, u32> =
                     LpmTrie::try_from(self.map_mut(names::FILTER_V4)?)
                         .map_err(map_err(names::FILTER_V4))?;
-                let k = LpmKey::new(plen, FilterKeyV4 { scope, addr: a.octets() });
-                if insert { t.insert(&k, rule.verdict, 0) } else { t.remove(&k) }
+                let k = LpmKey::new(
+                    plen,
+                    FilterKeyV4 {
+                        scope,
+                        addr: a.octets(),
+                    },
+                );
+                if insert {
+                    t.insert(&k, rule.verdict, 0)
+                } else {
+                    t.remove(&k)
+                }
             }
             IpAddr::V6(a) => {
                 let mut t: LpmTrie<&mut MapData, FilterKeyV6, u32> =
                     LpmTrie::try_from(self.map_mut(names::FILTER_V6)?)
                         .map_err(map_err(names::FILTER_V6))?;
-                let k = LpmKey::new(plen, FilterKeyV6 { scope, addr: a.octets() });
-                if insert { t.insert(&k, rule.verdict, 0) } else { t.remove(&k) }
+                let k = LpmKey::new(
+                    plen,
+                    FilterKeyV6 {
+                        scope,
+                        addr: a.octets(),
+                    },
+                );
+                if insert {
+                    t.insert(&k, rule.verdict, 0)
+                } else {
+                    t.remove(&k)
+                }
             }
         };
         match res {
@@ -465,8 +519,11 @@ impl Dataplane {
 
     /// Makes the filter tries hold exactly `rules`; returns the number of map writes.
     pub fn set_filters(&mut self, rules: &[FilterRule]) -> Result<usize, MapsError> {
-        let current: std::collections::HashSet<FilterRule> =
-            self.filters()?.into_iter().map(FilterRule::normalized).collect();
+        let current: std::collections::HashSet<FilterRule> = self
+            .filters()?
+            .into_iter()
+            .map(FilterRule::normalized)
+            .collect();
         let wanted: std::collections::HashSet<FilterRule> =
             rules.iter().map(|r| r.normalized()).collect();
         let mut writes = 0;
@@ -484,12 +541,22 @@ impl Dataplane {
 
     /// A deny rule (convenience).
     pub fn deny_rule(scope: u32, addr: IpAddr, prefix_len: u8) -> FilterRule {
-        FilterRule { scope, addr, prefix_len, verdict: FILTER_DENY }
+        FilterRule {
+            scope,
+            addr,
+            prefix_len,
+            verdict: FILTER_DENY,
+        }
     }
 
     /// An allow rule (convenience).
     pub fn allow_rule(scope: u32, addr: IpAddr, prefix_len: u8) -> FilterRule {
-        FilterRule { scope, addr, prefix_len, verdict: FILTER_ALLOW }
+        FilterRule {
+            scope,
+            addr,
+            prefix_len,
+            verdict: FILTER_ALLOW,
+        }
     }
 
     // ---- tx ports ----
@@ -498,14 +565,17 @@ impl Dataplane {
     pub fn add_tx_port(&mut self, ifindex: u32) -> Result<(), MapsError> {
         let mut m: DevMapHash<&mut MapData> = DevMapHash::try_from(self.map_mut(names::TX_PORTS)?)
             .map_err(map_err(names::TX_PORTS))?;
-        m.insert(ifindex, ifindex, None, 0).map_err(|source| MapsError::TxPort { ifindex, source })
+        m.insert(ifindex, ifindex, None, 0)
+            .map_err(|source| MapsError::TxPort { ifindex, source })
     }
 
     /// Registered redirect targets.
     pub fn tx_ports(&self) -> Result<Vec<u32>, MapsError> {
-        let m: DevMapHash<&MapData> = DevMapHash::try_from(self.map(names::TX_PORTS)?)
-            .map_err(map_err(names::TX_PORTS))?;
-        m.keys().map(|k| k.map_err(map_err(names::TX_PORTS))).collect()
+        let m: DevMapHash<&MapData> =
+            DevMapHash::try_from(self.map(names::TX_PORTS)?).map_err(map_err(names::TX_PORTS))?;
+        m.keys()
+            .map(|k| k.map_err(map_err(names::TX_PORTS)))
+            .collect()
     }
 
     // ---- flows ----
@@ -539,14 +609,14 @@ impl Dataplane {
 
     /// Per-reason packet counts, summed over CPUs.
     pub fn reason_counters(&self) -> Result<ReasonCounts, MapsError> {
-        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
-            self.map(names::REASON_STATS)?,
-        )
-        .map_err(map_err(names::REASON_STATS))?;
+        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map(names::REASON_STATS)?)
+            .map_err(map_err(names::REASON_STATS))?;
         Reason::ALL
             .iter()
             .map(|r| {
-                let v = arr.get(&(*r as u32), 0).map_err(map_err(names::REASON_STATS))?;
+                let v = arr
+                    .get(&(*r as u32), 0)
+                    .map_err(map_err(names::REASON_STATS))?;
                 Ok((*r, v.iter().sum()))
             })
             .collect()
@@ -566,11 +636,12 @@ impl Dataplane {
         let arr: PerCpuArray<&MapData, TrafficCounters> =
             PerCpuArray::try_from(self.map(name)?).map_err(map_err(name))?;
         let v = arr.get(&idx, 0).map_err(map_err(name))?;
-        Ok(v.iter().fold(TrafficCounters::default(), |a, c| TrafficCounters {
-            packets: a.packets + c.packets,
-            bytes: a.bytes + c.bytes,
-            new_flows: a.new_flows + c.new_flows,
-        }))
+        Ok(v.iter()
+            .fold(TrafficCounters::default(), |a, c| TrafficCounters {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+                new_flows: a.new_flows + c.new_flows,
+            }))
     }
 
     /// Traffic of VIP `vip_id`, summed over CPUs.
