@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
@@ -467,17 +468,24 @@ impl Fixture {
 
     /// Runs `lb_xdp` on `packet` as if received on interface `ingress`.
     fn run(&mut self, ingress: u8, packet: &[u8]) -> (u32, Vec<u8>) {
+        let (action, out, _) = self.run_prog(programs::LB, ingress, packet);
+        (action, out)
+    }
+
+    /// Runs program `name` once on `packet` as if received on `ingress`.
+    fn run_prog(&mut self, name: &str, ingress: u8, packet: &[u8]) -> (u32, Vec<u8>, Duration) {
         let ingress = if ingress == E1 { self.eth1 } else { self.eth0 };
         let prog: &mut Xdp = self
             .dp
             .ebpf_mut()
-            .program_mut(programs::LB)
+            .program_mut(name)
             .expect("program")
             .try_into()
             .expect("xdp");
         if prog.fd().is_err() {
-            prog.load().expect("verifier accepts lb_xdp");
+            prog.load().expect("the verifier accepts the program");
         }
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress.
         let mut ctx = [0u8; 24];
         ctx[4..8].copy_from_slice(&(packet.len() as u32).to_ne_bytes());
         ctx[12..16].copy_from_slice(&ingress.to_ne_bytes());
@@ -490,7 +498,7 @@ impl Fixture {
         };
         let r = prog.test_run(opts).expect("test run");
         out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        (r.return_value, out, r.duration)
     }
 
     fn reapply(&mut self) {
@@ -1503,4 +1511,225 @@ fn restart_reuses_pinned_maps_ids_and_flows() {
         );
     }
     assert_eq!(after.len(), ids_before.len() + 1);
+}
+
+#[test]
+fn kernel_pick_matches_userspace_maglev_and_hash() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let key = vip_key(vip, PROTO_TCP);
+    let table = fx.dp.live_table(&key).expect("table");
+    let m = fx.dp.maglev_size();
+    let ids: HashMap<u32, SocketAddr> = fx
+        .dp
+        .backends()
+        .expect("backends")
+        .into_iter()
+        .map(|(id, b)| (id, backend_addr(&b)))
+        .collect();
+    for i in 0..50u16 {
+        let src = ip(&format!("198.51.100.{}", 1 + i));
+        let got = check_forward(&mut fx, E0, src, vip, tcp(10000 + i * 7, 80), None);
+        let (s, _) = lb::dataplane::maps::addr_words(src);
+        let h = lb_common::hash::hash_flow(
+            &s,
+            &key.addr,
+            (10000 + i * 7).to_be(),
+            80u16.to_be(),
+            PROTO_TCP,
+            SEED,
+        );
+        assert_eq!(
+            ids[&table[(h % m) as usize]],
+            got,
+            "the kernel hashed as userspace does"
+        );
+    }
+    // balance source: the hash covers the source address only.
+    let vip = sa("203.0.113.30:80");
+    let key = vip_key(vip, PROTO_TCP);
+    let table = fx.dp.live_table(&key).expect("table");
+    for i in 0..20u8 {
+        let src = ip(&format!("198.51.100.{}", 100 + i));
+        let got = check_forward(&mut fx, E0, src, vip, tcp(1234, 80), None);
+        let (s, _) = lb::dataplane::maps::addr_words(src);
+        let h = lb_common::hash::hash_src(&s, SEED);
+        assert_eq!(ids[&table[(h % m) as usize]], got);
+    }
+}
+
+#[test]
+fn apply_semantics_backups_weights_removal() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let key = vip_key(vip, PROTO_TCP);
+    let id_of = |fx: &Fixture, a: &str| {
+        fx.dp
+            .backends()
+            .expect("backends")
+            .into_iter()
+            .find(|(_, b)| backend_addr(b) == sa(a))
+            .map(|(id, b)| (id, b.state))
+            .expect("backend present")
+    };
+    // A backup server is in no table while a primary is up.
+    fx.cfg.backends[0].servers.push(Server {
+        backup: true,
+        ..server("bk", "10.1.0.50:8080", 1)
+    });
+    fx.reg = registry_for(&fx.cfg);
+    fx.reapply();
+    let (bk, _) = id_of(&fx, "10.1.0.50:8080");
+    assert!(!fx.dp.live_table(&key).expect("table").contains(&bk));
+    // Weight 0: no new flows; weight 2 doubles the share.
+    fx.reg.set_weight("web", "s1", 0).expect("weight");
+    fx.reg.set_weight("web", "s2", 2).expect("weight");
+    fx.reapply();
+    let t = fx.dp.live_table(&key).expect("table");
+    let (s1, st1) = id_of(&fx, "10.1.0.10:8080");
+    let (s2, _) = id_of(&fx, "10.1.0.11:8080");
+    let (s3, _) = id_of(&fx, "10.1.0.12:8080");
+    assert_eq!(
+        st1,
+        lb_common::types::BACKEND_UP,
+        "weight 0 keeps established flows"
+    );
+    assert!(!t.contains(&s1));
+    let n2 = t.iter().filter(|&&x| x == s2).count() as f64;
+    let n3 = t.iter().filter(|&&x| x == s3).count() as f64;
+    assert!((n2 / n3 - 2.0).abs() < 0.02, "{n2} vs {n3}");
+    assert_eq!(fx.dp.vip(&key).expect("vip").expect("vip").backend_count, 2);
+    // Every primary down (MAINT and DOWN): the backup takes over.
+    for s in ["s1", "s2", "s3"] {
+        fx.reg
+            .set_status("web", s, ServerStatus::Maint)
+            .expect("status");
+    }
+    fx.reapply();
+    let t = fx.dp.live_table(&key).expect("table");
+    assert!(
+        t.iter().all(|&x| x == bk),
+        "only the backup is in the table"
+    );
+    assert_eq!(
+        id_of(&fx, "10.1.0.10:8080").1,
+        lb_common::types::BACKEND_DOWN
+    );
+    let be = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80), None);
+    assert_eq!(be, sa("10.1.0.50:8080"));
+    // Everything down: new flows are dropped.
+    fx.reg
+        .set_status("web", "bk", ServerStatus::Down)
+        .expect("status");
+    fx.reapply();
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        vip.ip(),
+        64,
+        &tcp(40001, 80),
+        b"",
+    );
+    check_untouched(
+        &mut fx,
+        "no backend",
+        &input,
+        XDP_DROP,
+        Reason::DropNoBackend,
+    );
+
+    // Removing a frontend removes its VIP, reverse entries, filters and backends.
+    let guarded = vip_key(sa("203.0.113.20:80"), PROTO_TCP);
+    assert!(fx.dp.vip(&guarded).expect("vip").is_some());
+    let filters_before = fx.dp.filters().expect("filters").len();
+    fx.cfg.frontends.retain(|f| f.name != "guarded");
+    fx.reapply();
+    assert!(fx.dp.vip(&guarded).expect("vip").is_none());
+    assert_eq!(fx.dp.filters().expect("filters").len(), filters_before - 2);
+    assert!(
+        fx.dp
+            .backends()
+            .expect("backends")
+            .iter()
+            .all(|(_, b)| backend_addr(b) != sa("10.1.0.12:9090"))
+    );
+    assert!(
+        fx.dp
+            .reverse_entries()
+            .expect("reverse")
+            .iter()
+            .all(|(k, _)| u16::from_be(k.port) != 9090)
+    );
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.20"),
+        64,
+        &tcp(40000, 80),
+        b"",
+    );
+    check_untouched(
+        &mut fx,
+        "removed VIP",
+        &input,
+        XDP_PASS,
+        Reason::PassNotBalanced,
+    );
+    let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+    assert_eq!(s.writes, 0, "{s:?}");
+}
+
+/// Per-packet cost inside the kernel (BPF_PROG_TEST_RUN's own timing, one run per call
+/// since the program rewrites the packet in place). Printed, loosely bounded.
+#[test]
+fn measure_per_packet_cost() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80), None);
+    let hit = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        vip.ip(),
+        64,
+        &tcp(40000, 80),
+        b"payload",
+    );
+    let reply = frame(
+        bk_mac(10),
+        LB1_MAC,
+        ip("10.1.0.10"),
+        ip("10.0.0.2"),
+        64,
+        &tcp(8080, 40000),
+        b"r",
+    );
+    let runs = 3000u32;
+    let mut report = Vec::new();
+    for (label, prog, ingress, pkt) in [
+        (
+            "baseline (swap MACs, XDP_TX)",
+            programs::BASELINE_TX,
+            E0,
+            &hit,
+        ),
+        ("lb_xdp forward, flow hit", programs::LB, E0, &hit),
+        ("lb_xdp reverse NAT", programs::LB, E1, &reply),
+    ] {
+        let mut total = Duration::ZERO;
+        for _ in 0..runs {
+            total += fx.run_prog(prog, ingress, pkt).2;
+        }
+        let ns = total.as_nanos() as f64 / f64::from(runs);
+        report.push((label, ns));
+        assert!(ns < 100_000.0, "{label}: {ns} ns per packet");
+    }
+    for (label, ns) in report {
+        eprintln!("{label}: {ns:.0} ns/packet (test-run timing, incl. bpf_fib_lookup)");
+    }
 }
