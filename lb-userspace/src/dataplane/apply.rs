@@ -218,6 +218,7 @@ pub fn apply(
         next_hint = id + 1;
         used.insert(id);
         backend_ids.insert(*addr, id);
+        dp.reset_backend_counters(id)?;
     }
 
     let current_vips = dp.vips()?;
@@ -233,6 +234,7 @@ pub fn apply(
             .ok_or(ApplyError::TooManyVips)?;
         used_vips.insert(id);
         vip_ids.insert(w.key, id);
+        dp.reset_vip_counters(id)?;
     }
 
     // 4. Backends first, so tables never point at an unwritten slot.

@@ -44,6 +44,8 @@ pub enum MapsError {
     TableSize { expected: u32, got: usize },
     #[error("VIP {0:?} is not configured")]
     NoVip(VipKey),
+    #[error("counting possible CPUs ({0}): {1}")]
+    Cpus(&'static str, std::io::Error),
 }
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> MapsError {
@@ -642,6 +644,31 @@ impl Dataplane {
                 bytes: a.bytes + c.bytes,
                 new_flows: a.new_flows + c.new_flows,
             }))
+    }
+
+    fn reset_traffic(&mut self, name: &'static str, idx: u32) -> Result<(), MapsError> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| MapsError::Cpus(what, e))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![TrafficCounters::default(); cpus])
+            .map_err(|e| MapsError::Cpus("per-CPU values", e))?;
+        let mut arr: PerCpuArray<&mut MapData, TrafficCounters> =
+            PerCpuArray::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        arr.set(idx, zeros, 0).map_err(map_err(name))
+    }
+
+    /// Zeroes the counters of VIP `vip_id` (a new VIP reusing the id starts from zero).
+    pub fn reset_vip_counters(&mut self, vip_id: u32) -> Result<(), MapsError> {
+        if vip_id >= MAX_VIPS {
+            return Err(MapsError::VipId(vip_id));
+        }
+        self.reset_traffic(names::VIP_STATS, vip_id)
+    }
+
+    /// Zeroes the counters of backend `id`.
+    pub fn reset_backend_counters(&mut self, id: u32) -> Result<(), MapsError> {
+        if id >= MAX_BACKENDS {
+            return Err(MapsError::BackendId(id));
+        }
+        self.reset_traffic(names::BACKEND_STATS, id)
     }
 
     /// Traffic of VIP `vip_id`, summed over CPUs.
