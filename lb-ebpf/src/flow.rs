@@ -47,9 +47,9 @@ pub fn established(key: &FlowKey) -> Option<(u32, Backend)> {
 }
 
 /// Chooses the backend for a forward packet of `vip`: the tracked one, else a Maglev pick
-/// (recorded as a new flow). `None` when the VIP has no usable backend.
+/// (recorded as a new flow when `record`). `None` when the VIP has no usable backend.
 #[inline(always)]
-pub fn choose(p: &Packet, vip: &VipInfo) -> Option<Choice> {
+pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
     let key = key_of(p);
     if let Some((backend_id, backend)) = established(&key) {
         return Some(Choice {
@@ -81,15 +81,17 @@ pub fn choose(p: &Packet, vip: &VipInfo) -> Option<Choice> {
     if backend.state != BACKEND_UP {
         return None;
     }
-    let value = FlowValue {
-        backend_id,
-        vip_id: vip.vip_id,
-    };
-    // A full LRU evicts the oldest entry; an insert failure only costs stickiness.
-    let _ = LB_FLOWS.insert(key, value, 0);
+    if record {
+        let value = FlowValue {
+            backend_id,
+            vip_id: vip.vip_id,
+        };
+        // A full LRU evicts the oldest entry; an insert failure only costs stickiness.
+        let _ = LB_FLOWS.insert(key, value, 0);
+    }
     Some(Choice {
         backend_id,
         backend,
-        new_flow: true,
+        new_flow: record,
     })
 }

@@ -13,7 +13,7 @@
 //! (for ICMPv6 including the pseudo-header).
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::types::{FlowKey, PROTO_TCP, PROTO_UDP, Reason, ReverseKey, VipKey};
+use lb_common::types::{PROTO_TCP, PROTO_UDP, Reason, ReverseKey, VipKey};
 
 use crate::csum::Delta;
 use crate::flow;
@@ -124,19 +124,27 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
                 return Outcome::Pass(Reason::PassNotBalanced);
             };
             // SAFETY: map value pointer from a successful lookup.
-            let vip_id = unsafe { (*vip).vip_id };
-            let fkey = FlowKey {
+            let vip = unsafe { *vip };
+            // The client's packets of this flow, as the balancer received them.
+            let client = Packet {
+                l3: 0,
+                l4: 0,
+                v6: p.v6,
+                family: p.family,
+                proto: iproto,
                 src: idst,
                 dst: isrc,
                 sport: idport,
                 dport: isport,
-                proto: iproto,
-                family: p.family,
-                _pad: [0; 2],
+                ip_len: 0,
             };
-            let Some((backend_id, b)) = flow::established(&fkey) else {
+            // The tracked backend, else the one the Maglev table picks for this flow (a
+            // restarted or second balancer node without the flow entry agrees); no entry
+            // is recorded for an error message.
+            let Some(choice) = flow::choose(&client, &vip, false) else {
                 return Outcome::Pass(Reason::PassNotBalanced);
             };
+            let (vip_id, backend_id, b) = (vip.vip_id, choice.backend_id, choice.backend);
             if b.family != p.family {
                 return Outcome::Pass(Reason::PassUnsupportedIcmp);
             }

@@ -120,7 +120,7 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) ->
     if filter::vip_denied(p, vip) {
         return drop(Reason::DropDenied);
     }
-    let Some(choice) = flow::choose(p, vip) else {
+    let Some(choice) = flow::choose(p, vip, true) else {
         return drop(Reason::DropNoBackend);
     };
     let b = choice.backend;

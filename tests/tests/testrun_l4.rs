@@ -1430,8 +1430,24 @@ fn icmp_errors_are_translated_both_ways() {
     verify_icmp_inner(&out);
     assert!(fx.reason(Reason::IcmpTranslated) >= 5);
 
-    // 6. An error about a flow the balancer does not know: untouched.
-    let reply = ip_packet(vip.ip(), ip("10.0.0.3"), 63, &tcp(80, 1), b"reply");
+    // 6. An error about a reply of a flow without an entry (evicted, or handled by another
+    //    balancer node): translated to the backend the Maglev table picks for it.
+    let client3 = ip("10.0.0.3");
+    let key = vip_key(vip, PROTO_TCP);
+    let table = fx.dp.live_table(&key).expect("table");
+    let (c3, _) = lb::dataplane::maps::addr_words(client3);
+    let h =
+        lb_common::hash::hash_flow(&c3, &key.addr, 1u16.to_be(), 80u16.to_be(), PROTO_TCP, SEED);
+    let picked = backend_addr(
+        &fx.dp
+            .backend(table[(h % fx.dp.maglev_size()) as usize])
+            .expect("backend"),
+    );
+    let last3 = match picked.ip() {
+        IpAddr::V4(a) => a.octets()[3],
+        IpAddr::V6(_) => unreachable!(),
+    };
+    let reply = ip_packet(vip.ip(), client3, 63, &tcp(80, 1), b"reply");
     let input = icmp_error(
         ROUTER_MAC,
         LB0_MAC,
@@ -1443,9 +1459,44 @@ fn icmp_errors_are_translated_both_ways() {
         mtu,
         &reply,
     );
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let reply_be = ip_packet(picked.ip(), client3, 63, &tcp(picked.port(), 1), b"reply");
+    let expected = icmp_error(
+        LB1_MAC,
+        bk_mac(last3),
+        ip("10.0.0.254"),
+        picked.ip(),
+        63,
+        3,
+        4,
+        mtu,
+        &reply_be,
+    );
+    assert_eq!(out, expected, "error about an untracked flow");
+    verify_frame_checksums(&out).expect("checksums");
+    verify_icmp_inner(&out);
+    assert!(
+        fx.flow_backend(client3, vip.ip(), &tcp(1, 80)).is_none(),
+        "no flow recorded"
+    );
+
+    // 7. An error about traffic that is not balanced: untouched.
+    let other = ip_packet(ip("10.1.0.10"), client, 63, &tcp(22, 40000), b"ssh");
+    let input = icmp_error(
+        ROUTER_MAC,
+        LB0_MAC,
+        ip("10.0.0.254"),
+        ip("10.1.0.10"),
+        64,
+        3,
+        4,
+        mtu,
+        &other,
+    );
     check_untouched(
         &mut fx,
-        "unknown flow",
+        "unbalanced flow",
         &input,
         XDP_PASS,
         Reason::PassNotBalanced,

@@ -42,15 +42,6 @@ pub enum ApplyError {
     MaglevSize { configured: u32, loaded: u32 },
     #[error("frontend {frontend}: bind {addr} is a wildcard; an XDP VIP needs a specific address")]
     WildcardVip { frontend: String, addr: SocketAddr },
-    #[error(
-        "frontend {frontend}: server {server} ({addr}) and VIP {vip} are of different address families"
-    )]
-    FamilyMismatch {
-        frontend: String,
-        server: String,
-        addr: SocketAddr,
-        vip: SocketAddr,
-    },
     #[error("more than {MAX_VIPS} XDP VIPs")]
     TooManyVips,
     #[error("more than {MAX_BACKENDS} XDP backends")]
@@ -159,12 +150,14 @@ pub fn apply(
                 let mut rows = Vec::new();
                 for s in &b.servers {
                     if s.addr.is_ipv4() != bind.addr.is_ipv4() {
-                        return Err(ApplyError::FamilyMismatch {
-                            frontend: fe.name.clone(),
-                            server: s.name.clone(),
-                            addr: s.addr,
-                            vip: bind.addr,
-                        });
+                        // NAT cannot cross address families: the server does not serve
+                        // this VIP (it may serve the frontend's other binds).
+                        summary.warnings.push(format!(
+                            "frontend {}: server {} ({}) is not reachable through VIP {} \
+                             (different address family); skipped for that VIP",
+                            fe.name, s.name, s.addr, bind.addr
+                        ));
+                        continue;
                     }
                     let (status, weight) = match live.as_ref().and_then(|l| l.server(&s.name)) {
                         Some(st) => (st.status(), st.weight()),
