@@ -81,6 +81,11 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
     if iproto != PROTO_TCP && iproto != PROTO_UDP {
         return Outcome::Pass(Reason::PassUnsupportedIcmp);
     }
+    // Everything read below must lie inside the IP packet, not in Ethernet padding.
+    let ip_end = p.l3 + p.ip_len as usize;
+    if il4 + 8 > ip_end {
+        return Outcome::Pass(Reason::PassUnsupportedIcmp);
+    }
     let Some(ports) = ptr_at::<[u16; 4]>(ctx, il4) else {
         return Outcome::Pass(Reason::PassUnsupportedIcmp);
     };
@@ -165,7 +170,8 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
     } else {
         il4 + UDP_CSUM_OFF
     };
-    let has_l4_csum = ptr_at::<u16>(ctx, il4_csum).is_some();
+    // Quoted only when it lies inside the IP packet; `update_csum` checks the frame bounds.
+    let has_l4_csum = il4_csum + 2 <= ip_end;
     if ptr_at::<[u16; 2]>(ctx, p.l4).is_none() {
         return Outcome::Pass(Reason::PassTruncated);
     }

@@ -1242,6 +1242,36 @@ fn icmp_errors_are_translated_both_ways() {
     verify_frame_checksums(&out).expect("checksums");
     verify_icmp_inner(&out);
 
+    // 1b. The RFC 792 minimum quote (IP header + 8 bytes): no TCP checksum to fix, the
+    //     quoted IPv4 header checksum and the ICMP checksum still are.
+    let input = icmp_error(
+        BK_ROUTER_MAC,
+        LB1_MAC,
+        ip("10.1.0.254"),
+        client,
+        64,
+        3,
+        4,
+        mtu,
+        &quoted[..28],
+    );
+    let (action, out) = fx.run(E1, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        ip("10.1.0.254"),
+        client,
+        63,
+        3,
+        4,
+        mtu,
+        &quoted_vip[..28],
+    );
+    assert_eq!(out, expected, "minimal quote");
+    verify_frame_checksums(&out).expect("checksums");
+    assert!(ipv4_header_ok(&out[14 + 20 + 8..14 + 20 + 8 + 20]));
+
     // 2. The backend itself reports an error: the outer source becomes the VIP as well.
     let input = icmp_error(
         bk_mac(last),
