@@ -22,9 +22,9 @@ use lb::config::model::{
     Global, LogFormat, Mode, Server, Tier, Timeouts, XdpMode,
 };
 use lb::dataplane::maps::{addr_words, backend_value, vip_key};
-use lb::dataplane::{self, Attachment, Dataplane, LoadOptions};
+use lb::dataplane::{self, Attachment};
 use lb::state::{BackendState, Counters, Registry, ServerState};
-use lb_common::maps::{DEFAULT_MAGLEV_SIZE, programs};
+use lb_common::maps::DEFAULT_MAGLEV_SIZE;
 use lb_common::types::{
     BACKEND_UP, PROTO_TCP, PROTO_UDP, Reason, ReverseKey, ReverseValue, VipInfo,
 };
@@ -257,18 +257,16 @@ fn tcp_and_udp_through_xdp() {
     let _rm = RmPin(pin_dir.clone());
     let cfg = config(pin_dir.clone());
     let reg = registry_for(&cfg);
-    let ebpf = dataplane::load(&LoadOptions {
-        pin_dir: pin_dir.clone(),
-        conntrack_size: 4096,
-        maglev_table_size: DEFAULT_MAGLEV_SIZE,
-    })
-    .expect("load");
-    let mut dp = Dataplane::new(ebpf).expect("dataplane");
-    let summary = dataplane::apply(&mut dp, &cfg, &reg).expect("apply");
-    assert_eq!(summary.vips, 2);
-    dataplane::sync_local_addrs(&mut dp, &[]).expect("local addrs");
-    let ifaces: Vec<String> = vec!["eth0".into(), "eth1".into(), "eth2".into()];
-    dataplane::register_tx_ports(&mut dp, &ifaces).expect("tx ports");
+    let running = dataplane::start(&cfg, &reg).expect("start the XDP tier");
+    assert_eq!(running.summary.vips, 2);
+    assert_eq!(running.tx_ports.len(), 3);
+    assert!(
+        running
+            .links
+            .iter()
+            .all(|(_, how, _)| *how == Attachment::Native)
+    );
+    let dataplane::Running { mut dp, links, .. } = running;
 
     // A UDP VIP through the typed map API.
     let udp_vip = sa("203.0.113.10:53");
@@ -307,14 +305,6 @@ fn tcp_and_udp_through_xdp() {
         },
     )
     .expect("reverse");
-
-    let mut links = Vec::new();
-    for i in &ifaces {
-        let (mode, link) =
-            dataplane::attach(dp.ebpf_mut(), programs::LB, i, XdpMode::Native).expect("attach");
-        assert_eq!(mode, Attachment::Native);
-        links.push(link);
-    }
 
     // TCP, IPv4 and IPv6: many connections, every one answered, both backends used.
     for vip in [sa("203.0.113.10:80"), sa("[2001:db8::10]:80")] {

@@ -52,6 +52,8 @@ pub enum ApplyError {
     LocalAddrs(std::io::Error),
     #[error("interface {0} does not exist")]
     NoSuchInterface(String),
+    #[error(transparent)]
+    Loader(#[from] super::loader::DataplaneError),
 }
 
 /// What one `apply` did.
@@ -441,4 +443,73 @@ pub fn register_tx_ports(dp: &mut Dataplane, ifaces: &[String]) -> Result<Vec<u3
         out.push(idx);
     }
     Ok(out)
+}
+
+/// A running XDP tier: the maps, and one attachment per interface (each detached when its
+/// link is dropped).
+pub struct Running {
+    pub dp: Dataplane,
+    pub links: Vec<(
+        String,
+        super::loader::Attachment,
+        aya::programs::xdp::XdpLink,
+    )>,
+    /// ifindexes registered as redirect targets.
+    pub tx_ports: Vec<u32>,
+    pub summary: ApplySummary,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field(
+                "interfaces",
+                &self
+                    .links
+                    .iter()
+                    .map(|(i, a, _)| (i, a))
+                    .collect::<Vec<_>>(),
+            )
+            .field("tx_ports", &self.tx_ports)
+            .field("summary", &self.summary)
+            .finish()
+    }
+}
+
+/// Brings the XDP tier up for `cfg` (which must have a `[dataplane]` section), in the calling
+/// thread's network namespace: loads the object (reusing maps pinned at
+/// `dataplane.pin_path`, so flows survive a restart), applies the configuration and live
+/// state, records the host's addresses as local, registers every interface as a redirect
+/// target and attaches `lb_xdp` to each in the configured mode. Everything is written before
+/// the first attach, so the first packet already sees a complete configuration.
+pub fn start(cfg: &Config, registry: &Registry) -> Result<Running, ApplyError> {
+    let dpc = cfg.dataplane.as_ref().ok_or(ApplyError::NoDataplane)?;
+    for iface in &dpc.interfaces {
+        ifindex(iface)?;
+    }
+    let ebpf = super::loader::load(&super::loader::LoadOptions {
+        pin_dir: dpc.pin_path.clone(),
+        conntrack_size: dpc.conntrack_size,
+        maglev_table_size: dpc.maglev_table_size,
+    })?;
+    let mut dp = Dataplane::new(ebpf)?;
+    let summary = apply(&mut dp, cfg, registry)?;
+    sync_local_addrs(&mut dp, &[])?;
+    let tx_ports = register_tx_ports(&mut dp, &dpc.interfaces)?;
+    let mut links = Vec::new();
+    for iface in &dpc.interfaces {
+        let (how, link) = super::loader::attach(
+            dp.ebpf_mut(),
+            lb_common::maps::programs::LB,
+            iface,
+            dpc.xdp_mode,
+        )?;
+        links.push((iface.clone(), how, link));
+    }
+    Ok(Running {
+        dp,
+        links,
+        tx_ports,
+        summary,
+    })
 }

@@ -13,7 +13,8 @@ pub mod loader;
 pub mod maps;
 
 pub use apply::{
-    ApplyError, ApplySummary, apply, ifindex, local_addresses, register_tx_ports, sync_local_addrs,
+    ApplyError, ApplySummary, Running, apply, ifindex, local_addresses, register_tx_ports, start,
+    sync_local_addrs,
 };
 pub use loader::{Attachment, DataplaneError, LoadOptions, attach, load};
 pub use maps::{Dataplane, FilterRule, MapsError};
