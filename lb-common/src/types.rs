@@ -114,10 +114,15 @@ pub struct ReverseValue {
     /// Network byte order.
     pub vip_port: u16,
     pub family: u8,
-    pub _pad: u8,
+    /// `REVERSE_F_*` bits.
+    pub flags: u8,
     pub vip_id: u32,
     pub backend_id: u32,
 }
+
+/// The backend endpoint serves several VIPs: its replies are matched against
+/// `LB_REPLY_FLOWS` (recorded when a flow is created) before falling back to this entry's VIP.
+pub const REVERSE_F_SHARED: u8 = 1 << 0;
 
 /// Key of the local-address set: addresses of the balancer host itself.
 #[repr(C)]

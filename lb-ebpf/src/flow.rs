@@ -5,10 +5,11 @@
 
 use lb_common::hash::{hash_flow, hash_src};
 use lb_common::types::{
-    BACKEND_DRAIN, BACKEND_UP, Backend, FlowKey, FlowValue, GlobalConfig, VIP_F_HASH_SRC, VipInfo,
+    BACKEND_DRAIN, BACKEND_UP, Backend, FlowKey, FlowValue, GlobalConfig, REVERSE_F_SHARED,
+    ReverseKey, ReverseValue, VIP_F_HASH_SRC, VipInfo,
 };
 
-use crate::maps::{LB_BACKENDS, LB_CONFIG, LB_FLOWS, LB_MAGLEV};
+use crate::maps::{LB_BACKENDS, LB_CONFIG, LB_FLOWS, LB_MAGLEV, LB_REPLY_FLOWS, LB_REVERSE};
 use crate::parse::Packet;
 
 /// The backend chosen for a packet.
@@ -94,4 +95,72 @@ pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
         backend,
         new_flow: record,
     })
+}
+
+/// For a new flow of `p` (still addressed to the VIP) to `backend`: when the backend serves
+/// several VIPs, records which VIP its replies to this client must come from.
+#[inline(always)]
+pub fn record_reply(p: &Packet, vip_id: u32, backend_id: u32, backend: &Backend) {
+    let rkey = ReverseKey {
+        addr: backend.addr,
+        port: backend.port,
+        proto: p.proto,
+        family: p.family,
+    };
+    let Some(rv) = LB_REVERSE.get_ptr(rkey) else {
+        return;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    if unsafe { (*rv).flags } & REVERSE_F_SHARED == 0 {
+        return;
+    }
+    let key = FlowKey {
+        src: backend.addr,
+        dst: p.src,
+        sport: backend.port,
+        dport: p.sport,
+        proto: p.proto,
+        family: p.family,
+        _pad: [0; 2],
+    };
+    let value = ReverseValue {
+        vip_addr: p.dst,
+        vip_port: p.dport,
+        family: p.family,
+        flags: 0,
+        vip_id,
+        backend_id,
+    };
+    let _ = LB_REPLY_FLOWS.insert(key, value, 0);
+}
+
+/// The VIP a reply (backend → client) is translated to: `rv` from `LB_REVERSE`, unless the
+/// backend is shared by several VIPs and the flow recorded which one.
+#[inline(always)]
+pub fn reply_vip(
+    rv: ReverseValue,
+    backend: &[u32; 4],
+    bport: u16,
+    client: &[u32; 4],
+    cport: u16,
+    proto: u8,
+    family: u8,
+) -> ReverseValue {
+    if rv.flags & REVERSE_F_SHARED == 0 {
+        return rv;
+    }
+    let key = FlowKey {
+        src: *backend,
+        dst: *client,
+        sport: bport,
+        dport: cport,
+        proto,
+        family,
+        _pad: [0; 2],
+    };
+    match LB_REPLY_FLOWS.get_ptr(key) {
+        // SAFETY: map value pointer from a successful lookup.
+        Some(v) => unsafe { *v },
+        None => rv,
+    }
 }

@@ -104,6 +104,7 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
         if let Some(rv) = LB_REVERSE.get_ptr(rkey) {
             // SAFETY: map value pointer from a successful lookup.
             let rv = unsafe { *rv };
+            let rv = flow::reply_vip(rv, &idst, idport, &isrc, isport, iproto, p.family);
             if rv.family != p.family {
                 return Outcome::Pass(Reason::PassUnsupportedIcmp);
             }

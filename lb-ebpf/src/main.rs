@@ -102,6 +102,7 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         }
         // SAFETY: map value pointer from a successful lookup.
         let rv = unsafe { *rv };
+        let rv = flow::reply_vip(rv, &p.src, p.sport, &p.dst, p.dport, p.proto, p.family);
         if rv.family != p.family
             || nat::rewrite(&ctx, &mut p, Side::Src, &rv.vip_addr, rv.vip_port).is_none()
         {
@@ -126,6 +127,9 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) ->
     let b = choice.backend;
     if b.family != p.family {
         return drop(Reason::DropNoBackend);
+    }
+    if choice.new_flow {
+        flow::record_reply(p, vip.vip_id, choice.backend_id, &b);
     }
     if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
         return pass(Reason::PassTruncated);

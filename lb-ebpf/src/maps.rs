@@ -42,6 +42,12 @@ pub static LB_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT
 #[map(name = "LB_REVERSE")]
 pub static LB_REVERSE: HashMap<ReverseKey, ReverseValue> = HashMap::pinned(MAX_BACKENDS, 0);
 
+/// Reply 5-tuple (backend → client) → VIP, recorded at flow creation for backends that
+/// serve several VIPs (`REVERSE_F_SHARED`), where `LB_REVERSE` alone is ambiguous.
+#[map(name = "LB_REPLY_FLOWS")]
+pub static LB_REPLY_FLOWS: LruHashMap<FlowKey, ReverseValue> =
+    LruHashMap::pinned(DEFAULT_CONNTRACK_SIZE, 0);
+
 /// Addresses of the balancer host: never translated.
 #[map(name = "LB_LOCAL_ADDRS")]
 pub static LB_LOCAL_ADDRS: HashMap<LocalAddrKey, u32> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);

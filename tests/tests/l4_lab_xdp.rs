@@ -299,7 +299,7 @@ fn tcp_and_udp_through_xdp() {
             vip_addr: key.addr,
             vip_port: key.port,
             family,
-            _pad: 0,
+            flags: 0,
             vip_id: 60,
             backend_id: udp_id,
         },

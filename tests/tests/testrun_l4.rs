@@ -280,7 +280,13 @@ fn config() -> Config {
             pin_path: PathBuf::from("/unused"),
         }),
         frontends: vec![
-            frontend("web", &["203.0.113.10:80"], "web", &[], &[]),
+            frontend(
+                "web",
+                &["203.0.113.10:80", "203.0.113.11:80"],
+                "web",
+                &[],
+                &[],
+            ),
             frontend("web6", &["[2001:db8::10]:80"], "web6", &[], &[]),
             frontend(
                 "guarded",
@@ -648,7 +654,7 @@ fn add_udp_vips(fx: &mut Fixture) -> (SocketAddr, SocketAddr) {
                     vip_addr: key.addr,
                     vip_port: key.port,
                     family,
-                    _pad: 0,
+                    flags: 0,
                     vip_id,
                     backend_id,
                 },
@@ -1813,4 +1819,79 @@ fn measure_per_packet_cost() {
     for (label, ns) in report {
         eprintln!("{label}: {ns:.0} ns/packet (test-run timing, incl. bpf_fib_lookup)");
     }
+}
+
+#[test]
+fn shared_backend_replies_follow_their_vip() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let client = ip("10.0.0.2");
+    let reply_src = |fx: &mut Fixture, be: SocketAddr, cport: u16| -> SocketAddr {
+        let input = frame(
+            bk_mac(10),
+            LB1_MAC,
+            be.ip(),
+            client,
+            64,
+            &tcp(be.port(), cport),
+            b"r",
+        );
+        let (action, out) = fx.run(E1, &input);
+        assert_eq!(action, XDP_REDIRECT);
+        verify_frame_checksums(&out).expect("checksums");
+        let s: [u8; 4] = out[14 + 12..14 + 16].try_into().expect("len");
+        SocketAddr::new(IpAddr::from(s), u16::from_be_bytes([out[34], out[35]]))
+    };
+    // The same servers behind two VIPs (two binds of one frontend).
+    for (i, vip) in [sa("203.0.113.11:80"), sa("203.0.113.10:80")]
+        .into_iter()
+        .enumerate()
+    {
+        for j in 0..10u16 {
+            let cport = 41000 + (i as u16) * 100 + j;
+            let be = check_forward(&mut fx, E0, client, vip, tcp(cport, 80), None);
+            assert_eq!(
+                reply_src(&mut fx, be, cport),
+                vip,
+                "replies come from the VIP used"
+            );
+        }
+    }
+    // A reply of a flow the balancer never saw: the first bind's VIP.
+    assert_eq!(
+        reply_src(&mut fx, sa("10.1.0.10:8080"), 999),
+        sa("203.0.113.10:80")
+    );
+    // ICMP about a flow through the second VIP: quoted destination becomes that VIP.
+    let vip = sa("203.0.113.11:80");
+    let be = check_forward(&mut fx, E0, client, vip, tcp(42000, 80), None);
+    let quoted = ip_packet(client, be.ip(), 63, &tcp(42000, be.port()), b"x");
+    let mtu = [0, 0, 0x05, 0x78];
+    let input = icmp_error(
+        BK_ROUTER_MAC,
+        LB1_MAC,
+        ip("10.1.0.254"),
+        client,
+        64,
+        3,
+        4,
+        mtu,
+        &quoted,
+    );
+    let (action, out) = fx.run(E1, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let quoted_vip = ip_packet(client, vip.ip(), 63, &tcp(42000, 80), b"x");
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        ip("10.1.0.254"),
+        client,
+        63,
+        3,
+        4,
+        mtu,
+        &quoted_vip,
+    );
+    assert_eq!(out, expected);
+    verify_icmp_inner(&out);
 }

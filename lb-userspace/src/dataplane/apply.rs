@@ -19,7 +19,7 @@ use lb_common::maglev::{self, MaglevBackend};
 use lb_common::maps::{MAX_BACKENDS, MAX_VIPS};
 use lb_common::types::{
     BACKEND_DOWN, BACKEND_DRAIN, BACKEND_UNUSED, BACKEND_UP, Backend, GlobalConfig, PROTO_TCP,
-    ReverseKey, ReverseValue, VIP_F_ALLOWLIST, VIP_F_HASH_SRC, VipInfo, VipKey,
+    REVERSE_F_SHARED, ReverseKey, ReverseValue, VIP_F_ALLOWLIST, VIP_F_HASH_SRC, VipInfo, VipKey,
 };
 
 use super::maps::{
@@ -65,15 +65,13 @@ pub struct ApplySummary {
     pub writes: usize,
     /// Maglev tables rebuilt and flipped.
     pub tables_flipped: usize,
-    /// Non-fatal problems (e.g. one backend endpoint behind two VIPs: replies are
-    /// reverse-translated to the first VIP only).
+    /// Non-fatal problems (e.g. a server skipped for a VIP of the other address family).
     pub warnings: Vec<String>,
 }
 
 /// One VIP as the configuration wants it.
 #[derive(Debug, Clone)]
 struct WantedVip {
-    frontend: String,
     key: VipKey,
     flags: u32,
     /// (endpoint, weight, in_table)
@@ -183,8 +181,6 @@ pub fn apply(
                 }
             }
             wanted.push(WantedVip {
-                frontend: fe.name.clone(),
-
                 key: vip_key(bind.addr, PROTO_TCP),
                 flags,
                 members,
@@ -303,16 +299,14 @@ pub fn apply(
                 vip_addr: w.key.addr,
                 vip_port: w.key.port,
                 family: w.key.family,
-                _pad: 0,
+                flags: 0,
                 vip_id,
                 backend_id: backend_ids[addr],
             };
-            match reverse.get(&k) {
-                Some(prev) if prev.vip_id != vip_id => summary.warnings.push(format!(
-                    "frontend {}: server {addr} also serves another XDP VIP; its replies are \
-                     translated to the first VIP only",
-                    w.frontend
-                )),
+            match reverse.get_mut(&k) {
+                // Shared by several VIPs: the data path records each flow's VIP for its
+                // replies; replies without a recorded flow go to the first VIP.
+                Some(prev) if prev.vip_id != vip_id => prev.flags |= REVERSE_F_SHARED,
                 Some(_) => {}
                 None => {
                     reverse.insert(k, v);

@@ -67,6 +67,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     let ebpf = EbpfLoader::new()
         .default_map_pin_directory(&opts.pin_dir)
         .map_max_entries(names::FLOWS, opts.conntrack_size)
+        .map_max_entries(names::REPLY_FLOWS, opts.conntrack_size)
         .map_max_entries(names::MAGLEV, maglev_entries)
         .load(LB_EBPF_OBJECT)?;
     Ok(ebpf)
