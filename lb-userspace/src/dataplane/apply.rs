@@ -239,7 +239,70 @@ pub fn apply(
     }
     summary.backends = endpoint_state.len();
 
-    // 5. Maglev tables and VIP settings.
+    // 5. Filter rules, before any VIP that needs them is published.
+    let mut rules = Vec::new();
+    for net in &dpc.deny_src {
+        rules.push(Dataplane::deny_rule(0, net.addr, net.prefix_len));
+    }
+    for w in &wanted {
+        let scope = vip_ids[&w.key] + 1;
+        for net in &w.deny {
+            rules.push(Dataplane::deny_rule(scope, net.addr, net.prefix_len));
+        }
+        for net in &w.allow {
+            rules.push(Dataplane::allow_rule(scope, net.addr, net.prefix_len));
+        }
+    }
+    // Two VIPs of one frontend may carry the same rule under different scopes only.
+    let rules: Vec<FilterRule> = rules
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    summary.writes += dp.add_filters(&rules)?;
+
+    // 6. Reverse NAT: backend endpoint → VIP, before the VIPs (replies of the first
+    //    flows, and the shared-backend flag the data path reads at flow creation).
+    let mut reverse: HashMap<ReverseKey, ReverseValue> = HashMap::new();
+    for w in &wanted {
+        let vip_id = vip_ids[&w.key];
+        for (addr, _, _) in &w.members {
+            let (a, family) = addr_words(addr.ip());
+            let k = ReverseKey {
+                addr: a,
+                port: addr.port().to_be(),
+                proto: PROTO_TCP,
+                family,
+            };
+            let v = ReverseValue {
+                vip_addr: w.key.addr,
+                vip_port: w.key.port,
+                family: w.key.family,
+                flags: 0,
+                vip_id,
+                backend_id: backend_ids[addr],
+            };
+            match reverse.get_mut(&k) {
+                // Shared by several VIPs: the data path records each flow's VIP for its
+                // replies; replies without a recorded flow go to the first VIP.
+                Some(prev) if prev.vip_id != vip_id => prev.flags |= REVERSE_F_SHARED,
+                Some(_) => {}
+                None => {
+                    reverse.insert(k, v);
+                }
+            }
+        }
+    }
+    let current_reverse: HashMap<ReverseKey, ReverseValue> =
+        dp.reverse_entries()?.into_iter().collect();
+    for (k, v) in &reverse {
+        if current_reverse.get(k) != Some(v) {
+            dp.set_reverse(*k, *v)?;
+            summary.writes += 1;
+        }
+    }
+
+    // 7. Maglev tables and VIP settings.
     for w in &wanted {
         let vip_id = vip_ids[&w.key];
         let mut members: Vec<MaglevBackend> = w
@@ -283,69 +346,10 @@ pub fn apply(
     }
     summary.vips = wanted.len();
 
-    // 6. Reverse NAT: backend endpoint → VIP (first VIP wins on conflicts).
-    let mut reverse: HashMap<ReverseKey, ReverseValue> = HashMap::new();
-    for w in &wanted {
-        let vip_id = vip_ids[&w.key];
-        for (addr, _, _) in &w.members {
-            let (a, family) = addr_words(addr.ip());
-            let k = ReverseKey {
-                addr: a,
-                port: addr.port().to_be(),
-                proto: PROTO_TCP,
-                family,
-            };
-            let v = ReverseValue {
-                vip_addr: w.key.addr,
-                vip_port: w.key.port,
-                family: w.key.family,
-                flags: 0,
-                vip_id,
-                backend_id: backend_ids[addr],
-            };
-            match reverse.get_mut(&k) {
-                // Shared by several VIPs: the data path records each flow's VIP for its
-                // replies; replies without a recorded flow go to the first VIP.
-                Some(prev) if prev.vip_id != vip_id => prev.flags |= REVERSE_F_SHARED,
-                Some(_) => {}
-                None => {
-                    reverse.insert(k, v);
-                }
-            }
-        }
-    }
-    let current_reverse: HashMap<ReverseKey, ReverseValue> =
-        dp.reverse_entries()?.into_iter().collect();
-    for (k, v) in &reverse {
-        if current_reverse.get(k) != Some(v) {
-            dp.set_reverse(*k, *v)?;
-            summary.writes += 1;
-        }
-    }
-
-    // 7. Filters.
-    let mut rules = Vec::new();
-    for net in &dpc.deny_src {
-        rules.push(Dataplane::deny_rule(0, net.addr, net.prefix_len));
-    }
-    for w in &wanted {
-        let scope = vip_ids[&w.key] + 1;
-        for net in &w.deny {
-            rules.push(Dataplane::deny_rule(scope, net.addr, net.prefix_len));
-        }
-        for net in &w.allow {
-            rules.push(Dataplane::allow_rule(scope, net.addr, net.prefix_len));
-        }
-    }
-    // Two VIPs of one frontend may carry the same rule under different scopes only.
-    let rules: Vec<FilterRule> = rules
-        .into_iter()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    // 8. Stale filter rules (new ones were added before the VIPs were published).
     summary.writes += dp.set_filters(&rules)?;
 
-    // 8. Removals: stale reverse entries, VIPs, then backends.
+    // 9. Removals: stale reverse entries, VIPs, then backends.
     for k in current_reverse.keys() {
         if !reverse.contains_key(k) {
             dp.remove_reverse(k)?;

@@ -519,24 +519,41 @@ impl Dataplane {
         }
     }
 
-    /// Makes the filter tries hold exactly `rules`; returns the number of map writes.
-    pub fn set_filters(&mut self, rules: &[FilterRule]) -> Result<usize, MapsError> {
+    /// Inserts (or updates the verdict of) every rule of `rules` not already present;
+    /// removes nothing. Returns the number of map writes.
+    pub fn add_filters(&mut self, rules: &[FilterRule]) -> Result<usize, MapsError> {
         let current: std::collections::HashSet<FilterRule> = self
             .filters()?
             .into_iter()
             .map(FilterRule::normalized)
             .collect();
-        let wanted: std::collections::HashSet<FilterRule> =
-            rules.iter().map(|r| r.normalized()).collect();
         let mut writes = 0;
-        // Remove first, so a rule whose verdict changed is re-inserted.
-        for r in current.difference(&wanted) {
-            self.filter_op(*r, false)?;
-            writes += 1;
+        let wanted: std::collections::BTreeSet<FilterRule> =
+            rules.iter().map(|r| r.normalized()).collect();
+        for r in wanted {
+            if !current.contains(&r) {
+                // An LPM update replaces the verdict of an existing prefix in place.
+                self.filter_op(r, true)?;
+                writes += 1;
+            }
         }
-        for r in wanted.difference(&current) {
-            self.filter_op(*r, true)?;
-            writes += 1;
+        Ok(writes)
+    }
+
+    /// Makes the filter tries hold exactly `rules` (new rules first, then removals, so no
+    /// prefix is ever briefly unfiltered); returns the number of map writes.
+    pub fn set_filters(&mut self, rules: &[FilterRule]) -> Result<usize, MapsError> {
+        let mut writes = self.add_filters(rules)?;
+        let wanted: std::collections::HashSet<(u32, IpAddr, u8)> = rules
+            .iter()
+            .map(|r| r.normalized())
+            .map(|r| (r.scope, r.addr, r.prefix_len))
+            .collect();
+        for r in self.filters()?.into_iter().map(FilterRule::normalized) {
+            if !wanted.contains(&(r.scope, r.addr, r.prefix_len)) {
+                self.filter_op(r, false)?;
+                writes += 1;
+            }
         }
         Ok(writes)
     }
