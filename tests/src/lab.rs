@@ -56,7 +56,10 @@ pub struct Lab {
 
 impl std::fmt::Debug for Lab {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lab").field("id", &self.id).field("hosts", &self.hosts).finish()
+        f.debug_struct("Lab")
+            .field("id", &self.id)
+            .field("hosts", &self.hosts)
+            .finish()
     }
 }
 
@@ -70,7 +73,10 @@ fn run(cmd: &mut Command) -> Result<Output> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| LabError::Spawn { cmd: text.clone(), source })?;
+        .map_err(|source| LabError::Spawn {
+            cmd: text.clone(),
+            source,
+        })?;
     if !out.status.success() {
         return Err(LabError::Command {
             cmd: text,
@@ -151,7 +157,10 @@ impl Lab {
     pub fn add_host(&mut self, name: &str) -> Result<Host> {
         let netns = format!("{}-{name}", self.id);
         ip(&["netns", "add", &netns])?;
-        let host = Host { name: name.to_owned(), netns };
+        let host = Host {
+            name: name.to_owned(),
+            netns,
+        };
         self.hosts.push(host.clone());
         host.ip(&["link", "set", "lo", "up"])?;
         Ok(host)
@@ -186,10 +195,13 @@ impl Lab {
 
     /// Spawns `cmd` inside `host`; the process is killed when the lab is dropped.
     pub fn spawn(&self, host: &Host, program: &str, args: &[&str]) -> Result<u32> {
-        let child = host.command(program, args).spawn().map_err(|source| LabError::Spawn {
-            cmd: format!("{program} {args:?}"),
-            source,
-        })?;
+        let child = host
+            .command(program, args)
+            .spawn()
+            .map_err(|source| LabError::Spawn {
+                cmd: format!("{program} {args:?}"),
+                source,
+            })?;
         let pid = child.id();
         if let Ok(mut children) = self.children.lock() {
             children.push(child);
@@ -296,7 +308,10 @@ impl Host {
         let ns = self.netns.clone();
         let path = format!("/run/netns/{ns}");
         let handle = std::thread::spawn(move || -> Result<T> {
-            let file = File::open(&path).map_err(|source| LabError::Setns { ns: ns.clone(), source })?;
+            let file = File::open(&path).map_err(|source| LabError::Setns {
+                ns: ns.clone(),
+                source,
+            })?;
             setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| LabError::Setns {
                 ns: ns.clone(),
                 source: errno.into(),

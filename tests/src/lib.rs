@@ -2,9 +2,15 @@
 //! ([`testrun`]), packet builders and from-scratch checksum verifiers ([`packet`]).
 //! The integration tests themselves live in `tests/tests/`.
 
+pub mod bench;
+pub mod httpc;
+pub mod l4env;
 pub mod lab;
+pub mod lbproc;
 pub mod packet;
+pub mod servers;
 pub mod testrun;
+pub mod topology;
 
 /// True when this process can load BPF programs and create namespaces.
 pub fn privileged() -> bool {

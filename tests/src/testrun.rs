@@ -47,7 +47,9 @@ pub struct XdpHarness {
 
 impl std::fmt::Debug for XdpHarness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XdpHarness").field("pin_dir", &self.pin_dir).finish()
+        f.debug_struct("XdpHarness")
+            .field("pin_dir", &self.pin_dir)
+            .finish()
     }
 }
 
@@ -60,8 +62,7 @@ impl XdpHarness {
     /// Loads the object with the given conntrack and Maglev sizes.
     pub fn load_with(conntrack_size: u32, maglev_table_size: u32) -> Result<Self, TestRunError> {
         let n = HARNESS_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let pin_dir =
-            PathBuf::from(format!("/sys/fs/bpf/lbtest-{}-{n}", std::process::id()));
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/lbtest-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&pin_dir);
         let ebpf = dataplane::load(&LoadOptions {
             pin_dir: pin_dir.clone(),
@@ -78,7 +79,10 @@ impl XdpHarness {
             .and_then(|p| p.try_into().ok())
             .ok_or_else(|| TestRunError::NoProgram(name.to_owned()))?;
         if prog.fd().is_err() {
-            prog.load().map_err(|source| TestRunError::Program { name: name.to_owned(), source })?;
+            prog.load().map_err(|source| TestRunError::Program {
+                name: name.to_owned(),
+                source,
+            })?;
         }
         Ok(prog)
     }
@@ -106,7 +110,10 @@ impl XdpHarness {
         };
         let result = prog
             .test_run(opts)
-            .map_err(|source| TestRunError::Program { name: name.to_owned(), source })?;
+            .map_err(|source| TestRunError::Program {
+                name: name.to_owned(),
+                source,
+            })?;
         out.truncate(result.data_size_out as usize);
         Ok(RunOutput {
             action: result.return_value,

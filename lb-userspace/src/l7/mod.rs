@@ -2,3 +2,4 @@
 //! cookies, upstream pools, and userspace `mode tcp`.
 
 pub mod acl;
+pub mod sni;

@@ -1,0 +1,310 @@
+//! Differential test: HAProxy (Debian's package) and lb run the same haproxy.cfg (lb via
+//! `lb convert`) against the same identity-echoing backends on loopback; the same request
+//! set must give equal status codes, equal chosen backends and equal relevant headers.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lb_tests::httpc::{Response, get};
+use lb_tests::lbproc::lb_binary;
+use lb_tests::servers::{ServerGuard, http_identity};
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_port(port: u16) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Backend name of each server name (servers are named uniquely across backends).
+fn haproxy_cfg(port: u16, servers: &BTreeMap<&str, (u16, &str)>) -> String {
+    let line = |backend: &str, extra: &str| {
+        servers
+            .iter()
+            .filter(|(_, (_, b))| *b == backend)
+            .map(|(name, (p, _))| format!("    server {name} 127.0.0.1:{p}{extra}\n"))
+            .collect::<String>()
+    };
+    let cookie_lines: String = servers
+        .iter()
+        .filter(|(_, (_, b))| *b == "allServers")
+        .map(|(name, (p, _))| format!("    server {name} 127.0.0.1:{p} cookie {name}\n"))
+        .collect();
+    format!(
+        "global\n    maxconn 1000\n\n\
+defaults\n    mode http\n    timeout client 10s\n    timeout connect 2s\n    timeout server 10s\n\n\
+frontend httpsandhttp\n    bind 127.0.0.1:{port}\n\
+    acl app1 path_end -i /app1\n    acl app2 path_end -i /app2\n\
+    acl is_myapp hdr_beg(host) -i myapp\n\
+    http-request deny if {{ path -i -m beg /admin }}\n\
+    http-request deny deny_status 429 if {{ path_beg /limited }}\n\
+    http-request redirect prefix https://secure.example code 301 if {{ path_beg /old }}\n\
+    http-request redirect location /new-home code 302 if {{ path /home }}\n\
+    http-request set-header X-Env difftest\n\
+    http-request add-header X-Added yes\n\
+    http-request del-header X-Remove\n\
+    use_backend www-myapp-backup if is_myapp {{ nbsrv(www-myapp) lt 1 }}\n\
+    use_backend www-myapp if is_myapp\n\
+    use_backend app1Server if app1\n\
+    use_backend app2Server if app2\n\
+    default_backend allServers\n\n\
+backend app1Server\n    balance source\n{a1}\n\
+backend app2Server\n    balance roundrobin\n{a2}\n\
+backend allServers\n    balance roundrobin\n    cookie SRV insert indirect nocache\n{all}\n\
+backend www-myapp\n    balance roundrobin\n{m}\n\
+backend www-myapp-backup\n    balance roundrobin\n{mb}",
+        a1 = line("app1Server", ""),
+        a2 = line("app2Server", ""),
+        all = cookie_lines,
+        m = line("www-myapp", " check inter 200 rise 1 fall 1"),
+        mb = line("www-myapp-backup", ""),
+    )
+}
+
+/// What is compared between the two proxies for one request.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    status: u16,
+    backend: Option<String>,
+    location: Option<String>,
+    set_cookie: Option<String>,
+    cache_control: Option<String>,
+    echo: Vec<(String, String)>,
+    seen_cookie: Option<String>,
+}
+
+fn seen(r: &Response, servers: &BTreeMap<&str, (u16, &str)>) -> Seen {
+    let backend = r
+        .header("x-server")
+        .and_then(|s| servers.get(s).map(|(_, b)| (*b).to_owned()));
+    Seen {
+        status: r.status,
+        backend,
+        location: r.header("location").map(str::to_owned),
+        // The server named in an inserted cookie follows roundrobin's position, which two
+        // independent processes need not share; its shape (name, attributes) must match.
+        set_cookie: r.header("set-cookie").map(|c| {
+            servers.keys().fold(c.to_owned(), |acc, s| {
+                acc.replace(&format!("={s};"), "=<server>;")
+            })
+        }),
+        cache_control: r.header("cache-control").map(str::to_owned),
+        echo: r
+            .headers
+            .iter()
+            .filter(|(k, _)| k.starts_with("x-echo-") && k != "x-echo-forwarded-for")
+            .cloned()
+            .collect(),
+        seen_cookie: r.header("x-seen-cookie").map(str::to_owned),
+    }
+}
+
+#[test]
+fn haproxy_and_lb_agree_on_the_same_config_and_traffic() {
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        eprintln!("skipped: haproxy is not installed (CI installs it)");
+        return;
+    }
+    let names = [
+        ("a1", "app1Server"),
+        ("a2", "app1Server"),
+        ("p1", "app2Server"),
+        ("p2", "app2Server"),
+        ("s1", "allServers"),
+        ("s2", "allServers"),
+        ("s3", "allServers"),
+        ("m1", "www-myapp"),
+        ("mb1", "www-myapp-backup"),
+    ];
+    let mut servers: BTreeMap<&str, (u16, &str)> = BTreeMap::new();
+    let mut guards: BTreeMap<&str, ServerGuard> = BTreeMap::new();
+    for (name, backend) in names {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let port = l.local_addr().expect("addr").port();
+        guards.insert(name, http_identity(l, name));
+        servers.insert(name, (port, backend));
+    }
+    let dir = std::env::temp_dir().join(format!("lb-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let (hp, lp) = (free_port(), free_port());
+    let hcfg = dir.join("haproxy.cfg");
+    std::fs::write(&hcfg, haproxy_cfg(hp, &servers)).expect("write haproxy.cfg");
+    let lcfg_in = dir.join("lb-haproxy.cfg");
+    std::fs::write(&lcfg_in, haproxy_cfg(lp, &servers)).expect("write lb input");
+    let ltoml = dir.join("lb.toml");
+    let conv = Command::new(lb_binary())
+        .args([
+            "convert",
+            &lcfg_in.to_string_lossy(),
+            "-o",
+            &ltoml.to_string_lossy(),
+        ])
+        .output()
+        .expect("lb convert runs");
+    assert!(
+        conv.status.success(),
+        "lb convert: {}",
+        String::from_utf8_lossy(&conv.stderr)
+    );
+    // lb needs an admin port of its own.
+    let admin = free_port();
+    let toml = std::fs::read_to_string(&ltoml).expect("converted toml");
+    let toml = set_admin(&toml, admin);
+    std::fs::write(&ltoml, toml).expect("rewrite toml");
+
+    let _h = Proc(
+        Command::new("haproxy")
+            .args(["-db", "-f", &hcfg.to_string_lossy()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy starts"),
+    );
+    let _l = Proc(
+        Command::new(lb_binary())
+            .args(["run", "-c", &ltoml.to_string_lossy()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lb starts"),
+    );
+    assert!(wait_port(hp), "haproxy listens");
+    assert!(wait_port(lp), "lb listens");
+    let h: SocketAddr = ([127, 0, 0, 1], hp).into();
+    let l: SocketAddr = ([127, 0, 0, 1], lp).into();
+
+    let requests: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/app1", vec![]),
+        ("/x/y/app1", vec![]),
+        ("/APP1", vec![]),
+        ("/App1", vec![]),
+        ("/app1/", vec![]),
+        ("/app2", vec![]),
+        ("/deep/APP2", vec![]),
+        ("/app2?x=1", vec![]),
+        ("/admin", vec![]),
+        ("/ADMIN/users", vec![]),
+        ("/administrator", vec![]),
+        ("/limited/x", vec![]),
+        ("/old/page", vec![]),
+        ("/old", vec![]),
+        ("/home", vec![]),
+        ("/home/x", vec![]),
+        ("/", vec![]),
+        ("/index.html", vec![]),
+        ("/other/path", vec![]),
+        ("/", vec![("Host", "myapp.example")]),
+        ("/app1", vec![("Host", "MyApp.example")]),
+        ("/", vec![("Host", "notmyapp.example")]),
+        ("/", vec![("X-Remove", "secret"), ("X-Keep", "1")]),
+        ("/", vec![("X-Env", "client-value")]),
+        ("/", vec![("Cookie", "SRV=s2")]),
+        ("/", vec![("Cookie", "SRV=s3; other=1")]),
+        ("/", vec![("Cookie", "other=1; SRV=s1")]),
+        ("/", vec![("Cookie", "SRV=unknown")]),
+        ("/app1", vec![("Cookie", "SRV=s2")]),
+    ];
+    let mut compared = 0;
+    for (path, headers) in &requests {
+        let hr = get(h, path, headers).expect("haproxy answers");
+        let lr = get(l, path, headers).expect("lb answers");
+        let (hs, ls) = (seen(&hr, &servers), seen(&lr, &servers));
+        // Unknown or absent cookies leave the server choice to roundrobin, whose position
+        // differs between two independent processes; compare the backend, not the server.
+        assert_eq!(hs, ls, "request {path} {headers:?}");
+        compared += 1;
+    }
+    // Sticky cookie round trip: the cookie HAProxy sets routes lb the same way and back.
+    for server in ["s1", "s2", "s3"] {
+        let cookie = format!("SRV={server}");
+        for _ in 0..3 {
+            let hr = get(h, "/", &[("Cookie", &cookie)]).expect("haproxy");
+            let lr = get(l, "/", &[("Cookie", &cookie)]).expect("lb");
+            assert_eq!(hr.header("x-server"), Some(server));
+            assert_eq!(lr.header("x-server"), Some(server));
+            assert_eq!(seen(&hr, &servers), seen(&lr, &servers));
+            compared += 1;
+        }
+    }
+    // Backup switch: www-myapp's only server goes away; both switch to the backup.
+    if let Some(g) = guards.remove("m1") {
+        g.stop();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let hr = get(h, "/", &[("Host", "myapp.example")]).expect("haproxy");
+        let lr = get(l, "/", &[("Host", "myapp.example")]).expect("lb");
+        if hr.header("x-server") == Some("mb1") && lr.header("x-server") == Some("mb1") {
+            compared += 1;
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both switch to the backup backend"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..5 {
+        let hr = get(h, "/", &[("Host", "myapp.example")]).expect("haproxy");
+        let lr = get(l, "/", &[("Host", "myapp.example")]).expect("lb");
+        assert_eq!(seen(&hr, &servers), seen(&lr, &servers));
+        compared += 1;
+    }
+    assert!(compared >= 40, "compared {compared} requests");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = Path::new(&dir);
+}
+
+/// Points `[global] admin` at `port`, adding the section when the conversion has none.
+fn set_admin(toml: &str, port: u16) -> String {
+    let line = format!("admin = \"127.0.0.1:{port}\"");
+    let mut out = Vec::new();
+    let mut in_global = false;
+    let mut done = false;
+    for l in toml.lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            if in_global && !done {
+                out.push(line.clone());
+                done = true;
+            }
+            in_global = t == "[global]";
+        }
+        if in_global && t.starts_with("admin") {
+            out.push(line.clone());
+            done = true;
+            continue;
+        }
+        out.push(l.to_owned());
+    }
+    if !done {
+        if in_global {
+            out.push(line);
+        } else {
+            out.insert(0, format!("[global]\n{line}\n"));
+        }
+    }
+    out.join("\n")
+}

@@ -1,0 +1,193 @@
+//! L4 end to end: `lb run` with XDP on the balancer host, real TCP and UDP from a client
+//! host to VIPs, backends answering with their identity.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use lb_tests::l4env::{DENIED_SRC, IO, L4Env, SRC_VIP_PORT, UDP_PORT, VIP_PORT, VIP4, VIP6};
+use lb_tests::require_root;
+
+fn vip(addr: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(addr.parse().expect("vip"), port)
+}
+
+fn status_of(stats: &serde_json::Value, backend: &str, server: &str) -> Option<String> {
+    stats["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["name"] == backend)?["servers"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == server)
+        .and_then(|s| s["status"].as_str().map(str::to_owned))
+}
+
+fn stats(lb: &lb_tests::lbproc::LbProcess) -> serde_json::Value {
+    let (code, body) = lb.get("/stats.json").expect("stats.json");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("stats.json is JSON")
+}
+
+#[test]
+fn sources_spread_evenly_and_stick_under_balance_source() {
+    require_root!();
+    let env = L4Env::new(3).expect("lab");
+    let sources = env.lab.add_client_sources(240).expect("client sources");
+    let lb = env.start_lb(3, &[]).expect("lb run");
+
+    let mut per_backend: BTreeMap<String, u32> = BTreeMap::new();
+    for src in &sources {
+        let (_conn, who) = env
+            .connect(Some(*src), vip(VIP4, VIP_PORT))
+            .expect("connect via VIP");
+        *per_backend.entry(who).or_default() += 1;
+    }
+    assert_eq!(per_backend.len(), 3, "all backends used: {per_backend:?}");
+    for (b, n) in &per_backend {
+        assert!(
+            (60..=100).contains(n),
+            "backend {b} got {n} of 240 (even is 80 ± 25%)"
+        );
+    }
+
+    // balance source: the same source always lands on the same backend.
+    for src in sources.iter().take(20) {
+        let (_c, first) = env
+            .connect(Some(*src), vip(VIP4, SRC_VIP_PORT))
+            .expect("connect");
+        for _ in 0..3 {
+            let (_c, again) = env
+                .connect(Some(*src), vip(VIP4, SRC_VIP_PORT))
+                .expect("connect");
+            assert_eq!(again, first, "source {src} moved");
+        }
+    }
+    drop(lb);
+}
+
+#[test]
+fn ipv6_and_udp_vips_work_and_denied_sources_get_nothing() {
+    require_root!();
+    let env = L4Env::new(3).expect("lab");
+    let denied: IpAddr = DENIED_SRC.parse().expect("addr");
+    env.lab
+        .client
+        .addr("eth0", &format!("{DENIED_SRC}/16"))
+        .expect("denied source addr");
+    let _lb = env.start_lb(3, &[]).expect("lb run");
+
+    let (_c, who) = env.connect(None, vip(VIP6, VIP_PORT)).expect("IPv6 VIP");
+    assert!(who.starts_with('b'), "IPv6 VIP answered by {who}");
+
+    let udp = env
+        .lab
+        .client
+        .udp_bind("10.101.0.2:0".parse().expect("addr"))
+        .expect("udp socket");
+    udp.set_read_timeout(Some(IO)).expect("timeout");
+    udp.send_to(b"hello", vip(VIP4, UDP_PORT)).expect("send");
+    let mut buf = [0u8; 256];
+    let (n, from) = udp.recv_from(&mut buf).expect("UDP reply through the VIP");
+    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        reply.starts_with('b') && reply.ends_with(":hello"),
+        "{reply}"
+    );
+    assert_eq!(from, vip(VIP4, UDP_PORT), "reply comes from the VIP");
+
+    let denied_try = env.connect(Some(denied), vip(VIP4, VIP_PORT));
+    assert!(
+        denied_try.is_err(),
+        "a denied source must not reach a backend"
+    );
+}
+
+#[test]
+fn down_backend_gets_no_new_connections_and_comes_back() {
+    require_root!();
+    let mut env = L4Env::new(3).expect("lab");
+    let sources = env.lab.add_client_sources(60).expect("sources");
+    let lb = env.start_lb(3, &[]).expect("lb run");
+
+    env.stop_backend(2);
+    // fall (2) × interval (200 ms) + 1 s.
+    let deadline = Instant::now() + Duration::from_millis(2 * 200 + 1000);
+    loop {
+        if status_of(&stats(&lb), "pool4", "b2").as_deref() == Some("DOWN") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b2 not DOWN in time: {}",
+            lb.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for src in &sources {
+        let (_c, who) = env
+            .connect(Some(*src), vip(VIP4, VIP_PORT))
+            .expect("connect");
+        assert_ne!(who, "b2", "a DOWN backend got a new connection");
+    }
+
+    env.start_backend(2).expect("restart b2");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while status_of(&stats(&lb), "pool4", "b2").as_deref() != Some("UP") {
+        assert!(
+            Instant::now() < deadline,
+            "b2 not UP again after rise checks"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut seen_b2 = false;
+    for src in &sources {
+        let (_c, who) = env
+            .connect(Some(*src), vip(VIP4, VIP_PORT))
+            .expect("connect");
+        seen_b2 |= who == "b2";
+    }
+    assert!(seen_b2, "b2 takes new connections again");
+}
+
+#[test]
+fn established_connection_survives_adding_a_backend_and_restarting_lb() {
+    require_root!();
+    let env = L4Env::new(4).expect("lab");
+    let lb = env.start_lb(3, &["--keep-dataplane"]).expect("lb run");
+    let (mut conn, first) = env.connect(None, vip(VIP4, VIP_PORT)).expect("connect");
+    assert_eq!(L4Env::exchange(&mut conn, "one").expect("exchange"), first);
+
+    // Reload with a fourth backend.
+    env.write_config(&env.config(4)).expect("config");
+    lb.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status_of(&stats(&lb), "pool4", "b4").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "reload did not add b4: {}",
+            lb.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        L4Env::exchange(&mut conn, "two").expect("after reload"),
+        first
+    );
+
+    // Restart lb, leaving the data plane attached.
+    let status = lb.stop();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "lb exits cleanly on SIGTERM"
+    );
+    assert_eq!(
+        L4Env::exchange(&mut conn, "three").expect("while lb is down"),
+        first
+    );
+    let _lb2 = env.start_lb(4, &[]).expect("lb restarted");
+    assert_eq!(
+        L4Env::exchange(&mut conn, "four").expect("after restart"),
+        first
+    );
+}
