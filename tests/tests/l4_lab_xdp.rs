@@ -1,7 +1,7 @@
 //! End to end through the XDP tier: real TCP and UDP from a client host, through an lb host
 //! running `lb_xdp` (native mode) on all of its veths, to backend hosts whose default route
 //! is the lb host. Configured with the public dataplane API (`apply` for the TCP VIP, the
-//! typed map API for a UDP VIP). Needs root and `ethtool`.
+//! `udp@` bind for the UDP VIP). Needs root and `ethtool`.
 //!
 //! Topology:
 //! ```text
@@ -21,13 +21,11 @@ use lb::config::model::{
     Backend as CfgBackend, Balance, Bind, CheckSpec, Config, Dataplane as CfgDataplane, Frontend,
     Global, LogFormat, Mode, Server, Tier, Timeouts, XdpMode,
 };
-use lb::dataplane::maps::{addr_words, backend_value, vip_key};
+use lb::dataplane::maps::vip_key;
 use lb::dataplane::{self, Attachment};
 use lb::state::{BackendState, Counters, Registry, ServerState};
 use lb_common::maps::DEFAULT_MAGLEV_SIZE;
-use lb_common::types::{
-    BACKEND_UP, PROTO_TCP, PROTO_UDP, Reason, ReverseKey, ReverseValue, VipInfo,
-};
+use lb_common::types::{PROTO_TCP, PROTO_UDP, Reason};
 use lb_tests::lab::{Host, Lab};
 use lb_tests::require_root;
 use nix::sched::{CloneFlags, setns};
@@ -58,7 +56,7 @@ fn config(pin: PathBuf) -> Config {
         mode: Mode::Tcp,
         tier: Tier::Xdp,
         binds: vec![Bind {
-            addr: sa(bind),
+            addr: sa(bind.trim_start_matches("udp@")),
             tls: None,
             text: bind.into(),
         }],
@@ -113,8 +111,10 @@ fn config(pin: PathBuf) -> Config {
         frontends: vec![
             fe("edge", "203.0.113.10:80", "pool"),
             fe("edge6", "[2001:db8::10]:80", "pool6"),
+            fe("dns", "udp@203.0.113.10:53", "dns"),
         ],
         backends: vec![
+            be("dns", vec![server("b2", "10.2.0.10:5353")]),
             be(
                 "pool",
                 vec![
@@ -258,7 +258,7 @@ fn tcp_and_udp_through_xdp() {
     let cfg = config(pin_dir.clone());
     let reg = registry_for(&cfg);
     let running = dataplane::start(&cfg, &reg).expect("start the XDP tier");
-    assert_eq!(running.summary.vips, 2);
+    assert_eq!(running.summary.vips, 3);
     assert_eq!(running.tx_ports.len(), 3);
     assert!(
         running
@@ -266,45 +266,9 @@ fn tcp_and_udp_through_xdp() {
             .iter()
             .all(|(_, how, _)| *how == Attachment::Native)
     );
-    let dataplane::Running { mut dp, links, .. } = running;
+    let dataplane::Running { dp, links, .. } = running;
 
-    // A UDP VIP through the typed map API.
     let udp_vip = sa("203.0.113.10:53");
-    let udp_be = sa("10.2.0.10:5353");
-    let udp_id = 500;
-    dp.set_backend(udp_id, backend_value(udp_be, BACKEND_UP))
-        .expect("backend");
-    let key = vip_key(udp_vip, PROTO_UDP);
-    let table = vec![udp_id; dp.maglev_size() as usize];
-    dp.publish_table(
-        key,
-        VipInfo {
-            vip_id: 60,
-            flags: 0,
-            active_table: 0,
-            backend_count: 1,
-        },
-        &table,
-    )
-    .expect("table");
-    let (a, family) = addr_words(udp_be.ip());
-    dp.set_reverse(
-        ReverseKey {
-            addr: a,
-            port: udp_be.port().to_be(),
-            proto: PROTO_UDP,
-            family,
-        },
-        ReverseValue {
-            vip_addr: key.addr,
-            vip_port: key.port,
-            family,
-            flags: 0,
-            vip_id: 60,
-            backend_id: udp_id,
-        },
-    )
-    .expect("reverse");
 
     // TCP, IPv4 and IPv6: many connections, every one answered, both backends used.
     for vip in [sa("203.0.113.10:80"), sa("[2001:db8::10]:80")] {
@@ -359,6 +323,11 @@ fn tcp_and_udp_through_xdp() {
         }
     }
     assert_eq!(got.as_deref(), Some(&b"b2:ping"[..]), "UDP through the VIP");
+    let info = dp
+        .vip(&vip_key(udp_vip, PROTO_UDP))
+        .expect("vip")
+        .expect("UDP VIP configured");
+    assert!(dp.vip_counters(info.vip_id).expect("counters").new_flows >= 1);
 
     let reasons: Vec<(Reason, u64)> = dp.reason_counters().expect("counters");
     eprintln!("reasons: {reasons:?}");

@@ -5,7 +5,8 @@
 //! id assignment (VIP ids, backend ids) is reconstructed from the pinned maps themselves, so
 //! a restarted `lb` keeps the ids its flows refer to.
 //!
-//! Mapping: every bind of a frontend with `tier == Tier::Xdp` is a TCP VIP; the servers of its
+//! Mapping: every bind of a frontend with `tier == Tier::Xdp` is a VIP (TCP, or UDP when the
+//! bind is written `udp@ADDR:PORT`, see [`bind_proto`]); the servers of its
 //! `default_backend` are its backends (one backend id per distinct endpoint). Server status:
 //! UP → state UP and in the Maglev table (weight > 0; backups only when no non-backup server
 //! is); DRAIN → state DRAIN (keeps flows, not in the table); DOWN/MAINT → state DOWN (its
@@ -19,13 +20,14 @@ use lb_common::maglev::{self, MaglevBackend};
 use lb_common::maps::{MAX_BACKENDS, MAX_VIPS};
 use lb_common::types::{
     BACKEND_DOWN, BACKEND_DRAIN, BACKEND_UNUSED, BACKEND_UP, Backend, GlobalConfig, PROTO_TCP,
-    REVERSE_F_SHARED, ReverseKey, ReverseValue, VIP_F_ALLOWLIST, VIP_F_HASH_SRC, VipInfo, VipKey,
+    PROTO_UDP, REVERSE_F_SHARED, ReverseKey, ReverseValue, VIP_F_ALLOWLIST, VIP_F_HASH_SRC,
+    VipInfo, VipKey,
 };
 
 use super::maps::{
     Dataplane, FilterRule, MapsError, addr_words, backend_addr, backend_value, vip_key,
 };
-use crate::config::model::{Balance, Config, IpNet, Tier};
+use crate::config::model::{Balance, Bind, Config, IpNet, Tier};
 use crate::state::{Registry, ServerStatus};
 
 /// Errors from applying a configuration to the data path.
@@ -78,6 +80,16 @@ struct WantedVip {
     members: Vec<(SocketAddr, u32, bool)>,
     deny: Vec<IpNet>,
     allow: Vec<IpNet>,
+}
+
+/// The IP protocol a bind balances: UDP when written `udp@ADDR:PORT`, else TCP.
+pub fn bind_proto(bind: &Bind) -> u8 {
+    let text = bind.text.trim_start();
+    if text.len() >= 4 && text[..4].eq_ignore_ascii_case("udp@") {
+        PROTO_UDP
+    } else {
+        PROTO_TCP
+    }
 }
 
 fn data_state(status: ServerStatus) -> u8 {
@@ -181,7 +193,7 @@ pub fn apply(
                 }
             }
             wanted.push(WantedVip {
-                key: vip_key(bind.addr, PROTO_TCP),
+                key: vip_key(bind.addr, bind_proto(bind)),
                 flags,
                 members,
                 deny: fe.deny_src.clone(),
@@ -271,7 +283,7 @@ pub fn apply(
             let k = ReverseKey {
                 addr: a,
                 port: addr.port().to_be(),
-                proto: PROTO_TCP,
+                proto: w.key.proto,
                 family,
             };
             let v = ReverseValue {
