@@ -262,11 +262,11 @@ fn tcp_and_udp_through_xdp() {
     assert_eq!(running.tx_ports.len(), 3);
     assert!(
         running
-            .links
+            .attachments
             .iter()
-            .all(|(_, how, _)| *how == Attachment::Native)
+            .all(|a| a.mode == Some(Attachment::Native))
     );
-    let dataplane::Running { dp, links, .. } = running;
+    let dataplane::Running { dp, .. } = running;
 
     let udp_vip = sa("203.0.113.10:53");
 
@@ -343,5 +343,42 @@ fn tcp_and_udp_through_xdp() {
         get(Reason::ForwardRedirect) > 0,
         "the fast path redirected packets"
     );
-    drop(links);
+
+    // Restart with the data plane left attached (`--keep-dataplane`): an established
+    // connection keeps working while no lb process exists, and after a new start that
+    // reuses the pinned maps and links.
+    let vip = sa("203.0.113.10:80");
+    let mut conn = c.tcp_connect(vip, Duration::from_secs(5)).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut exchange = |msg: &str| -> String {
+        conn.write_all(format!("{msg}\n").as_bytes())
+            .expect("write");
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("{msg}: {e}"));
+        let (tag, rest) = line.split_once(':').expect("tagged reply");
+        assert_eq!(rest, format!("{msg}\n"));
+        tag.to_owned()
+    };
+    let first = exchange("before");
+    drop(dp); // every fd of this "process" closes; the pins keep XDP and the maps
+    assert_eq!(exchange("while lb is down"), first);
+    let running = dataplane::start(&cfg, &reg).expect("restart");
+    assert!(
+        running.attachments.iter().all(|a| a.mode.is_none()),
+        "pinned links reused"
+    );
+    assert_eq!(running.summary.writes, 0, "{:?}", running.summary);
+    assert_eq!(exchange("after restart"), first);
+    // A normal stop detaches; the connection then has no balancer any more.
+    drop(running);
+    dataplane::stop(&cfg, false).expect("stop");
+    let out = lb.ip(&["link", "show", "eth0"]).expect("ip link");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("xdp"),
+        "XDP detached"
+    );
 }

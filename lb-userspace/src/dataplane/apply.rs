@@ -52,6 +52,11 @@ pub enum ApplyError {
     Maglev(maglev::MaglevError),
     #[error("reading local addresses: {0}")]
     LocalAddrs(std::io::Error),
+    #[error("removing the pinned maps at {path}: {source}")]
+    RemovePins {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("interface {0} does not exist")]
     NoSuchInterface(String),
     #[error(transparent)]
@@ -455,43 +460,26 @@ pub fn register_tx_ports(dp: &mut Dataplane, ifaces: &[String]) -> Result<Vec<u3
     Ok(out)
 }
 
-/// A running XDP tier: the maps, and one attachment per interface (each detached when its
-/// link is dropped).
+/// A running XDP tier: the maps, and one pinned attachment per interface.
+#[derive(Debug)]
 pub struct Running {
     pub dp: Dataplane,
-    pub links: Vec<(
-        String,
-        super::loader::Attachment,
-        aya::programs::xdp::XdpLink,
-    )>,
+    /// One per configured interface; pinned, so they outlive the process unless
+    /// [`stop`] detaches them.
+    pub attachments: Vec<super::loader::PinnedAttachment>,
     /// ifindexes registered as redirect targets.
     pub tx_ports: Vec<u32>,
     pub summary: ApplySummary,
-}
-
-impl std::fmt::Debug for Running {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running")
-            .field(
-                "interfaces",
-                &self
-                    .links
-                    .iter()
-                    .map(|(i, a, _)| (i, a))
-                    .collect::<Vec<_>>(),
-            )
-            .field("tx_ports", &self.tx_ports)
-            .field("summary", &self.summary)
-            .finish()
-    }
 }
 
 /// Brings the XDP tier up for `cfg` (which must have a `[dataplane]` section), in the calling
 /// thread's network namespace: loads the object (reusing maps pinned at
 /// `dataplane.pin_path`, so flows survive a restart), applies the configuration and live
 /// state, records the host's addresses as local, registers every interface as a redirect
-/// target and attaches `lb_xdp` to each in the configured mode. Everything is written before
-/// the first attach, so the first packet already sees a complete configuration.
+/// target and attaches `lb_xdp` to each in the configured mode through links pinned next to
+/// the maps (a link left by a previous `lb --keep-dataplane` is reused: its program is
+/// replaced atomically). Everything is written before the first attach, so the first packet
+/// already sees a complete configuration.
 pub fn start(cfg: &Config, registry: &Registry) -> Result<Running, ApplyError> {
     let dpc = cfg.dataplane.as_ref().ok_or(ApplyError::NoDataplane)?;
     for iface in &dpc.interfaces {
@@ -506,20 +494,36 @@ pub fn start(cfg: &Config, registry: &Registry) -> Result<Running, ApplyError> {
     let summary = apply(&mut dp, cfg, registry)?;
     sync_local_addrs(&mut dp, &[])?;
     let tx_ports = register_tx_ports(&mut dp, &dpc.interfaces)?;
-    let mut links = Vec::new();
+    let mut attachments = Vec::new();
     for iface in &dpc.interfaces {
-        let (how, link) = super::loader::attach(
+        attachments.push(super::loader::attach_pinned(
             dp.ebpf_mut(),
             lb_common::maps::programs::LB,
             iface,
             dpc.xdp_mode,
-        )?;
-        links.push((iface.clone(), how, link));
+            &dpc.pin_path,
+        )?);
     }
     Ok(Running {
         dp,
-        links,
+        attachments,
         tx_ports,
         summary,
     })
+}
+
+/// Detaches `lb_xdp` from every configured interface (the normal shutdown; skipped with
+/// `--keep-dataplane`). With `remove_maps`, the pinned maps (flows, tables) go too.
+pub fn stop(cfg: &Config, remove_maps: bool) -> Result<(), ApplyError> {
+    let dpc = cfg.dataplane.as_ref().ok_or(ApplyError::NoDataplane)?;
+    for iface in &dpc.interfaces {
+        super::loader::detach_pinned(&dpc.pin_path, iface)?;
+    }
+    if remove_maps {
+        std::fs::remove_dir_all(&dpc.pin_path).map_err(|source| ApplyError::RemovePins {
+            path: dpc.pin_path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }

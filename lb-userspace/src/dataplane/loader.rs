@@ -1,7 +1,8 @@
 //! Loading the XDP object with pinned maps, and attaching programs to interfaces.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpMode as AyaXdpMode, xdp::XdpLink};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::maps::names;
@@ -45,6 +46,27 @@ pub enum DataplaneError {
     },
     #[error("map {0} is missing from the XDP object")]
     MissingMap(&'static str),
+    #[error(
+        "XDP on {0} was attached without a bpf_link (kernel older than 5.9?), so it cannot be \
+         pinned to outlive lb"
+    )]
+    NotALink(String),
+    #[error("pinning the XDP link of {iface} at {path}: {source}")]
+    LinkPin {
+        iface: String,
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("reusing the pinned XDP link {path}: {source}")]
+    LinkReuse {
+        path: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("removing the pinned XDP link {path}: {source}")]
+    LinkUnpin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Sizes and the pin location chosen at load.
@@ -134,4 +156,85 @@ pub fn attach(
             )),
         },
     }
+}
+
+/// Where the XDP link of `iface` is pinned under a pin directory.
+pub fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("link_{iface}"))
+}
+
+/// An attachment whose bpf_link is pinned in bpffs: it outlives the process
+/// (`lb run --keep-dataplane`) until [`detach_pinned`] removes the pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedAttachment {
+    pub iface: String,
+    pub path: PathBuf,
+    /// How it was attached now; `None` when an existing link (left by a previous `lb`) was
+    /// reused and only its program was replaced.
+    pub mode: Option<Attachment>,
+}
+
+/// Attaches program `name` to `iface` through a bpf_link pinned at
+/// [`link_pin_path`]`(pin_dir, iface)`. When such a pin exists (a previous `lb` left the data
+/// plane attached), the new program atomically replaces the old one on that link, so no
+/// packet ever meets the interface without XDP. Needs bpf_link XDP support (Linux 5.9+).
+pub fn attach_pinned(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    iface: &str,
+    mode: XdpMode,
+    pin_dir: &Path,
+) -> Result<PinnedAttachment, DataplaneError> {
+    let path = link_pin_path(pin_dir, iface);
+    if path.exists() {
+        let reuse_err = |e: Box<dyn std::error::Error + Send + Sync>| DataplaneError::LinkReuse {
+            path: path.clone(),
+            source: e,
+        };
+        let pinned = PinnedLink::from_pin(&path).map_err(|e| reuse_err(Box::new(e)))?;
+        let fd_link: FdLink = pinned.into();
+        let xdp_link = XdpLink::try_from(fd_link).map_err(|e| reuse_err(Box::new(e)))?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program { name, source })?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|source| DataplaneError::Program { name, source })?;
+        }
+        prog.attach_to_link(xdp_link)
+            .map_err(|e| reuse_err(Box::new(e)))?;
+        return Ok(PinnedAttachment {
+            iface: iface.to_owned(),
+            path,
+            mode: None,
+        });
+    }
+    let (how, link) = attach(ebpf, name, iface, mode)?;
+    let fd_link = FdLink::try_from(link).map_err(|_| DataplaneError::NotALink(iface.to_owned()))?;
+    // The pin holds the link; this process's descriptor may close.
+    fd_link
+        .pin(&path)
+        .map_err(|source| DataplaneError::LinkPin {
+            iface: iface.to_owned(),
+            path: path.clone(),
+            source,
+        })?;
+    Ok(PinnedAttachment {
+        iface: iface.to_owned(),
+        path,
+        mode: Some(how),
+    })
+}
+
+/// Detaches the XDP program pinned for `iface` under `pin_dir` (no-op when none is). The
+/// link goes away once no process holds it any more.
+pub fn detach_pinned(pin_dir: &Path, iface: &str) -> Result<bool, DataplaneError> {
+    let path = link_pin_path(pin_dir, iface);
+    if !path.exists() {
+        return Ok(false);
+    }
+    std::fs::remove_file(&path).map_err(|source| DataplaneError::LinkUnpin { path, source })?;
+    Ok(true)
 }

@@ -14,7 +14,10 @@ pub mod maps;
 
 pub use apply::{
     ApplyError, ApplySummary, Running, apply, ifindex, local_addresses, register_tx_ports, start,
-    sync_local_addrs,
+    stop, sync_local_addrs,
 };
-pub use loader::{Attachment, DataplaneError, LoadOptions, attach, load};
+pub use loader::{
+    Attachment, DataplaneError, LoadOptions, PinnedAttachment, attach, attach_pinned,
+    detach_pinned, load,
+};
 pub use maps::{Dataplane, FilterRule, MapsError};
