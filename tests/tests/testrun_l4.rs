@@ -1912,3 +1912,73 @@ fn shared_backend_replies_follow_their_vip() {
     assert_eq!(out, expected);
     verify_icmp_inner(&out);
 }
+
+#[test]
+fn follow_applies_registry_changes() {
+    require_root!();
+    let n = PIN_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/lbtest-l4-{}-{n}", std::process::id()));
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(pin_dir.clone());
+    let ebpf = dataplane::load(&LoadOptions {
+        pin_dir: pin_dir.clone(),
+        conntrack_size: 1024,
+        maglev_table_size: DEFAULT_MAGLEV_SIZE,
+    })
+    .expect("load");
+    let dp = Arc::new(std::sync::Mutex::new(
+        Dataplane::new(ebpf).expect("dataplane"),
+    ));
+    let cfg = Arc::new(config());
+    let reg = Arc::new(registry_for(&cfg));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state_of = |dp: &Arc<std::sync::Mutex<Dataplane>>, a: &str| {
+        dp.lock()
+            .expect("lock")
+            .backends()
+            .expect("backends")
+            .into_iter()
+            .find(|(_, b)| backend_addr(b) == sa(a))
+            .map(|(_, b)| b.state)
+    };
+    rt.block_on(async {
+        let s = dataplane::apply_now(&dp, Arc::clone(&cfg), &reg)
+            .await
+            .expect("apply");
+        assert!(s.writes > 0);
+        let task = tokio::spawn(dataplane::follow(
+            Arc::clone(&dp),
+            {
+                let cfg = Arc::clone(&cfg);
+                move || Arc::clone(&cfg)
+            },
+            Arc::clone(&reg),
+            None,
+            stop_rx,
+        ));
+        reg.set_status("web", "s2", ServerStatus::Down)
+            .expect("status");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while state_of(&dp, "10.1.0.11:8080") != Some(lb_common::types::BACKEND_DOWN) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "follow did not apply the change"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop_tx.send(true);
+        task.await.expect("follow ends on shutdown");
+    });
+    let traffic = dp.lock().expect("lock").backend_traffic().expect("traffic");
+    assert!(traffic.iter().any(|(a, _)| *a == sa("10.1.0.11:8080")));
+}

@@ -696,6 +696,22 @@ impl Dataplane {
         self.traffic(names::VIP_STATS, vip_id)
     }
 
+    /// Traffic per backend endpoint in use, summed over CPUs (for stats pages).
+    pub fn backend_traffic(&self) -> Result<Vec<(SocketAddr, TrafficCounters)>, MapsError> {
+        self.backends()?
+            .into_iter()
+            .map(|(id, b)| Ok((backend_addr(&b), self.backend_counters(id)?)))
+            .collect()
+    }
+
+    /// Traffic per VIP (endpoint, IP protocol), summed over CPUs (for stats pages).
+    pub fn vip_traffic(&self) -> Result<Vec<(SocketAddr, u8, TrafficCounters)>, MapsError> {
+        self.vips()?
+            .into_iter()
+            .map(|(k, v)| Ok((vip_addr(&k), k.proto, self.vip_counters(v.vip_id)?)))
+            .collect()
+    }
+
     /// Traffic of backend `id`, summed over CPUs.
     pub fn backend_counters(&self, id: u32) -> Result<TrafficCounters, MapsError> {
         if id >= MAX_BACKENDS {

@@ -1,7 +1,7 @@
 //! The XDP tier's userspace side, and the only code that touches BPF maps: loading the
 //! embedded object, pinning its maps, attaching to interfaces ([`loader`]), typed map reads
-//! and writes ([`maps::Dataplane`]) and turning a configuration into map contents
-//! ([`apply`]).
+//! and writes ([`maps::Dataplane`]), turning a configuration into map contents
+//! ([`apply`]) and following live state changes ([`sync`]).
 //!
 //! Kernel requirements: BPF with BTF, XDP (native driver support, else generic/SKB mode),
 //! LPM tries, LRU hashes, `DEVMAP_HASH` (Linux 5.4+), `bpf_fib_lookup`, bpffs mounted at
@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod loader;
 pub mod maps;
+pub mod sync;
 
 pub use apply::{
     ApplyError, ApplySummary, Running, apply, ifindex, local_addresses, register_tx_ports, start,
@@ -21,3 +22,4 @@ pub use loader::{
     detach_pinned, load,
 };
 pub use maps::{Dataplane, FilterRule, MapsError};
+pub use sync::{SyncError, apply_now, follow};
