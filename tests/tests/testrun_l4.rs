@@ -752,6 +752,24 @@ fn forward_ipv4_ipv6_tcp_udp_vlan() {
     let c = fx.dp.vip_counters(web.vip_id).expect("counters");
     assert!(c.packets >= 64 && c.new_flows >= 62, "{c:?}");
     assert!(fx.reason(Reason::ForwardRedirect) > 0 && fx.reason(Reason::ForwardTx) > 0);
+
+    // The admin API's view.
+    let snap = lb::dataplane::stats::snapshot(&fx.dp, &fx.cfg).expect("snapshot");
+    let web = snap.vips.iter().find(|v| v.vip == vip).expect("VIP listed");
+    assert_eq!((web.frontend.as_str(), web.proto.as_str()), ("web", "tcp"));
+    assert!(web.packets >= 64);
+    let served: u64 = snap
+        .backends
+        .iter()
+        .filter(|b| b.backend == "web")
+        .map(|b| b.new_flows)
+        .sum();
+    assert!(served >= 62, "{:?}", snap.backends);
+    assert!(
+        snap.reasons
+            .iter()
+            .any(|r| r.action == "forward" && r.reason == "redirect" && r.packets > 0)
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The XDP tier's userspace side, and the only code that touches BPF maps: loading the
 //! embedded object, pinning its maps, attaching to interfaces ([`loader`]), typed map reads
 //! and writes ([`maps::Dataplane`]), turning a configuration into map contents
-//! ([`apply`]) and following live state changes ([`sync`]).
+//! ([`apply`]), following live state changes ([`sync`]) and reporting counters to the
+//! admin API ([`stats`]).
 //!
 //! Kernel requirements: BPF with BTF, XDP (native driver support, else generic/SKB mode),
 //! LPM tries, LRU hashes, `DEVMAP_HASH` (Linux 5.4+), `bpf_fib_lookup`, bpffs mounted at
@@ -11,6 +12,7 @@
 pub mod apply;
 pub mod loader;
 pub mod maps;
+pub mod stats;
 pub mod sync;
 
 pub use apply::{
