@@ -183,11 +183,13 @@ pub enum Reason {
     ForwardRedirect = 13,
     ReverseNat = 14,
     IcmpTranslated = 15,
+    /// An ICMP "fragmentation needed" was sent back for a packet too big for the next hop.
+    IcmpTooBigSent = 16,
 }
 
 impl Reason {
     /// Number of reasons; size of the reason counter array.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
     /// Every reason, in index order.
     pub const ALL: [Reason; Reason::COUNT as usize] = [
         Reason::PassNotIp,
@@ -206,6 +208,7 @@ impl Reason {
         Reason::ForwardRedirect,
         Reason::ReverseNat,
         Reason::IcmpTranslated,
+        Reason::IcmpTooBigSent,
     ];
 
     /// Stable snake_case name used in metrics and `lb stats`.
@@ -227,6 +230,7 @@ impl Reason {
             Reason::ForwardRedirect => "forward_redirect",
             Reason::ReverseNat => "reverse_nat",
             Reason::IcmpTranslated => "icmp_translated",
+            Reason::IcmpTooBigSent => "icmp_too_big_sent",
         }
     }
 }

@@ -5,7 +5,8 @@
 //! which resolves it and forwards the already rewritten packet.
 
 use aya_ebpf::bindings::{
-    BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action,
+    BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+    bpf_fib_lookup as FibParams, xdp_action,
 };
 use aya_ebpf::helpers::generated::{bpf_fib_lookup, bpf_redirect};
 use aya_ebpf::programs::XdpContext;
@@ -20,9 +21,40 @@ use crate::stats::count_reason;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
+/// The FIB's answer for a packet.
+pub struct Route {
+    pub rc: i64,
+    pub params: FibParams,
+    pub ingress: u32,
+}
+
+impl Route {
+    /// The egress MTU when the packet is too big for it.
+    #[inline(always)]
+    pub fn frag_needed(&self) -> Option<u16> {
+        if self.rc == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+            // SAFETY: the kernel fills `mtu_result` on FRAG_NEEDED.
+            Some(unsafe { self.params.__bindgen_anon_1.mtu_result })
+        } else {
+            None
+        }
+    }
+}
+
 /// Routes and transmits `p`; returns the XDP action (counted by reason).
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, p: &Packet) -> u32 {
+    match lookup(ctx, p) {
+        Ok(route) => transmit(ctx, p, &route),
+        Err(action) => action,
+    }
+}
+
+/// Looks up the next hop of `p` as it will leave: `p` carries the translated addresses
+/// (the packet itself may still hold the original ones). `Err(action)` when the packet ends
+/// here (TTL exhausted, truncated), already counted.
+#[inline(always)]
+pub fn lookup(ctx: &XdpContext, p: &Packet) -> Result<Route, u32> {
     // SAFETY: all-zero is a valid `bpf_fib_lookup` (plain integers and unions of them).
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.l4_protocol = p.proto;
@@ -34,13 +66,13 @@ pub fn forward(ctx: &XdpContext, p: &Packet) -> u32 {
     if p.v6 {
         let Some(h) = ptr_at::<Ipv6Hdr>(ctx, p.l3) else {
             count_reason(Reason::PassTruncated);
-            return xdp_action::XDP_PASS;
+            return Err(xdp_action::XDP_PASS);
         };
         // SAFETY: bounds checked by `ptr_at`.
-        let h = unsafe { &mut *h };
+        let h = unsafe { &*h };
         if h.hop_limit <= 1 {
             count_reason(Reason::DropTtlExceeded);
-            return xdp_action::XDP_DROP;
+            return Err(xdp_action::XDP_DROP);
         }
         params.family = AF_INET6;
         params.__bindgen_anon_1.tot_len = (p.ip_len - 40) as u16;
@@ -50,13 +82,13 @@ pub fn forward(ctx: &XdpContext, p: &Packet) -> u32 {
     } else {
         let Some(h) = ptr_at::<Ipv4Hdr>(ctx, p.l3) else {
             count_reason(Reason::PassTruncated);
-            return xdp_action::XDP_PASS;
+            return Err(xdp_action::XDP_PASS);
         };
         // SAFETY: bounds checked by `ptr_at`.
-        let h = unsafe { &mut *h };
+        let h = unsafe { &*h };
         if h.ttl <= 1 {
             count_reason(Reason::DropTtlExceeded);
-            return xdp_action::XDP_DROP;
+            return Err(xdp_action::XDP_DROP);
         }
         params.family = AF_INET;
         params.__bindgen_anon_1.tot_len = p.ip_len as u16;
@@ -73,6 +105,20 @@ pub fn forward(ctx: &XdpContext, p: &Packet) -> u32 {
             0,
         )
     };
+    Ok(Route {
+        rc,
+        params,
+        ingress,
+    })
+}
+
+/// Sends the (rewritten) packet `p` along `route`: TTL / hop limit, MACs, `XDP_TX` or
+/// redirect; the kernel gets it when the neighbour is unknown or the FIB said no.
+#[inline(always)]
+pub fn transmit(ctx: &XdpContext, p: &Packet, route: &Route) -> u32 {
+    let rc = route.rc;
+    let params = &route.params;
+    let ingress = route.ingress;
     if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
         count_reason(Reason::PassNoNeighbour);
         return xdp_action::XDP_PASS;

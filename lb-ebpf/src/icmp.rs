@@ -12,10 +12,12 @@
 //! when it lies inside the quote (zero IPv4 UDP checksums stay zero), and the ICMP checksum
 //! (for ICMPv6 including the pseudo-header).
 
+use aya_ebpf::bindings::xdp_action;
+use aya_ebpf::helpers::generated::bpf_xdp_adjust_tail;
 use aya_ebpf::programs::XdpContext;
 use lb_common::types::{PROTO_TCP, PROTO_UDP, Reason, ReverseKey, VipKey};
 
-use crate::csum::Delta;
+use crate::csum::{self, Delta};
 use crate::flow;
 use crate::maps::{LB_REVERSE, LB_VIPS};
 use crate::nat::{Side, addr_offset, update_csum, write_addr};
@@ -29,6 +31,10 @@ pub enum Outcome {
     Forward { vip_id: u32, backend_id: u32 },
     /// Leave the packet to the kernel, counted under this reason.
     Pass(Reason),
+    /// A reply was built in place; return this action.
+    Sent(u32),
+    /// Drop the packet.
+    Drop,
 }
 
 #[inline(always)]
@@ -239,4 +245,81 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
     }
     let _ = update_csum(ctx, p.l4 + 2, d_icmp, false);
     Outcome::Forward { vip_id, backend_id }
+}
+
+/// True when an IPv4 packet has Don't Fragment set.
+#[inline(always)]
+pub fn dont_fragment(ctx: &XdpContext, p: &Packet) -> bool {
+    match ptr_at::<[u8; 2]>(ctx, p.l3 + 6) {
+        // SAFETY: bounds checked by `ptr_at`.
+        Some(f) => (unsafe { (*f)[0] } & 0x40) != 0,
+        None => false,
+    }
+}
+
+/// Answers an IPv4 packet that is too big for the next hop (the FIB said FRAG_NEEDED and DF
+/// is set) with ICMP "fragmentation needed" (type 3 code 4, next-hop `mtu`) to its source,
+/// from `from` (the VIP), quoting the packet as received: IP header and 8 bytes. The kernel
+/// cannot do this for us, since it only ever sees the translated packet, which the sender
+/// would not recognise. The frame is shrunk in place (`bpf_xdp_adjust_tail`, Linux 4.18+)
+/// and sent back out the ingress interface.
+#[inline(always)]
+pub fn too_big_v4(ctx: &XdpContext, p: &Packet, from: u32, mtu: u16) -> Outcome {
+    let l3 = p.l3;
+    let Some(q) = ptr_at::<[u8; 28]>(ctx, l3) else {
+        return Outcome::Pass(Reason::PassTruncated);
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let quote = unsafe { *q };
+    let Some(m) = ptr_at::<[u8; 12]>(ctx, 0) else {
+        return Outcome::Pass(Reason::PassTruncated);
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let macs = unsafe { *m };
+    let new_len = l3 + IPV4_HLEN + ICMP_HLEN + 28;
+    let cur = ctx.data_end() - ctx.data();
+    if cur < new_len {
+        return Outcome::Pass(Reason::PassFibFailed);
+    }
+    // SAFETY: helper call on the context; every packet pointer is re-derived afterwards.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur as i32) } != 0 {
+        return Outcome::Pass(Reason::PassFibFailed);
+    }
+
+    let mut ip = [0u8; IPV4_HLEN];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((IPV4_HLEN + ICMP_HLEN + 28) as u16).to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = 64;
+    ip[9] = 1;
+    ip[12..16].copy_from_slice(&from.to_ne_bytes());
+    ip[16..20].copy_from_slice(&p.src[0].to_ne_bytes());
+    let c = csum::finish(csum::sum_words(&ip));
+    ip[10..12].copy_from_slice(&c.to_ne_bytes());
+
+    let mut icmp = [0u8; ICMP_HLEN + 28];
+    icmp[0] = 3;
+    icmp[1] = 4;
+    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+    icmp[8..].copy_from_slice(&quote);
+    let c = csum::finish(csum::sum_words(&icmp));
+    icmp[2..4].copy_from_slice(&c.to_ne_bytes());
+
+    let (Some(eth), Some(iph), Some(msg)) = (
+        ptr_at::<[u8; 12]>(ctx, 0),
+        ptr_at::<[u8; IPV4_HLEN]>(ctx, l3),
+        ptr_at::<[u8; ICMP_HLEN + 28]>(ctx, l3 + IPV4_HLEN),
+    ) else {
+        // Unreachable after a successful shrink; never leave a half-built frame.
+        return Outcome::Drop;
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    unsafe {
+        let e = &mut *eth;
+        e[..6].copy_from_slice(&macs[6..]);
+        e[6..].copy_from_slice(&macs[..6]);
+        *iph = ip;
+        *msg = icmp;
+    }
+    Outcome::Sent(xdp_action::XDP_TX)
 }

@@ -77,6 +77,8 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
                 forward::forward(&ctx, &p)
             }
             icmp::Outcome::Pass(reason) => pass(reason),
+            icmp::Outcome::Sent(action) => action,
+            icmp::Outcome::Drop => xdp_action::XDP_DROP,
         };
     }
     let vkey = VipKey {
@@ -103,14 +105,28 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         // SAFETY: map value pointer from a successful lookup.
         let rv = unsafe { *rv };
         let rv = flow::reply_vip(rv, &p.src, p.sport, &p.dst, p.dport, p.proto, p.family);
-        if rv.family != p.family
-            || nat::rewrite(&ctx, &mut p, Side::Src, &rv.vip_addr, rv.vip_port).is_none()
+        if rv.family != p.family {
+            return pass(Reason::PassNotBalanced);
+        }
+        let mut out = p;
+        out.src = rv.vip_addr;
+        out.sport = rv.vip_port;
+        let route = match forward::lookup(&ctx, &out) {
+            Ok(route) => route,
+            Err(action) => return action,
+        };
+        if let Some(mtu) = route.frag_needed()
+            && !p.v6
+            && icmp::dont_fragment(&ctx, &p)
         {
+            return too_big(&ctx, &p, rv.vip_addr[0], mtu);
+        }
+        if nat::rewrite(&ctx, &mut p, Side::Src, &rv.vip_addr, rv.vip_port).is_none() {
             return pass(Reason::PassTruncated);
         }
         count_reason(Reason::ReverseNat);
         count_traffic(rv.vip_id, rv.backend_id, u64::from(p.ip_len), false);
-        return forward::forward(&ctx, &p);
+        return forward::transmit(&ctx, &p, &route);
     }
     pass(Reason::PassNotBalanced)
 }
@@ -131,6 +147,19 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) ->
     if choice.new_flow {
         flow::record_reply(p, vip.vip_id, choice.backend_id, &b);
     }
+    let mut out = *p;
+    out.dst = b.addr;
+    out.dport = b.port;
+    let route = match forward::lookup(ctx, &out) {
+        Ok(route) => route,
+        Err(action) => return action,
+    };
+    if let Some(mtu) = route.frag_needed()
+        && !p.v6
+        && icmp::dont_fragment(ctx, p)
+    {
+        return too_big(ctx, p, p.dst[0], mtu);
+    }
     if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
         return pass(Reason::PassTruncated);
     }
@@ -140,7 +169,20 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) ->
         u64::from(p.ip_len),
         choice.new_flow,
     );
-    forward::forward(ctx, p)
+    forward::transmit(ctx, p, &route)
+}
+
+/// Sends ICMP "fragmentation needed" back for an IPv4 packet too big for the next hop.
+#[inline(always)]
+fn too_big(ctx: &XdpContext, p: &Packet, from: u32, mtu: u16) -> u32 {
+    match icmp::too_big_v4(ctx, p, from, mtu) {
+        icmp::Outcome::Sent(action) => {
+            count_reason(Reason::IcmpTooBigSent);
+            action
+        }
+        icmp::Outcome::Pass(reason) => pass(reason),
+        icmp::Outcome::Forward { .. } | icmp::Outcome::Drop => xdp_action::XDP_DROP,
+    }
 }
 
 /// Passes every packet. Attached to veth peers so they accept redirected frames.

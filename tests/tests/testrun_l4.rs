@@ -2000,3 +2000,106 @@ fn follow_applies_registry_changes() {
     let traffic = dp.lock().expect("lock").backend_traffic().expect("traffic");
     assert!(traffic.iter().any(|(a, _)| *a == sa("10.1.0.11:8080")));
 }
+
+#[test]
+fn too_big_ipv4_gets_fragmentation_needed_from_the_vip() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let lb = fx._lab.host("lb").expect("lb host").clone();
+    lb.ip(&["link", "set", "eth1", "mtu", "1280"]).expect("mtu");
+    lb.ip(&["link", "set", "eth0", "mtu", "1280"]).expect("mtu");
+    let vip = sa("203.0.113.10:80");
+    let client = ip("10.0.0.2");
+    let big = vec![0x5a; 1300];
+
+    // Client → VIP, too big for the backend side, DF set (etherparse's default).
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        client,
+        vip.ip(),
+        64,
+        &tcp(40000, 80),
+        &big,
+    );
+    assert_eq!(input[14 + 6] & 0x40, 0x40, "DF set");
+    let before = fx.reason(Reason::IcmpTooBigSent);
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_TX);
+    let mtu = 1280u16.to_be_bytes();
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        vip.ip(),
+        client,
+        64,
+        3,
+        4,
+        [0, 0, mtu[0], mtu[1]],
+        &input[14..14 + 28],
+    );
+    assert_eq!(
+        out, expected,
+        "fragmentation needed, quoting the packet as sent"
+    );
+    verify_frame_checksums(&out).expect("checksums");
+    assert_eq!(fx.reason(Reason::IcmpTooBigSent), before + 1);
+
+    // Backend → client, too big for the client side: the backend hears it from the VIP.
+    let be = sa("10.1.0.10:8080");
+    let input = frame(
+        bk_mac(10),
+        LB1_MAC,
+        be.ip(),
+        client,
+        64,
+        &tcp(8080, 40000),
+        &big,
+    );
+    let (action, out) = fx.run(E1, &input);
+    assert_eq!(action, XDP_TX);
+    let expected = icmp_error(
+        LB1_MAC,
+        bk_mac(10),
+        vip.ip(),
+        be.ip(),
+        64,
+        3,
+        4,
+        [0, 0, mtu[0], mtu[1]],
+        &input[14..14 + 28],
+    );
+    assert_eq!(out, expected, "reverse direction");
+    verify_frame_checksums(&out).expect("checksums");
+
+    // Without DF: translated and left to the kernel, which fragments it.
+    let mut nodf = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        client,
+        vip.ip(),
+        64,
+        &tcp(40000, 80),
+        &big,
+    );
+    nodf[14 + 6] &= !0x40;
+    nodf[14 + 10] = 0;
+    nodf[14 + 11] = 0;
+    let c = !lb_tests::packet::ones_complement_sum(&nodf[14..34], 0);
+    nodf[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    let before = fx.reason(Reason::PassFibFailed);
+    let (action, out) = fx.run(E0, &nodf);
+    assert_eq!(action, XDP_PASS);
+    verify_frame_checksums(&out).expect("checksums");
+    let be_now = fx
+        .flow_backend(client, vip.ip(), &tcp(40000, 80))
+        .expect("flow");
+    assert_eq!(
+        &out[14 + 16..14 + 20],
+        &match be_now.ip() {
+            IpAddr::V4(a) => a.octets(),
+            IpAddr::V6(_) => unreachable!(),
+        }
+    );
+    assert_eq!(fx.reason(Reason::PassFibFailed), before + 1);
+}

@@ -16,6 +16,9 @@ use crate::config::model::{Config, Tier};
 /// `drop`, `pass`, `forward` or `translate`, and the reason without that prefix.
 pub fn reason_parts(r: Reason) -> (&'static str, &'static str) {
     let name = r.name();
+    if r == Reason::IcmpTooBigSent {
+        return ("reply", "icmp_too_big");
+    }
     match name.split_once('_') {
         Some(("pass", rest)) => ("pass", rest),
         Some(("drop", rest)) => ("drop", rest),
