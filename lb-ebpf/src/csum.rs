@@ -70,18 +70,6 @@ pub fn apply_udp4(csum: u16, d: Delta) -> u16 {
     if c == 0 { 0xffff } else { c }
 }
 
-/// One's-complement sum of the 16-bit words of `b` (raw, native order), not folded.
-#[inline(always)]
-pub fn sum_words<const N: usize>(b: &[u8; N]) -> u32 {
-    let mut s = 0u32;
-    let mut i = 0;
-    while i + 1 < N {
-        s += u32::from(u16::from_ne_bytes([b[i], b[i + 1]]));
-        i += 2;
-    }
-    s
-}
-
 /// The checksum field value for a region whose word sum (checksum field zero) is `s`.
 #[inline(always)]
 pub fn finish(s: u32) -> u16 {

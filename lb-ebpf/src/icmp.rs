@@ -22,7 +22,8 @@ use crate::flow;
 use crate::maps::{LB_REVERSE, LB_VIPS};
 use crate::nat::{Side, addr_offset, update_csum, write_addr};
 use crate::parse::{
-    ICMP_HLEN, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, Packet, TCP_CSUM_OFF, UDP_CSUM_OFF, ptr_at,
+    ICMP_HLEN, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, PROTO_ICMPV6, Packet, TCP_CSUM_OFF,
+    UDP_CSUM_OFF, ptr_at,
 };
 
 /// What the caller does next.
@@ -257,69 +258,176 @@ pub fn dont_fragment(ctx: &XdpContext, p: &Packet) -> bool {
     }
 }
 
+/// Sum of `N` 16-bit words of the packet at `off` (raw order), read in place.
+#[inline(always)]
+fn sum_packet<const N: usize>(ctx: &XdpContext, off: usize) -> Option<u32> {
+    let w = ptr_at::<[u16; N]>(ctx, off)?;
+    let mut s = 0u32;
+    let mut i = 0;
+    while i < N {
+        // SAFETY: bounds checked by `ptr_at`.
+        s += u32::from(unsafe { (*w)[i] });
+        i += 1;
+    }
+    Some(s)
+}
+
+/// Copies `W` 32-bit words from `from` to `to` (non-overlapping) inside the packet, through
+/// registers only (the program's stack is nearly full).
+#[inline(always)]
+fn copy_packet<const W: usize>(ctx: &XdpContext, from: usize, to: usize) -> Option<()> {
+    let src = ptr_at::<[u32; W]>(ctx, from)?;
+    let dst = ptr_at::<[u32; W]>(ctx, to)?;
+    let mut i = 0;
+    while i < W {
+        // SAFETY: bounds checked by `ptr_at`.
+        unsafe { (*dst)[i] = (*src)[i] };
+        i += 1;
+    }
+    Some(())
+}
+
+/// Shrinks the frame to `l3 + 2 * quote` bytes, keeping its first `l3 + quote` bytes, then
+/// moves the quote (the IP header and 8 bytes at `l3`) to `l3 + quote`, making room for the
+/// new IP and ICMP headers, which are exactly `quote` bytes long too; swaps the MACs.
+#[inline(always)]
+fn make_room<const W: usize>(ctx: &XdpContext, l3: usize) -> Result<(), Outcome> {
+    let quote = W * 4;
+    let new_len = l3 + 2 * quote;
+    let cur = ctx.data_end() - ctx.data();
+    if cur < new_len {
+        return Err(Outcome::Pass(Reason::PassFibFailed));
+    }
+    // SAFETY: helper call on the context; every packet pointer is re-derived afterwards.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur as i32) } != 0 {
+        return Err(Outcome::Pass(Reason::PassFibFailed));
+    }
+    copy_packet::<W>(ctx, l3, l3 + quote).ok_or(Outcome::Drop)?;
+    let eth = ptr_at::<[u16; 6]>(ctx, 0).ok_or(Outcome::Drop)?;
+    // SAFETY: bounds checked by `ptr_at`.
+    unsafe {
+        let e = &mut *eth;
+        let (a, b, c) = (e[0], e[1], e[2]);
+        e[0] = e[3];
+        e[1] = e[4];
+        e[2] = e[5];
+        e[3] = a;
+        e[4] = b;
+        e[5] = c;
+    }
+    Ok(())
+}
+
 /// Answers an IPv4 packet that is too big for the next hop (the FIB said FRAG_NEEDED and DF
 /// is set) with ICMP "fragmentation needed" (type 3 code 4, next-hop `mtu`) to its source,
 /// from `from` (the VIP), quoting the packet as received: IP header and 8 bytes. The kernel
 /// cannot do this for us, since it only ever sees the translated packet, which the sender
-/// would not recognise. The frame is shrunk in place (`bpf_xdp_adjust_tail`, Linux 4.18+)
+/// would not recognise. The frame is rebuilt in place (`bpf_xdp_adjust_tail`, Linux 4.18+)
 /// and sent back out the ingress interface.
 #[inline(always)]
 pub fn too_big_v4(ctx: &XdpContext, p: &Packet, from: u32, mtu: u16) -> Outcome {
+    const QUOTE: usize = IPV4_HLEN + 8;
     let l3 = p.l3;
-    let Some(q) = ptr_at::<[u8; 28]>(ctx, l3) else {
-        return Outcome::Pass(Reason::PassTruncated);
-    };
-    // SAFETY: bounds checked by `ptr_at`.
-    let quote = unsafe { *q };
-    let Some(m) = ptr_at::<[u8; 12]>(ctx, 0) else {
-        return Outcome::Pass(Reason::PassTruncated);
-    };
-    // SAFETY: bounds checked by `ptr_at`.
-    let macs = unsafe { *m };
-    let new_len = l3 + IPV4_HLEN + ICMP_HLEN + 28;
-    let cur = ctx.data_end() - ctx.data();
-    if cur < new_len {
-        return Outcome::Pass(Reason::PassFibFailed);
+    let to = p.src[0];
+    if let Err(o) = make_room::<{ QUOTE / 4 }>(ctx, l3) {
+        return o;
     }
-    // SAFETY: helper call on the context; every packet pointer is re-derived afterwards.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur as i32) } != 0 {
-        return Outcome::Pass(Reason::PassFibFailed);
-    }
-
-    let mut ip = [0u8; IPV4_HLEN];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((IPV4_HLEN + ICMP_HLEN + 28) as u16).to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 1;
-    ip[12..16].copy_from_slice(&from.to_ne_bytes());
-    ip[16..20].copy_from_slice(&p.src[0].to_ne_bytes());
-    let c = csum::finish(csum::sum_words(&ip));
-    ip[10..12].copy_from_slice(&c.to_ne_bytes());
-
-    let mut icmp = [0u8; ICMP_HLEN + 28];
-    icmp[0] = 3;
-    icmp[1] = 4;
-    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
-    icmp[8..].copy_from_slice(&quote);
-    let c = csum::finish(csum::sum_words(&icmp));
-    icmp[2..4].copy_from_slice(&c.to_ne_bytes());
-
-    let (Some(eth), Some(iph), Some(msg)) = (
-        ptr_at::<[u8; 12]>(ctx, 0),
-        ptr_at::<[u8; IPV4_HLEN]>(ctx, l3),
-        ptr_at::<[u8; ICMP_HLEN + 28]>(ctx, l3 + IPV4_HLEN),
+    let (Some(ip), Some(icmp)) = (
+        ptr_at::<Ipv4Hdr>(ctx, l3),
+        ptr_at::<[u16; 4]>(ctx, l3 + IPV4_HLEN),
     ) else {
-        // Unreachable after a successful shrink; never leave a half-built frame.
         return Outcome::Drop;
     };
     // SAFETY: bounds checked by `ptr_at`.
     unsafe {
-        let e = &mut *eth;
-        e[..6].copy_from_slice(&macs[6..]);
-        e[6..].copy_from_slice(&macs[..6]);
-        *iph = ip;
-        *msg = icmp;
+        let h = &mut *ip;
+        h.version_ihl = 0x45;
+        h.tos = 0;
+        h.tot_len = ((IPV4_HLEN + ICMP_HLEN + QUOTE) as u16).to_be();
+        h.id = 0;
+        h.frag_off = 0x4000u16.to_be(); // DF
+        h.ttl = 64;
+        h.proto = 1;
+        h.check = 0;
+        h.saddr = from;
+        h.daddr = to;
+        let m = &mut *icmp;
+        m[0] = u16::from_ne_bytes([3, 4]);
+        m[1] = 0;
+        m[2] = 0;
+        m[3] = mtu.to_be();
+    }
+    // One step at a time, each with its own early return: the verifier must never see a
+    // sum computed from a failed read.
+    let Some(s_ip) = sum_packet::<{ IPV4_HLEN / 2 }>(ctx, l3) else {
+        return Outcome::Drop;
+    };
+    if update_field(ctx, l3 + 10, csum::finish(s_ip)).is_none() {
+        return Outcome::Drop;
+    }
+    let Some(s_icmp) = sum_packet::<{ (ICMP_HLEN + QUOTE) / 2 }>(ctx, l3 + IPV4_HLEN) else {
+        return Outcome::Drop;
+    };
+    if update_field(ctx, l3 + IPV4_HLEN + 2, csum::finish(s_icmp)).is_none() {
+        return Outcome::Drop;
     }
     Outcome::Sent(xdp_action::XDP_TX)
+}
+
+/// IPv6 counterpart of [`too_big_v4`]: ICMPv6 "packet too big" (type 2, `mtu`) to the
+/// packet's source, from `from` (the VIP), quoting its IPv6 header and 8 bytes (enough for
+/// the sender to find its socket). IPv6 routers never fragment, so this is sent whenever
+/// the next hop's MTU is too small.
+#[inline(always)]
+pub fn too_big_v6(ctx: &XdpContext, p: &Packet, from: &[u32; 4], mtu: u16) -> Outcome {
+    const QUOTE: usize = IPV6_HLEN + 8;
+    let l3 = p.l3;
+    let to = p.src;
+    if let Err(o) = make_room::<{ QUOTE / 4 }>(ctx, l3) {
+        return o;
+    }
+    let plen = (ICMP_HLEN + QUOTE) as u16;
+    let (Some(ip), Some(icmp)) = (
+        ptr_at::<Ipv6Hdr>(ctx, l3),
+        ptr_at::<[u16; 4]>(ctx, l3 + IPV6_HLEN),
+    ) else {
+        return Outcome::Drop;
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    unsafe {
+        let h = &mut *ip;
+        h.vtc_flow = 0x6000_0000u32.to_be();
+        h.payload_len = plen.to_be();
+        h.nexthdr = PROTO_ICMPV6;
+        h.hop_limit = 64;
+        h.saddr = *from;
+        h.daddr = to;
+        let m = &mut *icmp;
+        m[0] = u16::from_ne_bytes([2, 0]);
+        m[1] = 0;
+        m[2] = 0;
+        m[3] = mtu.to_be();
+    }
+    // Pseudo-header: both addresses (in the new header), length and next header.
+    let pseudo = u32::from(plen.to_be()) + u32::from(u16::from_ne_bytes([0, PROTO_ICMPV6]));
+    let Some(s_addrs) = sum_packet::<16>(ctx, l3 + 8) else {
+        return Outcome::Drop;
+    };
+    let Some(s_icmp) = sum_packet::<{ (ICMP_HLEN + QUOTE) / 2 }>(ctx, l3 + IPV6_HLEN) else {
+        return Outcome::Drop;
+    };
+    let c = csum::finish(s_addrs + pseudo + s_icmp);
+    if update_field(ctx, l3 + IPV6_HLEN + 2, c).is_none() {
+        return Outcome::Drop;
+    }
+    Outcome::Sent(xdp_action::XDP_TX)
+}
+
+/// Writes a raw 16-bit value at `off`.
+#[inline(always)]
+fn update_field(ctx: &XdpContext, off: usize, v: u16) -> Option<()> {
+    let f = ptr_at::<u16>(ctx, off)?;
+    // SAFETY: bounds checked by `ptr_at`.
+    unsafe { *f = v };
+    Some(())
 }

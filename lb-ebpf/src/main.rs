@@ -116,10 +116,9 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
             Err(action) => return action,
         };
         if let Some(mtu) = route.frag_needed()
-            && !p.v6
-            && icmp::dont_fragment(&ctx, &p)
+            && (p.v6 || icmp::dont_fragment(&ctx, &p))
         {
-            return too_big(&ctx, &p, rv.vip_addr[0], mtu);
+            return too_big(&ctx, &p, &rv.vip_addr, mtu);
         }
         if nat::rewrite(&ctx, &mut p, Side::Src, &rv.vip_addr, rv.vip_port).is_none() {
             return pass(Reason::PassTruncated);
@@ -155,10 +154,9 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) ->
         Err(action) => return action,
     };
     if let Some(mtu) = route.frag_needed()
-        && !p.v6
-        && icmp::dont_fragment(ctx, p)
+        && (p.v6 || icmp::dont_fragment(ctx, p))
     {
-        return too_big(ctx, p, p.dst[0], mtu);
+        return too_big(ctx, p, &p.dst, mtu);
     }
     if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
         return pass(Reason::PassTruncated);
@@ -172,10 +170,16 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) ->
     forward::transmit(ctx, p, &route)
 }
 
-/// Sends ICMP "fragmentation needed" back for an IPv4 packet too big for the next hop.
+/// Sends ICMP "fragmentation needed" / ICMPv6 "packet too big" back, from `from`, for a
+/// packet too big for the next hop.
 #[inline(always)]
-fn too_big(ctx: &XdpContext, p: &Packet, from: u32, mtu: u16) -> u32 {
-    match icmp::too_big_v4(ctx, p, from, mtu) {
+fn too_big(ctx: &XdpContext, p: &Packet, from: &[u32; 4], mtu: u16) -> u32 {
+    let outcome = if p.v6 {
+        icmp::too_big_v6(ctx, p, from, mtu)
+    } else {
+        icmp::too_big_v4(ctx, p, from[0], mtu)
+    };
+    match outcome {
         icmp::Outcome::Sent(action) => {
             count_reason(Reason::IcmpTooBigSent);
             action

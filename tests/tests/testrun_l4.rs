@@ -2002,7 +2002,7 @@ fn follow_applies_registry_changes() {
 }
 
 #[test]
-fn too_big_ipv4_gets_fragmentation_needed_from_the_vip() {
+fn too_big_packets_get_icmp_from_the_vip() {
     require_root!();
     let mut fx = Fixture::new();
     let lb = fx._lab.host("lb").expect("lb host").clone();
@@ -2070,6 +2070,60 @@ fn too_big_ipv4_gets_fragmentation_needed_from_the_vip() {
         &input[14..14 + 28],
     );
     assert_eq!(out, expected, "reverse direction");
+    verify_frame_checksums(&out).expect("checksums");
+
+    // IPv6: packet too big, both directions.
+    let vip6 = sa("[2001:db8::10]:80");
+    let c6 = ip("fd00::2");
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        c6,
+        vip6.ip(),
+        64,
+        &tcp(40000, 80),
+        &big,
+    );
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_TX);
+    let mtu6 = 1280u32.to_be_bytes();
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        vip6.ip(),
+        c6,
+        64,
+        2,
+        0,
+        mtu6,
+        &input[14..14 + 48],
+    );
+    assert_eq!(out, expected, "ICMPv6 packet too big");
+    verify_frame_checksums(&out).expect("checksums");
+    let be6 = sa("[fd01::10]:8080");
+    let input = frame(
+        bk_mac(10),
+        LB1_MAC,
+        be6.ip(),
+        c6,
+        64,
+        &tcp(8080, 40000),
+        &big,
+    );
+    let (action, out) = fx.run(E1, &input);
+    assert_eq!(action, XDP_TX);
+    let expected = icmp_error(
+        LB1_MAC,
+        bk_mac(10),
+        vip6.ip(),
+        be6.ip(),
+        64,
+        2,
+        0,
+        mtu6,
+        &input[14..14 + 48],
+    );
+    assert_eq!(out, expected, "ICMPv6 packet too big, reverse direction");
     verify_frame_checksums(&out).expect("checksums");
 
     // Without DF: translated and left to the kernel, which fragments it.
