@@ -164,6 +164,10 @@ pub struct TrafficCounters {
 }
 
 /// Why a packet was passed, dropped or forwarded; index into the per-CPU reason counters.
+///
+/// `Pass*`, `Drop*`, `Forward*` and `IcmpTooBigSent` are verdicts: every packet `lb_xdp` sees
+/// counts under exactly one of them. `ReverseNat` and `IcmpTranslated` count translations,
+/// in addition to the translated packet's verdict.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
