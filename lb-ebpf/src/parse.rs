@@ -1,5 +1,10 @@
 //! Bounds-checked packet access and header parsing. A packet whose headers are truncated or
 //! inconsistent is never rewritten: parsing fails with a pass reason instead.
+//!
+//! Supported: Ethernet with at most one 802.1Q/802.1ad tag; IPv4 without options (options →
+//! `PassIpOptions`, fragments → `PassFragment`); IPv6 whose next header is TCP, UDP or
+//! ICMPv6 directly (a fragment header → `PassFragment`, other extension headers →
+//! `PassNotBalanced`). Trailing bytes after the IP packet (Ethernet padding) are allowed.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::types::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, Reason};
