@@ -245,11 +245,20 @@ pub fn apply(
         dp.reset_vip_counters(id)?;
     }
 
-    // 4. Backends first, so tables never point at an unwritten slot.
+    // 4. Backends that are new or become UP first, so tables never point at an unwritten or
+    //    not-yet-UP slot. Backends leaving service (UP → DRAIN/DOWN) are written after the
+    //    tables without them are live (step 8), so no new flow is dropped in between.
+    let mut leaving = Vec::new();
     for (addr, state) in &endpoint_state {
         let id = backend_ids[addr];
         let want = backend_value(*addr, *state);
-        if dp.backend(id)? != want {
+        let cur = dp.backend(id)?;
+        if cur == want {
+            continue;
+        }
+        if cur.state == BACKEND_UP && *state != BACKEND_UP && backend_addr(&cur) == *addr {
+            leaving.push((id, want));
+        } else {
             dp.set_backend(id, want)?;
             summary.writes += 1;
         }
@@ -363,10 +372,16 @@ pub fn apply(
     }
     summary.vips = wanted.len();
 
-    // 8. Stale filter rules (new ones were added before the VIPs were published).
+    // 8. Backends leaving service, now that no live table picks them for new flows.
+    for (id, want) in leaving {
+        dp.set_backend(id, want)?;
+        summary.writes += 1;
+    }
+
+    // 9. Stale filter rules (new ones were added before the VIPs were published).
     summary.writes += dp.set_filters(&rules)?;
 
-    // 9. Removals: stale reverse entries, VIPs, then backends.
+    // 10. Removals: stale reverse entries, VIPs, then backends.
     for k in current_reverse.keys() {
         if !reverse.contains_key(k) {
             dp.remove_reverse(k)?;
