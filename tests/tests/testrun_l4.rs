@@ -489,7 +489,17 @@ impl Fixture {
             .try_into()
             .expect("xdp");
         if prog.fd().is_err() {
-            prog.load().expect("the verifier accepts the program");
+            let label = if name == programs::LB {
+                programs::LB
+            } else {
+                programs::BASELINE_TX
+            };
+            if let Err(e) = lb::dataplane::loader::load_program(prog, label) {
+                // The verifier log is huge; the error kind and its tail say what failed.
+                let text = e.to_string();
+                let tail = &text[text.len().saturating_sub(2000)..];
+                panic!("the verifier rejects {name}: …{tail}");
+            }
         }
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress.
         let mut ctx = [0u8; 24];

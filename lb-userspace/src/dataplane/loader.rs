@@ -125,8 +125,7 @@ pub fn attach(
         .try_into()
         .map_err(|source| DataplaneError::Program { name, source })?;
     if prog.fd().is_err() {
-        prog.load()
-            .map_err(|source| DataplaneError::Program { name, source })?;
+        load_program(prog, name)?;
     }
     let try_mode = |prog: &mut Xdp, m: AyaXdpMode, label: &'static str| {
         let id = prog
@@ -200,8 +199,7 @@ pub fn attach_pinned(
             .try_into()
             .map_err(|source| DataplaneError::Program { name, source })?;
         if prog.fd().is_err() {
-            prog.load()
-                .map_err(|source| DataplaneError::Program { name, source })?;
+            load_program(prog, name)?;
         }
         prog.attach_to_link(xdp_link)
             .map_err(|e| reuse_err(Box::new(e)))?;
@@ -237,4 +235,23 @@ pub fn detach_pinned(pin_dir: &Path, iface: &str) -> Result<bool, DataplaneError
     }
     std::fs::remove_file(&path).map_err(|source| DataplaneError::LinkUnpin { path, source })?;
     Ok(true)
+}
+
+/// Loads (verifies) `prog`, retrying a few times when the kernel asks to (`EAGAIN`/`EINTR`:
+/// the verifier gives up on a pending signal, which happens under load).
+pub fn load_program(prog: &mut Xdp, name: &'static str) -> Result<(), DataplaneError> {
+    let mut attempt = 0;
+    loop {
+        match prog.load() {
+            Ok(()) => return Ok(()),
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if attempt < 3
+                    && (io_error.kind() == std::io::ErrorKind::Interrupted
+                        || io_error.raw_os_error() == Some(libc::EAGAIN)) =>
+            {
+                attempt += 1;
+            }
+            Err(source) => return Err(DataplaneError::Program { name, source }),
+        }
+    }
 }
