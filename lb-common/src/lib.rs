@@ -7,6 +7,9 @@
 //! what the host tests exercise.
 #![no_std]
 
+#[cfg(feature = "user")]
+extern crate alloc;
+
 pub mod hash;
 pub mod maglev;
 pub mod maps;

@@ -26,6 +26,9 @@ pub mod names {
     pub const BACKENDS: &str = "LB_BACKENDS";
     pub const FLOWS: &str = "LB_FLOWS";
     pub const REVERSE: &str = "LB_REVERSE";
+    /// Reply 5-tuple (backend → client) → VIP, for backends shared by several VIPs (LRU,
+    /// sized like `FLOWS`).
+    pub const REPLY_FLOWS: &str = "LB_REPLY_FLOWS";
     pub const LOCAL_ADDRS: &str = "LB_LOCAL_ADDRS";
     pub const FILTER_V4: &str = "LB_FILTER_V4";
     pub const FILTER_V6: &str = "LB_FILTER_V6";

@@ -114,10 +114,15 @@ pub struct ReverseValue {
     /// Network byte order.
     pub vip_port: u16,
     pub family: u8,
-    pub _pad: u8,
+    /// `REVERSE_F_*` bits.
+    pub flags: u8,
     pub vip_id: u32,
     pub backend_id: u32,
 }
+
+/// The backend endpoint serves several VIPs: its replies are matched against
+/// `LB_REPLY_FLOWS` (recorded when a flow is created) before falling back to this entry's VIP.
+pub const REVERSE_F_SHARED: u8 = 1 << 0;
 
 /// Key of the local-address set: addresses of the balancer host itself.
 #[repr(C)]
@@ -159,6 +164,10 @@ pub struct TrafficCounters {
 }
 
 /// Why a packet was passed, dropped or forwarded; index into the per-CPU reason counters.
+///
+/// `Pass*`, `Drop*`, `Forward*` and `IcmpTooBigSent` are verdicts: every packet `lb_xdp` sees
+/// counts under exactly one of them. `ReverseNat` and `IcmpTranslated` count translations,
+/// in addition to the translated packet's verdict.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -178,11 +187,13 @@ pub enum Reason {
     ForwardRedirect = 13,
     ReverseNat = 14,
     IcmpTranslated = 15,
+    /// An ICMP "fragmentation needed" was sent back for a packet too big for the next hop.
+    IcmpTooBigSent = 16,
 }
 
 impl Reason {
     /// Number of reasons; size of the reason counter array.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
     /// Every reason, in index order.
     pub const ALL: [Reason; Reason::COUNT as usize] = [
         Reason::PassNotIp,
@@ -201,6 +212,7 @@ impl Reason {
         Reason::ForwardRedirect,
         Reason::ReverseNat,
         Reason::IcmpTranslated,
+        Reason::IcmpTooBigSent,
     ];
 
     /// Stable snake_case name used in metrics and `lb stats`.
@@ -222,6 +234,7 @@ impl Reason {
             Reason::ForwardRedirect => "forward_redirect",
             Reason::ReverseNat => "reverse_nat",
             Reason::IcmpTranslated => "icmp_translated",
+            Reason::IcmpTooBigSent => "icmp_too_big_sent",
         }
     }
 }

@@ -1,31 +1,192 @@
 //! The lb XDP data path.
 //!
-//! Kernel requirements: XDP (native on the NIC driver, or generic), BTF, and
-//! `bpf_fib_lookup` (Linux 4.18+). Loaded and attached by `lb run`; maps are pinned under
-//! bpffs by the loader. Modules are split by concern, as in Katran: `maps`, `parse`,
-//! `csum`, and the programs here.
+//! Kernel requirements: XDP (native on the NIC driver, or generic), BTF, LPM tries,
+//! LRU hashes, `bpf_fib_lookup` (Linux 4.18+) and `DEVMAP_HASH` (Linux 5.4+); forwarding
+//! (`net.ipv4.ip_forward`, `net.ipv6.conf.all.forwarding`) enabled on the balancer.
+//! Loaded and attached by `lb run`; maps are pinned under bpffs by the loader.
+//!
+//! Modules are split by concern, as in Katran: [`maps`], [`parse`], [`csum`], [`filter`],
+//! [`flow`] (conntrack and Maglev pick), [`nat`], [`icmp`], [`forward`], [`stats`].
 #![no_std]
 #![no_main]
 
+mod csum;
+mod filter;
+mod flow;
+mod forward;
+mod icmp;
 mod maps;
+mod nat;
 mod parse;
+mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::types::Reason;
+use lb_common::types::{LocalAddrKey, Reason, ReverseKey, VipKey};
+
+use crate::maps::{LB_LOCAL_ADDRS, LB_REVERSE, LB_VIPS};
+use crate::nat::Side;
+use crate::parse::{PROTO_ICMP, PROTO_ICMPV6, Packet};
+use crate::stats::{count_reason, count_traffic};
+
+#[inline(always)]
+fn pass(reason: Reason) -> u32 {
+    count_reason(reason);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn drop(reason: Reason) -> u32 {
+    count_reason(reason);
+    xdp_action::XDP_DROP
+}
+
+#[inline(always)]
+fn is_local(addr: &[u32; 4], family: u8) -> bool {
+    let key = LocalAddrKey {
+        addr: *addr,
+        family,
+        _pad: [0; 3],
+    };
+    LB_LOCAL_ADDRS.get_ptr(key).is_some()
+}
 
 /// The balancer program. Packets it does not balance go to the kernel untouched.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let reason = match parse::ethernet(&ctx) {
-        Some(eth) if eth.offset_l3 > 0 && eth.ether_type == parse::ETH_P_IP => {
-            Reason::PassNotBalanced
-        }
-        Some(eth) if eth.ether_type == parse::ETH_P_IPV6 => Reason::PassNotBalanced,
-        Some(_) => Reason::PassNotIp,
-        None => Reason::PassTruncated,
+    let Some(eth) = parse::ethernet(&ctx) else {
+        return pass(Reason::PassTruncated);
     };
-    maps::count_reason(reason);
-    xdp_action::XDP_PASS
+    let mut p = match parse::ip(&ctx, &eth) {
+        Ok(p) => p,
+        Err(reason) => return pass(reason),
+    };
+    if is_local(&p.src, p.family) {
+        return pass(Reason::PassLocal);
+    }
+    if filter::globally_denied(&p) {
+        return drop(Reason::DropDenied);
+    }
+    if p.proto == PROTO_ICMP || p.proto == PROTO_ICMPV6 {
+        if is_local(&p.dst, p.family) {
+            return pass(Reason::PassLocal);
+        }
+        return match icmp::handle(&ctx, &mut p) {
+            icmp::Outcome::Forward { vip_id, backend_id } => {
+                count_reason(Reason::IcmpTranslated);
+                count_traffic(vip_id, backend_id, u64::from(p.ip_len), false);
+                forward::forward(&ctx, &p)
+            }
+            icmp::Outcome::Pass(reason) => pass(reason),
+            icmp::Outcome::Sent(action) => action,
+            icmp::Outcome::Drop => xdp_action::XDP_DROP,
+        };
+    }
+    let vkey = VipKey {
+        addr: p.dst,
+        port: p.dport,
+        proto: p.proto,
+        family: p.family,
+    };
+    if let Some(vip) = LB_VIPS.get_ptr(vkey) {
+        // SAFETY: map value pointer from a successful lookup.
+        let vip = unsafe { *vip };
+        return balance(&ctx, &mut p, &vip);
+    }
+    let rkey = ReverseKey {
+        addr: p.src,
+        port: p.sport,
+        proto: p.proto,
+        family: p.family,
+    };
+    if let Some(rv) = LB_REVERSE.get_ptr(rkey) {
+        if is_local(&p.dst, p.family) {
+            return pass(Reason::PassLocal);
+        }
+        // SAFETY: map value pointer from a successful lookup.
+        let rv = unsafe { *rv };
+        let rv = flow::reply_vip(rv, &p.src, p.sport, &p.dst, p.dport, p.proto, p.family);
+        if rv.family != p.family {
+            return pass(Reason::PassNotBalanced);
+        }
+        let mut out = p;
+        out.src = rv.vip_addr;
+        out.sport = rv.vip_port;
+        let route = match forward::lookup(&ctx, &out) {
+            Ok(route) => route,
+            Err(action) => return action,
+        };
+        if let Some(mtu) = route.frag_needed()
+            && (p.v6 || icmp::dont_fragment(&ctx, &p))
+        {
+            return too_big(&ctx, &p, &rv.vip_addr, mtu);
+        }
+        if nat::rewrite(&ctx, &mut p, Side::Src, &rv.vip_addr, rv.vip_port).is_none() {
+            return pass(Reason::PassTruncated);
+        }
+        count_reason(Reason::ReverseNat);
+        count_traffic(rv.vip_id, rv.backend_id, u64::from(p.ip_len), false);
+        return forward::transmit(&ctx, &p, &route);
+    }
+    pass(Reason::PassNotBalanced)
+}
+
+/// Forward direction: filter, pick, DNAT, forward.
+#[inline(always)]
+fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) -> u32 {
+    if filter::vip_denied(p, vip) {
+        return drop(Reason::DropDenied);
+    }
+    let Some(choice) = flow::choose(p, vip, true) else {
+        return drop(Reason::DropNoBackend);
+    };
+    let b = choice.backend;
+    if b.family != p.family {
+        return drop(Reason::DropNoBackend);
+    }
+    if choice.new_flow {
+        flow::record_reply(p, vip.vip_id, choice.backend_id, &b);
+    }
+    let mut out = *p;
+    out.dst = b.addr;
+    out.dport = b.port;
+    let route = match forward::lookup(ctx, &out) {
+        Ok(route) => route,
+        Err(action) => return action,
+    };
+    if let Some(mtu) = route.frag_needed()
+        && (p.v6 || icmp::dont_fragment(ctx, p))
+    {
+        return too_big(ctx, p, &p.dst, mtu);
+    }
+    if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
+        return pass(Reason::PassTruncated);
+    }
+    count_traffic(
+        vip.vip_id,
+        choice.backend_id,
+        u64::from(p.ip_len),
+        choice.new_flow,
+    );
+    forward::transmit(ctx, p, &route)
+}
+
+/// Sends ICMP "fragmentation needed" / ICMPv6 "packet too big" back, from `from`, for a
+/// packet too big for the next hop.
+#[inline(always)]
+fn too_big(ctx: &XdpContext, p: &Packet, from: &[u32; 4], mtu: u16) -> u32 {
+    let outcome = if p.v6 {
+        icmp::too_big_v6(ctx, p, from, mtu)
+    } else {
+        icmp::too_big_v4(ctx, p, from[0], mtu)
+    };
+    match outcome {
+        icmp::Outcome::Sent(action) => {
+            count_reason(Reason::IcmpTooBigSent);
+            action
+        }
+        icmp::Outcome::Pass(reason) => pass(reason),
+        icmp::Outcome::Forward { .. } | icmp::Outcome::Drop => xdp_action::XDP_DROP,
+    }
 }
 
 /// Passes every packet. Attached to veth peers so they accept redirected frames.

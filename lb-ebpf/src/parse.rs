@@ -1,12 +1,60 @@
-//! Bounds-checked packet access and header parsing.
+//! Bounds-checked packet access and header parsing. A packet whose headers are truncated or
+//! inconsistent is never rewritten: parsing fails with a pass reason instead.
+//!
+//! Supported: Ethernet with at most one 802.1Q/802.1ad tag; IPv4 without options (options →
+//! `PassIpOptions`, fragments → `PassFragment`); IPv6 whose next header is TCP, UDP or
+//! ICMPv6 directly (a fragment header → `PassFragment`, other extension headers →
+//! `PassNotBalanced`). Trailing bytes after the IP packet (Ethernet padding) are allowed.
 
 use aya_ebpf::programs::XdpContext;
+use lb_common::types::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, Reason};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88A8;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_ICMPV6: u8 = 58;
+const IPV6_FRAGMENT: u8 = 44;
+
+pub const IPV4_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
+pub const TCP_HLEN: usize = 20;
+pub const UDP_HLEN: usize = 8;
+pub const ICMP_HLEN: usize = 8;
+
+/// Offset of the TCP checksum in the TCP header.
+pub const TCP_CSUM_OFF: usize = 16;
+/// Offset of the UDP checksum in the UDP header.
+pub const UDP_CSUM_OFF: usize = 6;
+
+/// IPv4 header without options.
+#[repr(C)]
+pub struct Ipv4Hdr {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub tot_len: u16,
+    pub id: u16,
+    pub frag_off: u16,
+    pub ttl: u8,
+    pub proto: u8,
+    pub check: u16,
+    pub saddr: u32,
+    pub daddr: u32,
+}
+
+/// IPv6 fixed header.
+#[repr(C)]
+pub struct Ipv6Hdr {
+    pub vtc_flow: u32,
+    pub payload_len: u16,
+    pub nexthdr: u8,
+    pub hop_limit: u8,
+    pub saddr: [u32; 4],
+    pub daddr: [u32; 4],
+}
 
 /// Returns a pointer to `T` at `offset`, or `None` when it would cross `data_end`.
 #[inline(always)]
@@ -61,4 +109,127 @@ pub fn swap_macs(ctx: &XdpContext, offset_eth: usize) {
             *macs = out;
         }
     }
+}
+
+/// A parsed IP packet: layer offsets and the 5-tuple (raw network-order values).
+#[derive(Clone, Copy)]
+pub struct Packet {
+    pub l3: usize,
+    pub l4: usize,
+    pub v6: bool,
+    pub family: u8,
+    pub proto: u8,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Zero for ICMP.
+    pub sport: u16,
+    pub dport: u16,
+    /// IP total length (IPv4 `tot_len`, IPv6 40 + payload length), host order.
+    pub ip_len: u32,
+}
+
+/// Parses IPv4/IPv6 and the TCP/UDP/ICMP header after Ethernet. Anything that is not
+/// balanced or not well-formed returns the reason it goes to the kernel.
+#[inline(always)]
+pub fn ip(ctx: &XdpContext, eth: &Ethernet) -> Result<Packet, Reason> {
+    let l3 = eth.offset_l3;
+    let end = ctx.data_end();
+    let mut p = Packet {
+        l3,
+        l4: 0,
+        v6: false,
+        family: FAMILY_V4,
+        proto: 0,
+        src: [0; 4],
+        dst: [0; 4],
+        sport: 0,
+        dport: 0,
+        ip_len: 0,
+    };
+    if eth.ether_type == ETH_P_IP {
+        let h: *const Ipv4Hdr = ptr_at(ctx, l3).ok_or(Reason::PassTruncated)?;
+        // SAFETY: bounds checked by `ptr_at`.
+        let h = unsafe { &*h };
+        if h.version_ihl >> 4 != 4 {
+            return Err(Reason::PassTruncated);
+        }
+        let ihl = h.version_ihl & 0x0f;
+        if ihl > 5 {
+            return Err(Reason::PassIpOptions);
+        }
+        if ihl < 5 {
+            return Err(Reason::PassTruncated);
+        }
+        let tot = u16::from_be(h.tot_len) as usize;
+        if tot < IPV4_HLEN || ctx.data() + l3 + tot > end {
+            return Err(Reason::PassTruncated);
+        }
+        // More-fragments flag or a non-zero offset.
+        if u16::from_be(h.frag_off) & 0x3fff != 0 {
+            return Err(Reason::PassFragment);
+        }
+        p.proto = h.proto;
+        p.src[0] = h.saddr;
+        p.dst[0] = h.daddr;
+        p.l4 = l3 + IPV4_HLEN;
+        p.ip_len = tot as u32;
+    } else if eth.ether_type == ETH_P_IPV6 {
+        let h: *const Ipv6Hdr = ptr_at(ctx, l3).ok_or(Reason::PassTruncated)?;
+        // SAFETY: bounds checked by `ptr_at`.
+        let h = unsafe { &*h };
+        if (u32::from_be(h.vtc_flow) >> 28) != 6 {
+            return Err(Reason::PassTruncated);
+        }
+        let plen = u16::from_be(h.payload_len) as usize;
+        if ctx.data() + l3 + IPV6_HLEN + plen > end {
+            return Err(Reason::PassTruncated);
+        }
+        if h.nexthdr == IPV6_FRAGMENT {
+            return Err(Reason::PassFragment);
+        }
+        p.v6 = true;
+        p.family = FAMILY_V6;
+        p.proto = h.nexthdr;
+        p.src = h.saddr;
+        p.dst = h.daddr;
+        p.l4 = l3 + IPV6_HLEN;
+        p.ip_len = (IPV6_HLEN + plen) as u32;
+    } else {
+        return Err(Reason::PassNotIp);
+    }
+    let l4_len = p.ip_len as usize - (p.l4 - l3);
+    match p.proto {
+        PROTO_TCP => {
+            let h: *const [u8; TCP_HLEN] = ptr_at(ctx, p.l4).ok_or(Reason::PassTruncated)?;
+            // SAFETY: bounds checked by `ptr_at`.
+            let h = unsafe { &*h };
+            let hlen = (h[12] >> 4) as usize * 4;
+            if hlen < TCP_HLEN || hlen > l4_len {
+                return Err(Reason::PassTruncated);
+            }
+            p.sport = u16::from_ne_bytes([h[0], h[1]]);
+            p.dport = u16::from_ne_bytes([h[2], h[3]]);
+        }
+        PROTO_UDP => {
+            let ports: *const [u16; 4] = ptr_at(ctx, p.l4).ok_or(Reason::PassTruncated)?;
+            // SAFETY: bounds checked by `ptr_at`.
+            let u = unsafe { *ports };
+            let ulen = u16::from_be(u[2]) as usize;
+            if ulen < UDP_HLEN || ulen > l4_len {
+                return Err(Reason::PassTruncated);
+            }
+            p.sport = u[0];
+            p.dport = u[1];
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            if (p.proto == PROTO_ICMP) == p.v6 {
+                return Err(Reason::PassNotBalanced);
+            }
+            if l4_len < ICMP_HLEN || ptr_at::<[u8; ICMP_HLEN]>(ctx, p.l4).is_none() {
+                return Err(Reason::PassTruncated);
+            }
+        }
+        _ => return Err(Reason::PassNotBalanced),
+    }
+    Ok(p)
 }

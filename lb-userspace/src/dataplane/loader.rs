@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpMode as AyaXdpMode, xdp::XdpLink};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::maps::names;
@@ -45,6 +46,27 @@ pub enum DataplaneError {
     },
     #[error("map {0} is missing from the XDP object")]
     MissingMap(&'static str),
+    #[error(
+        "XDP on {0} was attached without a bpf_link (kernel older than 5.9?), so it cannot be \
+         pinned to outlive lb"
+    )]
+    NotALink(String),
+    #[error("pinning the XDP link of {iface} at {path}: {source}")]
+    LinkPin {
+        iface: String,
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("reusing the pinned XDP link {path}: {source}")]
+    LinkReuse {
+        path: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("removing the pinned XDP link {path}: {source}")]
+    LinkUnpin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Sizes and the pin location chosen at load.
@@ -67,6 +89,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     let ebpf = EbpfLoader::new()
         .default_map_pin_directory(&opts.pin_dir)
         .map_max_entries(names::FLOWS, opts.conntrack_size)
+        .map_max_entries(names::REPLY_FLOWS, opts.conntrack_size)
         .map_max_entries(names::MAGLEV, maglev_entries)
         .load(LB_EBPF_OBJECT)?;
     Ok(ebpf)
@@ -88,7 +111,12 @@ pub fn attach(
     iface: &str,
     mode: XdpMode,
 ) -> Result<(Attachment, XdpLink), DataplaneError> {
-    if !Path::new("/sys/class/net").join(iface).exists() {
+    // if_nametoindex, not /sys/class/net: it answers for the calling thread's namespace.
+    let exists = std::ffi::CString::new(iface)
+        // SAFETY: a valid NUL-terminated string.
+        .map(|n| unsafe { libc::if_nametoindex(n.as_ptr()) } != 0)
+        .unwrap_or(false);
+    if !exists {
         return Err(DataplaneError::NoSuchInterface(iface.to_owned()));
     }
     let prog: &mut Xdp = ebpf
@@ -97,8 +125,7 @@ pub fn attach(
         .try_into()
         .map_err(|source| DataplaneError::Program { name, source })?;
     if prog.fd().is_err() {
-        prog.load()
-            .map_err(|source| DataplaneError::Program { name, source })?;
+        load_program(prog, name)?;
     }
     let try_mode = |prog: &mut Xdp, m: AyaXdpMode, label: &'static str| {
         let id = prog
@@ -127,5 +154,104 @@ pub fn attach(
                 try_mode(prog, AyaXdpMode::Skb, "generic")?,
             )),
         },
+    }
+}
+
+/// Where the XDP link of `iface` is pinned under a pin directory.
+pub fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("link_{iface}"))
+}
+
+/// An attachment whose bpf_link is pinned in bpffs: it outlives the process
+/// (`lb run --keep-dataplane`) until [`detach_pinned`] removes the pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedAttachment {
+    pub iface: String,
+    pub path: PathBuf,
+    /// How it was attached now; `None` when an existing link (left by a previous `lb`) was
+    /// reused and only its program was replaced.
+    pub mode: Option<Attachment>,
+}
+
+/// Attaches program `name` to `iface` through a bpf_link pinned at
+/// [`link_pin_path`]`(pin_dir, iface)`. When such a pin exists (a previous `lb` left the data
+/// plane attached), the new program atomically replaces the old one on that link, so no
+/// packet ever meets the interface without XDP. Needs bpf_link XDP support (Linux 5.9+).
+pub fn attach_pinned(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    iface: &str,
+    mode: XdpMode,
+    pin_dir: &Path,
+) -> Result<PinnedAttachment, DataplaneError> {
+    let path = link_pin_path(pin_dir, iface);
+    if path.exists() {
+        let reuse_err = |e: Box<dyn std::error::Error + Send + Sync>| DataplaneError::LinkReuse {
+            path: path.clone(),
+            source: e,
+        };
+        let pinned = PinnedLink::from_pin(&path).map_err(|e| reuse_err(Box::new(e)))?;
+        let fd_link: FdLink = pinned.into();
+        let xdp_link = XdpLink::try_from(fd_link).map_err(|e| reuse_err(Box::new(e)))?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program { name, source })?;
+        if prog.fd().is_err() {
+            load_program(prog, name)?;
+        }
+        prog.attach_to_link(xdp_link)
+            .map_err(|e| reuse_err(Box::new(e)))?;
+        return Ok(PinnedAttachment {
+            iface: iface.to_owned(),
+            path,
+            mode: None,
+        });
+    }
+    let (how, link) = attach(ebpf, name, iface, mode)?;
+    let fd_link = FdLink::try_from(link).map_err(|_| DataplaneError::NotALink(iface.to_owned()))?;
+    // The pin holds the link; this process's descriptor may close.
+    fd_link
+        .pin(&path)
+        .map_err(|source| DataplaneError::LinkPin {
+            iface: iface.to_owned(),
+            path: path.clone(),
+            source,
+        })?;
+    Ok(PinnedAttachment {
+        iface: iface.to_owned(),
+        path,
+        mode: Some(how),
+    })
+}
+
+/// Detaches the XDP program pinned for `iface` under `pin_dir` (no-op when none is). The
+/// link goes away once no process holds it any more.
+pub fn detach_pinned(pin_dir: &Path, iface: &str) -> Result<bool, DataplaneError> {
+    let path = link_pin_path(pin_dir, iface);
+    if !path.exists() {
+        return Ok(false);
+    }
+    std::fs::remove_file(&path).map_err(|source| DataplaneError::LinkUnpin { path, source })?;
+    Ok(true)
+}
+
+/// Loads (verifies) `prog`, retrying a few times when the kernel asks to (`EAGAIN`/`EINTR`:
+/// the verifier gives up on a pending signal, which happens under load).
+pub fn load_program(prog: &mut Xdp, name: &'static str) -> Result<(), DataplaneError> {
+    let mut attempt = 0;
+    loop {
+        match prog.load() {
+            Ok(()) => return Ok(()),
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if attempt < 3
+                    && (io_error.kind() == std::io::ErrorKind::Interrupted
+                        || io_error.raw_os_error() == Some(libc::EAGAIN)) =>
+            {
+                attempt += 1;
+            }
+            Err(source) => return Err(DataplaneError::Program { name, source }),
+        }
     }
 }

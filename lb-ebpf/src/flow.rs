@@ -1,0 +1,166 @@
+//! Connection tracking and the Maglev pick.
+//!
+//! A flow keeps its backend while that backend is UP or DRAIN; when it is DOWN (or the id
+//! is unused) the flow is re-picked from the VIP's live Maglev table and the entry updated.
+
+use lb_common::hash::{hash_flow, hash_src};
+use lb_common::types::{
+    BACKEND_DRAIN, BACKEND_UP, Backend, FlowKey, FlowValue, GlobalConfig, REVERSE_F_SHARED,
+    ReverseKey, ReverseValue, VIP_F_HASH_SRC, VipInfo,
+};
+
+use crate::maps::{LB_BACKENDS, LB_CONFIG, LB_FLOWS, LB_MAGLEV, LB_REPLY_FLOWS, LB_REVERSE};
+use crate::parse::Packet;
+
+/// The backend chosen for a packet.
+pub struct Choice {
+    pub backend_id: u32,
+    pub backend: Backend,
+    pub new_flow: bool,
+}
+
+/// The flow-table key of a packet in the forward direction.
+#[inline(always)]
+pub fn key_of(p: &Packet) -> FlowKey {
+    FlowKey {
+        src: p.src,
+        dst: p.dst,
+        sport: p.sport,
+        dport: p.dport,
+        proto: p.proto,
+        family: p.family,
+        _pad: [0; 2],
+    }
+}
+
+/// Looks up the flow's backend if it still takes established traffic.
+#[inline(always)]
+pub fn established(key: &FlowKey) -> Option<(u32, Backend)> {
+    let v = LB_FLOWS.get_ptr(key)?;
+    // SAFETY: map value pointer from a successful lookup.
+    let id = unsafe { (*v).backend_id };
+    let b = *LB_BACKENDS.get(id)?;
+    if b.state == BACKEND_UP || b.state == BACKEND_DRAIN {
+        Some((id, b))
+    } else {
+        None
+    }
+}
+
+/// Chooses the backend for a forward packet of `vip`: the tracked one, else a Maglev pick
+/// (recorded as a new flow when `record`). `None` when the VIP has no usable backend.
+#[inline(always)]
+pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
+    let key = key_of(p);
+    if let Some((backend_id, backend)) = established(&key) {
+        return Some(Choice {
+            backend_id,
+            backend,
+            new_flow: false,
+        });
+    }
+    if vip.backend_count == 0 {
+        return None;
+    }
+    let cfg: GlobalConfig = *LB_CONFIG.get(0)?;
+    let m = cfg.maglev_size;
+    if m == 0 {
+        return None;
+    }
+    let h = if vip.flags & VIP_F_HASH_SRC != 0 {
+        hash_src(&p.src, cfg.hash_seed)
+    } else {
+        hash_flow(&p.src, &p.dst, p.sport, p.dport, p.proto, cfg.hash_seed)
+    };
+    let table = vip
+        .vip_id
+        .wrapping_mul(2)
+        .wrapping_add(vip.active_table & 1);
+    let idx = table.wrapping_mul(m).wrapping_add(h % m);
+    let backend_id = *LB_MAGLEV.get(idx)?;
+    let backend = *LB_BACKENDS.get(backend_id)?;
+    if backend.state != BACKEND_UP {
+        return None;
+    }
+    if record {
+        let value = FlowValue {
+            backend_id,
+            vip_id: vip.vip_id,
+        };
+        // A full LRU evicts the oldest entry; an insert failure only costs stickiness.
+        let _ = LB_FLOWS.insert(key, value, 0);
+    }
+    Some(Choice {
+        backend_id,
+        backend,
+        new_flow: record,
+    })
+}
+
+/// For a new flow of `p` (still addressed to the VIP) to `backend`: when the backend serves
+/// several VIPs, records which VIP its replies to this client must come from.
+#[inline(always)]
+pub fn record_reply(p: &Packet, vip_id: u32, backend_id: u32, backend: &Backend) {
+    let rkey = ReverseKey {
+        addr: backend.addr,
+        port: backend.port,
+        proto: p.proto,
+        family: p.family,
+    };
+    let Some(rv) = LB_REVERSE.get_ptr(rkey) else {
+        return;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    if unsafe { (*rv).flags } & REVERSE_F_SHARED == 0 {
+        return;
+    }
+    let key = FlowKey {
+        src: backend.addr,
+        dst: p.src,
+        sport: backend.port,
+        dport: p.sport,
+        proto: p.proto,
+        family: p.family,
+        _pad: [0; 2],
+    };
+    let value = ReverseValue {
+        vip_addr: p.dst,
+        vip_port: p.dport,
+        family: p.family,
+        flags: 0,
+        vip_id,
+        backend_id,
+    };
+    let _ = LB_REPLY_FLOWS.insert(key, value, 0);
+}
+
+/// The VIP a reply (backend → client) is translated to: `rv` from `LB_REVERSE`, unless the
+/// backend is shared by several VIPs and the flow recorded which one.
+#[inline(always)]
+pub fn reply_vip(
+    rv: ReverseValue,
+    backend: &[u32; 4],
+    bport: u16,
+    client: &[u32; 4],
+    cport: u16,
+    proto: u8,
+    family: u8,
+) -> ReverseValue {
+    if rv.flags & REVERSE_F_SHARED == 0 {
+        return rv;
+    }
+    let key = FlowKey {
+        src: *backend,
+        dst: *client,
+        sport: bport,
+        dport: cport,
+        proto,
+        family,
+        _pad: [0; 2],
+    };
+    match LB_REPLY_FLOWS.get_ptr(key) {
+        // SAFETY: map value pointer from a successful lookup.
+        Some(v) => unsafe { *v },
+        None => rv,
+    }
+}

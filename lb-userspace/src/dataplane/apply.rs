@@ -1,0 +1,544 @@
+//! Turns a [`Config`] plus live server state into data-path map contents.
+//!
+//! `apply` computes what the maps should hold and writes only the differences, so reapplying
+//! the same input writes nothing, established flows are untouched, and ids are stable: the
+//! id assignment (VIP ids, backend ids) is reconstructed from the pinned maps themselves, so
+//! a restarted `lb` keeps the ids its flows refer to.
+//!
+//! Mapping: every bind of a frontend with `tier == Tier::Xdp` is a VIP (TCP, or UDP when the
+//! bind is written `udp@ADDR:PORT`, see [`bind_proto`]); the servers of its
+//! `default_backend` are its backends (one backend id per distinct endpoint). Server status:
+//! UP → state UP and in the Maglev table (weight > 0; backups only when no non-backup server
+//! is); DRAIN → state DRAIN (keeps flows, not in the table); DOWN/MAINT → state DOWN (its
+//! flows are re-picked). `balance source` sets `VIP_F_HASH_SRC`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::CString;
+use std::net::{IpAddr, SocketAddr};
+
+use lb_common::maglev::{self, MaglevBackend};
+use lb_common::maps::{MAX_BACKENDS, MAX_VIPS};
+use lb_common::types::{
+    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_UNUSED, BACKEND_UP, Backend, GlobalConfig, PROTO_TCP,
+    PROTO_UDP, REVERSE_F_SHARED, ReverseKey, ReverseValue, VIP_F_ALLOWLIST, VIP_F_HASH_SRC,
+    VipInfo, VipKey,
+};
+
+use super::maps::{
+    Dataplane, FilterRule, MapsError, addr_words, backend_addr, backend_value, vip_key,
+};
+use crate::config::model::{Balance, Bind, Config, IpNet, Tier};
+use crate::state::{Registry, ServerStatus};
+
+/// Errors from applying a configuration to the data path.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error("the configuration has no [dataplane] section")]
+    NoDataplane,
+    #[error(
+        "maglev_table_size {configured} differs from the loaded data path's {loaded}; \
+         restart lb without --keep-dataplane (or remove the pinned maps) to change it"
+    )]
+    MaglevSize { configured: u32, loaded: u32 },
+    #[error("frontend {frontend}: bind {addr} is a wildcard; an XDP VIP needs a specific address")]
+    WildcardVip { frontend: String, addr: SocketAddr },
+    #[error("more than {MAX_VIPS} XDP VIPs")]
+    TooManyVips,
+    #[error("more than {MAX_BACKENDS} XDP backends")]
+    TooManyBackends,
+    #[error("Maglev table: {0}")]
+    Maglev(maglev::MaglevError),
+    #[error("reading local addresses: {0}")]
+    LocalAddrs(std::io::Error),
+    #[error("removing the pinned maps at {path}: {source}")]
+    RemovePins {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("interface {0} does not exist")]
+    NoSuchInterface(String),
+    #[error(transparent)]
+    Loader(#[from] super::loader::DataplaneError),
+}
+
+/// What one `apply` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplySummary {
+    pub vips: usize,
+    pub backends: usize,
+    /// Map updates and deletions performed (0 when nothing changed).
+    pub writes: usize,
+    /// Maglev tables rebuilt and flipped.
+    pub tables_flipped: usize,
+    /// Non-fatal problems (e.g. a server skipped for a VIP of the other address family).
+    pub warnings: Vec<String>,
+}
+
+/// One VIP as the configuration wants it.
+#[derive(Debug, Clone)]
+struct WantedVip {
+    key: VipKey,
+    flags: u32,
+    /// (endpoint, weight, in_table)
+    members: Vec<(SocketAddr, u32, bool)>,
+    deny: Vec<IpNet>,
+    allow: Vec<IpNet>,
+}
+
+/// The IP protocol a bind balances: UDP when written `udp@ADDR:PORT`, else TCP.
+pub fn bind_proto(bind: &Bind) -> u8 {
+    let text = bind.text.trim_start();
+    if text.len() >= 4 && text[..4].eq_ignore_ascii_case("udp@") {
+        PROTO_UDP
+    } else {
+        PROTO_TCP
+    }
+}
+
+fn data_state(status: ServerStatus) -> u8 {
+    match status {
+        ServerStatus::Up => BACKEND_UP,
+        ServerStatus::Drain => BACKEND_DRAIN,
+        ServerStatus::Down | ServerStatus::Maint => BACKEND_DOWN,
+    }
+}
+
+/// Preference when one endpoint appears with several states: UP > DRAIN > DOWN.
+fn state_rank(s: u8) -> u8 {
+    match s {
+        BACKEND_UP => 3,
+        BACKEND_DRAIN => 2,
+        BACKEND_DOWN => 1,
+        _ => 0,
+    }
+}
+
+/// Applies `cfg` and the live state in `registry` to the data path. Idempotent.
+pub fn apply(
+    dp: &mut Dataplane,
+    cfg: &Config,
+    registry: &Registry,
+) -> Result<ApplySummary, ApplyError> {
+    let dpc = cfg.dataplane.as_ref().ok_or(ApplyError::NoDataplane)?;
+    if dpc.maglev_table_size != dp.maglev_size() {
+        return Err(ApplyError::MaglevSize {
+            configured: dpc.maglev_table_size,
+            loaded: dp.maglev_size(),
+        });
+    }
+    let mut summary = ApplySummary::default();
+    let m = dp.maglev_size();
+
+    // 1. Global settings.
+    let global = GlobalConfig {
+        maglev_size: m,
+        hash_seed: cfg.global.hash_seed,
+    };
+    let seed_changed = dp.global_config()? != global;
+    if seed_changed {
+        dp.set_global_config(global)?;
+        summary.writes += 1;
+    }
+
+    // 2. What the configuration wants.
+    let mut wanted: Vec<WantedVip> = Vec::new();
+    let mut endpoint_state: BTreeMap<SocketAddr, u8> = BTreeMap::new();
+    for fe in cfg.frontends.iter().filter(|f| f.tier == Tier::Xdp) {
+        let backend = fe.default_backend.as_deref().and_then(|n| cfg.backend(n));
+        let live = backend.and_then(|b| registry.backend(&b.name));
+        for bind in &fe.binds {
+            if bind.addr.ip().is_unspecified() {
+                return Err(ApplyError::WildcardVip {
+                    frontend: fe.name.clone(),
+                    addr: bind.addr,
+                });
+            }
+            let mut flags = 0;
+            if !fe.allow_src.is_empty() {
+                flags |= VIP_F_ALLOWLIST;
+            }
+            let mut members = Vec::new();
+            if let Some(b) = backend {
+                if b.balance == Balance::Source {
+                    flags |= VIP_F_HASH_SRC;
+                }
+                let mut rows = Vec::new();
+                for s in &b.servers {
+                    if s.addr.is_ipv4() != bind.addr.is_ipv4() {
+                        // NAT cannot cross address families: the server does not serve
+                        // this VIP (it may serve the frontend's other binds).
+                        summary.warnings.push(format!(
+                            "frontend {}: server {} ({}) is not reachable through VIP {} \
+                             (different address family); skipped for that VIP",
+                            fe.name, s.name, s.addr, bind.addr
+                        ));
+                        continue;
+                    }
+                    let (status, weight) = match live.as_ref().and_then(|l| l.server(&s.name)) {
+                        Some(st) => (st.status(), st.weight()),
+                        None if s.disabled => (ServerStatus::Maint, s.weight),
+                        None => (ServerStatus::Up, s.weight),
+                    };
+                    rows.push((s.addr, status, weight, s.backup));
+                }
+                let any_primary = rows
+                    .iter()
+                    .any(|(_, st, w, backup)| *st == ServerStatus::Up && *w > 0 && !backup);
+                for (addr, status, weight, backup) in rows {
+                    let in_table =
+                        status == ServerStatus::Up && weight > 0 && (backup != any_primary);
+                    let st = data_state(status);
+                    let e = endpoint_state.entry(addr).or_insert(st);
+                    if state_rank(st) > state_rank(*e) {
+                        *e = st;
+                    }
+                    members.push((addr, weight, in_table));
+                }
+            }
+            wanted.push(WantedVip {
+                key: vip_key(bind.addr, bind_proto(bind)),
+                flags,
+                members,
+                deny: fe.deny_src.clone(),
+                allow: fe.allow_src.clone(),
+            });
+        }
+    }
+
+    // 3. Stable ids, reconstructed from the maps.
+    let current_backends = dp.backends()?;
+    let mut backend_ids: HashMap<SocketAddr, u32> = current_backends
+        .iter()
+        .map(|(id, b)| (backend_addr(b), *id))
+        .collect();
+    let mut used: BTreeSet<u32> = current_backends.iter().map(|(id, _)| *id).collect();
+    let mut next_hint = used.iter().next_back().map(|m| m + 1).unwrap_or(0);
+    for addr in endpoint_state.keys() {
+        if backend_ids.contains_key(addr) {
+            continue;
+        }
+        let id = (0..MAX_BACKENDS)
+            .map(|i| (next_hint + i) % MAX_BACKENDS)
+            .find(|i| !used.contains(i))
+            .ok_or(ApplyError::TooManyBackends)?;
+        next_hint = id + 1;
+        used.insert(id);
+        backend_ids.insert(*addr, id);
+        dp.reset_backend_counters(id)?;
+    }
+
+    let current_vips = dp.vips()?;
+    let mut vip_ids: HashMap<VipKey, u32> =
+        current_vips.iter().map(|(k, v)| (*k, v.vip_id)).collect();
+    let mut used_vips: BTreeSet<u32> = current_vips.iter().map(|(_, v)| v.vip_id).collect();
+    for w in &wanted {
+        if vip_ids.contains_key(&w.key) {
+            continue;
+        }
+        let id = (0..MAX_VIPS)
+            .find(|i| !used_vips.contains(i))
+            .ok_or(ApplyError::TooManyVips)?;
+        used_vips.insert(id);
+        vip_ids.insert(w.key, id);
+        dp.reset_vip_counters(id)?;
+    }
+
+    // 4. Backends that are new or become UP first, so tables never point at an unwritten or
+    //    not-yet-UP slot. Backends leaving service (UP → DRAIN/DOWN) are written after the
+    //    tables without them are live (step 8), so no new flow is dropped in between.
+    let mut leaving = Vec::new();
+    for (addr, state) in &endpoint_state {
+        let id = backend_ids[addr];
+        let want = backend_value(*addr, *state);
+        let cur = dp.backend(id)?;
+        if cur == want {
+            continue;
+        }
+        if cur.state == BACKEND_UP && *state != BACKEND_UP && backend_addr(&cur) == *addr {
+            leaving.push((id, want));
+        } else {
+            dp.set_backend(id, want)?;
+            summary.writes += 1;
+        }
+    }
+    summary.backends = endpoint_state.len();
+
+    // 5. Filter rules, before any VIP that needs them is published.
+    let mut rules = Vec::new();
+    for net in &dpc.deny_src {
+        rules.push(Dataplane::deny_rule(0, net.addr, net.prefix_len));
+    }
+    for w in &wanted {
+        let scope = vip_ids[&w.key] + 1;
+        for net in &w.deny {
+            rules.push(Dataplane::deny_rule(scope, net.addr, net.prefix_len));
+        }
+        for net in &w.allow {
+            rules.push(Dataplane::allow_rule(scope, net.addr, net.prefix_len));
+        }
+    }
+    // Two VIPs of one frontend may carry the same rule under different scopes only.
+    let rules: Vec<FilterRule> = rules
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    summary.writes += dp.add_filters(&rules)?;
+
+    // 6. Reverse NAT: backend endpoint → VIP, before the VIPs (replies of the first
+    //    flows, and the shared-backend flag the data path reads at flow creation).
+    let mut reverse: HashMap<ReverseKey, ReverseValue> = HashMap::new();
+    for w in &wanted {
+        let vip_id = vip_ids[&w.key];
+        for (addr, _, _) in &w.members {
+            let (a, family) = addr_words(addr.ip());
+            let k = ReverseKey {
+                addr: a,
+                port: addr.port().to_be(),
+                proto: w.key.proto,
+                family,
+            };
+            let v = ReverseValue {
+                vip_addr: w.key.addr,
+                vip_port: w.key.port,
+                family: w.key.family,
+                flags: 0,
+                vip_id,
+                backend_id: backend_ids[addr],
+            };
+            match reverse.get_mut(&k) {
+                // Shared by several VIPs: the data path records each flow's VIP for its
+                // replies; replies without a recorded flow go to the first VIP.
+                Some(prev) if prev.vip_id != vip_id => prev.flags |= REVERSE_F_SHARED,
+                Some(_) => {}
+                None => {
+                    reverse.insert(k, v);
+                }
+            }
+        }
+    }
+    let current_reverse: HashMap<ReverseKey, ReverseValue> =
+        dp.reverse_entries()?.into_iter().collect();
+    for (k, v) in &reverse {
+        if current_reverse.get(k) != Some(v) {
+            dp.set_reverse(*k, *v)?;
+            summary.writes += 1;
+        }
+    }
+
+    // 7. Maglev tables and VIP settings.
+    for w in &wanted {
+        let vip_id = vip_ids[&w.key];
+        let mut members: Vec<MaglevBackend> = w
+            .members
+            .iter()
+            .filter(|(_, _, in_table)| *in_table)
+            .map(|(addr, weight, _)| {
+                MaglevBackend::new(
+                    backend_ids[addr],
+                    *weight,
+                    addr.to_string().as_bytes(),
+                    cfg.global.hash_seed,
+                    m,
+                )
+            })
+            .collect();
+        members.sort_unstable_by_key(|b| b.id);
+        members.dedup_by_key(|b| b.id);
+        let table = maglev::build_table(&members, m).map_err(ApplyError::Maglev)?;
+        let info = VipInfo {
+            vip_id,
+            flags: w.flags,
+            active_table: 0,
+            backend_count: members.len() as u32,
+        };
+        let current = dp.vip(&w.key)?;
+        let unchanged = match current {
+            Some(cur) => {
+                cur.vip_id == vip_id
+                    && cur.flags == info.flags
+                    && cur.backend_count == info.backend_count
+                    && dp.live_table(&w.key)? == table
+            }
+            None => false,
+        };
+        if !unchanged {
+            dp.publish_table(w.key, info, &table)?;
+            summary.writes += 1 + table.len();
+            summary.tables_flipped += 1;
+        }
+    }
+    summary.vips = wanted.len();
+
+    // 8. Backends leaving service, now that no live table picks them for new flows.
+    for (id, want) in leaving {
+        dp.set_backend(id, want)?;
+        summary.writes += 1;
+    }
+
+    // 9. Stale filter rules (new ones were added before the VIPs were published).
+    summary.writes += dp.set_filters(&rules)?;
+
+    // 10. Removals: stale reverse entries, VIPs, then backends.
+    for k in current_reverse.keys() {
+        if !reverse.contains_key(k) {
+            dp.remove_reverse(k)?;
+            summary.writes += 1;
+        }
+    }
+    let wanted_keys: std::collections::HashSet<VipKey> = wanted.iter().map(|w| w.key).collect();
+    for (k, _) in &current_vips {
+        if !wanted_keys.contains(k) {
+            dp.remove_vip(k)?;
+            summary.writes += 1;
+        }
+    }
+    for (id, b) in &current_backends {
+        if !endpoint_state.contains_key(&backend_addr(b)) {
+            dp.set_backend(
+                *id,
+                Backend {
+                    state: BACKEND_UNUSED,
+                    ..Backend::default()
+                },
+            )?;
+            summary.writes += 1;
+        }
+    }
+    Ok(summary)
+}
+
+/// Every address configured on this host's interfaces, in the calling thread's network
+/// namespace (IPv4 and IPv6, including loopback and link-local).
+pub fn local_addresses() -> Result<Vec<IpAddr>, ApplyError> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `ifap` with a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return Err(ApplyError::LocalAddrs(std::io::Error::last_os_error()));
+    }
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list returned by getifaddrs.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: AF_INET entries hold a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: AF_INET6 entries hold a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `ifap` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(ifap) };
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Writes the host's addresses ([`local_addresses`]) plus `extra` to `LB_LOCAL_ADDRS`.
+/// Returns the number of map writes.
+pub fn sync_local_addrs(dp: &mut Dataplane, extra: &[IpAddr]) -> Result<usize, ApplyError> {
+    let mut addrs = local_addresses()?;
+    addrs.extend_from_slice(extra);
+    Ok(dp.set_local_addrs(&addrs)?)
+}
+
+/// The ifindex of `iface` in the calling thread's network namespace.
+pub fn ifindex(iface: &str) -> Result<u32, ApplyError> {
+    let name = CString::new(iface).map_err(|_| ApplyError::NoSuchInterface(iface.to_owned()))?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if idx == 0 {
+        return Err(ApplyError::NoSuchInterface(iface.to_owned()));
+    }
+    Ok(idx)
+}
+
+/// Registers every interface in `ifaces` as a redirect target (`LB_TX_PORTS`).
+pub fn register_tx_ports(dp: &mut Dataplane, ifaces: &[String]) -> Result<Vec<u32>, ApplyError> {
+    let mut out = Vec::new();
+    for i in ifaces {
+        let idx = ifindex(i)?;
+        dp.add_tx_port(idx)?;
+        out.push(idx);
+    }
+    Ok(out)
+}
+
+/// A running XDP tier: the maps, and one pinned attachment per interface.
+#[derive(Debug)]
+pub struct Running {
+    pub dp: Dataplane,
+    /// One per configured interface; pinned, so they outlive the process unless
+    /// [`stop`] detaches them.
+    pub attachments: Vec<super::loader::PinnedAttachment>,
+    /// ifindexes registered as redirect targets.
+    pub tx_ports: Vec<u32>,
+    pub summary: ApplySummary,
+}
+
+/// Brings the XDP tier up for `cfg` (which must have a `[dataplane]` section), in the calling
+/// thread's network namespace: loads the object (reusing maps pinned at
+/// `dataplane.pin_path`, so flows survive a restart), applies the configuration and live
+/// state, records the host's addresses as local, registers every interface as a redirect
+/// target and attaches `lb_xdp` to each in the configured mode through links pinned next to
+/// the maps (a link left by a previous `lb --keep-dataplane` is reused: its program is
+/// replaced atomically). Everything is written before the first attach, so the first packet
+/// already sees a complete configuration.
+pub fn start(cfg: &Config, registry: &Registry) -> Result<Running, ApplyError> {
+    let dpc = cfg.dataplane.as_ref().ok_or(ApplyError::NoDataplane)?;
+    for iface in &dpc.interfaces {
+        ifindex(iface)?;
+    }
+    let ebpf = super::loader::load(&super::loader::LoadOptions {
+        pin_dir: dpc.pin_path.clone(),
+        conntrack_size: dpc.conntrack_size,
+        maglev_table_size: dpc.maglev_table_size,
+    })?;
+    let mut dp = Dataplane::new(ebpf)?;
+    let summary = apply(&mut dp, cfg, registry)?;
+    sync_local_addrs(&mut dp, &[])?;
+    let tx_ports = register_tx_ports(&mut dp, &dpc.interfaces)?;
+    let mut attachments = Vec::new();
+    for iface in &dpc.interfaces {
+        attachments.push(super::loader::attach_pinned(
+            dp.ebpf_mut(),
+            lb_common::maps::programs::LB,
+            iface,
+            dpc.xdp_mode,
+            &dpc.pin_path,
+        )?);
+    }
+    Ok(Running {
+        dp,
+        attachments,
+        tx_ports,
+        summary,
+    })
+}
+
+/// Detaches `lb_xdp` from every configured interface (the normal shutdown; skipped with
+/// `--keep-dataplane`). With `remove_maps`, the pinned maps (flows, tables) go too.
+pub fn stop(cfg: &Config, remove_maps: bool) -> Result<(), ApplyError> {
+    let dpc = cfg.dataplane.as_ref().ok_or(ApplyError::NoDataplane)?;
+    for iface in &dpc.interfaces {
+        super::loader::detach_pinned(&dpc.pin_path, iface)?;
+    }
+    if remove_maps {
+        std::fs::remove_dir_all(&dpc.pin_path).map_err(|source| ApplyError::RemovePins {
+            path: dpc.pin_path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}

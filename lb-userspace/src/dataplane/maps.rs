@@ -1,0 +1,722 @@
+//! Typed access to the data path's maps: the only code that reads or writes them.
+//!
+//! [`Dataplane`] wraps the loaded [`aya::Ebpf`]. Every operation borrows one map for its
+//! duration. Maglev tables are written to the VIP's inactive half, then `active_table` is
+//! flipped with a single `LB_VIPS` update, so the data path never sees a partial table.
+//!
+//! Kernel requirements: as for [`super::loader`]; reads and writes need CAP_BPF (or root).
+
+use std::collections::HashMap as StdHashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use aya::Ebpf;
+use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
+use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray};
+use lb_common::maps::{MAX_BACKENDS, MAX_VIPS, names};
+use lb_common::types::{
+    BACKEND_UNUSED, Backend, FAMILY_V4, FAMILY_V6, FILTER_ALLOW, FILTER_DENY, FilterKeyV4,
+    FilterKeyV6, FlowKey, FlowValue, GlobalConfig, LocalAddrKey, Reason, ReverseKey, ReverseValue,
+    TrafficCounters, VipInfo, VipKey,
+};
+
+/// Errors from map operations.
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("map {0} is missing from the XDP object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("tx port {ifindex}: {source}")]
+    TxPort {
+        ifindex: u32,
+        #[source]
+        source: aya::maps::xdp::XdpMapError,
+    },
+    #[error("VIP id {0} is out of range (max {MAX_VIPS})")]
+    VipId(u32),
+    #[error("backend id {0} is out of range (max {MAX_BACKENDS})")]
+    BackendId(u32),
+    #[error("Maglev table has {got} entries, the data path expects {expected}")]
+    TableSize { expected: u32, got: usize },
+    #[error("VIP {0:?} is not configured")]
+    NoVip(VipKey),
+    #[error("counting possible CPUs ({0}): {1}")]
+    Cpus(&'static str, std::io::Error),
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> MapsError {
+    move |source| MapsError::Map { name, source }
+}
+
+/// Converts an address to the `[u32; 4]` network-order form of map keys, plus its family.
+pub fn addr_words(ip: IpAddr) -> ([u32; 4], u8) {
+    match ip {
+        IpAddr::V4(a) => ([u32::from_ne_bytes(a.octets()), 0, 0, 0], FAMILY_V4),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            let mut w = [0u32; 4];
+            for (i, word) in w.iter_mut().enumerate() {
+                *word = u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]);
+            }
+            (w, FAMILY_V6)
+        }
+    }
+}
+
+/// The inverse of [`addr_words`].
+pub fn words_addr(words: &[u32; 4], family: u8) -> IpAddr {
+    if family == FAMILY_V6 {
+        let mut o = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            o[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::V6(Ipv6Addr::from(o))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes()))
+    }
+}
+
+/// A VIP key for `addr` and IP protocol `proto`.
+pub fn vip_key(addr: SocketAddr, proto: u8) -> VipKey {
+    let (a, family) = addr_words(addr.ip());
+    VipKey {
+        addr: a,
+        port: addr.port().to_be(),
+        proto,
+        family,
+    }
+}
+
+/// A backend map value for `addr` in `state`.
+pub fn backend_value(addr: SocketAddr, state: u8) -> Backend {
+    let (a, family) = addr_words(addr.ip());
+    Backend {
+        addr: a,
+        port: addr.port().to_be(),
+        family,
+        state,
+    }
+}
+
+/// The endpoint of a backend map value.
+pub fn backend_addr(b: &Backend) -> SocketAddr {
+    SocketAddr::new(words_addr(&b.addr, b.family), u16::from_be(b.port))
+}
+
+/// The endpoint of a VIP key.
+pub fn vip_addr(k: &VipKey) -> SocketAddr {
+    SocketAddr::new(words_addr(&k.addr, k.family), u16::from_be(k.port))
+}
+
+/// One source-filter entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FilterRule {
+    /// 0 = global, `vip_id + 1` = one frontend.
+    pub scope: u32,
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+    /// `FILTER_DENY` or `FILTER_ALLOW`.
+    pub verdict: u32,
+}
+
+impl FilterRule {
+    /// The rule with host bits cleared (LPM tries ignore them, but diffs compare them).
+    pub fn normalized(mut self) -> Self {
+        self.addr = match self.addr {
+            IpAddr::V4(a) => {
+                let len = u32::from(self.prefix_len.min(32));
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+            }
+            IpAddr::V6(a) => {
+                let len = u32::from(self.prefix_len.min(128));
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+            }
+        };
+        self
+    }
+}
+
+/// Sums of the per-reason counters.
+pub type ReasonCounts = Vec<(Reason, u64)>;
+
+/// The loaded data path and typed operations on its maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    maglev_size: u32,
+    /// Last known live table per VIP id (active half index, contents), to skip rewrites.
+    tables: StdHashMap<u32, (u32, Vec<u32>)>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("maglev_size", &self.maglev_size)
+            .finish()
+    }
+}
+
+impl Dataplane {
+    /// Wraps a loaded object. The Maglev table size is derived from the `LB_MAGLEV` map
+    /// (`MAX_VIPS * 2 * M` entries), so it matches what the loader created or reused.
+    pub fn new(ebpf: Ebpf) -> Result<Self, MapsError> {
+        let mut dp = Dataplane {
+            ebpf,
+            maglev_size: 0,
+            tables: StdHashMap::new(),
+        };
+        let len = {
+            let arr: Array<&MapData, u32> =
+                Array::try_from(dp.map(names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
+            arr.len()
+        };
+        dp.maglev_size = len / (MAX_VIPS * 2);
+        Ok(dp)
+    }
+
+    /// The Maglev table size M the data path uses.
+    pub fn maglev_size(&self) -> u32 {
+        self.maglev_size
+    }
+
+    /// The wrapped object (to attach programs).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// The wrapped object.
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    fn map(&self, name: &'static str) -> Result<&Map, MapsError> {
+        self.ebpf.map(name).ok_or(MapsError::MissingMap(name))
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, MapsError> {
+        self.ebpf.map_mut(name).ok_or(MapsError::MissingMap(name))
+    }
+
+    // ---- global config ----
+
+    /// The global settings.
+    pub fn global_config(&self) -> Result<GlobalConfig, MapsError> {
+        let arr: Array<&MapData, GlobalConfig> =
+            Array::try_from(self.map(names::CONFIG)?).map_err(map_err(names::CONFIG))?;
+        arr.get(&0, 0).map_err(map_err(names::CONFIG))
+    }
+
+    /// Writes the global settings.
+    pub fn set_global_config(&mut self, cfg: GlobalConfig) -> Result<(), MapsError> {
+        let mut arr: Array<&mut MapData, GlobalConfig> =
+            Array::try_from(self.map_mut(names::CONFIG)?).map_err(map_err(names::CONFIG))?;
+        arr.set(0, cfg, 0).map_err(map_err(names::CONFIG))
+    }
+
+    // ---- VIPs ----
+
+    /// Every configured VIP.
+    pub fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, MapsError> {
+        let m: HashMap<&MapData, VipKey, VipInfo> =
+            HashMap::try_from(self.map(names::VIPS)?).map_err(map_err(names::VIPS))?;
+        m.iter().map(|r| r.map_err(map_err(names::VIPS))).collect()
+    }
+
+    /// One VIP's settings.
+    pub fn vip(&self, key: &VipKey) -> Result<Option<VipInfo>, MapsError> {
+        let m: HashMap<&MapData, VipKey, VipInfo> =
+            HashMap::try_from(self.map(names::VIPS)?).map_err(map_err(names::VIPS))?;
+        match m.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::VIPS)(e)),
+        }
+    }
+
+    /// Adds or updates a VIP.
+    pub fn set_vip(&mut self, key: VipKey, info: VipInfo) -> Result<(), MapsError> {
+        if info.vip_id >= MAX_VIPS {
+            return Err(MapsError::VipId(info.vip_id));
+        }
+        let mut m: HashMap<&mut MapData, VipKey, VipInfo> =
+            HashMap::try_from(self.map_mut(names::VIPS)?).map_err(map_err(names::VIPS))?;
+        m.insert(key, info, 0).map_err(map_err(names::VIPS))
+    }
+
+    /// Removes a VIP (its flows age out of the LRU).
+    pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), MapsError> {
+        let mut m: HashMap<&mut MapData, VipKey, VipInfo> =
+            HashMap::try_from(self.map_mut(names::VIPS)?).map_err(map_err(names::VIPS))?;
+        match m.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::VIPS)(e)),
+        }
+    }
+
+    // ---- backends ----
+
+    /// Every backend id in use (state not UNUSED).
+    pub fn backends(&self) -> Result<Vec<(u32, Backend)>, MapsError> {
+        let arr: Array<&MapData, Backend> =
+            Array::try_from(self.map(names::BACKENDS)?).map_err(map_err(names::BACKENDS))?;
+        let mut out = Vec::new();
+        for (id, b) in arr.iter().enumerate() {
+            let b = b.map_err(map_err(names::BACKENDS))?;
+            if b.state != BACKEND_UNUSED {
+                out.push((id as u32, b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One backend slot.
+    pub fn backend(&self, id: u32) -> Result<Backend, MapsError> {
+        if id >= MAX_BACKENDS {
+            return Err(MapsError::BackendId(id));
+        }
+        let arr: Array<&MapData, Backend> =
+            Array::try_from(self.map(names::BACKENDS)?).map_err(map_err(names::BACKENDS))?;
+        arr.get(&id, 0).map_err(map_err(names::BACKENDS))
+    }
+
+    /// Writes backend slot `id` (use `state = BACKEND_UNUSED` to free it).
+    pub fn set_backend(&mut self, id: u32, b: Backend) -> Result<(), MapsError> {
+        if id >= MAX_BACKENDS {
+            return Err(MapsError::BackendId(id));
+        }
+        let mut arr: Array<&mut MapData, Backend> =
+            Array::try_from(self.map_mut(names::BACKENDS)?).map_err(map_err(names::BACKENDS))?;
+        arr.set(id, b, 0).map_err(map_err(names::BACKENDS))
+    }
+
+    // ---- Maglev ----
+
+    /// Reads half `half` (0 or 1) of VIP `vip_id`'s table.
+    pub fn read_maglev(&self, vip_id: u32, half: u32) -> Result<Vec<u32>, MapsError> {
+        if vip_id >= MAX_VIPS {
+            return Err(MapsError::VipId(vip_id));
+        }
+        let m = self.maglev_size;
+        let arr: Array<&MapData, u32> =
+            Array::try_from(self.map(names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
+        let base = (vip_id * 2 + (half & 1)) * m;
+        (0..m)
+            .map(|i| arr.get(&(base + i), 0).map_err(map_err(names::MAGLEV)))
+            .collect()
+    }
+
+    /// The live table of a VIP, from the cache or the map.
+    pub fn live_table(&mut self, key: &VipKey) -> Result<Vec<u32>, MapsError> {
+        let info = self.vip(key)?.ok_or(MapsError::NoVip(*key))?;
+        let half = info.active_table & 1;
+        if let Some((h, t)) = self.tables.get(&info.vip_id)
+            && *h == half
+        {
+            return Ok(t.clone());
+        }
+        let t = self.read_maglev(info.vip_id, half)?;
+        self.tables.insert(info.vip_id, (half, t.clone()));
+        Ok(t)
+    }
+
+    /// Publishes `table` for the VIP `key` with settings `info`: writes the half that is
+    /// not live, then flips `active_table` (and sets `backend_count`, `flags`) in one
+    /// `LB_VIPS` update. A VIP not yet in the map is created with the table live in half 0.
+    pub fn publish_table(
+        &mut self,
+        key: VipKey,
+        mut info: VipInfo,
+        table: &[u32],
+    ) -> Result<(), MapsError> {
+        let m = self.maglev_size;
+        if table.len() != m as usize {
+            return Err(MapsError::TableSize {
+                expected: m,
+                got: table.len(),
+            });
+        }
+        if info.vip_id >= MAX_VIPS {
+            return Err(MapsError::VipId(info.vip_id));
+        }
+        let half = match self.vip(&key)? {
+            Some(cur) if cur.vip_id == info.vip_id => (cur.active_table & 1) ^ 1,
+            _ => 0,
+        };
+        {
+            let mut arr: Array<&mut MapData, u32> =
+                Array::try_from(self.map_mut(names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
+            let base = (info.vip_id * 2 + half) * m;
+            for (i, id) in table.iter().enumerate() {
+                arr.set(base + i as u32, *id, 0)
+                    .map_err(map_err(names::MAGLEV))?;
+            }
+        }
+        info.active_table = half;
+        self.set_vip(key, info)?;
+        self.tables.insert(info.vip_id, (half, table.to_vec()));
+        Ok(())
+    }
+
+    // ---- reverse NAT ----
+
+    /// Every reverse-NAT entry.
+    pub fn reverse_entries(&self) -> Result<Vec<(ReverseKey, ReverseValue)>, MapsError> {
+        let m: HashMap<&MapData, ReverseKey, ReverseValue> =
+            HashMap::try_from(self.map(names::REVERSE)?).map_err(map_err(names::REVERSE))?;
+        m.iter()
+            .map(|r| r.map_err(map_err(names::REVERSE)))
+            .collect()
+    }
+
+    /// Adds or updates a reverse-NAT entry.
+    pub fn set_reverse(&mut self, k: ReverseKey, v: ReverseValue) -> Result<(), MapsError> {
+        let mut m: HashMap<&mut MapData, ReverseKey, ReverseValue> =
+            HashMap::try_from(self.map_mut(names::REVERSE)?).map_err(map_err(names::REVERSE))?;
+        m.insert(k, v, 0).map_err(map_err(names::REVERSE))
+    }
+
+    /// Removes a reverse-NAT entry.
+    pub fn remove_reverse(&mut self, k: &ReverseKey) -> Result<(), MapsError> {
+        let mut m: HashMap<&mut MapData, ReverseKey, ReverseValue> =
+            HashMap::try_from(self.map_mut(names::REVERSE)?).map_err(map_err(names::REVERSE))?;
+        match m.remove(k) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::REVERSE)(e)),
+        }
+    }
+
+    // ---- local addresses ----
+
+    /// The addresses currently marked local.
+    pub fn local_addrs(&self) -> Result<Vec<IpAddr>, MapsError> {
+        let m: HashMap<&MapData, LocalAddrKey, u32> =
+            HashMap::try_from(self.map(names::LOCAL_ADDRS)?)
+                .map_err(map_err(names::LOCAL_ADDRS))?;
+        m.keys()
+            .map(|k| {
+                k.map(|k| words_addr(&k.addr, k.family))
+                    .map_err(map_err(names::LOCAL_ADDRS))
+            })
+            .collect()
+    }
+
+    /// Makes the local-address set exactly `addrs`; returns the number of map writes.
+    pub fn set_local_addrs(&mut self, addrs: &[IpAddr]) -> Result<usize, MapsError> {
+        let current: std::collections::HashSet<IpAddr> = self.local_addrs()?.into_iter().collect();
+        let wanted: std::collections::HashSet<IpAddr> = addrs.iter().copied().collect();
+        let mut m: HashMap<&mut MapData, LocalAddrKey, u32> =
+            HashMap::try_from(self.map_mut(names::LOCAL_ADDRS)?)
+                .map_err(map_err(names::LOCAL_ADDRS))?;
+        let key = |ip: IpAddr| {
+            let (addr, family) = addr_words(ip);
+            LocalAddrKey {
+                addr,
+                family,
+                _pad: [0; 3],
+            }
+        };
+        let mut writes = 0;
+        for ip in wanted.difference(&current) {
+            m.insert(key(*ip), 1, 0)
+                .map_err(map_err(names::LOCAL_ADDRS))?;
+            writes += 1;
+        }
+        for ip in current.difference(&wanted) {
+            match m.remove(&key(*ip)) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(names::LOCAL_ADDRS)(e)),
+            }
+            writes += 1;
+        }
+        Ok(writes)
+    }
+
+    // ---- filters ----
+
+    /// Every source-filter rule in both tries.
+    pub fn filters(&self) -> Result<Vec<FilterRule>, MapsError> {
+        let mut out = Vec::new();
+        let v4: LpmTrie<&MapData, FilterKeyV4, u32> =
+            LpmTrie::try_from(self.map(names::FILTER_V4)?).map_err(map_err(names::FILTER_V4))?;
+        for r in v4.iter() {
+            let (k, verdict) = r.map_err(map_err(names::FILTER_V4))?;
+            let d = k.data();
+            out.push(FilterRule {
+                scope: u32::from_be_bytes(d.scope),
+                addr: IpAddr::V4(Ipv4Addr::from(d.addr)),
+                prefix_len: k.prefix_len().saturating_sub(32) as u8,
+                verdict,
+            });
+        }
+        let v6: LpmTrie<&MapData, FilterKeyV6, u32> =
+            LpmTrie::try_from(self.map(names::FILTER_V6)?).map_err(map_err(names::FILTER_V6))?;
+        for r in v6.iter() {
+            let (k, verdict) = r.map_err(map_err(names::FILTER_V6))?;
+            let d = k.data();
+            out.push(FilterRule {
+                scope: u32::from_be_bytes(d.scope),
+                addr: IpAddr::V6(Ipv6Addr::from(d.addr)),
+                prefix_len: k.prefix_len().saturating_sub(32) as u8,
+                verdict,
+            });
+        }
+        Ok(out)
+    }
+
+    fn filter_op(&mut self, rule: FilterRule, insert: bool) -> Result<(), MapsError> {
+        let rule = rule.normalized();
+        let scope = rule.scope.to_be_bytes();
+        let plen = 32 + u32::from(rule.prefix_len);
+        let res = match rule.addr {
+            IpAddr::V4(a) => {
+                let mut t: LpmTrie<&mut MapData, FilterKeyV4, u32> =
+                    LpmTrie::try_from(self.map_mut(names::FILTER_V4)?)
+                        .map_err(map_err(names::FILTER_V4))?;
+                let k = LpmKey::new(
+                    plen,
+                    FilterKeyV4 {
+                        scope,
+                        addr: a.octets(),
+                    },
+                );
+                if insert {
+                    t.insert(&k, rule.verdict, 0)
+                } else {
+                    t.remove(&k)
+                }
+            }
+            IpAddr::V6(a) => {
+                let mut t: LpmTrie<&mut MapData, FilterKeyV6, u32> =
+                    LpmTrie::try_from(self.map_mut(names::FILTER_V6)?)
+                        .map_err(map_err(names::FILTER_V6))?;
+                let k = LpmKey::new(
+                    plen,
+                    FilterKeyV6 {
+                        scope,
+                        addr: a.octets(),
+                    },
+                );
+                if insert {
+                    t.insert(&k, rule.verdict, 0)
+                } else {
+                    t.remove(&k)
+                }
+            }
+        };
+        match res {
+            Ok(()) => Ok(()),
+            Err(MapError::KeyNotFound) if !insert => Ok(()),
+            Err(e) => Err(map_err(names::FILTER_V4)(e)),
+        }
+    }
+
+    /// Inserts (or updates the verdict of) every rule of `rules` not already present;
+    /// removes nothing. Returns the number of map writes.
+    pub fn add_filters(&mut self, rules: &[FilterRule]) -> Result<usize, MapsError> {
+        let current: std::collections::HashSet<FilterRule> = self
+            .filters()?
+            .into_iter()
+            .map(FilterRule::normalized)
+            .collect();
+        let mut writes = 0;
+        let wanted: std::collections::BTreeSet<FilterRule> =
+            rules.iter().map(|r| r.normalized()).collect();
+        for r in wanted {
+            if !current.contains(&r) {
+                // An LPM update replaces the verdict of an existing prefix in place.
+                self.filter_op(r, true)?;
+                writes += 1;
+            }
+        }
+        Ok(writes)
+    }
+
+    /// Makes the filter tries hold exactly `rules` (new rules first, then removals, so no
+    /// prefix is ever briefly unfiltered); returns the number of map writes.
+    pub fn set_filters(&mut self, rules: &[FilterRule]) -> Result<usize, MapsError> {
+        let mut writes = self.add_filters(rules)?;
+        let wanted: std::collections::HashSet<(u32, IpAddr, u8)> = rules
+            .iter()
+            .map(|r| r.normalized())
+            .map(|r| (r.scope, r.addr, r.prefix_len))
+            .collect();
+        for r in self.filters()?.into_iter().map(FilterRule::normalized) {
+            if !wanted.contains(&(r.scope, r.addr, r.prefix_len)) {
+                self.filter_op(r, false)?;
+                writes += 1;
+            }
+        }
+        Ok(writes)
+    }
+
+    /// A deny rule (convenience).
+    pub fn deny_rule(scope: u32, addr: IpAddr, prefix_len: u8) -> FilterRule {
+        FilterRule {
+            scope,
+            addr,
+            prefix_len,
+            verdict: FILTER_DENY,
+        }
+    }
+
+    /// An allow rule (convenience).
+    pub fn allow_rule(scope: u32, addr: IpAddr, prefix_len: u8) -> FilterRule {
+        FilterRule {
+            scope,
+            addr,
+            prefix_len,
+            verdict: FILTER_ALLOW,
+        }
+    }
+
+    // ---- tx ports ----
+
+    /// Registers interface `ifindex` as a redirect target.
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<(), MapsError> {
+        let mut m: DevMapHash<&mut MapData> = DevMapHash::try_from(self.map_mut(names::TX_PORTS)?)
+            .map_err(map_err(names::TX_PORTS))?;
+        m.insert(ifindex, ifindex, None, 0)
+            .map_err(|source| MapsError::TxPort { ifindex, source })
+    }
+
+    /// Registered redirect targets.
+    pub fn tx_ports(&self) -> Result<Vec<u32>, MapsError> {
+        let m: DevMapHash<&MapData> =
+            DevMapHash::try_from(self.map(names::TX_PORTS)?).map_err(map_err(names::TX_PORTS))?;
+        m.keys()
+            .map(|k| k.map_err(map_err(names::TX_PORTS)))
+            .collect()
+    }
+
+    // ---- flows ----
+
+    /// Every tracked flow (for stats and tests; walks the whole LRU).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, MapsError> {
+        let m: HashMap<&MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.map(names::FLOWS)?).map_err(map_err(names::FLOWS))?;
+        m.iter().map(|r| r.map_err(map_err(names::FLOWS))).collect()
+    }
+
+    /// One flow's entry.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, MapsError> {
+        let m: HashMap<&MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.map(names::FLOWS)?).map_err(map_err(names::FLOWS))?;
+        match m.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::FLOWS)(e)),
+        }
+    }
+
+    /// Adds or replaces a flow entry (tests and state transfer).
+    pub fn set_flow(&mut self, key: FlowKey, value: FlowValue) -> Result<(), MapsError> {
+        let mut m: HashMap<&mut MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.map_mut(names::FLOWS)?).map_err(map_err(names::FLOWS))?;
+        m.insert(key, value, 0).map_err(map_err(names::FLOWS))
+    }
+
+    // ---- counters ----
+
+    /// Per-reason packet counts, summed over CPUs.
+    pub fn reason_counters(&self) -> Result<ReasonCounts, MapsError> {
+        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map(names::REASON_STATS)?)
+            .map_err(map_err(names::REASON_STATS))?;
+        Reason::ALL
+            .iter()
+            .map(|r| {
+                let v = arr
+                    .get(&(*r as u32), 0)
+                    .map_err(map_err(names::REASON_STATS))?;
+                Ok((*r, v.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// One reason's count, summed over CPUs.
+    pub fn reason_count(&self, reason: Reason) -> Result<u64, MapsError> {
+        Ok(self
+            .reason_counters()?
+            .into_iter()
+            .find(|(r, _)| *r == reason)
+            .map(|(_, n)| n)
+            .unwrap_or(0))
+    }
+
+    fn traffic(&self, name: &'static str, idx: u32) -> Result<TrafficCounters, MapsError> {
+        let arr: PerCpuArray<&MapData, TrafficCounters> =
+            PerCpuArray::try_from(self.map(name)?).map_err(map_err(name))?;
+        let v = arr.get(&idx, 0).map_err(map_err(name))?;
+        Ok(v.iter()
+            .fold(TrafficCounters::default(), |a, c| TrafficCounters {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+                new_flows: a.new_flows + c.new_flows,
+            }))
+    }
+
+    fn reset_traffic(&mut self, name: &'static str, idx: u32) -> Result<(), MapsError> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| MapsError::Cpus(what, e))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![TrafficCounters::default(); cpus])
+            .map_err(|e| MapsError::Cpus("per-CPU values", e))?;
+        let mut arr: PerCpuArray<&mut MapData, TrafficCounters> =
+            PerCpuArray::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        arr.set(idx, zeros, 0).map_err(map_err(name))
+    }
+
+    /// Zeroes the counters of VIP `vip_id` (a new VIP reusing the id starts from zero).
+    pub fn reset_vip_counters(&mut self, vip_id: u32) -> Result<(), MapsError> {
+        if vip_id >= MAX_VIPS {
+            return Err(MapsError::VipId(vip_id));
+        }
+        self.reset_traffic(names::VIP_STATS, vip_id)
+    }
+
+    /// Zeroes the counters of backend `id`.
+    pub fn reset_backend_counters(&mut self, id: u32) -> Result<(), MapsError> {
+        if id >= MAX_BACKENDS {
+            return Err(MapsError::BackendId(id));
+        }
+        self.reset_traffic(names::BACKEND_STATS, id)
+    }
+
+    /// Traffic of VIP `vip_id`, summed over CPUs.
+    pub fn vip_counters(&self, vip_id: u32) -> Result<TrafficCounters, MapsError> {
+        if vip_id >= MAX_VIPS {
+            return Err(MapsError::VipId(vip_id));
+        }
+        self.traffic(names::VIP_STATS, vip_id)
+    }
+
+    /// Traffic per backend endpoint in use, summed over CPUs (for stats pages).
+    pub fn backend_traffic(&self) -> Result<Vec<(SocketAddr, TrafficCounters)>, MapsError> {
+        self.backends()?
+            .into_iter()
+            .map(|(id, b)| Ok((backend_addr(&b), self.backend_counters(id)?)))
+            .collect()
+    }
+
+    /// Traffic per VIP (endpoint, IP protocol), summed over CPUs (for stats pages).
+    pub fn vip_traffic(&self) -> Result<Vec<(SocketAddr, u8, TrafficCounters)>, MapsError> {
+        self.vips()?
+            .into_iter()
+            .map(|(k, v)| Ok((vip_addr(&k), k.proto, self.vip_counters(v.vip_id)?)))
+            .collect()
+    }
+
+    /// Traffic of backend `id`, summed over CPUs.
+    pub fn backend_counters(&self, id: u32) -> Result<TrafficCounters, MapsError> {
+        if id >= MAX_BACKENDS {
+            return Err(MapsError::BackendId(id));
+        }
+        self.traffic(names::BACKEND_STATS, id)
+    }
+}

@@ -1,0 +1,99 @@
+//! Keeping the data path in step with the live state: re-apply the configuration whenever
+//! the registry reports a status, weight or backend-set change, and refresh the host's local
+//! addresses now and then (they change with DHCP, VRRP, operators…).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::apply::{self, ApplyError, ApplySummary};
+use super::maps::Dataplane;
+use crate::config::model::Config;
+use crate::state::Registry;
+
+/// Errors from a sync step.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("the dataplane lock is poisoned (a previous map update panicked)")]
+    Poisoned,
+    #[error("the apply task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Applies `config` and `registry` to `dp` once, on a blocking thread (a Maglev table flip
+/// writes `M` map entries).
+pub async fn apply_now(
+    dp: &Arc<Mutex<Dataplane>>,
+    config: Arc<Config>,
+    registry: &Arc<Registry>,
+) -> Result<ApplySummary, SyncError> {
+    let dp = Arc::clone(dp);
+    let registry = Arc::clone(registry);
+    tokio::task::spawn_blocking(move || {
+        let mut dp = dp.lock().map_err(|_| SyncError::Poisoned)?;
+        Ok(apply::apply(&mut dp, &config, &registry)?)
+    })
+    .await?
+}
+
+/// Follows the registry until `shutdown` turns true (or its sender is dropped): every change
+/// re-applies the configuration returned by `config` (read at each change, so a reload only
+/// has to swap it and touch the registry). The registry is subscribed to when this is
+/// called (not when the future is first polled) and one catch-up apply runs first, so no
+/// change is missed. With `local_addrs_every`, the host's addresses are re-read at that
+/// period (in the runtime's network namespace). Failed steps are logged and retried at the
+/// next change; the previous map contents stay in force meanwhile.
+pub fn follow(
+    dp: Arc<Mutex<Dataplane>>,
+    config: impl Fn() -> Arc<Config>,
+    registry: Arc<Registry>,
+    local_addrs_every: Option<Duration>,
+    mut shutdown: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> {
+    let mut changes = registry.subscribe();
+    changes.mark_changed();
+    async move {
+        let mut tick =
+            tokio::time::interval(local_addrs_every.unwrap_or(Duration::from_secs(3600)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    match apply_now(&dp, config(), &registry).await {
+                        Ok(s) if s.writes > 0 => tracing::info!(
+                            writes = s.writes,
+                            tables = s.tables_flipped,
+                            "data path updated"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!("data path update failed: {e}"),
+                    }
+                }
+                _ = tick.tick(), if local_addrs_every.is_some() => {
+                    let dp = Arc::clone(&dp);
+                    let r = tokio::task::spawn_blocking(move || -> Result<usize, SyncError> {
+                        let mut dp = dp.lock().map_err(|_| SyncError::Poisoned)?;
+                        Ok(apply::sync_local_addrs(&mut dp, &[])?)
+                    })
+                    .await;
+                    match r {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::error!("refreshing local addresses failed: {e}"),
+                        Err(e) => tracing::error!("refreshing local addresses failed: {e}"),
+                    }
+                }
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

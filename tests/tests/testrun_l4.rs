@@ -1,0 +1,2169 @@
+//! Table-driven `BPF_PROG_TEST_RUN` cases for `lb_xdp`, in the style of Katran's fixtures:
+//! input bytes, expected verdict, expected output bytes. Every output checksum is verified
+//! with the from-scratch verifiers in `lb_tests::packet`.
+//!
+//! The program runs on a thread that has entered a lab namespace ("lb") with two veth
+//! interfaces, addresses, routes and permanent neighbours, so `bpf_fib_lookup` has real,
+//! deterministic answers: the test run's ingress interface is chosen through `ctx_in`.
+//! Needs root.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use etherparse::PacketBuilder;
+use lb::config::model::{
+    Backend as CfgBackend, Balance, Bind, CheckSpec, Config, Dataplane as CfgDataplane, Frontend,
+    Global, IpNet, LogFormat, Mode, Server, Tier, Timeouts, XdpMode,
+};
+use lb::dataplane::maps::{backend_addr, vip_key};
+use lb::dataplane::{self, Dataplane, LoadOptions};
+use lb::state::{BackendState, Counters, Registry, ServerState, ServerStatus};
+use lb_common::maps::{DEFAULT_MAGLEV_SIZE, programs};
+use lb_common::types::{FlowKey, PROTO_TCP, PROTO_UDP, Reason, ReverseKey, ReverseValue, VipInfo};
+use lb_tests::lab::{Host, Lab};
+use lb_tests::packet::{ipv4_header_ok, l4_checksum_ok, verify_frame_checksums};
+use lb_tests::require_root;
+use lb_tests::testrun::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
+use nix::sched::{CloneFlags, setns};
+
+const SEED: u32 = 0x1b_c0de;
+/// Ingress interfaces of test runs: the client side (eth0) and the backend side (eth1).
+const E0: u8 = 0;
+const E1: u8 = 1;
+const LB0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xa0, 0x00];
+const LB1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xa1, 0x00];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xc0, 0x02];
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xc0, 0xfe];
+const BK_ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xb0, 0xfe];
+const IN_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xee, 0x01];
+
+fn hexdec(b: u8) -> u8 {
+    format!("{b:x}").parse().expect("decimal digits")
+}
+
+fn bk_mac(last: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0xb0, last]
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().expect("test socket address")
+}
+
+// ---------------------------------------------------------------- frames
+
+struct L4 {
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    /// UDP only: force a zero checksum (IPv4).
+    zero_csum: bool,
+}
+
+fn tcp(sport: u16, dport: u16) -> L4 {
+    L4 {
+        proto: PROTO_TCP,
+        sport,
+        dport,
+        zero_csum: false,
+    }
+}
+
+fn udp(sport: u16, dport: u16) -> L4 {
+    L4 {
+        proto: PROTO_UDP,
+        sport,
+        dport,
+        zero_csum: false,
+    }
+}
+
+/// An IP packet (no Ethernet) with valid checksums.
+fn ip_packet(src: IpAddr, dst: IpAddr, ttl: u8, l4: &L4, payload: &[u8]) -> Vec<u8> {
+    let frame = frame(CLIENT_MAC, LB0_MAC, src, dst, ttl, l4, payload);
+    frame[14..].to_vec()
+}
+
+/// An Ethernet frame with valid checksums.
+fn frame(
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    ttl: u8,
+    l4: &L4,
+    payload: &[u8],
+) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(smac, dmac);
+    let ipb = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), ttl),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), ttl),
+        _ => panic!("mixed families"),
+    };
+    let mut out = Vec::new();
+    if l4.proto == PROTO_TCP {
+        let t = ipb.tcp(l4.sport, l4.dport, 1000, 65535).ack(1);
+        t.write(&mut out, payload).expect("write");
+    } else {
+        let u = ipb.udp(l4.sport, l4.dport);
+        u.write(&mut out, payload).expect("write");
+        if l4.zero_csum && src.is_ipv4() {
+            out[14 + 20 + 6] = 0;
+            out[14 + 20 + 7] = 0;
+        }
+    }
+    out
+}
+
+/// An ICMP (v4) or ICMPv6 error quoting `inner` (an IP packet).
+#[allow(clippy::too_many_arguments)] // mirrors the header fields, in order
+fn icmp_error(
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    ttl: u8,
+    ty: u8,
+    code: u8,
+    rest: [u8; 4],
+    inner: &[u8],
+) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(smac, dmac);
+    let mut out = Vec::new();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            eth.ipv4(s.octets(), d.octets(), ttl)
+                .icmpv4_raw(ty, code, rest)
+                .write(&mut out, inner)
+                .expect("write");
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            eth.ipv6(s.octets(), d.octets(), ttl)
+                .icmpv6_raw(ty, code, rest)
+                .write(&mut out, inner)
+                .expect("write");
+        }
+        _ => panic!("mixed families"),
+    }
+    out
+}
+
+/// Inserts an 802.1Q tag with VLAN id `vid`.
+fn with_vlan(frame: &[u8], vid: u16) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    out.extend_from_slice(&[0x81, 0x00]);
+    out.extend_from_slice(&vid.to_be_bytes());
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+/// Checks the quoted packet of an ICMP error: IPv4 header checksum and, when the whole
+/// segment is quoted, its L4 checksum.
+fn verify_icmp_inner(frame: &[u8]) {
+    let v6 = frame[12..14] == [0x86, 0xdd];
+    let inner = if v6 {
+        &frame[14 + 40 + 8..]
+    } else {
+        &frame[14 + 20 + 8..]
+    };
+    let (src, dst, proto, l4) = if v6 {
+        let s: [u8; 16] = inner[8..24].try_into().expect("len");
+        let d: [u8; 16] = inner[24..40].try_into().expect("len");
+        (IpAddr::from(s), IpAddr::from(d), inner[6], &inner[40..])
+    } else {
+        assert!(ipv4_header_ok(&inner[..20]), "quoted IPv4 header checksum");
+        let s: [u8; 4] = inner[12..16].try_into().expect("len");
+        let d: [u8; 4] = inner[16..20].try_into().expect("len");
+        (IpAddr::from(s), IpAddr::from(d), inner[9], &inner[20..])
+    };
+    assert!(l4_checksum_ok(src, dst, proto, l4), "quoted L4 checksum");
+}
+
+// ---------------------------------------------------------------- config
+
+fn server(name: &str, addr: &str, weight: u32) -> Server {
+    Server {
+        name: name.into(),
+        host: addr.into(),
+        addr: sa(addr),
+        check: false,
+        weight,
+        backup: false,
+        cookie: None,
+        maxconn: None,
+        disabled: false,
+    }
+}
+
+fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> CfgBackend {
+    CfgBackend {
+        name: name.into(),
+        mode: Mode::Tcp,
+        balance,
+        cookie: None,
+        check: CheckSpec::default(),
+        servers,
+        timeouts: Timeouts::default(),
+        retries: 3,
+        redispatch: false,
+        forwardfor: false,
+        http_request: vec![],
+        acls: Default::default(),
+        errorfiles: Default::default(),
+    }
+}
+
+fn net(s: &str) -> IpNet {
+    let (a, l) = s.split_once('/').expect("cidr");
+    IpNet {
+        addr: ip(a),
+        prefix_len: l.parse().expect("len"),
+    }
+}
+
+fn frontend(name: &str, binds: &[&str], be: &str, deny: &[&str], allow: &[&str]) -> Frontend {
+    Frontend {
+        name: name.into(),
+        mode: Mode::Tcp,
+        tier: Tier::Xdp,
+        binds: binds
+            .iter()
+            .map(|b| Bind {
+                addr: sa(b),
+                tls: None,
+                text: (*b).into(),
+            })
+            .collect(),
+        acls: Default::default(),
+        http_request: vec![],
+        tcp_request: vec![],
+        inspect_delay: None,
+        use_backend: vec![],
+        default_backend: Some(be.into()),
+        timeouts: Timeouts::default(),
+        forwardfor: false,
+        maxconn: None,
+        deny_src: deny.iter().map(|s| net(s)).collect(),
+        allow_src: allow.iter().map(|s| net(s)).collect(),
+        errorfiles: Default::default(),
+        max_header_bytes: 16384,
+        max_headers: 100,
+        log: false,
+    }
+}
+
+fn config() -> Config {
+    Config {
+        source: PathBuf::from("testrun.toml"),
+        global: Global {
+            admin: sa("127.0.0.1:9100"),
+            admin_token: None,
+            log_format: LogFormat::Haproxy,
+            threads: None,
+            hash_seed: SEED,
+        },
+        dataplane: Some(CfgDataplane {
+            interfaces: vec!["eth0".into(), "eth1".into()],
+            xdp_mode: XdpMode::Auto,
+            conntrack_size: 4096,
+            maglev_table_size: DEFAULT_MAGLEV_SIZE,
+            deny_src: vec![net("192.0.2.0/24"), net("2001:db8:bad::/48")],
+            pin_path: PathBuf::from("/unused"),
+        }),
+        frontends: vec![
+            frontend(
+                "web",
+                &["203.0.113.10:80", "203.0.113.11:80"],
+                "web",
+                &[],
+                &[],
+            ),
+            frontend("web6", &["[2001:db8::10]:80"], "web6", &[], &[]),
+            frontend(
+                "guarded",
+                &["203.0.113.20:80"],
+                "other",
+                &["10.0.0.66/32"],
+                &["10.0.0.0/24"],
+            ),
+            frontend("sticky", &["203.0.113.30:80"], "src", &[], &[]),
+            frontend("noneigh", &["203.0.113.40:80"], "noneigh", &[], &[]),
+        ],
+        backends: vec![
+            backend(
+                "web",
+                Balance::RoundRobin,
+                vec![
+                    server("s1", "10.1.0.10:8080", 1),
+                    server("s2", "10.1.0.11:8080", 1),
+                    server("s3", "10.1.0.12:8080", 1),
+                ],
+            ),
+            backend(
+                "web6",
+                Balance::RoundRobin,
+                vec![
+                    server("s1", "[fd01::10]:8080", 1),
+                    server("s2", "[fd01::11]:8080", 1),
+                ],
+            ),
+            backend(
+                "other",
+                Balance::RoundRobin,
+                vec![server("o1", "10.1.0.12:9090", 1)],
+            ),
+            backend(
+                "src",
+                Balance::Source,
+                vec![
+                    server("a", "10.1.0.10:7000", 1),
+                    server("b", "10.1.0.11:7000", 1),
+                ],
+            ),
+            backend(
+                "noneigh",
+                Balance::RoundRobin,
+                vec![server("n", "10.1.0.99:80", 1)],
+            ),
+        ],
+    }
+}
+
+fn registry_for(cfg: &Config) -> Registry {
+    let reg = Registry::new();
+    let mut backends = HashMap::new();
+    for b in &cfg.backends {
+        let servers = b
+            .servers
+            .iter()
+            .map(|s| {
+                Arc::new(ServerState::new(
+                    &s.name, s.addr, s.weight, s.backup, s.check,
+                ))
+            })
+            .collect();
+        backends.insert(
+            b.name.clone(),
+            Arc::new(BackendState {
+                name: b.name.clone(),
+                servers,
+                counters: Counters::default(),
+            }),
+        );
+    }
+    reg.replace(backends, HashMap::new());
+    reg
+}
+
+// ---------------------------------------------------------------- fixture
+
+static PIN_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+struct Fixture {
+    dp: Dataplane,
+    pin_dir: PathBuf,
+    cfg: Config,
+    reg: Registry,
+    eth0: u32,
+    eth1: u32,
+    // Dropped last: the namespaces.
+    _lab: Lab,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+fn enter(host: &Host) {
+    let f = File::open(format!("/run/netns/{}", host.netns)).expect("netns file");
+    setns(&f, CloneFlags::CLONE_NEWNET).expect("setns");
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let mut lab = Lab::new();
+        let lb = lab.add_host("lb").expect("host");
+        let c = lab.add_host("c").expect("host");
+        let b = lab.add_host("b").expect("host");
+        lab.link(&lb, "eth0", &c, "eth0").expect("link");
+        lab.link(&lb, "eth1", &b, "eth0").expect("link");
+        lb.ip(&["link", "set", "eth0", "address", &mac_str(LB0_MAC)])
+            .expect("mac");
+        lb.ip(&["link", "set", "eth1", "address", &mac_str(LB1_MAC)])
+            .expect("mac");
+        lb.addr("eth0", "10.0.0.1/24").expect("addr");
+        lb.addr("eth0", "fd00::1/64").expect("addr");
+        lb.addr("eth1", "10.1.0.1/24").expect("addr");
+        lb.addr("eth1", "fd01::1/64").expect("addr");
+        lb.enable_forwarding().expect("forwarding");
+        let neigh = |addr: &str, mac: [u8; 6], dev: &str| {
+            lb.ip(&[
+                "neigh",
+                "replace",
+                addr,
+                "lladdr",
+                &mac_str(mac),
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])
+            .expect("neigh");
+        };
+        neigh("10.0.0.2", CLIENT_MAC, "eth0");
+        neigh("fd00::2", CLIENT_MAC, "eth0");
+        neigh("10.0.0.254", ROUTER_MAC, "eth0");
+        neigh("fd00::fe", ROUTER_MAC, "eth0");
+        for last in [10u8, 11, 12] {
+            neigh(&format!("10.1.0.{last}"), bk_mac(last), "eth1");
+            neigh(&format!("fd01::{last}"), bk_mac(last), "eth1");
+        }
+        neigh("10.1.0.50", bk_mac(50), "eth1");
+        neigh("10.1.0.254", BK_ROUTER_MAC, "eth1");
+        // Clients outside the attached networks are behind a router on eth0.
+        lb.route("198.51.100.0/24", "10.0.0.254").expect("route");
+        lb.route("2001:db8:c::/48", "fd00::fe").expect("route");
+
+        enter(&lb);
+        let n = PIN_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/lbtest-l4-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&pin_dir);
+        let ebpf = dataplane::load(&LoadOptions {
+            pin_dir: pin_dir.clone(),
+            conntrack_size: 4096,
+            maglev_table_size: DEFAULT_MAGLEV_SIZE,
+        })
+        .expect("load");
+        let mut dp = Dataplane::new(ebpf).expect("dataplane");
+        let cfg = config();
+        let reg = registry_for(&cfg);
+        dataplane::apply(&mut dp, &cfg, &reg).expect("apply");
+        dataplane::sync_local_addrs(&mut dp, &[]).expect("local addrs");
+        let eth0 = dataplane::ifindex("eth0").expect("eth0");
+        let eth1 = dataplane::ifindex("eth1").expect("eth1");
+        dp.add_tx_port(eth0).expect("tx port");
+        dp.add_tx_port(eth1).expect("tx port");
+        Fixture {
+            dp,
+            pin_dir,
+            cfg,
+            reg,
+            eth0,
+            eth1,
+            _lab: lab,
+        }
+    }
+
+    /// Runs `lb_xdp` on `packet` as if received on interface `ingress`.
+    fn run(&mut self, ingress: u8, packet: &[u8]) -> (u32, Vec<u8>) {
+        let (action, out, _) = self.run_prog(programs::LB, ingress, packet);
+        (action, out)
+    }
+
+    /// Runs program `name` once on `packet` as if received on `ingress`.
+    fn run_prog(&mut self, name: &str, ingress: u8, packet: &[u8]) -> (u32, Vec<u8>, Duration) {
+        let ingress = if ingress == E1 { self.eth1 } else { self.eth0 };
+        let prog: &mut Xdp = self
+            .dp
+            .ebpf_mut()
+            .program_mut(name)
+            .expect("program")
+            .try_into()
+            .expect("xdp");
+        if prog.fd().is_err() {
+            let label = if name == programs::LB {
+                programs::LB
+            } else {
+                programs::BASELINE_TX
+            };
+            if let Err(e) = lb::dataplane::loader::load_program(prog, label) {
+                // The verifier log is huge; the error kind and its tail say what failed.
+                let text = e.to_string();
+                let tail = &text[text.len().saturating_sub(2000)..];
+                panic!("the verifier rejects {name}: …{tail}");
+            }
+        }
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(packet.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ingress.to_ne_bytes());
+        let mut out = vec![0u8; packet.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::new()
+        };
+        let r = prog.test_run(opts).expect("test run");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out, r.duration)
+    }
+
+    fn reapply(&mut self) {
+        dataplane::apply(&mut self.dp, &self.cfg, &self.reg).expect("apply");
+    }
+
+    fn flow_backend(&self, src: IpAddr, dst: IpAddr, l4: &L4) -> Option<SocketAddr> {
+        let (s, family) = lb::dataplane::maps::addr_words(src);
+        let (d, _) = lb::dataplane::maps::addr_words(dst);
+        let key = FlowKey {
+            src: s,
+            dst: d,
+            sport: l4.sport.to_be(),
+            dport: l4.dport.to_be(),
+            proto: l4.proto,
+            family,
+            _pad: [0; 2],
+        };
+        let v = self.dp.flow(&key).expect("flow lookup")?;
+        Some(backend_addr(
+            &self.dp.backend(v.backend_id).expect("backend"),
+        ))
+    }
+
+    fn reason(&self, r: Reason) -> u64 {
+        self.dp.reason_count(r).expect("counters")
+    }
+}
+
+/// A forward-path case: the packet must be translated to whatever backend the flow table
+/// recorded, redirected (or sent back) with the right MACs and a decremented TTL.
+fn check_forward(
+    fx: &mut Fixture,
+    ingress: u8,
+    src: IpAddr,
+    vip: SocketAddr,
+    l4: L4,
+    vlan: Option<u16>,
+) -> SocketAddr {
+    let input = frame(
+        IN_SRC_MAC,
+        LB0_MAC,
+        src,
+        vip.ip(),
+        64,
+        &l4,
+        b"hello, backend",
+    );
+    let input = match vlan {
+        Some(v) => with_vlan(&input, v),
+        None => input,
+    };
+    let (action, out) = fx.run(ingress, &input);
+    let be = fx.flow_backend(src, vip.ip(), &l4).expect("flow recorded");
+    let last = match be.ip() {
+        IpAddr::V4(a) => a.octets()[3],
+        // fd01::10 has neighbour MAC bk_mac(10): the hex digits read as decimal.
+        IpAddr::V6(a) => hexdec(a.octets()[15]),
+    };
+    let expect_l4 = L4 {
+        dport: be.port(),
+        ..l4
+    };
+    let expected = frame(
+        LB1_MAC,
+        bk_mac(last),
+        src,
+        be.ip(),
+        63,
+        &expect_l4,
+        b"hello, backend",
+    );
+    let expected = match vlan {
+        Some(v) => with_vlan(&expected, v),
+        None => expected,
+    };
+    let want_action = if ingress == E1 { XDP_TX } else { XDP_REDIRECT };
+    assert_eq!(action, want_action, "verdict for {src} -> {vip}");
+    assert_eq!(out, expected, "output for {src} -> {vip}");
+    if vlan.is_none() {
+        verify_frame_checksums(&out).expect("checksums");
+    } else {
+        let mut untagged = out[..12].to_vec();
+        untagged.extend_from_slice(&out[16..]);
+        verify_frame_checksums(&untagged).expect("checksums");
+    }
+    be
+}
+
+/// A case where the packet must leave untouched with `verdict`, counted under `reason`.
+fn check_untouched(fx: &mut Fixture, name: &str, input: &[u8], verdict: u32, reason: Reason) {
+    let before = fx.reason(reason);
+    let (action, out) = fx.run(E0, input);
+    assert_eq!(action, verdict, "{name}: verdict");
+    if verdict != XDP_DROP {
+        assert_eq!(out, input, "{name}: packet must not be rewritten");
+    }
+    assert_eq!(
+        fx.reason(reason),
+        before + 1,
+        "{name}: counted under {}",
+        reason.name()
+    );
+}
+
+/// UDP VIPs 203.0.113.10:53 → 10.1.0.11:5353 and [2001:db8::10]:53 → [fd01::11]:5353,
+/// configured through the low-level API (`apply` only creates TCP VIPs).
+fn add_udp_vips(fx: &mut Fixture) -> (SocketAddr, SocketAddr) {
+    let udp_vip = sa("203.0.113.10:53");
+    let udp_vip6 = sa("[2001:db8::10]:53");
+    for (i, (v, b)) in [(udp_vip, "10.1.0.11:5353"), (udp_vip6, "[fd01::11]:5353")]
+        .iter()
+        .enumerate()
+    {
+        let vip_id = 40 + i as u32;
+        let backend_id = 100 + i as u32;
+        fx.dp
+            .set_backend(
+                backend_id,
+                lb::dataplane::maps::backend_value(sa(b), lb_common::types::BACKEND_UP),
+            )
+            .expect("backend");
+        let table = vec![backend_id; fx.dp.maglev_size() as usize];
+        let key = vip_key(*v, PROTO_UDP);
+        fx.dp
+            .publish_table(
+                key,
+                VipInfo {
+                    vip_id,
+                    flags: 0,
+                    active_table: 0,
+                    backend_count: 1,
+                },
+                &table,
+            )
+            .expect("table");
+        let (a, family) = lb::dataplane::maps::addr_words(sa(b).ip());
+        fx.dp
+            .set_reverse(
+                ReverseKey {
+                    addr: a,
+                    port: sa(b).port().to_be(),
+                    proto: PROTO_UDP,
+                    family,
+                },
+                ReverseValue {
+                    vip_addr: key.addr,
+                    vip_port: key.port,
+                    family,
+                    flags: 0,
+                    vip_id,
+                    backend_id,
+                },
+            )
+            .expect("reverse");
+    }
+    (udp_vip, udp_vip6)
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn forward_ipv4_ipv6_tcp_udp_vlan() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let be = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80), None);
+    assert_eq!(be.port(), 8080);
+    // Flow hit: same backend, and the Maglev pick the data path made is the table's entry.
+    let be2 = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80), None);
+    assert_eq!(be, be2);
+    // Many clients: all three backends get flows.
+    let mut seen = std::collections::BTreeSet::new();
+    for port in 0..60u16 {
+        seen.insert(check_forward(
+            &mut fx,
+            E0,
+            ip("198.51.100.7"),
+            vip,
+            tcp(20000 + port, 80),
+            None,
+        ));
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "Maglev spreads flows over every backend: {seen:?}"
+    );
+    // From the backend side: egress == ingress → XDP_TX.
+    check_forward(&mut fx, E1, ip("10.1.0.50"), vip, tcp(41000, 80), None);
+    // VLAN tag kept.
+    check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40001, 80), Some(100));
+    // IPv6 TCP.
+    let vip6 = sa("[2001:db8::10]:80");
+    check_forward(&mut fx, E0, ip("fd00::2"), vip6, tcp(40000, 80), None);
+    check_forward(&mut fx, E0, ip("2001:db8:c::5"), vip6, tcp(40002, 80), None);
+
+    let (udp_vip, udp_vip6) = add_udp_vips(&mut fx);
+    assert_eq!(
+        check_forward(&mut fx, E0, ip("10.0.0.2"), udp_vip, udp(5000, 53), None),
+        sa("10.1.0.11:5353")
+    );
+    // IPv4 UDP without a checksum: stays without one.
+    let zero = L4 {
+        zero_csum: true,
+        ..udp(5001, 53)
+    };
+    let input = frame(
+        IN_SRC_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        udp_vip.ip(),
+        64,
+        &zero,
+        b"q",
+    );
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let expected = frame(
+        LB1_MAC,
+        bk_mac(11),
+        ip("10.0.0.2"),
+        ip("10.1.0.11"),
+        63,
+        &L4 {
+            dport: 5353,
+            ..zero
+        },
+        b"q",
+    );
+    assert_eq!(out, expected);
+    assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0]);
+    verify_frame_checksums(&out).expect("checksums");
+    assert_eq!(
+        check_forward(&mut fx, E0, ip("fd00::2"), udp_vip6, udp(5000, 53), None),
+        sa("[fd01::11]:5353")
+    );
+
+    // Counters: per VIP and per backend.
+    let web = fx
+        .dp
+        .vip(&vip_key(vip, PROTO_TCP))
+        .expect("vip")
+        .expect("exists");
+    let c = fx.dp.vip_counters(web.vip_id).expect("counters");
+    assert!(c.packets >= 64 && c.new_flows >= 62, "{c:?}");
+    assert!(fx.reason(Reason::ForwardRedirect) > 0 && fx.reason(Reason::ForwardTx) > 0);
+
+    // The admin API's view.
+    let snap = lb::dataplane::stats::snapshot(&fx.dp, &fx.cfg).expect("snapshot");
+    let web = snap.vips.iter().find(|v| v.vip == vip).expect("VIP listed");
+    assert_eq!((web.frontend.as_str(), web.proto.as_str()), ("web", "tcp"));
+    assert!(web.packets >= 64);
+    let served: u64 = snap
+        .backends
+        .iter()
+        .filter(|b| b.backend == "web")
+        .map(|b| b.new_flows)
+        .sum();
+    assert!(served >= 62, "{:?}", snap.backends);
+    assert!(
+        snap.reasons
+            .iter()
+            .any(|r| r.action == "forward" && r.reason == "redirect" && r.packets > 0)
+    );
+}
+
+#[test]
+fn reverse_path_and_local_bypass() {
+    require_root!();
+    let mut fx = Fixture::new();
+    // Reply from a backend, no flow entry needed.
+    for (b, client, vip) in [
+        ("10.1.0.10:8080", "10.0.0.2", "203.0.113.10:80"),
+        ("10.1.0.11:8080", "198.51.100.7", "203.0.113.10:80"),
+        ("[fd01::10]:8080", "fd00::2", "[2001:db8::10]:80"),
+    ] {
+        let (b, vip) = (sa(b), sa(vip));
+        let client = ip(client);
+        let input = frame(
+            bk_mac(10),
+            LB1_MAC,
+            b.ip(),
+            client,
+            64,
+            &tcp(b.port(), 40000),
+            b"reply",
+        );
+        let (action, out) = fx.run(E1, &input);
+        assert_eq!(action, XDP_REDIRECT, "reverse {b} -> {client}");
+        let next_hop_mac = if client == ip("198.51.100.7") {
+            ROUTER_MAC
+        } else {
+            CLIENT_MAC
+        };
+        let expected = frame(
+            LB0_MAC,
+            next_hop_mac,
+            vip.ip(),
+            client,
+            63,
+            &tcp(vip.port(), 40000),
+            b"reply",
+        );
+        assert_eq!(out, expected);
+        verify_frame_checksums(&out).expect("checksums");
+    }
+    // Health-check reply from a backend to the balancer's own address: untouched.
+    let input = frame(
+        bk_mac(10),
+        LB1_MAC,
+        ip("10.1.0.10"),
+        ip("10.1.0.1"),
+        64,
+        &tcp(8080, 50000),
+        b"",
+    );
+    check_untouched(
+        &mut fx,
+        "backend to lb",
+        &input,
+        XDP_PASS,
+        Reason::PassLocal,
+    );
+    // Traffic from the balancer's own address (e.g. looped back): untouched.
+    let input = frame(
+        bk_mac(10),
+        LB1_MAC,
+        ip("10.1.0.1"),
+        ip("203.0.113.10"),
+        64,
+        &tcp(5000, 80),
+        b"",
+    );
+    check_untouched(&mut fx, "from lb", &input, XDP_PASS, Reason::PassLocal);
+    // Non-VIP traffic (SSH to a backend) passes untranslated.
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("10.1.0.10"),
+        64,
+        &tcp(40000, 22),
+        b"",
+    );
+    check_untouched(
+        &mut fx,
+        "non-VIP",
+        &input,
+        XDP_PASS,
+        Reason::PassNotBalanced,
+    );
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.10"),
+        64,
+        &tcp(40000, 81),
+        b"",
+    );
+    check_untouched(
+        &mut fx,
+        "VIP address, other port",
+        &input,
+        XDP_PASS,
+        Reason::PassNotBalanced,
+    );
+}
+
+#[test]
+fn malformed_and_unbalanced_packets_are_passed_untouched() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let good = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.10"),
+        64,
+        &tcp(40000, 80),
+        b"data",
+    );
+
+    // Fragments: MF set, and a non-zero offset.
+    let mut frag = good.clone();
+    frag[14 + 6] |= 0x20;
+    check_untouched(
+        &mut fx,
+        "MF fragment",
+        &frag,
+        XDP_PASS,
+        Reason::PassFragment,
+    );
+    let mut frag = good.clone();
+    frag[14 + 7] = 0x10;
+    check_untouched(
+        &mut fx,
+        "offset fragment",
+        &frag,
+        XDP_PASS,
+        Reason::PassFragment,
+    );
+    // IPv6 fragment header.
+    let mut f6 = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("fd00::2"),
+        ip("2001:db8::10"),
+        64,
+        &tcp(40000, 80),
+        b"data",
+    );
+    f6[14 + 6] = 44;
+    check_untouched(
+        &mut fx,
+        "IPv6 fragment",
+        &f6,
+        XDP_PASS,
+        Reason::PassFragment,
+    );
+    // IPv4 options (IHL 6, a NOP option word).
+    let mut opt = good[..14 + 20].to_vec();
+    opt.extend_from_slice(&[1, 1, 1, 1]);
+    opt.extend_from_slice(&good[14 + 20..]);
+    opt[14] = 0x46;
+    let tot = (opt.len() - 14) as u16;
+    opt[16..18].copy_from_slice(&tot.to_be_bytes());
+    check_untouched(
+        &mut fx,
+        "IPv4 options",
+        &opt,
+        XDP_PASS,
+        Reason::PassIpOptions,
+    );
+    // Truncations.
+    // (The kernel refuses test frames shorter than an Ethernet header.)
+    let vlan = with_vlan(&good, 7);
+    check_untouched(
+        &mut fx,
+        "VLAN tag cut short",
+        &vlan[..15],
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
+    check_untouched(
+        &mut fx,
+        "half an IPv4 header",
+        &good[..14 + 10],
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
+    check_untouched(
+        &mut fx,
+        "half a TCP header",
+        &good[..14 + 20 + 10],
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
+    let mut long = good.clone();
+    long[16..18].copy_from_slice(&2000u16.to_be_bytes());
+    check_untouched(
+        &mut fx,
+        "IPv4 total length beyond the frame",
+        &long,
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
+    let mut doff = good.clone();
+    doff[14 + 20 + 12] = 0xf0;
+    check_untouched(
+        &mut fx,
+        "TCP data offset beyond the segment",
+        &doff,
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
+    let mut ulen = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.10"),
+        64,
+        &udp(5000, 53),
+        b"x",
+    );
+    ulen[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&500u16.to_be_bytes());
+    check_untouched(
+        &mut fx,
+        "UDP length beyond the packet",
+        &ulen,
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
+    let six = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("fd00::2"),
+        ip("2001:db8::10"),
+        64,
+        &tcp(40000, 80),
+        b"data",
+    );
+    check_untouched(
+        &mut fx,
+        "half an IPv6 header",
+        &six[..14 + 30],
+        XDP_PASS,
+        Reason::PassTruncated,
+    );
+    // Not IP.
+    let mut arp = good.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    check_untouched(&mut fx, "ARP", &arp, XDP_PASS, Reason::PassNotIp);
+    // Other protocols (GRE) to a VIP address.
+    let mut gre = good.clone();
+    gre[14 + 9] = 47;
+    check_untouched(&mut fx, "GRE", &gre, XDP_PASS, Reason::PassNotBalanced);
+    // ICMP echo to a VIP: not an error, not translated.
+    let echo = icmp_error(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.10"),
+        64,
+        8,
+        0,
+        [0, 1, 0, 1],
+        b"ping",
+    );
+    check_untouched(
+        &mut fx,
+        "ICMP echo",
+        &echo,
+        XDP_PASS,
+        Reason::PassNotBalanced,
+    );
+    // TTL 1: dropped, counted.
+    let ttl1 = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.10"),
+        1,
+        &tcp(40009, 80),
+        b"",
+    );
+    check_untouched(&mut fx, "TTL 1", &ttl1, XDP_DROP, Reason::DropTtlExceeded);
+}
+
+#[test]
+fn source_filters() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let d = |src: &str, dst: &str| {
+        frame(
+            CLIENT_MAC,
+            LB0_MAC,
+            ip(src),
+            ip(dst),
+            64,
+            &tcp(40000, 80),
+            b"",
+        )
+    };
+    // Global deny applies to every destination.
+    check_untouched(
+        &mut fx,
+        "global deny v4",
+        &d("192.0.2.9", "203.0.113.10"),
+        XDP_DROP,
+        Reason::DropDenied,
+    );
+    check_untouched(
+        &mut fx,
+        "global deny v4, non-VIP",
+        &d("192.0.2.9", "10.1.0.10"),
+        XDP_DROP,
+        Reason::DropDenied,
+    );
+    check_untouched(
+        &mut fx,
+        "global deny v6",
+        &d("2001:db8:bad::1", "2001:db8::10"),
+        XDP_DROP,
+        Reason::DropDenied,
+    );
+    // Per-frontend: explicit deny inside the allow-list, and outside the allow-list.
+    check_untouched(
+        &mut fx,
+        "frontend deny",
+        &d("10.0.0.66", "203.0.113.20"),
+        XDP_DROP,
+        Reason::DropDenied,
+    );
+    check_untouched(
+        &mut fx,
+        "not allowed",
+        &d("198.51.100.7", "203.0.113.20"),
+        XDP_DROP,
+        Reason::DropDenied,
+    );
+    // The same source is fine for a frontend without lists.
+    check_forward(
+        &mut fx,
+        E0,
+        ip("198.51.100.7"),
+        sa("203.0.113.10:80"),
+        tcp(40000, 80),
+        None,
+    );
+    // Allowed source.
+    let be = check_forward(
+        &mut fx,
+        E0,
+        ip("10.0.0.2"),
+        sa("203.0.113.20:80"),
+        tcp(40000, 80),
+        None,
+    );
+    assert_eq!(be, sa("10.1.0.12:9090"));
+}
+
+#[test]
+fn down_backend_is_repicked_and_drain_keeps_flows() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let client = ip("198.51.100.7");
+    let names: HashMap<SocketAddr, &str> = [
+        (sa("10.1.0.10:8080"), "s1"),
+        (sa("10.1.0.11:8080"), "s2"),
+        (sa("10.1.0.12:8080"), "s3"),
+    ]
+    .into_iter()
+    .collect();
+
+    // DRAIN: the flow stays, new flows avoid the backend.
+    let first = check_forward(&mut fx, E0, client, vip, tcp(30000, 80), None);
+    fx.reg
+        .set_status("web", names[&first], ServerStatus::Drain)
+        .expect("status");
+    fx.reapply();
+    assert_eq!(
+        check_forward(&mut fx, E0, client, vip, tcp(30000, 80), None),
+        first
+    );
+    for port in 0..40 {
+        let b = check_forward(&mut fx, E0, client, vip, tcp(31000 + port, 80), None);
+        assert_ne!(b, first, "a draining backend takes no new flow");
+    }
+
+    // DOWN: the flow moves to another backend, and stays there.
+    let second = check_forward(&mut fx, E0, client, vip, tcp(32000, 80), None);
+    fx.reg
+        .set_status("web", names[&second], ServerStatus::Down)
+        .expect("status");
+    fx.reapply();
+    let moved = check_forward(&mut fx, E0, client, vip, tcp(32000, 80), None);
+    assert_ne!(moved, second);
+    assert_ne!(moved, first, "DRAIN backends are not picked");
+    assert_eq!(
+        check_forward(&mut fx, E0, client, vip, tcp(32000, 80), None),
+        moved
+    );
+
+    // Reapplying the same state writes nothing.
+    let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+    assert_eq!(s.writes, 0, "idempotent: {s:?}");
+}
+
+#[test]
+fn balance_source_and_no_neighbour() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.30:80");
+    let a = check_forward(&mut fx, E0, ip("198.51.100.7"), vip, tcp(1000, 80), None);
+    for port in 1001..1020 {
+        assert_eq!(
+            check_forward(&mut fx, E0, ip("198.51.100.7"), vip, tcp(port, 80), None),
+            a
+        );
+    }
+    // Backend without a known neighbour: rewritten, left to the kernel, TTL untouched.
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.40"),
+        64,
+        &tcp(40000, 80),
+        b"x",
+    );
+    let before = fx.reason(Reason::PassNoNeighbour);
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_PASS);
+    let expected = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("10.1.0.99"),
+        64,
+        &tcp(40000, 80),
+        b"x",
+    );
+    assert_eq!(out, expected);
+    verify_frame_checksums(&out).expect("checksums");
+    assert_eq!(fx.reason(Reason::PassNoNeighbour), before + 1);
+}
+
+#[test]
+fn icmp_errors_are_translated_both_ways() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let client = ip("10.0.0.2");
+    let be = check_forward(&mut fx, E0, client, vip, tcp(40000, 80), None);
+    let last = match be.ip() {
+        IpAddr::V4(a) => a.octets()[3],
+        IpAddr::V6(_) => unreachable!(),
+    };
+    let mtu = [0, 0, 0x05, 0x78];
+
+    // 1. A router on the backend side cannot forward client → backend (frag needed):
+    //    the quoted destination becomes the VIP; the outer header is left alone.
+    let quoted = ip_packet(
+        client,
+        be.ip(),
+        63,
+        &tcp(40000, be.port()),
+        b"hello, backend",
+    );
+    let input = icmp_error(
+        BK_ROUTER_MAC,
+        LB1_MAC,
+        ip("10.1.0.254"),
+        client,
+        64,
+        3,
+        4,
+        mtu,
+        &quoted,
+    );
+    let (action, out) = fx.run(E1, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let quoted_vip = ip_packet(client, vip.ip(), 63, &tcp(40000, 80), b"hello, backend");
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        ip("10.1.0.254"),
+        client,
+        63,
+        3,
+        4,
+        mtu,
+        &quoted_vip,
+    );
+    assert_eq!(out, expected, "backend-side router error");
+    verify_frame_checksums(&out).expect("checksums");
+    verify_icmp_inner(&out);
+
+    // 1b. The RFC 792 minimum quote (IP header + 8 bytes): no TCP checksum to fix, the
+    //     quoted IPv4 header checksum and the ICMP checksum still are.
+    let input = icmp_error(
+        BK_ROUTER_MAC,
+        LB1_MAC,
+        ip("10.1.0.254"),
+        client,
+        64,
+        3,
+        4,
+        mtu,
+        &quoted[..28],
+    );
+    let (action, out) = fx.run(E1, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        ip("10.1.0.254"),
+        client,
+        63,
+        3,
+        4,
+        mtu,
+        &quoted_vip[..28],
+    );
+    assert_eq!(out, expected, "minimal quote");
+    verify_frame_checksums(&out).expect("checksums");
+    assert!(ipv4_header_ok(&out[14 + 20 + 8..14 + 20 + 8 + 20]));
+
+    // 2. The backend itself reports an error: the outer source becomes the VIP as well.
+    let input = icmp_error(
+        bk_mac(last),
+        LB1_MAC,
+        be.ip(),
+        client,
+        64,
+        3,
+        3,
+        [0; 4],
+        &quoted,
+    );
+    let (action, out) = fx.run(E1, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        vip.ip(),
+        client,
+        63,
+        3,
+        3,
+        [0; 4],
+        &quoted_vip,
+    );
+    assert_eq!(out, expected, "backend error");
+    verify_frame_checksums(&out).expect("checksums");
+    verify_icmp_inner(&out);
+
+    // 3. A client-side router cannot forward a reply VIP → client: the error goes to the
+    //    VIP; the flow table says which backend sent it.
+    let reply = ip_packet(vip.ip(), client, 63, &tcp(80, 40000), b"reply");
+    let input = icmp_error(
+        ROUTER_MAC,
+        LB0_MAC,
+        ip("10.0.0.254"),
+        vip.ip(),
+        64,
+        3,
+        4,
+        mtu,
+        &reply,
+    );
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let reply_be = ip_packet(be.ip(), client, 63, &tcp(be.port(), 40000), b"reply");
+    let expected = icmp_error(
+        LB1_MAC,
+        bk_mac(last),
+        ip("10.0.0.254"),
+        be.ip(),
+        63,
+        3,
+        4,
+        mtu,
+        &reply_be,
+    );
+    assert_eq!(out, expected, "client-side router error");
+    verify_frame_checksums(&out).expect("checksums");
+    verify_icmp_inner(&out);
+
+    // 4. A quoted UDP datagram without checksum: it stays without one.
+    let (udp_vip, _) = add_udp_vips(&mut fx);
+    let zero = L4 {
+        zero_csum: true,
+        ..udp(5000, 53)
+    };
+    check_forward(
+        &mut fx,
+        E0,
+        client,
+        udp_vip,
+        L4 {
+            zero_csum: true,
+            ..udp(5000, 53)
+        },
+        None,
+    );
+    let quoted = ip_packet(
+        client,
+        ip("10.1.0.11"),
+        63,
+        &L4 {
+            dport: 5353,
+            ..zero
+        },
+        b"q",
+    );
+    assert_eq!(&quoted[20 + 6..20 + 8], &[0, 0]);
+    let input = icmp_error(
+        BK_ROUTER_MAC,
+        LB1_MAC,
+        ip("10.1.0.254"),
+        client,
+        64,
+        3,
+        4,
+        mtu,
+        &quoted,
+    );
+    let (action, out) = fx.run(E1, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let quoted_vip = ip_packet(client, udp_vip.ip(), 63, &zero, b"q");
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        ip("10.1.0.254"),
+        client,
+        63,
+        3,
+        4,
+        mtu,
+        &quoted_vip,
+    );
+    assert_eq!(out, expected, "quoted UDP without checksum");
+    verify_frame_checksums(&out).expect("checksums");
+    verify_icmp_inner(&out);
+
+    // 5. ICMPv6 packet too big, both directions.
+    let vip6 = sa("[2001:db8::10]:80");
+    let c6 = ip("fd00::2");
+    let be6 = check_forward(&mut fx, E0, c6, vip6, tcp(40000, 80), None);
+    let last6 = match be6.ip() {
+        IpAddr::V6(a) => hexdec(a.octets()[15]),
+        IpAddr::V4(_) => unreachable!(),
+    };
+    let mtu6 = [0, 0, 0x05, 0x00];
+    let quoted = ip_packet(c6, be6.ip(), 63, &tcp(40000, be6.port()), b"hello, backend");
+    let input = icmp_error(
+        bk_mac(last6),
+        LB1_MAC,
+        be6.ip(),
+        c6,
+        64,
+        2,
+        0,
+        mtu6,
+        &quoted,
+    );
+    let (action, out) = fx.run(E1, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let quoted_vip = ip_packet(c6, vip6.ip(), 63, &tcp(40000, 80), b"hello, backend");
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        vip6.ip(),
+        c6,
+        63,
+        2,
+        0,
+        mtu6,
+        &quoted_vip,
+    );
+    assert_eq!(out, expected, "ICMPv6 from backend");
+    verify_frame_checksums(&out).expect("checksums");
+    verify_icmp_inner(&out);
+
+    let reply = ip_packet(vip6.ip(), c6, 63, &tcp(80, 40000), b"reply");
+    let input = icmp_error(
+        ROUTER_MAC,
+        LB0_MAC,
+        ip("fd00::fe"),
+        vip6.ip(),
+        64,
+        2,
+        0,
+        mtu6,
+        &reply,
+    );
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let reply_be = ip_packet(be6.ip(), c6, 63, &tcp(be6.port(), 40000), b"reply");
+    let expected = icmp_error(
+        LB1_MAC,
+        bk_mac(last6),
+        ip("fd00::fe"),
+        be6.ip(),
+        63,
+        2,
+        0,
+        mtu6,
+        &reply_be,
+    );
+    assert_eq!(out, expected, "ICMPv6 to VIP");
+    verify_frame_checksums(&out).expect("checksums");
+    verify_icmp_inner(&out);
+    assert!(fx.reason(Reason::IcmpTranslated) >= 5);
+
+    // 6. An error about a reply of a flow without an entry (evicted, or handled by another
+    //    balancer node): translated to the backend the Maglev table picks for it.
+    let client3 = ip("10.0.0.3");
+    let key = vip_key(vip, PROTO_TCP);
+    let table = fx.dp.live_table(&key).expect("table");
+    let (c3, _) = lb::dataplane::maps::addr_words(client3);
+    let h =
+        lb_common::hash::hash_flow(&c3, &key.addr, 1u16.to_be(), 80u16.to_be(), PROTO_TCP, SEED);
+    let picked = backend_addr(
+        &fx.dp
+            .backend(table[(h % fx.dp.maglev_size()) as usize])
+            .expect("backend"),
+    );
+    let last3 = match picked.ip() {
+        IpAddr::V4(a) => a.octets()[3],
+        IpAddr::V6(_) => unreachable!(),
+    };
+    let reply = ip_packet(vip.ip(), client3, 63, &tcp(80, 1), b"reply");
+    let input = icmp_error(
+        ROUTER_MAC,
+        LB0_MAC,
+        ip("10.0.0.254"),
+        vip.ip(),
+        64,
+        3,
+        4,
+        mtu,
+        &reply,
+    );
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let reply_be = ip_packet(picked.ip(), client3, 63, &tcp(picked.port(), 1), b"reply");
+    let expected = icmp_error(
+        LB1_MAC,
+        bk_mac(last3),
+        ip("10.0.0.254"),
+        picked.ip(),
+        63,
+        3,
+        4,
+        mtu,
+        &reply_be,
+    );
+    assert_eq!(out, expected, "error about an untracked flow");
+    verify_frame_checksums(&out).expect("checksums");
+    verify_icmp_inner(&out);
+    assert!(
+        fx.flow_backend(client3, vip.ip(), &tcp(1, 80)).is_none(),
+        "no flow recorded"
+    );
+
+    // 7. An error about traffic that is not balanced: untouched.
+    let other = ip_packet(ip("10.1.0.10"), client, 63, &tcp(22, 40000), b"ssh");
+    let input = icmp_error(
+        ROUTER_MAC,
+        LB0_MAC,
+        ip("10.0.0.254"),
+        ip("10.1.0.10"),
+        64,
+        3,
+        4,
+        mtu,
+        &other,
+    );
+    check_untouched(
+        &mut fx,
+        "unbalanced flow",
+        &input,
+        XDP_PASS,
+        Reason::PassNotBalanced,
+    );
+}
+
+#[test]
+fn restart_reuses_pinned_maps_ids_and_flows() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let client = ip("198.51.100.7");
+    let mut before = Vec::new();
+    for port in 0..20 {
+        before.push(check_forward(
+            &mut fx,
+            E0,
+            client,
+            vip,
+            tcp(45000 + port, 80),
+            None,
+        ));
+    }
+    let ids_before = fx.dp.backends().expect("backends");
+    let vips_before = fx.dp.vips().expect("vips");
+
+    // A new process would load the object again: the pinned maps are reused.
+    let ebpf = dataplane::load(&LoadOptions {
+        pin_dir: fx.pin_dir.clone(),
+        conntrack_size: 4096,
+        maglev_table_size: DEFAULT_MAGLEV_SIZE,
+    })
+    .expect("reload");
+    fx.dp = Dataplane::new(ebpf).expect("dataplane");
+    assert_eq!(fx.dp.backends().expect("backends"), ids_before);
+    let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+    assert_eq!(s.writes, 0, "nothing to change after a restart: {s:?}");
+    let mut vips_after = fx.dp.vips().expect("vips");
+    let mut vb = vips_before.clone();
+    vb.sort_by_key(|(_, v)| v.vip_id);
+    vips_after.sort_by_key(|(_, v)| v.vip_id);
+    assert_eq!(vips_after, vb);
+    for (port, want) in (0..20).zip(before) {
+        assert_eq!(
+            check_forward(&mut fx, E0, client, vip, tcp(45000 + port, 80), None),
+            want
+        );
+    }
+
+    // A changed config keeps the ids of servers that remain.
+    fx.cfg.backends[0]
+        .servers
+        .push(server("s4", "10.1.0.11:8081", 1));
+    let reg = registry_for(&fx.cfg);
+    fx.reg = reg;
+    dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+    let after = fx.dp.backends().expect("backends");
+    for (id, b) in &ids_before {
+        assert!(
+            after
+                .iter()
+                .any(|(i, x)| i == id && backend_addr(x) == backend_addr(b))
+        );
+    }
+    assert_eq!(after.len(), ids_before.len() + 1);
+}
+
+#[test]
+fn kernel_pick_matches_userspace_maglev_and_hash() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let key = vip_key(vip, PROTO_TCP);
+    let table = fx.dp.live_table(&key).expect("table");
+    let m = fx.dp.maglev_size();
+    let ids: HashMap<u32, SocketAddr> = fx
+        .dp
+        .backends()
+        .expect("backends")
+        .into_iter()
+        .map(|(id, b)| (id, backend_addr(&b)))
+        .collect();
+    for i in 0..50u16 {
+        let src = ip(&format!("198.51.100.{}", 1 + i));
+        let got = check_forward(&mut fx, E0, src, vip, tcp(10000 + i * 7, 80), None);
+        let (s, _) = lb::dataplane::maps::addr_words(src);
+        let h = lb_common::hash::hash_flow(
+            &s,
+            &key.addr,
+            (10000 + i * 7).to_be(),
+            80u16.to_be(),
+            PROTO_TCP,
+            SEED,
+        );
+        assert_eq!(
+            ids[&table[(h % m) as usize]],
+            got,
+            "the kernel hashed as userspace does"
+        );
+    }
+    // balance source: the hash covers the source address only.
+    let vip = sa("203.0.113.30:80");
+    let key = vip_key(vip, PROTO_TCP);
+    let table = fx.dp.live_table(&key).expect("table");
+    for i in 0..20u8 {
+        let src = ip(&format!("198.51.100.{}", 100 + i));
+        let got = check_forward(&mut fx, E0, src, vip, tcp(1234, 80), None);
+        let (s, _) = lb::dataplane::maps::addr_words(src);
+        let h = lb_common::hash::hash_src(&s, SEED);
+        assert_eq!(ids[&table[(h % m) as usize]], got);
+    }
+}
+
+#[test]
+fn apply_semantics_backups_weights_removal() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let key = vip_key(vip, PROTO_TCP);
+    let id_of = |fx: &Fixture, a: &str| {
+        fx.dp
+            .backends()
+            .expect("backends")
+            .into_iter()
+            .find(|(_, b)| backend_addr(b) == sa(a))
+            .map(|(id, b)| (id, b.state))
+            .expect("backend present")
+    };
+    // A backup server is in no table while a primary is up.
+    fx.cfg.backends[0].servers.push(Server {
+        backup: true,
+        ..server("bk", "10.1.0.50:8080", 1)
+    });
+    fx.reg = registry_for(&fx.cfg);
+    fx.reapply();
+    let (bk, _) = id_of(&fx, "10.1.0.50:8080");
+    assert!(!fx.dp.live_table(&key).expect("table").contains(&bk));
+    // Weight 0: no new flows; weight 2 doubles the share.
+    fx.reg.set_weight("web", "s1", 0).expect("weight");
+    fx.reg.set_weight("web", "s2", 2).expect("weight");
+    fx.reapply();
+    let t = fx.dp.live_table(&key).expect("table");
+    let (s1, st1) = id_of(&fx, "10.1.0.10:8080");
+    let (s2, _) = id_of(&fx, "10.1.0.11:8080");
+    let (s3, _) = id_of(&fx, "10.1.0.12:8080");
+    assert_eq!(
+        st1,
+        lb_common::types::BACKEND_UP,
+        "weight 0 keeps established flows"
+    );
+    assert!(!t.contains(&s1));
+    let n2 = t.iter().filter(|&&x| x == s2).count() as f64;
+    let n3 = t.iter().filter(|&&x| x == s3).count() as f64;
+    assert!((n2 / n3 - 2.0).abs() < 0.02, "{n2} vs {n3}");
+    assert_eq!(fx.dp.vip(&key).expect("vip").expect("vip").backend_count, 2);
+    // Every primary down (MAINT and DOWN): the backup takes over.
+    for s in ["s1", "s2", "s3"] {
+        fx.reg
+            .set_status("web", s, ServerStatus::Maint)
+            .expect("status");
+    }
+    fx.reapply();
+    let t = fx.dp.live_table(&key).expect("table");
+    assert!(
+        t.iter().all(|&x| x == bk),
+        "only the backup is in the table"
+    );
+    assert_eq!(
+        id_of(&fx, "10.1.0.10:8080").1,
+        lb_common::types::BACKEND_DOWN
+    );
+    let be = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80), None);
+    assert_eq!(be, sa("10.1.0.50:8080"));
+    // Everything down: new flows are dropped.
+    fx.reg
+        .set_status("web", "bk", ServerStatus::Down)
+        .expect("status");
+    fx.reapply();
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        vip.ip(),
+        64,
+        &tcp(40001, 80),
+        b"",
+    );
+    check_untouched(
+        &mut fx,
+        "no backend",
+        &input,
+        XDP_DROP,
+        Reason::DropNoBackend,
+    );
+
+    // Removing a frontend removes its VIP, reverse entries, filters and backends.
+    let guarded = vip_key(sa("203.0.113.20:80"), PROTO_TCP);
+    assert!(fx.dp.vip(&guarded).expect("vip").is_some());
+    let filters_before = fx.dp.filters().expect("filters").len();
+    fx.cfg.frontends.retain(|f| f.name != "guarded");
+    fx.reapply();
+    assert!(fx.dp.vip(&guarded).expect("vip").is_none());
+    assert_eq!(fx.dp.filters().expect("filters").len(), filters_before - 2);
+    assert!(
+        fx.dp
+            .backends()
+            .expect("backends")
+            .iter()
+            .all(|(_, b)| backend_addr(b) != sa("10.1.0.12:9090"))
+    );
+    assert!(
+        fx.dp
+            .reverse_entries()
+            .expect("reverse")
+            .iter()
+            .all(|(k, _)| u16::from_be(k.port) != 9090)
+    );
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        ip("203.0.113.20"),
+        64,
+        &tcp(40000, 80),
+        b"",
+    );
+    check_untouched(
+        &mut fx,
+        "removed VIP",
+        &input,
+        XDP_PASS,
+        Reason::PassNotBalanced,
+    );
+    let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+    assert_eq!(s.writes, 0, "{s:?}");
+}
+
+/// Per-packet cost inside the kernel (BPF_PROG_TEST_RUN's own timing, one run per call
+/// since the program rewrites the packet in place). Printed, loosely bounded.
+#[test]
+fn measure_per_packet_cost() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80), None);
+    let hit = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        ip("10.0.0.2"),
+        vip.ip(),
+        64,
+        &tcp(40000, 80),
+        b"payload",
+    );
+    let reply = frame(
+        bk_mac(10),
+        LB1_MAC,
+        ip("10.1.0.10"),
+        ip("10.0.0.2"),
+        64,
+        &tcp(8080, 40000),
+        b"r",
+    );
+    let runs = 3000u32;
+    let mut report = Vec::new();
+    for (label, prog, ingress, pkt) in [
+        (
+            "baseline (swap MACs, XDP_TX)",
+            programs::BASELINE_TX,
+            E0,
+            &hit,
+        ),
+        ("lb_xdp forward, flow hit", programs::LB, E0, &hit),
+        ("lb_xdp reverse NAT", programs::LB, E1, &reply),
+    ] {
+        let mut total = Duration::ZERO;
+        for _ in 0..runs {
+            total += fx.run_prog(prog, ingress, pkt).2;
+        }
+        let ns = total.as_nanos() as f64 / f64::from(runs);
+        report.push((label, ns));
+        assert!(ns < 100_000.0, "{label}: {ns} ns per packet");
+    }
+    for (label, ns) in report {
+        eprintln!("{label}: {ns:.0} ns/packet (test-run timing; lb_xdp includes bpf_fib_lookup)");
+    }
+    // Control plane: one weight change = the tables of both VIPs of "web" rebuilt, written and flipped.
+    fx.reg.set_weight("web", "s1", 3).expect("weight");
+    let t = std::time::Instant::now();
+    let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+    let took = t.elapsed();
+    assert_eq!(s.tables_flipped, 2, "two binds, two VIPs: {s:?}");
+    eprintln!(
+        "apply with two table flips (M = {}): {took:?}",
+        fx.dp.maglev_size()
+    );
+    let t = std::time::Instant::now();
+    let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+    eprintln!(
+        "apply with nothing to change: {:?} ({} writes)",
+        t.elapsed(),
+        s.writes
+    );
+}
+
+#[test]
+fn shared_backend_replies_follow_their_vip() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let client = ip("10.0.0.2");
+    let reply_src = |fx: &mut Fixture, be: SocketAddr, cport: u16| -> SocketAddr {
+        let input = frame(
+            bk_mac(10),
+            LB1_MAC,
+            be.ip(),
+            client,
+            64,
+            &tcp(be.port(), cport),
+            b"r",
+        );
+        let (action, out) = fx.run(E1, &input);
+        assert_eq!(action, XDP_REDIRECT);
+        verify_frame_checksums(&out).expect("checksums");
+        let s: [u8; 4] = out[14 + 12..14 + 16].try_into().expect("len");
+        SocketAddr::new(IpAddr::from(s), u16::from_be_bytes([out[34], out[35]]))
+    };
+    // The same servers behind two VIPs (two binds of one frontend).
+    for (i, vip) in [sa("203.0.113.11:80"), sa("203.0.113.10:80")]
+        .into_iter()
+        .enumerate()
+    {
+        for j in 0..10u16 {
+            let cport = 41000 + (i as u16) * 100 + j;
+            let be = check_forward(&mut fx, E0, client, vip, tcp(cport, 80), None);
+            assert_eq!(
+                reply_src(&mut fx, be, cport),
+                vip,
+                "replies come from the VIP used"
+            );
+        }
+    }
+    // A reply of a flow the balancer never saw: the first bind's VIP.
+    assert_eq!(
+        reply_src(&mut fx, sa("10.1.0.10:8080"), 999),
+        sa("203.0.113.10:80")
+    );
+    // ICMP about a flow through the second VIP: quoted destination becomes that VIP.
+    let vip = sa("203.0.113.11:80");
+    let be = check_forward(&mut fx, E0, client, vip, tcp(42000, 80), None);
+    let quoted = ip_packet(client, be.ip(), 63, &tcp(42000, be.port()), b"x");
+    let mtu = [0, 0, 0x05, 0x78];
+    let input = icmp_error(
+        BK_ROUTER_MAC,
+        LB1_MAC,
+        ip("10.1.0.254"),
+        client,
+        64,
+        3,
+        4,
+        mtu,
+        &quoted,
+    );
+    let (action, out) = fx.run(E1, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    let quoted_vip = ip_packet(client, vip.ip(), 63, &tcp(42000, 80), b"x");
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        ip("10.1.0.254"),
+        client,
+        63,
+        3,
+        4,
+        mtu,
+        &quoted_vip,
+    );
+    assert_eq!(out, expected);
+    verify_icmp_inner(&out);
+}
+
+#[test]
+fn follow_applies_registry_changes() {
+    require_root!();
+    let n = PIN_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/lbtest-l4-{}-{n}", std::process::id()));
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(pin_dir.clone());
+    let ebpf = dataplane::load(&LoadOptions {
+        pin_dir: pin_dir.clone(),
+        conntrack_size: 1024,
+        maglev_table_size: DEFAULT_MAGLEV_SIZE,
+    })
+    .expect("load");
+    let dp = Arc::new(std::sync::Mutex::new(
+        Dataplane::new(ebpf).expect("dataplane"),
+    ));
+    let cfg = Arc::new(config());
+    let reg = Arc::new(registry_for(&cfg));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state_of = |dp: &Arc<std::sync::Mutex<Dataplane>>, a: &str| {
+        dp.lock()
+            .expect("lock")
+            .backends()
+            .expect("backends")
+            .into_iter()
+            .find(|(_, b)| backend_addr(b) == sa(a))
+            .map(|(_, b)| b.state)
+    };
+    rt.block_on(async {
+        let s = dataplane::apply_now(&dp, Arc::clone(&cfg), &reg)
+            .await
+            .expect("apply");
+        assert!(s.writes > 0);
+        let task = tokio::spawn(dataplane::follow(
+            Arc::clone(&dp),
+            {
+                let cfg = Arc::clone(&cfg);
+                move || Arc::clone(&cfg)
+            },
+            Arc::clone(&reg),
+            None,
+            stop_rx,
+        ));
+        reg.set_status("web", "s2", ServerStatus::Down)
+            .expect("status");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while state_of(&dp, "10.1.0.11:8080") != Some(lb_common::types::BACKEND_DOWN) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "follow did not apply the change"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop_tx.send(true);
+        task.await.expect("follow ends on shutdown");
+    });
+    let traffic = dp.lock().expect("lock").backend_traffic().expect("traffic");
+    assert!(traffic.iter().any(|(a, _)| *a == sa("10.1.0.11:8080")));
+}
+
+#[test]
+fn too_big_packets_get_icmp_from_the_vip() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let lb = fx._lab.host("lb").expect("lb host").clone();
+    lb.ip(&["link", "set", "eth1", "mtu", "1280"]).expect("mtu");
+    lb.ip(&["link", "set", "eth0", "mtu", "1280"]).expect("mtu");
+    let vip = sa("203.0.113.10:80");
+    let client = ip("10.0.0.2");
+    let big = vec![0x5a; 1300];
+
+    // Client → VIP, too big for the backend side, DF set (etherparse's default).
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        client,
+        vip.ip(),
+        64,
+        &tcp(40000, 80),
+        &big,
+    );
+    assert_eq!(input[14 + 6] & 0x40, 0x40, "DF set");
+    let before = fx.reason(Reason::IcmpTooBigSent);
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_TX);
+    let mtu = 1280u16.to_be_bytes();
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        vip.ip(),
+        client,
+        64,
+        3,
+        4,
+        [0, 0, mtu[0], mtu[1]],
+        &input[14..14 + 28],
+    );
+    assert_eq!(
+        out, expected,
+        "fragmentation needed, quoting the packet as sent"
+    );
+    verify_frame_checksums(&out).expect("checksums");
+    assert_eq!(fx.reason(Reason::IcmpTooBigSent), before + 1);
+
+    // Backend → client, too big for the client side: the backend hears it from the VIP.
+    let be = sa("10.1.0.10:8080");
+    let input = frame(
+        bk_mac(10),
+        LB1_MAC,
+        be.ip(),
+        client,
+        64,
+        &tcp(8080, 40000),
+        &big,
+    );
+    let (action, out) = fx.run(E1, &input);
+    assert_eq!(action, XDP_TX);
+    let expected = icmp_error(
+        LB1_MAC,
+        bk_mac(10),
+        vip.ip(),
+        be.ip(),
+        64,
+        3,
+        4,
+        [0, 0, mtu[0], mtu[1]],
+        &input[14..14 + 28],
+    );
+    assert_eq!(out, expected, "reverse direction");
+    verify_frame_checksums(&out).expect("checksums");
+
+    // IPv6: packet too big, both directions.
+    let vip6 = sa("[2001:db8::10]:80");
+    let c6 = ip("fd00::2");
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        c6,
+        vip6.ip(),
+        64,
+        &tcp(40000, 80),
+        &big,
+    );
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_TX);
+    let mtu6 = 1280u32.to_be_bytes();
+    let expected = icmp_error(
+        LB0_MAC,
+        CLIENT_MAC,
+        vip6.ip(),
+        c6,
+        64,
+        2,
+        0,
+        mtu6,
+        &input[14..14 + 48],
+    );
+    assert_eq!(out, expected, "ICMPv6 packet too big");
+    verify_frame_checksums(&out).expect("checksums");
+    let be6 = sa("[fd01::10]:8080");
+    let input = frame(
+        bk_mac(10),
+        LB1_MAC,
+        be6.ip(),
+        c6,
+        64,
+        &tcp(8080, 40000),
+        &big,
+    );
+    let (action, out) = fx.run(E1, &input);
+    assert_eq!(action, XDP_TX);
+    let expected = icmp_error(
+        LB1_MAC,
+        bk_mac(10),
+        vip6.ip(),
+        be6.ip(),
+        64,
+        2,
+        0,
+        mtu6,
+        &input[14..14 + 48],
+    );
+    assert_eq!(out, expected, "ICMPv6 packet too big, reverse direction");
+    verify_frame_checksums(&out).expect("checksums");
+
+    // Without DF: translated and left to the kernel, which fragments it.
+    let mut nodf = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        client,
+        vip.ip(),
+        64,
+        &tcp(40000, 80),
+        &big,
+    );
+    nodf[14 + 6] &= !0x40;
+    nodf[14 + 10] = 0;
+    nodf[14 + 11] = 0;
+    let c = !lb_tests::packet::ones_complement_sum(&nodf[14..34], 0);
+    nodf[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    let before = fx.reason(Reason::PassFibFailed);
+    let (action, out) = fx.run(E0, &nodf);
+    assert_eq!(action, XDP_PASS);
+    verify_frame_checksums(&out).expect("checksums");
+    let be_now = fx
+        .flow_backend(client, vip.ip(), &tcp(40000, 80))
+        .expect("flow");
+    assert_eq!(
+        &out[14 + 16..14 + 20],
+        &match be_now.ip() {
+            IpAddr::V4(a) => a.octets(),
+            IpAddr::V6(_) => unreachable!(),
+        }
+    );
+    assert_eq!(fx.reason(Reason::PassFibFailed), before + 1);
+}
