@@ -69,8 +69,8 @@ impl Row {
 pub fn print(title: &str, rows: &[Row]) {
     println!("\n## {title}");
     println!(
-        "{:<44} {:>14} {:>14} {:>10} {:>8} {:>8}  {}",
-        "metric", "lb", "reference", "ref", "ratio", "target", "verdict"
+        "{:<44} {:>14} {:>14} {:>10} {:>8} {:>8}  verdict",
+        "metric", "lb", "reference", "ref", "ratio", "target"
     );
     for r in rows {
         println!(

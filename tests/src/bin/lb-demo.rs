@@ -192,7 +192,7 @@ fn run(repo: &Path, keep: bool, stop: Arc<AtomicBool>) -> DemoResult<()> {
     std::fs::rename(&pem, certs.join("demo.pem")).map_err(err("demo certificate"))?;
     println!("lb demo: generated config/certs/demo.pem; starting lb with config/demo.toml");
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/lb-demo");
-    let mut lb = LbProcess::start_in(
+    let lb = LbProcess::start_in(
         &demo.lab.lb,
         &repo.join("config/demo.toml"),
         "127.0.0.1:9100".parse().map_err(err("admin"))?,
