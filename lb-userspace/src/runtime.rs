@@ -1,0 +1,255 @@
+//! `lb run`: wires the control plane (config, live state, health checks, admin API) to the
+//! two data paths (the XDP tier through [`crate::dataplane`], the userspace tier through
+//! [`crate::l7`]) and owns the process lifecycle: SIGHUP or `POST /api/reload` reload,
+//! SIGTERM/SIGINT drain and exit.
+//!
+//! A reload is all or nothing: the new file is loaded and validated first, then checked
+//! against what cannot change without a restart; only then does anything live change.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::admin::{AdminContext, AdminServer, reload_fn};
+use crate::config::model::Config;
+use crate::dataplane::{self, Dataplane};
+use crate::health::{HealthError, HealthHandle, sync_registry};
+use crate::l7::{L7, L7Error, L7Handle};
+use crate::state::Registry;
+
+/// How long SIGTERM waits for L7 connections to finish.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// How often the host's own addresses are re-read for the XDP tier's local-address set.
+const LOCAL_ADDRS_EVERY: Duration = Duration::from_secs(30);
+
+/// Errors that stop `lb run` from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("XDP tier: {0}")]
+    Dataplane(#[from] dataplane::ApplyError),
+    #[error("userspace tier: {0}")]
+    L7(#[from] L7Error),
+    #[error("health checks: {0}")]
+    Health(#[from] HealthError),
+    #[error("admin listener: {0}")]
+    Admin(#[from] crate::admin::AdminError),
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// `lb run` options.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// Leave XDP attached (its links stay pinned) when exiting.
+    pub keep_dataplane: bool,
+}
+
+/// The XDP tier while lb runs.
+struct Xdp {
+    dp: Arc<Mutex<Dataplane>>,
+    stop_follow: watch::Sender<bool>,
+}
+
+/// Everything a reload touches.
+struct Live {
+    path: PathBuf,
+    config: Arc<ArcSwap<Config>>,
+    registry: Arc<Registry>,
+    health: Arc<HealthHandle>,
+    l7: L7Handle,
+    xdp: Option<Xdp>,
+}
+
+fn load(path: &Path) -> Result<Config, String> {
+    match crate::config::load(path) {
+        Ok((cfg, warnings)) => {
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(cfg)
+        }
+        Err(errors) => Err(errors
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")),
+    }
+}
+
+/// What in `[dataplane]` cannot change without a restart.
+fn dataplane_change(old: &Config, new: &Config) -> Option<&'static str> {
+    match (&old.dataplane, &new.dataplane) {
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => Some("adding or removing [dataplane]"),
+        (Some(o), Some(n)) => {
+            if o.interfaces != n.interfaces || o.xdp_mode != n.xdp_mode {
+                Some("[dataplane] interfaces or xdp_mode")
+            } else if o.maglev_table_size != n.maglev_table_size
+                || o.conntrack_size != n.conntrack_size
+            {
+                Some("[dataplane] table sizes")
+            } else if o.pin_path != n.pin_path {
+                Some("[dataplane] pin_path")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+impl Live {
+    /// Loads, validates and applies the file again. A bad file changes nothing.
+    async fn reload(&self) -> Result<(), String> {
+        let started = Instant::now();
+        let result = self.try_reload().await;
+        match &result {
+            Ok(()) => tracing::info!(
+                "reloaded {} in {} ms",
+                self.path.display(),
+                started.elapsed().as_millis()
+            ),
+            Err(e) => tracing::error!(
+                "reload of {} rejected; the running configuration is unchanged:\n{e}",
+                self.path.display()
+            ),
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<(), String> {
+        let path = self.path.clone();
+        let new = tokio::task::spawn_blocking(move || load(&path))
+            .await
+            .map_err(|e| e.to_string())??;
+        let new = Arc::new(new);
+        let old = self.config.load_full();
+        if let Some(what) = dataplane_change(&old, &new) {
+            return Err(format!("changing {what} needs a restart of lb"));
+        }
+        // L7 first: it binds new listeners, the step most likely to fail.
+        self.l7.reload(new.clone()).map_err(|e| e.to_string())?;
+        self.config.store(new.clone());
+        sync_registry(&self.registry, &new);
+        if let Err(e) = self.health.apply(&new) {
+            tracing::error!("health checks after reload: {e}");
+        }
+        if let Some(xdp) = &self.xdp {
+            // The follower re-applies on the registry change above; this makes the reload
+            // synchronous so the caller knows the maps are written.
+            dataplane::apply_now(&xdp.dp, new, &self.registry)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs lb until SIGTERM or SIGINT.
+pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let shared = Arc::new(ArcSwap::new(config.clone()));
+    let registry = Arc::new(Registry::new());
+    sync_registry(&registry, &config);
+
+    let xdp = match &config.dataplane {
+        Some(_) => {
+            let running = dataplane::start(&config, &registry)?;
+            for a in &running.attachments {
+                if a.mode == Some(dataplane::Attachment::Generic) {
+                    let iface = &a.iface;
+                    tracing::warn!("XDP on {iface} runs in generic (SKB) mode: no native driver support");
+                }
+            }
+            tracing::info!(
+                "XDP tier up: {} VIPs, {} backends",
+                running.summary.vips,
+                running.summary.backends
+            );
+            let dp = Arc::new(Mutex::new(running.dp));
+            let (stop_follow, stopped) = watch::channel(false);
+            let cfg = shared.clone();
+            tokio::spawn(dataplane::follow(
+                dp.clone(),
+                move || cfg.load_full(),
+                registry.clone(),
+                Some(LOCAL_ADDRS_EVERY),
+                stopped,
+            ));
+            Some(Xdp { dp, stop_follow })
+        }
+        None => None,
+    };
+    let health = Arc::new(HealthHandle::new(registry.clone()));
+    health.apply(&config)?;
+    let l7 = L7::start(config.clone(), registry.clone())?;
+
+    let live = Arc::new(Live {
+        path: opts.config.clone(),
+        config: shared.clone(),
+        registry: registry.clone(),
+        health: health.clone(),
+        l7,
+        xdp,
+    });
+
+    // The admin API asks the main loop to reload, so reloads never run concurrently.
+    let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>(4);
+    let api_reload = reload_fn(move || {
+        let tx = reload_tx.clone();
+        async move {
+            let (done, wait) = oneshot::channel();
+            tx.send(done)
+                .await
+                .map_err(|_| "lb is shutting down".to_owned())?;
+            wait.await.map_err(|_| "the reload was cancelled".to_owned())?
+        }
+    });
+    let mut ctx = AdminContext::new(registry.clone())
+        .with_health(health.clone())
+        .with_reload(api_reload);
+    if let Some(x) = &live.xdp {
+        let cfg = shared.clone();
+        ctx = ctx.with_l4(dataplane::stats::source(x.dp.clone(), move || cfg.load_full()));
+    }
+    let admin_ctx_reload = ctx.clone();
+    let admin = AdminServer::start(&config.global, ctx).await?;
+
+    let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    tracing::info!("lb running with {}", opts.config.display());
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading {}", opts.config.display());
+                let started = Instant::now();
+                let result = live.reload().await;
+                admin_ctx_reload.record_reload(&result, started.elapsed());
+            }
+            Some(done) = reload_rx.recv() => {
+                let _ = done.send(live.reload().await);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping: draining L7 connections (up to {} s)", DRAIN_GRACE.as_secs());
+    admin.shutdown();
+    live.l7.shutdown(DRAIN_GRACE).await;
+    health.stop();
+    if let Some(x) = &live.xdp {
+        let _ = x.stop_follow.send(true);
+        if opts.keep_dataplane {
+            tracing::info!("--keep-dataplane: XDP stays attached; maps and links stay pinned");
+        } else if let Err(e) = dataplane::stop(&live.config.load_full(), false) {
+            tracing::error!("detaching XDP: {e}");
+        }
+    }
+    Ok(())
+}
