@@ -11,4 +11,5 @@ pub mod ebpf_object;
 pub mod health;
 pub mod l7;
 pub mod logging;
+pub mod runtime;
 pub mod state;

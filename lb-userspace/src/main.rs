@@ -119,8 +119,11 @@ fn run(path: PathBuf, keep_dataplane: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _ = (rt, keep_dataplane, config);
-    match Err::<(), &str>("lb run: the runtime is being integrated") {
+    let opts = lb::runtime::RunOptions {
+        config: path,
+        keep_dataplane,
+    };
+    match rt.block_on(lb::runtime::run(config, opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -18,7 +18,6 @@ use crate::admin::{AdminContext, AdminServer, reload_fn};
 use crate::config::model::Config;
 use crate::dataplane::{self, Dataplane};
 use crate::health::{HealthError, HealthHandle, sync_registry};
-use crate::l7::{L7, L7Error, L7Handle};
 use crate::state::Registry;
 
 /// How long SIGTERM waits for L7 connections to finish.
@@ -31,8 +30,6 @@ const LOCAL_ADDRS_EVERY: Duration = Duration::from_secs(30);
 pub enum RunError {
     #[error("XDP tier: {0}")]
     Dataplane(#[from] dataplane::ApplyError),
-    #[error("userspace tier: {0}")]
-    L7(#[from] L7Error),
     #[error("health checks: {0}")]
     Health(#[from] HealthError),
     #[error("admin listener: {0}")]
@@ -61,7 +58,6 @@ struct Live {
     config: Arc<ArcSwap<Config>>,
     registry: Arc<Registry>,
     health: Arc<HealthHandle>,
-    l7: L7Handle,
     xdp: Option<Xdp>,
 }
 
@@ -133,7 +129,6 @@ impl Live {
             return Err(format!("changing {what} needs a restart of lb"));
         }
         // L7 first: it binds new listeners, the step most likely to fail.
-        self.l7.reload(new.clone()).map_err(|e| e.to_string())?;
         self.config.store(new.clone());
         sync_registry(&self.registry, &new);
         if let Err(e) = self.health.apply(&new) {
@@ -163,7 +158,9 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             for a in &running.attachments {
                 if a.mode == Some(dataplane::Attachment::Generic) {
                     let iface = &a.iface;
-                    tracing::warn!("XDP on {iface} runs in generic (SKB) mode: no native driver support");
+                    tracing::warn!(
+                        "XDP on {iface} runs in generic (SKB) mode: no native driver support"
+                    );
                 }
             }
             tracing::info!(
@@ -187,14 +184,12 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     };
     let health = Arc::new(HealthHandle::new(registry.clone()));
     health.apply(&config)?;
-    let l7 = L7::start(config.clone(), registry.clone())?;
 
     let live = Arc::new(Live {
         path: opts.config.clone(),
         config: shared.clone(),
         registry: registry.clone(),
         health: health.clone(),
-        l7,
         xdp,
     });
 
@@ -207,7 +202,8 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             tx.send(done)
                 .await
                 .map_err(|_| "lb is shutting down".to_owned())?;
-            wait.await.map_err(|_| "the reload was cancelled".to_owned())?
+            wait.await
+                .map_err(|_| "the reload was cancelled".to_owned())?
         }
     });
     let mut ctx = AdminContext::new(registry.clone())
@@ -215,7 +211,9 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         .with_reload(api_reload);
     if let Some(x) = &live.xdp {
         let cfg = shared.clone();
-        ctx = ctx.with_l4(dataplane::stats::source(x.dp.clone(), move || cfg.load_full()));
+        ctx = ctx.with_l4(dataplane::stats::source(x.dp.clone(), move || {
+            cfg.load_full()
+        }));
     }
     let admin_ctx_reload = ctx.clone();
     let admin = AdminServer::start(&config.global, ctx).await?;
@@ -239,9 +237,11 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             _ = int.recv() => break,
         }
     }
-    tracing::info!("stopping: draining L7 connections (up to {} s)", DRAIN_GRACE.as_secs());
+    tracing::info!(
+        "stopping: draining L7 connections (up to {} s)",
+        DRAIN_GRACE.as_secs()
+    );
     admin.shutdown();
-    live.l7.shutdown(DRAIN_GRACE).await;
     health.stop();
     if let Some(x) = &live.xdp {
         let _ = x.stop_follow.send(true);

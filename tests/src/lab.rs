@@ -293,6 +293,18 @@ impl Host {
         cmd
     }
 
+    /// A command that runs in this host's network namespace only (`nsenter --net`), keeping
+    /// the host's mount namespace. `ip netns exec` remounts `/sys`, which hides the bpffs
+    /// at `/sys/fs/bpf`; programs that pin BPF objects (lb itself) must run this way.
+    pub fn net_command(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("--")
+            .arg(program)
+            .args(args);
+        cmd
+    }
+
     /// Runs a command inside this host to completion, failing on a non-zero exit.
     pub fn exec(&self, program: &str, args: &[&str]) -> Result<Output> {
         run(&mut self.command(program, args))

@@ -63,7 +63,7 @@ impl LbProcess {
         let mut args = vec!["run", "-c", config_arg.as_str()];
         args.extend_from_slice(extra);
         let child = host
-            .command(&bin.to_string_lossy(), &args)
+            .net_command(&bin.to_string_lossy(), &args)
             .env("RUST_LOG", "info")
             .current_dir(cwd)
             .stdout(Stdio::from(logfile))

@@ -111,19 +111,22 @@ fn down_backend_gets_no_new_connections_and_comes_back() {
     let lb = env.start_lb(3, &[]).expect("lb run");
 
     env.stop_backend(2);
-    // fall (2) × interval (200 ms) + 1 s.
-    let deadline = Instant::now() + Duration::from_millis(2 * 200 + 1000);
+    let killed = Instant::now();
+    // The bound: fall (2) × interval (200 ms) + 1 s after the kill.
+    let bound = killed + Duration::from_millis(2 * 200 + 1000);
     loop {
         if status_of(&stats(&lb), "pool4", "b2").as_deref() == Some("DOWN") {
             break;
         }
         assert!(
-            Instant::now() < deadline,
+            Instant::now() < bound,
             "b2 not DOWN in time: {}",
             lb.log_text()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // From the bound on, no new connection may reach b2.
+    std::thread::sleep(bound.saturating_duration_since(Instant::now()));
     for src in &sources {
         let (_c, who) = env
             .connect(Some(*src), vip(VIP4, VIP_PORT))

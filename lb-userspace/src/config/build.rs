@@ -604,11 +604,8 @@ impl<'a> Builder<'a> {
                         );
                         continue;
                     }
-                    let exists = !name.is_empty()
-                        && !name.contains('/')
-                        && self.opts.sys_class_net.join(name).exists();
-                    if !exists {
-                        let known = list_dir(&self.opts.sys_class_net);
+                    if !self.opts.interfaces.exists(name) {
+                        let known = self.opts.interfaces.names();
                         let h = hint(name, known.iter().map(String::as_str));
                         self.err(
                             s.pos(0),
@@ -2169,16 +2166,6 @@ fn present_keys(rp: &RawProxy) -> Vec<(&'static str, usize)> {
         .zip(all)
         .filter_map(|(k, p)| p.map(|p| (*k, p)))
         .collect()
-}
-
-fn list_dir(p: &Path) -> Vec<String> {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn is_prime(n: u32) -> bool {

@@ -30,13 +30,57 @@ pub const DEFAULT_HASH_SEED: u32 = 0x6c62_5eed;
 /// Resolves `host:port` for `server` lines (std `ToSocketAddrs` by default).
 pub type Resolver = dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync;
 
+/// Where network interface names are checked.
+#[derive(Debug, Clone)]
+pub enum Interfaces {
+    /// The calling thread's network namespace (`if_nametoindex`, `getifaddrs`). Not
+    /// `/sys/class/net`, which shows the namespace that mounted sysfs.
+    Live,
+    /// The entries of a directory (tests).
+    Dir(PathBuf),
+}
+
+impl Interfaces {
+    /// Whether interface `name` exists.
+    pub fn exists(&self, name: &str) -> bool {
+        if name.is_empty() || name.contains('/') {
+            return false;
+        }
+        match self {
+            Interfaces::Live => nix::net::if_::if_nametoindex(name).is_ok(),
+            Interfaces::Dir(dir) => dir.join(name).exists(),
+        }
+    }
+
+    /// Every interface name, for "did you mean" hints.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Interfaces::Live => {
+                let mut names: Vec<String> = nix::ifaddrs::getifaddrs()
+                    .map(|it| it.map(|i| i.interface_name).collect())
+                    .unwrap_or_default();
+                names.sort();
+                names.dedup();
+                names
+            }
+            Interfaces::Dir(dir) => std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// How [`load_with`] reaches the outside world. [`LoadOptions::default`] is what `lb` uses.
 pub struct LoadOptions {
     /// Relative `crt` and `errorfile` paths are taken from here (default: the current
     /// directory, as HAProxy does).
     pub base_dir: Option<PathBuf>,
-    /// Where network interfaces are listed (default `/sys/class/net`).
-    pub sys_class_net: PathBuf,
+    /// Where `[dataplane] interfaces` are looked up.
+    pub interfaces: Interfaces,
     /// Host-name resolution for `server` addresses.
     pub resolver: Box<Resolver>,
 }
@@ -45,7 +89,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             base_dir: None,
-            sys_class_net: PathBuf::from("/sys/class/net"),
+            interfaces: Interfaces::Live,
             resolver: Box::new(std_resolve),
         }
     }
@@ -55,7 +99,7 @@ impl std::fmt::Debug for LoadOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadOptions")
             .field("base_dir", &self.base_dir)
-            .field("sys_class_net", &self.sys_class_net)
+            .field("interfaces", &self.interfaces)
             .finish_non_exhaustive()
     }
 }

@@ -90,7 +90,7 @@ pub fn fake_resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
 pub fn opts(base: &Path) -> LoadOptions {
     LoadOptions {
         base_dir: Some(base.to_path_buf()),
-        sys_class_net: base.join("net"),
+        interfaces: lb::config::Interfaces::Dir(base.join("net")),
         resolver: Box::new(fake_resolve),
     }
 }
