@@ -80,6 +80,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     stage("3/5 unit and loopback tests");
     let unit = cargo_test(cargo().args([
         "test",
+        "--no-fail-fast",
         "-p",
         "lb-common",
         "-p",
@@ -91,6 +92,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     summary.push(("unit and loopback", Some(unit), String::new()));
 
     let (testrun_files, lab_files) = privileged_test_files(&root)?;
+    // End-to-end tests run the real `lb` binary (target/debug/lb).
+    run_inherit(cargo().args(["build", "-p", "lb-userspace", "--bin", "lb"]))?;
     if is_root() {
         stage("4/5 TestRun (BPF_PROG_TEST_RUN) tests");
         let counts = run_files(&mut cargo(), &testrun_files)?;
@@ -159,7 +162,7 @@ fn run_files(cmd: &mut Command, files: &[String]) -> anyhow::Result<Counts> {
     if files.is_empty() {
         return Ok(Counts::default());
     }
-    cmd.args(["test", "-p", "lb-tests"]);
+    cmd.args(["test", "--no-fail-fast", "-p", "lb-tests"]);
     for f in files {
         cmd.args(["--test", f]);
     }
