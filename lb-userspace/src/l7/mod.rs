@@ -1,4 +1,436 @@
 //! The userspace tier: listeners, TLS termination, ACLs, routing, balancing, sticky
 //! cookies, upstream pools, and userspace `mode tcp`.
+//!
+//! [`L7::start`] binds every userspace frontend of a config; [`L7Handle::reload`] swaps the
+//! compiled routing and pools atomically (listeners whose bind stays keep their socket),
+//! [`L7Handle::shutdown`] stops accepting and drains.
 
 pub mod acl;
+pub mod balance;
+pub mod http;
+pub mod io;
+pub mod log;
+pub mod runtime;
+pub mod tcp;
+pub mod tls;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::model::{Config, Mode, Tier};
+use crate::state::Registry;
+use runtime::{FrontendRt, Runtime, RuntimeError};
+use tls::{TlsError, TlsInfo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum L7Error {
+    #[error("frontend {frontend}: bind {bind}: {source}")]
+    Bind {
+        frontend: String,
+        bind: String,
+        source: std::io::Error,
+    },
+    #[error("frontend {frontend}: bind {bind}: {source}")]
+    Tls {
+        frontend: String,
+        bind: String,
+        source: TlsError,
+    },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("the L7 tier is shut down")]
+    Shutdown,
+}
+
+/// What a listener's connections read at accept time; swapped on reload.
+struct ListenerShared {
+    fe: Arc<ArcSwap<FrontendRt>>,
+    tls: ArcSwapOption<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ListenerShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerShared")
+            .field("tls", &self.tls.load().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Listener {
+    frontend: String,
+    cfg_addr: SocketAddr,
+    local: SocketAddr,
+    shared: Arc<ListenerShared>,
+    stop: watch::Sender<bool>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Arc<Registry>,
+    runtime: ArcSwapOption<Runtime>,
+    listeners: Mutex<Vec<Listener>>,
+    shutdown: watch::Sender<bool>,
+    /// Every connection task holds a clone; all dropped = drained.
+    drain_tx: Mutex<Option<mpsc::Sender<()>>>,
+    drain_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+/// The userspace tier.
+#[derive(Debug)]
+pub struct L7;
+
+/// A running userspace tier.
+#[derive(Debug, Clone)]
+pub struct L7Handle {
+    inner: Arc<Inner>,
+}
+
+impl L7 {
+    /// Binds every userspace frontend of `config` and starts serving. Must be called within
+    /// a tokio runtime.
+    pub fn start(config: Arc<Config>, registry: Arc<Registry>) -> Result<L7Handle, L7Error> {
+        let (drain_tx, drain_rx) = mpsc::channel(1);
+        let handle = L7Handle {
+            inner: Arc::new(Inner {
+                registry,
+                runtime: ArcSwapOption::empty(),
+                listeners: Mutex::new(Vec::new()),
+                shutdown: watch::channel(false).0,
+                drain_tx: Mutex::new(Some(drain_tx)),
+                drain_rx: tokio::sync::Mutex::new(drain_rx),
+            }),
+        };
+        handle.reload(config)?;
+        Ok(handle)
+    }
+}
+
+fn bind_socket(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    TcpListener::from_std(sock.into())
+}
+
+impl L7Handle {
+    /// Applies a new config: listeners whose bind stays keep their socket and switch to the
+    /// new routing; new binds are opened; removed ones stop accepting (their connections
+    /// finish). On error nothing changes.
+    pub fn reload(&self, new: Arc<Config>) -> Result<(), L7Error> {
+        if *self.inner.shutdown.borrow() {
+            return Err(L7Error::Shutdown);
+        }
+        let old = self.inner.runtime.load_full();
+        let rt = Arc::new(runtime::build(&new, &self.inner.registry, old.as_deref())?);
+
+        // Prepare everything fallible first.
+        struct Plan {
+            frontend: String,
+            cfg_addr: SocketAddr,
+            fe: Arc<FrontendRt>,
+            tls: Option<Arc<TlsAcceptor>>,
+            fresh: Option<TcpListener>,
+        }
+        let mut listeners = match self.inner.listeners.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        let mut plans = Vec::new();
+        for f in new.frontends.iter().filter(|f| f.tier == Tier::Userspace) {
+            let Some(fe) = rt.frontends.get(&f.name) else {
+                continue;
+            };
+            for b in &f.binds {
+                let tls = match (&b.tls, f.mode) {
+                    (Some(t), Mode::Http) => {
+                        Some(Arc::new(tls::acceptor(t).map_err(|source| {
+                            L7Error::Tls {
+                                frontend: f.name.clone(),
+                                bind: b.text.clone(),
+                                source,
+                            }
+                        })?))
+                    }
+                    _ => None,
+                };
+                let exists = listeners.iter().any(|l| l.cfg_addr == b.addr);
+                let fresh = if exists {
+                    None
+                } else {
+                    Some(bind_socket(b.addr).map_err(|source| L7Error::Bind {
+                        frontend: f.name.clone(),
+                        bind: b.text.clone(),
+                        source,
+                    })?)
+                };
+                plans.push(Plan {
+                    frontend: f.name.clone(),
+                    cfg_addr: b.addr,
+                    fe: fe.clone(),
+                    tls,
+                    fresh,
+                });
+            }
+        }
+
+        // Commit.
+        self.inner.runtime.store(Some(rt.clone()));
+        runtime::watch_registry(&rt, &self.inner.registry);
+        let mut kept = Vec::new();
+        for p in plans {
+            if let Some(pos) = listeners.iter().position(|l| l.cfg_addr == p.cfg_addr) {
+                let l = listeners.swap_remove(pos);
+                l.shared.fe.store(p.fe);
+                l.shared.tls.store(p.tls);
+                kept.push(Listener {
+                    frontend: p.frontend,
+                    ..l
+                });
+            } else if let Some(sock) = p.fresh {
+                let local = sock.local_addr().unwrap_or(p.cfg_addr);
+                let shared = Arc::new(ListenerShared {
+                    fe: Arc::new(ArcSwap::new(p.fe)),
+                    tls: ArcSwapOption::new(p.tls),
+                });
+                let (stop, stop_rx) = watch::channel(false);
+                tokio::spawn(accept_loop(
+                    sock,
+                    shared.clone(),
+                    stop_rx,
+                    self.inner.clone(),
+                ));
+                tracing::info!(frontend = %p.frontend, addr = %local, "listening");
+                kept.push(Listener {
+                    frontend: p.frontend,
+                    cfg_addr: p.cfg_addr,
+                    local,
+                    shared,
+                    stop,
+                });
+            }
+        }
+        for l in listeners.drain(..) {
+            tracing::info!(frontend = %l.frontend, addr = %l.local, "closing listener");
+            let _ = l.stop.send(true);
+        }
+        *listeners = kept;
+        Ok(())
+    }
+
+    /// The addresses a frontend actually listens on (ports resolved when bound to `:0`).
+    pub fn local_addrs(&self, frontend: &str) -> Vec<SocketAddr> {
+        match self.inner.listeners.lock() {
+            Ok(l) => l
+                .iter()
+                .filter(|l| l.frontend == frontend)
+                .map(|l| l.local)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Stops accepting, asks every connection to finish (HTTP/1 closes after the current
+    /// response, h2 sends GOAWAY), and waits up to `grace` for them. Returns whether every
+    /// connection finished in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        {
+            let mut listeners = match self.inner.listeners.lock() {
+                Ok(l) => l,
+                Err(p) => p.into_inner(),
+            };
+            for l in listeners.drain(..) {
+                let _ = l.stop.send(true);
+            }
+        }
+        let _ = self.inner.shutdown.send(true);
+        if let Ok(mut tx) = self.inner.drain_tx.lock() {
+            tx.take();
+        }
+        let mut rx = self.inner.drain_rx.lock().await;
+        tokio::time::timeout(grace, rx.recv()).await.is_ok()
+    }
+}
+
+async fn accept_loop(
+    sock: TcpListener,
+    shared: Arc<ListenerShared>,
+    mut stop: watch::Receiver<bool>,
+    inner: Arc<Inner>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = sock.accept() => match r {
+                Ok((stream, src)) => {
+                    let token = match inner.drain_tx.lock() {
+                        Ok(t) => t.clone(),
+                        Err(_) => None,
+                    };
+                    let Some(token) = token else { break };
+                    let shared = shared.clone();
+                    let shutdown = inner.shutdown.subscribe();
+                    tokio::spawn(async move {
+                        serve_conn(stream, src, shared, shutdown).await;
+                        drop(token);
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Decrements the frontend's active connection gauge.
+struct ActiveConn(Arc<crate::state::Counters>);
+
+impl Drop for ActiveConn {
+    fn drop(&mut self) {
+        self.0
+            .active_conns
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    src: SocketAddr,
+    shared: Arc<ListenerShared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    let fe = shared.fe.load_full();
+    if !fe.src_allowed(src.ip()) {
+        return;
+    }
+    // Frontend maxconn: wait for a slot, like HAProxy stops accepting.
+    let _slot = match &fe.conn_limit {
+        Some(sem) => match sem.clone().acquire_owned().await {
+            Ok(p) => Some(p),
+            Err(_) => return,
+        },
+        None => None,
+    };
+    fe.counters.total_conns.fetch_add(1, Ordering::Relaxed);
+    fe.counters.active_conns.fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveConn(fe.counters.clone());
+    let _ = stream.set_nodelay(true);
+    match fe.mode {
+        Mode::Tcp => {
+            if let Err(e) = tcp::serve(fe, stream, src).await {
+                tracing::debug!(%src, error = %e, "tcp session ended");
+            }
+        }
+        Mode::Http => {
+            let tls = shared.tls.load_full();
+            let conn_shared = Arc::new(io::ConnShared::default());
+            let t = io::IoTimeouts {
+                http_request: fe.timeouts.http_request,
+                keep_alive: fe.timeouts.http_keep_alive,
+                client: fe.timeouts.client,
+            };
+            match tls {
+                Some(acc) => {
+                    let hs_timeout = fe
+                        .timeouts
+                        .http_request
+                        .or(fe.timeouts.client)
+                        .unwrap_or(Duration::from_secs(30));
+                    let s = match tokio::time::timeout(hs_timeout, acc.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%src, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let (_, sc) = s.get_ref();
+                    let info = TlsInfo {
+                        sni: sc.server_name().map(Box::from),
+                        h2: sc.alpn_protocol() == Some(b"h2"),
+                    };
+                    let h1 = !info.h2;
+                    let ctx = Arc::new(http::ConnCtx {
+                        frontend: shared.fe.clone(),
+                        src,
+                        tls: Some(info),
+                        shared: conn_shared.clone(),
+                    });
+                    serve_http(io::ClientIo::new(s, conn_shared, t, h1), ctx, &fe, shutdown).await;
+                }
+                None => {
+                    let ctx = Arc::new(http::ConnCtx {
+                        frontend: shared.fe.clone(),
+                        src,
+                        tls: None,
+                        shared: conn_shared.clone(),
+                    });
+                    serve_http(
+                        io::ClientIo::new(stream, conn_shared, t, true),
+                        ctx,
+                        &fe,
+                        shutdown,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    ctx: Arc<http::ConnCtx>,
+    fe: &FrontendRt,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(fe.max_header_bytes.saturating_add(4096).max(8192))
+        .max_headers(fe.max_headers.saturating_add(64));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(fe.max_header_bytes).unwrap_or(u32::MAX));
+    let svc = hyper::service::service_fn(move |req| http::handle(ctx.clone(), req));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    if *shutdown.borrow() {
+        conn.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "client connection ended");
+            }
+        }
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
