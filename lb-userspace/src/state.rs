@@ -121,10 +121,7 @@ pub struct BackendState {
 impl BackendState {
     /// Usable servers, as HAProxy's `nbsrv()` counts them.
     pub fn nbsrv(&self) -> u32 {
-        self.servers
-            .iter()
-            .filter(|s| s.status().is_usable())
-            .count() as u32
+        self.servers.iter().filter(|s| s.status().is_usable()).count() as u32
     }
 
     pub fn server(&self, name: &str) -> Option<&Arc<ServerState>> {
@@ -195,15 +192,11 @@ impl Registry {
     }
 
     fn find(&self, backend: &str, server: &str) -> Result<Arc<ServerState>, StateError> {
-        let b = self
-            .backend(backend)
-            .ok_or_else(|| StateError::NoBackend(backend.to_owned()))?;
-        b.server(server)
-            .cloned()
-            .ok_or_else(|| StateError::NoServer {
-                backend: backend.to_owned(),
-                server: server.to_owned(),
-            })
+        let b = self.backend(backend).ok_or_else(|| StateError::NoBackend(backend.to_owned()))?;
+        b.server(server).cloned().ok_or_else(|| StateError::NoServer {
+            backend: backend.to_owned(),
+            server: server.to_owned(),
+        })
     }
 
     /// Sets a server's status; subscribers are told when it changed.

@@ -12,16 +12,12 @@ use crate::ebpf_object::LB_EBPF_OBJECT;
 /// Errors from loading or attaching the XDP program.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
-    #[error(
-        "cannot create the bpffs pin directory {path}: {source} (is bpffs mounted at /sys/fs/bpf?)"
-    )]
+    #[error("cannot create the bpffs pin directory {path}: {source} (is bpffs mounted at /sys/fs/bpf?)")]
     PinDir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "loading the XDP object failed: {0} (needs root or CAP_BPF+CAP_NET_ADMIN, and a kernel with BTF)"
-    )]
+    #[error("loading the XDP object failed: {0} (needs root or CAP_BPF+CAP_NET_ADMIN, and a kernel with BTF)")]
     Load(#[from] aya::EbpfError),
     #[error("program {0} is missing from the XDP object")]
     MissingProgram(&'static str),
@@ -101,31 +97,20 @@ pub fn attach(
             .map_err(|source| DataplaneError::Program { name, source })?;
     }
     let try_mode = |prog: &mut Xdp, m: AyaXdpMode, label: &'static str| {
-        let id = prog
-            .attach(iface, m)
-            .map_err(|source| DataplaneError::Attach {
-                iface: iface.to_owned(),
-                mode: label,
-                source,
-            })?;
+        let id = prog.attach(iface, m).map_err(|source| DataplaneError::Attach {
+            iface: iface.to_owned(),
+            mode: label,
+            source,
+        })?;
         prog.take_link(id)
             .map_err(|source| DataplaneError::Program { name, source })
     };
     match mode {
-        XdpMode::Native => Ok((
-            Attachment::Native,
-            try_mode(prog, AyaXdpMode::Driver, "native")?,
-        )),
-        XdpMode::Generic => Ok((
-            Attachment::Generic,
-            try_mode(prog, AyaXdpMode::Skb, "generic")?,
-        )),
+        XdpMode::Native => Ok((Attachment::Native, try_mode(prog, AyaXdpMode::Driver, "native")?)),
+        XdpMode::Generic => Ok((Attachment::Generic, try_mode(prog, AyaXdpMode::Skb, "generic")?)),
         XdpMode::Auto => match try_mode(prog, AyaXdpMode::Driver, "native") {
             Ok(link) => Ok((Attachment::Native, link)),
-            Err(_) => Ok((
-                Attachment::Generic,
-                try_mode(prog, AyaXdpMode::Skb, "generic")?,
-            )),
+            Err(_) => Ok((Attachment::Generic, try_mode(prog, AyaXdpMode::Skb, "generic")?)),
         },
     }
 }

@@ -6,4 +6,4 @@
 
 pub mod loader;
 
-pub use loader::{Attachment, DataplaneError, LoadOptions, attach, load};
+pub use loader::{Attachment, DataplaneError, LoadOptions, load, attach};
