@@ -142,6 +142,7 @@ impl L7Handle {
         // Prepare everything fallible first.
         struct Plan {
             frontend: String,
+            existing: Option<usize>,
             cfg_addr: SocketAddr,
             fe: Arc<FrontendRt>,
             tls: Option<Arc<TlsAcceptor>>,
@@ -152,6 +153,7 @@ impl L7Handle {
             Err(p) => p.into_inner(),
         };
         let mut plans = Vec::new();
+        let mut claimed = vec![false; listeners.len()];
         for f in new.frontends.iter().filter(|f| f.tier == Tier::Userspace) {
             let Some(fe) = rt.frontends.get(&f.name) else {
                 continue;
@@ -169,8 +171,17 @@ impl L7Handle {
                     }
                     _ => None,
                 };
-                let exists = listeners.iter().any(|l| l.cfg_addr == b.addr);
-                let fresh = if exists {
+                // A bind that stays keeps its socket. Port 0 means "any port", so such a
+                // bind only matches the same frontend's.
+                let existing = listeners.iter().enumerate().position(|(i, l)| {
+                    !claimed[i]
+                        && l.cfg_addr == b.addr
+                        && (b.addr.port() != 0 || l.frontend == f.name)
+                });
+                if let Some(i) = existing {
+                    claimed[i] = true;
+                }
+                let fresh = if existing.is_some() {
                     None
                 } else {
                     Some(bind_socket(b.addr).map_err(|source| L7Error::Bind {
@@ -181,6 +192,7 @@ impl L7Handle {
                 };
                 plans.push(Plan {
                     frontend: f.name.clone(),
+                    existing,
                     cfg_addr: b.addr,
                     fe: fe.clone(),
                     tls,
@@ -192,10 +204,10 @@ impl L7Handle {
         // Commit.
         self.inner.runtime.store(Some(rt.clone()));
         runtime::watch_registry(&rt, &self.inner.registry);
+        let mut old: Vec<Option<Listener>> = listeners.drain(..).map(Some).collect();
         let mut kept = Vec::new();
         for p in plans {
-            if let Some(pos) = listeners.iter().position(|l| l.cfg_addr == p.cfg_addr) {
-                let l = listeners.swap_remove(pos);
+            if let Some(l) = p.existing.and_then(|i| old[i].take()) {
                 l.shared.fe.store(p.fe);
                 l.shared.tls.store(p.tls);
                 kept.push(Listener {
@@ -225,7 +237,7 @@ impl L7Handle {
                 });
             }
         }
-        for l in listeners.drain(..) {
+        for l in old.into_iter().flatten() {
             tracing::info!(frontend = %l.frontend, addr = %l.local, "closing listener");
             let _ = l.stop.send(true);
         }
