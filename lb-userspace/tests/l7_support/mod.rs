@@ -30,6 +30,8 @@ pub struct Echo {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub conns: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -52,11 +54,14 @@ pub async fn echo_on(name: &str, bind: &str) -> Echo {
     let hits = Arc::new(AtomicUsize::new(0));
     let n: Arc<str> = Arc::from(name);
     let h = hits.clone();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((s, _)) = listener.accept().await else {
                 return;
             };
+            c.fetch_add(1, Ordering::SeqCst);
             let n = n.clone();
             let h = h.clone();
             tokio::spawn(async move {
@@ -76,6 +81,7 @@ pub async fn echo_on(name: &str, bind: &str) -> Echo {
         name: name.to_owned(),
         addr,
         hits,
+        conns,
         task,
     }
 }
