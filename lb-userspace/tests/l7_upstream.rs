@@ -127,7 +127,14 @@ async fn retry_on_refused_connection_redispatches() {
         assert_eq!(r.server(), "a");
     }
     let st = reg.backend("be").unwrap();
-    assert!(st.server("dead").unwrap().counters.errors.load(Ordering::Relaxed) >= 1);
+    assert!(
+        st.server("dead")
+            .unwrap()
+            .counters
+            .errors
+            .load(Ordering::Relaxed)
+            >= 1
+    );
 }
 
 #[tokio::test]
@@ -160,7 +167,11 @@ async fn maxconn_queues_fifo_and_times_out() {
     let t0 = Instant::now();
     let (r1, r2) = tokio::join!(get(fe, "/?ms=100", &[]), get(fe, "/?ms=100", &[]));
     assert_eq!((r1.status, r2.status), (200, 200));
-    assert!(t0.elapsed() >= Duration::from_millis(190), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        t0.elapsed()
+    );
 
     // A request stuck in the queue longer than `timeout queue` gets 503.
     let slow = tokio::spawn(async move { get(fe, "/?ms=1000", &[]).await });
@@ -175,7 +186,14 @@ async fn maxconn_queues_fifo_and_times_out() {
     );
     assert_eq!(slow.await.unwrap().status, 200);
     let st = reg.backend("be").unwrap();
-    assert_eq!(st.server("a").unwrap().counters.active_conns.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        st.server("a")
+            .unwrap()
+            .counters
+            .active_conns
+            .load(Ordering::Relaxed),
+        0
+    );
 }
 
 #[tokio::test]
@@ -183,7 +201,11 @@ async fn websocket_upgrade_is_tunnelled() {
     let a = echo("a").await;
     let (h, _reg) = start(config(
         vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend("be", Balance::RoundRobin, vec![server("a", a.addr)])],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", a.addr)],
+        )],
     ));
     let fe = addr_of(&h, "web");
     tokio::time::timeout(T, async {
@@ -220,7 +242,11 @@ async fn keep_alive_reuses_upstream_connections() {
     let a = echo("a").await;
     let (h, _reg) = start(config(
         vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend("be", Balance::RoundRobin, vec![server("a", a.addr)])],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", a.addr)],
+        )],
     ));
     let fe = addr_of(&h, "web");
     // Many sequential requests over one client connection, and over fresh ones.

@@ -22,6 +22,9 @@ use lb::config::model::*;
 use lb::l7::acl::{AclSet, Condition};
 use lb::l7::{L7, L7Handle};
 use lb::state::Registry;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use std::path::Path;
+use tokio_rustls::TlsConnector;
 
 pub const T: Duration = Duration::from_secs(10);
 
@@ -357,6 +360,160 @@ pub async fn raw(addr: SocketAddr, data: &[u8]) -> String {
     .expect("raw exchange timed out")
 }
 
+/// Sends raw bytes, closes the write side, reads until the server closes (bounded).
+pub async fn raw_eof(addr: SocketAddr, data: &[u8]) -> String {
+    tokio::time::timeout(T, async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(data).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .expect("raw exchange timed out")
+}
+
 pub fn executor() -> TokioExecutor {
     TokioExecutor::new()
+}
+
+/// A temp dir removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "lb-l7-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a self-signed cert+key PEM for `name`; returns its path and DER.
+pub fn make_cert(dir: &Path, name: &str) -> (PathBuf, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    let path = dir.join(format!("{name}.pem"));
+    std::fs::write(&path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+    (path, cert.der().to_vec())
+}
+
+#[derive(Debug)]
+pub struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub fn connector(alpn: &[&str]) -> TlsConnector {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    TlsConnector::from(Arc::new(cfg))
+}
+
+/// Connects with `sni` and `alpn`; returns (negotiated ALPN, leaf DER, response).
+pub async fn tls_get(
+    addr: std::net::SocketAddr,
+    sni: &str,
+    alpn: &[&str],
+) -> (Option<Vec<u8>>, Vec<u8>, Resp) {
+    tokio::time::timeout(T, async {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = connector(alpn)
+            .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
+            .await
+            .unwrap();
+        let (_, c) = tls.get_ref();
+        let proto = c.alpn_protocol().map(<[u8]>::to_vec);
+        let leaf = c.peer_certificates().unwrap()[0].to_vec();
+        let req = Request::get(format!("https://{sni}/tls"))
+            .header("host", sni)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = if proto.as_deref() == Some(b"h2") {
+            let (mut tx, conn) =
+                hyper::client::conn::http2::handshake(executor(), TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            collect(tx.send_request(req).await.unwrap()).await
+        } else {
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let (mut parts, body) = req.into_parts();
+            parts.uri = "/tls".parse().unwrap();
+            collect(
+                tx.send_request(Request::from_parts(parts, body))
+                    .await
+                    .unwrap(),
+            )
+            .await
+        };
+        (proto, leaf, resp)
+    })
+    .await
+    .expect("TLS exchange timed out")
 }
