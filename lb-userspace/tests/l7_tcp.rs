@@ -48,13 +48,9 @@ fn tcp_backend(name: &str, servers: Vec<Server>) -> Backend {
 async fn plain_tcp_proxy_with_retry() {
     let (a, _ta) = tcp_echo("a").await;
     let dead = dead_addr().await;
-    let (h, reg) = start(config(
-        vec![tcp_frontend("tcp", "be")],
-        vec![tcp_backend(
-            "be",
-            vec![server("dead", dead), server("a", a)],
-        )],
-    ));
+    let mut be = tcp_backend("be", vec![server("dead", dead), server("a", a)]);
+    be.retries = 1;
+    let (h, reg) = start(config(vec![tcp_frontend("tcp", "be")], vec![be]));
     let fe = addr_of(&h, "tcp");
     for _ in 0..3 {
         tokio::time::timeout(T, async {

@@ -862,14 +862,22 @@ async fn forward(
                 if attempts > be.retries {
                     return error_page(&fe, Some(&be), 503, guard);
                 }
-                if be.redispatch || chosen.is_none() || attempts == be.retries {
+                if be.redispatch && attempts == be.retries {
+                    // `option redispatch`: the last retry goes to another server, breaking
+                    // cookie persistence (a new cookie is set).
                     if idx < 128 {
                         avoid |= 1 << idx;
                     }
-                    if chosen.is_some() {
-                        chosen = None;
-                        insert_cookie = be.cookie.is_some();
-                    }
+                    chosen = None;
+                    insert_cookie = be.cookie.is_some();
+                } else {
+                    // Retry the same server after HAProxy's turn-around delay.
+                    chosen = Some(idx);
+                    let pause = t
+                        .connect
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(Duration::from_secs(1));
+                    tokio::time::sleep(pause).await;
                 }
                 continue;
             }

@@ -340,18 +340,22 @@ pub async fn serve(
     let t = be.timeouts;
     let mut avoid: u128 = 0;
     let mut attempts = 0;
+    let mut sticky: Option<usize> = None;
     let (srv, mut upstream) = loop {
         let a = avoid;
-        let idx = be
-            .pick(&ctx, &|i| i < 128 && (a >> i) & 1 == 1)
-            .or_else(|| {
-                if a != 0 {
-                    be.pick(&ctx, &|_| false)
-                } else {
-                    None
-                }
-            })
-            .ok_or(TcpError::NoServer)?;
+        let idx = match sticky {
+            Some(i) => i,
+            None => be
+                .pick(&ctx, &|i| i < 128 && (a >> i) & 1 == 1)
+                .or_else(|| {
+                    if a != 0 {
+                        be.pick(&ctx, &|_| false)
+                    } else {
+                        None
+                    }
+                })
+                .ok_or(TcpError::NoServer)?,
+        };
         let srv = be.servers[idx].clone();
         let connect = TcpStream::connect(srv.addr);
         let res = match t.connect {
@@ -368,8 +372,19 @@ pub async fn serve(
                 if attempts > be.retries {
                     return Err(e.into());
                 }
-                if be.redispatch && idx < 128 {
-                    avoid |= 1 << idx;
+                if be.redispatch && attempts == be.retries {
+                    // The last retry goes elsewhere.
+                    if idx < 128 {
+                        avoid |= 1 << idx;
+                    }
+                    sticky = None;
+                } else {
+                    sticky = Some(idx);
+                    let pause = t
+                        .connect
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(Duration::from_secs(1));
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
