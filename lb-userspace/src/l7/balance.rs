@@ -47,9 +47,12 @@ pub fn usable(s: &ServerState) -> bool {
     s.status().is_usable() && s.weight() > 0
 }
 
-/// Builds the selector for `servers` (index, state, backup flag) from their current
+/// A server as selectors see it: live state, `backup` flag, stable hash key.
+pub type Entry = (Arc<ServerState>, bool, u64);
+
+/// Builds the selector for `servers` (indexed as in the backend) from their current
 /// status: the usable non-backup servers, else the usable backup servers.
-pub fn build(balance: Balance, servers: &[(Arc<ServerState>, bool, u64)]) -> Arc<dyn Selector> {
+pub fn build(balance: Balance, servers: &[Entry]) -> Arc<dyn Selector> {
     let mut active = Vec::new();
     let mut backup = Vec::new();
     for (idx, (state, is_backup, key)) in servers.iter().enumerate() {
@@ -266,7 +269,7 @@ mod tests {
     use crate::state::Registry;
     use std::collections::HashMap;
 
-    fn servers(weights: &[(u32, bool)]) -> (Arc<Registry>, Vec<(Arc<ServerState>, bool, u64)>) {
+    fn servers(weights: &[(u32, bool)]) -> (Arc<Registry>, Vec<Entry>) {
         let reg = Arc::new(Registry::new());
         let v: Vec<_> = weights
             .iter()

@@ -241,10 +241,10 @@ impl RespBody {
 
 impl Drop for RespBody {
     fn drop(&mut self) {
-        if let Src::Up(b) = &self.src {
-            if b.is_end_stream() {
-                self.finish();
-            }
+        if let Src::Up(b) = &self.src
+            && b.is_end_stream()
+        {
+            self.finish();
         }
     }
 }
@@ -296,11 +296,11 @@ impl Body for RespBody {
                     Poll::Ready(None)
                 }
                 Poll::Pending => {
-                    if let Some((_, sleep)) = &mut this.idle {
-                        if sleep.as_mut().poll(cx).is_ready() {
-                            this.ret.take();
-                            return Poll::Ready(Some(Err(HttpError::ServerTimeout)));
-                        }
+                    if let Some((_, sleep)) = &mut this.idle
+                        && sleep.as_mut().poll(cx).is_ready()
+                    {
+                        this.ret.take();
+                        return Poll::Ready(Some(Err(HttpError::ServerTimeout)));
                     }
                     Poll::Pending
                 }
@@ -356,7 +356,7 @@ fn error_page(
 
 enum Flow {
     Respond(u16),
-    Redirect(Response<RespBody>),
+    Redirect(Box<Response<RespBody>>),
 }
 
 /// Evaluates `http-request` rules in order; `allow` stops the list.
@@ -391,7 +391,7 @@ fn apply_rules(
                 }
                 h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                return Err(Flow::Redirect(r));
+                return Err(Flow::Redirect(Box::new(r)));
             }
             Action::SetHeader(n, v) => {
                 head.headers.insert(n.clone(), v.clone());
@@ -459,10 +459,10 @@ fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     for v in headers.get_all(header::COOKIE) {
         for crumb in v.as_bytes().split(|&c| c == b';') {
             let crumb = crumb.trim_ascii();
-            if let Some(rest) = crumb.strip_prefix(name.as_bytes()) {
-                if let Some(val) = rest.strip_prefix(b"=") {
-                    return Some(val.trim_ascii());
-                }
+            if let Some(rest) = crumb.strip_prefix(name.as_bytes())
+                && let Some(val) = rest.strip_prefix(b"=")
+            {
+                return Some(val.trim_ascii());
             }
         }
     }
@@ -479,8 +479,8 @@ fn strip_cookie(headers: &mut HeaderMap, name: &str) {
             .split(|&c| c == b';')
             .map(|c| c.trim_ascii())
             .filter(|c| {
-                !c.is_empty()
-                    && !(c.starts_with(name.as_bytes()) && c.get(name.len()) == Some(&b'='))
+                let ours = c.starts_with(name.as_bytes()) && c.get(name.len()) == Some(&b'=');
+                !c.is_empty() && !ours
             })
             .collect();
         if kept.is_empty() {
@@ -547,10 +547,10 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     for v in h.get_all(header::CONNECTION) {
         if let Ok(s) = v.to_str() {
             for t in s.split(',') {
-                if let Ok(n) = HeaderName::from_bytes(t.trim().as_bytes()) {
-                    if !(keep_upgrade && n == header::UPGRADE) {
-                        named.push(n);
-                    }
+                if let Ok(n) = HeaderName::from_bytes(t.trim().as_bytes())
+                    && !(keep_upgrade && n == header::UPGRADE)
+                {
+                    named.push(n);
                 }
             }
         }
@@ -621,12 +621,11 @@ pub async fn handle(
     }
 
     // HTTP/2 carries the host in :authority; HAProxy exposes it as Host.
-    if !head.headers.contains_key(header::HOST) {
-        if let Some(a) = head.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                head.headers.insert(header::HOST, v);
-            }
-        }
+    if !head.headers.contains_key(header::HOST)
+        && let Some(a) = head.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        head.headers.insert(header::HOST, v);
     }
 
     match apply_rules(&fe.rules, &mut head, &ctx, &fe) {
@@ -635,7 +634,7 @@ pub async fn handle(
         Err(Flow::Redirect(mut r)) => {
             guard.status(r.status().as_u16());
             r.body_mut().guard = Some(guard);
-            return Ok(r);
+            return Ok(*r);
         }
     }
 
@@ -662,7 +661,7 @@ pub async fn handle(
         Err(Flow::Redirect(mut r)) => {
             guard.status(r.status().as_u16());
             r.body_mut().guard = Some(guard);
-            return Ok(r);
+            return Ok(*r);
         }
     }
 
@@ -685,13 +684,13 @@ async fn forward(
     let mut chosen: Option<usize> = None;
     let mut insert_cookie = false;
     if let Some(ck) = &be.cookie {
-        if let Some(v) = find_cookie(&head.headers, &ck.name) {
-            if let Some(i) = be.by_cookie(v) {
-                let st = be.servers[i].state.status();
-                // HAProxy keeps persistent traffic on a draining server.
-                if st.is_usable() || st == crate::state::ServerStatus::Drain {
-                    chosen = Some(i);
-                }
+        if let Some(v) = find_cookie(&head.headers, &ck.name)
+            && let Some(i) = be.by_cookie(v)
+        {
+            let st = be.servers[i].state.status();
+            // HAProxy keeps persistent traffic on a draining server.
+            if st.is_usable() || st == crate::state::ServerStatus::Drain {
+                chosen = Some(i);
             }
         }
         if chosen.is_none() {

@@ -250,10 +250,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
             )));
         }
         let r = Pin::new(&mut this.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = r {
-            if n > 0 {
-                this.last_activity = Instant::now();
-            }
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            this.last_activity = Instant::now();
         }
         r
     }
@@ -271,10 +271,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
             )));
         }
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r {
-            if n > 0 {
-                this.last_activity = Instant::now();
-            }
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            this.last_activity = Instant::now();
         }
         r
     }

@@ -43,7 +43,7 @@ pub enum L7Error {
     Tls {
         frontend: String,
         bind: String,
-        source: TlsError,
+        source: Box<TlsError>,
     },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -165,7 +165,7 @@ impl L7Handle {
                             L7Error::Tls {
                                 frontend: f.name.clone(),
                                 bind: b.text.clone(),
-                                source,
+                                source: Box::new(source),
                             }
                         })?))
                     }

@@ -74,10 +74,10 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        if let Some(name) = hello.server_name() {
-            if let Some(c) = self.certs.iter().find(|c| Self::matches(&c.leaf, name)) {
-                return Some(c.key.clone());
-            }
+        if let Some(name) = hello.server_name()
+            && let Some(c) = self.certs.iter().find(|c| Self::matches(&c.leaf, name))
+        {
+            return Some(c.key.clone());
         }
         self.certs.first().map(|c| c.key.clone())
     }

@@ -105,10 +105,10 @@ impl Body for UpBody {
             return Poll::Ready(None);
         };
         let r = Pin::new(inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                this.counters.add_in(d.len() as u64);
-            }
+        if let Poll::Ready(Some(Ok(f))) = &r
+            && let Some(d) = f.data_ref()
+        {
+            this.counters.add_in(d.len() as u64);
         }
         r
     }
@@ -168,10 +168,10 @@ impl Pool {
         if tx.is_closed() {
             return;
         }
-        if let Ok(mut v) = self.idle.lock() {
-            if v.len() < MAX_IDLE {
-                v.push((tx, Instant::now()));
-            }
+        if let Ok(mut v) = self.idle.lock()
+            && v.len() < MAX_IDLE
+        {
+            v.push((tx, Instant::now()));
         }
     }
 
