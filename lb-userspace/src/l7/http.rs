@@ -36,11 +36,15 @@ pub enum HttpError {
     ServerTimeout,
 }
 
+static NOSRV: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("<NOSRV>"));
+
 /// What a connection's requests share.
 #[derive(Debug)]
 pub struct ConnCtx {
     pub frontend: Arc<arc_swap::ArcSwap<FrontendRt>>,
     pub src: SocketAddr,
+    /// The local address the client connected to (`dst`).
+    pub local: SocketAddr,
     pub tls: Option<TlsInfo>,
     pub shared: Arc<ConnShared>,
 }
@@ -593,8 +597,8 @@ pub async fn handle(
             src: ctx.src,
             frontend: fe.name.clone(),
             tls: ctx.tls.is_some(),
-            backend: Arc::from("<NOSRV>"),
-            server: Arc::from("<NOSRV>"),
+            backend: NOSRV.clone(),
+            server: NOSRV.clone(),
             method: head.method.clone(),
             uri: head.uri.clone(),
             version: head.version,
@@ -755,8 +759,18 @@ async fn forward(
             Some(i) => i,
             None => {
                 let a = avoid;
+                let failed = |i: usize| i < 128 && (a >> i) & 1 == 1;
+                // Servers at their maxconn are skipped while another has room (HAProxy);
+                // when all are full the request queues on the one the algorithm picks.
+                let full = |i: usize| {
+                    be.servers[i]
+                        .queue
+                        .as_ref()
+                        .is_some_and(|q| q.available_permits() == 0)
+                };
                 let found = be
-                    .pick(&pick_ctx, &|i| i < 128 && (a >> i) & 1 == 1)
+                    .pick_cached(&pick_ctx, &|i| failed(i) || full(i))
+                    .or_else(|| be.pick(&pick_ctx, &failed))
                     .or_else(|| {
                         // Every usable server failed once: try them again rather than give up.
                         if a != 0 {

@@ -346,9 +346,10 @@ async fn serve_conn(
     fe.counters.active_conns.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveConn(fe.counters.clone());
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(src);
     match fe.mode {
         Mode::Tcp => {
-            if let Err(e) = tcp::serve(fe, stream, src).await {
+            if let Err(e) = tcp::serve(fe, stream, src, local).await {
                 tracing::debug!(%src, error = %e, "tcp session ended");
             }
         }
@@ -384,6 +385,7 @@ async fn serve_conn(
                     let ctx = Arc::new(http::ConnCtx {
                         frontend: shared.fe.clone(),
                         src,
+                        local,
                         tls: Some(info),
                         shared: conn_shared.clone(),
                     });
@@ -393,6 +395,7 @@ async fn serve_conn(
                     let ctx = Arc::new(http::ConnCtx {
                         frontend: shared.fe.clone(),
                         src,
+                        local,
                         tls: None,
                         shared: conn_shared.clone(),
                     });

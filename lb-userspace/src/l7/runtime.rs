@@ -316,6 +316,11 @@ impl BackendRt {
         }
     }
 
+    /// Picks with the cached selector only.
+    pub fn pick_cached(&self, ctx: &PickCtx, avoid: &dyn Fn(usize) -> bool) -> Option<usize> {
+        self.selector.load().pick(ctx, avoid)
+    }
+
     /// Picks a server for a new request, skipping those `avoid` rejects. Falls back to a
     /// fresh snapshot when the cached selector is stale (a status changed a moment ago).
     pub fn pick(&self, ctx: &PickCtx, avoid: &dyn Fn(usize) -> bool) -> Option<usize> {

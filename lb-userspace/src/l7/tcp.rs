@@ -245,6 +245,11 @@ fn parse_hello(m: &[u8]) -> Peek {
 
 struct TcpInput<'a> {
     src: IpAddr,
+    /// Client port and the local address it connected to (`src_port`, `dst`).
+    #[allow(dead_code)]
+    src_port: u16,
+    #[allow(dead_code)]
+    local: SocketAddr,
     sni: Option<&'a str>,
     fe: &'a FrontendRt,
 }
@@ -284,6 +289,7 @@ pub async fn serve(
     fe: Arc<FrontendRt>,
     mut client: TcpStream,
     src: SocketAddr,
+    local: SocketAddr,
 ) -> Result<(), TcpError> {
     let mut buf: Vec<u8> = Vec::new();
     let mut sni: Option<String> = None;
@@ -311,6 +317,8 @@ pub async fn serve(
     }
     let input = TcpInput {
         src: src.ip(),
+        src_port: src.port(),
+        local,
         sni: sni.as_deref(),
         fe: &fe,
     };

@@ -136,7 +136,16 @@ async fn echo_handle(
     for (k, v) in req.headers() {
         body.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
     }
-    let _ = req.into_body().collect().await;
+    let got = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(usize::MAX);
+    body.push_str(&format!("body-len: {got}\n"));
+    if let Some(n) = get("size").and_then(|v| v.parse::<usize>().ok()) {
+        body.push_str(&"x".repeat(n));
+    }
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
         "x-server",
@@ -345,6 +354,38 @@ pub async fn collect(r: Response<Incoming>) -> Resp {
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
+}
+
+/// One HTTP/1.1 request with a body on a fresh connection.
+pub async fn post(addr: SocketAddr, path: &str, body: Vec<u8>, chunked: bool) -> Resp {
+    tokio::time::timeout(T, async {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let b = Request::post(path).header("host", "test.local");
+        let r = if chunked {
+            let chunks: Vec<Result<hyper::body::Frame<Bytes>, Infallible>> = body
+                .chunks(16 * 1024)
+                .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+                .collect();
+            let stream = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+            tx.send_request(b.body(http_body_util::Either::Left(stream)).unwrap())
+                .await
+                .unwrap()
+        } else {
+            tx.send_request(
+                b.body(http_body_util::Either::Right(Full::new(Bytes::from(body))))
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+        };
+        collect(r).await
+    })
+    .await
+    .expect("request timed out")
 }
 
 /// Sends raw bytes and reads until the server closes (bounded).
