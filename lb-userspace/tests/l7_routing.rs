@@ -391,3 +391,47 @@ async fn backup_backend_switch_via_nbsrv() {
     reg.set_status("www", "p", ServerStatus::Up).unwrap();
     assert_eq!(get(fe, "/", &[]).await.server(), "primary");
 }
+
+/// The control plane replaces the registry's backend set (its own reload): the proxy follows
+/// the new server states.
+#[tokio::test]
+async fn follows_registry_replacement() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let cfg = config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", a.addr), server("b", b.addr)],
+        )],
+    );
+    let (h, reg) = start(cfg);
+    let fe = addr_of(&h, "web");
+    let fresh = Arc::new(lb::state::BackendState {
+        name: "be".into(),
+        servers: vec![
+            Arc::new(lb::state::ServerState::new("a", a.addr, 1, false, true)),
+            Arc::new(lb::state::ServerState::new("b", b.addr, 1, false, true)),
+        ],
+        counters: Default::default(),
+    });
+    reg.replace(
+        HashMap::from([("be".to_owned(), fresh)]),
+        (*reg.frontends()).clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    reg.set_status("be", "a", ServerStatus::Down).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..4 {
+        assert_eq!(get(fe, "/", &[]).await.server(), "b");
+    }
+    let st = reg.backend("be").unwrap();
+    assert!(
+        st.server("b")
+            .unwrap()
+            .counters
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 4
+    );
+}

@@ -203,7 +203,7 @@ impl L7Handle {
 
         // Commit.
         self.inner.runtime.store(Some(rt.clone()));
-        runtime::watch_registry(&rt, &self.inner.registry);
+        watch_registry(&rt, &self.inner, &new);
         let mut old: Vec<Option<Listener>> = listeners.drain(..).map(Some).collect();
         let mut kept = Vec::new();
         for p in plans {
@@ -277,6 +277,37 @@ impl L7Handle {
         let mut rx = self.inner.drain_rx.lock().await;
         tokio::time::timeout(grace, rx.recv()).await.is_ok()
     }
+}
+
+/// Rebuilds the selectors of `rt` on every registry change (status, weight), until `rt` is
+/// replaced. When the control plane swaps the registry's backend set, the runtime is
+/// rebuilt from `config` so it follows the new server states.
+fn watch_registry(rt: &Arc<Runtime>, inner: &Arc<Inner>, config: &Arc<Config>) {
+    let weak_rt = Arc::downgrade(rt);
+    let weak_inner = Arc::downgrade(inner);
+    let config = config.clone();
+    let mut rx = inner.registry.subscribe();
+    rx.mark_unchanged();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let (Some(rt), Some(inner)) = (weak_rt.upgrade(), weak_inner.upgrade()) else {
+                break;
+            };
+            let current = inner.runtime.load();
+            if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &rt)) {
+                break;
+            }
+            drop(current);
+            if rt.on_registry_change(&inner.registry) == runtime::Change::Replaced {
+                drop(rt);
+                let handle = L7Handle { inner };
+                if let Err(e) = handle.reload(config.clone()) {
+                    tracing::warn!(error = %e, "rebuilding after a registry swap failed");
+                }
+                break;
+            }
+        }
+    });
 }
 
 async fn accept_loop(

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Weak;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -644,16 +643,29 @@ pub fn build(
     })
 }
 
-/// Rebuilds every selector of `rt` whenever the registry changes, until `rt` is dropped.
-pub fn watch_registry(rt: &Arc<Runtime>, registry: &Registry) {
-    let weak: Weak<Runtime> = Arc::downgrade(rt);
-    let mut rx = registry.subscribe();
-    tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let Some(rt) = weak.upgrade() else { break };
-            for b in rt.backends.values() {
-                b.rebuild();
+/// What a registry change means for a runtime.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Statuses or weights moved: selectors were rebuilt.
+    Rebuilt,
+    /// The registry's backend set was replaced (control-plane reload): the runtime must be
+    /// rebuilt from its config to pick up the new server states.
+    Replaced,
+}
+
+impl Runtime {
+    /// Reacts to a registry notification.
+    pub fn on_registry_change(&self, registry: &Registry) -> Change {
+        let current = registry.backends();
+        for b in self.backends.values() {
+            match current.get(&*b.name) {
+                Some(s) if Arc::ptr_eq(s, &b.state) => {}
+                _ => return Change::Replaced,
             }
         }
-    });
+        for b in self.backends.values() {
+            b.rebuild();
+        }
+        Change::Rebuilt
+    }
 }
