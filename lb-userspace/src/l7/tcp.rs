@@ -230,7 +230,7 @@ fn parse_hello(m: &[u8]) -> Peek {
                 };
                 if kind == 0 {
                     return match std::str::from_utf8(name) {
-                        Ok(s) => Peek::Hello(Some(s.to_ascii_lowercase())),
+                        Ok(s) => Peek::Hello(Some(s.to_owned())),
                         Err(_) => bad,
                     };
                 }
@@ -479,7 +479,7 @@ mod tests {
     #[test]
     fn sni_peek() {
         let h = hello("Example.COM");
-        assert_eq!(peek_sni(&h), Peek::Hello(Some("example.com".into())));
+        assert_eq!(peek_sni(&h), Peek::Hello(Some("Example.COM".into())));
         assert_eq!(peek_sni(&h[..20]), Peek::NeedMore);
         assert_eq!(peek_sni(b"GET / HTTP/1.1\r\n"), Peek::NotTls);
         assert_eq!(peek_sni(&[]), Peek::NeedMore);
