@@ -215,7 +215,11 @@ pub struct RespBody {
     ret: Option<(Arc<Pool>, SendRequest<UpBody>)>,
     guard: Option<Guard>,
     counters: Option<Arc<CountersRef>>,
-    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// `timeout server` between body chunks: the limit, the last activity, and a timer
+    /// created only once the body actually has to wait.
+    idle: Option<Duration>,
+    last: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl std::fmt::Debug for RespBody {
@@ -232,6 +236,8 @@ impl RespBody {
             guard,
             counters: None,
             idle: None,
+            last: Instant::now(),
+            sleep: None,
         }
     }
 
@@ -286,8 +292,8 @@ impl Body for RespBody {
                             c.add_out(n);
                         }
                     }
-                    if let Some((d, sleep)) = &mut this.idle {
-                        sleep.as_mut().reset(Instant::now() + *d);
+                    if this.idle.is_some() {
+                        this.last = Instant::now();
                     }
                     Poll::Ready(Some(Ok(f)))
                 }
@@ -300,13 +306,25 @@ impl Body for RespBody {
                     Poll::Ready(None)
                 }
                 Poll::Pending => {
-                    if let Some((_, sleep)) = &mut this.idle
-                        && sleep.as_mut().poll(cx).is_ready()
-                    {
-                        this.ret.take();
-                        return Poll::Ready(Some(Err(HttpError::ServerTimeout)));
+                    let Some(d) = this.idle else {
+                        return Poll::Pending;
+                    };
+                    loop {
+                        let due = this.last + d;
+                        let sleep = this
+                            .sleep
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                        if sleep.deadline() != due {
+                            sleep.as_mut().reset(due);
+                        }
+                        if sleep.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        if Instant::now() >= this.last + d {
+                            this.ret.take();
+                            return Poll::Ready(Some(Err(HttpError::ServerTimeout)));
+                        }
                     }
-                    Poll::Pending
                 }
             },
         }
@@ -947,10 +965,7 @@ fn respond(
             }
         }
     }
-    let idle = be
-        .timeouts
-        .server
-        .map(|d| (d, Box::pin(tokio::time::sleep(d))));
+    let idle = be.timeouts.server;
     if switching {
         let Some(client_up) = client_upgrade else {
             return error_page(fe, Some(be), 502, guard);
@@ -986,6 +1001,8 @@ fn respond(
         guard: Some(guard),
         counters: Some(counters),
         idle,
+        last: Instant::now(),
+        sleep: None,
     };
     if body.is_end_stream() {
         body.finish();

@@ -162,7 +162,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo<T> {
             let Some(deadline) = self.deadline() else {
                 return Poll::Pending;
             };
-            if self.timer.deadline() != deadline {
+            // Lazy timer: only move it earlier; a late deadline is re-checked when it fires.
+            if deadline < self.timer.deadline() || self.timer.is_elapsed() {
                 self.timer.as_mut().reset(deadline);
             }
             if self.timer.as_mut().poll(cx).is_pending() {
