@@ -147,6 +147,44 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn record() -> LogRecord {
+        LogRecord {
+            start: Instant::now(),
+            wall: UNIX_EPOCH + Duration::from_millis(1_795_680_695_123),
+            src: "192.0.2.7:40000".parse().expect("addr"),
+            frontend: Arc::from("web"),
+            tls: true,
+            backend: Arc::from("app1"),
+            server: Arc::from("s1"),
+            method: Method::GET,
+            uri: Uri::from_static("/app1?x=1"),
+            version: Version::HTTP_11,
+            status: 200,
+            bytes: 345,
+            retries: 1,
+            t_wait_ms: 0,
+            t_connect_ms: 1,
+            t_response_ms: 2,
+        }
+    }
+
+    #[test]
+    fn httplog_line() {
+        let line = httplog(&record()).expect("fmt");
+        assert!(
+            line.starts_with("192.0.2.7:40000 [26/Nov/2026:08:11:35.123] web~ app1/s1 0/0/1/2/"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(" 200 345 - - ---- 0/0/0/0/1 0/0 \"GET /app1?x=1 HTTP/1.1\""),
+            "{line}"
+        );
+        let j: serde_json::Value = serde_json::from_str(&json(&record())).expect("json");
+        assert_eq!(j["status"], 200);
+        assert_eq!(j["server"], "s1");
+        assert_eq!(j["uri"], "/app1?x=1");
+    }
+
     #[test]
     fn date_format() {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_680_695_123);
