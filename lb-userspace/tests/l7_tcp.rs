@@ -165,3 +165,38 @@ async fn tls_passthrough_routed_by_sni() {
     assert_eq!(leaf, da);
     assert_eq!(r.server(), "inner-a");
 }
+
+/// `mode tcp` with `bind … ssl`: TLS terminated, plain TCP to the server.
+#[tokio::test]
+async fn tcp_mode_tls_termination() {
+    let dir = TempDir::new("tcp-ssl");
+    let (pem, der) = make_cert(&dir.0, "t.test");
+    let (a, _ta) = tcp_echo("a").await;
+    let mut fe = tcp_frontend("tcps", "be");
+    fe.binds = vec![tls_bind("127.0.0.1:0", vec![pem], &[])];
+    let (h, _reg) = start(config(
+        vec![fe],
+        vec![tcp_backend("be", vec![server("a", a)])],
+    ));
+    let fe = addr_of(&h, "tcps");
+    tokio::time::timeout(T, async {
+        let tcp = TcpStream::connect(fe).await.unwrap();
+        let mut tls = connector(&[])
+            .connect(
+                rustls::pki_types::ServerName::try_from("t.test").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            tls.get_ref().1.peer_certificates().unwrap()[0].to_vec(),
+            der
+        );
+        tls.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 6];
+        tls.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"a\nping");
+    })
+    .await
+    .unwrap();
+}

@@ -160,15 +160,13 @@ impl L7Handle {
             };
             for b in &f.binds {
                 let tls = match (&b.tls, f.mode) {
-                    (Some(t), Mode::Http) => {
-                        Some(Arc::new(tls::acceptor(t).map_err(|source| {
-                            L7Error::Tls {
-                                frontend: f.name.clone(),
-                                bind: b.text.clone(),
-                                source: Box::new(source),
-                            }
-                        })?))
-                    }
+                    (Some(t), _) => Some(Arc::new(tls::acceptor(t).map_err(|source| {
+                        L7Error::Tls {
+                            frontend: f.name.clone(),
+                            bind: b.text.clone(),
+                            source: Box::new(source),
+                        }
+                    })?)),
                     _ => None,
                 };
                 // A bind that stays keeps its socket. Port 0 means "any port", so such a
@@ -380,7 +378,25 @@ async fn serve_conn(
     let local = stream.local_addr().unwrap_or(src);
     match fe.mode {
         Mode::Tcp => {
-            if let Err(e) = tcp::serve(fe, stream, src, local).await {
+            let r = match shared.tls.load_full() {
+                None => tcp::serve(fe, stream, src, local, None).await,
+                Some(acc) => {
+                    let hs_timeout = fe.timeouts.client.unwrap_or(Duration::from_secs(30));
+                    match tokio::time::timeout(hs_timeout, acc.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            let (_, sc) = s.get_ref();
+                            let info = TlsInfo {
+                                sni: sc.server_name().map(Box::from),
+                                h2: false,
+                            };
+                            tcp::serve(fe, s, src, local, Some(info)).await
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => return,
+                    }
+                }
+            };
+            if let Err(e) = r {
                 tracing::debug!(%src, error = %e, "tcp session ended");
             }
         }

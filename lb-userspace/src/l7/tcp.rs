@@ -18,6 +18,7 @@ use crate::config::model::TcpAction;
 use crate::l7::acl::AclInput;
 use crate::l7::balance::PickCtx;
 use crate::l7::runtime::FrontendRt;
+use crate::l7::tls::TlsInfo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TcpError {
@@ -245,6 +246,7 @@ fn parse_hello(m: &[u8]) -> Peek {
 
 struct TcpInput<'a> {
     src: IpAddr,
+    tls: Option<&'a TlsInfo>,
     /// Client port and the local address it connected to (`src_port`, `dst`).
     #[allow(dead_code)]
     src_port: u16,
@@ -271,10 +273,10 @@ impl AclInput for TcpInput<'_> {
         self.src
     }
     fn ssl_fc(&self) -> bool {
-        false
+        self.tls.is_some()
     }
     fn ssl_fc_sni(&self) -> Option<&str> {
-        None
+        self.tls.and_then(|t| t.sni.as_deref())
     }
     fn req_ssl_sni(&self) -> Option<&str> {
         self.sni
@@ -285,15 +287,21 @@ impl AclInput for TcpInput<'_> {
 }
 
 /// Serves one `mode tcp` client connection.
-pub async fn serve(
+/// `tls` is set when this listener terminated TLS (`bind … ssl` in `mode tcp`); there is no
+/// ClientHello to peek then.
+pub async fn serve<S>(
     fe: Arc<FrontendRt>,
-    mut client: TcpStream,
+    mut client: S,
     src: SocketAddr,
     local: SocketAddr,
-) -> Result<(), TcpError> {
+    tls: Option<TlsInfo>,
+) -> Result<(), TcpError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut buf: Vec<u8> = Vec::new();
     let mut sni: Option<String> = None;
-    if let Some(delay) = fe.inspect_delay {
+    if let (Some(delay), None) = (fe.inspect_delay, &tls) {
         let deadline = Instant::now() + delay;
         let mut chunk = [0u8; 4096];
         loop {
@@ -317,6 +325,7 @@ pub async fn serve(
     }
     let input = TcpInput {
         src: src.ip(),
+        tls: tls.as_ref(),
         src_port: src.port(),
         local,
         sni: sni.as_deref(),
