@@ -4,6 +4,32 @@
 //! [`L7::start`] binds every userspace frontend of a config; [`L7Handle::reload`] swaps the
 //! compiled routing and pools atomically (listeners whose bind stays keep their socket),
 //! [`L7Handle::shutdown`] stops accepting and drains.
+//!
+//! Layout: [`runtime`] compiles a config generation (rules, resolved backends, selectors,
+//! pools, queues, error pages); [`http`] is the per-request path; [`upstream`] the pooled
+//! HTTP/1.1 connections to servers; [`balance`] the selectors; [`tls`] certificate choice by
+//! SNI; [`io`] the client-side timeouts (`timeout http-request` → 408, `timeout client`);
+//! [`tcp`] userspace `mode tcp` and the tunnel copy; [`log`] access logs.
+//!
+//! HAProxy semantics kept, and the few deliberate differences:
+//! - `retries`: connect failures are retried on the same server after
+//!   min(`timeout connect`, 1 s); with `option redispatch` the last retry goes to another
+//!   server (HAProxy's default redispatch interval), resetting the persistence cookie.
+//! - A server at its `maxconn` is skipped while another usable server has room; when all
+//!   are full the request waits in the chosen server's FIFO queue up to `timeout queue`
+//!   (else `timeout connect`), then gets 503.
+//! - Cookie persistence keeps sending to a DRAIN server (HAProxy's drain), never to DOWN or
+//!   MAINT ones; weight 0 and DRAIN take no new (non-persistent) traffic.
+//! - `balance source` is a weighted rendezvous hash of the client address over the usable
+//!   servers (consistent: removing a server moves only its clients), like `hash-type
+//!   consistent` rather than HAProxy's default map-based hash.
+//! - `timeout http-request` answers 408 and closes, also for a connection that sent nothing
+//!   (HAProxy without `option http-ignore-probes`); an idle keep-alive connection is closed
+//!   silently. Header bytes over `max_header_bytes` get 431, more than `max_headers` headers
+//!   get 400; anything malformed gets hyper's 400.
+//! - Upstream connections are HTTP/1.1 (like HAProxy without `proto h2` on servers);
+//!   `X-Forwarded-Proto` is added together with `option forwardfor`.
+//! - `set-header`/`add-header` values are literal (no `%[...]` log-format expansion).
 
 pub mod acl;
 pub mod balance;
