@@ -125,16 +125,16 @@ async fn throughput_vs_haproxy() {
     {
         let dir = std::env::temp_dir().join(format!("lb-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = {
+        let (port, p1) = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
+            let l1 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            (l.local_addr().unwrap().port(), l1.local_addr().unwrap().port())
         };
         let cfg = format!(
-            "global\n  nbthread 2\n  maxconn 10000\ndefaults\n  mode http\n  timeout client 20s\n  \
+            "global\n  nbthread 2\n  maxconn 4000\ndefaults\n  mode http\n  timeout client 20s\n  \
 timeout server 10s\n  timeout connect 5s\n\
 frontend web\n  bind 127.0.0.1:{port} proto h2\n  bind 127.0.0.1:{p1}\n  default_backend be\n\
-backend be\n  server s {be_addr}\n",
-            p1 = port + 1
+backend be\n  server s {be_addr}\n"
         );
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, cfg).unwrap();
@@ -142,18 +142,22 @@ backend be\n  server s {be_addr}\n",
             .args(["-db", "-f"])
             .arg(&path)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let h1 = format!("127.0.0.1:{}", port + 1);
+        let h1 = format!("127.0.0.1:{p1}");
         println!("haproxy h1: {}", wrk(&format!("http://{h1}/")).await);
         println!(
             "haproxy h2: {}",
             h2load(&format!("http://127.0.0.1:{port}/")).await
         );
         let _ = child.kill().await;
+        println!(
+            "haproxy log: {}",
+            std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
     h.shutdown(Duration::from_secs(1)).await;
