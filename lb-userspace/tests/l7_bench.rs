@@ -18,24 +18,34 @@ use tokio::net::TcpListener;
 use l7_support::*;
 use lb::config::model::*;
 
-/// A minimal backend: 200 with a 13-byte body.
-async fn fast_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// A minimal backend: 200 with a 13-byte body, on its own runtime and threads so it does
+/// not share lb's workers.
+fn fast_backend() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let _ = s.set_nodelay(true);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                        Bytes::from_static(b"hello, world\n"),
-                    )))
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = TcpListener::from_std(l).unwrap();
+            while let Ok((s, _)) = l.accept().await {
+                let _ = s.set_nodelay(true);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(b"hello, world\n"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
+            }
+        });
     });
     addr
 }
@@ -94,7 +104,7 @@ async fn h2load(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; run explicitly"]
 async fn throughput_vs_haproxy() {
-    let be_addr = fast_backend().await;
+    let be_addr = fast_backend();
     let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
     fe.log = false;
     let (h, _reg) = start(config(
@@ -111,6 +121,33 @@ async fn throughput_vs_haproxy() {
         get(lb_addr, "/", &[]).await;
     }
 
+    if std::env::var_os("LB_BENCH_CT").is_some() {
+        // lb on one current-thread runtime, in its own thread.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
+                fe.log = false;
+                let (h, _reg) = start(config(
+                    vec![fe],
+                    vec![backend("be", Balance::RoundRobin, vec![server("s", be_addr)])],
+                ));
+                tx.send(addr_of(&h, "web")).unwrap();
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        });
+        let ct = rx.recv().unwrap();
+        println!("lb 1-thread h1: {}", wrk(&format!("http://{ct}/")).await);
+        return;
+    }
+    if std::env::var_os("LB_BENCH_ONLY_LB").is_some() {
+        println!("lb      h1: {}", wrk(&format!("http://{lb_addr}/")).await);
+        return;
+    }
     println!("direct  h1: {}", wrk(&format!("http://{be_addr}/")).await);
     println!("lb      h1: {}", wrk(&format!("http://{lb_addr}/")).await);
     println!(

@@ -75,6 +75,8 @@ pub enum L7Error {
     Runtime(#[from] RuntimeError),
     #[error("the L7 tier is shut down")]
     Shutdown,
+    #[error("cannot start an L7 worker thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// What a listener's connections read at accept time; swapped on reload.
@@ -100,15 +102,35 @@ struct Listener {
     stop: watch::Sender<bool>,
 }
 
+/// What accept loops and connections need from the tier (shared with the workers, which
+/// must not keep [`Inner`] alive).
+#[derive(Debug)]
+struct ConnControl {
+    shutdown: watch::Sender<bool>,
+    /// Every connection task holds a clone; all dropped = drained.
+    drain_tx: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+/// Work sent to a worker thread.
+#[derive(Debug)]
+enum WorkerCmd {
+    /// Accept on this (duplicated) listening socket until `stop` flips.
+    Listen {
+        sock: std::net::TcpListener,
+        shared: Arc<ListenerShared>,
+        stop: watch::Receiver<bool>,
+    },
+}
+
 #[derive(Debug)]
 struct Inner {
     registry: Arc<Registry>,
     runtime: ArcSwapOption<Runtime>,
     listeners: Mutex<Vec<Listener>>,
-    shutdown: watch::Sender<bool>,
-    /// Every connection task holds a clone; all dropped = drained.
-    drain_tx: Mutex<Option<mpsc::Sender<()>>>,
+    control: Arc<ConnControl>,
     drain_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    /// One per worker thread; dropping them ends the workers.
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<WorkerCmd>>,
 }
 
 /// The userspace tier.
@@ -122,18 +144,39 @@ pub struct L7Handle {
 }
 
 impl L7 {
-    /// Binds every userspace frontend of `config` and starts serving. Must be called within
-    /// a tokio runtime.
+    /// Binds every userspace frontend of `config` and starts serving on
+    /// `global.threads` worker threads (default: one per core), each a single-threaded
+    /// runtime accepting on every listener, like HAProxy's `nbthread`. Must be called within
+    /// a tokio runtime, which runs the control side (reloads, registry watch).
     pub fn start(config: Arc<Config>, registry: Arc<Registry>) -> Result<L7Handle, L7Error> {
         let (drain_tx, drain_rx) = mpsc::channel(1);
+        let control = Arc::new(ConnControl {
+            shutdown: watch::channel(false).0,
+            drain_tx: Mutex::new(Some(drain_tx)),
+        });
+        let n = config
+            .global
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let mut workers = Vec::with_capacity(n);
+        for id in 0..n {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let control = control.clone();
+            std::thread::Builder::new()
+                .name(format!("lb-l7-{id}"))
+                .spawn(move || worker(id, rx, control))
+                .map_err(L7Error::Thread)?;
+            workers.push(tx);
+        }
         let handle = L7Handle {
             inner: Arc::new(Inner {
                 registry,
                 runtime: ArcSwapOption::empty(),
                 listeners: Mutex::new(Vec::new()),
-                shutdown: watch::channel(false).0,
-                drain_tx: Mutex::new(Some(drain_tx)),
+                control,
                 drain_rx: tokio::sync::Mutex::new(drain_rx),
+                workers,
             }),
         };
         handle.reload(config)?;
@@ -141,7 +184,38 @@ impl L7 {
     }
 }
 
-fn bind_socket(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A worker thread: a single-threaded runtime serving the listeners it is given.
+fn worker(
+    id: usize,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<WorkerCmd>,
+    control: Arc<ConnControl>,
+) {
+    upstream::set_worker(id);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(worker = id, error = %e, "cannot build the worker runtime");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                WorkerCmd::Listen { sock, shared, stop } => match TcpListener::from_std(sock) {
+                    Ok(l) => {
+                        tokio::spawn(accept_loop(l, shared, stop, control.clone()));
+                    }
+                    Err(e) => tracing::error!(worker = id, error = %e, "listener"),
+                },
+            }
+        }
+    });
+}
+
+fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     sock.set_reuse_address(true)?;
@@ -151,7 +225,7 @@ fn bind_socket(addr: SocketAddr) -> std::io::Result<TcpListener> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
-    TcpListener::from_std(sock.into())
+    Ok(sock.into())
 }
 
 impl L7Handle {
@@ -159,7 +233,7 @@ impl L7Handle {
     /// new routing; new binds are opened; removed ones stop accepting (their connections
     /// finish). On error nothing changes.
     pub fn reload(&self, new: Arc<Config>) -> Result<(), L7Error> {
-        if *self.inner.shutdown.borrow() {
+        if *self.inner.control.shutdown.borrow() {
             return Err(L7Error::Shutdown);
         }
         let old = self.inner.runtime.load_full();
@@ -172,7 +246,7 @@ impl L7Handle {
             cfg_addr: SocketAddr,
             fe: Arc<FrontendRt>,
             tls: Option<Arc<TlsAcceptor>>,
-            fresh: Option<TcpListener>,
+            fresh: Option<std::net::TcpListener>,
         }
         let mut listeners = match self.inner.listeners.lock() {
             Ok(l) => l,
@@ -244,13 +318,20 @@ impl L7Handle {
                     fe: Arc::new(ArcSwap::new(p.fe)),
                     tls: ArcSwapOption::new(p.tls),
                 });
-                let (stop, stop_rx) = watch::channel(false);
-                tokio::spawn(accept_loop(
-                    sock,
-                    shared.clone(),
-                    stop_rx,
-                    self.inner.clone(),
-                ));
+                let (stop, _) = watch::channel(false);
+                for w in &self.inner.workers {
+                    match sock.try_clone() {
+                        Ok(dup) => {
+                            let _ = w.send(WorkerCmd::Listen {
+                                sock: dup,
+                                shared: shared.clone(),
+                                stop: stop.subscribe(),
+                            });
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot share a listener"),
+                    }
+                }
+                drop(sock);
                 tracing::info!(frontend = %p.frontend, addr = %local, "listening");
                 kept.push(Listener {
                     frontend: p.frontend,
@@ -294,8 +375,8 @@ impl L7Handle {
                 let _ = l.stop.send(true);
             }
         }
-        let _ = self.inner.shutdown.send(true);
-        if let Ok(mut tx) = self.inner.drain_tx.lock() {
+        let _ = self.inner.control.shutdown.send(true);
+        if let Ok(mut tx) = self.inner.control.drain_tx.lock() {
             tx.take();
         }
         let mut rx = self.inner.drain_rx.lock().await;
@@ -338,8 +419,11 @@ async fn accept_loop(
     sock: TcpListener,
     shared: Arc<ListenerShared>,
     mut stop: watch::Receiver<bool>,
-    inner: Arc<Inner>,
+    inner: Arc<ConnControl>,
 ) {
+    if *stop.borrow() {
+        return;
+    }
     loop {
         tokio::select! {
             _ = stop.changed() => break,

@@ -133,17 +133,36 @@ pub struct Conn {
     pub reused: bool,
 }
 
+/// Idle-connection shards per pool: each worker thread reuses the connections it opened
+/// (their I/O runs on its runtime), like HAProxy's per-thread idle lists.
+const SHARDS: usize = 16;
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(SHARDS - 1) };
+}
+
+/// Marks the current thread as L7 worker `id` (picks its pool shard).
+pub fn set_worker(id: usize) {
+    WORKER.with(|w| w.set(id % SHARDS));
+}
+
+type IdleList = Mutex<Vec<(SendRequest<UpBody>, Instant)>>;
+
 /// The idle connections of one server.
 #[derive(Debug, Default)]
 pub struct Pool {
-    idle: Mutex<Vec<(SendRequest<UpBody>, Instant)>>,
+    shards: [IdleList; SHARDS],
 }
 
 impl Pool {
     /// An idle connection, if one is still usable.
+    fn shard(&self) -> &IdleList {
+        &self.shards[WORKER.with(|w| w.get())]
+    }
+
     pub async fn take_idle(&self) -> Option<Conn> {
         loop {
-            let item = match self.idle.lock() {
+            let item = match self.shard().lock() {
                 Ok(mut v) => v.pop(),
                 Err(_) => None,
             }?;
@@ -152,11 +171,10 @@ impl Pool {
                 continue;
             }
             if !tx.is_ready() {
-                // The previous response just finished; the connection task has not
-                // caught up yet. This resolves immediately either way.
-                match tokio::time::timeout(Duration::from_millis(50), tx.ready()).await {
-                    Ok(Ok(())) => {}
-                    _ => continue,
+                // The previous response just finished and the connection task has not
+                // caught up yet: it becomes ready (or closed) as soon as it runs.
+                if tx.ready().await.is_err() {
+                    continue;
                 }
             }
             return Some(Conn { tx, reused: true });
@@ -168,7 +186,7 @@ impl Pool {
         if tx.is_closed() {
             return;
         }
-        if let Ok(mut v) = self.idle.lock()
+        if let Ok(mut v) = self.shard().lock()
             && v.len() < MAX_IDLE
         {
             v.push((tx, Instant::now()));
@@ -177,8 +195,10 @@ impl Pool {
 
     /// Drops every idle connection (server went away).
     pub fn clear(&self) {
-        if let Ok(mut v) = self.idle.lock() {
-            v.clear();
+        for s in &self.shards {
+            if let Ok(mut v) = s.lock() {
+                v.clear();
+            }
         }
     }
 }
