@@ -144,6 +144,10 @@ async fn throughput_vs_haproxy() {
         println!("lb 1-thread h1: {}", wrk(&format!("http://{ct}/")).await);
         return;
     }
+    if std::env::var_os("LB_BENCH_ONLY_H2").is_some() {
+        println!("lb      h2: {}", h2load(&format!("http://{lb_addr}/")).await);
+        return;
+    }
     if std::env::var_os("LB_BENCH_ONLY_LB").is_some() {
         println!("lb      h1: {}", wrk(&format!("http://{lb_addr}/")).await);
         return;

@@ -3,6 +3,7 @@
 //! connections, WebSocket tunnels, counters and access logs.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -195,7 +196,7 @@ impl Drop for Guard {
                 .active_conns
                 .fetch_sub(1, Ordering::Relaxed);
         }
-        self.ctx.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.ctx.shared.request_done();
         if let Some(mut l) = self.log.take() {
             l.bytes = self.bytes;
             log::emit(&l, self.fe.log_format);
@@ -599,11 +600,19 @@ fn is_upgrade(head: &http::request::Parts) -> bool {
         })
 }
 
+/// The future of one request: ready at once when rules or routing answer, else the boxed
+/// forwarding state (kept out of line so hyper does not move a large future around).
+pub type HandleFuture = futures_util::future::Either<
+    std::future::Ready<Result<Response<RespBody>, Infallible>>,
+    Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>,
+>;
+
+fn done(r: Response<RespBody>) -> HandleFuture {
+    futures_util::future::Either::Left(std::future::ready(Ok(r)))
+}
+
 /// Serves one request.
-pub async fn handle(
-    ctx: Arc<ConnCtx>,
-    req: Request<Incoming>,
-) -> Result<Response<RespBody>, Infallible> {
+pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
     let fe = ctx.frontend.load_full();
     let mut guard = Guard::new(ctx.clone(), fe.clone());
     fe.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -631,7 +640,7 @@ pub async fn handle(
 
     // Limits (hyper enforces the raw buffer size; these are the configured ones).
     if head.headers.len() > fe.max_headers {
-        return Ok(error_page(&fe, None, 400, guard));
+        return done(error_page(&fe, None, 400, guard));
     }
     let hbytes: usize = head
         .headers
@@ -639,7 +648,7 @@ pub async fn handle(
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
     if hbytes > fe.max_header_bytes {
-        return Ok(error_page(&fe, None, 431, guard));
+        return done(error_page(&fe, None, 431, guard));
     }
 
     // HTTP/2 carries the host in :authority; HAProxy exposes it as Host.
@@ -652,11 +661,11 @@ pub async fn handle(
 
     match apply_rules(&fe.rules, &mut head, &ctx, &fe) {
         Ok(()) => {}
-        Err(Flow::Respond(code)) => return Ok(error_page(&fe, None, code, guard)),
+        Err(Flow::Respond(code)) => return done(error_page(&fe, None, code, guard)),
         Err(Flow::Redirect(mut r)) => {
             guard.status(r.status().as_u16());
             r.body_mut().guard = Some(guard);
-            return Ok(*r);
+            return done(*r);
         }
     }
 
@@ -673,21 +682,23 @@ pub async fn handle(
             .or_else(|| fe.default_backend.clone())
     };
     let Some(be) = be else {
-        return Ok(error_page(&fe, None, 503, guard));
+        return done(error_page(&fe, None, 503, guard));
     };
     guard.set_backend(&be);
 
     match apply_rules(&be.rules, &mut head, &ctx, &fe) {
         Ok(()) => {}
-        Err(Flow::Respond(code)) => return Ok(error_page(&fe, Some(&be), code, guard)),
+        Err(Flow::Respond(code)) => return done(error_page(&fe, Some(&be), code, guard)),
         Err(Flow::Redirect(mut r)) => {
             guard.status(r.status().as_u16());
             r.body_mut().guard = Some(guard);
-            return Ok(*r);
+            return done(*r);
         }
     }
 
-    Ok(forward(ctx, fe, be, head, body, guard).await)
+    futures_util::future::Either::Right(Box::pin(async move {
+        Ok(forward(ctx, fe, be, head, body, guard).await)
+    }))
 }
 
 /// Picks a server (cookie persistence first), connects with queueing and retries, and

@@ -33,6 +33,18 @@ pub struct ConnShared {
     pub heads: AtomicU64,
     /// Requests whose response has not finished yet.
     pub in_flight: AtomicUsize,
+    /// The reader waiting on the client, woken when the last response finishes so its
+    /// idle and head timers start even if the HTTP stack does not poll it again.
+    pub reader: futures_util::task::AtomicWaker,
+}
+
+impl ConnShared {
+    /// A request finished.
+    pub fn request_done(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.reader.wake();
+        }
+    }
 }
 
 /// Timeouts applied by [`ClientIo`].
@@ -225,6 +237,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                this.shared.reader.register(cx.waker());
                 if this.poll_timers(cx).is_ready() {
                     if this.poll_write_408(cx).is_pending() {
                         return Poll::Pending;
