@@ -134,7 +134,11 @@ async fn throughput_vs_haproxy() {
                 fe.log = false;
                 let (h, _reg) = start(config(
                     vec![fe],
-                    vec![backend("be", Balance::RoundRobin, vec![server("s", be_addr)])],
+                    vec![backend(
+                        "be",
+                        Balance::RoundRobin,
+                        vec![server("s", be_addr)],
+                    )],
                 ));
                 tx.send(addr_of(&h, "web")).unwrap();
                 tokio::time::sleep(Duration::from_secs(30)).await;
@@ -145,7 +149,10 @@ async fn throughput_vs_haproxy() {
         return;
     }
     if std::env::var_os("LB_BENCH_ONLY_H2").is_some() {
-        println!("lb      h2: {}", h2load(&format!("http://{lb_addr}/")).await);
+        println!(
+            "lb      h2: {}",
+            h2load(&format!("http://{lb_addr}/")).await
+        );
         return;
     }
     if std::env::var_os("LB_BENCH_ONLY_LB").is_some() {
@@ -169,7 +176,10 @@ async fn throughput_vs_haproxy() {
         let (port, p1) = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let l1 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            (l.local_addr().unwrap().port(), l1.local_addr().unwrap().port())
+            (
+                l.local_addr().unwrap().port(),
+                l1.local_addr().unwrap().port(),
+            )
         };
         let cfg = format!(
             "global\n  nbthread 2\n  maxconn 4000\ndefaults\n  mode http\n  timeout client 20s\n  \

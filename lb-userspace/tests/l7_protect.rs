@@ -152,3 +152,26 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert!(drained);
     assert!(TcpStream::connect(fe).await.is_err(), "no longer accepting");
 }
+
+#[tokio::test]
+async fn frontend_maxconn_holds_extra_connections() {
+    let (h, _a) = proxy(|fe| fe.maxconn = Some(1)).await;
+    let fe = addr_of(&h, "web");
+    // The first connection holds the only slot; a second one waits until it closes.
+    let mut first = TcpStream::connect(fe).await.unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 12];
+    first.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    let second = tokio::spawn(async move { get(fe, "/", &[]).await.status });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !second.is_finished(),
+        "second connection must wait for a slot"
+    );
+    drop(first);
+    assert_eq!(tokio::time::timeout(T, second).await.unwrap().unwrap(), 200);
+}

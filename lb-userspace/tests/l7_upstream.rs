@@ -385,3 +385,34 @@ async fn h2_client_concurrent_streams() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn websocket_tunnel_times_out_when_idle() {
+    let a = echo("a").await;
+    let mut be = backend("be", Balance::RoundRobin, vec![server("a", a.addr)]);
+    be.timeouts.tunnel = Some(Duration::from_millis(300));
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![be],
+    ));
+    let fe = addr_of(&h, "web");
+    let t0 = Instant::now();
+    tokio::time::timeout(T, async {
+        let mut s = TcpStream::connect(fe).await.unwrap();
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 101"));
+    })
+    .await
+    .expect("idle tunnel not closed");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+}

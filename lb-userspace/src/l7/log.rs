@@ -132,6 +132,55 @@ pub fn json(r: &LogRecord) -> String {
     .to_string()
 }
 
+/// One `mode tcp` session, HAProxy `option tcplog` style.
+#[derive(Debug)]
+pub struct TcpRecord<'a> {
+    pub wall: SystemTime,
+    pub src: SocketAddr,
+    pub frontend: &'a str,
+    pub backend: &'a str,
+    pub server: &'a str,
+    pub t_connect_ms: i64,
+    pub t_total_ms: i64,
+    pub bytes_out: u64,
+    pub retries: u32,
+}
+
+pub fn emit_tcp(r: &TcpRecord<'_>, format: LogFormat) {
+    match format {
+        LogFormat::Haproxy => tracing::info!(
+            target: "lb::access",
+            "{}:{} [{}] {} {}/{} 0/{}/{} {} -- 0/0/0/0/{} 0/0",
+            r.src.ip(),
+            r.src.port(),
+            haproxy_date(r.wall),
+            r.frontend,
+            r.backend,
+            r.server,
+            r.t_connect_ms,
+            r.t_total_ms,
+            r.bytes_out,
+            r.retries
+        ),
+        LogFormat::Json => tracing::info!(
+            target: "lb::access",
+            "{}",
+            serde_json::json!({
+                "client_ip": r.src.ip().to_string(),
+                "client_port": r.src.port(),
+                "date": haproxy_date(r.wall),
+                "frontend": r.frontend,
+                "backend": r.backend,
+                "server": r.server,
+                "tc": r.t_connect_ms,
+                "tt": r.t_total_ms,
+                "bytes": r.bytes_out,
+                "retries": r.retries,
+            })
+        ),
+    }
+}
+
 pub fn emit(r: &LogRecord, format: LogFormat) {
     match format {
         LogFormat::Haproxy => match httplog(r) {

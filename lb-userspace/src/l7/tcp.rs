@@ -355,6 +355,8 @@ where
 
     let ctx = PickCtx { src: src.ip() };
     let t = be.timeouts;
+    let started = Instant::now();
+    let wall = std::time::SystemTime::now();
     let mut avoid: u128 = 0;
     let mut attempts = 0;
     let mut sticky: Option<usize> = None;
@@ -426,7 +428,24 @@ where
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     });
+    let t_connect_ms = started.elapsed().as_millis() as i64;
     let (up, down) = pipe(&mut client, &mut upstream, idle).await;
+    if fe.log {
+        crate::l7::log::emit_tcp(
+            &crate::l7::log::TcpRecord {
+                wall,
+                src,
+                frontend: &fe.name,
+                backend: &be.name,
+                server: &srv.name,
+                t_connect_ms,
+                t_total_ms: started.elapsed().as_millis() as i64,
+                bytes_out: down,
+                retries: attempts,
+            },
+            fe.log_format,
+        );
+    }
     fe.counters.bytes_in.fetch_add(up, Ordering::Relaxed);
     fe.counters.bytes_out.fetch_add(down, Ordering::Relaxed);
     be.state.counters.bytes_in.fetch_add(up, Ordering::Relaxed);
