@@ -18,8 +18,10 @@ use tokio::time::Instant;
 
 use crate::state::Counters;
 
-/// Idle connections older than this are not reused.
-const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
+/// Idle connections older than this are not reused: below the common server keep-alive
+/// timeouts (Apache, Node: 5 s), so a request rarely races the server closing an idle
+/// connection (HAProxy's `pool-purge-delay` is 5 s too).
+const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
 /// At most this many idle connections are kept per server.
 const MAX_IDLE: usize = 64;
 
