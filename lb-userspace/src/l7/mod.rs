@@ -3,7 +3,10 @@
 //!
 //! [`L7::start`] binds every userspace frontend of a config; [`L7Handle::reload`] swaps the
 //! compiled routing and pools atomically (listeners whose bind stays keep their socket),
-//! [`L7Handle::shutdown`] stops accepting and drains.
+//! [`L7Handle::shutdown`] stops accepting and drains. Connections are served by
+//! `global.threads` worker threads (default one per core, like HAProxy's `nbthread`), each a
+//! single-threaded tokio runtime accepting on every listener and keeping its own idle
+//! upstream connections; the caller's runtime only runs reloads and the registry watch.
 //!
 //! Layout: [`runtime`] compiles a config generation (rules, resolved backends, selectors,
 //! pools, queues, error pages); [`http`] is the per-request path; [`upstream`] the pooled
