@@ -416,3 +416,63 @@ async fn websocket_tunnel_times_out_when_idle() {
         t0.elapsed()
     );
 }
+
+/// A server that answers the first request of each connection and drops the connection on
+/// the second one without answering (as if it closed an idle connection just as the proxy
+/// reused it): a bodiless GET is replayed on a fresh connection, no client-visible error.
+#[tokio::test]
+async fn stale_reused_connection_is_replayed() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut n = 0;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    buf.clear();
+                    n += 1;
+                    if n > 1 {
+                        return;
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+                        .await;
+                }
+            });
+        }
+    });
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
+    ));
+    let fe = addr_of(&h, "web");
+    // One client connection, so both requests are served by the same worker (and pool).
+    let s = TcpStream::connect(fe).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = || {
+        hyper::Request::get("/")
+            .header("host", "x")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(
+        collect(tx.send_request(req()).await.unwrap()).await.status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = collect(tx.send_request(req()).await.unwrap()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "ok\n");
+    task.abort();
+}

@@ -864,6 +864,17 @@ async fn forward(
             let Some(h) = head.take() else {
                 break Err(false);
             };
+            // A bodiless idempotent request on a connection that sat idle a while may race
+            // the server closing it: keep a copy to replay once on a fresh connection.
+            let replay = if c.reused
+                && c.idle > upstream::REPLAY_AFTER_IDLE
+                && body.as_ref().is_none_or(|b| b.is_end_stream())
+                && h.method.is_idempotent()
+            {
+                Some(h.clone())
+            } else {
+                None
+            };
             let req = Request::from_parts(h, UpBody::new(body.take(), counters.clone()));
             let sent = c.tx.try_send_request(req);
             let res = match t.server {
@@ -886,6 +897,13 @@ async fn forward(
                             conn = upstream::connect(srv.addr, t.connect).await;
                             continue;
                         }
+                    } else if let Some(h) = replay
+                        && (e.error().is_incomplete_message() || e.error().is_canceled())
+                    {
+                        tracing::debug!(server = %srv.name, "replaying on a fresh connection");
+                        head = Some(h);
+                        conn = upstream::connect(srv.addr, t.connect).await;
+                        continue;
                     }
                     tracing::debug!(server = %srv.name, error = %e.error(), "upstream request failed");
                     srv.state.counters.errors.fetch_add(1, Ordering::Relaxed);

@@ -22,6 +22,9 @@ use crate::state::Counters;
 /// timeouts (Apache, Node: 5 s), so a request rarely races the server closing an idle
 /// connection (HAProxy's `pool-purge-delay` is 5 s too).
 const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
+/// A request sent on a connection idle for longer than this is kept for one replay, in case
+/// the server closed the connection as the request went out.
+pub const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// At most this many idle connections are kept per server.
 const MAX_IDLE: usize = 64;
 
@@ -133,6 +136,8 @@ pub struct Conn {
     pub tx: SendRequest<UpBody>,
     /// Taken from the idle pool (may have been closed by the server meanwhile).
     pub reused: bool,
+    /// How long it sat idle in the pool.
+    pub idle: Duration,
 }
 
 /// Idle-connection shards per pool: each worker thread reuses the connections it opened
@@ -179,7 +184,11 @@ impl Pool {
                     continue;
                 }
             }
-            return Some(Conn { tx, reused: true });
+            return Some(Conn {
+                tx,
+                reused: true,
+                idle: since.elapsed(),
+            });
         }
     }
 
@@ -226,5 +235,9 @@ pub async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> Result<Conn
             tracing::debug!(%addr, error = %e, "upstream connection ended");
         }
     });
-    Ok(Conn { tx, reused: false })
+    Ok(Conn {
+        tx,
+        reused: false,
+        idle: Duration::ZERO,
+    })
 }
