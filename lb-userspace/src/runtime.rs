@@ -18,6 +18,7 @@ use crate::admin::{AdminContext, AdminServer, reload_fn};
 use crate::config::model::Config;
 use crate::dataplane::{self, Dataplane};
 use crate::health::{HealthError, HealthHandle, sync_registry};
+use crate::l7::{L7, L7Error, L7Handle};
 use crate::state::Registry;
 
 /// How long SIGTERM waits for L7 connections to finish.
@@ -30,6 +31,8 @@ const LOCAL_ADDRS_EVERY: Duration = Duration::from_secs(30);
 pub enum RunError {
     #[error("XDP tier: {0}")]
     Dataplane(#[from] dataplane::ApplyError),
+    #[error("userspace tier: {0}")]
+    L7(#[from] L7Error),
     #[error("health checks: {0}")]
     Health(#[from] HealthError),
     #[error("admin listener: {0}")]
@@ -58,6 +61,7 @@ struct Live {
     config: Arc<ArcSwap<Config>>,
     registry: Arc<Registry>,
     health: Arc<HealthHandle>,
+    l7: L7Handle,
     xdp: Option<Xdp>,
 }
 
@@ -129,6 +133,7 @@ impl Live {
             return Err(format!("changing {what} needs a restart of lb"));
         }
         // L7 first: it binds new listeners, the step most likely to fail.
+        self.l7.reload(new.clone()).map_err(|e| e.to_string())?;
         self.config.store(new.clone());
         sync_registry(&self.registry, &new);
         if let Err(e) = self.health.apply(&new) {
@@ -184,12 +189,14 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     };
     let health = Arc::new(HealthHandle::new(registry.clone()));
     health.apply(&config)?;
+    let l7 = L7::start(config.clone(), registry.clone())?;
 
     let live = Arc::new(Live {
         path: opts.config.clone(),
         config: shared.clone(),
         registry: registry.clone(),
         health: health.clone(),
+        l7,
         xdp,
     });
 
@@ -242,6 +249,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         DRAIN_GRACE.as_secs()
     );
     admin.shutdown();
+    live.l7.shutdown(DRAIN_GRACE).await;
     health.stop();
     if let Some(x) = &live.xdp {
         let _ = x.stop_follow.send(true);

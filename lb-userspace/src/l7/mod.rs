@@ -1,5 +1,612 @@
 //! The userspace tier: listeners, TLS termination, ACLs, routing, balancing, sticky
 //! cookies, upstream pools, and userspace `mode tcp`.
+//!
+//! [`L7::start`] binds every userspace frontend of a config; [`L7Handle::reload`] swaps the
+//! compiled routing and pools atomically (listeners whose bind stays keep their socket),
+//! [`L7Handle::shutdown`] stops accepting and drains. Connections are served by
+//! `global.threads` worker threads (default one per core, like HAProxy's `nbthread`), each a
+//! single-threaded tokio runtime accepting on every listener and keeping its own idle
+//! upstream connections; the caller's runtime only runs reloads and the registry watch.
+//!
+//! Layout: [`runtime`] compiles a config generation (rules, resolved backends, selectors,
+//! pools, queues, error pages); [`http`] is the per-request path; [`upstream`] the pooled
+//! HTTP/1.1 connections to servers; [`balance`] the selectors; [`tls`] certificate choice by
+//! SNI; [`io`] the client-side timeouts (`timeout http-request` → 408, `timeout client`);
+//! [`tcp`] userspace `mode tcp` and the tunnel copy; [`log`] access logs.
+//!
+//! HAProxy semantics kept, and the few deliberate differences:
+//! - `retries`: connect failures are retried on the same server after
+//!   min(`timeout connect`, 1 s); with `option redispatch` the last retry goes to another
+//!   server (HAProxy's default redispatch interval), resetting the persistence cookie.
+//! - A server at its `maxconn` is skipped while another usable server has room; when all
+//!   are full the request waits in the chosen server's FIFO queue up to `timeout queue`
+//!   (else `timeout connect`), then gets 503.
+//! - Cookie persistence keeps sending to a DRAIN server (HAProxy's drain), never to DOWN or
+//!   MAINT ones; weight 0 and DRAIN take no new (non-persistent) traffic.
+//! - `balance source` is a weighted rendezvous hash of the client address over the usable
+//!   servers (consistent: removing a server moves only its clients), like `hash-type
+//!   consistent` rather than HAProxy's default map-based hash.
+//! - `timeout http-request` answers 408 and closes, also for a connection that sent nothing
+//!   (HAProxy without `option http-ignore-probes`); an idle keep-alive connection is closed
+//!   silently. Header bytes over `max_header_bytes` get 431, more than `max_headers` headers
+//!   get 400; anything malformed gets hyper's 400.
+//! - Upstream connections are HTTP/1.1 (like HAProxy without `proto h2` on servers);
+//!   `X-Forwarded-Proto` is added together with `option forwardfor`.
+//! - `set-header`/`add-header` values are literal (no `%[...]` log-format expansion).
 
 pub mod acl;
+pub mod balance;
+pub mod http;
+pub mod io;
+pub mod log;
+pub mod runtime;
 pub mod sni;
+pub mod tcp;
+pub mod tls;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::model::{Config, Mode, Tier};
+use crate::state::Registry;
+use runtime::{FrontendRt, Runtime, RuntimeError};
+use tls::{TlsError, TlsInfo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum L7Error {
+    #[error("frontend {frontend}: bind {bind}: {source}")]
+    Bind {
+        frontend: String,
+        bind: String,
+        source: std::io::Error,
+    },
+    #[error("frontend {frontend}: bind {bind}: {source}")]
+    Tls {
+        frontend: String,
+        bind: String,
+        source: Box<TlsError>,
+    },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("the L7 tier is shut down")]
+    Shutdown,
+    #[error("cannot start an L7 worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What a listener's connections read at accept time; swapped on reload.
+struct ListenerShared {
+    fe: Arc<ArcSwap<FrontendRt>>,
+    tls: ArcSwapOption<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ListenerShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerShared")
+            .field("tls", &self.tls.load().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Listener {
+    frontend: String,
+    cfg_addr: SocketAddr,
+    local: SocketAddr,
+    shared: Arc<ListenerShared>,
+    stop: watch::Sender<bool>,
+}
+
+/// What accept loops and connections need from the tier (shared with the workers, which
+/// must not keep [`Inner`] alive).
+#[derive(Debug)]
+struct ConnControl {
+    shutdown: watch::Sender<bool>,
+    /// Every connection task holds a clone; all dropped = drained.
+    drain_tx: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+/// Work sent to a worker thread.
+#[derive(Debug)]
+enum WorkerCmd {
+    /// Accept on this (duplicated) listening socket until `stop` flips.
+    Listen {
+        sock: std::net::TcpListener,
+        shared: Arc<ListenerShared>,
+        stop: watch::Receiver<bool>,
+    },
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Arc<Registry>,
+    runtime: ArcSwapOption<Runtime>,
+    listeners: Mutex<Vec<Listener>>,
+    control: Arc<ConnControl>,
+    drain_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    /// One per worker thread; dropping them ends the workers.
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<WorkerCmd>>,
+}
+
+/// The userspace tier.
+#[derive(Debug)]
+pub struct L7;
+
+/// A running userspace tier.
+#[derive(Debug, Clone)]
+pub struct L7Handle {
+    inner: Arc<Inner>,
+}
+
+impl L7 {
+    /// Binds every userspace frontend of `config` and starts serving on
+    /// `global.threads` worker threads (default: one per core), each a single-threaded
+    /// runtime accepting on every listener, like HAProxy's `nbthread`. Must be called within
+    /// a tokio runtime, which runs the control side (reloads, registry watch).
+    pub fn start(config: Arc<Config>, registry: Arc<Registry>) -> Result<L7Handle, L7Error> {
+        let (drain_tx, drain_rx) = mpsc::channel(1);
+        let control = Arc::new(ConnControl {
+            shutdown: watch::channel(false).0,
+            drain_tx: Mutex::new(Some(drain_tx)),
+        });
+        let n = config
+            .global
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let mut workers = Vec::with_capacity(n);
+        for id in 0..n {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let control = control.clone();
+            std::thread::Builder::new()
+                .name(format!("lb-l7-{id}"))
+                .spawn(move || worker(id, rx, control))
+                .map_err(L7Error::Thread)?;
+            workers.push(tx);
+        }
+        let handle = L7Handle {
+            inner: Arc::new(Inner {
+                registry,
+                runtime: ArcSwapOption::empty(),
+                listeners: Mutex::new(Vec::new()),
+                control,
+                drain_rx: tokio::sync::Mutex::new(drain_rx),
+                workers,
+            }),
+        };
+        handle.reload(config)?;
+        Ok(handle)
+    }
+}
+
+/// A worker thread: a single-threaded runtime serving the listeners it is given.
+fn worker(
+    id: usize,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<WorkerCmd>,
+    control: Arc<ConnControl>,
+) {
+    upstream::set_worker(id);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(worker = id, error = %e, "cannot build the worker runtime");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                WorkerCmd::Listen { sock, shared, stop } => match TcpListener::from_std(sock) {
+                    Ok(l) => {
+                        tokio::spawn(accept_loop(l, shared, stop, control.clone()));
+                    }
+                    Err(e) => tracing::error!(worker = id, error = %e, "listener"),
+                },
+            }
+        }
+    });
+}
+
+fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(sock.into())
+}
+
+impl L7Handle {
+    /// Applies a new config: listeners whose bind stays keep their socket and switch to the
+    /// new routing; new binds are opened; removed ones stop accepting (their connections
+    /// finish). On error nothing changes.
+    pub fn reload(&self, new: Arc<Config>) -> Result<(), L7Error> {
+        if *self.inner.control.shutdown.borrow() {
+            return Err(L7Error::Shutdown);
+        }
+        let old = self.inner.runtime.load_full();
+        let rt = Arc::new(runtime::build(&new, &self.inner.registry, old.as_deref())?);
+
+        // Prepare everything fallible first.
+        struct Plan {
+            frontend: String,
+            existing: Option<usize>,
+            cfg_addr: SocketAddr,
+            fe: Arc<FrontendRt>,
+            tls: Option<Arc<TlsAcceptor>>,
+            fresh: Option<std::net::TcpListener>,
+        }
+        let mut listeners = match self.inner.listeners.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        let mut plans = Vec::new();
+        let mut claimed = vec![false; listeners.len()];
+        for f in new.frontends.iter().filter(|f| f.tier == Tier::Userspace) {
+            let Some(fe) = rt.frontends.get(&f.name) else {
+                continue;
+            };
+            for b in &f.binds {
+                let tls = match (&b.tls, f.mode) {
+                    (Some(t), _) => Some(Arc::new(tls::acceptor(t).map_err(|source| {
+                        L7Error::Tls {
+                            frontend: f.name.clone(),
+                            bind: b.text.clone(),
+                            source: Box::new(source),
+                        }
+                    })?)),
+                    _ => None,
+                };
+                // A bind that stays keeps its socket. Port 0 means "any port", so such a
+                // bind only matches the same frontend's.
+                let existing = listeners.iter().enumerate().position(|(i, l)| {
+                    !claimed[i]
+                        && l.cfg_addr == b.addr
+                        && (b.addr.port() != 0 || l.frontend == f.name)
+                });
+                if let Some(i) = existing {
+                    claimed[i] = true;
+                }
+                let fresh = if existing.is_some() {
+                    None
+                } else {
+                    Some(bind_socket(b.addr).map_err(|source| L7Error::Bind {
+                        frontend: f.name.clone(),
+                        bind: b.text.clone(),
+                        source,
+                    })?)
+                };
+                plans.push(Plan {
+                    frontend: f.name.clone(),
+                    existing,
+                    cfg_addr: b.addr,
+                    fe: fe.clone(),
+                    tls,
+                    fresh,
+                });
+            }
+        }
+
+        // Commit.
+        self.inner.runtime.store(Some(rt.clone()));
+        watch_registry(&rt, &self.inner, &new);
+        let mut old: Vec<Option<Listener>> = listeners.drain(..).map(Some).collect();
+        let mut kept = Vec::new();
+        for p in plans {
+            if let Some(l) = p.existing.and_then(|i| old[i].take()) {
+                l.shared.fe.store(p.fe);
+                l.shared.tls.store(p.tls);
+                kept.push(Listener {
+                    frontend: p.frontend,
+                    ..l
+                });
+            } else if let Some(sock) = p.fresh {
+                let local = sock.local_addr().unwrap_or(p.cfg_addr);
+                let shared = Arc::new(ListenerShared {
+                    fe: Arc::new(ArcSwap::new(p.fe)),
+                    tls: ArcSwapOption::new(p.tls),
+                });
+                let (stop, _) = watch::channel(false);
+                for w in &self.inner.workers {
+                    match sock.try_clone() {
+                        Ok(dup) => {
+                            let _ = w.send(WorkerCmd::Listen {
+                                sock: dup,
+                                shared: shared.clone(),
+                                stop: stop.subscribe(),
+                            });
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot share a listener"),
+                    }
+                }
+                drop(sock);
+                tracing::info!(frontend = %p.frontend, addr = %local, "listening");
+                kept.push(Listener {
+                    frontend: p.frontend,
+                    cfg_addr: p.cfg_addr,
+                    local,
+                    shared,
+                    stop,
+                });
+            }
+        }
+        for l in old.into_iter().flatten() {
+            tracing::info!(frontend = %l.frontend, addr = %l.local, "closing listener");
+            let _ = l.stop.send(true);
+        }
+        *listeners = kept;
+        Ok(())
+    }
+
+    /// The addresses a frontend actually listens on (ports resolved when bound to `:0`).
+    pub fn local_addrs(&self, frontend: &str) -> Vec<SocketAddr> {
+        match self.inner.listeners.lock() {
+            Ok(l) => l
+                .iter()
+                .filter(|l| l.frontend == frontend)
+                .map(|l| l.local)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Stops accepting, asks every connection to finish (HTTP/1 closes after the current
+    /// response, h2 sends GOAWAY), and waits up to `grace` for them. Returns whether every
+    /// connection finished in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        {
+            let mut listeners = match self.inner.listeners.lock() {
+                Ok(l) => l,
+                Err(p) => p.into_inner(),
+            };
+            for l in listeners.drain(..) {
+                let _ = l.stop.send(true);
+            }
+        }
+        let _ = self.inner.control.shutdown.send(true);
+        if let Ok(mut tx) = self.inner.control.drain_tx.lock() {
+            tx.take();
+        }
+        let mut rx = self.inner.drain_rx.lock().await;
+        tokio::time::timeout(grace, rx.recv()).await.is_ok()
+    }
+}
+
+/// Rebuilds the selectors of `rt` on every registry change (status, weight), until `rt` is
+/// replaced. When the control plane swaps the registry's backend set, the runtime is
+/// rebuilt from `config` so it follows the new server states.
+fn watch_registry(rt: &Arc<Runtime>, inner: &Arc<Inner>, config: &Arc<Config>) {
+    let weak_rt = Arc::downgrade(rt);
+    let weak_inner = Arc::downgrade(inner);
+    let config = config.clone();
+    let mut rx = inner.registry.subscribe();
+    rx.mark_unchanged();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let (Some(rt), Some(inner)) = (weak_rt.upgrade(), weak_inner.upgrade()) else {
+                break;
+            };
+            let current = inner.runtime.load();
+            if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &rt)) {
+                break;
+            }
+            drop(current);
+            if rt.on_registry_change(&inner.registry) == runtime::Change::Replaced {
+                drop(rt);
+                let handle = L7Handle { inner };
+                if let Err(e) = handle.reload(config.clone()) {
+                    tracing::warn!(error = %e, "rebuilding after a registry swap failed");
+                }
+                break;
+            }
+        }
+    });
+}
+
+async fn accept_loop(
+    sock: TcpListener,
+    shared: Arc<ListenerShared>,
+    mut stop: watch::Receiver<bool>,
+    inner: Arc<ConnControl>,
+) {
+    if *stop.borrow() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = sock.accept() => match r {
+                Ok((stream, src)) => {
+                    let token = match inner.drain_tx.lock() {
+                        Ok(t) => t.clone(),
+                        Err(_) => None,
+                    };
+                    let Some(token) = token else { break };
+                    let shared = shared.clone();
+                    let shutdown = inner.shutdown.subscribe();
+                    tokio::spawn(async move {
+                        serve_conn(stream, src, shared, shutdown).await;
+                        drop(token);
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Decrements the frontend's active connection gauge.
+struct ActiveConn(Arc<crate::state::Counters>);
+
+impl Drop for ActiveConn {
+    fn drop(&mut self) {
+        self.0
+            .active_conns
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    src: SocketAddr,
+    shared: Arc<ListenerShared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    let fe = shared.fe.load_full();
+    if !fe.src_allowed(src.ip()) {
+        return;
+    }
+    // Frontend maxconn: wait for a slot, like HAProxy stops accepting.
+    let _slot = match &fe.conn_limit {
+        Some(sem) => match sem.clone().acquire_owned().await {
+            Ok(p) => Some(p),
+            Err(_) => return,
+        },
+        None => None,
+    };
+    fe.counters.total_conns.fetch_add(1, Ordering::Relaxed);
+    fe.counters.active_conns.fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveConn(fe.counters.clone());
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(src);
+    match fe.mode {
+        Mode::Tcp => {
+            let r = match shared.tls.load_full() {
+                None => tcp::serve(fe, stream, src, local, None).await,
+                Some(acc) => {
+                    let hs_timeout = fe.timeouts.client.unwrap_or(Duration::from_secs(30));
+                    match tokio::time::timeout(hs_timeout, acc.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            let (_, sc) = s.get_ref();
+                            let info = TlsInfo {
+                                sni: sc.server_name().map(Box::from),
+                                h2: false,
+                            };
+                            tcp::serve(fe, s, src, local, Some(info)).await
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => return,
+                    }
+                }
+            };
+            if let Err(e) = r {
+                tracing::debug!(%src, error = %e, "tcp session ended");
+            }
+        }
+        Mode::Http => {
+            let tls = shared.tls.load_full();
+            let conn_shared = Arc::new(io::ConnShared::default());
+            let t = io::IoTimeouts {
+                http_request: fe.timeouts.http_request,
+                keep_alive: fe.timeouts.http_keep_alive,
+                client: fe.timeouts.client,
+            };
+            match tls {
+                Some(acc) => {
+                    let hs_timeout = fe
+                        .timeouts
+                        .http_request
+                        .or(fe.timeouts.client)
+                        .unwrap_or(Duration::from_secs(30));
+                    let s = match tokio::time::timeout(hs_timeout, acc.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%src, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let (_, sc) = s.get_ref();
+                    let info = TlsInfo {
+                        sni: sc.server_name().map(Box::from),
+                        h2: sc.alpn_protocol() == Some(b"h2"),
+                    };
+                    let h1 = !info.h2;
+                    let ctx = Arc::new(http::ConnCtx {
+                        frontend: shared.fe.clone(),
+                        src,
+                        local,
+                        tls: Some(info),
+                        shared: conn_shared.clone(),
+                    });
+                    serve_http(io::ClientIo::new(s, conn_shared, t, h1), ctx, &fe, shutdown).await;
+                }
+                None => {
+                    let ctx = Arc::new(http::ConnCtx {
+                        frontend: shared.fe.clone(),
+                        src,
+                        local,
+                        tls: None,
+                        shared: conn_shared.clone(),
+                    });
+                    serve_http(
+                        io::ClientIo::new(stream, conn_shared, t, true),
+                        ctx,
+                        &fe,
+                        shutdown,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    ctx: Arc<http::ConnCtx>,
+    fe: &FrontendRt,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(fe.max_header_bytes.saturating_add(4096).max(8192))
+        .max_headers(fe.max_headers.saturating_add(64));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(fe.max_header_bytes).unwrap_or(u32::MAX));
+    let svc = hyper::service::service_fn(move |req| http::handle(ctx.clone(), req));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    if *shutdown.borrow() {
+        conn.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "client connection ended");
+            }
+        }
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

@@ -1,0 +1,1093 @@
+//! The `mode http` request path: limits, `http-request` rules, `use_backend`, sticky
+//! cookies, server selection with queueing and retries, forwarding over pooled upstream
+//! connections, WebSocket tunnels, counters and access logs.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
+
+use crate::config::model::RedirectKind;
+use crate::l7::acl::AclInput;
+use crate::l7::balance::PickCtx;
+use crate::l7::io::ConnShared;
+use crate::l7::log::{self, LogRecord};
+use crate::l7::runtime::{Action, BackendRt, Canned, FrontendRt, Rule, ServerRt};
+use crate::l7::tls::TlsInfo;
+use crate::l7::upstream::{self, Conn, CountersRef, Pool, UpBody};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("response body: {0}")]
+    Body(#[from] hyper::Error),
+    #[error("server timeout while reading the response body")]
+    ServerTimeout,
+}
+
+static NOSRV: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("<NOSRV>"));
+
+/// What a connection's requests share.
+#[derive(Debug)]
+pub struct ConnCtx {
+    pub frontend: Arc<arc_swap::ArcSwap<FrontendRt>>,
+    pub src: SocketAddr,
+    /// The local address the client connected to (`dst`).
+    pub local: SocketAddr,
+    pub tls: Option<TlsInfo>,
+    pub shared: Arc<ConnShared>,
+}
+
+/// The request as ACLs see it.
+struct ReqInput<'a> {
+    head: &'a http::request::Parts,
+    ctx: &'a ConnCtx,
+    fe: &'a FrontendRt,
+}
+
+impl AclInput for ReqInput<'_> {
+    fn path(&self) -> &str {
+        self.head.uri.path()
+    }
+    fn url(&self) -> &str {
+        self.head
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    }
+    fn method(&self) -> &str {
+        self.head.method.as_str()
+    }
+    fn any_header(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        for v in self.head.headers.get_all(name) {
+            let Ok(s) = v.to_str() else { continue };
+            for part in s.split(',') {
+                if f(part.trim()) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    fn src(&self) -> IpAddr {
+        self.ctx.src.ip()
+    }
+    fn ssl_fc(&self) -> bool {
+        self.ctx.tls.is_some()
+    }
+    fn ssl_fc_sni(&self) -> Option<&str> {
+        self.ctx.tls.as_ref().and_then(|t| t.sni.as_deref())
+    }
+    fn req_ssl_sni(&self) -> Option<&str> {
+        None
+    }
+    fn nbsrv(&self, backend: &str) -> u32 {
+        self.fe.backends.get(backend).map_or(0, |b| b.nbsrv())
+    }
+    fn http_version(&self) -> Option<&str> {
+        Some(match self.head.version {
+            Version::HTTP_09 => "0.9",
+            Version::HTTP_10 => "1.0",
+            Version::HTTP_11 => "1.1",
+            Version::HTTP_2 => "2.0",
+            Version::HTTP_3 => "3.0",
+            _ => return None,
+        })
+    }
+    fn dst(&self) -> Option<SocketAddr> {
+        Some(self.ctx.local)
+    }
+    fn src_port(&self) -> Option<u16> {
+        Some(self.ctx.src.port())
+    }
+}
+
+/// Tracks one request until its response finishes (or it is abandoned): in-flight counts,
+/// the server's active connections, the `maxconn` slot, and the access log.
+pub struct Guard {
+    ctx: Arc<ConnCtx>,
+    fe: Arc<FrontendRt>,
+    be: Option<Arc<BackendRt>>,
+    srv: Option<Arc<ServerRt>>,
+    permit: Option<OwnedSemaphorePermit>,
+    log: Option<Box<LogRecord>>,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    fn new(ctx: Arc<ConnCtx>, fe: Arc<FrontendRt>) -> Self {
+        ctx.shared.heads.fetch_add(1, Ordering::AcqRel);
+        ctx.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self {
+            ctx,
+            fe,
+            be: None,
+            srv: None,
+            permit: None,
+            log: None,
+            bytes: 0,
+        }
+    }
+
+    fn set_backend(&mut self, be: &Arc<BackendRt>) {
+        if self.be.is_none() {
+            be.state.counters.requests.fetch_add(1, Ordering::Relaxed);
+            be.state
+                .counters
+                .active_conns
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.be = Some(be.clone());
+        if let Some(l) = &mut self.log {
+            l.backend = be.name.clone();
+        }
+    }
+
+    fn set_server(&mut self, srv: &Arc<ServerRt>) {
+        self.clear_server();
+        srv.state
+            .counters
+            .active_conns
+            .fetch_add(1, Ordering::Relaxed);
+        srv.state
+            .counters
+            .total_conns
+            .fetch_add(1, Ordering::Relaxed);
+        self.srv = Some(srv.clone());
+        if let Some(l) = &mut self.log {
+            l.server = srv.name.clone();
+        }
+    }
+
+    fn clear_server(&mut self) {
+        if let Some(s) = self.srv.take() {
+            s.state
+                .counters
+                .active_conns
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn status(&mut self, status: u16) {
+        self.fe.counters.count_response(status);
+        if let Some(be) = &self.be {
+            be.state.counters.count_response(status);
+        }
+        if let Some(s) = &self.srv {
+            s.state.counters.requests.fetch_add(1, Ordering::Relaxed);
+            s.state.counters.count_response(status);
+        }
+        if let Some(l) = &mut self.log {
+            l.status = status;
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.permit.take();
+        self.clear_server();
+        if let Some(be) = &self.be {
+            be.state
+                .counters
+                .active_conns
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        self.ctx.shared.request_done();
+        if let Some(mut l) = self.log.take() {
+            l.bytes = self.bytes;
+            log::emit(&l, self.fe.log_format);
+        }
+    }
+}
+
+enum Src {
+    Full(Option<Bytes>),
+    Up(Incoming),
+}
+
+/// The response body toward the client.
+pub struct RespBody {
+    src: Src,
+    /// The upstream connection, returned to its pool when the body completes.
+    ret: Option<(Arc<Pool>, SendRequest<UpBody>)>,
+    guard: Option<Guard>,
+    counters: Option<Arc<CountersRef>>,
+    /// `timeout server` between body chunks: the limit, the last activity, and a timer
+    /// created only once the body actually has to wait.
+    idle: Option<Duration>,
+    last: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl std::fmt::Debug for RespBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RespBody").finish_non_exhaustive()
+    }
+}
+
+impl RespBody {
+    fn full(b: Bytes, guard: Option<Guard>) -> Self {
+        Self {
+            src: Src::Full(if b.is_empty() { None } else { Some(b) }),
+            ret: None,
+            guard,
+            counters: None,
+            idle: None,
+            last: Instant::now(),
+            sleep: None,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((pool, tx)) = self.ret.take() {
+            pool.put(tx);
+        }
+        self.guard.take();
+    }
+}
+
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        if let Src::Up(b) = &self.src
+            && b.is_end_stream()
+        {
+            self.finish();
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = self.get_mut();
+        match &mut this.src {
+            Src::Full(b) => {
+                let r = b.take().map(|d| {
+                    if let Some(g) = &mut this.guard {
+                        g.bytes += d.len() as u64;
+                    }
+                    Ok(Frame::data(d))
+                });
+                if r.is_none() {
+                    this.guard.take();
+                }
+                Poll::Ready(r)
+            }
+            Src::Up(inner) => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Some(d) = f.data_ref() {
+                        let n = d.len() as u64;
+                        if let Some(g) = &mut this.guard {
+                            g.bytes += n;
+                        }
+                        if let Some(c) = &this.counters {
+                            c.add_out(n);
+                        }
+                    }
+                    if this.idle.is_some() {
+                        this.last = Instant::now();
+                    }
+                    Poll::Ready(Some(Ok(f)))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.ret.take();
+                    Poll::Ready(Some(Err(HttpError::Body(e))))
+                }
+                Poll::Ready(None) => {
+                    this.finish();
+                    Poll::Ready(None)
+                }
+                Poll::Pending => {
+                    let Some(d) = this.idle else {
+                        return Poll::Pending;
+                    };
+                    loop {
+                        let due = this.last + d;
+                        let sleep = this
+                            .sleep
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                        if sleep.deadline() != due {
+                            sleep.as_mut().reset(due);
+                        }
+                        if sleep.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        if Instant::now() >= this.last + d {
+                            this.ret.take();
+                            return Poll::Ready(Some(Err(HttpError::ServerTimeout)));
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.src {
+            Src::Full(b) => b.is_none(),
+            Src::Up(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.src {
+            Src::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Src::Full(None) => SizeHint::with_exact(0),
+            Src::Up(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A canned response (error page, errorfile).
+fn canned(c: &Canned, mut guard: Guard) -> Response<RespBody> {
+    guard.status(c.status.as_u16());
+    let mut r = Response::new(RespBody::full(c.body.clone(), None));
+    *r.status_mut() = c.status;
+    let h = r.headers_mut();
+    for (k, v) in &c.headers {
+        h.append(k.clone(), v.clone());
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(c.body.len()));
+    if let Some(b) = r.body_mut().guard.replace(guard) {
+        drop(b);
+    }
+    r
+}
+
+/// An error page from the backend's errorfiles if set, else the frontend's.
+fn error_page(
+    fe: &FrontendRt,
+    be: Option<&BackendRt>,
+    code: u16,
+    guard: Guard,
+) -> Response<RespBody> {
+    let page = match be {
+        Some(b) if b.errors.has(code) => b.errors.get(code),
+        _ => fe.errors.get(code),
+    };
+    canned(&page, guard)
+}
+
+enum Flow {
+    Respond(u16),
+    Redirect(Box<Response<RespBody>>),
+}
+
+/// Evaluates `http-request` rules in order; `allow` stops the list.
+fn apply_rules(
+    rules: &[Rule],
+    head: &mut http::request::Parts,
+    ctx: &ConnCtx,
+    fe: &FrontendRt,
+) -> Result<(), Flow> {
+    for rule in rules {
+        if let Some(cond) = &rule.cond {
+            let input = ReqInput { head, ctx, fe };
+            if !cond.eval(&input) {
+                continue;
+            }
+        }
+        match &rule.action {
+            Action::Allow => return Ok(()),
+            Action::Deny(status) => return Err(Flow::Respond(*status)),
+            Action::Redirect {
+                kind,
+                target,
+                code,
+                drop_query,
+            } => {
+                let loc = redirect_location(*kind, target, *drop_query, head, ctx);
+                let mut r = Response::new(RespBody::full(Bytes::new(), None));
+                *r.status_mut() = *code;
+                let h = r.headers_mut();
+                if let Ok(v) = HeaderValue::from_maybe_shared(loc) {
+                    h.insert(header::LOCATION, v);
+                }
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                return Err(Flow::Redirect(Box::new(r)));
+            }
+            Action::SetHeader(n, v) => {
+                head.headers.insert(n.clone(), v.clone());
+            }
+            Action::AddHeader(n, v) => {
+                head.headers.append(n.clone(), v.clone());
+            }
+            Action::DelHeader(n) => {
+                head.headers.remove(n);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn redirect_location(
+    kind: RedirectKind,
+    target: &Bytes,
+    drop_query: bool,
+    head: &http::request::Parts,
+    ctx: &ConnCtx,
+) -> Bytes {
+    let path = head.uri.path();
+    let query = if drop_query { None } else { head.uri.query() };
+    let mut out = Vec::with_capacity(target.len() + path.len() + 32);
+    match kind {
+        RedirectKind::Location => return target.clone(),
+        RedirectKind::Prefix => {
+            if target.as_ref() != b"/" {
+                out.extend_from_slice(target);
+            }
+        }
+        RedirectKind::Scheme => {
+            out.extend_from_slice(target);
+            out.extend_from_slice(b"://");
+            let host = head
+                .headers
+                .get(header::HOST)
+                .map(|h| h.as_bytes())
+                .or_else(|| head.uri.authority().map(|a| a.as_str().as_bytes()))
+                .unwrap_or(b"");
+            // Changing scheme drops an explicit default port of the old one.
+            let host = match (
+                ctx.tls.is_some(),
+                host.strip_suffix(b":443"),
+                host.strip_suffix(b":80"),
+            ) {
+                (true, Some(h), _) => h,
+                (false, _, Some(h)) => h,
+                _ => host,
+            };
+            out.extend_from_slice(host);
+        }
+    }
+    out.extend_from_slice(path.as_bytes());
+    if let Some(q) = query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    Bytes::from(out)
+}
+
+/// Finds cookie `name` in the request's Cookie headers.
+fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    for v in headers.get_all(header::COOKIE) {
+        for crumb in v.as_bytes().split(|&c| c == b';') {
+            let crumb = crumb.trim_ascii();
+            if let Some(rest) = crumb.strip_prefix(name.as_bytes())
+                && let Some(val) = rest.strip_prefix(b"=")
+            {
+                return Some(val.trim_ascii());
+            }
+        }
+    }
+    None
+}
+
+/// Removes cookie `name` from the Cookie headers (`indirect`).
+fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let vals: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+    headers.remove(header::COOKIE);
+    for v in vals {
+        let kept: Vec<&[u8]> = v
+            .as_bytes()
+            .split(|&c| c == b';')
+            .map(|c| c.trim_ascii())
+            .filter(|c| {
+                let ours = c.starts_with(name.as_bytes()) && c.get(name.len()) == Some(&b'=');
+                !c.is_empty() && !ours
+            })
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        if let Ok(nv) = HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+            headers.append(header::COOKIE, nv);
+        }
+    }
+}
+
+/// Whether HAProxy would consider the response cacheable (for `cookie … nocache`): a GET
+/// or HEAD request, a status cacheable by default (RFC 7231 6.1) or explicit freshness, and
+/// no `Cache-Control: private|no-cache|no-store|max-age=0|s-maxage=0` nor `Pragma: no-cache`.
+fn cacheable(method: &Method, status: StatusCode, h: &HeaderMap) -> bool {
+    if method != Method::GET && method != Method::HEAD {
+        return false;
+    }
+    let mut ok = matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 206 | 300 | 301 | 404 | 405 | 410 | 414 | 501
+    );
+    let mut has_cc = false;
+    for v in h.get_all(header::CACHE_CONTROL) {
+        has_cc = true;
+        let Ok(s) = v.to_str() else { continue };
+        for d in s.split(',') {
+            let d = d.trim().to_ascii_lowercase();
+            if d == "private"
+                || d.starts_with("no-cache")
+                || d == "no-store"
+                || d == "max-age=0"
+                || d == "s-maxage=0"
+            {
+                return false;
+            }
+            if d == "public" || d.starts_with("max-age=") || d.starts_with("s-maxage=") {
+                ok = true;
+            }
+        }
+    }
+    if !has_cc {
+        for v in h.get_all(header::PRAGMA) {
+            if v.as_bytes().eq_ignore_ascii_case(b"no-cache") {
+                return false;
+            }
+        }
+    }
+    ok
+}
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Headers named by Connection are hop-by-hop too.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for v in h.get_all(header::CONNECTION) {
+        if let Ok(s) = v.to_str() {
+            for t in s.split(',') {
+                if let Ok(n) = HeaderName::from_bytes(t.trim().as_bytes())
+                    && !(keep_upgrade && n == header::UPGRADE)
+                {
+                    named.push(n);
+                }
+            }
+        }
+    }
+    for n in named {
+        h.remove(n);
+    }
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+    if !keep_upgrade {
+        h.remove(header::UPGRADE);
+    }
+}
+
+fn is_upgrade(head: &http::request::Parts) -> bool {
+    head.version == Version::HTTP_11
+        && head.headers.contains_key(header::UPGRADE)
+        && head.headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// The future of one request: ready at once when rules or routing answer, else the boxed
+/// forwarding state (kept out of line so hyper does not move a large future around).
+pub type HandleFuture = futures_util::future::Either<
+    std::future::Ready<Result<Response<RespBody>, Infallible>>,
+    Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>,
+>;
+
+fn done(r: Response<RespBody>) -> HandleFuture {
+    futures_util::future::Either::Left(std::future::ready(Ok(r)))
+}
+
+/// Serves one request.
+pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
+    let fe = ctx.frontend.load_full();
+    let mut guard = Guard::new(ctx.clone(), fe.clone());
+    fe.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let (mut head, body) = req.into_parts();
+    if fe.log {
+        guard.log = Some(Box::new(LogRecord {
+            start: Instant::now(),
+            wall: SystemTime::now(),
+            src: ctx.src,
+            frontend: fe.name.clone(),
+            tls: ctx.tls.is_some(),
+            backend: NOSRV.clone(),
+            server: NOSRV.clone(),
+            method: head.method.clone(),
+            uri: head.uri.clone(),
+            version: head.version,
+            status: 0,
+            bytes: 0,
+            retries: 0,
+            t_wait_ms: 0,
+            t_connect_ms: -1,
+            t_response_ms: -1,
+        }));
+    }
+
+    // Limits (hyper enforces the raw buffer size; these are the configured ones).
+    if head.headers.len() > fe.max_headers {
+        return done(error_page(&fe, None, 400, guard));
+    }
+    let hbytes: usize = head
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if hbytes > fe.max_header_bytes {
+        return done(error_page(&fe, None, 431, guard));
+    }
+
+    // HTTP/2 carries the host in :authority; HAProxy exposes it as Host.
+    if !head.headers.contains_key(header::HOST)
+        && let Some(a) = head.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        head.headers.insert(header::HOST, v);
+    }
+
+    match apply_rules(&fe.rules, &mut head, &ctx, &fe) {
+        Ok(()) => {}
+        Err(Flow::Respond(code)) => return done(error_page(&fe, None, code, guard)),
+        Err(Flow::Redirect(mut r)) => {
+            guard.status(r.status().as_u16());
+            r.body_mut().guard = Some(guard);
+            return done(*r);
+        }
+    }
+
+    let be = {
+        let input = ReqInput {
+            head: &head,
+            ctx: &ctx,
+            fe: &fe,
+        };
+        fe.use_backend
+            .iter()
+            .find(|(_, cond)| cond.eval(&input))
+            .map(|(b, _)| b.clone())
+            .or_else(|| fe.default_backend.clone())
+    };
+    let Some(be) = be else {
+        return done(error_page(&fe, None, 503, guard));
+    };
+    guard.set_backend(&be);
+
+    match apply_rules(&be.rules, &mut head, &ctx, &fe) {
+        Ok(()) => {}
+        Err(Flow::Respond(code)) => return done(error_page(&fe, Some(&be), code, guard)),
+        Err(Flow::Redirect(mut r)) => {
+            guard.status(r.status().as_u16());
+            r.body_mut().guard = Some(guard);
+            return done(*r);
+        }
+    }
+
+    futures_util::future::Either::Right(Box::pin(async move {
+        Ok(forward(ctx, fe, be, head, body, guard).await)
+    }))
+}
+
+/// Picks a server (cookie persistence first), connects with queueing and retries, and
+/// relays the exchange.
+async fn forward(
+    ctx: Arc<ConnCtx>,
+    fe: Arc<FrontendRt>,
+    be: Arc<BackendRt>,
+    mut head: http::request::Parts,
+    body: Incoming,
+    mut guard: Guard,
+) -> Response<RespBody> {
+    let pick_ctx = PickCtx { src: ctx.src.ip() };
+
+    // Persistence cookie.
+    let mut chosen: Option<usize> = None;
+    let mut insert_cookie = false;
+    if let Some(ck) = &be.cookie {
+        if let Some(v) = find_cookie(&head.headers, &ck.name)
+            && let Some(i) = be.by_cookie(v)
+        {
+            let st = be.servers[i].state.status();
+            // HAProxy keeps persistent traffic on a draining server.
+            if st.is_usable() || st == crate::state::ServerStatus::Drain {
+                chosen = Some(i);
+            }
+        }
+        if chosen.is_none() {
+            insert_cookie = true;
+        }
+        if ck.indirect {
+            strip_cookie(&mut head.headers, &ck.name);
+        }
+    }
+
+    // Request rewriting toward the server.
+    let upgrade = is_upgrade(&head);
+    let client_upgrade = if upgrade {
+        let mut tmp = Request::new(());
+        std::mem::swap(tmp.extensions_mut(), &mut head.extensions);
+        let on = hyper::upgrade::on(&mut tmp);
+        std::mem::swap(tmp.extensions_mut(), &mut head.extensions);
+        Some(on)
+    } else {
+        None
+    };
+    strip_hop_by_hop(&mut head.headers, upgrade);
+    if upgrade {
+        head.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if fe.forwardfor || be.forwardfor {
+        let ip = ctx.src.ip();
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+            head.headers
+                .append(HeaderName::from_static("x-forwarded-for"), v);
+        }
+        head.headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(if ctx.tls.is_some() { "https" } else { "http" }),
+        );
+    }
+    if head.uri.scheme().is_some() || head.uri.authority().is_some() {
+        let pq = head
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        head.uri = Uri::from(pq);
+    }
+    head.version = Version::HTTP_11;
+    head.extensions = http::Extensions::new();
+    let method = head.method.clone();
+    let mut head = Some(head);
+
+    let t = be.timeouts;
+    let mut avoid: u128 = 0;
+    let mut attempts: u32 = 0;
+    let mut body = Some(body);
+    let started = Instant::now();
+    loop {
+        let idx = match chosen {
+            Some(i) => i,
+            None => {
+                let a = avoid;
+                let failed = |i: usize| i < 128 && (a >> i) & 1 == 1;
+                // Servers at their maxconn are skipped while another has room (HAProxy);
+                // when all are full the request queues on the one the algorithm picks.
+                let full = |i: usize| {
+                    be.servers[i]
+                        .queue
+                        .as_ref()
+                        .is_some_and(|q| q.available_permits() == 0)
+                };
+                let found = be
+                    .pick_cached(&pick_ctx, &|i| failed(i) || full(i))
+                    .or_else(|| be.pick(&pick_ctx, &failed))
+                    .or_else(|| {
+                        // Every usable server failed once: try them again rather than give up.
+                        if a != 0 {
+                            be.pick(&pick_ctx, &|_| false)
+                        } else {
+                            None
+                        }
+                    });
+                match found {
+                    Some(i) => i,
+                    None => return error_page(&fe, Some(&be), 503, guard),
+                }
+            }
+        };
+        let srv = be.servers[idx].clone();
+        guard.set_server(&srv);
+
+        // maxconn: wait in FIFO order, up to `timeout queue` (else `timeout connect`).
+        if let Some(q) = &srv.queue {
+            let qt = t.queue.or(t.connect);
+            let acquire = q.clone().acquire_owned();
+            let permit = match qt {
+                Some(d) => match tokio::time::timeout(d, acquire).await {
+                    Ok(Ok(p)) => p,
+                    _ => return error_page(&fe, Some(&be), 503, guard),
+                },
+                None => match acquire.await {
+                    Ok(p) => p,
+                    Err(_) => return error_page(&fe, Some(&be), 503, guard),
+                },
+            };
+            guard.permit = Some(permit);
+        }
+        if let Some(l) = &mut guard.log {
+            l.t_wait_ms = started.elapsed().as_millis() as i64;
+        }
+
+        let counters = Arc::new(CountersRef {
+            frontend: fe.counters.clone(),
+            backend: be.state.clone(),
+            server: srv.state.clone(),
+        });
+
+        // Connection: an idle pooled one, else a new one.
+        let conn_started = Instant::now();
+        let mut conn = match srv.pool.take_idle().await {
+            Some(c) => Ok(c),
+            None => upstream::connect(srv.addr, t.connect).await,
+        };
+        let resp = loop {
+            let mut c: Conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(server = %srv.name, error = %e, "connect failed");
+                    srv.state.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    break Err(true);
+                }
+            };
+            if let Some(l) = &mut guard.log {
+                l.t_connect_ms = conn_started.elapsed().as_millis() as i64;
+            }
+            let Some(h) = head.take() else {
+                break Err(false);
+            };
+            // A bodiless idempotent request on a connection that sat idle a while may race
+            // the server closing it: keep a copy to replay once on a fresh connection.
+            let replay = if c.reused
+                && c.idle > upstream::REPLAY_AFTER_IDLE
+                && body.as_ref().is_none_or(|b| b.is_end_stream())
+                && h.method.is_idempotent()
+            {
+                Some(h.clone())
+            } else {
+                None
+            };
+            let req = Request::from_parts(h, UpBody::new(body.take(), counters.clone()));
+            let sent = c.tx.try_send_request(req);
+            let res = match t.server {
+                Some(d) => match tokio::time::timeout(d, sent).await {
+                    Ok(r) => r,
+                    Err(_) => return error_page(&fe, Some(&be), 504, guard),
+                },
+                None => sent.await,
+            };
+            match res {
+                Ok(r) => break Ok((r, c.tx)),
+                Err(mut e) => {
+                    let msg = e.take_message();
+                    if let Some(m) = msg {
+                        // Never reached the server: the pooled connection was stale.
+                        let (h, b) = m.into_parts();
+                        head = Some(h);
+                        body = b.into_inner();
+                        if c.reused {
+                            conn = upstream::connect(srv.addr, t.connect).await;
+                            continue;
+                        }
+                    } else if let Some(h) = replay
+                        && (e.error().is_incomplete_message() || e.error().is_canceled())
+                    {
+                        tracing::debug!(server = %srv.name, "replaying on a fresh connection");
+                        head = Some(h);
+                        conn = upstream::connect(srv.addr, t.connect).await;
+                        continue;
+                    }
+                    tracing::debug!(server = %srv.name, error = %e.error(), "upstream request failed");
+                    srv.state.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    break Err(false);
+                }
+            }
+        };
+        let (r, tx) = match resp {
+            Err(true) => {
+                // Connect failure: retry, redispatching to another server.
+                attempts += 1;
+                if let Some(l) = &mut guard.log {
+                    l.retries = attempts;
+                }
+                guard.permit.take();
+                if attempts > be.retries {
+                    return error_page(&fe, Some(&be), 503, guard);
+                }
+                if be.redispatch && attempts == be.retries {
+                    // `option redispatch`: the last retry goes to another server, breaking
+                    // cookie persistence (a new cookie is set).
+                    if idx < 128 {
+                        avoid |= 1 << idx;
+                    }
+                    chosen = None;
+                    insert_cookie = be.cookie.is_some();
+                } else {
+                    // Retry the same server after HAProxy's turn-around delay.
+                    chosen = Some(idx);
+                    let pause = t
+                        .connect
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(Duration::from_secs(1));
+                    tokio::time::sleep(pause).await;
+                }
+                continue;
+            }
+            Err(false) => return error_page(&fe, Some(&be), 502, guard),
+            Ok(x) => x,
+        };
+        if let Some(l) = &mut guard.log {
+            l.t_response_ms = started.elapsed().as_millis() as i64;
+        }
+        return respond(
+            &fe,
+            &be,
+            &srv,
+            &method,
+            r,
+            tx,
+            insert_cookie,
+            client_upgrade,
+            counters,
+            guard,
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    fe: &FrontendRt,
+    be: &BackendRt,
+    srv: &Arc<ServerRt>,
+    method: &Method,
+    mut r: Response<Incoming>,
+    tx: SendRequest<UpBody>,
+    insert_cookie: bool,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    counters: Arc<CountersRef>,
+    mut guard: Guard,
+) -> Response<RespBody> {
+    let status = r.status();
+    guard.status(status.as_u16());
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(r.headers_mut(), switching);
+    if let (Some(ck), true) = (&be.cookie, insert_cookie) {
+        let mut v = Vec::with_capacity(ck.name.len() + srv.cookie.len() + 10);
+        v.extend_from_slice(ck.name.as_bytes());
+        v.push(b'=');
+        v.extend_from_slice(srv.cookie.as_bytes());
+        v.extend_from_slice(b"; path=/");
+        if let Ok(hv) = HeaderValue::from_bytes(&v) {
+            let nocache = ck.nocache && cacheable(method, status, r.headers());
+            r.headers_mut().append(header::SET_COOKIE, hv);
+            if nocache {
+                r.headers_mut()
+                    .append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+            }
+        }
+    }
+    let idle = be.timeouts.server;
+    if switching {
+        let Some(client_up) = client_upgrade else {
+            return error_page(fe, Some(be), 502, guard);
+        };
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        let server_up = hyper::upgrade::on(&mut r);
+        let tunnel_idle = be.timeouts.tunnel.or(be.timeouts.server);
+        let counters2 = counters.clone();
+        tokio::spawn(async move {
+            let (c, s) = match tokio::join!(client_up, server_up) {
+                (Ok(c), Ok(s)) => (c, s),
+                (c, s) => {
+                    tracing::debug!(client = c.is_ok(), server = s.is_ok(), "upgrade failed");
+                    return;
+                }
+            };
+            let mut c = TokioIo::new(c);
+            let mut s = TokioIo::new(s);
+            let (a, b) = crate::l7::tcp::pipe(&mut c, &mut s, tunnel_idle).await;
+            counters2.add_in(a);
+            counters2.add_out(b);
+            drop(guard);
+        });
+        drop(tx);
+        let (parts, _) = r.into_parts();
+        return Response::from_parts(parts, RespBody::full(Bytes::new(), None));
+    }
+    let (parts, inner) = r.into_parts();
+    let mut body = RespBody {
+        src: Src::Up(inner),
+        ret: Some((srv.pool.clone(), tx)),
+        guard: Some(guard),
+        counters: Some(counters),
+        idle,
+        last: Instant::now(),
+        sleep: None,
+    };
+    if body.is_end_stream() {
+        body.finish();
+    }
+    Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_find_and_strip() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; SRV=s2; SRVX=9"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("SRV=zz"));
+        assert_eq!(find_cookie(&h, "SRV"), Some(&b"s2"[..]));
+        strip_cookie(&mut h, "SRV");
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, vec!["a=1; SRVX=9"]);
+    }
+
+    #[test]
+    fn cacheability() {
+        let mut h = HeaderMap::new();
+        assert!(cacheable(&Method::GET, StatusCode::OK, &h));
+        assert!(!cacheable(&Method::POST, StatusCode::OK, &h));
+        assert!(!cacheable(&Method::GET, StatusCode::FOUND, &h));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        assert!(cacheable(&Method::GET, StatusCode::FOUND, &h));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        assert!(!cacheable(&Method::GET, StatusCode::OK, &h));
+        let mut h = HeaderMap::new();
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        assert!(!cacheable(&Method::GET, StatusCode::OK, &h));
+    }
+}

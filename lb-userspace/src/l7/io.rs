@@ -1,0 +1,307 @@
+//! The client connection's I/O wrapper: `timeout http-request` (a client that does not
+//! finish sending its request headers in time gets HAProxy's 408 and the connection is
+//! closed, which stops slowloris) and `timeout client` / `timeout http-keep-alive`
+//! (an idle connection is closed). The request handler tells it when a request head has
+//! been received and when a response has finished, through [`ConnShared`].
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Errors of this module (none escape: timeouts end the stream).
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error("client timeout")]
+    Timeout,
+}
+
+/// HAProxy's 408 page.
+pub const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Time-out\r\ncontent-length: 110\r\n\
+cache-control: no-cache\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n\
+<html><body><h1>408 Request Time-out</h1>\nYour browser didn't send a complete request in time.\n</body></html>\n";
+
+/// State shared between the I/O wrapper and the request handler of one connection.
+#[derive(Debug, Default)]
+pub struct ConnShared {
+    /// Request heads received so far.
+    pub heads: AtomicU64,
+    /// Requests whose response has not finished yet.
+    pub in_flight: AtomicUsize,
+    /// The reader waiting on the client, woken when the last response finishes so its
+    /// idle and head timers start even if the HTTP stack does not poll it again.
+    pub reader: futures_util::task::AtomicWaker,
+}
+
+impl ConnShared {
+    /// A request finished.
+    pub fn request_done(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.reader.wake();
+        }
+    }
+}
+
+/// Timeouts applied by [`ClientIo`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IoTimeouts {
+    pub http_request: Option<Duration>,
+    pub keep_alive: Option<Duration>,
+    pub client: Option<Duration>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum HeadState {
+    /// Waiting for the first request head (408 on timeout, even with no data).
+    First,
+    /// Waiting for a later head; bytes received so far.
+    Next { got: u64 },
+    /// A request is being served.
+    Busy,
+}
+
+/// Wraps the client stream (plain TCP or TLS).
+pub struct ClientIo<T> {
+    inner: T,
+    shared: std::sync::Arc<ConnShared>,
+    t: IoTimeouts,
+    /// HTTP/1 head timing enforced by us (off for h2, which has its own framing).
+    http1: bool,
+    sniffed: bool,
+    head: HeadState,
+    heads_seen: u64,
+    head_deadline: Option<Instant>,
+    last_activity: Instant,
+    timer: Pin<Box<Sleep>>,
+    /// 408 being written: offset into [`RESPONSE_408`].
+    writing_408: Option<usize>,
+    closed: bool,
+}
+
+impl<T> std::fmt::Debug for ClientIo<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIo")
+            .field("head", &self.head)
+            .finish()
+    }
+}
+
+impl<T> ClientIo<T> {
+    pub fn new(inner: T, shared: std::sync::Arc<ConnShared>, t: IoTimeouts, http1: bool) -> Self {
+        let now = Instant::now();
+        let head_deadline = t.http_request.map(|d| now + d);
+        let first = head_deadline.or(t.client.map(|d| now + d)).unwrap_or(now);
+        Self {
+            inner,
+            shared,
+            t,
+            http1,
+            sniffed: !http1,
+            head: HeadState::First,
+            heads_seen: 0,
+            head_deadline,
+            last_activity: now,
+            timer: Box::pin(tokio::time::sleep_until(first)),
+            writing_408: None,
+            closed: false,
+        }
+    }
+
+    /// The earliest deadline that currently applies.
+    fn deadline(&self) -> Option<Instant> {
+        let idle = if self.shared.in_flight.load(Ordering::Acquire) == 0 {
+            let idle_t = match self.head {
+                HeadState::Next { .. } => self.t.keep_alive.or(self.t.client),
+                _ => self.t.client,
+            };
+            idle_t.map(|d| self.last_activity + d)
+        } else {
+            None
+        };
+        let head = if self.http1 && self.head != HeadState::Busy {
+            self.head_deadline
+        } else {
+            None
+        };
+        match (idle, head) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn sync_head_state(&mut self) {
+        let heads = self.shared.heads.load(Ordering::Acquire);
+        if heads != self.heads_seen {
+            self.heads_seen = heads;
+            self.head = HeadState::Busy;
+            self.head_deadline = None;
+        }
+        if self.head == HeadState::Busy && self.shared.in_flight.load(Ordering::Acquire) == 0 {
+            self.head = HeadState::Next { got: 0 };
+            let now = Instant::now();
+            self.last_activity = now;
+            self.head_deadline = self.t.http_request.map(|d| now + d);
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo<T> {
+    /// Writes the 408; Ready when done (or failed).
+    fn poll_write_408(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while let Some(off) = self.writing_408 {
+            if off >= RESPONSE_408.len() {
+                self.writing_408 = None;
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &RESPONSE_408[off..]) {
+                Poll::Ready(Ok(n)) if n > 0 => self.writing_408 = Some(off + n),
+                Poll::Ready(_) => self.writing_408 = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        Poll::Ready(())
+    }
+
+    /// Checks the timers; Ready(()) means the connection must end now.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Some(deadline) = self.deadline() else {
+                return Poll::Pending;
+            };
+            // Lazy timer: only move it earlier; a late deadline is re-checked when it fires.
+            if deadline < self.timer.deadline() || self.timer.is_elapsed() {
+                self.timer.as_mut().reset(deadline);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Fired: is it really past the (possibly moved) deadline?
+            let now = Instant::now();
+            if self.deadline().is_some_and(|d| d <= now) {
+                let head_expired = self.http1
+                    && self.head != HeadState::Busy
+                    && self.head_deadline.is_some_and(|d| d <= now);
+                let send_408 = head_expired
+                    && match self.head {
+                        HeadState::First => true,
+                        HeadState::Next { got } => got > 0,
+                        HeadState::Busy => false,
+                    };
+                if send_408 {
+                    self.writing_408 = Some(0);
+                }
+                self.closed = true;
+                return Poll::Ready(());
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.closed {
+            if this.poll_write_408(cx).is_pending() {
+                return Poll::Pending;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        this.sync_head_state();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                if n > 0 {
+                    this.last_activity = Instant::now();
+                    if !this.sniffed {
+                        this.sniffed = true;
+                        if buf.filled()[before..].starts_with(b"PRI * HTTP/2") {
+                            this.http1 = false;
+                        }
+                    }
+                    if let HeadState::Next { got } = &mut this.head {
+                        *got += n as u64;
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                this.shared.reader.register(cx.waker());
+                if this.poll_timers(cx).is_ready() {
+                    if this.poll_write_408(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.closed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                IoError::Timeout,
+            )));
+        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            this.last_activity = Instant::now();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.closed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                IoError::Timeout,
+            )));
+        }
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            this.last_activity = Instant::now();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,242 @@
+//! Access logs through `tracing` (target `lb::access`): HAProxy's `option httplog` line or a
+//! JSON object, per `Global.log_format`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{Method, Uri, Version};
+use tokio::time::Instant;
+
+use crate::config::model::LogFormat;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("formatting failed")]
+    Fmt(#[from] std::fmt::Error),
+}
+
+/// What one access-log line says.
+#[derive(Debug)]
+pub struct LogRecord {
+    pub start: Instant,
+    pub wall: SystemTime,
+    pub src: SocketAddr,
+    pub frontend: Arc<str>,
+    pub tls: bool,
+    pub backend: Arc<str>,
+    pub server: Arc<str>,
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub status: u16,
+    pub bytes: u64,
+    pub retries: u32,
+    pub t_wait_ms: i64,
+    pub t_connect_ms: i64,
+    pub t_response_ms: i64,
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `26/Nov/2026:07:51:35.123` (UTC).
+pub fn haproxy_date(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02}.{:03}",
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The HAProxy `httplog` line.
+pub fn httplog(r: &LogRecord) -> Result<String, LogError> {
+    let total = r.start.elapsed().as_millis();
+    let mut s = String::with_capacity(160);
+    write!(
+        s,
+        "{}:{} [{}] {}{} {}/{} 0/{}/{}/{}/{} {} {} - - ---- 0/0/0/0/{} 0/0 \"{} {} {}\"",
+        r.src.ip(),
+        r.src.port(),
+        haproxy_date(r.wall),
+        r.frontend,
+        if r.tls { "~" } else { "" },
+        r.backend,
+        r.server,
+        r.t_wait_ms,
+        r.t_connect_ms,
+        r.t_response_ms,
+        total,
+        r.status,
+        r.bytes,
+        r.retries,
+        r.method,
+        r.uri,
+        version_str(r.version),
+    )?;
+    Ok(s)
+}
+
+/// The JSON form.
+pub fn json(r: &LogRecord) -> String {
+    serde_json::json!({
+        "client_ip": r.src.ip().to_string(),
+        "client_port": r.src.port(),
+        "date": haproxy_date(r.wall),
+        "frontend": &*r.frontend,
+        "tls": r.tls,
+        "backend": &*r.backend,
+        "server": &*r.server,
+        "tw": r.t_wait_ms,
+        "tc": r.t_connect_ms,
+        "tr": r.t_response_ms,
+        "ta": r.start.elapsed().as_millis() as u64,
+        "status": r.status,
+        "bytes": r.bytes,
+        "retries": r.retries,
+        "method": r.method.as_str(),
+        "uri": r.uri.to_string(),
+        "version": version_str(r.version),
+    })
+    .to_string()
+}
+
+/// One `mode tcp` session, HAProxy `option tcplog` style.
+#[derive(Debug)]
+pub struct TcpRecord<'a> {
+    pub wall: SystemTime,
+    pub src: SocketAddr,
+    pub frontend: &'a str,
+    pub backend: &'a str,
+    pub server: &'a str,
+    pub t_connect_ms: i64,
+    pub t_total_ms: i64,
+    pub bytes_out: u64,
+    pub retries: u32,
+}
+
+pub fn emit_tcp(r: &TcpRecord<'_>, format: LogFormat) {
+    match format {
+        LogFormat::Haproxy => tracing::info!(
+            target: "lb::access",
+            "{}:{} [{}] {} {}/{} 0/{}/{} {} -- 0/0/0/0/{} 0/0",
+            r.src.ip(),
+            r.src.port(),
+            haproxy_date(r.wall),
+            r.frontend,
+            r.backend,
+            r.server,
+            r.t_connect_ms,
+            r.t_total_ms,
+            r.bytes_out,
+            r.retries
+        ),
+        LogFormat::Json => tracing::info!(
+            target: "lb::access",
+            "{}",
+            serde_json::json!({
+                "client_ip": r.src.ip().to_string(),
+                "client_port": r.src.port(),
+                "date": haproxy_date(r.wall),
+                "frontend": r.frontend,
+                "backend": r.backend,
+                "server": r.server,
+                "tc": r.t_connect_ms,
+                "tt": r.t_total_ms,
+                "bytes": r.bytes_out,
+                "retries": r.retries,
+            })
+        ),
+    }
+}
+
+pub fn emit(r: &LogRecord, format: LogFormat) {
+    match format {
+        LogFormat::Haproxy => match httplog(r) {
+            Ok(line) => tracing::info!(target: "lb::access", "{line}"),
+            Err(e) => tracing::warn!(target: "lb::access", error = %e, "log line"),
+        },
+        LogFormat::Json => tracing::info!(target: "lb::access", "{}", json(r)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn record() -> LogRecord {
+        LogRecord {
+            start: Instant::now(),
+            wall: UNIX_EPOCH + Duration::from_millis(1_795_680_695_123),
+            src: "192.0.2.7:40000".parse().expect("addr"),
+            frontend: Arc::from("web"),
+            tls: true,
+            backend: Arc::from("app1"),
+            server: Arc::from("s1"),
+            method: Method::GET,
+            uri: Uri::from_static("/app1?x=1"),
+            version: Version::HTTP_11,
+            status: 200,
+            bytes: 345,
+            retries: 1,
+            t_wait_ms: 0,
+            t_connect_ms: 1,
+            t_response_ms: 2,
+        }
+    }
+
+    #[test]
+    fn httplog_line() {
+        let line = httplog(&record()).expect("fmt");
+        assert!(
+            line.starts_with("192.0.2.7:40000 [26/Nov/2026:08:11:35.123] web~ app1/s1 0/0/1/2/"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(" 200 345 - - ---- 0/0/0/0/1 0/0 \"GET /app1?x=1 HTTP/1.1\""),
+            "{line}"
+        );
+        let j: serde_json::Value = serde_json::from_str(&json(&record())).expect("json");
+        assert_eq!(j["status"], 200);
+        assert_eq!(j["server"], "s1");
+        assert_eq!(j["uri"], "/app1?x=1");
+    }
+
+    #[test]
+    fn date_format() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_680_695_123);
+        assert_eq!(haproxy_date(t), "26/Nov/2026:08:11:35.123");
+    }
+}

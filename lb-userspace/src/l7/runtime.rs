@@ -1,0 +1,633 @@
+//! The compiled, per-reload form of the config the proxy runs on: frontends with their rules
+//! and resolved backends, backends with their servers, selectors, pools, queues and error
+//! pages. Built once per (re)load; nothing here is parsed per request.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use tokio::sync::Semaphore;
+
+use crate::config::model::{
+    Backend, Config, Frontend, HttpAction, HttpRequestRule, LogFormat, Mode, RedirectKind, Tier,
+    Timeouts,
+};
+use crate::l7::acl::Condition;
+use crate::l7::balance::{self, PickCtx, Selector};
+use crate::l7::upstream::Pool;
+use crate::state::{BackendState, Counters, Registry, ServerState, ServerStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("frontend {frontend}: no backend named {backend}")]
+    NoBackend { frontend: String, backend: String },
+    #[error("{section}: invalid header in http-request rule: {what}")]
+    Header { section: String, what: String },
+    #[error("{section}: errorfile {code}: {what}")]
+    ErrorFile {
+        section: String,
+        code: u16,
+        what: String,
+    },
+}
+
+/// A prebuilt response (error page, errorfile).
+#[derive(Debug, Clone)]
+pub struct Canned {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// HAProxy's built-in error pages plus `errorfile` overrides.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorPages {
+    pages: HashMap<u16, Arc<Canned>>,
+}
+
+fn builtin(code: u16) -> (&'static str, &'static str) {
+    match code {
+        200 => ("OK", "Service ready."),
+        400 => ("Bad request", "Your browser sent an invalid request."),
+        401 => (
+            "Unauthorized",
+            "You need a valid user and password to access this content.",
+        ),
+        403 => ("Forbidden", "Request forbidden by administrative rules."),
+        404 => ("Not Found", "The resource could not be found."),
+        405 => (
+            "Method Not Allowed",
+            "A request was made of a resource using a request method not supported by that resource",
+        ),
+        407 => (
+            "Unauthorized",
+            "You need a valid user and password to access this content.",
+        ),
+        408 => (
+            "Request Time-out",
+            "Your browser didn't send a complete request in time.",
+        ),
+        410 => (
+            "Gone",
+            "The resource is no longer available and will not be available again.",
+        ),
+        413 => (
+            "Payload Too Large",
+            "The request entity exceeds the maximum allowed.",
+        ),
+        425 => ("Too Early", "Your browser sent early data."),
+        429 => (
+            "Too Many Requests",
+            "You have sent too many requests in a given amount of time.",
+        ),
+        431 => (
+            "Request Header Fields Too Large",
+            "Your browser sent a request with headers too large.",
+        ),
+        500 => (
+            "Internal Server Error",
+            "An internal server error occurred.",
+        ),
+        501 => (
+            "Not Implemented",
+            "The server does not support the functionality required to fulfill the request.",
+        ),
+        502 => (
+            "Bad Gateway",
+            "The server returned an invalid or incomplete response.",
+        ),
+        503 => (
+            "Service Unavailable",
+            "No server is available to handle this request.",
+        ),
+        504 => ("Gateway Time-out", "The server didn't respond in time."),
+        _ => ("Error", "An error occurred."),
+    }
+}
+
+fn builtin_page(code: u16) -> Canned {
+    let (reason, text) = builtin(code);
+    let body = format!("<html><body><h1>{code} {reason}</h1>\n{text}\n</body></html>\n");
+    let mut headers = vec![(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html"),
+    )];
+    headers.push((
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    ));
+    Canned {
+        status: StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        headers,
+        body: Bytes::from(body),
+    }
+}
+
+/// Parses an `errorfile`: a raw HTTP/1 response.
+fn parse_errorfile(raw: &[u8]) -> Result<Canned, String> {
+    let mut hdrs = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut hdrs);
+    let n = match resp.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err("incomplete HTTP response".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or("bad status")?;
+    let mut headers = Vec::new();
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| e.to_string())?;
+        if name == http::header::CONTENT_LENGTH
+            || name == http::header::CONNECTION
+            || name == http::header::TRANSFER_ENCODING
+        {
+            continue;
+        }
+        let value = HeaderValue::from_bytes(h.value).map_err(|e| e.to_string())?;
+        headers.push((name, value));
+    }
+    Ok(Canned {
+        status,
+        headers,
+        body: Bytes::copy_from_slice(&raw[n..]),
+    })
+}
+
+impl ErrorPages {
+    fn build(section: &str, files: &BTreeMap<u16, Vec<u8>>) -> Result<Self, RuntimeError> {
+        let mut pages = HashMap::new();
+        for code in [
+            200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 425, 429, 431, 500, 501, 502, 503,
+            504,
+        ] {
+            pages.insert(code, Arc::new(builtin_page(code)));
+        }
+        for (&code, raw) in files {
+            let c = parse_errorfile(raw).map_err(|what| RuntimeError::ErrorFile {
+                section: section.to_owned(),
+                code,
+                what,
+            })?;
+            pages.insert(code, Arc::new(c));
+        }
+        Ok(Self { pages })
+    }
+
+    /// The page for `code` (built-in, overridden by `errorfile`).
+    pub fn get(&self, code: u16) -> Arc<Canned> {
+        match self.pages.get(&code) {
+            Some(c) => c.clone(),
+            None => Arc::new(builtin_page(code)),
+        }
+    }
+
+    /// Whether `errorfile` overrides `code`.
+    pub fn has(&self, code: u16) -> bool {
+        self.pages.contains_key(&code)
+    }
+}
+
+/// An `http-request` action with its header names and values pre-parsed.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Allow,
+    Deny(u16),
+    Redirect {
+        kind: RedirectKind,
+        target: Bytes,
+        code: StatusCode,
+        drop_query: bool,
+    },
+    SetHeader(HeaderName, HeaderValue),
+    AddHeader(HeaderName, HeaderValue),
+    DelHeader(HeaderName),
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub action: Action,
+    pub cond: Option<Condition>,
+}
+
+fn compile_rules(section: &str, rules: &[HttpRequestRule]) -> Result<Vec<Rule>, RuntimeError> {
+    let hname = |n: &str| {
+        HeaderName::from_bytes(n.as_bytes()).map_err(|e| RuntimeError::Header {
+            section: section.to_owned(),
+            what: format!("{n}: {e}"),
+        })
+    };
+    let hvalue = |v: &str| {
+        HeaderValue::from_str(v).map_err(|e| RuntimeError::Header {
+            section: section.to_owned(),
+            what: format!("{v}: {e}"),
+        })
+    };
+    rules
+        .iter()
+        .map(|r| {
+            let action = match &r.action {
+                HttpAction::Allow => Action::Allow,
+                HttpAction::Deny { status } => Action::Deny(*status),
+                HttpAction::Redirect(rd) => Action::Redirect {
+                    kind: rd.kind,
+                    target: Bytes::from(rd.target.clone()),
+                    code: StatusCode::from_u16(rd.code).unwrap_or(StatusCode::FOUND),
+                    drop_query: rd.drop_query,
+                },
+                HttpAction::SetHeader { name, value } => {
+                    Action::SetHeader(hname(name)?, hvalue(value)?)
+                }
+                HttpAction::AddHeader { name, value } => {
+                    Action::AddHeader(hname(name)?, hvalue(value)?)
+                }
+                HttpAction::DelHeader { name } => Action::DelHeader(hname(name)?),
+            };
+            Ok(Rule {
+                action,
+                cond: r.cond.clone(),
+            })
+        })
+        .collect()
+}
+
+/// One server of a backend.
+#[derive(Debug)]
+pub struct ServerRt {
+    pub name: Arc<str>,
+    pub addr: SocketAddr,
+    pub backup: bool,
+    /// The value of the persistence cookie naming this server.
+    pub cookie: Box<str>,
+    pub state: Arc<ServerState>,
+    pub pool: Arc<Pool>,
+    /// `maxconn`: a fair (FIFO) semaphore.
+    pub queue: Option<Arc<Semaphore>>,
+    pub maxconn: Option<u32>,
+    /// Stable hash of the name, for consistent hashing.
+    pub key: u64,
+}
+
+/// `cookie NAME insert [indirect] [nocache]`.
+#[derive(Debug, Clone)]
+pub struct CookieRt {
+    pub name: Box<str>,
+    pub indirect: bool,
+    pub nocache: bool,
+}
+
+/// One backend.
+#[derive(Debug)]
+pub struct BackendRt {
+    pub name: Arc<str>,
+    pub mode: Mode,
+    pub balance: crate::config::model::Balance,
+    pub state: Arc<BackendState>,
+    pub servers: Vec<Arc<ServerRt>>,
+    pub selector: ArcSwap<Box<dyn Selector>>,
+    pub rules: Vec<Rule>,
+    pub errors: ErrorPages,
+    pub cookie: Option<CookieRt>,
+    pub timeouts: Timeouts,
+    pub retries: u32,
+    pub redispatch: bool,
+    pub forwardfor: bool,
+}
+
+impl BackendRt {
+    /// Rebuilds the selector from the live status and weights.
+    pub fn rebuild(&self) {
+        let members: Vec<_> = self
+            .servers
+            .iter()
+            .map(|s| (s.state.clone(), s.backup, s.key))
+            .collect();
+        let sel = balance::build(self.balance, &members);
+        self.selector.store(Arc::new(Box::new(ArcSel(sel))));
+        for s in &self.servers {
+            if !s.state.status().is_usable() {
+                s.pool.clear();
+            }
+        }
+    }
+
+    /// Picks with the cached selector only.
+    pub fn pick_cached(&self, ctx: &PickCtx, avoid: &dyn Fn(usize) -> bool) -> Option<usize> {
+        self.selector.load().pick(ctx, avoid)
+    }
+
+    /// Picks a server for a new request, skipping those `avoid` rejects. Falls back to a
+    /// fresh snapshot when the cached selector is stale (a status changed a moment ago).
+    pub fn pick(&self, ctx: &PickCtx, avoid: &dyn Fn(usize) -> bool) -> Option<usize> {
+        if let Some(i) = self.selector.load().pick(ctx, avoid) {
+            return Some(i);
+        }
+        let members: Vec<_> = self
+            .servers
+            .iter()
+            .map(|s| (s.state.clone(), s.backup, s.key))
+            .collect();
+        balance::build(self.balance, &members).pick(ctx, avoid)
+    }
+
+    pub fn nbsrv(&self) -> u32 {
+        self.state.nbsrv()
+    }
+
+    /// The server a persistence cookie value names.
+    pub fn by_cookie(&self, value: &[u8]) -> Option<usize> {
+        self.servers
+            .iter()
+            .position(|s| s.cookie.as_bytes() == value)
+    }
+}
+
+#[derive(Debug)]
+struct ArcSel(Arc<dyn Selector>);
+
+impl Selector for ArcSel {
+    fn pick(&self, ctx: &PickCtx, avoid: &dyn Fn(usize) -> bool) -> Option<usize> {
+        self.0.pick(ctx, avoid)
+    }
+}
+
+/// One frontend.
+#[derive(Debug)]
+pub struct FrontendRt {
+    pub name: Arc<str>,
+    pub mode: Mode,
+    pub rules: Vec<Rule>,
+    pub tcp_rules: Vec<crate::config::model::TcpRequestRule>,
+    pub inspect_delay: Option<std::time::Duration>,
+    pub use_backend: Vec<(Arc<BackendRt>, Condition)>,
+    pub default_backend: Option<Arc<BackendRt>>,
+    pub backends: Arc<HashMap<String, Arc<BackendRt>>>,
+    pub counters: Arc<Counters>,
+    pub errors: ErrorPages,
+    pub timeouts: Timeouts,
+    pub forwardfor: bool,
+    pub conn_limit: Option<Arc<Semaphore>>,
+    pub maxconn: Option<u32>,
+    pub deny_src: Vec<crate::config::model::IpNet>,
+    pub allow_src: Vec<crate::config::model::IpNet>,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub log: bool,
+    pub log_format: LogFormat,
+}
+
+fn net_contains(n: &crate::config::model::IpNet, ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => match (v6.to_ipv4_mapped(), n.addr) {
+            (Some(v4), IpAddr::V4(_)) => IpAddr::V4(v4),
+            _ => ip,
+        },
+        v4 => v4,
+    };
+    match (n.addr, ip) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let p = u32::from(n.prefix_len.min(32));
+            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            (u32::from(a) & mask) == (u32::from(b) & mask)
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let p = u32::from(n.prefix_len.min(128));
+            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            (u128::from(a) & mask) == (u128::from(b) & mask)
+        }
+        _ => false,
+    }
+}
+
+impl FrontendRt {
+    /// Whether a client address may connect (`deny_src` / `allow_src`).
+    pub fn src_allowed(&self, ip: std::net::IpAddr) -> bool {
+        if self.deny_src.iter().any(|n| net_contains(n, ip)) {
+            return false;
+        }
+        self.allow_src.is_empty() || self.allow_src.iter().any(|n| net_contains(n, ip))
+    }
+}
+
+/// Everything one config generation runs on.
+#[derive(Debug)]
+pub struct Runtime {
+    pub frontends: HashMap<String, Arc<FrontendRt>>,
+    pub backends: Arc<HashMap<String, Arc<BackendRt>>>,
+}
+
+/// Makes sure `registry` holds every backend and server of `config` (standalone use of the
+/// L7 tier; under `lb run` the control plane has already synced it and this does nothing).
+/// Servers marked `disabled` start in MAINT.
+pub fn sync_registry(config: &Config, registry: &Registry) {
+    let current = registry.backends();
+    let in_step = config.backends.iter().all(|b| {
+        current.get(&b.name).is_some_and(|e| {
+            e.servers.len() == b.servers.len()
+                && e.servers
+                    .iter()
+                    .zip(&b.servers)
+                    .all(|(s, c)| s.name == c.name && s.addr == c.addr)
+        })
+    });
+    if in_step {
+        return;
+    }
+    crate::health::sync_registry(registry, config);
+    for b in &config.backends {
+        for s in b.servers.iter().filter(|s| s.disabled) {
+            let _ = registry.set_status(&b.name, &s.name, ServerStatus::Maint);
+        }
+    }
+}
+
+fn build_backend(
+    b: &Backend,
+    registry: &Registry,
+    old: Option<&Runtime>,
+) -> Result<Arc<BackendRt>, RuntimeError> {
+    let state = match registry.backend(&b.name) {
+        Some(s) => s,
+        None => Arc::new(BackendState {
+            name: b.name.clone(),
+            servers: Vec::new(),
+            counters: Counters::default(),
+        }),
+    };
+    let old_be = old.and_then(|o| o.backends.get(&b.name));
+    let servers = b
+        .servers
+        .iter()
+        .map(|c| {
+            let st = state
+                .server(&c.name)
+                .filter(|s| s.addr == c.addr)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Arc::new(ServerState::new(
+                        &c.name, c.addr, c.weight, c.backup, c.check,
+                    ))
+                });
+            let old_srv = old_be.and_then(|ob| {
+                ob.servers
+                    .iter()
+                    .find(|s| *s.name == *c.name && s.addr == c.addr)
+            });
+            let pool = old_srv.map(|s| s.pool.clone()).unwrap_or_default();
+            let queue = match (old_srv, c.maxconn) {
+                (Some(o), Some(m)) if o.maxconn == Some(m) => o.queue.clone(),
+                (_, Some(m)) => Some(Arc::new(Semaphore::new(m.max(1) as usize))),
+                (_, None) => None,
+            };
+            Arc::new(ServerRt {
+                name: Arc::from(c.name.as_str()),
+                addr: c.addr,
+                backup: c.backup,
+                cookie: c.cookie.clone().unwrap_or_else(|| c.name.clone()).into(),
+                state: st,
+                pool,
+                queue,
+                maxconn: c.maxconn,
+                key: balance::hash_bytes(c.name.as_bytes()),
+            })
+        })
+        .collect();
+    let be = BackendRt {
+        name: Arc::from(b.name.as_str()),
+        mode: b.mode,
+        balance: b.balance,
+        state,
+        servers,
+        selector: ArcSwap::from_pointee(Box::new(ArcSel(balance::build(b.balance, &[])))),
+        rules: compile_rules(&format!("backend {}", b.name), &b.http_request)?,
+        errors: ErrorPages::build(&format!("backend {}", b.name), &b.errorfiles)?,
+        cookie: b.cookie.as_ref().map(|c| CookieRt {
+            name: c.name.clone().into(),
+            indirect: c.indirect,
+            nocache: c.nocache,
+        }),
+        timeouts: b.timeouts,
+        retries: b.retries,
+        redispatch: b.redispatch,
+        forwardfor: b.forwardfor,
+    };
+    be.rebuild();
+    Ok(Arc::new(be))
+}
+
+fn build_frontend(
+    f: &Frontend,
+    backends: &Arc<HashMap<String, Arc<BackendRt>>>,
+    registry: &Registry,
+    log_format: LogFormat,
+    old: Option<&Runtime>,
+) -> Result<Arc<FrontendRt>, RuntimeError> {
+    let lookup = |name: &str| {
+        backends
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NoBackend {
+                frontend: f.name.clone(),
+                backend: name.to_owned(),
+            })
+    };
+    let use_backend = f
+        .use_backend
+        .iter()
+        .map(|u| Ok((lookup(&u.backend)?, u.cond.clone())))
+        .collect::<Result<Vec<_>, RuntimeError>>()?;
+    let default_backend = f.default_backend.as_deref().map(lookup).transpose()?;
+    let old_fe = old.and_then(|o| o.frontends.get(&f.name));
+    // Keep the old limiter when the limit is unchanged, so connections accepted before the
+    // reload still count.
+    let conn_limit = match (old_fe, f.maxconn) {
+        (Some(o), Some(m)) if o.maxconn == Some(m) => o.conn_limit.clone(),
+        (_, Some(m)) => Some(Arc::new(Semaphore::new(m.max(1) as usize))),
+        (_, None) => None,
+    };
+    Ok(Arc::new(FrontendRt {
+        name: Arc::from(f.name.as_str()),
+        mode: f.mode,
+        rules: compile_rules(&format!("frontend {}", f.name), &f.http_request)?,
+        tcp_rules: f.tcp_request.clone(),
+        inspect_delay: f.inspect_delay,
+        use_backend,
+        default_backend,
+        backends: backends.clone(),
+        counters: registry
+            .frontend(&f.name)
+            .unwrap_or_else(|| Arc::new(Counters::default())),
+        errors: ErrorPages::build(&format!("frontend {}", f.name), &f.errorfiles)?,
+        timeouts: f.timeouts,
+        forwardfor: f.forwardfor,
+        conn_limit,
+        maxconn: f.maxconn,
+        deny_src: f.deny_src.clone(),
+        allow_src: f.allow_src.clone(),
+        max_header_bytes: f.max_header_bytes,
+        max_headers: f.max_headers,
+        log: f.log,
+        log_format,
+    }))
+}
+
+/// Compiles the userspace part of `config`.
+pub fn build(
+    config: &Config,
+    registry: &Registry,
+    old: Option<&Runtime>,
+) -> Result<Runtime, RuntimeError> {
+    sync_registry(config, registry);
+    let mut backends = HashMap::new();
+    for b in &config.backends {
+        backends.insert(b.name.clone(), build_backend(b, registry, old)?);
+    }
+    let backends = Arc::new(backends);
+    let mut frontends = HashMap::new();
+    for f in config
+        .frontends
+        .iter()
+        .filter(|f| f.tier == Tier::Userspace)
+    {
+        frontends.insert(
+            f.name.clone(),
+            build_frontend(f, &backends, registry, config.global.log_format, old)?,
+        );
+    }
+    Ok(Runtime {
+        frontends,
+        backends,
+    })
+}
+
+/// What a registry change means for a runtime.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Statuses or weights moved: selectors were rebuilt.
+    Rebuilt,
+    /// The registry's backend set was replaced (control-plane reload): the runtime must be
+    /// rebuilt from its config to pick up the new server states.
+    Replaced,
+}
+
+impl Runtime {
+    /// Reacts to a registry notification.
+    pub fn on_registry_change(&self, registry: &Registry) -> Change {
+        let current = registry.backends();
+        for b in self.backends.values() {
+            match current.get(&*b.name) {
+                Some(s) if Arc::ptr_eq(s, &b.state) => {}
+                _ => return Change::Replaced,
+            }
+        }
+        for b in self.backends.values() {
+            b.rebuild();
+        }
+        Change::Rebuilt
+    }
+}

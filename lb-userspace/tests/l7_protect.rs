@@ -1,0 +1,177 @@
+//! Protection: slowloris (408), oversized and too many headers, malformed requests,
+//! source filtering. Never a crash or a hang.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod l7_support;
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use l7_support::*;
+use lb::config::model::*;
+
+async fn proxy(tune: impl FnOnce(&mut Frontend)) -> (lb::l7::L7Handle, Echo) {
+    let a = echo("a").await;
+    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
+    tune(&mut fe);
+    let (h, _reg) = start(config(
+        vec![fe],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", a.addr)],
+        )],
+    ));
+    (h, a)
+}
+
+#[tokio::test]
+async fn slowloris_gets_408_and_close() {
+    let (h, a) = proxy(|fe| fe.timeouts.http_request = Some(Duration::from_millis(300))).await;
+    let fe = addr_of(&h, "web");
+    let t0 = Instant::now();
+    let out = tokio::time::timeout(T, async {
+        let mut s = TcpStream::connect(fe).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        // Trickle a header byte every 100 ms: never completes in time.
+        for b in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaa" {
+            if s.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if t0.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .expect("slowloris connection was not closed");
+    assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // An idle connection that never sends anything also gets the 408 (HAProxy without
+    // `option http-ignore-probes`).
+    let out = raw(fe, b"").await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
+
+    // A normal request on the same listener is unaffected.
+    assert_eq!(get(fe, "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn keep_alive_idle_is_closed_silently() {
+    let (h, _a) = proxy(|fe| fe.timeouts.http_request = Some(Duration::from_millis(300))).await;
+    let fe = addr_of(&h, "web");
+    let out = raw(fe, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(
+        out.matches("HTTP/1.1").count(),
+        1,
+        "no 408 after a complete exchange: {out}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_too_many_400() {
+    let (h, a) = proxy(|fe| {
+        fe.max_header_bytes = 1024;
+        fe.max_headers = 10;
+    })
+    .await;
+    let fe = addr_of(&h, "web");
+    let big = "x".repeat(2000);
+    let r = get(fe, "/", &[("x-big", &big)]).await;
+    assert_eq!(r.status, 431);
+    // Far beyond the buffer: hyper's own limit answers 431 as well.
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Huge: {}\r\n\r\n",
+        "y".repeat(64 * 1024)
+    );
+    let out = raw(fe, huge.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
+    let many: Vec<(String, String)> = (0..20).map(|i| (format!("x-h{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = get(fe, "/", &many).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(get(fe, "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_never_a_hang() {
+    let (h, _a) = proxy(|_| {}).await;
+    let fe = addr_of(&h, "web");
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost x\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+        b"\x16\x03\x01\x00\x05hello",
+        b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ] {
+        let out = raw(fe, bad).await;
+        assert!(
+            out.is_empty() || out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.1 200"),
+            "{:?} -> {out:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    // Half a request then EOF.
+    let out = raw_eof(fe, b"GET / HT").await;
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out:?}");
+    assert_eq!(get(fe, "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn denied_sources_are_dropped() {
+    let (h, _a) = proxy(|fe| {
+        fe.deny_src = vec![IpNet {
+            addr: "127.0.0.0".parse().unwrap(),
+            prefix_len: 8,
+        }]
+    })
+    .await;
+    let out = raw(addr_of(&h, "web"), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(out.is_empty(), "{out}");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let (h, _a) = proxy(|_| {}).await;
+    let fe = addr_of(&h, "web");
+    let inflight = tokio::spawn(async move { get(fe, "/?ms=300", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let drained = h.shutdown(Duration::from_secs(3)).await;
+    assert_eq!(inflight.await.unwrap().status, 200);
+    assert!(drained);
+    assert!(TcpStream::connect(fe).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test]
+async fn frontend_maxconn_holds_extra_connections() {
+    let (h, _a) = proxy(|fe| fe.maxconn = Some(1)).await;
+    let fe = addr_of(&h, "web");
+    // The first connection holds the only slot; a second one waits until it closes.
+    let mut first = TcpStream::connect(fe).await.unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 12];
+    first.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    let second = tokio::spawn(async move { get(fe, "/", &[]).await.status });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !second.is_finished(),
+        "second connection must wait for a slot"
+    );
+    drop(first);
+    assert_eq!(tokio::time::timeout(T, second).await.unwrap().unwrap(), 200);
+}

@@ -1,0 +1,478 @@
+//! Sticky cookies, retries with redispatch, maxconn queueing, WebSocket tunnels, keep-alive
+//! pooling.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod l7_support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use l7_support::*;
+use lb::config::model::*;
+use lb::state::ServerStatus;
+
+fn sticky(spec: CookieSpec, servers: Vec<Server>) -> Config {
+    let mut be = backend("be", Balance::RoundRobin, servers);
+    be.cookie = Some(spec);
+    config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![be],
+    )
+}
+
+fn cookie_of(r: &Resp) -> Option<String> {
+    r.header("set-cookie")
+}
+
+#[tokio::test]
+async fn cookie_insert_indirect_nocache() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let mut sa = server("a", a.addr);
+    sa.cookie = Some("ca".into());
+    let mut sb = server("b", b.addr);
+    sb.cookie = Some("cb".into());
+    let (h, reg) = start(sticky(
+        CookieSpec {
+            name: "SRV".into(),
+            indirect: true,
+            nocache: true,
+        },
+        vec![sa, sb],
+    ));
+    let fe = addr_of(&h, "web");
+
+    // First response inserts the cookie; cacheable → Cache-Control: private.
+    let r = get(fe, "/", &[]).await;
+    let first = r.server().to_owned();
+    let want = format!("SRV=c{first}; path=/");
+    assert_eq!(cookie_of(&r).as_deref(), Some(want.as_str()));
+    assert_eq!(r.header("cache-control").as_deref(), Some("private"));
+    // A response the server marked non-cacheable gets no extra Cache-Control.
+    let r2 = get(fe, "/?cc=no-store", &[]).await;
+    assert!(cookie_of(&r2).is_some());
+    assert_eq!(
+        r2.headers.get_all("cache-control").iter().count(),
+        1,
+        "{:?}",
+        r2.headers
+    );
+
+    // Later requests with the cookie stick, get no new cookie, and (indirect) the server
+    // never sees it; other cookies pass.
+    let cookie = format!("foo=1; SRV=c{first}; bar=2");
+    for _ in 0..5 {
+        let r = get(fe, "/", &[("cookie", &cookie)]).await;
+        assert_eq!(r.server(), first);
+        assert!(cookie_of(&r).is_none());
+        assert_eq!(r.saw("cookie"), vec!["foo=1; bar=2"]);
+    }
+    // Unknown cookie value → balanced and reset.
+    let r = get(fe, "/", &[("cookie", "SRV=zzz")]).await;
+    assert!(cookie_of(&r).is_some());
+    assert!(r.saw("cookie").is_empty());
+
+    // The named server goes down → redispatch and a new cookie.
+    reg.set_status("be", &first, ServerStatus::Down).unwrap();
+    let r = get(fe, "/", &[("cookie", &cookie)]).await;
+    assert_ne!(r.server(), first);
+    let other = r.server().to_owned();
+    assert_eq!(
+        cookie_of(&r).as_deref(),
+        Some(format!("SRV=c{other}; path=/").as_str())
+    );
+}
+
+#[tokio::test]
+async fn cookie_without_indirect_reaches_server() {
+    let a = echo("a").await;
+    let (h, _reg) = start(sticky(
+        CookieSpec {
+            name: "SRV".into(),
+            indirect: false,
+            nocache: false,
+        },
+        vec![server("a", a.addr)],
+    ));
+    let fe = addr_of(&h, "web");
+    let r = get(fe, "/", &[]).await;
+    assert_eq!(cookie_of(&r).as_deref(), Some("SRV=a; path=/"));
+    assert!(r.header("cache-control").is_none());
+    let r = get(fe, "/", &[("cookie", "SRV=a")]).await;
+    assert_eq!(r.saw("cookie"), vec!["SRV=a"]);
+    assert!(cookie_of(&r).is_none());
+}
+
+#[tokio::test]
+async fn retry_on_refused_connection_redispatches() {
+    let a = echo("a").await;
+    let dead = dead_addr().await;
+    let mut be = backend(
+        "be",
+        Balance::RoundRobin,
+        vec![server("dead", dead), server("a", a.addr)],
+    );
+    // One retry: HAProxy's `option redispatch` sends the last retry to another server.
+    be.retries = 1;
+    be.redispatch = true;
+    let (h, reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![be],
+    ));
+    let fe = addr_of(&h, "web");
+    for _ in 0..6 {
+        let r = get(fe, "/", &[]).await;
+        assert_eq!(r.status, 200, "no client-visible error");
+        assert_eq!(r.server(), "a");
+    }
+    let st = reg.backend("be").unwrap();
+    assert!(
+        st.server("dead")
+            .unwrap()
+            .counters
+            .errors
+            .load(Ordering::Relaxed)
+            >= 1
+    );
+}
+
+#[tokio::test]
+async fn all_servers_refuse_gives_503() {
+    let dead = dead_addr().await;
+    let mut be = backend("be", Balance::RoundRobin, vec![server("dead", dead)]);
+    be.retries = 1;
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![be],
+    ));
+    let r = get(addr_of(&h, "web"), "/", &[]).await;
+    assert_eq!(r.status, 503);
+}
+
+#[tokio::test]
+async fn maxconn_queues_fifo_and_times_out() {
+    let a = echo("a").await;
+    let mut s = server("a", a.addr);
+    s.maxconn = Some(1);
+    let mut be = backend("be", Balance::RoundRobin, vec![s]);
+    be.timeouts.queue = Some(Duration::from_millis(300));
+    let (h, reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![be],
+    ));
+    let fe = addr_of(&h, "web");
+
+    // Two requests of 100 ms each through a 1-slot server: the second queues, then runs.
+    let t0 = Instant::now();
+    let (r1, r2) = tokio::join!(get(fe, "/?ms=100", &[]), get(fe, "/?ms=100", &[]));
+    assert_eq!((r1.status, r2.status), (200, 200));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    // A request stuck in the queue longer than `timeout queue` gets 503.
+    let slow = tokio::spawn(async move { get(fe, "/?ms=1000", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t1 = Instant::now();
+    let r = get(fe, "/", &[]).await;
+    assert_eq!(r.status, 503);
+    let waited = t1.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(900),
+        "{waited:?}"
+    );
+    assert_eq!(slow.await.unwrap().status, 200);
+    let st = reg.backend("be").unwrap();
+    assert_eq!(
+        st.server("a")
+            .unwrap()
+            .counters
+            .active_conns
+            .load(Ordering::Relaxed),
+        0
+    );
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled() {
+    let a = echo("a").await;
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", a.addr)],
+        )],
+    ));
+    let fe = addr_of(&h, "web");
+    tokio::time::timeout(T, async {
+        let mut s = TcpStream::connect(fe).await.unwrap();
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before 101");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("upgrade: websocket"), "{head}");
+        for msg in [&b"hello"[..], b"binary\x00\x01\x02", b"bye"] {
+            s.write_all(msg).await.unwrap();
+            let mut back = vec![0u8; msg.len()];
+            s.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, msg);
+        }
+    })
+    .await
+    .expect("websocket timed out");
+}
+
+#[tokio::test]
+async fn keep_alive_reuses_upstream_connections() {
+    let a = echo("a").await;
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", a.addr)],
+        )],
+    ));
+    let fe = addr_of(&h, "web");
+    // Many sequential requests over one client connection, and over fresh ones.
+    let s = TcpStream::connect(fe).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for i in 0..50 {
+        let req = hyper::Request::get(format!("/k{i}"))
+            .header("host", "x")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let r = collect(tx.send_request(req).await.unwrap()).await;
+        assert_eq!(r.status, 200);
+    }
+    for _ in 0..20 {
+        assert_eq!(get(fe, "/", &[]).await.status, 200);
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst), 70);
+    let conns = a.conns.load(Ordering::SeqCst);
+    assert!(conns <= 3, "upstream connections are pooled: {conns}");
+}
+
+#[tokio::test]
+async fn server_timeout_gives_504() {
+    let a = echo("a").await;
+    let mut be = backend("be", Balance::RoundRobin, vec![server("a", a.addr)]);
+    be.timeouts.server = Some(Duration::from_millis(200));
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![be],
+    ));
+    let fe = addr_of(&h, "web");
+    let t0 = Instant::now();
+    let r = get(fe, "/?ms=1000", &[]).await;
+    assert_eq!(r.status, 504);
+    assert!(t0.elapsed() < Duration::from_millis(900));
+    assert_eq!(get(fe, "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn request_and_response_bodies_stream() {
+    let a = echo("a").await;
+    let (h, reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", a.addr)],
+        )],
+    ));
+    let fe = addr_of(&h, "web");
+    let body = vec![7u8; 1 << 20];
+    let r = post(fe, "/up", body.clone(), false).await;
+    assert_eq!(r.saw("body-len"), vec!["1048576"]);
+    let r = post(fe, "/up", body, true).await;
+    assert_eq!(r.saw("body-len"), vec!["1048576"]);
+    assert_eq!(r.saw("transfer-encoding"), vec!["chunked"]);
+    let r = get(fe, "/down?size=3000000", &[]).await;
+    assert!(r.body.len() > 3_000_000);
+    let c = reg.frontend("web").unwrap();
+    assert!(c.bytes_in.load(Ordering::Relaxed) >= 2 << 20);
+    assert!(c.bytes_out.load(Ordering::Relaxed) >= 3_000_000);
+}
+
+#[tokio::test]
+async fn full_servers_are_skipped_while_another_has_room() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let mut sa = server("a", a.addr);
+    sa.maxconn = Some(1);
+    let mut sb = server("b", b.addr);
+    sb.maxconn = Some(1);
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend("be", Balance::Source, vec![sa, sb])],
+    ));
+    let fe = addr_of(&h, "web");
+    // `balance source` sends one client to one server; with it full the second
+    // concurrent request goes to the other one instead of queueing.
+    let t0 = Instant::now();
+    let (r1, r2) = tokio::join!(get(fe, "/?ms=300", &[]), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        get(fe, "/?ms=300", &[]).await
+    });
+    assert_ne!(r1.server(), r2.server());
+    assert!(
+        t0.elapsed() < Duration::from_millis(550),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn h2_client_concurrent_streams() {
+    // h2c (prior knowledge) on a plain bind: the auto builder detects the preface.
+    let a = echo("a").await;
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", a.addr)],
+        )],
+    ));
+    let fe = addr_of(&h, "web");
+    tokio::time::timeout(T, async {
+        let s = TcpStream::connect(fe).await.unwrap();
+        let (tx, conn) =
+            hyper::client::conn::http2::handshake(executor(), hyper_util::rt::TokioIo::new(s))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let mut tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                let req = hyper::Request::get(format!("http://h2.test/s{i}?ms=50"))
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                collect(tx.send_request(req).await.unwrap()).await
+            }));
+        }
+        let t0 = Instant::now();
+        for t in tasks {
+            let r = t.await.unwrap();
+            assert_eq!(r.status, 200);
+            assert_eq!(r.saw("host"), vec!["h2.test"]);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "streams ran concurrently"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn websocket_tunnel_times_out_when_idle() {
+    let a = echo("a").await;
+    let mut be = backend("be", Balance::RoundRobin, vec![server("a", a.addr)]);
+    be.timeouts.tunnel = Some(Duration::from_millis(300));
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![be],
+    ));
+    let fe = addr_of(&h, "web");
+    let t0 = Instant::now();
+    tokio::time::timeout(T, async {
+        let mut s = TcpStream::connect(fe).await.unwrap();
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 101"));
+    })
+    .await
+    .expect("idle tunnel not closed");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+/// A server that answers the first request of each connection and drops the connection on
+/// the second one without answering (as if it closed an idle connection just as the proxy
+/// reused it): a bodiless GET is replayed on a fresh connection, no client-visible error.
+#[tokio::test]
+async fn stale_reused_connection_is_replayed() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut n = 0;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    buf.clear();
+                    n += 1;
+                    if n > 1 {
+                        return;
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+                        .await;
+                }
+            });
+        }
+    });
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
+    ));
+    let fe = addr_of(&h, "web");
+    // One client connection, so both requests are served by the same worker (and pool).
+    let s = TcpStream::connect(fe).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = || {
+        hyper::Request::get("/")
+            .header("host", "x")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(
+        collect(tx.send_request(req()).await.unwrap()).await.status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = collect(tx.send_request(req()).await.unwrap()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "ok\n");
+    task.abort();
+}
