@@ -44,12 +44,18 @@ async fn cookie_insert_indirect_nocache() {
     ));
     let fe = addr_of(&h, "web");
 
-    // First response inserts the cookie; cacheable → Cache-Control: private.
+    // First response inserts the cookie. It carries no freshness information nor validator,
+    // so no cache could store it: HAProxy adds no Cache-Control, nor does lb.
     let r = get(fe, "/", &[]).await;
     let first = r.server().to_owned();
     let want = format!("SRV=c{first}; path=/");
     assert_eq!(cookie_of(&r).as_deref(), Some(want.as_str()));
-    assert_eq!(r.header("cache-control").as_deref(), Some("private"));
+    assert_eq!(r.header("cache-control"), None);
+    // A cacheable response (max-age) that gets a cookie is marked private.
+    let r1 = get(fe, "/?cc=max-age=60", &[]).await;
+    assert!(cookie_of(&r1).is_some());
+    let cc: Vec<_> = r1.headers.get_all("cache-control").iter().collect();
+    assert!(cc.iter().any(|v| *v == "private"), "{:?}", r1.headers);
     // A response the server marked non-cacheable gets no extra Cache-Control.
     let r2 = get(fe, "/?cc=no-store", &[]).await;
     assert!(cookie_of(&r2).is_some());

@@ -115,7 +115,8 @@ pub fn udp_identity(socket: UdpSocket, name: &str) -> ServerGuard {
 
 /// HTTP/1.1 identity server: every request gets `200` with body `NAME` and headers
 /// `X-Server: NAME`; `X-Seen-Cookie` echoes the Cookie header it received (or `-`), and
-/// every request header `X-*` comes back as `X-Echo-*`. Keep-alive is honoured.
+/// every request header `X-*` comes back as `X-Echo-*`; paths starting `/cacheable` get
+/// `Cache-Control: max-age=60` and `Last-Modified`. Keep-alive is honoured.
 /// `GET /healthz` answers `200 ok`.
 pub fn http_identity(listener: TcpListener, name: &str) -> ServerGuard {
     let stop = Arc::new(AtomicBool::new(false));

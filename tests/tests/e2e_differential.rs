@@ -111,12 +111,17 @@ fn seen(r: &Response, servers: &BTreeMap<&str, (u16, &str)>) -> Seen {
             })
         }),
         cache_control: r.header("cache-control").map(str::to_owned),
-        echo: r
-            .headers
-            .iter()
-            .filter(|(k, _)| k.starts_with("x-echo-") && k != "x-echo-forwarded-for")
-            .cloned()
-            .collect(),
+        // Order between different header names carries no meaning in HTTP; compare as a set.
+        echo: {
+            let mut e: Vec<(String, String)> = r
+                .headers
+                .iter()
+                .filter(|(k, _)| k.starts_with("x-echo-") && k != "x-echo-forwarded-for")
+                .cloned()
+                .collect();
+            e.sort();
+            e
+        },
         seen_cookie: r.header("x-seen-cookie").map(str::to_owned),
     }
 }
@@ -215,6 +220,9 @@ fn haproxy_and_lb_agree_on_the_same_config_and_traffic() {
         ("/", vec![]),
         ("/index.html", vec![]),
         ("/other/path", vec![]),
+        ("/cacheable", vec![]),
+        ("/cacheable/page", vec![("Cookie", "SRV=s2")]),
+        ("/cacheable", vec![("Cookie", "SRV=nope")]),
         ("/", vec![("Host", "myapp.example")]),
         ("/app1", vec![("Host", "MyApp.example")]),
         ("/", vec![("Host", "notmyapp.example")]),

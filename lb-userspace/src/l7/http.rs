@@ -429,7 +429,10 @@ fn apply_rules(
                     h.insert(header::LOCATION, v);
                 }
                 h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                // As HAProxy: temporary redirects must not be cached; permanent ones may.
+                if matches!(code.as_u16(), 302 | 303 | 307) {
+                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                }
                 return Err(Flow::Redirect(Box::new(r)));
             }
             Action::SetHeader(n, v) => {
@@ -532,8 +535,9 @@ fn strip_cookie(headers: &mut HeaderMap, name: &str) {
 }
 
 /// Whether HAProxy would consider the response cacheable (for `cookie … nocache`): a GET
-/// or HEAD request, a status cacheable by default (RFC 7231 6.1) or explicit freshness, and
-/// no `Cache-Control: private|no-cache|no-store|max-age=0|s-maxage=0` nor `Pragma: no-cache`.
+/// or HEAD request, a status cacheable by default (RFC 7231 6.1) or `public`, no
+/// `Cache-Control: private|no-cache|no-store|max-age=0|s-maxage=0` nor `Pragma: no-cache`,
+/// and freshness information or a validator.
 fn cacheable(method: &Method, status: StatusCode, h: &HeaderMap) -> bool {
     if method != Method::GET && method != Method::HEAD {
         return false;
@@ -542,9 +546,16 @@ fn cacheable(method: &Method, status: StatusCode, h: &HeaderMap) -> bool {
         status.as_u16(),
         200 | 203 | 204 | 206 | 300 | 301 | 404 | 405 | 410 | 414 | 501
     );
-    let mut has_cc = false;
+    for v in h.get_all(header::PRAGMA) {
+        if v.as_bytes().eq_ignore_ascii_case(b"no-cache") {
+            return false;
+        }
+    }
+    // HAProxy (http_check_response_for_cacheability): a response is only worth marking
+    // private when a cache could store it, which needs freshness information
+    // (max-age, s-maxage, Expires) or a validator (ETag, Last-Modified).
+    let mut freshness = false;
     for v in h.get_all(header::CACHE_CONTROL) {
-        has_cc = true;
         let Ok(s) = v.to_str() else { continue };
         for d in s.split(',') {
             let d = d.trim().to_ascii_lowercase();
@@ -556,19 +567,17 @@ fn cacheable(method: &Method, status: StatusCode, h: &HeaderMap) -> bool {
             {
                 return false;
             }
-            if d == "public" || d.starts_with("max-age=") || d.starts_with("s-maxage=") {
+            if d == "public" {
                 ok = true;
             }
-        }
-    }
-    if !has_cc {
-        for v in h.get_all(header::PRAGMA) {
-            if v.as_bytes().eq_ignore_ascii_case(b"no-cache") {
-                return false;
+            if d.starts_with("max-age=") || d.starts_with("s-maxage=") {
+                freshness = true;
             }
         }
     }
-    ok
+    freshness |= h.contains_key(header::EXPIRES);
+    let validator = h.contains_key(header::ETAG) || h.contains_key(header::LAST_MODIFIED);
+    ok && (freshness || validator)
 }
 
 const HOP_BY_HOP: [HeaderName; 6] = [
