@@ -1084,19 +1084,30 @@ mod tests {
 
     #[test]
     fn cacheability() {
+        // HAProxy 2.6, observed: no freshness and no validator → nothing a cache could store.
         let mut h = HeaderMap::new();
+        assert!(!cacheable(&Method::GET, StatusCode::OK, &h));
+        h.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert!(cacheable(&Method::GET, StatusCode::OK, &h));
         assert!(!cacheable(&Method::POST, StatusCode::OK, &h));
         assert!(!cacheable(&Method::GET, StatusCode::FOUND, &h));
+        let mut h = HeaderMap::new();
         h.insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static("max-age=60"),
         );
+        assert!(cacheable(&Method::GET, StatusCode::OK, &h));
+        h.insert(header::EXPIRES, HeaderValue::from_static("0"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
         assert!(cacheable(&Method::GET, StatusCode::FOUND, &h));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         assert!(!cacheable(&Method::GET, StatusCode::OK, &h));
         let mut h = HeaderMap::new();
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        h.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
         assert!(!cacheable(&Method::GET, StatusCode::OK, &h));
     }
 }
