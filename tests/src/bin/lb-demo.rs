@@ -173,6 +173,76 @@ fn wait_status(lb: &LbProcess, demo: &Demo, want: &str) -> Option<Duration> {
     None
 }
 
+/// One HTTPS request with curl from the client host; returns (status, http version,
+/// X-Server, Set-Cookie).
+fn curl_https(client: &Host, path: &str, jar: &Path) -> Option<(String, String, String, String)> {
+    let url = format!("https://{WEB}{path}");
+    let jar = jar.to_string_lossy().into_owned();
+    let out = client
+        .exec(
+            "curl",
+            &[
+                "-sk",
+                "--http2",
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                "-c",
+                &jar,
+                "-b",
+                &jar,
+                &url,
+            ],
+        )
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let status_line = lines.next()?.trim().to_owned();
+    let mut parts = status_line.split_whitespace();
+    let version = parts.next()?.to_owned();
+    let status = parts.next()?.to_owned();
+    let mut server = String::from("-");
+    let mut cookie = String::from("-");
+    for l in lines {
+        let lower = l.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("x-server:") {
+            server = v.trim().to_owned();
+        }
+        if lower.starts_with("set-cookie:") {
+            cookie = l["set-cookie:".len()..].trim().to_owned();
+        }
+    }
+    Some((status, version, server, cookie))
+}
+
+fn show_https_and_acls(demo: &Demo) {
+    println!("\n--- HTTPS (TLS terminated by lb, ALPN h2) with the sticky cookie SRV");
+    let jar = std::env::temp_dir().join(format!("lb-demo-jar-{}", std::process::id()));
+    let _ = std::fs::remove_file(&jar);
+    for i in 1..=4 {
+        match curl_https(&demo.lab.client, "/", &jar) {
+            Some((status, version, server, cookie)) => {
+                println!("  request {i}: {version} {status} from {server:<3} set-cookie: {cookie}")
+            }
+            None => println!("  request {i}: curl failed"),
+        }
+    }
+    let _ = std::fs::remove_file(&jar);
+    println!(
+        "  (the first response inserts SRV; later requests carry it and stick to that server)"
+    );
+    if let Some((status, _, _, _)) = curl_https(&demo.lab.client, "/admin/users", &jar) {
+        println!(
+            "  GET /admin/users -> {status} (acl is_admin path_beg -i /admin: http-request deny)"
+        );
+    }
+    if let Some((_, _, server, _)) = curl_https(&demo.lab.client, "/api/items", &jar) {
+        println!("  GET /api/items   -> backend api, server {server} (use_backend api if is_api)");
+    }
+    let _ = std::fs::remove_file(&jar);
+}
+
 fn run(repo: &Path, keep: bool, stop: Arc<AtomicBool>) -> DemoResult<()> {
     println!("lb demo: building the lab (client, balancer, 3 backends) ...");
     let lab = L4Lab::build(3).map_err(err("lab"))?;
@@ -213,6 +283,8 @@ fn run(repo: &Path, keep: bool, stop: Arc<AtomicBool>) -> DemoResult<()> {
         );
     }
 
+    show_https_and_acls(&demo);
+
     println!("\n--- killing backend b2 (its TCP and HTTP servers stop)");
     demo.stop_backend(2);
     match wait_status(&lb, &demo, "DOWN") {
@@ -236,6 +308,13 @@ fn run(repo: &Path, keep: bool, stop: Arc<AtomicBool>) -> DemoResult<()> {
     let (l4, l7) = demo.round(30);
     show("with b2 back", &l4, &l7);
 
+    match demo.lab.lb.exec(
+        &lb_tests::lbproc::lb_binary().to_string_lossy(),
+        &["stats", "--admin", "127.0.0.1:9100"],
+    ) {
+        Ok(out) => println!("\n--- lb stats\n{}", String::from_utf8_lossy(&out.stdout)),
+        Err(e) => println!("\n--- lb stats failed: {e}"),
+    }
     println!(
         "\nWhere to look (inside the balancer's namespace {}):",
         demo.lab.lb.netns
