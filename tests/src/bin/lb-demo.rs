@@ -24,6 +24,22 @@ const IO: Duration = Duration::from_secs(3);
 
 type DemoResult<T> = Result<T, String>;
 
+/// `[dataplane] pin_path` of config/demo.toml.
+const PIN_DIR: &str = "/sys/fs/bpf/lb-demo";
+
+/// Removes the demo's pinned BPF maps and links when dropped (unless `--keep`).
+struct PinsGuard {
+    keep: bool,
+}
+
+impl Drop for PinsGuard {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(PIN_DIR);
+        }
+    }
+}
+
 fn err<E: std::fmt::Display>(context: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{context}: {e}")
 }
@@ -244,6 +260,9 @@ fn show_https_and_acls(demo: &Demo) {
 }
 
 fn run(repo: &Path, keep: bool, stop: Arc<AtomicBool>) -> DemoResult<()> {
+    // Declared first, dropped last: removes the pinned maps on every way out (done, error,
+    // Ctrl-C) after lb and the lab are gone.
+    let _pins = PinsGuard { keep };
     println!("lb demo: building the lab (client, balancer, 3 backends) ...");
     let lab = L4Lab::build(3).map_err(err("lab"))?;
     let sources = lab.add_client_sources(30).map_err(err("client sources"))?;
@@ -261,7 +280,7 @@ fn run(repo: &Path, keep: bool, stop: Arc<AtomicBool>) -> DemoResult<()> {
     let (pem, _, _) = make_cert(&certs).map_err(err("demo certificate"))?;
     std::fs::rename(&pem, certs.join("demo.pem")).map_err(err("demo certificate"))?;
     println!("lb demo: generated config/certs/demo.pem; starting lb with config/demo.toml");
-    let _ = std::fs::remove_dir_all("/sys/fs/bpf/lb-demo");
+    let _ = std::fs::remove_dir_all(PIN_DIR);
     let lb = LbProcess::start_in(
         &demo.lab.lb,
         &repo.join("config/demo.toml"),
