@@ -28,8 +28,32 @@ struct Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_gracefully(&mut self.child);
+    }
+}
+
+/// SIGTERM, then SIGKILL after 5 s. nginx's master must get SIGTERM to stop its workers; a
+/// SIGKILL'ed master leaves them running and holding the ports.
+fn stop_gracefully(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The backend nginx, stopped gracefully on drop.
+struct Backends(Child);
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        stop_gracefully(&mut self.0);
     }
 }
 
@@ -82,7 +106,7 @@ fn wait_port(port: u16) -> bool {
     false
 }
 
-fn start_backends(dir: &Path) -> std::io::Result<Child> {
+fn start_backends(dir: &Path) -> std::io::Result<Backends> {
     let conf = dir.join("backend-nginx.conf");
     let listens: String = BACKEND_PORTS
         .iter()
@@ -101,10 +125,11 @@ fn start_backends(dir: &Path) -> std::io::Result<Child> {
         Command::new("nginx").args(["-c", &conf.to_string_lossy(), "-p", &dir.to_string_lossy()]),
         &dir.join("backend.log"),
     )?;
+    let backends = Backends(child);
     if !wait_port(BACKEND_PORTS[0]) {
         return Err(std::io::Error::other("backend nginx did not start"));
     }
-    Ok(child)
+    Ok(backends)
 }
 
 fn start_haproxy(dir: &Path, pem: &Path) -> std::io::Result<Proxy> {
