@@ -27,15 +27,18 @@ type DemoResult<T> = Result<T, String>;
 /// `[dataplane] pin_path` of config/demo.toml.
 const PIN_DIR: &str = "/sys/fs/bpf/lb-demo";
 
-/// Removes the demo's pinned BPF maps and links when dropped (unless `--keep`).
+/// Removes the demo's pinned BPF maps and links, and its generated certificate, when
+/// dropped (unless `--keep`).
 struct PinsGuard {
     keep: bool,
+    cert: PathBuf,
 }
 
 impl Drop for PinsGuard {
     fn drop(&mut self) {
         if !self.keep {
             let _ = std::fs::remove_dir_all(PIN_DIR);
+            let _ = std::fs::remove_file(&self.cert);
         }
     }
 }
@@ -262,7 +265,10 @@ fn show_https_and_acls(demo: &Demo) {
 fn run(repo: &Path, keep: bool, stop: Arc<AtomicBool>) -> DemoResult<()> {
     // Declared first, dropped last: removes the pinned maps on every way out (done, error,
     // Ctrl-C) after lb and the lab are gone.
-    let _pins = PinsGuard { keep };
+    let _pins = PinsGuard {
+        keep,
+        cert: repo.join("config/certs/demo.pem"),
+    };
     println!("lb demo: building the lab (client, balancer, 3 backends) ...");
     let lab = L4Lab::build(3).map_err(err("lab"))?;
     let sources = lab.add_client_sources(30).map_err(err("client sources"))?;
