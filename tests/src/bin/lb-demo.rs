@@ -283,8 +283,11 @@ fn run(repo: &Path, keep: bool, stop: Arc<AtomicBool>) -> DemoResult<()> {
     }
     let certs = repo.join("config/certs");
     std::fs::create_dir_all(&certs).map_err(err("config/certs"))?;
-    let (pem, _, _) = make_cert(&certs).map_err(err("demo certificate"))?;
-    std::fs::rename(&pem, certs.join("demo.pem")).map_err(err("demo certificate"))?;
+    let scratch = std::env::temp_dir().join(format!("lb-demo-cert-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(err("demo certificate"))?;
+    let (pem, _, _) = make_cert(&scratch).map_err(err("demo certificate"))?;
+    std::fs::copy(&pem, certs.join("demo.pem")).map_err(err("demo certificate"))?;
+    let _ = std::fs::remove_dir_all(&scratch);
     println!("lb demo: generated config/certs/demo.pem; starting lb with config/demo.toml");
     let _ = std::fs::remove_dir_all(PIN_DIR);
     let lb = LbProcess::start_in(
