@@ -141,11 +141,6 @@ impl LbProcess {
         Ok((status, body))
     }
 
-    /// Leaves the process running after this value is gone (`--keep`).
-    pub fn detach(self) {
-        std::mem::forget(self);
-    }
-
     /// Sends a signal to the process.
     pub fn signal(&self, sig: Signal) {
         let _ = kill(Pid::from_raw(self.child.id() as i32), sig);

@@ -1,7 +1,7 @@
 //! The demo behind `cargo xtask demo`: a namespaced lab (client, balancer, 3 backends), lb
 //! running `config/demo.toml` with both tiers, live traffic with per-backend distribution,
 //! a backend killed and brought back, then cleanup (also on Ctrl-C). `--keep` leaves the
-//! lab running and prints commands to try.
+//! lab running, prints commands to try, and cleans up on Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -28,18 +28,15 @@ type DemoResult<T> = Result<T, String>;
 const PIN_DIR: &str = "/sys/fs/bpf/lb-demo";
 
 /// Removes the demo's pinned BPF maps and links, and its generated certificate, when
-/// dropped (unless `--keep`).
+/// dropped.
 struct PinsGuard {
-    keep: bool,
     cert: PathBuf,
 }
 
 impl Drop for PinsGuard {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(PIN_DIR);
-            let _ = std::fs::remove_file(&self.cert);
-        }
+        let _ = std::fs::remove_dir_all(PIN_DIR);
+        let _ = std::fs::remove_file(&self.cert);
     }
 }
 
@@ -266,7 +263,6 @@ fn run(repo: &Path, keep: bool, stop: Arc<AtomicBool>) -> DemoResult<()> {
     // Declared first, dropped last: removes the pinned maps on every way out (done, error,
     // Ctrl-C) after lb and the lab are gone.
     let _pins = PinsGuard {
-        keep,
         cert: repo.join("config/certs/demo.pem"),
     };
     println!("lb demo: building the lab (client, balancer, 3 backends) ...");
@@ -361,22 +357,24 @@ fn run(repo: &Path, keep: bool, stop: Arc<AtomicBool>) -> DemoResult<()> {
         lb_tests::lbproc::lb_binary().display()
     );
     if keep {
-        println!("\n--keep: the lab stays up. Try:");
+        println!("\n--keep: the lab stays up (lb and the backend servers run in this process).");
+        println!("Try, from another terminal:");
         println!(
             "  ip netns exec {} curl -sk --http2 -c /tmp/jar -b /tmp/jar https://{WEB}/ -D -",
             demo.lab.client.netns
         );
         println!(
-            "  ip netns exec {} nc 10.100.0.10 7000",
+            "  ip netns exec {} curl -s http://{WEB}/admin   # 403 by ACL",
             demo.lab.client.netns
         );
         println!(
-            "Clean up with: for n in $(ip netns list | grep -o '^{}[^ ]*'); do ip netns del $n; done; pkill -f 'lb run -c'",
-            demo.lab.lab.id()
+            "  ip netns exec {} nc 10.100.0.10 7000          # the XDP VIP",
+            demo.lab.client.netns
         );
-        lb.detach();
-        std::mem::forget(demo);
-        return Ok(());
+        println!("Press Ctrl-C to stop lb and remove the lab.");
+        while !demo.interrupted() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
     let _ = lb.stop();
     println!("\nlb demo: done; the lab is removed.");
