@@ -52,6 +52,7 @@ pub fn ensure(needs: Needs) -> anyhow::Result<()> {
     })?;
     if needs != Needs::Build {
         ensure_cargo_tool("cargo-deb", "cargo-deb")?;
+        ensure_bpffs()?;
     }
     let mut pkgs: Vec<(&str, &str)> = Vec::new();
     if needs != Needs::Build {
@@ -184,6 +185,22 @@ fn bpf_linker_works() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// Mounts bpffs at /sys/fs/bpf when it is not mounted (lb pins its maps there). Needs root;
+/// without it the privileged tests are skipped anyway.
+fn ensure_bpffs() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf")) {
+        return Ok(());
+    }
+    if !crate::shell::is_root() {
+        return Ok(());
+    }
+    eprintln!("xtask: mounting bpffs at /sys/fs/bpf");
+    output(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+        .context("mounting bpffs at /sys/fs/bpf failed")?;
+    Ok(())
 }
 
 /// Installs a cargo subcommand from crates.io when its binary is missing.
