@@ -25,6 +25,9 @@ pub struct VipKey {
 pub const VIP_F_HASH_SRC: u32 = 1 << 0;
 /// The frontend has an allow-list: sources not in it are dropped.
 pub const VIP_F_ALLOWLIST: u32 = 1 << 1;
+/// The frontend has source-filter rules (deny or allow) under its scope: without this bit
+/// the data path skips the per-VIP LPM lookup.
+pub const VIP_F_FILTER: u32 = 1 << 2;
 
 /// Per-VIP data-path settings.
 #[repr(C)]
@@ -49,7 +52,17 @@ pub struct GlobalConfig {
     pub maglev_size: u32,
     /// Seed mixed into every packet hash; shared by all nodes running one config.
     pub hash_seed: u32,
+    /// `CFG_F_*` bits.
+    pub flags: u32,
+    /// Zero; keeps the value 8-byte aligned and leaves room for a field.
+    pub _reserved: u32,
 }
+
+/// The global deny list has IPv4 rules: without this bit the data path skips the global
+/// IPv4 LPM lookup.
+pub const CFG_F_GLOBAL_FILTER_V4: u32 = 1 << 0;
+/// The global deny list has IPv6 rules.
+pub const CFG_F_GLOBAL_FILTER_V6: u32 = 1 << 1;
 
 /// Backend states as the data path sees them.
 pub const BACKEND_UNUSED: u8 = 0;

@@ -9,7 +9,7 @@ use lb_common::types::{
     ReverseKey, ReverseValue, VIP_F_HASH_SRC, VipInfo,
 };
 
-use crate::maps::{LB_BACKENDS, LB_CONFIG, LB_FLOWS, LB_MAGLEV, LB_REPLY_FLOWS, LB_REVERSE};
+use crate::maps::{LB_BACKENDS, LB_FLOWS, LB_MAGLEV, LB_REPLY_FLOWS, LB_REVERSE};
 use crate::parse::Packet;
 
 /// The backend chosen for a packet.
@@ -50,7 +50,7 @@ pub fn established(key: &FlowKey) -> Option<(u32, Backend)> {
 /// Chooses the backend for a forward packet of `vip`: the tracked one, else a Maglev pick
 /// (recorded as a new flow when `record`). `None` when the VIP has no usable backend.
 #[inline(always)]
-pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
+pub fn choose(p: &Packet, vip: &VipInfo, cfg: &GlobalConfig, record: bool) -> Option<Choice> {
     let key = key_of(p);
     if let Some((backend_id, backend)) = established(&key) {
         return Some(Choice {
@@ -62,7 +62,6 @@ pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
     if vip.backend_count == 0 {
         return None;
     }
-    let cfg: GlobalConfig = *LB_CONFIG.get(0)?;
     let m = cfg.maglev_size;
     if m == 0 {
         return None;

@@ -21,9 +21,9 @@ mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::types::{LocalAddrKey, Reason, ReverseKey, VipKey};
+use lb_common::types::{GlobalConfig, LocalAddrKey, Reason, ReverseKey, VipKey};
 
-use crate::maps::{LB_LOCAL_ADDRS, LB_REVERSE, LB_VIPS};
+use crate::maps::{LB_CONFIG, LB_LOCAL_ADDRS, LB_REVERSE, LB_VIPS};
 use crate::nat::Side;
 use crate::parse::{PROTO_ICMP, PROTO_ICMPV6, Packet};
 use crate::stats::{count_reason, count_traffic};
@@ -63,7 +63,11 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     if is_local(&p.src, p.family) {
         return pass(Reason::PassLocal);
     }
-    if filter::globally_denied(&p) {
+    let cfg = match LB_CONFIG.get(0) {
+        Some(c) => *c,
+        None => GlobalConfig::default(),
+    };
+    if filter::globally_denied(&p, cfg.flags) {
         return drop(Reason::DropDenied);
     }
     if p.proto == PROTO_ICMP || p.proto == PROTO_ICMPV6 {
@@ -90,7 +94,7 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     if let Some(vip) = LB_VIPS.get_ptr(vkey) {
         // SAFETY: map value pointer from a successful lookup.
         let vip = unsafe { *vip };
-        return balance(&ctx, &mut p, &vip);
+        return balance(&ctx, &mut p, &vip, &cfg);
     }
     let rkey = ReverseKey {
         addr: p.src,
@@ -132,11 +136,16 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 
 /// Forward direction: filter, pick, DNAT, forward.
 #[inline(always)]
-fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) -> u32 {
+fn balance(
+    ctx: &XdpContext,
+    p: &mut Packet,
+    vip: &lb_common::types::VipInfo,
+    cfg: &GlobalConfig,
+) -> u32 {
     if filter::vip_denied(p, vip) {
         return drop(Reason::DropDenied);
     }
-    let Some(choice) = flow::choose(p, vip, true) else {
+    let Some(choice) = flow::choose(p, vip, cfg, true) else {
         return drop(Reason::DropNoBackend);
     };
     let b = choice.backend;

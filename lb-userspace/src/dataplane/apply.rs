@@ -19,8 +19,8 @@ use std::net::{IpAddr, SocketAddr};
 use lb_common::maglev::{self, MaglevBackend};
 use lb_common::maps::{MAX_BACKENDS, MAX_VIPS};
 use lb_common::types::{
-    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_UNUSED, BACKEND_UP, Backend, GlobalConfig, PROTO_TCP,
-    PROTO_UDP, REVERSE_F_SHARED, ReverseKey, ReverseValue, VIP_F_ALLOWLIST, VIP_F_HASH_SRC,
+    BACKEND_DOWN, BACKEND_DRAIN, CFG_F_GLOBAL_FILTER_V4, CFG_F_GLOBAL_FILTER_V6, BACKEND_UNUSED, BACKEND_UP, Backend, GlobalConfig, PROTO_TCP,
+    PROTO_UDP, REVERSE_F_SHARED, ReverseKey, ReverseValue, VIP_F_ALLOWLIST, VIP_F_FILTER, VIP_F_HASH_SRC,
     VipInfo, VipKey,
 };
 
@@ -131,10 +131,22 @@ pub fn apply(
     let mut summary = ApplySummary::default();
     let m = dp.maglev_size();
 
-    // 1. Global settings.
+    // 1. Global settings. The filter bits tell the data path whether the global deny list
+    //    has rules of a family at all (it skips the LPM lookup otherwise); set from the
+    //    wanted rules, so stale rules about to be removed (step 9) are already ignored.
+    let mut flags = 0;
+    for net in &dpc.deny_src {
+        flags |= if net.addr.is_ipv4() {
+            CFG_F_GLOBAL_FILTER_V4
+        } else {
+            CFG_F_GLOBAL_FILTER_V6
+        };
+    }
     let global = GlobalConfig {
         maglev_size: m,
         hash_seed: cfg.global.hash_seed,
+        flags,
+        _reserved: 0,
     };
     let seed_changed = dp.global_config()? != global;
     if seed_changed {
@@ -158,6 +170,9 @@ pub fn apply(
             let mut flags = 0;
             if !fe.allow_src.is_empty() {
                 flags |= VIP_F_ALLOWLIST;
+            }
+            if !fe.allow_src.is_empty() || !fe.deny_src.is_empty() {
+                flags |= VIP_F_FILTER;
             }
             let mut members = Vec::new();
             if let Some(b) = backend {
