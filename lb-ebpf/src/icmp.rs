@@ -19,7 +19,7 @@ use lb_common::types::{PROTO_TCP, PROTO_UDP, Reason, ReverseKey, VipKey};
 
 use crate::csum::{self, Delta};
 use crate::flow;
-use crate::maps::{LB_CONFIG, LB_REVERSE, LB_VIPS};
+use crate::maps::{LB_REVERSE, LB_VIPS};
 use crate::nat::{Side, addr_offset, update_csum, write_addr};
 use crate::parse::{
     ICMP_HLEN, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, PROTO_ICMPV6, Packet, TCP_CSUM_OFF,
@@ -154,10 +154,7 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
             // The tracked backend, else the one the Maglev table picks for this flow (a
             // restarted or second balancer node without the flow entry agrees); no entry
             // is recorded for an error message.
-            let Some(cfg) = LB_CONFIG.get(0) else {
-                return Outcome::Pass(Reason::PassNotBalanced);
-            };
-            let Some(choice) = flow::choose(&client, &vip, cfg, false) else {
+            let Some(choice) = flow::choose(&client, &vip, false) else {
                 return Outcome::Pass(Reason::PassNotBalanced);
             };
             let (vip_id, backend_id, b) = (vip.vip_id, choice.backend_id, choice.backend);

@@ -21,7 +21,7 @@ mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::types::{GlobalConfig, LocalAddrKey, Reason, ReverseKey, VipKey};
+use lb_common::types::{LocalAddrKey, Reason, ReverseKey, ReverseValue, VipKey};
 
 use crate::maps::{LB_CONFIG, LB_LOCAL_ADDRS, LB_REVERSE, LB_VIPS};
 use crate::nat::Side;
@@ -60,31 +60,35 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         Ok(p) => p,
         Err(reason) => return pass(reason),
     };
-    if is_local(&p.src, p.family) {
-        return pass(Reason::PassLocal);
-    }
-    let cfg = match LB_CONFIG.get(0) {
-        Some(c) => *c,
-        None => GlobalConfig::default(),
-    };
-    if filter::globally_denied(&p, cfg.flags) {
-        return drop(Reason::DropDenied);
+    if let Some(action) = screen(&p) {
+        return action;
     }
     if p.proto == PROTO_ICMP || p.proto == PROTO_ICMPV6 {
-        if is_local(&p.dst, p.family) {
-            return pass(Reason::PassLocal);
-        }
-        return match icmp::handle(&ctx, &mut p) {
-            icmp::Outcome::Forward { vip_id, backend_id } => {
-                count_reason(Reason::IcmpTranslated);
-                count_traffic(vip_id, backend_id, u64::from(p.ip_len), false);
-                forward::forward(&ctx, &p)
-            }
-            icmp::Outcome::Pass(reason) => pass(reason),
-            icmp::Outcome::Sent(action) => action,
-            icmp::Outcome::Drop => xdp_action::XDP_DROP,
-        };
+        return icmp_packet(&ctx, &mut p);
     }
+    l4_packet(&ctx, &mut p)
+}
+
+/// Packets from the balancer's own addresses pass; globally denied sources drop. `None`
+/// when the packet goes on.
+#[inline(never)]
+fn screen(p: &Packet) -> Option<u32> {
+    if is_local(&p.src, p.family) {
+        return Some(pass(Reason::PassLocal));
+    }
+    let cfg_flags = match LB_CONFIG.get(0) {
+        Some(c) => c.flags,
+        None => 0,
+    };
+    if filter::globally_denied(p, cfg_flags) {
+        return Some(drop(Reason::DropDenied));
+    }
+    None
+}
+
+/// TCP / UDP: to a VIP (balance), from a backend (reverse NAT), or not ours.
+#[inline(never)]
+fn l4_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
     let vkey = VipKey {
         addr: p.dst,
         port: p.dport,
@@ -92,9 +96,8 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         family: p.family,
     };
     if let Some(vip) = LB_VIPS.get_ptr(vkey) {
-        // SAFETY: map value pointer from a successful lookup.
-        let vip = unsafe { *vip };
-        return balance(&ctx, &mut p, &vip, &cfg);
+        // SAFETY: map value pointer from a successful lookup (no copy on the stack).
+        return balance(ctx, p, unsafe { &*vip });
     }
     let rkey = ReverseKey {
         addr: p.src,
@@ -106,46 +109,65 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         if is_local(&p.dst, p.family) {
             return pass(Reason::PassLocal);
         }
-        // SAFETY: map value pointer from a successful lookup.
-        let rv = unsafe { *rv };
-        let rv = flow::reply_vip(rv, &p.src, p.sport, &p.dst, p.dport, p.proto, p.family);
-        if rv.family != p.family {
-            return pass(Reason::PassNotBalanced);
-        }
-        let mut out = p;
-        out.src = rv.vip_addr;
-        out.sport = rv.vip_port;
-        let route = match forward::lookup(&ctx, &out) {
-            Ok(route) => route,
-            Err(action) => return action,
-        };
-        if let Some(mtu) = route.frag_needed()
-            && (p.v6 || icmp::dont_fragment(&ctx, &p))
-        {
-            return too_big(&ctx, &p, &rv.vip_addr, mtu);
-        }
-        if nat::rewrite(&ctx, &mut p, Side::Src, &rv.vip_addr, rv.vip_port).is_none() {
-            return pass(Reason::PassTruncated);
-        }
-        count_reason(Reason::ReverseNat);
-        count_traffic(rv.vip_id, rv.backend_id, u64::from(p.ip_len), false);
-        return forward::transmit(&ctx, &p, &route);
+        // SAFETY: map value pointer from a successful lookup (no copy on the stack).
+        return reverse(ctx, p, unsafe { &*rv });
     }
     pass(Reason::PassNotBalanced)
 }
 
+// The paths above and below are separate BPF functions (`inline(never)`): the verifier
+// bounds the *combined* stack of a call chain by 512 bytes, and each chain fits where
+// everything inlined into `lb_xdp` did not.
+
+/// Reverse direction: a backend's reply, translated back to its VIP.
+#[inline(never)]
+fn reverse(ctx: &XdpContext, p: &mut Packet, rv: &ReverseValue) -> u32 {
+    let rv = flow::reply_vip(*rv, &p.src, p.sport, &p.dst, p.dport, p.proto, p.family);
+    if rv.family != p.family {
+        return pass(Reason::PassNotBalanced);
+    }
+    let route = match forward::lookup(ctx, p, &rv.vip_addr, rv.vip_port, &p.dst, p.dport) {
+        Ok(route) => route,
+        Err(action) => return action,
+    };
+    if let Some(mtu) = route.frag_needed()
+        && (p.v6 || icmp::dont_fragment(ctx, p))
+    {
+        return too_big(ctx, p, &rv.vip_addr, mtu);
+    }
+    if nat::rewrite(ctx, p, Side::Src, &rv.vip_addr, rv.vip_port).is_none() {
+        return pass(Reason::PassTruncated);
+    }
+    count_reason(Reason::ReverseNat);
+    count_traffic(rv.vip_id, rv.backend_id, u64::from(p.ip_len), false);
+    forward::transmit(ctx, p, &route)
+}
+
+/// ICMP / ICMPv6: errors about balanced flows are translated, the rest passes.
+#[inline(never)]
+fn icmp_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
+    if is_local(&p.dst, p.family) {
+        return pass(Reason::PassLocal);
+    }
+    match icmp::handle(ctx, p) {
+        icmp::Outcome::Forward { vip_id, backend_id } => {
+            count_reason(Reason::IcmpTranslated);
+            count_traffic(vip_id, backend_id, u64::from(p.ip_len), false);
+            forward::forward(ctx, p)
+        }
+        icmp::Outcome::Pass(reason) => pass(reason),
+        icmp::Outcome::Sent(action) => action,
+        icmp::Outcome::Drop => xdp_action::XDP_DROP,
+    }
+}
+
 /// Forward direction: filter, pick, DNAT, forward.
-#[inline(always)]
-fn balance(
-    ctx: &XdpContext,
-    p: &mut Packet,
-    vip: &lb_common::types::VipInfo,
-    cfg: &GlobalConfig,
-) -> u32 {
+#[inline(never)]
+fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) -> u32 {
     if filter::vip_denied(p, vip) {
         return drop(Reason::DropDenied);
     }
-    let Some(choice) = flow::choose(p, vip, cfg, true) else {
+    let Some(choice) = flow::choose(p, vip, true) else {
         return drop(Reason::DropNoBackend);
     };
     let b = choice.backend;
@@ -153,12 +175,19 @@ fn balance(
         return drop(Reason::DropNoBackend);
     }
     if choice.new_flow {
-        flow::record_reply(p, vip.vip_id, choice.backend_id, &b);
+        flow::record_reply(p, vip.vip_id, choice.backend_id, b);
     }
-    let mut out = *p;
-    out.dst = b.addr;
-    out.dport = b.port;
-    let route = match forward::lookup(ctx, &out) {
+    // Established flow whose next hop is cached for the current generation: no FIB lookup.
+    let nh_gen = forward::generation();
+    let entry = choice.entry;
+    if !entry.is_null() && forward::cached(ctx, p, entry, nh_gen) {
+        if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
+            return pass(Reason::PassTruncated);
+        }
+        count_traffic(vip.vip_id, choice.backend_id, u64::from(p.ip_len), false);
+        return forward::send_cached(ctx, p, entry);
+    }
+    let route = match forward::lookup(ctx, p, &p.src, p.sport, &b.addr, b.port) {
         Ok(route) => route,
         Err(action) => return action,
     };
@@ -166,6 +195,9 @@ fn balance(
         && (p.v6 || icmp::dont_fragment(ctx, p))
     {
         return too_big(ctx, p, &p.dst, mtu);
+    }
+    if !entry.is_null() {
+        forward::remember(entry, nh_gen, &route, p.ip_len);
     }
     if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
         return pass(Reason::PassTruncated);

@@ -19,9 +19,9 @@ use std::net::{IpAddr, SocketAddr};
 use lb_common::maglev::{self, MaglevBackend};
 use lb_common::maps::{MAX_BACKENDS, MAX_VIPS};
 use lb_common::types::{
-    BACKEND_DOWN, BACKEND_DRAIN, CFG_F_GLOBAL_FILTER_V4, CFG_F_GLOBAL_FILTER_V6, BACKEND_UNUSED, BACKEND_UP, Backend, GlobalConfig, PROTO_TCP,
-    PROTO_UDP, REVERSE_F_SHARED, ReverseKey, ReverseValue, VIP_F_ALLOWLIST, VIP_F_FILTER, VIP_F_HASH_SRC,
-    VipInfo, VipKey,
+    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_UNUSED, BACKEND_UP, Backend, CFG_F_GLOBAL_FILTER_V4,
+    CFG_F_GLOBAL_FILTER_V6, GlobalConfig, PROTO_TCP, PROTO_UDP, REVERSE_F_SHARED, ReverseKey,
+    ReverseValue, VIP_F_ALLOWLIST, VIP_F_FILTER, VIP_F_HASH_SRC, VipInfo, VipKey,
 };
 
 use super::maps::{
@@ -521,6 +521,11 @@ pub fn start(cfg: &Config, registry: &Registry) -> Result<Running, ApplyError> {
         maglev_table_size: dpc.maglev_table_size,
     })?;
     let mut dp = Dataplane::new(ebpf)?;
+    // The next-hop cache follows route/neighbour changes; without a watcher it stays off.
+    if let Err(e) = super::nexthop::watch(&dpc.pin_path) {
+        tracing::warn!("next-hop cache disabled: {e}");
+        dp.set_nexthop_lease(lb_common::types::NextHopLease::default())?;
+    }
     let summary = apply(&mut dp, cfg, registry)?;
     sync_local_addrs(&mut dp, &[])?;
     let tx_ports = register_tx_ports(&mut dp, &dpc.interfaces)?;

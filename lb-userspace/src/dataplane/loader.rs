@@ -114,7 +114,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
 }
 
 /// Key and value sizes of the maps whose layout lb defines, as this build expects them.
-fn expected_layouts() -> [(&'static str, usize, usize); 11] {
+fn expected_layouts() -> [(&'static str, usize, usize); 12] {
     use lb_common::types::*;
     use std::mem::size_of;
     [
@@ -123,7 +123,11 @@ fn expected_layouts() -> [(&'static str, usize, usize); 11] {
         (names::MAGLEV, 4, 4),
         (names::BACKENDS, 4, size_of::<Backend>()),
         (names::FLOWS, size_of::<FlowKey>(), size_of::<FlowValue>()),
-        (names::REVERSE, size_of::<ReverseKey>(), size_of::<ReverseValue>()),
+        (
+            names::REVERSE,
+            size_of::<ReverseKey>(),
+            size_of::<ReverseValue>(),
+        ),
         (
             names::REPLY_FLOWS,
             size_of::<FlowKey>(),
@@ -133,6 +137,7 @@ fn expected_layouts() -> [(&'static str, usize, usize); 11] {
         (names::REASON_STATS, 4, 8),
         (names::VIP_STATS, 4, size_of::<TrafficCounters>()),
         (names::BACKEND_STATS, 4, size_of::<TrafficCounters>()),
+        (names::NH_GEN, 4, size_of::<NextHopLease>()),
     ]
 }
 
@@ -145,11 +150,12 @@ fn check_pinned_maps(pin_dir: &Path) -> Result<(), DataplaneError> {
         if !path.exists() {
             continue;
         }
-        let info =
-            aya::maps::MapInfo::from_pin(&path).map_err(|source| DataplaneError::PinnedMapInfo {
+        let info = aya::maps::MapInfo::from_pin(&path).map_err(|source| {
+            DataplaneError::PinnedMapInfo {
                 path: path.clone(),
                 source,
-            })?;
+            }
+        })?;
         for (what, expected, found) in [
             ("key size", key as u32, info.key_size()),
             ("value size", value as u32, info.value_size()),

@@ -16,8 +16,8 @@ use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray}
 use lb_common::maps::{MAX_BACKENDS, MAX_VIPS, names};
 use lb_common::types::{
     BACKEND_UNUSED, Backend, FAMILY_V4, FAMILY_V6, FILTER_ALLOW, FILTER_DENY, FilterKeyV4,
-    FilterKeyV6, FlowKey, FlowValue, GlobalConfig, LocalAddrKey, Reason, ReverseKey, ReverseValue,
-    TrafficCounters, VipInfo, VipKey,
+    FilterKeyV6, FlowKey, FlowValue, GlobalConfig, LocalAddrKey, NextHopLease, Reason, ReverseKey,
+    ReverseValue, TrafficCounters, VipInfo, VipKey,
 };
 
 /// Errors from map operations.
@@ -215,6 +215,23 @@ impl Dataplane {
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, MapsError> {
         self.ebpf.map_mut(name).ok_or(MapsError::MissingMap(name))
+    }
+
+    // ---- next-hop cache ----
+
+    /// Writes the next-hop cache lease (see [`super::nexthop`]); generation 0 turns the
+    /// cache off.
+    pub fn set_nexthop_lease(&mut self, lease: NextHopLease) -> Result<(), MapsError> {
+        let mut arr: Array<&mut MapData, NextHopLease> =
+            Array::try_from(self.map_mut(names::NH_GEN)?).map_err(map_err(names::NH_GEN))?;
+        arr.set(0, lease, 0).map_err(map_err(names::NH_GEN))
+    }
+
+    /// The next-hop cache lease.
+    pub fn nexthop_lease(&self) -> Result<NextHopLease, MapsError> {
+        let arr: Array<&MapData, NextHopLease> =
+            Array::try_from(self.map(names::NH_GEN)?).map_err(map_err(names::NH_GEN))?;
+        arr.get(&0, 0).map_err(map_err(names::NH_GEN))
     }
 
     // ---- global config ----

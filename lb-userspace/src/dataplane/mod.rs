@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod loader;
 pub mod maps;
+pub mod nexthop;
 pub mod stats;
 pub mod sync;
 
