@@ -570,7 +570,6 @@ fn udp_pps(lab: &L4Lab, conf: &Path, dur: Duration) -> std::io::Result<f64> {
                 "--cpus",
                 "1",
                 "--no-sock-mem",
-                "--silent",
             ],
         )
         .stdout(Stdio::null())
@@ -592,20 +591,43 @@ struct PathResult {
     pps: f64,
 }
 
+/// Load on `targets`: one wrk process per target (so direct-to-backend spreads over the
+/// same three nginx as the balanced paths, which get three wrk processes on the VIP), each
+/// with one thread and `WRK_CONNS` connections; the request rates are summed.
 fn measure_path(
     lab: &L4Lab,
     cfg: &L4Bench,
-    target: &str,
+    targets: &[String],
     trafgen: &Path,
 ) -> std::io::Result<PathResult> {
-    let url = format!("http://{target}:{HTTP_PORT}/");
+    let urls: Vec<String> = targets
+        .iter()
+        .map(|t| format!("http://{t}:{HTTP_PORT}/"))
+        .collect();
     let mut ka = Vec::new();
     let mut cl = Vec::new();
     let mut pps = Vec::new();
     for _ in 0..cfg.repeats {
         for (close, out) in [(false, &mut ka), (true, &mut cl)] {
-            let load = in_client_wrk(lab, &url, cfg.duration, close);
-            out.push(load.unwrap_or(0.0));
+            let handles: Vec<_> = urls
+                .iter()
+                .map(|u| {
+                    let client = lab.client.clone();
+                    let u = u.clone();
+                    let dur = cfg.duration;
+                    std::thread::spawn(move || in_client_wrk(&client, &u, dur, close))
+                })
+                .collect();
+            let rates: Vec<Option<f64>> = handles
+                .into_iter()
+                .map(|h| h.join().ok().flatten())
+                .collect();
+            let total = if rates.iter().all(Option::is_some) {
+                rates.iter().flatten().sum()
+            } else {
+                0.0
+            };
+            out.push(total);
         }
         pps.push(udp_pps(lab, trafgen, cfg.duration)?);
     }
@@ -616,11 +638,13 @@ fn measure_path(
     })
 }
 
+const WRK_CONNS: u32 = 16;
+
 /// wrk runs inside the client namespace (a thread that entered it; wrk inherits it).
-fn in_client_wrk(lab: &L4Lab, url: &str, dur: Duration, close: bool) -> Option<f64> {
+fn in_client_wrk(client: &Host, url: &str, dur: Duration, close: bool) -> Option<f64> {
     let url = url.to_owned();
-    lab.client
-        .within(move || Ok(wrk(&url, 1, 32, dur, close).map(|l| l.rps)))
+    client
+        .within(move || Ok(wrk(&url, 1, WRK_CONNS, dur, close).map(|l| l.rps)))
         .ok()
         .flatten()
 }
@@ -664,16 +688,18 @@ fn end_to_end(cfg: &L4Bench) -> std::io::Result<Vec<Row>> {
     let tg_direct = trafgen_conf(&cfg.dir, lb_mac, client_mac, [10, 102, 0, 11])?;
 
     // 1. Direct to backend 1, kernel forwarding on the lb host.
-    let direct = measure_path(&lab, cfg, &backend_v4(1), &tg_direct)?;
+    let backends: Vec<String> = (1..=N).map(backend_v4).collect();
+    let vips: Vec<String> = (1..=N).map(|_| VIP.to_owned()).collect();
+    let direct = measure_path(&lab, cfg, &backends, &tg_direct)?;
     // 2. nftables DNAT on the lb host.
     nft_dnat(&lab.lb, N)?;
-    let nft = measure_path(&lab, cfg, VIP, &tg_vip)?;
+    let nft = measure_path(&lab, cfg, &vips, &tg_vip)?;
     run_cmd(&mut lab.lb.command("nft", &["delete", "table", "ip", "lbbench"]))?;
     // 3. lb with an XDP VIP.
     let conf = lb_config(&cfg.dir, N)?;
     let admin: SocketAddr = ADMIN.parse().map_err(io_err)?;
     let lbp = LbProcess::start(&lab.lb, &conf, admin, &[]).map_err(io_err)?;
-    let xdp = measure_path(&lab, cfg, VIP, &tg_vip);
+    let xdp = measure_path(&lab, cfg, &vips, &tg_vip);
     let _ = lbp.stop();
     let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/lbbench-e2e-{}", std::process::id()));
     let xdp = xdp?;
