@@ -12,9 +12,10 @@
 //! - **Maglev publish**: one VIP's table (M = 65537) written to the inactive half and
 //!   flipped, batched (`BPF_MAP_UPDATE_BATCH`) vs one update syscall per entry.
 //! - **End to end** (tests/src/topology.rs, 3 nginx backends): HTTP keep-alive and
-//!   `Connection: close` with wrk, and UDP packets per second from trafgen counted at the
-//!   backends' interfaces; XDP VIP vs direct-to-backend (kernel forwarding on the lb host)
-//!   vs nftables DNAT on the lb host.
+//!   `Connection: close` with wrk (one wrk per backend / three on the VIP), and UDP packets
+//!   per second from trafgen (random source port) counted and dropped at the switch port
+//!   facing the balancer; XDP VIP vs direct-to-backend (kernel forwarding on the lb host)
+//!   vs nftables DNAT (jhash map over the 3 backends) on the lb host.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -542,19 +543,36 @@ fn link_mac(host: &Host, dev: &str) -> std::io::Result<[u8; 6]> {
     Ok(mac)
 }
 
-fn rx_packets(hosts: &[Host]) -> std::io::Result<u64> {
-    let mut sum = 0;
-    for h in hosts {
-        let text = run_cmd(&mut h.command("cat", &["/sys/class/net/eth0/statistics/rx_packets"]))?;
-        sum += text.trim().parse::<u64>().map_err(io_err)?;
-    }
-    Ok(sum)
+/// The UDP sink: on the switch, at the ingress of the port facing the balancer, UDP to
+/// `UDP_PORT` is counted and dropped, so the packets cost nothing past the balancer (no
+/// bridge, no backend stack) and the balancer is the bottleneck.
+fn udp_sink(switch: &Host) -> std::io::Result<()> {
+    run_cmd(&mut switch.command(
+        "nft",
+        &[&format!(
+            "add table netdev sink; add counter netdev sink pkts; \
+             add chain netdev sink in {{ type filter hook ingress device p0 priority 0; }}; \
+             add rule netdev sink in udp dport {UDP_PORT} counter name pkts drop"
+        )],
+    ))
+    .map(|_| ())
 }
 
-/// Sends UDP with trafgen from the client for `dur` and returns packets per second
-/// received by the backends' interfaces.
+fn sink_packets(switch: &Host) -> std::io::Result<u64> {
+    let text = run_cmd(&mut switch.command("nft", &["list", "counter", "netdev", "sink", "pkts"]))?;
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "packets" {
+            return words.next().unwrap_or("0").parse::<u64>().map_err(io_err);
+        }
+    }
+    Err(io_err(format!("no packet count in {text:?}")))
+}
+
+/// Sends UDP with trafgen from the client for `dur` and returns packets per second that
+/// came out of the balancer (counted at the sink).
 fn udp_pps(lab: &L4Lab, conf: &Path, dur: Duration) -> std::io::Result<f64> {
-    let before = rx_packets(&lab.backends)?;
+    let before = sink_packets(&lab.switch)?;
     let t = Instant::now();
     let status = lab
         .client
@@ -579,7 +597,7 @@ fn udp_pps(lab: &L4Lab, conf: &Path, dur: Duration) -> std::io::Result<f64> {
     let _ = status;
     // Let in-flight packets land.
     std::thread::sleep(Duration::from_millis(200));
-    let after = rx_packets(&lab.backends)?;
+    let after = sink_packets(&lab.switch)?;
     Ok((after - before) as f64 / secs)
 }
 
@@ -673,36 +691,49 @@ fn end_to_end(cfg: &L4Bench) -> std::io::Result<Vec<Row>> {
         lab.lab
             .spawn(b, "nginx", &["-c", &conf.to_string_lossy()])
             .map_err(io_err)?;
-        // Received UDP is counted at the interface, then dropped quietly (no ICMP back).
-        run_cmd(&mut b.command(
-            "nft",
-            &[&format!(
-                "add table inet sink; add chain inet sink in {{ type filter hook input priority 0; }}; add rule inet sink in udp dport {UDP_PORT} drop"
-            )],
-        ))?;
     }
+    udp_sink(&lab.switch)?;
     std::thread::sleep(Duration::from_millis(500));
     let lb_mac = link_mac(&lab.lb, "eth0")?;
     let client_mac = link_mac(&lab.client, "eth0")?;
     let tg_vip = trafgen_conf(&cfg.dir, lb_mac, client_mac, [10, 100, 0, 10])?;
     let tg_direct = trafgen_conf(&cfg.dir, lb_mac, client_mac, [10, 102, 0, 11])?;
 
-    // 1. Direct to backend 1, kernel forwarding on the lb host.
+    // Rounds interleave the three paths, so load from elsewhere on the machine hits them
+    // alike; each path's figure is the median over rounds.
     let backends: Vec<String> = (1..=N).map(backend_v4).collect();
     let vips: Vec<String> = (1..=N).map(|_| VIP.to_owned()).collect();
-    let direct = measure_path(&lab, cfg, &backends, &tg_direct)?;
-    // 2. nftables DNAT on the lb host.
-    nft_dnat(&lab.lb, N)?;
-    let nft = measure_path(&lab, cfg, &vips, &tg_vip)?;
-    run_cmd(&mut lab.lb.command("nft", &["delete", "table", "ip", "lbbench"]))?;
-    // 3. lb with an XDP VIP.
     let conf = lb_config(&cfg.dir, N)?;
     let admin: SocketAddr = ADMIN.parse().map_err(io_err)?;
-    let lbp = LbProcess::start(&lab.lb, &conf, admin, &[]).map_err(io_err)?;
-    let xdp = measure_path(&lab, cfg, &vips, &tg_vip);
-    let _ = lbp.stop();
+    let one = L4Bench {
+        repeats: 1,
+        ..cfg.clone()
+    };
+    let mut runs: [Vec<PathResult>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..cfg.repeats {
+        // 1. Direct to the backends, kernel forwarding on the lb host.
+        runs[0].push(measure_path(&lab, &one, &backends, &tg_direct)?);
+        // 2. nftables DNAT on the lb host.
+        nft_dnat(&lab.lb, N)?;
+        let r = measure_path(&lab, &one, &vips, &tg_vip);
+        run_cmd(&mut lab.lb.command("nft", &["delete", "table", "ip", "lbbench"]))?;
+        runs[1].push(r?);
+        // 3. lb with an XDP VIP.
+        let lbp = LbProcess::start(&lab.lb, &conf, admin, &[]).map_err(io_err)?;
+        let r = measure_path(&lab, &one, &vips, &tg_vip);
+        let _ = lbp.stop();
+        runs[2].push(r?);
+    }
     let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/lbbench-e2e-{}", std::process::id()));
-    let xdp = xdp?;
+    let med = |rs: &[PathResult]| PathResult {
+        keepalive: median(&mut rs.iter().map(|r| r.keepalive).collect::<Vec<_>>()),
+        close: median(&mut rs.iter().map(|r| r.close).collect::<Vec<_>>()),
+        pps: median(&mut rs.iter().map(|r| r.pps).collect::<Vec<_>>()),
+    };
+    for (name, rs) in ["direct", "nftables", "xdp"].iter().zip(&runs) {
+        println!("{name}: per round {rs:?}");
+    }
+    let (direct, nft, xdp) = (med(&runs[0]), med(&runs[1]), med(&runs[2]));
     println!(
         "\n(end to end, medians of {} rounds of {:?}) direct: {direct:?}\n  nftables: {nft:?}\n  xdp: {xdp:?}",
         cfg.repeats, cfg.duration
