@@ -1850,16 +1850,21 @@ fn measure_per_packet_cost() {
     for (label, ns) in report {
         eprintln!("{label}: {ns:.0} ns/packet (test-run timing; lb_xdp includes bpf_fib_lookup)");
     }
-    // Control plane: one weight change = the tables of both VIPs of "web" rebuilt, written and flipped.
-    fx.reg.set_weight("web", "s1", 3).expect("weight");
-    let t = std::time::Instant::now();
-    let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
-    let took = t.elapsed();
-    assert_eq!(s.tables_flipped, 2, "two binds, two VIPs: {s:?}");
-    eprintln!(
-        "apply with two table flips (M = {}): {took:?}",
-        fx.dp.maglev_size()
-    );
+    // Control plane: one weight change = the tables of both VIPs of "web" rebuilt, written
+    // and flipped; with one update syscall per entry (the old way), then batched.
+    for (batch, weight) in [(false, 3), (true, 2)] {
+        fx.dp.set_batch_updates(batch);
+        fx.reg.set_weight("web", "s1", weight).expect("weight");
+        let t = std::time::Instant::now();
+        let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+        let took = t.elapsed();
+        assert_eq!(s.tables_flipped, 2, "two binds, two VIPs: {s:?}");
+        eprintln!(
+            "apply with two table flips (M = {}), {}: {took:?}",
+            fx.dp.maglev_size(),
+            if batch { "batched" } else { "per entry" }
+        );
+    }
     let t = std::time::Instant::now();
     let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
     eprintln!(
