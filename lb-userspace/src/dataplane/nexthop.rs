@@ -44,12 +44,16 @@ pub fn coarse_now_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// A lease for `generation` valid for `valid_for` from now.
+/// A lease for `generation` valid for `valid_for` from now (zero: already expired).
 pub fn lease(generation: u32, valid_for: Duration) -> NextHopLease {
     NextHopLease {
         generation,
         _pad: 0,
-        expires_ns: coarse_now_ns() + valid_for.as_nanos() as u64,
+        expires_ns: if valid_for.is_zero() {
+            0
+        } else {
+            coarse_now_ns() + valid_for.as_nanos() as u64
+        },
     }
 }
 
@@ -149,14 +153,19 @@ fn drain(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<bool> {
 pub fn watch(pin_dir: &Path) -> Result<std::thread::JoinHandle<()>, WatchError> {
     let mut map = open_lease_map(pin_dir)?;
     let sock = rtnetlink_socket().map_err(WatchError::Socket)?;
-    let current = map.get(&0, 0).map(|l| l.generation).unwrap_or(0);
-    let mut generation = current.wrapping_add(1).max(1);
-    let write = |map: &mut Array<MapData, NextHopLease>, g: u32| {
-        if let Err(e) = map.set(0, lease(g, LEASE), 0) {
+    // The generation lives in the map only and is always read, bumped and written back, so
+    // a value a flow may have cached is never handed out again (another watcher on the same
+    // pins, or a previous lb, may have moved it).
+    let current =
+        |map: &Array<MapData, NextHopLease>| map.get(&0, 0).map(|l| l.generation).unwrap_or(0);
+    let next = |g: u32| g.wrapping_add(1).max(1);
+    let write = |map: &mut Array<MapData, NextHopLease>, g: u32, valid_for: Duration| {
+        if let Err(e) = map.set(0, lease(g, valid_for), 0) {
             tracing::warn!("next-hop cache: writing the lease failed: {e}");
         }
     };
-    write(&mut map, generation);
+    let g = next(current(&map));
+    write(&mut map, g, LEASE);
     let handle = std::thread::Builder::new()
         .name("lb-nexthop".into())
         .spawn(move || {
@@ -174,18 +183,22 @@ pub fn watch(pin_dir: &Path) -> Result<std::thread::JoinHandle<()>, WatchError> 
                 {
                     break;
                 }
+                let g = current(&map);
                 match drain(&sock, &mut buf) {
-                    Ok(true) => generation = generation.wrapping_add(1).max(1),
-                    Ok(false) => {}
+                    Ok(true) => write(&mut map, next(g), LEASE),
+                    // Renew, unless someone turned the cache off meanwhile.
+                    Ok(false) if g == 0 => {}
+                    Ok(false) => write(&mut map, g, LEASE),
                     Err(e) => {
                         tracing::warn!("next-hop cache: rtnetlink failed ({e}); cache off");
                         break;
                     }
                 }
-                write(&mut map, generation);
             }
-            // Off now, rather than when the lease lapses.
-            write(&mut map, 0);
+            // Off now (an expired lease), rather than when the lease lapses; the
+            // generation moves on so nothing cached so far is ever valid again.
+            let g = next(current(&map));
+            write(&mut map, g, Duration::ZERO);
         })
         .map_err(WatchError::Socket)?;
     Ok(handle)
