@@ -2295,6 +2295,16 @@ fn next_hop_cache_follows_generation_and_lease() {
     assert_eq!(action, XDP_REDIRECT);
     assert_eq!(out[..6], bk_mac(last));
     verify_frame_checksums(&out).expect("checksums");
+    // A backend slot taking a new endpoint moves the generation on (flows naming a reused
+    // id must not keep the old endpoint's next hop); an apply without such a change does not.
+    let g = fx.dp.nexthop_lease().expect("lease").generation;
+    fx.reapply();
+    assert_eq!(fx.dp.nexthop_lease().expect("lease").generation, g);
+    fx.cfg.backends[0]
+        .servers
+        .push(server("s4", "10.1.0.50:8080", 1));
+    fx.reapply();
+    assert_ne!(fx.dp.nexthop_lease().expect("lease").generation, g);
 }
 
 /// Maps pinned by an lb with another layout are refused with an error naming the pin

@@ -264,6 +264,7 @@ pub fn apply(
     //    not-yet-UP slot. Backends leaving service (UP → DRAIN/DOWN) are written after the
     //    tables without them are live (step 8), so no new flow is dropped in between.
     let mut leaving = Vec::new();
+    let mut slot_moved = false;
     for (addr, state) in &endpoint_state {
         let id = backend_ids[addr];
         let want = backend_value(*addr, *state);
@@ -274,11 +275,17 @@ pub fn apply(
         if cur.state == BACKEND_UP && *state != BACKEND_UP && backend_addr(&cur) == *addr {
             leaving.push((id, want));
         } else {
+            // A slot taking a new endpoint (first use, or reuse of a freed id that flows
+            // may still name): their cached next hops belong to the old endpoint.
+            slot_moved |= cur.addr != want.addr || cur.family != want.family;
             dp.set_backend(id, want)?;
             summary.writes += 1;
         }
     }
     summary.backends = endpoint_state.len();
+    if slot_moved {
+        dp.bump_nexthop_generation()?;
+    }
 
     // 5. Filter rules, before any VIP that needs them is published.
     let mut rules = Vec::new();

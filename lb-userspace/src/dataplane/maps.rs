@@ -227,6 +227,17 @@ impl Dataplane {
         arr.set(0, lease, 0).map_err(map_err(names::NH_GEN))
     }
 
+    /// Moves the next-hop generation on (keeping the lease), so no flow uses a next hop
+    /// cached so far; a no-op while the cache is off.
+    pub fn bump_nexthop_generation(&mut self) -> Result<(), MapsError> {
+        let mut lease = self.nexthop_lease()?;
+        if lease.generation == 0 {
+            return Ok(());
+        }
+        lease.generation = lease.generation.wrapping_add(1).max(1);
+        self.set_nexthop_lease(lease)
+    }
+
     /// The next-hop cache lease.
     pub fn nexthop_lease(&self) -> Result<NextHopLease, MapsError> {
         let arr: Array<&MapData, NextHopLease> =
