@@ -8,7 +8,7 @@ use lb_common::types::{
     FilterKeyV6, VIP_F_ALLOWLIST, VIP_F_FILTER, VipInfo,
 };
 
-use crate::maps::{LB_FILTER_V4, LB_FILTER_V6};
+use crate::maps::{LB_CONFIG, LB_FILTER_V4, LB_FILTER_V6};
 use crate::parse::Packet;
 
 #[inline(always)]
@@ -47,6 +47,16 @@ pub fn globally_denied(p: &Packet, cfg_flags: u32) -> bool {
         return false;
     }
     lookup(p, 0) == Some(FILTER_DENY)
+}
+
+/// [`globally_denied`] with the flags read from `LB_CONFIG`.
+#[inline(always)]
+pub fn globally_denied_now(p: &Packet) -> bool {
+    let flags = match LB_CONFIG.get(0) {
+        Some(c) => c.flags,
+        None => 0,
+    };
+    globally_denied(p, flags)
 }
 
 /// True when the frontend of `vip` refuses the source: denied, or not allowed when the

@@ -64,6 +64,13 @@ pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
             entry,
         });
     }
+    pick(p, vip, record)
+}
+
+/// A Maglev pick for a packet of `vip` with no usable flow entry, recorded as a new flow
+/// when `record`.
+#[inline(always)]
+pub fn pick(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
     if vip.backend_count == 0 {
         return None;
     }
@@ -94,7 +101,7 @@ pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
             ..FlowValue::default()
         };
         // A full LRU evicts the oldest entry; an insert failure only costs stickiness.
-        let _ = LB_FLOWS.insert(key, value, 0);
+        let _ = LB_FLOWS.insert(key_of(p), value, 0);
     }
     Some(Choice {
         backend_id,

@@ -3,6 +3,10 @@
 //! the egress is the ingress interface, else a redirect through `LB_TX_PORTS` (a
 //! `DEVMAP_HASH`, Linux 5.4+). When the neighbour is unknown the packet goes to the kernel,
 //! which resolves it and forwards the already rewritten packet.
+//!
+//! Established flows skip the lookup: their flow entry caches the answer (egress ifindex,
+//! MACs) per next-hop generation, valid while userspace's lease on `LB_NH_GEN` holds (see
+//! `FlowValue`); `bpf_ktime_get_coarse_ns` (Linux 5.11+) checks the lease.
 
 use aya_ebpf::bindings::{
     BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,

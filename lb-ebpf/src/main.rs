@@ -1,7 +1,8 @@
 //! The lb XDP data path.
 //!
 //! Kernel requirements: XDP (native on the NIC driver, or generic), BTF, LPM tries,
-//! LRU hashes, `bpf_fib_lookup` (Linux 4.18+) and `DEVMAP_HASH` (Linux 5.4+); forwarding
+//! LRU hashes, `bpf_fib_lookup` (Linux 4.18+), `DEVMAP_HASH` (Linux 5.4+) and
+//! `bpf_ktime_get_coarse_ns` (Linux 5.11+, the next-hop cache's lease); forwarding
 //! (`net.ipv4.ip_forward`, `net.ipv6.conf.all.forwarding`) enabled on the balancer.
 //! Loaded and attached by `lb run`; maps are pinned under bpffs by the loader.
 //!
@@ -23,7 +24,7 @@ mod stats;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::types::{LocalAddrKey, Reason, ReverseKey, ReverseValue, VipKey};
 
-use crate::maps::{LB_CONFIG, LB_LOCAL_ADDRS, LB_REVERSE, LB_VIPS};
+use crate::maps::{LB_LOCAL_ADDRS, LB_REVERSE, LB_VIPS};
 use crate::nat::Side;
 use crate::parse::{PROTO_ICMP, PROTO_ICMPV6, Packet};
 use crate::stats::{count_reason, count_traffic};
@@ -60,10 +61,10 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         Ok(p) => p,
         Err(reason) => return pass(reason),
     };
-    if let Some(action) = screen(&p) {
-        return action;
-    }
     if p.proto == PROTO_ICMP || p.proto == PROTO_ICMPV6 {
+        if let Some(action) = screen(&p) {
+            return action;
+        }
         return icmp_packet(&ctx, &mut p);
     }
     l4_packet(&ctx, &mut p)
@@ -76,11 +77,7 @@ fn screen(p: &Packet) -> Option<u32> {
     if is_local(&p.src, p.family) {
         return Some(pass(Reason::PassLocal));
     }
-    let cfg_flags = match LB_CONFIG.get(0) {
-        Some(c) => c.flags,
-        None => 0,
-    };
-    if filter::globally_denied(p, cfg_flags) {
+    if filter::globally_denied_now(p) {
         return Some(drop(Reason::DropDenied));
     }
     None
@@ -98,6 +95,16 @@ fn l4_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
     if let Some(vip) = LB_VIPS.get_ptr(vkey) {
         // SAFETY: map value pointer from a successful lookup (no copy on the stack).
         return balance(ctx, p, unsafe { &*vip });
+    }
+    not_vip(ctx, p)
+}
+
+/// TCP / UDP not to a VIP: a backend's reply (reverse NAT) or not ours. A separate frame
+/// from [`l4_packet`] so the key below does not sit under the balancing path's stack.
+#[inline(never)]
+fn not_vip(ctx: &XdpContext, p: &mut Packet) -> u32 {
+    if let Some(action) = screen(p) {
+        return action;
     }
     let rkey = ReverseKey {
         addr: p.src,
@@ -164,11 +171,42 @@ fn icmp_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
 /// Forward direction: filter, pick, DNAT, forward.
 #[inline(never)]
 fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) -> u32 {
+    let tracked = flow::established(&flow::key_of(p));
+    // Established flow whose next hop is cached for the current generation: no FIB
+    // lookup, and no local-source check either: the cache was filled by the full path
+    // below, which checked the source in this generation, and any address change on the
+    // host (rtnetlink, or a `LB_LOCAL_ADDRS` rewrite) moves the generation on. The source
+    // filters run again (rules may have been added since).
+    let nh_gen = forward::generation();
+    if let Some((backend_id, b, entry)) = tracked
+        && forward::cached(ctx, p, entry, nh_gen)
+    {
+        if filter::globally_denied_now(p) || filter::vip_denied(p, vip) {
+            return drop(Reason::DropDenied);
+        }
+        if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
+            return pass(Reason::PassTruncated);
+        }
+        count_traffic(vip.vip_id, backend_id, u64::from(p.ip_len), false);
+        return forward::send_cached(ctx, p, entry);
+    }
+    if let Some(action) = screen(p) {
+        return action;
+    }
     if filter::vip_denied(p, vip) {
         return drop(Reason::DropDenied);
     }
-    let Some(choice) = flow::choose(p, vip, true) else {
-        return drop(Reason::DropNoBackend);
+    let choice = match tracked {
+        Some((backend_id, backend, entry)) => flow::Choice {
+            backend_id,
+            backend,
+            new_flow: false,
+            entry,
+        },
+        None => match flow::pick(p, vip, true) {
+            Some(c) => c,
+            None => return drop(Reason::DropNoBackend),
+        },
     };
     let b = choice.backend;
     if b.family != p.family {
@@ -177,16 +215,7 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) ->
     if choice.new_flow {
         flow::record_reply(p, vip.vip_id, choice.backend_id, b);
     }
-    // Established flow whose next hop is cached for the current generation: no FIB lookup.
-    let nh_gen = forward::generation();
     let entry = choice.entry;
-    if !entry.is_null() && forward::cached(ctx, p, entry, nh_gen) {
-        if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
-            return pass(Reason::PassTruncated);
-        }
-        count_traffic(vip.vip_id, choice.backend_id, u64::from(p.ip_len), false);
-        return forward::send_cached(ctx, p, entry);
-    }
     let route = match forward::lookup(ctx, p, &p.src, p.sport, &b.addr, b.port) {
         Ok(route) => route,
         Err(action) => return action,

@@ -2295,6 +2295,32 @@ fn next_hop_cache_follows_generation_and_lease() {
     assert_eq!(action, XDP_REDIRECT);
     assert_eq!(out[..6], bk_mac(last));
     verify_frame_checksums(&out).expect("checksums");
+    // A cached flow whose source becomes one of the host's addresses is no longer
+    // translated (the local-address update moves the generation on).
+    assert_eq!(dmac(&mut fx), bk_mac(last), "cached");
+    let before = fx.reason(Reason::PassLocal);
+    dataplane::sync_local_addrs(&mut fx.dp, &[client]).expect("local addrs");
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(out, input, "untouched");
+    assert_eq!(fx.reason(Reason::PassLocal), before + 1);
+    dataplane::sync_local_addrs(&mut fx.dp, &[]).expect("local addrs");
+    assert_eq!(dmac(&mut fx), bk_mac(last), "translated again");
+    // Source filters still apply to cached flows: a global deny rule drops the next packet.
+    let cfg0 = fx.dp.global_config().expect("config");
+    fx.dp
+        .add_filters(&[Dataplane::deny_rule(0, client, 32)])
+        .expect("rule");
+    fx.dp
+        .set_global_config(lb_common::types::GlobalConfig {
+            flags: cfg0.flags | lb_common::types::CFG_F_GLOBAL_FILTER_V4,
+            ..cfg0
+        })
+        .expect("config");
+    let (action, _) = fx.run(E0, &input);
+    assert_eq!(action, XDP_DROP, "denied while cached");
+    fx.reapply();
+    assert_eq!(dmac(&mut fx), bk_mac(last), "rule gone with the reapply");
     // A backend slot taking a new endpoint moves the generation on (flows naming a reused
     // id must not keep the old endpoint's next hop); an apply without such a change does not.
     let g = fx.dp.nexthop_lease().expect("lease").generation;

@@ -468,11 +468,16 @@ pub fn local_addresses() -> Result<Vec<IpAddr>, ApplyError> {
 }
 
 /// Writes the host's addresses ([`local_addresses`]) plus `extra` to `LB_LOCAL_ADDRS`.
-/// Returns the number of map writes.
+/// Returns the number of map writes. A change moves the next-hop generation on: cached
+/// flows skip the local-source check, so they must take the full path once more.
 pub fn sync_local_addrs(dp: &mut Dataplane, extra: &[IpAddr]) -> Result<usize, ApplyError> {
     let mut addrs = local_addresses()?;
     addrs.extend_from_slice(extra);
-    Ok(dp.set_local_addrs(&addrs)?)
+    let writes = dp.set_local_addrs(&addrs)?;
+    if writes > 0 {
+        dp.bump_nexthop_generation()?;
+    }
+    Ok(writes)
 }
 
 /// The ifindex of `iface` in the calling thread's network namespace.
