@@ -222,6 +222,11 @@ impl Dataplane {
     /// Writes the next-hop cache lease (see [`super::nexthop`]); generation 0 turns the
     /// cache off.
     pub fn set_nexthop_lease(&mut self, lease: NextHopLease) -> Result<(), MapsError> {
+        let _l = super::nexthop::lock();
+        self.write_nexthop_lease(lease)
+    }
+
+    fn write_nexthop_lease(&mut self, lease: NextHopLease) -> Result<(), MapsError> {
         let mut arr: Array<&mut MapData, NextHopLease> =
             Array::try_from(self.map_mut(names::NH_GEN)?).map_err(map_err(names::NH_GEN))?;
         arr.set(0, lease, 0).map_err(map_err(names::NH_GEN))
@@ -230,12 +235,13 @@ impl Dataplane {
     /// Moves the next-hop generation on (keeping the lease), so no flow uses a next hop
     /// cached so far; a no-op while the cache is off.
     pub fn bump_nexthop_generation(&mut self) -> Result<(), MapsError> {
+        let _l = super::nexthop::lock();
         let mut lease = self.nexthop_lease()?;
         if lease.generation == 0 {
             return Ok(());
         }
         lease.generation = lease.generation.wrapping_add(1).max(1);
-        self.set_nexthop_lease(lease)
+        self.write_nexthop_lease(lease)
     }
 
     /// The next-hop cache lease.

@@ -20,6 +20,18 @@ use aya::maps::{Array, Map, MapData};
 use lb_common::maps::names;
 use lb_common::types::NextHopLease;
 
+/// Serialises read-modify-writes of the lease within this process (the watcher renews
+/// and bumps; `apply` bumps): a renewal must never write back a generation that a
+/// concurrent bump has just retired.
+static LEASE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds [`LEASE_LOCK`] (a poisoned lock is still usable: it guards no data).
+pub(crate) fn lock() -> std::sync::MutexGuard<'static, ()> {
+    LEASE_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// How long a lease lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(3);
 const RENEW_EVERY_MS: i32 = 1000;
@@ -164,8 +176,11 @@ pub fn watch(pin_dir: &Path) -> Result<std::thread::JoinHandle<()>, WatchError> 
             tracing::warn!("next-hop cache: writing the lease failed: {e}");
         }
     };
-    let g = next(current(&map));
-    write(&mut map, g, LEASE);
+    {
+        let _l = lock();
+        let g = next(current(&map));
+        write(&mut map, g, LEASE);
+    }
     let handle = std::thread::Builder::new()
         .name("lb-nexthop".into())
         .spawn(move || {
@@ -183,8 +198,10 @@ pub fn watch(pin_dir: &Path) -> Result<std::thread::JoinHandle<()>, WatchError> 
                 {
                     break;
                 }
+                let changed = drain(&sock, &mut buf);
+                let _l = lock();
                 let g = current(&map);
-                match drain(&sock, &mut buf) {
+                match changed {
                     Ok(true) => write(&mut map, next(g), LEASE),
                     // Renew, unless someone turned the cache off meanwhile.
                     Ok(false) if g == 0 => {}
@@ -197,6 +214,7 @@ pub fn watch(pin_dir: &Path) -> Result<std::thread::JoinHandle<()>, WatchError> 
             }
             // Off now (an expired lease), rather than when the lease lapses; the
             // generation moves on so nothing cached so far is ever valid again.
+            let _l = lock();
             let g = next(current(&map));
             write(&mut map, g, Duration::ZERO);
         })
