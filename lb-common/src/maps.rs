@@ -36,6 +36,9 @@ pub mod names {
     pub const REASON_STATS: &str = "LB_REASON_STATS";
     pub const VIP_STATS: &str = "LB_VIP_STATS";
     pub const BACKEND_STATS: &str = "LB_BACKEND_STATS";
+    /// Next-hop generation (single u32): bumped by userspace on route/neighbour/link
+    /// changes; flows cache their next hop per generation (0 disables the cache).
+    pub const NH_GEN: &str = "LB_NH_GEN";
 }
 
 /// Program names in the object file.

@@ -25,6 +25,9 @@ pub struct VipKey {
 pub const VIP_F_HASH_SRC: u32 = 1 << 0;
 /// The frontend has an allow-list: sources not in it are dropped.
 pub const VIP_F_ALLOWLIST: u32 = 1 << 1;
+/// The frontend has source-filter rules (deny or allow) under its scope: without this bit
+/// the data path skips the per-VIP LPM lookup.
+pub const VIP_F_FILTER: u32 = 1 << 2;
 
 /// Per-VIP data-path settings.
 #[repr(C)]
@@ -49,7 +52,17 @@ pub struct GlobalConfig {
     pub maglev_size: u32,
     /// Seed mixed into every packet hash; shared by all nodes running one config.
     pub hash_seed: u32,
+    /// `CFG_F_*` bits.
+    pub flags: u32,
+    /// Zero; keeps the value 8-byte aligned and leaves room for a field.
+    pub _reserved: u32,
 }
+
+/// The global deny list has IPv4 rules: without this bit the data path skips the global
+/// IPv4 LPM lookup.
+pub const CFG_F_GLOBAL_FILTER_V4: u32 = 1 << 0;
+/// The global deny list has IPv6 rules.
+pub const CFG_F_GLOBAL_FILTER_V6: u32 = 1 << 1;
 
 /// Backend states as the data path sees them.
 pub const BACKEND_UNUSED: u8 = 0;
@@ -87,12 +100,48 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
-/// Connection-tracking value.
+/// Connection-tracking value, with the flow's cached next hop.
+///
+/// The `nh_*` fields cache the answer `bpf_fib_lookup` gave for this flow's translated
+/// packets, so established packets skip the lookup. The cache is valid only while `nh_gen`
+/// equals the current next-hop generation (`LB_NH_GEN[0]`), which userspace bumps on every
+/// route, neighbour, address or link change it is told of by netlink; generation 0 means
+/// "no watcher is running", and disables the cache. It also applies only to packets
+/// received on `nh_ingress`, with the same TOS / flow info, and no longer than `nh_max_len`
+/// (the largest packet the route accepted: a bigger one is looked up for its MTU check).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
     pub backend_id: u32,
     pub vip_id: u32,
+    /// Next-hop generation the cache was filled in; 0 = empty.
+    pub nh_gen: u32,
+    /// Ingress ifindex the cached lookup was made for.
+    pub nh_ingress: u32,
+    /// Egress ifindex.
+    pub nh_ifindex: u32,
+    /// Largest IP total length the route accepted (MTU check).
+    pub nh_max_len: u32,
+    /// IPv4 TOS byte, or IPv6 flow info (network order), the lookup was made with.
+    pub nh_tos: u32,
+    pub nh_dmac: [u8; 6],
+    pub nh_smac: [u8; 6],
+}
+
+/// The next-hop cache lease (`LB_NH_GEN[0]`), written by userspace only. The data path
+/// uses cached next hops only while `generation` is non-zero and the lease has not
+/// expired, so a balancer whose netlink watcher stopped (lb exited, `--keep-dataplane`)
+/// falls back to a FIB lookup per packet within a few seconds instead of trusting stale
+/// next hops.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHopLease {
+    /// Bumped on every route, rule, neighbour, address or link change; 0 = cache off.
+    pub generation: u32,
+    pub _pad: u32,
+    /// `CLOCK_MONOTONIC_COARSE` nanoseconds (the kernel's `ktime_get_coarse_ns`) after
+    /// which the cache is off unless renewed.
+    pub expires_ns: u64,
 }
 
 /// Reverse-NAT key: a backend endpoint as seen in its replies' source.
@@ -256,4 +305,5 @@ mod pod {
     unsafe impl aya::Pod for FilterKeyV4 {}
     unsafe impl aya::Pod for FilterKeyV6 {}
     unsafe impl aya::Pod for TrafficCounters {}
+    unsafe impl aya::Pod for NextHopLease {}
 }

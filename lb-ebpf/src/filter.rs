@@ -4,10 +4,11 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use lb_common::types::{
-    FILTER_ALLOW, FILTER_DENY, FilterKeyV4, FilterKeyV6, VIP_F_ALLOWLIST, VipInfo,
+    CFG_F_GLOBAL_FILTER_V4, CFG_F_GLOBAL_FILTER_V6, FILTER_ALLOW, FILTER_DENY, FilterKeyV4,
+    FilterKeyV6, VIP_F_ALLOWLIST, VIP_F_FILTER, VipInfo,
 };
 
-use crate::maps::{LB_FILTER_V4, LB_FILTER_V6};
+use crate::maps::{LB_CONFIG, LB_FILTER_V4, LB_FILTER_V6};
 use crate::parse::Packet;
 
 #[inline(always)]
@@ -33,16 +34,38 @@ fn lookup(p: &Packet, scope: u32) -> Option<u32> {
     }
 }
 
-/// True when the source is in the global deny list.
+/// True when the source is in the global deny list. `cfg_flags` (`CFG_F_*`) says whether
+/// the list has rules of the packet's family; without any, no lookup is made.
 #[inline(always)]
-pub fn globally_denied(p: &Packet) -> bool {
+pub fn globally_denied(p: &Packet, cfg_flags: u32) -> bool {
+    let bit = if p.v6 {
+        CFG_F_GLOBAL_FILTER_V6
+    } else {
+        CFG_F_GLOBAL_FILTER_V4
+    };
+    if cfg_flags & bit == 0 {
+        return false;
+    }
     lookup(p, 0) == Some(FILTER_DENY)
 }
 
+/// [`globally_denied`] with the flags read from `LB_CONFIG`.
+#[inline(always)]
+pub fn globally_denied_now(p: &Packet) -> bool {
+    let flags = match LB_CONFIG.get(0) {
+        Some(c) => c.flags,
+        None => 0,
+    };
+    globally_denied(p, flags)
+}
+
 /// True when the frontend of `vip` refuses the source: denied, or not allowed when the
-/// frontend has an allow-list.
+/// frontend has an allow-list. Frontends without rules (`VIP_F_FILTER` clear) cost nothing.
 #[inline(always)]
 pub fn vip_denied(p: &Packet, vip: &VipInfo) -> bool {
+    if vip.flags & (VIP_F_FILTER | VIP_F_ALLOWLIST) == 0 {
+        return false;
+    }
     match lookup(p, vip.vip_id.wrapping_add(1)) {
         Some(FILTER_DENY) => true,
         Some(FILTER_ALLOW) => false,

@@ -15,8 +15,12 @@ use crate::parse::Packet;
 /// The backend chosen for a packet.
 pub struct Choice {
     pub backend_id: u32,
-    pub backend: Backend,
+    /// The backend's slot, read in place (no copy on the small BPF stack).
+    pub backend: &'static Backend,
     pub new_flow: bool,
+    /// The flow entry of an established flow (its next-hop cache lives there); null for
+    /// a new flow.
+    pub entry: *mut FlowValue,
 }
 
 /// The flow-table key of a packet in the forward direction.
@@ -35,13 +39,13 @@ pub fn key_of(p: &Packet) -> FlowKey {
 
 /// Looks up the flow's backend if it still takes established traffic.
 #[inline(always)]
-pub fn established(key: &FlowKey) -> Option<(u32, Backend)> {
-    let v = LB_FLOWS.get_ptr(key)?;
+pub fn established(key: &FlowKey) -> Option<(u32, &'static Backend, *mut FlowValue)> {
+    let v = LB_FLOWS.get_ptr_mut(key)?;
     // SAFETY: map value pointer from a successful lookup.
     let id = unsafe { (*v).backend_id };
-    let b = *LB_BACKENDS.get(id)?;
+    let b = LB_BACKENDS.get(id)?;
     if b.state == BACKEND_UP || b.state == BACKEND_DRAIN {
-        Some((id, b))
+        Some((id, b, v))
     } else {
         None
     }
@@ -52,13 +56,21 @@ pub fn established(key: &FlowKey) -> Option<(u32, Backend)> {
 #[inline(always)]
 pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
     let key = key_of(p);
-    if let Some((backend_id, backend)) = established(&key) {
+    if let Some((backend_id, backend, entry)) = established(&key) {
         return Some(Choice {
             backend_id,
             backend,
             new_flow: false,
+            entry,
         });
     }
+    pick(p, vip, record)
+}
+
+/// A Maglev pick for a packet of `vip` with no usable flow entry, recorded as a new flow
+/// when `record`.
+#[inline(always)]
+pub fn pick(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
     if vip.backend_count == 0 {
         return None;
     }
@@ -78,7 +90,7 @@ pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
         .wrapping_add(vip.active_table & 1);
     let idx = table.wrapping_mul(m).wrapping_add(h % m);
     let backend_id = *LB_MAGLEV.get(idx)?;
-    let backend = *LB_BACKENDS.get(backend_id)?;
+    let backend = LB_BACKENDS.get(backend_id)?;
     if backend.state != BACKEND_UP {
         return None;
     }
@@ -86,14 +98,16 @@ pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
         let value = FlowValue {
             backend_id,
             vip_id: vip.vip_id,
+            ..FlowValue::default()
         };
         // A full LRU evicts the oldest entry; an insert failure only costs stickiness.
-        let _ = LB_FLOWS.insert(key, value, 0);
+        let _ = LB_FLOWS.insert(key_of(p), value, 0);
     }
     Some(Choice {
         backend_id,
         backend,
         new_flow: record,
+        entry: core::ptr::null_mut(),
     })
 }
 

@@ -3,17 +3,21 @@
 //! the egress is the ingress interface, else a redirect through `LB_TX_PORTS` (a
 //! `DEVMAP_HASH`, Linux 5.4+). When the neighbour is unknown the packet goes to the kernel,
 //! which resolves it and forwards the already rewritten packet.
+//!
+//! Established flows skip the lookup: their flow entry caches the answer (egress ifindex,
+//! MACs) per next-hop generation, valid while userspace's lease on `LB_NH_GEN` holds (see
+//! `FlowValue`); `bpf_ktime_get_coarse_ns` (Linux 5.11+) checks the lease.
 
 use aya_ebpf::bindings::{
     BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
     bpf_fib_lookup as FibParams, xdp_action,
 };
-use aya_ebpf::helpers::generated::{bpf_fib_lookup, bpf_redirect};
+use aya_ebpf::helpers::generated::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect};
 use aya_ebpf::programs::XdpContext;
-use lb_common::types::Reason;
+use lb_common::types::{FlowValue, Reason};
 
 use crate::csum::Delta;
-use crate::maps::LB_TX_PORTS;
+use crate::maps::{LB_NH_GEN, LB_TX_PORTS};
 use crate::nat::update_csum;
 use crate::parse::{Ipv4Hdr, Ipv6Hdr, Packet, ptr_at};
 use crate::stats::count_reason;
@@ -26,6 +30,110 @@ pub struct Route {
     pub rc: i64,
     pub params: FibParams,
     pub ingress: u32,
+    /// IPv4 TOS byte or IPv6 flow info the lookup was made with.
+    pub tos: u32,
+}
+
+/// The current next-hop generation; 0 when the cache is off (no watcher ever ran, or its
+/// lease expired).
+#[inline(always)]
+pub fn generation() -> u32 {
+    let Some(lease) = LB_NH_GEN.get(0) else {
+        return 0;
+    };
+    if lease.generation == 0 {
+        return 0;
+    }
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if now > lease.expires_ns {
+        return 0;
+    }
+    lease.generation
+}
+
+/// The TTL / hop limit is above 1 and the TOS (IPv4) or flow info (IPv6) of `p`: what
+/// the cache must match. `None` when the header is truncated or the packet would expire.
+#[inline(always)]
+fn ttl_and_tos(ctx: &XdpContext, p: &Packet) -> Option<u32> {
+    if p.v6 {
+        let h = ptr_at::<Ipv6Hdr>(ctx, p.l3)?;
+        // SAFETY: bounds checked by `ptr_at`.
+        let h = unsafe { &*h };
+        if h.hop_limit <= 1 {
+            return None;
+        }
+        Some(h.vtc_flow & u32::to_be(0x0fff_ffff))
+    } else {
+        let h = ptr_at::<Ipv4Hdr>(ctx, p.l3)?;
+        // SAFETY: bounds checked by `ptr_at`.
+        let h = unsafe { &*h };
+        if h.ttl <= 1 {
+            return None;
+        }
+        Some(u32::from(h.tos))
+    }
+}
+
+/// True when the flow's cached next hop is valid for `p` in generation `cur` (non-zero)
+/// and the packet does not expire here; otherwise the caller does the full lookup. The
+/// hop is then `entry`'s `nh_*` fields, read in place (no copy on the small BPF stack).
+#[inline(always)]
+pub fn cached(ctx: &XdpContext, p: &Packet, entry: *mut FlowValue, cur: u32) -> bool {
+    // SAFETY: `entry` is a flow-table value pointer from a successful lookup.
+    let v = unsafe { &*entry };
+    // SAFETY: as above; a volatile read so the generation is checked before the fields.
+    if cur == 0 || unsafe { core::ptr::read_volatile(&v.nh_gen) } != cur {
+        return false;
+    }
+    // SAFETY: reading the ingress ifindex from the context.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    if v.nh_ingress != ingress || p.ip_len > v.nh_max_len {
+        return false;
+    }
+    ttl_and_tos(ctx, p) == Some(v.nh_tos)
+}
+
+/// Sends `p` (already rewritten) to the next hop cached in `entry` (see [`cached`]).
+#[inline(always)]
+pub fn send_cached(ctx: &XdpContext, p: &Packet, entry: *mut FlowValue) -> u32 {
+    // SAFETY: `entry` is a flow-table value pointer from a successful lookup.
+    let v = unsafe { &*entry };
+    send(ctx, p, &v.nh_dmac, &v.nh_smac, v.nh_ifindex, v.nh_ingress)
+}
+
+/// Records a successful lookup for `p` in the flow's cache (generation `cur`, non-zero).
+#[inline(always)]
+pub fn remember(entry: *mut FlowValue, cur: u32, route: &Route, ip_len: u32) {
+    if cur == 0 || route.rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return;
+    }
+    // SAFETY: `entry` is a flow-table value pointer from a successful lookup. The
+    // generation is cleared first and set last (volatile), so a reader on another CPU
+    // sees either the old generation with old fields… or a mismatch, never a mix it
+    // trusts (x86 keeps store order; elsewhere the worst case is one misdirected packet).
+    unsafe {
+        let v = &mut *entry;
+        // Same generation and interfaces: the route that accepted the bigger packet is
+        // still this one (a next-hop change comes with a new generation).
+        let same = v.nh_gen == cur
+            && v.nh_ingress == route.ingress
+            && v.nh_tos == route.tos
+            && v.nh_ifindex == route.params.ifindex;
+        let max = if same && v.nh_max_len > ip_len {
+            v.nh_max_len
+        } else {
+            ip_len
+        };
+        core::ptr::write_volatile(&mut v.nh_gen, 0);
+        v.nh_ingress = route.ingress;
+        v.nh_ifindex = route.params.ifindex;
+        v.nh_max_len = max;
+        v.nh_tos = route.tos;
+        v.nh_dmac = route.params.dmac;
+        v.nh_smac = route.params.smac;
+        core::ptr::write_volatile(&mut v.nh_gen, cur);
+    }
 }
 
 impl Route {
@@ -44,22 +152,31 @@ impl Route {
 /// Routes and transmits `p`; returns the XDP action (counted by reason).
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, p: &Packet) -> u32 {
-    match lookup(ctx, p) {
+    match lookup(ctx, p, &p.src, p.sport, &p.dst, p.dport) {
         Ok(route) => transmit(ctx, p, &route),
         Err(action) => action,
     }
 }
 
-/// Looks up the next hop of `p` as it will leave: `p` carries the translated addresses
-/// (the packet itself may still hold the original ones). `Err(action)` when the packet ends
+/// Looks up the next hop of `p` as it will leave, with the translated endpoints `src`,
+/// `sport`, `dst`, `dport` (the packet itself may still hold the original ones; passing
+/// them spares a copy of the packet on the BPF stack). `Err(action)` when the packet ends
 /// here (TTL exhausted, truncated), already counted.
 #[inline(always)]
-pub fn lookup(ctx: &XdpContext, p: &Packet) -> Result<Route, u32> {
+pub fn lookup(
+    ctx: &XdpContext,
+    p: &Packet,
+    src: &[u32; 4],
+    sport: u16,
+    dst: &[u32; 4],
+    dport: u16,
+) -> Result<Route, u32> {
     // SAFETY: all-zero is a valid `bpf_fib_lookup` (plain integers and unions of them).
     let mut params: FibParams = unsafe { core::mem::zeroed() };
+    let tos;
     params.l4_protocol = p.proto;
-    params.sport = p.sport;
-    params.dport = p.dport;
+    params.sport = sport;
+    params.dport = dport;
     // SAFETY: reading the ingress ifindex from the context.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     params.ifindex = ingress;
@@ -76,9 +193,10 @@ pub fn lookup(ctx: &XdpContext, p: &Packet) -> Result<Route, u32> {
         }
         params.family = AF_INET6;
         params.__bindgen_anon_1.tot_len = (p.ip_len - 40) as u16;
-        params.__bindgen_anon_2.flowinfo = h.vtc_flow & u32::to_be(0x0fff_ffff);
-        params.__bindgen_anon_3.ipv6_src = p.src;
-        params.__bindgen_anon_4.ipv6_dst = p.dst;
+        tos = h.vtc_flow & u32::to_be(0x0fff_ffff);
+        params.__bindgen_anon_2.flowinfo = tos;
+        params.__bindgen_anon_3.ipv6_src = *src;
+        params.__bindgen_anon_4.ipv6_dst = *dst;
     } else {
         let Some(h) = ptr_at::<Ipv4Hdr>(ctx, p.l3) else {
             count_reason(Reason::PassTruncated);
@@ -92,9 +210,10 @@ pub fn lookup(ctx: &XdpContext, p: &Packet) -> Result<Route, u32> {
         }
         params.family = AF_INET;
         params.__bindgen_anon_1.tot_len = p.ip_len as u16;
+        tos = u32::from(h.tos);
         params.__bindgen_anon_2.tos = h.tos;
-        params.__bindgen_anon_3.ipv4_src = p.src[0];
-        params.__bindgen_anon_4.ipv4_dst = p.dst[0];
+        params.__bindgen_anon_3.ipv4_src = src[0];
+        params.__bindgen_anon_4.ipv4_dst = dst[0];
     }
     // SAFETY: helper call with the context and a stack buffer of the declared size.
     let rc = unsafe {
@@ -109,6 +228,7 @@ pub fn lookup(ctx: &XdpContext, p: &Packet) -> Result<Route, u32> {
         rc,
         params,
         ingress,
+        tos,
     })
 }
 
@@ -127,6 +247,20 @@ pub fn transmit(ctx: &XdpContext, p: &Packet, route: &Route) -> u32 {
         count_reason(Reason::PassFibFailed);
         return xdp_action::XDP_PASS;
     }
+    send(ctx, p, &params.dmac, &params.smac, params.ifindex, ingress)
+}
+
+/// Sends the (rewritten) packet `p` to a resolved next hop: TTL / hop limit, MACs, then
+/// `XDP_TX` when `ifindex` is the ingress interface, else a redirect.
+#[inline(always)]
+pub fn send(
+    ctx: &XdpContext,
+    p: &Packet,
+    dmac: &[u8; 6],
+    smac: &[u8; 6],
+    ifindex: u32,
+    ingress: u32,
+) -> u32 {
     if p.v6 {
         if let Some(hl) = ptr_at::<u8>(ctx, p.l3 + 7) {
             // SAFETY: bounds checked by `ptr_at`.
@@ -150,19 +284,19 @@ pub fn transmit(ctx: &XdpContext, p: &Packet, route: &Route) -> u32 {
         // SAFETY: bounds checked by `ptr_at`.
         unsafe {
             let m = &mut *macs;
-            m[..6].copy_from_slice(&params.dmac);
-            m[6..].copy_from_slice(&params.smac);
+            m[..6].copy_from_slice(dmac);
+            m[6..].copy_from_slice(smac);
         }
     }
-    if params.ifindex == ingress {
+    if ifindex == ingress {
         count_reason(Reason::ForwardTx);
         return xdp_action::XDP_TX;
     }
     count_reason(Reason::ForwardRedirect);
-    match LB_TX_PORTS.redirect(params.ifindex, 0) {
+    match LB_TX_PORTS.redirect(ifindex, 0) {
         Ok(action) => action,
         // Not registered as a tx port: plain redirect by ifindex.
         // SAFETY: helper call with plain integers.
-        Err(_) => unsafe { bpf_redirect(params.ifindex, 0) as u32 },
+        Err(_) => unsafe { bpf_redirect(ifindex, 0) as u32 },
     }
 }

@@ -1,7 +1,8 @@
 //! The lb XDP data path.
 //!
 //! Kernel requirements: XDP (native on the NIC driver, or generic), BTF, LPM tries,
-//! LRU hashes, `bpf_fib_lookup` (Linux 4.18+) and `DEVMAP_HASH` (Linux 5.4+); forwarding
+//! LRU hashes, `bpf_fib_lookup` (Linux 4.18+), `DEVMAP_HASH` (Linux 5.4+) and
+//! `bpf_ktime_get_coarse_ns` (Linux 5.11+, the next-hop cache's lease); forwarding
 //! (`net.ipv4.ip_forward`, `net.ipv6.conf.all.forwarding`) enabled on the balancer.
 //! Loaded and attached by `lb run`; maps are pinned under bpffs by the loader.
 //!
@@ -21,7 +22,7 @@ mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::types::{LocalAddrKey, Reason, ReverseKey, VipKey};
+use lb_common::types::{LocalAddrKey, Reason, ReverseKey, ReverseValue, VipKey};
 
 use crate::maps::{LB_LOCAL_ADDRS, LB_REVERSE, LB_VIPS};
 use crate::nat::Side;
@@ -60,27 +61,31 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         Ok(p) => p,
         Err(reason) => return pass(reason),
     };
-    if is_local(&p.src, p.family) {
-        return pass(Reason::PassLocal);
-    }
-    if filter::globally_denied(&p) {
-        return drop(Reason::DropDenied);
-    }
     if p.proto == PROTO_ICMP || p.proto == PROTO_ICMPV6 {
-        if is_local(&p.dst, p.family) {
-            return pass(Reason::PassLocal);
+        if let Some(action) = screen(&p) {
+            return action;
         }
-        return match icmp::handle(&ctx, &mut p) {
-            icmp::Outcome::Forward { vip_id, backend_id } => {
-                count_reason(Reason::IcmpTranslated);
-                count_traffic(vip_id, backend_id, u64::from(p.ip_len), false);
-                forward::forward(&ctx, &p)
-            }
-            icmp::Outcome::Pass(reason) => pass(reason),
-            icmp::Outcome::Sent(action) => action,
-            icmp::Outcome::Drop => xdp_action::XDP_DROP,
-        };
+        return icmp_packet(&ctx, &mut p);
     }
+    l4_packet(&ctx, &mut p)
+}
+
+/// Packets from the balancer's own addresses pass; globally denied sources drop. `None`
+/// when the packet goes on.
+#[inline(never)]
+fn screen(p: &Packet) -> Option<u32> {
+    if is_local(&p.src, p.family) {
+        return Some(pass(Reason::PassLocal));
+    }
+    if filter::globally_denied_now(p) {
+        return Some(drop(Reason::DropDenied));
+    }
+    None
+}
+
+/// TCP / UDP: to a VIP (balance), from a backend (reverse NAT), or not ours.
+#[inline(never)]
+fn l4_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
     let vkey = VipKey {
         addr: p.dst,
         port: p.dport,
@@ -88,9 +93,18 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         family: p.family,
     };
     if let Some(vip) = LB_VIPS.get_ptr(vkey) {
-        // SAFETY: map value pointer from a successful lookup.
-        let vip = unsafe { *vip };
-        return balance(&ctx, &mut p, &vip);
+        // SAFETY: map value pointer from a successful lookup (no copy on the stack).
+        return balance(ctx, p, unsafe { &*vip });
+    }
+    not_vip(ctx, p)
+}
+
+/// TCP / UDP not to a VIP: a backend's reply (reverse NAT) or not ours. A separate frame
+/// from [`l4_packet`] so the key below does not sit under the balancing path's stack.
+#[inline(never)]
+fn not_vip(ctx: &XdpContext, p: &mut Packet) -> u32 {
+    if let Some(action) = screen(p) {
+        return action;
     }
     let rkey = ReverseKey {
         addr: p.src,
@@ -102,54 +116,107 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         if is_local(&p.dst, p.family) {
             return pass(Reason::PassLocal);
         }
-        // SAFETY: map value pointer from a successful lookup.
-        let rv = unsafe { *rv };
-        let rv = flow::reply_vip(rv, &p.src, p.sport, &p.dst, p.dport, p.proto, p.family);
-        if rv.family != p.family {
-            return pass(Reason::PassNotBalanced);
-        }
-        let mut out = p;
-        out.src = rv.vip_addr;
-        out.sport = rv.vip_port;
-        let route = match forward::lookup(&ctx, &out) {
-            Ok(route) => route,
-            Err(action) => return action,
-        };
-        if let Some(mtu) = route.frag_needed()
-            && (p.v6 || icmp::dont_fragment(&ctx, &p))
-        {
-            return too_big(&ctx, &p, &rv.vip_addr, mtu);
-        }
-        if nat::rewrite(&ctx, &mut p, Side::Src, &rv.vip_addr, rv.vip_port).is_none() {
-            return pass(Reason::PassTruncated);
-        }
-        count_reason(Reason::ReverseNat);
-        count_traffic(rv.vip_id, rv.backend_id, u64::from(p.ip_len), false);
-        return forward::transmit(&ctx, &p, &route);
+        // SAFETY: map value pointer from a successful lookup (no copy on the stack).
+        return reverse(ctx, p, unsafe { &*rv });
     }
     pass(Reason::PassNotBalanced)
 }
 
+// The paths above and below are separate BPF functions (`inline(never)`): the verifier
+// bounds the *combined* stack of a call chain by 512 bytes, and each chain fits where
+// everything inlined into `lb_xdp` did not.
+
+/// Reverse direction: a backend's reply, translated back to its VIP.
+#[inline(never)]
+fn reverse(ctx: &XdpContext, p: &mut Packet, rv: &ReverseValue) -> u32 {
+    let rv = flow::reply_vip(*rv, &p.src, p.sport, &p.dst, p.dport, p.proto, p.family);
+    if rv.family != p.family {
+        return pass(Reason::PassNotBalanced);
+    }
+    let route = match forward::lookup(ctx, p, &rv.vip_addr, rv.vip_port, &p.dst, p.dport) {
+        Ok(route) => route,
+        Err(action) => return action,
+    };
+    if let Some(mtu) = route.frag_needed()
+        && (p.v6 || icmp::dont_fragment(ctx, p))
+    {
+        return too_big(ctx, p, &rv.vip_addr, mtu);
+    }
+    if nat::rewrite(ctx, p, Side::Src, &rv.vip_addr, rv.vip_port).is_none() {
+        return pass(Reason::PassTruncated);
+    }
+    count_reason(Reason::ReverseNat);
+    count_traffic(rv.vip_id, rv.backend_id, u64::from(p.ip_len), false);
+    forward::transmit(ctx, p, &route)
+}
+
+/// ICMP / ICMPv6: errors about balanced flows are translated, the rest passes.
+#[inline(never)]
+fn icmp_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
+    if is_local(&p.dst, p.family) {
+        return pass(Reason::PassLocal);
+    }
+    match icmp::handle(ctx, p) {
+        icmp::Outcome::Forward { vip_id, backend_id } => {
+            count_reason(Reason::IcmpTranslated);
+            count_traffic(vip_id, backend_id, u64::from(p.ip_len), false);
+            forward::forward(ctx, p)
+        }
+        icmp::Outcome::Pass(reason) => pass(reason),
+        icmp::Outcome::Sent(action) => action,
+        icmp::Outcome::Drop => xdp_action::XDP_DROP,
+    }
+}
+
 /// Forward direction: filter, pick, DNAT, forward.
-#[inline(always)]
+#[inline(never)]
 fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) -> u32 {
+    let tracked = flow::established(&flow::key_of(p));
+    // Established flow whose next hop is cached for the current generation: no FIB
+    // lookup, and no local-source check either: the cache was filled by the full path
+    // below, which checked the source in this generation, and any address change on the
+    // host (rtnetlink, or a `LB_LOCAL_ADDRS` rewrite) moves the generation on. The source
+    // filters run again (rules may have been added since).
+    let nh_gen = forward::generation();
+    if let Some((backend_id, b, entry)) = tracked
+        && forward::cached(ctx, p, entry, nh_gen)
+    {
+        if filter::globally_denied_now(p) || filter::vip_denied(p, vip) {
+            return drop(Reason::DropDenied);
+        }
+        if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
+            return pass(Reason::PassTruncated);
+        }
+        count_traffic(vip.vip_id, backend_id, u64::from(p.ip_len), false);
+        return forward::send_cached(ctx, p, entry);
+    }
+    if let Some(action) = screen(p) {
+        return action;
+    }
     if filter::vip_denied(p, vip) {
         return drop(Reason::DropDenied);
     }
-    let Some(choice) = flow::choose(p, vip, true) else {
-        return drop(Reason::DropNoBackend);
+    let choice = match tracked {
+        Some((backend_id, backend, entry)) => flow::Choice {
+            backend_id,
+            backend,
+            new_flow: false,
+            entry,
+        },
+        None => match flow::pick(p, vip, true) {
+            Some(c) => c,
+            None => return drop(Reason::DropNoBackend),
+        },
     };
     let b = choice.backend;
     if b.family != p.family {
         return drop(Reason::DropNoBackend);
     }
     if choice.new_flow {
-        flow::record_reply(p, vip.vip_id, choice.backend_id, &b);
+        flow::record_reply(p, vip.vip_id, choice.backend_id, b);
     }
-    let mut out = *p;
-    out.dst = b.addr;
-    out.dport = b.port;
-    let route = match forward::lookup(ctx, &out) {
+    let entry = choice.entry;
+    let route = match forward::lookup(ctx, p, &p.src, p.sport, &b.addr, b.port) {
         Ok(route) => route,
         Err(action) => return action,
     };
@@ -157,6 +224,9 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) ->
         && (p.v6 || icmp::dont_fragment(ctx, p))
     {
         return too_big(ctx, p, &p.dst, mtu);
+    }
+    if !entry.is_null() {
+        forward::remember(entry, nh_gen, &route, p.ip_len);
     }
     if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
         return pass(Reason::PassTruncated);

@@ -77,3 +77,7 @@ pub static LB_VIP_STATS: PerCpuArray<lb_common::types::TrafficCounters> =
 #[map(name = "LB_BACKEND_STATS")]
 pub static LB_BACKEND_STATS: PerCpuArray<lb_common::types::TrafficCounters> =
     PerCpuArray::pinned(MAX_BACKENDS, 0);
+
+/// Next-hop cache lease (index 0); see `FlowValue` and `NextHopLease`.
+#[map(name = "LB_NH_GEN")]
+pub static LB_NH_GEN: Array<lb_common::types::NextHopLease> = Array::pinned(1, 0);

@@ -344,6 +344,34 @@ fn tcp_and_udp_through_xdp() {
         "the fast path redirected packets"
     );
 
+    // The next-hop cache: `start` ran the rtnetlink watcher, which holds a live lease and
+    // bumps the generation when a neighbour changes (established flows then look up again).
+    let lease = dp.nexthop_lease().expect("lease");
+    assert_ne!(lease.generation, 0, "the watcher is on");
+    lb.ip(&[
+        "neigh",
+        "replace",
+        "10.1.0.99",
+        "lladdr",
+        "02:00:00:00:99:99",
+        "dev",
+        "eth1",
+    ])
+    .expect("neigh");
+    let t = std::time::Instant::now();
+    loop {
+        let now = dp.nexthop_lease().expect("lease");
+        if now.generation != lease.generation {
+            assert!(now.expires_ns > lease.expires_ns || now.expires_ns > 0);
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "no new generation after a neighbour change"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     // Restart with the data plane left attached (`--keep-dataplane`): an established
     // connection keeps working while no lb process exists, and after a new start that
     // reuses the pinned maps and links.

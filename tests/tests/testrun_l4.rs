@@ -22,10 +22,13 @@ use lb::config::model::{
     Global, IpNet, LogFormat, Mode, Server, Tier, Timeouts, XdpMode,
 };
 use lb::dataplane::maps::{backend_addr, vip_key};
+use lb::dataplane::nexthop;
 use lb::dataplane::{self, Dataplane, LoadOptions};
 use lb::state::{BackendState, Counters, Registry, ServerState, ServerStatus};
 use lb_common::maps::{DEFAULT_MAGLEV_SIZE, programs};
-use lb_common::types::{FlowKey, PROTO_TCP, PROTO_UDP, Reason, ReverseKey, ReverseValue, VipInfo};
+use lb_common::types::{
+    FlowKey, NextHopLease, PROTO_TCP, PROTO_UDP, Reason, ReverseKey, ReverseValue, VipInfo,
+};
 use lb_tests::lab::{Host, Lab};
 use lb_tests::packet::{ipv4_header_ok, l4_checksum_ok, verify_frame_checksums};
 use lb_tests::require_root;
@@ -1847,16 +1850,21 @@ fn measure_per_packet_cost() {
     for (label, ns) in report {
         eprintln!("{label}: {ns:.0} ns/packet (test-run timing; lb_xdp includes bpf_fib_lookup)");
     }
-    // Control plane: one weight change = the tables of both VIPs of "web" rebuilt, written and flipped.
-    fx.reg.set_weight("web", "s1", 3).expect("weight");
-    let t = std::time::Instant::now();
-    let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
-    let took = t.elapsed();
-    assert_eq!(s.tables_flipped, 2, "two binds, two VIPs: {s:?}");
-    eprintln!(
-        "apply with two table flips (M = {}): {took:?}",
-        fx.dp.maglev_size()
-    );
+    // Control plane: one weight change = the tables of both VIPs of "web" rebuilt, written
+    // and flipped; with one update syscall per entry (the old way), then batched.
+    for (batch, weight) in [(false, 3), (true, 2)] {
+        fx.dp.set_batch_updates(batch);
+        fx.reg.set_weight("web", "s1", weight).expect("weight");
+        let t = std::time::Instant::now();
+        let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+        let took = t.elapsed();
+        assert_eq!(s.tables_flipped, 2, "two binds, two VIPs: {s:?}");
+        eprintln!(
+            "apply with two table flips (M = {}), {}: {took:?}",
+            fx.dp.maglev_size(),
+            if batch { "batched" } else { "per entry" }
+        );
+    }
     let t = std::time::Instant::now();
     let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
     eprintln!(
@@ -2166,4 +2174,202 @@ fn too_big_packets_get_icmp_from_the_vip() {
         }
     );
     assert_eq!(fx.reason(Reason::PassFibFailed), before + 1);
+}
+
+/// The per-flow next-hop cache: used only with a live lease, and only for the generation
+/// it was filled in; a new generation (what the rtnetlink watcher writes on a neighbour or
+/// route change), an expired lease or generation 0 send packets back through the FIB.
+#[test]
+fn next_hop_cache_follows_generation_and_lease() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let set_lease = |fx: &mut Fixture, lease: NextHopLease| {
+        fx.dp.set_nexthop_lease(lease).expect("lease");
+    };
+    set_lease(&mut fx, nexthop::lease(7, Duration::from_secs(600)));
+    // Cached and uncached packets are byte-identical (v4 and v6).
+    for (src, vip, proto, sport) in [
+        (ip("10.0.0.2"), sa("203.0.113.10:80"), PROTO_TCP, 43000),
+        (ip("fd00::2"), sa("[2001:db8::10]:80"), PROTO_TCP, 43002),
+    ] {
+        for _ in 0..3 {
+            let l4 = if proto == PROTO_TCP {
+                tcp(sport, 80)
+            } else {
+                udp(sport, 80)
+            };
+            check_forward(&mut fx, E0, src, vip, l4, None);
+        }
+    }
+    let client = ip("10.0.0.2");
+    let vip = sa("203.0.113.10:80");
+    let be = check_forward(&mut fx, E0, client, vip, tcp(43010, 80), None);
+    let IpAddr::V4(be4) = be.ip() else {
+        panic!("v4 backend")
+    };
+    let last = be4.octets()[3];
+    let input = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        client,
+        vip.ip(),
+        64,
+        &tcp(43010, 80),
+        b"x",
+    );
+    let dmac = |fx: &mut Fixture| -> [u8; 6] {
+        let (action, out) = fx.run(E0, &input);
+        assert_eq!(action, XDP_REDIRECT);
+        verify_frame_checksums(&out).expect("checksums");
+        out[..6].try_into().expect("mac")
+    };
+    let new_mac = [0x02, 0, 0, 0, 0xbb, last];
+    let set_neigh = |mac: [u8; 6]| {
+        let st = std::process::Command::new("ip")
+            .args([
+                "neigh",
+                "replace",
+                &be4.to_string(),
+                "lladdr",
+                &mac_str(mac),
+                "dev",
+                "eth1",
+                "nud",
+                "permanent",
+            ])
+            .status()
+            .expect("ip neigh");
+        assert!(st.success());
+    };
+    assert_eq!(dmac(&mut fx), bk_mac(last));
+    set_neigh(new_mac);
+    // Same generation: the cached hop is still used (the watcher has not bumped it yet).
+    assert_eq!(dmac(&mut fx), bk_mac(last), "cache hit");
+    // New generation: looked up again.
+    set_lease(&mut fx, nexthop::lease(8, Duration::from_secs(600)));
+    assert_eq!(dmac(&mut fx), new_mac, "new generation");
+    // Expired lease: FIB per packet, whatever the generation says.
+    set_neigh(bk_mac(last));
+    set_lease(
+        &mut fx,
+        NextHopLease {
+            generation: 8,
+            _pad: 0,
+            expires_ns: 1,
+        },
+    );
+    assert_eq!(dmac(&mut fx), bk_mac(last), "expired lease");
+    // Generation 0: cache off.
+    set_lease(&mut fx, nexthop::lease(8, Duration::from_secs(600)));
+    assert_eq!(dmac(&mut fx), new_mac, "cache back on, still generation 8");
+    set_lease(&mut fx, NextHopLease::default());
+    assert_eq!(dmac(&mut fx), bk_mac(last), "cache off");
+    // A cached flow still expires on TTL 1 (dropped, not forwarded).
+    set_lease(&mut fx, nexthop::lease(9, Duration::from_secs(600)));
+    assert_eq!(dmac(&mut fx), bk_mac(last));
+    let before = fx.reason(Reason::DropTtlExceeded);
+    let ttl1 = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        client,
+        vip.ip(),
+        1,
+        &tcp(43010, 80),
+        b"x",
+    );
+    let (action, _) = fx.run(E0, &ttl1);
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(fx.reason(Reason::DropTtlExceeded), before + 1);
+    // A packet bigger than any the cached route accepted is looked up (MTU check) and
+    // forwarded the same way.
+    let big = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        client,
+        vip.ip(),
+        64,
+        &tcp(43010, 80),
+        &[7u8; 1000],
+    );
+    let (action, out) = fx.run(E0, &big);
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(out[..6], bk_mac(last));
+    verify_frame_checksums(&out).expect("checksums");
+    // A cached flow whose source becomes one of the host's addresses is no longer
+    // translated (the local-address update moves the generation on).
+    assert_eq!(dmac(&mut fx), bk_mac(last), "cached");
+    let before = fx.reason(Reason::PassLocal);
+    dataplane::sync_local_addrs(&mut fx.dp, &[client]).expect("local addrs");
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(out, input, "untouched");
+    assert_eq!(fx.reason(Reason::PassLocal), before + 1);
+    dataplane::sync_local_addrs(&mut fx.dp, &[]).expect("local addrs");
+    assert_eq!(dmac(&mut fx), bk_mac(last), "translated again");
+    // Source filters still apply to cached flows: a global deny rule drops the next packet.
+    let cfg0 = fx.dp.global_config().expect("config");
+    fx.dp
+        .add_filters(&[Dataplane::deny_rule(0, client, 32)])
+        .expect("rule");
+    fx.dp
+        .set_global_config(lb_common::types::GlobalConfig {
+            flags: cfg0.flags | lb_common::types::CFG_F_GLOBAL_FILTER_V4,
+            ..cfg0
+        })
+        .expect("config");
+    let (action, _) = fx.run(E0, &input);
+    assert_eq!(action, XDP_DROP, "denied while cached");
+    fx.reapply();
+    assert_eq!(dmac(&mut fx), bk_mac(last), "rule gone with the reapply");
+    // A backend slot taking a new endpoint moves the generation on (flows naming a reused
+    // id must not keep the old endpoint's next hop); an apply without such a change does not.
+    let g = fx.dp.nexthop_lease().expect("lease").generation;
+    fx.reapply();
+    assert_eq!(fx.dp.nexthop_lease().expect("lease").generation, g);
+    fx.cfg.backends[0]
+        .servers
+        .push(server("s4", "10.1.0.50:8080", 1));
+    fx.reapply();
+    assert_ne!(fx.dp.nexthop_lease().expect("lease").generation, g);
+}
+
+/// Maps pinned by an lb with another layout are refused with an error naming the pin
+/// directory, instead of being reused.
+#[test]
+fn incompatible_pinned_map_is_refused() {
+    require_root!();
+    let dir = PathBuf::from(format!("/sys/fs/bpf/lbtest-compat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("pin dir");
+    // LB_CONFIG as an older lb created it: an 8-byte value.
+    let st = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(dir.join("LB_CONFIG"))
+        .args([
+            "type",
+            "array",
+            "key",
+            "4",
+            "value",
+            "8",
+            "entries",
+            "1",
+            "name",
+            "LB_CONFIG",
+        ])
+        .status()
+        .expect("bpftool");
+    assert!(st.success());
+    let err = dataplane::load(&LoadOptions {
+        pin_dir: dir.clone(),
+        conntrack_size: 4096,
+        maglev_table_size: DEFAULT_MAGLEV_SIZE,
+    })
+    .expect_err("incompatible pinned map");
+    let text = err.to_string();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        text.contains("LB_CONFIG") && text.contains("remove the pin directory"),
+        "{text}"
+    );
 }

@@ -19,9 +19,9 @@ use std::net::{IpAddr, SocketAddr};
 use lb_common::maglev::{self, MaglevBackend};
 use lb_common::maps::{MAX_BACKENDS, MAX_VIPS};
 use lb_common::types::{
-    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_UNUSED, BACKEND_UP, Backend, GlobalConfig, PROTO_TCP,
-    PROTO_UDP, REVERSE_F_SHARED, ReverseKey, ReverseValue, VIP_F_ALLOWLIST, VIP_F_HASH_SRC,
-    VipInfo, VipKey,
+    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_UNUSED, BACKEND_UP, Backend, CFG_F_GLOBAL_FILTER_V4,
+    CFG_F_GLOBAL_FILTER_V6, GlobalConfig, PROTO_TCP, PROTO_UDP, REVERSE_F_SHARED, ReverseKey,
+    ReverseValue, VIP_F_ALLOWLIST, VIP_F_FILTER, VIP_F_HASH_SRC, VipInfo, VipKey,
 };
 
 use super::maps::{
@@ -131,10 +131,22 @@ pub fn apply(
     let mut summary = ApplySummary::default();
     let m = dp.maglev_size();
 
-    // 1. Global settings.
+    // 1. Global settings. The filter bits tell the data path whether the global deny list
+    //    has rules of a family at all (it skips the LPM lookup otherwise); set from the
+    //    wanted rules, so stale rules about to be removed (step 9) are already ignored.
+    let mut flags = 0;
+    for net in &dpc.deny_src {
+        flags |= if net.addr.is_ipv4() {
+            CFG_F_GLOBAL_FILTER_V4
+        } else {
+            CFG_F_GLOBAL_FILTER_V6
+        };
+    }
     let global = GlobalConfig {
         maglev_size: m,
         hash_seed: cfg.global.hash_seed,
+        flags,
+        _reserved: 0,
     };
     let seed_changed = dp.global_config()? != global;
     if seed_changed {
@@ -158,6 +170,9 @@ pub fn apply(
             let mut flags = 0;
             if !fe.allow_src.is_empty() {
                 flags |= VIP_F_ALLOWLIST;
+            }
+            if !fe.allow_src.is_empty() || !fe.deny_src.is_empty() {
+                flags |= VIP_F_FILTER;
             }
             let mut members = Vec::new();
             if let Some(b) = backend {
@@ -249,6 +264,7 @@ pub fn apply(
     //    not-yet-UP slot. Backends leaving service (UP → DRAIN/DOWN) are written after the
     //    tables without them are live (step 8), so no new flow is dropped in between.
     let mut leaving = Vec::new();
+    let mut slot_moved = false;
     for (addr, state) in &endpoint_state {
         let id = backend_ids[addr];
         let want = backend_value(*addr, *state);
@@ -259,11 +275,17 @@ pub fn apply(
         if cur.state == BACKEND_UP && *state != BACKEND_UP && backend_addr(&cur) == *addr {
             leaving.push((id, want));
         } else {
+            // A slot taking a new endpoint (first use, or reuse of a freed id that flows
+            // may still name): their cached next hops belong to the old endpoint.
+            slot_moved |= cur.addr != want.addr || cur.family != want.family;
             dp.set_backend(id, want)?;
             summary.writes += 1;
         }
     }
     summary.backends = endpoint_state.len();
+    if slot_moved {
+        dp.bump_nexthop_generation()?;
+    }
 
     // 5. Filter rules, before any VIP that needs them is published.
     let mut rules = Vec::new();
@@ -446,11 +468,16 @@ pub fn local_addresses() -> Result<Vec<IpAddr>, ApplyError> {
 }
 
 /// Writes the host's addresses ([`local_addresses`]) plus `extra` to `LB_LOCAL_ADDRS`.
-/// Returns the number of map writes.
+/// Returns the number of map writes. A change moves the next-hop generation on: cached
+/// flows skip the local-source check, so they must take the full path once more.
 pub fn sync_local_addrs(dp: &mut Dataplane, extra: &[IpAddr]) -> Result<usize, ApplyError> {
     let mut addrs = local_addresses()?;
     addrs.extend_from_slice(extra);
-    Ok(dp.set_local_addrs(&addrs)?)
+    let writes = dp.set_local_addrs(&addrs)?;
+    if writes > 0 {
+        dp.bump_nexthop_generation()?;
+    }
+    Ok(writes)
 }
 
 /// The ifindex of `iface` in the calling thread's network namespace.
@@ -506,6 +533,11 @@ pub fn start(cfg: &Config, registry: &Registry) -> Result<Running, ApplyError> {
         maglev_table_size: dpc.maglev_table_size,
     })?;
     let mut dp = Dataplane::new(ebpf)?;
+    // The next-hop cache follows route/neighbour changes; without a watcher it stays off.
+    if let Err(e) = super::nexthop::watch(&dpc.pin_path) {
+        tracing::warn!("next-hop cache disabled: {e}");
+        dp.set_nexthop_lease(lb_common::types::NextHopLease::default())?;
+    }
     let summary = apply(&mut dp, cfg, registry)?;
     sync_local_addrs(&mut dp, &[])?;
     let tx_ports = register_tx_ports(&mut dp, &dpc.interfaces)?;

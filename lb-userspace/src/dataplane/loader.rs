@@ -62,6 +62,23 @@ pub enum DataplaneError {
         path: PathBuf,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(
+        "the pinned map {path} was created by an incompatible lb version ({what}: pinned \
+         {found}, this lb needs {expected}); stop lb and remove the pin directory {dir} \
+         (established flows are lost), then start lb again"
+    )]
+    PinnedMapMismatch {
+        path: PathBuf,
+        dir: PathBuf,
+        what: &'static str,
+        expected: u32,
+        found: u32,
+    },
+    #[error("inspecting the pinned map {path}: {source}")]
+    PinnedMapInfo {
+        path: PathBuf,
+        source: aya::maps::MapError,
+    },
     #[error("removing the pinned XDP link {path}: {source}")]
     LinkUnpin {
         path: PathBuf,
@@ -85,6 +102,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
         path: opts.pin_dir.clone(),
         source,
     })?;
+    check_pinned_maps(&opts.pin_dir)?;
     let maglev_entries = lb_common::maps::MAX_VIPS * 2 * opts.maglev_table_size;
     let ebpf = EbpfLoader::new()
         .default_map_pin_directory(&opts.pin_dir)
@@ -93,6 +111,67 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
         .map_max_entries(names::MAGLEV, maglev_entries)
         .load(LB_EBPF_OBJECT)?;
     Ok(ebpf)
+}
+
+/// Key and value sizes of the maps whose layout lb defines, as this build expects them.
+fn expected_layouts() -> [(&'static str, usize, usize); 12] {
+    use lb_common::types::*;
+    use std::mem::size_of;
+    [
+        (names::CONFIG, 4, size_of::<GlobalConfig>()),
+        (names::VIPS, size_of::<VipKey>(), size_of::<VipInfo>()),
+        (names::MAGLEV, 4, 4),
+        (names::BACKENDS, 4, size_of::<Backend>()),
+        (names::FLOWS, size_of::<FlowKey>(), size_of::<FlowValue>()),
+        (
+            names::REVERSE,
+            size_of::<ReverseKey>(),
+            size_of::<ReverseValue>(),
+        ),
+        (
+            names::REPLY_FLOWS,
+            size_of::<FlowKey>(),
+            size_of::<ReverseValue>(),
+        ),
+        (names::LOCAL_ADDRS, size_of::<LocalAddrKey>(), 4),
+        (names::REASON_STATS, 4, 8),
+        (names::VIP_STATS, 4, size_of::<TrafficCounters>()),
+        (names::BACKEND_STATS, 4, size_of::<TrafficCounters>()),
+        (names::NH_GEN, 4, size_of::<NextHopLease>()),
+    ]
+}
+
+/// Refuses maps pinned by an lb whose key or value layout differs from this build's (the
+/// loader would reuse them as they are, and the program would then fail verification or
+/// misread them), with an error telling the operator what to remove.
+fn check_pinned_maps(pin_dir: &Path) -> Result<(), DataplaneError> {
+    for (name, key, value) in expected_layouts() {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&path).map_err(|source| {
+            DataplaneError::PinnedMapInfo {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        for (what, expected, found) in [
+            ("key size", key as u32, info.key_size()),
+            ("value size", value as u32, info.value_size()),
+        ] {
+            if expected != found {
+                return Err(DataplaneError::PinnedMapMismatch {
+                    path,
+                    dir: pin_dir.to_path_buf(),
+                    what,
+                    expected,
+                    found,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How a program ended up attached.

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap as StdHashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
@@ -15,8 +16,8 @@ use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray}
 use lb_common::maps::{MAX_BACKENDS, MAX_VIPS, names};
 use lb_common::types::{
     BACKEND_UNUSED, Backend, FAMILY_V4, FAMILY_V6, FILTER_ALLOW, FILTER_DENY, FilterKeyV4,
-    FilterKeyV6, FlowKey, FlowValue, GlobalConfig, LocalAddrKey, Reason, ReverseKey, ReverseValue,
-    TrafficCounters, VipInfo, VipKey,
+    FilterKeyV6, FlowKey, FlowValue, GlobalConfig, LocalAddrKey, NextHopLease, Reason, ReverseKey,
+    ReverseValue, TrafficCounters, VipInfo, VipKey,
 };
 
 /// Errors from map operations.
@@ -155,6 +156,8 @@ pub struct Dataplane {
     maglev_size: u32,
     /// Last known live table per VIP id (active half index, contents), to skip rewrites.
     tables: StdHashMap<u32, (u32, Vec<u32>)>,
+    /// Write Maglev tables with `BPF_MAP_UPDATE_BATCH` (else one update per entry).
+    batch: bool,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -173,6 +176,7 @@ impl Dataplane {
             ebpf,
             maglev_size: 0,
             tables: StdHashMap::new(),
+            batch: true,
         };
         let len = {
             let arr: Array<&MapData, u32> =
@@ -186,6 +190,13 @@ impl Dataplane {
     /// The Maglev table size M the data path uses.
     pub fn maglev_size(&self) -> u32 {
         self.maglev_size
+    }
+
+    /// Chooses how Maglev tables are written: batched (the default) or one update syscall
+    /// per entry, the pre-batch behaviour, kept for kernels without batch operations and
+    /// for benchmarks comparing the two.
+    pub fn set_batch_updates(&mut self, enabled: bool) {
+        self.batch = enabled;
     }
 
     /// The wrapped object (to attach programs).
@@ -204,6 +215,40 @@ impl Dataplane {
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, MapsError> {
         self.ebpf.map_mut(name).ok_or(MapsError::MissingMap(name))
+    }
+
+    // ---- next-hop cache ----
+
+    /// Writes the next-hop cache lease (see [`super::nexthop`]); generation 0 turns the
+    /// cache off.
+    pub fn set_nexthop_lease(&mut self, lease: NextHopLease) -> Result<(), MapsError> {
+        let _l = super::nexthop::lock();
+        self.write_nexthop_lease(lease)
+    }
+
+    fn write_nexthop_lease(&mut self, lease: NextHopLease) -> Result<(), MapsError> {
+        let mut arr: Array<&mut MapData, NextHopLease> =
+            Array::try_from(self.map_mut(names::NH_GEN)?).map_err(map_err(names::NH_GEN))?;
+        arr.set(0, lease, 0).map_err(map_err(names::NH_GEN))
+    }
+
+    /// Moves the next-hop generation on (keeping the lease), so no flow uses a next hop
+    /// cached so far; a no-op while the cache is off.
+    pub fn bump_nexthop_generation(&mut self) -> Result<(), MapsError> {
+        let _l = super::nexthop::lock();
+        let mut lease = self.nexthop_lease()?;
+        if lease.generation == 0 {
+            return Ok(());
+        }
+        lease.generation = lease.generation.wrapping_add(1).max(1);
+        self.write_nexthop_lease(lease)
+    }
+
+    /// The next-hop cache lease.
+    pub fn nexthop_lease(&self) -> Result<NextHopLease, MapsError> {
+        let arr: Array<&MapData, NextHopLease> =
+            Array::try_from(self.map(names::NH_GEN)?).map_err(map_err(names::NH_GEN))?;
+        arr.get(&0, 0).map_err(map_err(names::NH_GEN))
     }
 
     // ---- global config ----
@@ -314,6 +359,40 @@ impl Dataplane {
             .collect()
     }
 
+    /// Writes `table` into `LB_MAGLEV` from index `base`: one `BPF_MAP_UPDATE_BATCH` call
+    /// (a few milliseconds for 65537 entries, Linux 5.6+) instead of one update syscall per
+    /// entry (~100 ms). Falls back to per-entry updates when the kernel has no batch ops.
+    fn write_maglev(&mut self, base: u32, table: &[u32]) -> Result<(), MapsError> {
+        let keys: Vec<u32> = (0..table.len() as u32).map(|i| base + i).collect();
+        let fd = match self.map(names::MAGLEV)? {
+            Map::Array(data) => data.fd().as_fd().as_raw_fd(),
+            _ => return Err(MapsError::MissingMap(names::MAGLEV)),
+        };
+        match if self.batch {
+            update_batch(fd, &keys, table)
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
+        } {
+            Ok(()) => return Ok(()),
+            Err(e) if batch_unsupported(&e) => {}
+            Err(e) => {
+                return Err(MapsError::Map {
+                    name: names::MAGLEV,
+                    source: MapError::SyscallError(aya::sys::SyscallError {
+                        call: "bpf_map_update_batch",
+                        io_error: e,
+                    }),
+                });
+            }
+        }
+        let mut arr: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
+        for (k, id) in keys.iter().zip(table) {
+            arr.set(*k, *id, 0).map_err(map_err(names::MAGLEV))?;
+        }
+        Ok(())
+    }
+
     /// The live table of a VIP, from the cache or the map.
     pub fn live_table(&mut self, key: &VipKey) -> Result<Vec<u32>, MapsError> {
         let info = self.vip(key)?.ok_or(MapsError::NoVip(*key))?;
@@ -351,15 +430,8 @@ impl Dataplane {
             Some(cur) if cur.vip_id == info.vip_id => (cur.active_table & 1) ^ 1,
             _ => 0,
         };
-        {
-            let mut arr: Array<&mut MapData, u32> =
-                Array::try_from(self.map_mut(names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
-            let base = (info.vip_id * 2 + half) * m;
-            for (i, id) in table.iter().enumerate() {
-                arr.set(base + i as u32, *id, 0)
-                    .map_err(map_err(names::MAGLEV))?;
-            }
-        }
+        let base = (info.vip_id * 2 + half) * m;
+        self.write_maglev(base, table)?;
         info.active_table = half;
         self.set_vip(key, info)?;
         self.tables.insert(info.vip_id, (half, table.to_vec()));
@@ -719,4 +791,71 @@ impl Dataplane {
         }
         self.traffic(names::BACKEND_STATS, id)
     }
+}
+
+/// `BPF_MAP_UPDATE_BATCH` (enum bpf_cmd).
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// The `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// True when `e` means the kernel (or this map type) has no batch operations.
+fn batch_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+    ) || e.raw_os_error() == Some(524) // ENOTSUPP (kernel-internal, leaks to userspace)
+}
+
+/// Updates `keys[i] = values[i]` (u32 keys and values) in the map `fd`, in as few
+/// `BPF_MAP_UPDATE_BATCH` calls as the kernel needs (it may stop early; the rest is resent).
+fn update_batch(fd: RawFd, keys: &[u32], values: &[u32]) -> std::io::Result<()> {
+    debug_assert_eq!(keys.len(), values.len());
+    let mut done = 0usize;
+    while done < keys.len() {
+        let mut attr = BatchAttr {
+            keys: keys[done..].as_ptr() as u64,
+            values: values[done..].as_ptr() as u64,
+            count: (keys.len() - done) as u32,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` is a valid `bpf_attr.batch` for BPF_MAP_UPDATE_BATCH; `keys` and
+        // `values` point to `count` live u32s each (the map's key and value size), which
+        // the kernel only reads; it writes back `attr.count` only.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted || e.raw_os_error() == Some(libc::EAGAIN)
+            {
+                done += attr.count as usize;
+                continue;
+            }
+            return Err(e);
+        }
+        let n = attr.count as usize;
+        if n == 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        done += n;
+    }
+    Ok(())
 }

@@ -1,10 +1,11 @@
 //! The benchmark driver behind `cargo xtask bench` (built after the toolchain bootstrap).
-//! Usage: `lb-bench [l7|all] [--quick]`.
+//! Usage: `lb-bench [l4|l7|all] [--quick] [--no-e2e]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use lb_tests::bench::l4::{L4Bench, run as run_l4};
 use lb_tests::bench::l7::{L7Bench, run as run_l7};
 use lb_tests::lbproc::lb_binary;
 
@@ -31,6 +32,19 @@ fn main() -> ExitCode {
         };
         if let Err(e) = run_l7(&cfg) {
             eprintln!("lb-bench: L7: {e}");
+            ok = false;
+        }
+    }
+    if matches!(which, "l4" | "all") {
+        let cfg = L4Bench {
+            dir: dir.join("l4"),
+            duration: Duration::from_secs(if quick { 2 } else { 5 }),
+            repeats: if quick { 1 } else { 3 },
+            calls: if quick { 1000 } else { 5000 },
+        };
+        let e2e = !args.iter().any(|a| a == "--no-e2e");
+        if let Err(e) = run_l4(&cfg, e2e) {
+            eprintln!("lb-bench: L4: {e}");
             ok = false;
         }
     }

@@ -1,0 +1,857 @@
+//! L4 benchmark: the XDP tier's per-packet cost, its Maglev publish time, and end-to-end
+//! throughput through the lab against kernel forwarding and nftables DNAT, in one run.
+//!
+//! - **Per-packet cost** (`BPF_PROG_TEST_RUN`): the program rewrites the packet in place and
+//!   `repeat` does not restore it, so every sample is one call with `repeat = 1` on a fresh
+//!   copy of the frame (the kernel copies `data_in` per call); the sample is the duration
+//!   the kernel reports for that call. Each round takes `calls` samples per case, cases
+//!   interleaved; a round's figure is the median sample, the report the median over
+//!   rounds. The runs happen on a thread inside a lab namespace with routes and permanent
+//!   neighbours, so `bpf_fib_lookup` answers and the whole forward path (redirect) runs.
+//!   New flows vary the source port on every call.
+//! - **Maglev publish**: one VIP's table (M = 65537) written to the inactive half and
+//!   flipped, batched (`BPF_MAP_UPDATE_BATCH`) vs one update syscall per entry.
+//! - **End to end** (tests/src/topology.rs, 3 nginx backends): HTTP keep-alive and
+//!   `Connection: close` with wrk (one wrk per backend / three on the VIP), and UDP packets
+//!   per second from trafgen (random source port) counted and dropped at the switch port
+//!   facing the balancer; XDP VIP vs direct-to-backend (kernel forwarding on the lb host)
+//!   vs nftables DNAT (jhash map over the 3 backends) on the lb host.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use etherparse::PacketBuilder;
+use lb::dataplane::maps::{addr_words, backend_value, vip_key};
+use lb::dataplane::nexthop::lease;
+use lb::dataplane::{self, Dataplane, LoadOptions};
+use lb_common::maglev::{self, MaglevBackend};
+use lb_common::maps::{DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, programs};
+use lb_common::types::{
+    BACKEND_UP, CFG_F_GLOBAL_FILTER_V4, GlobalConfig, PROTO_TCP, PROTO_UDP, ReverseKey,
+    ReverseValue, VIP_F_FILTER, VipInfo,
+};
+
+use super::report::{Row, Target, median, print};
+use super::tools::wrk;
+use crate::lab::{Host, Lab};
+use crate::lbproc::LbProcess;
+use crate::topology::{L4Lab, backend_v4};
+
+/// Settings of one bench run.
+#[derive(Debug, Clone)]
+pub struct L4Bench {
+    pub dir: PathBuf,
+    /// Length of each end-to-end load run.
+    pub duration: Duration,
+    /// Rounds (medians are taken over them).
+    pub repeats: usize,
+    /// Test-run calls per case per round.
+    pub calls: usize,
+}
+
+fn io_err<E: std::fmt::Display>(e: E) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+const SEED: u32 = 0x1b_c0de;
+const LB0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xa0, 0x00];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xc0, 0x02];
+const XDP_REDIRECT: u32 = 4;
+const XDP_TX: u32 = 3;
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn frame(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    frame_macs(CLIENT_MAC, LB0_MAC, src, dst, proto, sport, dport)
+}
+
+fn frame_macs(
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(smac, dmac).ipv4(src, dst, 64);
+    let mut out = Vec::new();
+    let payload = [0u8; 18];
+    if proto == PROTO_TCP {
+        let _ = b
+            .tcp(sport, dport, 1000, 65535)
+            .ack(1)
+            .write(&mut out, &payload);
+    } else {
+        let _ = b.udp(sport, dport).write(&mut out, &payload);
+    }
+    out
+}
+
+/// Runs `prog` once on `packet` received on `ingress`; (action, kernel-reported ns).
+fn run_once(prog: &mut Xdp, ingress: u32, packet: &[u8]) -> std::io::Result<(u32, f64)> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress.
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(packet.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ingress.to_ne_bytes());
+    let mut out = vec![0u8; packet.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(packet),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        repeat: 1,
+        ..TestRunOptions::new()
+    };
+    let r = prog.test_run(opts).map_err(io_err)?;
+    Ok((r.return_value, r.duration.as_nanos() as f64))
+}
+
+fn prog<'a>(dp: &'a mut Dataplane, name: &'static str) -> std::io::Result<&'a mut Xdp> {
+    let p: &mut Xdp = dp
+        .ebpf_mut()
+        .program_mut(name)
+        .ok_or_else(|| io_err(format!("no program {name}")))?
+        .try_into()
+        .map_err(io_err)?;
+    if p.fd().is_err() {
+        lb::dataplane::loader::load_program(p, name).map_err(io_err)?;
+    }
+    Ok(p)
+}
+
+/// Results of the in-namespace part.
+struct PacketResults {
+    /// (case, per-round medians in ns)
+    cases: Vec<(&'static str, Vec<f64>)>,
+    /// Publish times in ms: batched, per entry.
+    publish_batch: Vec<f64>,
+    publish_single: Vec<f64>,
+    notes: Vec<String>,
+}
+
+/// The balancer host of the test-run lab: eth0 towards clients (10.0.0.0/24), eth1 towards
+/// three backends (10.1.0.10-12), permanent neighbours, forwarding on.
+fn packet_lab() -> crate::lab::Result<(Lab, Host)> {
+    let mut lab = Lab::new();
+    let lb = lab.add_host("lb")?;
+    let c = lab.add_host("c")?;
+    let b = lab.add_host("b")?;
+    lab.link(&lb, "eth0", &c, "eth0")?;
+    lab.link(&lb, "eth1", &b, "eth0")?;
+    lb.ip(&["link", "set", "eth0", "address", &mac_str(LB0_MAC)])?;
+    lb.addr("eth0", "10.0.0.1/24")?;
+    lb.addr("eth1", "10.1.0.1/24")?;
+    lb.enable_forwarding()?;
+    let neigh = |addr: &str, mac: [u8; 6], dev: &str| {
+        lb.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            &mac_str(mac),
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])
+        .map(|_| ())
+    };
+    neigh("10.0.0.2", CLIENT_MAC, "eth0")?;
+    for last in [10u8, 11, 12] {
+        neigh(&format!("10.1.0.{last}"), [2, 0, 0, 0, 0xb0, last], "eth1")?;
+    }
+    Ok((lab, lb))
+}
+
+fn per_packet(calls: usize, rounds: usize) -> std::io::Result<PacketResults> {
+    let (lab, lb) = packet_lab().map_err(io_err)?;
+    let res = lb
+        .within(move || measure_in_ns(calls, rounds))
+        .map_err(io_err);
+    drop(lab);
+    res
+}
+
+fn measure_in_ns(calls: usize, rounds: usize) -> std::io::Result<PacketResults> {
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/lbbench-l4-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    let ebpf = dataplane::load(&LoadOptions {
+        pin_dir: pin_dir.clone(),
+        conntrack_size: DEFAULT_CONNTRACK_SIZE,
+        maglev_table_size: DEFAULT_MAGLEV_SIZE,
+    })
+    .map_err(io_err)?;
+    let out = measure_with(Dataplane::new(ebpf).map_err(io_err)?, calls, rounds);
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    out
+}
+
+fn measure_with(mut dp: Dataplane, calls: usize, rounds: usize) -> std::io::Result<PacketResults> {
+    let m = dp.maglev_size();
+    dp.set_global_config(GlobalConfig {
+        maglev_size: m,
+        hash_seed: SEED,
+        flags: 0,
+        _reserved: 0,
+    })
+    .map_err(io_err)?;
+    let backends: Vec<SocketAddr> = (10..=12)
+        .map(|i| SocketAddr::from(([10, 1, 0, i], 8080)))
+        .collect();
+    for (id, b) in backends.iter().enumerate() {
+        dp.set_backend(id as u32, backend_value(*b, BACKEND_UP))
+            .map_err(io_err)?;
+    }
+    let table_of = |ids: &[u32]| {
+        let members: Vec<MaglevBackend> = ids
+            .iter()
+            .map(|id| {
+                MaglevBackend::new(
+                    *id,
+                    1,
+                    backends[*id as usize].to_string().as_bytes(),
+                    SEED,
+                    m,
+                )
+            })
+            .collect();
+        maglev::build_table(&members, m).map_err(io_err)
+    };
+    let full = table_of(&[0, 1, 2])?;
+    let two = table_of(&[0, 1])?;
+    let vip = SocketAddr::from(([203, 0, 113, 10], 80));
+    let vip_f = SocketAddr::from(([203, 0, 113, 20], 80));
+    let vip_u = SocketAddr::from(([203, 0, 113, 10], 53));
+    let info = |vip_id: u32, flags: u32| VipInfo {
+        vip_id,
+        flags,
+        active_table: 0,
+        backend_count: 3,
+    };
+    dp.publish_table(vip_key(vip, PROTO_TCP), info(0, 0), &full)
+        .map_err(io_err)?;
+    dp.publish_table(vip_key(vip_u, PROTO_UDP), info(1, 0), &full)
+        .map_err(io_err)?;
+    dp.publish_table(vip_key(vip_f, PROTO_TCP), info(2, VIP_F_FILTER), &full)
+        .map_err(io_err)?;
+    for (id, b) in backends.iter().enumerate() {
+        let (a, family) = addr_words(b.ip());
+        let (va, _) = addr_words(vip.ip());
+        dp.set_reverse(
+            ReverseKey {
+                addr: a,
+                port: b.port().to_be(),
+                proto: PROTO_TCP,
+                family,
+            },
+            ReverseValue {
+                vip_addr: va,
+                vip_port: vip.port().to_be(),
+                family,
+                flags: 0,
+                vip_id: 0,
+                backend_id: id as u32,
+            },
+        )
+        .map_err(io_err)?;
+    }
+    dataplane::sync_local_addrs(&mut dp, &[]).map_err(io_err)?;
+    let eth0 = dataplane::ifindex("eth0").map_err(io_err)?;
+    let eth1 = dataplane::ifindex("eth1").map_err(io_err)?;
+    dp.add_tx_port(eth0).map_err(io_err)?;
+    dp.add_tx_port(eth1).map_err(io_err)?;
+
+    let client = [10, 0, 0, 2];
+    let hit = frame(client, [203, 0, 113, 10], PROTO_TCP, 40000, 80);
+    let hit_f = frame(client, [203, 0, 113, 20], PROTO_TCP, 40000, 80);
+    let reply = frame_macs(
+        [2, 0, 0, 0, 0xb0, 10],
+        [2, 0, 0, 0, 0xa1, 0],
+        [10, 1, 0, 10],
+        client,
+        PROTO_TCP,
+        8080,
+        40000,
+    );
+    let mut notes = Vec::new();
+    // Warm up: create the established flows, check the full path runs.
+    for (label, pkt, ingress, want) in [
+        ("forward", &hit, eth0, XDP_REDIRECT),
+        ("forward (filters)", &hit_f, eth0, XDP_REDIRECT),
+        ("reverse", &reply, eth1, XDP_REDIRECT),
+    ] {
+        let (action, _) = run_once(prog(&mut dp, programs::LB)?, ingress, pkt)?;
+        if action != want {
+            notes.push(format!(
+                "warning: {label} returned action {action}, expected {want}"
+            ));
+        }
+    }
+    let (action, _) = run_once(prog(&mut dp, programs::BASELINE_TX)?, eth0, &hit)?;
+    if action != XDP_TX {
+        notes.push(format!("warning: baseline returned {action}"));
+    }
+
+    let names = [
+        "baseline (parse, swap MACs, XDP_TX)",
+        "established flow, TCP (next hop cached)",
+        "established flow, TCP, FIB lookup (cache off)",
+        "new flow, TCP (source port varies)",
+        "new flow, UDP (source port varies)",
+        "reverse NAT (backend -> client)",
+        "established, global + VIP filters (cached)",
+    ];
+    let cache = |dp: &mut Dataplane, on: bool| {
+        dp.set_nexthop_lease(lease(u32::from(on), Duration::from_secs(3600)))
+            .map_err(io_err)
+    };
+    let mut per_round: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut port_seq: u32 = 0;
+    for _ in 0..rounds {
+        let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(calls); names.len()];
+        // Each case runs as a block of `calls` calls (as the baseline does), so caches
+        // hold what that path needs; new-flow frames are built before their block.
+        let mut fresh = |proto: u8, dport: u16| {
+            (0..calls)
+                .map(|_| {
+                    port_seq += 1;
+                    // 60000 ports per source address; the third octet moves on after that.
+                    let sport = 1024 + (port_seq % 60000) as u16;
+                    let src = [10, 0, (port_seq / 60000) as u8, 2];
+                    frame(src, [203, 0, 113, 10], proto, sport, dport)
+                })
+                .collect::<Vec<_>>()
+        };
+        let new_tcp = fresh(PROTO_TCP, 80);
+        let new_udp = fresh(PROTO_UDP, 53);
+        let p = prog(&mut dp, programs::BASELINE_TX)?;
+        for _ in 0..calls {
+            samples[0].push(run_once(p, eth0, &hit)?.1);
+        }
+        cache(&mut dp, true)?;
+        let p = prog(&mut dp, programs::LB)?;
+        for _ in 0..calls {
+            samples[1].push(run_once(p, eth0, &hit)?.1);
+        }
+        cache(&mut dp, false)?;
+        let p = prog(&mut dp, programs::LB)?;
+        for _ in 0..calls {
+            samples[2].push(run_once(p, eth0, &hit)?.1);
+        }
+        cache(&mut dp, true)?;
+        let p = prog(&mut dp, programs::LB)?;
+        for f in &new_tcp {
+            samples[3].push(run_once(p, eth0, f)?.1);
+        }
+        for f in &new_udp {
+            samples[4].push(run_once(p, eth0, f)?.1);
+        }
+        for _ in 0..calls {
+            samples[5].push(run_once(p, eth1, &reply)?.1);
+        }
+        // Filters present: a global IPv4 deny list and a per-VIP deny rule.
+        dp.add_filters(&[
+            Dataplane::deny_rule(0, IpAddr::from([192, 0, 2, 0]), 24),
+            Dataplane::deny_rule(3, IpAddr::from([198, 51, 100, 0]), 24),
+        ])
+        .map_err(io_err)?;
+        dp.set_global_config(GlobalConfig {
+            maglev_size: m,
+            hash_seed: SEED,
+            flags: CFG_F_GLOBAL_FILTER_V4,
+            _reserved: 0,
+        })
+        .map_err(io_err)?;
+        let p = prog(&mut dp, programs::LB)?;
+        for _ in 0..calls {
+            samples[6].push(run_once(p, eth0, &hit_f)?.1);
+        }
+        dp.set_filters(&[]).map_err(io_err)?;
+        dp.set_global_config(GlobalConfig {
+            maglev_size: m,
+            hash_seed: SEED,
+            flags: 0,
+            _reserved: 0,
+        })
+        .map_err(io_err)?;
+        for (i, s) in samples.iter_mut().enumerate() {
+            per_round[i].push(median(s));
+        }
+    }
+
+    // Maglev publish: alternate two tables so every publish writes a changed table.
+    let mut publish_batch = Vec::new();
+    let mut publish_single = Vec::new();
+    for round in 0..rounds.max(3) {
+        for batch in [true, false] {
+            dp.set_batch_updates(batch);
+            let table = if round % 2 == 0 { &two } else { &full };
+            let t = Instant::now();
+            dp.publish_table(vip_key(vip, PROTO_TCP), info(0, 0), table)
+                .map_err(io_err)?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            if batch {
+                publish_batch.push(ms);
+            } else {
+                publish_single.push(ms);
+            }
+        }
+    }
+    dp.set_batch_updates(true);
+    Ok(PacketResults {
+        cases: names.iter().copied().zip(per_round).collect(),
+        publish_batch,
+        publish_single,
+        notes,
+    })
+}
+
+// ------------------------------------------------------------------ end to end
+
+const VIP: &str = "10.100.0.10";
+const HTTP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5353;
+const ADMIN: &str = "127.0.0.1:9100";
+
+fn run_cmd(cmd: &mut Command) -> std::io::Result<String> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(io_err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn nginx_conf(dir: &Path, i: usize) -> std::io::Result<PathBuf> {
+    let d = dir.join(format!("nginx-b{i}"));
+    std::fs::create_dir_all(&d)?;
+    let conf = format!(
+        r#"worker_processes 1;
+daemon off;
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 100000000;
+    server {{
+        listen {addr}:{HTTP_PORT} backlog=4096;
+        location / {{ return 200 "b{i}\n"; }}
+    }}
+}}
+"#,
+        d = d.display(),
+        addr = backend_v4(i),
+    );
+    let path = d.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    Ok(path)
+}
+
+fn lb_config(dir: &Path, n: usize) -> std::io::Result<PathBuf> {
+    let servers = |port: u16| {
+        (1..=n)
+            .map(|i| format!("\"b{i} {}:{port}\"", backend_v4(i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let pin = format!("/sys/fs/bpf/lbbench-e2e-{}", std::process::id());
+    let text = format!(
+        r#"[global]
+admin = "{ADMIN}"
+
+[dataplane]
+interfaces = ["eth0", "eth1"]
+xdp_mode = "native"
+conntrack_size = 262144
+maglev_table_size = 65537
+pin_path = "{pin}"
+
+[defaults]
+mode = "tcp"
+timeout = {{ client = "30s", connect = "2s", server = "30s" }}
+
+[frontend.web]
+bind = ["{VIP}:{HTTP_PORT}"]
+default_backend = "web"
+
+[frontend.udp]
+bind = ["udp@{VIP}:{UDP_PORT}"]
+default_backend = "udp"
+
+[backend.web]
+server = [{web}]
+
+[backend.udp]
+server = [{udp}]
+"#,
+        web = servers(HTTP_PORT),
+        udp = servers(UDP_PORT),
+    );
+    let path = dir.join("lb-l4.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// A trafgen packet description: client → `dst`:UDP_PORT, random source port, zero UDP
+/// checksum (valid for IPv4), 64-byte frames.
+fn trafgen_conf(
+    dir: &Path,
+    dmac: [u8; 6],
+    smac: [u8; 6],
+    dst: [u8; 4],
+) -> std::io::Result<PathBuf> {
+    let hex = |b: &[u8]| {
+        b.iter()
+            .map(|x| format!("0x{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = format!(
+        "{{\n  {dmac}, {smac}, 0x08, 0x00,\n  0x45, 0x00, c16(46), c16(0), 0x40, 0x00, 64, 17, csumip(14, 33),\n  10, 101, 0, 2, {dst},\n  drnd(2), c16({UDP_PORT}), c16(26), c16(0),\n  fill(0x00, 18),\n}}\n",
+        dmac = hex(&dmac),
+        smac = hex(&smac),
+        dst = hex(&dst),
+    );
+    let path = dir.join(format!("trafgen-{}.cfg", dst[3]));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn link_mac(host: &Host, dev: &str) -> std::io::Result<[u8; 6]> {
+    let text = run_cmd(&mut host.command("cat", &[&format!("/sys/class/net/{dev}/address")]))?;
+    let mut mac = [0u8; 6];
+    for (i, p) in text.trim().split(':').enumerate().take(6) {
+        mac[i] = u8::from_str_radix(p, 16).map_err(io_err)?;
+    }
+    Ok(mac)
+}
+
+/// The UDP sink: on the switch, at the ingress of the port facing the balancer, UDP to
+/// `UDP_PORT` is counted and dropped, so the packets cost nothing past the balancer (no
+/// bridge, no backend stack) and the balancer is the bottleneck.
+fn udp_sink(switch: &Host) -> std::io::Result<()> {
+    run_cmd(&mut switch.command(
+        "nft",
+        &[&format!(
+            "add table netdev sink; add counter netdev sink pkts; \
+             add chain netdev sink in {{ type filter hook ingress device p0 priority 0; }}; \
+             add rule netdev sink in udp dport {UDP_PORT} counter name pkts drop"
+        )],
+    ))
+    .map(|_| ())
+}
+
+fn sink_packets(switch: &Host) -> std::io::Result<u64> {
+    let text = run_cmd(&mut switch.command("nft", &["list", "counter", "netdev", "sink", "pkts"]))?;
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "packets" {
+            return words.next().unwrap_or("0").parse::<u64>().map_err(io_err);
+        }
+    }
+    Err(io_err(format!("no packet count in {text:?}")))
+}
+
+/// Sends UDP with trafgen from the client for `dur` and returns packets per second that
+/// came out of the balancer (counted at the sink).
+fn udp_pps(lab: &L4Lab, conf: &Path, dur: Duration) -> std::io::Result<f64> {
+    let before = sink_packets(&lab.switch)?;
+    let t = Instant::now();
+    let status = lab
+        .client
+        .command(
+            "timeout",
+            &[
+                &format!("{}", dur.as_secs()),
+                "trafgen",
+                "--dev",
+                "eth0",
+                "--conf",
+                &conf.to_string_lossy(),
+                "--cpus",
+                "1",
+                "--no-sock-mem",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let secs = t.elapsed().as_secs_f64();
+    let _ = status;
+    // Let in-flight packets land.
+    std::thread::sleep(Duration::from_millis(200));
+    let after = sink_packets(&lab.switch)?;
+    Ok((after - before) as f64 / secs)
+}
+
+/// Median results of one path: keep-alive rps, conn-per-request rps, UDP pps.
+#[derive(Debug, Default, Clone, Copy)]
+struct PathResult {
+    keepalive: f64,
+    close: f64,
+    pps: f64,
+}
+
+/// Load on `targets`: one wrk process per target (so direct-to-backend spreads over the
+/// same three nginx as the balanced paths, which get three wrk processes on the VIP), each
+/// with one thread and `WRK_CONNS` connections; the request rates are summed.
+fn measure_path(
+    lab: &L4Lab,
+    cfg: &L4Bench,
+    targets: &[String],
+    trafgen: &Path,
+) -> std::io::Result<PathResult> {
+    let urls: Vec<String> = targets
+        .iter()
+        .map(|t| format!("http://{t}:{HTTP_PORT}/"))
+        .collect();
+    let mut ka = Vec::new();
+    let mut cl = Vec::new();
+    let mut pps = Vec::new();
+    for _ in 0..cfg.repeats {
+        for (close, out) in [(false, &mut ka), (true, &mut cl)] {
+            let handles: Vec<_> = urls
+                .iter()
+                .map(|u| {
+                    let client = lab.client.clone();
+                    let u = u.clone();
+                    let dur = cfg.duration;
+                    std::thread::spawn(move || in_client_wrk(&client, &u, dur, close))
+                })
+                .collect();
+            let rates: Vec<Option<f64>> = handles
+                .into_iter()
+                .map(|h| h.join().ok().flatten())
+                .collect();
+            let total = if rates.iter().all(Option::is_some) {
+                rates.iter().flatten().sum()
+            } else {
+                0.0
+            };
+            out.push(total);
+        }
+        pps.push(udp_pps(lab, trafgen, cfg.duration)?);
+    }
+    Ok(PathResult {
+        keepalive: median(&mut ka),
+        close: median(&mut cl),
+        pps: median(&mut pps),
+    })
+}
+
+const WRK_CONNS: u32 = 16;
+
+/// wrk runs inside the client namespace (a thread that entered it; wrk inherits it).
+fn in_client_wrk(client: &Host, url: &str, dur: Duration, close: bool) -> Option<f64> {
+    let url = url.to_owned();
+    client
+        .within(move || Ok(wrk(&url, 1, WRK_CONNS, dur, close).map(|l| l.rps)))
+        .ok()
+        .flatten()
+}
+
+fn nft_dnat(lb: &Host, n: usize) -> std::io::Result<()> {
+    let map = (0..n)
+        .map(|i| format!("{i} : {}", backend_v4(i + 1)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rules = format!(
+        "table ip lbbench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {VIP} tcp dport {HTTP_PORT} dnat to jhash ip saddr . tcp sport mod {n} map {{ {map} }}\n    ip daddr {VIP} udp dport {UDP_PORT} dnat to jhash ip saddr . udp sport mod {n} map {{ {map} }}\n  }}\n}}\n"
+    );
+    let path = std::env::temp_dir().join(format!("lbbench-nft-{}.nft", std::process::id()));
+    std::fs::write(&path, rules)?;
+    run_cmd(&mut lb.command("nft", &["-f", &path.to_string_lossy()]))?;
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+fn end_to_end(cfg: &L4Bench) -> std::io::Result<Vec<Row>> {
+    const N: usize = 3;
+    let lab = L4Lab::build(N).map_err(io_err)?;
+    std::fs::create_dir_all(&cfg.dir)?;
+    for (i, b) in lab.backends.iter().enumerate() {
+        let conf = nginx_conf(&cfg.dir, i + 1)?;
+        lab.lab
+            .spawn(b, "nginx", &["-c", &conf.to_string_lossy()])
+            .map_err(io_err)?;
+    }
+    udp_sink(&lab.switch)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let lb_mac = link_mac(&lab.lb, "eth0")?;
+    let client_mac = link_mac(&lab.client, "eth0")?;
+    let tg_vip = trafgen_conf(&cfg.dir, lb_mac, client_mac, [10, 100, 0, 10])?;
+    let tg_direct = trafgen_conf(&cfg.dir, lb_mac, client_mac, [10, 102, 0, 11])?;
+
+    // Rounds interleave the three paths, so load from elsewhere on the machine hits them
+    // alike; each path's figure is the median over rounds.
+    let backends: Vec<String> = (1..=N).map(backend_v4).collect();
+    let vips: Vec<String> = (1..=N).map(|_| VIP.to_owned()).collect();
+    let conf = lb_config(&cfg.dir, N)?;
+    let admin: SocketAddr = ADMIN.parse().map_err(io_err)?;
+    let one = L4Bench {
+        repeats: 1,
+        ..cfg.clone()
+    };
+    let mut runs: [Vec<PathResult>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..cfg.repeats {
+        // 1. Direct to the backends, kernel forwarding on the lb host.
+        runs[0].push(measure_path(&lab, &one, &backends, &tg_direct)?);
+        // 2. nftables DNAT on the lb host.
+        nft_dnat(&lab.lb, N)?;
+        let r = measure_path(&lab, &one, &vips, &tg_vip);
+        run_cmd(&mut lab.lb.command("nft", &["delete", "table", "ip", "lbbench"]))?;
+        runs[1].push(r?);
+        // 3. lb with an XDP VIP.
+        let lbp = LbProcess::start(&lab.lb, &conf, admin, &[]).map_err(io_err)?;
+        let r = measure_path(&lab, &one, &vips, &tg_vip);
+        let _ = lbp.stop();
+        runs[2].push(r?);
+    }
+    let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/lbbench-e2e-{}", std::process::id()));
+    let med = |rs: &[PathResult]| PathResult {
+        keepalive: median(&mut rs.iter().map(|r| r.keepalive).collect::<Vec<_>>()),
+        close: median(&mut rs.iter().map(|r| r.close).collect::<Vec<_>>()),
+        pps: median(&mut rs.iter().map(|r| r.pps).collect::<Vec<_>>()),
+    };
+    for (name, rs) in ["direct", "nftables", "xdp"].iter().zip(&runs) {
+        println!("{name}: per round {rs:?}");
+    }
+    let (direct, nft, xdp) = (med(&runs[0]), med(&runs[1]), med(&runs[2]));
+    println!(
+        "\n(end to end, medians of {} rounds of {:?}) direct: {direct:?}\n  nftables: {nft:?}\n  xdp: {xdp:?}",
+        cfg.repeats, cfg.duration
+    );
+    let row = |metric: &str, unit: &str, lb: f64, r: f64, rn: &str, t: Target| Row {
+        metric: metric.into(),
+        unit: unit.into(),
+        lb,
+        reference: r,
+        reference_name: rn.into(),
+        target: t,
+    };
+    Ok(vec![
+        row(
+            "HTTP keep-alive via XDP VIP vs direct",
+            "req/s",
+            xdp.keepalive,
+            direct.keepalive,
+            "direct",
+            Target::AtLeast(0.95),
+        ),
+        row(
+            "HTTP Connection: close via XDP VIP vs direct",
+            "req/s",
+            xdp.close,
+            direct.close,
+            "direct",
+            Target::AtLeast(0.95),
+        ),
+        row(
+            "UDP via XDP VIP vs nftables DNAT",
+            "pkt/s",
+            xdp.pps,
+            nft.pps,
+            "nft",
+            Target::AtLeast(3.0),
+        ),
+        row(
+            "UDP via XDP VIP vs direct (kernel fwd)",
+            "pkt/s",
+            xdp.pps,
+            direct.pps,
+            "direct",
+            Target::None,
+        ),
+        row(
+            "HTTP keep-alive via nftables DNAT vs direct",
+            "req/s",
+            nft.keepalive,
+            direct.keepalive,
+            "direct",
+            Target::None,
+        ),
+        row(
+            "HTTP Connection: close via nft vs direct",
+            "req/s",
+            nft.close,
+            direct.close,
+            "direct",
+            Target::None,
+        ),
+    ])
+}
+
+/// Runs every L4 measurement and prints the report. `e2e` = false skips the end-to-end
+/// part (per-packet cost and publish time only).
+pub fn run(cfg: &L4Bench, e2e: bool) -> std::io::Result<()> {
+    let r = per_packet(cfg.calls, cfg.repeats.max(3))?;
+    for n in &r.notes {
+        println!("{n}");
+    }
+    let mut cases = r.cases;
+    let base = median(&mut cases[0].1.clone());
+    let mut rows = Vec::new();
+    for (i, (name, vals)) in cases.iter_mut().enumerate() {
+        let ns = median(vals);
+        let target = match i {
+            0 => Target::None,
+            1 => Target::AtMost(1.5),
+            _ => Target::None,
+        };
+        rows.push(Row {
+            metric: (*name).into(),
+            unit: "ns".into(),
+            lb: ns,
+            reference: base,
+            reference_name: "baseline".into(),
+            target,
+        });
+    }
+    print(
+        &format!(
+            "L4 per-packet cost (BPF_PROG_TEST_RUN, repeat=1 per call, median of {} calls per round, median of {} rounds)",
+            cfg.calls,
+            cfg.repeats.max(3)
+        ),
+        &rows,
+    );
+    let pb = median(&mut r.publish_batch.clone());
+    let ps = median(&mut r.publish_single.clone());
+    print(
+        &format!("Maglev publish, one VIP, M = {DEFAULT_MAGLEV_SIZE} (write inactive half + flip)"),
+        &[Row {
+            metric: "batched (BPF_MAP_UPDATE_BATCH) vs per entry".into(),
+            unit: "ms".into(),
+            lb: pb,
+            reference: ps,
+            reference_name: "per-entry".into(),
+            target: Target::None,
+        }],
+    );
+    println!(
+        "publish within the 100 ms budget: {}",
+        if pb < 100.0 { "yes" } else { "NO" }
+    );
+    if e2e {
+        let rows = end_to_end(cfg)?;
+        print("L4 end to end (client -> lb -> 3 nginx / UDP sinks)", &rows);
+    }
+    Ok(())
+}
