@@ -75,7 +75,7 @@ fn ipv6_and_udp_vips_work_and_denied_sources_get_nothing() {
         .client
         .addr("eth0", &format!("{DENIED_SRC}/16"))
         .expect("denied source addr");
-    let _lb = env.start_lb(3, &[]).expect("lb run");
+    let lb = env.start_lb(3, &[]).expect("lb run");
 
     let (_c, who) = env.connect(None, vip(VIP6, VIP_PORT)).expect("IPv6 VIP");
     assert!(who.starts_with('b'), "IPv6 VIP answered by {who}");
@@ -88,7 +88,30 @@ fn ipv6_and_udp_vips_work_and_denied_sources_get_nothing() {
     udp.set_read_timeout(Some(IO)).expect("timeout");
     udp.send_to(b"hello", vip(VIP4, UDP_PORT)).expect("send");
     let mut buf = [0u8; 256];
-    let (n, from) = udp.recv_from(&mut buf).expect("UDP reply through the VIP");
+    let got = udp.recv_from(&mut buf).ok();
+    let Some((n, from)) = got else {
+        let (_, metrics) = lb.get("/metrics").unwrap_or_default();
+        let l4: Vec<&str> = metrics.lines().filter(|l| l.starts_with("lb_l4")).collect();
+        let dump = |m: &str| {
+            std::process::Command::new("bpftool")
+                .args([
+                    "-j",
+                    "map",
+                    "dump",
+                    "pinned",
+                    &format!("{}/{m}", env.pin_dir),
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        panic!(
+            "no UDP reply through the VIP; L4 counters:\n{}\nVIPS {}\nBACKENDS {}",
+            l4.join("\n"),
+            dump("LB_VIPS"),
+            dump("LB_BACKENDS").chars().take(3000).collect::<String>()
+        );
+    };
     let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(
         reply.starts_with('b') && reply.ends_with(":hello"),
