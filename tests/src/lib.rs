@@ -12,6 +12,18 @@ pub mod servers;
 pub mod testrun;
 pub mod topology;
 
+/// Waits (up to 10 s) until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_local_port(port: u16) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(10) {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
 /// True when this process can load BPF programs and create namespaces.
 pub fn privileged() -> bool {
     nix::unistd::geteuid().is_root()

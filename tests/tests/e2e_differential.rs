@@ -3,7 +3,7 @@
 //! set must give equal status codes, equal chosen backends and equal relevant headers.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,17 +25,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-fn wait_port(port: u16) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// Backend name of each server name (servers are named uniquely across backends).
@@ -195,8 +184,8 @@ fn haproxy_and_lb_agree_on_the_same_config_and_traffic() {
             .spawn()
             .expect("lb starts"),
     );
-    assert!(wait_port(hp), "haproxy listens");
-    assert!(wait_port(lp), "lb listens");
+    assert!(lb_tests::wait_for_local_port(hp), "haproxy listens");
+    assert!(lb_tests::wait_for_local_port(lp), "lb listens");
     let h: SocketAddr = ([127, 0, 0, 1], hp).into();
     let l: SocketAddr = ([127, 0, 0, 1], lp).into();
 

@@ -9,12 +9,11 @@
 //!   fd00::2                            [10.2.0.1] eth2 ─ b2 10.2.0.10
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use lb::config::model::{
@@ -23,7 +22,7 @@ use lb::config::model::{
 };
 use lb::dataplane::maps::vip_key;
 use lb::dataplane::{self, Attachment};
-use lb::state::{BackendState, Counters, Registry, ServerState};
+use lb::state::Registry;
 use lb_common::maps::DEFAULT_MAGLEV_SIZE;
 use lb_common::types::{PROTO_TCP, PROTO_UDP, Reason};
 use lb_tests::lab::{Host, Lab};
@@ -135,27 +134,7 @@ fn config(pin: PathBuf) -> Config {
 
 fn registry_for(cfg: &Config) -> Registry {
     let reg = Registry::new();
-    let mut backends = HashMap::new();
-    for b in &cfg.backends {
-        let servers = b
-            .servers
-            .iter()
-            .map(|s| {
-                Arc::new(ServerState::new(
-                    &s.name, s.addr, s.weight, s.backup, s.check,
-                ))
-            })
-            .collect();
-        backends.insert(
-            b.name.clone(),
-            Arc::new(BackendState {
-                name: b.name.clone(),
-                servers,
-                counters: Counters::default(),
-            }),
-        );
-    }
-    reg.replace(backends, HashMap::new());
+    lb::health::sync_registry(&reg, cfg);
     reg
 }
 

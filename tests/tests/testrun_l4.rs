@@ -24,7 +24,7 @@ use lb::config::model::{
 use lb::dataplane::maps::{backend_addr, vip_key};
 use lb::dataplane::nexthop;
 use lb::dataplane::{self, Dataplane, LoadOptions};
-use lb::state::{BackendState, Counters, Registry, ServerState, ServerStatus};
+use lb::state::{Registry, ServerStatus};
 use lb_common::maps::{DEFAULT_MAGLEV_SIZE, programs};
 use lb_common::types::{
     FlowKey, NextHopLease, PROTO_TCP, PROTO_UDP, Reason, ReverseKey, ReverseValue, VipInfo,
@@ -343,27 +343,7 @@ fn config() -> Config {
 
 fn registry_for(cfg: &Config) -> Registry {
     let reg = Registry::new();
-    let mut backends = HashMap::new();
-    for b in &cfg.backends {
-        let servers = b
-            .servers
-            .iter()
-            .map(|s| {
-                Arc::new(ServerState::new(
-                    &s.name, s.addr, s.weight, s.backup, s.check,
-                ))
-            })
-            .collect();
-        backends.insert(
-            b.name.clone(),
-            Arc::new(BackendState {
-                name: b.name.clone(),
-                servers,
-                counters: Counters::default(),
-            }),
-        );
-    }
-    reg.replace(backends, HashMap::new());
+    lb::health::sync_registry(&reg, cfg);
     reg
 }
 

@@ -95,17 +95,6 @@ fn spawn(cmd: &mut Command, log: &Path) -> std::io::Result<Child> {
         .spawn()
 }
 
-fn wait_port(port: u16) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 fn start_backends(dir: &Path) -> std::io::Result<Backends> {
     let conf = dir.join("backend-nginx.conf");
     let listens: String = BACKEND_PORTS
@@ -126,7 +115,7 @@ fn start_backends(dir: &Path) -> std::io::Result<Backends> {
         &dir.join("backend.log"),
     )?;
     let backends = Backends(child);
-    if !wait_port(BACKEND_PORTS[0]) {
+    if !crate::wait_for_local_port(BACKEND_PORTS[0]) {
         return Err(std::io::Error::other("backend nginx did not start"));
     }
     Ok(backends)
@@ -156,7 +145,7 @@ fn start_haproxy(dir: &Path, pem: &Path) -> std::io::Result<Proxy> {
         http: 18090,
         https: 18453,
     };
-    if !wait_port(p.http) {
+    if !crate::wait_for_local_port(p.http) {
         return Err(std::io::Error::other(
             "haproxy did not start; see haproxy.log",
         ));
@@ -193,7 +182,7 @@ fn start_nginx_proxy(dir: &Path, crt: &Path, key: &Path) -> std::io::Result<Prox
         http: 18091,
         https: 18454,
     };
-    if !wait_port(p.http) {
+    if !crate::wait_for_local_port(p.http) {
         return Err(std::io::Error::other("nginx proxy did not start"));
     }
     Ok(p)
@@ -225,7 +214,7 @@ fn start_lb(bin: &Path, dir: &Path, pem: &Path) -> std::io::Result<Proxy> {
         http: 18092,
         https: 18455,
     };
-    if !wait_port(p.http) {
+    if !crate::wait_for_local_port(p.http) {
         return Err(std::io::Error::other("lb did not start; see lb.log"));
     }
     Ok(p)
