@@ -1918,6 +1918,23 @@ impl<'a> Builder<'a> {
                 _ => Tier::Userspace,
             };
             if f.fe.tier == Tier::Xdp {
+                if f.udp_binds.iter().any(|u| *u)
+                    && let Some(be) =
+                        f.fe.default_backend
+                            .as_ref()
+                            .and_then(|n| bes.iter().find(|b| &b.be.name == n))
+                {
+                    for s in be.be.servers.iter().filter(|s| s.check) {
+                        self.warn(
+                            f.name_pos,
+                            &f.path,
+                            format!(
+                                "server `{}/{}` serves a UDP VIP but is health-checked over TCP; it will be marked DOWN unless it also accepts TCP on {}",
+                                be.be.name, s.name, s.addr
+                            ),
+                        );
+                    }
+                }
                 if f.fe.default_backend.is_none() {
                     self.err(
                         f.name_pos,

@@ -54,6 +54,8 @@ pub fn describe(cfg: &Config, fe: &Frontend) -> String {
         .map(|b| {
             if b.tls.is_some() {
                 format!("{} ssl", b.addr)
+            } else if b.text.trim_start().to_ascii_lowercase().starts_with("udp") {
+                format!("{} udp", b.addr)
             } else {
                 b.addr.to_string()
             }
