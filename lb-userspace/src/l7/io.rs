@@ -112,6 +112,11 @@ impl<T> ClientIo<T> {
         }
     }
 
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// The earliest deadline that currently applies.
     fn deadline(&self) -> Option<Instant> {
         let idle = if self.shared.in_flight.load(Ordering::Acquire) == 0 {
