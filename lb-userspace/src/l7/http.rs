@@ -807,7 +807,9 @@ async fn forward(
     let mut avoid: u128 = 0;
     let mut attempts: u32 = 0;
     let mut body = Some(body);
-    let started = Instant::now();
+    // Phase timings are only read by the access log.
+    let timing = guard.log.is_some();
+    let started = timing.then(Instant::now);
     loop {
         let idx = match chosen {
             Some(i) => i,
@@ -858,8 +860,8 @@ async fn forward(
             };
             guard.permit = Some(permit);
         }
-        if let Some(l) = &mut guard.log {
-            l.t_wait_ms = started.elapsed().as_millis() as i64;
+        if let (Some(l), Some(t0)) = (&mut guard.log, started) {
+            l.t_wait_ms = t0.elapsed().as_millis() as i64;
         }
 
         let counters = Arc::new(CountersRef {
@@ -869,7 +871,7 @@ async fn forward(
         });
 
         // Connection: an idle pooled one, else a new one.
-        let conn_started = Instant::now();
+        let conn_started = timing.then(Instant::now);
         let mut conn = match srv.pool.take_idle().await {
             Some(c) => Ok(c),
             None => upstream::connect(srv.addr, t.connect).await,
@@ -884,7 +886,7 @@ async fn forward(
                 }
             };
             if let Some(l) = &mut guard.log {
-                l.t_connect_ms = conn_started.elapsed().as_millis() as i64;
+                l.t_connect_ms = conn_started.map_or(0, |t0| t0.elapsed().as_millis() as i64);
             }
             let Some(h) = head.take() else {
                 break Err(false);
@@ -969,8 +971,8 @@ async fn forward(
             Err(false) => return error_page(&fe, Some(&be), 502, guard),
             Ok(x) => x,
         };
-        if let Some(l) = &mut guard.log {
-            l.t_response_ms = started.elapsed().as_millis() as i64;
+        if let (Some(l), Some(t0)) = (&mut guard.log, started) {
+            l.t_response_ms = t0.elapsed().as_millis() as i64;
         }
         return respond(
             &fe,

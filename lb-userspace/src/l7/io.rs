@@ -112,6 +112,11 @@ impl<T> ClientIo<T> {
         }
     }
 
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// The earliest deadline that currently applies.
     fn deadline(&self) -> Option<Instant> {
         let idle = if self.shared.in_flight.load(Ordering::Acquire) == 0 {
@@ -222,7 +227,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len() - before;
                 if n > 0 {
-                    this.last_activity = Instant::now();
+                    // Activity only counts while no request is in flight (the idle timers
+                    // restart from the end of the last response anyway).
+                    if this.shared.in_flight.load(Ordering::Acquire) == 0 {
+                        this.last_activity = Instant::now();
+                    }
                     if !this.sniffed {
                         this.sniffed = true;
                         if buf.filled()[before..].starts_with(b"PRI * HTTP/2") {
@@ -266,6 +275,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
         let r = Pin::new(&mut this.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = r
             && n > 0
+            && this.shared.in_flight.load(Ordering::Acquire) == 0
         {
             this.last_activity = Instant::now();
         }
@@ -287,6 +297,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = r
             && n > 0
+            && this.shared.in_flight.load(Ordering::Acquire) == 0
         {
             this.last_activity = Instant::now();
         }

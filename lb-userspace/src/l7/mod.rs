@@ -45,7 +45,9 @@ pub mod tcp;
 pub mod tls;
 pub mod upstream;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -491,68 +493,31 @@ async fn serve_conn(
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(src);
     match fe.mode {
-        Mode::Tcp => {
-            let r = match shared.tls.load_full() {
-                None => tcp::serve(fe, stream, src, local, None).await,
-                Some(acc) => {
-                    let hs_timeout = fe.timeouts.client.unwrap_or(Duration::from_secs(30));
-                    match tokio::time::timeout(hs_timeout, acc.accept(stream)).await {
-                        Ok(Ok(s)) => {
-                            let (_, sc) = s.get_ref();
-                            let info = TlsInfo {
-                                sni: sc.server_name().map(Box::from),
-                                h2: false,
-                            };
-                            tcp::serve(fe, s, src, local, Some(info)).await
-                        }
-                        Ok(Err(e)) => Err(e.into()),
-                        Err(_) => return,
-                    }
-                }
-            };
-            if let Err(e) = r {
-                tracing::debug!(%src, error = %e, "tcp session ended");
-            }
-        }
+        Mode::Tcp => Box::pin(serve_tcp(fe, stream, src, local, &shared)).await,
         Mode::Http => {
-            let tls = shared.tls.load_full();
             let conn_shared = Arc::new(io::ConnShared::default());
             let t = io::IoTimeouts {
                 http_request: fe.timeouts.http_request,
                 keep_alive: fe.timeouts.http_keep_alive,
                 client: fe.timeouts.client,
             };
-            match tls {
+            match shared.tls.load_full() {
                 Some(acc) => {
-                    let hs_timeout = fe
-                        .timeouts
-                        .http_request
-                        .or(fe.timeouts.client)
-                        .unwrap_or(Duration::from_secs(30));
-                    let s = match tokio::time::timeout(hs_timeout, acc.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%src, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let (_, sc) = s.get_ref();
-                    let info = TlsInfo {
-                        sni: sc.server_name().map(Box::from),
-                        h2: sc.alpn_protocol() == Some(b"h2"),
-                    };
-                    let h1 = !info.h2;
-                    let ctx = Arc::new(http::ConnCtx {
-                        frontend: shared.fe.clone(),
+                    Box::pin(serve_https(
+                        acc,
+                        stream,
                         src,
                         local,
-                        tls: Some(info),
-                        shared: conn_shared.clone(),
-                    });
-                    serve_http(io::ClientIo::new(s, conn_shared, t, h1), ctx, &fe, shutdown).await;
+                        &shared,
+                        conn_shared,
+                        t,
+                        &fe,
+                        shutdown,
+                    ))
+                    .await
                 }
                 None => {
+                    let mut shutdown = shutdown;
                     let ctx = Arc::new(http::ConnCtx {
                         frontend: shared.fe.clone(),
                         src,
@@ -560,43 +525,215 @@ async fn serve_conn(
                         tls: None,
                         shared: conn_shared.clone(),
                     });
-                    serve_http(
-                        io::ClientIo::new(stream, conn_shared, t, true),
-                        ctx,
-                        &fe,
-                        shutdown,
-                    )
-                    .await;
+                    let io = io::ClientIo::new(stream, conn_shared, t, true);
+                    let wait = t.http_request.or(t.client);
+                    let Some(proto) = sniff_plain(io.get_ref(), wait, &mut shutdown).await else {
+                        return;
+                    };
+                    serve_http(io, proto, ctx, &fe, shutdown).await;
                 }
             }
         }
     }
 }
 
+/// Userspace `mode tcp`, with or without TLS termination.
+async fn serve_tcp(
+    fe: Arc<FrontendRt>,
+    stream: TcpStream,
+    src: SocketAddr,
+    local: SocketAddr,
+    shared: &ListenerShared,
+) {
+    let r = match shared.tls.load_full() {
+        None => tcp::serve(fe, stream, src, local, None).await,
+        Some(acc) => {
+            let hs_timeout = fe.timeouts.client.unwrap_or(Duration::from_secs(30));
+            match tokio::time::timeout(hs_timeout, acc.accept(stream)).await {
+                Ok(Ok(s)) => {
+                    let (_, sc) = s.get_ref();
+                    let info = TlsInfo {
+                        sni: sc.server_name().map(Box::from),
+                        h2: false,
+                    };
+                    tcp::serve(fe, s, src, local, Some(info)).await
+                }
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => return,
+            }
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(%src, error = %e, "tcp session ended");
+    }
+}
+
+/// HTTPS: the handshake, then HTTP with the protocol ALPN chose (h2, http/1.1, or detected
+/// from the first bytes when the client sent no ALPN).
+#[allow(clippy::too_many_arguments)]
+async fn serve_https(
+    acc: Arc<TlsAcceptor>,
+    stream: TcpStream,
+    src: SocketAddr,
+    local: SocketAddr,
+    shared: &ListenerShared,
+    conn_shared: Arc<io::ConnShared>,
+    t: io::IoTimeouts,
+    fe: &FrontendRt,
+    shutdown: watch::Receiver<bool>,
+) {
+    let hs_timeout = fe
+        .timeouts
+        .http_request
+        .or(fe.timeouts.client)
+        .unwrap_or(Duration::from_secs(30));
+    let s = match tokio::time::timeout(hs_timeout, acc.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%src, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let (_, sc) = s.get_ref();
+    let proto = match sc.alpn_protocol() {
+        Some(b"h2") => Proto::H2,
+        Some(b"http/1.1") => Proto::H1,
+        _ => Proto::Auto,
+    };
+    let info = TlsInfo {
+        sni: sc.server_name().map(Box::from),
+        h2: proto == Proto::H2,
+    };
+    let h1 = !info.h2;
+    let ctx = Arc::new(http::ConnCtx {
+        frontend: shared.fe.clone(),
+        src,
+        local,
+        tls: Some(info),
+        shared: conn_shared.clone(),
+    });
+    serve_http(
+        io::ClientIo::new(s, conn_shared, t, h1),
+        proto,
+        ctx,
+        fe,
+        shutdown,
+    )
+    .await;
+}
+
+/// The protocol a client connection is served with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    H1,
+    H2,
+    /// Not known yet: hyper-util's detector reads the first bytes.
+    Auto,
+}
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Picks the protocol of a plain connection from its first bytes, without consuming them,
+/// so hyper reads the whole head at once into one buffer. A partial h2 preface is left to
+/// the auto-detector. `None`: shutdown came first.
+async fn sniff_plain(
+    stream: &TcpStream,
+    wait: Option<Duration>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Proto> {
+    let peek = async {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        match stream.peek(&mut buf).await {
+            Ok(n) if n > 0 && buf[..n] == H2_PREFACE[..n] => {
+                if n == H2_PREFACE.len() {
+                    Proto::H2
+                } else {
+                    Proto::Auto
+                }
+            }
+            // EOF, errors and anything else: HTTP/1 (which ends or answers it).
+            _ => Proto::H1,
+        }
+    };
+    let timed = async {
+        match wait {
+            // Nothing in time: the HTTP/1 path answers 408 (its deadline has passed).
+            Some(w) => tokio::time::timeout(w, peek).await.unwrap_or(Proto::H1),
+            None => peek.await,
+        }
+    };
+    if *shutdown.borrow() {
+        return None;
+    }
+    tokio::select! {
+        p = timed => Some(p),
+        _ = shutdown.changed() => None,
+    }
+}
+
+/// Serves one client connection with `proto`. Each protocol's connection is boxed, so an
+/// idle connection's task only holds the state of the protocol it speaks.
 async fn serve_http<I>(
     io: I,
+    proto: Proto,
     ctx: Arc<http::ConnCtx>,
     fe: &FrontendRt,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_buf_size(fe.max_header_bytes.saturating_add(4096).max(8192))
-        .max_headers(fe.max_headers.saturating_add(64));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(fe.max_header_bytes).unwrap_or(u32::MAX));
+    let max_buf = fe.max_header_bytes.saturating_add(4096).max(8192);
+    let max_headers = fe.max_headers.saturating_add(64);
+    let max_list = u32::try_from(fe.max_header_bytes).unwrap_or(u32::MAX);
     let svc = hyper::service::service_fn(move |req| http::handle(ctx.clone(), req));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
+    let io = TokioIo::new(io);
+    match proto {
+        Proto::H1 => {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(None)
+                .max_buf_size(max_buf)
+                .max_headers(max_headers);
+            let conn = Box::pin(b.serve_connection(io, svc).with_upgrades());
+            drive(conn, |c| c.graceful_shutdown(), &mut shutdown).await;
+        }
+        Proto::H2 => {
+            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new()).max_header_list_size(max_list);
+            let conn = Box::pin(b.serve_connection(io, svc));
+            drive(conn, |c| c.graceful_shutdown(), &mut shutdown).await;
+        }
+        Proto::Auto => {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(None)
+                .max_buf_size(max_buf)
+                .max_headers(max_headers);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(max_list);
+            let conn = Box::pin(builder.serve_connection_with_upgrades(io, svc));
+            drive(conn, |c| c.graceful_shutdown(), &mut shutdown).await;
+        }
+    }
+}
+
+/// Runs a connection to its end; on shutdown, asks it to finish gracefully and waits.
+async fn drive<C, E>(
+    mut conn: Pin<Box<C>>,
+    mut graceful: impl FnMut(Pin<&mut C>),
+    shutdown: &mut watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     if *shutdown.borrow() {
-        conn.as_mut().graceful_shutdown();
+        graceful(conn.as_mut());
     }
     tokio::select! {
         r = conn.as_mut() => {
@@ -605,7 +742,7 @@ async fn serve_http<I>(
             }
         }
         _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             let _ = conn.await;
         }
     }

@@ -174,7 +174,8 @@ impl Pool {
                 Err(_) => None,
             }?;
             let (mut tx, since) = item;
-            if tx.is_closed() || since.elapsed() > MAX_IDLE_AGE {
+            let idle = since.elapsed();
+            if tx.is_closed() || idle > MAX_IDLE_AGE {
                 continue;
             }
             if !tx.is_ready() {
@@ -187,7 +188,7 @@ impl Pool {
             return Some(Conn {
                 tx,
                 reused: true,
-                idle: since.elapsed(),
+                idle,
             });
         }
     }
