@@ -595,7 +595,13 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     for v in h.get_all(header::CONNECTION) {
         if let Ok(s) = v.to_str() {
             for t in s.split(',') {
-                if let Ok(n) = HeaderName::from_bytes(t.trim().as_bytes())
+                let t = t.trim();
+                // `keep-alive` (the usual token) is removed below anyway: skip it without
+                // allocating a header name for it.
+                if t.eq_ignore_ascii_case("keep-alive") {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(t.as_bytes())
                     && !(keep_upgrade && n == header::UPGRADE)
                 {
                     named.push(n);
