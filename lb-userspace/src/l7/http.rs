@@ -878,9 +878,11 @@ async fn forward(
 
         // Connection: an idle pooled one, else a new one.
         let conn_started = timing.then(Instant::now);
+        // New connections are boxed: their (large) handshake state would otherwise sit in
+        // every request's future, which is moved into its box on each request.
         let mut conn = match srv.pool.take_idle().await {
             Some(c) => Ok(c),
-            None => upstream::connect(srv.addr, t.connect).await,
+            None => Box::pin(upstream::connect(srv.addr, t.connect)).await,
         };
         let resp = loop {
             let mut c: Conn = match conn {
@@ -927,7 +929,7 @@ async fn forward(
                         head = Some(h);
                         body = b.into_inner();
                         if c.reused {
-                            conn = upstream::connect(srv.addr, t.connect).await;
+                            conn = Box::pin(upstream::connect(srv.addr, t.connect)).await;
                             continue;
                         }
                     } else if let Some(h) = replay
@@ -935,7 +937,7 @@ async fn forward(
                     {
                         tracing::debug!(server = %srv.name, "replaying on a fresh connection");
                         head = Some(h);
-                        conn = upstream::connect(srv.addr, t.connect).await;
+                        conn = Box::pin(upstream::connect(srv.addr, t.connect)).await;
                         continue;
                     }
                     tracing::debug!(server = %srv.name, error = %e.error(), "upstream request failed");
