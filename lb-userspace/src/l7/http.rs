@@ -590,32 +590,50 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // Headers named by Connection are hop-by-hop too.
-    let mut named: Vec<HeaderName> = Vec::new();
-    for v in h.get_all(header::CONNECTION) {
-        if let Ok(s) = v.to_str() {
-            for t in s.split(',') {
-                let t = t.trim();
-                // `keep-alive` (the usual token) is removed below anyway: skip it without
-                // allocating a header name for it.
-                if t.eq_ignore_ascii_case("keep-alive") {
-                    continue;
-                }
-                if let Ok(n) = HeaderName::from_bytes(t.as_bytes())
-                    && !(keep_upgrade && n == header::UPGRADE)
-                {
-                    named.push(n);
+    // One pass over the few names present, then only the removals that find something
+    // (hashing every hop-by-hop name for a removal costs more than the whole scan).
+    const UPGRADE_BIT: u8 = 1 << 7;
+    let mut present = 0u8;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present |= 1 << i;
+        } else if !keep_upgrade && k == header::UPGRADE {
+            present |= UPGRADE_BIT;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    // Headers named by Connection (HOP_BY_HOP[0]) are hop-by-hop too.
+    if present & 1 != 0 {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for v in h.get_all(header::CONNECTION) {
+            if let Ok(s) = v.to_str() {
+                for t in s.split(',') {
+                    let t = t.trim();
+                    // `keep-alive` (the usual token) is removed below anyway: skip it
+                    // without allocating a header name for it.
+                    if t.eq_ignore_ascii_case("keep-alive") {
+                        continue;
+                    }
+                    if let Ok(n) = HeaderName::from_bytes(t.as_bytes())
+                        && !(keep_upgrade && n == header::UPGRADE)
+                    {
+                        named.push(n);
+                    }
                 }
             }
         }
+        for n in named {
+            h.remove(n);
+        }
     }
-    for n in named {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
-    }
-    if !keep_upgrade {
+    if present & UPGRADE_BIT != 0 {
         h.remove(header::UPGRADE);
     }
 }
