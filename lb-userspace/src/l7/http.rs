@@ -590,26 +590,50 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // Headers named by Connection are hop-by-hop too.
-    let mut named: Vec<HeaderName> = Vec::new();
-    for v in h.get_all(header::CONNECTION) {
-        if let Ok(s) = v.to_str() {
-            for t in s.split(',') {
-                if let Ok(n) = HeaderName::from_bytes(t.trim().as_bytes())
-                    && !(keep_upgrade && n == header::UPGRADE)
-                {
-                    named.push(n);
+    // One pass over the few names present, then only the removals that find something
+    // (hashing every hop-by-hop name for a removal costs more than the whole scan).
+    const UPGRADE_BIT: u8 = 1 << 7;
+    let mut present = 0u8;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present |= 1 << i;
+        } else if !keep_upgrade && k == header::UPGRADE {
+            present |= UPGRADE_BIT;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    // Headers named by Connection (HOP_BY_HOP[0]) are hop-by-hop too.
+    if present & 1 != 0 {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for v in h.get_all(header::CONNECTION) {
+            if let Ok(s) = v.to_str() {
+                for t in s.split(',') {
+                    let t = t.trim();
+                    // `keep-alive` (the usual token) is removed below anyway: skip it
+                    // without allocating a header name for it.
+                    if t.eq_ignore_ascii_case("keep-alive") {
+                        continue;
+                    }
+                    if let Ok(n) = HeaderName::from_bytes(t.as_bytes())
+                        && !(keep_upgrade && n == header::UPGRADE)
+                    {
+                        named.push(n);
+                    }
                 }
             }
         }
+        for n in named {
+            h.remove(n);
+        }
     }
-    for n in named {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
-    }
-    if !keep_upgrade {
+    if present & UPGRADE_BIT != 0 {
         h.remove(header::UPGRADE);
     }
 }
@@ -872,9 +896,11 @@ async fn forward(
 
         // Connection: an idle pooled one, else a new one.
         let conn_started = timing.then(Instant::now);
+        // New connections are boxed: their (large) handshake state would otherwise sit in
+        // every request's future, which is moved into its box on each request.
         let mut conn = match srv.pool.take_idle().await {
             Some(c) => Ok(c),
-            None => upstream::connect(srv.addr, t.connect).await,
+            None => Box::pin(upstream::connect(srv.addr, t.connect)).await,
         };
         let resp = loop {
             let mut c: Conn = match conn {
@@ -921,7 +947,7 @@ async fn forward(
                         head = Some(h);
                         body = b.into_inner();
                         if c.reused {
-                            conn = upstream::connect(srv.addr, t.connect).await;
+                            conn = Box::pin(upstream::connect(srv.addr, t.connect)).await;
                             continue;
                         }
                     } else if let Some(h) = replay
@@ -929,7 +955,7 @@ async fn forward(
                     {
                         tracing::debug!(server = %srv.name, "replaying on a fresh connection");
                         head = Some(h);
-                        conn = upstream::connect(srv.addr, t.connect).await;
+                        conn = Box::pin(upstream::connect(srv.addr, t.connect)).await;
                         continue;
                     }
                     tracing::debug!(server = %srv.name, error = %e.error(), "upstream request failed");

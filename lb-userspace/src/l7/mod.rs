@@ -30,6 +30,10 @@
 //!   (HAProxy without `option http-ignore-probes`); an idle keep-alive connection is closed
 //!   silently. Header bytes over `max_header_bytes` get 431, more than `max_headers` headers
 //!   get 400; anything malformed gets hyper's 400.
+//! - The client protocol is fixed before hyper starts: TLS by ALPN (`h2` or `http/1.1`;
+//!   no ALPN: detected from the first bytes), plain binds by peeking for the h2 preface.
+//!   Each protocol's connection is boxed, so an idle connection only holds its own state
+//!   (hyper's 8 KiB read and write buffers, about 16 KiB in all).
 //! - Upstream connections are HTTP/1.1 (like HAProxy without `proto h2` on servers);
 //!   `X-Forwarded-Proto` is added together with `option forwardfor`.
 //! - `set-header`/`add-header` values are literal (no `%[...]` log-format expansion).
