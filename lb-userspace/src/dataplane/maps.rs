@@ -10,9 +10,9 @@ use std::collections::HashMap as StdHashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
-use aya::Ebpf;
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::{Ebpf, Pod};
 use lb_common::maps::{MAX_BACKENDS, MAX_VIPS, names};
 use lb_common::types::{
     BACKEND_UNUSED, Backend, FAMILY_V4, FAMILY_V6, FILTER_ALLOW, FILTER_DENY, FilterKeyV4,
@@ -217,6 +217,28 @@ impl Dataplane {
         self.ebpf.map_mut(name).ok_or(MapsError::MissingMap(name))
     }
 
+    /// Every entry of hash map `name`.
+    fn hash_entries<K: Pod, V: Pod>(&self, name: &'static str) -> Result<Vec<(K, V)>, MapsError> {
+        let m: HashMap<&MapData, K, V> =
+            HashMap::try_from(self.map(name)?).map_err(map_err(name))?;
+        m.iter().map(|r| r.map_err(map_err(name))).collect()
+    }
+
+    /// The value of `key` in hash map `name`, `None` when absent.
+    fn hash_get<K: Pod, V: Pod>(
+        &self,
+        name: &'static str,
+        key: &K,
+    ) -> Result<Option<V>, MapsError> {
+        let m: HashMap<&MapData, K, V> =
+            HashMap::try_from(self.map(name)?).map_err(map_err(name))?;
+        match m.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(name)(e)),
+        }
+    }
+
     // ---- next-hop cache ----
 
     /// Writes the next-hop cache lease (see [`super::nexthop`]); generation 0 turns the
@@ -271,20 +293,12 @@ impl Dataplane {
 
     /// Every configured VIP.
     pub fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, MapsError> {
-        let m: HashMap<&MapData, VipKey, VipInfo> =
-            HashMap::try_from(self.map(names::VIPS)?).map_err(map_err(names::VIPS))?;
-        m.iter().map(|r| r.map_err(map_err(names::VIPS))).collect()
+        self.hash_entries(names::VIPS)
     }
 
     /// One VIP's settings.
     pub fn vip(&self, key: &VipKey) -> Result<Option<VipInfo>, MapsError> {
-        let m: HashMap<&MapData, VipKey, VipInfo> =
-            HashMap::try_from(self.map(names::VIPS)?).map_err(map_err(names::VIPS))?;
-        match m.get(key, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(names::VIPS)(e)),
-        }
+        self.hash_get(names::VIPS, key)
     }
 
     /// Adds or updates a VIP.
@@ -442,11 +456,7 @@ impl Dataplane {
 
     /// Every reverse-NAT entry.
     pub fn reverse_entries(&self) -> Result<Vec<(ReverseKey, ReverseValue)>, MapsError> {
-        let m: HashMap<&MapData, ReverseKey, ReverseValue> =
-            HashMap::try_from(self.map(names::REVERSE)?).map_err(map_err(names::REVERSE))?;
-        m.iter()
-            .map(|r| r.map_err(map_err(names::REVERSE)))
-            .collect()
+        self.hash_entries(names::REVERSE)
     }
 
     /// Adds or updates a reverse-NAT entry.
@@ -673,20 +683,12 @@ impl Dataplane {
 
     /// Every tracked flow (for stats and tests; walks the whole LRU).
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, MapsError> {
-        let m: HashMap<&MapData, FlowKey, FlowValue> =
-            HashMap::try_from(self.map(names::FLOWS)?).map_err(map_err(names::FLOWS))?;
-        m.iter().map(|r| r.map_err(map_err(names::FLOWS))).collect()
+        self.hash_entries(names::FLOWS)
     }
 
     /// One flow's entry.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, MapsError> {
-        let m: HashMap<&MapData, FlowKey, FlowValue> =
-            HashMap::try_from(self.map(names::FLOWS)?).map_err(map_err(names::FLOWS))?;
-        match m.get(key, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(names::FLOWS)(e)),
-        }
+        self.hash_get(names::FLOWS, key)
     }
 
     /// Adds or replaces a flow entry (tests and state transfer).
