@@ -112,7 +112,8 @@ pub fn list_root_links() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Removes namespaces and root links left by labs whose process no longer exists.
+/// Removes namespaces, root links and bpffs pin directories left by labs whose process no
+/// longer exists.
 fn sweep_stale() {
     let owner = |name: &str| -> Option<u32> {
         let rest = name.strip_prefix(NS_PREFIX)?;
@@ -131,6 +132,17 @@ fn sweep_stale() {
             && !pid_alive(pid)
         {
             let _ = ip(&["link", "del", &link]);
+        }
+    }
+    // bpffs pin directories named after a lab (`/sys/fs/bpf/<lab id>`).
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/bpf") {
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = owner(&name)
+                && !pid_alive(pid)
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
     }
 }

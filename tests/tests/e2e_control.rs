@@ -10,6 +10,15 @@ use lb_tests::l4env::{L4Env, VIP_PORT, VIP4};
 use lb_tests::lbproc::LbProcess;
 use lb_tests::require_root;
 
+/// Sets the flag when dropped (panics included).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn vip() -> SocketAddr {
     SocketAddr::new(VIP4.parse().expect("vip"), VIP_PORT)
 }
@@ -43,6 +52,8 @@ fn reload_adding_a_backend_under_traffic_fails_no_connection() {
     let lb = env.start_lb(3, &[]).expect("lb run");
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Stops the traffic thread even when an assertion below fails, so the lab is dropped.
+    let _stop_on_exit = StopOnDrop(stop.clone());
     let (ok, failed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
     let traffic = {
         let (env, stop, ok, failed, sources) = (
