@@ -558,46 +558,54 @@ impl Dataplane {
         let rule = rule.normalized();
         let scope = rule.scope.to_be_bytes();
         let plen = 32 + u32::from(rule.prefix_len);
-        let res = match rule.addr {
-            IpAddr::V4(a) => {
-                let mut t: LpmTrie<&mut MapData, FilterKeyV4, u32> =
-                    LpmTrie::try_from(self.map_mut(names::FILTER_V4)?)
-                        .map_err(map_err(names::FILTER_V4))?;
-                let k = LpmKey::new(
+        match rule.addr {
+            IpAddr::V4(a) => self.lpm_op(
+                names::FILTER_V4,
+                LpmKey::new(
                     plen,
                     FilterKeyV4 {
                         scope,
                         addr: a.octets(),
                     },
-                );
-                if insert {
-                    t.insert(&k, rule.verdict, 0)
-                } else {
-                    t.remove(&k)
-                }
-            }
-            IpAddr::V6(a) => {
-                let mut t: LpmTrie<&mut MapData, FilterKeyV6, u32> =
-                    LpmTrie::try_from(self.map_mut(names::FILTER_V6)?)
-                        .map_err(map_err(names::FILTER_V6))?;
-                let k = LpmKey::new(
+                ),
+                rule.verdict,
+                insert,
+            ),
+            IpAddr::V6(a) => self.lpm_op(
+                names::FILTER_V6,
+                LpmKey::new(
                     plen,
                     FilterKeyV6 {
                         scope,
                         addr: a.octets(),
                     },
-                );
-                if insert {
-                    t.insert(&k, rule.verdict, 0)
-                } else {
-                    t.remove(&k)
-                }
-            }
+                ),
+                rule.verdict,
+                insert,
+            ),
+        }
+    }
+
+    /// Inserts (`insert`) or removes `key` in the LPM trie `name`; removing an absent key
+    /// is not an error.
+    fn lpm_op<K: Pod>(
+        &mut self,
+        name: &'static str,
+        key: LpmKey<K>,
+        verdict: u32,
+        insert: bool,
+    ) -> Result<(), MapsError> {
+        let mut t: LpmTrie<&mut MapData, K, u32> =
+            LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let res = if insert {
+            t.insert(&key, verdict, 0)
+        } else {
+            t.remove(&key)
         };
         match res {
             Ok(()) => Ok(()),
             Err(MapError::KeyNotFound) if !insert => Ok(()),
-            Err(e) => Err(map_err(names::FILTER_V4)(e)),
+            Err(e) => Err(map_err(name)(e)),
         }
     }
 
