@@ -39,6 +39,10 @@ pub mod names {
     /// Next-hop generation (single u32): bumped by userspace on route/neighbour/link
     /// changes; flows cache their next hop per generation (0 disables the cache).
     pub const NH_GEN: &str = "LB_NH_GEN";
+    /// Bench-only, not pinned: the generator's frame template ([`crate::types::BenchFrame`]).
+    pub const BENCH_FRAME: &str = "LB_BENCH_FRAME";
+    /// Bench-only, not pinned: per-CPU count of packets the sink dropped.
+    pub const BENCH_SINK: &str = "LB_BENCH_SINK";
 }
 
 /// Program names in the object file.
@@ -49,4 +53,12 @@ pub mod programs {
     pub const PASS: &str = "lb_xdp_pass";
     /// Minimal parse-and-`XDP_TX` program, the baseline for per-packet cost benchmarks.
     pub const BASELINE_TX: &str = "lb_xdp_baseline_tx";
+    /// Bench-only live-frame generator: writes the `LB_BENCH_FRAME` template over the
+    /// packet, then runs the balancer on it.
+    pub const BENCH_GEN_LB: &str = "lb_bench_gen_lb";
+    /// Bench-only live-frame generator: writes the template, then `XDP_PASS` (the kernel
+    /// stack handles the packet: forwarding, nftables).
+    pub const BENCH_GEN_PASS: &str = "lb_bench_gen_pass";
+    /// Bench-only counting sink: UDP is counted (`LB_BENCH_SINK`) and dropped.
+    pub const BENCH_SINK: &str = "lb_bench_sink";
 }

@@ -288,6 +288,22 @@ impl Reason {
     }
 }
 
+/// The frame the benchmark generator (`lb_bench_gen_*`, live-frame `BPF_PROG_RUN`) writes
+/// over every packet before it runs: an IPv4/UDP frame's first 48 bytes, and the source
+/// port range it cycles through. Bench-only; the balancer never reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BenchFrame {
+    /// Ethernet + IPv4 (no options) + UDP headers and the first payload bytes.
+    pub head: [u64; 6],
+    /// First source port, host order.
+    pub sport_base: u16,
+    /// Number of source ports cycled through (flows); 0 keeps the template's port.
+    pub flows: u16,
+    /// Packets generated so far (the next packet uses `sport_base + sent % flows`).
+    pub sent: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -306,4 +322,5 @@ mod pod {
     unsafe impl aya::Pod for FilterKeyV6 {}
     unsafe impl aya::Pod for TrafficCounters {}
     unsafe impl aya::Pod for NextHopLease {}
+    unsafe impl aya::Pod for BenchFrame {}
 }

@@ -11,6 +11,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod csum;
 mod filter;
 mod flow;
@@ -54,10 +55,16 @@ fn is_local(addr: &[u32; 4], family: u8) -> bool {
 /// The balancer program. Packets it does not balance go to the kernel untouched.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let Some(eth) = parse::ethernet(&ctx) else {
+    balance_packet(&ctx)
+}
+
+/// What [`lb_xdp`] does to one packet (also run by the bench generator in [`bench`]).
+#[inline(always)]
+fn balance_packet(ctx: &XdpContext) -> u32 {
+    let Some(eth) = parse::ethernet(ctx) else {
         return pass(Reason::PassTruncated);
     };
-    let mut p = match parse::ip(&ctx, &eth) {
+    let mut p = match parse::ip(ctx, &eth) {
         Ok(p) => p,
         Err(reason) => return pass(reason),
     };
@@ -65,9 +72,9 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         if let Some(action) = screen(&p) {
             return action;
         }
-        return icmp_packet(&ctx, &mut p);
+        return icmp_packet(ctx, &mut p);
     }
-    l4_packet(&ctx, &mut p)
+    l4_packet(ctx, &mut p)
 }
 
 /// Packets from the balancer's own addresses pass; globally denied sources drop. `None`

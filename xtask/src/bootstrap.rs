@@ -34,7 +34,6 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("h2load", "nghttp2-client"),
     ("iperf3", "iperf3"),
     ("nft", "nftables"),
-    ("trafgen", "netsniff-ng"),
 ];
 
 /// Ensures every piece `needs` asks for is installed.

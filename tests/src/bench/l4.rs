@@ -13,24 +13,28 @@
 //!   flipped, batched (`BPF_MAP_UPDATE_BATCH`) vs one update syscall per entry.
 //! - **End to end** (tests/src/topology.rs, 3 nginx backends): HTTP keep-alive and
 //!   `Connection: close` with wrk (one wrk per backend / three on the VIP), and UDP packets
-//!   per second from trafgen (random source port) counted and dropped at the switch port
-//!   facing the balancer; XDP VIP vs direct-to-backend (kernel forwarding on the lb host)
-//!   vs nftables DNAT (jhash map over the 3 backends) on the lb host.
+//!   per second from a live-frame `BPF_PROG_RUN` generator on the lb host's client-side
+//!   interface (4096 flows), counted and dropped by an XDP sink on the switch port facing
+//!   the balancer; XDP VIP vs direct-to-backend (kernel forwarding on the lb host) vs
+//!   nftables DNAT (jhash map over the 3 backends) on the lb host.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::maps::PerCpuArray;
+use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
+use lb::config::model::XdpMode;
 use lb::dataplane::maps::{addr_words, backend_value, vip_key};
 use lb::dataplane::nexthop::lease;
-use lb::dataplane::{self, Dataplane, LoadOptions};
+use lb::dataplane::{self, Dataplane, LoadOptions, loader};
 use lb_common::maglev::{self, MaglevBackend};
-use lb_common::maps::{DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, programs};
+use lb_common::maps::{DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, names, programs};
 use lb_common::types::{
-    BACKEND_UP, CFG_F_GLOBAL_FILTER_V4, GlobalConfig, PROTO_TCP, PROTO_UDP, ReverseKey,
+    BACKEND_UP, BenchFrame, CFG_F_GLOBAL_FILTER_V4, GlobalConfig, PROTO_TCP, PROTO_UDP, ReverseKey,
     ReverseValue, VIP_F_FILTER, VipInfo,
 };
 
@@ -38,7 +42,7 @@ use super::report::{Row, Target, median, print};
 use super::tools::wrk;
 use crate::lab::{Host, Lab};
 use crate::lbproc::LbProcess;
-use crate::topology::{L4Lab, backend_v4};
+use crate::topology::{CLIENT_V4, L4Lab, backend_v4};
 
 /// Settings of one bench run.
 #[derive(Debug, Clone)]
@@ -417,6 +421,8 @@ fn measure_with(mut dp: Dataplane, calls: usize, rounds: usize) -> std::io::Resu
 // ------------------------------------------------------------------ end to end
 
 const VIP: &str = "10.100.0.10";
+/// Conntrack size of the end-to-end `lb` (the generator loads the object with the same).
+const E2E_CONNTRACK: u32 = 262_144;
 const HTTP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 5353;
 const ADMIN: &str = "127.0.0.1:9100";
@@ -472,6 +478,7 @@ fn lb_config(dir: &Path, n: usize) -> std::io::Result<PathBuf> {
             .join(", ")
     };
     let pin = format!("/sys/fs/bpf/lbbench-e2e-{}", std::process::id());
+    let conntrack = E2E_CONNTRACK;
     let text = format!(
         r#"[global]
 admin = "{ADMIN}"
@@ -479,7 +486,7 @@ admin = "{ADMIN}"
 [dataplane]
 interfaces = ["eth0", "eth1"]
 xdp_mode = "native"
-conntrack_size = 262144
+conntrack_size = {conntrack}
 maglev_table_size = 65537
 pin_path = "{pin}"
 
@@ -509,31 +516,6 @@ server = [{udp}]
     Ok(path)
 }
 
-/// A trafgen packet description: client → `dst`:UDP_PORT, random source port, zero UDP
-/// checksum (valid for IPv4), 64-byte frames.
-fn trafgen_conf(
-    dir: &Path,
-    dmac: [u8; 6],
-    smac: [u8; 6],
-    dst: [u8; 4],
-) -> std::io::Result<PathBuf> {
-    let hex = |b: &[u8]| {
-        b.iter()
-            .map(|x| format!("0x{x:02x}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let text = format!(
-        "{{\n  {dmac}, {smac}, 0x08, 0x00,\n  0x45, 0x00, c16(46), c16(0), 0x40, 0x00, 64, 17, csumip(14, 33),\n  10, 101, 0, 2, {dst},\n  drnd(2), c16({UDP_PORT}), c16(26), c16(0),\n  fill(0x00, 18),\n}}\n",
-        dmac = hex(&dmac),
-        smac = hex(&smac),
-        dst = hex(&dst),
-    );
-    let path = dir.join(format!("trafgen-{}.cfg", dst[3]));
-    std::fs::write(&path, text)?;
-    Ok(path)
-}
-
 fn link_mac(host: &Host, dev: &str) -> std::io::Result<[u8; 6]> {
     let text = run_cmd(&mut host.command("cat", &[&format!("/sys/class/net/{dev}/address")]))?;
     let mut mac = [0u8; 6];
@@ -543,62 +525,207 @@ fn link_mac(host: &Host, dev: &str) -> std::io::Result<[u8; 6]> {
     Ok(mac)
 }
 
-/// The UDP sink: on the switch, at the ingress of the port facing the balancer, UDP to
-/// `UDP_PORT` is counted and dropped, so the packets cost nothing past the balancer (no
-/// bridge, no backend stack) and the balancer is the bottleneck.
-fn udp_sink(switch: &Host) -> std::io::Result<()> {
-    run_cmd(&mut switch.command(
-        "nft",
-        &[&format!(
-            "add table netdev sink; add counter netdev sink pkts; \
-             add chain netdev sink in {{ type filter hook ingress device p0 priority 0; }}; \
-             add rule netdev sink in udp dport {UDP_PORT} counter name pkts drop"
-        )],
-    ))
-    .map(|_| ())
+/// Runs `f` while the counting sink (`lb_bench_sink`: UDP counted and dropped, the rest
+/// passes) is attached in native mode to the switch port facing the balancer, so packets
+/// cost nothing past the balancer host; returns `f`'s result and the packets counted. The
+/// sink is attached only around the UDP runs: on a veth, an XDP program makes the kernel
+/// copy received skbs, which would tax the HTTP runs.
+fn with_sink<T>(
+    switch: &Host,
+    f: impl FnOnce() -> std::io::Result<T>,
+) -> std::io::Result<(T, u64)> {
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let host = switch.clone();
+    let sink = std::thread::spawn(move || host.within(move || sink_run(&ready_tx, &stop_rx)));
+    let ready = ready_rx
+        .recv()
+        .unwrap_or_else(|_| Err("sink thread ended".into()));
+    let out = match ready {
+        Ok(()) => f(),
+        Err(e) => Err(io_err(e)),
+    };
+    // Let the last packets land before the count is read.
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = stop_tx.send(());
+    let count = sink
+        .join()
+        .map_err(|_| io_err("sink thread panicked"))?
+        .map_err(io_err)?;
+    Ok((out?, count))
 }
 
-fn sink_packets(switch: &Host) -> std::io::Result<u64> {
-    let text = run_cmd(&mut switch.command("nft", &["list", "counter", "netdev", "sink", "pkts"]))?;
-    let mut words = text.split_whitespace();
-    while let Some(w) = words.next() {
-        if w == "packets" {
-            return words.next().unwrap_or("0").parse::<u64>().map_err(io_err);
+/// The sink's thread (inside the switch namespace): attach, report ready, wait for stop,
+/// read the count, detach.
+fn sink_run(
+    ready: &mpsc::Sender<Result<(), String>>,
+    stop: &mpsc::Receiver<()>,
+) -> std::io::Result<u64> {
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/lbbench-sink-{}", std::process::id()));
+    let attached = (|| {
+        let mut ebpf = dataplane::load(&LoadOptions {
+            pin_dir: pin_dir.clone(),
+            conntrack_size: DEFAULT_CONNTRACK_SIZE,
+            maglev_table_size: DEFAULT_MAGLEV_SIZE,
+        })
+        .map_err(io_err)?;
+        let (_, link) = loader::attach(&mut ebpf, programs::BENCH_SINK, "p0", XdpMode::Native)
+            .map_err(io_err)?;
+        Ok::<_, std::io::Error>((ebpf, link))
+    })();
+    let counted = match attached {
+        Ok((ebpf, link)) => {
+            let _ = ready.send(Ok(()));
+            let _ = stop.recv();
+            let count = ebpf
+                .map(names::BENCH_SINK)
+                .ok_or_else(|| io_err("no sink map"))
+                .and_then(|m| PerCpuArray::<_, u64>::try_from(m).map_err(io_err))
+                .and_then(|a| a.get(&0, 0).map_err(io_err))
+                .map(|per_cpu| per_cpu.iter().sum::<u64>());
+            drop(link);
+            count
         }
-    }
-    Err(io_err(format!("no packet count in {text:?}")))
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            Err(e)
+        }
+    };
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    counted
 }
 
-/// Sends UDP with trafgen from the client for `dur` and returns packets per second that
-/// came out of the balancer (counted at the sink).
-fn udp_pps(lab: &L4Lab, conf: &Path, dur: Duration) -> std::io::Result<f64> {
-    let before = sink_packets(&lab.switch)?;
-    let t = Instant::now();
-    let status = lab
-        .client
-        .command(
-            "timeout",
-            &[
-                &format!("{}", dur.as_secs()),
-                "trafgen",
-                "--dev",
-                "eth0",
-                "--conf",
-                &conf.to_string_lossy(),
-                "--cpus",
-                "1",
-                "--no-sock-mem",
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    let secs = t.elapsed().as_secs_f64();
-    let _ = status;
-    // Let in-flight packets land.
-    std::thread::sleep(Duration::from_millis(200));
-    let after = sink_packets(&lab.switch)?;
-    Ok((after - before) as f64 / secs)
+/// Source ports (hence client flows) the UDP generator cycles through.
+const UDP_FLOWS: u16 = 4096;
+/// Packets per live-frame `BPF_PROG_RUN` call.
+const GEN_CHUNK: u32 = 1 << 20;
+/// Frames per live-frame batch: 64, a NIC driver's NAPI budget, so redirects and the
+/// kernel stack's list receive are flushed as often as under a real driver.
+const GEN_BATCH: u32 = 64;
+
+/// The generator's template: client → `dst`:UDP_PORT, 60-byte frame, zero UDP checksum
+/// (valid for IPv4, and unchanged by the source port the generator writes).
+fn gen_template(lb_mac: [u8; 6], client_mac: [u8; 6], dst: [u8; 4]) -> (BenchFrame, Vec<u8>) {
+    let client: std::net::Ipv4Addr = CLIENT_V4.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    let mut f = frame_macs(
+        client_mac,
+        lb_mac,
+        client.octets(),
+        dst,
+        PROTO_UDP,
+        10_000,
+        UDP_PORT,
+    );
+    f[40] = 0;
+    f[41] = 0;
+    let mut head = [0u64; 6];
+    for (i, w) in head.iter_mut().enumerate() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&f[i * 8..i * 8 + 8]);
+        *w = u64::from_ne_bytes(b);
+    }
+    let t = BenchFrame {
+        head,
+        sport_base: 10_000,
+        flows: UDP_FLOWS,
+        sent: 0,
+    };
+    (t, f)
+}
+
+/// Where the generated packets go after the template is written.
+#[derive(Debug, Clone, Copy)]
+enum UdpPath {
+    /// The kernel stack (`XDP_PASS`): forwarding, or nftables DNAT when its rules are in.
+    Kernel,
+    /// The balancer, sharing the maps `lb run` pinned in `pin_dir`.
+    Xdp,
+}
+
+/// UDP packets per second out of the balancer host: a live-frame `BPF_PROG_RUN` generator
+/// on the lb host's `eth0` (ingress, as if the NIC received them) feeds `path` for `dur`;
+/// the packets are counted (and dropped) at the sink on the switch port behind `eth1`.
+/// The generator runs on one CPU and everything it triggers (program, stack, redirect,
+/// delivery to the sink) runs on that CPU inside the call, so the rate is the balancer
+/// host's cost per packet.
+fn udp_pps(
+    lab: &L4Lab,
+    path: UdpPath,
+    pin_dir: &Path,
+    template: &(BenchFrame, Vec<u8>),
+    dur: Duration,
+) -> std::io::Result<f64> {
+    let (frame_t, data) = template.clone();
+    let pin_dir = pin_dir.to_path_buf();
+    let lb = lab.lb.clone();
+    let (secs, packets) = with_sink(&lab.switch, move || {
+        lb.within(move || generate(path, &pin_dir, frame_t, &data, dur))
+            .map_err(io_err)
+    })?;
+    Ok(packets as f64 / secs)
+}
+
+/// Runs the generator until `dur` has passed; returns the seconds spent in the calls.
+fn generate(
+    path: UdpPath,
+    pin_dir: &Path,
+    t: BenchFrame,
+    data: &[u8],
+    dur: Duration,
+) -> std::io::Result<f64> {
+    let own_pins = matches!(path, UdpPath::Kernel);
+    let mut dp = Dataplane::new(
+        dataplane::load(&LoadOptions {
+            pin_dir: pin_dir.to_path_buf(),
+            conntrack_size: E2E_CONNTRACK,
+            maglev_table_size: DEFAULT_MAGLEV_SIZE,
+        })
+        .map_err(io_err)?,
+    )
+    .map_err(io_err)?;
+    let result = (|| {
+        let map = dp
+            .ebpf_mut()
+            .map_mut(names::BENCH_FRAME)
+            .ok_or_else(|| io_err("no bench frame map"))?;
+        let mut frames: aya::maps::Array<_, BenchFrame> =
+            aya::maps::Array::try_from(map).map_err(io_err)?;
+        frames.set(0, t, 0).map_err(io_err)?;
+        let name = match path {
+            UdpPath::Kernel => programs::BENCH_GEN_PASS,
+            UdpPath::Xdp => programs::BENCH_GEN_LB,
+        };
+        let ingress = nix::net::if_::if_nametoindex("eth0").map_err(io_err)?;
+        let prog = prog(&mut dp, name)?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(data.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ingress.to_ne_bytes());
+        let start = Instant::now();
+        while start.elapsed() < dur {
+            let opts = TestRunOptions {
+                data_in: Some(data),
+                ctx_in: Some(&ctx),
+                repeat: GEN_CHUNK,
+                attrs: TestRunAttrs::new().xdp_live_frames(GEN_BATCH),
+                ..TestRunOptions::new()
+            };
+            prog.test_run(opts).map_err(io_err)?;
+        }
+        Ok(start.elapsed().as_secs_f64())
+    })();
+    drop(dp);
+    if own_pins {
+        let _ = std::fs::remove_dir_all(pin_dir);
+    }
+    result
+}
+
+/// The UDP part of one path's measurement.
+struct UdpRun {
+    path: UdpPath,
+    pin_dir: PathBuf,
+    template: (BenchFrame, Vec<u8>),
 }
 
 /// Median results of one path: keep-alive rps, conn-per-request rps, UDP pps.
@@ -616,7 +743,7 @@ fn measure_path(
     lab: &L4Lab,
     cfg: &L4Bench,
     targets: &[String],
-    trafgen: &Path,
+    udp: &UdpRun,
 ) -> std::io::Result<PathResult> {
     let urls: Vec<String> = targets
         .iter()
@@ -647,7 +774,13 @@ fn measure_path(
             };
             out.push(total);
         }
-        pps.push(udp_pps(lab, trafgen, cfg.duration)?);
+        pps.push(udp_pps(
+            lab,
+            udp.path,
+            &udp.pin_dir,
+            &udp.template,
+            cfg.duration,
+        )?);
     }
     Ok(PathResult {
         keepalive: median(&mut ka),
@@ -692,12 +825,27 @@ fn end_to_end(cfg: &L4Bench) -> std::io::Result<Vec<Row>> {
             .spawn(b, "nginx", &["-c", &conf.to_string_lossy()])
             .map_err(io_err)?;
     }
-    udp_sink(&lab.switch)?;
     std::thread::sleep(Duration::from_millis(500));
     let lb_mac = link_mac(&lab.lb, "eth0")?;
     let client_mac = link_mac(&lab.client, "eth0")?;
-    let tg_vip = trafgen_conf(&cfg.dir, lb_mac, client_mac, [10, 100, 0, 10])?;
-    let tg_direct = trafgen_conf(&cfg.dir, lb_mac, client_mac, [10, 102, 0, 11])?;
+    let vip_frame = gen_template(lb_mac, client_mac, [10, 100, 0, 10]);
+    let gen_pins = PathBuf::from(format!("/sys/fs/bpf/lbbench-gen-{}", std::process::id()));
+    let lb_pins = PathBuf::from(format!("/sys/fs/bpf/lbbench-e2e-{}", std::process::id()));
+    let udp_direct = UdpRun {
+        path: UdpPath::Kernel,
+        pin_dir: gen_pins.clone(),
+        template: gen_template(lb_mac, client_mac, [10, 102, 0, 11]),
+    };
+    let udp_nft = UdpRun {
+        path: UdpPath::Kernel,
+        pin_dir: gen_pins,
+        template: vip_frame.clone(),
+    };
+    let udp_xdp = UdpRun {
+        path: UdpPath::Xdp,
+        pin_dir: lb_pins.clone(),
+        template: vip_frame,
+    };
 
     // Rounds interleave the three paths, so load from elsewhere on the machine hits them
     // alike; each path's figure is the median over rounds.
@@ -712,19 +860,19 @@ fn end_to_end(cfg: &L4Bench) -> std::io::Result<Vec<Row>> {
     let mut runs: [Vec<PathResult>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..cfg.repeats {
         // 1. Direct to the backends, kernel forwarding on the lb host.
-        runs[0].push(measure_path(&lab, &one, &backends, &tg_direct)?);
+        runs[0].push(measure_path(&lab, &one, &backends, &udp_direct)?);
         // 2. nftables DNAT on the lb host.
         nft_dnat(&lab.lb, N)?;
-        let r = measure_path(&lab, &one, &vips, &tg_vip);
+        let r = measure_path(&lab, &one, &vips, &udp_nft);
         run_cmd(&mut lab.lb.command("nft", &["delete", "table", "ip", "lbbench"]))?;
         runs[1].push(r?);
         // 3. lb with an XDP VIP.
         let lbp = LbProcess::start(&lab.lb, &conf, admin, &[]).map_err(io_err)?;
-        let r = measure_path(&lab, &one, &vips, &tg_vip);
+        let r = measure_path(&lab, &one, &vips, &udp_xdp);
         let _ = lbp.stop();
         runs[2].push(r?);
     }
-    let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/lbbench-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&lb_pins);
     let med = |rs: &[PathResult]| PathResult {
         keepalive: median(&mut rs.iter().map(|r| r.keepalive).collect::<Vec<_>>()),
         close: median(&mut rs.iter().map(|r| r.close).collect::<Vec<_>>()),
