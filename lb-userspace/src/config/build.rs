@@ -266,7 +266,8 @@ const CHECK: Spec = &[
     ("tls", K::Flag("tls")),
     ("sni", K::Val("sni")),
 ];
-const TIMEOUT: Spec = &[];
+/// Directives written only as a line (`option`, a `timeout` line): no table form.
+const LINE_ONLY: Spec = &[];
 
 /// What `defaults` gives every proxy.
 #[derive(Debug, Clone)]
@@ -957,16 +958,50 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn list<'r>(&self, l: &'r Option<Spanned<List>>) -> Vec<(usize, Range<usize>, &'r Item, bool)> {
-        match l {
-            Some(l) => l
-                .get_ref()
-                .items(&l.span())
-                .into_iter()
-                .map(|(i, s, it)| (i, s, it, l.get_ref().is_many()))
-                .collect(),
-            None => Vec::new(),
+    /// The items of list key `key` under `path` (one line, or a list of lines): index, the
+    /// item's path (`path.key`, or `path.key[i]` in a list), span and item.
+    fn items<'r>(
+        &self,
+        l: &'r Option<Spanned<List>>,
+        path: &str,
+        key: &str,
+    ) -> Vec<(usize, String, Range<usize>, &'r Item)> {
+        let Some(l) = l else {
+            return Vec::new();
+        };
+        let many = l.get_ref().is_many();
+        l.get_ref()
+            .items(&l.span())
+            .into_iter()
+            .map(|(i, span, item)| {
+                let ipath = if many {
+                    format!("{path}.{key}[{i}]")
+                } else {
+                    format!("{path}.{key}")
+                };
+                (i, ipath, span, item)
+            })
+            .collect()
+    }
+
+    /// The items of `key` under `path` tokenized as directives of `spec` (`cond`: they may
+    /// end in `if`/`unless`), with their paths; items that fail to tokenize are reported
+    /// and skipped.
+    fn dirs(
+        &mut self,
+        l: &Option<Spanned<List>>,
+        path: &str,
+        key: &str,
+        spec: Spec,
+        cond: bool,
+    ) -> Vec<(String, Dir)> {
+        let mut out = Vec::new();
+        for (_, ipath, span, item) in self.items(l, path, key) {
+            if let Some(dir) = self.dir(item, span, spec, cond, &ipath) {
+                out.push((ipath, dir));
+            }
         }
+        out
     }
 
     /// Settings shared by every kind of section, on top of `base`.
@@ -997,12 +1032,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        for (i, span, item, many) in self.list(&rp.timeout) {
-            let ipath = if many {
-                format!("{path}.timeout[{i}]")
-            } else {
-                format!("{path}.timeout")
-            };
+        for (_, ipath, span, item) in self.items(&rp.timeout, path, "timeout") {
             self.timeouts(item, span, &ipath, &mut out.timeouts);
         }
         if let Some(b) = &rp.balance
@@ -1052,15 +1082,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        for (i, span, item, many) in self.list(&rp.option) {
-            let ipath = if many {
-                format!("{path}.option[{i}]")
-            } else {
-                format!("{path}.option")
-            };
-            let Some(dir) = self.dir(item, span, TIMEOUT, false, &ipath) else {
-                continue;
-            };
+        for (ipath, dir) in self.dirs(&rp.option, path, "option", LINE_ONLY, false) {
             self.option(&dir, &ipath, &mut out);
         }
         if let Some(l) = &rp.log {
@@ -1074,15 +1096,7 @@ impl<'a> Builder<'a> {
                 ),
             }
         }
-        for (i, span, item, many) in self.list(&rp.errorfile) {
-            let ipath = if many {
-                format!("{path}.errorfile[{i}]")
-            } else {
-                format!("{path}.errorfile")
-            };
-            let Some(dir) = self.dir(item, span, ERRORFILE, false, &ipath) else {
-                continue;
-            };
+        for (ipath, dir) in self.dirs(&rp.errorfile, path, "errorfile", ERRORFILE, false) {
             if let Some((code, body)) = self.errorfile(&dir, &ipath) {
                 out.errorfiles.insert(code, body);
             }
@@ -1093,12 +1107,7 @@ impl<'a> Builder<'a> {
             out.default_backend = Some((db.get_ref().clone(), self.src.str(db).pos(0)));
         }
         if kind != Kind::Frontend {
-            for (i, span, item, many) in self.list(&rp.cookie) {
-                let ipath = if many {
-                    format!("{path}.cookie[{i}]")
-                } else {
-                    format!("{path}.cookie")
-                };
+            for (i, ipath, span, item) in self.items(&rp.cookie, path, "cookie") {
                 if i > 0 {
                     self.err(span.start, &ipath, "only one cookie per backend");
                     continue;
@@ -1113,15 +1122,7 @@ impl<'a> Builder<'a> {
             }
             let mut spec = out.check.clone();
             let mut set = out.check_timeout_set;
-            for (i, span, item, many) in self.list(&rp.check) {
-                let ipath = if many {
-                    format!("{path}.check[{i}]")
-                } else {
-                    format!("{path}.check")
-                };
-                let Some(dir) = self.dir(item, span, CHECK, false, &ipath) else {
-                    continue;
-                };
+            for (ipath, dir) in self.dirs(&rp.check, path, "check", CHECK, false) {
                 match d::check(&mut dir.args(), spec.clone()) {
                     Ok((s, t)) => {
                         spec = s;
@@ -1230,7 +1231,7 @@ impl<'a> Builder<'a> {
                 }
             }
             _ => {
-                let Some(dir) = self.dir(item, span, TIMEOUT, false, path) else {
+                let Some(dir) = self.dir(item, span, LINE_ONLY, false, path) else {
                     return;
                 };
                 let mut args = dir.args();
@@ -1311,15 +1312,7 @@ impl<'a> Builder<'a> {
         names: &mut Vec<String>,
         nbsrv: &mut Vec<(String, usize, String)>,
     ) {
-        for (i, span, item, many) in self.list(&rp.acl) {
-            let ipath = if many {
-                format!("{path}.acl[{i}]")
-            } else {
-                format!("{path}.acl")
-            };
-            let Some(dir) = self.dir(item, span, ACL, false, &ipath) else {
-                continue;
-            };
+        for (ipath, dir) in self.dirs(&rp.acl, path, "acl", ACL, false) {
             let Some(name) = dir.toks.first() else {
                 self.err(dir.end, &ipath, "missing ACL name");
                 continue;
@@ -1464,15 +1457,7 @@ impl<'a> Builder<'a> {
     ) -> BeDraft {
         let mut servers: Vec<Server> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
-        for (i, span, item, many) in self.list(&rp.server) {
-            let ipath = if many {
-                format!("{path}.server[{i}]")
-            } else {
-                format!("{path}.server")
-            };
-            let Some(dir) = self.dir(item, span, SERVER, false, &ipath) else {
-                continue;
-            };
+        for (ipath, dir) in self.dirs(&rp.server, path, "server", SERVER, false) {
             let line = match d::server(&mut dir.args()) {
                 Ok(l) => l,
                 Err(p) => {
@@ -1583,7 +1568,7 @@ impl<'a> Builder<'a> {
             },
             name_pos: name.span().start,
             path: path.to_string(),
-            declared_servers: self.list(&rp.server).len(),
+            declared_servers: self.items(&rp.server, path, "server").len(),
         }
     }
 
@@ -1597,12 +1582,7 @@ impl<'a> Builder<'a> {
         nbsrv: &mut Vec<(String, usize, String)>,
     ) -> Vec<HttpRequestRule> {
         let mut out = Vec::new();
-        for (i, span, item, many) in self.list(&rp.http_request) {
-            let ipath = if many {
-                format!("{path}.http_request[{i}]")
-            } else {
-                format!("{path}.http_request")
-            };
+        for (_, ipath, span, item) in self.items(&rp.http_request, path, "http_request") {
             if mode == Mode::Tcp {
                 self.err(span.start, &ipath, "http_request rules need mode http");
                 continue;
@@ -1651,15 +1631,7 @@ impl<'a> Builder<'a> {
                 "no `bind`: a frontend needs at least one address to listen on",
             );
         }
-        for (i, span, item, many) in self.list(&rp.bind) {
-            let ipath = if many {
-                format!("{path}.bind[{i}]")
-            } else {
-                format!("{path}.bind")
-            };
-            let Some(dir) = self.dir(item, span, BIND, false, &ipath) else {
-                continue;
-            };
+        for (ipath, dir) in self.dirs(&rp.bind, path, "bind", BIND, false) {
             let line = match d::bind(&mut dir.args()) {
                 Ok(l) => l,
                 Err(p) => {
@@ -1714,15 +1686,7 @@ impl<'a> Builder<'a> {
         let http_request = self.http_rules(rp, path, &acls, &names, st.mode, &mut nbsrv);
         let mut tcp_request = Vec::new();
         let mut inspect_delay = None;
-        for (i, span, item, many) in self.list(&rp.tcp_request) {
-            let ipath = if many {
-                format!("{path}.tcp_request[{i}]")
-            } else {
-                format!("{path}.tcp_request")
-            };
-            let Some(dir) = self.dir(item, span, TCP_REQ, true, &ipath) else {
-                continue;
-            };
+        for (ipath, dir) in self.dirs(&rp.tcp_request, path, "tcp_request", TCP_REQ, true) {
             match d::tcp_request(&mut dir.args()) {
                 Ok(TcpLine::InspectDelay(dl)) => {
                     if let Some(c) = &dir.cond {
@@ -1744,15 +1708,7 @@ impl<'a> Builder<'a> {
             }
         }
         let mut use_backend = Vec::new();
-        for (i, span, item, many) in self.list(&rp.use_backend) {
-            let ipath = if many {
-                format!("{path}.use_backend[{i}]")
-            } else {
-                format!("{path}.use_backend")
-            };
-            let Some(dir) = self.dir(item, span, USE_BACKEND, true, &ipath) else {
-                continue;
-            };
+        for (ipath, dir) in self.dirs(&rp.use_backend, path, "use_backend", USE_BACKEND, true) {
             let mut args = dir.args();
             let b = match args
                 .want("backend name")
