@@ -545,25 +545,11 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        if let Some(t) = &g.threads {
-            match usize::try_from(*t.get_ref()) {
-                Ok(n) if (1..=1024).contains(&n) => out.threads = Some(n),
-                _ => self.err(
-                    t.span().start,
-                    "global.threads",
-                    "threads must be from 1 to 1024",
-                ),
-            }
+        if let Some(n) = self.int_in(&g.threads, "global.threads", 1..=1024usize) {
+            out.threads = Some(n);
         }
-        if let Some(h) = &g.hash_seed {
-            match u32::try_from(*h.get_ref()) {
-                Ok(n) => out.hash_seed = n,
-                Err(_) => self.err(
-                    h.span().start,
-                    "global.hash_seed",
-                    "hash_seed must be from 0 to 4294967295",
-                ),
-            }
+        if let Some(n) = self.int_in(&g.hash_seed, "global.hash_seed", 0..=u32::MAX) {
+            out.hash_seed = n;
         }
         out
     }
@@ -643,15 +629,12 @@ impl<'a> Builder<'a> {
                 }
             };
         }
-        if let Some(c) = &dp.conntrack_size {
-            match u32::try_from(*c.get_ref()) {
-                Ok(n) if n >= 1024 => out.conntrack_size = n,
-                _ => self.err(
-                    c.span().start,
-                    "dataplane.conntrack_size",
-                    "conntrack_size must be from 1024 to 4294967295",
-                ),
-            }
+        if let Some(n) = self.int_in(
+            &dp.conntrack_size,
+            "dataplane.conntrack_size",
+            1024..=u32::MAX,
+        ) {
+            out.conntrack_size = n;
         }
         if let Some(m) = &dp.maglev_table_size {
             match u32::try_from(*m.get_ref()) {
@@ -958,6 +941,32 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// An integer setting at `path` (its last component names it in the error) that must lie
+    /// in `range`; `None` when absent or reported as out of range.
+    fn int_in<T>(
+        &mut self,
+        v: &Option<Spanned<i64>>,
+        path: &str,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Option<T>
+    where
+        T: TryFrom<i64> + PartialOrd + std::fmt::Display,
+    {
+        let v = v.as_ref()?;
+        match T::try_from(*v.get_ref()) {
+            Ok(n) if range.contains(&n) => Some(n),
+            _ => {
+                let key = path.rsplit('.').next().unwrap_or(path);
+                self.err(
+                    v.span().start,
+                    path,
+                    format!("{key} must be from {} to {}", range.start(), range.end()),
+                );
+                None
+            }
+        }
+    }
+
     /// The items of list key `key` under `path` (one line, or a list of lines): index, the
     /// item's path (`path.key`, or `path.key[i]` in a list), span and item.
     fn items<'r>(
@@ -1043,25 +1052,11 @@ impl<'a> Builder<'a> {
                 Err(p) => self.problem(p, &format!("{path}.balance")),
             }
         }
-        if let Some(r) = &rp.retries {
-            match u32::try_from(*r.get_ref()) {
-                Ok(n) if n <= 100 => out.retries = n,
-                _ => self.err(
-                    r.span().start,
-                    &format!("{path}.retries"),
-                    "retries must be from 0 to 100",
-                ),
-            }
+        if let Some(n) = self.int_in(&rp.retries, &format!("{path}.retries"), 0..=100u32) {
+            out.retries = n;
         }
-        if let Some(m) = &rp.maxconn {
-            match u32::try_from(*m.get_ref()) {
-                Ok(n) if n > 0 => out.maxconn = Some(n),
-                _ => self.err(
-                    m.span().start,
-                    &format!("{path}.maxconn"),
-                    "maxconn must be from 1 to 4294967295",
-                ),
-            }
+        if let Some(n) = self.int_in(&rp.maxconn, &format!("{path}.maxconn"), 1..=u32::MAX) {
+            out.maxconn = Some(n);
         }
         for (key, v, slot) in [
             (
@@ -1071,15 +1066,8 @@ impl<'a> Builder<'a> {
             ),
             ("max_headers", &rp.max_headers, &mut out.max_headers),
         ] {
-            if let Some(v) = v {
-                match usize::try_from(*v.get_ref()) {
-                    Ok(n) if (1..=1 << 20).contains(&n) => *slot = n,
-                    _ => self.err(
-                        v.span().start,
-                        &format!("{path}.{key}"),
-                        format!("{key} must be from 1 to 1048576"),
-                    ),
-                }
+            if let Some(n) = self.int_in(v, &format!("{path}.{key}"), 1..=1usize << 20) {
+                *slot = n;
             }
         }
         for (ipath, dir) in self.dirs(&rp.option, path, "option", LINE_ONLY, false) {
