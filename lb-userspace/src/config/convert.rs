@@ -798,14 +798,17 @@ impl Converter<'_> {
                 }
             }
             "option" | "no" => self.option(n, raw, words, comment),
-            "retries" if is_be => {
+            "retries" | "maxconn"
+                if (kw == "retries" && is_be)
+                    || (kw == "maxconn" && (is_fe || kind == Kind::Defaults)) =>
+            {
                 if need_arg(self) {
                     return;
                 }
                 match args[0].text.parse::<u32>() {
-                    Ok(r) => {
+                    Ok(v) => {
                         if let Some(s) = self.cur() {
-                            s.push("retries", r.to_string(), comment, false);
+                            s.push(&kw, v.to_string(), comment, false);
                         }
                     }
                     Err(_) => self.diag(
@@ -813,26 +816,7 @@ impl Converter<'_> {
                         n,
                         args[0].col,
                         &path,
-                        format!("retries must be a number, not `{}`", args[0].text),
-                    ),
-                }
-            }
-            "maxconn" if is_fe || kind == Kind::Defaults => {
-                if need_arg(self) {
-                    return;
-                }
-                match args[0].text.parse::<u32>() {
-                    Ok(m) => {
-                        if let Some(s) = self.cur() {
-                            s.push("maxconn", m.to_string(), comment, false);
-                        }
-                    }
-                    Err(_) => self.diag(
-                        Severity::Error,
-                        n,
-                        args[0].col,
-                        &path,
-                        format!("maxconn must be a number, not `{}`", args[0].text),
+                        format!("{kw} must be a number, not `{}`", args[0].text),
                     ),
                 }
             }
