@@ -44,6 +44,18 @@ pub struct VipInfo {
     pub backend_count: u32,
 }
 
+/// `LB_VIP_SLOTS[vip_id]`: the VIP that owns `vip_id` and its settings, a copy of its
+/// `LB_VIPS` entry. Established flows name their VIP by id, so the data path reads this
+/// array slot (no hash lookup) and checks that `key` is still the packet's destination: a
+/// removed VIP's slot is cleared (all zero, which no packet matches) and a reused id names
+/// another key, so neither keeps balancing old flows. New flows and re-picks use `LB_VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipSlot {
+    pub key: VipKey,
+    pub info: VipInfo,
+}
+
 /// Global data-path settings (single-entry array).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -295,6 +307,7 @@ mod pod {
     // fields fill the gaps) and is valid for any bit pattern.
     unsafe impl aya::Pod for VipKey {}
     unsafe impl aya::Pod for VipInfo {}
+    unsafe impl aya::Pod for VipSlot {}
     unsafe impl aya::Pod for GlobalConfig {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}

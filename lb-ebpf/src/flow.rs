@@ -23,17 +23,50 @@ pub struct Choice {
     pub entry: *mut FlowValue,
 }
 
-/// The flow-table key of a packet in the forward direction.
+/// The flow-table key of a packet in the forward direction: the packet's first fields
+/// (see [`Packet`]), in place.
 #[inline(always)]
-pub fn key_of(p: &Packet) -> FlowKey {
-    FlowKey {
-        src: p.src,
-        dst: p.dst,
-        sport: p.sport,
-        dport: p.dport,
-        proto: p.proto,
-        family: p.family,
-        _pad: [0; 2],
+pub fn key_of(p: &Packet) -> &FlowKey {
+    // SAFETY: `Packet` is `repr(C)` and starts with the fields of `FlowKey`, in its
+    // layout (checked at compile time in `parse`), padding included and zeroed.
+    unsafe { &*(p as *const Packet).cast::<FlowKey>() }
+}
+
+/// A flow entry whose backend still takes the flow's traffic (UP or DRAIN).
+#[derive(Clone, Copy)]
+pub struct Tracked {
+    pub backend_id: u32,
+    /// The backend's slot, read in place.
+    pub backend: &'static Backend,
+    /// The flow entry (its next-hop cache lives there).
+    pub entry: *mut FlowValue,
+}
+
+/// The flow-table entry of a forward packet, if any (null when there is none).
+#[inline(always)]
+pub fn entry_of(p: &Packet) -> *mut FlowValue {
+    LB_FLOWS
+        .get_ptr_mut(key_of(p))
+        .unwrap_or(core::ptr::null_mut())
+}
+
+/// The flow's backend if it still takes established traffic; `entry` may be null.
+#[inline(always)]
+pub fn usable(entry: *mut FlowValue) -> Option<Tracked> {
+    if entry.is_null() {
+        return None;
+    }
+    // SAFETY: map value pointer from a successful lookup.
+    let id = unsafe { (*entry).backend_id };
+    let b = LB_BACKENDS.get(id)?;
+    if b.state == BACKEND_UP || b.state == BACKEND_DRAIN {
+        Some(Tracked {
+            backend_id: id,
+            backend: b,
+            entry,
+        })
+    } else {
+        None
     }
 }
 
@@ -41,22 +74,15 @@ pub fn key_of(p: &Packet) -> FlowKey {
 #[inline(always)]
 pub fn established(key: &FlowKey) -> Option<(u32, &'static Backend, *mut FlowValue)> {
     let v = LB_FLOWS.get_ptr_mut(key)?;
-    // SAFETY: map value pointer from a successful lookup.
-    let id = unsafe { (*v).backend_id };
-    let b = LB_BACKENDS.get(id)?;
-    if b.state == BACKEND_UP || b.state == BACKEND_DRAIN {
-        Some((id, b, v))
-    } else {
-        None
-    }
+    let t = usable(v)?;
+    Some((t.backend_id, t.backend, t.entry))
 }
 
 /// Chooses the backend for a forward packet of `vip`: the tracked one, else a Maglev pick
 /// (recorded as a new flow when `record`). `None` when the VIP has no usable backend.
 #[inline(always)]
 pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
-    let key = key_of(p);
-    if let Some((backend_id, backend, entry)) = established(&key) {
+    if let Some((backend_id, backend, entry)) = established(key_of(p)) {
         return Some(Choice {
             backend_id,
             backend,

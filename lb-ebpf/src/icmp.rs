@@ -149,6 +149,7 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
                 dst: isrc,
                 sport: idport,
                 dport: isport,
+                _pad: [0; 2],
                 ip_len: 0,
             };
             // The tracked backend, else the one the Maglev table picks for this flow (a

@@ -11,11 +11,11 @@ use aya_ebpf::{
 };
 use lb_common::maps::{
     DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, MAX_BACKENDS, MAX_FILTER_RULES, MAX_LOCAL_ADDRS,
-    MAX_TX_PORTS, MAX_VIPS,
+    MAX_TX_PORTS, MAX_VIPS, VIP_PORT_WORDS,
 };
 use lb_common::types::{
     Backend, FilterKeyV4, FilterKeyV6, FlowKey, FlowValue, GlobalConfig, LocalAddrKey, Reason,
-    ReverseKey, ReverseValue, VipInfo, VipKey,
+    ReverseKey, ReverseValue, VipInfo, VipKey, VipSlot,
 };
 
 /// Global settings (index 0).
@@ -25,6 +25,16 @@ pub static LB_CONFIG: Array<GlobalConfig> = Array::pinned(1, 0);
 /// VIP (address, port, protocol) → settings.
 #[map(name = "LB_VIPS")]
 pub static LB_VIPS: HashMap<VipKey, VipInfo> = HashMap::pinned(MAX_VIPS, 0);
+
+/// VIP id → (VIP key, settings), mirrored from `LB_VIPS` by userspace: established
+/// flows find their VIP here by the id their entry records (see `VipSlot`).
+#[map(name = "LB_VIP_SLOTS")]
+pub static LB_VIP_SLOTS: Array<VipSlot> = Array::pinned(MAX_VIPS, 0);
+
+/// Ports (host order) some VIP uses, one bit each: a hint that a packet may belong to
+/// an established flow, so the flow table is looked up before `LB_VIPS`.
+#[map(name = "LB_VIP_PORTS")]
+pub static LB_VIP_PORTS: Array<u32> = Array::pinned(VIP_PORT_WORDS, 0);
 
 /// Maglev tables: two per VIP (double buffer), `maglev_size` backend ids each.
 #[map(name = "LB_MAGLEV")]

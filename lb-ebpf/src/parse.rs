@@ -7,7 +7,7 @@
 //! `PassNotBalanced`). Trailing bytes after the IP packet (Ethernet padding) are allowed.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::types::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, Reason};
+use lb_common::types::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP, Reason};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -111,22 +111,39 @@ pub fn swap_macs(ctx: &XdpContext, offset_eth: usize) {
     }
 }
 
-/// A parsed IP packet: layer offsets and the 5-tuple (raw network-order values).
+/// A parsed IP packet: the 5-tuple (raw network-order values) and layer offsets.
+///
+/// The first fields are laid out as a [`FlowKey`], so the packet itself is its forward
+/// flow key (`flow::key_of`, no copy on the BPF stack); `_pad` stays zero.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Packet {
-    pub l3: usize,
-    pub l4: usize,
-    pub v6: bool,
-    pub family: u8,
-    pub proto: u8,
     pub src: [u32; 4],
     pub dst: [u32; 4],
     /// Zero for ICMP.
     pub sport: u16,
     pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+    pub l3: usize,
+    pub l4: usize,
+    pub v6: bool,
     /// IP total length (IPv4 `tot_len`, IPv6 40 + payload length), host order.
     pub ip_len: u32,
 }
+
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(Packet, src) == offset_of!(FlowKey, src));
+    assert!(offset_of!(Packet, dst) == offset_of!(FlowKey, dst));
+    assert!(offset_of!(Packet, sport) == offset_of!(FlowKey, sport));
+    assert!(offset_of!(Packet, dport) == offset_of!(FlowKey, dport));
+    assert!(offset_of!(Packet, proto) == offset_of!(FlowKey, proto));
+    assert!(offset_of!(Packet, family) == offset_of!(FlowKey, family));
+    assert!(offset_of!(Packet, _pad) == offset_of!(FlowKey, _pad));
+    assert!(core::mem::size_of::<Packet>() >= core::mem::size_of::<FlowKey>());
+};
 
 /// Parses IPv4/IPv6 and the TCP/UDP/ICMP header after Ethernet. Anything that is not
 /// balanced or not well-formed returns the reason it goes to the kernel.
@@ -144,6 +161,7 @@ pub fn ip(ctx: &XdpContext, eth: &Ethernet) -> Result<Packet, Reason> {
         dst: [0; 4],
         sport: 0,
         dport: 0,
+        _pad: [0; 2],
         ip_len: 0,
     };
     if eth.ether_type == ETH_P_IP {

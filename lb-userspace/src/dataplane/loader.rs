@@ -114,12 +114,14 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
 }
 
 /// Key and value sizes of the maps whose layout lb defines, as this build expects them.
-fn expected_layouts() -> [(&'static str, usize, usize); 12] {
+fn expected_layouts() -> [(&'static str, usize, usize); 14] {
     use lb_common::types::*;
     use std::mem::size_of;
     [
         (names::CONFIG, 4, size_of::<GlobalConfig>()),
         (names::VIPS, size_of::<VipKey>(), size_of::<VipInfo>()),
+        (names::VIP_SLOTS, 4, size_of::<VipSlot>()),
+        (names::VIP_PORTS, 4, 4),
         (names::MAGLEV, 4, 4),
         (names::BACKENDS, 4, size_of::<Backend>()),
         (names::FLOWS, size_of::<FlowKey>(), size_of::<FlowValue>()),
