@@ -31,7 +31,10 @@ pub mod names {
     pub const VIP_PORTS: &str = "LB_VIP_PORTS";
     pub const MAGLEV: &str = "LB_MAGLEV";
     pub const BACKENDS: &str = "LB_BACKENDS";
+    /// IPv6 flows (`FlowKey`); IPv4 flows are in `FLOWS_V4` (`FlowKeyV4`). Both LRU,
+    /// each sized to the conntrack size.
     pub const FLOWS: &str = "LB_FLOWS";
+    pub const FLOWS_V4: &str = "LB_FLOWS_V4";
     pub const REVERSE: &str = "LB_REVERSE";
     /// Reply 5-tuple (backend → client) → VIP, for backends shared by several VIPs (LRU,
     /// sized like `FLOWS`).

@@ -98,18 +98,65 @@ pub struct Backend {
 }
 
 /// Connection-tracking key: the client-side 5-tuple (destination is the VIP).
+///
+/// Laid out so that its last 20 bytes (`dst`, `dport`, `proto`, `family`) are a
+/// [`VipKey`]: the data path keeps a packet's 5-tuple in this layout and looks up both
+/// maps with keys taken in place.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: [u32; 4],
+    /// Network byte order.
+    pub sport: u16,
+    pub _pad: [u8; 2],
     pub dst: [u32; 4],
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Connection-tracking key of an IPv4 flow (`LB_FLOWS_V4`): the same 5-tuple as
+/// [`FlowKey`] in 16 bytes instead of 40, since the kernel hashes and compares the whole
+/// key on every packet of an established flow. IPv6 flows keep [`FlowKey`] (`LB_FLOWS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKeyV4 {
+    pub src: u32,
+    pub dst: u32,
     /// Network byte order.
     pub sport: u16,
     /// Network byte order.
     pub dport: u16,
     pub proto: u8,
-    pub family: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 3],
+}
+
+impl FlowKeyV4 {
+    /// The IPv4 key of `k` (an IPv4 [`FlowKey`]: address word 0 only).
+    pub const fn from_key(k: &FlowKey) -> Self {
+        FlowKeyV4 {
+            src: k.src[0],
+            dst: k.dst[0],
+            sport: k.sport,
+            dport: k.dport,
+            proto: k.proto,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The family-neutral form of this key.
+    pub const fn to_key(&self) -> FlowKey {
+        FlowKey {
+            src: [self.src, 0, 0, 0],
+            dst: [self.dst, 0, 0, 0],
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        }
+    }
 }
 
 /// Connection-tracking value, with the flow's cached next hop.
@@ -311,6 +358,7 @@ mod pod {
     unsafe impl aya::Pod for GlobalConfig {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowKeyV4 {}
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for ReverseKey {}
     unsafe impl aya::Pod for ReverseValue {}

@@ -22,9 +22,7 @@ mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::types::{
-    FlowValue, LocalAddrKey, Reason, ReverseKey, ReverseValue, VipInfo, VipKey,
-};
+use lb_common::types::{FlowValue, LocalAddrKey, Reason, ReverseKey, ReverseValue, VipInfo};
 
 use crate::maps::{LB_LOCAL_ADDRS, LB_REVERSE, LB_VIP_PORTS, LB_VIP_SLOTS, LB_VIPS};
 use crate::nat::Side;
@@ -103,13 +101,7 @@ fn l4_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
             return balance(ctx, p, vip, entry);
         }
     }
-    let vkey = VipKey {
-        addr: p.dst,
-        port: p.dport,
-        proto: p.proto,
-        family: p.family,
-    };
-    if let Some(vip) = LB_VIPS.get_ptr(vkey) {
+    if let Some(vip) = LB_VIPS.get_ptr(parse::vip_key(p)) {
         if !vip_port {
             entry = flow::entry_of(p);
         }
@@ -337,13 +329,7 @@ pub fn lb_xdp_floor_tx(ctx: XdpContext) -> u32 {
     let Ok(p) = parse::ip(&ctx, &eth) else {
         return xdp_action::XDP_PASS;
     };
-    let vkey = VipKey {
-        addr: p.dst,
-        port: p.dport,
-        proto: p.proto,
-        family: p.family,
-    };
-    if LB_VIPS.get_ptr(vkey).is_none() || flow::entry_of(&p).is_null() {
+    if LB_VIPS.get_ptr(parse::vip_key(&p)).is_none() || flow::entry_of(&p).is_null() {
         return xdp_action::XDP_PASS;
     }
     parse::swap_macs(&ctx, eth.offset_eth);

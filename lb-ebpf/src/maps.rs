@@ -14,8 +14,8 @@ use lb_common::maps::{
     MAX_TX_PORTS, MAX_VIPS, VIP_PORT_WORDS,
 };
 use lb_common::types::{
-    Backend, FilterKeyV4, FilterKeyV6, FlowKey, FlowValue, GlobalConfig, LocalAddrKey, Reason,
-    ReverseKey, ReverseValue, VipInfo, VipKey, VipSlot,
+    Backend, FilterKeyV4, FilterKeyV6, FlowKey, FlowKeyV4, FlowValue, GlobalConfig, LocalAddrKey,
+    Reason, ReverseKey, ReverseValue, VipInfo, VipKey, VipSlot,
 };
 
 /// Global settings (index 0).
@@ -44,9 +44,14 @@ pub static LB_MAGLEV: Array<u32> = Array::pinned(MAX_VIPS * 2 * DEFAULT_MAGLEV_S
 #[map(name = "LB_BACKENDS")]
 pub static LB_BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
 
-/// Connection tracking: client 5-tuple → chosen backend (LRU).
+/// Connection tracking of IPv6 flows: client 5-tuple → chosen backend (LRU).
 #[map(name = "LB_FLOWS")]
 pub static LB_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_CONNTRACK_SIZE, 0);
+
+/// Connection tracking of IPv4 flows, with a 16-byte key (see `FlowKeyV4`).
+#[map(name = "LB_FLOWS_V4")]
+pub static LB_FLOWS_V4: LruHashMap<FlowKeyV4, FlowValue> =
+    LruHashMap::pinned(DEFAULT_CONNTRACK_SIZE, 0);
 
 /// Backend endpoint → VIP, for stateless reverse NAT.
 #[map(name = "LB_REVERSE")]

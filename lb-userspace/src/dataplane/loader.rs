@@ -107,6 +107,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     let ebpf = EbpfLoader::new()
         .default_map_pin_directory(&opts.pin_dir)
         .map_max_entries(names::FLOWS, opts.conntrack_size)
+        .map_max_entries(names::FLOWS_V4, opts.conntrack_size)
         .map_max_entries(names::REPLY_FLOWS, opts.conntrack_size)
         .map_max_entries(names::MAGLEV, maglev_entries)
         .load(LB_EBPF_OBJECT)?;
@@ -114,7 +115,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
 }
 
 /// Key and value sizes of the maps whose layout lb defines, as this build expects them.
-fn expected_layouts() -> [(&'static str, usize, usize); 14] {
+fn expected_layouts() -> [(&'static str, usize, usize); 15] {
     use lb_common::types::*;
     use std::mem::size_of;
     [
@@ -125,6 +126,11 @@ fn expected_layouts() -> [(&'static str, usize, usize); 14] {
         (names::MAGLEV, 4, 4),
         (names::BACKENDS, 4, size_of::<Backend>()),
         (names::FLOWS, size_of::<FlowKey>(), size_of::<FlowValue>()),
+        (
+            names::FLOWS_V4,
+            size_of::<FlowKeyV4>(),
+            size_of::<FlowValue>(),
+        ),
         (
             names::REVERSE,
             size_of::<ReverseKey>(),

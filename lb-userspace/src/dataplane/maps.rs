@@ -16,8 +16,8 @@ use aya::{Ebpf, Pod};
 use lb_common::maps::{MAX_BACKENDS, MAX_VIPS, VIP_PORT_WORDS, names};
 use lb_common::types::{
     BACKEND_UNUSED, Backend, FAMILY_V4, FAMILY_V6, FILTER_ALLOW, FILTER_DENY, FilterKeyV4,
-    FilterKeyV6, FlowKey, FlowValue, GlobalConfig, LocalAddrKey, NextHopLease, Reason, ReverseKey,
-    ReverseValue, TrafficCounters, VipInfo, VipKey, VipSlot,
+    FilterKeyV6, FlowKey, FlowKeyV4, FlowValue, GlobalConfig, LocalAddrKey, NextHopLease, Reason,
+    ReverseKey, ReverseValue, TrafficCounters, VipInfo, VipKey, VipSlot,
 };
 
 /// Errors from map operations.
@@ -777,16 +777,31 @@ impl Dataplane {
 
     /// Every tracked flow (for stats and tests; walks the whole LRU).
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, MapsError> {
-        self.hash_entries(names::FLOWS)
+        let v4: Vec<(FlowKeyV4, FlowValue)> = self.hash_entries(names::FLOWS_V4)?;
+        let mut out: Vec<(FlowKey, FlowValue)> = self.hash_entries(names::FLOWS)?;
+        out.extend(v4.into_iter().map(|(k, v)| (k.to_key(), v)));
+        Ok(out)
     }
 
     /// One flow's entry.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, MapsError> {
-        self.hash_get(names::FLOWS, key)
+        if key.family == FAMILY_V4 {
+            self.hash_get(names::FLOWS_V4, &FlowKeyV4::from_key(key))
+        } else {
+            self.hash_get(names::FLOWS, key)
+        }
     }
 
     /// Adds or replaces a flow entry (tests and state transfer).
     pub fn set_flow(&mut self, key: FlowKey, value: FlowValue) -> Result<(), MapsError> {
+        if key.family == FAMILY_V4 {
+            let mut m: HashMap<&mut MapData, FlowKeyV4, FlowValue> =
+                HashMap::try_from(self.map_mut(names::FLOWS_V4)?)
+                    .map_err(map_err(names::FLOWS_V4))?;
+            return m
+                .insert(FlowKeyV4::from_key(&key), value, 0)
+                .map_err(map_err(names::FLOWS_V4));
+        }
         let mut m: HashMap<&mut MapData, FlowKey, FlowValue> =
             HashMap::try_from(self.map_mut(names::FLOWS)?).map_err(map_err(names::FLOWS))?;
         m.insert(key, value, 0).map_err(map_err(names::FLOWS))
