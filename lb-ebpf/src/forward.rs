@@ -149,8 +149,9 @@ impl Route {
     }
 }
 
-/// Routes and transmits `p`; returns the XDP action (counted by reason).
-#[inline(always)]
+/// Routes and transmits `p`; returns the XDP action (counted by reason). A separate BPF
+/// function (used by the ICMP path only), see `icmp::handle`.
+#[inline(never)]
 pub fn forward(ctx: &XdpContext, p: &Packet) -> u32 {
     match lookup(ctx, p, &p.src, p.sport, &p.dst, p.dport) {
         Ok(route) => transmit(ctx, p, &route),

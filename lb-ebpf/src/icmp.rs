@@ -50,7 +50,10 @@ fn is_error(v6: bool, ty: u8) -> bool {
 }
 
 /// Handles an ICMP/ICMPv6 packet `p` (already parsed, source not local, not denied).
-#[inline(always)]
+///
+/// A separate BPF function, as is [`crate::forward::forward`] after it: each has a big
+/// frame, and the verifier bounds the combined stack of a call chain.
+#[inline(never)]
 pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
     let Some(ty) = ptr_at::<u8>(ctx, p.l4()) else {
         return Outcome::Pass(Reason::PassTruncated);
@@ -137,7 +140,7 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
                 return Outcome::Pass(Reason::PassNotBalanced);
             };
             // SAFETY: map value pointer from a successful lookup.
-            let vip = unsafe { *vip };
+            let vip = unsafe { &*vip };
             // The client's packets of this flow, as the balancer received them.
             let client = Packet {
                 l3: 0,
@@ -154,7 +157,7 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
             // The tracked backend, else the one the Maglev table picks for this flow (a
             // restarted or second balancer node without the flow entry agrees); no entry
             // is recorded for an error message.
-            let Some(choice) = flow::choose(&client, &vip, false) else {
+            let Some(choice) = flow::choose(&client, vip, false) else {
                 return Outcome::Pass(Reason::PassNotBalanced);
             };
             let (vip_id, backend_id, b) = (vip.vip_id, choice.backend_id, choice.backend);

@@ -187,8 +187,10 @@ fn reverse(ctx: &XdpContext, p: &mut Packet, rv: &ReverseValue) -> u32 {
     forward::transmit(ctx, p, &route)
 }
 
-/// ICMP / ICMPv6: errors about balanced flows are translated, the rest passes.
-#[inline(never)]
+/// ICMP / ICMPv6: errors about balanced flows are translated, the rest passes. Inlined:
+/// its parts with big frames ([`icmp::handle`], [`forward::forward`]) are functions of
+/// their own.
+#[inline(always)]
 fn icmp_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
     if is_local(&p.dst, p.family) {
         return pass(Reason::PassLocal);
