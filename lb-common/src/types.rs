@@ -368,3 +368,24 @@ mod pod {
     unsafe impl aya::Pod for TrafficCounters {}
     unsafe impl aya::Pod for NextHopLease {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_flow_key_round_trips() {
+        let k = FlowKey {
+            src: [0x0200_000a, 0, 0, 0],
+            sport: 0x4e20,
+            _pad: [0; 2],
+            dst: [0x0a71_00cb, 0, 0, 0],
+            dport: 0x5000,
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+        };
+        let v4 = FlowKeyV4::from_key(&k);
+        assert_eq!(core::mem::size_of::<FlowKeyV4>(), 16);
+        assert_eq!(v4.to_key(), k);
+    }
+}
