@@ -8,7 +8,9 @@
 //!   interleaved; a round's figure is the median sample, the report the median over
 //!   rounds. The runs happen on a thread inside a lab namespace with routes and permanent
 //!   neighbours, so `bpf_fib_lookup` answers and the whole forward path (redirect) runs.
-//!   New flows vary the source port on every call.
+//!   New flows vary the source port on every call. Besides the baseline, a *floor*
+//!   reference (`lb_xdp_floor_tx`: parse, `LB_VIPS` and flow-table lookups, `XDP_TX`)
+//!   shows what a VIP hash plus an LRU flow table cost by themselves.
 //! - **Maglev publish**: one VIP's table (M = 65537) written to the inactive half and
 //!   flipped, batched (`BPF_MAP_UPDATE_BATCH`) vs one update syscall per entry.
 //! - **End to end** (tests/src/topology.rs, 3 nginx backends): HTTP keep-alive and
