@@ -241,7 +241,7 @@ pub fn lookup(
 /// `bpf_fib_lookup`), and the compiler merges plain zero stores back into one.
 #[inline(always)]
 fn zero_words<T>(v: *mut T) {
-    const { assert!(size_of::<T>() % 4 == 0 && align_of::<T>() >= 4) };
+    const { assert!(size_of::<T>().is_multiple_of(4) && align_of::<T>() >= 4) };
     let w = v.cast::<u32>();
     let mut i = 0;
     while i < size_of::<T>() / 4 {

@@ -95,6 +95,9 @@ fn l4_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
     let mut entry = core::ptr::null_mut();
     if vip_port {
         entry = flow::entry_of(p);
+        // Only a flow whose backend still takes it: a re-pick (backend DOWN) reads the
+        // VIP's table settings from `LB_VIPS`, whose entries are replaced atomically (a
+        // slot is rewritten in place).
         if flow::usable(entry).is_some()
             && let Some(vip) = slot_vip(p, entry)
         {
