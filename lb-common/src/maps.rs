@@ -15,6 +15,8 @@ pub const DEFAULT_CONNTRACK_SIZE: u32 = 262_144;
 pub const MAX_FILTER_RULES: u32 = 16_384;
 /// Local addresses of the balancer host that are never translated.
 pub const MAX_LOCAL_ADDRS: u32 = 256;
+/// Words of the VIP port bitmap (`names::VIP_PORTS`).
+pub const VIP_PORT_WORDS: u32 = 65_536 / 32;
 /// Interfaces the program may redirect to.
 pub const MAX_TX_PORTS: u32 = 64;
 
@@ -22,9 +24,17 @@ pub const MAX_TX_PORTS: u32 = 64;
 pub mod names {
     pub const CONFIG: &str = "LB_CONFIG";
     pub const VIPS: &str = "LB_VIPS";
+    /// VIP id → (VIP key, settings), a copy of `VIPS` read by established flows.
+    pub const VIP_SLOTS: &str = "LB_VIP_SLOTS";
+    /// Bitmap of the ports (host order) some VIP uses: bit `port % 32` of word `port / 32`.
+    /// Only a hint for the data path (a clear bit means "look the VIP up first").
+    pub const VIP_PORTS: &str = "LB_VIP_PORTS";
     pub const MAGLEV: &str = "LB_MAGLEV";
     pub const BACKENDS: &str = "LB_BACKENDS";
+    /// IPv6 flows (`FlowKey`); IPv4 flows are in `FLOWS_V4` (`FlowKeyV4`). Both LRU,
+    /// each sized to the conntrack size.
     pub const FLOWS: &str = "LB_FLOWS";
+    pub const FLOWS_V4: &str = "LB_FLOWS_V4";
     pub const REVERSE: &str = "LB_REVERSE";
     /// Reply 5-tuple (backend → client) → VIP, for backends shared by several VIPs (LRU,
     /// sized like `FLOWS`).
@@ -61,4 +71,7 @@ pub mod programs {
     pub const BENCH_GEN_PASS: &str = "lb_bench_gen_pass";
     /// Bench-only counting sink: UDP is counted (`LB_BENCH_SINK`) and dropped.
     pub const BENCH_SINK: &str = "lb_bench_sink";
+    /// Benchmark reference only: parse, `LB_VIPS` and `LB_FLOWS` lookups, `XDP_TX`; the
+    /// floor of the established-flow path with a VIP hash and an LRU flow table.
+    pub const FLOOR_TX: &str = "lb_xdp_floor_tx";
 }

@@ -44,6 +44,18 @@ pub struct VipInfo {
     pub backend_count: u32,
 }
 
+/// `LB_VIP_SLOTS[vip_id]`: the VIP that owns `vip_id` and its settings, a copy of its
+/// `LB_VIPS` entry. Established flows name their VIP by id, so the data path reads this
+/// array slot (no hash lookup) and checks that `key` is still the packet's destination: a
+/// removed VIP's slot is cleared (all zero, which no packet matches) and a reused id names
+/// another key, so neither keeps balancing old flows. New flows and re-picks use `LB_VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipSlot {
+    pub key: VipKey,
+    pub info: VipInfo,
+}
+
 /// Global data-path settings (single-entry array).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,18 +98,65 @@ pub struct Backend {
 }
 
 /// Connection-tracking key: the client-side 5-tuple (destination is the VIP).
+///
+/// Laid out so that its last 20 bytes (`dst`, `dport`, `proto`, `family`) are a
+/// [`VipKey`]: the data path keeps a packet's 5-tuple in this layout and looks up both
+/// maps with keys taken in place.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: [u32; 4],
+    /// Network byte order.
+    pub sport: u16,
+    pub _pad: [u8; 2],
     pub dst: [u32; 4],
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Connection-tracking key of an IPv4 flow (`LB_FLOWS_V4`): the same 5-tuple as
+/// [`FlowKey`] in 16 bytes instead of 40, since the kernel hashes and compares the whole
+/// key on every packet of an established flow. IPv6 flows keep [`FlowKey`] (`LB_FLOWS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKeyV4 {
+    pub src: u32,
+    pub dst: u32,
     /// Network byte order.
     pub sport: u16,
     /// Network byte order.
     pub dport: u16,
     pub proto: u8,
-    pub family: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 3],
+}
+
+impl FlowKeyV4 {
+    /// The IPv4 key of `k` (an IPv4 [`FlowKey`]: address word 0 only).
+    pub const fn from_key(k: &FlowKey) -> Self {
+        FlowKeyV4 {
+            src: k.src[0],
+            dst: k.dst[0],
+            sport: k.sport,
+            dport: k.dport,
+            proto: k.proto,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The family-neutral form of this key.
+    pub const fn to_key(&self) -> FlowKey {
+        FlowKey {
+            src: [self.src, 0, 0, 0],
+            dst: [self.dst, 0, 0, 0],
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        }
+    }
 }
 
 /// Connection-tracking value, with the flow's cached next hop.
@@ -311,9 +370,11 @@ mod pod {
     // fields fill the gaps) and is valid for any bit pattern.
     unsafe impl aya::Pod for VipKey {}
     unsafe impl aya::Pod for VipInfo {}
+    unsafe impl aya::Pod for VipSlot {}
     unsafe impl aya::Pod for GlobalConfig {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowKeyV4 {}
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for ReverseKey {}
     unsafe impl aya::Pod for ReverseValue {}
@@ -323,4 +384,25 @@ mod pod {
     unsafe impl aya::Pod for TrafficCounters {}
     unsafe impl aya::Pod for NextHopLease {}
     unsafe impl aya::Pod for BenchFrame {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_flow_key_round_trips() {
+        let k = FlowKey {
+            src: [0x0200_000a, 0, 0, 0],
+            sport: 0x4e20,
+            _pad: [0; 2],
+            dst: [0x0a71_00cb, 0, 0, 0],
+            dport: 0x5000,
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+        };
+        let v4 = FlowKeyV4::from_key(&k);
+        assert_eq!(core::mem::size_of::<FlowKeyV4>(), 16);
+        assert_eq!(v4.to_key(), k);
+    }
 }

@@ -1,12 +1,12 @@
-//! Bench-only programs: a packet generator for live-frame `BPF_PROG_RUN`
-//! (`BPF_F_TEST_XDP_LIVE_FRAMES`, Linux 5.18+). The kernel recycles its page-pool pages
+//! Bench-only programs, never attached by `lb`: the per-packet references
+//! ([`lb_xdp_baseline_tx`], [`lb_xdp_floor_tx`]) and a packet generator for live-frame
+//! `BPF_PROG_RUN` (`BPF_F_TEST_XDP_LIVE_FRAMES`, Linux 5.18+). The kernel recycles its page-pool pages
 //! without restoring their contents, so a program that rewrites packets (the balancer's
 //! NAT, or the kernel stack after `XDP_PASS`) would see its own output on later runs. Both
 //! generators therefore first write the `LB_BENCH_FRAME` template over the packet's first
 //! 48 bytes and set the next source port, then hand the packet on: to the balancer
 //! ([`lb_bench_gen_lb`]) or to the kernel stack ([`lb_bench_gen_pass`]). The copy costs
-//! both paths the same. [`lb_bench_sink`] counts what comes out on the far side. Nothing
-//! here runs under `lb run`.
+//! both paths the same. [`lb_bench_sink`] counts what comes out on the far side.
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -93,4 +93,40 @@ pub fn lb_bench_sink(ctx: XdpContext) -> u32 {
         }
         _ => xdp_action::XDP_PASS,
     }
+}
+
+/// Benchmark baseline: parse Ethernet, swap MACs, `XDP_TX`.
+#[xdp]
+pub fn lb_xdp_baseline_tx(ctx: XdpContext) -> u32 {
+    match crate::parse::ethernet(&ctx) {
+        Some(eth) => {
+            crate::parse::swap_macs(&ctx, eth.offset_eth);
+            xdp_action::XDP_TX
+        }
+        None => xdp_action::XDP_PASS,
+    }
+}
+
+/// Benchmark reference only, never attached by `lb`: the floor of the established-flow
+/// path in this design, i.e. parse Ethernet, IP and TCP/UDP, look the VIP up in
+/// `LB_VIPS` and the flow in `LB_FLOWS` (the LRU conntrack), swap MACs, `XDP_TX`. No
+/// filters, NAT, counters or next hop. Packets that are not an established flow to a VIP
+/// pass.
+#[xdp]
+pub fn lb_xdp_floor_tx(ctx: XdpContext) -> u32 {
+    let Some(eth) = crate::parse::ethernet(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Ok(p) = crate::parse::ip(&ctx, &eth) else {
+        return xdp_action::XDP_PASS;
+    };
+    if crate::maps::LB_VIPS
+        .get_ptr(crate::parse::vip_key(&p))
+        .is_none()
+        || crate::flow::entry_of(&p).is_null()
+    {
+        return xdp_action::XDP_PASS;
+    }
+    crate::parse::swap_macs(&ctx, eth.offset_eth);
+    xdp_action::XDP_TX
 }

@@ -5,11 +5,13 @@
 
 use lb_common::hash::{hash_flow, hash_src};
 use lb_common::types::{
-    BACKEND_DRAIN, BACKEND_UP, Backend, FlowKey, FlowValue, GlobalConfig, REVERSE_F_SHARED,
-    ReverseKey, ReverseValue, VIP_F_HASH_SRC, VipInfo,
+    BACKEND_DRAIN, BACKEND_UP, Backend, FlowKey, FlowKeyV4, FlowValue, GlobalConfig,
+    REVERSE_F_SHARED, ReverseKey, ReverseValue, VIP_F_HASH_SRC, VipInfo,
 };
 
-use crate::maps::{LB_BACKENDS, LB_CONFIG, LB_FLOWS, LB_MAGLEV, LB_REPLY_FLOWS, LB_REVERSE};
+use crate::maps::{
+    LB_BACKENDS, LB_CONFIG, LB_FLOWS, LB_FLOWS_V4, LB_MAGLEV, LB_REPLY_FLOWS, LB_REVERSE,
+};
 use crate::parse::Packet;
 
 /// The backend chosen for a packet.
@@ -23,40 +25,86 @@ pub struct Choice {
     pub entry: *mut FlowValue,
 }
 
-/// The flow-table key of a packet in the forward direction.
+/// The IPv6 flow-table key of a packet in the forward direction: the packet's first
+/// fields (see [`Packet`]), in place.
 #[inline(always)]
-pub fn key_of(p: &Packet) -> FlowKey {
-    FlowKey {
-        src: p.src,
-        dst: p.dst,
-        sport: p.sport,
-        dport: p.dport,
-        proto: p.proto,
-        family: p.family,
-        _pad: [0; 2],
-    }
+pub fn key_of(p: &Packet) -> &FlowKey {
+    // SAFETY: `Packet` is `repr(C)` and starts with the fields of `FlowKey`, in its
+    // layout (checked at compile time in `parse`), padding included and zeroed.
+    unsafe { &*(p as *const Packet).cast::<FlowKey>() }
 }
 
-/// Looks up the flow's backend if it still takes established traffic.
+/// The IPv4 flow-table key of a packet in the forward direction.
 #[inline(always)]
-pub fn established(key: &FlowKey) -> Option<(u32, &'static Backend, *mut FlowValue)> {
-    let v = LB_FLOWS.get_ptr_mut(key)?;
+pub fn key_v4(p: &Packet) -> FlowKeyV4 {
+    // Built as four words: field by field, the zero padding costs a `memset` call.
+    let [s0, s1] = p.sport.to_ne_bytes();
+    let [d0, d1] = p.dport.to_ne_bytes();
+    let words = [
+        p.src[0],
+        p.dst[0],
+        u32::from_ne_bytes([s0, s1, d0, d1]),
+        u32::from_ne_bytes([p.proto, 0, 0, 0]),
+    ];
+    // SAFETY: `FlowKeyV4` is `repr(C)`, 16 bytes of plain integers with 4-byte alignment:
+    // src, dst, sport, dport, proto and zero padding, exactly the words above.
+    unsafe { core::mem::transmute::<[u32; 4], FlowKeyV4>(words) }
+}
+
+/// A flow entry whose backend still takes the flow's traffic (UP or DRAIN).
+#[derive(Clone, Copy)]
+pub struct Tracked {
+    pub backend_id: u32,
+    /// The backend's slot, read in place.
+    pub backend: &'static Backend,
+    /// The flow entry (its next-hop cache lives there).
+    pub entry: *mut FlowValue,
+}
+
+/// The flow-table entry of a forward packet, if any (null when there is none).
+#[inline(always)]
+pub fn entry_of(p: &Packet) -> *mut FlowValue {
+    let v = if p.v6 {
+        LB_FLOWS.get_ptr_mut(key_of(p))
+    } else {
+        LB_FLOWS_V4.get_ptr_mut(key_v4(p))
+    };
+    v.unwrap_or(core::ptr::null_mut())
+}
+
+/// The flow's backend if it still takes established traffic; `entry` may be null.
+#[inline(always)]
+pub fn usable(entry: *mut FlowValue) -> Option<Tracked> {
+    if entry.is_null() {
+        return None;
+    }
     // SAFETY: map value pointer from a successful lookup.
-    let id = unsafe { (*v).backend_id };
+    let id = unsafe { (*entry).backend_id };
     let b = LB_BACKENDS.get(id)?;
     if b.state == BACKEND_UP || b.state == BACKEND_DRAIN {
-        Some((id, b, v))
+        Some(Tracked {
+            backend_id: id,
+            backend: b,
+            entry,
+        })
     } else {
         None
     }
+}
+
+/// Looks up the flow of forward packet `p`; its backend if it still takes established
+/// traffic.
+#[inline(always)]
+pub fn established(p: &Packet) -> Option<(u32, &'static Backend, *mut FlowValue)> {
+    let t = usable(entry_of(p))?;
+    Some((t.backend_id, t.backend, t.entry))
 }
 
 /// Chooses the backend for a forward packet of `vip`: the tracked one, else a Maglev pick
 /// (recorded as a new flow when `record`). `None` when the VIP has no usable backend.
 #[inline(always)]
 pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
-    let key = key_of(p);
-    if let Some((backend_id, backend, entry)) = established(&key) {
+    if let Some((backend_id, backend, entry)) = established(p) {
         return Some(Choice {
             backend_id,
             backend,
@@ -101,7 +149,11 @@ pub fn pick(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
             ..FlowValue::default()
         };
         // A full LRU evicts the oldest entry; an insert failure only costs stickiness.
-        let _ = LB_FLOWS.insert(key_of(p), value, 0);
+        let _ = if p.v6 {
+            LB_FLOWS.insert(key_of(p), value, 0)
+        } else {
+            LB_FLOWS_V4.insert(key_v4(p), value, 0)
+        };
     }
     Some(Choice {
         backend_id,

@@ -149,8 +149,9 @@ impl Route {
     }
 }
 
-/// Routes and transmits `p`; returns the XDP action (counted by reason).
-#[inline(always)]
+/// Routes and transmits `p`; returns the XDP action (counted by reason). A separate BPF
+/// function (used by the ICMP path only), see `icmp::handle`.
+#[inline(never)]
 pub fn forward(ctx: &XdpContext, p: &Packet) -> u32 {
     match lookup(ctx, p, &p.src, p.sport, &p.dst, p.dport) {
         Ok(route) => transmit(ctx, p, &route),
@@ -171,8 +172,11 @@ pub fn lookup(
     dst: &[u32; 4],
     dport: u16,
 ) -> Result<Route, u32> {
-    // SAFETY: all-zero is a valid `bpf_fib_lookup` (plain integers and unions of them).
-    let mut params: FibParams = unsafe { core::mem::zeroed() };
+    let mut params = core::mem::MaybeUninit::<FibParams>::uninit();
+    zero_words(params.as_mut_ptr());
+    // SAFETY: all-zero (just written) is a valid `bpf_fib_lookup`: plain integers and
+    // unions of them.
+    let params = unsafe { params.assume_init_mut() };
     let tos;
     params.l4_protocol = p.proto;
     params.sport = sport;
@@ -219,17 +223,32 @@ pub fn lookup(
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.ctx.cast(),
-            &mut params,
+            params,
             core::mem::size_of::<FibParams>() as i32,
             0,
         )
     };
     Ok(Route {
         rc,
-        params,
+        params: *params,
         ingress,
         tos,
     })
+}
+
+/// Zeroes `*v` with 32-bit volatile stores. `mem::zeroed` compiles to a `memset` call,
+/// which this target runs as a byte loop in a BPF-to-BPF call (64 iterations for a
+/// `bpf_fib_lookup`), and the compiler merges plain zero stores back into one.
+#[inline(always)]
+fn zero_words<T>(v: *mut T) {
+    const { assert!(size_of::<T>().is_multiple_of(4) && align_of::<T>() >= 4) };
+    let w = v.cast::<u32>();
+    let mut i = 0;
+    while i < size_of::<T>() / 4 {
+        // SAFETY: in bounds of `*v` (size checked above), aligned for `u32`.
+        unsafe { w.add(i).write_volatile(0) };
+        i += 1;
+    }
 }
 
 /// Sends the (rewritten) packet `p` along `route`: TTL / hop limit, MACs, `XDP_TX` or

@@ -50,9 +50,12 @@ fn is_error(v6: bool, ty: u8) -> bool {
 }
 
 /// Handles an ICMP/ICMPv6 packet `p` (already parsed, source not local, not denied).
-#[inline(always)]
+///
+/// A separate BPF function, as is [`crate::forward::forward`] after it: each has a big
+/// frame, and the verifier bounds the combined stack of a call chain.
+#[inline(never)]
 pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
-    let Some(ty) = ptr_at::<u8>(ctx, p.l4) else {
+    let Some(ty) = ptr_at::<u8>(ctx, p.l4()) else {
         return Outcome::Pass(Reason::PassTruncated);
     };
     // SAFETY: bounds checked by `ptr_at`.
@@ -60,7 +63,7 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
     if !is_error(p.v6, ty) {
         return Outcome::Pass(Reason::PassNotBalanced);
     }
-    let il3 = p.l4 + ICMP_HLEN;
+    let il3 = p.l4() + ICMP_HLEN;
     // The quoted packet: IP header (no options) and at least 8 bytes of TCP/UDP.
     let (iproto, isrc, idst, il4) = if p.v6 {
         let Some(h) = ptr_at::<Ipv6Hdr>(ctx, il3) else {
@@ -137,11 +140,10 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
                 return Outcome::Pass(Reason::PassNotBalanced);
             };
             // SAFETY: map value pointer from a successful lookup.
-            let vip = unsafe { *vip };
+            let vip = unsafe { &*vip };
             // The client's packets of this flow, as the balancer received them.
             let client = Packet {
                 l3: 0,
-                l4: 0,
                 v6: p.v6,
                 family: p.family,
                 proto: iproto,
@@ -149,12 +151,13 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
                 dst: isrc,
                 sport: idport,
                 dport: isport,
+                _pad: [0; 2],
                 ip_len: 0,
             };
             // The tracked backend, else the one the Maglev table picks for this flow (a
             // restarted or second balancer node without the flow entry agrees); no entry
             // is recorded for an error message.
-            let Some(choice) = flow::choose(&client, &vip, false) else {
+            let Some(choice) = flow::choose(&client, vip, false) else {
                 return Outcome::Pass(Reason::PassNotBalanced);
             };
             let (vip_id, backend_id, b) = (vip.vip_id, choice.backend_id, choice.backend);
@@ -180,7 +183,7 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
     };
     // Quoted only when it lies inside the IP packet; `update_csum` checks the frame bounds.
     let has_l4_csum = il4_csum + 2 <= ip_end;
-    if ptr_at::<[u16; 2]>(ctx, p.l4).is_none() {
+    if ptr_at::<[u16; 2]>(ctx, p.l4()).is_none() {
         return Outcome::Pass(Reason::PassTruncated);
     }
 
@@ -244,7 +247,7 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
             }
         }
     }
-    let _ = update_csum(ctx, p.l4 + 2, d_icmp, false);
+    let _ = update_csum(ctx, p.l4() + 2, d_icmp, false);
     Outcome::Forward { vip_id, backend_id }
 }
 

@@ -23,9 +23,9 @@ mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::types::{LocalAddrKey, Reason, ReverseKey, ReverseValue, VipKey};
+use lb_common::types::{FlowValue, LocalAddrKey, Reason, ReverseKey, ReverseValue, VipInfo};
 
-use crate::maps::{LB_LOCAL_ADDRS, LB_REVERSE, LB_VIPS};
+use crate::maps::{LB_LOCAL_ADDRS, LB_REVERSE, LB_VIP_PORTS, LB_VIP_SLOTS, LB_VIPS};
 use crate::nat::Side;
 use crate::parse::{PROTO_ICMP, PROTO_ICMPV6, Packet};
 use crate::stats::{count_reason, count_traffic};
@@ -91,19 +91,59 @@ fn screen(p: &Packet) -> Option<u32> {
 }
 
 /// TCP / UDP: to a VIP (balance), from a backend (reverse NAT), or not ours.
+///
+/// A packet to a port some VIP uses is first looked up in the flow table: an established
+/// flow names its VIP by id, and `LB_VIP_SLOTS[id]` (an array slot, no hash lookup) gives
+/// the VIP's settings once its key is checked against the packet, so a removed VIP (slot
+/// cleared) or a reused id (another key) falls back to `LB_VIPS`.
 #[inline(never)]
 fn l4_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
-    let vkey = VipKey {
-        addr: p.dst,
-        port: p.dport,
-        proto: p.proto,
-        family: p.family,
-    };
-    if let Some(vip) = LB_VIPS.get_ptr(vkey) {
+    let vip_port = maybe_vip_port(p.dport);
+    let mut entry = core::ptr::null_mut();
+    if vip_port {
+        entry = flow::entry_of(p);
+        // Only a flow whose backend still takes it: a re-pick (backend DOWN) reads the
+        // VIP's table settings from `LB_VIPS`, whose entries are replaced atomically (a
+        // slot is rewritten in place).
+        if flow::usable(entry).is_some()
+            && let Some(vip) = slot_vip(p, entry)
+        {
+            return balance(ctx, p, vip, entry);
+        }
+    }
+    if let Some(vip) = LB_VIPS.get_ptr(parse::vip_key(p)) {
+        if !vip_port {
+            entry = flow::entry_of(p);
+        }
         // SAFETY: map value pointer from a successful lookup (no copy on the stack).
-        return balance(ctx, p, unsafe { &*vip });
+        return balance(ctx, p, unsafe { &*vip }, entry);
     }
     not_vip(ctx, p)
+}
+
+/// True when some VIP may use destination port `port` (network order); see `LB_VIP_PORTS`.
+#[inline(always)]
+fn maybe_vip_port(port: u16) -> bool {
+    let port = u32::from(u16::from_be(port));
+    match LB_VIP_PORTS.get(port >> 5) {
+        Some(w) => w & (1 << (port & 31)) != 0,
+        None => false,
+    }
+}
+
+/// The settings of the VIP flow `entry` (non-null) was recorded for, when that VIP still
+/// exists and is the packet's destination.
+#[inline(always)]
+fn slot_vip(p: &Packet, entry: *mut FlowValue) -> Option<&'static VipInfo> {
+    // SAFETY: flow-table value pointer from a successful lookup.
+    let id = unsafe { (*entry).vip_id };
+    let slot = LB_VIP_SLOTS.get(id)?;
+    let k = &slot.key;
+    if k.addr == p.dst && k.port == p.dport && k.proto == p.proto && k.family == p.family {
+        Some(&slot.info)
+    } else {
+        None
+    }
 }
 
 /// TCP / UDP not to a VIP: a backend's reply (reverse NAT) or not ours. A separate frame
@@ -157,8 +197,10 @@ fn reverse(ctx: &XdpContext, p: &mut Packet, rv: &ReverseValue) -> u32 {
     forward::transmit(ctx, p, &route)
 }
 
-/// ICMP / ICMPv6: errors about balanced flows are translated, the rest passes.
-#[inline(never)]
+/// ICMP / ICMPv6: errors about balanced flows are translated, the rest passes. Inlined:
+/// its parts with big frames ([`icmp::handle`], [`forward::forward`]) are functions of
+/// their own.
+#[inline(always)]
 fn icmp_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
     if is_local(&p.dst, p.family) {
         return pass(Reason::PassLocal);
@@ -175,27 +217,29 @@ fn icmp_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
     }
 }
 
-/// Forward direction: filter, pick, DNAT, forward.
+/// Forward direction: filter, pick, DNAT, forward. `entry`: the packet's flow entry
+/// (null when it has none).
 #[inline(never)]
-fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) -> u32 {
-    let tracked = flow::established(&flow::key_of(p));
+fn balance(ctx: &XdpContext, p: &mut Packet, vip: &VipInfo, entry: *mut FlowValue) -> u32 {
+    let tracked = flow::usable(entry);
     // Established flow whose next hop is cached for the current generation: no FIB
     // lookup, and no local-source check either: the cache was filled by the full path
     // below, which checked the source in this generation, and any address change on the
     // host (rtnetlink, or a `LB_LOCAL_ADDRS` rewrite) moves the generation on. The source
     // filters run again (rules may have been added since).
     let nh_gen = forward::generation();
-    if let Some((backend_id, b, entry)) = tracked
-        && forward::cached(ctx, p, entry, nh_gen)
+    if let Some(t) = tracked
+        && forward::cached(ctx, p, t.entry, nh_gen)
     {
         if filter::globally_denied_now(p) || filter::vip_denied(p, vip) {
             return drop(Reason::DropDenied);
         }
+        let b = t.backend;
         if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
             return pass(Reason::PassTruncated);
         }
-        count_traffic(vip.vip_id, backend_id, u64::from(p.ip_len), false);
-        return forward::send_cached(ctx, p, entry);
+        count_traffic(vip.vip_id, t.backend_id, u64::from(p.ip_len), false);
+        return forward::send_cached(ctx, p, t.entry);
     }
     if let Some(action) = screen(p) {
         return action;
@@ -204,11 +248,11 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &lb_common::types::VipInfo) ->
         return drop(Reason::DropDenied);
     }
     let choice = match tracked {
-        Some((backend_id, backend, entry)) => flow::Choice {
-            backend_id,
-            backend,
+        Some(t) => flow::Choice {
+            backend_id: t.backend_id,
+            backend: t.backend,
             new_flow: false,
-            entry,
+            entry: t.entry,
         },
         None => match flow::pick(p, vip, true) {
             Some(c) => c,
@@ -270,18 +314,6 @@ fn too_big(ctx: &XdpContext, p: &Packet, from: &[u32; 4], mtu: u16) -> u32 {
 #[xdp]
 pub fn lb_xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
-}
-
-/// Benchmark baseline: parse Ethernet and IP, swap MACs, `XDP_TX`.
-#[xdp]
-pub fn lb_xdp_baseline_tx(ctx: XdpContext) -> u32 {
-    match parse::ethernet(&ctx) {
-        Some(eth) => {
-            parse::swap_macs(&ctx, eth.offset_eth);
-            xdp_action::XDP_TX
-        }
-        None => xdp_action::XDP_PASS,
-    }
 }
 
 #[cfg(not(test))]

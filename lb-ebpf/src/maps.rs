@@ -11,11 +11,11 @@ use aya_ebpf::{
 };
 use lb_common::maps::{
     DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, MAX_BACKENDS, MAX_FILTER_RULES, MAX_LOCAL_ADDRS,
-    MAX_TX_PORTS, MAX_VIPS,
+    MAX_TX_PORTS, MAX_VIPS, VIP_PORT_WORDS,
 };
 use lb_common::types::{
-    Backend, FilterKeyV4, FilterKeyV6, FlowKey, FlowValue, GlobalConfig, LocalAddrKey, Reason,
-    ReverseKey, ReverseValue, VipInfo, VipKey,
+    Backend, FilterKeyV4, FilterKeyV6, FlowKey, FlowKeyV4, FlowValue, GlobalConfig, LocalAddrKey,
+    Reason, ReverseKey, ReverseValue, VipInfo, VipKey, VipSlot,
 };
 
 /// Global settings (index 0).
@@ -26,6 +26,16 @@ pub static LB_CONFIG: Array<GlobalConfig> = Array::pinned(1, 0);
 #[map(name = "LB_VIPS")]
 pub static LB_VIPS: HashMap<VipKey, VipInfo> = HashMap::pinned(MAX_VIPS, 0);
 
+/// VIP id → (VIP key, settings), mirrored from `LB_VIPS` by userspace: established
+/// flows find their VIP here by the id their entry records (see `VipSlot`).
+#[map(name = "LB_VIP_SLOTS")]
+pub static LB_VIP_SLOTS: Array<VipSlot> = Array::pinned(MAX_VIPS, 0);
+
+/// Ports (host order) some VIP uses, one bit each: a hint that a packet may belong to
+/// an established flow, so the flow table is looked up before `LB_VIPS`.
+#[map(name = "LB_VIP_PORTS")]
+pub static LB_VIP_PORTS: Array<u32> = Array::pinned(VIP_PORT_WORDS, 0);
+
 /// Maglev tables: two per VIP (double buffer), `maglev_size` backend ids each.
 #[map(name = "LB_MAGLEV")]
 pub static LB_MAGLEV: Array<u32> = Array::pinned(MAX_VIPS * 2 * DEFAULT_MAGLEV_SIZE, 0);
@@ -34,9 +44,14 @@ pub static LB_MAGLEV: Array<u32> = Array::pinned(MAX_VIPS * 2 * DEFAULT_MAGLEV_S
 #[map(name = "LB_BACKENDS")]
 pub static LB_BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
 
-/// Connection tracking: client 5-tuple → chosen backend (LRU).
+/// Connection tracking of IPv6 flows: client 5-tuple → chosen backend (LRU).
 #[map(name = "LB_FLOWS")]
 pub static LB_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_CONNTRACK_SIZE, 0);
+
+/// Connection tracking of IPv4 flows, with a 16-byte key (see `FlowKeyV4`).
+#[map(name = "LB_FLOWS_V4")]
+pub static LB_FLOWS_V4: LruHashMap<FlowKeyV4, FlowValue> =
+    LruHashMap::pinned(DEFAULT_CONNTRACK_SIZE, 0);
 
 /// Backend endpoint → VIP, for stateless reverse NAT.
 #[map(name = "LB_REVERSE")]

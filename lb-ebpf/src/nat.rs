@@ -75,13 +75,13 @@ pub fn rewrite(
         Side::Dst => (p.dst, p.dport),
     };
     let csum_off = match p.proto {
-        PROTO_TCP => p.l4 + TCP_CSUM_OFF,
-        PROTO_UDP => p.l4 + UDP_CSUM_OFF,
+        PROTO_TCP => p.l4() + TCP_CSUM_OFF,
+        PROTO_UDP => p.l4() + UDP_CSUM_OFF,
         _ => return None,
     };
     // Check every bound before the first write, so a failure leaves the packet untouched.
     ptr_at::<u16>(ctx, csum_off)?;
-    ptr_at::<[u16; 2]>(ctx, p.l4)?;
+    ptr_at::<[u16; 2]>(ctx, p.l4())?;
     if p.v6 {
         ptr_at::<[u32; 10]>(ctx, p.l3)?;
     } else {
@@ -96,8 +96,8 @@ pub fn rewrite(
     }
 
     let port_off = match side {
-        Side::Src => p.l4,
-        Side::Dst => p.l4 + 2,
+        Side::Src => p.l4(),
+        Side::Dst => p.l4() + 2,
     };
     let pp: *mut u16 = ptr_at(ctx, port_off)?;
     // SAFETY: bounds checked by `ptr_at`.

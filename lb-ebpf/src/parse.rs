@@ -7,7 +7,7 @@
 //! `PassNotBalanced`). Trailing bytes after the IP packet (Ethernet padding) are allowed.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::types::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, Reason};
+use lb_common::types::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP, Reason, VipKey};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -111,21 +111,60 @@ pub fn swap_macs(ctx: &XdpContext, offset_eth: usize) {
     }
 }
 
-/// A parsed IP packet: layer offsets and the 5-tuple (raw network-order values).
+/// A parsed IP packet: the 5-tuple (raw network-order values) and layer offsets.
+///
+/// The first fields are laid out as a [`FlowKey`], and `dst` to `family` as a [`VipKey`],
+/// so the packet itself holds its forward flow key (`flow::key_of`) and its VIP key
+/// ([`vip_key`]), with no copies on the BPF stack; `_pad` stays zero.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Packet {
-    pub l3: usize,
-    pub l4: usize,
-    pub v6: bool,
-    pub family: u8,
-    pub proto: u8,
     pub src: [u32; 4],
-    pub dst: [u32; 4],
     /// Zero for ICMP.
     pub sport: u16,
+    pub _pad: [u8; 2],
+    pub dst: [u32; 4],
     pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub l3: usize,
+    pub v6: bool,
     /// IP total length (IPv4 `tot_len`, IPv6 40 + payload length), host order.
     pub ip_len: u32,
+}
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(offset_of!(Packet, src) == offset_of!(FlowKey, src));
+    assert!(offset_of!(Packet, sport) == offset_of!(FlowKey, sport));
+    assert!(offset_of!(Packet, _pad) == offset_of!(FlowKey, _pad));
+    assert!(offset_of!(Packet, dst) == offset_of!(FlowKey, dst));
+    assert!(offset_of!(Packet, dport) == offset_of!(FlowKey, dport));
+    assert!(offset_of!(Packet, proto) == offset_of!(FlowKey, proto));
+    assert!(offset_of!(Packet, family) == offset_of!(FlowKey, family));
+    assert!(size_of::<FlowKey>() == offset_of!(Packet, family) + 1);
+    let v = offset_of!(Packet, dst);
+    assert!(offset_of!(Packet, dport) - v == offset_of!(VipKey, port));
+    assert!(offset_of!(Packet, proto) - v == offset_of!(VipKey, proto));
+    assert!(offset_of!(Packet, family) - v == offset_of!(VipKey, family));
+    assert!(size_of::<VipKey>() == offset_of!(Packet, family) + 1 - v);
+};
+
+impl Packet {
+    /// Offset of the L4 header (IPv4 options and IPv6 extension headers are not balanced,
+    /// so it follows the fixed IP header).
+    #[inline(always)]
+    pub fn l4(&self) -> usize {
+        self.l3 + if self.v6 { IPV6_HLEN } else { IPV4_HLEN }
+    }
+}
+
+/// The VIP key of a packet's destination, in place (see [`Packet`]).
+#[inline(always)]
+pub fn vip_key(p: &Packet) -> &VipKey {
+    // SAFETY: `Packet` is `repr(C)` and holds the fields of `VipKey` from `dst` on, in its
+    // layout (checked at compile time above), with no padding.
+    unsafe { &*core::ptr::addr_of!(p.dst).cast::<VipKey>() }
 }
 
 /// Parses IPv4/IPv6 and the TCP/UDP/ICMP header after Ethernet. Anything that is not
@@ -136,7 +175,6 @@ pub fn ip(ctx: &XdpContext, eth: &Ethernet) -> Result<Packet, Reason> {
     let end = ctx.data_end();
     let mut p = Packet {
         l3,
-        l4: 0,
         v6: false,
         family: FAMILY_V4,
         proto: 0,
@@ -144,6 +182,7 @@ pub fn ip(ctx: &XdpContext, eth: &Ethernet) -> Result<Packet, Reason> {
         dst: [0; 4],
         sport: 0,
         dport: 0,
+        _pad: [0; 2],
         ip_len: 0,
     };
     if eth.ether_type == ETH_P_IP {
@@ -169,9 +208,10 @@ pub fn ip(ctx: &XdpContext, eth: &Ethernet) -> Result<Packet, Reason> {
             return Err(Reason::PassFragment);
         }
         p.proto = h.proto;
-        p.src[0] = h.saddr;
-        p.dst[0] = h.daddr;
-        p.l4 = l3 + IPV4_HLEN;
+        // Whole arrays: zeroing the upper words separately costs two `memset` calls (a byte
+        // loop in a BPF-to-BPF call on this target).
+        p.src = [h.saddr, 0, 0, 0];
+        p.dst = [h.daddr, 0, 0, 0];
         p.ip_len = tot as u32;
     } else if eth.ether_type == ETH_P_IPV6 {
         let h: *const Ipv6Hdr = ptr_at(ctx, l3).ok_or(Reason::PassTruncated)?;
@@ -192,15 +232,14 @@ pub fn ip(ctx: &XdpContext, eth: &Ethernet) -> Result<Packet, Reason> {
         p.proto = h.nexthdr;
         p.src = h.saddr;
         p.dst = h.daddr;
-        p.l4 = l3 + IPV6_HLEN;
         p.ip_len = (IPV6_HLEN + plen) as u32;
     } else {
         return Err(Reason::PassNotIp);
     }
-    let l4_len = p.ip_len as usize - (p.l4 - l3);
+    let l4_len = p.ip_len as usize - (p.l4() - l3);
     match p.proto {
         PROTO_TCP => {
-            let h: *const [u8; TCP_HLEN] = ptr_at(ctx, p.l4).ok_or(Reason::PassTruncated)?;
+            let h: *const [u8; TCP_HLEN] = ptr_at(ctx, p.l4()).ok_or(Reason::PassTruncated)?;
             // SAFETY: bounds checked by `ptr_at`.
             let h = unsafe { &*h };
             let hlen = (h[12] >> 4) as usize * 4;
@@ -211,7 +250,7 @@ pub fn ip(ctx: &XdpContext, eth: &Ethernet) -> Result<Packet, Reason> {
             p.dport = u16::from_ne_bytes([h[2], h[3]]);
         }
         PROTO_UDP => {
-            let ports: *const [u16; 4] = ptr_at(ctx, p.l4).ok_or(Reason::PassTruncated)?;
+            let ports: *const [u16; 4] = ptr_at(ctx, p.l4()).ok_or(Reason::PassTruncated)?;
             // SAFETY: bounds checked by `ptr_at`.
             let u = unsafe { *ports };
             let ulen = u16::from_be(u[2]) as usize;
@@ -225,7 +264,7 @@ pub fn ip(ctx: &XdpContext, eth: &Ethernet) -> Result<Packet, Reason> {
             if (p.proto == PROTO_ICMP) == p.v6 {
                 return Err(Reason::PassNotBalanced);
             }
-            if l4_len < ICMP_HLEN || ptr_at::<[u8; ICMP_HLEN]>(ctx, p.l4).is_none() {
+            if l4_len < ICMP_HLEN || ptr_at::<[u8; ICMP_HLEN]>(ctx, p.l4()).is_none() {
                 return Err(Reason::PassTruncated);
             }
         }

@@ -51,6 +51,11 @@ fn generator_writes_the_template_and_cycles_source_ports() {
         assert_eq!(out.data[..48], expected[..48], "packet {n}");
         verify_frame_checksums(&out.data).expect("valid checksums");
     }
+    // The balancer variant loads (the verifier accepts the template write in front of the
+    // whole balancer) and, with no VIP configured, passes the templated packet on.
+    let out = h.run(programs::BENCH_GEN_LB, &junk).expect("test run");
+    assert_eq!(out.action, XDP_PASS);
+    assert_eq!(out.data[..34], tmpl[..34]);
     // Too short for the template: aborted, not written past the end.
     let out = h
         .run(programs::BENCH_GEN_PASS, &junk[..40])

@@ -1169,6 +1169,68 @@ fn down_backend_is_repicked_and_drain_keeps_flows() {
     assert_eq!(s.writes, 0, "idempotent: {s:?}");
 }
 
+/// Established flows find their VIP through `LB_VIP_SLOTS` (by the id their entry
+/// records), not `LB_VIPS`: a removed VIP must stop balancing them, also when its id is
+/// reused by another VIP, and a VIP added back (under another id) takes them up again.
+#[test]
+fn removed_vip_stops_balancing_established_flows() {
+    require_root!();
+    let mut fx = Fixture::new();
+    fx.dp
+        .set_nexthop_lease(nexthop::lease(1, Duration::from_secs(3600)))
+        .expect("lease");
+    for (vip, client) in [
+        (sa("203.0.113.10:80"), ip("10.0.0.2")),
+        (sa("[2001:db8::10]:80"), ip("fd00::2")),
+    ] {
+        let key = vip_key(vip, PROTO_TCP);
+        let info = fx.dp.vip(&key).expect("vip").expect("vip present");
+        let l4 = || tcp(41000, 80);
+        let first = check_forward(&mut fx, E0, client, vip, l4(), None);
+        // Twice more: the second and third packets take the established (cached) path.
+        assert_eq!(check_forward(&mut fx, E0, client, vip, l4(), None), first);
+        assert_eq!(check_forward(&mut fx, E0, client, vip, l4(), None), first);
+        let input = frame(IN_SRC_MAC, LB0_MAC, client, vip.ip(), 64, &l4(), b"x");
+
+        fx.dp.remove_vip(&key).expect("remove");
+        check_untouched(
+            &mut fx,
+            &format!("flow of removed VIP {vip}"),
+            &input,
+            XDP_PASS,
+            Reason::PassNotBalanced,
+        );
+
+        // Another VIP takes the id: the old flow names it, and must not follow it.
+        let other = SocketAddr::new(vip.ip(), 8081);
+        let table = fx.dp.live_table(&vip_key(sa("203.0.113.11:80"), PROTO_TCP));
+        let table = table.expect("table of another VIP");
+        fx.dp
+            .publish_table(vip_key(other, PROTO_TCP), info, &table)
+            .expect("publish");
+        check_untouched(
+            &mut fx,
+            &format!("flow of removed VIP {vip}, id reused"),
+            &input,
+            XDP_PASS,
+            Reason::PassNotBalanced,
+        );
+        fx.dp
+            .remove_vip(&vip_key(other, PROTO_TCP))
+            .expect("remove");
+
+        // The VIP back under a free id: its flows are balanced again, to their backend.
+        let back = VipInfo { vip_id: 60, ..info };
+        let table = fx
+            .dp
+            .read_maglev(info.vip_id, info.active_table)
+            .expect("table");
+        fx.dp.publish_table(key, back, &table).expect("publish");
+        assert_eq!(check_forward(&mut fx, E0, client, vip, l4(), None), first);
+        assert_eq!(check_forward(&mut fx, E0, client, vip, l4(), None), first);
+    }
+}
+
 #[test]
 fn balance_source_and_no_neighbour() {
     require_root!();

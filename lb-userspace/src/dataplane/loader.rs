@@ -107,6 +107,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     let ebpf = EbpfLoader::new()
         .default_map_pin_directory(&opts.pin_dir)
         .map_max_entries(names::FLOWS, opts.conntrack_size)
+        .map_max_entries(names::FLOWS_V4, opts.conntrack_size)
         .map_max_entries(names::REPLY_FLOWS, opts.conntrack_size)
         .map_max_entries(names::MAGLEV, maglev_entries)
         .load(LB_EBPF_OBJECT)?;
@@ -114,15 +115,22 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
 }
 
 /// Key and value sizes of the maps whose layout lb defines, as this build expects them.
-fn expected_layouts() -> [(&'static str, usize, usize); 12] {
+fn expected_layouts() -> [(&'static str, usize, usize); 15] {
     use lb_common::types::*;
     use std::mem::size_of;
     [
         (names::CONFIG, 4, size_of::<GlobalConfig>()),
         (names::VIPS, size_of::<VipKey>(), size_of::<VipInfo>()),
+        (names::VIP_SLOTS, 4, size_of::<VipSlot>()),
+        (names::VIP_PORTS, 4, 4),
         (names::MAGLEV, 4, 4),
         (names::BACKENDS, 4, size_of::<Backend>()),
         (names::FLOWS, size_of::<FlowKey>(), size_of::<FlowValue>()),
+        (
+            names::FLOWS_V4,
+            size_of::<FlowKeyV4>(),
+            size_of::<FlowValue>(),
+        ),
         (
             names::REVERSE,
             size_of::<ReverseKey>(),

@@ -13,11 +13,11 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray};
 use aya::{Ebpf, Pod};
-use lb_common::maps::{MAX_BACKENDS, MAX_VIPS, names};
+use lb_common::maps::{MAX_BACKENDS, MAX_VIPS, VIP_PORT_WORDS, names};
 use lb_common::types::{
     BACKEND_UNUSED, Backend, FAMILY_V4, FAMILY_V6, FILTER_ALLOW, FILTER_DENY, FilterKeyV4,
-    FilterKeyV6, FlowKey, FlowValue, GlobalConfig, LocalAddrKey, NextHopLease, Reason, ReverseKey,
-    ReverseValue, TrafficCounters, VipInfo, VipKey,
+    FilterKeyV6, FlowKey, FlowKeyV4, FlowValue, GlobalConfig, LocalAddrKey, NextHopLease, Reason,
+    ReverseKey, ReverseValue, TrafficCounters, VipInfo, VipKey, VipSlot,
 };
 
 /// Errors from map operations.
@@ -184,7 +184,70 @@ impl Dataplane {
             arr.len()
         };
         dp.maglev_size = len / (MAX_VIPS * 2);
+        dp.sync_vip_mirrors()?;
         Ok(dp)
+    }
+
+    /// Brings `LB_VIP_SLOTS` and `LB_VIP_PORTS` in line with `LB_VIPS` (maps pinned by an
+    /// older lb have the VIPs but neither mirror; the data path is correct without them,
+    /// only slower).
+    fn sync_vip_mirrors(&mut self) -> Result<(), MapsError> {
+        for (key, info) in self.vips()? {
+            self.write_vip_slot(info.vip_id, VipSlot { key, info })?;
+            self.set_vip_port(u16::from_be(key.port))?;
+        }
+        Ok(())
+    }
+
+    fn vip_slot(&self, id: u32) -> Result<VipSlot, MapsError> {
+        let arr: Array<&MapData, VipSlot> =
+            Array::try_from(self.map(names::VIP_SLOTS)?).map_err(map_err(names::VIP_SLOTS))?;
+        arr.get(&id, 0).map_err(map_err(names::VIP_SLOTS))
+    }
+
+    fn write_vip_slot(&mut self, id: u32, slot: VipSlot) -> Result<(), MapsError> {
+        if self.vip_slot(id)? == slot {
+            return Ok(());
+        }
+        let mut arr: Array<&mut MapData, VipSlot> =
+            Array::try_from(self.map_mut(names::VIP_SLOTS)?).map_err(map_err(names::VIP_SLOTS))?;
+        arr.set(id, slot, 0).map_err(map_err(names::VIP_SLOTS))
+    }
+
+    fn vip_port_word(&self, word: u32) -> Result<u32, MapsError> {
+        let arr: Array<&MapData, u32> =
+            Array::try_from(self.map(names::VIP_PORTS)?).map_err(map_err(names::VIP_PORTS))?;
+        arr.get(&word, 0).map_err(map_err(names::VIP_PORTS))
+    }
+
+    fn write_vip_port_word(&mut self, word: u32, bits: u32) -> Result<(), MapsError> {
+        if self.vip_port_word(word)? == bits {
+            return Ok(());
+        }
+        let mut arr: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(names::VIP_PORTS)?).map_err(map_err(names::VIP_PORTS))?;
+        arr.set(word, bits, 0).map_err(map_err(names::VIP_PORTS))
+    }
+
+    /// Marks `port` (host order) as used by some VIP.
+    fn set_vip_port(&mut self, port: u16) -> Result<(), MapsError> {
+        let word = u32::from(port) / 32;
+        let bits = self.vip_port_word(word)? | 1 << (port % 32);
+        self.write_vip_port_word(word, bits)
+    }
+
+    /// Recomputes the bitmap word of `port` (host order) from the VIPs left.
+    fn refresh_vip_port(&mut self, port: u16) -> Result<(), MapsError> {
+        let word = u32::from(port) / 32;
+        debug_assert!(word < VIP_PORT_WORDS);
+        let mut bits = 0u32;
+        for (k, _) in self.vips()? {
+            let p = u16::from_be(k.port);
+            if u32::from(p) / 32 == word {
+                bits |= 1 << (p % 32);
+            }
+        }
+        self.write_vip_port_word(word, bits)
     }
 
     /// The Maglev table size M the data path uses.
@@ -306,19 +369,42 @@ impl Dataplane {
         if info.vip_id >= MAX_VIPS {
             return Err(MapsError::VipId(info.vip_id));
         }
-        let mut m: HashMap<&mut MapData, VipKey, VipInfo> =
-            HashMap::try_from(self.map_mut(names::VIPS)?).map_err(map_err(names::VIPS))?;
-        m.insert(key, info, 0).map_err(map_err(names::VIPS))
+        let prev = self.vip(&key)?;
+        self.set_vip_port(u16::from_be(key.port))?;
+        {
+            let mut m: HashMap<&mut MapData, VipKey, VipInfo> =
+                HashMap::try_from(self.map_mut(names::VIPS)?).map_err(map_err(names::VIPS))?;
+            m.insert(key, info, 0).map_err(map_err(names::VIPS))?;
+        }
+        // The mirror after the VIP (see `VipSlot`); a slot the VIP leaves is cleared.
+        self.write_vip_slot(info.vip_id, VipSlot { key, info })?;
+        if let Some(prev) = prev
+            && prev.vip_id != info.vip_id
+            && self.vip_slot(prev.vip_id)?.key == key
+        {
+            self.write_vip_slot(prev.vip_id, VipSlot::default())?;
+        }
+        Ok(())
     }
 
-    /// Removes a VIP (its flows age out of the LRU).
+    /// Removes a VIP (its flows age out of the LRU; their packets are no longer balanced).
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), MapsError> {
-        let mut m: HashMap<&mut MapData, VipKey, VipInfo> =
-            HashMap::try_from(self.map_mut(names::VIPS)?).map_err(map_err(names::VIPS))?;
-        match m.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(names::VIPS)(e)),
+        let prev = self.vip(key)?;
+        {
+            let mut m: HashMap<&mut MapData, VipKey, VipInfo> =
+                HashMap::try_from(self.map_mut(names::VIPS)?).map_err(map_err(names::VIPS))?;
+            match m.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(names::VIPS)(e)),
+            }
         }
+        if let Some(prev) = prev
+            && prev.vip_id < MAX_VIPS
+            && self.vip_slot(prev.vip_id)?.key == *key
+        {
+            self.write_vip_slot(prev.vip_id, VipSlot::default())?;
+        }
+        self.refresh_vip_port(u16::from_be(key.port))
     }
 
     // ---- backends ----
@@ -691,16 +777,31 @@ impl Dataplane {
 
     /// Every tracked flow (for stats and tests; walks the whole LRU).
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, MapsError> {
-        self.hash_entries(names::FLOWS)
+        let v4: Vec<(FlowKeyV4, FlowValue)> = self.hash_entries(names::FLOWS_V4)?;
+        let mut out: Vec<(FlowKey, FlowValue)> = self.hash_entries(names::FLOWS)?;
+        out.extend(v4.into_iter().map(|(k, v)| (k.to_key(), v)));
+        Ok(out)
     }
 
     /// One flow's entry.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, MapsError> {
-        self.hash_get(names::FLOWS, key)
+        if key.family == FAMILY_V4 {
+            self.hash_get(names::FLOWS_V4, &FlowKeyV4::from_key(key))
+        } else {
+            self.hash_get(names::FLOWS, key)
+        }
     }
 
     /// Adds or replaces a flow entry (tests and state transfer).
     pub fn set_flow(&mut self, key: FlowKey, value: FlowValue) -> Result<(), MapsError> {
+        if key.family == FAMILY_V4 {
+            let mut m: HashMap<&mut MapData, FlowKeyV4, FlowValue> =
+                HashMap::try_from(self.map_mut(names::FLOWS_V4)?)
+                    .map_err(map_err(names::FLOWS_V4))?;
+            return m
+                .insert(FlowKeyV4::from_key(&key), value, 0)
+                .map_err(map_err(names::FLOWS_V4));
+        }
         let mut m: HashMap<&mut MapData, FlowKey, FlowValue> =
             HashMap::try_from(self.map_mut(names::FLOWS)?).map_err(map_err(names::FLOWS))?;
         m.insert(key, value, 0).map_err(map_err(names::FLOWS))
