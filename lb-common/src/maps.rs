@@ -7,6 +7,9 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/lb";
 pub const MAX_VIPS: u32 = 64;
 /// Most backends (distinct server endpoints) across all VIPs.
 pub const MAX_BACKENDS: u32 = 4096;
+/// Entries of the reverse next-hop cache (clients × VIPs; an evicted entry costs one FIB
+/// lookup).
+pub const MAX_REPLY_HOPS: u32 = 65536;
 /// Default Maglev table size: a prime, so every skip value generates a full permutation.
 pub const DEFAULT_MAGLEV_SIZE: u32 = 65537;
 /// Default number of tracked flows (LRU).
@@ -39,6 +42,8 @@ pub mod names {
     /// Reply 5-tuple (backend → client) → VIP, for backends shared by several VIPs (LRU,
     /// sized like `FLOWS`).
     pub const REPLY_FLOWS: &str = "LB_REPLY_FLOWS";
+    /// Reverse next-hop cache: (client, VIP) → `NextHop` (LRU, `MAX_REPLY_HOPS`).
+    pub const REPLY_HOPS: &str = "LB_REPLY_HOPS";
     pub const LOCAL_ADDRS: &str = "LB_LOCAL_ADDRS";
     pub const FILTER_V4: &str = "LB_FILTER_V4";
     pub const FILTER_V6: &str = "LB_FILTER_V6";

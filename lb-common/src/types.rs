@@ -159,32 +159,50 @@ impl FlowKeyV4 {
     }
 }
 
-/// Connection-tracking value, with the flow's cached next hop.
-///
-/// The `nh_*` fields cache the answer `bpf_fib_lookup` gave for this flow's translated
-/// packets, so established packets skip the lookup. The cache is valid only while `nh_gen`
-/// equals the current next-hop generation (`LB_NH_GEN[0]`), which userspace bumps on every
-/// route, neighbour, address or link change it is told of by netlink; generation 0 means
-/// "no watcher is running", and disables the cache. It also applies only to packets
-/// received on `nh_ingress`, with the same TOS / flow info, and no longer than `nh_max_len`
-/// (the largest packet the route accepted: a bigger one is looked up for its MTU check).
+/// Connection-tracking value, with the flow's cached next hop ([`NextHop`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
     pub backend_id: u32,
     pub vip_id: u32,
+    pub nh: NextHop,
+}
+
+/// A cached `bpf_fib_lookup` answer, so packets of an established flow (forward:
+/// [`FlowValue::nh`]) or to a known client (reverse: `LB_REPLY_HOPS`) skip the lookup.
+///
+/// Valid only while `generation` equals the current next-hop generation (`LB_NH_GEN[0]`), which
+/// userspace bumps on every route, rule, neighbour, address or link change netlink tells
+/// it of; generation 0 means "no watcher is running", and disables the cache. It also
+/// applies only to packets received on `ingress`, with the same TOS / flow info, and no
+/// longer than `max_len` (the largest packet the route accepted: a bigger one is looked up
+/// for its MTU check).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
     /// Next-hop generation the cache was filled in; 0 = empty.
-    pub nh_gen: u32,
+    pub generation: u32,
     /// Ingress ifindex the cached lookup was made for.
-    pub nh_ingress: u32,
+    pub ingress: u32,
     /// Egress ifindex.
-    pub nh_ifindex: u32,
+    pub ifindex: u32,
     /// Largest IP total length the route accepted (MTU check).
-    pub nh_max_len: u32,
+    pub max_len: u32,
     /// IPv4 TOS byte, or IPv6 flow info (network order), the lookup was made with.
-    pub nh_tos: u32,
-    pub nh_dmac: [u8; 6],
-    pub nh_smac: [u8; 6],
+    pub tos: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+}
+
+/// Reverse next-hop cache key (`LB_REPLY_HOPS`): a client, and the VIP its replies come
+/// from (the source can matter to policy routing).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReplyHopKey {
+    pub client: [u32; 4],
+    pub vip_id: u32,
+    /// `FAMILY_V4` / `FAMILY_V6`, widened so the key has no padding to zero.
+    pub family: u32,
 }
 
 /// The next-hop cache lease (`LB_NH_GEN[0]`), written by userspace only. The data path
@@ -376,6 +394,8 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowKeyV4 {}
     unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for NextHop {}
+    unsafe impl aya::Pod for ReplyHopKey {}
     unsafe impl aya::Pod for ReverseKey {}
     unsafe impl aya::Pod for ReverseValue {}
     unsafe impl aya::Pod for LocalAddrKey {}

@@ -26,8 +26,9 @@ static LB_BENCH_FRAME: Array<BenchFrame> = Array::with_max_entries(1, 0);
 const SPORT_OFF: usize = ETH_HLEN + IPV4_HLEN;
 
 /// Writes the template over the packet. `false` when there is no template or the packet
-/// is shorter than it.
-#[inline(always)]
+/// is shorter than it. A BPF function of its own, so its frame does not add to the
+/// balancer's call chains (the verifier's 512-byte limit).
+#[inline(never)]
 fn write_template(ctx: &XdpContext) -> bool {
     let Some(t) = LB_BENCH_FRAME.get_ptr_mut(0) else {
         return false;

@@ -51,6 +51,14 @@ pub fn key_v4(p: &Packet) -> FlowKeyV4 {
     unsafe { core::mem::transmute::<[u32; 4], FlowKeyV4>(words) }
 }
 
+/// The next-hop cache inside flow entry `entry` (a map value pointer from a successful
+/// lookup).
+#[inline(always)]
+pub fn hop(entry: *mut FlowValue) -> *mut lb_common::types::NextHop {
+    // SAFETY: only an address computation inside the value `entry` points to.
+    unsafe { core::ptr::addr_of_mut!((*entry).nh) }
+}
+
 /// A flow entry whose backend still takes the flow's traffic (UP or DRAIN).
 #[derive(Clone, Copy)]
 pub struct Tracked {
@@ -201,17 +209,18 @@ pub fn record_reply(p: &Packet, vip_id: u32, backend_id: u32, backend: &Backend)
 }
 
 /// The VIP a reply (backend → client) is translated to: `rv` from `LB_REVERSE`, unless the
-/// backend is shared by several VIPs and the flow recorded which one.
+/// backend is shared by several VIPs and the flow recorded which one. Map values in
+/// place, not copies (the reverse path's stack is tight).
 #[inline(always)]
 pub fn reply_vip(
-    rv: ReverseValue,
+    rv: &'static ReverseValue,
     backend: &[u32; 4],
     bport: u16,
     client: &[u32; 4],
     cport: u16,
     proto: u8,
     family: u8,
-) -> ReverseValue {
+) -> &'static ReverseValue {
     if rv.flags & REVERSE_F_SHARED == 0 {
         return rv;
     }
@@ -226,7 +235,7 @@ pub fn reply_vip(
     };
     match LB_REPLY_FLOWS.get_ptr(key) {
         // SAFETY: map value pointer from a successful lookup.
-        Some(v) => unsafe { *v },
+        Some(v) => unsafe { &*v },
         None => rv,
     }
 }

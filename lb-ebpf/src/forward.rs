@@ -6,7 +6,8 @@
 //!
 //! Established flows skip the lookup: their flow entry caches the answer (egress ifindex,
 //! MACs) per next-hop generation, valid while userspace's lease on `LB_NH_GEN` holds (see
-//! `FlowValue`); `bpf_ktime_get_coarse_ns` (Linux 5.11+) checks the lease.
+//! `NextHop`); `bpf_ktime_get_coarse_ns` (Linux 5.11+) checks the lease. Replies cache
+//! theirs per (client, VIP) in `LB_REPLY_HOPS`.
 
 use aya_ebpf::bindings::{
     BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
@@ -14,7 +15,7 @@ use aya_ebpf::bindings::{
 };
 use aya_ebpf::helpers::generated::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect};
 use aya_ebpf::programs::XdpContext;
-use lb_common::types::{FlowValue, Reason};
+use lb_common::types::{NextHop, Reason};
 
 use crate::csum::Delta;
 use crate::maps::{LB_NH_GEN, LB_TX_PORTS};
@@ -75,65 +76,83 @@ fn ttl_and_tos(ctx: &XdpContext, p: &Packet) -> Option<u32> {
     }
 }
 
-/// True when the flow's cached next hop is valid for `p` in generation `cur` (non-zero)
+/// True when the cached next hop `hop` is valid for `p` in generation `cur` (non-zero)
 /// and the packet does not expire here; otherwise the caller does the full lookup. The
-/// hop is then `entry`'s `nh_*` fields, read in place (no copy on the small BPF stack).
+/// hop is read in place (no copy on the small BPF stack).
 #[inline(always)]
-pub fn cached(ctx: &XdpContext, p: &Packet, entry: *mut FlowValue, cur: u32) -> bool {
-    // SAFETY: `entry` is a flow-table value pointer from a successful lookup.
-    let v = unsafe { &*entry };
+pub fn cached(ctx: &XdpContext, p: &Packet, hop: *mut NextHop, cur: u32) -> bool {
+    // SAFETY: `hop` points into a map value from a successful lookup.
+    let h = unsafe { &*hop };
     // SAFETY: as above; a volatile read so the generation is checked before the fields.
-    if cur == 0 || unsafe { core::ptr::read_volatile(&v.nh_gen) } != cur {
+    if cur == 0 || unsafe { core::ptr::read_volatile(&h.generation) } != cur {
         return false;
     }
     // SAFETY: reading the ingress ifindex from the context.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    if v.nh_ingress != ingress || p.ip_len > v.nh_max_len {
+    if h.ingress != ingress || p.ip_len > h.max_len {
         return false;
     }
-    ttl_and_tos(ctx, p) == Some(v.nh_tos)
+    ttl_and_tos(ctx, p) == Some(h.tos)
 }
 
-/// Sends `p` (already rewritten) to the next hop cached in `entry` (see [`cached`]).
+/// Sends `p` (already rewritten) to the cached next hop `hop` (see [`cached`]).
 #[inline(always)]
-pub fn send_cached(ctx: &XdpContext, p: &Packet, entry: *mut FlowValue) -> u32 {
-    // SAFETY: `entry` is a flow-table value pointer from a successful lookup.
-    let v = unsafe { &*entry };
-    send(ctx, p, &v.nh_dmac, &v.nh_smac, v.nh_ifindex, v.nh_ingress)
+pub fn send_cached(ctx: &XdpContext, p: &Packet, hop: *mut NextHop) -> u32 {
+    // SAFETY: `hop` points into a map value from a successful lookup.
+    let h = unsafe { &*hop };
+    send(ctx, p, &h.dmac, &h.smac, h.ifindex, h.ingress)
 }
 
-/// Records a successful lookup for `p` in the flow's cache (generation `cur`, non-zero).
+/// Records a successful lookup for `p` in `hop` (generation `cur`, non-zero).
 #[inline(always)]
-pub fn remember(entry: *mut FlowValue, cur: u32, route: &Route, ip_len: u32) {
+pub fn remember(hop: *mut NextHop, cur: u32, route: &Route, ip_len: u32) {
     if cur == 0 || route.rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
         return;
     }
-    // SAFETY: `entry` is a flow-table value pointer from a successful lookup. The
-    // generation is cleared first and set last (volatile), so a reader on another CPU
-    // sees either the old generation with old fields… or a mismatch, never a mix it
-    // trusts (x86 keeps store order; elsewhere the worst case is one misdirected packet).
+    // SAFETY: `hop` points into a map value from a successful lookup. The generation is
+    // cleared first and set last (volatile), so a reader on another CPU sees either the
+    // old generation with old fields… or a mismatch, never a mix it trusts (x86 keeps
+    // store order; elsewhere the worst case is one misdirected packet).
     unsafe {
-        let v = &mut *entry;
+        let h = &mut *hop;
         // Same generation and interfaces: the route that accepted the bigger packet is
         // still this one (a next-hop change comes with a new generation).
-        let same = v.nh_gen == cur
-            && v.nh_ingress == route.ingress
-            && v.nh_tos == route.tos
-            && v.nh_ifindex == route.params.ifindex;
-        let max = if same && v.nh_max_len > ip_len {
-            v.nh_max_len
+        let same = h.generation == cur
+            && h.ingress == route.ingress
+            && h.tos == route.tos
+            && h.ifindex == route.params.ifindex;
+        let max = if same && h.max_len > ip_len {
+            h.max_len
         } else {
             ip_len
         };
-        core::ptr::write_volatile(&mut v.nh_gen, 0);
-        v.nh_ingress = route.ingress;
-        v.nh_ifindex = route.params.ifindex;
-        v.nh_max_len = max;
-        v.nh_tos = route.tos;
-        v.nh_dmac = route.params.dmac;
-        v.nh_smac = route.params.smac;
-        core::ptr::write_volatile(&mut v.nh_gen, cur);
+        core::ptr::write_volatile(&mut h.generation, 0);
+        h.ingress = route.ingress;
+        h.ifindex = route.params.ifindex;
+        h.max_len = max;
+        h.tos = route.tos;
+        h.dmac = route.params.dmac;
+        h.smac = route.params.smac;
+        core::ptr::write_volatile(&mut h.generation, cur);
     }
+}
+
+/// A new cache entry for a successful lookup (generation `cur`, non-zero); `None` when
+/// there is nothing to cache.
+#[inline(always)]
+pub fn hop_of(cur: u32, route: &Route, ip_len: u32) -> Option<NextHop> {
+    if cur == 0 || route.rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return None;
+    }
+    Some(NextHop {
+        generation: cur,
+        ingress: route.ingress,
+        ifindex: route.params.ifindex,
+        max_len: ip_len,
+        tos: route.tos,
+        dmac: route.params.dmac,
+        smac: route.params.smac,
+    })
 }
 
 impl Route {

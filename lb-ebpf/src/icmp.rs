@@ -113,8 +113,15 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
     let (inner_side, new_inner, new_port, outer_side, new_outer, vip_id, backend_id) =
         if let Some(rv) = LB_REVERSE.get_ptr(rkey) {
             // SAFETY: map value pointer from a successful lookup.
-            let rv = unsafe { *rv };
-            let rv = flow::reply_vip(rv, &idst, idport, &isrc, isport, iproto, p.family);
+            let rv = flow::reply_vip(
+                unsafe { &*rv },
+                &idst,
+                idport,
+                &isrc,
+                isport,
+                iproto,
+                p.family,
+            );
             if rv.family != p.family {
                 return Outcome::Pass(Reason::PassUnsupportedIcmp);
             }

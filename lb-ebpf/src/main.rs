@@ -23,9 +23,11 @@ mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::types::{FlowValue, LocalAddrKey, Reason, ReverseKey, ReverseValue, VipInfo};
+use lb_common::types::{
+    FlowValue, LocalAddrKey, Reason, ReplyHopKey, ReverseKey, ReverseValue, VipInfo,
+};
 
-use crate::maps::{LB_LOCAL_ADDRS, LB_REVERSE, LB_VIP_PORTS, LB_VIP_SLOTS, LB_VIPS};
+use crate::maps::{LB_LOCAL_ADDRS, LB_REPLY_HOPS, LB_REVERSE, LB_VIP_PORTS, LB_VIP_SLOTS, LB_VIPS};
 use crate::nat::Side;
 use crate::parse::{PROTO_ICMP, PROTO_ICMPV6, Packet};
 use crate::stats::{count_reason, count_traffic};
@@ -160,9 +162,6 @@ fn not_vip(ctx: &XdpContext, p: &mut Packet) -> u32 {
         family: p.family,
     };
     if let Some(rv) = LB_REVERSE.get_ptr(rkey) {
-        if is_local(&p.dst, p.family) {
-            return pass(Reason::PassLocal);
-        }
         // SAFETY: map value pointer from a successful lookup (no copy on the stack).
         return reverse(ctx, p, unsafe { &*rv });
     }
@@ -173,12 +172,37 @@ fn not_vip(ctx: &XdpContext, p: &mut Packet) -> u32 {
 // bounds the *combined* stack of a call chain by 512 bytes, and each chain fits where
 // everything inlined into `lb_xdp` did not.
 
-/// Reverse direction: a backend's reply, translated back to its VIP.
+/// Reverse direction: a backend's reply, translated back to its VIP. The next hop towards
+/// the client comes from `LB_REPLY_HOPS` when it was cached in the current generation
+/// (same rules as a flow's cache), else from the FIB, and is then cached. Replies to the
+/// balancer's own addresses pass.
 #[inline(never)]
-fn reverse(ctx: &XdpContext, p: &mut Packet, rv: &ReverseValue) -> u32 {
-    let rv = flow::reply_vip(*rv, &p.src, p.sport, &p.dst, p.dport, p.proto, p.family);
+fn reverse(ctx: &XdpContext, p: &mut Packet, rv: &'static ReverseValue) -> u32 {
+    let rv = flow::reply_vip(rv, &p.src, p.sport, &p.dst, p.dport, p.proto, p.family);
     if rv.family != p.family {
         return pass(Reason::PassNotBalanced);
+    }
+    let nh_gen = forward::generation();
+    let hop = if nh_gen != 0 {
+        LB_REPLY_HOPS.get_ptr_mut(reply_hop_key(p, rv.vip_id))
+    } else {
+        None
+    };
+    if let Some(h) = hop
+        && forward::cached(ctx, p, h, nh_gen)
+    {
+        if nat::rewrite(ctx, p, Side::Src, &rv.vip_addr, rv.vip_port).is_none() {
+            return pass(Reason::PassTruncated);
+        }
+        count_reason(Reason::ReverseNat);
+        count_traffic(rv.vip_id, rv.backend_id, u64::from(p.ip_len), false);
+        return forward::send_cached(ctx, p, h);
+    }
+    // Replies to the balancer's own addresses (health checks) stay with the kernel. A
+    // cached hop implies this check passed for this client in this generation (an address
+    // change moves the generation on), so only this path makes it.
+    if is_local(&p.dst, p.family) {
+        return pass(Reason::PassLocal);
     }
     let route = match forward::lookup(ctx, p, &rv.vip_addr, rv.vip_port, &p.dst, p.dport) {
         Ok(route) => route,
@@ -189,12 +213,31 @@ fn reverse(ctx: &XdpContext, p: &mut Packet, rv: &ReverseValue) -> u32 {
     {
         return too_big(ctx, p, &rv.vip_addr, mtu);
     }
+    match hop {
+        Some(h) => forward::remember(h, nh_gen, &route, p.ip_len),
+        None => {
+            if let Some(nh) = forward::hop_of(nh_gen, &route, p.ip_len) {
+                // A full LRU evicts the oldest entry; a failed insert costs a lookup.
+                let _ = LB_REPLY_HOPS.insert(reply_hop_key(p, rv.vip_id), nh, 0);
+            }
+        }
+    }
     if nat::rewrite(ctx, p, Side::Src, &rv.vip_addr, rv.vip_port).is_none() {
         return pass(Reason::PassTruncated);
     }
     count_reason(Reason::ReverseNat);
     count_traffic(rv.vip_id, rv.backend_id, u64::from(p.ip_len), false);
     forward::transmit(ctx, p, &route)
+}
+
+/// The reverse next-hop cache key of reply `p` from VIP `vip_id`.
+#[inline(always)]
+fn reply_hop_key(p: &Packet, vip_id: u32) -> ReplyHopKey {
+    ReplyHopKey {
+        client: p.dst,
+        vip_id,
+        family: u32::from(p.family),
+    }
 }
 
 /// ICMP / ICMPv6: errors about balanced flows are translated, the rest passes. Inlined:
@@ -229,7 +272,7 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &VipInfo, entry: *mut FlowValu
     // filters run again (rules may have been added since).
     let nh_gen = forward::generation();
     if let Some(t) = tracked
-        && forward::cached(ctx, p, t.entry, nh_gen)
+        && forward::cached(ctx, p, flow::hop(t.entry), nh_gen)
     {
         if filter::globally_denied_now(p) || filter::vip_denied(p, vip) {
             return drop(Reason::DropDenied);
@@ -239,7 +282,7 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &VipInfo, entry: *mut FlowValu
             return pass(Reason::PassTruncated);
         }
         count_traffic(vip.vip_id, t.backend_id, u64::from(p.ip_len), false);
-        return forward::send_cached(ctx, p, t.entry);
+        return forward::send_cached(ctx, p, flow::hop(t.entry));
     }
     if let Some(action) = screen(p) {
         return action;
@@ -277,7 +320,7 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &VipInfo, entry: *mut FlowValu
         return too_big(ctx, p, &p.dst, mtu);
     }
     if !entry.is_null() {
-        forward::remember(entry, nh_gen, &route, p.ip_len);
+        forward::remember(flow::hop(entry), nh_gen, &route, p.ip_len);
     }
     if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
         return pass(Reason::PassTruncated);

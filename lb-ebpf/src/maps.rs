@@ -11,11 +11,11 @@ use aya_ebpf::{
 };
 use lb_common::maps::{
     DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, MAX_BACKENDS, MAX_FILTER_RULES, MAX_LOCAL_ADDRS,
-    MAX_TX_PORTS, MAX_VIPS, VIP_PORT_WORDS,
+    MAX_REPLY_HOPS, MAX_TX_PORTS, MAX_VIPS, VIP_PORT_WORDS,
 };
 use lb_common::types::{
     Backend, FilterKeyV4, FilterKeyV6, FlowKey, FlowKeyV4, FlowValue, GlobalConfig, LocalAddrKey,
-    Reason, ReverseKey, ReverseValue, VipInfo, VipKey, VipSlot,
+    NextHop, Reason, ReplyHopKey, ReverseKey, ReverseValue, VipInfo, VipKey, VipSlot,
 };
 
 /// Global settings (index 0).
@@ -62,6 +62,10 @@ pub static LB_REVERSE: HashMap<ReverseKey, ReverseValue> = HashMap::pinned(MAX_B
 #[map(name = "LB_REPLY_FLOWS")]
 pub static LB_REPLY_FLOWS: LruHashMap<FlowKey, ReverseValue> =
     LruHashMap::pinned(DEFAULT_CONNTRACK_SIZE, 0);
+
+/// Reverse next-hop cache: (client, VIP) → the FIB's answer for replies to that client.
+#[map(name = "LB_REPLY_HOPS")]
+pub static LB_REPLY_HOPS: LruHashMap<ReplyHopKey, NextHop> = LruHashMap::pinned(MAX_REPLY_HOPS, 0);
 
 /// Addresses of the balancer host: never translated.
 #[map(name = "LB_LOCAL_ADDRS")]

@@ -25,9 +25,10 @@ use lb::dataplane::maps::{backend_addr, vip_key};
 use lb::dataplane::nexthop;
 use lb::dataplane::{self, Dataplane, LoadOptions};
 use lb::state::{Registry, ServerStatus};
-use lb_common::maps::{DEFAULT_MAGLEV_SIZE, programs};
+use lb_common::maps::{DEFAULT_MAGLEV_SIZE, names, programs};
 use lb_common::types::{
-    FlowKey, NextHopLease, PROTO_TCP, PROTO_UDP, Reason, ReverseKey, ReverseValue, VipInfo,
+    FlowKey, NextHop, NextHopLease, PROTO_TCP, PROTO_UDP, Reason, ReplyHopKey, ReverseKey,
+    ReverseValue, VipInfo,
 };
 use lb_tests::lab::{Host, Lab};
 use lb_tests::packet::{ipv4_header_ok, l4_checksum_ok, verify_frame_checksums};
@@ -2373,6 +2374,85 @@ fn next_hop_cache_follows_generation_and_lease() {
         .push(server("s4", "10.1.0.50:8080", 1));
     fx.reapply();
     assert_ne!(fx.dp.nexthop_lease().expect("lease").generation, g);
+}
+
+/// Replies cache their next hop per (client, VIP) in `LB_REPLY_HOPS`, under the flows'
+/// rules: only with a live lease and for the generation it was filled in.
+#[test]
+fn reply_next_hop_cache_follows_generation() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let lease = |fx: &mut Fixture, generation: u32| {
+        let l = if generation == 0 {
+            NextHopLease::default()
+        } else {
+            nexthop::lease(generation, Duration::from_secs(600))
+        };
+        fx.dp.set_nexthop_lease(l).expect("lease");
+    };
+    let client = ip("10.0.0.2");
+    let input = frame(
+        bk_mac(10),
+        LB1_MAC,
+        ip("10.1.0.10"),
+        client,
+        64,
+        &tcp(8080, 40001),
+        b"reply",
+    );
+    let run = |fx: &mut Fixture| -> Vec<u8> {
+        let (action, out) = fx.run(E1, &input);
+        assert_eq!(action, XDP_REDIRECT);
+        verify_frame_checksums(&out).expect("checksums");
+        out
+    };
+    let cached_hops = |fx: &Fixture| -> Vec<(ReplyHopKey, NextHop)> {
+        let m: aya::maps::HashMap<_, ReplyHopKey, NextHop> = aya::maps::HashMap::try_from(
+            fx.dp.ebpf().map(names::REPLY_HOPS).expect("reply hops map"),
+        )
+        .expect("hash map");
+        m.iter().map(|r| r.expect("entry")).collect()
+    };
+    lease(&mut fx, 0);
+    let uncached = run(&mut fx);
+    assert!(cached_hops(&fx).is_empty(), "no lease, nothing cached");
+    lease(&mut fx, 21);
+    assert_eq!(run(&mut fx), uncached, "looked up, then cached");
+    let hops = cached_hops(&fx);
+    assert_eq!(hops.len(), 1);
+    assert_eq!(hops[0].0.client[0], u32::from_ne_bytes([10, 0, 0, 2]));
+    assert_eq!(hops[0].1.generation, 21);
+    assert_eq!(hops[0].1.dmac, CLIENT_MAC);
+    assert_eq!(run(&mut fx), uncached, "a cache hit gives the same bytes");
+    let new_mac = [0x02, 0, 0, 0, 0xcc, 0x02];
+    let set_neigh = |mac: [u8; 6]| {
+        let st = std::process::Command::new("ip")
+            .args([
+                "neigh",
+                "replace",
+                "10.0.0.2",
+                "lladdr",
+                &mac_str(mac),
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ])
+            .status()
+            .expect("ip neigh");
+        assert!(st.success());
+    };
+    set_neigh(new_mac);
+    assert_eq!(run(&mut fx)[..6], CLIENT_MAC, "same generation: cached hop");
+    lease(&mut fx, 22);
+    assert_eq!(
+        run(&mut fx)[..6],
+        new_mac,
+        "new generation: looked up again"
+    );
+    set_neigh(CLIENT_MAC);
+    lease(&mut fx, 0);
+    assert_eq!(run(&mut fx)[..6], CLIENT_MAC, "cache off: FIB per packet");
 }
 
 /// Maps pinned by an lb with another layout are refused with an error naming the pin

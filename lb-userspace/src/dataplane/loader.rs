@@ -115,7 +115,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
 }
 
 /// Key and value sizes of the maps whose layout lb defines, as this build expects them.
-fn expected_layouts() -> [(&'static str, usize, usize); 15] {
+fn expected_layouts() -> [(&'static str, usize, usize); 16] {
     use lb_common::types::*;
     use std::mem::size_of;
     [
@@ -146,6 +146,11 @@ fn expected_layouts() -> [(&'static str, usize, usize); 15] {
         (names::VIP_STATS, 4, size_of::<TrafficCounters>()),
         (names::BACKEND_STATS, 4, size_of::<TrafficCounters>()),
         (names::NH_GEN, 4, size_of::<NextHopLease>()),
+        (
+            names::REPLY_HOPS,
+            size_of::<ReplyHopKey>(),
+            size_of::<NextHop>(),
+        ),
     ]
 }
 

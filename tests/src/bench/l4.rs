@@ -318,8 +318,9 @@ fn measure_with(mut dp: Dataplane, calls: usize, rounds: usize) -> std::io::Resu
         "established flow, TCP, FIB lookup (cache off)",
         "new flow, TCP (source port varies)",
         "new flow, UDP (source port varies)",
-        "reverse NAT (backend -> client)",
+        "reverse NAT (backend -> client, next hop cached)",
         "established, global + VIP filters (cached)",
+        "reverse NAT, FIB lookup (cache off)",
     ];
     let cache = |dp: &mut Dataplane, on: bool| {
         dp.set_nexthop_lease(lease(u32::from(on), Duration::from_secs(3600)))
@@ -373,6 +374,12 @@ fn measure_with(mut dp: Dataplane, calls: usize, rounds: usize) -> std::io::Resu
         for _ in 0..calls {
             samples[6].push(run_once(p, eth1, &reply)?.1);
         }
+        cache(&mut dp, false)?;
+        let p = prog(&mut dp, programs::LB)?;
+        for _ in 0..calls {
+            samples[8].push(run_once(p, eth1, &reply)?.1);
+        }
+        cache(&mut dp, true)?;
         // Filters present: a global IPv4 deny list and a per-VIP deny rule.
         dp.add_filters(&[
             Dataplane::deny_rule(0, IpAddr::from([192, 0, 2, 0]), 24),
