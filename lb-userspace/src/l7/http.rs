@@ -232,10 +232,11 @@ pub struct RespBody {
     ret: Option<(Arc<Pool>, SendRequest<UpBody>)>,
     guard: Option<Guard>,
     counters: Option<Arc<CountersRef>>,
-    /// `timeout server` between body chunks: the limit, the last activity, and a timer
-    /// created only once the body actually has to wait.
+    /// `timeout server` between body chunks: the limit, when the body started waiting
+    /// (read from the clock only once it has to wait: `None` after each chunk), and a
+    /// timer created only once the body actually has to wait.
     idle: Option<Duration>,
-    last: Instant,
+    waiting_since: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -253,7 +254,7 @@ impl RespBody {
             guard,
             counters: None,
             idle: None,
-            last: Instant::now(),
+            waiting_since: None,
             sleep: None,
         }
     }
@@ -309,9 +310,7 @@ impl Body for RespBody {
                             c.add_out(n);
                         }
                     }
-                    if this.idle.is_some() {
-                        this.last = Instant::now();
-                    }
+                    this.waiting_since = None;
                     Poll::Ready(Some(Ok(f)))
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -326,8 +325,9 @@ impl Body for RespBody {
                     let Some(d) = this.idle else {
                         return Poll::Pending;
                     };
+                    let since = *this.waiting_since.get_or_insert_with(Instant::now);
                     loop {
-                        let due = this.last + d;
+                        let due = since + d;
                         let sleep = this
                             .sleep
                             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
@@ -337,7 +337,7 @@ impl Body for RespBody {
                         if sleep.as_mut().poll(cx).is_pending() {
                             return Poll::Pending;
                         }
-                        if Instant::now() >= this.last + d {
+                        if Instant::now() >= due {
                             this.ret.take();
                             return Poll::Ready(Some(Err(HttpError::ServerTimeout)));
                         }
@@ -1083,7 +1083,7 @@ fn respond(
         guard: Some(guard),
         counters: Some(counters),
         idle,
-        last: Instant::now(),
+        waiting_since: None,
         sleep: None,
     };
     if body.is_end_stream() {

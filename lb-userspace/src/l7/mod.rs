@@ -699,7 +699,8 @@ async fn serve_http<I>(
             b.timer(TokioTimer::new())
                 .header_read_timeout(None)
                 .max_buf_size(max_buf)
-                .max_headers(max_headers);
+                .max_headers(max_headers)
+                .writev(false);
             let conn = Box::pin(b.serve_connection(io, svc).with_upgrades());
             drive(conn, |c| c.graceful_shutdown(), &mut shutdown).await;
         }
@@ -716,7 +717,8 @@ async fn serve_http<I>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(None)
                 .max_buf_size(max_buf)
-                .max_headers(max_headers);
+                .max_headers(max_headers)
+                .writev(false);
             builder
                 .http2()
                 .timer(TokioTimer::new())
