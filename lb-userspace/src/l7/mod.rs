@@ -636,6 +636,7 @@ async fn serve_conn(
                         local,
                         tls: None,
                         shared: conn_shared.clone(),
+                        server_timer: Default::default(),
                     });
                     let io = io::ClientIo::new(stream, conn_shared, t, true);
                     let wait = t.http_request.or(t.client);
@@ -724,6 +725,7 @@ async fn serve_https(
         local,
         tls: Some(info),
         shared: conn_shared.clone(),
+        server_timer: Default::default(),
     });
     serve_http(
         io::ClientIo::new(s, conn_shared, t, h1),
