@@ -7,8 +7,6 @@
 //! `global.threads` worker threads (default one per core, like HAProxy's `nbthread`), each a
 //! single-threaded tokio runtime accepting on every listener and keeping its own idle
 //! upstream connections; the caller's runtime only runs reloads and the registry watch.
-//! A worker holding more than one connection more than the least loaded one hands what it
-//! accepts to that one, so a burst of connections does not all land on one thread.
 //!
 //! Layout: [`runtime`] compiles a config generation (rules, resolved backends, selectors,
 //! pools, queues, error pages); [`http`] is the per-request path; [`upstream`] the pooled
@@ -54,7 +52,6 @@ pub mod upstream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -122,49 +119,6 @@ struct ConnControl {
     shutdown: watch::Sender<bool>,
     /// Every connection task holds a clone; all dropped = drained.
     drain_tx: Mutex<Option<mpsc::Sender<()>>>,
-    /// Open client connections per worker thread.
-    load: Box<[AtomicUsize]>,
-    /// Hands an accepted connection to another worker (see [`pick_worker`]). These senders
-    /// do not keep a worker alive: it ends when its [`WorkerCmd`] channel closes.
-    handoff: Box<[tokio::sync::mpsc::UnboundedSender<Handoff>]>,
-}
-
-/// An accepted connection handed to a less loaded worker.
-#[derive(Debug)]
-struct Handoff {
-    stream: std::net::TcpStream,
-    src: SocketAddr,
-    shared: Arc<ListenerShared>,
-    token: mpsc::Sender<()>,
-}
-
-/// Counts a connection toward its worker's load while it is open.
-struct LoadGuard(Arc<ConnControl>, usize);
-
-impl Drop for LoadGuard {
-    fn drop(&mut self) {
-        self.0.load[self.1].fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// The worker that serves a connection accepted by worker `me`: `me` unless it has more
-/// than one connection more than the least loaded worker. Every worker accepts on every
-/// listener and the first to wake takes the whole backlog, so without this a burst of
-/// connections (a client opening its pool) can land on one thread and leave the others
-/// idle; HAProxy also spreads accepted connections over its threads by load.
-fn pick_worker(load: &[AtomicUsize], me: usize) -> usize {
-    let mine = load[me].load(Ordering::Relaxed);
-    let (best, least) = load
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i, l.load(Ordering::Relaxed)))
-        .min_by_key(|&(_, l)| l)
-        .unwrap_or((me, mine));
-    if mine <= least.saturating_add(1) {
-        me
-    } else {
-        best
-    }
 }
 
 /// Work sent to a worker thread.
@@ -206,27 +160,22 @@ impl L7 {
     /// a tokio runtime, which runs the control side (reloads, registry watch).
     pub fn start(config: Arc<Config>, registry: Arc<Registry>) -> Result<L7Handle, L7Error> {
         let (drain_tx, drain_rx) = mpsc::channel(1);
+        let control = Arc::new(ConnControl {
+            shutdown: watch::channel(false).0,
+            drain_tx: Mutex::new(Some(drain_tx)),
+        });
         let n = config
             .global
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
-        let (handoff, handoff_rx): (Vec<_>, Vec<_>) = (0..n)
-            .map(|_| tokio::sync::mpsc::unbounded_channel())
-            .unzip();
-        let control = Arc::new(ConnControl {
-            shutdown: watch::channel(false).0,
-            drain_tx: Mutex::new(Some(drain_tx)),
-            load: (0..n).map(|_| AtomicUsize::new(0)).collect(),
-            handoff: handoff.into_boxed_slice(),
-        });
         let mut workers = Vec::with_capacity(n);
-        for (id, handoff_rx) in handoff_rx.into_iter().enumerate() {
+        for id in 0..n {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let control = control.clone();
             std::thread::Builder::new()
                 .name(format!("lb-l7-{id}"))
-                .spawn(move || worker(id, rx, handoff_rx, control))
+                .spawn(move || worker(id, rx, control))
                 .map_err(L7Error::Thread)?;
             workers.push(tx);
         }
@@ -249,7 +198,6 @@ impl L7 {
 fn worker(
     id: usize,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<WorkerCmd>,
-    mut handoff: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
     control: Arc<ConnControl>,
 ) {
     upstream::set_worker(id);
@@ -264,25 +212,13 @@ fn worker(
         }
     };
     rt.block_on(async move {
-        loop {
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(WorkerCmd::Listen { sock, shared, stop }) => {
-                        match TcpListener::from_std(sock) {
-                            Ok(l) => {
-                                tokio::spawn(accept_loop(l, id, shared, stop, control.clone()));
-                            }
-                            Err(e) => tracing::error!(worker = id, error = %e, "listener"),
-                        }
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                WorkerCmd::Listen { sock, shared, stop } => match TcpListener::from_std(sock) {
+                    Ok(l) => {
+                        tokio::spawn(accept_loop(l, shared, stop, control.clone()));
                     }
-                    None => break,
-                },
-                Some(h) = handoff.recv() => match TcpStream::from_std(h.stream) {
-                    Ok(stream) => spawn_conn(stream, h.src, h.shared, &control, id, h.token),
-                    Err(e) => {
-                        control.load[id].fetch_sub(1, Ordering::Relaxed);
-                        tracing::warn!(worker = id, error = %e, "cannot take a connection");
-                    }
+                    Err(e) => tracing::error!(worker = id, error = %e, "listener"),
                 },
             }
         }
@@ -489,27 +425,8 @@ fn watch_registry(rt: &Arc<Runtime>, inner: &Arc<Inner>, config: &Arc<Config>) {
     });
 }
 
-/// Serves an accepted connection on the current worker (`me`), whose load already counts it.
-fn spawn_conn(
-    stream: TcpStream,
-    src: SocketAddr,
-    shared: Arc<ListenerShared>,
-    control: &Arc<ConnControl>,
-    me: usize,
-    token: mpsc::Sender<()>,
-) {
-    let shutdown = control.shutdown.subscribe();
-    let load = LoadGuard(control.clone(), me);
-    tokio::spawn(async move {
-        serve_conn(stream, src, shared, shutdown).await;
-        drop(load);
-        drop(token);
-    });
-}
-
 async fn accept_loop(
     sock: TcpListener,
-    me: usize,
     shared: Arc<ListenerShared>,
     mut stop: watch::Receiver<bool>,
     inner: Arc<ConnControl>,
@@ -527,38 +444,12 @@ async fn accept_loop(
                         Err(_) => None,
                     };
                     let Some(token) = token else { break };
-                    let target = pick_worker(&inner.load, me);
-                    inner.load[target].fetch_add(1, Ordering::Relaxed);
-                    if target != me {
-                        match stream.into_std() {
-                            Ok(stream) => {
-                                let h = Handoff { stream, src, shared: shared.clone(), token };
-                                match inner.handoff[target].send(h) {
-                                    Ok(()) => continue,
-                                    Err(e) => {
-                                        // The target is gone: serve it here.
-                                        inner.load[target].fetch_sub(1, Ordering::Relaxed);
-                                        inner.load[me].fetch_add(1, Ordering::Relaxed);
-                                        let h = e.0;
-                                        match TcpStream::from_std(h.stream) {
-                                            Ok(s) => spawn_conn(s, src, h.shared, &inner, me, h.token),
-                                            Err(e) => {
-                                                inner.load[me].fetch_sub(1, Ordering::Relaxed);
-                                                tracing::warn!(error = %e, "accepted connection lost");
-                                            }
-                                        }
-                                        continue;
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                inner.load[target].fetch_sub(1, Ordering::Relaxed);
-                                tracing::warn!(error = %e, "accepted connection lost");
-                                continue;
-                            }
-                        }
-                    }
-                    spawn_conn(stream, src, shared.clone(), &inner, me, token);
+                    let shared = shared.clone();
+                    let shutdown = inner.shutdown.subscribe();
+                    tokio::spawn(async move {
+                        serve_conn(stream, src, shared, shutdown).await;
+                        drop(token);
+                    });
                 }
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
@@ -587,6 +478,7 @@ async fn serve_conn(
     shared: Arc<ListenerShared>,
     shutdown: watch::Receiver<bool>,
 ) {
+    use std::sync::atomic::Ordering;
     let fe = shared.fe.load_full();
     if !fe.src_allowed(src.ip()) {
         return;
@@ -861,24 +753,5 @@ async fn drive<C, E>(
             graceful(conn.as_mut());
             let _ = conn.await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accepted_connections_go_to_the_least_loaded_worker() {
-        let load =
-            |v: &[usize]| -> Vec<AtomicUsize> { v.iter().map(|&n| AtomicUsize::new(n)).collect() };
-        // Within one connection of the least loaded: keep it.
-        assert_eq!(pick_worker(&load(&[0, 0]), 0), 0);
-        assert_eq!(pick_worker(&load(&[1, 0]), 0), 0);
-        assert_eq!(pick_worker(&load(&[5, 4, 6]), 0), 0);
-        // Further ahead: the least loaded worker takes it.
-        assert_eq!(pick_worker(&load(&[2, 0]), 0), 1);
-        assert_eq!(pick_worker(&load(&[7, 9, 3]), 1), 2);
-        assert_eq!(pick_worker(&load(&[3]), 0), 0);
     }
 }
