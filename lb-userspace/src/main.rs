@@ -8,6 +8,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the L7 path allocates and frees many objects per
+/// request (header maps, boxed futures, hyper's 5 KiB header arrays and 8 KiB read
+/// buffers), and mimalloc's thread-local free lists make each of those several times
+/// cheaper. Built without its transparent-huge-page advice (`no_thp`): with THP in
+/// `madvise` mode that advice backs its arenas with 2 MiB pages and raised the RSS of
+/// 9,500 idle connections from 164 to 220 MiB; without it, 142 MiB.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An edge load balancer: XDP L4 tier and userspace L7 tier, HAProxy semantics.
 #[derive(Debug, Parser)]
 #[command(name = "lb", version, about)]

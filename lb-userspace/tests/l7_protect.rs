@@ -77,6 +77,44 @@ async fn keep_alive_idle_is_closed_silently() {
     );
 }
 
+/// The idle timer after a response starts when the response finishes, also when the
+/// request took longer than the timer itself, and closes the connection in time.
+#[tokio::test]
+async fn keep_alive_idle_timer_starts_when_the_response_finishes() {
+    let (h, _a) = proxy(|fe| fe.timeouts.http_request = Some(Duration::from_millis(300))).await;
+    let fe = addr_of(&h, "web");
+    for delay_ms in [0u64, 700] {
+        let mut s = TcpStream::connect(fe).await.expect("connect");
+        let req = format!("GET /?ms={delay_ms} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut answered = None;
+        let closed = tokio::time::timeout(T, async {
+            loop {
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    return Instant::now();
+                }
+                out.extend_from_slice(&buf[..n]);
+                if answered.is_none() && out.windows(4).any(|w| w == b"\r\n\r\n") {
+                    answered = Some(Instant::now());
+                }
+            }
+        })
+        .await
+        .expect("idle connection was not closed");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{delay_ms}: {text}");
+        assert_eq!(text.matches("HTTP/1.1").count(), 1, "{delay_ms}: {text}");
+        let idle = closed - answered.expect("response head");
+        assert!(
+            idle >= Duration::from_millis(250) && idle < Duration::from_millis(900),
+            "{delay_ms}: closed {idle:?} after the response"
+        );
+    }
+}
+
 #[tokio::test]
 async fn oversized_headers_get_431_and_too_many_400() {
     let (h, a) = proxy(|fe| {

@@ -295,6 +295,62 @@ async fn server_timeout_gives_504() {
     assert_eq!(get(fe, "/", &[]).await.status, 200);
 }
 
+/// `timeout server` on one keep-alive connection, whose timer is reused from request to
+/// request: a slow request after fast ones, and after an earlier timeout, still gets 504 in
+/// time, and fast ones after it are not cut short.
+#[tokio::test]
+async fn server_timeout_applies_to_every_request_of_a_connection() {
+    let a = echo("a").await;
+    let mut be = backend("be", Balance::RoundRobin, vec![server("a", a.addr)]);
+    be.timeouts.server = Some(Duration::from_millis(300));
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![be],
+    ));
+    let fe = addr_of(&h, "web");
+    let s = TcpStream::connect(fe).await.expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    for (path, want) in [
+        ("/?ms=0", 200),
+        ("/?ms=100", 200),
+        ("/?ms=1000", 504),
+        ("/?ms=200", 200),
+        ("/?ms=1000", 504),
+        ("/", 200),
+    ] {
+        if tx.ready().await.is_err() {
+            // The proxy may close after an error page; go on on a fresh connection.
+            let s = TcpStream::connect(fe).await.expect("connect");
+            let (t, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+                .await
+                .expect("handshake");
+            tokio::spawn(c);
+            tx = t;
+        }
+        let req = hyper::Request::get(path)
+            .header("host", "test.local")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let t0 = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(5), tx.send_request(req))
+            .await
+            .expect("answered")
+            .expect("response");
+        let status = collect(r).await.status;
+        assert_eq!(status, want, "{path}");
+        if want == 504 {
+            let took = t0.elapsed();
+            assert!(
+                took >= Duration::from_millis(250) && took < Duration::from_millis(900),
+                "{path}: {took:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn request_and_response_bodies_stream() {
     let a = echo("a").await;

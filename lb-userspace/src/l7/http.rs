@@ -48,6 +48,45 @@ pub struct ConnCtx {
     pub local: SocketAddr,
     pub tls: Option<TlsInfo>,
     pub shared: Arc<ConnShared>,
+    /// The `timeout server` timer, kept from one request to the next (see
+    /// [`with_server_timeout`]).
+    pub server_timer: std::sync::Mutex<Option<Pin<Box<Sleep>>>>,
+}
+
+/// Runs `fut` for at most `d` (`timeout server` while waiting for the response head);
+/// `None`: timed out. The connection's timer is reused from one request to the next: moving
+/// a registered timer's deadline later is one atomic update, where a fresh timer per
+/// request is inserted into and removed from the timer wheel under its lock. A concurrent
+/// h2 stream that finds it taken uses its own.
+async fn with_server_timeout<F: Future>(ctx: &ConnCtx, fut: F, d: Duration) -> Option<F::Output> {
+    let deadline = Instant::now() + d;
+    let reused = match ctx.server_timer.lock() {
+        Ok(mut t) => t.take(),
+        Err(_) => None,
+    };
+    let mut timer = match reused {
+        Some(mut t) => {
+            t.as_mut().reset(deadline);
+            t
+        }
+        None => Box::pin(tokio::time::sleep_until(deadline)),
+    };
+    let mut fut = std::pin::pin!(fut);
+    // The future first, like `tokio::time::timeout`.
+    let r = std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    if let Ok(mut t) = ctx.server_timer.lock() {
+        *t = Some(timer);
+    }
+    r
 }
 
 /// The request as ACLs see it.
@@ -232,10 +271,11 @@ pub struct RespBody {
     ret: Option<(Arc<Pool>, SendRequest<UpBody>)>,
     guard: Option<Guard>,
     counters: Option<Arc<CountersRef>>,
-    /// `timeout server` between body chunks: the limit, the last activity, and a timer
-    /// created only once the body actually has to wait.
+    /// `timeout server` between body chunks: the limit, when the body started waiting
+    /// (read from the clock only once it has to wait: `None` after each chunk), and a
+    /// timer created only once the body actually has to wait.
     idle: Option<Duration>,
-    last: Instant,
+    waiting_since: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -253,7 +293,7 @@ impl RespBody {
             guard,
             counters: None,
             idle: None,
-            last: Instant::now(),
+            waiting_since: None,
             sleep: None,
         }
     }
@@ -309,9 +349,7 @@ impl Body for RespBody {
                             c.add_out(n);
                         }
                     }
-                    if this.idle.is_some() {
-                        this.last = Instant::now();
-                    }
+                    this.waiting_since = None;
                     Poll::Ready(Some(Ok(f)))
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -326,8 +364,9 @@ impl Body for RespBody {
                     let Some(d) = this.idle else {
                         return Poll::Pending;
                     };
+                    let since = *this.waiting_since.get_or_insert_with(Instant::now);
                     loop {
-                        let due = this.last + d;
+                        let due = since + d;
                         let sleep = this
                             .sleep
                             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
@@ -337,7 +376,7 @@ impl Body for RespBody {
                         if sleep.as_mut().poll(cx).is_pending() {
                             return Poll::Pending;
                         }
-                        if Instant::now() >= this.last + d {
+                        if Instant::now() >= due {
                             this.ret.take();
                             return Poll::Ready(Some(Err(HttpError::ServerTimeout)));
                         }
@@ -931,9 +970,9 @@ async fn forward(
             let req = Request::from_parts(h, UpBody::new(body.take(), counters.clone()));
             let sent = c.tx.try_send_request(req);
             let res = match t.server {
-                Some(d) => match tokio::time::timeout(d, sent).await {
-                    Ok(r) => r,
-                    Err(_) => return error_page(&fe, Some(&be), 504, guard),
+                Some(d) => match with_server_timeout(&ctx, sent, d).await {
+                    Some(r) => r,
+                    None => return error_page(&fe, Some(&be), 504, guard),
                 },
                 None => sent.await,
             };
@@ -1083,7 +1122,7 @@ fn respond(
         guard: Some(guard),
         counters: Some(counters),
         idle,
-        last: Instant::now(),
+        waiting_since: None,
         sleep: None,
     };
     if body.is_end_stream() {

@@ -27,23 +27,46 @@ cache-control: no-cache\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n\
 <html><body><h1>408 Request Time-out</h1>\nYour browser didn't send a complete request in time.\n</body></html>\n";
 
 /// State shared between the I/O wrapper and the request handler of one connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnShared {
     /// Request heads received so far.
     pub heads: AtomicU64,
     /// Requests whose response has not finished yet.
     pub in_flight: AtomicUsize,
-    /// The reader waiting on the client, woken when the last response finishes so its
-    /// idle and head timers start even if the HTTP stack does not poll it again.
-    pub reader: futures_util::task::AtomicWaker,
+    /// When the last response finished (nanoseconds since `base`): where the idle
+    /// and next-head timers start. The reader is not woken for it (that cost a poll of
+    /// the whole connection per request): while busy, its timer checks back after the
+    /// shortest of those timers, which cannot be later than either deadline.
+    pub done_at: AtomicU64,
+    base: Instant,
+}
+
+impl Default for ConnShared {
+    fn default() -> Self {
+        Self {
+            heads: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            done_at: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
 }
 
 impl ConnShared {
-    /// A request finished.
+    /// A request finished. Only the last one in flight reads the clock (a connection's
+    /// requests all run on its worker thread, so none starts or ends in between).
     pub fn request_done(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.reader.wake();
+        if self.in_flight.load(Ordering::Acquire) == 1 {
+            let since = Instant::now().saturating_duration_since(self.base);
+            let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+            self.done_at.fetch_max(nanos, Ordering::AcqRel);
         }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// When the last response finished.
+    fn done_at(&self) -> Instant {
+        self.base + Duration::from_nanos(self.done_at.load(Ordering::Acquire))
     }
 }
 
@@ -77,7 +100,14 @@ pub struct ClientIo<T> {
     heads_seen: u64,
     head_deadline: Option<Instant>,
     last_activity: Instant,
+    /// While a request is in flight: when to look at the state again (see
+    /// [`ConnShared::done_at`]).
+    busy_check: Option<Instant>,
     timer: Pin<Box<Sleep>>,
+    /// The deadline the timer was last polled for and found pending: polling it again
+    /// for the same deadline is skipped (the connection is always polled by one task,
+    /// whose waker the timer keeps).
+    armed_for: Option<Instant>,
     /// 408 being written: offset into [`RESPONSE_408`].
     writing_408: Option<usize>,
     closed: bool,
@@ -106,6 +136,8 @@ impl<T> ClientIo<T> {
             heads_seen: 0,
             head_deadline,
             last_activity: now,
+            busy_check: None,
+            armed_for: None,
             timer: Box::pin(tokio::time::sleep_until(first)),
             writing_408: None,
             closed: false,
@@ -117,7 +149,27 @@ impl<T> ClientIo<T> {
         &self.inner
     }
 
-    /// The earliest deadline that currently applies.
+    /// Whether a request is being served.
+    fn busy(&self) -> bool {
+        self.head == HeadState::Busy || self.shared.in_flight.load(Ordering::Acquire) != 0
+    }
+
+    /// While busy, how long after the last activity to look at the state again: the
+    /// shortest timer that starts when the response finishes.
+    fn recheck_after(&self) -> Option<Duration> {
+        let idle = self.t.keep_alive.or(self.t.client);
+        let head = if self.http1 {
+            self.t.http_request
+        } else {
+            None
+        };
+        match (idle, head) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The earliest deadline that currently applies (while busy: the check-back time).
     fn deadline(&self) -> Option<Instant> {
         let idle = if self.shared.in_flight.load(Ordering::Acquire) == 0 {
             let idle_t = match self.head {
@@ -126,7 +178,7 @@ impl<T> ClientIo<T> {
             };
             idle_t.map(|d| self.last_activity + d)
         } else {
-            None
+            self.busy_check
         };
         let head = if self.http1 && self.head != HeadState::Busy {
             self.head_deadline
@@ -148,9 +200,10 @@ impl<T> ClientIo<T> {
         }
         if self.head == HeadState::Busy && self.shared.in_flight.load(Ordering::Acquire) == 0 {
             self.head = HeadState::Next { got: 0 };
-            let now = Instant::now();
-            self.last_activity = now;
-            self.head_deadline = self.t.http_request.map(|d| now + d);
+            let done = self.shared.done_at();
+            self.last_activity = done;
+            self.head_deadline = self.t.http_request.map(|d| done + d);
+            self.busy_check = None;
         }
     }
 }
@@ -175,19 +228,34 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo<T> {
 
     /// Checks the timers; Ready(()) means the connection must end now.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.busy_check.is_none() && self.busy() {
+            // The request head arrived at the last activity, and the response cannot
+            // finish before it: the check-back time is not later than any deadline.
+            self.busy_check = self.recheck_after().map(|d| self.last_activity + d);
+        }
         loop {
             let Some(deadline) = self.deadline() else {
                 return Poll::Pending;
             };
+            if self.armed_for == Some(deadline) && !self.timer.is_elapsed() {
+                return Poll::Pending;
+            }
             // Lazy timer: only move it earlier; a late deadline is re-checked when it fires.
             if deadline < self.timer.deadline() || self.timer.is_elapsed() {
                 self.timer.as_mut().reset(deadline);
             }
             if self.timer.as_mut().poll(cx).is_pending() {
+                self.armed_for = Some(deadline);
                 return Poll::Pending;
             }
+            self.armed_for = None;
             // Fired: is it really past the (possibly moved) deadline?
             let now = Instant::now();
+            if self.busy() {
+                // Only the check-back time: still serving, look again later.
+                self.busy_check = self.recheck_after().map(|d| now + d);
+                continue;
+            }
             if self.deadline().is_some_and(|d| d <= now) {
                 let head_expired = self.http1
                     && self.head != HeadState::Busy
@@ -246,7 +314,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                this.shared.reader.register(cx.waker());
                 if this.poll_timers(cx).is_ready() {
                     if this.poll_write_408(cx).is_pending() {
                         return Poll::Pending;

@@ -528,6 +528,7 @@ async fn serve_conn(
                         local,
                         tls: None,
                         shared: conn_shared.clone(),
+                        server_timer: Default::default(),
                     });
                     let io = io::ClientIo::new(stream, conn_shared, t, true);
                     let wait = t.http_request.or(t.client);
@@ -616,6 +617,7 @@ async fn serve_https(
         local,
         tls: Some(info),
         shared: conn_shared.clone(),
+        server_timer: Default::default(),
     });
     serve_http(
         io::ClientIo::new(s, conn_shared, t, h1),
@@ -699,7 +701,8 @@ async fn serve_http<I>(
             b.timer(TokioTimer::new())
                 .header_read_timeout(None)
                 .max_buf_size(max_buf)
-                .max_headers(max_headers);
+                .max_headers(max_headers)
+                .writev(false);
             let conn = Box::pin(b.serve_connection(io, svc).with_upgrades());
             drive(conn, |c| c.graceful_shutdown(), &mut shutdown).await;
         }
@@ -716,7 +719,8 @@ async fn serve_http<I>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(None)
                 .max_buf_size(max_buf)
-                .max_headers(max_headers);
+                .max_headers(max_headers)
+                .writev(false);
             builder
                 .http2()
                 .timer(TokioTimer::new())

@@ -228,6 +228,7 @@ pub async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> Result<Conn
     .map_err(|source| UpstreamError::Connect { addr, source })?;
     let _ = stream.set_nodelay(true);
     let (tx, conn) = http1::Builder::new()
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| UpstreamError::Handshake { addr, source })?;
