@@ -38,18 +38,24 @@ fn write_template(ctx: &XdpContext) -> bool {
         return false;
     }
     // SAFETY: `t` is the map value of a successful lookup; the 48 packet bytes written
-    // were bounds-checked against `data_end` above.
+    // were bounds-checked against `data_end` above. Word stores: `BPF_PROG_RUN` places the
+    // frame `XDP_PACKET_HEADROOM` (256) bytes into its buffer, so `start` is 8-byte
+    // aligned (unaligned accessors would compile to byte loads and stores on this target).
     unsafe {
         let words = start as *mut u64;
-        for (i, w) in (*t).head.iter().enumerate() {
-            core::ptr::write_unaligned(words.add(i), *w);
-        }
-        if (*t).flows != 0 {
-            let port = (*t)
-                .sport_base
-                .wrapping_add(((*t).sent % u32::from((*t).flows)) as u16);
-            core::ptr::write_unaligned((start + SPORT_OFF) as *mut u16, port.to_be());
-            (*t).sent = (*t).sent.wrapping_add(1);
+        let head = &(*t).head;
+        *words = head[0];
+        *words.add(1) = head[1];
+        *words.add(2) = head[2];
+        *words.add(3) = head[3];
+        *words.add(4) = head[4];
+        *words.add(5) = head[5];
+        let flows = u32::from((*t).flows);
+        if flows != 0 {
+            let sent = (*t).sent;
+            let port = (*t).sport_base.wrapping_add((sent % flows) as u16);
+            *((start + SPORT_OFF) as *mut u16) = port.to_be();
+            (*t).sent = sent.wrapping_add(1);
         }
     }
     true
