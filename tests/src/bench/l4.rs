@@ -23,7 +23,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aya::maps::PerCpuArray;
@@ -544,76 +543,63 @@ fn link_mac(host: &Host, dev: &str) -> std::io::Result<[u8; 6]> {
     Ok(mac)
 }
 
-/// Runs `f` while the counting sink (`lb_bench_sink`: UDP counted and dropped, the rest
-/// passes) is attached in native mode to the switch port facing the balancer, so packets
-/// cost nothing past the balancer host; returns `f`'s result and the packets counted. The
-/// sink is attached only around the UDP runs: on a veth, an XDP program makes the kernel
-/// copy received skbs, which would tax the HTTP runs.
-fn with_sink<T>(
-    switch: &Host,
-    f: impl FnOnce() -> std::io::Result<T>,
-) -> std::io::Result<(T, u64)> {
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let host = switch.clone();
-    let sink = std::thread::spawn(move || host.within(move || sink_run(&ready_tx, &stop_rx)));
-    let ready = ready_rx
-        .recv()
-        .unwrap_or_else(|_| Err("sink thread ended".into()));
-    let out = match ready {
-        Ok(()) => f(),
-        Err(e) => Err(io_err(e)),
-    };
-    // Let the last packets land before the count is read.
-    std::thread::sleep(Duration::from_millis(100));
-    let _ = stop_tx.send(());
-    let count = sink
-        .join()
-        .map_err(|_| io_err("sink thread panicked"))?
-        .map_err(io_err)?;
-    Ok((out?, count))
+/// The counting sink (`lb_bench_sink`: UDP counted and dropped, the rest passes),
+/// attached in native mode to the switch port facing the balancer, so packets cost
+/// nothing past the balancer host. Attached only around the UDP runs: on a veth, an XDP
+/// program makes the kernel copy received skbs, which would tax the HTTP runs. Detached
+/// when dropped.
+struct Sink {
+    ebpf: aya::Ebpf,
+    _link: aya::programs::xdp::XdpLink,
+    pin_dir: PathBuf,
 }
 
-/// The sink's thread (inside the switch namespace): attach, report ready, wait for stop,
-/// read the count, detach.
-fn sink_run(
-    ready: &mpsc::Sender<Result<(), String>>,
-    stop: &mpsc::Receiver<()>,
-) -> std::io::Result<u64> {
-    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/lbbench-sink-{}", std::process::id()));
-    let attached = (|| {
-        let mut ebpf = dataplane::load(&LoadOptions {
-            pin_dir: pin_dir.clone(),
-            conntrack_size: DEFAULT_CONNTRACK_SIZE,
-            maglev_table_size: DEFAULT_MAGLEV_SIZE,
-        })
-        .map_err(io_err)?;
-        let (_, link) = loader::attach(&mut ebpf, programs::BENCH_SINK, "p0", XdpMode::Native)
-            .map_err(io_err)?;
-        Ok::<_, std::io::Error>((ebpf, link))
-    })();
-    let counted = match attached {
-        Ok((ebpf, link)) => {
-            let _ = ready.send(Ok(()));
-            let _ = stop.recv();
-            let count = ebpf
-                .map(names::BENCH_SINK)
-                .ok_or_else(|| io_err("no sink map"))
-                .and_then(|m| PerCpuArray::<_, u64>::try_from(m).map_err(io_err))
-                .and_then(|a| a.get(&0, 0).map_err(io_err))
-                .map(|per_cpu| per_cpu.iter().sum::<u64>());
-            drop(link);
-            count
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            Err(e)
-        }
-    };
-    let _ = std::fs::remove_dir_all(&pin_dir);
-    counted
+impl Sink {
+    fn attach(switch: &Host) -> std::io::Result<Sink> {
+        switch
+            .within(|| {
+                let pin_dir =
+                    PathBuf::from(format!("/sys/fs/bpf/lbbench-sink-{}", std::process::id()));
+                let mut ebpf = dataplane::load(&LoadOptions {
+                    pin_dir: pin_dir.clone(),
+                    conntrack_size: DEFAULT_CONNTRACK_SIZE,
+                    maglev_table_size: DEFAULT_MAGLEV_SIZE,
+                })
+                .map_err(io_err)?;
+                match loader::attach(&mut ebpf, programs::BENCH_SINK, "p0", XdpMode::Native) {
+                    Ok((_, link)) => Ok(Sink {
+                        ebpf,
+                        _link: link,
+                        pin_dir,
+                    }),
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&pin_dir);
+                        Err(io_err(e))
+                    }
+                }
+            })
+            .map_err(io_err)
+    }
+
+    /// Packets counted so far.
+    fn count(&self) -> std::io::Result<u64> {
+        let map = self
+            .ebpf
+            .map(names::BENCH_SINK)
+            .ok_or_else(|| io_err("no sink map"))?;
+        let counts = PerCpuArray::<_, u64>::try_from(map).map_err(io_err)?;
+        Ok(counts.get(&0, 0).map_err(io_err)?.iter().sum())
+    }
 }
 
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+/// Turns per round of the UDP paths (each gets the round's duration, in this many slices).
+const UDP_SLICES: usize = 5;
 /// Source ports (hence client flows) the UDP generator cycles through.
 const UDP_FLOWS: u16 = 4096;
 /// Packets per live-frame `BPF_PROG_RUN` call.
@@ -661,27 +647,41 @@ enum UdpPath {
     Xdp,
 }
 
-/// UDP packets per second out of the balancer host: a live-frame `BPF_PROG_RUN` generator
-/// on the lb host's `eth0` (ingress, as if the NIC received them) feeds `path` for `dur`;
-/// the packets are counted (and dropped) at the sink on the switch port behind `eth1`.
-/// The generator runs on one CPU and everything it triggers (program, stack, redirect,
-/// delivery to the sink) runs on that CPU inside the call, so the rate is the balancer
-/// host's cost per packet.
+/// UDP packets per second out of the balancer host along each of `paths`, measured in
+/// turns: `slices` times, each path for `slice`, so a change in the machine's speed hits
+/// every path alike. A live-frame `BPF_PROG_RUN` generator on the lb host's `eth0`
+/// (ingress, as if the NIC received the packets) feeds the path; the packets are counted
+/// (and dropped) by the sink on the switch port behind `eth1`. The generator runs on one
+/// CPU, and everything it triggers (program, stack, redirect, delivery to the sink) runs
+/// on that CPU inside the call, so the rate is the balancer host's cost per packet.
 fn udp_pps(
     lab: &L4Lab,
-    path: UdpPath,
-    pin_dir: &Path,
-    template: &(BenchFrame, Vec<u8>),
-    dur: Duration,
-) -> std::io::Result<f64> {
-    let (frame_t, data) = template.clone();
-    let pin_dir = pin_dir.to_path_buf();
-    let lb = lab.lb.clone();
-    let (secs, packets) = with_sink(&lab.switch, move || {
-        lb.within(move || generate(path, &pin_dir, frame_t, &data, dur))
-            .map_err(io_err)
-    })?;
-    Ok(packets as f64 / secs)
+    sink: &Sink,
+    paths: &[&UdpRun],
+    slice: Duration,
+    slices: usize,
+) -> std::io::Result<Vec<f64>> {
+    let mut packets = vec![0u64; paths.len()];
+    let mut secs = vec![0f64; paths.len()];
+    for _ in 0..slices {
+        for (i, run) in paths.iter().enumerate() {
+            let before = sink.count()?;
+            let (path, pin_dir, (frame_t, data)) =
+                (run.path, run.pin_dir.clone(), run.template.clone());
+            secs[i] += lab
+                .lb
+                .within(move || generate(path, &pin_dir, frame_t, &data, slice))
+                .map_err(io_err)?;
+            // Let the last packets land before the count is read.
+            std::thread::sleep(Duration::from_millis(50));
+            packets[i] += sink.count()? - before;
+        }
+    }
+    Ok(packets
+        .iter()
+        .zip(&secs)
+        .map(|(p, s)| *p as f64 / s)
+        .collect())
 }
 
 /// Runs the generator until `dur` has passed; returns the seconds spent in the calls.
@@ -758,19 +758,13 @@ struct PathResult {
 /// Load on `targets`: one wrk process per target (so direct-to-backend spreads over the
 /// same three nginx as the balanced paths, which get three wrk processes on the VIP), each
 /// with one thread and `WRK_CONNS` connections; the request rates are summed.
-fn measure_path(
-    lab: &L4Lab,
-    cfg: &L4Bench,
-    targets: &[String],
-    udp: &UdpRun,
-) -> std::io::Result<PathResult> {
+fn measure_path(lab: &L4Lab, cfg: &L4Bench, targets: &[String]) -> std::io::Result<PathResult> {
     let urls: Vec<String> = targets
         .iter()
         .map(|t| format!("http://{t}:{HTTP_PORT}/"))
         .collect();
     let mut ka = Vec::new();
     let mut cl = Vec::new();
-    let mut pps = Vec::new();
     for _ in 0..cfg.repeats {
         for (close, out) in [(false, &mut ka), (true, &mut cl)] {
             let handles: Vec<_> = urls
@@ -793,18 +787,11 @@ fn measure_path(
             };
             out.push(total);
         }
-        pps.push(udp_pps(
-            lab,
-            udp.path,
-            &udp.pin_dir,
-            &udp.template,
-            cfg.duration,
-        )?);
     }
     Ok(PathResult {
         keepalive: median(&mut ka),
         close: median(&mut cl),
-        pps: median(&mut pps),
+        pps: 0.0,
     })
 }
 
@@ -879,17 +866,37 @@ fn end_to_end(cfg: &L4Bench) -> std::io::Result<Vec<Row>> {
     let mut runs: [Vec<PathResult>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..cfg.repeats {
         // 1. Direct to the backends, kernel forwarding on the lb host.
-        runs[0].push(measure_path(&lab, &one, &backends, &udp_direct)?);
+        runs[0].push(measure_path(&lab, &one, &backends)?);
         // 2. nftables DNAT on the lb host.
         nft_dnat(&lab.lb, N)?;
-        let r = measure_path(&lab, &one, &vips, &udp_nft);
+        let r = measure_path(&lab, &one, &vips);
         run_cmd(&mut lab.lb.command("nft", &["delete", "table", "ip", "lbbench"]))?;
         runs[1].push(r?);
         // 3. lb with an XDP VIP.
         let lbp = LbProcess::start(&lab.lb, &conf, admin, &[]).map_err(io_err)?;
-        let r = measure_path(&lab, &one, &vips, &udp_xdp);
-        let _ = lbp.stop();
+        let r = measure_path(&lab, &one, &vips);
         runs[2].push(r?);
+        // 4. UDP along the three paths in turns, with the nftables rules in and lb
+        // running: neither is in the other's way (the balancer's generator hands its
+        // packets to lb_xdp, the kernel paths' go to the stack, where only the DNAT rules
+        // see them).
+        let pps = nft_dnat(&lab.lb, N).and_then(|()| {
+            let sink = Sink::attach(&lab.switch)?;
+            udp_pps(
+                &lab,
+                &sink,
+                &[&udp_direct, &udp_nft, &udp_xdp],
+                cfg.duration / UDP_SLICES as u32,
+                UDP_SLICES,
+            )
+        });
+        let _ = lbp.stop();
+        let _ = run_cmd(&mut lab.lb.command("nft", &["delete", "table", "ip", "lbbench"]));
+        for (path, pps) in runs.iter_mut().zip(pps?) {
+            if let Some(r) = path.last_mut() {
+                r.pps = pps;
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(&lb_pins);
     let med = |rs: &[PathResult]| PathResult {
