@@ -100,8 +100,10 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = filter(directives)?;
+    // Plain text: these lines go to journald or files, as HAProxy's do (no ANSI styling).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(false)
         .with_writer(writer);
     Ok(match format {
         LogFormat::Haproxy => Box::new(builder.event_format(HaproxyFormat::default()).finish()),

@@ -49,7 +49,27 @@ impl LbProcess {
         extra: &[&str],
         cwd: &Path,
     ) -> Result<Self> {
-        let log = config.with_extension("log");
+        Self::start_logged(
+            host,
+            config,
+            admin,
+            extra,
+            cwd,
+            &config.with_extension("log"),
+        )
+    }
+
+    /// Like [`LbProcess::start_in`], with stdout and stderr going to `log` instead of a
+    /// file next to the config (for configs that live in the source tree).
+    pub fn start_logged(
+        host: &Host,
+        config: &Path,
+        admin: SocketAddr,
+        extra: &[&str],
+        cwd: &Path,
+        log: &Path,
+    ) -> Result<Self> {
+        let log = log.to_path_buf();
         let logfile = std::fs::File::create(&log).map_err(|source| LabError::Io {
             ns: host.netns.clone(),
             source,

@@ -286,12 +286,13 @@ fn run(repo: &Path, keep: bool, stop: Arc<AtomicBool>) -> DemoResult<()> {
     let _ = std::fs::remove_dir_all(&scratch);
     println!("lb demo: generated config/certs/demo.pem; starting lb with config/demo.toml");
     let _ = std::fs::remove_dir_all(PIN_DIR);
-    let lb = LbProcess::start_in(
+    let lb = LbProcess::start_logged(
         &demo.lab.lb,
         &repo.join("config/demo.toml"),
         "127.0.0.1:9100".parse().map_err(err("admin"))?,
         &[],
         repo,
+        &std::env::temp_dir().join(format!("lb-demo-{}.log", std::process::id())),
     )
     .map_err(err("lb run"))?;
 
