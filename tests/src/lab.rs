@@ -124,6 +124,18 @@ fn sweep_stale() {
         if let Some(pid) = owner(&ns)
             && !pid_alive(pid)
         {
+            // Processes the dead lab started (servers, load generators) outlive it and may
+            // hold files or locks it held: end them before the namespace goes.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+                for p in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(p) = p.parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(p),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
             let _ = ip(&["netns", "del", &ns]);
         }
     }

@@ -130,3 +130,63 @@ fn lab_is_removed_even_when_the_test_panics() {
     assert!(left_ns.is_empty(), "namespaces left behind: {left_ns:?}");
     assert!(left_links.is_empty(), "links left behind: {left_links:?}");
 }
+
+/// A lab left behind by a dead process (killed before its drop ran) is swept by the next
+/// lab: its namespace is deleted and the processes still running inside it are ended, so
+/// they cannot keep holding what the dead run held (ports, files, locks).
+#[test]
+fn stale_lab_namespaces_and_their_processes_are_swept() {
+    require_root!();
+    // A pid that is certainly not alive: a child that has already been reaped.
+    let dead = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let dead_pid = dead.id();
+    let _ = { dead }.wait();
+    let ns = format!("lbt{dead_pid}x999-stale");
+    let st = std::process::Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .expect("ip netns add");
+    assert!(st.success());
+    let mut sleeper = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "sleep", "60"])
+        .spawn()
+        .expect("sleep in the stale namespace");
+    // Bounded wait until the sleeper is inside the namespace.
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(5) {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "pids", &ns])
+            .output()
+            .expect("ip netns pids");
+        if !out.stdout.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _lab = Lab::new();
+    let ended = (0..100).find_map(|_| {
+        let done = sleeper.try_wait().ok().flatten();
+        if done.is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        done
+    });
+    let listed = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let still_there = String::from_utf8_lossy(&listed.stdout).contains(&ns);
+    if ended.is_none() || still_there {
+        let _ = sleeper.kill();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .status();
+    }
+    assert!(
+        ended.is_some(),
+        "the process inside the stale namespace was ended"
+    );
+    assert!(!still_there, "the stale namespace was deleted");
+}
