@@ -200,33 +200,25 @@ impl Dataplane {
     }
 
     fn vip_slot(&self, id: u32) -> Result<VipSlot, MapsError> {
-        let arr: Array<&MapData, VipSlot> =
-            Array::try_from(self.map(names::VIP_SLOTS)?).map_err(map_err(names::VIP_SLOTS))?;
-        arr.get(&id, 0).map_err(map_err(names::VIP_SLOTS))
+        self.array_get(names::VIP_SLOTS, id)
     }
 
     fn write_vip_slot(&mut self, id: u32, slot: VipSlot) -> Result<(), MapsError> {
         if self.vip_slot(id)? == slot {
             return Ok(());
         }
-        let mut arr: Array<&mut MapData, VipSlot> =
-            Array::try_from(self.map_mut(names::VIP_SLOTS)?).map_err(map_err(names::VIP_SLOTS))?;
-        arr.set(id, slot, 0).map_err(map_err(names::VIP_SLOTS))
+        self.array_set(names::VIP_SLOTS, id, slot)
     }
 
     fn vip_port_word(&self, word: u32) -> Result<u32, MapsError> {
-        let arr: Array<&MapData, u32> =
-            Array::try_from(self.map(names::VIP_PORTS)?).map_err(map_err(names::VIP_PORTS))?;
-        arr.get(&word, 0).map_err(map_err(names::VIP_PORTS))
+        self.array_get(names::VIP_PORTS, word)
     }
 
     fn write_vip_port_word(&mut self, word: u32, bits: u32) -> Result<(), MapsError> {
         if self.vip_port_word(word)? == bits {
             return Ok(());
         }
-        let mut arr: Array<&mut MapData, u32> =
-            Array::try_from(self.map_mut(names::VIP_PORTS)?).map_err(map_err(names::VIP_PORTS))?;
-        arr.set(word, bits, 0).map_err(map_err(names::VIP_PORTS))
+        self.array_set(names::VIP_PORTS, word, bits)
     }
 
     /// Marks `port` (host order) as used by some VIP.
@@ -302,6 +294,24 @@ impl Dataplane {
         }
     }
 
+    /// Slot `index` of array map `name`.
+    fn array_get<V: Pod>(&self, name: &'static str, index: u32) -> Result<V, MapsError> {
+        let arr: Array<&MapData, V> = Array::try_from(self.map(name)?).map_err(map_err(name))?;
+        arr.get(&index, 0).map_err(map_err(name))
+    }
+
+    /// Writes slot `index` of array map `name`.
+    fn array_set<V: Pod>(
+        &mut self,
+        name: &'static str,
+        index: u32,
+        value: V,
+    ) -> Result<(), MapsError> {
+        let mut arr: Array<&mut MapData, V> =
+            Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        arr.set(index, value, 0).map_err(map_err(name))
+    }
+
     // ---- next-hop cache ----
 
     /// Writes the next-hop cache lease (see [`super::nexthop`]); generation 0 turns the
@@ -312,9 +322,7 @@ impl Dataplane {
     }
 
     fn write_nexthop_lease(&mut self, lease: NextHopLease) -> Result<(), MapsError> {
-        let mut arr: Array<&mut MapData, NextHopLease> =
-            Array::try_from(self.map_mut(names::NH_GEN)?).map_err(map_err(names::NH_GEN))?;
-        arr.set(0, lease, 0).map_err(map_err(names::NH_GEN))
+        self.array_set(names::NH_GEN, 0, lease)
     }
 
     /// Moves the next-hop generation on (keeping the lease), so no flow uses a next hop
@@ -331,25 +339,19 @@ impl Dataplane {
 
     /// The next-hop cache lease.
     pub fn nexthop_lease(&self) -> Result<NextHopLease, MapsError> {
-        let arr: Array<&MapData, NextHopLease> =
-            Array::try_from(self.map(names::NH_GEN)?).map_err(map_err(names::NH_GEN))?;
-        arr.get(&0, 0).map_err(map_err(names::NH_GEN))
+        self.array_get(names::NH_GEN, 0)
     }
 
     // ---- global config ----
 
     /// The global settings.
     pub fn global_config(&self) -> Result<GlobalConfig, MapsError> {
-        let arr: Array<&MapData, GlobalConfig> =
-            Array::try_from(self.map(names::CONFIG)?).map_err(map_err(names::CONFIG))?;
-        arr.get(&0, 0).map_err(map_err(names::CONFIG))
+        self.array_get(names::CONFIG, 0)
     }
 
     /// Writes the global settings.
     pub fn set_global_config(&mut self, cfg: GlobalConfig) -> Result<(), MapsError> {
-        let mut arr: Array<&mut MapData, GlobalConfig> =
-            Array::try_from(self.map_mut(names::CONFIG)?).map_err(map_err(names::CONFIG))?;
-        arr.set(0, cfg, 0).map_err(map_err(names::CONFIG))
+        self.array_set(names::CONFIG, 0, cfg)
     }
 
     // ---- VIPs ----
@@ -428,9 +430,7 @@ impl Dataplane {
         if id >= MAX_BACKENDS {
             return Err(MapsError::BackendId(id));
         }
-        let arr: Array<&MapData, Backend> =
-            Array::try_from(self.map(names::BACKENDS)?).map_err(map_err(names::BACKENDS))?;
-        arr.get(&id, 0).map_err(map_err(names::BACKENDS))
+        self.array_get(names::BACKENDS, id)
     }
 
     /// Writes backend slot `id` (use `state = BACKEND_UNUSED` to free it).
@@ -438,9 +438,7 @@ impl Dataplane {
         if id >= MAX_BACKENDS {
             return Err(MapsError::BackendId(id));
         }
-        let mut arr: Array<&mut MapData, Backend> =
-            Array::try_from(self.map_mut(names::BACKENDS)?).map_err(map_err(names::BACKENDS))?;
-        arr.set(id, b, 0).map_err(map_err(names::BACKENDS))
+        self.array_set(names::BACKENDS, id, b)
     }
 
     // ---- Maglev ----
