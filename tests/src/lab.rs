@@ -64,6 +64,14 @@ impl std::fmt::Debug for Lab {
 }
 
 /// Runs `ip` with `args`, failing with its stderr.
+/// A MAC address as `ip` writes it (`02:00:00:00:a0:00`).
+pub fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 pub fn ip(args: &[&str]) -> Result<Output> {
     run(Command::new("ip").args(args))
 }
@@ -281,6 +289,28 @@ impl Host {
         let mut full = vec!["-n", self.netns.as_str()];
         full.extend_from_slice(args);
         ip(&full)
+    }
+
+    /// Sets `iface`'s MAC address.
+    pub fn set_mac(&self, iface: &str, mac: [u8; 6]) -> Result<()> {
+        self.ip(&["link", "set", iface, "address", &mac_str(mac)])
+            .map(|_| ())
+    }
+
+    /// Adds or replaces a permanent neighbour entry: `addr` is at `mac` on `dev`.
+    pub fn permanent_neigh(&self, addr: &str, mac: [u8; 6], dev: &str) -> Result<()> {
+        self.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            &mac_str(mac),
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])
+        .map(|_| ())
     }
 
     /// Adds `cidr` (e.g. `10.0.0.1/24` or `fd00::1/64`) to `iface`.

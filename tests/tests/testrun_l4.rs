@@ -359,6 +359,8 @@ struct Fixture {
     reg: Registry,
     eth0: u32,
     eth1: u32,
+    /// The balancer host (the test thread has entered its namespace).
+    lb: Host,
     // Dropped last: the namespaces.
     _lab: Lab,
 }
@@ -374,13 +376,6 @@ fn enter(host: &Host) {
     setns(&f, CloneFlags::CLONE_NEWNET).expect("setns");
 }
 
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 impl Fixture {
     fn new() -> Fixture {
         let mut lab = Lab::new();
@@ -389,28 +384,15 @@ impl Fixture {
         let b = lab.add_host("b").expect("host");
         lab.link(&lb, "eth0", &c, "eth0").expect("link");
         lab.link(&lb, "eth1", &b, "eth0").expect("link");
-        lb.ip(&["link", "set", "eth0", "address", &mac_str(LB0_MAC)])
-            .expect("mac");
-        lb.ip(&["link", "set", "eth1", "address", &mac_str(LB1_MAC)])
-            .expect("mac");
+        lb.set_mac("eth0", LB0_MAC).expect("mac");
+        lb.set_mac("eth1", LB1_MAC).expect("mac");
         lb.addr("eth0", "10.0.0.1/24").expect("addr");
         lb.addr("eth0", "fd00::1/64").expect("addr");
         lb.addr("eth1", "10.1.0.1/24").expect("addr");
         lb.addr("eth1", "fd01::1/64").expect("addr");
         lb.enable_forwarding().expect("forwarding");
         let neigh = |addr: &str, mac: [u8; 6], dev: &str| {
-            lb.ip(&[
-                "neigh",
-                "replace",
-                addr,
-                "lladdr",
-                &mac_str(mac),
-                "dev",
-                dev,
-                "nud",
-                "permanent",
-            ])
-            .expect("neigh");
+            lb.permanent_neigh(addr, mac, dev).expect("neigh");
         };
         neigh("10.0.0.2", CLIENT_MAC, "eth0");
         neigh("fd00::2", CLIENT_MAC, "eth0");
@@ -452,6 +434,7 @@ impl Fixture {
             reg,
             eth0,
             eth1,
+            lb,
             _lab: lab,
         }
     }
@@ -2267,22 +2250,10 @@ fn next_hop_cache_follows_generation_and_lease() {
         out[..6].try_into().expect("mac")
     };
     let new_mac = [0x02, 0, 0, 0, 0xbb, last];
+    let lb = fx.lb.clone();
     let set_neigh = |mac: [u8; 6]| {
-        let st = std::process::Command::new("ip")
-            .args([
-                "neigh",
-                "replace",
-                &be4.to_string(),
-                "lladdr",
-                &mac_str(mac),
-                "dev",
-                "eth1",
-                "nud",
-                "permanent",
-            ])
-            .status()
+        lb.permanent_neigh(&be4.to_string(), mac, "eth1")
             .expect("ip neigh");
-        assert!(st.success());
     };
     assert_eq!(dmac(&mut fx), bk_mac(last));
     set_neigh(new_mac);
@@ -2425,22 +2396,10 @@ fn reply_next_hop_cache_follows_generation() {
     assert_eq!(hops[0].1.dmac, CLIENT_MAC);
     assert_eq!(run(&mut fx), uncached, "a cache hit gives the same bytes");
     let new_mac = [0x02, 0, 0, 0, 0xcc, 0x02];
+    let lb = fx.lb.clone();
     let set_neigh = |mac: [u8; 6]| {
-        let st = std::process::Command::new("ip")
-            .args([
-                "neigh",
-                "replace",
-                "10.0.0.2",
-                "lladdr",
-                &mac_str(mac),
-                "dev",
-                "eth0",
-                "nud",
-                "permanent",
-            ])
-            .status()
+        lb.permanent_neigh("10.0.0.2", mac, "eth0")
             .expect("ip neigh");
-        assert!(st.success());
     };
     set_neigh(new_mac);
     assert_eq!(run(&mut fx)[..6], CLIENT_MAC, "same generation: cached hop");

@@ -67,13 +67,6 @@ const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xc0, 0x02];
 const XDP_REDIRECT: u32 = 4;
 const XDP_TX: u32 = 3;
 
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 fn frame(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
     frame_macs(CLIENT_MAC, LB0_MAC, src, dst, proto, sport, dport)
 }
@@ -151,27 +144,13 @@ fn packet_lab() -> crate::lab::Result<(Lab, Host)> {
     let b = lab.add_host("b")?;
     lab.link(&lb, "eth0", &c, "eth0")?;
     lab.link(&lb, "eth1", &b, "eth0")?;
-    lb.ip(&["link", "set", "eth0", "address", &mac_str(LB0_MAC)])?;
+    lb.set_mac("eth0", LB0_MAC)?;
     lb.addr("eth0", "10.0.0.1/24")?;
     lb.addr("eth1", "10.1.0.1/24")?;
     lb.enable_forwarding()?;
-    let neigh = |addr: &str, mac: [u8; 6], dev: &str| {
-        lb.ip(&[
-            "neigh",
-            "replace",
-            addr,
-            "lladdr",
-            &mac_str(mac),
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ])
-        .map(|_| ())
-    };
-    neigh("10.0.0.2", CLIENT_MAC, "eth0")?;
+    lb.permanent_neigh("10.0.0.2", CLIENT_MAC, "eth0")?;
     for last in [10u8, 11, 12] {
-        neigh(&format!("10.1.0.{last}"), [2, 0, 0, 0, 0xb0, last], "eth1")?;
+        lb.permanent_neigh(&format!("10.1.0.{last}"), [2, 0, 0, 0, 0xb0, last], "eth1")?;
     }
     Ok((lab, lb))
 }
