@@ -20,6 +20,7 @@
 //!   the balancer; XDP VIP vs direct-to-backend (kernel forwarding on the lb host) vs
 //!   nftables DNAT (jhash map over the 3 backends) on the lb host.
 
+use std::iter::repeat_n;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,6 +124,19 @@ fn prog<'a>(dp: &'a mut Dataplane, name: &'static str) -> std::io::Result<&'a mu
         lb::dataplane::loader::load_program(p, name).map_err(io_err)?;
     }
     Ok(p)
+}
+
+/// One case's samples: program `name` run once on each of `frames`, received on `ingress`.
+fn block<'a>(
+    dp: &mut Dataplane,
+    name: &'static str,
+    ingress: u32,
+    frames: impl Iterator<Item = &'a [u8]>,
+) -> std::io::Result<Vec<f64>> {
+    let p = prog(dp, name)?;
+    frames
+        .map(|f| run_once(p, ingress, f).map(|r| r.1))
+        .collect()
 }
 
 /// Results of the in-namespace part.
@@ -297,8 +311,8 @@ fn measure_with(mut dp: Dataplane, calls: usize, rounds: usize) -> std::io::Resu
         "new flow, TCP (source port varies)",
         "new flow, UDP (source port varies)",
         "reverse NAT (backend -> client, next hop cached)",
-        "established, global + VIP filters (cached)",
         "reverse NAT, FIB lookup (cache off)",
+        "established, global + VIP filters (cached)",
     ];
     let cache = |dp: &mut Dataplane, on: bool| {
         dp.set_nexthop_lease(lease(u32::from(on), Duration::from_secs(3600)))
@@ -307,7 +321,7 @@ fn measure_with(mut dp: Dataplane, calls: usize, rounds: usize) -> std::io::Resu
     let mut per_round: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut port_seq: u32 = 0;
     for _ in 0..rounds {
-        let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(calls); names.len()];
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
         // Each case runs as a block of `calls` calls (as the baseline does), so caches
         // hold what that path needs; new-flow frames are built before their block.
         let mut fresh = |proto: u8, dport: u16| {
@@ -323,40 +337,48 @@ fn measure_with(mut dp: Dataplane, calls: usize, rounds: usize) -> std::io::Resu
         };
         let new_tcp = fresh(PROTO_TCP, 80);
         let new_udp = fresh(PROTO_UDP, 53);
-        let p = prog(&mut dp, programs::BASELINE_TX)?;
-        for _ in 0..calls {
-            samples[0].push(run_once(p, eth0, &hit)?.1);
-        }
-        let p = prog(&mut dp, programs::FLOOR_TX)?;
-        for _ in 0..calls {
-            samples[1].push(run_once(p, eth0, &hit)?.1);
-        }
+        samples[0] = block(
+            &mut dp,
+            programs::BASELINE_TX,
+            eth0,
+            repeat_n(hit.as_slice(), calls),
+        )?;
+        samples[1] = block(
+            &mut dp,
+            programs::FLOOR_TX,
+            eth0,
+            repeat_n(hit.as_slice(), calls),
+        )?;
         cache(&mut dp, true)?;
-        let p = prog(&mut dp, programs::LB)?;
-        for _ in 0..calls {
-            samples[2].push(run_once(p, eth0, &hit)?.1);
-        }
+        samples[2] = block(&mut dp, programs::LB, eth0, repeat_n(hit.as_slice(), calls))?;
         cache(&mut dp, false)?;
-        let p = prog(&mut dp, programs::LB)?;
-        for _ in 0..calls {
-            samples[3].push(run_once(p, eth0, &hit)?.1);
-        }
+        samples[3] = block(&mut dp, programs::LB, eth0, repeat_n(hit.as_slice(), calls))?;
         cache(&mut dp, true)?;
-        let p = prog(&mut dp, programs::LB)?;
-        for f in &new_tcp {
-            samples[4].push(run_once(p, eth0, f)?.1);
-        }
-        for f in &new_udp {
-            samples[5].push(run_once(p, eth0, f)?.1);
-        }
-        for _ in 0..calls {
-            samples[6].push(run_once(p, eth1, &reply)?.1);
-        }
+        samples[4] = block(
+            &mut dp,
+            programs::LB,
+            eth0,
+            new_tcp.iter().map(Vec::as_slice),
+        )?;
+        samples[5] = block(
+            &mut dp,
+            programs::LB,
+            eth0,
+            new_udp.iter().map(Vec::as_slice),
+        )?;
+        samples[6] = block(
+            &mut dp,
+            programs::LB,
+            eth1,
+            repeat_n(reply.as_slice(), calls),
+        )?;
         cache(&mut dp, false)?;
-        let p = prog(&mut dp, programs::LB)?;
-        for _ in 0..calls {
-            samples[8].push(run_once(p, eth1, &reply)?.1);
-        }
+        samples[7] = block(
+            &mut dp,
+            programs::LB,
+            eth1,
+            repeat_n(reply.as_slice(), calls),
+        )?;
         cache(&mut dp, true)?;
         // Filters present: a global IPv4 deny list and a per-VIP deny rule.
         dp.add_filters(&[
@@ -371,10 +393,12 @@ fn measure_with(mut dp: Dataplane, calls: usize, rounds: usize) -> std::io::Resu
             _reserved: 0,
         })
         .map_err(io_err)?;
-        let p = prog(&mut dp, programs::LB)?;
-        for _ in 0..calls {
-            samples[7].push(run_once(p, eth0, &hit_f)?.1);
-        }
+        samples[8] = block(
+            &mut dp,
+            programs::LB,
+            eth0,
+            repeat_n(hit_f.as_slice(), calls),
+        )?;
         dp.set_filters(&[]).map_err(io_err)?;
         dp.set_global_config(GlobalConfig {
             maglev_size: m,
