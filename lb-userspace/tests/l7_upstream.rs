@@ -538,3 +538,190 @@ async fn stale_reused_connection_is_replayed() {
     assert_eq!(r.body, "ok\n");
     task.abort();
 }
+
+/// A scripted HTTP/1.1 server for the upstream codec: reads each request head (and a
+/// `content-length` body unless the path is `/early`) and answers by path with raw bytes.
+/// Returns its address and the number of connections it accepted.
+async fn scripted_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = conns.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 16 * 1024];
+                loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    buf.drain(..end);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    if path == "/early" {
+                        // Answers before reading the (large) body, then closes.
+                        let _ = s
+                            .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        return;
+                    }
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < len {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    buf.drain(..len);
+                    let parts: Vec<&[u8]> = match path.as_str() {
+                        "/chunked" => vec![
+                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+                            b"lo\r\n6;ext=1\r\n world\r\n",
+                            b"0\r\nX-Trailer: t\r\n\r\n",
+                        ],
+                        "/continue" => vec![
+                            b"HTTP/1.1 100 Continue\r\n\r\n",
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                        ],
+                        "/head" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n"],
+                        "/close" => vec![b"HTTP/1.1 200 OK\r\n\r\nuntil ", b"close"],
+                        _ => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
+                    };
+                    for p in parts {
+                        if s.write_all(p).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    if path == "/close" {
+                        return;
+                    }
+                    if path == "/once" {
+                        // Keep-alive in the headers, yet closed shortly after: the proxy
+                        // pools a connection that the server then closes.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns, task)
+}
+
+/// One client connection to `fe`, so that every request runs on the same worker (and the
+/// same idle pool).
+async fn one_client(
+    fe: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let s = TcpStream::connect(fe).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+fn request(
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "x")
+        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+            body,
+        )))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn upstream_framings_and_connection_reuse() {
+    let (addr, conns, task) = scripted_server().await;
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
+    ));
+    let mut tx = one_client(addr_of(&h, "web")).await;
+    let mut send = |m: &'static str, p: &'static str| {
+        let f = tx.send_request(request(m, p, b""));
+        async move { collect(f.await.unwrap()).await }
+    };
+    // Chunked, split across writes; extensions and trailers dropped, data intact.
+    let r = send("GET", "/chunked").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "hello world"));
+    // Content-Length.
+    let r = send("GET", "/").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    // An interim 100 is skipped; the final response follows.
+    let r = send("GET", "/continue").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    // HEAD: no body whatever Content-Length says, and the header reaches the client.
+    let r = send("HEAD", "/head").await;
+    assert_eq!((r.status, r.body.as_str()), (200, ""));
+    assert_eq!(r.header("content-length").as_deref(), Some("1000"));
+    // All of the above on one server connection.
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+    // Delimited by the close: complete, and that connection is not reused.
+    let r = send("GET", "/close").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "until close"));
+    let r = send("GET", "/").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    task.abort();
+}
+
+/// A POST (not replayable) must not go out on a pooled connection the server has closed:
+/// the pool checks it and opens a fresh one; no client-visible error.
+#[tokio::test]
+async fn pooled_connection_closed_by_server_is_not_used_for_a_post() {
+    let (addr, conns, task) = scripted_server().await;
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
+    ));
+    let mut tx = one_client(addr_of(&h, "web")).await;
+    let r = collect(tx.send_request(request("GET", "/once", b"")).await.unwrap()).await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = collect(
+        tx.send_request(request("POST", "/", b"payload"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    task.abort();
+}
+
+/// A server that answers before reading the request body: the client gets that answer.
+#[tokio::test]
+async fn early_response_ends_the_upload() {
+    let (addr, _conns, task) = scripted_server().await;
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
+    ));
+    let r = post(addr_of(&h, "web"), "/early", vec![1u8; 8 << 20], false).await;
+    assert_eq!(r.status, 413);
+    task.abort();
+}

@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
@@ -27,12 +27,13 @@ use crate::l7::io::ConnShared;
 use crate::l7::log::{self, LogRecord};
 use crate::l7::runtime::{Action, BackendRt, Canned, FrontendRt, Rule, ServerRt};
 use crate::l7::tls::TlsInfo;
-use crate::l7::upstream::{self, Conn, CountersRef, Pool, UpBody};
+use crate::l7::upstream::codec::{self, ReqFraming, ResponseHead};
+use crate::l7::upstream::{self, Conn, CountersRef, ExchangeError, ResponseBody, UpConn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("response body: {0}")]
-    Body(#[from] hyper::Error),
+    Body(#[from] ExchangeError),
     #[error("server timeout while reading the response body")]
     ServerTimeout,
 }
@@ -261,14 +262,13 @@ impl Drop for Guard {
 
 enum Src {
     Full(Option<Bytes>),
-    Up(Incoming),
+    /// Read from the server connection, which goes back to its pool at the end.
+    Up(ResponseBody),
 }
 
 /// The response body toward the client.
 pub struct RespBody {
     src: Src,
-    /// The upstream connection, returned to its pool when the body completes.
-    ret: Option<(Arc<Pool>, SendRequest<UpBody>)>,
     guard: Option<Guard>,
     counters: Option<Arc<CountersRef>>,
     /// `timeout server` between body chunks: the limit, when the body started waiting
@@ -289,29 +289,11 @@ impl RespBody {
     fn full(b: Bytes, guard: Option<Guard>) -> Self {
         Self {
             src: Src::Full(if b.is_empty() { None } else { Some(b) }),
-            ret: None,
             guard,
             counters: None,
             idle: None,
             waiting_since: None,
             sleep: None,
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some((pool, tx)) = self.ret.take() {
-            pool.put(tx);
-        }
-        self.guard.take();
-    }
-}
-
-impl Drop for RespBody {
-    fn drop(&mut self) {
-        if let Src::Up(b) = &self.src
-            && b.is_end_stream()
-        {
-            self.finish();
         }
     }
 }
@@ -338,26 +320,21 @@ impl Body for RespBody {
                 }
                 Poll::Ready(r)
             }
-            Src::Up(inner) => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(f))) => {
-                    if let Some(d) = f.data_ref() {
-                        let n = d.len() as u64;
-                        if let Some(g) = &mut this.guard {
-                            g.bytes += n;
-                        }
-                        if let Some(c) = &this.counters {
-                            c.add_out(n);
-                        }
+            Src::Up(inner) => match inner.poll_data(cx) {
+                Poll::Ready(Some(Ok(d))) => {
+                    let n = d.len() as u64;
+                    if let Some(g) = &mut this.guard {
+                        g.bytes += n;
+                    }
+                    if let Some(c) = &this.counters {
+                        c.add_out(n);
                     }
                     this.waiting_since = None;
-                    Poll::Ready(Some(Ok(f)))
+                    Poll::Ready(Some(Ok(Frame::data(d))))
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    this.ret.take();
-                    Poll::Ready(Some(Err(HttpError::Body(e))))
-                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(HttpError::Body(e)))),
                 Poll::Ready(None) => {
-                    this.finish();
+                    this.guard.take();
                     Poll::Ready(None)
                 }
                 Poll::Pending => {
@@ -377,7 +354,7 @@ impl Body for RespBody {
                             return Poll::Pending;
                         }
                         if Instant::now() >= due {
-                            this.ret.take();
+                            inner.abort();
                             return Poll::Ready(Some(Err(HttpError::ServerTimeout)));
                         }
                     }
@@ -397,7 +374,9 @@ impl Body for RespBody {
         match &self.src {
             Src::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Src::Full(None) => SizeHint::with_exact(0),
-            Src::Up(b) => b.size_hint(),
+            Src::Up(b) => b
+                .exact_len()
+                .map_or_else(SizeHint::new, SizeHint::with_exact),
         }
     }
 }
@@ -853,18 +832,19 @@ async fn forward(
             HeaderValue::from_static(if ctx.tls.is_some() { "https" } else { "http" }),
         );
     }
-    if head.uri.scheme().is_some() || head.uri.authority().is_some() {
-        let pq = head
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        head.uri = Uri::from(pq);
-    }
-    head.version = Version::HTTP_11;
-    head.extensions = http::Extensions::new();
+    // Origin form toward the server, whatever form the client used.
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     let method = head.method.clone();
-    let mut head = Some(head);
+    let framing = if body.is_end_stream() {
+        ReqFraming::Empty
+    } else if head.headers.contains_key(header::CONTENT_LENGTH) {
+        ReqFraming::Length
+    } else {
+        ReqFraming::Chunked
+    };
+    // May go out again on a fresh connection if a pooled one turns out closed (RFC 9110
+    // §9.2.2); other requests get pooled connections checked for a close first.
+    let replayable = framing == ReqFraming::Empty && method.is_idempotent();
 
     let t = be.timeouts;
     let mut avoid: u128 = 0;
@@ -937,7 +917,7 @@ async fn forward(
         let conn_started = timing.then(Instant::now);
         // New connections are boxed: their (large) handshake state would otherwise sit in
         // every request's future, which is moved into its box on each request.
-        let mut conn = match srv.pool.take_idle().await {
+        let mut conn = match srv.pool.take_idle(!replayable) {
             Some(c) => Ok(c),
             None => Box::pin(upstream::connect(srv.addr, t.connect)).await,
         };
@@ -953,22 +933,10 @@ async fn forward(
             if let Some(l) = &mut guard.log {
                 l.t_connect_ms = conn_started.map_or(0, |t0| t0.elapsed().as_millis() as i64);
             }
-            let Some(h) = head.take() else {
-                break Err(false);
-            };
-            // A bodiless idempotent request on a connection that sat idle a while may race
-            // the server closing it: keep a copy to replay once on a fresh connection.
-            let replay = if c.reused
-                && c.idle > upstream::REPLAY_AFTER_IDLE
-                && body.as_ref().is_none_or(|b| b.is_end_stream())
-                && h.method.is_idempotent()
-            {
-                Some(h.clone())
-            } else {
-                None
-            };
-            let req = Request::from_parts(h, UpBody::new(body.take(), counters.clone()));
-            let sent = c.tx.try_send_request(req);
+            c.conn.wbuf.clear();
+            codec::encode_request_head(&method, target, &head.headers, framing, &mut c.conn.wbuf);
+            let sent =
+                upstream::exchange::send(&mut c.conn, &method, &mut body, framing, &counters);
             let res = match t.server {
                 Some(d) => match with_server_timeout(&ctx, sent, d).await {
                     Some(r) => r,
@@ -977,33 +945,27 @@ async fn forward(
                 None => sent.await,
             };
             match res {
-                Ok(r) => break Ok((r, c.tx)),
-                Err(mut e) => {
-                    let msg = e.take_message();
-                    if let Some(m) = msg {
-                        // Never reached the server: the pooled connection was stale.
-                        let (h, b) = m.into_parts();
-                        head = Some(h);
-                        body = b.into_inner();
-                        if c.reused {
-                            conn = Box::pin(upstream::connect(srv.addr, t.connect)).await;
-                            continue;
-                        }
-                    } else if let Some(h) = replay
-                        && (e.error().is_incomplete_message() || e.error().is_canceled())
-                    {
-                        tracing::debug!(server = %srv.name, "replaying on a fresh connection");
-                        head = Some(h);
-                        conn = Box::pin(upstream::connect(srv.addr, t.connect)).await;
-                        continue;
-                    }
-                    tracing::debug!(server = %srv.name, error = %e.error(), "upstream request failed");
+                Ok((h, complete)) => break Ok((h, c.conn, complete)),
+                // A pooled connection the server had closed: the request goes out again on
+                // a fresh one when nothing of it was consumed, or when it is replayable.
+                Err(ExchangeError::NotSent(_)) if c.reused => {}
+                Err(ExchangeError::Closed) if c.reused && replayable => {
+                    tracing::debug!(server = %srv.name, "replaying on a fresh connection");
+                }
+                // The client's own body was malformed or cut: its fault, HAProxy's 400.
+                Err(ExchangeError::ClientBody(e)) => {
+                    tracing::debug!(error = %e, "client request body failed");
+                    return error_page(&fe, Some(&be), 400, guard);
+                }
+                Err(e) => {
+                    tracing::debug!(server = %srv.name, error = %e, "upstream request failed");
                     srv.state.counters.errors.fetch_add(1, Ordering::Relaxed);
                     break Err(false);
                 }
             }
+            conn = Box::pin(upstream::connect(srv.addr, t.connect)).await;
         };
-        let (r, tx) = match resp {
+        let (r, up, complete) = match resp {
             Err(true) => {
                 // Connect failure: retry, redispatching to another server.
                 attempts += 1;
@@ -1045,7 +1007,8 @@ async fn forward(
             &srv,
             &method,
             r,
-            tx,
+            up,
+            complete,
             insert_cookie,
             client_upgrade,
             counters,
@@ -1060,16 +1023,26 @@ fn respond(
     be: &BackendRt,
     srv: &Arc<ServerRt>,
     method: &Method,
-    mut r: Response<Incoming>,
-    tx: SendRequest<UpBody>,
+    head: ResponseHead,
+    up: UpConn,
+    complete: bool,
     insert_cookie: bool,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     counters: Arc<CountersRef>,
     mut guard: Guard,
 ) -> Response<RespBody> {
-    let status = r.status();
+    let status = head.status;
     guard.status(status.as_u16());
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    // The body reader takes the connection; a tunnel takes it whole.
+    let next = if switching {
+        Err(up)
+    } else {
+        Ok(ResponseBody::new(up, &head, complete, srv.pool.clone()))
+    };
+    let mut r = Response::new(());
+    *r.status_mut() = status;
+    *r.headers_mut() = head.headers;
     strip_hop_by_hop(r.headers_mut(), switching);
     if let (Some(ck), true) = (&be.cookie, insert_cookie) {
         let mut v = Vec::with_capacity(ck.name.len() + srv.cookie.len() + 10);
@@ -1086,49 +1059,60 @@ fn respond(
             }
         }
     }
-    let idle = be.timeouts.server;
-    if switching {
-        let Some(client_up) = client_upgrade else {
-            return error_page(fe, Some(be), 502, guard);
-        };
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        let server_up = hyper::upgrade::on(&mut r);
-        let tunnel_idle = be.timeouts.tunnel.or(be.timeouts.server);
-        let counters2 = counters.clone();
-        tokio::spawn(async move {
-            let (c, s) = match tokio::join!(client_up, server_up) {
-                (Ok(c), Ok(s)) => (c, s),
-                (c, s) => {
-                    tracing::debug!(client = c.is_ok(), server = s.is_ok(), "upgrade failed");
-                    return;
-                }
-            };
-            let mut c = TokioIo::new(c);
-            let mut s = TokioIo::new(s);
-            let (a, b) = crate::l7::tcp::pipe(&mut c, &mut s, tunnel_idle).await;
-            counters2.add_in(a);
-            counters2.add_out(b);
-            drop(guard);
-        });
-        drop(tx);
-        let (parts, _) = r.into_parts();
-        return Response::from_parts(parts, RespBody::full(Bytes::new(), None));
-    }
-    let (parts, inner) = r.into_parts();
-    let mut body = RespBody {
-        src: Src::Up(inner),
-        ret: Some((srv.pool.clone(), tx)),
+    let (parts, ()) = r.into_parts();
+    let body = match next {
+        Ok(body) => body,
+        Err(up) => return tunnel(fe, be, parts, up, client_upgrade, counters, guard),
+    };
+    let body = RespBody {
+        src: Src::Up(body),
         guard: Some(guard),
         counters: Some(counters),
-        idle,
+        idle: be.timeouts.server,
         waiting_since: None,
         sleep: None,
     };
-    if body.is_end_stream() {
-        body.finish();
-    }
     Response::from_parts(parts, body)
+}
+
+/// A 101 from the server: the client's and the server's connections are joined, with
+/// `timeout tunnel` (else `timeout server`) as the idle limit.
+fn tunnel(
+    fe: &FrontendRt,
+    be: &BackendRt,
+    mut parts: http::response::Parts,
+    up: UpConn,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    counters: Arc<CountersRef>,
+    guard: Guard,
+) -> Response<RespBody> {
+    let Some(client_up) = client_upgrade else {
+        return error_page(fe, Some(be), 502, guard);
+    };
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    let tunnel_idle = be.timeouts.tunnel.or(be.timeouts.server);
+    let (mut server, early) = up.into_parts();
+    tokio::spawn(async move {
+        let client = match client_up.await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "client upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        // Whatever the server sent right after its 101 head goes first.
+        if !early.is_empty() && client.write_all(&early).await.is_err() {
+            return;
+        }
+        let (a, b) = crate::l7::tcp::pipe(&mut client, &mut server, tunnel_idle).await;
+        counters.add_in(a);
+        counters.add_out(b + early.len() as u64);
+        drop(guard);
+    });
+    Response::from_parts(parts, RespBody::full(Bytes::new(), None))
 }
 
 #[cfg(test)]

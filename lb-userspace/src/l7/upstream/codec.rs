@@ -1,0 +1,628 @@
+//! HTTP/1.1 toward servers, without I/O: the request head lb sends, the response head it
+//! reads (with its body framing and whether the connection can be reused), and the chunked
+//! transfer-coding decoder.
+//!
+//! Framing follows RFC 9112 §6: no body for `HEAD`, 1xx, 204 and 304; `Transfer-Encoding`
+//! whose last coding is `chunked` wins over `Content-Length` (and the connection is then
+//! not reused); differing `Content-Length`s are an error; anything else reads until close.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// Most header lines accepted in a server's response head (HAProxy's `tune.http.maxhdr`
+/// default is 101, hyper's client 100).
+pub const MAX_RESPONSE_HEADERS: usize = 101;
+/// Largest response head (status line and headers) accepted.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Longest chunk-size line (with extensions) or trailer line accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("response head: {0}")]
+    Parse(httparse::Error),
+    #[error("response head larger than {MAX_RESPONSE_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("response head: invalid header {0:?}")]
+    Header(String),
+    #[error("response head: conflicting Content-Length values")]
+    ContentLength,
+    #[error("chunked body: invalid chunk size line")]
+    ChunkSize,
+    #[error("chunked body: missing CRLF after chunk data")]
+    ChunkCrlf,
+    #[error("chunked body: line longer than {MAX_CHUNK_LINE} bytes")]
+    ChunkLine,
+}
+
+/// How the request body is framed toward the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReqFraming {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes, sent as they come.
+    Length,
+    /// `Transfer-Encoding: chunked` (a body of unknown length, e.g. from an h2 client).
+    Chunked,
+}
+
+/// Appends the request line and headers (`head.headers` already stripped of hop-by-hop
+/// fields) to `out`. `Transfer-Encoding: chunked` is added for [`ReqFraming::Chunked`].
+pub fn encode_request_head(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: ReqFraming,
+    out: &mut Vec<u8>,
+) {
+    let size: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    out.reserve(method.as_str().len() + target.len() + size + 64);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (k, v) in headers {
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if framing == ReqFraming::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one chunk of a chunked request body (`data` must not be empty).
+pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    out.reserve(data.len() + 20);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the last chunk and the trailer section of a chunked request body.
+pub fn encode_last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n");
+    for (k, v) in trailers.into_iter().flatten() {
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RespFraming {
+    /// Exactly this many bytes (0: no body).
+    Length(u64),
+    Chunked,
+    /// Until the server closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: RespFraming,
+    /// The connection may carry another request once this response is read.
+    pub keep_alive: bool,
+}
+
+impl ResponseHead {
+    /// A 1xx other than 101: interim, the final response follows on the same connection.
+    pub fn is_interim(&self) -> bool {
+        self.status.is_informational() && self.status != StatusCode::SWITCHING_PROTOCOLS
+    }
+}
+
+/// Parses a response head at the start of `buf`. `Ok(None)`: incomplete, read more. On
+/// success the head's bytes are split off `buf` (header values share them, uncopied) and
+/// `buf` starts at the body.
+pub fn parse_response_head(
+    buf: &mut BytesMut,
+    request_method: &Method,
+) -> Result<Option<ResponseHead>, CodecError> {
+    // Offsets (name, value) of each header into the head, taken while `buf` is borrowed.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_RESPONSE_HEADERS];
+    let (len, code, minor, count) = {
+        // Left uninitialised: httparse only hands back the headers it filled.
+        let mut hdrs = [const { std::mem::MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, buf, &mut hdrs)
+        {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                return if buf.len() > MAX_RESPONSE_HEAD {
+                    Err(CodecError::HeadTooLarge)
+                } else {
+                    Ok(None)
+                };
+            }
+            Err(e) => return Err(CodecError::Parse(e)),
+        };
+        if len > MAX_RESPONSE_HEAD {
+            return Err(CodecError::HeadTooLarge);
+        }
+        let base = buf.as_ptr() as usize;
+        let mut count = 0;
+        for (h, span) in res.headers.iter().zip(spans.iter_mut()) {
+            let n = h.name.as_ptr() as usize - base;
+            let v = h.value.as_ptr() as usize - base;
+            *span = (
+                n as u32,
+                (n + h.name.len()) as u32,
+                v as u32,
+                (v + h.value.len()) as u32,
+            );
+            count += 1;
+        }
+        (len, res.code.unwrap_or(0), res.version.unwrap_or(1), count)
+    };
+    let head = buf.split_to(len).freeze();
+    let status =
+        StatusCode::from_u16(code).map_err(|_| CodecError::Parse(httparse::Error::Status))?;
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut has_te = false;
+    let mut close = version == Version::HTTP_10;
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let name_bytes = &head[ns as usize..ne as usize];
+        let name = HeaderName::from_bytes(name_bytes)
+            .map_err(|_| CodecError::Header(String::from_utf8_lossy(name_bytes).into_owned()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| CodecError::Header(name.as_str().to_owned()))?;
+        if name == header::CONTENT_LENGTH {
+            let n = parse_content_length(value.as_bytes()).ok_or(CodecError::ContentLength)?;
+            if content_length.is_some_and(|c| c != n) {
+                return Err(CodecError::ContentLength);
+            }
+            content_length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            has_te = true;
+            // Only the last coding decides; a later header line overrides earlier ones.
+            chunked = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for t in value.as_bytes().split(|&b| b == b',') {
+                let t = t.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+
+    let bodyless = request_method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodyless {
+        RespFraming::Length(0)
+    } else if has_te {
+        // Both present: a smuggling attempt or a broken server; never reuse (RFC 9112 §6.3).
+        if content_length.is_some() {
+            close = true;
+        }
+        if chunked {
+            RespFraming::Chunked
+        } else {
+            RespFraming::Close
+        }
+    } else if let Some(n) = content_length {
+        RespFraming::Length(n)
+    } else {
+        RespFraming::Close
+    };
+    if framing == RespFraming::Close || status == StatusCode::SWITCHING_PROTOCOLS {
+        close = true;
+    }
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive: !close,
+    }))
+}
+
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    // `Content-Length: 5, 5` (a merged repeat) is accepted when all values agree.
+    let mut out: Option<u64> = None;
+    for part in v.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = part
+            .iter()
+            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+        if out.is_some_and(|o| o != n) {
+            return None;
+        }
+        out = Some(n);
+    }
+    out
+}
+
+/// What the chunked decoder produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    Data(Bytes),
+    /// The buffer holds no complete element: read more.
+    NeedMore,
+    /// The last chunk and trailers were read; the body is complete.
+    End,
+}
+
+/// Decodes a chunked body incrementally from the connection's read buffer. Chunk
+/// extensions and trailer fields are read and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChunkedDecoder {
+    #[default]
+    Size,
+    Data(u64),
+    DataCrlf,
+    Trailers,
+    Done,
+}
+
+impl ChunkedDecoder {
+    pub fn is_done(&self) -> bool {
+        *self == ChunkedDecoder::Done
+    }
+
+    /// Takes the next piece of the body out of `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Chunk, CodecError> {
+        loop {
+            match *self {
+                ChunkedDecoder::Size => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Chunk::NeedMore);
+                    };
+                    let digits = line[..]
+                        .split(|&b| b == b';')
+                        .next()
+                        .unwrap_or_default()
+                        .trim_ascii();
+                    if digits.is_empty() || digits.len() > 15 {
+                        return Err(CodecError::ChunkSize);
+                    }
+                    let mut n = 0u64;
+                    for &d in digits {
+                        let v = (d as char).to_digit(16).ok_or(CodecError::ChunkSize)?;
+                        n = (n << 4) | u64::from(v);
+                    }
+                    *self = if n == 0 {
+                        ChunkedDecoder::Trailers
+                    } else {
+                        ChunkedDecoder::Data(n)
+                    };
+                }
+                ChunkedDecoder::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Chunk::NeedMore);
+                    }
+                    let n = (buf.len() as u64).min(left) as usize;
+                    let data = buf.split_to(n).freeze();
+                    *self = if n as u64 == left {
+                        ChunkedDecoder::DataCrlf
+                    } else {
+                        ChunkedDecoder::Data(left - n as u64)
+                    };
+                    return Ok(Chunk::Data(data));
+                }
+                ChunkedDecoder::DataCrlf => {
+                    if buf.len() < 2 {
+                        return Ok(Chunk::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(CodecError::ChunkCrlf);
+                    }
+                    buf.advance(2);
+                    *self = ChunkedDecoder::Size;
+                }
+                ChunkedDecoder::Trailers => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Chunk::NeedMore);
+                    };
+                    if line.is_empty() {
+                        *self = ChunkedDecoder::Done;
+                        return Ok(Chunk::End);
+                    }
+                }
+                ChunkedDecoder::Done => return Ok(Chunk::End),
+            }
+        }
+    }
+}
+
+/// Splits one CRLF-terminated line (without the CRLF) off `buf`.
+fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            let mut line = buf.split_to(i + 1);
+            line.truncate(i);
+            if line.last() == Some(&b'\r') {
+                line.truncate(i - 1);
+            }
+            Ok(Some(line))
+        }
+        None if buf.len() > MAX_CHUNK_LINE => Err(CodecError::ChunkLine),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str, method: Method) -> Result<Option<(ResponseHead, BytesMut)>, CodecError> {
+        let mut b = BytesMut::from(raw.as_bytes());
+        parse_response_head(&mut b, &method).map(|o| o.map(|h| (h, b)))
+    }
+
+    #[test]
+    fn request_head_and_chunks() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        let mut out = Vec::new();
+        encode_request_head(&Method::POST, "/p?q=1", &h, ReqFraming::Chunked, &mut out);
+        assert_eq!(
+            out,
+            b"POST /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        out.clear();
+        encode_chunk(&[b'x'; 26], &mut out);
+        assert!(out.starts_with(b"1a\r\nxx"));
+        assert!(out.ends_with(b"x\r\n"));
+        out.clear();
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", HeaderValue::from_static("0"));
+        encode_last_chunk(Some(&t), &mut out);
+        assert_eq!(out, b"0\r\ngrpc-status: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn content_length_response_keeps_body_in_buffer() {
+        let (h, rest) = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Id: a\r\n\r\nhello",
+            Method::GET,
+        )
+        .expect("ok")
+        .expect("complete");
+        assert_eq!(h.status, 200);
+        assert_eq!(h.framing, RespFraming::Length(5));
+        assert!(h.keep_alive);
+        assert_eq!(h.headers["x-id"], "a");
+        assert_eq!(&rest[..], b"hello");
+    }
+
+    #[test]
+    fn partial_head_asks_for_more_and_oversized_fails() {
+        assert!(
+            parse("HTTP/1.1 200 OK\r\nContent-Le", Method::GET)
+                .expect("ok")
+                .is_none()
+        );
+        let big = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_RESPONSE_HEAD));
+        assert_eq!(
+            parse(&big, Method::GET).err(),
+            Some(CodecError::HeadTooLarge)
+        );
+        assert!(matches!(
+            parse("HTTP/1.1 2x0 OK\r\n\r\n", Method::GET),
+            Err(CodecError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn framing_rules() {
+        let f = |raw: &str, m: Method| {
+            let (h, _) = parse(raw, m).expect("ok").expect("complete");
+            (h.framing, h.keep_alive)
+        };
+        // HEAD, 204 and 304 have no body whatever the headers say.
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+                Method::HEAD
+            ),
+            (RespFraming::Length(0), true)
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+                Method::GET
+            ),
+            (RespFraming::Length(0), true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 204 No Content\r\n\r\n", Method::GET),
+            (RespFraming::Length(0), true)
+        );
+        // Chunked wins over Content-Length, and such a connection is not reused.
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                Method::GET
+            ),
+            (RespFraming::Chunked, false)
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::GET
+            ),
+            (RespFraming::Chunked, true)
+        );
+        // A transfer coding not ending in chunked, or no length at all: read until close.
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                Method::GET
+            ),
+            (RespFraming::Close, false)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\n\r\n", Method::GET),
+            (RespFraming::Close, false)
+        );
+        // Connection: close; HTTP/1.0 closes unless keep-alive.
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                Method::GET
+            ),
+            (RespFraming::Length(0), false)
+        );
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", Method::GET),
+            (RespFraming::Length(0), false)
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: Keep-Alive\r\n\r\n",
+                Method::GET
+            ),
+            (RespFraming::Length(0), true)
+        );
+        // 101 hands the connection over.
+        assert_eq!(
+            f(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+                Method::GET
+            ),
+            (RespFraming::Length(0), false)
+        );
+    }
+
+    #[test]
+    fn content_length_conflicts_are_errors() {
+        assert_eq!(
+            parse(
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+                Method::GET
+            )
+            .err(),
+            Some(CodecError::ContentLength)
+        );
+        assert_eq!(
+            parse(
+                "HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\n",
+                Method::GET
+            )
+            .err(),
+            Some(CodecError::ContentLength)
+        );
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", Method::GET).err(),
+            Some(CodecError::ContentLength)
+        );
+        let (h, _) = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n",
+            Method::GET,
+        )
+        .expect("ok")
+        .expect("complete");
+        assert_eq!(h.framing, RespFraming::Length(3));
+    }
+
+    #[test]
+    fn interim_responses() {
+        let (h, rest) = parse(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            Method::POST,
+        )
+        .expect("ok")
+        .expect("complete");
+        assert!(h.is_interim());
+        assert!(rest.starts_with(b"HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn chunked_decoding_across_reads() {
+        let wire =
+            b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        // Feed the body one byte at a time: the decoder must never lose or invent bytes.
+        let mut dec = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut ended_at = None;
+        for (i, &b) in wire.iter().enumerate() {
+            buf.extend_from_slice(&[b]);
+            loop {
+                match dec.decode(&mut buf).expect("valid") {
+                    Chunk::Data(d) => body.extend_from_slice(&d),
+                    Chunk::NeedMore => break,
+                    Chunk::End => {
+                        ended_at.get_or_insert(i);
+                        break;
+                    }
+                }
+            }
+            if ended_at.is_some() {
+                break;
+            }
+        }
+        assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz");
+        assert!(dec.is_done());
+        assert_eq!(ended_at, Some(wire.len() - 5));
+        // Whole at once: the bytes after the body stay in the buffer.
+        let mut dec = ChunkedDecoder::default();
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut n = 0;
+        while let Chunk::Data(d) = dec.decode(&mut buf).expect("valid") {
+            n += d.len();
+        }
+        assert_eq!(n, 31);
+        assert_eq!(&buf[..], b"NEXT");
+    }
+
+    #[test]
+    fn chunked_errors() {
+        let bad = |s: &[u8]| {
+            let mut dec = ChunkedDecoder::default();
+            let mut buf = BytesMut::from(s);
+            loop {
+                match dec.decode(&mut buf) {
+                    Ok(Chunk::Data(_)) => continue,
+                    Ok(other) => return Ok(other),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        assert_eq!(bad(b"zz\r\n"), Err(CodecError::ChunkSize));
+        assert_eq!(bad(b"\r\n"), Err(CodecError::ChunkSize));
+        assert_eq!(bad(b"1234567890abcdef\r\n"), Err(CodecError::ChunkSize));
+        assert_eq!(bad(b"3\r\nabcXY"), Err(CodecError::ChunkCrlf));
+        assert_eq!(bad(&[b'1'; MAX_CHUNK_LINE + 1]), Err(CodecError::ChunkLine));
+        assert_eq!(bad(b"3\r\nab"), Ok(Chunk::NeedMore));
+    }
+}

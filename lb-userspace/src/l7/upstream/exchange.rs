@@ -1,0 +1,320 @@
+//! One request and response on an upstream connection: the head and body written from the
+//! request's task, the response head read (interim 1xx skipped), and the response body
+//! read from the socket as the client consumes it.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use super::codec::{
+    self, Chunk, ChunkedDecoder, CodecError, ReqFraming, RespFraming, ResponseHead,
+};
+use super::{CountersRef, Pool, READ_SIZE, UpConn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The request head could not be written: nothing reached the server, and the request
+    /// (its body untouched) can go out again on another connection.
+    #[error("sending the request head: {0}")]
+    NotSent(std::io::Error),
+    /// The server closed (or reset) the connection before any byte of a response.
+    #[error("server closed the connection before responding")]
+    Closed,
+    #[error("server connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server response: {0}")]
+    Codec(#[from] CodecError),
+    #[error("client request body: {0}")]
+    ClientBody(hyper::Error),
+}
+
+/// Sends the request whose head is encoded in `conn.wbuf` (then its body, framed as
+/// `framing`) and reads the response head. A response that arrives before the body is
+/// sent ends the upload; the connection is then not reused.
+pub async fn send(
+    conn: &mut UpConn,
+    method: &Method,
+    body: &mut Option<Incoming>,
+    framing: ReqFraming,
+    counters: &CountersRef,
+) -> Result<(ResponseHead, bool), ExchangeError> {
+    conn.stream
+        .write_all(&conn.wbuf)
+        .await
+        .map_err(ExchangeError::NotSent)?;
+    let Some(mut b) = body.take().filter(|_| framing != ReqFraming::Empty) else {
+        let head = read_head(&mut conn.stream, &mut conn.rbuf, method).await?;
+        return Ok((head, true));
+    };
+    let (mut rd, mut wr) = conn.stream.split();
+    let wbuf = &mut conn.wbuf;
+    let rbuf = &mut conn.rbuf;
+    let mut upload = std::pin::pin!(async move {
+        let mut trailers = None;
+        while let Some(frame) = b.frame().await {
+            let frame = frame.map_err(ExchangeError::ClientBody)?;
+            match frame.into_data() {
+                Ok(d) if d.is_empty() => {}
+                Ok(d) => {
+                    counters.add_in(d.len() as u64);
+                    if framing == ReqFraming::Chunked {
+                        wbuf.clear();
+                        codec::encode_chunk(&d, wbuf);
+                        wr.write_all(wbuf).await?;
+                    } else {
+                        wr.write_all(&d).await?;
+                    }
+                }
+                Err(f) => trailers = f.into_trailers().ok(),
+            }
+        }
+        if framing == ReqFraming::Chunked {
+            wbuf.clear();
+            codec::encode_last_chunk(trailers.as_ref(), wbuf);
+            wr.write_all(wbuf).await?;
+        }
+        Ok::<(), ExchangeError>(())
+    });
+    let mut response = std::pin::pin!(read_head(&mut rd, rbuf, method));
+    let mut uploading = true;
+    let mut uploaded = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = response.as_mut().poll(cx) {
+            // Early (e.g. 413) or after the body: either way the exchange is decided.
+            return Poll::Ready(r.map(|h| (h, uploaded)));
+        }
+        if uploading && let Poll::Ready(r) = upload.as_mut().poll(cx) {
+            uploading = false;
+            match r {
+                Ok(()) => uploaded = true,
+                // The client's body failed: the server got a truncated request.
+                Err(e @ ExchangeError::ClientBody(_)) => return Poll::Ready(Err(e)),
+                // The server stopped reading: its response may still come.
+                Err(e) => tracing::debug!(error = %e, "request body not fully sent"),
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Reads until a final response head is parsed; bytes after it stay in `rbuf`.
+async fn read_head<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    rbuf: &mut bytes::BytesMut,
+    method: &Method,
+) -> Result<ResponseHead, ExchangeError> {
+    let mut received = false;
+    loop {
+        if !rbuf.is_empty() {
+            received = true;
+            if let Some(head) = codec::parse_response_head(rbuf, method)? {
+                if head.is_interim() {
+                    continue;
+                }
+                return Ok(head);
+            }
+        }
+        if rbuf.capacity() - rbuf.len() < READ_SIZE / 4 {
+            rbuf.reserve(READ_SIZE);
+        }
+        match rd.read_buf(rbuf).await {
+            Ok(0) if !received => return Err(ExchangeError::Closed),
+            Ok(0) => {
+                return Err(ExchangeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(_) => {}
+            Err(e)
+                if !received
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ) =>
+            {
+                return Err(ExchangeError::Closed);
+            }
+            Err(e) => return Err(ExchangeError::Io(e)),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Bytes left.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until EOF.
+    Close,
+    Done,
+}
+
+/// A response body read straight from the server connection. When the last byte has been
+/// read the connection goes back to `pool` (if the response allows keep-alive), before
+/// the client side has even written it out.
+#[derive(Debug)]
+pub struct ResponseBody {
+    conn: Option<UpConn>,
+    state: State,
+    /// Decoded ahead of time to see whether the body ends with it.
+    pending: Option<Bytes>,
+    keep_alive: bool,
+    pool: Arc<Pool>,
+}
+
+impl ResponseBody {
+    /// The body of `head`, read from `conn`; `reusable`: the request went out whole.
+    pub fn new(conn: UpConn, head: &ResponseHead, reusable: bool, pool: Arc<Pool>) -> Self {
+        let state = match head.framing {
+            RespFraming::Length(n) => State::Length(n),
+            RespFraming::Chunked => State::Chunked(ChunkedDecoder::default()),
+            RespFraming::Close => State::Close,
+        };
+        let mut b = Self {
+            conn: Some(conn),
+            state,
+            pending: None,
+            keep_alive: head.keep_alive && reusable,
+            pool,
+        };
+        if matches!(b.state, State::Length(0)) {
+            b.finish();
+        }
+        b
+    }
+
+    /// The body has been read entirely.
+    pub fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done) && self.pending.is_none()
+    }
+
+    /// Bytes still to come, when the server said.
+    pub fn exact_len(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done => Some(self.pending.as_ref().map_or(0, |p| p.len() as u64)),
+            _ => None,
+        }
+    }
+
+    /// Gives up on the rest of the body (timeout): the connection is closed, not pooled.
+    pub fn abort(&mut self) {
+        self.conn = None;
+        self.state = State::Done;
+        self.pending = None;
+    }
+
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(c) = self.conn.take()
+            && self.keep_alive
+        {
+            self.pool.put(c);
+        }
+    }
+
+    /// The next piece of the body; `None` once complete.
+    pub fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, ExchangeError>>> {
+        if let Some(p) = self.pending.take() {
+            return Poll::Ready(Some(Ok(p)));
+        }
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut self.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) => {
+                    if !conn.rbuf.is_empty() {
+                        let n = (conn.rbuf.len() as u64).min(*left);
+                        let data = conn.rbuf.split_to(n as usize).freeze();
+                        *left -= n;
+                        if *left == 0 {
+                            self.finish();
+                        }
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                State::Chunked(dec) => match dec.decode(&mut conn.rbuf) {
+                    Ok(Chunk::Data(d)) => {
+                        // The last chunk often follows in the same read: look for it so
+                        // the body ends (and the connection is pooled) with this data.
+                        if !conn.rbuf.is_empty() {
+                            match dec.decode(&mut conn.rbuf) {
+                                Ok(Chunk::End) => self.finish(),
+                                Ok(Chunk::Data(next)) => self.pending = Some(next),
+                                Ok(Chunk::NeedMore) => {}
+                                Err(e) => {
+                                    self.conn = None;
+                                    self.state = State::Done;
+                                    return Poll::Ready(Some(Err(e.into())));
+                                }
+                            }
+                        }
+                        return Poll::Ready(Some(Ok(d)));
+                    }
+                    Ok(Chunk::End) => {
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Chunk::NeedMore) => {}
+                    Err(e) => {
+                        self.conn = None;
+                        self.state = State::Done;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                },
+                State::Close => {
+                    if !conn.rbuf.is_empty() {
+                        let data = conn.rbuf.split().freeze();
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+            }
+            // Need more bytes from the server.
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if conn.rbuf.capacity() - conn.rbuf.len() < READ_SIZE / 4 {
+                conn.rbuf.reserve(READ_SIZE);
+            }
+            match ready!(poll_read_buf(conn, cx)) {
+                Ok(0) => {
+                    self.conn = None;
+                    if matches!(self.state, State::Close) {
+                        self.state = State::Done;
+                        return Poll::Ready(None);
+                    }
+                    self.state = State::Done;
+                    return Poll::Ready(Some(Err(ExchangeError::Io(
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    ))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.conn = None;
+                    self.state = State::Done;
+                    return Poll::Ready(Some(Err(ExchangeError::Io(e))));
+                }
+            }
+        }
+    }
+}
+
+/// One read into the connection's buffer, waiting for readiness.
+fn poll_read_buf(conn: &mut UpConn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    loop {
+        ready!(conn.stream.poll_read_ready(cx))?;
+        match conn.stream.try_read_buf(&mut conn.rbuf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return Poll::Ready(r),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Upstream HTTP/1.1: connections to servers (connect with `timeout connect`), their idle
+//! pools, and the exchange of one request and response on a connection, run inside the
+//! request's own task.
+//!
+//! There is no connection task and no channel between the request and its connection: the
+//! request future writes the head and body itself and reads the response head, and the
+//! response body reads the socket as the client side consumes it, then puts the connection
+//! back into its pool. [`codec`] holds the wire format, [`exchange`] the I/O, [`pool`] the
+//! idle lists.
+
+pub mod codec;
+pub mod exchange;
+pub mod pool;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+use crate::state::Counters;
+
+pub use exchange::{ExchangeError, ResponseBody};
+pub use pool::{Pool, set_worker};
+
+/// Bytes reserved in a connection's read buffer before each read.
+pub(crate) const READ_SIZE: usize = 8 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connect to {addr}: timed out")]
+    ConnectTimeout { addr: SocketAddr },
+}
+
+/// The counters a request updates (frontend, backend, server), bundled to clone once.
+#[derive(Debug)]
+pub struct CountersRef {
+    pub frontend: Arc<Counters>,
+    pub backend: Arc<crate::state::BackendState>,
+    pub server: Arc<crate::state::ServerState>,
+}
+
+impl CountersRef {
+    pub fn add_in(&self, n: u64) {
+        self.frontend.bytes_in.fetch_add(n, Ordering::Relaxed);
+        self.backend
+            .counters
+            .bytes_in
+            .fetch_add(n, Ordering::Relaxed);
+        self.server
+            .counters
+            .bytes_in
+            .fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_out(&self, n: u64) {
+        self.frontend.bytes_out.fetch_add(n, Ordering::Relaxed);
+        self.backend
+            .counters
+            .bytes_out
+            .fetch_add(n, Ordering::Relaxed);
+        self.server
+            .counters
+            .bytes_out
+            .fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// An HTTP/1.1 connection to a server, between exchanges or during one.
+#[derive(Debug)]
+pub struct UpConn {
+    pub(crate) stream: TcpStream,
+    /// Bytes read and not yet consumed (empty between exchanges).
+    pub(crate) rbuf: BytesMut,
+    /// The encoded request head (kept until the response starts, for a replay), and the
+    /// chunk framing of a request body.
+    pub(crate) wbuf: Vec<u8>,
+}
+
+impl UpConn {
+    fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            rbuf: BytesMut::new(),
+            wbuf: Vec::new(),
+        }
+    }
+
+    /// Whether an idle connection is still open with nothing unread: the poller's readiness
+    /// is checked without waiting, and only when it reports activity is the socket read
+    /// (into the empty buffer: any byte or EOF means the connection is unusable).
+    fn is_idle_and_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                self.rbuf.reserve(64);
+                matches!(
+                    self.stream.try_read_buf(&mut self.rbuf),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                )
+            }
+        }
+    }
+
+    /// The socket and any bytes already read past the response head (a tunnel's start).
+    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.rbuf)
+    }
+}
+
+/// A connection ready for one request.
+#[derive(Debug)]
+pub struct Conn {
+    pub conn: UpConn,
+    /// Taken from the idle pool (the server may have closed it meanwhile).
+    pub reused: bool,
+    /// How long it sat idle in the pool.
+    pub idle: Duration,
+}
+
+/// Opens a new connection to `addr`.
+pub async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> Result<Conn, UpstreamError> {
+    let fut = TcpStream::connect(addr);
+    let stream = match timeout {
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => r,
+            Err(_) => return Err(UpstreamError::ConnectTimeout { addr }),
+        },
+        None => fut.await,
+    }
+    .map_err(|source| UpstreamError::Connect { addr, source })?;
+    let _ = stream.set_nodelay(true);
+    Ok(Conn {
+        conn: UpConn::new(stream),
+        reused: false,
+        idle: Duration::ZERO,
+    })
+}
