@@ -137,7 +137,19 @@ async fn oversized_headers_get_431_and_too_many_400() {
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let r = get(fe, "/", &many).await;
     assert_eq!(r.status, 400);
+    // The limit counts the request line (HAProxy's maxhdr): host + 9 fields fail.
+    assert_eq!(get(fe, "/", &many[..9]).await.status, 400);
+    // Beyond 100 fields the parser answers before lb's check.
+    let lots: String = (0..120).map(|i| format!("h{i}:1\r\n")).collect();
+    let out = raw(
+        fe,
+        format!("GET / HTTP/1.1\r\nHost: x\r\n{lots}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
     assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Host + 8 fields pass.
+    assert_eq!(get(fe, "/", &many[..8]).await.status, 200);
     assert_eq!(get(fe, "/", &[]).await.status, 200);
 }
 

@@ -706,7 +706,8 @@ pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
     }
 
     // Limits (hyper enforces the raw buffer size; these are the configured ones).
-    if head.headers.len() > fe.max_headers {
+    // HAProxy's `tune.http.maxhdr` counts the request line: at most `max_headers - 1` fields.
+    if head.headers.len() >= fe.max_headers {
         return done(error_page(&fe, None, 400, guard));
     }
     let hbytes: usize = head

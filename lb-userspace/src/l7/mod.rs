@@ -28,8 +28,10 @@
 //!   consistent` rather than HAProxy's default map-based hash.
 //! - `timeout http-request` answers 408 and closes, also for a connection that sent nothing
 //!   (HAProxy without `option http-ignore-probes`); an idle keep-alive connection is closed
-//!   silently. Header bytes over `max_header_bytes` get 431, more than `max_headers` headers
-//!   get 400; anything malformed gets hyper's 400.
+//!   silently. Header bytes over `max_header_bytes` get 431; `max_headers` counts the
+//!   request line like `tune.http.maxhdr` (default 101: 100 fields), more get 400, and
+//!   more than 100 fields under a limit of 101 or less get hyper's 431; anything malformed
+//!   gets hyper's 400.
 //! - The client protocol is fixed before hyper starts: TLS by ALPN (`h2` or `http/1.1`;
 //!   no ALPN: detected from the first bytes), plain binds by peeking for the h2 preface.
 //!   Each protocol's connection is boxed, so an idle connection only holds its own state
@@ -679,6 +681,20 @@ async fn sniff_plain(
     }
 }
 
+/// The header-field limit given to hyper's HTTP/1 parser for a frontend's `max_headers`.
+/// lb's own check answers 400 from `max_headers - 1` fields (HAProxy's count includes the
+/// request line); hyper's limit sits above it so that check decides, except that it is
+/// capped at hyper's inline 100 for the default and smaller limits (above 100, hyper
+/// allocates two header arrays per request): there, more than 100 fields get hyper's 431.
+fn hyper_max_headers(max_headers: usize) -> usize {
+    const HYPER_INLINE: usize = 100;
+    if max_headers <= HYPER_INLINE + 1 {
+        HYPER_INLINE
+    } else {
+        max_headers.saturating_add(64)
+    }
+}
+
 /// Serves one client connection with `proto`. Each protocol's connection is boxed, so an
 /// idle connection's task only holds the state of the protocol it speaks.
 async fn serve_http<I>(
@@ -691,7 +707,7 @@ async fn serve_http<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let max_buf = fe.max_header_bytes.saturating_add(4096).max(8192);
-    let max_headers = fe.max_headers.saturating_add(64);
+    let max_headers = hyper_max_headers(fe.max_headers);
     let max_list = u32::try_from(fe.max_header_bytes).unwrap_or(u32::MAX);
     let svc = hyper::service::service_fn(move |req| http::handle(ctx.clone(), req));
     let io = TokioIo::new(io);
