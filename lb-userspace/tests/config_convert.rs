@@ -48,6 +48,41 @@ fn run_convert_exits_1_on_typos_and_writes_nothing() {
     assert!(text.contains("did you mean `use_backend`?"), "{text}");
 }
 
+/// `%[...]` in `set-header` / `add-header` values carries over as is (lb expands it too);
+/// a value whose fetch lb lacks is named in a warning and kept as a comment.
+#[test]
+fn header_value_log_format_carries_over() {
+    let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend web\n    bind *:8080\n    http-request set-header X-Client %[src]\n\
+    http-request add-header X-Mix \"100%% %[req.hdr(host)] %[ssl_fc_sni]\"\n\
+    http-request set-header X-Dn %[ssl_c_s_dn]\n    default_backend pool\n\
+backend pool\n    server s1 127.0.0.1:8081\n";
+    let conv = convert_str(Path::new("fmt.cfg"), cfg);
+    assert!(!conv.has_errors(), "{:#?}", conv.diagnostics);
+    assert!(
+        conv.toml.contains(r#""set-header X-Client %[src]""#),
+        "{}",
+        conv.toml
+    );
+    assert!(
+        conv.toml
+            .contains(r#"'add-header X-Mix "100%% %[req.hdr(host)] %[ssl_fc_sni]"'"#),
+        "{}",
+        conv.toml
+    );
+    let warnings: Vec<String> = conv.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with("fmt.cfg:10:")
+            && warnings[0].contains("unknown fetch method 'ssl_c_s_dn'"),
+        "{warnings:#?}"
+    );
+    let base = base();
+    let file = base.write("fmt.toml", &conv.toml);
+    let res = lb::config::load_with(&file, &opts(base.path()));
+    assert_loads(&res);
+}
+
 #[test]
 fn forms_golden_and_loadable() {
     let input = fixture("forms.cfg");

@@ -358,6 +358,20 @@ fn http_action_typo() {
     );
 }
 
+/// `set-header` / `add-header` values are log-format strings, checked at load.
+#[test]
+fn header_value_format() {
+    check(
+        &with_defaults(&format!(
+            "[frontend.web]\nbind = \"*:80\"\nhttp_request = [\"set-header X-A %[src]\", \"add-header X-B 'sni=%[ssl_fc_snii]'\", \"set-header X-C 100%\"]\ndefault_backend = \"all\"\n{BE}"
+        )),
+        &[
+            "bad.toml:6:58: frontend.web.http_request[1]: header value `sni=%[ssl_fc_snii]`: unknown fetch method 'ssl_fc_snii'",
+            "bad.toml:6:97: frontend.web.http_request[2]: header value `100%`: truncated text after '%' (write '%%' for a percent sign)",
+        ],
+    );
+}
+
 #[test]
 fn forced_xdp_with_content_inspection() {
     check(

@@ -4,6 +4,7 @@
 
 mod l7_support;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,6 +63,47 @@ async fn slowloris_gets_408_and_close() {
 
     // A normal request on the same listener is unaffected.
     assert_eq!(get(fe, "/", &[]).await.status, 200);
+}
+
+/// With `errorfile 408`, the slow client gets that file, byte for byte, instead of the
+/// built-in page: on a head that never completes, on a connection that sends nothing, and
+/// on a second head that stalls after a complete exchange.
+#[tokio::test]
+async fn slowloris_gets_the_errorfile_408() {
+    const PAGE: &[u8] = b"HTTP/1.0 408 Custom Timeout\r\nCache-Control: no-cache\r\n\
+Content-Type: text/plain\r\n\r\ncustom 408 page\n";
+    let (h, a) = proxy(|fe| {
+        fe.timeouts.http_request = Some(Duration::from_millis(300));
+        fe.errorfiles = BTreeMap::from([(408, PAGE.to_vec())]);
+    })
+    .await;
+    let fe = addr_of(&h, "web");
+    for sent in [&b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a"[..], b""] {
+        let out = raw(fe, sent).await;
+        assert_eq!(
+            out.as_bytes(),
+            PAGE,
+            "after {:?}",
+            String::from_utf8_lossy(sent)
+        );
+    }
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let out = tokio::time::timeout(T, async {
+        let mut s = TcpStream::connect(fe).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(b"GET / HT").await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .expect("stalled second request was not answered");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    assert!(out.ends_with(std::str::from_utf8(PAGE).unwrap()), "{out:?}");
+    assert_eq!(out.matches("HTTP/1.").count(), 2, "{out:?}");
 }
 
 #[tokio::test]

@@ -144,6 +144,69 @@ async fn source_balance_sticks_per_client_and_leastconn_random_work() {
     }
 }
 
+/// `set-header` / `add-header` values are log-format strings: `%[...]` expands per request
+/// with the ACL fetches, `%%` is a percent sign, a fetch without a value adds nothing.
+#[tokio::test]
+async fn header_values_expand_log_format() {
+    let a = echo("a").await;
+    let rule = |action| HttpRequestRule { action, cond: None };
+    let set = |name: &str, value: &str| {
+        rule(HttpAction::SetHeader {
+            name: name.into(),
+            value: value.into(),
+        })
+    };
+    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
+    fe.http_request = vec![
+        set("X-Client", "%[src]"),
+        set("X-Host", "%[req.hdr(host)]"),
+        rule(HttpAction::AddHeader {
+            name: "X-Mix".into(),
+            value: "100%% %[method] %[path] to %[dst]:%[dst_port] sni=%[ssl_fc_sni]".into(),
+        }),
+        set("X-Lit", "plain %% text"),
+    ];
+    let mut be = backend("be", Balance::RoundRobin, vec![server("a", a.addr)]);
+    be.http_request = vec![set("X-Be", "%[req.hdr(x-client)]/%[url_param(q)]")];
+    let (h, _reg) = start(config(vec![fe], vec![be]));
+    let addr = addr_of(&h, "web");
+    let r = get(addr, "/p?q=7", &[("x-client", "spoofed")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.saw("x-client"), ["127.0.0.1"]);
+    assert_eq!(r.saw("x-host"), ["test.local"]);
+    assert_eq!(
+        r.saw("x-mix"),
+        [format!("100% GET /p to 127.0.0.1:{} sni=", addr.port())]
+    );
+    assert_eq!(r.saw("x-lit"), ["plain % text"]);
+    // Backend rules run after the frontend's and see what they set.
+    assert_eq!(r.saw("x-be"), ["127.0.0.1/7"]);
+}
+
+/// An error once a backend is chosen uses the backend's errorfile, else the frontend's
+/// (HAProxy), not the built-in page.
+#[tokio::test]
+async fn frontend_errorfile_applies_when_the_backend_has_none() {
+    const FE_503: &[u8] =
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\nfrontend page\n";
+    const BE_503: &[u8] =
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\nbackend page\n";
+    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("empty"));
+    fe.errorfiles = BTreeMap::from([(503, FE_503.to_vec())]);
+    let mut fe2 = frontend("web2", vec![bind("127.0.0.1:0")], Some("empty2"));
+    fe2.errorfiles = BTreeMap::from([(503, FE_503.to_vec())]);
+    let mut be2 = backend("empty2", Balance::RoundRobin, vec![]);
+    be2.errorfiles = BTreeMap::from([(503, BE_503.to_vec())]);
+    let (h, _reg) = start(config(
+        vec![fe, fe2],
+        vec![backend("empty", Balance::RoundRobin, vec![]), be2],
+    ));
+    let r = get(addr_of(&h, "web"), "/", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (503, "frontend page\n"));
+    let r = get(addr_of(&h, "web2"), "/", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (503, "backend page\n"));
+}
+
 #[tokio::test]
 async fn rules_without_conditions_headers_deny_redirect() {
     let a = echo("a").await;

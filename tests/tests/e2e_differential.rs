@@ -1,6 +1,7 @@
 //! Differential test: HAProxy (Debian's package) and lb run the same haproxy.cfg (lb via
 //! `lb convert`) against the same identity-echoing backends on loopback; the same request
-//! set must give equal status codes, equal chosen backends and equal relevant headers.
+//! set must give equal status codes, equal chosen backends and equal relevant headers
+//! (among them header values built from `%[...]` log-format expressions).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -52,6 +53,8 @@ frontend httpsandhttp\n    bind 127.0.0.1:{port}\n\
     http-request redirect prefix https://secure.example code 301 if {{ path_beg /old }}\n\
     http-request redirect location /new-home code 302 if {{ path /home }}\n\
     http-request set-header X-Env difftest\n\
+    http-request set-header X-Fmt \"src=%[src] m=%[method] p=%[path] q=%[query] env=%[req.hdr(x-env)] tls=%[ssl_fc] sni=%[ssl_fc_sni] 100%%\"\n\
+    http-request add-header X-Kept %[req.hdr(x-keep),upper]\n\
     http-request add-header X-Added yes\n\
     http-request del-header X-Remove\n\
     use_backend www-myapp-backup if is_myapp {{ nbsrv(www-myapp) lt 1 }}\n\

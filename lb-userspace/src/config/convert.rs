@@ -1193,6 +1193,15 @@ impl Converter<'_> {
             self.unsupported(n, action.col, raw, &why);
             return;
         }
+        // Header values are log-format strings: `%[...]` carries over when lb has the fetch.
+        if matches!(action.text.as_str(), "set-header" | "add-header")
+            && let Some(v) = args.get(2)
+            && let Err(e) = crate::l7::acl::FormatString::compile(&v.text)
+        {
+            let why = format!("header value `{}`: {}", v.text, e.message);
+            self.unsupported(n, v.col, raw, &why);
+            return;
+        }
         let fixed = self.braces(n, args);
         let v = toml_str(&join_cond(&fixed));
         if let Some(s) = self.cur() {

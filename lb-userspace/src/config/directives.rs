@@ -625,7 +625,16 @@ pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {
         }
         "set-header" | "add-header" => {
             let name = args.want("header name")?.text.clone();
-            let value = args.want("header value")?.text.clone();
+            let v = args.want("header value")?;
+            // A log-format string: compiled again by the L7 runtime; checked here so a bad
+            // one is reported at its position.
+            if let Err(e) = crate::l7::acl::FormatString::compile(&v.text) {
+                return Err(Problem::new(
+                    v.pos,
+                    format!("header value `{}`: {}", v.text, e.message),
+                ));
+            }
+            let value = v.text.clone();
             args.done()?;
             if a.text == "set-header" {
                 HttpAction::SetHeader { name, value }

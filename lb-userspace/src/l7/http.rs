@@ -454,10 +454,14 @@ fn apply_rules(
                 return Err(Flow::Redirect(Box::new(r)));
             }
             Action::SetHeader(n, v) => {
-                head.headers.insert(n.clone(), v.clone());
+                if let Some(v) = v.value(&ReqInput { head, ctx, fe }) {
+                    head.headers.insert(n.clone(), v);
+                }
             }
             Action::AddHeader(n, v) => {
-                head.headers.append(n.clone(), v.clone());
+                if let Some(v) = v.value(&ReqInput { head, ctx, fe }) {
+                    head.headers.append(n.clone(), v);
+                }
             }
             Action::DelHeader(n) => {
                 head.headers.remove(n);

@@ -1,6 +1,6 @@
 //! The client connection's I/O wrapper: `timeout http-request` (a client that does not
-//! finish sending its request headers in time gets HAProxy's 408 and the connection is
-//! closed, which stops slowloris) and `timeout client` / `timeout http-keep-alive`
+//! finish sending its request headers in time gets HAProxy's 408, or the frontend's
+//! `errorfile 408` as is, and the connection is closed, which stops slowloris) and `timeout client` / `timeout http-keep-alive`
 //! (an idle connection is closed). The request handler tells it when a request head has
 //! been received and when a response has finished, through [`ConnShared`].
 
@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -21,7 +22,7 @@ pub enum IoError {
     Timeout,
 }
 
-/// HAProxy's 408 page.
+/// HAProxy's 408 page (when the frontend has no `errorfile 408`).
 pub const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Time-out\r\ncontent-length: 110\r\n\
 cache-control: no-cache\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n\
 <html><body><h1>408 Request Time-out</h1>\nYour browser didn't send a complete request in time.\n</body></html>\n";
@@ -108,7 +109,10 @@ pub struct ClientIo<T> {
     /// for the same deadline is skipped (the connection is always polled by one task,
     /// whose waker the timer keeps).
     armed_for: Option<Instant>,
-    /// 408 being written: offset into [`RESPONSE_408`].
+    /// The 408 response: [`RESPONSE_408`] or the frontend's errorfile, a complete HTTP
+    /// response written as is (the connection closes after it).
+    page_408: Bytes,
+    /// 408 being written: offset into `page_408`.
     writing_408: Option<usize>,
     closed: bool,
 }
@@ -122,7 +126,14 @@ impl<T> std::fmt::Debug for ClientIo<T> {
 }
 
 impl<T> ClientIo<T> {
-    pub fn new(inner: T, shared: std::sync::Arc<ConnShared>, t: IoTimeouts, http1: bool) -> Self {
+    /// `page_408`: the frontend's `errorfile 408` (raw bytes), else [`RESPONSE_408`].
+    pub fn new(
+        inner: T,
+        shared: std::sync::Arc<ConnShared>,
+        t: IoTimeouts,
+        http1: bool,
+        page_408: Option<Bytes>,
+    ) -> Self {
         let now = Instant::now();
         let head_deadline = t.http_request.map(|d| now + d);
         let first = head_deadline.or(t.client.map(|d| now + d)).unwrap_or(now);
@@ -139,6 +150,7 @@ impl<T> ClientIo<T> {
             busy_check: None,
             armed_for: None,
             timer: Box::pin(tokio::time::sleep_until(first)),
+            page_408: page_408.unwrap_or_else(|| Bytes::from_static(RESPONSE_408)),
             writing_408: None,
             closed: false,
         }
@@ -212,11 +224,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo<T> {
     /// Writes the 408; Ready when done (or failed).
     fn poll_write_408(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while let Some(off) = self.writing_408 {
-            if off >= RESPONSE_408.len() {
+            let Some(rest) = self.page_408.get(off..).filter(|r| !r.is_empty()) else {
                 self.writing_408 = None;
                 break;
-            }
-            match Pin::new(&mut self.inner).poll_write(cx, &RESPONSE_408[off..]) {
+            };
+            match Pin::new(&mut self.inner).poll_write(cx, rest) {
                 Poll::Ready(Ok(n)) if n > 0 => self.writing_408 = Some(off + n),
                 Poll::Ready(_) => self.writing_408 = None,
                 Poll::Pending => return Poll::Pending,

@@ -28,17 +28,25 @@
 //!   consistent` rather than HAProxy's default map-based hash.
 //! - `timeout http-request` answers 408 and closes, also for a connection that sent nothing
 //!   (HAProxy without `option http-ignore-probes`); an idle keep-alive connection is closed
-//!   silently. Header bytes over `max_header_bytes` get 431; `max_headers` counts the
-//!   request line like `tune.http.maxhdr` (default 101: 100 fields), more get 400, and
-//!   more than 100 fields under a limit of 101 or less get hyper's 431; anything malformed
-//!   gets hyper's 400.
+//!   silently. The 408 is the frontend's `errorfile 408`, sent as is, when there is one
+//!   (HAProxy's H1 mux sent its built-in page for errors it detects itself, as 2.6 still
+//!   does; haproxy#3032 treated that as a bug, fixed upstream).
+//!   Header bytes over `max_header_bytes` get 431; `max_headers` counts the request line
+//!   like `tune.http.maxhdr` (default 101: 100 fields) and more get 400 (both the errorfile
+//!   when set). Anything hyper cannot parse gets hyper's own 400 (or 431, also for more
+//!   than 100 fields under a limit of 101 or less), never the errorfile: hyper writes that
+//!   response itself before it reports the error, and has no hook to replace it.
 //! - The client protocol is fixed before hyper starts: TLS by ALPN (`h2` or `http/1.1`;
 //!   no ALPN: detected from the first bytes), plain binds by peeking for the h2 preface.
 //!   Each protocol's connection is boxed, so an idle connection only holds its own state
 //!   (hyper's 8 KiB read and write buffers, about 16 KiB in all).
 //! - Upstream connections are HTTP/1.1 (like HAProxy without `proto h2` on servers);
 //!   `X-Forwarded-Proto` is added together with `option forwardfor`.
-//! - `set-header`/`add-header` values are literal (no `%[...]` log-format expansion).
+//! - `set-header`/`add-header` values are log-format strings: `%[FETCH]` expands with the
+//!   ACL engine's fetches (`%[src]`, `%[req.hdr(host)]`, `%[ssl_fc_sni]` …), `%%` is a
+//!   percent sign; HAProxy's `%ci`-style variables are rejected at load. A fetch without a
+//!   value expands to nothing; an expansion that is not a valid header value skips the
+//!   action for that request (HAProxy drops it). See [`acl::FormatString`].
 
 pub mod acl;
 pub mod balance;
@@ -532,7 +540,7 @@ async fn serve_conn(
                         shared: conn_shared.clone(),
                         server_timer: Default::default(),
                     });
-                    let io = io::ClientIo::new(stream, conn_shared, t, true);
+                    let io = io::ClientIo::new(stream, conn_shared, t, true, fe.errors.raw(408));
                     let wait = t.http_request.or(t.client);
                     let Some(proto) = sniff_plain(io.get_ref(), wait, &mut shutdown).await else {
                         return;
@@ -622,7 +630,7 @@ async fn serve_https(
         server_timer: Default::default(),
     });
     serve_http(
-        io::ClientIo::new(s, conn_shared, t, h1),
+        io::ClientIo::new(s, conn_shared, t, h1, fe.errors.raw(408)),
         proto,
         ctx,
         fe,

@@ -15,7 +15,7 @@ use crate::config::model::{
     Backend, Config, Frontend, HttpAction, HttpRequestRule, LogFormat, Mode, RedirectKind, Tier,
     Timeouts,
 };
-use crate::l7::acl::Condition;
+use crate::l7::acl::{AclInput, Condition, FormatString};
 use crate::l7::balance::{self, PickCtx, Selector};
 use crate::l7::upstream::Pool;
 use crate::state::{BackendState, Counters, Registry, ServerState, ServerStatus};
@@ -46,6 +46,9 @@ pub struct Canned {
 #[derive(Debug, Clone, Default)]
 pub struct ErrorPages {
     pages: HashMap<u16, Arc<Canned>>,
+    /// The `errorfile`s as read (complete HTTP responses), for the pages written on the
+    /// connection rather than through hyper (the 408 of `timeout http-request`).
+    raw: HashMap<u16, Bytes>,
 }
 
 fn builtin(code: u16) -> (&'static str, &'static str) {
@@ -161,21 +164,23 @@ fn parse_errorfile(raw: &[u8]) -> Result<Canned, String> {
 impl ErrorPages {
     fn build(section: &str, files: &BTreeMap<u16, Vec<u8>>) -> Result<Self, RuntimeError> {
         let mut pages = HashMap::new();
+        let mut raw = HashMap::new();
         for code in [
             200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 425, 429, 431, 500, 501, 502, 503,
             504,
         ] {
             pages.insert(code, Arc::new(builtin_page(code)));
         }
-        for (&code, raw) in files {
-            let c = parse_errorfile(raw).map_err(|what| RuntimeError::ErrorFile {
+        for (&code, raw_file) in files {
+            let c = parse_errorfile(raw_file).map_err(|what| RuntimeError::ErrorFile {
                 section: section.to_owned(),
                 code,
                 what,
             })?;
             pages.insert(code, Arc::new(c));
+            raw.insert(code, Bytes::copy_from_slice(raw_file));
         }
-        Ok(Self { pages })
+        Ok(Self { pages, raw })
     }
 
     /// The page for `code` (built-in, overridden by `errorfile`).
@@ -188,7 +193,12 @@ impl ErrorPages {
 
     /// Whether `errorfile` overrides `code`.
     pub fn has(&self, code: u16) -> bool {
-        self.pages.contains_key(&code)
+        self.raw.contains_key(&code)
+    }
+
+    /// The `errorfile` for `code` as read, if one is configured.
+    pub fn raw(&self, code: u16) -> Option<Bytes> {
+        self.raw.get(&code).cloned()
     }
 }
 
@@ -203,9 +213,32 @@ pub enum Action {
         code: StatusCode,
         drop_query: bool,
     },
-    SetHeader(HeaderName, HeaderValue),
-    AddHeader(HeaderName, HeaderValue),
+    SetHeader(HeaderName, HeaderFmt),
+    AddHeader(HeaderName, HeaderFmt),
     DelHeader(HeaderName),
+}
+
+/// A `set-header` / `add-header` value: a log-format string, pre-built as a header value
+/// when it has no `%[...]`.
+#[derive(Debug, Clone)]
+pub enum HeaderFmt {
+    Literal(HeaderValue),
+    Format(FormatString),
+}
+
+impl HeaderFmt {
+    /// The value for one request; `None` when the expansion is not a valid header value
+    /// (HAProxy drops such a value: the action does nothing).
+    pub fn value(&self, input: &dyn AclInput) -> Option<HeaderValue> {
+        match self {
+            HeaderFmt::Literal(v) => Some(v.clone()),
+            HeaderFmt::Format(f) => {
+                let mut out = String::new();
+                f.expand(input, &mut out);
+                HeaderValue::from_str(&out).ok()
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -221,11 +254,24 @@ fn compile_rules(section: &str, rules: &[HttpRequestRule]) -> Result<Vec<Rule>, 
             what: format!("{n}: {e}"),
         })
     };
+    let header_err = |v: &str, e: &dyn std::fmt::Display| RuntimeError::Header {
+        section: section.to_owned(),
+        what: format!("{v}: {e}"),
+    };
+    // Compiled here once per load (the config loader has already reported bad formats
+    // with their position).
     let hvalue = |v: &str| {
-        HeaderValue::from_str(v).map_err(|e| RuntimeError::Header {
-            section: section.to_owned(),
-            what: format!("{v}: {e}"),
-        })
+        let f = FormatString::compile(v).map_err(|e| header_err(v, &e))?;
+        if let Some(lit) = f.as_literal() {
+            return HeaderValue::from_str(lit)
+                .map(HeaderFmt::Literal)
+                .map_err(|e| header_err(v, &e));
+        }
+        // Literal text that can never be part of a valid value is a config error.
+        for lit in f.literals() {
+            HeaderValue::from_str(lit).map_err(|e| header_err(v, &e))?;
+        }
+        Ok(HeaderFmt::Format(f))
     };
     rules
         .iter()

@@ -286,7 +286,9 @@ fn err(message: impl Into<String>, offset: usize) -> AclError {
 }
 
 /// Parses `name(args)` into a fetch. `tok` is the whole word.
-fn parse_fetch(tok: &Token) -> Result<(Fetch, MatchMethod, SampleType, Option<Case>), AclError> {
+pub(crate) fn parse_fetch(
+    tok: &Token,
+) -> Result<(Fetch, MatchMethod, SampleType, Option<Case>), AclError> {
     let word = tok.text.as_str();
     let name_end = word
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
@@ -843,7 +845,11 @@ fn digits_only(s: &str) -> Option<u32> {
 
 impl Fetch {
     /// Calls `f` on each sample until it returns true; returns whether one did.
-    fn for_each(&self, input: &dyn AclInput, f: &mut dyn FnMut(Sample<'_>) -> bool) -> bool {
+    pub(crate) fn for_each(
+        &self,
+        input: &dyn AclInput,
+        f: &mut dyn FnMut(Sample<'_>) -> bool,
+    ) -> bool {
         match self {
             Fetch::Path => f(Sample::Str(input.path())),
             Fetch::Url => f(Sample::Str(input.url())),
@@ -1017,7 +1023,7 @@ impl std::fmt::Write for StackStr {
     }
 }
 
-fn with_str(sample: Sample<'_>, f: impl FnOnce(&str) -> bool) -> bool {
+pub(crate) fn with_str(sample: Sample<'_>, f: impl FnOnce(&str) -> bool) -> bool {
     let mut s = StackStr {
         buf: [0; 64],
         len: 0,

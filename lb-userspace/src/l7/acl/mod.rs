@@ -29,6 +29,9 @@
 //!   METH_TRACE HTTP_URL_ABS HTTP_URL_SLASH HTTP_URL_STAR HTTP_CONTENT`; a defined ACL of the
 //!   same name wins.
 //!
+//! The same fetches expand in log-format strings (`%[src]` in `set-header` values), see
+//! [`FormatString`].
+//!
 //! Evaluation walks the compiled tree: no parsing, no allocation (regexes are compiled at
 //! load, case-insensitive comparisons use `eq_ignore_ascii_case`, non-string samples are
 //! rendered into a stack buffer when a string match needs them).
@@ -38,11 +41,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
 mod expr;
+mod format;
 mod lex;
 #[cfg(test)]
 mod tests;
 
 use expr::{Expr, parse_expr};
+pub use format::FormatString;
 use lex::tokenize;
 
 /// What a condition can look at. The L7 proxy implements it over a request.

@@ -1015,3 +1015,118 @@ fn url_params() {
     assert!(!anon("url_param(user) bob", &Req::get("/p/user=bob")));
     assert_eq!(define_err("x url_param(a,ab) 1").offset, 2);
 }
+
+// ---------------------------------------------------------------------------------------
+// Log-format strings (`set-header` values)
+// ---------------------------------------------------------------------------------------
+
+fn expand(format: &str, req: &Req) -> String {
+    let f = FormatString::compile(format).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+    let mut out = String::new();
+    f.expand(req, &mut out);
+    out
+}
+
+fn format_err(format: &str) -> AclError {
+    match FormatString::compile(format) {
+        Ok(f) => panic!("{format:?} compiled: {f:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn format_literal_text_and_percent() {
+    let f = FormatString::compile("100%% sure ]").expect("compiles");
+    assert_eq!(f.as_literal(), Some("100% sure ]"));
+    assert_eq!(
+        FormatString::compile("").expect("empty").as_literal(),
+        Some("")
+    );
+    let f = FormatString::compile("a %[src] b").expect("compiles");
+    assert_eq!(f.as_literal(), None);
+    assert_eq!(f.literals().collect::<Vec<_>>(), ["a ", " b"]);
+}
+
+#[test]
+fn format_expands_the_acl_fetches() {
+    let mut r = Req::get("/p/x?q=1&q=2")
+        .method("POST")
+        .src("2001:db8::7")
+        .hdr("Host", "Example.COM")
+        .hdr("X-In", "one, two")
+        .hdr("x-in", "three")
+        .hdr("Cookie", "a=1; a=2");
+    r.dst = Some("192.0.2.9:8443".parse().expect("addr"));
+    r.src_port = Some(40000);
+    assert_eq!(expand("%[src]", &r), "2001:db8::7");
+    assert_eq!(
+        expand("%[src_port] %[dst]:%[dst_port]", &r),
+        "40000 192.0.2.9:8443"
+    );
+    assert_eq!(
+        expand("%[method] %[path] %[url] %[query]", &r),
+        "POST /p/x /p/x?q=1&q=2 q=1&q=2"
+    );
+    assert_eq!(expand("host=%[req.hdr(host)]!", &r), "host=Example.COM!");
+    assert_eq!(expand("%[req.hdr(host),lower]", &r), "example.com");
+    assert_eq!(expand("%[hdr(host),upper]", &r), "EXAMPLE.COM");
+    // HAProxy's sample-fetch context (checked against HAProxy 2.6): the last value of a
+    // header, the last cookie, the first query parameter; explicit occurrences as in ACLs.
+    assert_eq!(expand("%[hdr(x-in)]", &r), "three");
+    assert_eq!(expand("%[req.hdr(x-in,1)]|%[hdr(x-in,-2)]", &r), "one|two");
+    assert_eq!(expand("%[hdr_cnt(x-in)]", &r), "3");
+    assert_eq!(expand("%[cook(a)]", &r), "2");
+    assert_eq!(expand("%[url_param(q)]", &r), "1");
+    assert_eq!(expand("%[req.ver] %[ssl_fc]", &r), "1.1 0");
+    // No value: nothing (HAProxy sets the header empty).
+    assert_eq!(expand("[%[ssl_fc_sni]][%[req.hdr(nope)]]", &r), "[][]");
+    let tls = Req::get("/").tls(Some("api.example.com"));
+    assert_eq!(expand("%[ssl_fc]:%[ssl_fc_sni]", &tls), "1:api.example.com");
+    // Several expressions, literal text, `%%`, and a `]` inside parentheses.
+    assert_eq!(
+        expand("%%%[method]%%x%[path]]", &Req::get("/a")),
+        "%GET%x/a]"
+    );
+    let r = Req::get("/").hdr("a]b", "v");
+    assert_eq!(expand("%[req.hdr(a]b)]", &r), "v");
+}
+
+#[test]
+fn format_errors_point_at_the_problem() {
+    let e = format_err("x %[src");
+    assert_eq!(e.offset, 2);
+    assert!(e.message.contains("missing ']'"), "{}", e.message);
+    assert_eq!(format_err("%[]").offset, 0);
+    let e = format_err("ab%[nope(x)]");
+    assert_eq!(
+        (e.offset, e.message.as_str()),
+        (4, "unknown fetch method 'nope'")
+    );
+    let e = format_err("%[path_beg]");
+    assert!(e.message.contains("'path_beg'"), "{}", e.message);
+    let e = format_err("100%");
+    assert!(e.message.contains("'%%'"), "{}", e.message);
+    assert_eq!(e.offset, 3);
+    assert!(format_err("a % b").message.contains("'%%'"));
+    let e = format_err("%ci");
+    assert!(
+        e.message.contains("'%ci' is not supported"),
+        "{}",
+        e.message
+    );
+    assert!(format_err("%{+Q}[src]").message.contains("not supported"));
+    assert!(format_err("%[src,base64]").message.contains("base64"));
+    assert!(format_err("%[src,lower]").message.contains("string fetch"));
+    assert!(format_err("%[req.hdr()]").message.contains("header name"));
+}
+
+#[test]
+fn format_value_that_is_not_a_header_value_is_dropped() {
+    use crate::l7::runtime::HeaderFmt;
+    let f = FormatString::compile("v=%[req.hdr(x-raw)]").expect("compiles");
+    let fmt = HeaderFmt::Format(f);
+    let ok = Req::get("/").hdr("x-raw", "fine");
+    assert_eq!(fmt.value(&ok).expect("valid").to_str().ok(), Some("v=fine"));
+    let bad = Req::get("/").hdr("x-raw", "a\u{1}b");
+    assert!(fmt.value(&bad).is_none());
+}

@@ -1,0 +1,197 @@
+//! HAProxy log-format strings, as taken by `http-request set-header` / `add-header` values:
+//! literal text with `%[FETCH[,CONVERTER]]` sample expressions and `%%` for a percent sign,
+//! e.g. `%[src]`, `"host=%[req.hdr(host)] sni=%[ssl_fc_sni,lower]"`.
+//!
+//! Compiled once, at load, into literal and sample parts; expanding one for a request only
+//! runs the fetches (the same ones the ACL engine has, with the same arguments) and appends
+//! their text. As in HAProxy:
+//! - in this (sample fetch) context `hdr()` / `req.hdr()` give the last value of the header
+//!   (unless an occurrence is given), `cook()` the last cookie of that name, `url_param()`
+//!   the first parameter; integers and booleans are written in decimal (`ssl_fc` is `0` or
+//!   `1`), addresses in their usual notation;
+//! - a fetch with no value (a header that is not there, `ssl_fc_sni` without TLS) adds
+//!   nothing;
+//! - a `%` that starts neither `%[` nor `%%` is an error (HAProxy: "use '%%'"), so is a
+//!   missing `]`; a `]` outside an expression is literal text.
+//!
+//! Not supported (errors at load): HAProxy's log-format variables such as `%ci` or `%T`
+//! (use the matching fetch, e.g. `%[src]`), `%{+Q}` flags, and converters other than
+//! `lower` / `upper`, which the ACL engine also limits to string fetches.
+
+use super::AclError;
+use super::AclInput;
+use super::expr::{Case, Fetch, MatchMethod, parse_fetch, with_str};
+use super::lex::Token;
+
+/// A compiled log-format string.
+#[derive(Debug, Clone)]
+pub struct FormatString {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Lit(Box<str>),
+    Sample {
+        fetch: Fetch,
+        conv: Option<Case>,
+        /// Keep the last value the fetch yields (else the first).
+        last: bool,
+    },
+}
+
+fn err(message: impl Into<String>, offset: usize) -> AclError {
+    AclError {
+        message: message.into(),
+        offset,
+    }
+}
+
+/// The end of the sample expression that starts at `from` (the byte after `%[`): the first
+/// `]` outside parentheses, as HAProxy reads `%[req.hdr(a]b)]`.
+fn expr_end(text: &str, from: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in text.bytes().enumerate().skip(from) {
+        match b {
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            b']' if depth == 0 => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+impl FormatString {
+    /// Compiles `text` (already unquoted). Errors carry the byte offset in `text`.
+    pub fn compile(text: &str) -> Result<FormatString, AclError> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut i = 0;
+        let bytes = text.as_bytes();
+        while i < bytes.len() {
+            let Some(rel) = text[i..].find('%') else {
+                lit.push_str(&text[i..]);
+                break;
+            };
+            let at = i + rel;
+            lit.push_str(&text[i..at]);
+            match bytes.get(at + 1) {
+                Some(b'%') => {
+                    lit.push('%');
+                    i = at + 2;
+                }
+                Some(b'[') => {
+                    let start = at + 2;
+                    let Some(end) = expr_end(text, start) else {
+                        return Err(err(format!("missing ']' after '{}'", &text[at..]), at));
+                    };
+                    let expr = &text[start..end];
+                    if expr.trim().is_empty() {
+                        return Err(err("empty sample expression '%[]'", at));
+                    }
+                    if !lit.is_empty() {
+                        parts.push(Part::Lit(std::mem::take(&mut lit).into_boxed_str()));
+                    }
+                    parts.push(Self::sample(expr, start)?);
+                    i = end + 1;
+                }
+                None => {
+                    return Err(err(
+                        "truncated text after '%' (write '%%' for a percent sign)",
+                        at,
+                    ));
+                }
+                Some(_) => {
+                    let var: String = text[at + 1..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '{' || *c == '+')
+                        .collect();
+                    let message = if var.is_empty() {
+                        "a '%' must start '%[...]'; write '%%' for a percent sign".to_string()
+                    } else {
+                        format!(
+                            "log-format variable '%{var}' is not supported (only '%[FETCH]' \
+                             sample expressions, e.g. '%[src]', and '%%')"
+                        )
+                    };
+                    return Err(err(message, at));
+                }
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit.into_boxed_str()));
+        }
+        Ok(FormatString { parts })
+    }
+
+    /// One `%[...]` expression: a fetch the ACL engine knows (its matching-method variants
+    /// such as `path_beg` are ACL keywords, not fetches) and an optional case converter.
+    fn sample(expr: &str, offset: usize) -> Result<Part, AclError> {
+        let tok = Token {
+            text: expr.to_owned(),
+            start: offset,
+        };
+        let (fetch, method, _, conv) = parse_fetch(&tok)?;
+        if !matches!(
+            method,
+            MatchMethod::Str | MatchMethod::Int | MatchMethod::Ip | MatchMethod::Bool
+        ) {
+            let name = expr.split(['(', ',']).next().unwrap_or(expr);
+            return Err(err(
+                format!("unknown fetch method '{name}' (an ACL keyword, not a sample fetch)"),
+                offset,
+            ));
+        }
+        // HAProxy's sample-fetch context: the last header value unless one is named.
+        let (fetch, last) = match fetch {
+            Fetch::Hdr { name, occ: 0 } => (Fetch::Hdr { name, occ: -1 }, false),
+            Fetch::HdrVal { name, occ: 0 } => (Fetch::HdrVal { name, occ: -1 }, false),
+            f @ Fetch::Cook { .. } => (f, true),
+            f => (f, false),
+        };
+        Ok(Part::Sample { fetch, conv, last })
+    }
+
+    /// The text when there is no sample expression (`%%` already turned into `%`).
+    pub fn as_literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Lit(s)] => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The literal parts, for validating them once.
+    pub fn literals(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Lit(s) => Some(&**s),
+            Part::Sample { .. } => None,
+        })
+    }
+
+    /// Appends the expansion for one request to `out`.
+    pub fn expand(&self, input: &dyn AclInput, out: &mut String) {
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => out.push_str(s),
+                Part::Sample { fetch, conv, last } => {
+                    let mark = out.len();
+                    fetch.for_each(input, &mut |sample| {
+                        out.truncate(mark);
+                        with_str(sample, |t| {
+                            out.push_str(t);
+                            true
+                        });
+                        !*last
+                    });
+                    match conv {
+                        Some(Case::Lower) => out[mark..].make_ascii_lowercase(),
+                        Some(Case::Upper) => out[mark..].make_ascii_uppercase(),
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+}
