@@ -498,3 +498,44 @@ async fn follows_registry_replacement() {
             >= 4
     );
 }
+
+/// Listening sockets in `/proc/net/tcp` on `port`.
+fn listening_sockets(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "0A" && f[1].ends_with(&format!(":{port:04X}"))
+        })
+        .count()
+}
+
+/// Each worker accepts on its own socket of the bind (one `SO_REUSEPORT` group), every
+/// socket serves, and a reload that keeps the bind keeps the sockets.
+#[tokio::test]
+async fn each_worker_listens_on_its_own_socket() {
+    let a = echo("a").await;
+    let mut cfg = config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", a.addr)],
+        )],
+    );
+    cfg.global.threads = Some(3);
+    let cfg = std::sync::Arc::new(cfg);
+    let reg = std::sync::Arc::new(lb::state::Registry::new());
+    let h = lb::l7::L7::start(cfg.clone(), reg).expect("start");
+    let fe = addr_of(&h, "web");
+    assert_eq!(listening_sockets(fe.port()), 3);
+    for _ in 0..30 {
+        assert_eq!(get(fe, "/", &[]).await.status, 200);
+    }
+    h.reload(cfg).expect("reload");
+    assert_eq!(listening_sockets(fe.port()), 3);
+    assert_eq!(h.local_addrs("web"), vec![fe]);
+    assert_eq!(get(fe, "/", &[]).await.status, 200);
+}

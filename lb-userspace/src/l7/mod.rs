@@ -5,7 +5,8 @@
 //! compiled routing and pools atomically (listeners whose bind stays keep their socket),
 //! [`L7Handle::shutdown`] stops accepting and drains. Connections are served by
 //! `global.threads` worker threads (default one per core, like HAProxy's `nbthread`), each a
-//! single-threaded tokio runtime accepting on every listener and keeping its own idle
+//! single-threaded tokio runtime accepting on its own socket of every bind (one
+//! `SO_REUSEPORT` group per bind, so the kernel spreads connections) and keeping its own idle
 //! upstream connections; the caller's runtime only runs reloads and the registry watch.
 //!
 //! Layout: [`runtime`] compiles a config generation (rules, resolved backends, selectors,
@@ -134,7 +135,8 @@ struct ConnControl {
 /// Work sent to a worker thread.
 #[derive(Debug)]
 enum WorkerCmd {
-    /// Accept on this (duplicated) listening socket until `stop` flips.
+    /// Accept on this listening socket (the worker's own in the bind's `SO_REUSEPORT`
+    /// group) until `stop` flips.
     Listen {
         sock: std::net::TcpListener,
         shared: Arc<ListenerShared>,
@@ -166,7 +168,7 @@ pub struct L7Handle {
 impl L7 {
     /// Binds every userspace frontend of `config` and starts serving on
     /// `global.threads` worker threads (default: one per core), each a single-threaded
-    /// runtime accepting on every listener, like HAProxy's `nbthread`. Must be called within
+    /// runtime with its own socket on every bind, like HAProxy's `nbthread`. Must be called within
     /// a tokio runtime, which runs the control side (reloads, registry watch).
     pub fn start(config: Arc<Config>, registry: Arc<Registry>) -> Result<L7Handle, L7Error> {
         let (drain_tx, drain_rx) = mpsc::channel(1);
@@ -235,10 +237,26 @@ fn worker(
     });
 }
 
+/// One listening socket per worker on `addr`, in one `SO_REUSEPORT` group: the kernel
+/// spreads new connections over the workers by their addresses (as nginx's `reuseport`),
+/// so no worker takes every connection of a burst, and only one worker wakes per
+/// connection. Port 0 binds the first and gives its port to the others.
+fn bind_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n.max(1) {
+        let sock = bind_socket(at)?;
+        at = sock.local_addr()?;
+        out.push(sock);
+    }
+    Ok(out)
+}
+
 fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
@@ -266,7 +284,7 @@ impl L7Handle {
             cfg_addr: SocketAddr,
             fe: Arc<FrontendRt>,
             tls: Option<Arc<TlsAcceptor>>,
-            fresh: Option<std::net::TcpListener>,
+            fresh: Option<Vec<std::net::TcpListener>>,
         }
         let mut listeners = match self.inner.listeners.lock() {
             Ok(l) => l,
@@ -302,11 +320,15 @@ impl L7Handle {
                 let fresh = if existing.is_some() {
                     None
                 } else {
-                    Some(bind_socket(b.addr).map_err(|source| L7Error::Bind {
-                        frontend: f.name.clone(),
-                        bind: b.text.clone(),
-                        source,
-                    })?)
+                    Some(
+                        bind_sockets(b.addr, self.inner.workers.len()).map_err(|source| {
+                            L7Error::Bind {
+                                frontend: f.name.clone(),
+                                bind: b.text.clone(),
+                                source,
+                            }
+                        })?,
+                    )
                 };
                 plans.push(Plan {
                     frontend: f.name.clone(),
@@ -332,26 +354,23 @@ impl L7Handle {
                     frontend: p.frontend,
                     ..l
                 });
-            } else if let Some(sock) = p.fresh {
-                let local = sock.local_addr().unwrap_or(p.cfg_addr);
+            } else if let Some(socks) = p.fresh {
+                let local = socks
+                    .first()
+                    .and_then(|s| s.local_addr().ok())
+                    .unwrap_or(p.cfg_addr);
                 let shared = Arc::new(ListenerShared {
                     fe: Arc::new(ArcSwap::new(p.fe)),
                     tls: ArcSwapOption::new(p.tls),
                 });
                 let (stop, _) = watch::channel(false);
-                for w in &self.inner.workers {
-                    match sock.try_clone() {
-                        Ok(dup) => {
-                            let _ = w.send(WorkerCmd::Listen {
-                                sock: dup,
-                                shared: shared.clone(),
-                                stop: stop.subscribe(),
-                            });
-                        }
-                        Err(e) => tracing::error!(error = %e, "cannot share a listener"),
-                    }
+                for (w, sock) in self.inner.workers.iter().zip(socks) {
+                    let _ = w.send(WorkerCmd::Listen {
+                        sock,
+                        shared: shared.clone(),
+                        stop: stop.subscribe(),
+                    });
                 }
-                drop(sock);
                 tracing::info!(frontend = %p.frontend, addr = %local, "listening");
                 kept.push(Listener {
                     frontend: p.frontend,
