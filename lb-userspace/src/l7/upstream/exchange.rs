@@ -47,10 +47,22 @@ pub async fn send(
         .write_all(&conn.wbuf)
         .await
         .map_err(ExchangeError::NotSent)?;
-    let Some(mut b) = body.take().filter(|_| framing != ReqFraming::Empty) else {
+    let Some(b) = body.take().filter(|_| framing != ReqFraming::Empty) else {
         let head = read_head(&mut conn.stream, &mut conn.rbuf, method).await?;
         return Ok((head, true));
     };
+    // Boxed: the upload's state only weighs on requests that have a body.
+    Box::pin(upload_and_read(conn, method, b, framing, counters)).await
+}
+
+/// Sends the body while watching for the response head.
+async fn upload_and_read(
+    conn: &mut UpConn,
+    method: &Method,
+    mut b: Incoming,
+    framing: ReqFraming,
+    counters: &CountersRef,
+) -> Result<(ResponseHead, bool), ExchangeError> {
     let (mut rd, mut wr) = conn.stream.split();
     let wbuf = &mut conn.wbuf;
     let rbuf = &mut conn.rbuf;
