@@ -14,7 +14,7 @@ pub mod pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -49,27 +49,20 @@ pub struct CountersRef {
 }
 
 impl CountersRef {
+    fn add(&self, field: fn(&Counters) -> &AtomicU64, n: u64) {
+        for c in [
+            &*self.frontend,
+            &self.backend.counters,
+            &self.server.counters,
+        ] {
+            field(c).fetch_add(n, Ordering::Relaxed);
+        }
+    }
     pub fn add_in(&self, n: u64) {
-        self.frontend.bytes_in.fetch_add(n, Ordering::Relaxed);
-        self.backend
-            .counters
-            .bytes_in
-            .fetch_add(n, Ordering::Relaxed);
-        self.server
-            .counters
-            .bytes_in
-            .fetch_add(n, Ordering::Relaxed);
+        self.add(|c| &c.bytes_in, n);
     }
     pub fn add_out(&self, n: u64) {
-        self.frontend.bytes_out.fetch_add(n, Ordering::Relaxed);
-        self.backend
-            .counters
-            .bytes_out
-            .fetch_add(n, Ordering::Relaxed);
-        self.server
-            .counters
-            .bytes_out
-            .fetch_add(n, Ordering::Relaxed);
+        self.add(|c| &c.bytes_out, n);
     }
 }
 
