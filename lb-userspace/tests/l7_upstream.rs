@@ -589,6 +589,11 @@ async fn scripted_server() -> (
                         }
                     }
                     buf.drain(..len);
+                    if path == "/hang" {
+                        // Takes the whole body, never answers.
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        return;
+                    }
                     let parts: Vec<&[u8]> = match path.as_str() {
                         "/chunked" => vec![
                             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
@@ -723,5 +728,53 @@ async fn early_response_ends_the_upload() {
     ));
     let r = post(addr_of(&h, "web"), "/early", vec![1u8; 8 << 20], false).await;
     assert_eq!(r.status, 413);
+    task.abort();
+}
+
+/// Upload timeouts per side, as HAProxy: a client that stalls in its body gets 408 after
+/// `timeout client`; a slow but steady upload outlasting `timeout server` is not cut; a
+/// server that takes the body and never answers gets 504 after `timeout server`.
+#[tokio::test]
+async fn upload_timeouts_are_per_side() {
+    let (addr, _conns, task) = scripted_server().await;
+    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
+    fe.timeouts.client = Some(Duration::from_millis(300));
+    let mut be = backend("be", Balance::RoundRobin, vec![server("s", addr)]);
+    be.timeouts.server = Some(Duration::from_millis(300));
+    let (h, _reg) = start(config(vec![fe], vec![be]));
+    let fe = addr_of(&h, "web");
+
+    // Stalls after 10 of 100 bytes.
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(fe).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+
+    // 8 chunks 150 ms apart: 1.2 s in all, each within timeout client; the server reads
+    // along, so timeout server never runs out.
+    let mut s = TcpStream::connect(fe).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 80\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(b"0123456789").await.unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+
+    // The whole body goes out, no answer.
+    let t0 = Instant::now();
+    let r = post(fe, "/hang", vec![5u8; 1000], false).await;
+    assert_eq!(r.status, 504);
+    assert!(t0.elapsed() < Duration::from_secs(3));
     task.abort();
 }

@@ -28,6 +28,7 @@ use crate::l7::log::{self, LogRecord};
 use crate::l7::runtime::{Action, BackendRt, Canned, FrontendRt, Rule, ServerRt};
 use crate::l7::tls::TlsInfo;
 use crate::l7::upstream::codec::{self, ReqFraming, ResponseHead};
+use crate::l7::upstream::exchange::UploadTimeouts;
 use crate::l7::upstream::{self, Conn, CountersRef, ExchangeError, ResponseBody, UpConn};
 
 #[derive(Debug, thiserror::Error)]
@@ -940,14 +941,27 @@ async fn forward(
             }
             c.conn.wbuf.clear();
             codec::encode_request_head(&method, target, &head.headers, framing, &mut c.conn.wbuf);
-            let sent =
-                upstream::exchange::send(&mut c.conn, &method, &mut body, framing, &counters);
+            let timeouts = UploadTimeouts {
+                client: fe.timeouts.client,
+                server: t.server,
+            };
+            let sent = upstream::exchange::send(
+                &mut c.conn,
+                &method,
+                &mut body,
+                framing,
+                &counters,
+                timeouts,
+            );
             let res = match t.server {
-                Some(d) => match with_server_timeout(&ctx, sent, d).await {
-                    Some(r) => r,
-                    None => return error_page(&fe, Some(&be), 504, guard),
-                },
-                None => sent.await,
+                // A body brings its own per-side timeouts (see `exchange::send`).
+                Some(d) if framing == ReqFraming::Empty => {
+                    match with_server_timeout(&ctx, sent, d).await {
+                        Some(r) => r,
+                        None => return error_page(&fe, Some(&be), 504, guard),
+                    }
+                }
+                _ => sent.await,
             };
             match res {
                 Ok((h, complete)) => break Ok((h, c.conn, complete)),
@@ -956,6 +970,13 @@ async fn forward(
                 Err(ExchangeError::NotSent(_)) if c.reused => {}
                 Err(ExchangeError::Closed) if c.reused && replayable => {
                     tracing::debug!(server = %srv.name, "replaying on a fresh connection");
+                }
+                Err(ExchangeError::ServerTimeout) => {
+                    return error_page(&fe, Some(&be), 504, guard);
+                }
+                // HAProxy: a client too slow with its body gets 408.
+                Err(ExchangeError::ClientTimeout) => {
+                    return error_page(&fe, Some(&be), 408, guard);
                 }
                 // The client's own body was malformed or cut: its fault, HAProxy's 400.
                 Err(ExchangeError::ClientBody(e)) => {

@@ -2,8 +2,11 @@
 //! request's task, the response head read (interim 1xx skipped), and the response body
 //! read from the socket as the client consumes it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
@@ -31,17 +34,46 @@ pub enum ExchangeError {
     Codec(#[from] CodecError),
     #[error("client request body: {0}")]
     ClientBody(hyper::Error),
+    /// `timeout client` passed while waiting for the next piece of the request body.
+    #[error("client sent no request body data within timeout client")]
+    ClientTimeout,
+    /// `timeout server` passed while the server did not take the body or did not answer.
+    #[error("server did not read the request body or answer within timeout server")]
+    ServerTimeout,
+}
+
+/// The inactivity limits of an upload: `timeout client` on the client's body, `timeout
+/// server` on writes to the server and then on its answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadTimeouts {
+    pub client: Option<Duration>,
+    pub server: Option<Duration>,
+}
+
+/// `fut`, failing with `err` when `limit` passes first.
+async fn within<F: Future>(
+    limit: Option<Duration>,
+    fut: F,
+    err: ExchangeError,
+) -> Result<F::Output, ExchangeError> {
+    match limit {
+        Some(d) => tokio::time::timeout(d, fut).await.map_err(|_| err),
+        None => Ok(fut.await),
+    }
 }
 
 /// Sends the request whose head is encoded in `conn.wbuf` (then its body, framed as
 /// `framing`) and reads the response head. A response that arrives before the body is
-/// sent ends the upload; the connection is then not reused.
+/// sent ends the upload; the connection is then not reused. Without a body the caller
+/// applies `timeout server`; with one, `timeouts` apply here, per side (HAProxy: a slow
+/// client is the client's timeout, a server not reading or answering the server's).
 pub async fn send(
     conn: &mut UpConn,
     method: &Method,
     body: &mut Option<Incoming>,
     framing: ReqFraming,
     counters: &CountersRef,
+    timeouts: UploadTimeouts,
 ) -> Result<(ResponseHead, bool), ExchangeError> {
     conn.stream
         .write_all(&conn.wbuf)
@@ -52,7 +84,10 @@ pub async fn send(
         return Ok((head, true));
     };
     // Boxed: the upload's state only weighs on requests that have a body.
-    Box::pin(upload_and_read(conn, method, b, framing, counters)).await
+    Box::pin(upload_and_read(
+        conn, method, b, framing, counters, timeouts,
+    ))
+    .await
 }
 
 /// Sends the body while watching for the response head.
@@ -62,25 +97,28 @@ async fn upload_and_read(
     mut b: Incoming,
     framing: ReqFraming,
     counters: &CountersRef,
+    timeouts: UploadTimeouts,
 ) -> Result<(ResponseHead, bool), ExchangeError> {
     let (mut rd, mut wr) = conn.stream.split();
     let wbuf = &mut conn.wbuf;
     let rbuf = &mut conn.rbuf;
     let mut upload = std::pin::pin!(async move {
         let mut trailers = None;
-        while let Some(frame) = b.frame().await {
+        let (client_t, server_t) = (timeouts.client, timeouts.server);
+        while let Some(frame) = within(client_t, b.frame(), ExchangeError::ClientTimeout).await? {
             let frame = frame.map_err(ExchangeError::ClientBody)?;
             match frame.into_data() {
                 Ok(d) if d.is_empty() => {}
                 Ok(d) => {
                     counters.add_in(d.len() as u64);
-                    if framing == ReqFraming::Chunked {
+                    let out: &[u8] = if framing == ReqFraming::Chunked {
                         wbuf.clear();
                         codec::encode_chunk(&d, wbuf);
-                        wr.write_all(wbuf).await?;
+                        wbuf
                     } else {
-                        wr.write_all(&d).await?;
-                    }
+                        &d
+                    };
+                    within(server_t, wr.write_all(out), ExchangeError::ServerTimeout).await??;
                 }
                 Err(f) => trailers = f.into_trailers().ok(),
             }
@@ -88,13 +126,15 @@ async fn upload_and_read(
         if framing == ReqFraming::Chunked {
             wbuf.clear();
             codec::encode_last_chunk(trailers.as_ref(), wbuf);
-            wr.write_all(wbuf).await?;
+            within(server_t, wr.write_all(wbuf), ExchangeError::ServerTimeout).await??;
         }
         Ok::<(), ExchangeError>(())
     });
     let mut response = std::pin::pin!(read_head(&mut rd, rbuf, method));
     let mut uploading = true;
     let mut uploaded = false;
+    // `timeout server` on the answer, from the end of the upload.
+    let mut answer_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = response.as_mut().poll(cx) {
             // Early (e.g. 413) or after the body: either way the exchange is decided.
@@ -104,11 +144,19 @@ async fn upload_and_read(
             uploading = false;
             match r {
                 Ok(()) => uploaded = true,
-                // The client's body failed: the server got a truncated request.
-                Err(e @ ExchangeError::ClientBody(_)) => return Poll::Ready(Err(e)),
+                // The client's body failed or stalled: the server got a truncated request.
+                Err(e @ (ExchangeError::ClientBody(_) | ExchangeError::ClientTimeout)) => {
+                    return Poll::Ready(Err(e));
+                }
                 // The server stopped reading: its response may still come.
                 Err(e) => tracing::debug!(error = %e, "request body not fully sent"),
             }
+            answer_timer = timeouts.server.map(|d| Box::pin(tokio::time::sleep(d)));
+        }
+        if let Some(t) = answer_timer.as_mut()
+            && t.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(ExchangeError::ServerTimeout));
         }
         Poll::Pending
     })
