@@ -600,6 +600,10 @@ async fn scripted_server() -> (
                             b"lo\r\n6;ext=1\r\n world\r\n",
                             b"0\r\nX-Trailer: t\r\n\r\n",
                         ],
+                        "/trailers" => vec![
+                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n2\r\nok\r\n",
+                            b"0\r\nX-Checksum: abc\r\n\r\n",
+                        ],
                         "/continue" => vec![
                             b"HTTP/1.1 100 Continue\r\n\r\n",
                             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
@@ -776,5 +780,58 @@ async fn upload_timeouts_are_per_side() {
     let r = post(fe, "/hang", vec![5u8; 1000], false).await;
     assert_eq!(r.status, 504);
     assert!(t0.elapsed() < Duration::from_secs(3));
+    task.abort();
+}
+
+/// Trailer fields of a chunked response reach an HTTP/1.1 client that asked for them
+/// (`TE: trailers`, announced by `Trailer`) and an h2 client.
+#[tokio::test]
+async fn response_trailers_are_forwarded() {
+    use http_body_util::BodyExt;
+    let (addr, _conns, task) = scripted_server().await;
+    let (h, _reg) = start(config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
+    ));
+    let fe = addr_of(&h, "web");
+    let mut tx = one_client(fe).await;
+    let mut req = request("GET", "/trailers", b"");
+    req.headers_mut()
+        .insert("te", http::HeaderValue::from_static("trailers"));
+    let r = tx.send_request(req).await.unwrap();
+    assert_eq!(r.headers()["trailer"], "X-Checksum");
+    let body = r.into_body().collect().await.unwrap();
+    assert_eq!(
+        body.trailers()
+            .and_then(|t| t.get("x-checksum"))
+            .map(|v| v.as_bytes()),
+        Some(&b"abc"[..])
+    );
+    assert_eq!(&body.to_bytes()[..], b"ok");
+
+    let s = TcpStream::connect(fe).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(executor(), hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("http://x/trailers")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let body = h2
+        .send_request(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        body.trailers()
+            .and_then(|t| t.get("x-checksum"))
+            .map(|v| v.as_bytes()),
+        Some(&b"abc"[..])
+    );
+    assert_eq!(&body.to_bytes()[..], b"ok");
     task.abort();
 }

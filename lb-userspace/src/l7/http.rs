@@ -321,17 +321,19 @@ impl Body for RespBody {
                 }
                 Poll::Ready(r)
             }
-            Src::Up(inner) => match inner.poll_data(cx) {
-                Poll::Ready(Some(Ok(d))) => {
-                    let n = d.len() as u64;
-                    if let Some(g) = &mut this.guard {
-                        g.bytes += n;
-                    }
-                    if let Some(c) = &this.counters {
-                        c.add_out(n);
+            Src::Up(inner) => match inner.poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Some(d) = f.data_ref() {
+                        let n = d.len() as u64;
+                        if let Some(g) = &mut this.guard {
+                            g.bytes += n;
+                        }
+                        if let Some(c) = &this.counters {
+                            c.add_out(n);
+                        }
                     }
                     this.waiting_since = None;
-                    Poll::Ready(Some(Ok(Frame::data(d))))
+                    Poll::Ready(Some(Ok(f)))
                 }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(HttpError::Body(e)))),
                 Poll::Ready(None) => {
@@ -603,12 +605,13 @@ fn cacheable(method: &Method, status: StatusCode, h: &HeaderMap) -> bool {
     ok && (freshness || validator)
 }
 
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// Connection-specific fields (RFC 9110 §7.6.1). `Trailer` is end to end: it announces
+/// the trailer fields that follow a chunked body and goes through.
+const HOP_BY_HOP: [HeaderName; 5] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 

@@ -274,6 +274,8 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Chunk {
     Data(Bytes),
+    /// One trailer field line (without its CRLF), after the last chunk.
+    Trailer(BytesMut),
     /// The buffer holds no complete element: read more.
     NeedMore,
     /// The last chunk and trailers were read; the body is complete.
@@ -281,7 +283,7 @@ pub enum Chunk {
 }
 
 /// Decodes a chunked body incrementally from the connection's read buffer. Chunk
-/// extensions and trailer fields are read and dropped.
+/// extensions are dropped; trailer field lines are handed out one by one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChunkedDecoder {
     #[default]
@@ -355,11 +357,42 @@ impl ChunkedDecoder {
                         *self = ChunkedDecoder::Done;
                         return Ok(Chunk::End);
                     }
+                    return Ok(Chunk::Trailer(line));
                 }
                 ChunkedDecoder::Done => return Ok(Chunk::End),
             }
         }
     }
+}
+
+/// Adds a trailer line (`name: value`) to `trailers`, at most [`MAX_RESPONSE_HEADERS`]
+/// fields; a malformed or forbidden line is dropped (framing and hop-by-hop fields never
+/// travel as trailers).
+pub fn add_trailer(line: &[u8], trailers: &mut HeaderMap) {
+    if trailers.len() >= MAX_RESPONSE_HEADERS {
+        return;
+    }
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return;
+    };
+    let (Ok(name), Ok(value)) = (
+        HeaderName::from_bytes(line[..colon].trim_ascii()),
+        HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+    ) else {
+        return;
+    };
+    if [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::TRAILER,
+        header::HOST,
+    ]
+    .contains(&name)
+    {
+        return;
+    }
+    trailers.append(name, value);
 }
 
 /// Splits one CRLF-terminated line (without the CRLF) off `buf`.
@@ -574,12 +607,14 @@ mod tests {
         let mut dec = ChunkedDecoder::default();
         let mut buf = BytesMut::new();
         let mut body = Vec::new();
+        let mut trailers = HeaderMap::new();
         let mut ended_at = None;
         for (i, &b) in wire.iter().enumerate() {
             buf.extend_from_slice(&[b]);
             loop {
                 match dec.decode(&mut buf).expect("valid") {
                     Chunk::Data(d) => body.extend_from_slice(&d),
+                    Chunk::Trailer(l) => add_trailer(&l, &mut trailers),
                     Chunk::NeedMore => break,
                     Chunk::End => {
                         ended_at.get_or_insert(i);
@@ -592,17 +627,41 @@ mod tests {
             }
         }
         assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz");
+        assert_eq!(trailers.len(), 1);
+        assert_eq!(trailers["x-t"], "1");
         assert!(dec.is_done());
         assert_eq!(ended_at, Some(wire.len() - 5));
         // Whole at once: the bytes after the body stay in the buffer.
         let mut dec = ChunkedDecoder::default();
         let mut buf = BytesMut::from(&wire[..]);
         let mut n = 0;
-        while let Chunk::Data(d) = dec.decode(&mut buf).expect("valid") {
-            n += d.len();
+        loop {
+            match dec.decode(&mut buf).expect("valid") {
+                Chunk::Data(d) => n += d.len(),
+                Chunk::Trailer(_) => {}
+                _ => break,
+            }
         }
         assert_eq!(n, 31);
         assert_eq!(&buf[..], b"NEXT");
+    }
+
+    #[test]
+    fn trailer_lines() {
+        let mut t = HeaderMap::new();
+        add_trailer(b"Grpc-Status: 0", &mut t);
+        add_trailer(b"x-sum:  abc ", &mut t);
+        add_trailer(b"no colon", &mut t);
+        add_trailer(b"bad name: 1", &mut t);
+        add_trailer(b"Content-Length: 5", &mut t);
+        add_trailer(b"Transfer-Encoding: chunked", &mut t);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t["grpc-status"], "0");
+        assert_eq!(t["x-sum"], "abc");
+        for i in 0..200 {
+            add_trailer(format!("x-{i}: v").as_bytes(), &mut t);
+        }
+        assert_eq!(t.len(), MAX_RESPONSE_HEADERS);
     }
 
     #[test]
@@ -612,7 +671,7 @@ mod tests {
             let mut buf = BytesMut::from(s);
             loop {
                 match dec.decode(&mut buf) {
-                    Ok(Chunk::Data(_)) => continue,
+                    Ok(Chunk::Data(_) | Chunk::Trailer(_)) => continue,
                     Ok(other) => return Ok(other),
                     Err(e) => return Err(e),
                 }

@@ -9,9 +9,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Method;
+use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::codec::{
@@ -222,6 +222,9 @@ pub struct ResponseBody {
     state: State,
     /// Decoded ahead of time to see whether the body ends with it.
     pending: Option<Bytes>,
+    /// Trailer fields of a chunked body, handed out after the data (boxed: rare, and the
+    /// body sits in every response).
+    trailers: Option<Box<HeaderMap>>,
     keep_alive: bool,
     pool: Arc<Pool>,
 }
@@ -238,6 +241,7 @@ impl ResponseBody {
             conn: Some(conn),
             state,
             pending: None,
+            trailers: None,
             keep_alive: head.keep_alive && reusable,
             pool,
         };
@@ -249,7 +253,7 @@ impl ResponseBody {
 
     /// The body has been read entirely.
     pub fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done) && self.pending.is_none()
+        matches!(self.state, State::Done) && self.pending.is_none() && self.trailers.is_none()
     }
 
     /// Bytes still to come, when the server said.
@@ -266,6 +270,7 @@ impl ResponseBody {
         self.conn = None;
         self.state = State::Done;
         self.pending = None;
+        self.trailers = None;
     }
 
     fn finish(&mut self) {
@@ -277,13 +282,17 @@ impl ResponseBody {
         }
     }
 
-    /// The next piece of the body; `None` once complete.
-    pub fn poll_data(
+    /// The next piece of the body (data, then the trailers of a chunked body if the server
+    /// sent any); `None` once complete.
+    pub fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, ExchangeError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
         if let Some(p) = self.pending.take() {
-            return Poll::Ready(Some(Ok(p)));
+            return Poll::Ready(Some(Ok(Frame::data(p))));
+        }
+        if matches!(self.state, State::Done) {
+            return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))));
         }
         loop {
             let Some(conn) = self.conn.as_mut() else {
@@ -299,42 +308,50 @@ impl ResponseBody {
                         if *left == 0 {
                             self.finish();
                         }
-                        return Poll::Ready(Some(Ok(data)));
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
-                State::Chunked(dec) => match dec.decode(&mut conn.rbuf) {
-                    Ok(Chunk::Data(d)) => {
-                        // The last chunk often follows in the same read: look for it so
-                        // the body ends (and the connection is pooled) with this data.
-                        if !conn.rbuf.is_empty() {
-                            match dec.decode(&mut conn.rbuf) {
-                                Ok(Chunk::End) => self.finish(),
-                                Ok(Chunk::Data(next)) => self.pending = Some(next),
-                                Ok(Chunk::NeedMore) => {}
-                                Err(e) => {
-                                    self.conn = None;
-                                    self.state = State::Done;
-                                    return Poll::Ready(Some(Err(e.into())));
-                                }
+                State::Chunked(dec) => {
+                    // Decode as far as the buffer goes: the end is looked for behind the
+                    // data, so the body ends (and the connection is pooled) with its last
+                    // data; trailer lines are collected for the last frame.
+                    let mut data = None;
+                    let mut ended = false;
+                    loop {
+                        match dec.decode(&mut conn.rbuf) {
+                            Ok(Chunk::Data(d)) if data.is_some() => {
+                                self.pending = Some(d);
+                                break;
+                            }
+                            Ok(Chunk::Data(d)) => data = Some(d),
+                            Ok(Chunk::Trailer(line)) => {
+                                codec::add_trailer(&line, self.trailers.get_or_insert_default())
+                            }
+                            Ok(Chunk::End) => {
+                                ended = true;
+                                break;
+                            }
+                            Ok(Chunk::NeedMore) => break,
+                            Err(e) => {
+                                self.abort();
+                                return Poll::Ready(Some(Err(e.into())));
                             }
                         }
-                        return Poll::Ready(Some(Ok(d)));
                     }
-                    Ok(Chunk::End) => {
+                    if ended {
                         self.finish();
-                        return Poll::Ready(None);
                     }
-                    Ok(Chunk::NeedMore) => {}
-                    Err(e) => {
-                        self.conn = None;
-                        self.state = State::Done;
-                        return Poll::Ready(Some(Err(e.into())));
+                    if let Some(d) = data {
+                        return Poll::Ready(Some(Ok(Frame::data(d))));
                     }
-                },
+                    if ended {
+                        return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))));
+                    }
+                }
                 State::Close => {
                     if !conn.rbuf.is_empty() {
                         let data = conn.rbuf.split().freeze();
-                        return Poll::Ready(Some(Ok(data)));
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
             }
