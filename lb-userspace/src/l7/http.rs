@@ -1063,6 +1063,7 @@ fn respond(
     let status = head.status;
     guard.status(status.as_u16());
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    // (The codec already left out the connection-specific fields.)
     // The body reader takes the connection; a tunnel takes it whole.
     let next = if switching {
         Err(up)
@@ -1072,7 +1073,6 @@ fn respond(
     let mut r = Response::new(());
     *r.status_mut() = status;
     *r.headers_mut() = head.headers;
-    strip_hop_by_hop(r.headers_mut(), switching);
     if let (Some(ck), true) = (&be.cookie, insert_cookie) {
         let mut v = Vec::with_capacity(ck.name.len() + srv.cookie.len() + 10);
         v.extend_from_slice(ck.name.as_bytes());

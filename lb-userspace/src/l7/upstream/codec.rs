@@ -114,6 +114,8 @@ pub enum RespFraming {
 pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
+    /// Without the connection-specific fields (Connection and the fields it names,
+    /// Keep-Alive, Proxy-Connection, TE, Transfer-Encoding; Upgrade except on a 101).
     pub headers: HeaderMap,
     pub framing: RespFraming,
     /// The connection may carry another request once this response is read.
@@ -185,6 +187,9 @@ pub fn parse_response_head(
     let mut chunked = false;
     let mut has_te = false;
     let mut close = version == Version::HTTP_10;
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    // Fields named by Connection, to drop once all are in (rare: no allocation otherwise).
+    let mut named: Vec<HeaderName> = Vec::new();
     for &(ns, ne, vs, ve) in &spans[..count] {
         let name_bytes = &head[ns as usize..ne as usize];
         let name = HeaderName::from_bytes(name_bytes)
@@ -205,17 +210,30 @@ pub fn parse_response_head(
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            continue;
         } else if name == header::CONNECTION {
             for t in value.as_bytes().split(|&b| b == b',') {
                 let t = t.trim_ascii();
                 if t.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    close = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    if version == Version::HTTP_10 {
+                        close = false;
+                    }
+                } else if !t.eq_ignore_ascii_case(b"upgrade")
+                    && let Ok(n) = HeaderName::from_bytes(t)
+                {
+                    named.push(n);
                 }
             }
+            continue;
+        } else if is_connection_specific(&name, switching) {
+            continue;
         }
         headers.append(name, value);
+    }
+    for n in named {
+        headers.remove(n);
     }
 
     let bodyless = request_method == Method::HEAD
@@ -249,6 +267,15 @@ pub fn parse_response_head(
         framing,
         keep_alive: !close,
     }))
+}
+
+/// Connection-specific fields other than Connection and Transfer-Encoding (RFC 9110
+/// §7.6.1): never forwarded; Upgrade only goes with a 101.
+fn is_connection_specific(name: &HeaderName, switching: bool) -> bool {
+    (name == header::UPGRADE && !switching)
+        || name == header::TE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 fn parse_content_length(v: &[u8]) -> Option<u64> {
@@ -554,6 +581,32 @@ mod tests {
             ),
             (RespFraming::Length(0), false)
         );
+    }
+
+    #[test]
+    fn connection_specific_fields_are_dropped() {
+        let (h, _) = parse(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+             X-Hop: 1\r\nUpgrade: h2c\r\nTE: trailers\r\nProxy-Connection: x\r\n\
+             Transfer-Encoding: chunked\r\nServer: s\r\nTrailer: X-Sum\r\n\r\n",
+            Method::GET,
+        )
+        .expect("ok")
+        .expect("complete");
+        let mut names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["server", "trailer"]);
+        assert_eq!(h.framing, RespFraming::Chunked);
+        assert!(h.keep_alive);
+        // A 101 keeps its Upgrade.
+        let (h, _) = parse(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            Method::GET,
+        )
+        .expect("ok")
+        .expect("complete");
+        assert_eq!(h.headers["upgrade"], "websocket");
+        assert!(!h.headers.contains_key("connection"));
     }
 
     #[test]
