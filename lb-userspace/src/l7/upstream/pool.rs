@@ -15,8 +15,10 @@ use super::{Conn, UpConn};
 const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
 /// At most this many idle connections are kept per server and worker.
 const MAX_IDLE: usize = 64;
-/// Idle-connection shards per pool.
-const SHARDS: usize = 16;
+/// Idle-connection shards per pool: one per worker up to this many workers (beyond, workers
+/// share shards, and a connection may be driven from a worker other than the one whose
+/// reactor it is registered with: correct, but slower).
+const SHARDS: usize = 128;
 
 thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(SHARDS - 1) };
@@ -30,9 +32,17 @@ pub fn set_worker(id: usize) {
 type IdleList = Mutex<Vec<(UpConn, Instant)>>;
 
 /// The idle connections of one server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pool {
-    shards: [IdleList; SHARDS],
+    shards: Box<[IdleList; SHARDS]>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self {
+            shards: Box::new(std::array::from_fn(|_| Mutex::new(Vec::new()))),
+        }
+    }
 }
 
 impl Pool {
@@ -77,7 +87,7 @@ impl Pool {
 
     /// Drops every idle connection (server went away).
     pub fn clear(&self) {
-        for s in &self.shards {
+        for s in self.shards.iter() {
             if let Ok(mut v) = s.lock() {
                 v.clear();
             }
