@@ -41,8 +41,14 @@
 //!   no ALPN: detected from the first bytes), plain binds by peeking for the h2 preface.
 //!   Each protocol's connection is boxed, so an idle connection only holds its own state
 //!   (hyper's 8 KiB read and write buffers, about 16 KiB in all).
-//! - Upstream connections are HTTP/1.1 (like HAProxy without `proto h2` on servers);
+//! - Upstream connections are HTTP/1.1 (like HAProxy without `proto h2` on servers),
+//!   driven by lb's own client inside the request's task ([`upstream`]);
 //!   `X-Forwarded-Proto` is added together with `option forwardfor`.
+//! - While a request body is forwarded, `timeout client` limits the client's pauses (408)
+//!   and `timeout server` the server's (not taking the body, or not answering once it is
+//!   sent: 504), as HAProxy's per-side timeouts; a slow but steady upload is not cut.
+//! - Trailer fields of chunked responses reach h2 clients, and HTTP/1.1 clients that sent
+//!   `TE: trailers` (hyper's rule: only the fields the response's `Trailer` announces).
 //! - `set-header`/`add-header` values are log-format strings: `%[FETCH]` expands with the
 //!   ACL engine's fetches (`%[src]`, `%[req.hdr(host)]`, `%[ssl_fc_sni]` …), `%%` is a
 //!   percent sign; HAProxy's `%ci`-style variables are rejected at load. A fetch without a
