@@ -605,23 +605,15 @@ fn cacheable(method: &Method, status: StatusCode, h: &HeaderMap) -> bool {
     ok && (freshness || validator)
 }
 
-/// Connection-specific fields (RFC 9110 §7.6.1). `Trailer` is end to end: it announces
-/// the trailer fields that follow a chunked body and goes through.
-const HOP_BY_HOP: [HeaderName; 5] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRANSFER_ENCODING,
-];
-
+/// Removes the connection-specific fields ([`codec::CONNECTION_SPECIFIC`], the fields
+/// Connection names, and Upgrade unless `keep_upgrade`) from a request going upstream.
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     // One pass over the few names present, then only the removals that find something
     // (hashing every hop-by-hop name for a removal costs more than the whole scan).
     const UPGRADE_BIT: u8 = 1 << 7;
     let mut present = 0u8;
     for k in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+        if let Some(i) = codec::CONNECTION_SPECIFIC.iter().position(|n| n == k) {
             present |= 1 << i;
         } else if !keep_upgrade && k == header::UPGRADE {
             present |= UPGRADE_BIT;
@@ -630,7 +622,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     if present == 0 {
         return;
     }
-    // Headers named by Connection (HOP_BY_HOP[0]) are hop-by-hop too.
+    // Headers named by Connection (the list's first) are hop-by-hop too.
     if present & 1 != 0 {
         let mut named: Vec<HeaderName> = Vec::new();
         for v in h.get_all(header::CONNECTION) {
@@ -654,7 +646,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             h.remove(n);
         }
     }
-    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+    for (i, n) in codec::CONNECTION_SPECIFIC.iter().enumerate() {
         if present & (1 << i) != 0 {
             h.remove(n);
         }

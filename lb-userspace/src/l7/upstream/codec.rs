@@ -269,13 +269,19 @@ pub fn parse_response_head(
     }))
 }
 
-/// Connection-specific fields other than Connection and Transfer-Encoding (RFC 9110
-/// §7.6.1): never forwarded; Upgrade only goes with a 101.
+/// Connection-specific fields (RFC 9110 §7.6.1), never forwarded in either direction;
+/// Connection comes first. Upgrade is one too, except where an upgrade goes through.
+/// `Trailer` is end to end: it announces the trailer fields of a chunked body.
+pub const CONNECTION_SPECIFIC: [HeaderName; 5] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+];
+
 fn is_connection_specific(name: &HeaderName, switching: bool) -> bool {
-    (name == header::UPGRADE && !switching)
-        || name == header::TE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+    (name == header::UPGRADE && !switching) || CONNECTION_SPECIFIC.contains(name)
 }
 
 fn parse_content_length(v: &[u8]) -> Option<u64> {

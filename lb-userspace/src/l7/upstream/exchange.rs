@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use super::codec::{
     self, Chunk, ChunkedDecoder, CodecError, ReqFraming, RespFraming, ResponseHead,
 };
-use super::{CountersRef, Pool, READ_SIZE, UpConn};
+use super::{CountersRef, Pool, UpConn, reserve_read};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -180,9 +180,7 @@ async fn read_head<R: AsyncRead + Unpin>(
                 return Ok(head);
             }
         }
-        if rbuf.capacity() - rbuf.len() < READ_SIZE / 4 {
-            rbuf.reserve(READ_SIZE);
-        }
+        reserve_read(rbuf);
         match rd.read_buf(rbuf).await {
             Ok(0) if !received => return Err(ExchangeError::Closed),
             Ok(0) => {
@@ -265,7 +263,8 @@ impl ResponseBody {
         }
     }
 
-    /// Gives up on the rest of the body (timeout): the connection is closed, not pooled.
+    /// Ends the body without pooling the connection (closed; after a timeout, an error or a
+    /// close-delimited body).
     pub fn abort(&mut self) {
         self.conn = None;
         self.state = State::Done;
@@ -359,28 +358,21 @@ impl ResponseBody {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            if conn.rbuf.capacity() - conn.rbuf.len() < READ_SIZE / 4 {
-                conn.rbuf.reserve(READ_SIZE);
+            reserve_read(&mut conn.rbuf);
+            let read = ready!(poll_read_buf(conn, cx));
+            if matches!(read, Ok(n) if n > 0) {
+                continue;
             }
-            match ready!(poll_read_buf(conn, cx)) {
-                Ok(0) => {
-                    self.conn = None;
-                    if matches!(self.state, State::Close) {
-                        self.state = State::Done;
-                        return Poll::Ready(None);
-                    }
-                    self.state = State::Done;
-                    return Poll::Ready(Some(Err(ExchangeError::Io(
-                        std::io::ErrorKind::UnexpectedEof.into(),
-                    ))));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.conn = None;
-                    self.state = State::Done;
-                    return Poll::Ready(Some(Err(ExchangeError::Io(e))));
-                }
-            }
+            // EOF ends a close-delimited body; anywhere else it, or an error, truncates it.
+            let close_delimited = matches!(self.state, State::Close);
+            self.abort();
+            return match read {
+                Ok(_) if close_delimited => Poll::Ready(None),
+                Ok(_) => Poll::Ready(Some(Err(ExchangeError::Io(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                )))),
+                Err(e) => Poll::Ready(Some(Err(ExchangeError::Io(e)))),
+            };
         }
     }
 }

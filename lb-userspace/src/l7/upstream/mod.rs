@@ -27,7 +27,14 @@ pub use exchange::{ExchangeError, ResponseBody};
 pub use pool::{Pool, set_worker};
 
 /// Bytes reserved in a connection's read buffer before each read.
-pub(crate) const READ_SIZE: usize = 8 * 1024;
+const READ_SIZE: usize = 8 * 1024;
+
+/// Makes room for the next read into a connection's read buffer.
+pub(crate) fn reserve_read(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(READ_SIZE);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -72,8 +79,8 @@ pub struct UpConn {
     pub(crate) stream: TcpStream,
     /// Bytes read and not yet consumed (empty between exchanges).
     pub(crate) rbuf: BytesMut,
-    /// The encoded request head (kept until the response starts, for a replay), and the
-    /// chunk framing of a request body.
+    /// The encoded request head, then the chunk framing of a request body (reused from one
+    /// request to the next).
     pub(crate) wbuf: Vec<u8>,
 }
 
@@ -116,8 +123,6 @@ pub struct Conn {
     pub conn: UpConn,
     /// Taken from the idle pool (the server may have closed it meanwhile).
     pub reused: bool,
-    /// How long it sat idle in the pool.
-    pub idle: Duration,
 }
 
 /// Opens a new connection to `addr`.
@@ -135,6 +140,5 @@ pub async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> Result<Conn
     Ok(Conn {
         conn: UpConn::new(stream),
         reused: false,
-        idle: Duration::ZERO,
     })
 }

@@ -60,15 +60,10 @@ impl Pool {
                 Ok(mut v) => v.pop(),
                 Err(_) => None,
             }?;
-            let idle = since.elapsed();
-            if idle > MAX_IDLE_AGE || (probe && !conn.is_idle_and_open()) {
+            if since.elapsed() > MAX_IDLE_AGE || (probe && !conn.is_idle_and_open()) {
                 continue;
             }
-            return Some(Conn {
-                conn,
-                reused: true,
-                idle,
-            });
+            return Some(Conn { conn, reused: true });
         }
     }
 
