@@ -14,6 +14,24 @@ use l7_support::*;
 use lb::config::model::*;
 use lb::state::ServerStatus;
 
+/// lb with frontend `web` on a loopback port and backend `be` (roundrobin) of one server
+/// `s` at `addr`, both adjusted by `tune` first.
+fn one_server_tuned(
+    addr: std::net::SocketAddr,
+    tune: impl FnOnce(&mut Frontend, &mut Backend),
+) -> (lb::l7::L7Handle, std::sync::Arc<lb::state::Registry>) {
+    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
+    let mut be = backend("be", Balance::RoundRobin, vec![server("s", addr)]);
+    tune(&mut fe, &mut be);
+    start(config(vec![fe], vec![be]))
+}
+
+fn one_server(
+    addr: std::net::SocketAddr,
+) -> (lb::l7::L7Handle, std::sync::Arc<lb::state::Registry>) {
+    one_server_tuned(addr, |_, _| {})
+}
+
 fn sticky(spec: CookieSpec, servers: Vec<Server>) -> Config {
     let mut be = backend("be", Balance::RoundRobin, servers);
     be.cookie = Some(spec);
@@ -206,14 +224,7 @@ async fn maxconn_queues_fifo_and_times_out() {
 #[tokio::test]
 async fn websocket_upgrade_is_tunnelled() {
     let a = echo("a").await;
-    let (h, _reg) = start(config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend(
-            "be",
-            Balance::RoundRobin,
-            vec![server("a", a.addr)],
-        )],
-    ));
+    let (h, _reg) = one_server(a.addr);
     let fe = addr_of(&h, "web");
     tokio::time::timeout(T, async {
         let mut s = TcpStream::connect(fe).await.unwrap();
@@ -247,14 +258,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
 #[tokio::test]
 async fn keep_alive_reuses_upstream_connections() {
     let a = echo("a").await;
-    let (h, _reg) = start(config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend(
-            "be",
-            Balance::RoundRobin,
-            vec![server("a", a.addr)],
-        )],
-    ));
+    let (h, _reg) = one_server(a.addr);
     let fe = addr_of(&h, "web");
     // Many sequential requests over one client connection, and over fresh ones.
     let s = TcpStream::connect(fe).await.unwrap();
@@ -281,12 +285,9 @@ async fn keep_alive_reuses_upstream_connections() {
 #[tokio::test]
 async fn server_timeout_gives_504() {
     let a = echo("a").await;
-    let mut be = backend("be", Balance::RoundRobin, vec![server("a", a.addr)]);
-    be.timeouts.server = Some(Duration::from_millis(200));
-    let (h, _reg) = start(config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![be],
-    ));
+    let (h, _reg) = one_server_tuned(a.addr, |_, be| {
+        be.timeouts.server = Some(Duration::from_millis(200))
+    });
     let fe = addr_of(&h, "web");
     let t0 = Instant::now();
     let r = get(fe, "/?ms=1000", &[]).await;
@@ -301,12 +302,9 @@ async fn server_timeout_gives_504() {
 #[tokio::test]
 async fn server_timeout_applies_to_every_request_of_a_connection() {
     let a = echo("a").await;
-    let mut be = backend("be", Balance::RoundRobin, vec![server("a", a.addr)]);
-    be.timeouts.server = Some(Duration::from_millis(300));
-    let (h, _reg) = start(config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![be],
-    ));
+    let (h, _reg) = one_server_tuned(a.addr, |_, be| {
+        be.timeouts.server = Some(Duration::from_millis(300))
+    });
     let fe = addr_of(&h, "web");
     let s = TcpStream::connect(fe).await.expect("connect");
     let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
@@ -354,14 +352,7 @@ async fn server_timeout_applies_to_every_request_of_a_connection() {
 #[tokio::test]
 async fn request_and_response_bodies_stream() {
     let a = echo("a").await;
-    let (h, reg) = start(config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend(
-            "be",
-            Balance::RoundRobin,
-            vec![server("a", a.addr)],
-        )],
-    ));
+    let (h, reg) = one_server(a.addr);
     let fe = addr_of(&h, "web");
     let body = vec![7u8; 1 << 20];
     let r = post(fe, "/up", body.clone(), false).await;
@@ -407,14 +398,7 @@ async fn full_servers_are_skipped_while_another_has_room() {
 async fn h2_client_concurrent_streams() {
     // h2c (prior knowledge) on a plain bind: the auto builder detects the preface.
     let a = echo("a").await;
-    let (h, _reg) = start(config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend(
-            "be",
-            Balance::RoundRobin,
-            vec![server("a", a.addr)],
-        )],
-    ));
+    let (h, _reg) = one_server(a.addr);
     let fe = addr_of(&h, "web");
     tokio::time::timeout(T, async {
         let s = TcpStream::connect(fe).await.unwrap();
@@ -451,12 +435,9 @@ async fn h2_client_concurrent_streams() {
 #[tokio::test]
 async fn websocket_tunnel_times_out_when_idle() {
     let a = echo("a").await;
-    let mut be = backend("be", Balance::RoundRobin, vec![server("a", a.addr)]);
-    be.timeouts.tunnel = Some(Duration::from_millis(300));
-    let (h, _reg) = start(config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![be],
-    ));
+    let (h, _reg) = one_server_tuned(a.addr, |_, be| {
+        be.timeouts.tunnel = Some(Duration::from_millis(300))
+    });
     let fe = addr_of(&h, "web");
     let t0 = Instant::now();
     tokio::time::timeout(T, async {
@@ -511,10 +492,7 @@ async fn stale_reused_connection_is_replayed() {
             });
         }
     });
-    let (h, _reg) = start(config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
-    ));
+    let (h, _reg) = one_server(addr);
     let fe = addr_of(&h, "web");
     // One client connection, so both requests are served by the same worker (and pool).
     let s = TcpStream::connect(fe).await.unwrap();
@@ -665,10 +643,7 @@ fn request(
 #[tokio::test]
 async fn upstream_framings_and_connection_reuse() {
     let (addr, conns, task) = scripted_server().await;
-    let (h, _reg) = start(config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
-    ));
+    let (h, _reg) = one_server(addr);
     let mut tx = one_client(addr_of(&h, "web")).await;
     let mut send = |m: &'static str, p: &'static str| {
         let f = tx.send_request(request(m, p, b""));
@@ -703,10 +678,7 @@ async fn upstream_framings_and_connection_reuse() {
 #[tokio::test]
 async fn pooled_connection_closed_by_server_is_not_used_for_a_post() {
     let (addr, conns, task) = scripted_server().await;
-    let (h, _reg) = start(config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
-    ));
+    let (h, _reg) = one_server(addr);
     let mut tx = one_client(addr_of(&h, "web")).await;
     let r = collect(tx.send_request(request("GET", "/once", b"")).await.unwrap()).await;
     assert_eq!(r.status, 200);
@@ -726,10 +698,7 @@ async fn pooled_connection_closed_by_server_is_not_used_for_a_post() {
 #[tokio::test]
 async fn early_response_ends_the_upload() {
     let (addr, _conns, task) = scripted_server().await;
-    let (h, _reg) = start(config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
-    ));
+    let (h, _reg) = one_server(addr);
     let r = post(addr_of(&h, "web"), "/early", vec![1u8; 8 << 20], false).await;
     assert_eq!(r.status, 413);
     task.abort();
@@ -741,11 +710,10 @@ async fn early_response_ends_the_upload() {
 #[tokio::test]
 async fn upload_timeouts_are_per_side() {
     let (addr, _conns, task) = scripted_server().await;
-    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
-    fe.timeouts.client = Some(Duration::from_millis(300));
-    let mut be = backend("be", Balance::RoundRobin, vec![server("s", addr)]);
-    be.timeouts.server = Some(Duration::from_millis(300));
-    let (h, _reg) = start(config(vec![fe], vec![be]));
+    let (h, _reg) = one_server_tuned(addr, |fe, be| {
+        fe.timeouts.client = Some(Duration::from_millis(300));
+        be.timeouts.server = Some(Duration::from_millis(300));
+    });
     let fe = addr_of(&h, "web");
 
     // Stalls after 10 of 100 bytes.
@@ -789,10 +757,7 @@ async fn upload_timeouts_are_per_side() {
 async fn response_trailers_are_forwarded() {
     use http_body_util::BodyExt;
     let (addr, _conns, task) = scripted_server().await;
-    let (h, _reg) = start(config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
-    ));
+    let (h, _reg) = one_server(addr);
     let fe = addr_of(&h, "web");
     let mut tx = one_client(fe).await;
     let mut req = request("GET", "/trailers", b"");
