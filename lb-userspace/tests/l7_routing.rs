@@ -359,6 +359,72 @@ async fn reload_keeps_listener_and_swaps_routing_ipv6() {
     assert!(tokio::net::TcpStream::connect(fe).await.is_err());
 }
 
+/// Each reload swaps the registry's backend set, which wakes the old runtime's registry
+/// watch on another thread. That watch must not rebuild from its own (older) config once a
+/// newer runtime has replaced it: that would undo the reload (registry and routing back to
+/// the old config, as a CI run saw under `lb run`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_is_never_undone_by_the_old_runtime_watch() {
+    let a = echo("a").await;
+    let mk = |n: usize| {
+        config(
+            vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+            vec![backend(
+                "be",
+                Balance::RoundRobin,
+                (0..n).map(|i| server(&format!("s{i}"), a.addr)).collect(),
+            )],
+        )
+    };
+    let (h, reg) = start(mk(1));
+    let servers = |reg: &lb::state::Registry| reg.backend("be").map_or(0, |b| b.servers.len());
+    for n in 2..=120 {
+        h.reload(Arc::new(mk(n))).unwrap();
+        assert_eq!(servers(&reg), n, "reload {n} applied");
+        // Let the old runtime's watch run.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(servers(&reg), n, "reload {n} undone by an older runtime");
+    }
+    let fe = addr_of(&h, "web");
+    assert_eq!(get(fe, "/", &[]).await.status, 200);
+    assert!(h.shutdown(Duration::from_secs(2)).await);
+}
+
+/// A reload that fails (here: a bind on a port already taken) leaves the registry's backend
+/// set exactly as it was, so the running routing keeps its server states.
+#[tokio::test]
+async fn failed_reload_leaves_the_registry_untouched() {
+    let a = echo("a").await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let mk = |n: usize, binds: Vec<Bind>| {
+        config(
+            vec![frontend("web", binds, Some("be"))],
+            vec![backend(
+                "be",
+                Balance::RoundRobin,
+                (0..n).map(|i| server(&format!("s{i}"), a.addr)).collect(),
+            )],
+        )
+    };
+    let (h, reg) = start(mk(1, vec![bind("127.0.0.1:0")]));
+    let before = reg.backend("be").unwrap();
+    let bad = mk(2, vec![bind("127.0.0.1:0"), bind(&taken_addr)]);
+    assert!(
+        h.reload(Arc::new(bad)).is_err(),
+        "the taken port fails the reload"
+    );
+    let after = reg.backend("be").unwrap();
+    assert!(
+        Arc::ptr_eq(&before, &after),
+        "registry backend set restored"
+    );
+    assert_eq!(after.servers.len(), 1);
+    assert_eq!(get(addr_of(&h, "web"), "/", &[]).await.server(), "a");
+    drop(taken);
+    assert!(h.shutdown(Duration::from_secs(2)).await);
+}
+
 /// The seed's example: path_end routing, /admin denied, source stickiness. Needs the ACL
 /// engine.
 #[tokio::test]

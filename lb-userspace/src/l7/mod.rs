@@ -277,11 +277,47 @@ impl L7Handle {
     /// new routing; new binds are opened; removed ones stop accepting (their connections
     /// finish). On error nothing changes.
     pub fn reload(&self, new: Arc<Config>) -> Result<(), L7Error> {
+        self.apply(new, None)
+    }
+
+    /// [`Self::reload`], serialised on the listener lock. With `only_if_current`, does
+    /// nothing unless that runtime is still the live one: a rebuild asked for by an old
+    /// runtime's registry watch must not undo a reload that has replaced it meanwhile.
+    /// On error the registry's backend set is put back as it was.
+    fn apply(
+        &self,
+        new: Arc<Config>,
+        only_if_current: Option<&Arc<Runtime>>,
+    ) -> Result<(), L7Error> {
         if *self.inner.control.shutdown.borrow() {
             return Err(L7Error::Shutdown);
         }
+        let mut listeners = match self.inner.listeners.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
         let old = self.inner.runtime.load_full();
-        let rt = Arc::new(runtime::build(&new, &self.inner.registry, old.as_deref())?);
+        if let Some(expected) = only_if_current
+            && !old.as_ref().is_some_and(|c| Arc::ptr_eq(c, expected))
+        {
+            return Ok(());
+        }
+        let registry = &self.inner.registry;
+        let (backends, frontends) = (registry.backends(), registry.frontends());
+        let result = self.apply_locked(&new, old.as_deref(), &mut listeners);
+        if result.is_err() {
+            registry.replace((*backends).clone(), (*frontends).clone());
+        }
+        result
+    }
+
+    fn apply_locked(
+        &self,
+        new: &Arc<Config>,
+        old: Option<&Runtime>,
+        listeners: &mut Vec<Listener>,
+    ) -> Result<(), L7Error> {
+        let rt = Arc::new(runtime::build(new, &self.inner.registry, old)?);
 
         // Prepare everything fallible first.
         struct Plan {
@@ -292,10 +328,6 @@ impl L7Handle {
             tls: Option<Arc<TlsAcceptor>>,
             fresh: Option<Vec<std::net::TcpListener>>,
         }
-        let mut listeners = match self.inner.listeners.lock() {
-            Ok(l) => l,
-            Err(p) => p.into_inner(),
-        };
         let mut plans = Vec::new();
         let mut claimed = vec![false; listeners.len()];
         for f in new.frontends.iter().filter(|f| f.tier == Tier::Userspace) {
@@ -349,7 +381,7 @@ impl L7Handle {
 
         // Commit.
         self.inner.runtime.store(Some(rt.clone()));
-        watch_registry(&rt, &self.inner, &new);
+        watch_registry(&rt, &self.inner, new);
         let mut old: Vec<Option<Listener>> = listeners.drain(..).map(Some).collect();
         let mut kept = Vec::new();
         for p in plans {
@@ -449,9 +481,8 @@ fn watch_registry(rt: &Arc<Runtime>, inner: &Arc<Inner>, config: &Arc<Config>) {
             }
             drop(current);
             if rt.on_registry_change(&inner.registry) == runtime::Change::Replaced {
-                drop(rt);
                 let handle = L7Handle { inner };
-                if let Err(e) = handle.reload(config.clone()) {
+                if let Err(e) = handle.apply(config.clone(), Some(&rt)) {
                     tracing::warn!(error = %e, "rebuilding after a registry swap failed");
                 }
                 break;
