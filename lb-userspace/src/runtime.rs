@@ -82,8 +82,14 @@ fn load(path: &Path) -> Result<Config, String> {
     }
 }
 
-/// What in `[dataplane]` cannot change without a restart.
-fn dataplane_change(old: &Config, new: &Config) -> Option<&'static str> {
+/// What in `[global]` or `[dataplane]` cannot change without a restart.
+fn restart_change(old: &Config, new: &Config) -> Option<&'static str> {
+    if old.global.threads != new.global.threads {
+        return Some("[global] threads");
+    }
+    if old.global.cpu_map != new.global.cpu_map {
+        return Some("[global] cpu_map");
+    }
     match (&old.dataplane, &new.dataplane) {
         (None, None) => None,
         (Some(_), None) | (None, Some(_)) => Some("adding or removing [dataplane]"),
@@ -129,7 +135,7 @@ impl Live {
             .map_err(|e| e.to_string())??;
         let new = Arc::new(new);
         let old = self.config.load_full();
-        if let Some(what) = dataplane_change(&old, &new) {
+        if let Some(what) = restart_change(&old, &new) {
             return Err(format!("changing {what} needs a restart of lb"));
         }
         // L7 first: it binds new listeners, the step most likely to fail.
@@ -260,4 +266,40 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LoadOptions, load_str};
+
+    fn cfg(global: &str) -> Config {
+        let text = format!(
+            "[global]\n{global}\n[defaults]\nmode = \"http\"\ntimeout = {{ client = \"5s\", connect = \"5s\", server = \"5s\" }}\n\
+             [listen.l]\nbind = \"127.0.0.1:8080\"\nserver = \"s 127.0.0.1:80\"\n"
+        );
+        match load_str(Path::new("t.toml"), &text, &LoadOptions::default()) {
+            Ok((c, _)) => c,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn threads_and_cpu_map_need_a_restart() {
+        let base = cfg("threads = 2");
+        assert_eq!(restart_change(&base, &cfg("threads = 2")), None);
+        assert_eq!(
+            restart_change(&base, &cfg("threads = 3")),
+            Some("[global] threads")
+        );
+        assert_eq!(
+            restart_change(&base, &cfg("threads = 2\ncpu_map = \"auto\"")),
+            Some("[global] cpu_map")
+        );
+        assert_eq!(
+            restart_change(&base, &cfg("threads = 2\nlog_format = \"json\"")),
+            None,
+            "other [global] keys reload"
+        );
+    }
 }

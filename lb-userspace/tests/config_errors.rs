@@ -693,6 +693,27 @@ fn global_key_typo() {
 }
 
 #[test]
+fn cpu_map_must_be_auto_or_available_cpus() {
+    check(
+        "[global]\ncpu_map = \"all\"\n",
+        &[
+            "bad.toml:2:11: global.cpu_map: `\"all\"`: expected \"auto\" or a list of CPU numbers, e.g. [0, 1]",
+        ],
+    );
+    check(
+        "[global]\ncpu_map = [0, -1]\n",
+        &[
+            "bad.toml:2:11: global.cpu_map: `-1` is not a CPU number (expected \"auto\" or a list of CPU numbers, e.g. [0, 1])",
+        ],
+    );
+    let allowed = lb::l7::cpus::describe(&lb::l7::cpus::allowed());
+    let unavailable = format!(
+        "bad.toml:2:11: global.cpu_map: CPU 1023 is not available to lb on this host (it may run on {allowed})"
+    );
+    check("[global]\ncpu_map = [1023]\n", &[unavailable.as_str()]);
+}
+
+#[test]
 fn xdp_vip_family_mismatch() {
     check(
         "[dataplane]\ninterfaces = \"eth0\"\n[frontend.e]\nmode = \"tcp\"\nbind = [\"203.0.113.1:443\", \"[2001:db8::1]:443\"]\ndefault_backend = \"p\"\n[backend.p]\nmode = \"tcp\"\nserver = \"s 10.0.0.1:443\"\n",

@@ -363,12 +363,28 @@ fn missing_timeouts_are_warnings() {
 }
 
 #[test]
+fn cpu_map_auto_or_list() {
+    let (cfg, _) = load("[global]\ncpu_map = \"auto\"\n");
+    assert_eq!(cfg.global.cpu_map, Some(CpuMap::Auto));
+    let (cfg, _) = load("[global]\ncpu_map = [0]\n");
+    let map = cfg.global.cpu_map.expect("cpu_map");
+    assert_eq!(map, CpuMap::List(vec![0]));
+    assert_eq!(map.cpu_for(3, &[0, 1]), Some(0), "a list wraps");
+    assert_eq!(
+        CpuMap::Auto.cpu_for(3, &[2, 5]),
+        Some(5),
+        "auto walks the allowed CPUs"
+    );
+}
+
+#[test]
 fn hash_seed_and_pin_path_can_be_set() {
     let (cfg, _) = load(
         "[global]\nhash_seed = 42\nthreads = 4\nlog_format = \"json\"\n[dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\npin_path = \"/sys/fs/bpf/custom\"\nxdp_mode = \"generic\"\ndeny_src = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n",
     );
     assert_eq!(cfg.global.hash_seed, 42);
     assert_eq!(cfg.global.threads, Some(4));
+    assert_eq!(cfg.global.cpu_map, None);
     assert_eq!(cfg.global.log_format, LogFormat::Json);
     let dp = cfg.dataplane.expect("dp");
     assert_eq!(dp.pin_path, Path::new("/sys/fs/bpf/custom"));

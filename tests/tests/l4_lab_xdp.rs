@@ -97,6 +97,7 @@ fn config(pin: PathBuf) -> Config {
             admin_token: None,
             log_format: LogFormat::Haproxy,
             threads: None,
+            cpu_map: None,
             hash_seed: SEED,
         },
         dataplane: Some(CfgDataplane {

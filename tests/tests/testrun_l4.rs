@@ -273,6 +273,7 @@ fn config() -> Config {
             admin_token: None,
             log_format: LogFormat::Haproxy,
             threads: None,
+            cpu_map: None,
             hash_seed: SEED,
         },
         dataplane: Some(CfgDataplane {

@@ -500,6 +500,7 @@ impl<'a> Builder<'a> {
             admin_token: None,
             log_format: LogFormat::Haproxy,
             threads: None,
+            cpu_map: None,
             hash_seed: DEFAULT_HASH_SEED,
         };
         let Some(g) = g else { return out };
@@ -551,7 +552,55 @@ impl<'a> Builder<'a> {
         if let Some(n) = self.int_in(&g.hash_seed, "global.hash_seed", 0..=u32::MAX) {
             out.hash_seed = n;
         }
+        if let Some(m) = &g.cpu_map {
+            out.cpu_map = self.cpu_map(m);
+        }
         out
+    }
+
+    /// `cpu_map = "auto"` or a list of CPU numbers, each one lb may run on here.
+    fn cpu_map(&mut self, m: &V) -> Option<CpuMap> {
+        const PATH: &str = "global.cpu_map";
+        const EXPECTED: &str = "expected \"auto\" or a list of CPU numbers, e.g. [0, 1]";
+        let at = m.span().start;
+        match m.get_ref() {
+            toml::Value::String(s) if s == "auto" => Some(CpuMap::Auto),
+            toml::Value::Array(items) if !items.is_empty() => {
+                let allowed = crate::l7::cpus::allowed();
+                let mut cpus = Vec::with_capacity(items.len());
+                for item in items {
+                    let cpu = item
+                        .as_integer()
+                        .and_then(|n| usize::try_from(n).ok())
+                        .filter(|n| *n < crate::l7::cpus::MAX_CPUS);
+                    let Some(cpu) = cpu else {
+                        self.err(
+                            at,
+                            PATH,
+                            format!("`{item}` is not a CPU number ({EXPECTED})"),
+                        );
+                        return None;
+                    };
+                    if !allowed.contains(&cpu) {
+                        self.err(
+                            at,
+                            PATH,
+                            format!(
+                                "CPU {cpu} is not available to lb on this host (it may run on {})",
+                                crate::l7::cpus::describe(&allowed)
+                            ),
+                        );
+                        return None;
+                    }
+                    cpus.push(cpu);
+                }
+                Some(CpuMap::List(cpus))
+            }
+            other => {
+                self.err(at, PATH, format!("`{other}`: {EXPECTED}"));
+                None
+            }
+        }
     }
 
     fn dataplane(&mut self, d: &Spanned<RawDataplane>) -> Dataplane {

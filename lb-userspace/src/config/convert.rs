@@ -607,6 +607,7 @@ impl Converter<'_> {
                 None => self.unsupported(n, words[0].col, raw, "`nbthread` needs a number"),
             },
             "stats" => self.unsupported(n, words[0].col, raw, "the stats socket is replaced by lb's admin API (`[global] admin`)"),
+            "cpu-map" => self.unsupported(n, words[0].col, raw, "not converted: set `[global] cpu_map` (\"auto\", or one CPU number per thread)"),
             "log" => self.unsupported(n, words[0].col, raw, "syslog targets are not supported: lb writes logs to stdout (`log_format` = \"haproxy\" or \"json\")"),
             "daemon" | "user" | "group" | "uid" | "gid" | "chroot" | "pidfile" | "master-worker" | "nbproc" => {
                 self.unsupported(n, words[0].col, raw, &format!("`{kw}`: lb runs in the foreground under a service manager"))

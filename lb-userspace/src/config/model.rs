@@ -33,8 +33,31 @@ pub struct Global {
     pub log_format: LogFormat,
     /// L7 worker threads; `None` = one per core.
     pub threads: Option<usize>,
+    /// CPU binding of the L7 worker threads (HAProxy's `cpu-map`); `None` = unbound.
+    pub cpu_map: Option<CpuMap>,
     /// Seed of the L4 packet hash and the Maglev permutation, shared by every node.
     pub hash_seed: u32,
+}
+
+/// Which CPU each L7 worker thread is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuMap {
+    /// Worker `i` on the `i`-th CPU lb may run on (wrapping), like nginx's
+    /// `worker_cpu_affinity auto` or HAProxy's `cpu-map auto:1/1-N 0-(N-1)`.
+    Auto,
+    /// Worker `i` on CPU `list[i % len]`.
+    List(Vec<usize>),
+}
+
+impl CpuMap {
+    /// The CPU of worker `worker`, given the CPUs the process may run on (ascending).
+    pub fn cpu_for(&self, worker: usize, allowed: &[usize]) -> Option<usize> {
+        let list = match self {
+            CpuMap::Auto => allowed,
+            CpuMap::List(l) => l,
+        };
+        list.get(worker % list.len().max(1)).copied()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,6 +32,7 @@ pub(crate) struct RawGlobal {
     pub admin_token: Option<S>,
     pub log_format: Option<S>,
     pub threads: Option<Spanned<i64>>,
+    pub cpu_map: Option<V>,
     pub hash_seed: Option<Spanned<i64>>,
 }
 

@@ -8,6 +8,7 @@
 //! single-threaded tokio runtime accepting on its own socket of every bind (one
 //! `SO_REUSEPORT` group per bind, so the kernel spreads connections) and keeping its own idle
 //! upstream connections; the caller's runtime only runs reloads and the registry watch.
+//! With `global.cpu_map`, each worker is bound to one CPU ([`cpus`]).
 //!
 //! Layout: [`runtime`] compiles a config generation (rules, resolved backends, selectors,
 //! pools, queues, error pages); [`http`] is the per-request path; [`upstream`] the pooled
@@ -57,6 +58,7 @@
 
 pub mod acl;
 pub mod balance;
+pub mod cpus;
 pub mod http;
 pub mod io;
 pub mod log;
@@ -174,8 +176,9 @@ pub struct L7Handle {
 impl L7 {
     /// Binds every userspace frontend of `config` and starts serving on
     /// `global.threads` worker threads (default: one per core), each a single-threaded
-    /// runtime with its own socket on every bind, like HAProxy's `nbthread`. Must be called within
-    /// a tokio runtime, which runs the control side (reloads, registry watch).
+    /// runtime with its own socket on every bind, like HAProxy's `nbthread`, bound to a CPU
+    /// when `global.cpu_map` says so. Must be called within a tokio runtime, which runs the
+    /// control side (reloads, registry watch).
     pub fn start(config: Arc<Config>, registry: Arc<Registry>) -> Result<L7Handle, L7Error> {
         let (drain_tx, drain_rx) = mpsc::channel(1);
         let control = Arc::new(ConnControl {
@@ -187,13 +190,19 @@ impl L7 {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
+        let allowed = cpus::allowed();
         let mut workers = Vec::with_capacity(n);
         for id in 0..n {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let control = control.clone();
+            let cpu = config
+                .global
+                .cpu_map
+                .as_ref()
+                .and_then(|m| m.cpu_for(id, &allowed));
             std::thread::Builder::new()
                 .name(format!("lb-l7-{id}"))
-                .spawn(move || worker(id, rx, control))
+                .spawn(move || worker(id, cpu, rx, control))
                 .map_err(L7Error::Thread)?;
             workers.push(tx);
         }
@@ -215,10 +224,16 @@ impl L7 {
 /// A worker thread: a single-threaded runtime serving the listeners it is given.
 fn worker(
     id: usize,
+    cpu: Option<usize>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<WorkerCmd>,
     control: Arc<ConnControl>,
 ) {
     upstream::set_worker(id);
+    if let Some(cpu) = cpu
+        && let Err(e) = cpus::bind_current_thread(cpu)
+    {
+        tracing::warn!(worker = id, cpu, error = %e, "cannot bind the worker to its CPU");
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

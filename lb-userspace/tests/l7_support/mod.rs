@@ -267,6 +267,7 @@ pub fn config(frontends: Vec<Frontend>, backends: Vec<Backend>) -> Config {
             admin_token: None,
             log_format: LogFormat::Haproxy,
             threads: None,
+            cpu_map: None,
             hash_seed: 0,
         },
         dataplane: None,

@@ -1,5 +1,8 @@
 //! L7 benchmark: lb vs HAProxy vs nginx as HTTP/HTTPS reverse proxies on loopback, with the
-//! same nginx backends, the same thread count (2) and equivalent configs, in one run.
+//! same nginx backends, the same thread count (2) and equivalent configs, in one run. Each
+//! proxy's threads are bound one per CPU (lb `cpu_map = "auto"`, HAProxy `cpu-map
+//! auto:1/1-2 0-1`, nginx `worker_cpu_affinity auto`): left floating, the scheduler at times
+//! stacks two proxy threads on one CPU for a whole 4 ms tick, which decides the p99.
 //!
 //! Scenarios: HTTP/1.1 keep-alive (wrk), HTTPS keep-alive (wrk), h2 over TLS (h2load), new
 //! TLS connections per second (wrk with `Connection: close`), and RSS with 10k idle
@@ -126,11 +129,12 @@ fn start_haproxy(dir: &Path, pem: &Path) -> std::io::Result<Proxy> {
     write(
         &conf,
         &format!(
-            "global\n  nbthread {THREADS}\n  maxconn 9900\n  fd-hard-limit 20000\n\
+            "global\n  nbthread {THREADS}\n  cpu-map auto:1/1-{THREADS} 0-{last_cpu}\n  maxconn 9900\n  fd-hard-limit 20000\n\
              defaults\n  mode http\n  timeout client 30s\n  timeout connect 5s\n  timeout server 30s\n  option http-keep-alive\n\
              frontend fe\n  bind 127.0.0.1:18090\n  bind 127.0.0.1:18453 ssl crt {pem} alpn h2,http/1.1\n  default_backend be\n\
              backend be\n  balance roundrobin\n  http-reuse always\n  server s1 127.0.0.1:{b0}\n  server s2 127.0.0.1:{b1}\n",
             pem = pem.display(),
+            last_cpu = THREADS - 1,
             b0 = BACKEND_PORTS[0],
             b1 = BACKEND_PORTS[1]
         ),
@@ -158,7 +162,7 @@ fn start_nginx_proxy(dir: &Path, crt: &Path, key: &Path) -> std::io::Result<Prox
     write(
         &conf,
         &format!(
-            "worker_processes {THREADS};\ndaemon off;\npid {d}/proxy.pid;\nerror_log {d}/proxy.err;\n\
+            "worker_processes {THREADS};\nworker_cpu_affinity auto;\ndaemon off;\npid {d}/proxy.pid;\nerror_log {d}/proxy.err;\n\
              worker_rlimit_nofile 20000;\nevents {{ worker_connections 9000; }}\n\
              http {{ access_log off; keepalive_requests 1000000;\n\
                upstream be {{ server 127.0.0.1:{b0}; server 127.0.0.1:{b1}; keepalive 64; }}\n\
@@ -193,7 +197,7 @@ fn start_lb(bin: &Path, dir: &Path, pem: &Path) -> std::io::Result<Proxy> {
     write(
         &conf,
         &format!(
-            "[global]\nadmin = \"127.0.0.1:18099\"\nthreads = {THREADS}\n\n\
+            "[global]\nadmin = \"127.0.0.1:18099\"\nthreads = {THREADS}\ncpu_map = \"auto\"\n\n\
              [defaults]\nmode = \"http\"\ntimeout = {{ client = \"30s\", connect = \"5s\", server = \"30s\" }}\n\n\
              [frontend.fe]\nbind = [\"127.0.0.1:18092\", \"127.0.0.1:18455 ssl crt {pem} alpn h2,http/1.1\"]\ndefault_backend = \"be\"\n\n\
              [backend.be]\nbalance = \"roundrobin\"\nserver = [\"s1 127.0.0.1:{b0}\", \"s2 127.0.0.1:{b1}\"]\n",
