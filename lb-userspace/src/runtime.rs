@@ -90,6 +90,9 @@ fn restart_change(old: &Config, new: &Config) -> Option<&'static str> {
     if old.global.cpu_map != new.global.cpu_map {
         return Some("[global] cpu_map");
     }
+    if old.global.admin != new.global.admin || old.global.admin_token != new.global.admin_token {
+        return Some("[global] admin or admin_token");
+    }
     match (&old.dataplane, &new.dataplane) {
         (None, None) => None,
         (Some(_), None) | (None, Some(_)) => Some("adding or removing [dataplane]"),
@@ -295,6 +298,11 @@ mod tests {
         assert_eq!(
             restart_change(&base, &cfg("threads = 2\ncpu_map = \"auto\"")),
             Some("[global] cpu_map")
+        );
+        assert_eq!(
+            restart_change(&base, &cfg("threads = 2\nadmin_token = \"t\"")),
+            Some("[global] admin or admin_token"),
+            "the admin listener keeps its address and token"
         );
         assert_eq!(
             restart_change(&base, &cfg("threads = 2\nlog_format = \"json\"")),
