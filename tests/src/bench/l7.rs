@@ -403,6 +403,26 @@ pub fn run(cfg: &L7Bench) -> std::io::Result<()> {
                 },
             });
         }
+        // The rate of new TLS connections is bounded by wrk's one thread (it spends a core
+        // on the client side of the handshakes); what the proxy itself can take is the
+        // inverse of its CPU per handshake.
+        if let Some(s) = scenarios
+            .iter()
+            .position(|(label, ..)| label.starts_with("new TLS"))
+        {
+            let per_cpu_second = |i: usize| {
+                let cpu = median(&mut results[i][s].cpu_us_per_req.clone());
+                if cpu > 0.0 { 1e6 / cpu } else { 0.0 }
+            };
+            rows.push(Row {
+                metric: "new TLS connections per proxy CPU-second".into(),
+                unit: "conn/s".into(),
+                lb: per_cpu_second(0),
+                reference: per_cpu_second(refi),
+                reference_name: refname.into(),
+                target: Target::None,
+            });
+        }
         rows.push(Row {
             metric: format!("RSS with {} idle keep-alive conns", cfg.idle_conns),
             unit: "MiB".into(),
