@@ -220,6 +220,66 @@ async fn malformed_requests_get_400_never_a_hang() {
     assert_eq!(get(fe, "/", &[]).await.status, 200);
 }
 
+/// A request head hyper cannot parse gets HAProxy's 400 page, or the frontend's
+/// `errorfile 400` byte for byte (not hyper's bare 400); one over the parser's limits gets
+/// the 431 page or `errorfile 431`; also on a keep-alive connection after a good exchange.
+#[tokio::test]
+async fn unparseable_requests_get_the_400_and_431_pages() {
+    let (h, a) = proxy(|_| {}).await;
+    let fe = addr_of(&h, "web");
+    let out = raw(fe, b"GET / HTTP/1.1\r\nHost x\r\n\r\n").await;
+    assert_eq!(
+        out,
+        "HTTP/1.1 400 Bad request\r\ncontent-length: 90\r\ncache-control: no-cache\r\n\
+         content-type: text/html\r\nconnection: close\r\n\r\n<html><body><h1>400 Bad request</h1>\n\
+         Your browser sent an invalid request.\n</body></html>\n",
+        "HAProxy's built-in 400"
+    );
+    drop(h);
+
+    const PAGE_400: &[u8] =
+        b"HTTP/1.0 400 Custom Bad\r\nContent-Type: text/plain\r\n\r\nbad request\n";
+    const PAGE_431: &[u8] =
+        b"HTTP/1.0 431 Custom Large\r\nContent-Type: text/plain\r\n\r\ntoo large\n";
+    let (h, a2) = proxy(|fe| {
+        fe.errorfiles = BTreeMap::from([(400, PAGE_400.to_vec()), (431, PAGE_431.to_vec())]);
+    })
+    .await;
+    let fe = addr_of(&h, "web");
+    for bad in [&b"GARBAGE\r\n\r\n"[..], b"GET / HTTP/1.1\r\nHost x\r\n\r\n"] {
+        let out = raw(fe, bad).await;
+        assert_eq!(
+            out.as_bytes(),
+            PAGE_400,
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Huge: {}\r\n\r\n",
+        "y".repeat(64 * 1024)
+    );
+    assert_eq!(raw(fe, huge.as_bytes()).await.as_bytes(), PAGE_431);
+    // A good exchange, then a bad head on the same connection.
+    let out = raw(
+        fe,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost x\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    assert!(
+        out.ends_with(std::str::from_utf8(PAGE_400).unwrap()),
+        "the second head gets the errorfile: {out:?}"
+    );
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        a2.hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the good request reached the server"
+    );
+    assert_eq!(get(fe, "/", &[]).await.status, 200);
+}
+
 #[tokio::test]
 async fn denied_sources_are_dropped() {
     let (h, _a) = proxy(|fe| {

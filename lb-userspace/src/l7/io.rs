@@ -2,7 +2,8 @@
 //! finish sending its request headers in time gets HAProxy's 408, or the frontend's
 //! `errorfile 408` as is, and the connection is closed, which stops slowloris) and `timeout client` / `timeout http-keep-alive`
 //! (an idle connection is closed). The request handler tells it when a request head has
-//! been received and when a response has finished, through [`ConnShared`].
+//! been received and when a response has finished, through [`ConnShared`]. It also swaps
+//! hyper's own bare 400/431 (for a head hyper cannot parse) for the frontend's page.
 
 use std::future::Future;
 use std::io;
@@ -22,10 +23,24 @@ pub enum IoError {
     Timeout,
 }
 
-/// HAProxy's 408 page (when the frontend has no `errorfile 408`).
-pub const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Time-out\r\ncontent-length: 110\r\n\
-cache-control: no-cache\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n\
-<html><body><h1>408 Request Time-out</h1>\nYour browser didn't send a complete request in time.\n</body></html>\n";
+/// The responses a client connection writes itself, each a complete HTTP/1 response after
+/// which the connection closes: the frontend's `errorfile` as is, else HAProxy's built-in
+/// page ([`crate::l7::runtime::ErrorPages::conn_pages`]).
+#[derive(Debug, Clone, Default)]
+pub struct ConnPages {
+    /// For a request head hyper cannot parse (hyper's own bare 400 is replaced).
+    pub bad_request: Bytes,
+    /// For `timeout http-request`.
+    pub timeout: Bytes,
+    /// For a request head over hyper's buffer or header count (hyper's own bare 431).
+    pub too_large: Bytes,
+}
+
+/// The start of the answers hyper's HTTP/1 server writes by itself when it cannot parse a
+/// request head (no request reached lb; an empty body; the connection closes after it).
+const HYPER_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n";
+const HYPER_431: &[u8] =
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n";
 
 /// State shared between the I/O wrapper and the request handler of one connection.
 #[derive(Debug)]
@@ -109,11 +124,11 @@ pub struct ClientIo<T> {
     /// for the same deadline is skipped (the connection is always polled by one task,
     /// whose waker the timer keeps).
     armed_for: Option<Instant>,
-    /// The 408 response: [`RESPONSE_408`] or the frontend's errorfile, a complete HTTP
-    /// response written as is (the connection closes after it).
-    page_408: Bytes,
-    /// 408 being written: offset into `page_408`.
-    writing_408: Option<usize>,
+    pages: ConnPages,
+    /// A page of `pages` being written, and how much of it is.
+    writing: Option<(Bytes, usize)>,
+    /// hyper's own error answer was replaced: what hyper writes after it is dropped.
+    replaced: bool,
     closed: bool,
 }
 
@@ -126,13 +141,12 @@ impl<T> std::fmt::Debug for ClientIo<T> {
 }
 
 impl<T> ClientIo<T> {
-    /// `page_408`: the frontend's `errorfile 408` (raw bytes), else [`RESPONSE_408`].
     pub fn new(
         inner: T,
         shared: std::sync::Arc<ConnShared>,
         t: IoTimeouts,
         http1: bool,
-        page_408: Option<Bytes>,
+        pages: ConnPages,
     ) -> Self {
         let now = Instant::now();
         let head_deadline = t.http_request.map(|d| now + d);
@@ -150,8 +164,9 @@ impl<T> ClientIo<T> {
             busy_check: None,
             armed_for: None,
             timer: Box::pin(tokio::time::sleep_until(first)),
-            page_408: page_408.unwrap_or_else(|| Bytes::from_static(RESPONSE_408)),
-            writing_408: None,
+            pages,
+            writing: None,
+            replaced: false,
             closed: false,
         }
     }
@@ -221,21 +236,40 @@ impl<T> ClientIo<T> {
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo<T> {
-    /// Writes the 408; Ready when done (or failed).
-    fn poll_write_408(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while let Some(off) = self.writing_408 {
-            let Some(rest) = self.page_408.get(off..).filter(|r| !r.is_empty()) else {
-                self.writing_408 = None;
+    /// Writes the page being written, if any; Ready when done (or failed).
+    fn poll_write_page(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while let Some((page, off)) = &mut self.writing {
+            let Some(rest) = page.get(*off..).filter(|r| !r.is_empty()) else {
+                self.writing = None;
                 break;
             };
             match Pin::new(&mut self.inner).poll_write(cx, rest) {
-                Poll::Ready(Ok(n)) if n > 0 => self.writing_408 = Some(off + n),
-                Poll::Ready(_) => self.writing_408 = None,
+                Poll::Ready(Ok(n)) if n > 0 => *off += n,
+                Poll::Ready(_) => self.writing = None,
                 Poll::Pending => return Poll::Pending,
             }
         }
         let _ = Pin::new(&mut self.inner).poll_flush(cx);
         Poll::Ready(())
+    }
+
+    /// Whether `data`, written by hyper, is its own answer to a request head it could not
+    /// parse; if so, the frontend's page for that code is written in its place. Only
+    /// HTTP/1, only while no request is being served.
+    fn replace_hyper_error(&mut self, data: &[u8]) -> bool {
+        if !self.http1 || self.busy() {
+            return false;
+        }
+        let page = if data.starts_with(HYPER_400) {
+            &self.pages.bad_request
+        } else if data.starts_with(HYPER_431) {
+            &self.pages.too_large
+        } else {
+            return false;
+        };
+        self.writing = Some((page.clone(), 0));
+        self.replaced = true;
+        true
     }
 
     /// Checks the timers; Ready(()) means the connection must end now.
@@ -279,7 +313,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo<T> {
                         HeadState::Busy => false,
                     };
                 if send_408 {
-                    self.writing_408 = Some(0);
+                    self.writing = Some((self.pages.timeout.clone(), 0));
                 }
                 self.closed = true;
                 return Poll::Ready(());
@@ -296,7 +330,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.closed {
-            if this.poll_write_408(cx).is_pending() {
+            if this.poll_write_page(cx).is_pending() {
                 return Poll::Pending;
             }
             return Poll::Ready(Ok(()));
@@ -327,7 +361,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 if this.poll_timers(cx).is_ready() {
-                    if this.poll_write_408(cx).is_pending() {
+                    if this.poll_write_page(cx).is_pending() {
                         return Poll::Pending;
                     }
                     return Poll::Ready(Ok(()));
@@ -351,6 +385,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
                 IoError::Timeout,
             )));
         }
+        if this.replaced || this.replace_hyper_error(data) {
+            // hyper's bytes are taken as written; the page goes out on flush.
+            let _ = this.poll_write_page(cx);
+            return Poll::Ready(Ok(data.len()));
+        }
         let r = Pin::new(&mut this.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = r
             && n > 0
@@ -373,6 +412,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
                 IoError::Timeout,
             )));
         }
+        if this.replaced || bufs.first().is_some_and(|b| this.replace_hyper_error(b)) {
+            let _ = this.poll_write_page(cx);
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = r
             && n > 0
@@ -388,10 +431,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        if this.poll_write_page(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.poll_write_page(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }

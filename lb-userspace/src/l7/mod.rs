@@ -35,9 +35,10 @@
 //!   does; haproxy#3032 treated that as a bug, fixed upstream).
 //!   Header bytes over `max_header_bytes` get 431; `max_headers` counts the request line
 //!   like `tune.http.maxhdr` (default 101: 100 fields) and more get 400 (both the errorfile
-//!   when set). Anything hyper cannot parse gets hyper's own 400 (or 431, also for more
-//!   than 100 fields under a limit of 101 or less), never the errorfile: hyper writes that
-//!   response itself before it reports the error, and has no hook to replace it.
+//!   when set). A head hyper cannot parse gets 400 (431 when over hyper's buffer, or more
+//!   than 100 fields under a limit of 101 or less): hyper writes its own bare answer, which
+//!   [`io::ClientIo`] recognises and replaces with the frontend's errorfile for that code,
+//!   else HAProxy's built-in page.
 //! - The client protocol is fixed before hyper starts: TLS by ALPN (`h2` or `http/1.1`;
 //!   no ALPN: detected from the first bytes), plain binds by peeking for the h2 preface.
 //!   Each protocol's connection is boxed, so an idle connection only holds its own state
@@ -611,7 +612,8 @@ async fn serve_conn(
                         shared: conn_shared.clone(),
                         server_timer: Default::default(),
                     });
-                    let io = io::ClientIo::new(stream, conn_shared, t, true, fe.errors.raw(408));
+                    let io =
+                        io::ClientIo::new(stream, conn_shared, t, true, fe.errors.conn_pages());
                     let wait = t.http_request.or(t.client);
                     let Some(proto) = sniff_plain(io.get_ref(), wait, &mut shutdown).await else {
                         return;
@@ -701,7 +703,7 @@ async fn serve_https(
         server_timer: Default::default(),
     });
     serve_http(
-        io::ClientIo::new(s, conn_shared, t, h1, fe.errors.raw(408)),
+        io::ClientIo::new(s, conn_shared, t, h1, fe.errors.conn_pages()),
         proto,
         ctx,
         fe,

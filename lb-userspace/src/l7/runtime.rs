@@ -17,6 +17,7 @@ use crate::config::model::{
 };
 use crate::l7::acl::{AclInput, Condition, FormatString};
 use crate::l7::balance::{self, PickCtx, Selector};
+use crate::l7::io::ConnPages;
 use crate::l7::upstream::Pool;
 use crate::state::{BackendState, Counters, Registry, ServerState, ServerStatus};
 
@@ -46,9 +47,10 @@ pub struct Canned {
 #[derive(Debug, Clone, Default)]
 pub struct ErrorPages {
     pages: HashMap<u16, Arc<Canned>>,
-    /// The `errorfile`s as read (complete HTTP responses), for the pages written on the
-    /// connection rather than through hyper (the 408 of `timeout http-request`).
+    /// The `errorfile`s as read (complete HTTP responses).
     raw: HashMap<u16, Bytes>,
+    /// The pages written on the connection rather than through hyper.
+    conn: ConnPages,
 }
 
 fn builtin(code: u16) -> (&'static str, &'static str) {
@@ -109,6 +111,18 @@ fn builtin(code: u16) -> (&'static str, &'static str) {
         504 => ("Gateway Time-out", "The server didn't respond in time."),
         _ => ("Error", "An error occurred."),
     }
+}
+
+/// HAProxy's built-in page for `code` as it goes on the wire: a complete HTTP/1.1 response
+/// that ends the connection.
+pub fn builtin_wire(code: u16) -> Bytes {
+    let (reason, text) = builtin(code);
+    let body = format!("<html><body><h1>{code} {reason}</h1>\n{text}\n</body></html>\n");
+    Bytes::from(format!(
+        "HTTP/1.1 {code} {reason}\r\ncontent-length: {}\r\ncache-control: no-cache\r\n\
+         content-type: text/html\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ))
 }
 
 fn builtin_page(code: u16) -> Canned {
@@ -180,7 +194,22 @@ impl ErrorPages {
             pages.insert(code, Arc::new(c));
             raw.insert(code, Bytes::copy_from_slice(raw_file));
         }
-        Ok(Self { pages, raw })
+        let wire = |code: u16| {
+            raw.get(&code)
+                .cloned()
+                .unwrap_or_else(|| builtin_wire(code))
+        };
+        let conn = ConnPages {
+            bad_request: wire(400),
+            timeout: wire(408),
+            too_large: wire(431),
+        };
+        Ok(Self { pages, raw, conn })
+    }
+
+    /// The pages a client connection writes itself (`errorfile` as is, else built-in).
+    pub fn conn_pages(&self) -> ConnPages {
+        self.conn.clone()
     }
 
     /// The page for `code` (built-in, overridden by `errorfile`).
@@ -194,11 +223,6 @@ impl ErrorPages {
     /// Whether `errorfile` overrides `code`.
     pub fn has(&self, code: u16) -> bool {
         self.raw.contains_key(&code)
-    }
-
-    /// The `errorfile` for `code` as read, if one is configured.
-    pub fn raw(&self, code: u16) -> Option<Bytes> {
-        self.raw.get(&code).cloned()
     }
 }
 
@@ -675,5 +699,26 @@ impl Runtime {
             b.rebuild();
         }
         Change::Rebuilt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The built-in pages on the wire are HAProxy's, byte for byte.
+    #[test]
+    fn builtin_wire_pages_are_haproxys() {
+        assert_eq!(
+            &builtin_wire(408)[..],
+            &b"HTTP/1.1 408 Request Time-out\r\ncontent-length: 110\r\n\
+cache-control: no-cache\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n\
+<html><body><h1>408 Request Time-out</h1>\nYour browser didn't send a complete request in time.\n</body></html>\n"[..]
+        );
+        let pages = ErrorPages::build("frontend f", &BTreeMap::new()).expect("pages");
+        let conn = pages.conn_pages();
+        assert_eq!(conn.timeout, builtin_wire(408));
+        assert_eq!(conn.bad_request, builtin_wire(400));
+        assert_eq!(conn.too_large, builtin_wire(431));
     }
 }
