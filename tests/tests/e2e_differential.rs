@@ -54,6 +54,7 @@ frontend httpsandhttp\n    bind 127.0.0.1:{port}\n\
     http-request redirect location /new-home code 302 if {{ path /home }}\n\
     http-request set-header X-Env difftest\n\
     http-request set-header X-Fmt \"src=%[src] m=%[method] p=%[path] q=%[query] env=%[req.hdr(x-env)] tls=%[ssl_fc] sni=%[ssl_fc_sni] 100%%\"\n\
+    http-request set-header X-Vars \"%ci %HM %HU %HP\"\n\
     http-request add-header X-Kept %[req.hdr(x-keep),upper]\n\
     http-request add-header X-Added yes\n\
     http-request del-header X-Remove\n\

@@ -14,9 +14,13 @@
 //! - a `%` that starts neither `%[` nor `%%` is an error (HAProxy: "use '%%'"), so is a
 //!   missing `]`; a `]` outside an expression is literal text.
 //!
-//! Not supported (errors at load): HAProxy's log-format variables such as `%ci` or `%T`
-//! (use the matching fetch, e.g. `%[src]`), `%{+Q}` flags, and converters other than
-//! `lower` / `upper`, which the ACL engine also limits to string fetches.
+//! The log-format variables known when the request arrives are taken too: `%ci` / `%cp`
+//! (client address and port, as `%[src]` / `%[src_port]`), `%fi` / `%fp` (the address and
+//! port the client connected to), `%HM` (method), `%HU` (URI), `%HP` (path).
+//!
+//! Not supported (errors at load): the other log-format variables, such as `%T` or `%ST`,
+//! whose values exist only once the response is known, `%{+Q}` flags, and converters other
+//! than `lower` / `upper`, which the ACL engine also limits to string fetches.
 
 use super::AclError;
 use super::AclInput;
@@ -60,6 +64,23 @@ fn expr_end(text: &str, from: usize) -> Option<usize> {
         }
     }
     None
+}
+
+/// The log-format variables that have a request-time value, as HAProxy defines them.
+const VARIABLES: &str = "'%ci', '%cp', '%fi', '%fp', '%HM', '%HU', '%HP'";
+
+/// The fetch behind a log-format variable (`ci` for `%ci`).
+fn variable(name: &str) -> Option<Fetch> {
+    Some(match name {
+        "ci" => Fetch::Src,
+        "cp" => Fetch::SrcPort,
+        "fi" => Fetch::Dst,
+        "fp" => Fetch::DstPort,
+        "HM" => Fetch::Method,
+        "HU" => Fetch::Url,
+        "HP" => Fetch::Path,
+        _ => return None,
+    })
 }
 
 impl FormatString {
@@ -107,12 +128,24 @@ impl FormatString {
                         .chars()
                         .take_while(|c| c.is_ascii_alphanumeric() || *c == '{' || *c == '+')
                         .collect();
+                    if let Some(fetch) = variable(&var) {
+                        if !lit.is_empty() {
+                            parts.push(Part::Lit(std::mem::take(&mut lit).into_boxed_str()));
+                        }
+                        parts.push(Part::Sample {
+                            fetch,
+                            conv: None,
+                            last: false,
+                        });
+                        i = at + 1 + var.len();
+                        continue;
+                    }
                     let message = if var.is_empty() {
                         "a '%' must start '%[...]'; write '%%' for a percent sign".to_string()
                     } else {
                         format!(
-                            "log-format variable '%{var}' is not supported (only '%[FETCH]' \
-                             sample expressions, e.g. '%[src]', and '%%')"
+                            "log-format variable '%{var}' is not supported (only {VARIABLES}, \
+                             '%[FETCH]' sample expressions, e.g. '%[src]', and '%%')"
                         )
                     };
                     return Err(err(message, at));

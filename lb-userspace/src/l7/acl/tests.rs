@@ -1092,6 +1092,19 @@ fn format_expands_the_acl_fetches() {
 }
 
 #[test]
+fn format_log_variables_known_at_request_time() {
+    let mut r = Req::get("/p/x?q=1").method("PUT").src("192.0.2.1");
+    r.dst = Some("198.51.100.2:8443".parse().expect("addr"));
+    r.src_port = Some(40000);
+    assert_eq!(
+        expand("%ci:%cp -> %fi:%fp", &r),
+        "192.0.2.1:40000 -> 198.51.100.2:8443"
+    );
+    assert_eq!(expand("%HM %HU %HP", &r), "PUT /p/x?q=1 /p/x");
+    assert_eq!(expand("[%ci]%%ci", &r), "[192.0.2.1]%ci");
+}
+
+#[test]
 fn format_errors_point_at_the_problem() {
     let e = format_err("x %[src");
     assert_eq!(e.offset, 2);
@@ -1108,12 +1121,13 @@ fn format_errors_point_at_the_problem() {
     assert!(e.message.contains("'%%'"), "{}", e.message);
     assert_eq!(e.offset, 3);
     assert!(format_err("a % b").message.contains("'%%'"));
-    let e = format_err("%ci");
+    let e = format_err("%ST");
     assert!(
-        e.message.contains("'%ci' is not supported"),
+        e.message.contains("'%ST' is not supported"),
         "{}",
         e.message
     );
+    assert!(format_err("x %cix").message.contains("'%cix'"));
     assert!(format_err("%{+Q}[src]").message.contains("not supported"));
     assert!(format_err("%[src,base64]").message.contains("base64"));
     assert!(format_err("%[src,lower]").message.contains("string fetch"));
