@@ -20,7 +20,7 @@
 //!
 //! Not supported (errors at load): the other log-format variables, such as `%T` or `%ST`,
 //! whose values exist only once the response is known, `%{+Q}` flags, and converters other
-//! than `lower` / `upper`, which the ACL engine also limits to string fetches.
+//! than `lower` / `upper` (which, as in HAProxy, apply to the text of any fetch).
 
 use super::AclError;
 use super::AclInput;
@@ -161,11 +161,19 @@ impl FormatString {
     /// One `%[...]` expression: a fetch the ACL engine knows (its matching-method variants
     /// such as `path_beg` are ACL keywords, not fetches) and an optional case converter.
     fn sample(expr: &str, offset: usize) -> Result<Part, AclError> {
+        // A case converter applies to the text of any fetch here (HAProxy casts integers
+        // and addresses to strings for it); the ACL engine takes it on string fetches only.
+        let (expr, case) = match expr.rsplit_once(',') {
+            Some((fetch, "lower")) => (fetch, Some(Case::Lower)),
+            Some((fetch, "upper")) => (fetch, Some(Case::Upper)),
+            _ => (expr, None),
+        };
         let tok = Token {
             text: expr.to_owned(),
             start: offset,
         };
         let (fetch, method, _, conv) = parse_fetch(&tok)?;
+        let conv = case.or(conv);
         if !matches!(
             method,
             MatchMethod::Str | MatchMethod::Int | MatchMethod::Ip | MatchMethod::Bool
