@@ -205,3 +205,51 @@ fn debian_default_config() {
         assert_eq!(cfg.frontends[0].errorfiles.len(), 7);
     }
 }
+
+/// `cpu-map`: the `auto:` form and one line per thread become `[global] cpu_map`; other
+/// forms stay as comments with a warning.
+#[test]
+fn cpu_map_forms() {
+    let rest = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+listen web\n    bind 127.0.0.1:8080\n    server s1 127.0.0.1:8081\n";
+    let conv = |global: &str| convert_str(Path::new("cpu.cfg"), &format!("global\n{global}{rest}"));
+    for (global, want) in [
+        (
+            "    nbthread 2\n    cpu-map auto:1/1-2 0-1\n",
+            "cpu_map = [0, 1]",
+        ),
+        ("    cpu-map auto:1/all 0 1\n", "cpu_map = [0, 1]"),
+        ("    cpu-map auto:1/1-1 0,1\n", "cpu_map = [0]"),
+        ("    cpu-map 1/1 1\n    cpu-map 1/2 0\n", "cpu_map = [1, 0]"),
+    ] {
+        let c = conv(global);
+        assert!(c.diagnostics.is_empty(), "{global}: {:#?}", c.diagnostics);
+        assert!(c.toml.contains(want), "{global}: {}", c.toml);
+    }
+    let c = conv("    nbthread 2\n    cpu-map auto:1/1-2 0-1\n");
+    assert!(
+        c.toml.contains("threads = 2\ncpu_map = [0, 1]"),
+        "{}",
+        c.toml
+    );
+    let base = base();
+    let file = base.write("cpu.toml", &c.toml);
+    assert_loads(&lb::config::load_with(&file, &opts(base.path())));
+    // Not expressible per thread: a thread bound to a set, threads out of order, fewer CPUs
+    // than threads, another process.
+    for global in [
+        "    cpu-map 1/1-2 0-1\n",
+        "    cpu-map 1/2 1\n",
+        "    cpu-map auto:1/1-4 0-1\n",
+        "    cpu-map 2/1 0\n",
+        "    cpu-map auto:1/1-2 x\n",
+    ] {
+        let c = conv(global);
+        let w: Vec<String> = c.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(
+            w.len() == 1 && w[0].contains("cpu-map auto:1/1-N CPUS"),
+            "{global}: {w:#?}"
+        );
+        assert!(!c.toml.contains("cpu_map ="), "{global}: {}", c.toml);
+    }
+}

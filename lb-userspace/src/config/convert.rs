@@ -397,6 +397,30 @@ struct Converter<'a> {
     defaults_seen: usize,
     /// (line, option) of a bind option left without its value at the end of a line.
     dangling: Option<(usize, String)>,
+    /// CPUs of threads 1, 2, … from per-thread `cpu-map` lines so far.
+    cpu_per_thread: Vec<usize>,
+}
+
+/// A `cpu-map` CPU set (`0-3`, `0 2`, `4,6`) in order, or None if it is not one.
+fn cpu_set(words: &[W]) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in words.iter().flat_map(|w| w.text.split(',')) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
+                if a > b || b >= crate::l7::cpus::MAX_CPUS {
+                    return None;
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(
+                part.parse()
+                    .ok()
+                    .filter(|c| *c < crate::l7::cpus::MAX_CPUS)?,
+            ),
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Converts haproxy.cfg text.
@@ -408,6 +432,7 @@ pub fn convert_str(file: &Path, text: &str) -> Conversion {
         preamble: Vec::new(),
         defaults_seen: 0,
         dangling: None,
+        cpu_per_thread: Vec::new(),
     };
     for (i, raw) in text.lines().enumerate() {
         c.line(i + 1, raw);
@@ -595,6 +620,54 @@ impl Converter<'_> {
         self.sections.push(Sect::new(kind, &nm, comment));
     }
 
+    /// `cpu-map [auto:]1/THREADS CPUS…` → `cpu_map`: the `auto:` form over threads `1-N`
+    /// or `all` (thread i on the i-th CPU listed), or one line per thread naming one CPU,
+    /// threads in order (`cpu-map 1/1 0`, `cpu-map 1/2 1`).
+    fn cpu_map(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>) {
+        const HINT: &str = "only `cpu-map auto:1/1-N CPUS` and one `cpu-map 1/T CPU` line per thread (in order) convert; set `[global] cpu_map` by hand";
+        let col = words[0].col;
+        let spec = words.get(1).map_or("", |w| w.text.as_str());
+        let (auto, spec) = match spec.strip_prefix("auto:") {
+            Some(rest) => (true, rest),
+            None => (false, spec),
+        };
+        let (procs, threads) = spec.split_once('/').unwrap_or((spec, "all"));
+        let cpus = words.get(2..).and_then(cpu_set);
+        let Some(cpus) = cpus.filter(|_| matches!(procs, "1" | "all" | "1-1")) else {
+            return self.unsupported(n, col, raw, HINT);
+        };
+        let list = if auto {
+            let count = match threads {
+                "all" => Some(cpus.len()),
+                t => t
+                    .strip_prefix("1-")
+                    .and_then(|b| b.parse::<usize>().ok())
+                    .filter(|&b| b >= 1 && b <= cpus.len()),
+            };
+            let Some(count) = count else {
+                return self.unsupported(n, col, raw, HINT);
+            };
+            cpus[..count].to_vec()
+        } else {
+            let next = self.cpu_per_thread.len() + 1;
+            if threads.parse::<usize>().ok() != Some(next) || cpus.len() != 1 {
+                return self.unsupported(n, col, raw, HINT);
+            }
+            self.cpu_per_thread.push(cpus[0]);
+            self.cpu_per_thread.clone()
+        };
+        let value = format!(
+            "[{}]",
+            list.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let Some(s) = self.cur() {
+            s.push("cpu_map", value, comment, false);
+        }
+    }
+
     fn global(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>) {
         let kw = words[0].text.as_str();
         match kw {
@@ -607,7 +680,7 @@ impl Converter<'_> {
                 None => self.unsupported(n, words[0].col, raw, "`nbthread` needs a number"),
             },
             "stats" => self.unsupported(n, words[0].col, raw, "the stats socket is replaced by lb's admin API (`[global] admin`)"),
-            "cpu-map" => self.unsupported(n, words[0].col, raw, "not converted: set `[global] cpu_map` (\"auto\", or one CPU number per thread)"),
+            "cpu-map" => self.cpu_map(n, raw, words, comment),
             "log" => self.unsupported(n, words[0].col, raw, "syslog targets are not supported: lb writes logs to stdout (`log_format` = \"haproxy\" or \"json\")"),
             "daemon" | "user" | "group" | "uid" | "gid" | "chroot" | "pidfile" | "master-worker" | "nbproc" => {
                 self.unsupported(n, words[0].col, raw, &format!("`{kw}`: lb runs in the foreground under a service manager"))
@@ -1483,6 +1556,7 @@ impl Converter<'_> {
                 "retries",
                 "maxconn",
                 "log",
+                "cpu_map",
             ];
             let mut keys: Vec<&(String, Vec<Entry>, bool)> = s.keys.iter().collect();
             keys.sort_by_key(|(k, _, _)| order.iter().position(|o| o == k).unwrap_or(order.len()));
