@@ -253,3 +253,31 @@ listen web\n    bind 127.0.0.1:8080\n    server s1 127.0.0.1:8081\n";
         assert!(!c.toml.contains("cpu_map ="), "{global}: {}", c.toml);
     }
 }
+
+/// `http-request redirect` targets are log-format strings and carry over; the old-style
+/// `redirect` statement's target is a plain string, so its `%` are escaped.
+#[test]
+fn redirect_targets_keep_their_meaning() {
+    let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend web\n    bind *:8080\n    http-request redirect location https://%[req.hdr(host)]%[url] code 301 if { path_beg /a }\n\
+    redirect location /b%20c if { path_beg /b }\n    default_backend pool\n\
+backend pool\n    server s1 127.0.0.1:8081\n";
+    let conv = convert_str(Path::new("redir.cfg"), cfg);
+    assert!(conv.diagnostics.is_empty(), "{:#?}", conv.diagnostics);
+    assert!(
+        conv.toml.contains(
+            "redirect location https://%[req.hdr(host)]%[url] code 301 if { path_beg /a }"
+        ),
+        "{}",
+        conv.toml
+    );
+    assert!(
+        conv.toml
+            .contains("redirect location /b%%20c if { path_beg /b }"),
+        "{}",
+        conv.toml
+    );
+    let base = base();
+    let file = base.write("redir.toml", &conv.toml);
+    assert_loads(&lb::config::load_with(&file, &opts(base.path())));
+}

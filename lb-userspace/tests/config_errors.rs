@@ -714,6 +714,18 @@ fn cpu_map_must_be_auto_or_available_cpus() {
 }
 
 #[test]
+fn redirect_target_is_a_log_format_string() {
+    let errs = errors(&with_defaults(
+        "[frontend.f]\nbind = \"127.0.0.1:80\"\nhttp_request = \"redirect location /a%20b\"\ndefault_backend = \"all\"\n[backend.all]\nserver = [\"s1 127.0.0.1:80\"]\n",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("redirect target `/a%20b`") && errs[0].contains("'%20b'"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
 fn xdp_vip_family_mismatch() {
     check(
         "[dataplane]\ninterfaces = \"eth0\"\n[frontend.e]\nmode = \"tcp\"\nbind = [\"203.0.113.1:443\", \"[2001:db8::1]:443\"]\ndefault_backend = \"p\"\n[backend.p]\nmode = \"tcp\"\nserver = \"s 10.0.0.1:443\"\n",

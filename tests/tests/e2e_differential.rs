@@ -52,6 +52,8 @@ frontend httpsandhttp\n    bind 127.0.0.1:{port}\n\
     http-request deny deny_status 429 if {{ path_beg /limited }}\n\
     http-request redirect prefix https://secure.example code 301 if {{ path_beg /old }}\n\
     http-request redirect location /new-home code 302 if {{ path /home }}\n\
+    http-request redirect location https://%[req.hdr(host),lower]%[path]?from=%[src] code 307 if {{ path_beg /fmt/loc }}\n\
+    http-request redirect prefix https://%[req.hdr(host)]/v2 code 301 if {{ path_beg /fmt/pfx }}\n\
     http-request set-header X-Env difftest\n\
     http-request set-header X-Fmt \"src=%[src] m=%[method] p=%[path] q=%[query] env=%[req.hdr(x-env)] tls=%[ssl_fc] sni=%[ssl_fc_sni] 100%%\"\n\
     http-request set-header X-Vars \"%ci %HM %HU %HP\"\n\
@@ -210,6 +212,8 @@ fn haproxy_and_lb_agree_on_the_same_config_and_traffic() {
         ("/old", vec![]),
         ("/home", vec![]),
         ("/home/x", vec![]),
+        ("/fmt/loc/a?q=1", vec![("Host", "Shop.Example")]),
+        ("/fmt/pfx/b?q=2", vec![("Host", "shop.example")]),
         ("/", vec![]),
         ("/index.html", vec![]),
         ("/other/path", vec![]),

@@ -758,13 +758,17 @@ impl Converter<'_> {
                 self.http_request(n, raw, args, comment, col)
             }
             "redirect" if is_fe => {
-                // old-style `redirect …` is `http-request redirect …`
+                // old-style `redirect …` is `http-request redirect …`, except that its target
+                // is a plain string, not a log-format one: its `%` are escaped.
                 let mut w = vec![W {
                     text: "redirect".into(),
                     col,
                     quoted: false,
                 }];
                 w.extend(args.iter().cloned());
+                if let Some(target) = w.get_mut(2) {
+                    target.text = target.text.replace('%', "%%");
+                }
                 self.http_request(n, raw, &w, comment, col)
             }
             "tcp-request" if is_fe => self.tcp_request(n, raw, args, comment, col),
@@ -1267,12 +1271,18 @@ impl Converter<'_> {
             self.unsupported(n, action.col, raw, &why);
             return;
         }
-        // Header values are log-format strings: `%[...]` carries over when lb has the fetch.
-        if matches!(action.text.as_str(), "set-header" | "add-header")
-            && let Some(v) = args.get(2)
+        // Header values and redirect targets are log-format strings: `%[...]` carries over
+        // when lb has the fetch.
+        let format_arg = match action.text.as_str() {
+            "set-header" | "add-header" => Some(("header value", 2)),
+            "redirect" => Some(("redirect target", 2)),
+            _ => None,
+        };
+        if let Some((what, i)) = format_arg
+            && let Some(v) = args.get(i)
             && let Err(e) = crate::l7::acl::FormatString::compile(&v.text)
         {
-            let why = format!("header value `{}`: {}", v.text, e.message);
+            let why = format!("{what} `{}`: {}", v.text, e.message);
             self.unsupported(n, v.col, raw, &why);
             return;
         }

@@ -581,7 +581,15 @@ pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {
                     ));
                 }
             };
-            let target = args.want("redirect target")?.text.clone();
+            let t = args.want("redirect target")?;
+            // A log-format string, like header values (HAProxy's `http-request redirect`).
+            if let Err(e) = crate::l7::acl::FormatString::compile(&t.text) {
+                return Err(Problem::new(
+                    t.pos,
+                    format!("redirect target `{}`: {}", t.text, e.message),
+                ));
+            }
+            let target = t.text.clone();
             let mut r = Redirect {
                 kind,
                 target,

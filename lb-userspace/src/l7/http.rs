@@ -442,11 +442,14 @@ fn apply_rules(
                 code,
                 drop_query,
             } => {
-                let loc = redirect_location(*kind, target, *drop_query, head, ctx);
+                // An expansion that is no header value: no Location (HAProxy writes the
+                // bytes as they come).
+                let target = target.value(&ReqInput { head, ctx, fe });
+                let loc = target.map(|t| redirect_location(*kind, &t, *drop_query, head, ctx));
                 let mut r = Response::new(RespBody::full(Bytes::new(), None));
                 *r.status_mut() = *code;
                 let h = r.headers_mut();
-                if let Ok(v) = HeaderValue::from_maybe_shared(loc) {
+                if let Some(Ok(v)) = loc.map(HeaderValue::from_maybe_shared) {
                     h.insert(header::LOCATION, v);
                 }
                 h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
@@ -474,20 +477,22 @@ fn apply_rules(
     Ok(())
 }
 
+/// The Location of a redirect whose (expanded) target is `target`.
 fn redirect_location(
     kind: RedirectKind,
-    target: &Bytes,
+    target: &HeaderValue,
     drop_query: bool,
     head: &http::request::Parts,
     ctx: &ConnCtx,
 ) -> Bytes {
+    let target = target.as_bytes();
     let path = head.uri.path();
     let query = if drop_query { None } else { head.uri.query() };
     let mut out = Vec::with_capacity(target.len() + path.len() + 32);
     match kind {
-        RedirectKind::Location => return target.clone(),
+        RedirectKind::Location => return Bytes::copy_from_slice(target),
         RedirectKind::Prefix => {
-            if target.as_ref() != b"/" {
+            if target != b"/" {
                 out.extend_from_slice(target);
             }
         }

@@ -233,7 +233,8 @@ pub enum Action {
     Deny(u16),
     Redirect {
         kind: RedirectKind,
-        target: Bytes,
+        /// The `location`, `prefix` or `scheme` value: a log-format string.
+        target: HeaderFmt,
         code: StatusCode,
         drop_query: bool,
     },
@@ -242,8 +243,8 @@ pub enum Action {
     DelHeader(HeaderName),
 }
 
-/// A `set-header` / `add-header` value: a log-format string, pre-built as a header value
-/// when it has no `%[...]`.
+/// A `set-header` / `add-header` value or a redirect target: a log-format string, pre-built
+/// as a header value when it has no `%[...]`.
 #[derive(Debug, Clone)]
 pub enum HeaderFmt {
     Literal(HeaderValue),
@@ -305,7 +306,7 @@ fn compile_rules(section: &str, rules: &[HttpRequestRule]) -> Result<Vec<Rule>, 
                 HttpAction::Deny { status } => Action::Deny(*status),
                 HttpAction::Redirect(rd) => Action::Redirect {
                     kind: rd.kind,
-                    target: Bytes::from(rd.target.clone()),
+                    target: hvalue(&rd.target)?,
                     code: StatusCode::from_u16(rd.code).unwrap_or(StatusCode::FOUND),
                     drop_query: rd.drop_query,
                 },
