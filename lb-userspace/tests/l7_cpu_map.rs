@@ -38,14 +38,7 @@ async fn each_worker_is_bound_to_its_listed_cpu() {
     let allowed = lb::l7::cpus::allowed();
     let (first, last) = (allowed[0], allowed[allowed.len() - 1]);
     let a = echo("a").await;
-    let mut cfg = config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend(
-            "be",
-            Balance::RoundRobin,
-            vec![server("a", a.addr)],
-        )],
-    );
+    let mut cfg = web_to(a.addr);
     cfg.global.threads = Some(3);
     cfg.global.cpu_map = Some(CpuMap::List(vec![last, first]));
     let (h, _reg) = start(cfg);

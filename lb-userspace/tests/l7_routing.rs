@@ -583,14 +583,7 @@ fn listening_sockets(port: u16) -> usize {
 #[tokio::test]
 async fn each_worker_listens_on_its_own_socket() {
     let a = echo("a").await;
-    let mut cfg = config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend(
-            "be",
-            Balance::RoundRobin,
-            vec![server("a", a.addr)],
-        )],
-    );
+    let mut cfg = web_to(a.addr);
     cfg.global.threads = Some(3);
     let cfg = std::sync::Arc::new(cfg);
     let reg = std::sync::Arc::new(lb::state::Registry::new());

@@ -535,6 +535,18 @@ pub(crate) fn check(args: &mut Args, mut spec: CheckSpec) -> Result<(CheckSpec, 
 }
 
 /// The `http-request` action (the condition is split off by the caller).
+/// A log-format string argument (header value, redirect target): compiled again by the L7
+/// runtime; checked here so that a bad one is reported at its position.
+fn log_format(t: &Tok, what: &str) -> Result<String, Problem> {
+    match crate::l7::acl::FormatString::compile(&t.text) {
+        Ok(_) => Ok(t.text.clone()),
+        Err(e) => Err(Problem::new(
+            t.pos,
+            format!("{what} `{}`: {}", t.text, e.message),
+        )),
+    }
+}
+
 pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {
     const ACTIONS: &[&str] = &[
         "allow",
@@ -581,15 +593,8 @@ pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {
                     ));
                 }
             };
-            let t = args.want("redirect target")?;
             // A log-format string, like header values (HAProxy's `http-request redirect`).
-            if let Err(e) = crate::l7::acl::FormatString::compile(&t.text) {
-                return Err(Problem::new(
-                    t.pos,
-                    format!("redirect target `{}`: {}", t.text, e.message),
-                ));
-            }
-            let target = t.text.clone();
+            let target = log_format(args.want("redirect target")?, "redirect target")?;
             let mut r = Redirect {
                 kind,
                 target,
@@ -633,16 +638,7 @@ pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {
         }
         "set-header" | "add-header" => {
             let name = args.want("header name")?.text.clone();
-            let v = args.want("header value")?;
-            // A log-format string: compiled again by the L7 runtime; checked here so a bad
-            // one is reported at its position.
-            if let Err(e) = crate::l7::acl::FormatString::compile(&v.text) {
-                return Err(Problem::new(
-                    v.pos,
-                    format!("header value `{}`: {}", v.text, e.message),
-                ));
-            }
-            let value = v.text.clone();
+            let value = log_format(args.want("header value")?, "header value")?;
             args.done()?;
             if a.text == "set-header" {
                 HttpAction::SetHeader { name, value }

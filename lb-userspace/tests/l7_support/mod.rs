@@ -286,6 +286,14 @@ pub fn acl(set: &mut AclSet, line: &str) {
         .unwrap_or_else(|e| panic!("acl {line:?}: {e}"));
 }
 
+/// Frontend `web` on a loopback port, its default backend `be` with the one server `a`.
+pub fn web_to(a: SocketAddr) -> Config {
+    config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend("be", Balance::RoundRobin, vec![server("a", a)])],
+    )
+}
+
 pub fn start(cfg: Config) -> (L7Handle, Arc<Registry>) {
     let reg = Arc::new(Registry::new());
     let h = L7::start(Arc::new(cfg), reg.clone()).expect("start");
