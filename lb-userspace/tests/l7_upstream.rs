@@ -109,6 +109,46 @@ async fn cookie_insert_indirect_nocache() {
     );
 }
 
+/// Servers may share a cookie value (the seed's `cookie primary` on sr1 and sr2): as in
+/// HAProxy, the first one that is up takes the request, and when it is down the next one
+/// with the same value does, with no new cookie; only when none is up is the request
+/// redispatched (here to the one other server) with a new cookie.
+#[tokio::test]
+async fn servers_sharing_a_cookie_value_take_over_from_each_other() {
+    let (a, b, c) = (echo("a").await, echo("b").await, echo("c").await);
+    let mut sa = server("a", a.addr);
+    sa.cookie = Some("primary".into());
+    let mut sb = server("b", b.addr);
+    sb.cookie = Some("primary".into());
+    let mut sc = server("c", c.addr);
+    sc.cookie = Some("other".into());
+    let (h, reg) = start(sticky(
+        CookieSpec {
+            name: "SRV".into(),
+            indirect: true,
+            nocache: true,
+        },
+        vec![sa, sb, sc],
+    ));
+    let fe = addr_of(&h, "web");
+    let cookie = [("cookie", "SRV=primary")];
+    for _ in 0..3 {
+        let r = get(fe, "/", &cookie).await;
+        assert_eq!(r.server(), "a", "the first server of the value");
+        assert!(cookie_of(&r).is_none());
+    }
+    reg.set_status("be", "a", ServerStatus::Down).unwrap();
+    for _ in 0..3 {
+        let r = get(fe, "/", &cookie).await;
+        assert_eq!(r.server(), "b", "the next server of the value");
+        assert!(cookie_of(&r).is_none(), "the cookie is still valid");
+    }
+    reg.set_status("be", "b", ServerStatus::Down).unwrap();
+    let r = get(fe, "/", &cookie).await;
+    assert_eq!(r.server(), "c", "redispatched");
+    assert_eq!(cookie_of(&r).as_deref(), Some("SRV=other; path=/"));
+}
+
 #[tokio::test]
 async fn cookie_without_indirect_reaches_server() {
     let a = echo("a").await;

@@ -790,14 +790,8 @@ async fn forward(
     let mut chosen: Option<usize> = None;
     let mut insert_cookie = false;
     if let Some(ck) = &be.cookie {
-        if let Some(v) = find_cookie(&head.headers, &ck.name)
-            && let Some(i) = be.by_cookie(v)
-        {
-            let st = be.servers[i].state.status();
-            // HAProxy keeps persistent traffic on a draining server.
-            if st.is_usable() || st == crate::state::ServerStatus::Drain {
-                chosen = Some(i);
-            }
+        if let Some(v) = find_cookie(&head.headers, &ck.name) {
+            chosen = be.by_cookie(v);
         }
         if chosen.is_none() {
             insert_cookie = true;

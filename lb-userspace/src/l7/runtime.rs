@@ -409,11 +409,16 @@ impl BackendRt {
         self.state.nbsrv()
     }
 
-    /// The server a persistence cookie value names.
+    /// The server a persistence cookie value sends the request to: as HAProxy, the first
+    /// server with that value that is not stopped (UP, or draining: persistent traffic
+    /// stays), going on past stopped ones, since several servers may share a value (the
+    /// seed's `cookie primary` on two servers). `None`: no such server is usable.
     pub fn by_cookie(&self, value: &[u8]) -> Option<usize> {
-        self.servers
-            .iter()
-            .position(|s| s.cookie.as_bytes() == value)
+        self.servers.iter().position(|s| {
+            let st = s.state.status();
+            s.cookie.as_bytes() == value
+                && (st.is_usable() || st == crate::state::ServerStatus::Drain)
+        })
     }
 }
 
