@@ -158,7 +158,7 @@ async fn keep_alive_idle_timer_starts_when_the_response_finishes() {
 }
 
 #[tokio::test]
-async fn oversized_headers_get_431_and_too_many_400() {
+async fn oversized_and_too_many_headers_get_400() {
     let (h, a) = proxy(|fe| {
         fe.max_header_bytes = 1024;
         fe.max_headers = 10;
@@ -167,28 +167,35 @@ async fn oversized_headers_get_431_and_too_many_400() {
     let fe = addr_of(&h, "web");
     let big = "x".repeat(2000);
     let r = get(fe, "/", &[("x-big", &big)]).await;
-    assert_eq!(r.status, 431);
-    // Far beyond the buffer: hyper's own limit answers 431 as well.
+    assert_eq!(
+        r.status, 400,
+        "HAProxy answers 400 to a request over its buffer"
+    );
+    // Far beyond the buffer: hyper's own limit, the same page.
     let huge = format!(
         "GET / HTTP/1.1\r\nHost: x\r\nX-Huge: {}\r\n\r\n",
         "y".repeat(64 * 1024)
     );
     let out = raw(fe, huge.as_bytes()).await;
-    assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
+    assert!(out.starts_with("HTTP/1.1 400 Bad request"), "{out:?}");
+    // A URI too long for the parser, the same.
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(70 * 1024));
+    let out = raw(fe, long_uri.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 400 Bad request"), "{out:?}");
     let many: Vec<(String, String)> = (0..20).map(|i| (format!("x-h{i}"), "v".into())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let r = get(fe, "/", &many).await;
     assert_eq!(r.status, 400);
     // The limit counts the request line (HAProxy's maxhdr): host + 9 fields fail.
     assert_eq!(get(fe, "/", &many[..9]).await.status, 400);
-    // Beyond 100 fields the parser answers before lb's check.
+    // Beyond 100 fields the parser answers before lb's check, with the same page.
     let lots: String = (0..120).map(|i| format!("h{i}:1\r\n")).collect();
     let out = raw(
         fe,
         format!("GET / HTTP/1.1\r\nHost: x\r\n{lots}\r\n").as_bytes(),
     )
     .await;
-    assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
+    assert!(out.starts_with("HTTP/1.1 400 Bad request"), "{out:?}");
     assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     // Host + 8 fields pass.
     assert_eq!(get(fe, "/", &many[..8]).await.status, 200);
@@ -220,11 +227,11 @@ async fn malformed_requests_get_400_never_a_hang() {
     assert_eq!(get(fe, "/", &[]).await.status, 200);
 }
 
-/// A request head hyper cannot parse gets HAProxy's 400 page, or the frontend's
-/// `errorfile 400` byte for byte (not hyper's bare 400); one over the parser's limits gets
-/// the 431 page or `errorfile 431`; also on a keep-alive connection after a good exchange.
+/// A request head hyper cannot parse, or one over the parser's buffer, gets HAProxy's 400
+/// page, or the frontend's `errorfile 400` byte for byte (not hyper's bare 400 or 431);
+/// also on a keep-alive connection after a good exchange.
 #[tokio::test]
-async fn unparseable_requests_get_the_400_and_431_pages() {
+async fn rejected_request_heads_get_the_400_page() {
     let (h, a) = proxy(|_| {}).await;
     let fe = addr_of(&h, "web");
     let out = raw(fe, b"GET / HTTP/1.1\r\nHost x\r\n\r\n").await;
@@ -239,10 +246,8 @@ async fn unparseable_requests_get_the_400_and_431_pages() {
 
     const PAGE_400: &[u8] =
         b"HTTP/1.0 400 Custom Bad\r\nContent-Type: text/plain\r\n\r\nbad request\n";
-    const PAGE_431: &[u8] =
-        b"HTTP/1.0 431 Custom Large\r\nContent-Type: text/plain\r\n\r\ntoo large\n";
     let (h, a2) = proxy(|fe| {
-        fe.errorfiles = BTreeMap::from([(400, PAGE_400.to_vec()), (431, PAGE_431.to_vec())]);
+        fe.errorfiles = BTreeMap::from([(400, PAGE_400.to_vec())]);
     })
     .await;
     let fe = addr_of(&h, "web");
@@ -259,7 +264,7 @@ async fn unparseable_requests_get_the_400_and_431_pages() {
         "GET / HTTP/1.1\r\nHost: x\r\nX-Huge: {}\r\n\r\n",
         "y".repeat(64 * 1024)
     );
-    assert_eq!(raw(fe, huge.as_bytes()).await.as_bytes(), PAGE_431);
+    assert_eq!(raw(fe, huge.as_bytes()).await.as_bytes(), PAGE_400);
     // A good exchange, then a bad head on the same connection.
     let out = raw(
         fe,

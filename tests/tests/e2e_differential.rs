@@ -195,7 +195,10 @@ fn haproxy_and_lb_agree_on_the_same_config_and_traffic() {
     let h: SocketAddr = ([127, 0, 0, 1], hp).into();
     let l: SocketAddr = ([127, 0, 0, 1], lp).into();
 
+    // Over both proxies' default request buffer: HAProxy answers 400 (tune.bufsize).
+    let big = "y".repeat(20_000);
     let requests: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/", vec![("X-Big", big.as_str())]),
         ("/app1", vec![]),
         ("/x/y/app1", vec![]),
         ("/APP1", vec![]),

@@ -720,8 +720,9 @@ pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
+    // Over the limit: 400, as HAProxy answers a request larger than its buffer.
     if hbytes > fe.max_header_bytes {
-        return done(error_page(&fe, None, 431, guard));
+        return done(error_page(&fe, None, 400, guard));
     }
 
     // HTTP/2 carries the host in :authority; HAProxy exposes it as Host.

@@ -3,7 +3,7 @@
 //! `errorfile 408` as is, and the connection is closed, which stops slowloris) and `timeout client` / `timeout http-keep-alive`
 //! (an idle connection is closed). The request handler tells it when a request head has
 //! been received and when a response has finished, through [`ConnShared`]. It also swaps
-//! hyper's own bare 400/431 (for a head hyper cannot parse) for the frontend's page.
+//! hyper's own bare answers to a head it rejects (400, 431, 414) for the frontend's 400.
 
 use std::future::Future;
 use std::io;
@@ -28,19 +28,21 @@ pub enum IoError {
 /// page ([`crate::l7::runtime::ErrorPages::conn_pages`]).
 #[derive(Debug, Clone, Default)]
 pub struct ConnPages {
-    /// For a request head hyper cannot parse (hyper's own bare 400 is replaced).
+    /// For a request head hyper rejects: unparseable, over its buffer or header count, or
+    /// a URI too long (HAProxy answers all of these 400; hyper's own bare 400, 431 and 414
+    /// are replaced).
     pub bad_request: Bytes,
     /// For `timeout http-request`.
     pub timeout: Bytes,
-    /// For a request head over hyper's buffer or header count (hyper's own bare 431).
-    pub too_large: Bytes,
 }
 
-/// The start of the answers hyper's HTTP/1 server writes by itself when it cannot parse a
+/// The start of the answers hyper's HTTP/1 server writes by itself when it rejects a
 /// request head (no request reached lb; an empty body; the connection closes after it).
-const HYPER_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n";
-const HYPER_431: &[u8] =
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n";
+const HYPER_ERRORS: [&[u8]; 3] = [
+    b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n",
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n",
+    b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-length: 0\r\n",
+];
 
 /// State shared between the I/O wrapper and the request handler of one connection.
 #[derive(Debug)]
@@ -260,14 +262,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo<T> {
         if !self.http1 || self.busy() {
             return false;
         }
-        let page = if data.starts_with(HYPER_400) {
-            &self.pages.bad_request
-        } else if data.starts_with(HYPER_431) {
-            &self.pages.too_large
-        } else {
+        if !HYPER_ERRORS.iter().any(|e| data.starts_with(e)) {
             return false;
-        };
-        self.writing = Some((page.clone(), 0));
+        }
+        self.writing = Some((self.pages.bad_request.clone(), 0));
         self.replaced = true;
         true
     }

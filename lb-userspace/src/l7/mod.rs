@@ -33,12 +33,12 @@
 //!   silently. The 408 is the frontend's `errorfile 408`, sent as is, when there is one
 //!   (HAProxy's H1 mux sent its built-in page for errors it detects itself, as 2.6 still
 //!   does; haproxy#3032 treated that as a bug, fixed upstream).
-//!   Header bytes over `max_header_bytes` get 431; `max_headers` counts the request line
-//!   like `tune.http.maxhdr` (default 101: 100 fields) and more get 400 (both the errorfile
-//!   when set). A head hyper cannot parse gets 400 (431 when over hyper's buffer, or more
-//!   than 100 fields under a limit of 101 or less): hyper writes its own bare answer, which
-//!   [`io::ClientIo`] recognises and replaces with the frontend's errorfile for that code,
-//!   else HAProxy's built-in page.
+//!   Header bytes over `max_header_bytes` get 400, as HAProxy answers a request larger than
+//!   its buffer; `max_headers` counts the request line like `tune.http.maxhdr` (default
+//!   101: 100 fields) and more get 400. A head hyper rejects (unparseable, over its buffer,
+//!   more than 100 fields under a limit of 101 or less, a URI too long for it) gets 400 too:
+//!   hyper writes its own bare 400/431/414, which [`io::ClientIo`] recognises and replaces
+//!   with the frontend's `errorfile 400`, else HAProxy's built-in page.
 //! - The client protocol is fixed before hyper starts: TLS by ALPN (`h2` or `http/1.1`;
 //!   no ALPN: detected from the first bytes), plain binds by peeking for the h2 preface.
 //!   Each protocol's connection is boxed, so an idle connection only holds its own state

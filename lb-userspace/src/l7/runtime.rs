@@ -202,7 +202,6 @@ impl ErrorPages {
         let conn = ConnPages {
             bad_request: wire(400),
             timeout: wire(408),
-            too_large: wire(431),
         };
         Ok(Self { pages, raw, conn })
     }
@@ -725,6 +724,5 @@ cache-control: no-cache\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n\
         let conn = pages.conn_pages();
         assert_eq!(conn.timeout, builtin_wire(408));
         assert_eq!(conn.bad_request, builtin_wire(400));
-        assert_eq!(conn.too_large, builtin_wire(431));
     }
 }
