@@ -285,6 +285,25 @@ async fn rejected_request_heads_get_the_400_page() {
     assert_eq!(get(fe, "/", &[]).await.status, 200);
 }
 
+/// An absolute-form target whose Host header names another host gets 400, as in HAProxy;
+/// the same host (ASCII case and the scheme's default port aside) is served.
+#[tokio::test]
+async fn absolute_form_target_and_host_must_agree() {
+    let (h, a) = proxy(|_| {}).await;
+    let fe = addr_of(&h, "web");
+    for (target, host, want) in [
+        ("http://a.example/x", "A.Example:80", "HTTP/1.1 200"),
+        ("https://a.example/x", "a.example:443", "HTTP/1.1 200"),
+        ("http://a.example:8080/x", "a.example", "HTTP/1.1 400"),
+        ("http://a.example/x", "b.example", "HTTP/1.1 400"),
+    ] {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let out = raw(fe, req.as_bytes()).await;
+        assert!(out.starts_with(want), "{target} / {host} -> {out:?}");
+    }
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn denied_sources_are_dropped() {
     let (h, _a) = proxy(|fe| {

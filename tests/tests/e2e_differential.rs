@@ -199,6 +199,11 @@ fn haproxy_and_lb_agree_on_the_same_config_and_traffic() {
     let big = "y".repeat(20_000);
     let requests: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("/", vec![("X-Big", big.as_str())]),
+        // Absolute-form targets: Host must name the same host (case and default port
+        // aside), else 400. (Accepted ones are not compared here: HAProxy's `%HU` gives
+        // the target as received, lb's the origin form.)
+        ("http://a.example:8080/app1", vec![("Host", "a.example")]),
+        ("http://a.example/app1", vec![("Host", "b.example")]),
         ("/app1", vec![]),
         ("/x/y/app1", vec![]),
         ("/APP1", vec![]),

@@ -526,6 +526,21 @@ fn redirect_location(
     Bytes::from(out)
 }
 
+/// Whether a request target's authority and its Host header name the same host and port,
+/// as HAProxy compares them: ASCII case ignored, the scheme's default port (80 for http,
+/// 443 for https) the same as none.
+fn same_authority(scheme: Option<&str>, authority: &[u8], host: &[u8]) -> bool {
+    let default_port: &[u8] = match scheme {
+        Some(s) if s.eq_ignore_ascii_case("https") => b":443",
+        _ => b":80",
+    };
+    let strip = |a: &'_ [u8]| -> usize {
+        a.len() - a.ends_with(default_port) as usize * default_port.len()
+    };
+    let host = host.trim_ascii();
+    authority[..strip(authority)].eq_ignore_ascii_case(&host[..strip(host)])
+}
+
 /// Finds cookie `name` in the request's Cookie headers.
 fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     for v in headers.get_all(header::COOKIE) {
@@ -722,6 +737,16 @@ pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
         .sum();
     // Over the limit: 400, as HAProxy answers a request larger than its buffer.
     if hbytes > fe.max_header_bytes {
+        return done(error_page(&fe, None, 400, guard));
+    }
+
+    // An HTTP/1 absolute-form target names the host itself: a Host header that names
+    // another one gets 400, as HAProxy answers (ACLs and routing read Host).
+    if head.version <= http::Version::HTTP_11
+        && let Some(a) = head.uri.authority()
+        && let Some(h) = head.headers.get(header::HOST)
+        && !same_authority(head.uri.scheme_str(), a.as_str().as_bytes(), h.as_bytes())
+    {
         return done(error_page(&fe, None, 400, guard));
     }
 

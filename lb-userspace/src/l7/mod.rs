@@ -51,11 +51,16 @@
 //!   sent: 504), as HAProxy's per-side timeouts; a slow but steady upload is not cut.
 //! - Trailer fields of chunked responses reach h2 clients, and HTTP/1.1 clients that sent
 //!   `TE: trailers` (hyper's rule: only the fields the response's `Trailer` announces).
-//! - `set-header`/`add-header` values are log-format strings: `%[FETCH]` expands with the
-//!   ACL engine's fetches (`%[src]`, `%[req.hdr(host)]`, `%[ssl_fc_sni]` …), `%%` is a
-//!   percent sign; HAProxy's `%ci`-style variables are rejected at load. A fetch without a
-//!   value expands to nothing; an expansion that is not a valid header value skips the
-//!   action for that request (HAProxy drops it). See [`acl::FormatString`].
+//! - `set-header`/`add-header` values and redirect targets are log-format strings:
+//!   `%[FETCH]` expands with the ACL engine's fetches (`%[src]`, `%[req.hdr(host)]`,
+//!   `%[ssl_fc_sni]` …), the request-time variables `%ci %cp %fi %fp %HM %HU %HP` too, `%%`
+//!   is a percent sign; other variables are rejected at load. A fetch without a value
+//!   expands to nothing; an expansion that is not a valid header value skips the action
+//!   for that request (HAProxy drops it). See [`acl::FormatString`].
+//! - An HTTP/1 absolute-form target (`GET http://host/path`) whose Host header names
+//!   another host gets 400, as in HAProxy (case and the default port aside). For such
+//!   targets `url`, `%HU` and `%HP` give the origin form (`/path?query`), where HAProxy
+//!   gives the target as received.
 
 pub mod acl;
 pub mod balance;
