@@ -607,6 +607,16 @@ async fn scripted_server() -> (
                         }
                     }
                     buf.drain(..len);
+                    if path == "/version" {
+                        // The request line's version, as the body.
+                        let v = head.split_whitespace().nth(2).unwrap_or("").to_owned();
+                        let resp =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{v}", v.len());
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     if path == "/hang" {
                         // Takes the whole body, never answers.
                         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -678,6 +688,34 @@ fn request(
             body,
         )))
         .unwrap()
+}
+
+/// An HTTP/1.0 request without Host goes to the server as HTTP/1.0 (as HAProxy relays it;
+/// as HTTP/1.1 it would be invalid without Host) on a connection not reused after it;
+/// with Host it goes as HTTP/1.1.
+#[tokio::test]
+async fn http10_request_without_host_stays_http10_upstream() {
+    let (addr, conns, task) = scripted_server().await;
+    // One worker, so that every request sees the same idle pool.
+    let mut cfg = config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
+    );
+    cfg.global.threads = Some(1);
+    let (h, _reg) = start(cfg);
+    let fe = addr_of(&h, "web");
+    let out = raw(fe, b"GET /version HTTP/1.0\r\n\r\n").await;
+    assert!(out.ends_with("\r\n\r\nhttp/1.0"), "{out:?}");
+    let out = raw(fe, b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    assert!(out.ends_with("\r\n\r\nhttp/1.1"), "{out:?}");
+    let out = raw(fe, b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    assert!(out.ends_with("\r\n\r\nhttp/1.1"), "{out:?}");
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        2,
+        "the HTTP/1.0 exchange's connection is not reused; the HTTP/1.1 one is"
+    );
+    task.abort();
 }
 
 #[tokio::test]

@@ -860,6 +860,15 @@ async fn forward(
     }
     // Origin form toward the server, whatever form the client used.
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    // HTTP/1.1 toward the server, except for an HTTP/1.0 request without Host, which would
+    // become an invalid HTTP/1.1 one: it goes as HTTP/1.0, as HAProxy relays it, on a
+    // connection not reused after it.
+    let upstream_version =
+        if head.version == http::Version::HTTP_10 && !head.headers.contains_key(header::HOST) {
+            http::Version::HTTP_10
+        } else {
+            http::Version::HTTP_11
+        };
     let method = head.method.clone();
     let framing = if body.is_end_stream() {
         ReqFraming::Empty
@@ -960,7 +969,14 @@ async fn forward(
                 l.t_connect_ms = conn_started.map_or(0, |t0| t0.elapsed().as_millis() as i64);
             }
             c.conn.wbuf.clear();
-            codec::encode_request_head(&method, target, &head.headers, framing, &mut c.conn.wbuf);
+            codec::encode_request_head(
+                &method,
+                target,
+                upstream_version,
+                &head.headers,
+                framing,
+                &mut c.conn.wbuf,
+            );
             let timeouts = UploadTimeouts {
                 client: fe.timeouts.client,
                 server: t.server,
@@ -984,7 +1000,11 @@ async fn forward(
                 _ => sent.await,
             };
             match res {
-                Ok((h, complete)) => break Ok((h, c.conn, complete)),
+                Ok((mut h, complete)) => {
+                    // An HTTP/1.0 request asked for no keep-alive.
+                    h.keep_alive &= upstream_version != http::Version::HTTP_10;
+                    break Ok((h, c.conn, complete));
+                }
                 // A pooled connection the server had closed: the request goes out again on
                 // a fresh one when nothing of it was consumed, or when it is replayable.
                 Err(ExchangeError::NotSent(_)) if c.reused => {}

@@ -52,6 +52,7 @@ pub enum ReqFraming {
 pub fn encode_request_head(
     method: &Method,
     target: &str,
+    version: Version,
     headers: &HeaderMap,
     framing: ReqFraming,
     out: &mut Vec<u8>,
@@ -64,7 +65,11 @@ pub fn encode_request_head(
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
     for (k, v) in headers {
         out.extend_from_slice(k.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -459,7 +464,14 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("example.com"));
         h.append("x-a", HeaderValue::from_static("1"));
         let mut out = Vec::new();
-        encode_request_head(&Method::POST, "/p?q=1", &h, ReqFraming::Chunked, &mut out);
+        encode_request_head(
+            &Method::POST,
+            "/p?q=1",
+            Version::HTTP_11,
+            &h,
+            ReqFraming::Chunked,
+            &mut out,
+        );
         assert_eq!(
             out,
             b"POST /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
