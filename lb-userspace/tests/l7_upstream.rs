@@ -588,6 +588,19 @@ async fn scripted_server() -> (
                     let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
                     buf.drain(..end);
                     let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    if head.starts_with("connect ") {
+                        // A tunnel that echoes, announced with the target it was asked for.
+                        let ok = format!(
+                            "HTTP/1.1 200 Connection established\r\nx-target: {path}\r\n\r\n"
+                        );
+                        if s.write_all(ok.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let (mut r, mut w) = s.split();
+                        let _ = w.write_all(&buf).await;
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                        return;
+                    }
                     if path == "/early" {
                         // Answers before reading the (large) body, then closes.
                         let _ = s
@@ -715,6 +728,39 @@ async fn http10_request_without_host_stays_http10_upstream() {
         2,
         "the HTTP/1.0 exchange's connection is not reused; the HTTP/1.1 one is"
     );
+    task.abort();
+}
+
+/// CONNECT is forwarded with its authority-form target and, on a 2xx, both connections
+/// become a tunnel (HAProxy's behaviour in HTTP mode).
+#[tokio::test]
+async fn connect_is_tunnelled() {
+    let (addr, _conns, task) = scripted_server().await;
+    let (h, _reg) = one_server(addr);
+    let fe = addr_of(&h, "web");
+    tokio::time::timeout(T, async {
+        let mut c = TcpStream::connect(fe).await.unwrap();
+        c.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            c.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head:?}");
+        assert!(head.contains("x-target: example.com:443"), "{head:?}");
+        for msg in [&b"ping"[..], b"through the tunnel"] {
+            c.write_all(msg).await.unwrap();
+            let mut back = vec![0u8; msg.len()];
+            c.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, msg);
+        }
+    })
+    .await
+    .expect("CONNECT exchange timed out");
     task.abort();
 }
 

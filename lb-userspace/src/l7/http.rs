@@ -829,7 +829,9 @@ async fn forward(
 
     // Request rewriting toward the server.
     let upgrade = is_upgrade(&head);
-    let client_upgrade = if upgrade {
+    // CONNECT: a 2xx from the server turns both connections into a tunnel, as an upgrade.
+    let connect = head.method == Method::CONNECT;
+    let client_upgrade = if upgrade || connect {
         let mut tmp = Request::new(());
         std::mem::swap(tmp.extensions_mut(), &mut head.extensions);
         let on = hyper::upgrade::on(&mut tmp);
@@ -858,8 +860,12 @@ async fn forward(
             HeaderValue::from_static(if ctx.tls.is_some() { "https" } else { "http" }),
         );
     }
-    // Origin form toward the server, whatever form the client used.
-    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    // Origin form toward the server, whatever form the client used; CONNECT keeps its
+    // authority form (`host:port`).
+    let target = match (connect, head.uri.authority()) {
+        (true, Some(a)) => a.as_str(),
+        _ => head.uri.path_and_query().map_or("/", |p| p.as_str()),
+    };
     // HTTP/1.1 toward the server, except for an HTTP/1.0 request without Host, which would
     // become an invalid HTTP/1.1 one: it goes as HTTP/1.0, as HAProxy relays it, on a
     // connection not reused after it.
@@ -1099,7 +1105,8 @@ fn respond(
 ) -> Response<RespBody> {
     let status = head.status;
     guard.status(status.as_u16());
-    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS
+        || (method == Method::CONNECT && status.is_success());
     // (The codec already left out the connection-specific fields.)
     // The body reader takes the connection; a tunnel takes it whole.
     let next = if switching {
@@ -1141,8 +1148,8 @@ fn respond(
     Response::from_parts(parts, body)
 }
 
-/// A 101 from the server: the client's and the server's connections are joined, with
-/// `timeout tunnel` (else `timeout server`) as the idle limit.
+/// A 101 from the server, or a 2xx to CONNECT: the client's and the server's connections
+/// are joined, with `timeout tunnel` (else `timeout server`) as the idle limit.
 fn tunnel(
     fe: &FrontendRt,
     be: &BackendRt,
@@ -1155,9 +1162,11 @@ fn tunnel(
     let Some(client_up) = client_upgrade else {
         return error_page(fe, Some(be), 502, guard);
     };
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     let tunnel_idle = be.timeouts.tunnel.or(be.timeouts.server);
     let (mut server, early) = up.into_parts();
     tokio::spawn(async move {

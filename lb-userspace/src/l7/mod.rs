@@ -45,7 +45,9 @@
 //!   (hyper's 8 KiB read and write buffers, about 16 KiB in all).
 //! - Upstream connections are HTTP/1.1 (like HAProxy without `proto h2` on servers),
 //!   driven by lb's own client inside the request's task ([`upstream`]);
-//!   `X-Forwarded-Proto` is added together with `option forwardfor`.
+//!   `X-Forwarded-Proto` is added together with `option forwardfor`. An HTTP/1.0 request
+//!   without Host goes as HTTP/1.0 (as HTTP/1.1 it would be invalid). Upgrades (101) and
+//!   `CONNECT` (forwarded in authority form; a 2xx) join both connections into a tunnel.
 //! - While a request body is forwarded, `timeout client` limits the client's pauses (408)
 //!   and `timeout server` the server's (not taking the body, or not answering once it is
 //!   sent: 504), as HAProxy's per-side timeouts; a slow but steady upload is not cut.

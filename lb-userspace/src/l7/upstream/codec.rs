@@ -241,7 +241,10 @@ pub fn parse_response_head(
         headers.remove(n);
     }
 
+    // A 2xx to CONNECT makes the connection a tunnel right after the head (RFC 9112 §6.3).
+    let tunnel = switching || (request_method == Method::CONNECT && status.is_success());
     let bodyless = request_method == Method::HEAD
+        || tunnel
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
@@ -262,7 +265,7 @@ pub fn parse_response_head(
     } else {
         RespFraming::Close
     };
-    if framing == RespFraming::Close || status == StatusCode::SWITCHING_PROTOCOLS {
+    if framing == RespFraming::Close || tunnel {
         close = true;
     }
     Ok(Some(ResponseHead {
@@ -598,6 +601,21 @@ mod tests {
                 Method::GET
             ),
             (RespFraming::Length(0), false)
+        );
+        // So does a 2xx to CONNECT, whatever its headers say; a refusal has a body.
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 Connection established\r\nContent-Length: 5\r\n\r\n",
+                Method::CONNECT
+            ),
+            (RespFraming::Length(0), false)
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 5\r\n\r\n",
+                Method::CONNECT
+            ),
+            (RespFraming::Length(5), true)
         );
     }
 
