@@ -650,6 +650,9 @@ async fn scripted_server() -> (
                             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
                         ],
                         "/head" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n"],
+                        "/badchunk" => vec![
+                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+                        ],
                         "/close" => vec![b"HTTP/1.1 200 OK\r\n\r\nuntil ", b"close"],
                         _ => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
                     };
@@ -728,6 +731,17 @@ async fn http10_request_without_host_stays_http10_upstream() {
         2,
         "the HTTP/1.0 exchange's connection is not reused; the HTTP/1.1 one is"
     );
+    task.abort();
+}
+
+/// A chunked body broken from its first line (which came with the head) gives 502, as in
+/// HAProxy, instead of a connection cut before the client got anything.
+#[tokio::test]
+async fn body_broken_from_the_start_gives_502() {
+    let (addr, _conns, task) = scripted_server().await;
+    let (h, _reg) = one_server(addr);
+    let r = get(addr_of(&h, "web"), "/badchunk", &[]).await;
+    assert_eq!(r.status, 502);
     task.abort();
 }
 

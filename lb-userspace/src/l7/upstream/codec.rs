@@ -348,19 +348,7 @@ impl ChunkedDecoder {
                     let Some(line) = take_line(buf)? else {
                         return Ok(Chunk::NeedMore);
                     };
-                    let digits = line[..]
-                        .split(|&b| b == b';')
-                        .next()
-                        .unwrap_or_default()
-                        .trim_ascii();
-                    if digits.is_empty() || digits.len() > 15 {
-                        return Err(CodecError::ChunkSize);
-                    }
-                    let mut n = 0u64;
-                    for &d in digits {
-                        let v = (d as char).to_digit(16).ok_or(CodecError::ChunkSize)?;
-                        n = (n << 4) | u64::from(v);
-                    }
+                    let n = chunk_size(&line)?;
                     *self = if n == 0 {
                         ChunkedDecoder::Trailers
                     } else {
@@ -437,6 +425,38 @@ pub fn add_trailer(line: &[u8], trailers: &mut HeaderMap) {
 }
 
 /// Splits one CRLF-terminated line (without the CRLF) off `buf`.
+/// The size on a chunk-size line (extensions after `;` ignored; CR already removed).
+fn chunk_size(line: &[u8]) -> Result<u64, CodecError> {
+    let digits = line
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(CodecError::ChunkSize);
+    }
+    let mut n = 0u64;
+    for &d in digits {
+        let v = (d as char).to_digit(16).ok_or(CodecError::ChunkSize)?;
+        n = (n << 4) | u64::from(v);
+    }
+    Ok(n)
+}
+
+/// Checks the first chunk-size line of a chunked body when it is already in `buf` (it
+/// usually comes with the head): a server whose body is broken from its first byte gets a
+/// 502 instead of a response cut before anything was sent, as HAProxy answers.
+pub fn check_first_chunk(buf: &[u8]) -> Result<(), CodecError> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            let line = &buf[..i];
+            chunk_size(line.strip_suffix(b"\r").unwrap_or(line)).map(|_| ())
+        }
+        None if buf.len() > MAX_CHUNK_LINE => Err(CodecError::ChunkLine),
+        None => Ok(()),
+    }
+}
+
 fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
     match buf.iter().position(|&b| b == b'\n') {
         Some(i) => {
@@ -616,6 +636,19 @@ mod tests {
                 Method::CONNECT
             ),
             (RespFraming::Length(5), true)
+        );
+    }
+
+    #[test]
+    fn first_chunk_line_is_checked_when_present() {
+        assert!(check_first_chunk(b"").is_ok(), "nothing yet");
+        assert!(check_first_chunk(b"1f").is_ok(), "line not complete yet");
+        assert!(check_first_chunk(b"5;ext=1\r\nhello").is_ok());
+        assert!(check_first_chunk(b"zz\r\nok").is_err());
+        assert!(check_first_chunk(b"\r\n").is_err());
+        assert!(
+            check_first_chunk(&[b'1'; 5000]).is_err(),
+            "no end of line in sight"
         );
     }
 

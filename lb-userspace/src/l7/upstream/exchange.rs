@@ -177,6 +177,9 @@ async fn read_head<R: AsyncRead + Unpin>(
                 if head.is_interim() {
                     continue;
                 }
+                if head.framing == codec::RespFraming::Chunked {
+                    codec::check_first_chunk(rbuf)?;
+                }
                 return Ok(head);
             }
         }
