@@ -726,6 +726,23 @@ fn redirect_target_is_a_log_format_string() {
 }
 
 #[test]
+fn dynamic_use_backend_names_are_checked_for_syntax_only() {
+    let cfg = |name: &str| {
+        with_defaults(&format!(
+            "[frontend.f]\nbind = \"127.0.0.1:80\"\nuse_backend = \"{name} if TRUE\"\ndefault_backend = \"all\"{BE}"
+        ))
+    };
+    // No backend is named be_<anything> here: that is a per-request matter.
+    assert!(errors(&cfg("be_%[req.hdr(x-be),lower]")).is_empty());
+    let errs = errors(&cfg("be_%[nope()]"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("backend name `be_%[nope()]`") && errs[0].contains("nope"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
 fn xdp_vip_family_mismatch() {
     check(
         "[dataplane]\ninterfaces = \"eth0\"\n[frontend.e]\nmode = \"tcp\"\nbind = [\"203.0.113.1:443\", \"[2001:db8::1]:443\"]\ndefault_backend = \"p\"\n[backend.p]\nmode = \"tcp\"\nserver = \"s 10.0.0.1:443\"\n",

@@ -60,6 +60,7 @@ frontend httpsandhttp\n    bind 127.0.0.1:{port}\n\
     http-request add-header X-Kept %[req.hdr(x-keep),upper]\n\
     http-request add-header X-Added yes\n\
     http-request del-header X-Remove\n\
+    use_backend %[req.hdr(x-backend)] if {{ req.hdr(x-backend) -m found }}\n\
     use_backend www-myapp-backup if is_myapp {{ nbsrv(www-myapp) lt 1 }}\n\
     use_backend www-myapp if is_myapp\n\
     use_backend app1Server if app1\n\
@@ -199,6 +200,11 @@ fn haproxy_and_lb_agree_on_the_same_config_and_traffic() {
     let big = "y".repeat(20_000);
     let requests: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("/", vec![("X-Big", big.as_str())]),
+        // A dynamic use_backend: a name that is a backend takes the request; one that is
+        // not sends it to default_backend (HAProxy does not try the later rules).
+        ("/", vec![("X-Backend", "app2Server")]),
+        ("/app1", vec![("X-Backend", "nope")]),
+        ("/", vec![("X-Backend", "nope")]),
         // Absolute-form targets: Host must name the same host (case and default port
         // aside), else 400. (Accepted ones are not compared here: HAProxy's `%HU` gives
         // the target as received, lb's the origin form.)

@@ -1757,7 +1757,25 @@ impl<'a> Builder<'a> {
                     continue;
                 }
             };
-            refs.push((b.text.clone(), b.pos, ipath.clone()));
+            // A name with `%[...]` is a log-format string resolved per request (HAProxy's
+            // dynamic use_backend): its syntax is checked here; a name it yields that is no
+            // backend sends the request to default_backend.
+            if b.text.contains('%') {
+                match crate::l7::acl::FormatString::compile(&b.text) {
+                    Ok(f) if f.as_literal().is_none() => {}
+                    Ok(_) => refs.push((b.text.clone(), b.pos, ipath.clone())),
+                    Err(e) => {
+                        self.err(
+                            b.pos,
+                            &ipath,
+                            format!("backend name `{}`: {}", b.text, e.message),
+                        );
+                        continue;
+                    }
+                }
+            } else {
+                refs.push((b.text.clone(), b.pos, ipath.clone()));
+            }
             let Some(c) = &dir.cond else {
                 self.err(dir.end, &ipath, format!("use_backend `{}` has no `if`/`unless` condition; use `default_backend = \"{}\"` for the fallback", b.text, b.text));
                 continue;

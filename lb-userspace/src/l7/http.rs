@@ -774,11 +774,7 @@ pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
             ctx: &ctx,
             fe: &fe,
         };
-        fe.use_backend
-            .iter()
-            .find(|(_, cond)| cond.eval(&input))
-            .map(|(b, _)| b.clone())
-            .or_else(|| fe.default_backend.clone())
+        fe.pick_backend(&input)
     };
     let Some(be) = be else {
         return done(error_page(&fe, None, 503, guard));

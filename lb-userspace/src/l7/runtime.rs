@@ -27,6 +27,12 @@ pub enum RuntimeError {
     NoBackend { frontend: String, backend: String },
     #[error("{section}: invalid header in http-request rule: {what}")]
     Header { section: String, what: String },
+    #[error("frontend {frontend}: use_backend `{name}`: {what}")]
+    BackendName {
+        frontend: String,
+        name: String,
+        what: String,
+    },
     #[error("{section}: errorfile {code}: {what}")]
     ErrorFile {
         section: String,
@@ -438,7 +444,7 @@ pub struct FrontendRt {
     pub rules: Vec<Rule>,
     pub tcp_rules: Vec<crate::config::model::TcpRequestRule>,
     pub inspect_delay: Option<std::time::Duration>,
-    pub use_backend: Vec<(Arc<BackendRt>, Condition)>,
+    pub use_backend: Vec<(BackendRef, Condition)>,
     pub default_backend: Option<Arc<BackendRt>>,
     pub backends: Arc<HashMap<String, Arc<BackendRt>>>,
     pub counters: Arc<Counters>,
@@ -486,6 +492,40 @@ impl FrontendRt {
             return false;
         }
         self.allow_src.is_empty() || self.allow_src.iter().any(|n| net_contains(n, ip))
+    }
+}
+
+/// Where a `use_backend` rule sends a request.
+#[derive(Debug, Clone)]
+pub enum BackendRef {
+    Static(Arc<BackendRt>),
+    /// A log-format name (`use_backend be_%[req.hdr(host),lower]`), expanded per request;
+    /// when it names no backend of the frontend's mode, the request goes to
+    /// `default_backend` (later rules are not tried), as in HAProxy.
+    Dynamic(FormatString),
+}
+
+impl FrontendRt {
+    /// The backend of the first `use_backend` rule whose condition holds (if that rule's
+    /// dynamic name resolves), else `default_backend`.
+    pub fn pick_backend(&self, input: &dyn AclInput) -> Option<Arc<BackendRt>> {
+        for (target, cond) in &self.use_backend {
+            if !cond.eval(input) {
+                continue;
+            }
+            match target {
+                BackendRef::Static(b) => return Some(b.clone()),
+                BackendRef::Dynamic(f) => {
+                    let mut name = String::new();
+                    f.expand(input, &mut name);
+                    if let Some(b) = self.backends.get(&name).filter(|b| b.mode == self.mode) {
+                        return Some(b.clone());
+                    }
+                    break;
+                }
+            }
+        }
+        self.default_backend.clone()
     }
 }
 
@@ -614,7 +654,19 @@ fn build_frontend(
     let use_backend = f
         .use_backend
         .iter()
-        .map(|u| Ok((lookup(&u.backend)?, u.cond.clone())))
+        .map(|u| {
+            let name =
+                FormatString::compile(&u.backend).map_err(|e| RuntimeError::BackendName {
+                    frontend: f.name.clone(),
+                    name: u.backend.clone(),
+                    what: e.to_string(),
+                })?;
+            let target = match name.as_literal() {
+                Some(n) => BackendRef::Static(lookup(n)?),
+                None => BackendRef::Dynamic(name),
+            };
+            Ok((target, u.cond.clone()))
+        })
         .collect::<Result<Vec<_>, RuntimeError>>()?;
     let default_backend = f.default_backend.as_deref().map(lookup).transpose()?;
     let old_fe = old.and_then(|o| o.frontends.get(&f.name));

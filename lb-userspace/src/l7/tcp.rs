@@ -261,13 +261,7 @@ where
             }
         }
     }
-    let be = fe
-        .use_backend
-        .iter()
-        .find(|(_, c)| c.eval(&input))
-        .map(|(b, _)| b.clone())
-        .or_else(|| fe.default_backend.clone())
-        .ok_or(TcpError::NoBackend)?;
+    let be = fe.pick_backend(&input).ok_or(TcpError::NoBackend)?;
     be.state.counters.requests.fetch_add(1, Ordering::Relaxed);
     be.state
         .counters
