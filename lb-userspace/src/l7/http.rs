@@ -534,11 +534,10 @@ fn same_authority(scheme: Option<&str>, authority: &[u8], host: &[u8]) -> bool {
         Some(s) if s.eq_ignore_ascii_case("https") => b":443",
         _ => b":80",
     };
-    let strip = |a: &'_ [u8]| -> usize {
-        a.len() - a.ends_with(default_port) as usize * default_port.len()
-    };
+    let authority = authority.strip_suffix(default_port).unwrap_or(authority);
     let host = host.trim_ascii();
-    authority[..strip(authority)].eq_ignore_ascii_case(&host[..strip(host)])
+    let host = host.strip_suffix(default_port).unwrap_or(host);
+    authority.eq_ignore_ascii_case(host)
 }
 
 /// Finds cookie `name` in the request's Cookie headers.
@@ -1189,6 +1188,26 @@ fn tunnel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authority_and_host_compare_like_haproxy() {
+        let http = Some("http");
+        assert!(same_authority(http, b"a.example", b"A.Example"));
+        assert!(same_authority(http, b"a.example:80", b"a.example"));
+        assert!(same_authority(http, b"a.example", b" a.example:80 "));
+        assert!(same_authority(
+            Some("https"),
+            b"a.example",
+            b"a.example:443"
+        ));
+        assert!(!same_authority(
+            Some("https"),
+            b"a.example",
+            b"a.example:80"
+        ));
+        assert!(!same_authority(http, b"a.example:8080", b"a.example"));
+        assert!(!same_authority(http, b"a.example", b"b.example"));
+    }
 
     #[test]
     fn cookie_find_and_strip() {
