@@ -1761,15 +1761,11 @@ impl<'a> Builder<'a> {
             // dynamic use_backend): its syntax is checked here; a name it yields that is no
             // backend sends the request to default_backend.
             if b.text.contains('%') {
-                match crate::l7::acl::FormatString::compile(&b.text) {
+                match d::compile_format(b, "backend name") {
                     Ok(f) if f.as_literal().is_none() => {}
                     Ok(_) => refs.push((b.text.clone(), b.pos, ipath.clone())),
-                    Err(e) => {
-                        self.err(
-                            b.pos,
-                            &ipath,
-                            format!("backend name `{}`: {}", b.text, e.message),
-                        );
+                    Err(p) => {
+                        self.problem(p, &ipath);
                         continue;
                     }
                 }

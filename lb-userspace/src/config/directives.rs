@@ -10,6 +10,7 @@ use super::model::{
 };
 use super::source::{Problem, Str, Tok};
 use super::suggest::hint;
+use crate::l7::acl::FormatString;
 
 /// Parses a HAProxy duration: a bare number is milliseconds; units `us ms s m h d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -535,16 +536,17 @@ pub(crate) fn check(args: &mut Args, mut spec: CheckSpec) -> Result<(CheckSpec, 
 }
 
 /// The `http-request` action (the condition is split off by the caller).
-/// A log-format string argument (header value, redirect target): compiled again by the L7
-/// runtime; checked here so that a bad one is reported at its position.
+/// A log-format string argument (header value, redirect target, dynamic backend name),
+/// compiled to check it, so that a bad one is reported at its position; the L7 runtime
+/// compiles the text again.
+pub(crate) fn compile_format(t: &Tok, what: &str) -> Result<FormatString, Problem> {
+    FormatString::compile(&t.text)
+        .map_err(|e| Problem::new(t.pos, format!("{what} `{}`: {}", t.text, e.message)))
+}
+
+/// [`compile_format`], keeping the text.
 fn log_format(t: &Tok, what: &str) -> Result<String, Problem> {
-    match crate::l7::acl::FormatString::compile(&t.text) {
-        Ok(_) => Ok(t.text.clone()),
-        Err(e) => Err(Problem::new(
-            t.pos,
-            format!("{what} `{}`: {}", t.text, e.message),
-        )),
-    }
+    compile_format(t, what).map(|_| t.text.clone())
 }
 
 pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {

@@ -1100,11 +1100,9 @@ fn respond(
 ) -> Response<RespBody> {
     let status = head.status;
     guard.status(status.as_u16());
-    let switching = status == StatusCode::SWITCHING_PROTOCOLS
-        || (method == Method::CONNECT && status.is_success());
     // (The codec already left out the connection-specific fields.)
     // The body reader takes the connection; a tunnel takes it whole.
-    let next = if switching {
+    let next = if head.tunnel {
         Err(up)
     } else {
         Ok(ResponseBody::new(up, &head, complete, srv.pool.clone()))

@@ -119,11 +119,17 @@ fn builtin(code: u16) -> (&'static str, &'static str) {
     }
 }
 
+/// HAProxy's built-in page for `code`: its reason phrase and HTML body.
+fn builtin_body(code: u16) -> (&'static str, String) {
+    let (reason, text) = builtin(code);
+    let body = format!("<html><body><h1>{code} {reason}</h1>\n{text}\n</body></html>\n");
+    (reason, body)
+}
+
 /// HAProxy's built-in page for `code` as it goes on the wire: a complete HTTP/1.1 response
 /// that ends the connection.
 pub fn builtin_wire(code: u16) -> Bytes {
-    let (reason, text) = builtin(code);
-    let body = format!("<html><body><h1>{code} {reason}</h1>\n{text}\n</body></html>\n");
+    let (reason, body) = builtin_body(code);
     Bytes::from(format!(
         "HTTP/1.1 {code} {reason}\r\ncontent-length: {}\r\ncache-control: no-cache\r\n\
          content-type: text/html\r\nconnection: close\r\n\r\n{body}",
@@ -132,8 +138,7 @@ pub fn builtin_wire(code: u16) -> Bytes {
 }
 
 fn builtin_page(code: u16) -> Canned {
-    let (reason, text) = builtin(code);
-    let body = format!("<html><body><h1>{code} {reason}</h1>\n{text}\n</body></html>\n");
+    let (_, body) = builtin_body(code);
     let mut headers = vec![(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/html"),
@@ -485,16 +490,6 @@ fn net_contains(n: &crate::config::model::IpNet, ip: std::net::IpAddr) -> bool {
     }
 }
 
-impl FrontendRt {
-    /// Whether a client address may connect (`deny_src` / `allow_src`).
-    pub fn src_allowed(&self, ip: std::net::IpAddr) -> bool {
-        if self.deny_src.iter().any(|n| net_contains(n, ip)) {
-            return false;
-        }
-        self.allow_src.is_empty() || self.allow_src.iter().any(|n| net_contains(n, ip))
-    }
-}
-
 /// Where a `use_backend` rule sends a request.
 #[derive(Debug, Clone)]
 pub enum BackendRef {
@@ -506,6 +501,14 @@ pub enum BackendRef {
 }
 
 impl FrontendRt {
+    /// Whether a client address may connect (`deny_src` / `allow_src`).
+    pub fn src_allowed(&self, ip: std::net::IpAddr) -> bool {
+        if self.deny_src.iter().any(|n| net_contains(n, ip)) {
+            return false;
+        }
+        self.allow_src.is_empty() || self.allow_src.iter().any(|n| net_contains(n, ip))
+    }
+
     /// The backend of the first `use_backend` rule whose condition holds (if that rule's
     /// dynamic name resolves), else `default_backend`.
     pub fn pick_backend(&self, input: &dyn AclInput) -> Option<Arc<BackendRt>> {

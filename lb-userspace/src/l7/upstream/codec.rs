@@ -125,6 +125,8 @@ pub struct ResponseHead {
     pub framing: RespFraming,
     /// The connection may carry another request once this response is read.
     pub keep_alive: bool,
+    /// A 101, or a 2xx to CONNECT: the connection becomes a tunnel right after the head.
+    pub tunnel: bool,
 }
 
 impl ResponseHead {
@@ -274,6 +276,7 @@ pub fn parse_response_head(
         headers,
         framing,
         keep_alive: !close,
+        tunnel,
     }))
 }
 
@@ -447,29 +450,29 @@ fn chunk_size(line: &[u8]) -> Result<u64, CodecError> {
 /// usually comes with the head): a server whose body is broken from its first byte gets a
 /// 502 instead of a response cut before anything was sent, as HAProxy answers.
 pub fn check_first_chunk(buf: &[u8]) -> Result<(), CodecError> {
-    match buf.iter().position(|&b| b == b'\n') {
-        Some(i) => {
-            let line = &buf[..i];
-            chunk_size(line.strip_suffix(b"\r").unwrap_or(line)).map(|_| ())
-        }
-        None if buf.len() > MAX_CHUNK_LINE => Err(CodecError::ChunkLine),
+    match line_end(buf)? {
+        Some((len, _)) => chunk_size(&buf[..len]).map(|_| ()),
         None => Ok(()),
     }
 }
 
-fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+/// Where the line at the start of `buf` ends: its length without CRLF (or LF) and with it.
+/// `None`: no complete line yet.
+fn line_end(buf: &[u8]) -> Result<Option<(usize, usize)>, CodecError> {
     match buf.iter().position(|&b| b == b'\n') {
-        Some(i) => {
-            let mut line = buf.split_to(i + 1);
-            line.truncate(i);
-            if line.last() == Some(&b'\r') {
-                line.truncate(i - 1);
-            }
-            Ok(Some(line))
-        }
+        Some(i) => Ok(Some((i - usize::from(i > 0 && buf[i - 1] == b'\r'), i + 1))),
         None if buf.len() > MAX_CHUNK_LINE => Err(CodecError::ChunkLine),
         None => Ok(None),
     }
+}
+
+fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+    let Some((len, with_end)) = line_end(buf)? else {
+        return Ok(None);
+    };
+    let mut line = buf.split_to(with_end);
+    line.truncate(len);
+    Ok(Some(line))
 }
 
 #[cfg(test)]
