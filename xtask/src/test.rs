@@ -37,6 +37,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     bootstrap::ensure(Needs::Test)?;
     let root = workspace_root();
+    warn_if_disk_low(&root);
     let cargo = || {
         let mut c = Command::new("cargo");
         c.current_dir(&root);
@@ -136,6 +137,45 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         bail!("some tests failed or were ignored");
     }
     Ok(())
+}
+
+/// Free space a clean run needs in the target directory's file system: a debug build of
+/// every test target plus the release build `cargo deb` makes (measured: ~9 GiB on a clean
+/// clone, the release link last).
+const DISK_NEEDED_GIB: u64 = 12;
+
+/// Warns up front when the target directory's file system is short of space: a full disk
+/// otherwise shows up only as a failed link near the end of the run.
+fn warn_if_disk_low(root: &std::path::Path) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let probe = if target.exists() {
+        target
+    } else {
+        root.to_path_buf()
+    };
+    let Ok(out) = Command::new("df").arg("-Pk").arg(&probe).output() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(free_kib) = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|f| f.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let free_gib = free_kib / (1024 * 1024);
+    if free_gib < DISK_NEEDED_GIB {
+        println!(
+            "xtask test: warning: only {free_gib} GiB free under {}; a clean run needs about \
+             {DISK_NEEDED_GIB} GiB (`cargo clean` or free space, else the build may fail \
+             with \"No space left on device\")",
+            probe.display()
+        );
+    }
 }
 
 fn stage(name: &str) {
