@@ -63,6 +63,17 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Counts a connection that opens: in the total and in the active gauge.
+    pub fn open_conn(&self) {
+        self.total_conns.fetch_add(1, Ordering::Relaxed);
+        self.active_conns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes a connection out of the active gauge.
+    pub fn close_conn(&self) {
+        self.active_conns.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Records a response status.
     pub fn count_response(&self, status: u16) {
         let idx = match status {

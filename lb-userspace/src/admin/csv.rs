@@ -164,12 +164,7 @@ pub fn render(doc: &StatsDoc) -> String {
         let mut r = Row::new(&b.name, "BACKEND", 1, doc.pid);
         r.counters(&b.counters, true);
         r.set("status", &b.status);
-        let weight: u32 = b
-            .servers
-            .iter()
-            .filter(|s| s.status == "UP")
-            .map(|s| s.weight)
-            .sum();
+        let weight = b.up_weight();
         r.set("weight", weight);
         r.set("act", b.active_servers);
         r.set("bck", b.backup_servers);

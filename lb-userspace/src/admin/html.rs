@@ -173,12 +173,7 @@ fn backend_table(out: &mut String, b: &BackendStats) {
     for s in &b.servers {
         server_row(out, s);
     }
-    let weight: u32 = b
-        .servers
-        .iter()
-        .filter(|s| s.status == "UP")
-        .map(|s| s.weight)
-        .sum();
+    let weight = b.up_weight();
     let _ = write!(
         out,
         "<tr class=\"backend\"><td class=\"l\">Backend</td><td class=\"l\"></td>"

@@ -152,6 +152,17 @@ pub struct CheckStats {
     pub durations: Option<HistogramSnapshot>,
 }
 
+impl BackendStats {
+    /// The summed weight of the servers that are UP (HAProxy's backend `weight` column).
+    pub fn up_weight(&self) -> u32 {
+        self.servers
+            .iter()
+            .filter(|s| s.status == "UP")
+            .map(|s| s.weight)
+            .sum()
+    }
+}
+
 impl From<&Counters> for CounterStats {
     fn from(c: &Counters) -> Self {
         let r = |i: usize| c.responses[i].load(Ordering::Relaxed);

@@ -196,7 +196,8 @@ fn contains(span: Option<Range<usize>>, pos: usize) -> bool {
     span.is_some_and(|s| s.start <= pos && pos < s.end.max(s.start + 1))
 }
 
-fn find_in_table(t: &toml_edit::Table, pos: usize, path: &mut Vec<String>) -> bool {
+/// A table or inline table: the key at `pos`, or the entry holding it.
+fn find_in_table(t: &dyn toml_edit::TableLike, pos: usize, path: &mut Vec<String>) -> bool {
     for (k, _) in t.iter() {
         let Some((key, item)) = t.get_key_value(k) else {
             continue;
@@ -249,23 +250,7 @@ fn find_in_value(v: &toml_edit::Value, pos: usize, path: &mut Vec<String>) -> bo
             }
             contains(a.span(), pos)
         }
-        toml_edit::Value::InlineTable(t) => {
-            for (k, _) in t.iter() {
-                let Some((key, item)) = t.get_key_value(k) else {
-                    continue;
-                };
-                if contains(key.span(), pos) {
-                    path.push(k.to_string());
-                    return true;
-                }
-                path.push(k.to_string());
-                if find_in_item(item, pos, path) {
-                    return true;
-                }
-                path.pop();
-            }
-            contains(t.span(), pos)
-        }
+        toml_edit::Value::InlineTable(t) => find_in_table(t, pos, path) || contains(t.span(), pos),
         other => contains(other.span(), pos),
     }
 }

@@ -211,14 +211,7 @@ pub fn attach(
     if !exists {
         return Err(DataplaneError::NoSuchInterface(iface.to_owned()));
     }
-    let prog: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or(DataplaneError::MissingProgram(name))?
-        .try_into()
-        .map_err(|source| DataplaneError::Program { name, source })?;
-    if prog.fd().is_err() {
-        load_program(prog, name)?;
-    }
+    let prog = loaded_xdp(ebpf, name)?;
     let try_mode = |prog: &mut Xdp, m: AyaXdpMode, label: &'static str| {
         let id = prog
             .attach(iface, m)
@@ -285,14 +278,7 @@ pub fn attach_pinned(
         let pinned = PinnedLink::from_pin(&path).map_err(|e| reuse_err(Box::new(e)))?;
         let fd_link: FdLink = pinned.into();
         let xdp_link = XdpLink::try_from(fd_link).map_err(|e| reuse_err(Box::new(e)))?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program { name, source })?;
-        if prog.fd().is_err() {
-            load_program(prog, name)?;
-        }
+        let prog = loaded_xdp(ebpf, name)?;
         prog.attach_to_link(xdp_link)
             .map_err(|e| reuse_err(Box::new(e)))?;
         return Ok(PinnedAttachment {
@@ -327,6 +313,19 @@ pub fn detach_pinned(pin_dir: &Path, iface: &str) -> Result<bool, DataplaneError
     }
     std::fs::remove_file(&path).map_err(|source| DataplaneError::LinkUnpin { path, source })?;
     Ok(true)
+}
+
+/// The XDP program `name` of `ebpf`, loaded into the kernel (once).
+fn loaded_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(DataplaneError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| DataplaneError::Program { name, source })?;
+    if prog.fd().is_err() {
+        load_program(prog, name)?;
+    }
+    Ok(prog)
 }
 
 /// Loads (verifies) `prog`, retrying a few times when the kernel asks to (`EAGAIN`/`EINTR`:

@@ -205,14 +205,7 @@ impl Guard {
 
     fn set_server(&mut self, srv: &Arc<ServerRt>) {
         self.clear_server();
-        srv.state
-            .counters
-            .active_conns
-            .fetch_add(1, Ordering::Relaxed);
-        srv.state
-            .counters
-            .total_conns
-            .fetch_add(1, Ordering::Relaxed);
+        srv.state.counters.open_conn();
         self.srv = Some(srv.clone());
         if let Some(l) = &mut self.log {
             l.server = srv.name.clone();
@@ -221,10 +214,7 @@ impl Guard {
 
     fn clear_server(&mut self) {
         if let Some(s) = self.srv.take() {
-            s.state
-                .counters
-                .active_conns
-                .fetch_sub(1, Ordering::Relaxed);
+            s.state.counters.close_conn();
         }
     }
 
@@ -248,10 +238,7 @@ impl Drop for Guard {
         self.permit.take();
         self.clear_server();
         if let Some(be) = &self.be {
-            be.state
-                .counters
-                .active_conns
-                .fetch_sub(1, Ordering::Relaxed);
+            be.state.counters.close_conn();
         }
         self.ctx.shared.request_done();
         if let Some(mut l) = self.log.take() {

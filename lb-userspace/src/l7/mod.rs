@@ -555,9 +555,7 @@ struct ActiveConn(Arc<crate::state::Counters>);
 
 impl Drop for ActiveConn {
     fn drop(&mut self) {
-        self.0
-            .active_conns
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.close_conn();
     }
 }
 
@@ -567,7 +565,6 @@ async fn serve_conn(
     shared: Arc<ListenerShared>,
     shutdown: watch::Receiver<bool>,
 ) {
-    use std::sync::atomic::Ordering;
     let fe = shared.fe.load_full();
     if !fe.src_allowed(src.ip()) {
         return;
@@ -580,8 +577,7 @@ async fn serve_conn(
         },
         None => None,
     };
-    fe.counters.total_conns.fetch_add(1, Ordering::Relaxed);
-    fe.counters.active_conns.fetch_add(1, Ordering::Relaxed);
+    fe.counters.open_conn();
     let _active = ActiveConn(fe.counters.clone());
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(src);

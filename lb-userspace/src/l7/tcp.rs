@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::state::Counters;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -267,7 +269,7 @@ where
         .counters
         .active_conns
         .fetch_add(1, Ordering::Relaxed);
-    let _be_guard = scopeguard(&be.state.counters.active_conns);
+    let _be_guard = Active(&be.state.counters);
 
     let ctx = PickCtx { src: src.ip() };
     let t = be.timeouts;
@@ -325,15 +327,8 @@ where
         }
     };
     let _ = upstream.set_nodelay(true);
-    srv.state
-        .counters
-        .active_conns
-        .fetch_add(1, Ordering::Relaxed);
-    srv.state
-        .counters
-        .total_conns
-        .fetch_add(1, Ordering::Relaxed);
-    let _srv_guard = scopeguard(&srv.state.counters.active_conns);
+    srv.state.counters.open_conn();
+    let _srv_guard = Active(&srv.state.counters);
     if !buf.is_empty() {
         upstream.write_all(&buf).await?;
         fe.counters
@@ -377,17 +372,13 @@ where
     Ok(())
 }
 
-/// Decrements a gauge when dropped.
-struct Dec<'a>(&'a AtomicU64);
+/// Takes a connection out of its counters' active gauge when dropped.
+struct Active<'a>(&'a Counters);
 
-impl Drop for Dec<'_> {
+impl Drop for Active<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.close_conn();
     }
-}
-
-fn scopeguard(g: &AtomicU64) -> Dec<'_> {
-    Dec(g)
 }
 
 #[cfg(test)]
