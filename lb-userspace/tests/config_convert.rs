@@ -281,3 +281,18 @@ backend pool\n    server s1 127.0.0.1:8081\n";
     let file = base.write("redir.toml", &conv.toml);
     assert_loads(&lb::config::load_with(&file, &opts(base.path())));
 }
+
+/// Server `proto h1|h2` carries over (HTTP/2 toward gRPC servers); other protocols are
+/// named in a warning.
+#[test]
+fn server_proto_carries_over() {
+    let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+listen web\n    bind 127.0.0.1:8080\n    server g1 127.0.0.1:50051 proto h2\n    server f1 127.0.0.1:9000 proto fcgi\n";
+    let c = convert_str(Path::new("proto.cfg"), cfg);
+    assert!(c.toml.contains("g1 127.0.0.1:50051 proto h2"), "{}", c.toml);
+    let w: Vec<String> = c.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(w.len() == 1 && w[0].contains("proto fcgi"), "{w:#?}");
+    let base = base();
+    let file = base.write("proto.toml", &c.toml);
+    assert_loads(&lb::config::load_with(&file, &opts(base.path())));
+}

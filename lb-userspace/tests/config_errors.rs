@@ -273,6 +273,27 @@ fn server_option_typo() {
 }
 
 #[test]
+fn server_proto() {
+    check(
+        &with_defaults("[backend.b]\nserver = \"s1 127.0.0.1:80 proto h3\"\n"),
+        &["bad.toml:5:33: backend.b.server: unknown server proto `h3` (supported: h1, h2)"],
+    );
+    check(
+        &with_defaults("[backend.b]\nmode = \"tcp\"\nserver = \"s1 127.0.0.1:80 proto h2\"\n"),
+        &[
+            "bad.toml:6:33: backend.b.server: server `s1`: `proto h2` needs `mode http` (a tcp backend relays bytes)",
+        ],
+    );
+    // The structured form.
+    check(
+        &with_defaults(
+            "[backend.b]\nserver = [{ name = \"s1\", addr = \"127.0.0.1:80\", proto = \"h2\" }]\n",
+        ),
+        &[],
+    );
+}
+
+#[test]
 fn balance_typo() {
     check(
         &with_defaults("[backend.b]\nbalance = \"roundrobbin\"\nserver = \"s1 127.0.0.1:80\"\n"),

@@ -433,7 +433,8 @@ fn bind_server_and_check_options() {
     for row in table(&doc, "server-options") {
         for form in ticked(&row[0]) {
             let line = format!("s 127.0.0.1:80 {}", instantiate(&form));
-            let text = format!("[backend.b]\nserver = {}", toml_str(&line));
+            // An HTTP backend: every server option applies there (`proto h2` only there).
+            let text = format!("[backend.b]\nmode = \"http\"\nserver = {}", toml_str(&line));
             l.assert_loads(&format!("server `{line}`"), &text);
         }
     }

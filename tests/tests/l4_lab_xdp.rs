@@ -36,17 +36,7 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 fn server(name: &str, addr: &str) -> Server {
-    Server {
-        name: name.into(),
-        host: addr.into(),
-        addr: sa(addr),
-        check: false,
-        weight: 1,
-        backup: false,
-        cookie: None,
-        maxconn: None,
-        disabled: false,
-    }
+    Server::new(name, sa(addr))
 }
 
 fn config(pin: PathBuf) -> Config {

@@ -196,15 +196,8 @@ fn verify_icmp_inner(frame: &[u8]) {
 
 fn server(name: &str, addr: &str, weight: u32) -> Server {
     Server {
-        name: name.into(),
-        host: addr.into(),
-        addr: sa(addr),
-        check: false,
         weight,
-        backup: false,
-        cookie: None,
-        maxconn: None,
-        disabled: false,
+        ..Server::new(name, sa(addr))
     }
 }
 

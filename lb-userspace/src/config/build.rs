@@ -224,6 +224,7 @@ const SERVER: Spec = &[
     ("cookie", K::Val("cookie")),
     ("maxconn", K::Val("maxconn")),
     ("disabled", K::Flag("disabled")),
+    ("proto", K::Val("proto")),
 ];
 const ACL: Spec = &[
     ("name", K::Pos),
@@ -1539,6 +1540,18 @@ impl<'a> Builder<'a> {
                     continue;
                 }
             };
+            if let Some((ServerProto::Http2, tok)) = &line.proto
+                && st.mode != Mode::Http
+            {
+                self.err(
+                    tok.pos,
+                    &ipath,
+                    format!(
+                        "server `{}`: `proto h2` needs `mode http` (a tcp backend relays bytes)",
+                        line.name.text
+                    ),
+                );
+            }
             if line.cookie.is_some() && st.cookie.is_none() {
                 self.warn(
                     line.addr_tok.pos,
@@ -1562,6 +1575,7 @@ impl<'a> Builder<'a> {
                     .filter(|_| st.cookie.is_some()),
                 maxconn: line.maxconn,
                 disabled: line.disabled,
+                proto: line.proto.map_or(ServerProto::Http1, |(p, _)| p),
             });
         }
         let mut check = st.check.clone();

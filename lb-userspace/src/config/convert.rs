@@ -1138,6 +1138,11 @@ impl Converter<'_> {
             match (w.text.as_str(), args.get(i + 1)) {
                 ("check" | "backup" | "disabled", _) => line.push(w.text.clone()),
                 ("enabled", _) => {}
+                ("proto", Some(v)) if matches!(v.text.as_str(), "h1" | "h2") => {
+                    line.push(w.text.clone());
+                    line.push(v.text.clone());
+                    i += 1;
+                }
                 ("weight" | "cookie" | "maxconn", Some(v)) => {
                     line.push(w.text.clone());
                     line.push(quote_word(&v.text));

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    Balance, CheckKind, CheckSpec, CookieSpec, HttpAction, IpNet, Redirect, RedirectKind, TcpAction,
+    Balance, CheckKind, CheckSpec, CookieSpec, HttpAction, IpNet, Redirect, RedirectKind,
+    ServerProto, TcpAction,
 };
 use super::source::{Problem, Str, Tok};
 use super::suggest::hint;
@@ -304,10 +305,12 @@ pub(crate) struct ServerLine {
     pub cookie: Option<String>,
     pub maxconn: Option<u32>,
     pub disabled: bool,
+    /// `proto h1|h2`, with the value's token for messages.
+    pub proto: Option<(ServerProto, Tok)>,
 }
 
 const SERVER_OPTS: &[&str] = &[
-    "check", "weight", "backup", "cookie", "maxconn", "disabled", "enabled",
+    "check", "weight", "backup", "cookie", "maxconn", "disabled", "enabled", "proto",
 ];
 
 pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
@@ -332,6 +335,7 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
         cookie: None,
         maxconn: None,
         disabled: false,
+        proto: None,
     };
     while let Some(t) = args.next() {
         match t.text.as_str() {
@@ -349,6 +353,20 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
                 )?)
             }
             "cookie" => s.cookie = Some(args.value_of(t)?.text.clone()),
+            "proto" => {
+                let v = args.value_of(t)?;
+                let p = match v.text.as_str() {
+                    "h1" => ServerProto::Http1,
+                    "h2" => ServerProto::Http2,
+                    other => {
+                        return Err(Problem::new(
+                            v.pos,
+                            format!("unknown server proto `{other}` (supported: h1, h2)"),
+                        ));
+                    }
+                };
+                s.proto = Some((p, v.clone()));
+            }
             "inter" | "rise" | "fall" | "port" | "addr" => {
                 return Err(Problem::new(
                     t.pos,

@@ -289,6 +289,38 @@ pub struct Server {
     pub maxconn: Option<u32>,
     /// `disabled`: starts in MAINT.
     pub disabled: bool,
+    /// `proto h2`: HTTP/2 toward the server (HAProxy's `proto`); default HTTP/1.1.
+    pub proto: ServerProto,
+}
+
+impl Server {
+    /// A server with HAProxy's defaults: weight 1, not checked, no backup, cookie,
+    /// maxconn or proto.
+    pub fn new(name: &str, addr: SocketAddr) -> Self {
+        Self {
+            name: name.to_owned(),
+            host: addr.to_string(),
+            addr,
+            check: false,
+            weight: 1,
+            backup: false,
+            cookie: None,
+            maxconn: None,
+            disabled: false,
+            proto: ServerProto::Http1,
+        }
+    }
+}
+
+/// The protocol an HTTP backend speaks to a server (HAProxy's server `proto`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ServerProto {
+    /// HTTP/1.1 with pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext TCP with prior knowledge (h2c, as gRPC servers speak it): one
+    /// multiplexed connection per server and worker thread.
+    Http2,
 }
 
 /// Health-check settings (HAProxy defaults: inter 2s, rise 2, fall 3).

@@ -29,12 +29,17 @@ use crate::l7::runtime::{Action, BackendRt, Canned, FrontendRt, Rule, ServerRt};
 use crate::l7::tls::TlsInfo;
 use crate::l7::upstream::codec::{self, ReqFraming, ResponseHead};
 use crate::l7::upstream::exchange::UploadTimeouts;
-use crate::l7::upstream::{self, Conn, CountersRef, ExchangeError, ResponseBody, UpConn};
+use crate::l7::upstream::h2::{ClientFault, H2Conns, RequestBody, Upload};
+use crate::l7::upstream::{
+    self, Conn, CountersRef, ExchangeError, IdleLimit, ResponseBody, UpConn,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("response body: {0}")]
     Body(#[from] ExchangeError),
+    #[error("HTTP/2 response body: {0}")]
+    Body2(hyper::Error),
     #[error("server timeout while reading the response body")]
     ServerTimeout,
 }
@@ -252,6 +257,8 @@ enum Src {
     Full(Option<Bytes>),
     /// Read from the server connection, which goes back to its pool at the end.
     Up(ResponseBody),
+    /// A stream of an HTTP/2 server connection (`proto h2`).
+    H2(Incoming),
 }
 
 /// The response body toward the client.
@@ -259,12 +266,8 @@ pub struct RespBody {
     src: Src,
     guard: Option<Guard>,
     counters: Option<Arc<CountersRef>>,
-    /// `timeout server` between body chunks: the limit, when the body started waiting
-    /// (read from the clock only once it has to wait: `None` after each chunk), and a
-    /// timer created only once the body actually has to wait.
-    idle: Option<Duration>,
-    waiting_since: Option<Instant>,
-    sleep: Option<Pin<Box<Sleep>>>,
+    /// `timeout server` between body chunks.
+    idle: IdleLimit,
 }
 
 impl std::fmt::Debug for RespBody {
@@ -279,9 +282,22 @@ impl RespBody {
             src: Src::Full(if b.is_empty() { None } else { Some(b) }),
             guard,
             counters: None,
-            idle: None,
-            waiting_since: None,
-            sleep: None,
+            idle: IdleLimit::new(None),
+        }
+    }
+
+    /// The body of a server's response, under `timeout server` between chunks.
+    fn upstream(
+        src: Src,
+        guard: Guard,
+        counters: Arc<CountersRef>,
+        idle: Option<Duration>,
+    ) -> Self {
+        Self {
+            src,
+            guard: Some(guard),
+            counters: Some(counters),
+            idle: IdleLimit::new(idle),
         }
     }
 }
@@ -308,48 +324,44 @@ impl Body for RespBody {
                 }
                 Poll::Ready(r)
             }
-            Src::Up(inner) => match inner.poll_frame(cx) {
-                Poll::Ready(Some(Ok(f))) => {
-                    if let Some(d) = f.data_ref() {
-                        let n = d.len() as u64;
-                        if let Some(g) = &mut this.guard {
-                            g.bytes += n;
+            Src::Up(_) | Src::H2(_) => {
+                let polled = match &mut this.src {
+                    Src::Up(inner) => inner.poll_frame(cx).map_err(HttpError::Body),
+                    Src::H2(inner) => Pin::new(inner).poll_frame(cx).map_err(HttpError::Body2),
+                    Src::Full(_) => Poll::Ready(None),
+                };
+                match polled {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            let n = d.len() as u64;
+                            if let Some(g) = &mut this.guard {
+                                g.bytes += n;
+                            }
+                            if let Some(c) = &this.counters {
+                                c.add_out(n);
+                            }
                         }
-                        if let Some(c) = &this.counters {
-                            c.add_out(n);
-                        }
+                        this.idle.reset();
+                        Poll::Ready(Some(Ok(f)))
                     }
-                    this.waiting_since = None;
-                    Poll::Ready(Some(Ok(f)))
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(HttpError::Body(e)))),
-                Poll::Ready(None) => {
-                    this.guard.take();
-                    Poll::Ready(None)
-                }
-                Poll::Pending => {
-                    let Some(d) = this.idle else {
-                        return Poll::Pending;
-                    };
-                    let since = *this.waiting_since.get_or_insert_with(Instant::now);
-                    loop {
-                        let due = since + d;
-                        let sleep = this
-                            .sleep
-                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-                        if sleep.deadline() != due {
-                            sleep.as_mut().reset(due);
-                        }
-                        if sleep.as_mut().poll(cx).is_pending() {
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                    Poll::Ready(None) => {
+                        this.guard.take();
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => {
+                        if !this.idle.poll_expired(cx) {
                             return Poll::Pending;
                         }
-                        if Instant::now() >= due {
+                        if let Src::Up(inner) = &mut this.src {
                             inner.abort();
-                            return Poll::Ready(Some(Err(HttpError::ServerTimeout)));
                         }
+                        // (An HTTP/2 stream is reset when its body is dropped.)
+                        this.src = Src::Full(None);
+                        Poll::Ready(Some(Err(HttpError::ServerTimeout)))
                     }
                 }
-            },
+            }
         }
     }
 
@@ -357,6 +369,7 @@ impl Body for RespBody {
         match &self.src {
             Src::Full(b) => b.is_none(),
             Src::Up(b) => b.is_end_stream(),
+            Src::H2(b) => b.is_end_stream(),
         }
     }
 
@@ -367,6 +380,7 @@ impl Body for RespBody {
             Src::Up(b) => b
                 .exact_len()
                 .map_or_else(SizeHint::new, SizeHint::with_exact),
+            Src::H2(b) => b.size_hint(),
         }
     }
 }
@@ -822,6 +836,13 @@ async fn forward(
     } else {
         None
     };
+    // An HTTP/2 server gets `te: trailers` when the client asked for trailers (gRPC).
+    let te_trailers = head.headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
     strip_hop_by_hop(&mut head.headers, upgrade);
     if upgrade {
         head.headers
@@ -909,6 +930,11 @@ async fn forward(
         };
         let srv = be.servers[idx].clone();
         guard.set_server(&srv);
+        if srv.h2.is_some() && client_upgrade.is_some() {
+            // HTTP/2 has no Upgrade; RFC 8441's extended CONNECT is not spoken to servers.
+            tracing::debug!(server = %srv.name, "upgrade or CONNECT toward an HTTP/2 server");
+            return error_page(&fe, Some(&be), 502, guard);
+        }
 
         // maxconn: wait in FIFO order, up to `timeout queue` (else `timeout connect`).
         if let Some(q) = &srv.queue {
@@ -936,90 +962,110 @@ async fn forward(
             server: srv.state.clone(),
         });
 
-        // Connection: an idle pooled one, else a new one.
         let conn_started = timing.then(Instant::now);
-        // New connections are boxed: their (large) handshake state would otherwise sit in
-        // every request's future, which is moved into its box on each request.
-        let mut conn = match srv.pool.take_idle(!replayable) {
-            Some(c) => Ok(c),
-            None => Box::pin(upstream::connect(srv.addr, t.connect)).await,
-        };
-        let resp = loop {
-            let mut c: Conn = match conn {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(server = %srv.name, error = %e, "connect failed");
-                    srv.state.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    break Err(true);
+        let resp = if let Some(h2) = &srv.h2 {
+            let h2_req = H2Req {
+                head: &head,
+                te_trailers,
+                replayable,
+                client_timeout: fe.timeouts.client,
+            };
+            match Box::pin(exchange_h2(&srv, h2, h2_req, &mut body, &counters, t)).await {
+                Ok(r) => {
+                    if let Some(l) = &mut guard.log {
+                        l.t_connect_ms =
+                            conn_started.map_or(0, |t0| t0.elapsed().as_millis() as i64);
+                    }
+                    Ok(Answer::H2(r))
                 }
-            };
-            if let Some(l) = &mut guard.log {
-                l.t_connect_ms = conn_started.map_or(0, |t0| t0.elapsed().as_millis() as i64);
+                Err(H2Fail::Connect) => Err(true),
+                Err(H2Fail::Page(code)) => return error_page(&fe, Some(&be), code, guard),
             }
-            c.conn.wbuf.clear();
-            codec::encode_request_head(
-                &method,
-                target,
-                upstream_version,
-                &head.headers,
-                framing,
-                &mut c.conn.wbuf,
-            );
-            let timeouts = UploadTimeouts {
-                client: fe.timeouts.client,
-                server: t.server,
+        } else {
+            // Connection: an idle pooled one, else a new one.
+            // New connections are boxed: their (large) handshake state would otherwise sit in
+            // every request's future, which is moved into its box on each request.
+            let mut conn = match srv.pool.take_idle(!replayable) {
+                Some(c) => Ok(c),
+                None => Box::pin(upstream::connect(srv.addr, t.connect)).await,
             };
-            let sent = upstream::exchange::send(
-                &mut c.conn,
-                &method,
-                &mut body,
-                framing,
-                &counters,
-                timeouts,
-            );
-            let res = match t.server {
-                // A body brings its own per-side timeouts (see `exchange::send`).
-                Some(d) if framing == ReqFraming::Empty => {
-                    match with_server_timeout(&ctx, sent, d).await {
-                        Some(r) => r,
-                        None => return error_page(&fe, Some(&be), 504, guard),
+            loop {
+                let mut c: Conn = match conn {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(server = %srv.name, error = %e, "connect failed");
+                        srv.state.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        break Err(true);
+                    }
+                };
+                if let Some(l) = &mut guard.log {
+                    l.t_connect_ms = conn_started.map_or(0, |t0| t0.elapsed().as_millis() as i64);
+                }
+                c.conn.wbuf.clear();
+                codec::encode_request_head(
+                    &method,
+                    target,
+                    upstream_version,
+                    &head.headers,
+                    framing,
+                    &mut c.conn.wbuf,
+                );
+                let timeouts = UploadTimeouts {
+                    client: fe.timeouts.client,
+                    server: t.server,
+                };
+                let sent = upstream::exchange::send(
+                    &mut c.conn,
+                    &method,
+                    &mut body,
+                    framing,
+                    &counters,
+                    timeouts,
+                );
+                let res = match t.server {
+                    // A body brings its own per-side timeouts (see `exchange::send`).
+                    Some(d) if framing == ReqFraming::Empty => {
+                        match with_server_timeout(&ctx, sent, d).await {
+                            Some(r) => r,
+                            None => return error_page(&fe, Some(&be), 504, guard),
+                        }
+                    }
+                    _ => sent.await,
+                };
+                match res {
+                    Ok((mut h, complete)) => {
+                        // An HTTP/1.0 request asked for no keep-alive.
+                        h.keep_alive &= upstream_version != http::Version::HTTP_10;
+                        break Ok(Answer::H1(h, c.conn, complete));
+                    }
+                    // A pooled connection the server had closed: the request goes out again on
+                    // a fresh one when nothing of it was consumed, or when it is replayable.
+                    Err(ExchangeError::NotSent(_)) if c.reused => {}
+                    Err(ExchangeError::Closed) if c.reused && replayable => {
+                        tracing::debug!(server = %srv.name, "replaying on a fresh connection");
+                    }
+                    Err(ExchangeError::ServerTimeout) => {
+                        return error_page(&fe, Some(&be), 504, guard);
+                    }
+                    // HAProxy: a client too slow with its body gets 408.
+                    Err(ExchangeError::ClientTimeout) => {
+                        return error_page(&fe, Some(&be), 408, guard);
+                    }
+                    // The client's own body was malformed or cut: its fault, HAProxy's 400.
+                    Err(ExchangeError::ClientBody(e)) => {
+                        tracing::debug!(error = %e, "client request body failed");
+                        return error_page(&fe, Some(&be), 400, guard);
+                    }
+                    Err(e) => {
+                        tracing::debug!(server = %srv.name, error = %e, "upstream request failed");
+                        srv.state.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        break Err(false);
                     }
                 }
-                _ => sent.await,
-            };
-            match res {
-                Ok((mut h, complete)) => {
-                    // An HTTP/1.0 request asked for no keep-alive.
-                    h.keep_alive &= upstream_version != http::Version::HTTP_10;
-                    break Ok((h, c.conn, complete));
-                }
-                // A pooled connection the server had closed: the request goes out again on
-                // a fresh one when nothing of it was consumed, or when it is replayable.
-                Err(ExchangeError::NotSent(_)) if c.reused => {}
-                Err(ExchangeError::Closed) if c.reused && replayable => {
-                    tracing::debug!(server = %srv.name, "replaying on a fresh connection");
-                }
-                Err(ExchangeError::ServerTimeout) => {
-                    return error_page(&fe, Some(&be), 504, guard);
-                }
-                // HAProxy: a client too slow with its body gets 408.
-                Err(ExchangeError::ClientTimeout) => {
-                    return error_page(&fe, Some(&be), 408, guard);
-                }
-                // The client's own body was malformed or cut: its fault, HAProxy's 400.
-                Err(ExchangeError::ClientBody(e)) => {
-                    tracing::debug!(error = %e, "client request body failed");
-                    return error_page(&fe, Some(&be), 400, guard);
-                }
-                Err(e) => {
-                    tracing::debug!(server = %srv.name, error = %e, "upstream request failed");
-                    srv.state.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    break Err(false);
-                }
+                conn = Box::pin(upstream::connect(srv.addr, t.connect)).await;
             }
-            conn = Box::pin(upstream::connect(srv.addr, t.connect)).await;
         };
-        let (r, up, complete) = match resp {
+        let answer = match resp {
             Err(true) => {
                 // Connect failure: retry, redispatching to another server.
                 attempts += 1;
@@ -1050,24 +1096,209 @@ async fn forward(
                 continue;
             }
             Err(false) => return error_page(&fe, Some(&be), 502, guard),
-            Ok(x) => x,
+            Ok(a) => a,
         };
         if let (Some(l), Some(t0)) = (&mut guard.log, started) {
             l.t_response_ms = t0.elapsed().as_millis() as i64;
         }
-        return respond(
-            &fe,
-            &be,
-            &srv,
-            &method,
-            r,
-            up,
-            complete,
-            insert_cookie,
-            client_upgrade,
-            counters,
-            guard,
+        return match answer {
+            Answer::H1(r, up, complete) => respond(
+                &fe,
+                &be,
+                &srv,
+                &method,
+                r,
+                up,
+                complete,
+                insert_cookie,
+                client_upgrade,
+                counters,
+                guard,
+            ),
+            Answer::H2(r) => respond_h2(&be, &srv, &method, r, insert_cookie, counters, guard),
+        };
+    }
+}
+
+/// A server's answer, by the protocol spoken to it.
+enum Answer {
+    /// The response head, the connection (its body is read from it), and whether the
+    /// request went out whole.
+    H1(ResponseHead, UpConn, bool),
+    H2(Response<Incoming>),
+}
+
+/// The request as an HTTP/2 server gets it.
+struct H2Req<'a> {
+    head: &'a http::request::Parts,
+    te_trailers: bool,
+    /// May go out again on a fresh connection when a reused one turns out closed.
+    replayable: bool,
+    client_timeout: Option<Duration>,
+}
+
+/// Why an exchange with an HTTP/2 server gave no response.
+enum H2Fail {
+    /// No connection (or no HTTP/2 handshake): retried like a refused connection.
+    Connect,
+    /// The answer the client gets instead.
+    Page(u16),
+}
+
+/// One request to an HTTP/2 server (`proto h2`): a stream on this worker's connection to
+/// it, the body streamed as the client sends it. Until the response head, `timeout server`
+/// runs from the request's last progress, except while the upload waits for the client
+/// (that is `timeout client`'s, applied by the body): as HAProxy, each side its own limit.
+async fn exchange_h2(
+    srv: &ServerRt,
+    h2: &H2Conns,
+    req: H2Req<'_>,
+    body: &mut Option<Incoming>,
+    counters: &Arc<CountersRef>,
+    t: crate::config::model::Timeouts,
+) -> Result<Response<Incoming>, H2Fail> {
+    let mut may_replay = req.replayable;
+    loop {
+        let (mut tx, reused) = match h2.sender(t.connect).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(server = %srv.name, error = %e, "connect failed");
+                srv.state.counters.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(H2Fail::Connect);
+            }
+        };
+        let upload = Upload::new();
+        let b = RequestBody::new(
+            body.take(),
+            counters.clone(),
+            req.client_timeout,
+            upload.clone(),
         );
+        let request = h2_request(req.head, req.te_trailers, srv.addr, b);
+        let sent = async {
+            tx.ready().await?;
+            tx.send_request(request).await
+        };
+        let res = match t.server {
+            Some(d) => {
+                let mut sent = std::pin::pin!(sent);
+                loop {
+                    let due = if upload.waiting_on_client() {
+                        Instant::now() + d
+                    } else {
+                        upload.last_active() + d
+                    };
+                    match tokio::time::timeout_at(due, sent.as_mut()).await {
+                        Ok(r) => break r,
+                        Err(_)
+                            if !upload.waiting_on_client()
+                                && upload.last_active() + d <= Instant::now() =>
+                        {
+                            return Err(H2Fail::Page(504));
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            None => sent.await,
+        };
+        let e = match res {
+            Ok(r) => return Ok(r),
+            Err(e) => e,
+        };
+        match upload.fault() {
+            Some(ClientFault::Timeout) => return Err(H2Fail::Page(408)),
+            Some(ClientFault::Body) => return Err(H2Fail::Page(400)),
+            None => {}
+        }
+        if reused && may_replay {
+            // The connection closed under the request (e.g. the server's GOAWAY): once more
+            // on a fresh one.
+            tracing::debug!(server = %srv.name, error = %e, "replaying on a fresh HTTP/2 connection");
+            h2.drop_current();
+            may_replay = false;
+            continue;
+        }
+        tracing::debug!(server = %srv.name, error = %e, "HTTP/2 request failed");
+        srv.state.counters.errors.fetch_add(1, Ordering::Relaxed);
+        return Err(H2Fail::Page(502));
+    }
+}
+
+/// The HTTP/2 form of a request: `:authority` from Host (else the absolute target, else
+/// the server's address), `:scheme` http (the server connection is cleartext), `:path` the
+/// origin form; the connection-specific fields were removed already.
+fn h2_request(
+    head: &http::request::Parts,
+    te_trailers: bool,
+    server: SocketAddr,
+    body: RequestBody,
+) -> Request<RequestBody> {
+    let mut headers = head.headers.clone();
+    let host = headers.remove(header::HOST);
+    let authority = host
+        .as_ref()
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| head.uri.authority().cloned())
+        .or_else(|| http::uri::Authority::try_from(server.to_string()).ok());
+    let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut uri = http::Uri::builder().scheme("http").path_and_query(path);
+    if let Some(a) = authority {
+        uri = uri.authority(a);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    let mut r = Request::new(body);
+    *r.method_mut() = head.method.clone();
+    *r.uri_mut() = uri.build().unwrap_or_else(|_| head.uri.clone());
+    *r.version_mut() = Version::HTTP_2;
+    *r.headers_mut() = headers;
+    r
+}
+
+/// The response of an HTTP/2 server toward the client.
+fn respond_h2(
+    be: &BackendRt,
+    srv: &Arc<ServerRt>,
+    method: &Method,
+    resp: Response<Incoming>,
+    insert_cookie: bool,
+    counters: Arc<CountersRef>,
+    mut guard: Guard,
+) -> Response<RespBody> {
+    let (mut parts, body) = resp.into_parts();
+    guard.status(parts.status.as_u16());
+    if insert_cookie {
+        add_persistence_cookie(be, srv, method, parts.status, &mut parts.headers);
+    }
+    let body = RespBody::upstream(Src::H2(body), guard, counters, be.timeouts.server);
+    Response::from_parts(parts, body)
+}
+
+/// `cookie NAME insert`: names the server that answered (`NAME=value; path=/`), marked
+/// private for caches under `nocache` when the response is cacheable.
+fn add_persistence_cookie(
+    be: &BackendRt,
+    srv: &ServerRt,
+    method: &Method,
+    status: StatusCode,
+    headers: &mut HeaderMap,
+) {
+    let Some(ck) = &be.cookie else {
+        return;
+    };
+    let mut v = Vec::with_capacity(ck.name.len() + srv.cookie.len() + 10);
+    v.extend_from_slice(ck.name.as_bytes());
+    v.push(b'=');
+    v.extend_from_slice(srv.cookie.as_bytes());
+    v.extend_from_slice(b"; path=/");
+    if let Ok(hv) = HeaderValue::from_bytes(&v) {
+        let nocache = ck.nocache && cacheable(method, status, headers);
+        headers.append(header::SET_COOKIE, hv);
+        if nocache {
+            headers.append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        }
     }
 }
 
@@ -1097,34 +1328,15 @@ fn respond(
     let mut r = Response::new(());
     *r.status_mut() = status;
     *r.headers_mut() = head.headers;
-    if let (Some(ck), true) = (&be.cookie, insert_cookie) {
-        let mut v = Vec::with_capacity(ck.name.len() + srv.cookie.len() + 10);
-        v.extend_from_slice(ck.name.as_bytes());
-        v.push(b'=');
-        v.extend_from_slice(srv.cookie.as_bytes());
-        v.extend_from_slice(b"; path=/");
-        if let Ok(hv) = HeaderValue::from_bytes(&v) {
-            let nocache = ck.nocache && cacheable(method, status, r.headers());
-            r.headers_mut().append(header::SET_COOKIE, hv);
-            if nocache {
-                r.headers_mut()
-                    .append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
-            }
-        }
+    if insert_cookie {
+        add_persistence_cookie(be, srv, method, status, r.headers_mut());
     }
     let (parts, ()) = r.into_parts();
     let body = match next {
         Ok(body) => body,
         Err(up) => return tunnel(fe, be, parts, up, client_upgrade, counters, guard),
     };
-    let body = RespBody {
-        src: Src::Up(body),
-        guard: Some(guard),
-        counters: Some(counters),
-        idle: be.timeouts.server,
-        waiting_since: None,
-        sleep: None,
-    };
+    let body = RespBody::upstream(Src::Up(body), guard, counters, be.timeouts.server);
     Response::from_parts(parts, body)
 }
 

@@ -12,13 +12,14 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::sync::Semaphore;
 
 use crate::config::model::{
-    Backend, Config, Frontend, HttpAction, HttpRequestRule, LogFormat, Mode, RedirectKind, Tier,
-    Timeouts,
+    Backend, Config, Frontend, HttpAction, HttpRequestRule, LogFormat, Mode, RedirectKind,
+    ServerProto, Tier, Timeouts,
 };
 use crate::l7::acl::{AclInput, Condition, FormatString};
 use crate::l7::balance::{self, PickCtx, Selector};
 use crate::l7::io::ConnPages;
 use crate::l7::upstream::Pool;
+use crate::l7::upstream::h2::H2Conns;
 use crate::state::{BackendState, Counters, Registry, ServerState, ServerStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -346,6 +347,8 @@ pub struct ServerRt {
     pub cookie: Box<str>,
     pub state: Arc<ServerState>,
     pub pool: Arc<Pool>,
+    /// `proto h2`: the server's HTTP/2 connections (then `pool` stays empty).
+    pub h2: Option<Arc<H2Conns>>,
     /// `maxconn`: a fair (FIFO) semaphore.
     pub queue: Option<Arc<Semaphore>>,
     pub maxconn: Option<u32>,
@@ -392,6 +395,9 @@ impl BackendRt {
         for s in &self.servers {
             if !s.state.status().is_usable() {
                 s.pool.clear();
+                if let Some(h2) = &s.h2 {
+                    h2.clear();
+                }
             }
         }
     }
@@ -597,6 +603,11 @@ fn build_backend(
                     .find(|s| *s.name == *c.name && s.addr == c.addr)
             });
             let pool = old_srv.map(|s| s.pool.clone()).unwrap_or_default();
+            let h2 = (c.proto == ServerProto::Http2).then(|| {
+                old_srv
+                    .and_then(|s| s.h2.clone())
+                    .unwrap_or_else(|| Arc::new(H2Conns::new(c.addr)))
+            });
             let queue = match (old_srv, c.maxconn) {
                 (Some(o), Some(m)) if o.maxconn == Some(m) => o.queue.clone(),
                 (_, Some(m)) => Some(Arc::new(Semaphore::new(m.max(1) as usize))),
@@ -609,6 +620,7 @@ fn build_backend(
                 cookie: c.cookie.clone().unwrap_or_else(|| c.name.clone()).into(),
                 state: st,
                 pool,
+                h2,
                 queue,
                 maxconn: c.maxconn,
                 key: balance::hash_bytes(c.name.as_bytes()),

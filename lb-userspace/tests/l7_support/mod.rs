@@ -228,17 +228,7 @@ pub fn frontend(name: &str, binds: Vec<Bind>, default_backend: Option<&str>) -> 
 }
 
 pub fn server(name: &str, addr: SocketAddr) -> Server {
-    Server {
-        name: name.to_owned(),
-        host: addr.to_string(),
-        addr,
-        check: false,
-        weight: 1,
-        backup: false,
-        cookie: None,
-        maxconn: None,
-        disabled: false,
-    }
+    Server::new(name, addr)
 }
 
 pub fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> Backend {

@@ -1,6 +1,7 @@
-//! Upstream HTTP/1.1: connections to servers (connect with `timeout connect`), their idle
+//! Upstream HTTP: connections to servers (connect with `timeout connect`), their idle
 //! pools, and the exchange of one request and response on a connection, run inside the
-//! request's own task.
+//! request's own task. HTTP/1.1 is lb's own codec; servers marked `proto h2` get HTTP/2
+//! through hyper's client ([`h2`]).
 //!
 //! There is no connection task and no channel between the request and its connection: the
 //! request future writes the head and body itself and reads the response head, and the
@@ -10,9 +11,12 @@
 
 pub mod codec;
 pub mod exchange;
+pub mod h2;
 pub mod pool;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::state::Counters;
 
@@ -45,6 +50,53 @@ pub enum UpstreamError {
     },
     #[error("connect to {addr}: timed out")]
     ConnectTimeout { addr: SocketAddr },
+    /// The server accepted the connection but not an HTTP/2 handshake (`proto h2`).
+    #[error("HTTP/2 handshake with {addr}: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+/// An inactivity limit on a body (`timeout server` on a response body, `timeout client`
+/// on an upload): it expires when the body waits longer than the limit with no progress.
+/// The clock is read, and the timer created, only once the body has to wait.
+#[derive(Debug)]
+pub(crate) struct IdleLimit {
+    limit: Option<Duration>,
+    since: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleLimit {
+    pub(crate) fn new(limit: Option<Duration>) -> Self {
+        Self {
+            limit,
+            since: None,
+            sleep: None,
+        }
+    }
+
+    /// The body moved: the next wait starts a new period.
+    pub(crate) fn reset(&mut self) {
+        self.since = None;
+    }
+
+    /// For a body that has to wait: whether the limit has passed since the wait began
+    /// (if not, `cx` is woken when it does).
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(d) = self.limit else {
+            return false;
+        };
+        let due = *self.since.get_or_insert_with(Instant::now) + d;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if sleep.deadline() != due {
+            sleep.as_mut().reset(due);
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
 }
 
 /// The counters a request updates (frontend, backend, server), bundled to clone once.

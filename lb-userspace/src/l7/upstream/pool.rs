@@ -18,7 +18,7 @@ const MAX_IDLE: usize = 64;
 /// Idle-connection shards per pool: one per worker up to this many workers (beyond, workers
 /// share shards, and a connection may be driven from a worker other than the one whose
 /// reactor it is registered with: correct, but slower).
-const SHARDS: usize = 128;
+pub(crate) const SHARDS: usize = 128;
 
 thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(SHARDS - 1) };
@@ -27,6 +27,11 @@ thread_local! {
 /// Marks the current thread as L7 worker `id` (picks its pool shard).
 pub fn set_worker(id: usize) {
     WORKER.with(|w| w.set(id % SHARDS));
+}
+
+/// The current worker's shard index (below [`SHARDS`]).
+pub(crate) fn worker_shard() -> usize {
+    WORKER.with(|w| w.get())
 }
 
 type IdleList = Mutex<Vec<(UpConn, Instant)>>;
@@ -47,7 +52,7 @@ impl Default for Pool {
 
 impl Pool {
     fn shard(&self) -> &IdleList {
-        &self.shards[WORKER.with(|w| w.get())]
+        &self.shards[worker_shard()]
     }
 
     /// The most recently used idle connection that is young enough. With `probe`, the
