@@ -296,3 +296,34 @@ listen web\n    bind 127.0.0.1:8080\n    server g1 127.0.0.1:50051 proto h2\n   
     let file = base.write("proto.toml", &c.toml);
     assert_loads(&lb::config::load_with(&file, &opts(base.path())));
 }
+
+/// `http-response` rules carry over (section by section); unsupported actions are named.
+#[test]
+fn http_response_rules_carry_over() {
+    let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend web\n    bind 127.0.0.1:8080\n    http-response set-header X-Frame-Options DENY\n    default_backend app\n\
+backend app\n    http-response del-header Server\n    http-response set-status 503 reason Maintenance if { status 502 }\n\
+    http-response replace-header Set-Cookie (.*) \\1;\\ Secure\n    server s1 127.0.0.1:8081\n";
+    let c = convert_str(Path::new("res.cfg"), cfg);
+    assert!(
+        c.toml
+            .contains("http_response = [\n    \"set-header X-Frame-Options DENY\",\n]"),
+        "{}",
+        c.toml
+    );
+    assert!(c.toml.contains("\"del-header Server\""), "{}", c.toml);
+    assert!(
+        c.toml
+            .contains("\"set-status 503 reason Maintenance if { status 502 }\""),
+        "{}",
+        c.toml
+    );
+    let w: Vec<String> = c.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        w.len() == 1 && w[0].contains("http-response action `replace-header`"),
+        "{w:#?}"
+    );
+    let base = base();
+    let file = base.write("res.toml", &c.toml);
+    assert_loads(&lb::config::load_with(&file, &opts(base.path())));
+}

@@ -273,6 +273,67 @@ fn server_option_typo() {
 }
 
 #[test]
+fn http_response_rules() {
+    let fe = |rules: &str| {
+        with_defaults(&format!(
+            "[frontend.web]\nbind = \"*:80\"\ndefault_backend = \"all\"\n{rules}{BE}"
+        ))
+    };
+    check(
+        &fe(
+            "http_response = [\"set-header Strict-Transport-Security max-age=31536000\", \"del-header Server\", \"set-status 503 reason Maintenance if { status 502 }\", \"deny deny_status 500 if { res.hdr(x-internal) -m found }\"]\n",
+        ),
+        &[],
+    );
+    check(
+        &fe("http_request = [\"set-status 200\"]\n"),
+        &[
+            "bad.toml:7:18: frontend.web.http_request[0]: `set-status` is an http-response action, not an http-request one",
+        ],
+    );
+    check(
+        &fe("http_response = [\"redirect location /x\"]\n"),
+        &[
+            "bad.toml:7:19: frontend.web.http_response[0]: `redirect` is an http-request action, not an http-response one",
+        ],
+    );
+    check(
+        &fe("http_response = [\"set-headr X y\"]\n"),
+        &[
+            "bad.toml:7:19: frontend.web.http_response[0]: unsupported http-response action `set-headr`; did you mean `set-header`?",
+        ],
+    );
+    check(
+        &fe("http_request = [\"deny if { status 500 }\"]\n"),
+        &[
+            "bad.toml:7:23: frontend.web.http_request[0]: the condition uses `status`, a response fetch: only http_response rules can",
+        ],
+    );
+    check(
+        &fe("http_request = [\"set-header X-S %[res.hdr(server)]\"]\n"),
+        &[
+            "bad.toml:7:17: frontend.web.http_request[0]: `%[res.hdr…]` is a response fetch: only http_response rules can use it",
+        ],
+    );
+    check(
+        &fe("http_response = [\"set-status 200 reason \\\"A\\u0001\\\"\"]\n"),
+        &[
+            "bad.toml:7:18: frontend.web.http_response[0]: reason `A\u{1}` is no valid reason phrase (visible ASCII, spaces and tabs)",
+        ],
+    );
+    check(
+        &fe("http_response = [\"set-status 1000\"]\n"),
+        &[
+            "bad.toml:7:30: frontend.web.http_response[0]: status must be a number from 100 to 999, not `1000`",
+        ],
+    );
+    check(
+        "[frontend.t]\nbind = \"*:80\"\ndefault_backend = \"b\"\nhttp_response = [\"del-header Server\"]\n[backend.b]\nserver = [\"s1 127.0.0.1:80\"]\n",
+        &["bad.toml:4:18: frontend.t.http_response[0]: http_response rules need mode http"],
+    );
+}
+
+#[test]
 fn server_proto() {
     check(
         &with_defaults("[backend.b]\nserver = \"s1 127.0.0.1:80 proto h3\"\n"),

@@ -317,6 +317,7 @@ fn table_form_keys_of_each_directive() {
         "server",
         "acl",
         "http_request",
+        "http_response",
         "tcp_request",
         "use_backend",
         "errorfile",
@@ -557,15 +558,26 @@ fn options() {
 
 #[test]
 fn http_request_actions() {
+    http_actions("http-actions", "http_request");
+}
+
+#[test]
+fn http_response_actions() {
+    http_actions("http-response-actions", "http_response");
+}
+
+/// The documented actions of `key` (table `marker`) are the ones the loader lists, and
+/// each example loads.
+fn http_actions(marker: &str, key: &str) {
     let l = Loader::new();
     let doc = doc();
-    let rows = table(&doc, "http-actions");
+    let rows = table(&doc, marker);
     let documented = set(rows.iter().map(|r| ticked(&r[0]).join("")));
     let code = l.listed(
-        "[frontend.f]\nmode = \"http\"\nbind = \"127.0.0.1:8080\"\nhttp_request = \"zzzzq\"",
+        &format!("[frontend.f]\nmode = \"http\"\nbind = \"127.0.0.1:8080\"\n{key} = \"zzzzq\""),
         "(supported:",
     );
-    same("http_request actions", &documented, &code);
+    same(&format!("{key} actions"), &documented, &code);
     for row in &rows {
         let action = ticked(&row[0]).join("");
         let examples = ticked(&row[2]);
@@ -577,10 +589,10 @@ fn http_request_actions() {
                 "example of `{action}`"
             );
             let text = format!(
-                "[frontend.f]\nmode = \"http\"\nbind = \"127.0.0.1:8080\"\nhttp_request = {}",
+                "[frontend.f]\nmode = \"http\"\nbind = \"127.0.0.1:8080\"\n{key} = {}",
                 toml_str(&ex)
             );
-            l.assert_loads(&format!("http_request `{ex}`"), &text);
+            l.assert_loads(&format!("{key} `{ex}`"), &text);
         }
     }
 }
@@ -654,9 +666,14 @@ fn acl_fetches() {
             names.iter().any(|n| n == fetch),
             "example `{example}` does not use a fetch of its row {names:?}"
         );
-        // the example, through the whole loader
+        // the example, through the whole loader (response fetches in a response rule)
+        let rules = if fetch == "status" || fetch.starts_with("res.") || fetch.starts_with("shdr") {
+            "http_response"
+        } else {
+            "http_request"
+        };
         let text = format!(
-            "[frontend.f]\nmode = \"http\"\nbind = \"127.0.0.1:8080\"\nacl = [{}]\nhttp_request = \"deny if x\"\n\
+            "[frontend.f]\nmode = \"http\"\nbind = \"127.0.0.1:8080\"\nacl = [{}]\n{rules} = \"deny if x\"\n\
              [backend.pool]\nmode = \"http\"\nserver = \"s 127.0.0.1:80\"",
             toml_str(&format!("x {example}"))
         );

@@ -149,7 +149,7 @@ async fn source_balance_sticks_per_client_and_leastconn_random_work() {
 #[tokio::test]
 async fn header_values_expand_log_format() {
     let a = echo("a").await;
-    let rule = |action| HttpRequestRule { action, cond: None };
+    let rule = |action| HttpRule { action, cond: None };
     let set = |name: &str, value: &str| {
         rule(HttpAction::SetHeader {
             name: name.into(),
@@ -210,7 +210,7 @@ async fn frontend_errorfile_applies_when_the_backend_has_none() {
 #[tokio::test]
 async fn rules_without_conditions_headers_deny_redirect() {
     let a = echo("a").await;
-    let rule = |action| HttpRequestRule { action, cond: None };
+    let rule = |action| HttpRule { action, cond: None };
     let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
     fe.forwardfor = true;
     fe.http_request = vec![
@@ -441,7 +441,7 @@ async fn seed_example_routing() {
         vec![bind("127.0.0.1:0")],
         Some("allServers"),
     );
-    fe.http_request = vec![HttpRequestRule {
+    fe.http_request = vec![HttpRule {
         action: HttpAction::Deny { status: 403 },
         cond: Some(cond("if { path -i -m beg /admin }", &acls)),
     }];

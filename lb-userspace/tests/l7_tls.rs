@@ -113,7 +113,7 @@ async fn ssl_fc_sni_routes() {
     let mut acls = AclSet::default();
     acl(&mut acls, "is_b ssl_fc_sni b.test");
     let fe = &mut cfg.frontends[0];
-    fe.http_request = vec![HttpRequestRule {
+    fe.http_request = vec![HttpRule {
         action: HttpAction::SetHeader {
             name: "X-SSL".into(),
             value: "yes".into(),

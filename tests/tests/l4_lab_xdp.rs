@@ -51,6 +51,7 @@ fn config(pin: PathBuf) -> Config {
         }],
         acls: Default::default(),
         http_request: vec![],
+        http_response: vec![],
         tcp_request: vec![],
         inspect_delay: None,
         use_backend: vec![],
@@ -77,6 +78,7 @@ fn config(pin: PathBuf) -> Config {
         redispatch: false,
         forwardfor: false,
         http_request: vec![],
+        http_response: vec![],
         acls: Default::default(),
         errorfiles: Default::default(),
     };

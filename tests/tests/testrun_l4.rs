@@ -214,6 +214,7 @@ fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> CfgBackend {
         redispatch: false,
         forwardfor: false,
         http_request: vec![],
+        http_response: vec![],
         acls: Default::default(),
         errorfiles: Default::default(),
     }
@@ -242,6 +243,7 @@ fn frontend(name: &str, binds: &[&str], be: &str, deny: &[&str], allow: &[&str])
             .collect(),
         acls: Default::default(),
         http_request: vec![],
+        http_response: vec![],
         tcp_request: vec![],
         inspect_delay: None,
         use_backend: vec![],

@@ -10,13 +10,13 @@ use std::time::Duration;
 use serde_spanned::Spanned;
 
 use super::diag::{ConfigErrors, Diagnostic, Severity};
-use super::directives::{self as d, Args, TcpLine};
+use super::directives::{self as d, Args, RuleSide, TcpLine};
 use super::model::*;
 use super::raw::{Item, List, PROXY_KEYS, RawDataplane, RawFile, RawGlobal, RawProxy, S, V};
 use super::source::{Problem, Source, Str, Tok, key_path_at, tokenize};
 use super::suggest::hint;
 use super::{DEFAULT_HASH_SEED, LoadOptions};
-use crate::l7::acl::{AclSet, Condition};
+use crate::l7::acl::{AclSet, Condition, FormatString};
 
 /// HAProxy's predefined ACLs.
 const PREDEFINED_ACLS: &[&str] = &[
@@ -243,6 +243,14 @@ const HTTP_REQ: Spec = &[
     ("code", K::Val("code")),
     ("drop_query", K::Flag("drop-query")),
 ];
+const HTTP_RES: Spec = &[
+    ("action", K::Pos),
+    ("name", K::Pos),
+    ("value", K::Pos),
+    ("status", K::Pos),
+    ("deny_status", K::Val("deny_status")),
+    ("reason", K::Val("reason")),
+];
 const TCP_REQ: Spec = &[
     ("action", K::Words),
     ("inspect_delay", K::Val("inspect-delay")),
@@ -346,7 +354,9 @@ fn misplaced(kind: Kind, key: &str) -> Option<&'static str> {
     );
     let be_only = matches!(key, "server");
     match kind {
-        Kind::Defaults if fe_only || be_only || matches!(key, "acl" | "http_request") => {
+        Kind::Defaults
+            if fe_only || be_only || matches!(key, "acl" | "http_request" | "http_response") =>
+        {
             Some("a [frontend], [backend] or [listen] section")
         }
         Kind::Frontend if be_only || matches!(key, "balance" | "cookie" | "check" | "retries") => {
@@ -1389,6 +1399,9 @@ impl<'a> Builder<'a> {
     }
 
     /// Checks ACL names in a condition, then compiles it.
+    /// Compiles an `if`/`unless` condition; `response`: of an `http-response` rule, the
+    /// only place response fetches (`status`, `res.hdr`) are available.
+    #[allow(clippy::too_many_arguments)]
     fn condition(
         &mut self,
         cond: &Mapped,
@@ -1396,6 +1409,7 @@ impl<'a> Builder<'a> {
         names: &[String],
         path: &str,
         nbsrv: &mut Vec<(String, usize, String)>,
+        response: bool,
     ) -> Option<Condition> {
         let mut ok = true;
         let mut depth = 0usize;
@@ -1475,7 +1489,19 @@ impl<'a> Builder<'a> {
             return None;
         }
         match Condition::compile(&cond.text, acls) {
-            Ok(c) => Some(c),
+            Ok(c) => match c.response_fetch() {
+                Some(kw) if !response => {
+                    self.err(
+                        cond.pos(0),
+                        path,
+                        format!(
+                            "the condition uses `{kw}`, a response fetch: only http_response rules can"
+                        ),
+                    );
+                    None
+                }
+                _ => Some(c),
+            },
             Err(e) => {
                 self.err(cond.pos(e.offset), path, e.message);
                 None
@@ -1595,11 +1621,29 @@ impl<'a> Builder<'a> {
         // A backend's own http-request rules and ACLs (a listen's go to its frontend).
         let mut acls = AclSet::default();
         let mut http_request = Vec::new();
+        let mut http_response = Vec::new();
         if kind == Kind::Backend {
             let mut names = Vec::new();
             let mut nbsrv = Vec::new();
             self.acls(rp, path, &mut acls, &mut names, &mut nbsrv);
-            http_request = self.http_rules(rp, path, &acls, &names, st.mode, &mut nbsrv);
+            http_request = self.http_rules(
+                rp,
+                RuleSide::Request,
+                path,
+                &acls,
+                &names,
+                st.mode,
+                &mut nbsrv,
+            );
+            http_response = self.http_rules(
+                rp,
+                RuleSide::Response,
+                path,
+                &acls,
+                &names,
+                st.mode,
+                &mut nbsrv,
+            );
         }
         BeDraft {
             be: Backend {
@@ -1614,6 +1658,7 @@ impl<'a> Builder<'a> {
                 redispatch: st.redispatch,
                 forwardfor: st.forwardfor,
                 http_request,
+                http_response,
                 acls,
                 errorfiles: st.errorfiles.clone(),
             },
@@ -1623,39 +1668,67 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// The `http_request` or `http_response` rules of a section.
+    #[allow(clippy::too_many_arguments)]
     fn http_rules(
         &mut self,
         rp: &RawProxy,
+        side: RuleSide,
         path: &str,
         acls: &AclSet,
         names: &[String],
         mode: Mode,
         nbsrv: &mut Vec<(String, usize, String)>,
-    ) -> Vec<HttpRequestRule> {
+    ) -> Vec<HttpRule> {
+        let (list, key, spec) = match side {
+            RuleSide::Request => (&rp.http_request, "http_request", HTTP_REQ),
+            RuleSide::Response => (&rp.http_response, "http_response", HTTP_RES),
+        };
+        let response = side == RuleSide::Response;
         let mut out = Vec::new();
-        for (_, ipath, span, item) in self.items(&rp.http_request, path, "http_request") {
+        for (_, ipath, span, item) in self.items(list, path, key) {
             if mode == Mode::Tcp {
-                self.err(span.start, &ipath, "http_request rules need mode http");
+                self.err(span.start, &ipath, format!("{key} rules need mode http"));
                 continue;
             }
-            let Some(dir) = self.dir(item, span, HTTP_REQ, true, &ipath) else {
+            let at = span.start;
+            let Some(dir) = self.dir(item, span, spec, true, &ipath) else {
                 continue;
             };
-            let action = match d::http_action(&mut dir.args()) {
+            let action = match d::http_action(&mut dir.args(), side) {
                 Ok(a) => a,
                 Err(p) => {
                     self.problem(p, &ipath);
                     continue;
                 }
             };
+            let format = match &action {
+                HttpAction::SetHeader { value, .. } | HttpAction::AddHeader { value, .. } => {
+                    Some(value)
+                }
+                HttpAction::Redirect(r) => Some(&r.target),
+                _ => None,
+            };
+            if !response
+                && let Some(kw) = format
+                    .and_then(|f| FormatString::compile(f).ok())
+                    .and_then(|f| f.response_fetch())
+            {
+                self.err(
+                    at,
+                    &ipath,
+                    format!("`%[{kw}…]` is a response fetch: only http_response rules can use it"),
+                );
+                continue;
+            }
             let cond = match &dir.cond {
-                Some(c) => match self.condition(c, acls, names, &ipath, nbsrv) {
+                Some(c) => match self.condition(c, acls, names, &ipath, nbsrv, response) {
                     Some(c) => Some(c),
                     None => continue,
                 },
                 None => None,
             };
-            out.push(HttpRequestRule { action, cond });
+            out.push(HttpRule { action, cond });
         }
         out
     }
@@ -1734,7 +1807,24 @@ impl<'a> Builder<'a> {
         let mut acls = AclSet::default();
         let mut names = Vec::new();
         self.acls(rp, path, &mut acls, &mut names, &mut nbsrv);
-        let http_request = self.http_rules(rp, path, &acls, &names, st.mode, &mut nbsrv);
+        let http_request = self.http_rules(
+            rp,
+            RuleSide::Request,
+            path,
+            &acls,
+            &names,
+            st.mode,
+            &mut nbsrv,
+        );
+        let http_response = self.http_rules(
+            rp,
+            RuleSide::Response,
+            path,
+            &acls,
+            &names,
+            st.mode,
+            &mut nbsrv,
+        );
         let mut tcp_request = Vec::new();
         let mut inspect_delay = None;
         for (ipath, dir) in self.dirs(&rp.tcp_request, path, "tcp_request", TCP_REQ, true) {
@@ -1747,10 +1837,12 @@ impl<'a> Builder<'a> {
                 }
                 Ok(TcpLine::Rule(action, _content)) => {
                     let cond = match &dir.cond {
-                        Some(c) => match self.condition(c, &acls, &names, &ipath, &mut nbsrv) {
-                            Some(c) => Some(c),
-                            None => continue,
-                        },
+                        Some(c) => {
+                            match self.condition(c, &acls, &names, &ipath, &mut nbsrv, false) {
+                                Some(c) => Some(c),
+                                None => continue,
+                            }
+                        }
                         None => None,
                     };
                     tcp_request.push(TcpRequestRule { action, cond });
@@ -1790,7 +1882,7 @@ impl<'a> Builder<'a> {
                 self.err(dir.end, &ipath, format!("use_backend `{}` has no `if`/`unless` condition; use `default_backend = \"{}\"` for the fallback", b.text, b.text));
                 continue;
             };
-            if let Some(cond) = self.condition(c, &acls, &names, &ipath, &mut nbsrv) {
+            if let Some(cond) = self.condition(c, &acls, &names, &ipath, &mut nbsrv, false) {
                 use_backend.push(UseBackend {
                     backend: b.text.clone(),
                     cond,
@@ -1842,6 +1934,7 @@ impl<'a> Builder<'a> {
                 binds,
                 acls,
                 http_request,
+                http_response,
                 tcp_request,
                 inspect_delay,
                 use_backend,
@@ -2181,6 +2274,7 @@ fn present_keys(rp: &RawProxy) -> Vec<(&'static str, usize)> {
         s(&rp.bind),
         s(&rp.acl),
         s(&rp.http_request),
+        s(&rp.http_response),
         s(&rp.tcp_request),
         s(&rp.use_backend),
         s(&rp.default_backend),

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::diag::{Diagnostic, Severity};
-use super::directives::{TIMEOUT_NAMES, parse_duration};
+use super::directives::{RuleSide, TIMEOUT_NAMES, parse_duration};
 use super::suggest::{closest, hint};
 
 /// The result of converting one file.
@@ -276,7 +276,6 @@ const PROXY_UNSUPPORTED: &[&str] = &[
     "stats",
     "capture",
     "compression",
-    "http-response",
     "http-after-response",
     "monitor-uri",
     "monitor",
@@ -755,7 +754,10 @@ impl Converter<'_> {
                 }
             }
             "http-request" if kind != Kind::Defaults => {
-                self.http_request(n, raw, args, comment, col)
+                self.http_rule(RuleSide::Request, n, raw, args, comment, col)
+            }
+            "http-response" if kind != Kind::Defaults => {
+                self.http_rule(RuleSide::Response, n, raw, args, comment, col)
             }
             "redirect" if is_fe => {
                 // old-style `redirect …` is `http-request redirect …`, except that its target
@@ -769,7 +771,7 @@ impl Converter<'_> {
                 if let Some(target) = w.get_mut(2) {
                     target.text = target.text.replace('%', "%%");
                 }
-                self.http_request(n, raw, &w, comment, col)
+                self.http_rule(RuleSide::Request, n, raw, &w, comment, col)
             }
             "tcp-request" if is_fe => self.tcp_request(n, raw, args, comment, col),
             "use_backend" if is_fe => {
@@ -1244,8 +1246,10 @@ impl Converter<'_> {
         }
     }
 
-    fn http_request(
+    /// An `http-request` or `http-response` line.
+    fn http_rule(
         &mut self,
+        side: RuleSide,
         n: usize,
         raw: &str,
         args: &[W],
@@ -1259,20 +1263,16 @@ impl Converter<'_> {
                 n,
                 col,
                 &path,
-                "`http-request` needs an action".into(),
+                format!("`{}` needs an action", side.keyword()),
             );
             return;
         };
-        let supported = [
-            "allow",
-            "deny",
-            "redirect",
-            "set-header",
-            "add-header",
-            "del-header",
-        ];
-        if !supported.contains(&action.text.as_str()) {
-            let why = format!("http-request action `{}` is not supported", action.text);
+        if !side.actions().contains(&action.text.as_str()) {
+            let why = format!(
+                "{} action `{}` is not supported",
+                side.keyword(),
+                action.text
+            );
             self.unsupported(n, action.col, raw, &why);
             return;
         }
@@ -1294,7 +1294,7 @@ impl Converter<'_> {
         let fixed = self.braces(n, args);
         let v = toml_str(&join_cond(&fixed));
         if let Some(s) = self.cur() {
-            s.push("http_request", v, comment, true);
+            s.push(side.key(), v, comment, true);
         }
     }
 
@@ -1560,6 +1560,7 @@ impl Converter<'_> {
                 "bind",
                 "acl",
                 "http_request",
+                "http_response",
                 "tcp_request",
                 "use_backend",
                 "default_backend",
@@ -1579,7 +1580,9 @@ impl Converter<'_> {
             let mut wrote_check = false;
             for (k, entries, list) in keys {
                 let pos = order.iter().position(|o| o == k).unwrap_or(order.len());
-                if !wrote_timeout && pos > 7 && !s.timeout.is_empty() {
+                // The timeouts go after `default_backend`.
+                let after = order.iter().position(|o| *o == "default_backend").unwrap_or(0);
+                if !wrote_timeout && pos > after && !s.timeout.is_empty() {
                     out.push_str(&timeout_line(&s.timeout));
                     wrote_timeout = true;
                 }

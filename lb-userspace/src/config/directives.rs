@@ -567,20 +567,93 @@ fn log_format(t: &Tok, what: &str) -> Result<String, Problem> {
     compile_format(t, what).map(|_| t.text.clone())
 }
 
-pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {
-    const ACTIONS: &[&str] = &[
-        "allow",
-        "deny",
-        "redirect",
-        "set-header",
-        "add-header",
-        "del-header",
-    ];
-    let a = args.want("action (allow, deny, redirect, set-header, add-header, del-header)")?;
+/// Which rule list an action is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RuleSide {
+    Request,
+    Response,
+}
+
+impl RuleSide {
+    /// The TOML key of the rule list.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            RuleSide::Request => "http_request",
+            RuleSide::Response => "http_response",
+        }
+    }
+
+    pub(crate) fn keyword(self) -> &'static str {
+        match self {
+            RuleSide::Request => "http-request",
+            RuleSide::Response => "http-response",
+        }
+    }
+
+    pub(crate) fn actions(self) -> &'static [&'static str] {
+        match self {
+            RuleSide::Request => &[
+                "allow",
+                "deny",
+                "redirect",
+                "set-header",
+                "add-header",
+                "del-header",
+            ],
+            RuleSide::Response => &[
+                "allow",
+                "deny",
+                "set-header",
+                "add-header",
+                "del-header",
+                "set-status",
+            ],
+        }
+    }
+}
+
+/// One `http-request` or `http-response` action with its arguments (the condition is
+/// split off already).
+pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction, Problem> {
+    let actions = side.actions();
+    let a = args.want(&format!("action ({})", actions.join(", ")))?;
+    let other = match side {
+        RuleSide::Request => RuleSide::Response,
+        RuleSide::Response => RuleSide::Request,
+    };
+    if !actions.contains(&a.text.as_str()) && other.actions().contains(&a.text.as_str()) {
+        return Err(Problem::new(
+            a.pos,
+            format!(
+                "`{}` is an {} action, not an {} one",
+                a.text,
+                other.keyword(),
+                side.keyword()
+            ),
+        ));
+    }
+    if !actions.contains(&a.text.as_str()) {
+        return Err(Problem::new(
+            a.pos,
+            format!(
+                "unsupported {} action `{}`{}",
+                side.keyword(),
+                a.text,
+                match hint(&a.text, actions.iter().copied()) {
+                    h if h.is_empty() => format!(" (supported: {})", actions.join(", ")),
+                    h => h,
+                }
+            ),
+        ));
+    }
     let action = match a.text.as_str() {
         "allow" => HttpAction::Allow,
         "deny" => {
-            let mut status = 403;
+            // HAProxy: a denied request gets 403, a denied response becomes a 502.
+            let mut status = match side {
+                RuleSide::Request => 403,
+                RuleSide::Response => 502,
+            };
             while let Some(t) = args.next() {
                 match t.text.as_str() {
                     "deny_status" => status = number(args.value_of(t)?, "deny_status", 200, 599)?,
@@ -671,16 +744,41 @@ pub(crate) fn http_action(args: &mut Args) -> Result<HttpAction, Problem> {
             args.done()?;
             HttpAction::DelHeader { name }
         }
+        "set-status" => {
+            let status = number(args.want("status code")?, "status", 100, 999)?;
+            let mut reason = None;
+            while let Some(t) = args.next() {
+                match t.text.as_str() {
+                    "reason" => {
+                        let r = args.value_of(t)?;
+                        if hyper::ext::ReasonPhrase::try_from(r.text.as_bytes()).is_err() {
+                            return Err(Problem::new(
+                                r.pos,
+                                format!(
+                                    "reason `{}` is no valid reason phrase (visible ASCII, spaces and tabs)",
+                                    r.text
+                                ),
+                            ));
+                        }
+                        reason = Some(r.text.clone());
+                    }
+                    other => {
+                        return Err(Problem::new(
+                            t.pos,
+                            format!(
+                                "unexpected `{other}` after set-status{}",
+                                hint(other, ["reason"])
+                            ),
+                        ));
+                    }
+                }
+            }
+            HttpAction::SetStatus { status, reason }
+        }
         other => {
             return Err(Problem::new(
                 a.pos,
-                format!(
-                    "unsupported http-request action `{other}`{}",
-                    match hint(other, ACTIONS.iter().copied()) {
-                        h if h.is_empty() => " (supported: allow, deny, redirect, set-header, add-header, del-header)".to_string(),
-                        h => h,
-                    }
-                ),
+                format!("unsupported {} action `{other}`", side.keyword()),
             ));
         }
     };

@@ -132,7 +132,9 @@ pub struct Frontend {
     /// Named ACLs, compiled.
     pub acls: AclSet,
     /// `http-request` rules in order.
-    pub http_request: Vec<HttpRequestRule>,
+    pub http_request: Vec<HttpRule>,
+    /// `http-response` rules in order (after the backend's).
+    pub http_response: Vec<HttpRule>,
     /// `tcp-request` rules in order (userspace `mode tcp`).
     pub tcp_request: Vec<TcpRequestRule>,
     /// `tcp-request inspect-delay`.
@@ -177,9 +179,9 @@ pub struct BindTls {
     pub alpn: Vec<String>,
 }
 
-/// An `http-request` rule.
+/// An `http-request` or `http-response` rule.
 #[derive(Debug, Clone)]
-pub struct HttpRequestRule {
+pub struct HttpRule {
     pub action: HttpAction,
     pub cond: Option<Condition>,
 }
@@ -187,11 +189,26 @@ pub struct HttpRequestRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpAction {
     Allow,
-    Deny { status: u16 },
+    Deny {
+        status: u16,
+    },
     Redirect(Redirect),
-    SetHeader { name: String, value: String },
-    AddHeader { name: String, value: String },
-    DelHeader { name: String },
+    SetHeader {
+        name: String,
+        value: String,
+    },
+    AddHeader {
+        name: String,
+        value: String,
+    },
+    DelHeader {
+        name: String,
+    },
+    /// `set-status N [reason TEXT]` (`http-response` only).
+    SetStatus {
+        status: u16,
+        reason: Option<String>,
+    },
 }
 
 /// `http-request redirect location|prefix|scheme TARGET [code N] [drop-query]`.
@@ -250,7 +267,9 @@ pub struct Backend {
     pub redispatch: bool,
     pub forwardfor: bool,
     /// `http-request` rules evaluated in the backend.
-    pub http_request: Vec<HttpRequestRule>,
+    pub http_request: Vec<HttpRule>,
+    /// `http-response` rules evaluated in the backend (before the frontend's).
+    pub http_response: Vec<HttpRule>,
     pub acls: AclSet,
     pub errorfiles: BTreeMap<u16, Vec<u8>>,
 }

@@ -96,11 +96,37 @@ async fn with_server_timeout<F: Future>(ctx: &ConnCtx, fut: F, d: Duration) -> O
     r
 }
 
-/// The request as ACLs see it.
+/// The request as ACLs see it; for `http-response` rules, with the response's status and
+/// headers (`status`, `res.hdr`).
 struct ReqInput<'a> {
     head: &'a http::request::Parts,
     ctx: &'a ConnCtx,
     fe: &'a FrontendRt,
+    res: Option<(StatusCode, &'a HeaderMap)>,
+}
+
+impl<'a> ReqInput<'a> {
+    fn request(head: &'a http::request::Parts, ctx: &'a ConnCtx, fe: &'a FrontendRt) -> Self {
+        Self {
+            head,
+            ctx,
+            fe,
+            res: None,
+        }
+    }
+}
+
+/// Calls `f` on each comma-separated value of header `name` (HAProxy's `hdr()` split).
+fn any_header_value(headers: &HeaderMap, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+    for v in headers.get_all(name) {
+        let Ok(s) = v.to_str() else { continue };
+        for part in s.split(',') {
+            if f(part.trim()) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 impl AclInput for ReqInput<'_> {
@@ -118,15 +144,7 @@ impl AclInput for ReqInput<'_> {
         self.head.method.as_str()
     }
     fn any_header(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
-        for v in self.head.headers.get_all(name) {
-            let Ok(s) = v.to_str() else { continue };
-            for part in s.split(',') {
-                if f(part.trim()) {
-                    return true;
-                }
-            }
-        }
-        false
+        any_header_value(&self.head.headers, name, f)
     }
     fn src(&self) -> IpAddr {
         self.ctx.src.ip()
@@ -158,6 +176,12 @@ impl AclInput for ReqInput<'_> {
     }
     fn src_port(&self) -> Option<u16> {
         Some(self.ctx.src.port())
+    }
+    fn status(&self) -> Option<u16> {
+        self.res.map(|(s, _)| s.as_u16())
+    }
+    fn any_response_header(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.res.is_some_and(|(_, h)| any_header_value(h, name, f))
     }
 }
 
@@ -429,7 +453,7 @@ fn apply_rules(
 ) -> Result<(), Flow> {
     for rule in rules {
         if let Some(cond) = &rule.cond {
-            let input = ReqInput { head, ctx, fe };
+            let input = ReqInput::request(head, ctx, fe);
             if !cond.eval(&input) {
                 continue;
             }
@@ -445,7 +469,7 @@ fn apply_rules(
             } => {
                 // An expansion that is no header value: no Location (HAProxy writes the
                 // bytes as they come).
-                let target = target.value(&ReqInput { head, ctx, fe });
+                let target = target.value(&ReqInput::request(head, ctx, fe));
                 let loc = target.map(|t| redirect_location(*kind, &t, *drop_query, head, ctx));
                 let mut r = Response::new(RespBody::full(Bytes::new(), None));
                 *r.status_mut() = *code;
@@ -461,17 +485,75 @@ fn apply_rules(
                 return Err(Flow::Redirect(Box::new(r)));
             }
             Action::SetHeader(n, v) => {
-                if let Some(v) = v.value(&ReqInput { head, ctx, fe }) {
+                if let Some(v) = v.value(&ReqInput::request(head, ctx, fe)) {
                     head.headers.insert(n.clone(), v);
                 }
             }
             Action::AddHeader(n, v) => {
-                if let Some(v) = v.value(&ReqInput { head, ctx, fe }) {
+                if let Some(v) = v.value(&ReqInput::request(head, ctx, fe)) {
                     head.headers.append(n.clone(), v);
                 }
             }
             Action::DelHeader(n) => {
                 head.headers.remove(n);
+            }
+            // A response action (the config loader keeps it out of request rules).
+            Action::SetStatus(..) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A server's response head as `http-response` rules change it.
+struct ResponseEdit<'a> {
+    status: &'a mut StatusCode,
+    headers: &'a mut HeaderMap,
+    reason: Option<hyper::ext::ReasonPhrase>,
+}
+
+/// Evaluates the `http-response` rules on a server's response head: the backend's, then
+/// the frontend's (HAProxy's order); `allow` ends its section's list. `Err(status)`: a
+/// `deny`, the client gets that error page in place of the response.
+fn apply_response_rules(
+    fe: &FrontendRt,
+    be: &BackendRt,
+    head: &http::request::Parts,
+    ctx: &ConnCtx,
+    res: &mut ResponseEdit<'_>,
+) -> Result<(), u16> {
+    for rules in [&be.response_rules, &fe.response_rules] {
+        for rule in rules.iter() {
+            let input = ReqInput {
+                res: Some((*res.status, &*res.headers)),
+                ..ReqInput::request(head, ctx, fe)
+            };
+            if let Some(cond) = &rule.cond
+                && !cond.eval(&input)
+            {
+                continue;
+            }
+            match &rule.action {
+                Action::Allow => break,
+                Action::Deny(status) => return Err(*status),
+                Action::SetHeader(n, v) => {
+                    if let Some(v) = v.value(&input) {
+                        res.headers.insert(n.clone(), v);
+                    }
+                }
+                Action::AddHeader(n, v) => {
+                    if let Some(v) = v.value(&input) {
+                        res.headers.append(n.clone(), v);
+                    }
+                }
+                Action::DelHeader(n) => {
+                    res.headers.remove(n);
+                }
+                Action::SetStatus(code, reason) => {
+                    *res.status = *code;
+                    res.reason = reason.clone();
+                }
+                // A request action (the config loader keeps it out of response rules).
+                Action::Redirect { .. } => {}
             }
         }
     }
@@ -769,11 +851,7 @@ pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
     }
 
     let be = {
-        let input = ReqInput {
-            head: &head,
-            ctx: &ctx,
-            fe: &fe,
-        };
+        let input = ReqInput::request(&head, &ctx, &fe);
         fe.pick_backend(&input)
     };
     let Some(be) = be else {
@@ -1101,21 +1179,19 @@ async fn forward(
         if let (Some(l), Some(t0)) = (&mut guard.log, started) {
             l.t_response_ms = t0.elapsed().as_millis() as i64;
         }
+        let answering = Answering {
+            fe: &fe,
+            be: &be,
+            srv: &srv,
+            req: &head,
+            ctx: &ctx,
+            insert_cookie,
+        };
         return match answer {
-            Answer::H1(r, up, complete) => respond(
-                &fe,
-                &be,
-                &srv,
-                &method,
-                r,
-                up,
-                complete,
-                insert_cookie,
-                client_upgrade,
-                counters,
-                guard,
-            ),
-            Answer::H2(r) => respond_h2(&be, &srv, &method, r, insert_cookie, counters, guard),
+            Answer::H1(r, up, complete) => {
+                respond(&answering, r, up, complete, client_upgrade, counters, guard)
+            }
+            Answer::H2(r) => respond_h2(&answering, r, counters, guard),
         };
     }
 }
@@ -1259,21 +1335,65 @@ fn h2_request(
 
 /// The response of an HTTP/2 server toward the client.
 fn respond_h2(
-    be: &BackendRt,
-    srv: &Arc<ServerRt>,
-    method: &Method,
+    a: &Answering<'_>,
     resp: Response<Incoming>,
-    insert_cookie: bool,
     counters: Arc<CountersRef>,
     mut guard: Guard,
 ) -> Response<RespBody> {
-    let (mut parts, body) = resp.into_parts();
-    guard.status(parts.status.as_u16());
-    if insert_cookie {
-        add_persistence_cookie(be, srv, method, parts.status, &mut parts.headers);
-    }
-    let body = RespBody::upstream(Src::H2(body), guard, counters, be.timeouts.server);
+    let (parts, body) = resp.into_parts();
+    let parts = match a.client_head(parts.status, parts.headers, &mut guard) {
+        Ok(p) => p,
+        // Denied: the stream is reset as its body is dropped.
+        Err(code) => return error_page(a.fe, Some(a.be), code, guard),
+    };
+    let body = RespBody::upstream(Src::H2(body), guard, counters, a.be.timeouts.server);
     Response::from_parts(parts, body)
+}
+
+/// What a server's response is answered in: the request and where it went.
+struct Answering<'a> {
+    fe: &'a FrontendRt,
+    be: &'a BackendRt,
+    srv: &'a Arc<ServerRt>,
+    /// The request head as sent to the server (`http-response` conditions see it).
+    req: &'a http::request::Parts,
+    ctx: &'a ConnCtx,
+    /// Set the persistence cookie naming the server.
+    insert_cookie: bool,
+}
+
+impl Answering<'_> {
+    /// The client's response head from the server's: `http-response` rules applied, the
+    /// persistence cookie added, the final status counted and logged. `Err(code)`: a rule
+    /// denied the response; the client gets that error page instead.
+    fn client_head(
+        &self,
+        mut status: StatusCode,
+        mut headers: HeaderMap,
+        guard: &mut Guard,
+    ) -> Result<http::response::Parts, u16> {
+        let mut reason = None;
+        if !self.be.response_rules.is_empty() || !self.fe.response_rules.is_empty() {
+            let mut res = ResponseEdit {
+                status: &mut status,
+                headers: &mut headers,
+                reason: None,
+            };
+            apply_response_rules(self.fe, self.be, self.req, self.ctx, &mut res)?;
+            reason = res.reason;
+        }
+        guard.status(status.as_u16());
+        if self.insert_cookie {
+            add_persistence_cookie(self.be, self.srv, &self.req.method, status, &mut headers);
+        }
+        let mut r = Response::new(());
+        *r.status_mut() = status;
+        *r.headers_mut() = headers;
+        if let Some(reason) = reason {
+            r.extensions_mut().insert(reason);
+        }
+        Ok(r.into_parts().0)
+    }
 }
 
 /// `cookie NAME insert`: names the server that answered (`NAME=value; path=/`), marked
@@ -1302,41 +1422,28 @@ fn add_persistence_cookie(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn respond(
-    fe: &FrontendRt,
-    be: &BackendRt,
-    srv: &Arc<ServerRt>,
-    method: &Method,
-    head: ResponseHead,
+    a: &Answering<'_>,
+    mut head: ResponseHead,
     up: UpConn,
     complete: bool,
-    insert_cookie: bool,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     counters: Arc<CountersRef>,
     mut guard: Guard,
 ) -> Response<RespBody> {
-    let status = head.status;
-    guard.status(status.as_u16());
     // (The codec already left out the connection-specific fields.)
+    let headers = std::mem::take(&mut head.headers);
+    let parts = match a.client_head(head.status, headers, &mut guard) {
+        Ok(p) => p,
+        // Denied: the server connection is closed, not pooled, as it is dropped.
+        Err(code) => return error_page(a.fe, Some(a.be), code, guard),
+    };
     // The body reader takes the connection; a tunnel takes it whole.
-    let next = if head.tunnel {
-        Err(up)
-    } else {
-        Ok(ResponseBody::new(up, &head, complete, srv.pool.clone()))
-    };
-    let mut r = Response::new(());
-    *r.status_mut() = status;
-    *r.headers_mut() = head.headers;
-    if insert_cookie {
-        add_persistence_cookie(be, srv, method, status, r.headers_mut());
+    if head.tunnel {
+        return tunnel(a.fe, a.be, parts, up, client_upgrade, counters, guard);
     }
-    let (parts, ()) = r.into_parts();
-    let body = match next {
-        Ok(body) => body,
-        Err(up) => return tunnel(fe, be, parts, up, client_upgrade, counters, guard),
-    };
-    let body = RespBody::upstream(Src::Up(body), guard, counters, be.timeouts.server);
+    let body = ResponseBody::new(up, &head, complete, a.srv.pool.clone());
+    let body = RespBody::upstream(Src::Up(body), guard, counters, a.be.timeouts.server);
     Response::from_parts(parts, body)
 }
 

@@ -12,8 +12,8 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::sync::Semaphore;
 
 use crate::config::model::{
-    Backend, Config, Frontend, HttpAction, HttpRequestRule, LogFormat, Mode, RedirectKind,
-    ServerProto, Tier, Timeouts,
+    Backend, Config, Frontend, HttpAction, HttpRule, LogFormat, Mode, RedirectKind, ServerProto,
+    Tier, Timeouts,
 };
 use crate::l7::acl::{AclInput, Condition, FormatString};
 use crate::l7::balance::{self, PickCtx, Selector};
@@ -252,6 +252,8 @@ pub enum Action {
     SetHeader(HeaderName, HeaderFmt),
     AddHeader(HeaderName, HeaderFmt),
     DelHeader(HeaderName),
+    /// `http-response set-status N [reason TEXT]`.
+    SetStatus(StatusCode, Option<hyper::ext::ReasonPhrase>),
 }
 
 /// A `set-header` / `add-header` value or a redirect target: a log-format string, pre-built
@@ -283,7 +285,7 @@ pub struct Rule {
     pub cond: Option<Condition>,
 }
 
-fn compile_rules(section: &str, rules: &[HttpRequestRule]) -> Result<Vec<Rule>, RuntimeError> {
+fn compile_rules(section: &str, rules: &[HttpRule]) -> Result<Vec<Rule>, RuntimeError> {
     let hname = |n: &str| {
         HeaderName::from_bytes(n.as_bytes()).map_err(|e| RuntimeError::Header {
             section: section.to_owned(),
@@ -328,6 +330,17 @@ fn compile_rules(section: &str, rules: &[HttpRequestRule]) -> Result<Vec<Rule>, 
                     Action::AddHeader(hname(name)?, hvalue(value)?)
                 }
                 HttpAction::DelHeader { name } => Action::DelHeader(hname(name)?),
+                HttpAction::SetStatus { status, reason } => Action::SetStatus(
+                    StatusCode::from_u16(*status)
+                        .map_err(|e| header_err(&status.to_string(), &e))?,
+                    reason
+                        .as_ref()
+                        .map(|r| {
+                            hyper::ext::ReasonPhrase::try_from(r.as_bytes())
+                                .map_err(|e| header_err(r, &e))
+                        })
+                        .transpose()?,
+                ),
             };
             Ok(Rule {
                 action,
@@ -374,6 +387,8 @@ pub struct BackendRt {
     pub servers: Vec<Arc<ServerRt>>,
     pub selector: ArcSwap<Box<dyn Selector>>,
     pub rules: Vec<Rule>,
+    /// `http-response` rules, run before the frontend's.
+    pub response_rules: Vec<Rule>,
     pub errors: ErrorPages,
     pub cookie: Option<CookieRt>,
     pub timeouts: Timeouts,
@@ -453,6 +468,8 @@ pub struct FrontendRt {
     pub name: Arc<str>,
     pub mode: Mode,
     pub rules: Vec<Rule>,
+    /// `http-response` rules, run after the backend's.
+    pub response_rules: Vec<Rule>,
     pub tcp_rules: Vec<crate::config::model::TcpRequestRule>,
     pub inspect_delay: Option<std::time::Duration>,
     pub use_backend: Vec<(BackendRef, Condition)>,
@@ -635,6 +652,7 @@ fn build_backend(
         servers,
         selector: ArcSwap::from_pointee(Box::new(ArcSel(balance::build(b.balance, &[])))),
         rules: compile_rules(&format!("backend {}", b.name), &b.http_request)?,
+        response_rules: compile_rules(&format!("backend {}", b.name), &b.http_response)?,
         errors: ErrorPages::build(&format!("backend {}", b.name), &b.errorfiles)?,
         cookie: b.cookie.as_ref().map(|c| CookieRt {
             name: c.name.clone().into(),
@@ -696,6 +714,7 @@ fn build_frontend(
         name: Arc::from(f.name.as_str()),
         mode: f.mode,
         rules: compile_rules(&format!("frontend {}", f.name), &f.http_request)?,
+        response_rules: compile_rules(&format!("frontend {}", f.name), &f.http_response)?,
         tcp_rules: f.tcp_request.clone(),
         inspect_delay: f.inspect_delay,
         use_backend,

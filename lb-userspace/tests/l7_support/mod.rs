@@ -211,6 +211,7 @@ pub fn frontend(name: &str, binds: Vec<Bind>, default_backend: Option<&str>) -> 
         binds,
         acls: AclSet::default(),
         http_request: Vec::new(),
+        http_response: Vec::new(),
         tcp_request: Vec::new(),
         inspect_delay: None,
         use_backend: Vec::new(),
@@ -244,6 +245,7 @@ pub fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> Backend {
         redispatch: true,
         forwardfor: false,
         http_request: Vec::new(),
+        http_response: Vec::new(),
         acls: AclSet::default(),
         errorfiles: BTreeMap::new(),
     }

@@ -76,6 +76,11 @@ pub(crate) enum Fetch {
     Dst,
     DstPort,
     SrcPort,
+    /// `status`: the response status (response rules only).
+    Status,
+    /// A header fetch (`Hdr`, `HdrCnt`, `HdrVal`) over the response's headers (`res.hdr`,
+    /// `shdr`, …; response rules only).
+    Res(Box<Fetch>),
 }
 
 /// How samples are compared with patterns (`-m …`).
@@ -206,6 +211,10 @@ enum Kind {
     Dst,
     DstPort,
     SrcPort,
+    Status,
+    ResHdr,
+    ResHdrCnt,
+    ResHdrVal,
 }
 
 /// `(keyword, kind, implied matching method)`.
@@ -275,6 +284,20 @@ const KEYWORDS: &[(&str, Kind, MatchMethod)] = {
         ("dst", K::Dst, M::Ip),
         ("dst_port", K::DstPort, M::Int),
         ("src_port", K::SrcPort, M::Int),
+        ("status", K::Status, M::Int),
+        ("res.hdr", K::ResHdr, M::Str),
+        ("res.hdr_cnt", K::ResHdrCnt, M::Int),
+        ("res.hdr_val", K::ResHdrVal, M::Int),
+        ("shdr", K::ResHdr, M::Str),
+        ("shdr_beg", K::ResHdr, M::Beg),
+        ("shdr_dir", K::ResHdr, M::Dir),
+        ("shdr_dom", K::ResHdr, M::Dom),
+        ("shdr_end", K::ResHdr, M::End),
+        ("shdr_len", K::ResHdr, M::Len),
+        ("shdr_reg", K::ResHdr, M::Reg),
+        ("shdr_sub", K::ResHdr, M::Sub),
+        ("shdr_cnt", K::ResHdrCnt, M::Int),
+        ("shdr_val", K::ResHdrVal, M::Int),
     ]
 };
 
@@ -398,6 +421,16 @@ fn parse_fetch_args(
         Kind::Dst => no_args(Fetch::Dst, SampleType::Ip),
         Kind::DstPort => no_args(Fetch::DstPort, SampleType::Int),
         Kind::SrcPort => no_args(Fetch::SrcPort, SampleType::Int),
+        Kind::Status => no_args(Fetch::Status, SampleType::Int),
+        Kind::ResHdr | Kind::ResHdrCnt | Kind::ResHdrVal => {
+            let req_kind = match kind {
+                Kind::ResHdr => Kind::Hdr,
+                Kind::ResHdrCnt => Kind::HdrCnt,
+                _ => Kind::HdrVal,
+            };
+            let (f, m, t) = parse_fetch_args(tok, name, req_kind, method, args)?;
+            Ok((Fetch::Res(Box::new(f)), m, t))
+        }
         Kind::Hdr => {
             at_most(2)?;
             let f = Fetch::Hdr {
@@ -926,6 +959,21 @@ impl Fetch {
                 Some(p) => f(Sample::Int(i64::from(p))),
                 None => false,
             },
+            Fetch::Status => match input.status() {
+                Some(s) => f(Sample::Int(i64::from(s))),
+                None => false,
+            },
+            Fetch::Res(inner) => inner.for_each(&ResponseHeaders(input), f),
+        }
+    }
+
+    /// The response fetch's keyword, if this is one (config validation: request rules
+    /// cannot use them).
+    pub(crate) fn response_keyword(&self) -> Option<&'static str> {
+        match self {
+            Fetch::Status => Some("status"),
+            Fetch::Res(_) => Some("res.hdr"),
+            _ => None,
         }
     }
 
@@ -935,6 +983,39 @@ impl Fetch {
             Fetch::Nbsrv { backend } => Some(backend),
             _ => None,
         }
+    }
+}
+
+/// `input` with the response's headers in place of the request's, for `res.hdr` & co.
+struct ResponseHeaders<'a>(&'a dyn AclInput);
+
+impl AclInput for ResponseHeaders<'_> {
+    fn path(&self) -> &str {
+        self.0.path()
+    }
+    fn url(&self) -> &str {
+        self.0.url()
+    }
+    fn method(&self) -> &str {
+        self.0.method()
+    }
+    fn any_header(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.0.any_response_header(name, f)
+    }
+    fn src(&self) -> std::net::IpAddr {
+        self.0.src()
+    }
+    fn ssl_fc(&self) -> bool {
+        self.0.ssl_fc()
+    }
+    fn ssl_fc_sni(&self) -> Option<&str> {
+        self.0.ssl_fc_sni()
+    }
+    fn req_ssl_sni(&self) -> Option<&str> {
+        self.0.req_ssl_sni()
+    }
+    fn nbsrv(&self, backend: &str) -> u32 {
+        self.0.nbsrv(backend)
     }
 }
 

@@ -184,14 +184,29 @@ impl FormatString {
                 offset,
             ));
         }
-        // HAProxy's sample-fetch context: the last header value unless one is named.
-        let (fetch, last) = match fetch {
+        let (fetch, last) = Self::sample_context(fetch);
+        Ok(Part::Sample { fetch, conv, last })
+    }
+
+    /// HAProxy's sample-fetch context: the last header value unless one is named, the
+    /// last cookie of the name.
+    fn sample_context(fetch: Fetch) -> (Fetch, bool) {
+        match fetch {
             Fetch::Hdr { name, occ: 0 } => (Fetch::Hdr { name, occ: -1 }, false),
             Fetch::HdrVal { name, occ: 0 } => (Fetch::HdrVal { name, occ: -1 }, false),
+            Fetch::Res(inner) => (Fetch::Res(Box::new(Self::sample_context(*inner).0)), false),
             f @ Fetch::Cook { .. } => (f, true),
             f => (f, false),
-        };
-        Ok(Part::Sample { fetch, conv, last })
+        }
+    }
+
+    /// A response fetch (`%[status]`, `%[res.hdr(…)]`) the string uses, if any: request
+    /// rules cannot.
+    pub fn response_fetch(&self) -> Option<&'static str> {
+        self.parts.iter().find_map(|p| match p {
+            Part::Sample { fetch, .. } => fetch.response_keyword(),
+            Part::Lit(_) => None,
+        })
     }
 
     /// The text when there is no sample expression (`%%` already turned into `%`).

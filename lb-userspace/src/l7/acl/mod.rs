@@ -89,6 +89,16 @@ pub trait AclInput {
     fn src_port(&self) -> Option<u16> {
         None
     }
+    /// The response status (`status`), for `http-response` rules. Defaults to none (a
+    /// request), which matches nothing.
+    fn status(&self) -> Option<u16> {
+        None
+    }
+    /// [`AclInput::any_header`] over the response's headers (`res.hdr`, `shdr`, …), for
+    /// `http-response` rules. Defaults to no headers.
+    fn any_response_header(&self, _name: &str, _f: &mut dyn FnMut(&str) -> bool) -> bool {
+        false
+    }
 }
 
 /// One named (or anonymous) ACL: its expressions, OR'd.
@@ -419,6 +429,16 @@ impl Condition {
             }
         }
         v
+    }
+
+    /// A response fetch (`status`, `res.hdr`, …) the condition uses, if any: request rules
+    /// cannot (HAProxy refuses them there too).
+    pub fn response_fetch(&self) -> Option<&'static str> {
+        self.suites
+            .iter()
+            .flatten()
+            .flat_map(|t| t.acl.exprs.iter())
+            .find_map(|e| e.fetch.response_keyword())
     }
 
     /// Backends named by `nbsrv(…)` anywhere in the condition (for config validation).

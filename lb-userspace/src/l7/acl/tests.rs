@@ -20,6 +20,9 @@ struct Req {
     version: Option<String>,
     dst: Option<std::net::SocketAddr>,
     src_port: Option<u16>,
+    /// A response (for `http-response` conditions): status and headers.
+    status: Option<u16>,
+    res_headers: Vec<(String, String)>,
 }
 
 impl Req {
@@ -37,7 +40,17 @@ impl Req {
             version: Some("1.1".into()),
             dst: None,
             src_port: None,
+            status: None,
+            res_headers: Vec::new(),
         }
+    }
+    fn response(mut self, status: u16, headers: &[(&str, &str)]) -> Self {
+        self.status = Some(status);
+        self.res_headers = headers
+            .iter()
+            .map(|(n, v)| ((*n).into(), (*v).into()))
+            .collect();
+        self
     }
     fn method(mut self, m: &str) -> Self {
         self.method = m.into();
@@ -78,16 +91,13 @@ impl AclInput for Req {
         &self.method
     }
     fn any_header(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
-        for (n, v) in &self.headers {
-            if n.eq_ignore_ascii_case(name) {
-                for part in v.split(',') {
-                    if f(part.trim()) {
-                        return true;
-                    }
-                }
-            }
-        }
-        false
+        header_values(&self.headers, name, f)
+    }
+    fn status(&self) -> Option<u16> {
+        self.status
+    }
+    fn any_response_header(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        header_values(&self.res_headers, name, f)
     }
     fn src(&self) -> IpAddr {
         self.src
@@ -116,6 +126,67 @@ impl AclInput for Req {
     fn src_port(&self) -> Option<u16> {
         self.src_port
     }
+}
+
+fn header_values(h: &[(String, String)], name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+    for (n, v) in h {
+        if n.eq_ignore_ascii_case(name) {
+            for part in v.split(',') {
+                if f(part.trim()) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Response fetches (`http-response` conditions): `status`, `res.hdr` and the `shdr`
+/// family read the response, request fetches still read the request; on a request (no
+/// response) they match nothing.
+#[test]
+fn response_fetches() {
+    let req = Req::get("/api/items").hdr("server", "client-side");
+    let res = req.clone().response(
+        503,
+        &[
+            ("server", "nginx/1.22"),
+            ("cache-control", "no-cache, private"),
+            ("content-length", "12"),
+        ],
+    );
+    assert!(anon("status 503", &res));
+    assert!(anon("status ge 500", &res));
+    assert!(!anon("status 200:299", &res));
+    assert!(anon("res.hdr(server) -m beg nginx", &res));
+    assert!(anon("shdr_beg(server) nginx", &res));
+    assert!(!anon("shdr_beg(server) client", &res));
+    // Request header fetches are unchanged.
+    assert!(anon("hdr(server) client-side", &res));
+    assert!(anon("res.hdr(cache-control) private", &res));
+    assert!(anon("shdr_cnt(cache-control) eq 2", &res));
+    assert!(anon("res.hdr_cnt(x-missing) eq 0", &res));
+    assert!(anon("res.hdr_val(content-length) gt 10", &res));
+    assert!(anon("shdr_val(content-length) 12", &res));
+    assert!(anon("shdr_sub(server) /1.2", &res));
+    assert!(anon("shdr_reg(server) ^nginx/[0-9.]+$", &res));
+    assert!(anon("shdr_end(server) -i .22", &res));
+    assert!(anon("path_beg /api", &res));
+    // No response yet: nothing matches, not even a negated-by-range status.
+    assert!(!anon("status ge 0", &req));
+    assert!(!anon("res.hdr(server) -m found", &req));
+    assert!(anon("res.hdr_cnt(server) eq 0", &req));
+    // Conditions tell the loader they need a response.
+    assert_eq!(
+        cond(&["err status ge 500"], "if err").response_fetch(),
+        Some("status")
+    );
+    assert_eq!(
+        cond(&["p path_beg /x"], "if p || { shdr(server) x }").response_fetch(),
+        Some("res.hdr")
+    );
+    assert_eq!(cond(&["p path_beg /x"], "if p").response_fetch(), None);
+    assert!(AclSet::default().define("x res.hdr() a").is_err());
 }
 
 /// Defines `acls` and compiles `cond`.
