@@ -60,6 +60,8 @@ frontend httpsandhttp\n    bind 127.0.0.1:{port}\n\
     http-request add-header X-Kept %[req.hdr(x-keep),upper]\n\
     http-request add-header X-Added yes\n\
     http-request del-header X-Remove\n\
+    http-response set-header X-R-Order \"%[res.hdr(x-r-order)]-fe\"\n\
+    http-response set-header X-R-Tag \"tag=%[res.hdr(x-echo-tag)] st=%[status]\" if {{ res.hdr(x-echo-tag) -m found }}\n\
     use_backend %[req.hdr(x-backend)] if {{ req.hdr(x-backend) -m found }}\n\
     use_backend www-myapp-backup if is_myapp {{ nbsrv(www-myapp) lt 1 }}\n\
     use_backend www-myapp if is_myapp\n\
@@ -68,7 +70,13 @@ frontend httpsandhttp\n    bind 127.0.0.1:{port}\n\
     default_backend allServers\n\n\
 backend app1Server\n    balance source\n{a1}\n\
 backend app2Server\n    balance roundrobin\n{a2}\n\
-backend allServers\n    balance roundrobin\n    cookie SRV insert indirect nocache\n{all}\n\
+backend allServers\n    balance roundrobin\n    cookie SRV insert indirect nocache\n\
+    http-response allow if {{ res.hdr(x-echo-allow) -m found }}\n\
+    http-response set-header X-R-Order be\n\
+    http-response deny if {{ res.hdr(x-echo-deny) -m found }}\n\
+    http-response set-status 203 if {{ res.hdr(x-echo-st) -m found }}\n\
+    http-response del-header X-Seen-Cookie if {{ res.hdr(x-echo-drop) -m found }}\n\
+{all}\n\
 backend www-myapp\n    balance roundrobin\n{m}\n\
 backend www-myapp-backup\n    balance roundrobin\n{mb}",
         a1 = line("app1Server", ""),
@@ -89,6 +97,8 @@ struct Seen {
     cache_control: Option<String>,
     echo: Vec<(String, String)>,
     seen_cookie: Option<String>,
+    /// Headers set by `http-response` rules.
+    response_rules: Vec<(String, String)>,
 }
 
 fn seen(r: &Response, servers: &BTreeMap<&str, (u16, &str)>) -> Seen {
@@ -119,6 +129,16 @@ fn seen(r: &Response, servers: &BTreeMap<&str, (u16, &str)>) -> Seen {
             e
         },
         seen_cookie: r.header("x-seen-cookie").map(str::to_owned),
+        response_rules: {
+            let mut e: Vec<(String, String)> = r
+                .headers
+                .iter()
+                .filter(|(k, _)| k.starts_with("x-r-"))
+                .cloned()
+                .collect();
+            e.sort();
+            e
+        },
     }
 }
 
@@ -244,6 +264,15 @@ fn haproxy_and_lb_agree_on_the_same_config_and_traffic() {
         ("/", vec![("Cookie", "other=1; SRV=s1")]),
         ("/", vec![("Cookie", "SRV=unknown")]),
         ("/app1", vec![("Cookie", "SRV=s2")]),
+        // http-response rules: the backend's before the frontend's, `allow` ending the
+        // backend's list only, deny (502), set-status, a conditional del-header, response
+        // fetches in header values.
+        ("/r", vec![("X-Tag", "t1")]),
+        ("/r", vec![("X-Allow", "1"), ("X-Tag", "t2")]),
+        ("/r", vec![("X-Deny", "1")]),
+        ("/r", vec![("X-St", "1"), ("X-Tag", "t3")]),
+        ("/r", vec![("X-Drop", "1"), ("Cookie", "a=b")]),
+        ("/app1", vec![("X-Deny", "1"), ("X-Tag", "t4")]),
     ];
     let mut compared = 0;
     for (path, headers) in &requests {

@@ -1581,7 +1581,10 @@ impl Converter<'_> {
             for (k, entries, list) in keys {
                 let pos = order.iter().position(|o| o == k).unwrap_or(order.len());
                 // The timeouts go after `default_backend`.
-                let after = order.iter().position(|o| *o == "default_backend").unwrap_or(0);
+                let after = order
+                    .iter()
+                    .position(|o| *o == "default_backend")
+                    .unwrap_or(0);
                 if !wrote_timeout && pos > after && !s.timeout.is_empty() {
                     out.push_str(&timeout_line(&s.timeout));
                     wrote_timeout = true;
