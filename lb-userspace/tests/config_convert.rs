@@ -303,7 +303,7 @@ fn http_response_rules_carry_over() {
     let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
 frontend web\n    bind 127.0.0.1:8080\n    http-response set-header X-Frame-Options DENY\n    default_backend app\n\
 backend app\n    http-response del-header Server\n    http-response set-status 503 reason Maintenance if { status 502 }\n\
-    http-response replace-header Set-Cookie (.*) \\1;\\ Secure\n    server s1 127.0.0.1:8081\n";
+    http-response replace-header Set-Cookie (.*) \\1;\\ Secure\n    http-response set-var(txn.x) str(1)\n    server s1 127.0.0.1:8081\n";
     let c = convert_str(Path::new("res.cfg"), cfg);
     assert!(
         c.toml
@@ -312,6 +312,13 @@ backend app\n    http-response del-header Server\n    http-response set-status 5
         c.toml
     );
     assert!(c.toml.contains("\"del-header Server\""), "{}", c.toml);
+    // HAProxy keeps `\1` (an unknown escape) and decodes `\ `; quoted again for lb.
+    assert!(
+        c.toml
+            .contains(r#"'replace-header Set-Cookie (.*) "\\1; Secure"'"#),
+        "{}",
+        c.toml
+    );
     assert!(
         c.toml
             .contains("\"set-status 503 reason Maintenance if { status 502 }\""),
@@ -320,7 +327,7 @@ backend app\n    http-response del-header Server\n    http-response set-status 5
     );
     let w: Vec<String> = c.diagnostics.iter().map(|d| d.to_string()).collect();
     assert!(
-        w.len() == 1 && w[0].contains("http-response action `replace-header`"),
+        w.len() == 1 && w[0].contains("http-response action `set-var(txn.x)`"),
         "{w:#?}"
     );
     let base = base();

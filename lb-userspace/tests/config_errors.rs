@@ -334,6 +334,43 @@ fn http_response_rules() {
 }
 
 #[test]
+fn rewrite_and_return_actions() {
+    let fe = |rules: &str| {
+        with_defaults(&format!(
+            "[frontend.web]\nbind = \"*:80\"\ndefault_backend = \"all\"\n{rules}{BE}"
+        ))
+    };
+    check(
+        &fe(
+            "http_request = ['replace-path ^/api/(.*) /\\1', \"set-query x=%[src]\", { action = \"return\", status = 503, content_type = \"text/plain\", string = \"down 100%\" }, { action = \"replace-header\", name = \"X-A\", regex = \"^a(.*)\", replace = \"b\\\\1\" }]\n",
+        ),
+        &[],
+    );
+    check(
+        &fe("http_request = [\"replace-path ^/api/(.* /x\"]\n"),
+        &["bad.toml:7:31: frontend.web.http_request[0]: regex `^/api/(.*`: error: unclosed group"],
+    );
+    check(
+        &fe("http_request = [\"return status 200 string ok\"]\n"),
+        &[
+            "bad.toml:7:36: frontend.web.http_request[0]: a `return` body needs a `content-type` (as in HAProxy)",
+        ],
+    );
+    check(
+        &fe("http_request = [\"return status 200 file /etc/motd\"]\n"),
+        &[
+            "bad.toml:7:36: frontend.web.http_request[0]: `return file` is not supported (use `string` or `lf-string`)",
+        ],
+    );
+    check(
+        &fe("http_response = [\"set-path /x\"]\n"),
+        &[
+            "bad.toml:7:19: frontend.web.http_response[0]: `set-path` is an http-request action, not an http-response one",
+        ],
+    );
+}
+
+#[test]
 fn server_proto() {
     check(
         &with_defaults("[backend.b]\nserver = \"s1 127.0.0.1:80 proto h3\"\n"),

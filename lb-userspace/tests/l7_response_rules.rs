@@ -113,3 +113,149 @@ async fn response_rules_rewrite_deny_and_run_backend_first() {
     let fives = be.counters.responses[4].load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(fives, 2, "the 503 and the denied 502");
 }
+
+/// Request rewrites and `return`, as HAProxy: `replace-path` and `replace-header` replace
+/// the whole matched value with the template (groups `\1`…), `replace-value` works per
+/// comma-separated value, `set-path` keeps the query, `set-query ""` drops it, later
+/// rules and `use_backend` see the rewritten request, and `return` answers without a
+/// server.
+#[tokio::test]
+async fn request_rewrites_and_return() {
+    let app = echo("app").await;
+    let other = echo("other").await;
+    let none = AclSet::default();
+    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
+    let act = |a: HttpAction, c: Option<&str>| rule(a, c.map(|c| cond(c, &none)));
+    fe.http_request = vec![
+        act(
+            HttpAction::Return(HttpReturn {
+                status: 200,
+                content_type: Some("text/plain".into()),
+                body: Some("pong from %[src] for %[path]".into()),
+                headers: vec![("X-Ret".into(), "yes".into())],
+            }),
+            Some("if { path /ping }"),
+        ),
+        act(
+            HttpAction::Return(HttpReturn {
+                status: 204,
+                content_type: None,
+                body: None,
+                headers: Vec::new(),
+            }),
+            Some("if { path /empty }"),
+        ),
+        act(
+            HttpAction::ReplacePath {
+                regex: "^/api/(v[0-9]+)/(.*)".into(),
+                replace: "/\\2/\\1".into(),
+            },
+            None,
+        ),
+        act(
+            HttpAction::SetPath {
+                value: "/new%[path]".into(),
+            },
+            Some("if { path_beg /old/ }"),
+        ),
+        act(
+            HttpAction::SetQuery {
+                value: "from=%[src]".into(),
+            },
+            Some("if { path_beg /q/ }"),
+        ),
+        act(
+            HttpAction::SetQuery { value: "".into() },
+            Some("if { path_beg /noq/ }"),
+        ),
+        act(
+            HttpAction::SetPath {
+                value: "/bad path".into(),
+            },
+            Some("if { path /broken }"),
+        ),
+        act(
+            HttpAction::ReplaceHeader {
+                name: "X-Agent".into(),
+                regex: "^curl/([0-9.]+)$".into(),
+                replace: "curl-\\1 via %[dst_port,lower]".into(),
+                each_value: false,
+            },
+            None,
+        ),
+        act(
+            HttpAction::ReplaceHeader {
+                name: "X-List".into(),
+                regex: "^a$".into(),
+                replace: "z".into(),
+                each_value: true,
+            },
+            None,
+        ),
+    ];
+    fe.http_response = vec![act(
+        HttpAction::ReplaceHeader {
+            name: "X-Server".into(),
+            regex: "^(.*)$".into(),
+            replace: "srv-\\1".into(),
+            each_value: false,
+        },
+        None,
+    )];
+    // The rewritten path routes: /new/… goes to `other`.
+    fe.use_backend = vec![UseBackend {
+        backend: "other".into(),
+        cond: cond("if { path_beg /new/ }", &none),
+    }];
+    let (h, _reg) = start(config(
+        vec![fe],
+        vec![
+            backend("be", Balance::RoundRobin, vec![server("a", app.addr)]),
+            backend("other", Balance::RoundRobin, vec![server("o", other.addr)]),
+        ],
+    ));
+    let addr = addr_of(&h, "web");
+    let port = addr.port().to_string();
+    let line = |r: &Resp| r.body.lines().nth(1).unwrap_or("").to_owned();
+
+    let r = get(addr, "/api/v2/items/7?x=1", &[]).await;
+    assert_eq!(line(&r), "GET /items/7/v2?x=1", "{}", r.body);
+    assert_eq!(r.header("x-server").as_deref(), Some("srv-app"));
+    let r = get(addr, "/old/page?keep=1", &[]).await;
+    assert_eq!(r.server(), "other", "use_backend sees the new path");
+    assert_eq!(line(&r), "GET /new/old/page?keep=1");
+    let r = get(addr, "/q/x?old=1", &[]).await;
+    assert_eq!(line(&r), "GET /q/x?from=127.0.0.1");
+    let r = get(addr, "/noq/x?old=1", &[]).await;
+    assert_eq!(
+        line(&r),
+        "GET /noq/x?",
+        "an empty query keeps its `?` (HAProxy)"
+    );
+    let r = get(addr, "/broken", &[]).await;
+    assert_eq!(
+        r.status, 500,
+        "a rewrite to an invalid target fails the request"
+    );
+    let r = get(
+        addr,
+        "/h",
+        &[("X-Agent", "curl/8.1"), ("X-List", "a, b, a")],
+    )
+    .await;
+    assert_eq!(r.saw("x-agent"), vec![format!("curl-8.1 via {port}")]);
+    assert_eq!(r.saw("x-list"), vec!["z, b,z"], "HAProxy's spacing");
+    let r = get(addr, "/h", &[("X-Agent", "wget/1")]).await;
+    assert_eq!(r.saw("x-agent"), vec!["wget/1"], "no match: unchanged");
+
+    let r = get(addr, "/ping", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "pong from 127.0.0.1 for /ping");
+    assert_eq!(r.header("content-type").as_deref(), Some("text/plain"));
+    assert_eq!(r.header("x-ret").as_deref(), Some("yes"));
+    assert!(r.header("x-server").is_none(), "no server involved");
+    let r = get(addr, "/empty", &[]).await;
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+    assert_eq!(app.hits.load(std::sync::atomic::Ordering::SeqCst), 5);
+}

@@ -175,8 +175,9 @@ fn serve_http(conn: TcpStream, name: &str) {
         } else {
             name
         };
+        let target = request_line.split_whitespace().nth(1).unwrap_or("");
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Server: {name}\r\nX-Seen-Cookie: {cookie}\r\n{echoed}\r\n{body}",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Server: {name}\r\nX-Seen-Cookie: {cookie}\r\nX-Seen-Target: {target}\r\n{echoed}\r\n{body}",
             body.len()
         );
         if writer.write_all(response.as_bytes()).is_err() || close {

@@ -62,6 +62,13 @@ frontend httpsandhttp\n    bind 127.0.0.1:{port}\n\
     http-request del-header X-Remove\n\
     http-response set-header X-R-Order \"%[res.hdr(x-r-order)]-fe\"\n\
     http-response set-header X-R-Tag \"tag=%[res.hdr(x-echo-tag)] st=%[status]\" if {{ res.hdr(x-echo-tag) -m found }}\n\
+    http-request return status 200 content-type text/plain string pong hdr X-R-Ret yes if {{ path /ping }}\n\
+    http-request replace-path ^/rw/(v[0-9]+)/(.*) /\\2/\\1\n\
+    http-request set-path /np%[path] if {{ path_beg /sp/ }}\n\
+    http-request set-query from=%[src] if {{ path_beg /sq/ }}\n\
+    http-request set-query %[req.hdr(x-q)] if {{ path_beg /nq/ }}\n\
+    http-request replace-header X-Agent ^curl/(.*)$ curl-\\1\n\
+    http-request replace-value X-List ^a$ z\n\
     use_backend %[req.hdr(x-backend)] if {{ req.hdr(x-backend) -m found }}\n\
     use_backend www-myapp-backup if is_myapp {{ nbsrv(www-myapp) lt 1 }}\n\
     use_backend www-myapp if is_myapp\n\
@@ -99,6 +106,8 @@ struct Seen {
     seen_cookie: Option<String>,
     /// Headers set by `http-response` rules.
     response_rules: Vec<(String, String)>,
+    /// The request target the server got.
+    target: Option<String>,
 }
 
 fn seen(r: &Response, servers: &BTreeMap<&str, (u16, &str)>) -> Seen {
@@ -129,6 +138,7 @@ fn seen(r: &Response, servers: &BTreeMap<&str, (u16, &str)>) -> Seen {
             e
         },
         seen_cookie: r.header("x-seen-cookie").map(str::to_owned),
+        target: r.header("x-seen-target").map(str::to_owned),
         response_rules: {
             let mut e: Vec<(String, String)> = r
                 .headers
@@ -273,6 +283,17 @@ fn haproxy_and_lb_agree_on_the_same_config_and_traffic() {
         ("/r", vec![("X-St", "1"), ("X-Tag", "t3")]),
         ("/r", vec![("X-Drop", "1"), ("Cookie", "a=b")]),
         ("/app1", vec![("X-Deny", "1"), ("X-Tag", "t4")]),
+        // Rewrites and return.
+        ("/ping", vec![]),
+        ("/rw/v2/items/7?x=1", vec![]),
+        ("/x/rw/v2/items", vec![]),
+        ("/sp/a?k=1", vec![]),
+        ("/sq/a?old=1", vec![]),
+        ("/nq/a?old=1", vec![]),
+        ("/nq/a?old=1", vec![("X-Q", "k=v")]),
+        ("/", vec![("X-Agent", "curl/8.1")]),
+        ("/", vec![("X-Agent", "wget/1")]),
+        ("/", vec![("X-List", "a, b, a")]),
     ];
     let mut compared = 0;
     for (path, headers) in &requests {

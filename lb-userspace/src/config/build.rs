@@ -235,6 +235,8 @@ const ACL: Spec = &[
 const HTTP_REQ: Spec = &[
     ("action", K::Pos),
     ("name", K::Pos),
+    ("regex", K::Pos),
+    ("replace", K::Pos),
     ("value", K::Pos),
     ("deny_status", K::Val("deny_status")),
     ("location", K::Val("location")),
@@ -242,10 +244,16 @@ const HTTP_REQ: Spec = &[
     ("scheme", K::Val("scheme")),
     ("code", K::Val("code")),
     ("drop_query", K::Flag("drop-query")),
+    ("status", K::Val("status")),
+    ("content_type", K::Val("content-type")),
+    ("string", K::Val("string")),
+    ("lf_string", K::Val("lf-string")),
 ];
 const HTTP_RES: Spec = &[
     ("action", K::Pos),
     ("name", K::Pos),
+    ("regex", K::Pos),
+    ("replace", K::Pos),
     ("value", K::Pos),
     ("status", K::Pos),
     ("deny_status", K::Val("deny_status")),
@@ -1702,17 +1710,12 @@ impl<'a> Builder<'a> {
                     continue;
                 }
             };
-            let format = match &action {
-                HttpAction::SetHeader { value, .. } | HttpAction::AddHeader { value, .. } => {
-                    Some(value)
-                }
-                HttpAction::Redirect(r) => Some(&r.target),
-                _ => None,
-            };
             if !response
-                && let Some(kw) = format
-                    .and_then(|f| FormatString::compile(f).ok())
-                    .and_then(|f| f.response_fetch())
+                && let Some(kw) = action
+                    .formats()
+                    .into_iter()
+                    .filter_map(|f| FormatString::compile(f).ok())
+                    .find_map(|f| f.response_fetch())
             {
                 self.err(
                     at,

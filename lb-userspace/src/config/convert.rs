@@ -97,8 +97,10 @@ fn split_line(line: &str) -> Result<(Vec<W>, Option<String>), (usize, String)> {
                     col: col_of(i),
                     quoted: false,
                 });
-                if let Some((_, n)) = chars.next() {
-                    w.text.push(n);
+                let next = crate::l7::acl::haproxy_escape(line, i, &mut w.text)
+                    .map_err(|e| (col_of(i), e.message))?;
+                while chars.peek().is_some_and(|(j, _)| *j < next) {
+                    chars.next();
                 }
             }
             (Some(_), c) => cur
@@ -1281,6 +1283,9 @@ impl Converter<'_> {
         let format_arg = match action.text.as_str() {
             "set-header" | "add-header" => Some(("header value", 2)),
             "redirect" => Some(("redirect target", 2)),
+            "set-path" | "set-query" => Some(("value", 1)),
+            "replace-path" => Some(("replacement", 2)),
+            "replace-header" | "replace-value" => Some(("replacement", 3)),
             _ => None,
         };
         if let Some((what, i)) = format_arg

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    Balance, CheckKind, CheckSpec, CookieSpec, HttpAction, IpNet, Redirect, RedirectKind,
-    ServerProto, TcpAction,
+    Balance, CheckKind, CheckSpec, CookieSpec, HttpAction, HttpReturn, IpNet, Redirect,
+    RedirectKind, ServerProto, TcpAction,
 };
 use super::source::{Problem, Str, Tok};
 use super::suggest::hint;
@@ -596,9 +596,15 @@ impl RuleSide {
                 "allow",
                 "deny",
                 "redirect",
+                "return",
                 "set-header",
                 "add-header",
                 "del-header",
+                "replace-header",
+                "replace-value",
+                "set-path",
+                "set-query",
+                "replace-path",
             ],
             RuleSide::Response => &[
                 "allow",
@@ -606,6 +612,8 @@ impl RuleSide {
                 "set-header",
                 "add-header",
                 "del-header",
+                "replace-header",
+                "replace-value",
                 "set-status",
             ],
         }
@@ -744,6 +752,42 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
             args.done()?;
             HttpAction::DelHeader { name }
         }
+        "set-path" | "set-query" => {
+            let t = args.want(a.text.trim_start_matches("set-"))?;
+            if t.text.is_empty() {
+                // HAProxy: "expects exactly 1 argument <format>".
+                return Err(Problem::new(
+                    t.pos,
+                    format!("{} needs a non-empty format", a.text),
+                ));
+            }
+            let value = log_format(t, "value")?;
+            args.done()?;
+            if a.text == "set-path" {
+                HttpAction::SetPath { value }
+            } else {
+                HttpAction::SetQuery { value }
+            }
+        }
+        "replace-path" => {
+            let regex = regex_arg(args.want("regex")?)?;
+            let replace = log_format(args.want("replacement")?, "replacement")?;
+            args.done()?;
+            HttpAction::ReplacePath { regex, replace }
+        }
+        "replace-header" | "replace-value" => {
+            let name = args.want("header name")?.text.clone();
+            let regex = regex_arg(args.want("regex")?)?;
+            let replace = log_format(args.want("replacement")?, "replacement")?;
+            args.done()?;
+            HttpAction::ReplaceHeader {
+                name,
+                regex,
+                replace,
+                each_value: a.text == "replace-value",
+            }
+        }
+        "return" => HttpAction::Return(http_return(args)?),
         "set-status" => {
             let status = number(args.want("status code")?, "status", 100, 999)?;
             let mut reason = None;
@@ -783,6 +827,81 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
         }
     };
     Ok(action)
+}
+
+/// A regular expression argument, checked here (the runtime compiles it again).
+fn regex_arg(t: &Tok) -> Result<String, Problem> {
+    regex::Regex::new(&t.text)
+        .map(|_| t.text.clone())
+        .map_err(|e| {
+            let text = e.to_string();
+            let why = text.lines().last().unwrap_or("invalid").trim().to_owned();
+            Problem::new(t.pos, format!("regex `{}`: {why}", t.text))
+        })
+}
+
+/// `return [status N] [content-type TYPE] [string TEXT | lf-string FMT] [hdr NAME FMT]…`.
+fn http_return(args: &mut Args) -> Result<HttpReturn, Problem> {
+    let mut r = HttpReturn {
+        status: 200,
+        content_type: None,
+        body: None,
+        headers: Vec::new(),
+    };
+    let mut body_tok: Option<&Tok> = None;
+    while let Some(t) = args.next() {
+        match t.text.as_str() {
+            "status" => r.status = number(args.value_of(t)?, "status", 200, 599)?,
+            "content-type" => r.content_type = Some(args.value_of(t)?.text.clone()),
+            "string" | "lf-string" if body_tok.is_some() => {
+                return Err(Problem::new(
+                    t.pos,
+                    "only one body (`string` or `lf-string`)",
+                ));
+            }
+            "string" => {
+                body_tok = Some(t);
+                r.body = Some(args.value_of(t)?.text.replace('%', "%%"));
+            }
+            "lf-string" => {
+                body_tok = Some(t);
+                r.body = Some(log_format(args.value_of(t)?, "lf-string")?);
+            }
+            "hdr" => {
+                let name = args.value_of(t)?.text.clone();
+                let value = log_format(args.want("header value")?, "header value")?;
+                r.headers.push((name, value));
+            }
+            "file" | "lf-file" | "errorfile" | "errorfiles" | "default-errorfiles" => {
+                return Err(Problem::new(
+                    t.pos,
+                    format!(
+                        "`return {}` is not supported (use `string` or `lf-string`)",
+                        t.text
+                    ),
+                ));
+            }
+            other => {
+                return Err(Problem::new(
+                    t.pos,
+                    format!(
+                        "unexpected `{other}` in return{}",
+                        hint(
+                            other,
+                            ["status", "content-type", "string", "lf-string", "hdr"]
+                        )
+                    ),
+                ));
+            }
+        }
+    }
+    if let (Some(t), None) = (body_tok, &r.content_type) {
+        return Err(Problem::new(
+            t.pos,
+            "a `return` body needs a `content-type` (as in HAProxy)",
+        ));
+    }
+    Ok(r)
 }
 
 /// A `tcp-request` line: `inspect-delay D` or `content|connection accept|reject`.

@@ -209,6 +209,69 @@ pub enum HttpAction {
         status: u16,
         reason: Option<String>,
     },
+    /// `set-path FMT` (request only): the path, the query kept.
+    SetPath {
+        value: String,
+    },
+    /// `set-query FMT` (request only): the query (empty: none).
+    SetQuery {
+        value: String,
+    },
+    /// `replace-path REGEX FMT` (request only): a path the regex matches becomes FMT, with
+    /// `\1`…`\9` standing for the regex's groups.
+    ReplacePath {
+        regex: String,
+        replace: String,
+    },
+    /// `replace-header NAME REGEX FMT` (each whole value) or `replace-value NAME REGEX FMT`
+    /// (each comma-separated value): a value the regex matches becomes FMT, with groups.
+    ReplaceHeader {
+        name: String,
+        regex: String,
+        replace: String,
+        each_value: bool,
+    },
+    /// `return [status N] [content-type TYPE] [string TEXT | lf-string FMT] [hdr NAME FMT]…`
+    /// (request only): answered by lb, the request goes nowhere.
+    Return(HttpReturn),
+}
+
+impl HttpAction {
+    /// The log-format strings of the action (header values, targets, replacements, bodies).
+    pub fn formats(&self) -> Vec<&str> {
+        match self {
+            HttpAction::SetHeader { value, .. }
+            | HttpAction::AddHeader { value, .. }
+            | HttpAction::SetPath { value }
+            | HttpAction::SetQuery { value } => vec![value],
+            HttpAction::Redirect(r) => vec![&r.target],
+            HttpAction::ReplacePath { replace, .. } | HttpAction::ReplaceHeader { replace, .. } => {
+                vec![replace]
+            }
+            HttpAction::Return(r) => r
+                .body
+                .iter()
+                .map(String::as_str)
+                .chain(r.headers.iter().map(|(_, v)| v.as_str()))
+                .collect(),
+            HttpAction::Allow
+            | HttpAction::Deny { .. }
+            | HttpAction::DelHeader { .. }
+            | HttpAction::SetStatus { .. } => Vec::new(),
+        }
+    }
+}
+
+/// `http-request return`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReturn {
+    /// Default 200.
+    pub status: u16,
+    pub content_type: Option<String>,
+    /// The body as a log-format string (`string`'s text with its `%` escaped).
+    pub body: Option<String>,
+    /// `hdr NAME FMT`, in order.
+    pub headers: Vec<(String, String)>,
 }
 
 /// `http-request redirect location|prefix|scheme TARGET [code N] [drop-query]`.

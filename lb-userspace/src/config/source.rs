@@ -134,7 +134,8 @@ impl Problem {
 }
 
 /// Splits a HAProxy-style line into words: blanks separate, `"…"` and `'…'` quote,
-/// backslash escapes the next character (outside single quotes).
+/// backslash escapes as in HAProxy (outside single quotes; an unknown escape such as `\1`
+/// is kept).
 pub(crate) fn tokenize(s: &Str) -> Result<Vec<Tok>, Problem> {
     let mut toks = Vec::new();
     let mut cur: Option<(String, usize)> = None;
@@ -145,8 +146,10 @@ pub(crate) fn tokenize(s: &Str) -> Result<Vec<Tok>, Problem> {
             (Some((q, _)), c) if c == q => quote = None,
             (Some(('"', _)), '\\') | (None, '\\') => {
                 let entry = cur.get_or_insert_with(|| (String::new(), i));
-                if let Some((_, n)) = chars.next() {
-                    entry.0.push(n);
+                let next = crate::l7::acl::haproxy_escape(&s.value, i, &mut entry.0)
+                    .map_err(|e| Problem::new(s.pos(i), e.message))?;
+                while chars.peek().is_some_and(|(j, _)| *j < next) {
+                    chars.next();
                 }
             }
             (Some(_), c) => cur.get_or_insert_with(|| (String::new(), i)).0.push(c),

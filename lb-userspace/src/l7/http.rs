@@ -441,7 +441,8 @@ fn error_page(
 
 enum Flow {
     Respond(u16),
-    Redirect(Box<Response<RespBody>>),
+    /// A response lb writes itself (a redirect, `return`).
+    Reply(Box<Response<RespBody>>),
 }
 
 /// Evaluates `http-request` rules in order; `allow` stops the list.
@@ -482,7 +483,7 @@ fn apply_rules(
                 if matches!(code.as_u16(), 302 | 303 | 307) {
                     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 }
-                return Err(Flow::Redirect(Box::new(r)));
+                return Err(Flow::Reply(Box::new(r)));
             }
             Action::SetHeader(n, v) => {
                 if let Some(v) = v.value(&ReqInput::request(head, ctx, fe)) {
@@ -497,11 +498,164 @@ fn apply_rules(
             Action::DelHeader(n) => {
                 head.headers.remove(n);
             }
+            Action::SetPath(f) => {
+                let path = expand(f, &ReqInput::request(head, ctx, fe));
+                let query = head.uri.query().map(str::to_owned);
+                set_target(head, &path, query.as_deref())?;
+            }
+            Action::SetQuery(f) => {
+                let query = expand(f, &ReqInput::request(head, ctx, fe));
+                let path = head.uri.path().to_owned();
+                // An empty result leaves `?` with nothing after it, as in HAProxy.
+                set_target(head, &path, Some(query.as_str()))?;
+            }
+            Action::ReplacePath(re, f) => {
+                let template = expand(f, &ReqInput::request(head, ctx, fe));
+                if let Some(c) = re.captures(head.uri.path()) {
+                    let path = with_groups(&template, &c);
+                    let query = head.uri.query().map(str::to_owned);
+                    set_target(head, &path, query.as_deref())?;
+                }
+            }
+            Action::ReplaceHeader {
+                name,
+                re,
+                replace,
+                each_value,
+            } => {
+                let template = expand(replace, &ReqInput::request(head, ctx, fe));
+                replace_values(&mut head.headers, name, re, &template, *each_value);
+            }
+            Action::Return(reply) => {
+                let r = reply_response(reply, &ReqInput::request(head, ctx, fe));
+                return Err(Flow::Reply(Box::new(r)));
+            }
             // A response action (the config loader keeps it out of request rules).
             Action::SetStatus(..) => {}
         }
     }
     Ok(())
+}
+
+/// A log-format string's text for one request.
+fn expand(f: &crate::l7::acl::FormatString, input: &dyn AclInput) -> String {
+    let mut out = String::new();
+    f.expand(input, &mut out);
+    out
+}
+
+/// `template` with `\1`…`\9` (and `\0`, the whole match) replaced by the groups of `caps`,
+/// as HAProxy's replace actions do; a group that did not take part is empty.
+fn with_groups(template: &str, caps: &regex::Captures<'_>) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\'
+            && let Some(d) = chars.peek().and_then(|d| d.to_digit(10))
+        {
+            chars.next();
+            out.push_str(caps.get(d as usize).map_or("", |m| m.as_str()));
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Puts a new path (and query) in the request target, keeping an absolute form's scheme and
+/// authority. A result that is no valid target fails the request with 500, as HAProxy's
+/// strict mode fails a rewrite.
+fn set_target(
+    head: &mut http::request::Parts,
+    path: &str,
+    query: Option<&str>,
+) -> Result<(), Flow> {
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = std::mem::take(&mut head.uri).into_parts();
+    parts.path_and_query =
+        Some(http::uri::PathAndQuery::try_from(pq.as_str()).map_err(|_| Flow::Respond(500))?);
+    head.uri = http::Uri::from_parts(parts).map_err(|_| Flow::Respond(500))?;
+    Ok(())
+}
+
+/// `replace-header` (each whole value) and `replace-value` (each comma-separated value):
+/// a value `re` matches becomes `template` with the groups filled in (HAProxy replaces the
+/// whole value, not only the matched part). A result that is no valid value keeps the old.
+/// Checked against HAProxy 2.6 by the differential test.
+fn replace_values(
+    headers: &mut HeaderMap,
+    name: &HeaderName,
+    re: &regex::Regex,
+    template: &str,
+    each_value: bool,
+) {
+    let replace = |s: &str| match re.captures(s) {
+        Some(c) => with_groups(template, &c),
+        None => s.to_owned(),
+    };
+    let mut changed = false;
+    let values: Vec<HeaderValue> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| {
+            let Ok(s) = v.to_str() else {
+                return v.clone();
+            };
+            let out = if each_value {
+                // HAProxy's rewrite: a replaced element loses the blanks around it, the
+                // others stay as written (`a, b, a` → `z, b,z`).
+                s.split(',')
+                    .map(|part| match re.captures(part.trim()) {
+                        Some(c) => with_groups(template, &c),
+                        None => part.to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                replace(s)
+            };
+            if out == s {
+                return v.clone();
+            }
+            match HeaderValue::from_str(&out) {
+                Ok(nv) => {
+                    changed = true;
+                    nv
+                }
+                Err(_) => v.clone(),
+            }
+        })
+        .collect();
+    if changed {
+        headers.remove(name);
+        for v in values {
+            headers.append(name.clone(), v);
+        }
+    }
+}
+
+/// The response of `http-request return`.
+fn reply_response(reply: &crate::l7::runtime::Reply, input: &dyn AclInput) -> Response<RespBody> {
+    let body = reply
+        .body
+        .as_ref()
+        .map(|f| Bytes::from(expand(f, input)))
+        .unwrap_or_default();
+    let mut r = Response::new(RespBody::full(body, None));
+    *r.status_mut() = reply.status;
+    let h = r.headers_mut();
+    if let Some(t) = &reply.content_type {
+        h.insert(header::CONTENT_TYPE, t.clone());
+    }
+    for (n, v) in &reply.headers {
+        if let Some(v) = v.value(input) {
+            h.append(n.clone(), v);
+        }
+    }
+    r
 }
 
 /// A server's response head as `http-response` rules change it.
@@ -552,8 +706,21 @@ fn apply_response_rules(
                     *res.status = *code;
                     res.reason = reason.clone();
                 }
-                // A request action (the config loader keeps it out of response rules).
-                Action::Redirect { .. } => {}
+                Action::ReplaceHeader {
+                    name,
+                    re,
+                    replace,
+                    each_value,
+                } => {
+                    let template = expand(replace, &input);
+                    replace_values(res.headers, name, re, &template, *each_value);
+                }
+                // Request actions (the config loader keeps them out of response rules).
+                Action::Redirect { .. }
+                | Action::SetPath(_)
+                | Action::SetQuery(_)
+                | Action::ReplacePath(..)
+                | Action::Return(_) => {}
             }
         }
     }
@@ -843,7 +1010,7 @@ pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
     match apply_rules(&fe.rules, &mut head, &ctx, &fe) {
         Ok(()) => {}
         Err(Flow::Respond(code)) => return done(error_page(&fe, None, code, guard)),
-        Err(Flow::Redirect(mut r)) => {
+        Err(Flow::Reply(mut r)) => {
             guard.status(r.status().as_u16());
             r.body_mut().guard = Some(guard);
             return done(*r);
@@ -862,7 +1029,7 @@ pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
     match apply_rules(&be.rules, &mut head, &ctx, &fe) {
         Ok(()) => {}
         Err(Flow::Respond(code)) => return done(error_page(&fe, Some(&be), code, guard)),
-        Err(Flow::Redirect(mut r)) => {
+        Err(Flow::Reply(mut r)) => {
             guard.status(r.status().as_u16());
             r.body_mut().guard = Some(guard);
             return done(*r);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
+use regex::Regex;
 use tokio::sync::Semaphore;
 
 use crate::config::model::{
@@ -254,6 +255,28 @@ pub enum Action {
     DelHeader(HeaderName),
     /// `http-response set-status N [reason TEXT]`.
     SetStatus(StatusCode, Option<hyper::ext::ReasonPhrase>),
+    SetPath(FormatString),
+    SetQuery(FormatString),
+    /// `replace-path REGEX FMT`.
+    ReplacePath(Regex, FormatString),
+    /// `replace-header` (`each_value`: `replace-value`).
+    ReplaceHeader {
+        name: HeaderName,
+        re: Regex,
+        replace: FormatString,
+        each_value: bool,
+    },
+    /// `http-request return` (boxed: rare, and rules are scanned per request).
+    Return(Box<Reply>),
+}
+
+/// The response of `http-request return`.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: Option<FormatString>,
+    pub headers: Vec<(HeaderName, HeaderFmt)>,
 }
 
 /// A `set-header` / `add-header` value or a redirect target: a log-format string, pre-built
@@ -311,6 +334,8 @@ fn compile_rules(section: &str, rules: &[HttpRule]) -> Result<Vec<Rule>, Runtime
         }
         Ok(HeaderFmt::Format(f))
     };
+    let format = |v: &str| FormatString::compile(v).map_err(|e| header_err(v, &e));
+    let compile_regex = |re: &str| Regex::new(re).map_err(|e| header_err(re, &e));
     rules
         .iter()
         .map(|r| {
@@ -330,6 +355,37 @@ fn compile_rules(section: &str, rules: &[HttpRule]) -> Result<Vec<Rule>, Runtime
                     Action::AddHeader(hname(name)?, hvalue(value)?)
                 }
                 HttpAction::DelHeader { name } => Action::DelHeader(hname(name)?),
+                HttpAction::SetPath { value } => Action::SetPath(format(value)?),
+                HttpAction::SetQuery { value } => Action::SetQuery(format(value)?),
+                HttpAction::ReplacePath { regex, replace } => {
+                    Action::ReplacePath(compile_regex(regex)?, format(replace)?)
+                }
+                HttpAction::ReplaceHeader {
+                    name,
+                    regex,
+                    replace,
+                    each_value,
+                } => Action::ReplaceHeader {
+                    name: hname(name)?,
+                    re: compile_regex(regex)?,
+                    replace: format(replace)?,
+                    each_value: *each_value,
+                },
+                HttpAction::Return(r) => Action::Return(Box::new(Reply {
+                    status: StatusCode::from_u16(r.status)
+                        .map_err(|e| header_err(&r.status.to_string(), &e))?,
+                    content_type: r
+                        .content_type
+                        .as_deref()
+                        .map(|t| HeaderValue::from_str(t).map_err(|e| header_err(t, &e)))
+                        .transpose()?,
+                    body: r.body.as_deref().map(format).transpose()?,
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|(n, v)| Ok((hname(n)?, hvalue(v)?)))
+                        .collect::<Result<_, RuntimeError>>()?,
+                })),
                 HttpAction::SetStatus { status, reason } => Action::SetStatus(
                     StatusCode::from_u16(*status)
                         .map_err(|e| header_err(&status.to_string(), &e))?,

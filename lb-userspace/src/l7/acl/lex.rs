@@ -112,8 +112,10 @@ fn utf8_len(b: u8) -> usize {
     }
 }
 
-/// Decodes the escape starting at the backslash at `i`; returns the index after it.
-fn escape(text: &str, i: usize, out: &mut String) -> Result<usize, AclError> {
+/// Decodes the escape starting at the backslash at `i` as HAProxy's config parser does
+/// (`\ `, `\\`, `\#`, quotes, `\$`, `\r`, `\n`, `\t`, `\xHH`; any other, such as a regex
+/// back-reference `\1`, is kept as written); returns the index after it.
+pub(crate) fn escape(text: &str, i: usize, out: &mut String) -> Result<usize, AclError> {
     let bytes = text.as_bytes();
     let Some(&next) = bytes.get(i + 1) else {
         out.push('\\');

@@ -48,6 +48,7 @@ mod tests;
 
 use expr::{Expr, parse_expr};
 pub use format::FormatString;
+pub(crate) use lex::escape as haproxy_escape;
 use lex::tokenize;
 
 /// What a condition can look at. The L7 proxy implements it over a request.
