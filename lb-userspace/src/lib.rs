@@ -13,3 +13,4 @@ pub mod l7;
 pub mod logging;
 pub mod runtime;
 pub mod state;
+pub mod tls_client;

@@ -334,3 +334,24 @@ backend app\n    http-response del-header Server\n    http-response set-status 5
     let file = base.write("res.toml", &c.toml);
     assert_loads(&lb::config::load_with(&file, &opts(base.path())));
 }
+
+/// Server TLS options carry over; `alpn h2` becomes `proto h2`; an `sni` expression lb
+/// cannot evaluate is named.
+#[test]
+fn server_tls_options_carry_over() {
+    let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+backend app\n    server s1 127.0.0.1:8443 ssl verify none sni str(api.example) alpn h2\n\
+    server s2 127.0.0.1:8444 ssl verify none sni req.hdr(host)\n";
+    let c = convert_str(Path::new("tls.cfg"), cfg);
+    assert!(
+        c.toml
+            .contains("\"s1 127.0.0.1:8443 ssl verify none sni str(api.example) proto h2\""),
+        "{}",
+        c.toml
+    );
+    let w: Vec<String> = c.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(w.len() == 1 && w[0].contains("sni"), "{w:#?}");
+    let base = base();
+    let file = base.write("tls.toml", &c.toml);
+    assert_loads(&lb::config::load_with(&file, &opts(base.path())));
+}

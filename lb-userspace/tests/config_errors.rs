@@ -371,6 +371,45 @@ fn rewrite_and_return_actions() {
 }
 
 #[test]
+fn server_tls_options() {
+    let be = |line: &str| with_defaults(&format!("[backend.b]\nserver = \"{line}\"\n"));
+    check(
+        &be("s1 127.0.0.1:443 ssl"),
+        &[
+            "bad.toml:5:28: backend.b.server: server `s1`: `ssl` verifies the server's certificate by default, but no `ca-file` is given: add `ca-file PATH`, or `verify none` where the network is trusted (HAProxy refuses this line too)",
+        ],
+    );
+    check(&be("s1 127.0.0.1:443 ssl verify none"), &[]);
+    check(
+        &be("s1 127.0.0.1:443 verify none"),
+        &["bad.toml:5:28: backend.b.server: `verify` needs `ssl` on the server line"],
+    );
+    check(
+        &be("s1 127.0.0.1:443 ssl verify maybe"),
+        &["bad.toml:5:39: backend.b.server: verify must be `none` or `required`, not `maybe`"],
+    );
+    let e = errors(&be("s1 127.0.0.1:443 ssl ca-file nowhere.pem"));
+    assert!(
+        e.len() == 1
+            && e[0].starts_with("bad.toml:5:40: backend.b.server: CA file ")
+            && e[0].ends_with("nowhere.pem: No such file or directory (os error 2)"),
+        "{e:?}"
+    );
+    check(
+        &be("s1 127.0.0.1:443 ssl verify none sni req.hdr(host)"),
+        &[
+            "bad.toml:5:48: backend.b.server: sni `req.hdr(host)`: only a fixed name, `sni str(NAME)`, is supported",
+        ],
+    );
+    check(
+        "[backend.t]\nserver = \"s1 127.0.0.1:443 ssl verify none\"\n",
+        &[
+            "bad.toml:2:28: backend.t.server: `ssl` toward servers needs `mode http` (a tcp backend relays bytes as they are)",
+        ],
+    );
+}
+
+#[test]
 fn server_proto() {
     check(
         &with_defaults("[backend.b]\nserver = \"s1 127.0.0.1:80 proto h3\"\n"),

@@ -433,7 +433,23 @@ fn bind_server_and_check_options() {
     }
     for row in table(&doc, "server-options") {
         for form in ticked(&row[0]) {
-            let line = format!("s 127.0.0.1:80 {}", instantiate(&form));
+            let mut line = format!("s 127.0.0.1:80 {}", instantiate(&form));
+            // The TLS options are loaded with `ssl`, which needs `verify none` or a CA.
+            if ["verify", "ca-file", "sni"]
+                .iter()
+                .any(|o| form.starts_with(o))
+            {
+                line.push_str(" ssl");
+                if !form.starts_with("verify") && !form.starts_with("ca-file") {
+                    line.push_str(" verify none");
+                }
+            }
+            if form == "verify required" {
+                line.push_str(" ca-file config/certs/site.pem");
+            }
+            if form == "ssl" {
+                line.push_str(" verify none");
+            }
             // An HTTP backend: every server option applies there (`proto h2` only there).
             let text = format!("[backend.b]\nmode = \"http\"\nserver = {}", toml_str(&line));
             l.assert_loads(&format!("server `{line}`"), &text);

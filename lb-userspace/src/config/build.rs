@@ -225,6 +225,10 @@ const SERVER: Spec = &[
     ("maxconn", K::Val("maxconn")),
     ("disabled", K::Flag("disabled")),
     ("proto", K::Val("proto")),
+    ("ssl", K::Flag("ssl")),
+    ("verify", K::Val("verify")),
+    ("ca_file", K::Val("ca-file")),
+    ("sni", K::Val("sni")),
 ];
 const ACL: Spec = &[
     ("name", K::Pos),
@@ -1350,6 +1354,65 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A server line's `ssl` options, checked as HAProxy checks them: `verify`, `ca-file`
+    /// and `sni` need `ssl`; `verify required` (the default) needs a `ca-file`, which must
+    /// hold certificates.
+    fn server_tls(&mut self, line: &d::ServerLine, mode: Mode, ipath: &str) -> Option<ServerTls> {
+        let Some(ssl) = &line.ssl else {
+            for (what, tok) in [
+                ("verify", line.verify.as_ref().map(|(_, t)| t)),
+                ("ca-file", line.ca_file.as_ref()),
+                ("sni", line.sni.as_ref().map(|(_, t)| t)),
+            ] {
+                if let Some(t) = tok {
+                    self.err(
+                        t.pos,
+                        ipath,
+                        format!("`{what}` needs `ssl` on the server line"),
+                    );
+                }
+            }
+            return None;
+        };
+        if mode != Mode::Http {
+            self.err(
+                ssl.pos,
+                ipath,
+                "`ssl` toward servers needs `mode http` (a tcp backend relays bytes as they are)",
+            );
+            return None;
+        }
+        let verify = line.verify.as_ref().is_none_or(|(v, _)| *v);
+        let ca_file = line
+            .ca_file
+            .as_ref()
+            .map(|t| (self.resolve_path(&t.text), t));
+        if let Some((path, t)) = &ca_file
+            && let Err(e) = crate::tls_client::load_roots(path)
+        {
+            self.err(t.pos, ipath, e.to_string());
+            return None;
+        }
+        if verify && ca_file.is_none() {
+            self.err(
+                ssl.pos,
+                ipath,
+                format!(
+                    "server `{}`: `ssl` verifies the server's certificate by default, but no \
+                     `ca-file` is given: add `ca-file PATH`, or `verify none` where the network \
+                     is trusted (HAProxy refuses this line too)",
+                    line.name.text
+                ),
+            );
+            return None;
+        }
+        Some(ServerTls {
+            verify,
+            ca_file: ca_file.map(|(p, _)| p),
+            sni: line.sni.as_ref().map(|(n, _)| n.clone()),
+        })
+    }
+
     fn resolve_path(&self, p: &str) -> PathBuf {
         let path = PathBuf::from(p);
         match &self.opts.base_dir {
@@ -1574,6 +1637,7 @@ impl<'a> Builder<'a> {
                     continue;
                 }
             };
+            let tls = self.server_tls(&line, st.mode, &ipath);
             if let Some((ServerProto::Http2, tok)) = &line.proto
                 && st.mode != Mode::Http
             {
@@ -1610,6 +1674,7 @@ impl<'a> Builder<'a> {
                 maxconn: line.maxconn,
                 disabled: line.disabled,
                 proto: line.proto.map_or(ServerProto::Http1, |(p, _)| p),
+                tls,
             });
         }
         let mut check = st.check.clone();

@@ -1140,7 +1140,23 @@ impl Converter<'_> {
         while i < args.len() {
             let w = &args[i];
             match (w.text.as_str(), args.get(i + 1)) {
-                ("check" | "backup" | "disabled", _) => line.push(w.text.clone()),
+                ("check" | "backup" | "disabled" | "ssl", _) => line.push(w.text.clone()),
+                ("verify" | "ca-file", Some(v)) => {
+                    line.push(w.text.clone());
+                    line.push(quote_word(&v.text));
+                    i += 1;
+                }
+                ("sni", Some(v)) if v.text.starts_with("str(") => {
+                    line.push(w.text.clone());
+                    line.push(quote_word(&v.text));
+                    i += 1;
+                }
+                // ALPN h2 alone: the server speaks HTTP/2 (lb's `proto h2` offers `h2`).
+                ("alpn", Some(v)) if v.text == "h2" => {
+                    line.push("proto".into());
+                    line.push("h2".into());
+                    i += 1;
+                }
                 ("enabled", _) => {}
                 ("proto", Some(v)) if matches!(v.text.as_str(), "h1" | "h2") => {
                     line.push(w.text.clone());

@@ -307,10 +307,16 @@ pub(crate) struct ServerLine {
     pub disabled: bool,
     /// `proto h1|h2`, with the value's token for messages.
     pub proto: Option<(ServerProto, Tok)>,
+    /// `ssl` (its token), `verify none|required`, `ca-file`, `sni str(NAME)`.
+    pub ssl: Option<Tok>,
+    pub verify: Option<(bool, Tok)>,
+    pub ca_file: Option<Tok>,
+    pub sni: Option<(String, Tok)>,
 }
 
 const SERVER_OPTS: &[&str] = &[
-    "check", "weight", "backup", "cookie", "maxconn", "disabled", "enabled", "proto",
+    "check", "weight", "backup", "cookie", "maxconn", "disabled", "enabled", "proto", "ssl",
+    "verify", "ca-file", "sni",
 ];
 
 pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
@@ -336,6 +342,10 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
         maxconn: None,
         disabled: false,
         proto: None,
+        ssl: None,
+        verify: None,
+        ca_file: None,
+        sni: None,
     };
     while let Some(t) = args.next() {
         match t.text.as_str() {
@@ -366,6 +376,40 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
                     }
                 };
                 s.proto = Some((p, v.clone()));
+            }
+            "ssl" => s.ssl = Some(t.clone()),
+            "verify" => {
+                let v = args.value_of(t)?;
+                let required = match v.text.as_str() {
+                    "required" => true,
+                    "none" => false,
+                    other => {
+                        return Err(Problem::new(
+                            v.pos,
+                            format!("verify must be `none` or `required`, not `{other}`"),
+                        ));
+                    }
+                };
+                s.verify = Some((required, t.clone()));
+            }
+            "ca-file" => s.ca_file = Some(args.value_of(t)?.clone()),
+            "sni" => {
+                let v = args.value_of(t)?;
+                let name = v
+                    .text
+                    .strip_prefix("str(")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .filter(|n| !n.is_empty() && !n.contains([',', '(', ')']));
+                let Some(name) = name else {
+                    return Err(Problem::new(
+                        v.pos,
+                        format!(
+                            "sni `{}`: only a fixed name, `sni str(NAME)`, is supported",
+                            v.text
+                        ),
+                    ));
+                };
+                s.sni = Some((name.to_owned(), v.clone()));
             }
             "inter" | "rise" | "fall" | "port" | "addr" => {
                 return Err(Problem::new(

@@ -373,6 +373,20 @@ pub struct Server {
     pub disabled: bool,
     /// `proto h2`: HTTP/2 toward the server (HAProxy's `proto`); default HTTP/1.1.
     pub proto: ServerProto,
+    /// `ssl`: TLS toward the server.
+    pub tls: Option<ServerTls>,
+}
+
+/// `ssl [verify none|required] [ca-file PATH] [sni str(NAME)]` on a server line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// `verify required` (HAProxy's default): the certificate must chain to `ca_file`.
+    pub verify: bool,
+    /// `ca-file PATH`, resolved against the config's directory.
+    pub ca_file: Option<PathBuf>,
+    /// `sni str(NAME)`: sent, and checked against the certificate under `verify
+    /// required`; without it no SNI is sent and no name checked (HAProxy).
+    pub sni: Option<String>,
 }
 
 impl Server {
@@ -390,6 +404,7 @@ impl Server {
             maxconn: None,
             disabled: false,
             proto: ServerProto::Http1,
+            tls: None,
         }
     }
 }

@@ -1232,7 +1232,7 @@ async fn forward(
             // every request's future, which is moved into its box on each request.
             let mut conn = match srv.pool.take_idle(!replayable) {
                 Some(c) => Ok(c),
-                None => Box::pin(upstream::connect(srv.addr, t.connect)).await,
+                None => Box::pin(upstream::connect(srv.addr, t.connect, srv.tls.as_deref())).await,
             };
             loop {
                 let mut c: Conn = match conn {
@@ -1307,7 +1307,7 @@ async fn forward(
                         break Err(false);
                     }
                 }
-                conn = Box::pin(upstream::connect(srv.addr, t.connect)).await;
+                conn = Box::pin(upstream::connect(srv.addr, t.connect, srv.tls.as_deref())).await;
             }
         };
         let answer = match resp {

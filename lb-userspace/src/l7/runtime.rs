@@ -20,6 +20,7 @@ use crate::l7::acl::{AclInput, Condition, FormatString};
 use crate::l7::balance::{self, PickCtx, Selector};
 use crate::l7::io::ConnPages;
 use crate::l7::upstream::Pool;
+use crate::l7::upstream::UpstreamTls;
 use crate::l7::upstream::h2::H2Conns;
 use crate::state::{BackendState, Counters, Registry, ServerState, ServerStatus};
 
@@ -35,6 +36,8 @@ pub enum RuntimeError {
         name: String,
         what: String,
     },
+    #[error("server {server}: TLS: {what}")]
+    Tls { server: String, what: String },
     #[error("{section}: errorfile {code}: {what}")]
     ErrorFile {
         section: String,
@@ -418,6 +421,11 @@ pub struct ServerRt {
     pub pool: Arc<Pool>,
     /// `proto h2`: the server's HTTP/2 connections (then `pool` stays empty).
     pub h2: Option<Arc<H2Conns>>,
+    /// `ssl`: TLS toward the server.
+    pub tls: Option<Arc<UpstreamTls>>,
+    /// The protocol options the connections were made with (a reload that changes them
+    /// starts new pools).
+    pub conn_spec: (ServerProto, Option<crate::config::model::ServerTls>),
     /// `maxconn`: a fair (FIFO) semaphore.
     pub queue: Option<Arc<Semaphore>>,
     pub maxconn: Option<u32>,
@@ -670,23 +678,42 @@ fn build_backend(
                         &c.name, c.addr, c.weight, c.backup, c.check,
                     ))
                 });
+            let conn_spec = (c.proto, c.tls.clone());
             let old_srv = old_be.and_then(|ob| {
                 ob.servers
                     .iter()
-                    .find(|s| *s.name == *c.name && s.addr == c.addr)
+                    .find(|s| *s.name == *c.name && s.addr == c.addr && s.conn_spec == conn_spec)
             });
+            let tls = match (&c.tls, old_srv) {
+                (None, _) => None,
+                (Some(_), Some(o)) => o.tls.clone(),
+                (Some(spec), None) => {
+                    let alpn: &[&[u8]] = match c.proto {
+                        ServerProto::Http2 => &[b"h2"],
+                        ServerProto::Http1 => &[],
+                    };
+                    Some(Arc::new(
+                        UpstreamTls::new(spec, c.addr.ip(), alpn).map_err(|e| {
+                            RuntimeError::Tls {
+                                server: format!("{}/{}", b.name, c.name),
+                                what: e.to_string(),
+                            }
+                        })?,
+                    ))
+                }
+            };
             let pool = old_srv.map(|s| s.pool.clone()).unwrap_or_default();
             let h2 = (c.proto == ServerProto::Http2).then(|| {
                 old_srv
                     .and_then(|s| s.h2.clone())
-                    .unwrap_or_else(|| Arc::new(H2Conns::new(c.addr)))
+                    .unwrap_or_else(|| Arc::new(H2Conns::new(c.addr, tls.clone())))
             });
             let queue = match (old_srv, c.maxconn) {
                 (Some(o), Some(m)) if o.maxconn == Some(m) => o.queue.clone(),
                 (_, Some(m)) => Some(Arc::new(Semaphore::new(m.max(1) as usize))),
                 (_, None) => None,
             };
-            Arc::new(ServerRt {
+            Ok(Arc::new(ServerRt {
                 name: Arc::from(c.name.as_str()),
                 addr: c.addr,
                 backup: c.backup,
@@ -694,12 +721,14 @@ fn build_backend(
                 state: st,
                 pool,
                 h2,
+                tls,
+                conn_spec,
                 queue,
                 maxconn: c.maxconn,
                 key: balance::hash_bytes(c.name.as_bytes()),
-            })
+            }))
         })
-        .collect();
+        .collect::<Result<Vec<_>, RuntimeError>>()?;
     let be = BackendRt {
         name: Arc::from(b.name.as_str()),
         mode: b.mode,

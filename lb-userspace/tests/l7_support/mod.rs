@@ -89,7 +89,7 @@ pub async fn echo_on(name: &str, bind: &str) -> Echo {
     }
 }
 
-async fn echo_handle(
+pub async fn echo_handle(
     name: Arc<str>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {

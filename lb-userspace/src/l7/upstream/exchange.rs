@@ -12,12 +12,12 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{
     self, Chunk, ChunkedDecoder, CodecError, ReqFraming, RespFraming, ResponseHead,
 };
-use super::{CountersRef, Pool, UpConn, reserve_read};
+use super::{CountersRef, Pool, UpConn, UpStream, reserve_read};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -75,10 +75,12 @@ pub async fn send(
     counters: &CountersRef,
     timeouts: UploadTimeouts,
 ) -> Result<(ResponseHead, bool), ExchangeError> {
-    conn.stream
-        .write_all(&conn.wbuf)
-        .await
-        .map_err(ExchangeError::NotSent)?;
+    // (The flush pushes out what TLS still holds; a no-op on plain TCP.)
+    let head = async {
+        conn.stream.write_all(&conn.wbuf).await?;
+        conn.stream.flush().await
+    };
+    head.await.map_err(ExchangeError::NotSent)?;
     let Some(b) = body.take().filter(|_| framing != ReqFraming::Empty) else {
         let head = read_head(&mut conn.stream, &mut conn.rbuf, method).await?;
         return Ok((head, true));
@@ -94,14 +96,53 @@ pub async fn send(
 async fn upload_and_read(
     conn: &mut UpConn,
     method: &Method,
-    mut b: Incoming,
+    b: Incoming,
     framing: ReqFraming,
     counters: &CountersRef,
     timeouts: UploadTimeouts,
 ) -> Result<(ResponseHead, bool), ExchangeError> {
-    let (mut rd, mut wr) = conn.stream.split();
-    let wbuf = &mut conn.wbuf;
-    let rbuf = &mut conn.rbuf;
+    let how = Upload {
+        method,
+        framing,
+        counters,
+        timeouts,
+    };
+    let (wbuf, rbuf) = (&mut conn.wbuf, &mut conn.rbuf);
+    match &mut conn.stream {
+        UpStream::Tcp(s) => {
+            let (rd, wr) = s.split();
+            upload_and_read_on(rd, wr, rbuf, wbuf, b, how).await
+        }
+        UpStream::Tls(s) => {
+            let (rd, wr) = tokio::io::split(&mut **s);
+            upload_and_read_on(rd, wr, rbuf, wbuf, b, how).await
+        }
+    }
+}
+
+/// How an upload goes: the request's method and framing, counters, timeouts.
+struct Upload<'a> {
+    method: &'a Method,
+    framing: ReqFraming,
+    counters: &'a CountersRef,
+    timeouts: UploadTimeouts,
+}
+
+/// [`upload_and_read`] on the two halves of a connection.
+async fn upload_and_read_on<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut rd: R,
+    mut wr: W,
+    rbuf: &mut bytes::BytesMut,
+    wbuf: &mut Vec<u8>,
+    mut b: Incoming,
+    how: Upload<'_>,
+) -> Result<(ResponseHead, bool), ExchangeError> {
+    let Upload {
+        method,
+        framing,
+        counters,
+        timeouts,
+    } = how;
     let mut upload = std::pin::pin!(async move {
         let mut trailers = None;
         let (client_t, server_t) = (timeouts.client, timeouts.server);
@@ -118,7 +159,11 @@ async fn upload_and_read(
                     } else {
                         &d
                     };
-                    within(server_t, wr.write_all(out), ExchangeError::ServerTimeout).await??;
+                    let write = async {
+                        wr.write_all(out).await?;
+                        wr.flush().await
+                    };
+                    within(server_t, write, ExchangeError::ServerTimeout).await??;
                 }
                 Err(f) => trailers = f.into_trailers().ok(),
             }
@@ -126,7 +171,11 @@ async fn upload_and_read(
         if framing == ReqFraming::Chunked {
             wbuf.clear();
             codec::encode_last_chunk(trailers.as_ref(), wbuf);
-            within(server_t, wr.write_all(wbuf), ExchangeError::ServerTimeout).await??;
+            let write = async {
+                wr.write_all(wbuf).await?;
+                wr.flush().await
+            };
+            within(server_t, write, ExchangeError::ServerTimeout).await??;
         }
         Ok::<(), ExchangeError>(())
     });
@@ -380,13 +429,7 @@ impl ResponseBody {
     }
 }
 
-/// One read into the connection's buffer, waiting for readiness.
+/// One read into the connection's buffer.
 fn poll_read_buf(conn: &mut UpConn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-    loop {
-        ready!(conn.stream.poll_read_ready(cx))?;
-        match conn.stream.try_read_buf(&mut conn.rbuf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            r => return Poll::Ready(r),
-        }
-    }
+    conn.stream.poll_read_buf(cx, &mut conn.rbuf)
 }

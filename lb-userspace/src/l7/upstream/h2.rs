@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
 use super::pool::{SHARDS, worker_shard};
-use super::{CountersRef, IdleLimit, UpstreamError};
+use super::{CountersRef, IdleLimit, UpstreamError, UpstreamTls};
 
 /// A sender on one server's HTTP/2 connection.
 pub type Sender = SendRequest<RequestBody>;
@@ -28,13 +28,16 @@ pub type Sender = SendRequest<RequestBody>;
 #[derive(Debug)]
 pub struct H2Conns {
     addr: SocketAddr,
+    /// `ssl`: TLS offering ALPN `h2`.
+    tls: Option<Arc<UpstreamTls>>,
     shards: Box<[Mutex<Option<Sender>>; SHARDS]>,
 }
 
 impl H2Conns {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, tls: Option<Arc<UpstreamTls>>) -> Self {
         Self {
             addr,
+            tls,
             shards: Box::new(std::array::from_fn(|_| Mutex::new(None))),
         }
     }
@@ -54,7 +57,7 @@ impl H2Conns {
         }
         let addr = self.addr;
         let open = async {
-            let conn = super::connect(addr, None).await?;
+            let conn = super::connect(addr, None, self.tls.as_deref()).await?;
             let (stream, _) = conn.conn.into_parts();
             let (tx, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())

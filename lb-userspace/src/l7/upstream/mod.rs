@@ -13,13 +13,14 @@ pub mod codec;
 pub mod exchange;
 pub mod h2;
 pub mod pool;
+pub mod stream;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -30,6 +31,7 @@ use crate::state::Counters;
 
 pub use exchange::{ExchangeError, ResponseBody};
 pub use pool::{Pool, set_worker};
+pub use stream::{UpStream, UpstreamTls};
 
 /// Bytes reserved in a connection's read buffer before each read.
 const READ_SIZE: usize = 8 * 1024;
@@ -50,6 +52,12 @@ pub enum UpstreamError {
     },
     #[error("connect to {addr}: timed out")]
     ConnectTimeout { addr: SocketAddr },
+    /// The TLS handshake with a server marked `ssl` failed (certificate, protocol).
+    #[error("TLS handshake with {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// The server accepted the connection but not an HTTP/2 handshake (`proto h2`).
     #[error("HTTP/2 handshake with {addr}: {source}")]
     Handshake {
@@ -128,7 +136,7 @@ impl CountersRef {
 /// An HTTP/1.1 connection to a server, between exchanges or during one.
 #[derive(Debug)]
 pub struct UpConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: UpStream,
     /// Bytes read and not yet consumed (empty between exchanges).
     pub(crate) rbuf: BytesMut,
     /// The encoded request head, then the chunk framing of a request body (reused from one
@@ -137,7 +145,7 @@ pub struct UpConn {
 }
 
 impl UpConn {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: UpStream) -> Self {
         Self {
             stream,
             rbuf: BytesMut::new(),
@@ -145,26 +153,14 @@ impl UpConn {
         }
     }
 
-    /// Whether an idle connection is still open with nothing unread: the poller's readiness
-    /// is checked without waiting, and only when it reports activity is the socket read
-    /// (into the empty buffer: any byte or EOF means the connection is unusable).
+    /// Whether an idle connection is still open with nothing unread (checked without
+    /// waiting; the read goes into the empty buffer: any byte means it is unusable).
     fn is_idle_and_open(&mut self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                self.rbuf.reserve(64);
-                matches!(
-                    self.stream.try_read_buf(&mut self.rbuf),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                )
-            }
-        }
+        self.stream.is_idle_and_open(&mut self.rbuf)
     }
 
-    /// The socket and any bytes already read past the response head (a tunnel's start).
-    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+    /// The stream and any bytes already read past the response head (a tunnel's start).
+    pub fn into_parts(self) -> (UpStream, BytesMut) {
         (self.stream, self.rbuf)
     }
 }
@@ -177,18 +173,32 @@ pub struct Conn {
     pub reused: bool,
 }
 
-/// Opens a new connection to `addr`.
-pub async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> Result<Conn, UpstreamError> {
-    let fut = TcpStream::connect(addr);
+/// Opens a new connection to `addr`, with its TLS handshake when `tls` is given; both
+/// within `timeout` (`timeout connect`).
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Option<Duration>,
+    tls: Option<&UpstreamTls>,
+) -> Result<Conn, UpstreamError> {
+    let open = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => Ok(UpStream::Tcp(tcp)),
+            Some(t) => t
+                .handshake(tcp)
+                .await
+                .map_err(|source| UpstreamError::Tls { addr, source }),
+        }
+    };
     let stream = match timeout {
-        Some(t) => match tokio::time::timeout(t, fut).await {
-            Ok(r) => r,
-            Err(_) => return Err(UpstreamError::ConnectTimeout { addr }),
-        },
-        None => fut.await,
-    }
-    .map_err(|source| UpstreamError::Connect { addr, source })?;
-    let _ = stream.set_nodelay(true);
+        Some(t) => tokio::time::timeout(t, open)
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout { addr })??,
+        None => open.await?,
+    };
     Ok(Conn {
         conn: UpConn::new(stream),
         reused: false,
