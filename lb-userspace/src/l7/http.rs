@@ -876,7 +876,8 @@ fn cacheable(method: &Method, status: StatusCode, h: &HeaderMap) -> bool {
 
 /// Removes the connection-specific fields ([`codec::CONNECTION_SPECIFIC`], the fields
 /// Connection names, and Upgrade unless `keep_upgrade`) from a request going upstream.
-fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+/// Returns whether the removed TE asked for trailers.
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) -> bool {
     // One pass over the few names present, then only the removals that find something
     // (hashing every hop-by-hop name for a removal costs more than the whole scan).
     const UPGRADE_BIT: u8 = 1 << 7;
@@ -889,8 +890,19 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     if present == 0 {
-        return;
+        return false;
     }
+    let te_bit = codec::CONNECTION_SPECIFIC
+        .iter()
+        .position(|n| n == header::TE)
+        .map_or(0, |i| 1u8 << i);
+    let te_trailers = present & te_bit != 0
+        && h.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
     // Headers named by Connection (the list's first) are hop-by-hop too.
     if present & 1 != 0 {
         let mut named: Vec<HeaderName> = Vec::new();
@@ -923,6 +935,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     if present & UPGRADE_BIT != 0 {
         h.remove(header::UPGRADE);
     }
+    te_trailers
 }
 
 fn is_upgrade(head: &http::request::Parts) -> bool {
@@ -1081,14 +1094,8 @@ async fn forward(
     } else {
         None
     };
-    // An HTTP/2 server gets `te: trailers` when the client asked for trailers (gRPC).
-    let te_trailers = head.headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
-    strip_hop_by_hop(&mut head.headers, upgrade);
+    // (An HTTP/2 server gets `te: trailers` when the client asked for trailers: gRPC.)
+    let te_trailers = strip_hop_by_hop(&mut head.headers, upgrade);
     if upgrade {
         head.headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -1591,7 +1598,7 @@ fn add_persistence_cookie(
 
 fn respond(
     a: &Answering<'_>,
-    mut head: ResponseHead,
+    head: ResponseHead,
     up: UpConn,
     complete: bool,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -1599,17 +1606,24 @@ fn respond(
     mut guard: Guard,
 ) -> Response<RespBody> {
     // (The codec already left out the connection-specific fields.)
-    let headers = std::mem::take(&mut head.headers);
-    let parts = match a.client_head(head.status, headers, &mut guard) {
+    let ResponseHead {
+        status,
+        headers,
+        framing,
+        keep_alive,
+        tunnel: is_tunnel,
+        ..
+    } = head;
+    let parts = match a.client_head(status, headers, &mut guard) {
         Ok(p) => p,
         // Denied: the server connection is closed, not pooled, as it is dropped.
         Err(code) => return error_page(a.fe, Some(a.be), code, guard),
     };
     // The body reader takes the connection; a tunnel takes it whole.
-    if head.tunnel {
+    if is_tunnel {
         return tunnel(a.fe, a.be, parts, up, client_upgrade, counters, guard);
     }
-    let body = ResponseBody::new(up, &head, complete, a.srv.pool.clone());
+    let body = ResponseBody::new(up, framing, keep_alive, complete, a.srv.pool.clone());
     let body = RespBody::upstream(Src::Up(body), guard, counters, a.be.timeouts.server);
     Response::from_parts(parts, body)
 }

@@ -280,9 +280,16 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    /// The body of `head`, read from `conn`; `reusable`: the request went out whole.
-    pub fn new(conn: UpConn, head: &ResponseHead, reusable: bool, pool: Arc<Pool>) -> Self {
-        let state = match head.framing {
+    /// The body framed as `framing`, read from `conn`; `keep_alive`: the response lets the
+    /// connection carry another request; `reusable`: the request went out whole.
+    pub fn new(
+        conn: UpConn,
+        framing: RespFraming,
+        keep_alive: bool,
+        reusable: bool,
+        pool: Arc<Pool>,
+    ) -> Self {
+        let state = match framing {
             RespFraming::Length(n) => State::Length(n),
             RespFraming::Chunked => State::Chunked(ChunkedDecoder::default()),
             RespFraming::Close => State::Close,
@@ -292,7 +299,7 @@ impl ResponseBody {
             state,
             pending: None,
             trailers: None,
-            keep_alive: head.keep_alive && reusable,
+            keep_alive: keep_alive && reusable,
             pool,
         };
         if matches!(b.state, State::Length(0)) {
