@@ -355,3 +355,22 @@ backend app\n    server s1 127.0.0.1:8443 ssl verify none sni str(api.example) a
     let file = base.write("tls.toml", &c.toml);
     assert_loads(&lb::config::load_with(&file, &opts(base.path())));
 }
+
+/// PROXY protocol options carry over.
+#[test]
+fn proxy_protocol_options_carry_over() {
+    let cfg = "defaults\n    mode tcp\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+listen smtp\n    bind 127.0.0.1:2525 accept-proxy\n    server m1 127.0.0.1:25 send-proxy\n    server m2 127.0.0.1:26 send-proxy-v2\n";
+    let c = convert_str(Path::new("pp.cfg"), cfg);
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    for want in [
+        "\"127.0.0.1:2525 accept-proxy\"",
+        "\"m1 127.0.0.1:25 send-proxy\"",
+        "\"m2 127.0.0.1:26 send-proxy-v2\"",
+    ] {
+        assert!(c.toml.contains(want), "{want}: {}", c.toml);
+    }
+    let base = base();
+    let file = base.write("pp.toml", &c.toml);
+    assert_loads(&lb::config::load_with(&file, &opts(base.path())));
+}

@@ -410,6 +410,33 @@ fn server_tls_options() {
 }
 
 #[test]
+fn proxy_protocol_options() {
+    check(
+        &with_defaults(
+            "[frontend.f]\nbind = \"*:80 accept-proxy\"\ndefault_backend = \"b\"\n[backend.b]\nserver = \"s1 127.0.0.1:80 send-proxy-v2\"\n",
+        ),
+        &[],
+    );
+    check(
+        &with_defaults("[backend.b]\nserver = \"s1 127.0.0.1:80 proto h2 send-proxy\"\n"),
+        &[
+            "bad.toml:5:36: backend.b.server: `send-proxy` with `proto h2` is not supported: an HTTP/2 connection carries many clients' requests, a PROXY header names one",
+        ],
+    );
+}
+
+/// The PROXY protocol needs userspace: forcing XDP says why.
+#[test]
+fn proxy_protocol_is_not_for_xdp() {
+    check(
+        "[dataplane]\ninterfaces = [\"eth0\"]\n\n[frontend.edge]\nmode = \"tcp\"\ntier = \"xdp\"\nbind = \"203.0.113.10:443 accept-proxy\"\ndefault_backend = \"pool\"\n\n[backend.pool]\nmode = \"tcp\"\nserver = \"p1 10.0.0.1:443 send-proxy\"\n",
+        &[
+            "bad.toml:6:8: frontend.edge.tier: this frontend cannot be served by XDP: it needs the PROXY protocol from clients (accept-proxy), the PROXY protocol toward servers (send-proxy) (served in userspace when `tier` is \"auto\")",
+        ],
+    );
+}
+
+#[test]
 fn server_proto() {
     check(
         &with_defaults("[backend.b]\nserver = \"s1 127.0.0.1:80 proto h3\"\n"),

@@ -92,7 +92,11 @@ fn first_column_words(doc: &str, marker: &str) -> Vec<String> {
 fn paragraph_keys(doc: &str, marker: &str) -> BTreeSet<String> {
     ticked(&block(doc, marker).join(" "))
         .into_iter()
-        .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .filter(|t| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
         .collect()
 }
 

@@ -18,6 +18,7 @@ fn t(backend: &str, server: &str, addr: &str, weight: u32, backup: bool) -> Targ
         weight,
         backup,
         spec: CheckSpec::default(),
+        send_proxy: None,
     }
 }
 

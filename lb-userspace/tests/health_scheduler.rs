@@ -71,6 +71,7 @@ fn target(backend: &str, server: &str, addr: SocketAddr, spec: &CheckSpec) -> Ta
         weight: 1,
         backup: false,
         spec: spec.clone(),
+        send_proxy: None,
     }
 }
 

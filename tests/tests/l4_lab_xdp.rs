@@ -46,6 +46,7 @@ fn config(pin: PathBuf) -> Config {
         tier: Tier::Xdp,
         binds: vec![Bind {
             addr: sa(bind.trim_start_matches("udp@")),
+            accept_proxy: false,
             tls: None,
             text: bind.into(),
         }],

@@ -237,6 +237,7 @@ fn frontend(name: &str, binds: &[&str], be: &str, deny: &[&str], allow: &[&str])
             .iter()
             .map(|b| Bind {
                 addr: sa(b),
+                accept_proxy: false,
                 tls: None,
                 text: (*b).into(),
             })

@@ -211,6 +211,7 @@ type Spec = &'static [(&'static str, K)];
 
 const BIND: Spec = &[
     ("addr", K::Pos),
+    ("accept_proxy", K::Flag("accept-proxy")),
     ("ssl", K::Flag("ssl")),
     ("crt", K::Multi("crt")),
     ("alpn", K::Joined("alpn")),
@@ -226,6 +227,8 @@ const SERVER: Spec = &[
     ("disabled", K::Flag("disabled")),
     ("proto", K::Val("proto")),
     ("ssl", K::Flag("ssl")),
+    ("send_proxy", K::Flag("send-proxy")),
+    ("send_proxy_v2", K::Flag("send-proxy-v2")),
     ("verify", K::Val("verify")),
     ("ca_file", K::Val("ca-file")),
     ("sni", K::Val("sni")),
@@ -1638,6 +1641,14 @@ impl<'a> Builder<'a> {
                 }
             };
             let tls = self.server_tls(&line, st.mode, &ipath);
+            if let (Some((_, t)), Some((ServerProto::Http2, _))) = (&line.send_proxy, &line.proto) {
+                self.err(
+                    t.pos,
+                    &ipath,
+                    "`send-proxy` with `proto h2` is not supported: an HTTP/2 connection carries \
+                     many clients' requests, a PROXY header names one",
+                );
+            }
             if let Some((ServerProto::Http2, tok)) = &line.proto
                 && st.mode != Mode::Http
             {
@@ -1675,6 +1686,7 @@ impl<'a> Builder<'a> {
                 disabled: line.disabled,
                 proto: line.proto.map_or(ServerProto::Http1, |(p, _)| p),
                 tls,
+                send_proxy: line.send_proxy.as_ref().map(|(v, _)| *v),
             });
         }
         let mut check = st.check.clone();
@@ -1868,6 +1880,7 @@ impl<'a> Builder<'a> {
             binds.push(Bind {
                 addr: line.addr,
                 tls,
+                accept_proxy: line.accept_proxy,
                 text: dir.text.text.clone(),
             });
         }
@@ -2068,7 +2081,15 @@ impl<'a> Builder<'a> {
                 }
             }
             // tier
-            let reasons = inspection_reasons(&f.fe);
+            let mut reasons = inspection_reasons(&f.fe);
+            let sends_proxy =
+                f.fe.default_backend
+                    .as_ref()
+                    .and_then(|n| bes.iter().find(|b| &b.be.name == n))
+                    .is_some_and(|b| b.be.servers.iter().any(|s| s.send_proxy.is_some()));
+            if sends_proxy {
+                reasons.push("the PROXY protocol toward servers (send-proxy)");
+            }
             f.fe.tier = match (f.fe.mode, dp, f.tier_forced) {
                 (_, _, Some((Tier::Userspace, _))) => Tier::Userspace,
                 (Mode::Http, _, Some((Tier::Xdp, pos))) => {
@@ -2290,6 +2311,9 @@ fn inspection_reasons(fe: &Frontend) -> Vec<&'static str> {
     }
     if fe.binds.iter().any(|b| b.tls.is_some()) {
         r.push("TLS termination (ssl)");
+    }
+    if fe.binds.iter().any(|b| b.accept_proxy) {
+        r.push("the PROXY protocol from clients (accept-proxy)");
     }
     if fe.binds.iter().any(|b| b.addr.ip().is_unspecified()) {
         r.push("a specific VIP address (not `*`)");

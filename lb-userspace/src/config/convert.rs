@@ -1016,9 +1016,8 @@ impl Converter<'_> {
         while i < args.len() {
             let w = &args[i];
             match w.text.as_str() {
-                "ssl" | "v4v6" | "v6only" | "no-sslv3" | "no-tlsv10" | "no-tlsv11" => {
-                    opts.push(w.text.clone())
-                }
+                "ssl" | "accept-proxy" | "v4v6" | "v6only" | "no-sslv3" | "no-tlsv10"
+                | "no-tlsv11" => opts.push(w.text.clone()),
                 "crt" | "alpn" => match args.get(i + 1) {
                     Some(v) => {
                         opts.push(w.text.clone());
@@ -1140,7 +1139,9 @@ impl Converter<'_> {
         while i < args.len() {
             let w = &args[i];
             match (w.text.as_str(), args.get(i + 1)) {
-                ("check" | "backup" | "disabled" | "ssl", _) => line.push(w.text.clone()),
+                ("check" | "backup" | "disabled" | "ssl" | "send-proxy" | "send-proxy-v2", _) => {
+                    line.push(w.text.clone())
+                }
                 ("verify" | "ca-file", Some(v)) => {
                     line.push(w.text.clone());
                     line.push(quote_word(&v.text));

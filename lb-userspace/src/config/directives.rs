@@ -12,6 +12,7 @@ use super::model::{
 use super::source::{Problem, Str, Tok};
 use super::suggest::hint;
 use crate::l7::acl::FormatString;
+use crate::l7::proxy_protocol::ProxyVersion;
 
 /// Parses a HAProxy duration: a bare number is milliseconds; units `us ms s m h d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -220,9 +221,12 @@ pub(crate) struct BindLine {
     pub ssl: Option<Tok>,
     pub certs: Vec<(PathBuf, Tok)>,
     pub alpn: Option<Vec<String>>,
+    /// `accept-proxy`.
+    pub accept_proxy: bool,
 }
 
 const BIND_OPTS: &[&str] = &[
+    "accept-proxy",
     "ssl",
     "crt",
     "alpn",
@@ -243,10 +247,12 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
         ssl: None,
         certs: Vec::new(),
         alpn: None,
+        accept_proxy: false,
     };
     while let Some(t) = args.next() {
         match t.text.as_str() {
             "ssl" => line.ssl = Some(t.clone()),
+            "accept-proxy" => line.accept_proxy = true,
             "crt" => {
                 let v = args.value_of(t)?;
                 line.certs.push((PathBuf::from(&v.text), v.clone()));
@@ -312,11 +318,25 @@ pub(crate) struct ServerLine {
     pub verify: Option<(bool, Tok)>,
     pub ca_file: Option<Tok>,
     pub sni: Option<(String, Tok)>,
+    /// `send-proxy` or `send-proxy-v2`, with its token.
+    pub send_proxy: Option<(ProxyVersion, Tok)>,
 }
 
 const SERVER_OPTS: &[&str] = &[
-    "check", "weight", "backup", "cookie", "maxconn", "disabled", "enabled", "proto", "ssl",
-    "verify", "ca-file", "sni",
+    "check",
+    "weight",
+    "backup",
+    "cookie",
+    "maxconn",
+    "disabled",
+    "enabled",
+    "proto",
+    "ssl",
+    "verify",
+    "ca-file",
+    "sni",
+    "send-proxy",
+    "send-proxy-v2",
 ];
 
 pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
@@ -346,6 +366,7 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
         verify: None,
         ca_file: None,
         sni: None,
+        send_proxy: None,
     };
     while let Some(t) = args.next() {
         match t.text.as_str() {
@@ -378,6 +399,8 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
                 s.proto = Some((p, v.clone()));
             }
             "ssl" => s.ssl = Some(t.clone()),
+            "send-proxy" => s.send_proxy = Some((ProxyVersion::V1, t.clone())),
+            "send-proxy-v2" => s.send_proxy = Some((ProxyVersion::V2, t.clone())),
             "verify" => {
                 let v = args.value_of(t)?;
                 let required = match v.text.as_str() {

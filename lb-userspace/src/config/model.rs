@@ -165,6 +165,9 @@ pub struct Bind {
     /// `*:80` becomes `0.0.0.0:80`; `[::]:80` for IPv6.
     pub addr: SocketAddr,
     pub tls: Option<BindTls>,
+    /// `accept-proxy`: every connection starts with a PROXY protocol header (v1 or v2),
+    /// whose addresses stand for the client's.
+    pub accept_proxy: bool,
     /// The line as written, for messages.
     pub text: String,
 }
@@ -375,6 +378,9 @@ pub struct Server {
     pub proto: ServerProto,
     /// `ssl`: TLS toward the server.
     pub tls: Option<ServerTls>,
+    /// `send-proxy` / `send-proxy-v2`: each connection starts with a PROXY protocol header
+    /// naming the client (such connections are not shared between clients).
+    pub send_proxy: Option<crate::l7::proxy_protocol::ProxyVersion>,
 }
 
 /// `ssl [verify none|required] [ca-file PATH] [sni str(NAME)]` on a server line.
@@ -405,6 +411,7 @@ impl Server {
             disabled: false,
             proto: ServerProto::Http1,
             tls: None,
+            send_proxy: None,
         }
     }
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
+
+use crate::l7::proxy_protocol::ProxyVersion;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -126,6 +128,8 @@ pub struct Checker {
     addr: SocketAddr,
     timeout: Duration,
     kind: Kind,
+    /// A PROXY protocol header opens each check (`send-proxy` servers).
+    send_proxy: Option<ProxyVersion>,
 }
 
 #[derive(Clone)]
@@ -205,7 +209,15 @@ impl Checker {
             addr,
             timeout: spec.timeout,
             kind,
+            send_proxy: None,
         })
+    }
+
+    /// Opens each check with a PROXY protocol header of version `v` (for servers with
+    /// `send-proxy`, which would refuse a connection without it).
+    pub fn send_proxy(mut self, v: Option<ProxyVersion>) -> Self {
+        self.send_proxy = v;
+        self
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -235,7 +247,15 @@ impl Checker {
             Ok(Err(e)) => return (connect_error_status(&e), None, Some(io_info(&e))),
             Ok(Ok(s)) => s,
         };
+        let mut stream = stream;
         let _ = stream.set_nodelay(true);
+        if let Some(v) = self.send_proxy {
+            let local = stream.local_addr().unwrap_or(self.addr);
+            let header = crate::l7::proxy_protocol::encode_check(v, local, self.addr);
+            if let Err(e) = stream.write_all(&header).await {
+                return (connect_error_status(&e), None, Some(io_info(&e)));
+            }
+        }
         match &self.kind {
             Kind::Tcp => (CheckStatus::L4Ok, None, None),
             Kind::Http { request, expect } => {

@@ -353,6 +353,9 @@ pub struct Target {
     pub backup: bool,
     /// The backend's check settings.
     pub spec: CheckSpec,
+    /// `send-proxy[-v2]`: checks open with a PROXY header too (HAProxy does so when the
+    /// check goes to the traffic port, which lb's always do).
+    pub send_proxy: Option<crate::l7::proxy_protocol::ProxyVersion>,
 }
 
 /// Every server of `config`, in order.
@@ -370,6 +373,7 @@ pub fn targets(config: &Config) -> Vec<Target> {
                 weight: s.weight,
                 backup: s.backup,
                 spec: b.check.clone(),
+                send_proxy: s.send_proxy,
             })
         })
         .collect()
@@ -418,7 +422,7 @@ impl HealthHandle {
         // Prepare everything fallible first.
         let mut checkers = Vec::new();
         for t in targets.iter().filter(|t| t.check) {
-            checkers.push((t, Checker::new(t.addr, &t.spec)?));
+            checkers.push((t, Checker::new(t.addr, &t.spec)?.send_proxy(t.send_proxy)));
         }
 
         let mut inner = self.lock();

@@ -1234,12 +1234,28 @@ async fn forward(
                 Err(H2Fail::Page(code)) => return error_page(&fe, Some(&be), code, guard),
             }
         } else {
-            // Connection: an idle pooled one, else a new one.
+            // Connection: an idle pooled one, else a new one (always new with `send-proxy`:
+            // such a connection is its client's, as in HAProxy).
             // New connections are boxed: their (large) handshake state would otherwise sit in
             // every request's future, which is moved into its box on each request.
-            let mut conn = match srv.pool.take_idle(!replayable) {
+            let proxy_header = srv
+                .send_proxy
+                .map(|v| crate::l7::proxy_protocol::encode(v, ctx.src, ctx.local));
+            let pooled = match &proxy_header {
+                None => srv.pool.take_idle(!replayable),
+                Some(_) => None,
+            };
+            let mut conn = match pooled {
                 Some(c) => Ok(c),
-                None => Box::pin(upstream::connect(srv.addr, t.connect, srv.tls.as_deref())).await,
+                None => {
+                    Box::pin(upstream::connect(
+                        srv.addr,
+                        t.connect,
+                        srv.tls.as_deref(),
+                        proxy_header.as_deref(),
+                    ))
+                    .await
+                }
             };
             loop {
                 let mut c: Conn = match conn {
@@ -1314,7 +1330,13 @@ async fn forward(
                         break Err(false);
                     }
                 }
-                conn = Box::pin(upstream::connect(srv.addr, t.connect, srv.tls.as_deref())).await;
+                conn = Box::pin(upstream::connect(
+                    srv.addr,
+                    t.connect,
+                    srv.tls.as_deref(),
+                    proxy_header.as_deref(),
+                ))
+                .await;
             }
         };
         let answer = match resp {
@@ -1623,6 +1645,7 @@ fn respond(
     if is_tunnel {
         return tunnel(a.fe, a.be, parts, up, client_upgrade, counters, guard);
     }
+    let keep_alive = keep_alive && a.srv.send_proxy.is_none();
     let body = ResponseBody::new(up, framing, keep_alive, complete, a.srv.pool.clone());
     let body = RespBody::upstream(Src::Up(body), guard, counters, a.be.timeouts.server);
     Response::from_parts(parts, body)

@@ -70,6 +70,7 @@ pub mod cpus;
 pub mod http;
 pub mod io;
 pub mod log;
+pub mod proxy_protocol;
 pub mod runtime;
 pub mod sni;
 pub mod tcp;
@@ -120,6 +121,8 @@ pub enum L7Error {
 struct ListenerShared {
     fe: Arc<ArcSwap<FrontendRt>>,
     tls: ArcSwapOption<TlsAcceptor>,
+    /// `accept-proxy` on the bind.
+    accept_proxy: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ListenerShared {
@@ -349,6 +352,7 @@ impl L7Handle {
             cfg_addr: SocketAddr,
             fe: Arc<FrontendRt>,
             tls: Option<Arc<TlsAcceptor>>,
+            accept_proxy: bool,
             fresh: Option<Vec<std::net::TcpListener>>,
         }
         let mut plans = Vec::new();
@@ -397,6 +401,7 @@ impl L7Handle {
                     cfg_addr: b.addr,
                     fe: fe.clone(),
                     tls,
+                    accept_proxy: b.accept_proxy,
                     fresh,
                 });
             }
@@ -411,6 +416,9 @@ impl L7Handle {
             if let Some(l) = p.existing.and_then(|i| old[i].take()) {
                 l.shared.fe.store(p.fe);
                 l.shared.tls.store(p.tls);
+                l.shared
+                    .accept_proxy
+                    .store(p.accept_proxy, std::sync::atomic::Ordering::Relaxed);
                 kept.push(Listener {
                     frontend: p.frontend,
                     ..l
@@ -423,6 +431,7 @@ impl L7Handle {
                 let shared = Arc::new(ListenerShared {
                     fe: Arc::new(ArcSwap::new(p.fe)),
                     tls: ArcSwapOption::new(p.tls),
+                    accept_proxy: p.accept_proxy.into(),
                 });
                 let (stop, _) = watch::channel(false);
                 for (w, sock) in self.inner.workers.iter().zip(socks) {
@@ -560,8 +569,8 @@ impl Drop for ActiveConn {
 }
 
 async fn serve_conn(
-    stream: TcpStream,
-    src: SocketAddr,
+    mut stream: TcpStream,
+    mut src: SocketAddr,
     shared: Arc<ListenerShared>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -580,7 +589,28 @@ async fn serve_conn(
     fe.counters.open_conn();
     let _active = ActiveConn(fe.counters.clone());
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(src);
+    let mut local = stream.local_addr().unwrap_or(src);
+    // `accept-proxy`: the addresses in the PROXY header stand for the connection's (after
+    // `deny_src`/`allow_src`, which, like HAProxy's `tcp-request connection` rules, see
+    // the peer itself).
+    if shared
+        .accept_proxy
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        let limit = fe
+            .timeouts
+            .http_request
+            .or(fe.timeouts.client)
+            .unwrap_or(Duration::from_secs(30));
+        match proxy_protocol::read_header(&mut stream, limit).await {
+            Ok(Some((s, d))) => (src, local) = (s, d),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(peer = %src, error = %e, "connection closed");
+                return;
+            }
+        }
+    }
     match fe.mode {
         Mode::Tcp => Box::pin(serve_tcp(fe, stream, src, local, &shared)).await,
         Mode::Http => {

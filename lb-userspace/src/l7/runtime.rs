@@ -19,6 +19,7 @@ use crate::config::model::{
 use crate::l7::acl::{AclInput, Condition, FormatString};
 use crate::l7::balance::{self, PickCtx, Selector};
 use crate::l7::io::ConnPages;
+use crate::l7::proxy_protocol::ProxyVersion;
 use crate::l7::upstream::Pool;
 use crate::l7::upstream::UpstreamTls;
 use crate::l7::upstream::h2::H2Conns;
@@ -423,9 +424,16 @@ pub struct ServerRt {
     pub h2: Option<Arc<H2Conns>>,
     /// `ssl`: TLS toward the server.
     pub tls: Option<Arc<UpstreamTls>>,
+    /// `send-proxy[-v2]`: connections start with a PROXY header naming their client, so
+    /// they are not pooled.
+    pub send_proxy: Option<ProxyVersion>,
     /// The protocol options the connections were made with (a reload that changes them
     /// starts new pools).
-    pub conn_spec: (ServerProto, Option<crate::config::model::ServerTls>),
+    pub conn_spec: (
+        ServerProto,
+        Option<crate::config::model::ServerTls>,
+        Option<ProxyVersion>,
+    ),
     /// `maxconn`: a fair (FIFO) semaphore.
     pub queue: Option<Arc<Semaphore>>,
     pub maxconn: Option<u32>,
@@ -678,7 +686,7 @@ fn build_backend(
                         &c.name, c.addr, c.weight, c.backup, c.check,
                     ))
                 });
-            let conn_spec = (c.proto, c.tls.clone());
+            let conn_spec = (c.proto, c.tls.clone(), c.send_proxy);
             let old_srv = old_be.and_then(|ob| {
                 ob.servers
                     .iter()
@@ -722,6 +730,7 @@ fn build_backend(
                 pool,
                 h2,
                 tls,
+                send_proxy: c.send_proxy,
                 conn_spec,
                 queue,
                 maxconn: c.maxconn,

@@ -301,6 +301,14 @@ where
                 .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
             None => connect.await,
         };
+        // `send-proxy`: the PROXY header goes first (a failed write is a failed connect).
+        let res = match (res, srv.send_proxy) {
+            (Ok(mut s), Some(v)) => {
+                let header = crate::l7::proxy_protocol::encode(v, src, local);
+                s.write_all(&header).await.map(|()| s)
+            }
+            (r, _) => r,
+        };
         match res {
             Ok(s) => break (srv, s),
             Err(e) => {

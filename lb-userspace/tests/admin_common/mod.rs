@@ -123,6 +123,7 @@ pub async fn lab(token: Option<&str>) -> Lab {
         weight,
         backup: false,
         spec: spec.clone(),
+        send_proxy: None,
     };
     health
         .apply_targets(&[

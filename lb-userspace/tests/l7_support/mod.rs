@@ -187,6 +187,7 @@ pub fn timeouts() -> Timeouts {
 pub fn bind(addr: &str) -> Bind {
     Bind {
         addr: addr.parse().unwrap(),
+        accept_proxy: false,
         tls: None,
         text: addr.to_owned(),
     }
@@ -195,6 +196,7 @@ pub fn bind(addr: &str) -> Bind {
 pub fn tls_bind(addr: &str, certs: Vec<PathBuf>, alpn: &[&str]) -> Bind {
     Bind {
         addr: addr.parse().unwrap(),
+        accept_proxy: false,
         tls: Some(BindTls {
             certs,
             alpn: alpn.iter().map(|s| (*s).to_owned()).collect(),

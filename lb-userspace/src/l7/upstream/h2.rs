@@ -57,7 +57,7 @@ impl H2Conns {
         }
         let addr = self.addr;
         let open = async {
-            let conn = super::connect(addr, None, self.tls.as_deref()).await?;
+            let conn = super::connect(addr, None, self.tls.as_deref(), None).await?;
             let (stream, _) = conn.conn.into_parts();
             let (tx, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())

@@ -173,18 +173,25 @@ pub struct Conn {
     pub reused: bool,
 }
 
-/// Opens a new connection to `addr`, with its TLS handshake when `tls` is given; both
-/// within `timeout` (`timeout connect`).
+/// Opens a new connection to `addr`: the PROXY protocol header `proxy` first when given
+/// (`send-proxy`), then the TLS handshake when `tls` is; all within `timeout` (`timeout
+/// connect`).
 pub async fn connect(
     addr: SocketAddr,
     timeout: Option<Duration>,
     tls: Option<&UpstreamTls>,
+    proxy: Option<&[u8]>,
 ) -> Result<Conn, UpstreamError> {
     let open = async {
-        let tcp = TcpStream::connect(addr)
+        let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| UpstreamError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
+        if let Some(header) = proxy {
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, header)
+                .await
+                .map_err(|source| UpstreamError::Connect { addr, source })?;
+        }
         match tls {
             None => Ok(UpStream::Tcp(tcp)),
             Some(t) => t
