@@ -401,10 +401,15 @@ fn server_tls_options() {
             "bad.toml:5:48: backend.b.server: sni `req.hdr(host)`: only a fixed name, `sni str(NAME)`, is supported",
         ],
     );
+    // TLS origination in mode tcp too (userspace; forcing XDP says why).
     check(
         "[backend.t]\nserver = \"s1 127.0.0.1:443 ssl verify none\"\n",
+        &[],
+    );
+    check(
+        "[dataplane]\ninterfaces = [\"eth0\"]\n\n[frontend.edge]\nmode = \"tcp\"\ntier = \"xdp\"\nbind = \"203.0.113.10:443\"\ndefault_backend = \"pool\"\n\n[backend.pool]\nmode = \"tcp\"\nserver = \"p1 10.0.0.1:443 ssl verify none\"\n",
         &[
-            "bad.toml:2:28: backend.t.server: `ssl` toward servers needs `mode http` (a tcp backend relays bytes as they are)",
+            "bad.toml:6:8: frontend.edge.tier: this frontend cannot be served by XDP: it needs TLS toward servers (ssl) (served in userspace when `tier` is \"auto\")",
         ],
     );
 }

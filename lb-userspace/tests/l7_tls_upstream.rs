@@ -235,3 +235,49 @@ async fn http2_over_tls_with_alpn() {
         "one multiplexed connection"
     );
 }
+
+/// `mode tcp` originates TLS too: plain bytes in, TLS to the server (here an HTTPS server
+/// answering the HTTP request relayed through).
+#[tokio::test]
+async fn tcp_mode_originates_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("tlstcp");
+    let (cert, _) = make_cert(&dir.0, "backend.test");
+    let s = tls_server("tls-tcp", &cert, false).await;
+    let mut fe = frontend("t", vec![bind("127.0.0.1:0")], Some("be"));
+    fe.mode = Mode::Tcp;
+    let mut be = backend(
+        "be",
+        Balance::RoundRobin,
+        vec![tls_server_line(
+            "a",
+            s.addr,
+            ServerTls {
+                verify: true,
+                ca_file: Some(cert.clone()),
+                sni: Some("backend.test".into()),
+            },
+        )],
+    );
+    be.mode = Mode::Tcp;
+    let (h, _reg) = start(config(vec![fe], vec![be]));
+    let out = tokio::time::timeout(T, async {
+        let mut c = tokio::net::TcpStream::connect(addr_of(&h, "t"))
+            .await
+            .unwrap();
+        c.write_all(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("tls-tcp\nGET /raw"), "{out}");
+    assert_eq!(
+        s.sni.lock().unwrap().clone(),
+        vec![Some("backend.test".to_owned())]
+    );
+}

@@ -1360,7 +1360,7 @@ impl<'a> Builder<'a> {
     /// A server line's `ssl` options, checked as HAProxy checks them: `verify`, `ca-file`
     /// and `sni` need `ssl`; `verify required` (the default) needs a `ca-file`, which must
     /// hold certificates.
-    fn server_tls(&mut self, line: &d::ServerLine, mode: Mode, ipath: &str) -> Option<ServerTls> {
+    fn server_tls(&mut self, line: &d::ServerLine, ipath: &str) -> Option<ServerTls> {
         let Some(ssl) = &line.ssl else {
             for (what, tok) in [
                 ("verify", line.verify.as_ref().map(|(_, t)| t)),
@@ -1377,14 +1377,6 @@ impl<'a> Builder<'a> {
             }
             return None;
         };
-        if mode != Mode::Http {
-            self.err(
-                ssl.pos,
-                ipath,
-                "`ssl` toward servers needs `mode http` (a tcp backend relays bytes as they are)",
-            );
-            return None;
-        }
         let verify = line.verify.as_ref().is_none_or(|(v, _)| *v);
         let ca_file = line
             .ca_file
@@ -1640,7 +1632,7 @@ impl<'a> Builder<'a> {
                     continue;
                 }
             };
-            let tls = self.server_tls(&line, st.mode, &ipath);
+            let tls = self.server_tls(&line, &ipath);
             if let (Some((_, t)), Some((ServerProto::Http2, _))) = (&line.send_proxy, &line.proto) {
                 self.err(
                     t.pos,
@@ -2082,13 +2074,17 @@ impl<'a> Builder<'a> {
             }
             // tier
             let mut reasons = inspection_reasons(&f.fe);
-            let sends_proxy =
+            // What the default backend's servers need that XDP's NAT cannot do.
+            let servers =
                 f.fe.default_backend
                     .as_ref()
                     .and_then(|n| bes.iter().find(|b| &b.be.name == n))
-                    .is_some_and(|b| b.be.servers.iter().any(|s| s.send_proxy.is_some()));
-            if sends_proxy {
+                    .map_or(&[][..], |b| &b.be.servers[..]);
+            if servers.iter().any(|s| s.send_proxy.is_some()) {
                 reasons.push("the PROXY protocol toward servers (send-proxy)");
+            }
+            if servers.iter().any(|s| s.tls.is_some()) {
+                reasons.push("TLS toward servers (ssl)");
             }
             f.fe.tier = match (f.fe.mode, dp, f.tier_forced) {
                 (_, _, Some((Tier::Userspace, _))) => Tier::Userspace,

@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::model::TcpAction;
@@ -21,6 +20,7 @@ use crate::l7::acl::AclInput;
 use crate::l7::balance::PickCtx;
 use crate::l7::runtime::FrontendRt;
 use crate::l7::tls::TlsInfo;
+use crate::l7::upstream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TcpError {
@@ -32,6 +32,8 @@ pub enum TcpError {
     NoServer,
     #[error("I/O: {0}")]
     Io(#[from] io::Error),
+    #[error("{0}")]
+    Connect(#[from] upstream::UpstreamError),
 }
 
 /// Activity shared by both sides of a tunnel.
@@ -294,21 +296,14 @@ where
                 .ok_or(TcpError::NoServer)?,
         };
         let srv = be.servers[idx].clone();
-        let connect = TcpStream::connect(srv.addr);
-        let res = match t.connect {
-            Some(d) => tokio::time::timeout(d, connect)
-                .await
-                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
-            None => connect.await,
-        };
-        // `send-proxy`: the PROXY header goes first (a failed write is a failed connect).
-        let res = match (res, srv.send_proxy) {
-            (Ok(mut s), Some(v)) => {
-                let header = crate::l7::proxy_protocol::encode(v, src, local);
-                s.write_all(&header).await.map(|()| s)
-            }
-            (r, _) => r,
-        };
+        // The same connect as HTTP's: `send-proxy` header first, then `ssl`'s handshake,
+        // all within `timeout connect`.
+        let header = srv
+            .send_proxy
+            .map(|v| crate::l7::proxy_protocol::encode(v, src, local));
+        let res = upstream::connect(srv.addr, t.connect, srv.tls.as_deref(), header.as_deref())
+            .await
+            .map(|c| c.conn.into_parts().0);
         match res {
             Ok(s) => break (srv, s),
             Err(e) => {
@@ -334,7 +329,6 @@ where
             }
         }
     };
-    let _ = upstream.set_nodelay(true);
     srv.state.counters.open_conn();
     let _srv_guard = Active(&srv.state.counters);
     if !buf.is_empty() {
