@@ -374,3 +374,38 @@ listen smtp\n    bind 127.0.0.1:2525 accept-proxy\n    server m1 127.0.0.1:25 se
     let file = base.write("pp.toml", &c.toml);
     assert_loads(&lb::config::load_with(&file, &opts(base.path())));
 }
+
+/// A condition or ACL lb's engine cannot take (a fetch it lacks) is named with the line
+/// and kept as a comment, and so is every rule that uses such an ACL: the output loads.
+#[test]
+fn unconvertible_conditions_are_named_not_written() {
+    let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend web\n    bind 127.0.0.1:8080\n    acl abuse sc_http_req_rate(0) gt 100\n    acl api path_beg /api\n\
+    http-request deny deny_status 429 if abuse\n    http-request deny if { sc_conn_cur(0) gt 10 }\n\
+    http-request deny if api !{ src 10.0.0.0/8 }\n    use_backend app if api || abuse\n    default_backend app\n\
+backend app\n    server s1 127.0.0.1:8081\n";
+    let c = convert_str(Path::new("cond.cfg"), cfg);
+    let w: Vec<String> = c.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(w.len(), 4, "{w:#?}");
+    assert!(
+        w[0].contains("acl `abuse`: unknown fetch method 'sc_http_req_rate'"),
+        "{w:#?}"
+    );
+    assert!(
+        w[1].contains("uses ACL `abuse`, which is not converted"),
+        "{w:#?}"
+    );
+    assert!(
+        w[2].contains("condition `{ sc_conn_cur(0) gt 10 }`"),
+        "{w:#?}"
+    );
+    assert!(w[3].contains("uses ACL `abuse`"), "{w:#?}");
+    assert!(
+        c.toml.contains("\"deny if api !{ src 10.0.0.0/8 }\""),
+        "{}",
+        c.toml
+    );
+    let base = base();
+    let file = base.write("cond.toml", &c.toml);
+    assert_loads(&lb::config::load_with(&file, &opts(base.path())));
+}

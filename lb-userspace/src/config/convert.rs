@@ -201,6 +201,8 @@ struct Sect {
     check: Vec<(String, String)>,
     /// Comments in file order (original comments and unsupported lines).
     notes: Vec<String>,
+    /// ACLs left out as unsupported: rules that use them are left out too.
+    dropped_acls: Vec<String>,
 }
 
 impl Sect {
@@ -213,6 +215,7 @@ impl Sect {
             timeout: Vec::new(),
             check: Vec::new(),
             notes: Vec::new(),
+            dropped_acls: Vec::new(),
         }
     }
 
@@ -750,6 +753,16 @@ impl Converter<'_> {
                 if need_arg(self) {
                     return;
                 }
+                // lb's ACL engine must take the line (a fetch lb lacks, such as
+                // `sc_http_req_rate`, is named here rather than failing the load).
+                if let Err(e) = crate::l7::acl::AclSet::default().define(&join(args)) {
+                    let name = args[0].text.clone();
+                    self.unsupported(n, col, raw, &format!("acl `{name}`: {}", e.message));
+                    if let Some(s) = self.cur() {
+                        s.dropped_acls.push(name);
+                    }
+                    return;
+                }
                 let v = toml_str(&join(args));
                 if let Some(s) = self.cur() {
                     s.push("acl", v, comment, true);
@@ -777,7 +790,7 @@ impl Converter<'_> {
             }
             "tcp-request" if is_fe => self.tcp_request(n, raw, args, comment, col),
             "use_backend" if is_fe => {
-                if need_arg(self) {
+                if need_arg(self) || !self.condition_ok(n, raw, args) {
                     return;
                 }
                 let v = toml_str(&join_cond(args));
@@ -1314,6 +1327,9 @@ impl Converter<'_> {
             return;
         }
         let fixed = self.braces(n, args);
+        if !self.condition_ok(n, raw, &fixed) {
+            return;
+        }
         let v = toml_str(&join_cond(&fixed));
         if let Some(s) = self.cur() {
             s.push(side.key(), v, comment, true);
@@ -1403,10 +1419,58 @@ impl Converter<'_> {
             return;
         }
         let fixed = self.braces(n, args);
+        if !self.condition_ok(n, raw, &fixed) {
+            return;
+        }
         let v = toml_str(&join_cond(&fixed));
         if let Some(s) = self.cur() {
             s.push("tcp_request", v, comment, true);
         }
+    }
+
+    /// Whether the `if`/`unless` condition in `words` (if any) can be converted: each
+    /// anonymous ACL must be one lb's engine takes, and no named ACL may be one left out
+    /// as unsupported. Otherwise the whole line is named and kept as a comment.
+    fn condition_ok(&mut self, n: usize, raw: &str, words: &[W]) -> bool {
+        let Some(start) = words
+            .iter()
+            .position(|w| !w.quoted && (w.text == "if" || w.text == "unless"))
+        else {
+            return true;
+        };
+        let dropped = self
+            .cur()
+            .map(|s| s.dropped_acls.clone())
+            .unwrap_or_default();
+        let mut anon: Option<(Vec<String>, usize)> = None;
+        for w in &words[start + 1..] {
+            if let Some((parts, col)) = &mut anon {
+                if !w.quoted && w.text == "}" {
+                    let text = format!("x {}", parts.join(" "));
+                    if let Err(e) = crate::l7::acl::AclSet::default().define(&text) {
+                        let why = format!("condition `{{ {} }}`: {}", parts.join(" "), e.message);
+                        let col = *col;
+                        self.unsupported(n, col, raw, &why);
+                        return false;
+                    }
+                    anon = None;
+                } else {
+                    parts.push(quote_word(&w.text));
+                }
+                continue;
+            }
+            if !w.quoted && w.text == "{" {
+                anon = Some((Vec::new(), w.col));
+                continue;
+            }
+            let name = w.text.trim_start_matches('!');
+            if dropped.iter().any(|d| d == name) {
+                let why = format!("uses ACL `{name}`, which is not converted (see above)");
+                self.unsupported(n, w.col, raw, &why);
+                return false;
+            }
+        }
+        true
     }
 
     fn option(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>) {
