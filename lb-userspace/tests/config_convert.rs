@@ -409,3 +409,24 @@ backend app\n    server s1 127.0.0.1:8081\n";
     let file = base.write("cond.toml", &c.toml);
     assert_loads(&lb::config::load_with(&file, &opts(base.path())));
 }
+
+/// `balance uri [whole]` carries over; `hash-type consistent` is what lb always does (a
+/// note); another `hash-type` is named.
+#[test]
+fn balance_uri_and_hash_type() {
+    let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+backend cache\n    balance uri whole\n    hash-type consistent\n    server c1 127.0.0.1:8081\n\
+backend other\n    balance uri depth 2\n    hash-type map-based\n    server o1 127.0.0.1:8082\n";
+    let c = convert_str(Path::new("uri.cfg"), cfg);
+    assert!(c.toml.contains("balance = \"uri whole\""), "{}", c.toml);
+    let w: Vec<String> = c.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert!(
+        w[0].contains("balance `uri depth 2` is not supported"),
+        "{w:#?}"
+    );
+    assert!(w[1].contains("hash-type"), "{w:#?}");
+    let base = base();
+    let file = base.write("uri.toml", &c.toml);
+    assert_loads(&lb::config::load_with(&file, &opts(base.path())));
+}

@@ -442,6 +442,26 @@ fn proxy_protocol_is_not_for_xdp() {
 }
 
 #[test]
+fn balance_uri() {
+    check(
+        &with_defaults("[backend.b]\nbalance = \"uri whole\"\nserver = \"s1 127.0.0.1:80\"\n"),
+        &[],
+    );
+    check(
+        &with_defaults("[backend.b]\nbalance = \"uri depth 3\"\nserver = \"s1 127.0.0.1:80\"\n"),
+        &[
+            "bad.toml:5:12: backend.b.balance: balance uri: option `depth` is not supported (only `whole`)",
+        ],
+    );
+    check(
+        "[backend.b]\nbalance = \"uri\"\nserver = \"s1 127.0.0.1:80\"\n",
+        &[
+            "bad.toml:2:11: backend.b.balance: balance uri needs mode http (a tcp backend has no URI)",
+        ],
+    );
+}
+
+#[test]
 fn server_proto() {
     check(
         &with_defaults("[backend.b]\nserver = \"s1 127.0.0.1:80 proto h3\"\n"),

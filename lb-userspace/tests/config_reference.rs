@@ -404,7 +404,9 @@ fn balance_algorithms() {
     for b in &documented {
         l.assert_loads(
             b,
-            &format!("[backend.b]\nbalance = \"{b}\"\nserver = \"s 127.0.0.1:80\""),
+            &format!(
+                "[backend.b]\nmode = \"http\"\nbalance = \"{b}\"\nserver = \"s 127.0.0.1:80\""
+            ),
         );
     }
 }

@@ -598,3 +598,46 @@ async fn each_worker_listens_on_its_own_socket() {
     assert_eq!(h.local_addrs("web"), vec![fe]);
     assert_eq!(get(fe, "/", &[]).await.status, 200);
 }
+
+/// `balance uri`: a path always reaches the same server (the query aside, unless
+/// `whole`), different paths spread over the servers.
+#[tokio::test]
+async fn balance_uri_is_sticky_per_path() {
+    let servers = [echo("u0").await, echo("u1").await, echo("u2").await];
+    for whole in [false, true] {
+        let be = backend(
+            "be",
+            Balance::Uri { whole },
+            servers.iter().map(|s| server(&s.name, s.addr)).collect(),
+        );
+        let (h, _reg) = start(config(
+            vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+            vec![be],
+        ));
+        let fe = addr_of(&h, "web");
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..30 {
+            let path = format!("/assets/{i}.js");
+            let first = get(fe, &format!("{path}?v=1"), &[])
+                .await
+                .server()
+                .to_owned();
+            let again = get(fe, &format!("{path}?v=2"), &[])
+                .await
+                .server()
+                .to_owned();
+            if whole {
+                // Same path, other query: may differ; the same full URI may not.
+                let same = get(fe, &format!("{path}?v=1"), &[])
+                    .await
+                    .server()
+                    .to_owned();
+                assert_eq!(first, same, "{path}?v=1");
+            } else {
+                assert_eq!(first, again, "{path}: the query does not count");
+            }
+            seen.insert(first);
+        }
+        assert_eq!(seen.len(), 3, "30 paths use all three servers: {seen:?}");
+    }
+}

@@ -1685,6 +1685,17 @@ impl<'a> Builder<'a> {
         if !st.check_timeout_set {
             check.timeout = st.timeouts.check.unwrap_or(check.interval);
         }
+        if matches!(st.balance, Balance::Uri { .. }) && st.mode == Mode::Tcp {
+            let at = rp
+                .balance
+                .as_ref()
+                .map_or(name.span().start, |b| b.span().start);
+            self.err(
+                at,
+                &format!("{path}.balance"),
+                "balance uri needs mode http (a tcp backend has no URI)",
+            );
+        }
         if st.cookie.is_some()
             && st.mode == Mode::Tcp
             && let Some(c) = &rp.cookie

@@ -271,6 +271,7 @@ const PROXY_SUPPORTED: &[&str] = &[
     "redirect",
     "default-server",
     "http-check",
+    "hash-type",
     "contimeout",
     "clitimeout",
     "srvtimeout",
@@ -293,7 +294,6 @@ const PROXY_UNSUPPORTED: &[&str] = &[
     "reqirep",
     "unique-id-format",
     "unique-id-header",
-    "hash-type",
     "hash-balance-factor",
     "fullconn",
     "http-reuse",
@@ -848,8 +848,9 @@ impl Converter<'_> {
                     return;
                 }
                 let a = args[0].text.as_str();
-                if ["roundrobin", "leastconn", "source", "random"].contains(&a) {
-                    let v = toml_str(a);
+                let uri = a == "uri" && args[1..].iter().all(|w| w.text == "whole");
+                if uri || ["roundrobin", "leastconn", "source", "random"].contains(&a) {
+                    let v = toml_str(&join(args));
                     if let Some(s) = self.cur() {
                         s.push("balance", v, comment, false);
                     }
@@ -859,8 +860,24 @@ impl Converter<'_> {
                         args[0].col,
                         raw,
                         &format!(
-                            "balance `{a}` is not supported (roundrobin, leastconn, source, random)"
+                            "balance `{}` is not supported (roundrobin, leastconn, source, random, uri [whole])",
+                            join(args)
                         ),
+                    );
+                }
+            }
+            // lb's hashing (`source`, `uri`) is always consistent (rendezvous hashing).
+            "hash-type" if is_be => {
+                if args.first().is_some_and(|w| w.text == "consistent") {
+                    self.note(format!(
+                        "haproxy.cfg line {n}: `hash-type consistent` is lb's only hashing"
+                    ));
+                } else {
+                    self.unsupported(
+                        n,
+                        col,
+                        raw,
+                        "lb's hashing is always consistent; `hash-type` other than `consistent`",
                     );
                 }
             }

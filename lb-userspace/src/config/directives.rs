@@ -457,10 +457,29 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
     Ok(s)
 }
 
-pub(crate) const BALANCES: &[&str] = &["roundrobin", "leastconn", "source", "random"];
+pub(crate) const BALANCES: &[&str] = &["roundrobin", "leastconn", "source", "random", "uri"];
 
 pub(crate) fn balance(s: &Str) -> Result<Balance, Problem> {
-    match s.value.trim() {
+    let v = s.value.trim();
+    if let Some(opts) = v
+        .strip_prefix("uri")
+        .filter(|r| r.is_empty() || r.starts_with(' '))
+    {
+        let mut whole = false;
+        for o in opts.split_whitespace() {
+            match o {
+                "whole" => whole = true,
+                other => {
+                    return Err(Problem::new(
+                        s.pos(0),
+                        format!("balance uri: option `{other}` is not supported (only `whole`)"),
+                    ));
+                }
+            }
+        }
+        return Ok(Balance::Uri { whole });
+    }
+    match v {
         "roundrobin" => Ok(Balance::RoundRobin),
         "leastconn" => Ok(Balance::LeastConn),
         "source" => Ok(Balance::Source),
@@ -471,7 +490,7 @@ pub(crate) fn balance(s: &Str) -> Result<Balance, Problem> {
                 "unknown balance algorithm `{other}`{}",
                 match hint(other, BALANCES.iter().copied()) {
                     h if h.is_empty() =>
-                        " (supported: roundrobin, leastconn, source, random)".to_string(),
+                        " (supported: roundrobin, leastconn, source, random, uri)".to_string(),
                     h => h,
                 }
             ),

@@ -346,6 +346,11 @@ pub enum Balance {
     LeastConn,
     Source,
     Random,
+    /// `uri [whole]`: a consistent hash of the path (with `whole`, path and query);
+    /// `mode http` only.
+    Uri {
+        whole: bool,
+    },
 }
 
 /// `cookie NAME insert [indirect] [nocache]`.

@@ -34,6 +34,15 @@ pub struct Member {
 #[derive(Debug, Clone, Copy)]
 pub struct PickCtx {
     pub src: IpAddr,
+    /// The hash of the request's key for `balance uri` (None elsewhere).
+    pub key: Option<u64>,
+}
+
+impl PickCtx {
+    /// A pick that depends on the client only.
+    pub fn client(src: IpAddr) -> Self {
+        Self { src, key: None }
+    }
 }
 
 /// A server-selection algorithm over a fixed set of members.
@@ -78,7 +87,14 @@ pub fn build(balance: Balance, servers: &[Entry]) -> Arc<dyn Selector> {
             members,
             next: AtomicUsize::new(0),
         }),
-        Balance::Source => Arc::new(SourceHash { members }),
+        Balance::Source => Arc::new(SourceHash {
+            members,
+            by_key: false,
+        }),
+        Balance::Uri { .. } => Arc::new(SourceHash {
+            members,
+            by_key: true,
+        }),
         Balance::Random => Arc::new(Random { members }),
     }
 }
@@ -179,11 +195,13 @@ impl Selector for LeastConn {
     }
 }
 
-/// Consistent hash of the client address: weighted rendezvous hashing, so removing a server
-/// only moves the clients it had.
+/// Consistent hash of the client address (`source`) or of the request's key (`uri`):
+/// weighted rendezvous hashing, so removing a server only moves the keys it had.
 #[derive(Debug)]
 pub struct SourceHash {
     members: Vec<Member>,
+    /// Hash [`PickCtx::key`] (falling back to the client when there is none).
+    by_key: bool,
 }
 
 /// 64-bit mix (splitmix64 finaliser).
@@ -215,7 +233,10 @@ pub fn hash_ip(ip: IpAddr) -> u64 {
 
 impl Selector for SourceHash {
     fn pick(&self, ctx: &PickCtx, avoid: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let h = hash_ip(ctx.src);
+        let h = match (self.by_key, ctx.key) {
+            (true, Some(k)) => k,
+            _ => hash_ip(ctx.src),
+        };
         let mut best: Option<(usize, f64)> = None;
         for m in &self.members {
             if avoid(m.idx) || !usable(&m.state) {
@@ -297,9 +318,7 @@ mod tests {
     fn smooth_rr_respects_weights() {
         let (_r, s) = servers(&[(5, false), (1, false), (1, false)]);
         let sel = build(Balance::RoundRobin, &s);
-        let ctx = PickCtx {
-            src: "1.2.3.4".parse().expect("ip"),
-        };
+        let ctx = PickCtx::client("1.2.3.4".parse().expect("ip"));
         let mut counts = [0; 3];
         let mut seq = Vec::new();
         for _ in 0..7 {
@@ -312,12 +331,48 @@ mod tests {
         assert_eq!(seq, vec![0, 0, 1, 0, 2, 0, 0]);
     }
 
+    /// `balance uri`: the same key always lands on the same server, different keys spread
+    /// over all of them, and removing a server moves only the keys it had.
+    #[test]
+    fn uri_hash_is_consistent() {
+        let (reg, s) = servers(&[(1, false), (1, false), (1, false)]);
+        let sel = build(Balance::Uri { whole: false }, &s);
+        let pick = |sel: &Arc<dyn Selector>, path: &str| {
+            let ctx = PickCtx {
+                src: "192.0.2.1".parse().expect("ip"),
+                key: Some(hash_bytes(path.as_bytes())),
+            };
+            sel.pick(&ctx, &|_| false).expect("pick")
+        };
+        let paths: Vec<String> = (0..300).map(|i| format!("/img/{i}.png")).collect();
+        let before: Vec<usize> = paths.iter().map(|p| pick(&sel, p)).collect();
+        assert_eq!(
+            before,
+            paths.iter().map(|p| pick(&sel, p)).collect::<Vec<_>>()
+        );
+        let mut counts = [0; 3];
+        for &i in &before {
+            counts[i] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 60), "{counts:?}");
+        // Server 1 goes down: only its keys move.
+        reg.set_status("b", "s1", crate::state::ServerStatus::Down)
+            .expect("status");
+        let sel = build(Balance::Uri { whole: false }, &s);
+        for (p, &b) in paths.iter().zip(&before) {
+            let now = pick(&sel, p);
+            if b != 1 {
+                assert_eq!(now, b, "{p} moved");
+            } else {
+                assert_ne!(now, 1);
+            }
+        }
+    }
+
     #[test]
     fn backup_only_when_no_active() {
         let (reg, s) = servers(&[(1, false), (1, true)]);
-        let ctx = PickCtx {
-            src: "1.2.3.4".parse().expect("ip"),
-        };
+        let ctx = PickCtx::client("1.2.3.4".parse().expect("ip"));
         let sel = build(Balance::RoundRobin, &s);
         for _ in 0..4 {
             assert_eq!(sel.pick(&ctx, &|_| false), Some(0));
@@ -337,7 +392,7 @@ mod tests {
         let ips: Vec<IpAddr> = (0..200u8).map(|i| IpAddr::from([10, 0, 1, i])).collect();
         let before: Vec<usize> = ips
             .iter()
-            .map(|&src| sel.pick(&PickCtx { src }, &|_| false).expect("pick"))
+            .map(|&src| sel.pick(&PickCtx::client(src), &|_| false).expect("pick"))
             .collect();
         let mut counts = [0; 4];
         for &b in &before {
@@ -348,7 +403,7 @@ mod tests {
             .expect("set");
         let sel = build(Balance::Source, &s);
         for (src, b) in ips.iter().zip(&before) {
-            let a = sel.pick(&PickCtx { src: *src }, &|_| false).expect("pick");
+            let a = sel.pick(&PickCtx::client(*src), &|_| false).expect("pick");
             if *b != 2 {
                 assert_eq!(a, *b, "only the removed server's clients move");
             } else {
@@ -361,9 +416,7 @@ mod tests {
     fn leastconn_and_random_skip_zero_weight() {
         let (reg, s) = servers(&[(1, false), (1, false)]);
         reg.set_weight("b", "s0", 0).expect("w");
-        let ctx = PickCtx {
-            src: "1.2.3.4".parse().expect("ip"),
-        };
+        let ctx = PickCtx::client("1.2.3.4".parse().expect("ip"));
         for bal in [
             Balance::LeastConn,
             Balance::Random,

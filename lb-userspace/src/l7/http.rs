@@ -1064,7 +1064,21 @@ async fn forward(
     body: Incoming,
     mut guard: Guard,
 ) -> Response<RespBody> {
-    let pick_ctx = PickCtx { src: ctx.src.ip() };
+    // `balance uri`: the key is the path (with `whole`, path and query), as in HAProxy.
+    let pick_ctx = match be.balance {
+        crate::config::model::Balance::Uri { whole } => {
+            let key = if whole {
+                head.uri.path_and_query().map_or("/", |p| p.as_str())
+            } else {
+                head.uri.path()
+            };
+            PickCtx {
+                src: ctx.src.ip(),
+                key: Some(crate::l7::balance::hash_bytes(key.as_bytes())),
+            }
+        }
+        _ => PickCtx::client(ctx.src.ip()),
+    };
 
     // Persistence cookie.
     let mut chosen: Option<usize> = None;

@@ -273,7 +273,7 @@ where
         .fetch_add(1, Ordering::Relaxed);
     let _be_guard = Active(&be.state.counters);
 
-    let ctx = PickCtx { src: src.ip() };
+    let ctx = PickCtx::client(src.ip());
     let t = be.timeouts;
     let started = Instant::now();
     let wall = std::time::SystemTime::now();
