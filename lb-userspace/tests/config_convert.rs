@@ -430,3 +430,24 @@ backend other\n    balance uri depth 2\n    hash-type map-based\n    server o1 1
     let file = base.write("uri.toml", &c.toml);
     assert_loads(&lb::config::load_with(&file, &opts(base.path())));
 }
+
+/// `http-after-response` carries over.
+#[test]
+fn http_after_response_carries_over() {
+    let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend web\n    bind 127.0.0.1:8080\n    http-after-response set-header Strict-Transport-Security max-age=600\n    default_backend app\n\
+backend app\n    http-after-response del-header Server\n    server s1 127.0.0.1:8081\n";
+    let c = convert_str(Path::new("after.cfg"), cfg);
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    assert!(
+        c.toml.contains(
+            "http_after_response = [\n    \"set-header Strict-Transport-Security max-age=600\",\n]"
+        ),
+        "{}",
+        c.toml
+    );
+    assert!(c.toml.contains("\"del-header Server\""), "{}", c.toml);
+    let base = base();
+    let file = base.write("after.toml", &c.toml);
+    assert_loads(&lb::config::load_with(&file, &opts(base.path())));
+}

@@ -322,6 +322,7 @@ fn table_form_keys_of_each_directive() {
         "acl",
         "http_request",
         "http_response",
+        "http_after_response",
         "tcp_request",
         "use_backend",
         "errorfile",
@@ -586,6 +587,11 @@ fn http_request_actions() {
 #[test]
 fn http_response_actions() {
     http_actions("http-response-actions", "http_response");
+}
+
+#[test]
+fn http_after_response_actions() {
+    http_actions("http-after-response-actions", "http_after_response");
 }
 
 /// The documented actions of `key` (table `marker`) are the ones the loader lists, and

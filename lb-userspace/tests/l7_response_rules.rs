@@ -259,3 +259,86 @@ async fn request_rewrites_and_return() {
     assert!(r.body.is_empty());
     assert_eq!(app.hits.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
+
+/// `http-after-response` applies to every response: a server's, lb's error pages, its
+/// redirects and `return`s; the backend's rules only when the request reached it, before
+/// the frontend's; `set-status` and its reason work there too.
+#[tokio::test]
+async fn after_response_rules_apply_to_every_response() {
+    let app = echo("app").await;
+    let none = AclSet::default();
+    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
+    fe.http_request = vec![
+        rule(
+            HttpAction::Deny { status: 403 },
+            Some(cond("if { path_beg /admin }", &none)),
+        ),
+        rule(
+            HttpAction::Redirect(Redirect {
+                kind: RedirectKind::Location,
+                target: "/new".into(),
+                code: 302,
+                drop_query: false,
+            }),
+            Some(cond("if { path /old }", &none)),
+        ),
+        rule(
+            HttpAction::Return(HttpReturn {
+                status: 200,
+                content_type: Some("text/plain".into()),
+                body: Some("ok".into()),
+                headers: Vec::new(),
+            }),
+            Some(cond("if { path /ping }", &none)),
+        ),
+    ];
+    fe.use_backend = vec![UseBackend {
+        backend: "empty".into(),
+        cond: cond("if { path_beg /empty }", &none),
+    }];
+    fe.http_after_response = vec![
+        rule(set("Strict-Transport-Security", "max-age=600"), None),
+        rule(set("X-Seen", "%[res.hdr(x-be)]fe"), None),
+        rule(
+            HttpAction::SetStatus {
+                status: 503,
+                reason: Some("Try Later".into()),
+            },
+            Some(cond("if { status 503 }", &none)),
+        ),
+    ];
+    let mut be = backend("be", Balance::RoundRobin, vec![server("a", app.addr)]);
+    be.http_after_response = vec![rule(set("X-Be", "be-"), None)];
+    let empty = backend("empty", Balance::RoundRobin, Vec::new());
+    let (h, _reg) = start(config(vec![fe], vec![be, empty]));
+    let addr = addr_of(&h, "web");
+    let hsts = |r: &Resp| r.header("strict-transport-security");
+
+    let r = get(addr, "/", &[]).await;
+    assert_eq!((r.status, r.server()), (200, "app"));
+    assert_eq!(hsts(&r).as_deref(), Some("max-age=600"));
+    assert_eq!(
+        r.header("x-seen").as_deref(),
+        Some("be-fe"),
+        "backend first"
+    );
+    for (path, status) in [
+        ("/admin", 403),
+        ("/old", 302),
+        ("/ping", 200),
+        ("/empty", 503),
+    ] {
+        let r = get(addr, path, &[]).await;
+        assert_eq!(r.status, status, "{path}");
+        assert_eq!(hsts(&r).as_deref(), Some("max-age=600"), "{path}");
+    }
+    // lb's 403 never reached the backend: only the frontend's rules.
+    let r = get(addr, "/admin", &[]).await;
+    assert_eq!(r.header("x-seen").as_deref(), Some("fe"));
+    let out = raw(
+        addr,
+        b"GET /empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 503 Try Later\r\n"), "{out}");
+}

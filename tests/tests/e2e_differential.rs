@@ -61,6 +61,7 @@ frontend httpsandhttp\n    bind 127.0.0.1:{port}\n\
     http-request add-header X-Added yes\n\
     http-request del-header X-Remove\n\
     http-response set-header X-R-Order \"%[res.hdr(x-r-order)]-fe\"\n\
+    http-after-response set-header X-R-After \"st=%[status]\"\n\
     http-response set-header X-R-Tag \"tag=%[res.hdr(x-echo-tag)] st=%[status]\" if {{ res.hdr(x-echo-tag) -m found }}\n\
     http-request return status 200 content-type text/plain string pong hdr X-R-Ret yes if {{ path /ping }}\n\
     http-request replace-path ^/rw/(v[0-9]+)/(.*) /\\2/\\1\n\

@@ -53,6 +53,7 @@ fn config(pin: PathBuf) -> Config {
         acls: Default::default(),
         http_request: vec![],
         http_response: vec![],
+        http_after_response: vec![],
         tcp_request: vec![],
         inspect_delay: None,
         use_backend: vec![],
@@ -80,6 +81,7 @@ fn config(pin: PathBuf) -> Config {
         forwardfor: false,
         http_request: vec![],
         http_response: vec![],
+        http_after_response: vec![],
         acls: Default::default(),
         errorfiles: Default::default(),
     };

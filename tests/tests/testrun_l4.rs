@@ -215,6 +215,7 @@ fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> CfgBackend {
         forwardfor: false,
         http_request: vec![],
         http_response: vec![],
+        http_after_response: vec![],
         acls: Default::default(),
         errorfiles: Default::default(),
     }
@@ -245,6 +246,7 @@ fn frontend(name: &str, binds: &[&str], be: &str, deny: &[&str], allow: &[&str])
         acls: Default::default(),
         http_request: vec![],
         http_response: vec![],
+        http_after_response: vec![],
         tcp_request: vec![],
         inspect_delay: None,
         use_backend: vec![],

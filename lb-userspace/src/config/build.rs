@@ -370,7 +370,12 @@ fn misplaced(kind: Kind, key: &str) -> Option<&'static str> {
     let be_only = matches!(key, "server");
     match kind {
         Kind::Defaults
-            if fe_only || be_only || matches!(key, "acl" | "http_request" | "http_response") =>
+            if fe_only
+                || be_only
+                || matches!(
+                    key,
+                    "acl" | "http_request" | "http_response" | "http_after_response"
+                ) =>
         {
             Some("a [frontend], [backend] or [listen] section")
         }
@@ -1710,6 +1715,7 @@ impl<'a> Builder<'a> {
         let mut acls = AclSet::default();
         let mut http_request = Vec::new();
         let mut http_response = Vec::new();
+        let mut http_after_response = Vec::new();
         if kind == Kind::Backend {
             let mut names = Vec::new();
             let mut nbsrv = Vec::new();
@@ -1732,6 +1738,15 @@ impl<'a> Builder<'a> {
                 st.mode,
                 &mut nbsrv,
             );
+            http_after_response = self.http_rules(
+                rp,
+                RuleSide::AfterResponse,
+                path,
+                &acls,
+                &names,
+                st.mode,
+                &mut nbsrv,
+            );
         }
         BeDraft {
             be: Backend {
@@ -1747,6 +1762,7 @@ impl<'a> Builder<'a> {
                 forwardfor: st.forwardfor,
                 http_request,
                 http_response,
+                http_after_response,
                 acls,
                 errorfiles: st.errorfiles.clone(),
             },
@@ -1771,8 +1787,9 @@ impl<'a> Builder<'a> {
         let (list, key, spec) = match side {
             RuleSide::Request => (&rp.http_request, "http_request", HTTP_REQ),
             RuleSide::Response => (&rp.http_response, "http_response", HTTP_RES),
+            RuleSide::AfterResponse => (&rp.http_after_response, "http_after_response", HTTP_RES),
         };
-        let response = side == RuleSide::Response;
+        let response = side != RuleSide::Request;
         let mut out = Vec::new();
         for (_, ipath, span, item) in self.items(list, path, key) {
             if mode == Mode::Tcp {
@@ -1909,6 +1926,15 @@ impl<'a> Builder<'a> {
             st.mode,
             &mut nbsrv,
         );
+        let http_after_response = self.http_rules(
+            rp,
+            RuleSide::AfterResponse,
+            path,
+            &acls,
+            &names,
+            st.mode,
+            &mut nbsrv,
+        );
         let mut tcp_request = Vec::new();
         let mut inspect_delay = None;
         for (ipath, dir) in self.dirs(&rp.tcp_request, path, "tcp_request", TCP_REQ, true) {
@@ -2019,6 +2045,7 @@ impl<'a> Builder<'a> {
                 acls,
                 http_request,
                 http_response,
+                http_after_response,
                 tcp_request,
                 inspect_delay,
                 use_backend,
@@ -2374,6 +2401,7 @@ fn present_keys(rp: &RawProxy) -> Vec<(&'static str, usize)> {
         s(&rp.acl),
         s(&rp.http_request),
         s(&rp.http_response),
+        s(&rp.http_after_response),
         s(&rp.tcp_request),
         s(&rp.use_backend),
         s(&rp.default_backend),

@@ -282,7 +282,6 @@ const PROXY_UNSUPPORTED: &[&str] = &[
     "stats",
     "capture",
     "compression",
-    "http-after-response",
     "monitor-uri",
     "monitor",
     "reqadd",
@@ -773,6 +772,9 @@ impl Converter<'_> {
             }
             "http-response" if kind != Kind::Defaults => {
                 self.http_rule(RuleSide::Response, n, raw, args, comment, col)
+            }
+            "http-after-response" if kind != Kind::Defaults => {
+                self.http_rule(RuleSide::AfterResponse, n, raw, args, comment, col)
             }
             "redirect" if is_fe => {
                 // old-style `redirect …` is `http-request redirect …`, except that its target
@@ -1664,6 +1666,7 @@ impl Converter<'_> {
                 "acl",
                 "http_request",
                 "http_response",
+                "http_after_response",
                 "tcp_request",
                 "use_backend",
                 "default_backend",

@@ -658,6 +658,8 @@ fn log_format(t: &Tok, what: &str) -> Result<String, Problem> {
 pub(crate) enum RuleSide {
     Request,
     Response,
+    /// `http-after-response`: every response, lb's own included.
+    AfterResponse,
 }
 
 impl RuleSide {
@@ -666,6 +668,7 @@ impl RuleSide {
         match self {
             RuleSide::Request => "http_request",
             RuleSide::Response => "http_response",
+            RuleSide::AfterResponse => "http_after_response",
         }
     }
 
@@ -673,6 +676,7 @@ impl RuleSide {
         match self {
             RuleSide::Request => "http-request",
             RuleSide::Response => "http-response",
+            RuleSide::AfterResponse => "http-after-response",
         }
     }
 
@@ -702,6 +706,15 @@ impl RuleSide {
                 "replace-value",
                 "set-status",
             ],
+            RuleSide::AfterResponse => &[
+                "allow",
+                "set-header",
+                "add-header",
+                "del-header",
+                "replace-header",
+                "replace-value",
+                "set-status",
+            ],
         }
     }
 }
@@ -713,7 +726,7 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
     let a = args.want(&format!("action ({})", actions.join(", ")))?;
     let other = match side {
         RuleSide::Request => RuleSide::Response,
-        RuleSide::Response => RuleSide::Request,
+        RuleSide::Response | RuleSide::AfterResponse => RuleSide::Request,
     };
     if !actions.contains(&a.text.as_str()) && other.actions().contains(&a.text.as_str()) {
         return Err(Problem::new(
@@ -746,7 +759,7 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
             // HAProxy: a denied request gets 403, a denied response becomes a 502.
             let mut status = match side {
                 RuleSide::Request => 403,
-                RuleSide::Response => 502,
+                RuleSide::Response | RuleSide::AfterResponse => 502,
             };
             while let Some(t) = args.next() {
                 match t.text.as_str() {

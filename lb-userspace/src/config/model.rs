@@ -135,6 +135,8 @@ pub struct Frontend {
     pub http_request: Vec<HttpRule>,
     /// `http-response` rules in order (after the backend's).
     pub http_response: Vec<HttpRule>,
+    /// `http-after-response` rules in order (after the backend's).
+    pub http_after_response: Vec<HttpRule>,
     /// `tcp-request` rules in order (userspace `mode tcp`).
     pub tcp_request: Vec<TcpRequestRule>,
     /// `tcp-request inspect-delay`.
@@ -336,6 +338,8 @@ pub struct Backend {
     pub http_request: Vec<HttpRule>,
     /// `http-response` rules evaluated in the backend (before the frontend's).
     pub http_response: Vec<HttpRule>,
+    /// `http-after-response` rules of the backend (before the frontend's).
+    pub http_after_response: Vec<HttpRule>,
     pub acls: AclSet,
     pub errorfiles: BTreeMap<u16, Vec<u8>>,
 }

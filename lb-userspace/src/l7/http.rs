@@ -665,17 +665,18 @@ struct ResponseEdit<'a> {
     reason: Option<hyper::ext::ReasonPhrase>,
 }
 
-/// Evaluates the `http-response` rules on a server's response head: the backend's, then
-/// the frontend's (HAProxy's order); `allow` ends its section's list. `Err(status)`: a
-/// `deny`, the client gets that error page in place of the response.
+/// Evaluates response rules (`http-response` on a server's response, `http-after-response`
+/// on any) over a response head: `lists` in order, the backend's then the frontend's
+/// (HAProxy's order); `allow` ends its own list. `Err(status)`: a `deny`, the client gets
+/// that error page in place of the response.
 fn apply_response_rules(
+    lists: [&[Rule]; 2],
     fe: &FrontendRt,
-    be: &BackendRt,
     head: &http::request::Parts,
     ctx: &ConnCtx,
     res: &mut ResponseEdit<'_>,
 ) -> Result<(), u16> {
-    for rules in [&be.response_rules, &fe.response_rules] {
+    for rules in lists {
         for rule in rules.iter() {
             let input = ReqInput {
                 res: Some((*res.status, &*res.headers)),
@@ -963,6 +964,80 @@ fn done(r: Response<RespBody>) -> HandleFuture {
 /// Serves one request.
 pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
     let fe = ctx.frontend.load_full();
+    if !fe.after_response {
+        return handle_request(ctx, fe, req);
+    }
+    // `http-after-response` applies to every response, lb's own included; its conditions
+    // see the request as it arrived.
+    let seen = request_copy(&req);
+    match handle_request(ctx.clone(), fe.clone(), req) {
+        futures_util::future::Either::Left(ready) => match ready.into_inner() {
+            Ok(r) => done(after_response(&fe, &seen, &ctx, r)),
+            Err(never) => match never {},
+        },
+        futures_util::future::Either::Right(fut) => {
+            futures_util::future::Either::Right(Box::pin(async move {
+                let r = fut.await?;
+                Ok(after_response(&fe, &seen, &ctx, r))
+            }))
+        }
+    }
+}
+
+/// The request head without its body and extensions (for `http-after-response`).
+fn request_copy(req: &Request<Incoming>) -> http::request::Parts {
+    let mut r = Request::new(());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r.into_parts().0
+}
+
+/// Marks a response to a request refused while parsing (over the limits, a Host that
+/// contradicts the target): HAProxy's parser answers those before any rule, so
+/// `http-after-response` leaves them alone too (checked against HAProxy 2.6).
+#[derive(Debug, Clone, Copy)]
+struct ProtocolReject;
+
+fn protocol_reject(mut r: Response<RespBody>) -> Response<RespBody> {
+    r.extensions_mut().insert(ProtocolReject);
+    r
+}
+
+/// Applies the `http-after-response` rules (the backend's, when the request reached one,
+/// then the frontend's) to a response about to be sent.
+fn after_response(
+    fe: &FrontendRt,
+    req: &http::request::Parts,
+    ctx: &ConnCtx,
+    r: Response<RespBody>,
+) -> Response<RespBody> {
+    if r.extensions().get::<ProtocolReject>().is_some() {
+        return r;
+    }
+    let be = r.body().guard.as_ref().and_then(|g| g.be.clone());
+    let (mut parts, body) = r.into_parts();
+    let none: &[Rule] = &[];
+    let lists = [
+        be.as_ref().map_or(none, |b| &b.after_rules[..]),
+        &fe.after_rules[..],
+    ];
+    let mut res = ResponseEdit {
+        status: &mut parts.status,
+        headers: &mut parts.headers,
+        reason: None,
+    };
+    // (`deny` is not an http-after-response action: nothing to refuse here.)
+    let _ = apply_response_rules(lists, fe, req, ctx, &mut res);
+    if let Some(reason) = res.reason {
+        parts.extensions.insert(reason);
+    }
+    Response::from_parts(parts, body)
+}
+
+/// [`handle`] without `http-after-response`.
+fn handle_request(ctx: Arc<ConnCtx>, fe: Arc<FrontendRt>, req: Request<Incoming>) -> HandleFuture {
     let mut guard = Guard::new(ctx.clone(), fe.clone());
     fe.counters.requests.fetch_add(1, Ordering::Relaxed);
     let (mut head, body) = req.into_parts();
@@ -990,7 +1065,7 @@ pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
     // Limits (hyper enforces the raw buffer size; these are the configured ones).
     // HAProxy's `tune.http.maxhdr` counts the request line: at most `max_headers - 1` fields.
     if head.headers.len() >= fe.max_headers {
-        return done(error_page(&fe, None, 400, guard));
+        return done(protocol_reject(error_page(&fe, None, 400, guard)));
     }
     let hbytes: usize = head
         .headers
@@ -999,7 +1074,7 @@ pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
         .sum();
     // Over the limit: 400, as HAProxy answers a request larger than its buffer.
     if hbytes > fe.max_header_bytes {
-        return done(error_page(&fe, None, 400, guard));
+        return done(protocol_reject(error_page(&fe, None, 400, guard)));
     }
 
     // An HTTP/1 absolute-form target names the host itself: a Host header that names
@@ -1009,7 +1084,7 @@ pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
         && let Some(h) = head.headers.get(header::HOST)
         && !same_authority(head.uri.scheme_str(), a.as_str().as_bytes(), h.as_bytes())
     {
-        return done(error_page(&fe, None, 400, guard));
+        return done(protocol_reject(error_page(&fe, None, 400, guard)));
     }
 
     // HTTP/2 carries the host in :authority; HAProxy exposes it as Host.
@@ -1589,7 +1664,8 @@ impl Answering<'_> {
                 headers: &mut headers,
                 reason: None,
             };
-            apply_response_rules(self.fe, self.be, self.req, self.ctx, &mut res)?;
+            let lists = [&self.be.response_rules[..], &self.fe.response_rules[..]];
+            apply_response_rules(lists, self.fe, self.req, self.ctx, &mut res)?;
             reason = res.reason;
         }
         guard.status(status.as_u16());

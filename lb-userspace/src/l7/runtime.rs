@@ -461,6 +461,8 @@ pub struct BackendRt {
     pub rules: Vec<Rule>,
     /// `http-response` rules, run before the frontend's.
     pub response_rules: Vec<Rule>,
+    /// `http-after-response` rules, run before the frontend's.
+    pub after_rules: Vec<Rule>,
     pub errors: ErrorPages,
     pub cookie: Option<CookieRt>,
     pub timeouts: Timeouts,
@@ -542,6 +544,11 @@ pub struct FrontendRt {
     pub rules: Vec<Rule>,
     /// `http-response` rules, run after the backend's.
     pub response_rules: Vec<Rule>,
+    /// `http-after-response` rules, run after the backend's.
+    pub after_rules: Vec<Rule>,
+    /// Some `http-after-response` rule (the frontend's or a backend's) exists: responses
+    /// take the path that applies them.
+    pub after_response: bool,
     pub tcp_rules: Vec<crate::config::model::TcpRequestRule>,
     pub inspect_delay: Option<std::time::Duration>,
     pub use_backend: Vec<(BackendRef, Condition)>,
@@ -747,6 +754,7 @@ fn build_backend(
         selector: ArcSwap::from_pointee(Box::new(ArcSel(balance::build(b.balance, &[])))),
         rules: compile_rules(&format!("backend {}", b.name), &b.http_request)?,
         response_rules: compile_rules(&format!("backend {}", b.name), &b.http_response)?,
+        after_rules: compile_rules(&format!("backend {}", b.name), &b.http_after_response)?,
         errors: ErrorPages::build(&format!("backend {}", b.name), &b.errorfiles)?,
         cookie: b.cookie.as_ref().map(|c| CookieRt {
             name: c.name.clone().into(),
@@ -809,6 +817,9 @@ fn build_frontend(
         mode: f.mode,
         rules: compile_rules(&format!("frontend {}", f.name), &f.http_request)?,
         response_rules: compile_rules(&format!("frontend {}", f.name), &f.http_response)?,
+        after_rules: compile_rules(&format!("frontend {}", f.name), &f.http_after_response)?,
+        after_response: !f.http_after_response.is_empty()
+            || backends.values().any(|b| !b.after_rules.is_empty()),
         tcp_rules: f.tcp_request.clone(),
         inspect_delay: f.inspect_delay,
         use_backend,

@@ -214,6 +214,7 @@ pub fn frontend(name: &str, binds: Vec<Bind>, default_backend: Option<&str>) -> 
         acls: AclSet::default(),
         http_request: Vec::new(),
         http_response: Vec::new(),
+        http_after_response: Vec::new(),
         tcp_request: Vec::new(),
         inspect_delay: None,
         use_backend: Vec::new(),
@@ -248,6 +249,7 @@ pub fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> Backend {
         forwardfor: false,
         http_request: Vec::new(),
         http_response: Vec::new(),
+        http_after_response: Vec::new(),
         acls: AclSet::default(),
         errorfiles: BTreeMap::new(),
     }
