@@ -485,18 +485,13 @@ fn apply_rules(
                 }
                 return Err(Flow::Reply(Box::new(r)));
             }
-            Action::SetHeader(n, v) => {
-                if let Some(v) = v.value(&ReqInput::request(head, ctx, fe)) {
-                    head.headers.insert(n.clone(), v);
+            a @ (Action::SetHeader(..)
+            | Action::AddHeader(..)
+            | Action::DelHeader(_)
+            | Action::ReplaceHeader { .. }) => {
+                if let Some(edit) = HeaderEdit::of(a, &ReqInput::request(head, ctx, fe)) {
+                    edit.apply(&mut head.headers);
                 }
-            }
-            Action::AddHeader(n, v) => {
-                if let Some(v) = v.value(&ReqInput::request(head, ctx, fe)) {
-                    head.headers.append(n.clone(), v);
-                }
-            }
-            Action::DelHeader(n) => {
-                head.headers.remove(n);
             }
             Action::SetPath(f) => {
                 let path = expand(f, &ReqInput::request(head, ctx, fe));
@@ -517,15 +512,6 @@ fn apply_rules(
                     set_target(head, &path, query.as_deref())?;
                 }
             }
-            Action::ReplaceHeader {
-                name,
-                re,
-                replace,
-                each_value,
-            } => {
-                let template = expand(replace, &ReqInput::request(head, ctx, fe));
-                replace_values(&mut head.headers, name, re, &template, *each_value);
-            }
             Action::Return(reply) => {
                 let r = reply_response(reply, &ReqInput::request(head, ctx, fe));
                 return Err(Flow::Reply(Box::new(r)));
@@ -535,6 +521,64 @@ fn apply_rules(
         }
     }
     Ok(())
+}
+
+/// A header action of a request or response rule, its value expanded for one message:
+/// computed while the rule's input borrows the message, applied once it no longer does.
+enum HeaderEdit<'a> {
+    Set(&'a HeaderName, HeaderValue),
+    Add(&'a HeaderName, HeaderValue),
+    Del(&'a HeaderName),
+    Replace {
+        name: &'a HeaderName,
+        re: &'a regex::Regex,
+        template: String,
+        each_value: bool,
+    },
+}
+
+impl<'a> HeaderEdit<'a> {
+    /// The edit `action` makes for `input`; `None` for a value that expands to no valid
+    /// header value (HAProxy skips the action then) or an action on no header.
+    fn of(action: &'a Action, input: &dyn AclInput) -> Option<Self> {
+        Some(match action {
+            Action::SetHeader(n, v) => HeaderEdit::Set(n, v.value(input)?),
+            Action::AddHeader(n, v) => HeaderEdit::Add(n, v.value(input)?),
+            Action::DelHeader(n) => HeaderEdit::Del(n),
+            Action::ReplaceHeader {
+                name,
+                re,
+                replace,
+                each_value,
+            } => HeaderEdit::Replace {
+                name,
+                re,
+                template: expand(replace, input),
+                each_value: *each_value,
+            },
+            _ => return None,
+        })
+    }
+
+    fn apply(self, headers: &mut HeaderMap) {
+        match self {
+            HeaderEdit::Set(n, v) => {
+                headers.insert(n.clone(), v);
+            }
+            HeaderEdit::Add(n, v) => {
+                headers.append(n.clone(), v);
+            }
+            HeaderEdit::Del(n) => {
+                headers.remove(n);
+            }
+            HeaderEdit::Replace {
+                name,
+                re,
+                template,
+                each_value,
+            } => replace_values(headers, name, re, &template, each_value),
+        }
+    }
 }
 
 /// A log-format string's text for one request.
@@ -690,31 +734,17 @@ fn apply_response_rules(
             match &rule.action {
                 Action::Allow => break,
                 Action::Deny(status) => return Err(*status),
-                Action::SetHeader(n, v) => {
-                    if let Some(v) = v.value(&input) {
-                        res.headers.insert(n.clone(), v);
+                a @ (Action::SetHeader(..)
+                | Action::AddHeader(..)
+                | Action::DelHeader(_)
+                | Action::ReplaceHeader { .. }) => {
+                    if let Some(edit) = HeaderEdit::of(a, &input) {
+                        edit.apply(res.headers);
                     }
-                }
-                Action::AddHeader(n, v) => {
-                    if let Some(v) = v.value(&input) {
-                        res.headers.append(n.clone(), v);
-                    }
-                }
-                Action::DelHeader(n) => {
-                    res.headers.remove(n);
                 }
                 Action::SetStatus(code, reason) => {
                     *res.status = *code;
                     res.reason = reason.clone();
-                }
-                Action::ReplaceHeader {
-                    name,
-                    re,
-                    replace,
-                    each_value,
-                } => {
-                    let template = expand(replace, &input);
-                    replace_values(res.headers, name, re, &template, *each_value);
                 }
                 // Request actions (the config loader keeps them out of response rules).
                 Action::Redirect { .. }
