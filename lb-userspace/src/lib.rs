@@ -1,16 +1,24 @@
 //! lb: an edge load balancer. This library is the `lb` binary's body; `main.rs` is only the
 //! command-line edge.
 //!
-//! Control plane: [`config`], [`health`], [`admin`], [`dataplane`] (the only code that
-//! touches BPF maps). Data paths: the XDP program (crate `lb-ebpf`) and [`l7`].
+//! Layers, each importing only from the ones above it:
+//! - leaves: [`acl`] (HAProxy's expression language: ACLs, fetches, converters,
+//!   log-format), [`proxy_protocol`], [`tls_client`], [`cpus`];
+//! - [`config`]: schema, validation, HAProxy import; [`logging`];
+//! - shared state: [`state`], [`health::registry`];
+//! - control plane: [`runtime`], [`health`], [`admin`], [`dataplane`] (the only code that
+//!   touches BPF maps); data paths: the XDP program (crate `lb-ebpf`) and [`l7`].
 
+pub mod acl;
 pub mod admin;
 pub mod config;
+pub mod cpus;
 pub mod dataplane;
 pub mod ebpf_object;
 pub mod health;
 pub mod l7;
 pub mod logging;
+pub mod proxy_protocol;
 pub mod runtime;
 pub mod state;
 pub mod tls_client;

@@ -916,7 +916,7 @@ fn cpu_map_must_be_auto_or_available_cpus() {
             "bad.toml:2:11: global.cpu_map: `-1` is not a CPU number (expected \"auto\" or a list of CPU numbers, e.g. [0, 1])",
         ],
     );
-    let allowed = lb::l7::cpus::describe(&lb::l7::cpus::allowed());
+    let allowed = lb::cpus::describe(&lb::cpus::allowed());
     let unavailable = format!(
         "bad.toml:2:11: global.cpu_map: CPU 1023 is not available to lb on this host (it may run on {allowed})"
     );

@@ -13,9 +13,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use config_support::*;
+use lb::acl::AclSet;
 use lb::config::model::Config;
 use lb::config::{ConfigErrors, Diagnostic};
-use lb::l7::acl::AclSet;
 
 // ---- the document ----
 

@@ -35,7 +35,7 @@ fn worker_cpus() -> Vec<(usize, String)> {
 
 #[tokio::test]
 async fn each_worker_is_bound_to_its_listed_cpu() {
-    let allowed = lb::l7::cpus::allowed();
+    let allowed = lb::cpus::allowed();
     let (first, last) = (allowed[0], allowed[allowed.len() - 1]);
     let a = echo("a").await;
     let mut cfg = web_to(a.addr);
@@ -58,7 +58,7 @@ async fn each_worker_is_bound_to_its_listed_cpu() {
         "worker i on list[i % 2]"
     );
     assert_eq!(
-        lb::l7::cpus::allowed(),
+        lb::cpus::allowed(),
         allowed,
         "the calling thread stays unbound"
     );

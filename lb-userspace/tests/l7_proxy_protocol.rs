@@ -14,9 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use l7_support::*;
+use lb::acl::AclSet;
 use lb::config::model::*;
-use lb::l7::acl::AclSet;
-use lb::l7::proxy_protocol::ProxyVersion;
+use lb::proxy_protocol::ProxyVersion;
 
 /// A server that expects a PROXY header (v1 line or v2 block, kept raw per connection),
 /// then answers one HTTP/1.1 request per connection with `name` and closes; in `tcp`

@@ -7,10 +7,10 @@
 mod l7_support;
 
 use l7_support::*;
+use lb::acl::AclSet;
 use lb::config::model::*;
-use lb::l7::acl::AclSet;
 
-fn rule(action: HttpAction, cond: Option<lb::l7::acl::Condition>) -> HttpRule {
+fn rule(action: HttpAction, cond: Option<lb::acl::Condition>) -> HttpRule {
     HttpRule { action, cond }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use l7_support::*;
+use lb::acl::AclSet;
 use lb::config::model::*;
-use lb::l7::acl::AclSet;
 use lb::state::ServerStatus;
 
 #[tokio::test]

@@ -9,8 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use l7_support::*;
+use lb::acl::AclSet;
 use lb::config::model::*;
-use lb::l7::acl::AclSet;
 
 /// A raw TCP echo server that prefixes its name once.
 async fn tcp_echo(name: &'static str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {

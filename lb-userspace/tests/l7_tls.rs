@@ -7,8 +7,8 @@ mod l7_support;
 use std::time::Duration;
 
 use l7_support::*;
+use lb::acl::AclSet;
 use lb::config::model::*;
-use lb::l7::acl::AclSet;
 
 fn tls_config(dir: &TempDir, backend_addr: std::net::SocketAddr) -> (Config, Vec<u8>, Vec<u8>) {
     let (pa, da) = make_cert(&dir.0, "a.test");

@@ -16,7 +16,7 @@ use super::raw::{Item, List, PROXY_KEYS, RawDataplane, RawFile, RawGlobal, RawPr
 use super::source::{Problem, Source, Str, Tok, key_path_at, tokenize};
 use super::suggest::hint;
 use super::{DEFAULT_HASH_SEED, LoadOptions};
-use crate::l7::acl::{AclSet, Condition, FormatString};
+use crate::acl::{AclSet, Condition, FormatString};
 
 /// HAProxy's predefined ACLs.
 const PREDEFINED_ACLS: &[&str] = &[
@@ -597,13 +597,13 @@ impl<'a> Builder<'a> {
         match m.get_ref() {
             toml::Value::String(s) if s == "auto" => Some(CpuMap::Auto),
             toml::Value::Array(items) if !items.is_empty() => {
-                let allowed = crate::l7::cpus::allowed();
+                let allowed = crate::cpus::allowed();
                 let mut cpus = Vec::with_capacity(items.len());
                 for item in items {
                     let cpu = item
                         .as_integer()
                         .and_then(|n| usize::try_from(n).ok())
-                        .filter(|n| *n < crate::l7::cpus::MAX_CPUS);
+                        .filter(|n| *n < crate::cpus::MAX_CPUS);
                     let Some(cpu) = cpu else {
                         self.err(
                             at,
@@ -618,7 +618,7 @@ impl<'a> Builder<'a> {
                             PATH,
                             format!(
                                 "CPU {cpu} is not available to lb on this host (it may run on {})",
-                                crate::l7::cpus::describe(&allowed)
+                                crate::cpus::describe(&allowed)
                             ),
                         );
                         return None;

@@ -97,7 +97,7 @@ fn split_line(line: &str) -> Result<(Vec<W>, Option<String>), (usize, String)> {
                     col: col_of(i),
                     quoted: false,
                 });
-                let next = crate::l7::acl::haproxy_escape(line, i, &mut w.text)
+                let next = crate::acl::haproxy_escape(line, i, &mut w.text)
                     .map_err(|e| (col_of(i), e.message))?;
                 while chars.peek().is_some_and(|(j, _)| *j < next) {
                     chars.next();
@@ -411,16 +411,12 @@ fn cpu_set(words: &[W]) -> Option<Vec<usize>> {
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
-                if a > b || b >= crate::l7::cpus::MAX_CPUS {
+                if a > b || b >= crate::cpus::MAX_CPUS {
                     return None;
                 }
                 out.extend(a..=b);
             }
-            None => out.push(
-                part.parse()
-                    .ok()
-                    .filter(|c| *c < crate::l7::cpus::MAX_CPUS)?,
-            ),
+            None => out.push(part.parse().ok().filter(|c| *c < crate::cpus::MAX_CPUS)?),
         }
     }
     (!out.is_empty()).then_some(out)
@@ -754,7 +750,7 @@ impl Converter<'_> {
                 }
                 // lb's ACL engine must take the line (a fetch lb lacks, such as
                 // `sc_http_req_rate`, is named here rather than failing the load).
-                if let Err(e) = crate::l7::acl::AclSet::default().define(&join(args)) {
+                if let Err(e) = crate::acl::AclSet::default().define(&join(args)) {
                     let name = args[0].text.clone();
                     self.unsupported(n, col, raw, &format!("acl `{name}`: {}", e.message));
                     if let Some(s) = self.cur() {
@@ -1339,7 +1335,7 @@ impl Converter<'_> {
         };
         if let Some((what, i)) = format_arg
             && let Some(v) = args.get(i)
-            && let Err(e) = crate::l7::acl::FormatString::compile(&v.text)
+            && let Err(e) = crate::acl::FormatString::compile(&v.text)
         {
             let why = format!("{what} `{}`: {}", v.text, e.message);
             self.unsupported(n, v.col, raw, &why);
@@ -1466,7 +1462,7 @@ impl Converter<'_> {
             if let Some((parts, col)) = &mut anon {
                 if !w.quoted && w.text == "}" {
                     let text = format!("x {}", parts.join(" "));
-                    if let Err(e) = crate::l7::acl::AclSet::default().define(&text) {
+                    if let Err(e) = crate::acl::AclSet::default().define(&text) {
                         let why = format!("condition `{{ {} }}`: {}", parts.join(" "), e.message);
                         let col = *col;
                         self.unsupported(n, col, raw, &why);

@@ -11,8 +11,8 @@ use super::model::{
 };
 use super::source::{Problem, Str, Tok};
 use super::suggest::hint;
-use crate::l7::acl::FormatString;
-use crate::l7::proxy_protocol::ProxyVersion;
+use crate::acl::FormatString;
+use crate::proxy_protocol::ProxyVersion;
 
 /// Parses a HAProxy duration: a bare number is milliseconds; units `us ms s m h d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::l7::acl::{AclSet, Condition};
+use crate::acl::{AclSet, Condition};
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone)]
@@ -389,7 +389,7 @@ pub struct Server {
     pub tls: Option<ServerTls>,
     /// `send-proxy` / `send-proxy-v2`: each connection starts with a PROXY protocol header
     /// naming the client (such connections are not shared between clients).
-    pub send_proxy: Option<crate::l7::proxy_protocol::ProxyVersion>,
+    pub send_proxy: Option<crate::proxy_protocol::ProxyVersion>,
 }
 
 /// `ssl [verify none|required] [ca-file PATH] [sni str(NAME)]` on a server line.

@@ -146,7 +146,7 @@ pub(crate) fn tokenize(s: &Str) -> Result<Vec<Tok>, Problem> {
             (Some((q, _)), c) if c == q => quote = None,
             (Some(('"', _)), '\\') | (None, '\\') => {
                 let entry = cur.get_or_insert_with(|| (String::new(), i));
-                let next = crate::l7::acl::haproxy_escape(&s.value, i, &mut entry.0)
+                let next = crate::acl::haproxy_escape(&s.value, i, &mut entry.0)
                     .map_err(|e| Problem::new(s.pos(i), e.message))?;
                 while chars.peek().is_some_and(|(j, _)| *j < next) {
                     chars.next();

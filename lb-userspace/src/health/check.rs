@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
-use crate::l7::proxy_protocol::ProxyVersion;
+use crate::proxy_protocol::ProxyVersion;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -251,7 +251,7 @@ impl Checker {
         let _ = stream.set_nodelay(true);
         if let Some(v) = self.send_proxy {
             let local = stream.local_addr().unwrap_or(self.addr);
-            let header = crate::l7::proxy_protocol::encode_check(v, local, self.addr);
+            let header = crate::proxy_protocol::encode_check(v, local, self.addr);
             if let Err(e) = stream.write_all(&header).await {
                 return (connect_error_status(&e), None, Some(io_info(&e)));
             }

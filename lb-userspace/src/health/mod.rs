@@ -355,7 +355,7 @@ pub struct Target {
     pub spec: CheckSpec,
     /// `send-proxy[-v2]`: checks open with a PROXY header too (HAProxy does so when the
     /// check goes to the traffic port, which lb's always do).
-    pub send_proxy: Option<crate::l7::proxy_protocol::ProxyVersion>,
+    pub send_proxy: Option<crate::proxy_protocol::ProxyVersion>,
 }
 
 /// Every server of `config`, in order.

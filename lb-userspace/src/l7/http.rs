@@ -20,8 +20,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
+use crate::acl::AclInput;
 use crate::config::model::RedirectKind;
-use crate::l7::acl::AclInput;
 use crate::l7::balance::PickCtx;
 use crate::l7::io::ConnShared;
 use crate::l7::log::{self, LogRecord};
@@ -582,7 +582,7 @@ impl<'a> HeaderEdit<'a> {
 }
 
 /// A log-format string's text for one request.
-fn expand(f: &crate::l7::acl::FormatString, input: &dyn AclInput) -> String {
+fn expand(f: &crate::acl::FormatString, input: &dyn AclInput) -> String {
     let mut out = String::new();
     f.expand(input, &mut out);
     out
@@ -1359,7 +1359,7 @@ async fn forward(
             // every request's future, which is moved into its box on each request.
             let proxy_header = srv
                 .send_proxy
-                .map(|v| crate::l7::proxy_protocol::encode(v, ctx.src, ctx.local));
+                .map(|v| crate::proxy_protocol::encode(v, ctx.src, ctx.local));
             let pooled = match &proxy_header {
                 None => srv.pool.take_idle(!replayable),
                 Some(_) => None,

@@ -58,19 +58,16 @@
 //!   `%[ssl_fc_sni]` …), the request-time variables `%ci %cp %fi %fp %HM %HU %HP` too, `%%`
 //!   is a percent sign; other variables are rejected at load. A fetch without a value
 //!   expands to nothing; an expansion that is not a valid header value skips the action
-//!   for that request (HAProxy drops it). See [`acl::FormatString`].
+//!   for that request (HAProxy drops it). See [`crate::acl::FormatString`].
 //! - An HTTP/1 absolute-form target (`GET http://host/path`) whose Host header names
 //!   another host gets 400, as in HAProxy (case and the default port aside). For such
 //!   targets `url`, `%HU` and `%HP` give the origin form (`/path?query`), where HAProxy
 //!   gives the target as received.
 
-pub mod acl;
 pub mod balance;
-pub mod cpus;
 pub mod http;
 pub mod io;
 pub mod log;
-pub mod proxy_protocol;
 pub mod runtime;
 pub mod sni;
 pub mod tcp;
@@ -92,6 +89,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::model::{Config, Mode, Tier};
 use crate::state::Registry;
+use crate::{cpus, proxy_protocol};
 use runtime::{FrontendRt, Runtime, RuntimeError};
 use tls::{TlsError, TlsInfo};
 

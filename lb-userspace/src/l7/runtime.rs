@@ -12,17 +12,17 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
 use tokio::sync::Semaphore;
 
+use crate::acl::{AclInput, Condition, FormatString};
 use crate::config::model::{
     Backend, Config, Frontend, HttpAction, HttpRule, LogFormat, Mode, RedirectKind, ServerProto,
     Tier, Timeouts,
 };
-use crate::l7::acl::{AclInput, Condition, FormatString};
 use crate::l7::balance::{self, PickCtx, Selector};
 use crate::l7::io::ConnPages;
-use crate::l7::proxy_protocol::ProxyVersion;
 use crate::l7::upstream::Pool;
 use crate::l7::upstream::UpstreamTls;
 use crate::l7::upstream::h2::H2Conns;
+use crate::proxy_protocol::ProxyVersion;
 use crate::state::{BackendState, Counters, Registry, ServerState, ServerStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -901,6 +901,7 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::acl::tests::Req;
 
     /// The built-in pages on the wire are HAProxy's, byte for byte.
     #[test]
@@ -915,5 +916,15 @@ cache-control: no-cache\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n\
         let conn = pages.conn_pages();
         assert_eq!(conn.timeout, builtin_wire(408));
         assert_eq!(conn.bad_request, builtin_wire(400));
+    }
+
+    #[test]
+    fn format_value_that_is_not_a_header_value_is_dropped() {
+        let f = FormatString::compile("v=%[req.hdr(x-raw)]").expect("compiles");
+        let fmt = HeaderFmt::Format(f);
+        let ok = Req::get("/").hdr("x-raw", "fine");
+        assert_eq!(fmt.value(&ok).expect("valid").to_str().ok(), Some("v=fine"));
+        let bad = Req::get("/").hdr("x-raw", "a\u{1}b");
+        assert!(fmt.value(&bad).is_none());
     }
 }

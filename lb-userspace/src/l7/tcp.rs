@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
+use crate::acl::AclInput;
 use crate::config::model::TcpAction;
-use crate::l7::acl::AclInput;
 use crate::l7::balance::PickCtx;
 use crate::l7::runtime::FrontendRt;
 use crate::l7::tls::TlsInfo;
@@ -300,7 +300,7 @@ where
         // all within `timeout connect`.
         let header = srv
             .send_proxy
-            .map(|v| crate::l7::proxy_protocol::encode(v, src, local));
+            .map(|v| crate::proxy_protocol::encode(v, src, local));
         let res = upstream::connect(srv.addr, t.connect, srv.tls.as_deref(), header.as_deref())
             .await
             .map(|c| c.conn.into_parts().0);

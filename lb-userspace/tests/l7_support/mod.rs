@@ -18,8 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use lb::acl::{AclSet, Condition};
 use lb::config::model::*;
-use lb::l7::acl::{AclSet, Condition};
 use lb::l7::{L7, L7Handle};
 use lb::state::Registry;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};

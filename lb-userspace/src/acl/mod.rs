@@ -44,7 +44,7 @@ mod expr;
 mod format;
 mod lex;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use expr::{Expr, parse_expr};
 pub use format::FormatString;
