@@ -451,3 +451,43 @@ backend app\n    http-after-response del-header Server\n    server s1 127.0.0.1:
     let file = base.write("after.toml", &c.toml);
     assert_loads(&lb::config::load_with(&file, &opts(base.path())));
 }
+
+/// `lb convert` is linear in the length of a line (issue #19 item 9): one `acl` line with
+/// many patterns converts completely, and 4x the words cost well under the 16x a quadratic
+/// splitter would (best of three runs each, a generous bound against a loaded machine).
+#[test]
+fn long_lines_convert_in_linear_time() {
+    fn cfg(words: usize) -> String {
+        let patterns: Vec<String> = (0..words).map(|i| format!("/p{i}é")).collect();
+        format!(
+            "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend web\n    bind 127.0.0.1:8080\n    acl many path_beg {}\n    http-request deny if many\n    default_backend app\n\
+backend app\n    server s1 127.0.0.1:8081\n",
+            patterns.join(" ")
+        )
+    }
+    fn best(text: &str) -> (std::time::Duration, lb::config::convert::Conversion) {
+        let mut best = None;
+        let mut conv = None;
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let c = convert_str(Path::new("long.cfg"), text);
+            let d = t.elapsed();
+            best = Some(best.map_or(d, |b: std::time::Duration| b.min(d)));
+            conv = Some(c);
+        }
+        (best.expect("ran"), conv.expect("ran"))
+    }
+    let small = cfg(25_000);
+    let large = cfg(100_000);
+    let (t_small, _) = best(&small);
+    let (t_large, conv) = best(&large);
+    assert!(!conv.has_errors(), "{:#?}", conv.diagnostics);
+    assert!(conv.toml.contains("/p0é /p1é"), "first patterns kept");
+    assert!(conv.toml.contains("/p99999é\""), "last pattern kept");
+    let ratio = t_large.as_secs_f64() / t_small.as_secs_f64().max(1e-6);
+    assert!(
+        ratio < 10.0,
+        "4x the words took {ratio:.1}x the time ({t_small:?} -> {t_large:?}): not linear"
+    );
+}

@@ -988,3 +988,32 @@ fn udp_bind_outside_the_xdp_tier() {
         ],
     );
 }
+
+/// Rule lines are parsed as strictly as HAProxy parses them (issue #19 item 8): extra words
+/// are errors at their column (`allow deny unless …` is not `allow unless …`), and so are
+/// ACL flag typos and bad values.
+#[test]
+fn rule_lines_are_exact() {
+    check(
+        &(with_defaults(
+            "[frontend.web]\nbind = \"*:80\"\nhttp_request = [\n  \"allow deny unless { hdr(authorization) -m found }\",\n  \"allow junk\",\n  \"deny if { path -qi /a }\",\n  \"deny if { path -m nope /a }\",\n  \"del-header X-A junk\",\n]\ndefault_backend = \"all\"\n",
+        ) + BE),
+        &[
+            "bad.toml:7:10: frontend.web.http_request[0]: unexpected `deny`",
+            "bad.toml:8:10: frontend.web.http_request[1]: unexpected `junk`",
+            "bad.toml:9:19: frontend.web.http_request[2]: '-qi' is not a valid ACL option. Please use '--' before any pattern beginning with a '-'",
+            "bad.toml:10:22: frontend.web.http_request[3]: unknown matching method 'nope'",
+            "bad.toml:11:19: frontend.web.http_request[4]: unexpected `junk`",
+        ],
+    );
+    check(
+        &(with_defaults(
+            "[frontend.web]\nbind = \"*:80\"\nhttp_response = [\"allow x\"]\nhttp_after_response = [\"allow if TRUE x\"]\ndefault_backend = \"all\"\n",
+        ) + BE),
+        &[
+            "bad.toml:6:25: frontend.web.http_response[0]: unexpected `x`",
+            // juxtaposition is AND: `x` is an ACL name, and none is defined
+            "bad.toml:7:39: frontend.web.http_after_response[0]: undefined ACL `x`",
+        ],
+    );
+}

@@ -716,7 +716,7 @@ fn acl_fetches() {
             documented.insert(n.clone());
         }
     }
-    let src = source("src/l7/acl/expr.rs");
+    let src = source("src/acl/expr.rs");
     let start = src.find("const KEYWORDS").expect("KEYWORDS");
     let end = src[start..].find("];").expect("end of KEYWORDS") + start;
     let code = set(src[start..end]
@@ -752,7 +752,7 @@ fn acl_flags_methods_and_operators() {
     let mut acls = AclSet::default();
     assert!(acls.define("x path -zzzzq /c").is_err());
 
-    let expr = source("src/l7/acl/expr.rs");
+    let expr = source("src/acl/expr.rs");
     let methods = set(first_column_words(&doc, "acl-methods"));
     same(
         "ACL match methods",
@@ -798,7 +798,7 @@ fn predefined_acls() {
     };
     // every name either part of the code knows, kept if the loader takes it
     let mut candidates = const_strings(&source("src/config/build.rs"), "PREDEFINED_ACLS");
-    let acl_mod = source("src/l7/acl/mod.rs");
+    let acl_mod = source("src/acl/mod.rs");
     candidates.extend(
         strings_between(&acl_mod, "const PREDEFINED: &[(&str, &str)] = &[", "];")
             .into_iter()

@@ -18,29 +18,56 @@ pub(crate) struct Token {
     pub start: usize,
 }
 
-/// Splits `text` into words. Errors carry the offset of the unterminated quote or the bad
-/// escape.
-pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, AclError> {
-    let bytes = text.as_bytes();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    let mut cur: Option<Token> = None;
+/// One word of a HAProxy line, as [`split`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Word {
+    /// The word after quote removal and escape decoding.
+    pub text: String,
+    /// Byte offset of the word's first character in the split text.
+    pub start: usize,
+    /// Some part of it was quoted (`"…"` or `'…'`): `"if"` is a word, not a keyword.
+    pub quoted: bool,
+}
 
+/// The words of a line and, when comments are recognised, the byte offset of the `#` that
+/// starts the comment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Words {
+    pub words: Vec<Word>,
+    pub comment: Option<usize>,
+}
+
+/// HAProxy's word separators (`isspace` in its config parser: ASCII only).
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c)
+}
+
+/// THE HAProxy word splitter: the config loader, the ACL lexer and `lb convert` all split
+/// lines with it. `comments`: an unquoted, unescaped `#` ends the words (HAProxy's
+/// config files, ACL text); lb's TOML directive values keep `#` as a character.
+/// Linear in the length of the text. Errors carry the byte offset of the unterminated quote
+/// or the bad escape.
+pub fn split(text: &str, comments: bool) -> Result<Words, AclError> {
+    let bytes = text.as_bytes();
+    let mut out = Words::default();
+    let mut i = 0;
+    let mut cur: Option<Word> = None;
     while i < bytes.len() {
         let c = bytes[i];
         match c {
-            b' ' | b'\t' | b'\r' | b'\n' => {
+            c if is_blank(c) => {
                 if let Some(t) = cur.take() {
-                    tokens.push(t);
+                    out.words.push(t);
                 }
                 i += 1;
             }
-            b'#' => break,
+            b'#' if comments => {
+                out.comment = Some(i);
+                break;
+            }
             b'\'' => {
-                let tok = cur.get_or_insert_with(|| Token {
-                    text: String::new(),
-                    start: i,
-                });
+                let tok = open(&mut cur, i);
+                tok.quoted = true;
                 let Some(rel) = text[i + 1..].find('\'') else {
                     return Err(AclError {
                         message: "unterminated single quote".into(),
@@ -52,10 +79,8 @@ pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, AclError> {
             }
             b'"' => {
                 let quote_at = i;
-                let tok = cur.get_or_insert_with(|| Token {
-                    text: String::new(),
-                    start: i,
-                });
+                let tok = open(&mut cur, i);
+                tok.quoted = true;
                 i += 1;
                 loop {
                     let Some(&b) = bytes.get(i) else {
@@ -79,17 +104,11 @@ pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, AclError> {
                 }
             }
             b'\\' => {
-                let tok = cur.get_or_insert_with(|| Token {
-                    text: String::new(),
-                    start: i,
-                });
+                let tok = open(&mut cur, i);
                 i = escape(text, i, &mut tok.text)?;
             }
             _ => {
-                let tok = cur.get_or_insert_with(|| Token {
-                    text: String::new(),
-                    start: i,
-                });
+                let tok = open(&mut cur, i);
                 let ch_len = utf8_len(c);
                 tok.text.push_str(&text[i..i + ch_len]);
                 i += ch_len;
@@ -97,9 +116,30 @@ pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, AclError> {
         }
     }
     if let Some(t) = cur.take() {
-        tokens.push(t);
+        out.words.push(t);
     }
-    Ok(tokens)
+    Ok(out)
+}
+
+/// The word being built, started at `i` if there is none.
+fn open(cur: &mut Option<Word>, i: usize) -> &mut Word {
+    cur.get_or_insert_with(|| Word {
+        text: String::new(),
+        start: i,
+        quoted: false,
+    })
+}
+
+/// Splits ACL text (`#` starts a comment) into words.
+pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, AclError> {
+    Ok(split(text, true)?
+        .words
+        .into_iter()
+        .map(|w| Token {
+            text: w.text,
+            start: w.start,
+        })
+        .collect())
 }
 
 /// Length of the UTF-8 sequence starting with `b` (the input is a `&str`, so it is valid).

@@ -48,8 +48,8 @@ pub(crate) mod tests;
 
 use expr::{Expr, parse_expr};
 pub use format::FormatString;
-pub(crate) use lex::escape as haproxy_escape;
 use lex::tokenize;
+pub use lex::{Word, Words, split as split_words};
 
 /// What a condition can look at. The L7 proxy implements it over a request.
 pub trait AclInput {

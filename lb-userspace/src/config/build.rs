@@ -1485,20 +1485,18 @@ impl<'a> Builder<'a> {
         let mut ok = true;
         let mut depth = 0usize;
         let mut first = true;
-        let mut words = Vec::new();
-        let mut start = None;
-        for (i, c) in cond.text.char_indices() {
-            if c.is_whitespace() {
-                if let Some(s) = start.take() {
-                    words.push((s, &cond.text[s..i]));
-                }
-            } else if start.is_none() {
-                start = Some(i);
+        let split = match crate::acl::split_words(&cond.text, true) {
+            Ok(s) => s,
+            Err(e) => {
+                self.err(cond.pos(e.offset), path, e.message);
+                return None;
             }
-        }
-        if let Some(s) = start {
-            words.push((s, &cond.text[s..]));
-        }
+        };
+        let words: Vec<(usize, &str)> = split
+            .words
+            .iter()
+            .map(|w| (w.start, w.text.as_str()))
+            .collect();
         if words.len() < 2 {
             self.err(
                 cond.pos(cond.text.len()),

@@ -81,74 +81,35 @@ struct W {
     quoted: bool,
 }
 
-/// Splits a line into words (quotes, backslash escapes) and its trailing comment.
+/// Splits a line into words and its trailing comment with HAProxy's splitter
+/// ([`crate::acl::split_words`]); columns are counted in characters, in one pass (linear in
+/// the length of the line).
 fn split_line(line: &str) -> Result<(Vec<W>, Option<String>), (usize, String)> {
-    let mut words = Vec::new();
-    let mut cur: Option<W> = None;
-    let mut quote: Option<(char, usize)> = None;
-    let mut chars = line.char_indices().peekable();
-    let col_of = |i: usize| line[..i].chars().count() + 1;
-    while let Some((i, c)) = chars.next() {
-        match (quote, c) {
-            (Some((q, _)), c) if c == q => quote = None,
-            (Some(('"', _)) | None, '\\') => {
-                let w = cur.get_or_insert_with(|| W {
-                    text: String::new(),
-                    col: col_of(i),
-                    quoted: false,
-                });
-                let next = crate::acl::haproxy_escape(line, i, &mut w.text)
-                    .map_err(|e| (col_of(i), e.message))?;
-                while chars.peek().is_some_and(|(j, _)| *j < next) {
-                    chars.next();
-                }
-            }
-            (Some(_), c) => cur
-                .get_or_insert_with(|| W {
-                    text: String::new(),
-                    col: col_of(i),
-                    quoted: true,
-                })
-                .text
-                .push(c),
-            (None, '"' | '\'') => {
-                let w = cur.get_or_insert_with(|| W {
-                    text: String::new(),
-                    col: col_of(i),
-                    quoted: true,
-                });
-                w.quoted = true;
-                quote = Some((c, i));
-            }
-            (None, '#') => {
-                if let Some(w) = cur.take() {
-                    words.push(w);
-                }
-                let c = line[i + 1..].trim_end();
-                return Ok((words, Some(c.strip_prefix(' ').unwrap_or(c).to_string())));
-            }
-            (None, c) if c.is_whitespace() => {
-                if let Some(w) = cur.take() {
-                    words.push(w);
-                }
-            }
-            (None, c) => cur
-                .get_or_insert_with(|| W {
-                    text: String::new(),
-                    col: col_of(i),
-                    quoted: false,
-                })
-                .text
-                .push(c),
-        }
-    }
-    if let Some((_, i)) = quote {
-        return Err((col_of(i), "unterminated quote".to_string()));
-    }
-    if let Some(w) = cur.take() {
-        words.push(w);
-    }
-    Ok((words, None))
+    let mut counted = (0, 0); // (byte offset, characters before it)
+    let mut col_of = |i: usize| {
+        let (at, n) = counted;
+        let n = n + line.get(at..i).map_or(0, |s| s.chars().count());
+        counted = (i, n);
+        n + 1
+    };
+    let words = crate::acl::split_words(line, true).map_err(|e| {
+        let col = line.get(..e.offset).map_or(1, |s| s.chars().count() + 1);
+        (col, e.message)
+    })?;
+    let comment = words.comment.map(|i| {
+        let c = line.get(i + 1..).unwrap_or("").trim_end();
+        c.strip_prefix(' ').unwrap_or(c).to_string()
+    });
+    let words = words
+        .words
+        .into_iter()
+        .map(|w| W {
+            col: col_of(w.start),
+            text: w.text,
+            quoted: w.quoted,
+        })
+        .collect();
+    Ok((words, comment))
 }
 
 /// Joins words back into lb line syntax, quoting where needed.

@@ -147,7 +147,12 @@ pub(crate) fn strip_address_prefix(t: &Tok) -> (Tok, bool) {
         ("udp6@", true),
     ];
     for (prefix, udp) in PREFIXES {
-        if t.text.len() > prefix.len() && t.text[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        // `get`: the word may hold multibyte characters where a prefix would end.
+        if t.text.len() > prefix.len()
+            && t.text
+                .get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        {
             let mut rest = t.clone();
             rest.text = t.text[prefix.len()..].to_owned();
             rest.pos += prefix.len();
@@ -754,7 +759,11 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
         ));
     }
     let action = match a.text.as_str() {
-        "allow" => HttpAction::Allow,
+        "allow" => {
+            // HAProxy: `allow` takes no argument (`allow deny …` is an error, not `allow`).
+            args.done()?;
+            HttpAction::Allow
+        }
         "deny" => {
             // HAProxy: a denied request gets 403, a denied response becomes a 502.
             let mut status = match side {

@@ -133,56 +133,22 @@ impl Problem {
     }
 }
 
-/// Splits a HAProxy-style line into words: blanks separate, `"…"` and `'…'` quote,
-/// backslash escapes as in HAProxy (outside single quotes; an unknown escape such as `\1`
-/// is kept).
+/// Splits a directive value into words with HAProxy's splitter ([`crate::acl::split_words`]):
+/// blanks separate, `"…"` and `'…'` quote, backslash escapes as in HAProxy (outside single
+/// quotes; an unknown escape such as `\1` is kept). A `#` is a character here (TOML has its
+/// own comments).
 pub(crate) fn tokenize(s: &Str) -> Result<Vec<Tok>, Problem> {
-    let mut toks = Vec::new();
-    let mut cur: Option<(String, usize)> = None;
-    let mut quote: Option<(char, usize)> = None;
-    let mut chars = s.value.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        match (quote, c) {
-            (Some((q, _)), c) if c == q => quote = None,
-            (Some(('"', _)), '\\') | (None, '\\') => {
-                let entry = cur.get_or_insert_with(|| (String::new(), i));
-                let next = crate::acl::haproxy_escape(&s.value, i, &mut entry.0)
-                    .map_err(|e| Problem::new(s.pos(i), e.message))?;
-                while chars.peek().is_some_and(|(j, _)| *j < next) {
-                    chars.next();
-                }
-            }
-            (Some(_), c) => cur.get_or_insert_with(|| (String::new(), i)).0.push(c),
-            (None, '"' | '\'') => {
-                cur.get_or_insert_with(|| (String::new(), i));
-                quote = Some((c, i));
-            }
-            (None, c) if c.is_whitespace() => {
-                if let Some((text, off)) = cur.take() {
-                    toks.push(Tok {
-                        text,
-                        pos: s.pos(off),
-                        off,
-                    });
-                }
-            }
-            (None, c) => cur.get_or_insert_with(|| (String::new(), i)).0.push(c),
-        }
-    }
-    if let Some((q, off)) = quote {
-        return Err(Problem::new(
-            s.pos(off),
-            format!("unterminated {q}quote{q}"),
-        ));
-    }
-    if let Some((text, off)) = cur.take() {
-        toks.push(Tok {
-            text,
-            pos: s.pos(off),
-            off,
-        });
-    }
-    Ok(toks)
+    let words = crate::acl::split_words(&s.value, false)
+        .map_err(|e| Problem::new(s.pos(e.offset), e.message))?;
+    Ok(words
+        .words
+        .into_iter()
+        .map(|w| Tok {
+            text: w.text,
+            pos: s.pos(w.start),
+            off: w.start,
+        })
+        .collect())
 }
 
 /// The dotted key path of the deepest key or value containing `pos` (for parser errors).
