@@ -3,6 +3,19 @@
 /// Directory under bpffs where lb pins its maps; one sub-directory per instance name.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/lb";
 
+/// True when bpffs accepts `name` as a file or directory name. The kernel reserves names
+/// containing a dot (`bpf_lookup` in `kernel/bpf/inode.c` answers `EPERM`), so a pin
+/// directory such as `/sys/fs/bpf/lb/lb.prod` cannot be created.
+pub fn bpffs_name_ok(name: &str) -> bool {
+    !name.is_empty() && !name.contains('.') && !name.contains('/')
+}
+
+/// True for the characters lb keeps when it names a default pin directory after a config
+/// file's stem; every other character (a dot above all) becomes `_` (`lb.prod` → `lb_prod`).
+pub const fn pin_name_char_ok(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
 /// Most VIPs (address, port, protocol) one instance serves.
 pub const MAX_VIPS: u32 = 64;
 /// Most backends (distinct server endpoints) across all VIPs.

@@ -155,7 +155,12 @@ server = [{su}]
 
     /// Writes `text` as the config file and returns its path.
     pub fn write_config(&self, text: &str) -> Result<PathBuf> {
-        let path = self.dir.join("lb.toml");
+        self.write_config_as("lb.toml", text)
+    }
+
+    /// Writes `text` as the config file `name` in the lab's directory; returns its path.
+    pub fn write_config_as(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.dir.join(name);
         std::fs::write(&path, text).map_err(|source| LabError::Io {
             ns: "tmp".into(),
             source,

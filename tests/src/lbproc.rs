@@ -69,6 +69,48 @@ impl LbProcess {
         cwd: &Path,
         log: &Path,
     ) -> Result<Self> {
+        Self::spawn(host, config, admin, extra, cwd, log, &[])
+    }
+
+    /// Like [`LbProcess::start`], in a private mount namespace where `/sys/fs/bpf` is not
+    /// mounted (as on a host without bpffs): lb must mount bpffs itself. Its pins live and
+    /// die with that namespace, so nothing is left behind when lb exits.
+    pub fn start_without_bpffs(
+        host: &Host,
+        config: &Path,
+        admin: SocketAddr,
+        extra: &[&str],
+    ) -> Result<Self> {
+        Self::spawn(
+            host,
+            config,
+            admin,
+            extra,
+            Path::new("."),
+            &config.with_extension("log"),
+            &[
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "umount -l /sys/fs/bpf 2>/dev/null; exec \"$0\" \"$@\"",
+            ],
+        )
+    }
+
+    /// Starts lb, its command line prefixed by `wrapper` (a command that ends by exec'ing
+    /// its arguments, so the child is lb itself).
+    fn spawn(
+        host: &Host,
+        config: &Path,
+        admin: SocketAddr,
+        extra: &[&str],
+        cwd: &Path,
+        log: &Path,
+        wrapper: &[&str],
+    ) -> Result<Self> {
         let log = log.to_path_buf();
         let logfile = std::fs::File::create(&log).map_err(|source| LabError::Io {
             ns: host.netns.clone(),
@@ -80,10 +122,19 @@ impl LbProcess {
         })?;
         let bin = lb_binary();
         let config_arg = config.to_string_lossy().into_owned();
-        let mut args = vec!["run", "-c", config_arg.as_str()];
+        let bin_arg = bin.to_string_lossy().into_owned();
+        let (program, mut args) = match wrapper.split_first() {
+            Some((p, rest)) => {
+                let mut a = rest.to_vec();
+                a.push(bin_arg.as_str());
+                (*p, a)
+            }
+            None => (bin_arg.as_str(), Vec::new()),
+        };
+        args.extend(["run", "-c", config_arg.as_str()]);
         args.extend_from_slice(extra);
         let child = host
-            .net_command(&bin.to_string_lossy(), &args)
+            .net_command(program, &args)
             .env("RUST_LOG", "info")
             .current_dir(cwd)
             .stdout(Stdio::from(logfile))

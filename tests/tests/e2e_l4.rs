@@ -217,3 +217,73 @@ fn established_connection_survives_adding_a_backend_and_restarting_lb() {
         first
     );
 }
+
+/// Issue #14 item 4: bpffs refuses dotted names, so the default pin directory of
+/// `lb.test.toml` must not be `/sys/fs/bpf/lb/lb.test`; lb mounts bpffs when it is missing;
+/// `lb check` refuses an explicit `pin_path` bpffs would refuse.
+#[test]
+fn dotted_config_name_starts_the_xdp_tier_and_bpffs_is_mounted_when_missing() {
+    require_root!();
+    let env = L4Env::new(2).expect("lab");
+    // The config without its `pin_path` line: the default comes from the file name.
+    let text: String = env
+        .config(2)
+        .lines()
+        .filter(|l| !l.starts_with("pin_path"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = env.write_config_as("lb.test.toml", &text).expect("config");
+    let check = |path: &std::path::Path| {
+        env.lab
+            .lb
+            .net_command(
+                &lb_tests::lbproc::lb_binary().to_string_lossy(),
+                &["check", "-c", &path.to_string_lossy()],
+            )
+            .output()
+            .expect("lb check")
+    };
+    let out = check(&path);
+    assert!(
+        out.status.success(),
+        "lb check accepts lb.test.toml: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let admin: SocketAddr = lb_tests::l4env::ADMIN.parse().expect("admin");
+    let lb = lb_tests::lbproc::LbProcess::start_without_bpffs(&env.lab.lb, &path, admin, &[])
+        .expect("lb run from lb.test.toml without bpffs mounted");
+    assert!(
+        lb.log_text().contains("mounted bpffs at /sys/fs/bpf"),
+        "{}",
+        lb.log_text()
+    );
+    let pins = format!("/proc/{}/root/sys/fs/bpf/lb/lb_test", lb.child.id());
+    assert!(
+        std::path::Path::new(&pins).join("LB_FLOWS_V4").exists(),
+        "maps pinned under /sys/fs/bpf/lb/lb_test in lb's mount namespace"
+    );
+    // The VIP is no local address: only the XDP tier answers it.
+    for _ in 0..5 {
+        let (mut conn, who) = env.connect(None, vip(VIP4, VIP_PORT)).expect("VIP");
+        assert!(who.starts_with('b'), "greeted by a backend: {who}");
+        assert_eq!(L4Env::exchange(&mut conn, "hi").expect("exchange"), who);
+    }
+    drop(lb);
+
+    // An explicit pin_path with a dotted name on bpffs is refused by `lb check`.
+    let bad = text.replace(
+        "[dataplane]\n",
+        "[dataplane]\npin_path = \"/sys/fs/bpf/lb/lb.prod\"\n",
+    );
+    let bad_path = env.write_config_as("bad.toml", &bad).expect("config");
+    let out = check(&bad_path);
+    let stdout =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("dataplane.pin_path")
+            && stdout.contains("bpffs refuses the name `lb.prod`"),
+        "{stdout}"
+    );
+}

@@ -640,7 +640,20 @@ impl<'a> Builder<'a> {
             .src
             .path
             .file_stem()
-            .map_or_else(|| "lb".to_string(), |s| s.to_string_lossy().into_owned());
+            .map(|s| {
+                s.to_string_lossy()
+                    .chars()
+                    .map(|c| {
+                        if lb_common::maps::pin_name_char_ok(c) {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect::<String>()
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "lb".to_string());
         let mut out = Dataplane {
             interfaces: Vec::new(),
             xdp_mode: XdpMode::Auto,
@@ -740,6 +753,8 @@ impl<'a> Builder<'a> {
                     "dataplane.pin_path",
                     "pin_path must be an absolute path on a bpffs mount",
                 );
+            } else if let Some(problem) = pin_path_problem(&path) {
+                self.err(p.span().start, "dataplane.pin_path", problem);
             }
             out.pin_path = path;
         }
@@ -2477,4 +2492,49 @@ pub(crate) fn check_pem(path: &Path) -> Result<(), String> {
         }
         Err(e) => Err(format!("invalid certificate: {e}")),
     }
+}
+
+/// Why bpffs would refuse the pin directory `path` (absolute), if it would: a `.` or `..`
+/// component, or a dot in a name that lies on bpffs (the kernel reserves dotted names
+/// there). Names above the bpffs mount point (e.g. a mount at `/run/lb.d/bpf`) may have
+/// dots; a name is on bpffs when it is below a mounted bpffs, or below `/sys/fs/bpf`, where
+/// lb mounts bpffs when it is missing.
+fn pin_path_problem(path: &Path) -> Option<String> {
+    use std::path::Component;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let bpf_mounts: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, kind) = (f.next()?, f.next()?, f.next()?);
+            (kind == "bpf").then(|| PathBuf::from(point.replace("\\040", " ")))
+        })
+        .chain([PathBuf::from("/sys/fs/bpf")])
+        .collect();
+    let mut prefix = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir | Component::ParentDir => {
+                return Some(format!(
+                    "pin_path `{}` must not contain `.` or `..` components",
+                    path.display()
+                ));
+            }
+            Component::Normal(name) => {
+                let on_bpffs = bpf_mounts.iter().any(|m| prefix.starts_with(m));
+                prefix.push(name);
+                let name = name.to_string_lossy();
+                if on_bpffs && !lb_common::maps::bpffs_name_ok(&name) {
+                    return Some(format!(
+                        "pin_path `{}`: bpffs refuses the name `{name}` (names on bpffs \
+                         cannot contain a dot); use e.g. `{}`",
+                        path.display(),
+                        name.replace('.', "_")
+                    ));
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => prefix.push(c),
+        }
+    }
+    None
 }

@@ -14,9 +14,15 @@ use crate::ebpf_object::LB_EBPF_OBJECT;
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error(
-        "cannot create the bpffs pin directory {path}: {source} (is bpffs mounted at /sys/fs/bpf?)"
+        "cannot create the bpffs pin directory {path}: {source} (it must lie on a bpffs mount, and \
+         bpffs refuses names with a dot)"
     )]
     PinDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bpffs is not mounted at {path} and mounting it failed: {source}")]
+    Mount {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -98,6 +104,7 @@ pub struct LoadOptions {
 /// Loads the embedded XDP object. Maps already pinned under `opts.pin_dir` are reused, so a
 /// restarted `lb` keeps established flows.
 pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
+    ensure_bpffs(&opts.pin_dir)?;
     std::fs::create_dir_all(&opts.pin_dir).map_err(|source| DataplaneError::PinDir {
         path: opts.pin_dir.clone(),
         source,
@@ -112,6 +119,42 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
         .map_max_entries(names::MAGLEV, maglev_entries)
         .load(LB_EBPF_OBJECT)?;
     Ok(ebpf)
+}
+
+/// Where lb mounts bpffs when it is missing (as Cilium's agent and `cargo xtask` do).
+pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+
+/// True when `dir` is a bpffs mount point, per `/proc/self/mounts`.
+fn is_bpffs_mount(dir: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        matches!((f.next(), f.next(), f.next()), (Some(_), Some(point), Some("bpf")) if Path::new(point) == dir)
+    })
+}
+
+/// Mounts bpffs at [`BPFFS_ROOT`] when `pin_dir` lies below it and nothing is mounted
+/// there yet (a host, container or mount namespace without it).
+fn ensure_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let root = Path::new(BPFFS_ROOT);
+    if !pin_dir.starts_with(root) || is_bpffs_mount(root) {
+        return Ok(());
+    }
+    let failed = |source: std::io::Error| DataplaneError::Mount {
+        path: root.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(root).map_err(failed)?;
+    nix::mount::mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| failed(std::io::Error::from(e)))?;
+    tracing::info!("mounted bpffs at {BPFFS_ROOT}");
+    Ok(())
 }
 
 /// Key and value sizes of the maps whose layout lb defines, as this build expects them.
