@@ -139,3 +139,78 @@ async fn ssl_fc_sni_routes() {
     assert_eq!(r.server(), "s");
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// Whether the `openssl` command-line tool is installed.
+fn have_openssl() -> bool {
+    std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A TLS 1.2 client that asks to renegotiate (OpenSSL's `R` command: a ClientHello on the
+/// established connection) gets rustls's `no_renegotiation` alert at once, while the
+/// connection is idle waiting for a request, not when `timeout http-request` (5 s here)
+/// ends it.
+#[tokio::test]
+async fn renegotiation_is_refused_promptly() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    if !have_openssl() {
+        eprintln!("openssl not installed; skipped");
+        return;
+    }
+    let dir = TempDir::new("reneg");
+    let s = echo("s").await;
+    let (cfg, _, _) = tls_config(&dir, s.addr);
+    let (h, _reg) = start(cfg);
+    let fe = addr_of(&h, "web");
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-tls1_2", "-servername", "a.test", "-connect"])
+        .arg(fe.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    // The session block ends the handshake's output.
+    let mut in_session = false;
+    let mut seen = String::new();
+    loop {
+        let line = tokio::time::timeout(T, stdout.next_line())
+            .await
+            .expect("handshake output in time")
+            .unwrap()
+            .unwrap_or_else(|| panic!("s_client ended early: {seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("SSL-Session:") {
+            in_session = true;
+        } else if in_session && line.starts_with("---") {
+            break;
+        }
+    }
+    assert!(seen.contains("Protocol  : TLSv1.2"), "{seen}");
+    let t0 = std::time::Instant::now();
+    stdin.write_all(b"R\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    let status = tokio::time::timeout(T, child.wait())
+        .await
+        .expect("s_client ends")
+        .unwrap();
+    let elapsed = t0.elapsed();
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).await.unwrap();
+    assert!(
+        err.contains("no renegotiation"),
+        "the server's no_renegotiation alert: {err} ({status})"
+    );
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "alert after {elapsed:?}"
+    );
+    drop(stdin);
+}

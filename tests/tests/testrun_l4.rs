@@ -273,6 +273,7 @@ fn config() -> Config {
             threads: None,
             cpu_map: None,
             hash_seed: SEED,
+            ssl_cache_size: lb::config::DEFAULT_SSL_CACHE_SIZE,
         },
         dataplane: Some(CfgDataplane {
             interfaces: vec!["eth0".into(), "eth1".into()],

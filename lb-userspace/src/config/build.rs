@@ -15,7 +15,7 @@ use super::model::*;
 use super::raw::{Item, List, PROXY_KEYS, RawDataplane, RawFile, RawGlobal, RawProxy, S, V};
 use super::source::{Problem, Source, Str, Tok, key_path_at, tokenize};
 use super::suggest::hint;
-use super::{DEFAULT_HASH_SEED, LoadOptions};
+use super::{DEFAULT_HASH_SEED, DEFAULT_SSL_CACHE_SIZE, LoadOptions};
 use crate::acl::{AclSet, Condition, FormatString};
 
 /// HAProxy's predefined ACLs.
@@ -215,6 +215,9 @@ const BIND: Spec = &[
     ("ssl", K::Flag("ssl")),
     ("crt", K::Multi("crt")),
     ("alpn", K::Joined("alpn")),
+    ("tls_ticket_keys", K::Val("tls-ticket-keys")),
+    ("no_tls_tickets", K::Flag("no-tls-tickets")),
+    ("strict_sni", K::Flag("strict-sni")),
 ];
 const SERVER: Spec = &[
     ("name", K::Pos),
@@ -533,6 +536,7 @@ impl<'a> Builder<'a> {
             threads: None,
             cpu_map: None,
             hash_seed: DEFAULT_HASH_SEED,
+            ssl_cache_size: DEFAULT_SSL_CACHE_SIZE,
         };
         let Some(g) = g else { return out };
         let g = g.get_ref();
@@ -585,6 +589,13 @@ impl<'a> Builder<'a> {
         }
         if let Some(m) = &g.cpu_map {
             out.cpu_map = self.cpu_map(m);
+        }
+        if let Some(n) = self.int_in(
+            &g.ssl_cache_size,
+            "global.ssl_cache_size",
+            0..=100_000_000usize,
+        ) {
+            out.ssl_cache_size = n;
         }
         out
     }
@@ -1888,12 +1899,22 @@ impl<'a> Builder<'a> {
                 if st.mode == Mode::Tcp && !has_dp {
                     // TLS termination in userspace mode tcp is fine.
                 }
+                let ticket_keys = line.ticket_keys.as_ref().map(|(p, t)| {
+                    let resolved = self.resolve_path(&p.to_string_lossy());
+                    if let Err(e) = crate::tls_keys::load(&resolved) {
+                        self.err(t.pos, &ipath, format!("tls-ticket-keys `{}`: {e}", t.text));
+                    }
+                    resolved
+                });
                 Some(BindTls {
                     certs,
                     alpn: line
                         .alpn
                         .clone()
                         .unwrap_or_else(|| vec!["h2".into(), "http/1.1".into()]),
+                    ticket_keys,
+                    no_tickets: line.no_tls_tickets,
+                    strict_sni: line.strict_sni,
                 })
             } else {
                 if let Some(a) = &line.alpn {

@@ -639,6 +639,14 @@ impl Converter<'_> {
                 }
                 None => self.unsupported(n, words[0].col, raw, "`nbthread` needs a number"),
             },
+            "tune.ssl.cachesize" => match words.get(1).and_then(|w| w.text.parse::<u32>().ok()) {
+                Some(t) => {
+                    if let Some(s) = self.cur() {
+                        s.push("ssl_cache_size", t.to_string(), comment, false);
+                    }
+                }
+                None => self.unsupported(n, words[0].col, raw, "`tune.ssl.cachesize` needs a number"),
+            },
             "stats" => self.unsupported(n, words[0].col, raw, "the stats socket is replaced by lb's admin API (`[global] admin`)"),
             "cpu-map" => self.cpu_map(n, raw, words, comment),
             "log" => self.unsupported(n, words[0].col, raw, "syslog targets are not supported: lb writes logs to stdout (`log_format` = \"haproxy\" or \"json\")"),
@@ -1006,8 +1014,8 @@ impl Converter<'_> {
             let w = &args[i];
             match w.text.as_str() {
                 "ssl" | "accept-proxy" | "v4v6" | "v6only" | "no-sslv3" | "no-tlsv10"
-                | "no-tlsv11" => opts.push(w.text.clone()),
-                "crt" | "alpn" => match args.get(i + 1) {
+                | "no-tlsv11" | "no-tls-tickets" | "strict-sni" => opts.push(w.text.clone()),
+                "crt" | "alpn" | "tls-ticket-keys" => match args.get(i + 1) {
                     Some(v) => {
                         opts.push(w.text.clone());
                         opts.push(quote_word(&v.text.replace(", ", ",")));

@@ -228,9 +228,17 @@ pub(crate) struct BindLine {
     pub alpn: Option<Vec<String>>,
     /// `accept-proxy`.
     pub accept_proxy: bool,
+    /// `tls-ticket-keys FILE`, `no-tls-tickets`.
+    pub ticket_keys: Option<(PathBuf, Tok)>,
+    pub no_tls_tickets: bool,
+    /// `strict-sni`.
+    pub strict_sni: bool,
 }
 
 const BIND_OPTS: &[&str] = &[
+    "tls-ticket-keys",
+    "no-tls-tickets",
+    "strict-sni",
     "accept-proxy",
     "ssl",
     "crt",
@@ -253,11 +261,20 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
         certs: Vec::new(),
         alpn: None,
         accept_proxy: false,
+        ticket_keys: None,
+        no_tls_tickets: false,
+        strict_sni: false,
     };
     while let Some(t) = args.next() {
         match t.text.as_str() {
             "ssl" => line.ssl = Some(t.clone()),
             "accept-proxy" => line.accept_proxy = true,
+            "no-tls-tickets" => line.no_tls_tickets = true,
+            "strict-sni" => line.strict_sni = true,
+            "tls-ticket-keys" => {
+                let v = args.value_of(t)?;
+                line.ticket_keys = Some((PathBuf::from(&v.text), v.clone()));
+            }
             "crt" => {
                 let v = args.value_of(t)?;
                 line.certs.push((PathBuf::from(&v.text), v.clone()));
@@ -295,6 +312,12 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
         return Err(Problem::new(
             t.pos,
             "`crt` needs `ssl` on the same bind line",
+        ));
+    }
+    if let (None, Some((_, t))) = (&line.ssl, &line.ticket_keys) {
+        return Err(Problem::new(
+            t.pos,
+            "`tls-ticket-keys` needs `ssl` on the same bind line",
         ));
     }
     if let (Some(s), true) = (&line.ssl, line.certs.is_empty()) {

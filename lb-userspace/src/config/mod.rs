@@ -27,6 +27,9 @@ pub use directives::parse_duration;
 /// picks the same backend for a flow.
 pub const DEFAULT_HASH_SEED: u32 = 0x6c62_5eed;
 
+/// Default `global.ssl_cache_size`: HAProxy's `tune.ssl.cachesize` default.
+pub const DEFAULT_SSL_CACHE_SIZE: usize = 20000;
+
 /// Resolves `host:port` for `server` lines (std `ToSocketAddrs` by default).
 pub type Resolver = dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync;
 

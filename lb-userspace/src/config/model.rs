@@ -37,6 +37,9 @@ pub struct Global {
     pub cpu_map: Option<CpuMap>,
     /// Seed of the L4 packet hash and the Maglev permutation, shared by every node.
     pub hash_seed: u32,
+    /// Sessions kept for TLS resumption by session ID (HAProxy's `tune.ssl.cachesize`);
+    /// 0 disables the cache.
+    pub ssl_cache_size: usize,
 }
 
 /// Which CPU each L7 worker thread is bound to.
@@ -175,13 +178,19 @@ pub struct Bind {
 }
 
 /// `ssl crt PEM [crt PEM…] alpn LIST` on a bind line.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BindTls {
     /// PEM files, each holding a certificate chain and its private key. The first is the
     /// default when SNI matches none.
     pub certs: Vec<PathBuf>,
     /// ALPN protocols in preference order; default `["h2", "http/1.1"]`.
     pub alpn: Vec<String>,
+    /// `tls-ticket-keys FILE`: HAProxy's ticket key file (else an in-process rotating key).
+    pub ticket_keys: Option<PathBuf>,
+    /// `no-tls-tickets`: no stateless tickets (the session cache still resumes).
+    pub no_tickets: bool,
+    /// `strict-sni`: a handshake whose SNI matches no certificate is refused (no default).
+    pub strict_sni: bool,
 }
 
 /// An `http-request` or `http-response` rule.

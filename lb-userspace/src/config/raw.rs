@@ -34,6 +34,7 @@ pub(crate) struct RawGlobal {
     pub threads: Option<Spanned<i64>>,
     pub cpu_map: Option<V>,
     pub hash_seed: Option<Spanned<i64>>,
+    pub ssl_cache_size: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

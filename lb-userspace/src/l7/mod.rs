@@ -72,6 +72,7 @@ pub mod runtime;
 pub mod sni;
 pub mod tcp;
 pub mod tls;
+pub mod tls_resume;
 pub mod upstream;
 
 use std::future::Future;
@@ -85,7 +86,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::model::{Config, Mode, Tier};
 use crate::state::Registry;
@@ -118,7 +118,7 @@ pub enum L7Error {
 /// What a listener's connections read at accept time; swapped on reload.
 struct ListenerShared {
     fe: Arc<ArcSwap<FrontendRt>>,
-    tls: ArcSwapOption<TlsAcceptor>,
+    tls: ArcSwapOption<tls::Acceptor>,
     /// `accept-proxy` on the bind.
     accept_proxy: std::sync::atomic::AtomicBool,
 }
@@ -170,6 +170,8 @@ struct Inner {
     drain_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
     /// One per worker thread; dropping them ends the workers.
     workers: Vec<tokio::sync::mpsc::UnboundedSender<WorkerCmd>>,
+    /// TLS tickets and session cache, kept across reloads.
+    tls_sessions: tls_resume::Sessions,
 }
 
 /// The userspace tier.
@@ -223,6 +225,7 @@ impl L7 {
                 control,
                 drain_rx: tokio::sync::Mutex::new(drain_rx),
                 workers,
+                tls_sessions: tls_resume::Sessions::default(),
             }),
         };
         handle.reload(config)?;
@@ -349,7 +352,7 @@ impl L7Handle {
             existing: Option<usize>,
             cfg_addr: SocketAddr,
             fe: Arc<FrontendRt>,
-            tls: Option<Arc<TlsAcceptor>>,
+            tls: Option<Arc<tls::Acceptor>>,
             accept_proxy: bool,
             fresh: Option<Vec<std::net::TcpListener>>,
         }
@@ -361,13 +364,14 @@ impl L7Handle {
             };
             for b in &f.binds {
                 let tls = match (&b.tls, f.mode) {
-                    (Some(t), _) => Some(Arc::new(tls::acceptor(t).map_err(|source| {
-                        L7Error::Tls {
-                            frontend: f.name.clone(),
-                            bind: b.text.clone(),
-                            source: Box::new(source),
-                        }
-                    })?)),
+                    (Some(t), _) => Some(Arc::new(
+                        tls::acceptor(t, &self.inner.tls_sessions, new.global.ssl_cache_size)
+                            .map_err(|source| L7Error::Tls {
+                                frontend: f.name.clone(),
+                                bind: b.text.clone(),
+                                source: Box::new(source),
+                            })?,
+                    )),
                     _ => None,
                 };
                 // A bind that stays keeps its socket. Port 0 means "any port", so such a
@@ -670,7 +674,7 @@ async fn serve_tcp(
             let hs_timeout = fe.timeouts.client.unwrap_or(Duration::from_secs(30));
             match tokio::time::timeout(hs_timeout, acc.accept(stream)).await {
                 Ok(Ok(s)) => {
-                    let (_, sc) = s.get_ref();
+                    let sc = s.connection();
                     let info = TlsInfo {
                         sni: sc.server_name().map(Box::from),
                         h2: false,
@@ -691,7 +695,7 @@ async fn serve_tcp(
 /// from the first bytes when the client sent no ALPN).
 #[allow(clippy::too_many_arguments)]
 async fn serve_https(
-    acc: Arc<TlsAcceptor>,
+    acc: Arc<tls::Acceptor>,
     stream: TcpStream,
     src: SocketAddr,
     local: SocketAddr,
@@ -714,7 +718,7 @@ async fn serve_https(
         }
         Err(_) => return,
     };
-    let (_, sc) = s.get_ref();
+    let sc = s.connection();
     let proto = match sc.alpn_protocol() {
         Some(b"h2") => Proto::H2,
         Some(b"http/1.1") => Proto::H1,

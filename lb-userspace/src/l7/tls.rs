@@ -1,18 +1,31 @@
 //! TLS termination: rustls with the aws-lc-rs provider, TLS 1.2 and 1.3 only, certificate
-//! chosen by SNI among the bind's `crt` files (the first is the default), ALPN from the bind.
+//! chosen by SNI and by what the client can verify among the bind's `crt` files
+//! ([`SniResolver`]), ALPN from the bind, resumption from [`crate::l7::tls_resume`].
+//!
+//! [`Acceptor::accept`] hands out a [`ServerStream`], which writes every record rustls
+//! queues as soon as it exists: an alert or a TLS 1.3 key update produced while the
+//! connection only reads (a refused TLS 1.2 renegotiation gets its `no_renegotiation` alert
+//! at once, as from HAProxy), not at the next write or the idle timeout.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use rustls::ServerConfig;
 use rustls::crypto::aws_lc_rs;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, ServerConnection, SupportedCipherSuite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::model::BindTls;
+use crate::l7::tls_resume::{ResumeError, Sessions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -39,48 +52,154 @@ pub enum TlsError {
     Empty,
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
 }
 
-/// One loaded certificate with its chain and key, plus the leaf for name matching.
+/// One loaded certificate with its chain and key, and the names it serves (lower case;
+/// `*.example.com` for a wildcard).
 struct Loaded {
     key: Arc<CertifiedKey>,
-    leaf: CertificateDer<'static>,
+    names: Vec<String>,
 }
 
-/// Picks a certificate by SNI; the first is the default.
+/// Picks a certificate as HAProxy does: by SNI (an exact name before a wildcard), then,
+/// among the certificates for that name, the first the client can verify (its signature
+/// algorithms: RSA, ECDSA, Ed25519; for a TLS 1.2-only client also its cipher suites).
+/// Without a match, the default: the first certificate, or one with the same names the
+/// client can verify, unless `strict-sni` refuses the handshake.
 struct SniResolver {
     certs: Vec<Loaded>,
+    exact: HashMap<String, Vec<usize>>,
+    /// Keyed by what follows `*.`.
+    wildcard: HashMap<String, Vec<usize>>,
+    /// The first certificate and those with its names.
+    default: Vec<usize>,
+    strict: bool,
+    /// The TLS 1.2 suites offered, to check what a TLS 1.2 client can use.
+    suites: Vec<SupportedCipherSuite>,
 }
 
 impl fmt::Debug for SniResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SniResolver")
             .field("certs", &self.certs.len())
-            .finish()
+            .field("strict", &self.strict)
+            .finish_non_exhaustive()
     }
 }
 
 impl SniResolver {
-    fn matches(leaf: &CertificateDer<'static>, name: &str) -> bool {
-        let Ok(server_name) = ServerName::try_from(name) else {
-            return false;
-        };
-        match webpki::EndEntityCert::try_from(leaf) {
-            Ok(ee) => ee.verify_is_valid_for_subject_name(&server_name).is_ok(),
-            Err(_) => false,
+    fn new(certs: Vec<Loaded>, strict: bool, suites: Vec<SupportedCipherSuite>) -> Self {
+        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut wildcard: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, c) in certs.iter().enumerate() {
+            for n in &c.names {
+                let (map, key) = match n.strip_prefix("*.") {
+                    Some(rest) => (&mut wildcard, rest),
+                    None => (&mut exact, n.as_str()),
+                };
+                let list = map.entry(key.to_owned()).or_default();
+                if !list.contains(&i) {
+                    list.push(i);
+                }
+            }
         }
+        let default = match certs.first() {
+            Some(first) => (0..certs.len())
+                .filter(|&i| i == 0 || certs[i].names == first.names)
+                .collect(),
+            None => Vec::new(),
+        };
+        Self {
+            certs,
+            exact,
+            wildcard,
+            default,
+            strict,
+            suites,
+        }
+    }
+
+    /// The certificates for `name`: exact ones, else wildcards.
+    fn candidates(&self, name: &str) -> Option<&[usize]> {
+        let name = name.to_ascii_lowercase();
+        if let Some(l) = self.exact.get(&name) {
+            return Some(l);
+        }
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent).map(Vec::as_slice)
+    }
+
+    /// Whether the client can verify `key`'s signatures (and, speaking only TLS 1.2,
+    /// agree on a suite for its kind of key).
+    fn usable(&self, key: &CertifiedKey, hello: &ClientHello<'_>) -> bool {
+        if key.key.choose_scheme(hello.signature_schemes()).is_none() {
+            return false;
+        }
+        let offered = hello.cipher_suites();
+        let tls13 = offered.iter().any(|s| {
+            self.suites
+                .iter()
+                .any(|o| o.suite() == *s && o.tls13().is_some())
+        });
+        tls13
+            || self.suites.iter().any(|o| {
+                o.tls13().is_none()
+                    && offered.contains(&o.suite())
+                    && o.usable_for_signature_algorithm(key.key.algorithm())
+            })
+    }
+
+    fn pick(&self, list: &[usize], hello: &ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let first = *list.first()?;
+        let i = list
+            .iter()
+            .copied()
+            .find(|&i| self.usable(&self.certs[i].key, hello))
+            .unwrap_or(first);
+        Some(self.certs[i].key.clone())
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        if let Some(name) = hello.server_name()
-            && let Some(c) = self.certs.iter().find(|c| Self::matches(&c.leaf, name))
-        {
-            return Some(c.key.clone());
+        if let Some(list) = hello.server_name().and_then(|n| self.candidates(n)) {
+            return self.pick(list, &hello);
         }
-        self.certs.first().map(|c| c.key.clone())
+        if self.strict {
+            return None;
+        }
+        self.pick(&self.default, &hello)
     }
+}
+
+/// The DNS names of a leaf: its subjectAltName DNS entries and its subject CNs (HAProxy
+/// indexes both), lower case.
+fn cert_names(leaf: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |n: &str| {
+        let n = n.trim_end_matches('.').to_ascii_lowercase();
+        if !n.is_empty() && !names.contains(&n) {
+            names.push(n);
+        }
+    };
+    for cn in cert.subject().iter_common_name() {
+        if let Ok(s) = cn.as_str() {
+            add(s);
+        }
+    }
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for g in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = g {
+                add(d);
+            }
+        }
+    }
+    names
 }
 
 fn load_pem(path: &Path) -> Result<Loaded, TlsError> {
@@ -103,9 +222,11 @@ fn load_pem(path: &Path) -> Result<Loaded, TlsError> {
             _ => {}
         }
     }
-    let leaf = certs.first().cloned().ok_or_else(|| TlsError::NoCert {
-        path: path.to_owned(),
-    })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCert {
+            path: path.to_owned(),
+        });
+    }
     let key = key.ok_or_else(|| TlsError::NoKey {
         path: path.to_owned(),
     })?;
@@ -113,6 +234,7 @@ fn load_pem(path: &Path) -> Result<Loaded, TlsError> {
         path: path.to_owned(),
         source,
     })?;
+    let names = cert_names(&certs[0]);
     let ck = CertifiedKey::new(certs, signing);
     ck.keys_match().map_err(|source| TlsError::Mismatch {
         path: path.to_owned(),
@@ -120,12 +242,117 @@ fn load_pem(path: &Path) -> Result<Loaded, TlsError> {
     })?;
     Ok(Loaded {
         key: Arc::new(ck),
-        leaf,
+        names,
     })
 }
 
-/// Builds the acceptor of one `ssl` bind (reads the PEM files now, never per connection).
-pub fn acceptor(tls: &BindTls) -> Result<TlsAcceptor, TlsError> {
+/// The TLS side of one `ssl` bind.
+#[derive(Clone)]
+pub struct Acceptor {
+    inner: TlsAcceptor,
+}
+
+impl fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acceptor").finish_non_exhaustive()
+    }
+}
+
+impl Acceptor {
+    /// Runs the server handshake on an accepted connection.
+    pub async fn accept<IO>(&self, stream: IO) -> io::Result<ServerStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let inner = self.inner.accept(stream).await?;
+        Ok(ServerStream { inner })
+    }
+}
+
+/// A client connection after its handshake. Reading writes out whatever rustls queued
+/// while processing the records read (alerts, key updates), so no record waits for the
+/// application's next write.
+pub struct ServerStream<IO = TcpStream> {
+    inner: tokio_rustls::server::TlsStream<IO>,
+}
+
+impl<IO> fmt::Debug for ServerStream<IO> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerStream").finish_non_exhaustive()
+    }
+}
+
+impl<IO> ServerStream<IO> {
+    /// The rustls connection: SNI, ALPN, version, peer certificates.
+    pub fn connection(&self) -> &ServerConnection {
+        self.inner.get_ref().1
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> ServerStream<IO> {
+    /// Writes the records rustls has queued. A socket that is full registers the waker
+    /// for writability (this task is polled again); an error shows at the next read or
+    /// write, so it is not reported here.
+    fn write_queued(&mut self, cx: &mut Context<'_>) {
+        if self.inner.get_ref().1.wants_write() {
+            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerStream<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        // Also when the read is pending: the records it consumed may have produced an
+        // answer (tokio-rustls only writes on a write or a flush).
+        this.write_queued(cx);
+        r
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerStream<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Builds the acceptor of one `ssl` bind (reads the PEM and key files now, never per
+/// connection). Resumption state comes from `sessions`, which outlives reloads; the
+/// session cache holds `cache_size` sessions.
+pub fn acceptor(
+    tls: &BindTls,
+    sessions: &Sessions,
+    cache_size: usize,
+) -> Result<Acceptor, TlsError> {
     if tls.certs.is_empty() {
         return Err(TlsError::Empty);
     }
@@ -135,12 +362,19 @@ pub fn acceptor(tls: &BindTls) -> Result<TlsAcceptor, TlsError> {
         .map(|p| load_pem(p))
         .collect::<Result<Vec<_>, _>>()?;
     let provider = Arc::new(aws_lc_rs::default_provider());
+    let suites = provider.cipher_suites.clone();
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { certs }));
+        .with_cert_resolver(Arc::new(SniResolver::new(certs, tls.strict_sni, suites)));
     cfg.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Ok(TlsAcceptor::from(Arc::new(cfg)))
+    cfg.session_storage = sessions.cache(cache_size);
+    if !tls.no_tickets {
+        cfg.ticketer = sessions.ticketer(tls.ticket_keys.as_deref())?;
+    }
+    Ok(Acceptor {
+        inner: TlsAcceptor::from(Arc::new(cfg)),
+    })
 }
 
 /// What the TLS layer tells the request: `ssl_fc`, `ssl_fc_sni`, ALPN.

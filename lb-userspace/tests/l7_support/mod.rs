@@ -200,6 +200,7 @@ pub fn tls_bind(addr: &str, certs: Vec<PathBuf>, alpn: &[&str]) -> Bind {
         tls: Some(BindTls {
             certs,
             alpn: alpn.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
         }),
         text: format!("{addr} ssl"),
     }
@@ -265,6 +266,7 @@ pub fn config(frontends: Vec<Frontend>, backends: Vec<Backend>) -> Config {
             threads: None,
             cpu_map: None,
             hash_seed: 0,
+            ssl_cache_size: lb::config::DEFAULT_SSL_CACHE_SIZE,
         },
         dataplane: None,
         frontends,
@@ -462,7 +464,7 @@ pub fn make_cert(dir: &Path, name: &str) -> (PathBuf, Vec<u8>) {
 }
 
 #[derive(Debug)]
-pub struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+pub struct AcceptAny(pub Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
