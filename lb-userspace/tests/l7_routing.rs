@@ -641,3 +641,52 @@ async fn balance_uri_is_sticky_per_path() {
         assert_eq!(seen.len(), 3, "30 paths use all three servers: {seen:?}");
     }
 }
+
+/// Compiling a generation writes nothing into the registry: the states it was built on are
+/// published only when asked, and are then the very objects the runtime counts on.
+#[tokio::test]
+async fn build_publishes_the_registry_only_after_success() {
+    let a = echo("a").await;
+    let cfg = web_to(a.addr);
+    let reg = lb::state::Registry::new();
+    let built = lb::l7::runtime::build(&cfg, &reg, None).expect("builds");
+    assert!(reg.backend("be").is_none(), "build wrote the registry");
+    assert!(reg.frontend("web").is_none(), "build wrote the registry");
+    built.registry.expect("an update").publish(&reg);
+    let published = reg.backend("be").expect("published");
+    assert!(Arc::ptr_eq(&published, &built.runtime.backends["be"].state));
+    assert!(Arc::ptr_eq(
+        &reg.frontend("web").expect("published"),
+        &built.runtime.frontends["web"].counters
+    ));
+    // In step now: a second build has nothing to publish.
+    let again = lb::l7::runtime::build(&cfg, &reg, Some(&built.runtime)).expect("builds");
+    assert!(again.registry.is_none());
+}
+
+/// A reload that fails (here: a new bind on a port already taken) leaves the registry as it
+/// was: the new backend is not in it and the old one keeps its state object.
+#[tokio::test]
+async fn failed_reload_publishes_no_new_backend_or_frontend() {
+    let a = echo("a").await;
+    let (h, reg) = start(web_to(a.addr));
+    let before = reg.backend("be").expect("be");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let mut cfg = web_to(a.addr);
+    cfg.frontends
+        .push(frontend("other", vec![bind(&taken_addr)], Some("extra")));
+    cfg.backends.push(backend(
+        "extra",
+        Balance::RoundRobin,
+        vec![server("x", a.addr)],
+    ));
+    assert!(h.reload(Arc::new(cfg)).is_err());
+    assert!(reg.backend("extra").is_none(), "failed reload published");
+    assert!(reg.frontend("other").is_none(), "failed reload published");
+    assert!(Arc::ptr_eq(&before, &reg.backend("be").expect("be")));
+    let r = get(addr_of(&h, "web"), "/", &[]).await;
+    assert_eq!(r.status, 200);
+    drop(taken);
+    assert!(h.shutdown(Duration::from_secs(2)).await);
+}

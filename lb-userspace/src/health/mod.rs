@@ -39,7 +39,7 @@ use crate::state::{Registry, ServerStatus, StateError};
 
 pub use check::{CheckOutcome, CheckStatus, Checker};
 pub use machine::{AdminState, HealthMachine, InitState, OpState, Transition};
-pub use registry::{sync_registry, sync_registry_targets};
+pub use registry::{RegistryPlan, plan_registry, sync_registry, sync_registry_targets};
 
 /// Errors of the health module.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

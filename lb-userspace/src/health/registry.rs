@@ -19,9 +19,44 @@ use super::{Target, targets};
 
 /// Rebuilds `registry` for `config` (see the module docs).
 pub fn sync_registry(registry: &Registry, config: &Config) {
+    plan_registry(registry, config).publish(registry);
+}
+
+/// What [`sync_registry`] would make of `registry` for `config`, computed without changing
+/// it: a caller that builds on the new states and may still fail publishes only on success.
+pub fn plan_registry(registry: &Registry, config: &Config) -> RegistryPlan {
     let backends: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
     let frontends: Vec<&str> = config.frontends.iter().map(|f| f.name.as_str()).collect();
-    sync_registry_targets(registry, &backends, &targets(config), &frontends);
+    plan_targets(registry, &backends, &targets(config), &frontends)
+}
+
+/// A registry's next contents (see [`plan_registry`]).
+#[derive(Debug)]
+pub struct RegistryPlan {
+    backends: HashMap<String, Arc<BackendState>>,
+    frontends: HashMap<String, Arc<Counters>>,
+    /// (backend, server, configured weight), set once the sets are installed.
+    weights: Vec<(String, String, u32)>,
+}
+
+impl RegistryPlan {
+    pub fn backend(&self, name: &str) -> Option<Arc<BackendState>> {
+        self.backends.get(name).cloned()
+    }
+
+    pub fn frontend(&self, name: &str) -> Option<Arc<Counters>> {
+        self.frontends.get(name).cloned()
+    }
+
+    /// Installs the plan in `registry` and resets the weights to the configured ones.
+    pub fn publish(self, registry: &Registry) {
+        registry.replace(self.backends, self.frontends);
+        for (backend, server, weight) in self.weights {
+            if let Err(e) = registry.set_weight(&backend, &server, weight) {
+                tracing::warn!("server {backend}/{server}: {e}");
+            }
+        }
+    }
 }
 
 /// Cumulative counters of `from` in a fresh `Counters`.
@@ -50,6 +85,15 @@ pub fn sync_registry_targets(
     servers: &[Target],
     frontends: &[&str],
 ) {
+    plan_targets(registry, backends, servers, frontends).publish(registry);
+}
+
+fn plan_targets(
+    registry: &Registry,
+    backends: &[&str],
+    servers: &[Target],
+    frontends: &[&str],
+) -> RegistryPlan {
     let old_backends = registry.backends();
     let old_frontends = registry.frontends();
 
@@ -95,10 +139,12 @@ pub fn sync_registry_targets(
             (name.to_owned(), c)
         })
         .collect();
-    registry.replace(new_backends, new_frontends);
-    for t in servers {
-        if let Err(e) = registry.set_weight(&t.backend, &t.server, t.weight) {
-            tracing::warn!("server {}/{}: {e}", t.backend, t.server);
-        }
+    RegistryPlan {
+        backends: new_backends,
+        frontends: new_frontends,
+        weights: servers
+            .iter()
+            .map(|t| (t.backend.clone(), t.server.clone(), t.weight))
+            .collect(),
     }
 }

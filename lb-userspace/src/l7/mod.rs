@@ -11,7 +11,8 @@
 //! With `global.cpu_map`, each worker is bound to one CPU ([`cpus`]).
 //!
 //! Layout: [`runtime`] compiles a config generation (rules, resolved backends, selectors,
-//! pools, queues, error pages); [`http`] is the per-request path; [`upstream`] the pooled
+//! pools, queues, error pages); [`http`] is the per-request path in named stages (prepare,
+//! forward: pick and admit, exchange over HTTP/1 or HTTP/2, respond); [`upstream`] the pooled
 //! HTTP/1.1 connections to servers; [`balance`] the selectors; [`tls`] certificate choice by
 //! SNI; [`io`] the client-side timeouts (`timeout http-request` → 408, `timeout client`);
 //! [`tcp`] userspace `mode tcp` and the tunnel copy; [`log`] access logs.
@@ -310,7 +311,7 @@ impl L7Handle {
     /// [`Self::reload`], serialised on the listener lock. With `only_if_current`, does
     /// nothing unless that runtime is still the live one: a rebuild asked for by an old
     /// runtime's registry watch must not undo a reload that has replaced it meanwhile.
-    /// On error the registry's backend set is put back as it was.
+    /// The registry is only written once everything fallible has succeeded.
     fn apply(
         &self,
         new: Arc<Config>,
@@ -329,13 +330,7 @@ impl L7Handle {
         {
             return Ok(());
         }
-        let registry = &self.inner.registry;
-        let (backends, frontends) = (registry.backends(), registry.frontends());
-        let result = self.apply_locked(&new, old.as_deref(), &mut listeners);
-        if result.is_err() {
-            registry.replace((*backends).clone(), (*frontends).clone());
-        }
-        result
+        self.apply_locked(&new, old.as_deref(), &mut listeners)
     }
 
     fn apply_locked(
@@ -344,7 +339,8 @@ impl L7Handle {
         old: Option<&Runtime>,
         listeners: &mut Vec<Listener>,
     ) -> Result<(), L7Error> {
-        let rt = Arc::new(runtime::build(new, &self.inner.registry, old)?);
+        let built = runtime::build(new, &self.inner.registry, old)?;
+        let rt = Arc::new(built.runtime);
 
         // Prepare everything fallible first.
         struct Plan {
@@ -409,7 +405,10 @@ impl L7Handle {
             }
         }
 
-        // Commit.
+        // Commit: the registry states the runtime was built on first, then the runtime.
+        if let Some(update) = built.registry {
+            update.publish(&self.inner.registry);
+        }
         self.inner.runtime.store(Some(rt.clone()));
         watch_registry(&rt, &self.inner, new);
         let mut old: Vec<Option<Listener>> = listeners.drain(..).map(Some).collect();

@@ -39,6 +39,8 @@ pub enum RuntimeError {
     },
     #[error("server {server}: TLS: {what}")]
     Tls { server: String, what: String },
+    #[error("{section}: {action} is not allowed in this kind of rule")]
+    Misplaced { section: String, action: String },
     #[error("{section}: errorfile {code}: {what}")]
     ErrorFile {
         section: String,
@@ -242,9 +244,24 @@ impl ErrorPages {
     }
 }
 
+/// A header action of a request or response rule, its names and values pre-parsed.
+#[derive(Debug, Clone)]
+pub enum HeaderAction {
+    Set(HeaderName, HeaderFmt),
+    Add(HeaderName, HeaderFmt),
+    Del(HeaderName),
+    /// `replace-header` (`each_value`: `replace-value`).
+    Replace {
+        name: HeaderName,
+        re: Regex,
+        replace: FormatString,
+        each_value: bool,
+    },
+}
+
 /// An `http-request` action with its header names and values pre-parsed.
 #[derive(Debug, Clone)]
-pub enum Action {
+pub enum RequestAction {
     Allow,
     Deny(u16),
     Redirect {
@@ -254,24 +271,23 @@ pub enum Action {
         code: StatusCode,
         drop_query: bool,
     },
-    SetHeader(HeaderName, HeaderFmt),
-    AddHeader(HeaderName, HeaderFmt),
-    DelHeader(HeaderName),
-    /// `http-response set-status N [reason TEXT]`.
-    SetStatus(StatusCode, Option<hyper::ext::ReasonPhrase>),
+    Header(HeaderAction),
     SetPath(FormatString),
     SetQuery(FormatString),
     /// `replace-path REGEX FMT`.
     ReplacePath(Regex, FormatString),
-    /// `replace-header` (`each_value`: `replace-value`).
-    ReplaceHeader {
-        name: HeaderName,
-        re: Regex,
-        replace: FormatString,
-        each_value: bool,
-    },
     /// `http-request return` (boxed: rare, and rules are scanned per request).
     Return(Box<Reply>),
+}
+
+/// An `http-response` or `http-after-response` action.
+#[derive(Debug, Clone)]
+pub enum ResponseAction {
+    Allow,
+    Deny(u16),
+    Header(HeaderAction),
+    /// `set-status N [reason TEXT]`.
+    SetStatus(StatusCode, Option<hyper::ext::ReasonPhrase>),
 }
 
 /// The response of `http-request return`.
@@ -306,108 +322,178 @@ impl HeaderFmt {
     }
 }
 
+/// A rule: an action (request or response) and its condition.
 #[derive(Debug, Clone)]
-pub struct Rule {
-    pub action: Action,
+pub struct Rule<A> {
+    pub action: A,
     pub cond: Option<Condition>,
 }
 
-fn compile_rules(section: &str, rules: &[HttpRule]) -> Result<Vec<Rule>, RuntimeError> {
-    let hname = |n: &str| {
-        HeaderName::from_bytes(n.as_bytes()).map_err(|e| RuntimeError::Header {
-            section: section.to_owned(),
-            what: format!("{n}: {e}"),
-        })
-    };
-    let header_err = |v: &str, e: &dyn std::fmt::Display| RuntimeError::Header {
-        section: section.to_owned(),
-        what: format!("{v}: {e}"),
-    };
-    // Compiled here once per load (the config loader has already reported bad formats
-    // with their position).
-    let hvalue = |v: &str| {
-        let f = FormatString::compile(v).map_err(|e| header_err(v, &e))?;
+pub type RequestRule = Rule<RequestAction>;
+pub type ResponseRule = Rule<ResponseAction>;
+
+/// Compiles the parts of one section's rules (the config loader has already reported bad
+/// formats with their position; these are compiled here once per load).
+struct Compiler<'a> {
+    section: &'a str,
+}
+
+impl Compiler<'_> {
+    fn err(&self, v: &str, e: &dyn std::fmt::Display) -> RuntimeError {
+        RuntimeError::Header {
+            section: self.section.to_owned(),
+            what: format!("{v}: {e}"),
+        }
+    }
+
+    fn name(&self, n: &str) -> Result<HeaderName, RuntimeError> {
+        HeaderName::from_bytes(n.as_bytes()).map_err(|e| self.err(n, &e))
+    }
+
+    fn value(&self, v: &str) -> Result<HeaderFmt, RuntimeError> {
+        let f = FormatString::compile(v).map_err(|e| self.err(v, &e))?;
         if let Some(lit) = f.as_literal() {
             return HeaderValue::from_str(lit)
                 .map(HeaderFmt::Literal)
-                .map_err(|e| header_err(v, &e));
+                .map_err(|e| self.err(v, &e));
         }
         // Literal text that can never be part of a valid value is a config error.
         for lit in f.literals() {
-            HeaderValue::from_str(lit).map_err(|e| header_err(v, &e))?;
+            HeaderValue::from_str(lit).map_err(|e| self.err(v, &e))?;
         }
         Ok(HeaderFmt::Format(f))
-    };
-    let format = |v: &str| FormatString::compile(v).map_err(|e| header_err(v, &e));
-    let compile_regex = |re: &str| Regex::new(re).map_err(|e| header_err(re, &e));
+    }
+
+    fn format(&self, v: &str) -> Result<FormatString, RuntimeError> {
+        FormatString::compile(v).map_err(|e| self.err(v, &e))
+    }
+
+    fn regex(&self, re: &str) -> Result<Regex, RuntimeError> {
+        Regex::new(re).map_err(|e| self.err(re, &e))
+    }
+
+    fn status(&self, s: u16) -> Result<StatusCode, RuntimeError> {
+        StatusCode::from_u16(s).map_err(|e| self.err(&s.to_string(), &e))
+    }
+
+    /// The header action `a` is, if it is one.
+    fn header(&self, a: &HttpAction) -> Result<Option<HeaderAction>, RuntimeError> {
+        Ok(Some(match a {
+            HttpAction::SetHeader { name, value } => {
+                HeaderAction::Set(self.name(name)?, self.value(value)?)
+            }
+            HttpAction::AddHeader { name, value } => {
+                HeaderAction::Add(self.name(name)?, self.value(value)?)
+            }
+            HttpAction::DelHeader { name } => HeaderAction::Del(self.name(name)?),
+            HttpAction::ReplaceHeader {
+                name,
+                regex,
+                replace,
+                each_value,
+            } => HeaderAction::Replace {
+                name: self.name(name)?,
+                re: self.regex(regex)?,
+                replace: self.format(replace)?,
+                each_value: *each_value,
+            },
+            _ => return Ok(None),
+        }))
+    }
+
+    /// An action the config loader keeps out of this kind of rule.
+    fn misplaced(&self, a: &HttpAction) -> RuntimeError {
+        RuntimeError::Misplaced {
+            section: self.section.to_owned(),
+            action: format!("{a:?}"),
+        }
+    }
+
+    fn request(&self, a: &HttpAction) -> Result<RequestAction, RuntimeError> {
+        if let Some(h) = self.header(a)? {
+            return Ok(RequestAction::Header(h));
+        }
+        Ok(match a {
+            HttpAction::Allow => RequestAction::Allow,
+            HttpAction::Deny { status } => RequestAction::Deny(*status),
+            HttpAction::Redirect(rd) => RequestAction::Redirect {
+                kind: rd.kind,
+                target: self.value(&rd.target)?,
+                code: StatusCode::from_u16(rd.code).unwrap_or(StatusCode::FOUND),
+                drop_query: rd.drop_query,
+            },
+            HttpAction::SetPath { value } => RequestAction::SetPath(self.format(value)?),
+            HttpAction::SetQuery { value } => RequestAction::SetQuery(self.format(value)?),
+            HttpAction::ReplacePath { regex, replace } => {
+                RequestAction::ReplacePath(self.regex(regex)?, self.format(replace)?)
+            }
+            HttpAction::Return(r) => RequestAction::Return(Box::new(Reply {
+                status: self.status(r.status)?,
+                content_type: r
+                    .content_type
+                    .as_deref()
+                    .map(|t| HeaderValue::from_str(t).map_err(|e| self.err(t, &e)))
+                    .transpose()?,
+                body: r.body.as_deref().map(|b| self.format(b)).transpose()?,
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|(n, v)| Ok((self.name(n)?, self.value(v)?)))
+                    .collect::<Result<_, RuntimeError>>()?,
+            })),
+            HttpAction::SetStatus { .. }
+            | HttpAction::SetHeader { .. }
+            | HttpAction::AddHeader { .. }
+            | HttpAction::DelHeader { .. }
+            | HttpAction::ReplaceHeader { .. } => return Err(self.misplaced(a)),
+        })
+    }
+
+    fn response(&self, a: &HttpAction) -> Result<ResponseAction, RuntimeError> {
+        if let Some(h) = self.header(a)? {
+            return Ok(ResponseAction::Header(h));
+        }
+        Ok(match a {
+            HttpAction::Allow => ResponseAction::Allow,
+            HttpAction::Deny { status } => ResponseAction::Deny(*status),
+            HttpAction::SetStatus { status, reason } => ResponseAction::SetStatus(
+                self.status(*status)?,
+                reason
+                    .as_ref()
+                    .map(|r| {
+                        hyper::ext::ReasonPhrase::try_from(r.as_bytes())
+                            .map_err(|e| self.err(r, &e))
+                    })
+                    .transpose()?,
+            ),
+            _ => return Err(self.misplaced(a)),
+        })
+    }
+}
+
+fn compile_rules<A>(
+    section: &str,
+    rules: &[HttpRule],
+    action: impl Fn(&Compiler<'_>, &HttpAction) -> Result<A, RuntimeError>,
+) -> Result<Vec<Rule<A>>, RuntimeError> {
+    let c = Compiler { section };
     rules
         .iter()
         .map(|r| {
-            let action = match &r.action {
-                HttpAction::Allow => Action::Allow,
-                HttpAction::Deny { status } => Action::Deny(*status),
-                HttpAction::Redirect(rd) => Action::Redirect {
-                    kind: rd.kind,
-                    target: hvalue(&rd.target)?,
-                    code: StatusCode::from_u16(rd.code).unwrap_or(StatusCode::FOUND),
-                    drop_query: rd.drop_query,
-                },
-                HttpAction::SetHeader { name, value } => {
-                    Action::SetHeader(hname(name)?, hvalue(value)?)
-                }
-                HttpAction::AddHeader { name, value } => {
-                    Action::AddHeader(hname(name)?, hvalue(value)?)
-                }
-                HttpAction::DelHeader { name } => Action::DelHeader(hname(name)?),
-                HttpAction::SetPath { value } => Action::SetPath(format(value)?),
-                HttpAction::SetQuery { value } => Action::SetQuery(format(value)?),
-                HttpAction::ReplacePath { regex, replace } => {
-                    Action::ReplacePath(compile_regex(regex)?, format(replace)?)
-                }
-                HttpAction::ReplaceHeader {
-                    name,
-                    regex,
-                    replace,
-                    each_value,
-                } => Action::ReplaceHeader {
-                    name: hname(name)?,
-                    re: compile_regex(regex)?,
-                    replace: format(replace)?,
-                    each_value: *each_value,
-                },
-                HttpAction::Return(r) => Action::Return(Box::new(Reply {
-                    status: StatusCode::from_u16(r.status)
-                        .map_err(|e| header_err(&r.status.to_string(), &e))?,
-                    content_type: r
-                        .content_type
-                        .as_deref()
-                        .map(|t| HeaderValue::from_str(t).map_err(|e| header_err(t, &e)))
-                        .transpose()?,
-                    body: r.body.as_deref().map(format).transpose()?,
-                    headers: r
-                        .headers
-                        .iter()
-                        .map(|(n, v)| Ok((hname(n)?, hvalue(v)?)))
-                        .collect::<Result<_, RuntimeError>>()?,
-                })),
-                HttpAction::SetStatus { status, reason } => Action::SetStatus(
-                    StatusCode::from_u16(*status)
-                        .map_err(|e| header_err(&status.to_string(), &e))?,
-                    reason
-                        .as_ref()
-                        .map(|r| {
-                            hyper::ext::ReasonPhrase::try_from(r.as_bytes())
-                                .map_err(|e| header_err(r, &e))
-                        })
-                        .transpose()?,
-                ),
-            };
             Ok(Rule {
-                action,
+                action: action(&c, &r.action)?,
                 cond: r.cond.clone(),
             })
         })
         .collect()
+}
+
+fn request_rules(section: &str, rules: &[HttpRule]) -> Result<Vec<RequestRule>, RuntimeError> {
+    compile_rules(section, rules, |c, a| c.request(a))
+}
+
+fn response_rules(section: &str, rules: &[HttpRule]) -> Result<Vec<ResponseRule>, RuntimeError> {
+    compile_rules(section, rules, |c, a| c.response(a))
 }
 
 /// One server of a backend.
@@ -458,11 +544,11 @@ pub struct BackendRt {
     pub state: Arc<BackendState>,
     pub servers: Vec<Arc<ServerRt>>,
     pub selector: ArcSwap<Box<dyn Selector>>,
-    pub rules: Vec<Rule>,
+    pub rules: Vec<RequestRule>,
     /// `http-response` rules, run before the frontend's.
-    pub response_rules: Vec<Rule>,
+    pub response_rules: Vec<ResponseRule>,
     /// `http-after-response` rules, run before the frontend's.
-    pub after_rules: Vec<Rule>,
+    pub after_rules: Vec<ResponseRule>,
     pub errors: ErrorPages,
     pub cookie: Option<CookieRt>,
     pub timeouts: Timeouts,
@@ -541,11 +627,11 @@ impl Selector for ArcSel {
 pub struct FrontendRt {
     pub name: Arc<str>,
     pub mode: Mode,
-    pub rules: Vec<Rule>,
+    pub rules: Vec<RequestRule>,
     /// `http-response` rules, run after the backend's.
-    pub response_rules: Vec<Rule>,
+    pub response_rules: Vec<ResponseRule>,
     /// `http-after-response` rules, run after the backend's.
-    pub after_rules: Vec<Rule>,
+    pub after_rules: Vec<ResponseRule>,
     /// Some `http-after-response` rule (the frontend's or a backend's) exists: responses
     /// take the path that applies them.
     pub after_response: bool,
@@ -641,37 +727,83 @@ pub struct Runtime {
     pub backends: Arc<HashMap<String, Arc<BackendRt>>>,
 }
 
-/// Makes sure `registry` holds every backend and server of `config` (standalone use of the
-/// L7 tier; under `lb run` the control plane has already synced it and this does nothing).
-/// Servers marked `disabled` start in MAINT.
-pub fn sync_registry(config: &Config, registry: &Registry) {
-    let current = registry.backends();
-    let in_step = config.backends.iter().all(|b| {
-        current.get(&b.name).is_some_and(|e| {
-            e.servers.len() == b.servers.len()
-                && e.servers
+/// The registry's next contents for `config`, when they differ from what it holds
+/// (standalone use of the L7 tier; under `lb run` the control plane has already synced it and
+/// this is `None`). Servers marked `disabled` start in MAINT once it is published.
+#[derive(Debug)]
+pub struct RegistryUpdate {
+    plan: crate::health::RegistryPlan,
+    disabled: Vec<(String, String)>,
+}
+
+impl RegistryUpdate {
+    fn plan(config: &Config, registry: &Registry) -> Option<Self> {
+        let current = registry.backends();
+        let in_step = config.backends.iter().all(|b| {
+            current.get(&b.name).is_some_and(|e| {
+                e.servers.len() == b.servers.len()
+                    && e.servers
+                        .iter()
+                        .zip(&b.servers)
+                        .all(|(s, c)| s.name == c.name && s.addr == c.addr)
+            })
+        });
+        if in_step {
+            return None;
+        }
+        let disabled = config
+            .backends
+            .iter()
+            .flat_map(|b| {
+                b.servers
                     .iter()
-                    .zip(&b.servers)
-                    .all(|(s, c)| s.name == c.name && s.addr == c.addr)
+                    .filter(|s| s.disabled)
+                    .map(|s| (b.name.clone(), s.name.clone()))
+            })
+            .collect();
+        Some(Self {
+            plan: crate::health::plan_registry(registry, config),
+            disabled,
         })
-    });
-    if in_step {
-        return;
     }
-    crate::health::sync_registry(registry, config);
-    for b in &config.backends {
-        for s in b.servers.iter().filter(|s| s.disabled) {
-            let _ = registry.set_status(&b.name, &s.name, ServerStatus::Maint);
+
+    /// Installs the update.
+    pub fn publish(self, registry: &Registry) {
+        self.plan.publish(registry);
+        for (b, s) in &self.disabled {
+            let _ = registry.set_status(b, s, ServerStatus::Maint);
+        }
+    }
+}
+
+/// Where a build reads the shared states: the planned registry contents, else the registry.
+struct States<'a> {
+    registry: &'a Registry,
+    update: Option<&'a RegistryUpdate>,
+}
+
+impl States<'_> {
+    fn backend(&self, name: &str) -> Option<Arc<BackendState>> {
+        match self.update {
+            Some(u) => u.plan.backend(name),
+            None => self.registry.backend(name),
+        }
+    }
+
+    fn frontend(&self, name: &str) -> Option<Arc<Counters>> {
+        match self.update {
+            Some(u) => u.plan.frontend(name),
+            None => self.registry.frontend(name),
         }
     }
 }
 
 fn build_backend(
     b: &Backend,
-    registry: &Registry,
+    states: &States<'_>,
     old: Option<&Runtime>,
 ) -> Result<Arc<BackendRt>, RuntimeError> {
-    let state = match registry.backend(&b.name) {
+    let state = match states.backend(&b.name) {
         Some(s) => s,
         None => Arc::new(BackendState {
             name: b.name.clone(),
@@ -752,9 +884,9 @@ fn build_backend(
         state,
         servers,
         selector: ArcSwap::from_pointee(Box::new(ArcSel(balance::build(b.balance, &[])))),
-        rules: compile_rules(&format!("backend {}", b.name), &b.http_request)?,
-        response_rules: compile_rules(&format!("backend {}", b.name), &b.http_response)?,
-        after_rules: compile_rules(&format!("backend {}", b.name), &b.http_after_response)?,
+        rules: request_rules(&format!("backend {}", b.name), &b.http_request)?,
+        response_rules: response_rules(&format!("backend {}", b.name), &b.http_response)?,
+        after_rules: response_rules(&format!("backend {}", b.name), &b.http_after_response)?,
         errors: ErrorPages::build(&format!("backend {}", b.name), &b.errorfiles)?,
         cookie: b.cookie.as_ref().map(|c| CookieRt {
             name: c.name.clone().into(),
@@ -773,7 +905,7 @@ fn build_backend(
 fn build_frontend(
     f: &Frontend,
     backends: &Arc<HashMap<String, Arc<BackendRt>>>,
-    registry: &Registry,
+    states: &States<'_>,
     log_format: LogFormat,
     old: Option<&Runtime>,
 ) -> Result<Arc<FrontendRt>, RuntimeError> {
@@ -815,9 +947,9 @@ fn build_frontend(
     Ok(Arc::new(FrontendRt {
         name: Arc::from(f.name.as_str()),
         mode: f.mode,
-        rules: compile_rules(&format!("frontend {}", f.name), &f.http_request)?,
-        response_rules: compile_rules(&format!("frontend {}", f.name), &f.http_response)?,
-        after_rules: compile_rules(&format!("frontend {}", f.name), &f.http_after_response)?,
+        rules: request_rules(&format!("frontend {}", f.name), &f.http_request)?,
+        response_rules: response_rules(&format!("frontend {}", f.name), &f.http_response)?,
+        after_rules: response_rules(&format!("frontend {}", f.name), &f.http_after_response)?,
         after_response: !f.http_after_response.is_empty()
             || backends.values().any(|b| !b.after_rules.is_empty()),
         tcp_rules: f.tcp_request.clone(),
@@ -825,7 +957,7 @@ fn build_frontend(
         use_backend,
         default_backend,
         backends: backends.clone(),
-        counters: registry
+        counters: states
             .frontend(&f.name)
             .unwrap_or_else(|| Arc::new(Counters::default())),
         errors: ErrorPages::build(&format!("frontend {}", f.name), &f.errorfiles)?,
@@ -842,16 +974,30 @@ fn build_frontend(
     }))
 }
 
-/// Compiles the userspace part of `config`.
+/// A compiled generation and the registry update it was built on.
+#[derive(Debug)]
+pub struct Built {
+    pub runtime: Runtime,
+    /// To publish once the runtime is in place (`None`: the registry is in step already).
+    pub registry: Option<RegistryUpdate>,
+}
+
+/// Compiles the userspace part of `config` against the registry's states as they will be
+/// once [`Built::registry`] is published; the registry itself is not written, so a failed
+/// build leaves nothing to undo.
 pub fn build(
     config: &Config,
     registry: &Registry,
     old: Option<&Runtime>,
-) -> Result<Runtime, RuntimeError> {
-    sync_registry(config, registry);
+) -> Result<Built, RuntimeError> {
+    let update = RegistryUpdate::plan(config, registry);
+    let states = States {
+        registry,
+        update: update.as_ref(),
+    };
     let mut backends = HashMap::new();
     for b in &config.backends {
-        backends.insert(b.name.clone(), build_backend(b, registry, old)?);
+        backends.insert(b.name.clone(), build_backend(b, &states, old)?);
     }
     let backends = Arc::new(backends);
     let mut frontends = HashMap::new();
@@ -862,12 +1008,15 @@ pub fn build(
     {
         frontends.insert(
             f.name.clone(),
-            build_frontend(f, &backends, registry, config.global.log_format, old)?,
+            build_frontend(f, &backends, &states, config.global.log_format, old)?,
         );
     }
-    Ok(Runtime {
-        frontends,
-        backends,
+    Ok(Built {
+        runtime: Runtime {
+            frontends,
+            backends,
+        },
+        registry: update,
     })
 }
 

@@ -1,0 +1,558 @@
+//! The `mode http` request path, as named stages:
+//!
+//! 1. [`prepare`]: limits, the `http-request` rules of the frontend, `use_backend`, the
+//!    backend's rules; lb's own answers (denies, redirects, `return`) stop here.
+//! 2. [`forward`]: pick a server (cookie persistence first), admit the request under the
+//!    server's `maxconn` (its FIFO queue), and retry connect failures per `retries`.
+//! 3. exchange: one attempt on the server's protocol, HTTP/1.1 ([`h1`]) or HTTP/2
+//!    ([`h2`]); it fails with a typed [`forward::Failure`] that knows whether it may be
+//!    retried.
+//! 4. [`respond`]: `http-response` rules, the persistence cookie, the body relay or a
+//!    tunnel (upgrades, `CONNECT`), counters and the access log.
+//!
+//! [`rules`] evaluates rule lists ([`rules::Flow`]); `http-after-response` wraps the whole.
+
+mod forward;
+mod h1;
+mod h2;
+mod prepare;
+mod respond;
+mod rules;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
+
+use crate::acl::AclInput;
+use crate::l7::io::ConnShared;
+use crate::l7::log::{self, LogRecord};
+use crate::l7::runtime::{BackendRt, Canned, FrontendRt, ResponseRule, ServerRt};
+use crate::l7::tls::TlsInfo;
+use crate::l7::upstream::{CountersRef, ExchangeError, IdleLimit, ResponseBody};
+use rules::{ResponseEdit, RuleCtx};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("response body: {0}")]
+    Body(#[from] ExchangeError),
+    #[error("HTTP/2 response body: {0}")]
+    Body2(hyper::Error),
+    #[error("server timeout while reading the response body")]
+    ServerTimeout,
+}
+
+static NOSRV: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("<NOSRV>"));
+
+/// What a connection's requests share.
+#[derive(Debug)]
+pub struct ConnCtx {
+    pub frontend: Arc<arc_swap::ArcSwap<FrontendRt>>,
+    pub src: SocketAddr,
+    /// The local address the client connected to (`dst`).
+    pub local: SocketAddr,
+    pub tls: Option<TlsInfo>,
+    pub shared: Arc<ConnShared>,
+    /// The `timeout server` timer, kept from one request to the next (see
+    /// [`with_server_timeout`]).
+    pub server_timer: std::sync::Mutex<Option<Pin<Box<Sleep>>>>,
+}
+
+/// Runs `fut` for at most `d` (`timeout server` while waiting for the response head);
+/// `None`: timed out. The connection's timer is reused from one request to the next: moving
+/// a registered timer's deadline later is one atomic update, where a fresh timer per
+/// request is inserted into and removed from the timer wheel under its lock. A concurrent
+/// h2 stream that finds it taken uses its own.
+async fn with_server_timeout<F: Future>(ctx: &ConnCtx, fut: F, d: Duration) -> Option<F::Output> {
+    let deadline = Instant::now() + d;
+    let reused = match ctx.server_timer.lock() {
+        Ok(mut t) => t.take(),
+        Err(_) => None,
+    };
+    let mut timer = match reused {
+        Some(mut t) => {
+            t.as_mut().reset(deadline);
+            t
+        }
+        None => Box::pin(tokio::time::sleep_until(deadline)),
+    };
+    let mut fut = std::pin::pin!(fut);
+    // The future first, like `tokio::time::timeout`.
+    let r = std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    if let Ok(mut t) = ctx.server_timer.lock() {
+        *t = Some(timer);
+    }
+    r
+}
+
+/// The request as ACLs see it; for `http-response` rules, with the response's status and
+/// headers (`status`, `res.hdr`).
+struct ReqInput<'a> {
+    head: &'a http::request::Parts,
+    ctx: &'a ConnCtx,
+    fe: &'a FrontendRt,
+    res: Option<(StatusCode, &'a HeaderMap)>,
+}
+
+impl<'a> ReqInput<'a> {
+    fn request(head: &'a http::request::Parts, ctx: &'a ConnCtx, fe: &'a FrontendRt) -> Self {
+        Self {
+            head,
+            ctx,
+            fe,
+            res: None,
+        }
+    }
+}
+
+/// Calls `f` on each comma-separated value of header `name` (HAProxy's `hdr()` split).
+fn any_header_value(headers: &HeaderMap, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+    for v in headers.get_all(name) {
+        let Ok(s) = v.to_str() else { continue };
+        for part in s.split(',') {
+            if f(part.trim()) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+impl AclInput for ReqInput<'_> {
+    fn path(&self) -> &str {
+        self.head.uri.path()
+    }
+    fn url(&self) -> &str {
+        self.head
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    }
+    fn method(&self) -> &str {
+        self.head.method.as_str()
+    }
+    fn any_header(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        any_header_value(&self.head.headers, name, f)
+    }
+    fn src(&self) -> IpAddr {
+        self.ctx.src.ip()
+    }
+    fn ssl_fc(&self) -> bool {
+        self.ctx.tls.is_some()
+    }
+    fn ssl_fc_sni(&self) -> Option<&str> {
+        self.ctx.tls.as_ref().and_then(|t| t.sni.as_deref())
+    }
+    fn req_ssl_sni(&self) -> Option<&str> {
+        None
+    }
+    fn nbsrv(&self, backend: &str) -> u32 {
+        self.fe.backends.get(backend).map_or(0, |b| b.nbsrv())
+    }
+    fn http_version(&self) -> Option<&str> {
+        Some(match self.head.version {
+            Version::HTTP_09 => "0.9",
+            Version::HTTP_10 => "1.0",
+            Version::HTTP_11 => "1.1",
+            Version::HTTP_2 => "2.0",
+            Version::HTTP_3 => "3.0",
+            _ => return None,
+        })
+    }
+    fn dst(&self) -> Option<SocketAddr> {
+        Some(self.ctx.local)
+    }
+    fn src_port(&self) -> Option<u16> {
+        Some(self.ctx.src.port())
+    }
+    fn status(&self) -> Option<u16> {
+        self.res.map(|(s, _)| s.as_u16())
+    }
+    fn any_response_header(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.res.is_some_and(|(_, h)| any_header_value(h, name, f))
+    }
+}
+
+/// Tracks one request until its response finishes (or it is abandoned): in-flight counts,
+/// the server's active connections, the `maxconn` slot, and the access log.
+pub struct Guard {
+    ctx: Arc<ConnCtx>,
+    fe: Arc<FrontendRt>,
+    be: Option<Arc<BackendRt>>,
+    srv: Option<Arc<ServerRt>>,
+    permit: Option<OwnedSemaphorePermit>,
+    log: Option<Box<LogRecord>>,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    fn new(ctx: Arc<ConnCtx>, fe: Arc<FrontendRt>) -> Self {
+        ctx.shared.heads.fetch_add(1, Ordering::AcqRel);
+        ctx.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self {
+            ctx,
+            fe,
+            be: None,
+            srv: None,
+            permit: None,
+            log: None,
+            bytes: 0,
+        }
+    }
+
+    fn set_backend(&mut self, be: &Arc<BackendRt>) {
+        if self.be.is_none() {
+            be.state.counters.requests.fetch_add(1, Ordering::Relaxed);
+            be.state
+                .counters
+                .active_conns
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.be = Some(be.clone());
+        if let Some(l) = &mut self.log {
+            l.backend = be.name.clone();
+        }
+    }
+
+    fn set_server(&mut self, srv: &Arc<ServerRt>) {
+        self.clear_server();
+        srv.state.counters.open_conn();
+        self.srv = Some(srv.clone());
+        if let Some(l) = &mut self.log {
+            l.server = srv.name.clone();
+        }
+    }
+
+    /// The connection to the server is up (`since`: when it was asked for, if timed).
+    fn connected(&mut self, since: Option<Instant>) {
+        if let Some(l) = &mut self.log {
+            l.t_connect_ms = since.map_or(0, |t0| t0.elapsed().as_millis() as i64);
+        }
+    }
+
+    fn clear_server(&mut self) {
+        if let Some(s) = self.srv.take() {
+            s.state.counters.close_conn();
+        }
+    }
+
+    fn status(&mut self, status: u16) {
+        self.fe.counters.count_response(status);
+        if let Some(be) = &self.be {
+            be.state.counters.count_response(status);
+        }
+        if let Some(s) = &self.srv {
+            s.state.counters.requests.fetch_add(1, Ordering::Relaxed);
+            s.state.counters.count_response(status);
+        }
+        if let Some(l) = &mut self.log {
+            l.status = status;
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.permit.take();
+        self.clear_server();
+        if let Some(be) = &self.be {
+            be.state.counters.close_conn();
+        }
+        self.ctx.shared.request_done();
+        if let Some(mut l) = self.log.take() {
+            l.bytes = self.bytes;
+            log::emit(&l, self.fe.log_format);
+        }
+    }
+}
+
+enum Src {
+    Full(Option<Bytes>),
+    /// Read from the server connection, which goes back to its pool at the end.
+    Up(ResponseBody),
+    /// A stream of an HTTP/2 server connection (`proto h2`).
+    H2(Incoming),
+}
+
+/// The response body toward the client.
+pub struct RespBody {
+    src: Src,
+    guard: Option<Guard>,
+    counters: Option<Arc<CountersRef>>,
+    /// `timeout server` between body chunks.
+    idle: IdleLimit,
+}
+
+impl std::fmt::Debug for RespBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RespBody").finish_non_exhaustive()
+    }
+}
+
+impl RespBody {
+    fn full(b: Bytes, guard: Option<Guard>) -> Self {
+        Self {
+            src: Src::Full(if b.is_empty() { None } else { Some(b) }),
+            guard,
+            counters: None,
+            idle: IdleLimit::new(None),
+        }
+    }
+
+    /// The body of a server's response, under `timeout server` between chunks.
+    fn upstream(
+        src: Src,
+        guard: Guard,
+        counters: Arc<CountersRef>,
+        idle: Option<Duration>,
+    ) -> Self {
+        Self {
+            src,
+            guard: Some(guard),
+            counters: Some(counters),
+            idle: IdleLimit::new(idle),
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = self.get_mut();
+        match &mut this.src {
+            Src::Full(b) => {
+                let r = b.take().map(|d| {
+                    if let Some(g) = &mut this.guard {
+                        g.bytes += d.len() as u64;
+                    }
+                    Ok(Frame::data(d))
+                });
+                if r.is_none() {
+                    this.guard.take();
+                }
+                Poll::Ready(r)
+            }
+            Src::Up(_) | Src::H2(_) => {
+                let polled = match &mut this.src {
+                    Src::Up(inner) => inner.poll_frame(cx).map_err(HttpError::Body),
+                    Src::H2(inner) => Pin::new(inner).poll_frame(cx).map_err(HttpError::Body2),
+                    Src::Full(_) => Poll::Ready(None),
+                };
+                match polled {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            let n = d.len() as u64;
+                            if let Some(g) = &mut this.guard {
+                                g.bytes += n;
+                            }
+                            if let Some(c) = &this.counters {
+                                c.add_out(n);
+                            }
+                        }
+                        this.idle.reset();
+                        Poll::Ready(Some(Ok(f)))
+                    }
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                    Poll::Ready(None) => {
+                        this.guard.take();
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => {
+                        if !this.idle.poll_expired(cx) {
+                            return Poll::Pending;
+                        }
+                        if let Src::Up(inner) = &mut this.src {
+                            inner.abort();
+                        }
+                        // (An HTTP/2 stream is reset when its body is dropped.)
+                        this.src = Src::Full(None);
+                        Poll::Ready(Some(Err(HttpError::ServerTimeout)))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.src {
+            Src::Full(b) => b.is_none(),
+            Src::Up(b) => b.is_end_stream(),
+            Src::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.src {
+            Src::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Src::Full(None) => SizeHint::with_exact(0),
+            Src::Up(b) => b
+                .exact_len()
+                .map_or_else(SizeHint::new, SizeHint::with_exact),
+            Src::H2(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A canned response (error page, errorfile), not yet tied to its request.
+fn canned(c: &Canned) -> Response<RespBody> {
+    let mut r = Response::new(RespBody::full(c.body.clone(), None));
+    *r.status_mut() = c.status;
+    let h = r.headers_mut();
+    for (k, v) in &c.headers {
+        h.append(k.clone(), v.clone());
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(c.body.len()));
+    r
+}
+
+/// An error page from the backend's errorfiles if set, else the frontend's.
+fn page(fe: &FrontendRt, be: Option<&BackendRt>, code: u16) -> Response<RespBody> {
+    let page = match be {
+        Some(b) if b.errors.has(code) => b.errors.get(code),
+        _ => fe.errors.get(code),
+    };
+    canned(&page)
+}
+
+/// A response lb answers itself, with the request's guard: its status counted and logged
+/// when the body ends.
+fn guarded(mut r: Response<RespBody>, mut guard: Guard) -> Response<RespBody> {
+    guard.status(r.status().as_u16());
+    if let Some(b) = r.body_mut().guard.replace(guard) {
+        drop(b);
+    }
+    r
+}
+
+/// [`page`] for the request `guard` stands for.
+fn error_page(
+    fe: &FrontendRt,
+    be: Option<&BackendRt>,
+    code: u16,
+    guard: Guard,
+) -> Response<RespBody> {
+    guarded(page(fe, be, code), guard)
+}
+
+/// The future of one request: ready at once when rules or routing answer, else the boxed
+/// forwarding state (kept out of line so hyper does not move a large future around).
+pub type HandleFuture = futures_util::future::Either<
+    std::future::Ready<Result<Response<RespBody>, Infallible>>,
+    Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>,
+>;
+
+fn done(r: Response<RespBody>) -> HandleFuture {
+    futures_util::future::Either::Left(std::future::ready(Ok(r)))
+}
+
+/// Serves one request.
+pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
+    let fe = ctx.frontend.load_full();
+    if !fe.after_response {
+        return prepare::prepare(ctx, fe, req);
+    }
+    // `http-after-response` applies to every response, lb's own included; its conditions
+    // see the request as it arrived.
+    let seen = request_copy(&req);
+    match prepare::prepare(ctx.clone(), fe.clone(), req) {
+        futures_util::future::Either::Left(ready) => match ready.into_inner() {
+            Ok(r) => done(after_response(&fe, &seen, &ctx, r)),
+            Err(never) => match never {},
+        },
+        futures_util::future::Either::Right(fut) => {
+            futures_util::future::Either::Right(Box::pin(async move {
+                let r = fut.await?;
+                Ok(after_response(&fe, &seen, &ctx, r))
+            }))
+        }
+    }
+}
+
+/// The request head without its body and extensions (for `http-after-response`).
+fn request_copy(req: &Request<Incoming>) -> http::request::Parts {
+    let mut r = Request::new(());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r.into_parts().0
+}
+
+/// Marks a response to a request refused while parsing (over the limits, a Host that
+/// contradicts the target): HAProxy's parser answers those before any rule, so
+/// `http-after-response` leaves them alone too (checked against HAProxy 2.6).
+#[derive(Debug, Clone, Copy)]
+struct ProtocolReject;
+
+fn protocol_reject(mut r: Response<RespBody>) -> Response<RespBody> {
+    r.extensions_mut().insert(ProtocolReject);
+    r
+}
+
+/// Applies the `http-after-response` rules (the backend's, when the request reached one,
+/// then the frontend's) to a response about to be sent.
+fn after_response(
+    fe: &FrontendRt,
+    req: &http::request::Parts,
+    ctx: &ConnCtx,
+    r: Response<RespBody>,
+) -> Response<RespBody> {
+    if r.extensions().get::<ProtocolReject>().is_some() {
+        return r;
+    }
+    let be = r.body().guard.as_ref().and_then(|g| g.be.clone());
+    let (mut parts, body) = r.into_parts();
+    let none: &[ResponseRule] = &[];
+    let lists = [
+        be.as_ref().map_or(none, |b| &b.after_rules[..]),
+        &fe.after_rules[..],
+    ];
+    let mut res = ResponseEdit {
+        status: &mut parts.status,
+        headers: &mut parts.headers,
+        reason: None,
+    };
+    let rc = RuleCtx {
+        ctx,
+        fe,
+        be: be.as_deref(),
+    };
+    // (`deny` is not an http-after-response action: nothing to refuse here.)
+    let _ = rules::response_rules(lists, req, &rc, &mut res);
+    if let Some(reason) = res.reason {
+        parts.extensions.insert(reason);
+    }
+    Response::from_parts(parts, body)
+}

@@ -1,0 +1,153 @@
+//! Stage 1: what is decided from the request head alone.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use http::Request;
+use http::header::{self, HeaderValue};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::rules::{self, Flow, RuleCtx};
+use super::{
+    ConnCtx, Guard, HandleFuture, NOSRV, ReqInput, done, error_page, forward, guarded,
+    protocol_reject,
+};
+use crate::l7::log::LogRecord;
+use crate::l7::runtime::FrontendRt;
+
+/// Stage 1 of a request: the limits, the frontend's rules, the backend choice and the
+/// backend's rules; what passes goes on to [`forward`] (boxed).
+pub(super) fn prepare(
+    ctx: Arc<ConnCtx>,
+    fe: Arc<FrontendRt>,
+    req: Request<Incoming>,
+) -> HandleFuture {
+    let mut guard = Guard::new(ctx.clone(), fe.clone());
+    fe.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let (mut head, body) = req.into_parts();
+    if fe.log {
+        guard.log = Some(Box::new(LogRecord {
+            start: Instant::now(),
+            wall: SystemTime::now(),
+            src: ctx.src,
+            frontend: fe.name.clone(),
+            tls: ctx.tls.is_some(),
+            backend: NOSRV.clone(),
+            server: NOSRV.clone(),
+            method: head.method.clone(),
+            uri: head.uri.clone(),
+            version: head.version,
+            status: 0,
+            bytes: 0,
+            retries: 0,
+            t_wait_ms: 0,
+            t_connect_ms: -1,
+            t_response_ms: -1,
+        }));
+    }
+
+    // Limits (hyper enforces the raw buffer size; these are the configured ones).
+    // HAProxy's `tune.http.maxhdr` counts the request line: at most `max_headers - 1` fields.
+    if head.headers.len() >= fe.max_headers {
+        return done(protocol_reject(error_page(&fe, None, 400, guard)));
+    }
+    let hbytes: usize = head
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    // Over the limit: 400, as HAProxy answers a request larger than its buffer.
+    if hbytes > fe.max_header_bytes {
+        return done(protocol_reject(error_page(&fe, None, 400, guard)));
+    }
+
+    // An HTTP/1 absolute-form target names the host itself: a Host header that names
+    // another one gets 400, as HAProxy answers (ACLs and routing read Host).
+    if head.version <= http::Version::HTTP_11
+        && let Some(a) = head.uri.authority()
+        && let Some(h) = head.headers.get(header::HOST)
+        && !same_authority(head.uri.scheme_str(), a.as_str().as_bytes(), h.as_bytes())
+    {
+        return done(protocol_reject(error_page(&fe, None, 400, guard)));
+    }
+
+    // HTTP/2 carries the host in :authority; HAProxy exposes it as Host.
+    if !head.headers.contains_key(header::HOST)
+        && let Some(a) = head.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        head.headers.insert(header::HOST, v);
+    }
+
+    let rc = RuleCtx {
+        ctx: &ctx,
+        fe: &fe,
+        be: None,
+    };
+    if let Flow::Stop(r) = rules::request_rules(&fe.rules, &mut head, &rc) {
+        return done(guarded(*r, guard));
+    }
+
+    let be = {
+        let input = ReqInput::request(&head, &ctx, &fe);
+        fe.pick_backend(&input)
+    };
+    let Some(be) = be else {
+        return done(error_page(&fe, None, 503, guard));
+    };
+    guard.set_backend(&be);
+
+    let rc = RuleCtx {
+        ctx: &ctx,
+        fe: &fe,
+        be: Some(&be),
+    };
+    if let Flow::Stop(r) = rules::request_rules(&be.rules, &mut head, &rc) {
+        return done(guarded(*r, guard));
+    }
+
+    futures_util::future::Either::Right(Box::pin(async move {
+        Ok(forward::forward(ctx, fe, be, head, body, guard).await)
+    }))
+}
+
+/// Whether a request target's authority and its Host header name the same host and port,
+/// as HAProxy compares them: ASCII case ignored, the scheme's default port (80 for http,
+/// 443 for https) the same as none.
+fn same_authority(scheme: Option<&str>, authority: &[u8], host: &[u8]) -> bool {
+    let default_port: &[u8] = match scheme {
+        Some(s) if s.eq_ignore_ascii_case("https") => b":443",
+        _ => b":80",
+    };
+    let authority = authority.strip_suffix(default_port).unwrap_or(authority);
+    let host = host.trim_ascii();
+    let host = host.strip_suffix(default_port).unwrap_or(host);
+    authority.eq_ignore_ascii_case(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_and_host_compare_like_haproxy() {
+        let http = Some("http");
+        assert!(same_authority(http, b"a.example", b"A.Example"));
+        assert!(same_authority(http, b"a.example:80", b"a.example"));
+        assert!(same_authority(http, b"a.example", b" a.example:80 "));
+        assert!(same_authority(
+            Some("https"),
+            b"a.example",
+            b"a.example:443"
+        ));
+        assert!(!same_authority(
+            Some("https"),
+            b"a.example",
+            b"a.example:80"
+        ));
+        assert!(!same_authority(http, b"a.example:8080", b"a.example"));
+        assert!(!same_authority(http, b"a.example", b"b.example"));
+    }
+}

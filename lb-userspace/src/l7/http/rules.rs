@@ -1,0 +1,384 @@
+//! `http-request`, `http-response` and `http-after-response` rule evaluation: each list
+//! runs in order until a rule stops it ([`Flow`]).
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::{ConnCtx, ReqInput, RespBody, page};
+use crate::acl::AclInput;
+use crate::config::model::RedirectKind;
+use crate::l7::runtime::{
+    BackendRt, FrontendRt, HeaderAction, Reply, RequestAction, RequestRule, ResponseAction,
+    ResponseRule,
+};
+
+/// What a rule list decided.
+pub(super) enum Flow {
+    /// On to the next stage.
+    Continue,
+    /// The answer the client gets instead (a deny's error page, a redirect, a `return`, a
+    /// failed rewrite's 500).
+    Stop(Box<Response<RespBody>>),
+}
+
+/// Where rules run: the error pages of a `deny` are the backend's when it has them.
+pub(super) struct RuleCtx<'a> {
+    pub ctx: &'a ConnCtx,
+    pub fe: &'a FrontendRt,
+    pub be: Option<&'a BackendRt>,
+}
+
+impl RuleCtx<'_> {
+    fn stop(&self, code: u16) -> Flow {
+        Flow::Stop(Box::new(page(self.fe, self.be, code)))
+    }
+}
+
+/// Evaluates `http-request` rules in order; `allow` stops the list.
+pub(super) fn request_rules(
+    rules: &[RequestRule],
+    head: &mut http::request::Parts,
+    rc: &RuleCtx<'_>,
+) -> Flow {
+    let (ctx, fe) = (rc.ctx, rc.fe);
+    for rule in rules {
+        if let Some(cond) = &rule.cond {
+            let input = ReqInput::request(head, ctx, fe);
+            if !cond.eval(&input) {
+                continue;
+            }
+        }
+        let rewritten = match &rule.action {
+            RequestAction::Allow => return Flow::Continue,
+            RequestAction::Deny(status) => return rc.stop(*status),
+            RequestAction::Redirect {
+                kind,
+                target,
+                code,
+                drop_query,
+            } => {
+                // An expansion that is no header value: no Location (HAProxy writes the
+                // bytes as they come).
+                let target = target.value(&ReqInput::request(head, ctx, fe));
+                let loc = target.map(|t| redirect_location(*kind, &t, *drop_query, head, ctx));
+                let mut r = Response::new(RespBody::full(Bytes::new(), None));
+                *r.status_mut() = *code;
+                let h = r.headers_mut();
+                if let Some(Ok(v)) = loc.map(HeaderValue::from_maybe_shared) {
+                    h.insert(header::LOCATION, v);
+                }
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+                // As HAProxy: temporary redirects must not be cached; permanent ones may.
+                if matches!(code.as_u16(), 302 | 303 | 307) {
+                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                }
+                return Flow::Stop(Box::new(r));
+            }
+            RequestAction::Header(a) => {
+                if let Some(edit) = HeaderEdit::of(a, &ReqInput::request(head, ctx, fe)) {
+                    edit.apply(&mut head.headers);
+                }
+                Some(())
+            }
+            RequestAction::SetPath(f) => {
+                let path = expand(f, &ReqInput::request(head, ctx, fe));
+                let query = head.uri.query().map(str::to_owned);
+                set_target(head, &path, query.as_deref())
+            }
+            RequestAction::SetQuery(f) => {
+                let query = expand(f, &ReqInput::request(head, ctx, fe));
+                let path = head.uri.path().to_owned();
+                // An empty result leaves `?` with nothing after it, as in HAProxy.
+                set_target(head, &path, Some(query.as_str()))
+            }
+            RequestAction::ReplacePath(re, f) => {
+                let template = expand(f, &ReqInput::request(head, ctx, fe));
+                match re.captures(head.uri.path()) {
+                    Some(c) => {
+                        let path = with_groups(&template, &c);
+                        let query = head.uri.query().map(str::to_owned);
+                        set_target(head, &path, query.as_deref())
+                    }
+                    None => Some(()),
+                }
+            }
+            RequestAction::Return(reply) => {
+                let r = reply_response(reply, &ReqInput::request(head, ctx, fe));
+                return Flow::Stop(Box::new(r));
+            }
+        };
+        if rewritten.is_none() {
+            return rc.stop(500);
+        }
+    }
+    Flow::Continue
+}
+
+/// A header action of a request or response rule, its value expanded for one message:
+/// computed while the rule's input borrows the message, applied once it no longer does.
+enum HeaderEdit<'a> {
+    Set(&'a HeaderName, HeaderValue),
+    Add(&'a HeaderName, HeaderValue),
+    Del(&'a HeaderName),
+    Replace {
+        name: &'a HeaderName,
+        re: &'a regex::Regex,
+        template: String,
+        each_value: bool,
+    },
+}
+
+impl<'a> HeaderEdit<'a> {
+    /// The edit `action` makes for `input`; `None` for a value that expands to no valid
+    /// header value (HAProxy skips the action then).
+    fn of(action: &'a HeaderAction, input: &dyn AclInput) -> Option<Self> {
+        Some(match action {
+            HeaderAction::Set(n, v) => HeaderEdit::Set(n, v.value(input)?),
+            HeaderAction::Add(n, v) => HeaderEdit::Add(n, v.value(input)?),
+            HeaderAction::Del(n) => HeaderEdit::Del(n),
+            HeaderAction::Replace {
+                name,
+                re,
+                replace,
+                each_value,
+            } => HeaderEdit::Replace {
+                name,
+                re,
+                template: expand(replace, input),
+                each_value: *each_value,
+            },
+        })
+    }
+
+    fn apply(self, headers: &mut HeaderMap) {
+        match self {
+            HeaderEdit::Set(n, v) => {
+                headers.insert(n.clone(), v);
+            }
+            HeaderEdit::Add(n, v) => {
+                headers.append(n.clone(), v);
+            }
+            HeaderEdit::Del(n) => {
+                headers.remove(n);
+            }
+            HeaderEdit::Replace {
+                name,
+                re,
+                template,
+                each_value,
+            } => replace_values(headers, name, re, &template, each_value),
+        }
+    }
+}
+
+/// A log-format string's text for one request.
+pub(super) fn expand(f: &crate::acl::FormatString, input: &dyn AclInput) -> String {
+    let mut out = String::new();
+    f.expand(input, &mut out);
+    out
+}
+
+/// `template` with `\1`…`\9` (and `\0`, the whole match) replaced by the groups of `caps`,
+/// as HAProxy's replace actions do; a group that did not take part is empty.
+fn with_groups(template: &str, caps: &regex::Captures<'_>) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\'
+            && let Some(d) = chars.peek().and_then(|d| d.to_digit(10))
+        {
+            chars.next();
+            out.push_str(caps.get(d as usize).map_or("", |m| m.as_str()));
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Puts a new path (and query) in the request target, keeping an absolute form's scheme and
+/// authority. `None`: the result is no valid target, which fails the request with 500, as
+/// HAProxy's strict mode fails a rewrite.
+fn set_target(head: &mut http::request::Parts, path: &str, query: Option<&str>) -> Option<()> {
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = std::mem::take(&mut head.uri).into_parts();
+    parts.path_and_query = Some(http::uri::PathAndQuery::try_from(pq.as_str()).ok()?);
+    head.uri = http::Uri::from_parts(parts).ok()?;
+    Some(())
+}
+
+/// `replace-header` (each whole value) and `replace-value` (each comma-separated value):
+/// a value `re` matches becomes `template` with the groups filled in (HAProxy replaces the
+/// whole value, not only the matched part). A result that is no valid value keeps the old.
+/// Checked against HAProxy 2.6 by the differential test.
+fn replace_values(
+    headers: &mut HeaderMap,
+    name: &HeaderName,
+    re: &regex::Regex,
+    template: &str,
+    each_value: bool,
+) {
+    let replace = |s: &str| match re.captures(s) {
+        Some(c) => with_groups(template, &c),
+        None => s.to_owned(),
+    };
+    let mut changed = false;
+    let values: Vec<HeaderValue> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| {
+            let Ok(s) = v.to_str() else {
+                return v.clone();
+            };
+            let out = if each_value {
+                // HAProxy's rewrite: a replaced element loses the blanks around it, the
+                // others stay as written (`a, b, a` → `z, b,z`).
+                s.split(',')
+                    .map(|part| match re.captures(part.trim()) {
+                        Some(c) => with_groups(template, &c),
+                        None => part.to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                replace(s)
+            };
+            if out == s {
+                return v.clone();
+            }
+            match HeaderValue::from_str(&out) {
+                Ok(nv) => {
+                    changed = true;
+                    nv
+                }
+                Err(_) => v.clone(),
+            }
+        })
+        .collect();
+    if changed {
+        headers.remove(name);
+        for v in values {
+            headers.append(name.clone(), v);
+        }
+    }
+}
+
+/// The response of `http-request return`.
+fn reply_response(reply: &Reply, input: &dyn AclInput) -> Response<RespBody> {
+    let body = reply
+        .body
+        .as_ref()
+        .map(|f| Bytes::from(expand(f, input)))
+        .unwrap_or_default();
+    let mut r = Response::new(RespBody::full(body, None));
+    *r.status_mut() = reply.status;
+    let h = r.headers_mut();
+    if let Some(t) = &reply.content_type {
+        h.insert(header::CONTENT_TYPE, t.clone());
+    }
+    for (n, v) in &reply.headers {
+        if let Some(v) = v.value(input) {
+            h.append(n.clone(), v);
+        }
+    }
+    r
+}
+
+/// A server's response head as `http-response` rules change it.
+pub(super) struct ResponseEdit<'a> {
+    pub status: &'a mut StatusCode,
+    pub headers: &'a mut HeaderMap,
+    pub reason: Option<hyper::ext::ReasonPhrase>,
+}
+
+/// Evaluates response rules (`http-response` on a server's response, `http-after-response`
+/// on any) over a response head: `lists` in order, the backend's then the frontend's
+/// (HAProxy's order); `allow` ends its own list. A `deny` stops with its error page, which
+/// the client gets in place of the response.
+pub(super) fn response_rules(
+    lists: [&[ResponseRule]; 2],
+    head: &http::request::Parts,
+    rc: &RuleCtx<'_>,
+    res: &mut ResponseEdit<'_>,
+) -> Flow {
+    for rules in lists {
+        for rule in rules.iter() {
+            let input = ReqInput {
+                res: Some((*res.status, &*res.headers)),
+                ..ReqInput::request(head, rc.ctx, rc.fe)
+            };
+            if let Some(cond) = &rule.cond
+                && !cond.eval(&input)
+            {
+                continue;
+            }
+            match &rule.action {
+                ResponseAction::Allow => break,
+                ResponseAction::Deny(status) => return rc.stop(*status),
+                ResponseAction::Header(a) => {
+                    if let Some(edit) = HeaderEdit::of(a, &input) {
+                        edit.apply(res.headers);
+                    }
+                }
+                ResponseAction::SetStatus(code, reason) => {
+                    *res.status = *code;
+                    res.reason = reason.clone();
+                }
+            }
+        }
+    }
+    Flow::Continue
+}
+
+/// The Location of a redirect whose (expanded) target is `target`.
+fn redirect_location(
+    kind: RedirectKind,
+    target: &HeaderValue,
+    drop_query: bool,
+    head: &http::request::Parts,
+    ctx: &ConnCtx,
+) -> Bytes {
+    let target = target.as_bytes();
+    let path = head.uri.path();
+    let query = if drop_query { None } else { head.uri.query() };
+    let mut out = Vec::with_capacity(target.len() + path.len() + 32);
+    match kind {
+        RedirectKind::Location => return Bytes::copy_from_slice(target),
+        RedirectKind::Prefix => {
+            if target != b"/" {
+                out.extend_from_slice(target);
+            }
+        }
+        RedirectKind::Scheme => {
+            out.extend_from_slice(target);
+            out.extend_from_slice(b"://");
+            let host = head
+                .headers
+                .get(header::HOST)
+                .map(|h| h.as_bytes())
+                .or_else(|| head.uri.authority().map(|a| a.as_str().as_bytes()))
+                .unwrap_or(b"");
+            // Changing scheme drops an explicit default port of the old one.
+            let host = match (
+                ctx.tls.is_some(),
+                host.strip_suffix(b":443"),
+                host.strip_suffix(b":80"),
+            ) {
+                (true, Some(h), _) => h,
+                (false, _, Some(h)) => h,
+                _ => host,
+            };
+            out.extend_from_slice(host);
+        }
+    }
+    out.extend_from_slice(path.as_bytes());
+    if let Some(q) = query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    Bytes::from(out)
+}
