@@ -491,3 +491,30 @@ backend app\n    server s1 127.0.0.1:8081\n",
         "4x the words took {ratio:.1}x the time ({t_small:?} -> {t_large:?}): not linear"
     );
 }
+
+/// `on-marked-down shutdown-sessions` and `on-marked-up shutdown-backup-sessions` carry over
+/// and load into the server model.
+#[test]
+fn on_marked_down_and_up_carry_over() {
+    let cfg = "defaults\n    mode tcp\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend f\n    bind 127.0.0.1:8080\n    default_backend pool\n\
+backend pool\n    server s1 127.0.0.1:8081 check on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n\
+    server s2 127.0.0.1:8082 check backup\n";
+    let conv = convert_str(Path::new("omd.cfg"), cfg);
+    assert!(conv.diagnostics.is_empty(), "{:#?}", conv.diagnostics);
+    assert!(
+        conv.toml.contains(
+            "s1 127.0.0.1:8081 check on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions"
+        ),
+        "{}",
+        conv.toml
+    );
+    let base = base();
+    let file = base.write("omd.toml", &conv.toml);
+    let res = lb::config::load_with(&file, &opts(base.path()));
+    assert_loads(&res);
+    let (cfg, _) = res.expect("loads");
+    let pool = cfg.backend("pool").expect("pool");
+    assert!(pool.servers[0].shutdown_on_down && pool.servers[0].shutdown_backups_on_up);
+    assert!(!pool.servers[1].shutdown_on_down && !pool.servers[1].shutdown_backups_on_up);
+}

@@ -1017,3 +1017,16 @@ fn rule_lines_are_exact() {
         ],
     );
 }
+
+#[test]
+fn on_marked_down_and_up_take_only_haproxy_actions() {
+    check(
+        &with_defaults(
+            "[backend.all]\nserver = [\"s1 127.0.0.1:80 on-marked-down mark-backup-down\", \"s2 127.0.0.1:81 on-marked-up shutdown-sessions\"]\n",
+        ),
+        &[
+            "bad.toml:5:43: backend.all.server[0]: `on-marked-down` takes `shutdown-sessions`, not `mark-backup-down`",
+            "bad.toml:5:92: backend.all.server[1]: `on-marked-up` takes `shutdown-backup-sessions`, not `shutdown-sessions`",
+        ],
+    );
+}

@@ -287,3 +287,86 @@ fn dotted_config_name_starts_the_xdp_tier_and_bpffs_is_mounted_when_missing() {
         "{stdout}"
     );
 }
+
+/// Makes backend `b` unable to answer the balancer's own address (a blackhole route for
+/// it): health checks from lb fail, while balanced traffic (to the clients' addresses,
+/// through lb as the gateway) still flows.
+fn drop_checks(b: &lb_tests::lab::Host, on: bool) {
+    let verb = if on { "add" } else { "del" };
+    b.ip(&["route", verb, "blackhole", "10.102.0.1/32"])
+        .expect("blackhole route");
+}
+
+fn wait_status(lb: &lb_tests::lbproc::LbProcess, server: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status_of(&stats(lb), "pool4", server).as_deref() != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "{server} not {want} in time: {}",
+            lb.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue #19 item 1: a check-only outage (checks dropped, data path fine) breaks none of
+/// the server's established flows; with `on-marked-down shutdown-sessions` they are reset.
+#[test]
+fn check_only_outage_keeps_established_flows_unless_shutdown_sessions() {
+    require_root!();
+    let env = L4Env::new(3).expect("lab");
+    let sources = env.lab.add_client_sources(45).expect("sources");
+    let b1 = env.lab.backends[0].clone();
+    for shutdown in [false, true] {
+        let mut text = env.config(3);
+        if shutdown {
+            text = text.replace(
+                ":8080 check\"",
+                ":8080 check on-marked-down shutdown-sessions\"",
+            );
+        }
+        let path = env.write_config(&text).expect("config");
+        let admin: SocketAddr = lb_tests::l4env::ADMIN.parse().expect("admin");
+        let lb =
+            lb_tests::lbproc::LbProcess::start(&env.lab.lb, &path, admin, &[]).expect("lb run");
+        wait_status(&lb, "b1", "UP");
+        let mut conns = Vec::new();
+        for src in &sources {
+            let (c, who) = env
+                .connect(Some(*src), vip(VIP4, VIP_PORT))
+                .expect("connect");
+            conns.push((c, who));
+        }
+        let on_b1 = conns.iter().filter(|(_, w)| w == "b1").count();
+        assert!(on_b1 >= 3, "b1 holds some of the 45 flows: {on_b1}");
+
+        drop_checks(&b1, true);
+        wait_status(&lb, "b1", "DOWN");
+        let mut broken_b1 = 0;
+        for (c, who) in &mut conns {
+            match L4Env::exchange(c, "still there?") {
+                Ok(reply) if reply == *who => {}
+                _ if who == "b1" => broken_b1 += 1,
+                other => panic!("a flow on {who} broke: {other:?}"),
+            }
+        }
+        if shutdown {
+            assert_eq!(
+                broken_b1, on_b1,
+                "shutdown-sessions resets every established flow of b1"
+            );
+        } else {
+            assert_eq!(broken_b1, 0, "a check-only outage breaks no flow of b1");
+        }
+        // New flows avoid the DOWN server.
+        for src in sources.iter().take(15) {
+            let (_c, who) = env
+                .connect(Some(*src), vip(VIP4, VIP_PORT))
+                .expect("connect");
+            assert_ne!(who, "b1", "a DOWN server got a new flow");
+        }
+        drop_checks(&b1, false);
+        drop(conns);
+        let _ = lb.stop();
+    }
+}

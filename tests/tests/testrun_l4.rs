@@ -1105,52 +1105,193 @@ fn source_filters() {
     assert_eq!(be, sa("10.1.0.12:9090"));
 }
 
-#[test]
-fn down_backend_is_repicked_and_drain_keeps_flows() {
-    require_root!();
-    let mut fx = Fixture::new();
-    let vip = sa("203.0.113.10:80");
-    let client = ip("198.51.100.7");
-    let names: HashMap<SocketAddr, &str> = [
+/// The servers of backend `web` by address.
+fn web_server_names() -> HashMap<SocketAddr, &'static str> {
+    [
         (sa("10.1.0.10:8080"), "s1"),
         (sa("10.1.0.11:8080"), "s2"),
         (sa("10.1.0.12:8080"), "s3"),
     ]
     .into_iter()
-    .collect();
+    .collect()
+}
 
-    // DRAIN: the flow stays, new flows avoid the backend.
-    let first = check_forward(&mut fx, E0, client, vip, tcp(30000, 80), None);
-    fx.reg
-        .set_status("web", names[&first], ServerStatus::Drain)
-        .expect("status");
-    fx.reapply();
-    assert_eq!(
-        check_forward(&mut fx, E0, client, vip, tcp(30000, 80), None),
-        first
-    );
-    for port in 0..40 {
-        let b = check_forward(&mut fx, E0, client, vip, tcp(31000 + port, 80), None);
-        assert_ne!(b, first, "a draining backend takes no new flow");
+#[test]
+fn down_maint_and_drain_keep_established_flows() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let client = ip("198.51.100.7");
+    let names = web_server_names();
+
+    // DRAIN, DOWN (a check-only outage) and MAINT: the flow stays on its server, new
+    // flows avoid it (HAProxy's default without `on-marked-down shutdown-sessions`).
+    for (i, status) in [ServerStatus::Drain, ServerStatus::Down, ServerStatus::Maint]
+        .into_iter()
+        .enumerate()
+    {
+        let port = 30000 + 1000 * i as u16;
+        let first = check_forward(&mut fx, E0, client, vip, tcp(port, 80), None);
+        fx.reg
+            .set_status("web", names[&first], status)
+            .expect("status");
+        let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+        assert_eq!(
+            s.flows_shut, 0,
+            "{status:?}: no flow shut without the option"
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                check_forward(&mut fx, E0, client, vip, tcp(port, 80), None),
+                first,
+                "{status:?}: the established flow keeps its server"
+            );
+        }
+        for p in 1..40 {
+            let b = check_forward(&mut fx, E0, client, vip, tcp(port + p, 80), None);
+            assert_ne!(b, first, "{status:?}: the server takes no new flow");
+        }
+        fx.reg
+            .set_status("web", names[&first], ServerStatus::Up)
+            .expect("status");
+        fx.reapply();
     }
-
-    // DOWN: the flow moves to another backend, and stays there.
-    let second = check_forward(&mut fx, E0, client, vip, tcp(32000, 80), None);
-    fx.reg
-        .set_status("web", names[&second], ServerStatus::Down)
-        .expect("status");
-    fx.reapply();
-    let moved = check_forward(&mut fx, E0, client, vip, tcp(32000, 80), None);
-    assert_ne!(moved, second);
-    assert_ne!(moved, first, "DRAIN backends are not picked");
-    assert_eq!(
-        check_forward(&mut fx, E0, client, vip, tcp(32000, 80), None),
-        moved
-    );
 
     // Reapplying the same state writes nothing.
     let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
     assert_eq!(s.writes, 0, "idempotent: {s:?}");
+}
+
+#[test]
+fn shutdown_sessions_removes_the_flows_of_a_down_server() {
+    require_root!();
+    let mut fx = Fixture::new();
+    for b in fx.cfg.backends.iter_mut().filter(|b| b.name == "web") {
+        for s in &mut b.servers {
+            s.shutdown_on_down = true;
+        }
+    }
+    fx.reapply();
+    let vip = sa("203.0.113.10:80");
+    let client = ip("198.51.100.7");
+    let names = web_server_names();
+    for (i, status) in [ServerStatus::Down, ServerStatus::Maint]
+        .into_iter()
+        .enumerate()
+    {
+        let base = 32000 + 1000 * i as u16;
+        // Flows on every server; those of the server going down are counted.
+        let mut on_victim = Vec::new();
+        let victim = check_forward(&mut fx, E0, client, vip, tcp(base, 80), None);
+        for p in 0..30 {
+            if check_forward(&mut fx, E0, client, vip, tcp(base + p, 80), None) == victim {
+                on_victim.push(base + p);
+            }
+        }
+        // DRAIN does not shut sessions, even with the option.
+        fx.reg
+            .set_status("web", names[&victim], ServerStatus::Drain)
+            .expect("status");
+        let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+        assert_eq!(s.flows_shut, 0);
+        assert_eq!(
+            check_forward(&mut fx, E0, client, vip, tcp(base, 80), None),
+            victim
+        );
+        let tracked = fx
+            .dp
+            .flows()
+            .expect("flows")
+            .iter()
+            .filter(|(_, v)| backend_addr(&fx.dp.backend(v.backend_id).expect("backend")) == victim)
+            .count();
+        assert!(tracked >= on_victim.len());
+        fx.reg
+            .set_status("web", names[&victim], status)
+            .expect("status");
+        let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+        assert_eq!(
+            s.flows_shut, tracked,
+            "{status:?}: every flow entry of the server is removed"
+        );
+        for p in &on_victim {
+            assert_eq!(
+                fx.flow_backend(client, vip.ip(), &tcp(*p, 80)),
+                None,
+                "{status:?}: entry of port {p} removed"
+            );
+            let moved = check_forward(&mut fx, E0, client, vip, tcp(*p, 80), None);
+            assert_ne!(moved, victim, "{status:?}: the flow is re-picked elsewhere");
+        }
+        // The server comes back: the moved flows stay where they are now.
+        fx.reg
+            .set_status("web", names[&victim], ServerStatus::Up)
+            .expect("status");
+        let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+        assert_eq!(s.flows_shut, 0);
+        for p in &on_victim {
+            assert_ne!(
+                check_forward(&mut fx, E0, client, vip, tcp(*p, 80), None),
+                victim
+            );
+        }
+    }
+}
+
+#[test]
+fn shutdown_backup_sessions_when_a_primary_comes_up() {
+    require_root!();
+    let mut fx = Fixture::new();
+    // web: s1 (primary, on-marked-up shutdown-backup-sessions), s2 and s3 backups.
+    for b in fx.cfg.backends.iter_mut().filter(|b| b.name == "web") {
+        b.servers[0].shutdown_backups_on_up = true;
+        b.servers[1].backup = true;
+        b.servers[2].backup = true;
+    }
+    fx.reg
+        .set_status("web", "s1", ServerStatus::Down)
+        .expect("status");
+    fx.reapply();
+    let vip = sa("203.0.113.10:80");
+    let client = ip("198.51.100.7");
+    for p in 0..20 {
+        let b = check_forward(&mut fx, E0, client, vip, tcp(34000 + p, 80), None);
+        assert_ne!(b, sa("10.1.0.10:8080"), "s1 is down: backups serve");
+    }
+    fx.reg
+        .set_status("web", "s1", ServerStatus::Up)
+        .expect("status");
+    let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+    assert_eq!(s.flows_shut, 20, "every backup flow is shut");
+    for p in 0..20 {
+        assert_eq!(
+            check_forward(&mut fx, E0, client, vip, tcp(34000 + p, 80), None),
+            sa("10.1.0.10:8080"),
+            "re-picked onto the primary"
+        );
+    }
+    // Without the option, backup flows stay when the primary returns.
+    fx.cfg
+        .backends
+        .iter_mut()
+        .find(|b| b.name == "web")
+        .expect("web")
+        .servers[0]
+        .shutdown_backups_on_up = false;
+    fx.reg
+        .set_status("web", "s1", ServerStatus::Down)
+        .expect("status");
+    fx.reapply();
+    let kept = check_forward(&mut fx, E0, client, vip, tcp(35000, 80), None);
+    fx.reg
+        .set_status("web", "s1", ServerStatus::Up)
+        .expect("status");
+    let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
+    assert_eq!(s.flows_shut, 0);
+    assert_eq!(
+        check_forward(&mut fx, E0, client, vip, tcp(35000, 80), None),
+        kept
+    );
 }
 
 /// Established flows find their VIP through `LB_VIP_SLOTS` (by the id their entry
@@ -1757,9 +1898,10 @@ fn apply_semantics_backups_weights_removal() {
         t.iter().all(|&x| x == bk),
         "only the backup is in the table"
     );
+    // MAINT keeps the server's established flows (no `shutdown-sessions`).
     assert_eq!(
         id_of(&fx, "10.1.0.10:8080").1,
-        lb_common::types::BACKEND_DOWN
+        lb_common::types::BACKEND_DRAIN
     );
     let be = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80), None);
     assert_eq!(be, sa("10.1.0.50:8080"));
@@ -2031,7 +2173,7 @@ fn follow_applies_registry_changes() {
         reg.set_status("web", "s2", ServerStatus::Down)
             .expect("status");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while state_of(&dp, "10.1.0.11:8080") != Some(lb_common::types::BACKEND_DOWN) {
+        while state_of(&dp, "10.1.0.11:8080") != Some(lb_common::types::BACKEND_DRAIN) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "follow did not apply the change"

@@ -235,6 +235,8 @@ const SERVER: Spec = &[
     ("verify", K::Val("verify")),
     ("ca_file", K::Val("ca-file")),
     ("sni", K::Val("sni")),
+    ("on_marked_down", K::Val("on-marked-down")),
+    ("on_marked_up", K::Val("on-marked-up")),
 ];
 const ACL: Spec = &[
     ("name", K::Pos),
@@ -1692,6 +1694,22 @@ impl<'a> Builder<'a> {
                     ),
                 );
             }
+            if st.mode == Mode::Http
+                && let Some(t) = line
+                    .shutdown_on_down
+                    .as_ref()
+                    .or(line.shutdown_backups_on_up.as_ref())
+            {
+                self.warn(
+                    t.pos,
+                    &ipath,
+                    format!(
+                        "server `{}`: `{}` acts on the XDP tier's flows only; the L7 tier \
+                         lets sessions end by themselves",
+                        line.name.text, t.text
+                    ),
+                );
+            }
             servers.push(Server {
                 name: line.name.text.clone(),
                 host: line.addr_tok.text.clone(),
@@ -1708,6 +1726,8 @@ impl<'a> Builder<'a> {
                 proto: line.proto.map_or(ServerProto::Http1, |(p, _)| p),
                 tls,
                 send_proxy: line.send_proxy.as_ref().map(|(v, _)| *v),
+                shutdown_on_down: line.shutdown_on_down.is_some(),
+                shutdown_backups_on_up: line.shutdown_backups_on_up.is_some(),
             });
         }
         let mut check = st.check.clone();

@@ -1155,6 +1155,16 @@ impl Converter<'_> {
                     line.push("h2".into());
                     i += 1;
                 }
+                ("on-marked-down", Some(v)) if v.text == "shutdown-sessions" => {
+                    line.push(w.text.clone());
+                    line.push(v.text.clone());
+                    i += 1;
+                }
+                ("on-marked-up", Some(v)) if v.text == "shutdown-backup-sessions" => {
+                    line.push(w.text.clone());
+                    line.push(v.text.clone());
+                    i += 1;
+                }
                 ("enabled", _) => {}
                 ("proto", Some(v)) if matches!(v.text.as_str(), "h1" | "h2") => {
                     line.push(w.text.clone());

@@ -348,6 +348,10 @@ pub(crate) struct ServerLine {
     pub sni: Option<(String, Tok)>,
     /// `send-proxy` or `send-proxy-v2`, with its token.
     pub send_proxy: Option<(ProxyVersion, Tok)>,
+    /// `on-marked-down shutdown-sessions`, with the option's token.
+    pub shutdown_on_down: Option<Tok>,
+    /// `on-marked-up shutdown-backup-sessions`, with the option's token.
+    pub shutdown_backups_on_up: Option<Tok>,
 }
 
 const SERVER_OPTS: &[&str] = &[
@@ -365,6 +369,8 @@ const SERVER_OPTS: &[&str] = &[
     "sni",
     "send-proxy",
     "send-proxy-v2",
+    "on-marked-down",
+    "on-marked-up",
 ];
 
 pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
@@ -395,6 +401,8 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
         ca_file: None,
         sni: None,
         send_proxy: None,
+        shutdown_on_down: None,
+        shutdown_backups_on_up: None,
     };
     while let Some(t) = args.next() {
         match t.text.as_str() {
@@ -444,6 +452,23 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
                 s.verify = Some((required, t.clone()));
             }
             "ca-file" => s.ca_file = Some(args.value_of(t)?.clone()),
+            // HAProxy's only actions for these two (`mark-backup-down`, its other
+            // on-marked-down action, applies to tracked servers, which lb does not have).
+            "on-marked-down" | "on-marked-up" => {
+                let v = args.value_of(t)?;
+                let (want, slot) = if t.text == "on-marked-down" {
+                    ("shutdown-sessions", &mut s.shutdown_on_down)
+                } else {
+                    ("shutdown-backup-sessions", &mut s.shutdown_backups_on_up)
+                };
+                if v.text != want {
+                    return Err(Problem::new(
+                        v.pos,
+                        format!("`{}` takes `{want}`, not `{}`", t.text, v.text),
+                    ));
+                }
+                *slot = Some(t.clone());
+            }
             "sni" => {
                 let v = args.value_of(t)?;
                 let name = v

@@ -399,6 +399,13 @@ pub struct Server {
     /// `send-proxy` / `send-proxy-v2`: each connection starts with a PROXY protocol header
     /// naming the client (such connections are not shared between clients).
     pub send_proxy: Option<crate::proxy_protocol::ProxyVersion>,
+    /// `on-marked-down shutdown-sessions`: when the server goes DOWN or into MAINT, its
+    /// established XDP flows are removed (re-picked, so another server resets them).
+    /// Without it they keep going to the server until they end (HAProxy's default).
+    pub shutdown_on_down: bool,
+    /// `on-marked-up shutdown-backup-sessions`: when this (non-backup) server comes UP,
+    /// the established XDP flows of the backend's backup servers are removed.
+    pub shutdown_backups_on_up: bool,
 }
 
 /// `ssl [verify none|required] [ca-file PATH] [sni str(NAME)]` on a server line.
@@ -430,6 +437,8 @@ impl Server {
             proto: ServerProto::Http1,
             tls: None,
             send_proxy: None,
+            shutdown_on_down: false,
+            shutdown_backups_on_up: false,
         }
     }
 }

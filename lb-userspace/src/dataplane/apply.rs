@@ -9,8 +9,14 @@
 //! bind is written `udp@ADDR:PORT`, see [`bind_proto`]); the servers of its
 //! `default_backend` are its backends (one backend id per distinct endpoint). Server status:
 //! UP → state UP and in the Maglev table (weight > 0; backups only when no non-backup server
-//! is); DRAIN → state DRAIN (keeps flows, not in the table); DOWN/MAINT → state DOWN (its
-//! flows are re-picked). `balance source` sets `VIP_F_HASH_SRC`.
+//! is); DRAIN, DOWN and MAINT → state DRAIN: new flows stop going to the server at once
+//! (it leaves the table), established ones keep going to it until they end (HAProxy's
+//! default, and Katran's). With `on-marked-down shutdown-sessions`, DOWN and MAINT → state
+//! DOWN and the server's flow entries are removed as it goes down (its flows are re-picked;
+//! the new server resets them). With `on-marked-up shutdown-backup-sessions`, a server
+//! coming UP removes the flow entries of its backend's backup servers. A server removed by
+//! a reload has its slot freed (state UNUSED): its flows are re-picked.
+//! `balance source` sets `VIP_F_HASH_SRC`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
@@ -74,6 +80,8 @@ pub struct ApplySummary {
     pub tables_flipped: usize,
     /// Non-fatal problems (e.g. a server skipped for a VIP of the other address family).
     pub warnings: Vec<String>,
+    /// Flow entries removed by `shutdown-sessions` / `shutdown-backup-sessions`.
+    pub flows_shut: usize,
 }
 
 /// One VIP as the configuration wants it.
@@ -97,11 +105,14 @@ pub fn bind_proto(bind: &Bind) -> u8 {
     }
 }
 
-fn data_state(status: ServerStatus) -> u8 {
+/// The data-path state of a server: only `on-marked-down shutdown-sessions` makes DOWN
+/// and MAINT drop established flows.
+fn data_state(status: ServerStatus, shutdown_on_down: bool) -> u8 {
     match status {
         ServerStatus::Up => BACKEND_UP,
         ServerStatus::Drain => BACKEND_DRAIN,
-        ServerStatus::Down | ServerStatus::Maint => BACKEND_DOWN,
+        ServerStatus::Down | ServerStatus::Maint if shutdown_on_down => BACKEND_DOWN,
+        ServerStatus::Down | ServerStatus::Maint => BACKEND_DRAIN,
     }
 }
 
@@ -157,6 +168,9 @@ pub fn apply(
     // 2. What the configuration wants.
     let mut wanted: Vec<WantedVip> = Vec::new();
     let mut endpoint_state: BTreeMap<SocketAddr, u8> = BTreeMap::new();
+    // `on-marked-up shutdown-backup-sessions`: server endpoint → the backup endpoints of
+    // its backend, whose flows go when it comes UP.
+    let mut backups_of: BTreeMap<SocketAddr, BTreeSet<SocketAddr>> = BTreeMap::new();
     for fe in cfg.frontends.iter().filter(|f| f.tier == Tier::Xdp) {
         let backend = fe.default_backend.as_deref().and_then(|n| cfg.backend(n));
         let live = backend.and_then(|b| registry.backend(&b.name));
@@ -196,15 +210,27 @@ pub fn apply(
                         None if s.disabled => (ServerStatus::Maint, s.weight),
                         None => (ServerStatus::Up, s.weight),
                     };
-                    rows.push((s.addr, status, weight, s.backup));
+                    rows.push((s.addr, status, weight, s.backup, s.shutdown_on_down));
+                }
+                for s in b
+                    .servers
+                    .iter()
+                    .filter(|s| s.shutdown_backups_on_up && !s.backup)
+                {
+                    backups_of.entry(s.addr).or_default().extend(
+                        b.servers
+                            .iter()
+                            .filter(|o| o.backup && o.addr.is_ipv4() == bind.addr.is_ipv4())
+                            .map(|o| o.addr),
+                    );
                 }
                 let any_primary = rows
                     .iter()
-                    .any(|(_, st, w, backup)| *st == ServerStatus::Up && *w > 0 && !backup);
-                for (addr, status, weight, backup) in rows {
+                    .any(|(_, st, w, backup, _)| *st == ServerStatus::Up && *w > 0 && !backup);
+                for (addr, status, weight, backup, shutdown) in rows {
                     let in_table =
                         status == ServerStatus::Up && weight > 0 && (backup != any_primary);
-                    let st = data_state(status);
+                    let st = data_state(status, shutdown);
                     let e = endpoint_state.entry(addr).or_insert(st);
                     if state_rank(st) > state_rank(*e) {
                         *e = st;
@@ -265,12 +291,26 @@ pub fn apply(
     //    tables without them are live (step 8), so no new flow is dropped in between.
     let mut leaving = Vec::new();
     let mut slot_moved = false;
+    // Backend ids whose flows are shut once the new states are live (step 8).
+    let mut shut: BTreeSet<u32> = BTreeSet::new();
     for (addr, state) in &endpoint_state {
         let id = backend_ids[addr];
         let want = backend_value(*addr, *state);
         let cur = dp.backend(id)?;
         if cur == want {
             continue;
+        }
+        let same_endpoint = backend_addr(&cur) == *addr && cur.state != BACKEND_UNUSED;
+        if *state == BACKEND_DOWN && same_endpoint {
+            // on-marked-down shutdown-sessions
+            shut.insert(id);
+        }
+        if *state == BACKEND_UP
+            && same_endpoint
+            && let Some(backups) = backups_of.get(addr)
+        {
+            // on-marked-up shutdown-backup-sessions
+            shut.extend(backups.iter().filter_map(|b| backend_ids.get(b).copied()));
         }
         if cur.state == BACKEND_UP && *state != BACKEND_UP && backend_addr(&cur) == *addr {
             leaving.push((id, want));
@@ -399,6 +439,10 @@ pub fn apply(
         dp.set_backend(id, want)?;
         summary.writes += 1;
     }
+    // Shut flows: DOWN backends are already out of every flow's way (their flows re-pick);
+    // removing the entries also keeps idle flows from resuming when the server returns.
+    summary.flows_shut = dp.remove_flows_of(&shut)?;
+    summary.writes += summary.flows_shut;
 
     // 9. Stale filter rules (new ones were added before the VIPs were published).
     summary.writes += dp.set_filters(&rules)?;

@@ -805,6 +805,45 @@ impl Dataplane {
         m.insert(key, value, 0).map_err(map_err(names::FLOWS))
     }
 
+    /// Removes every tracked flow (both families) whose backend id is in `backend_ids`:
+    /// their next packets miss the flow table and take a Maglev pick (HAProxy's
+    /// `shutdown-sessions`: the new backend answers with a reset). Walks the whole LRU, on
+    /// a state change only. Returns the number of entries removed.
+    pub fn remove_flows_of(
+        &mut self,
+        backend_ids: &std::collections::BTreeSet<u32>,
+    ) -> Result<usize, MapsError> {
+        fn purge<K: Pod>(
+            dp: &mut Dataplane,
+            name: &'static str,
+            ids: &std::collections::BTreeSet<u32>,
+        ) -> Result<usize, MapsError> {
+            let doomed: Vec<K> = dp
+                .hash_entries::<K, FlowValue>(name)?
+                .into_iter()
+                .filter(|(_, v)| ids.contains(&v.backend_id))
+                .map(|(k, _)| k)
+                .collect();
+            let mut m: HashMap<&mut MapData, K, FlowValue> =
+                HashMap::try_from(dp.map_mut(name)?).map_err(map_err(name))?;
+            let mut removed = 0;
+            for k in &doomed {
+                match m.remove(k) {
+                    Ok(()) => removed += 1,
+                    // Evicted or replaced meanwhile.
+                    Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err(name)(e)),
+                }
+            }
+            Ok(removed)
+        }
+        if backend_ids.is_empty() {
+            return Ok(0);
+        }
+        Ok(purge::<FlowKeyV4>(self, names::FLOWS_V4, backend_ids)?
+            + purge::<FlowKey>(self, names::FLOWS, backend_ids)?)
+    }
+
     // ---- counters ----
 
     /// Per-reason packet counts, summed over CPUs.

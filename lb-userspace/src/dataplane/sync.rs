@@ -69,6 +69,7 @@ pub fn follow(
                         Ok(s) if s.writes > 0 => tracing::info!(
                             writes = s.writes,
                             tables = s.tables_flipped,
+                            flows_shut = s.flows_shut,
                             "data path updated"
                         ),
                         Ok(_) => {}
