@@ -1,7 +1,8 @@
 //! TLS toward servers, with rustls and the aws-lc-rs provider (TLS 1.2 and 1.3): the
 //! configurations of health checks (`check … tls`: any certificate) and of servers with
 //! `ssl` (`verify none`, or `verify required` against a `ca-file`, checking the name only
-//! when `sni` gives one, as HAProxy does without `verifyhost`).
+//! when `sni` gives one, as HAProxy does without `verifyhost`); and the PEM loaders of CA
+//! and revocation-list files, which the client-certificate checks of `ssl` binds use too.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ pub enum TlsClientError {
     Setup(#[from] rustls::Error),
     #[error("CA file {path}: {why}")]
     CaFile { path: String, why: String },
+    #[error("CRL file {path}: {why}")]
+    CrlFile { path: String, why: String },
     #[error("certificate verifier: {0}")]
     Verifier(String),
 }
@@ -85,6 +88,24 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsClientError> {
         return Err(err("no PEM certificate in it".into()));
     }
     Ok(roots)
+}
+
+/// The revocation lists of a PEM file (a bind's `crl-file`); at least one.
+pub fn load_crls(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsClientError> {
+    let err = |why: String| TlsClientError::CrlFile {
+        path: path.display().to_string(),
+        why,
+    };
+    let data = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let crls = rustls_pemfile::crls(&mut data.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if crls.is_empty() {
+        return Err(err("no PEM revocation list (X509 CRL) in it".into()));
+    }
+    Ok(crls)
 }
 
 /// The name a connection to `sni` (or, without one, to the server's address) is opened

@@ -55,7 +55,7 @@ fn header_value_log_format_carries_over() {
     let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
 frontend web\n    bind *:8080\n    http-request set-header X-Client %[src]\n\
     http-request add-header X-Mix \"100%% %[req.hdr(host)] %[ssl_fc_sni]\"\n\
-    http-request set-header X-Dn %[ssl_c_s_dn]\n    default_backend pool\n\
+    http-request set-header X-Dn %[ssl_c_notbefore]\n    default_backend pool\n\
 backend pool\n    server s1 127.0.0.1:8081\n";
     let conv = convert_str(Path::new("fmt.cfg"), cfg);
     assert!(!conv.has_errors(), "{:#?}", conv.diagnostics);
@@ -74,7 +74,7 @@ backend pool\n    server s1 127.0.0.1:8081\n";
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(
         warnings[0].starts_with("fmt.cfg:10:")
-            && warnings[0].contains("unknown fetch method 'ssl_c_s_dn'"),
+            && warnings[0].contains("unknown fetch method 'ssl_c_notbefore'"),
         "{warnings:#?}"
     );
     let base = base();

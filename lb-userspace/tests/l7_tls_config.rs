@@ -113,3 +113,142 @@ frontend web\n    bind *:443 ssl crt config/certs/site.pem tls-ticket-keys confi
     let t = c.frontends[0].binds[0].tls.clone().unwrap();
     assert!(t.strict_sni && t.no_tickets && t.ticket_keys.is_some());
 }
+
+#[test]
+fn client_certificate_options() {
+    let base = base();
+    let ca = cert_pem();
+    base.write("config/ca.pem", &ca);
+    base.write("config/more.pem", &ca);
+    base.write("config/empty.pem", "");
+    let site = "*:443 ssl crt config/certs/site.pem";
+    let c = load(
+        &base,
+        "",
+        &format!("{site} verify optional ca-file config/ca.pem ca-verify-file config/more.pem"),
+    )
+    .unwrap();
+    let t = c.frontends[0].binds[0].tls.clone().unwrap();
+    assert_eq!(t.verify, ClientVerify::Optional);
+    assert_eq!(
+        t.ca_file.as_deref(),
+        Some(base.path().join("config/ca.pem").as_path())
+    );
+    assert!(t.ca_verify_file.is_some() && t.crl_file.is_none());
+    let c = load(&base, "", site).unwrap();
+    let t = c.frontends[0].binds[0].tls.clone().unwrap();
+    assert_eq!(t.verify, ClientVerify::None, "HAProxy's default");
+
+    assert_eq!(
+        load(&base, "", &format!("{site} verify required")).unwrap_err(),
+        [
+            "lb.toml:7:53: frontend.web.bind[0]: `verify required` needs `ca-file` on the same bind line"
+        ]
+    );
+    assert_eq!(
+        load(
+            &base,
+            "",
+            &format!("{site} verify sometimes ca-file config/ca.pem")
+        )
+        .unwrap_err(),
+        [
+            "lb.toml:7:53: frontend.web.bind[0]: `verify sometimes`: expected `none`, `optional` or `required`"
+        ]
+    );
+    assert_eq!(
+        load(&base, "", "*:80 verify required ca-file config/ca.pem").unwrap_err(),
+        ["lb.toml:7:22: frontend.web.bind[0]: `verify` needs `ssl` on the same bind line"]
+    );
+    let e = load(
+        &base,
+        "",
+        &format!("{site} verify required ca-file config/empty.pem crl-file config/ca.pem"),
+    )
+    .unwrap_err();
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].contains("ca-file `config/empty.pem`: CA file"),
+        "{e:?}"
+    );
+    assert!(e[1].contains("crl-file `config/ca.pem`: CRL file"), "{e:?}");
+}
+
+/// The security defect of issue #17: `verify required ca-file` used to be dropped with a
+/// warning, leaving a frontend that accepts clients without a certificate. Now it carries
+/// over, and TLS policy lb cannot carry is refused (an error: nothing is written).
+#[test]
+fn convert_carries_client_verification_and_refuses_what_it_cannot() {
+    let head = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\nfrontend web\n";
+    let tail = "    default_backend pool\nbackend pool\n    server s1 127.0.0.1:8081\n";
+    let cfg = format!(
+        "{head}    bind *:443 ssl crt config/certs/site.pem verify required ca-file config/ca.pem crl-file config/ca.crl ca-verify-file config/ca.pem\n{tail}"
+    );
+    let conv = lb::config::convert::convert_str(std::path::Path::new("m.cfg"), &cfg);
+    assert!(conv.diagnostics.is_empty(), "{:#?}", conv.diagnostics);
+    assert!(
+        conv.toml.contains(
+            "verify required ca-file config/ca.pem crl-file config/ca.crl ca-verify-file config/ca.pem"
+        ),
+        "{}",
+        conv.toml
+    );
+    for opt in [
+        "ciphers ECDHE-RSA-AES128-GCM-SHA256",
+        "ssl-min-ver TLSv1.3",
+        "crt-ignore-err all",
+        "crt-list list.txt",
+    ] {
+        let cfg = format!("{head}    bind *:443 ssl crt config/certs/site.pem {opt}\n{tail}");
+        let conv = lb::config::convert::convert_str(std::path::Path::new("m.cfg"), &cfg);
+        let errors: Vec<String> = conv
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(errors.len(), 1, "{opt}: {:#?}", conv.diagnostics);
+        assert!(
+            errors[0].contains(&format!(
+                "bind option `{opt}` is not supported, and dropping it"
+            )),
+            "{errors:?}"
+        );
+    }
+}
+
+#[test]
+fn client_certificate_fetches_parse() {
+    use lb::acl::{DistinguishedName, FormatString};
+    let dn = DistinguishedName::new(vec![
+        ("C".into(), "FR".into()),
+        ("OU".into(), "a".into()),
+        ("OU".into(), "b".into()),
+        ("CN".into(), "x".into()),
+    ]);
+    assert_eq!(dn.oneline(), "/C=FR/OU=a/OU=b/CN=x");
+    assert_eq!(dn.entry("ou", 1), Some("a"));
+    assert_eq!(dn.entry("OU", 2), Some("b"));
+    assert_eq!(dn.entry("OU", -1), Some("b"));
+    assert_eq!(dn.entry("OU", -2), Some("a"));
+    assert_eq!(dn.entry("OU", 3), None);
+    assert_eq!(dn.entry("OU", 0), None);
+    assert_eq!(dn.entry("L", 1), None);
+    for ok in [
+        "%[ssl_c_s_dn]",
+        "%[ssl_c_s_dn(CN)]",
+        "%[ssl_c_i_dn(OU,-1)]",
+        "%[ssl_c_serial,hex]",
+        "%[ssl_c_sha1,hex]",
+        "%[ssl_c_sha1]",
+        "%[ssl_c_notafter]",
+        "%[ssl_c_used]",
+        "%[ssl_c_verify]",
+        "%[ssl_c_s_dn(cn),lower]",
+    ] {
+        assert!(FormatString::compile(ok).is_ok(), "{ok}");
+    }
+    for bad in ["%[path,hex]", "%[ssl_c_s_dn(CN,x)]", "%[ssl_c_used(1)]"] {
+        assert!(FormatString::compile(bad).is_err(), "{bad}");
+    }
+}

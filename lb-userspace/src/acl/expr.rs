@@ -81,6 +81,24 @@ pub(crate) enum Fetch {
     /// A header fetch (`Hdr`, `HdrCnt`, `HdrVal`) over the response's headers (`res.hdr`,
     /// `shdr`, …; response rules only).
     Res(Box<Fetch>),
+    /// `ssl_c_*`: the client certificate.
+    SslC(SslC),
+}
+
+/// The `ssl_c_*` fetches.
+#[derive(Debug, Clone)]
+pub(crate) enum SslC {
+    Used,
+    Verify,
+    /// `ssl_c_s_dn([entry[,occ]])` (`issuer`: `ssl_c_i_dn`).
+    Dn {
+        issuer: bool,
+        entry: Option<Box<str>>,
+        occ: i64,
+    },
+    Serial,
+    Sha1,
+    NotAfter,
 }
 
 /// How samples are compared with patterns (`-m …`).
@@ -215,6 +233,13 @@ enum Kind {
     ResHdr,
     ResHdrCnt,
     ResHdrVal,
+    SslCUsed,
+    SslCVerify,
+    SslCSDn,
+    SslCIDn,
+    SslCSerial,
+    SslCSha1,
+    SslCNotAfter,
 }
 
 /// `(keyword, kind, implied matching method)`.
@@ -298,6 +323,13 @@ const KEYWORDS: &[(&str, Kind, MatchMethod)] = {
         ("shdr_sub", K::ResHdr, M::Sub),
         ("shdr_cnt", K::ResHdrCnt, M::Int),
         ("shdr_val", K::ResHdrVal, M::Int),
+        ("ssl_c_used", K::SslCUsed, M::Bool),
+        ("ssl_c_verify", K::SslCVerify, M::Int),
+        ("ssl_c_s_dn", K::SslCSDn, M::Str),
+        ("ssl_c_i_dn", K::SslCIDn, M::Str),
+        ("ssl_c_serial", K::SslCSerial, M::Str),
+        ("ssl_c_sha1", K::SslCSha1, M::Str),
+        ("ssl_c_notafter", K::SslCNotAfter, M::Str),
     ]
 };
 
@@ -333,14 +365,18 @@ pub(crate) fn parse_fetch(
     } else {
         (Vec::new(), rest)
     };
+    // `ssl_c_serial` and `ssl_c_sha1` are binary in HAProxy, almost always written
+    // `,hex`; lb gives their upper-case hex directly, so `,hex` leaves them as they are.
+    let hex_already = matches!(kind, Kind::SslCSerial | Kind::SslCSha1);
     let conv = match after {
         "" => None,
+        ",hex" if hex_already => None,
         ",lower" => Some(Case::Lower),
         ",upper" => Some(Case::Upper),
         _ if after.starts_with(',') => {
             return Err(err(
                 format!(
-                    "converter '{}' is not supported (only 'lower' and 'upper')",
+                    "converter '{}' is not supported (only 'lower' and 'upper', and 'hex' after ssl_c_serial and ssl_c_sha1)",
                     &after[1..]
                 ),
                 tok.start,
@@ -422,6 +458,35 @@ fn parse_fetch_args(
         Kind::DstPort => no_args(Fetch::DstPort, SampleType::Int),
         Kind::SrcPort => no_args(Fetch::SrcPort, SampleType::Int),
         Kind::Status => no_args(Fetch::Status, SampleType::Int),
+        Kind::SslCUsed => no_args(Fetch::SslC(SslC::Used), SampleType::Bool),
+        Kind::SslCVerify => no_args(Fetch::SslC(SslC::Verify), SampleType::Int),
+        Kind::SslCSerial => no_args(Fetch::SslC(SslC::Serial), SampleType::Str),
+        Kind::SslCSha1 => no_args(Fetch::SslC(SslC::Sha1), SampleType::Str),
+        Kind::SslCNotAfter => no_args(Fetch::SslC(SslC::NotAfter), SampleType::Str),
+        Kind::SslCSDn | Kind::SslCIDn => {
+            at_most(2)?;
+            let entry = args
+                .first()
+                .map(|e| e.trim())
+                .filter(|e| !e.is_empty())
+                .map(Box::from);
+            // HAProxy's default: the first occurrence.
+            let occ = match args.get(1) {
+                None => 1,
+                Some(o) => o.trim().parse::<i64>().map_err(|_| {
+                    err(
+                        format!("invalid occurrence '{o}' in '{name}' (an integer is expected)"),
+                        tok.start,
+                    )
+                })?,
+            };
+            let f = Fetch::SslC(SslC::Dn {
+                issuer: kind == Kind::SslCIDn,
+                entry,
+                occ,
+            });
+            Ok((f, method, SampleType::Str))
+        }
         Kind::ResHdr | Kind::ResHdrCnt | Kind::ResHdrVal => {
             let req_kind = match kind {
                 Kind::ResHdr => Kind::Hdr,
@@ -964,6 +1029,35 @@ impl Fetch {
                 None => false,
             },
             Fetch::Res(inner) => inner.for_each(&ResponseHeaders(input), f),
+            Fetch::SslC(which) => {
+                // No sample without TLS, as in HAProxy.
+                if !input.ssl_fc() {
+                    return false;
+                }
+                let cert = input.ssl_c();
+                match which {
+                    SslC::Used => f(Sample::Bool(cert.is_some())),
+                    // A certificate that fails verification fails the handshake: every
+                    // connection that reaches a rule verified fine (or sent none).
+                    SslC::Verify => f(Sample::Int(0)),
+                    _ => {
+                        let Some(c) = cert else { return false };
+                        let v = match which {
+                            SslC::Dn { issuer, entry, occ } => {
+                                let dn = if *issuer { &c.issuer } else { &c.subject };
+                                match entry {
+                                    None => Some(dn.oneline()),
+                                    Some(e) => dn.entry(e, *occ),
+                                }
+                            }
+                            SslC::Serial => Some(c.serial_hex.as_str()),
+                            SslC::Sha1 => Some(c.sha1_hex.as_str()),
+                            _ => Some(c.not_after.as_str()),
+                        };
+                        v.is_some_and(|s| f(Sample::Str(s)))
+                    }
+                }
+            }
         }
     }
 
@@ -1016,6 +1110,9 @@ impl AclInput for ResponseHeaders<'_> {
     }
     fn nbsrv(&self, backend: &str) -> u32 {
         self.0.nbsrv(backend)
+    }
+    fn ssl_c(&self) -> Option<&crate::acl::ClientCert> {
+        self.0.ssl_c()
     }
 }
 

@@ -16,8 +16,12 @@
 //!   `hdr_val`, `src`, `dst`, `dst_port`, `src_port`, `ssl_fc`, `ssl_fc_sni`,
 //!   `req.ssl_sni` / `req_ssl_sni`, `nbsrv(backend)`, `always_true`, `always_false`,
 //!   `req.proto_http`, `req.ver`, `cook(name)` / `req.cook`, `cook_cnt`,
-//!   `url_param(name[,delim])` / `urlp`; derived keywords `_beg _end _sub _reg _dir _dom _len`
-//!   (`ssl_fc_sni_end`, `ssl_fc_sni_reg`); converters `,lower` and `,upper`.
+//!   `url_param(name[,delim])` / `urlp`, the client certificate's `ssl_c_used`,
+//!   `ssl_c_verify`, `ssl_c_s_dn([entry[,occ]])`, `ssl_c_i_dn(…)`, `ssl_c_serial`,
+//!   `ssl_c_sha1` (both upper-case hex), `ssl_c_notafter` ([`AclInput::ssl_c`]); derived
+//!   keywords `_beg _end _sub _reg _dir _dom _len` (`ssl_fc_sni_end`, `ssl_fc_sni_reg`);
+//!   converters `,lower` and `,upper` (and `,hex` after `ssl_c_serial`/`ssl_c_sha1`, a
+//!   no-op there).
 //! - Flags (before the first pattern only, as in HAProxy): `-i` (for the patterns and `-f`
 //!   files after it), `-m found|bool|int|ip|len|str|beg|sub|dir|dom|end|reg`, `-f FILE`,
 //!   `-n`, `-u ID`, `--`. Any other word starting with `-` is an error.
@@ -99,6 +103,61 @@ pub trait AclInput {
     /// `http-response` rules. Defaults to no headers.
     fn any_response_header(&self, _name: &str, _f: &mut dyn FnMut(&str) -> bool) -> bool {
         false
+    }
+    /// The client certificate of the TLS connection (`ssl_c_*`). Defaults to none.
+    fn ssl_c(&self) -> Option<&ClientCert> {
+        None
+    }
+}
+
+/// What the `ssl_c_*` fetches read: the certificate a TLS client presented (and the
+/// handshake verified).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCert {
+    pub subject: DistinguishedName,
+    pub issuer: DistinguishedName,
+    /// The serial number's bytes in upper-case hex (`ssl_c_serial,hex`).
+    pub serial_hex: String,
+    /// SHA-1 of the DER certificate in upper-case hex (`ssl_c_sha1,hex`).
+    pub sha1_hex: String,
+    /// notAfter as written in the certificate: `YYMMDDhhmmssZ` (UTCTime) or
+    /// `YYYYMMDDhhmmssZ` (GeneralizedTime), as HAProxy gives it.
+    pub not_after: String,
+}
+
+/// A certificate's subject or issuer: its attributes in order, as (short name, value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DistinguishedName {
+    entries: Vec<(String, String)>,
+    oneline: String,
+}
+
+impl DistinguishedName {
+    /// From `(short name, value)` pairs in certificate order (`CN`, `O`, `C`, … or the
+    /// dotted OID when the attribute has no short name).
+    pub fn new(entries: Vec<(String, String)>) -> Self {
+        let oneline = entries.iter().map(|(k, v)| format!("/{k}={v}")).collect();
+        Self { entries, oneline }
+    }
+
+    /// OpenSSL's one-line form, as HAProxy's `ssl_c_s_dn`: `/C=FR/O=Example/CN=client`.
+    pub fn oneline(&self) -> &str {
+        &self.oneline
+    }
+
+    /// The value of the `occ`-th `name` attribute (1 the first, -1 the last; the name is
+    /// compared without case), as `ssl_c_s_dn(CN,occ)`.
+    pub fn entry(&self, name: &str, occ: i64) -> Option<&str> {
+        let mut matching = self
+            .entries
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name));
+        let v = match occ {
+            0 => return None,
+            n if n > 0 => matching.nth(usize::try_from(n - 1).ok()?),
+            n => matching.rev().nth(usize::try_from(-n - 1).ok()?),
+        };
+        v.map(|(_, v)| v.as_str())
     }
 }
 

@@ -218,6 +218,10 @@ const BIND: Spec = &[
     ("tls_ticket_keys", K::Val("tls-ticket-keys")),
     ("no_tls_tickets", K::Flag("no-tls-tickets")),
     ("strict_sni", K::Flag("strict-sni")),
+    ("verify", K::Val("verify")),
+    ("ca_file", K::Val("ca-file")),
+    ("ca_verify_file", K::Val("ca-verify-file")),
+    ("crl_file", K::Val("crl-file")),
 ];
 const SERVER: Spec = &[
     ("name", K::Pos),
@@ -1449,6 +1453,21 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A bind's `ca-file`, `ca-verify-file` or `crl-file`, resolved and read now so a bad
+    /// one is reported at its place (the L7 tier reads it again when it starts or reloads).
+    fn tls_file(&mut self, p: &Path, t: &Tok, path: &str, opt: &str) -> PathBuf {
+        let resolved = self.resolve_path(&p.to_string_lossy());
+        let checked = if opt == "crl-file" {
+            crate::tls_client::load_crls(&resolved).map(drop)
+        } else {
+            crate::tls_client::load_roots(&resolved).map(drop)
+        };
+        if let Err(e) = checked {
+            self.err(t.pos, path, format!("{opt} `{}`: {e}", t.text));
+        }
+        resolved
+    }
+
     // ---- ACLs and conditions ----
 
     fn acls(
@@ -1935,6 +1954,19 @@ impl<'a> Builder<'a> {
                     ticket_keys,
                     no_tickets: line.no_tls_tickets,
                     strict_sni: line.strict_sni,
+                    verify: line.verify.as_ref().map_or(ClientVerify::None, |(v, _)| *v),
+                    ca_file: line
+                        .ca_file
+                        .as_ref()
+                        .map(|(p, t)| self.tls_file(p, t, &ipath, "ca-file")),
+                    ca_verify_file: line
+                        .ca_verify_file
+                        .as_ref()
+                        .map(|(p, t)| self.tls_file(p, t, &ipath, "ca-verify-file")),
+                    crl_file: line
+                        .crl_file
+                        .as_ref()
+                        .map(|(p, t)| self.tls_file(p, t, &ipath, "crl-file")),
                 })
             } else {
                 if let Some(a) = &line.alpn {

@@ -303,6 +303,33 @@ const PROXY_UNSUPPORTED: &[&str] = &[
     "dynamic-cookie-key",
 ];
 
+/// HAProxy bind options about TLS policy lb does not carry: `lb convert` refuses them
+/// rather than drop them.
+const TLS_POLICY_BIND_OPTS: &[&str] = &[
+    "crt-list",
+    "ca-ignore-err",
+    "crt-ignore-err",
+    "ciphers",
+    "ciphersuites",
+    "curves",
+    "ecdhe",
+    "ssl-min-ver",
+    "ssl-max-ver",
+    "no-tlsv12",
+    "no-tlsv13",
+    "force-sslv3",
+    "force-tlsv10",
+    "force-tlsv11",
+    "force-tlsv12",
+    "force-tlsv13",
+    "allow-0rtt",
+    "ca-sign-file",
+    "ca-sign-pass",
+    "generate-certificates",
+    "no-ca-names",
+    "prefer-client-ciphers",
+];
+
 const GLOBAL_KNOWN: &[&str] = &[
     "daemon",
     "user",
@@ -325,7 +352,6 @@ const GLOBAL_KNOWN: &[&str] = &[
     "spread-checks",
     "ssl-default-bind-ciphers",
     "ssl-default-bind-ciphersuites",
-    "ssl-default-bind-options",
     "ssl-default-server-ciphers",
     "ssl-default-server-options",
     "ssl-server-verify",
@@ -1015,7 +1041,8 @@ impl Converter<'_> {
             match w.text.as_str() {
                 "ssl" | "accept-proxy" | "v4v6" | "v6only" | "no-sslv3" | "no-tlsv10"
                 | "no-tlsv11" | "no-tls-tickets" | "strict-sni" => opts.push(w.text.clone()),
-                "crt" | "alpn" | "tls-ticket-keys" => match args.get(i + 1) {
+                "crt" | "alpn" | "tls-ticket-keys" | "verify" | "ca-file" | "ca-verify-file"
+                | "crl-file" => match args.get(i + 1) {
                     Some(v) => {
                         opts.push(w.text.clone());
                         opts.push(quote_word(&v.text.replace(", ", ",")));
@@ -1078,6 +1105,25 @@ impl Converter<'_> {
                     } else {
                         ""
                     };
+                    if TLS_POLICY_BIND_OPTS.contains(&other) {
+                        // Dropping one would silently change who is accepted or how TLS
+                        // is negotiated (e.g. a CA check lost): refused, never dropped.
+                        self.diag(
+                            Severity::Error,
+                            n,
+                            w.col,
+                            &path,
+                            format!(
+                                "bind option `{}` is not supported, and dropping it would change which clients are accepted or how TLS is negotiated; remove it from the HAProxy config to convert without it",
+                                format!("{other} {v}").trim()
+                            ),
+                        );
+                        if takes_value {
+                            i += 1;
+                        }
+                        i += 1;
+                        continue;
+                    }
                     self.diag(
                         Severity::Warning,
                         n,

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    Balance, CheckKind, CheckSpec, CookieSpec, HttpAction, HttpReturn, IpNet, Redirect,
-    RedirectKind, ServerProto, TcpAction,
+    Balance, CheckKind, CheckSpec, ClientVerify, CookieSpec, HttpAction, HttpReturn, IpNet,
+    Redirect, RedirectKind, ServerProto, TcpAction,
 };
 use super::source::{Problem, Str, Tok};
 use super::suggest::hint;
@@ -233,12 +233,22 @@ pub(crate) struct BindLine {
     pub no_tls_tickets: bool,
     /// `strict-sni`.
     pub strict_sni: bool,
+    /// `verify none|optional|required` (client certificates), with its token.
+    pub verify: Option<(ClientVerify, Tok)>,
+    /// `ca-file`, `ca-verify-file`, `crl-file`.
+    pub ca_file: Option<(PathBuf, Tok)>,
+    pub ca_verify_file: Option<(PathBuf, Tok)>,
+    pub crl_file: Option<(PathBuf, Tok)>,
 }
 
 const BIND_OPTS: &[&str] = &[
     "tls-ticket-keys",
     "no-tls-tickets",
     "strict-sni",
+    "verify",
+    "ca-file",
+    "ca-verify-file",
+    "crl-file",
     "accept-proxy",
     "ssl",
     "crt",
@@ -264,6 +274,10 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
         ticket_keys: None,
         no_tls_tickets: false,
         strict_sni: false,
+        verify: None,
+        ca_file: None,
+        ca_verify_file: None,
+        crl_file: None,
     };
     while let Some(t) = args.next() {
         match t.text.as_str() {
@@ -271,6 +285,30 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
             "accept-proxy" => line.accept_proxy = true,
             "no-tls-tickets" => line.no_tls_tickets = true,
             "strict-sni" => line.strict_sni = true,
+            "verify" => {
+                let v = args.value_of(t)?;
+                let mode = match v.text.as_str() {
+                    "none" => ClientVerify::None,
+                    "optional" => ClientVerify::Optional,
+                    "required" => ClientVerify::Required,
+                    other => {
+                        return Err(Problem::new(
+                            v.pos,
+                            format!("`verify {other}`: expected `none`, `optional` or `required`"),
+                        ));
+                    }
+                };
+                line.verify = Some((mode, v.clone()));
+            }
+            "ca-file" | "ca-verify-file" | "crl-file" => {
+                let v = args.value_of(t)?;
+                let slot = match t.text.as_str() {
+                    "ca-file" => &mut line.ca_file,
+                    "ca-verify-file" => &mut line.ca_verify_file,
+                    _ => &mut line.crl_file,
+                };
+                *slot = Some((PathBuf::from(&v.text), v.clone()));
+            }
             "tls-ticket-keys" => {
                 let v = args.value_of(t)?;
                 line.ticket_keys = Some((PathBuf::from(&v.text), v.clone()));
@@ -314,10 +352,31 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
             "`crt` needs `ssl` on the same bind line",
         ));
     }
-    if let (None, Some((_, t))) = (&line.ssl, &line.ticket_keys) {
+    if line.ssl.is_none() {
+        let tls_only = [
+            ("tls-ticket-keys", line.ticket_keys.as_ref().map(|(_, t)| t)),
+            ("verify", line.verify.as_ref().map(|(_, t)| t)),
+            ("ca-file", line.ca_file.as_ref().map(|(_, t)| t)),
+            (
+                "ca-verify-file",
+                line.ca_verify_file.as_ref().map(|(_, t)| t),
+            ),
+            ("crl-file", line.crl_file.as_ref().map(|(_, t)| t)),
+        ];
+        if let Some((opt, Some(t))) = tls_only.into_iter().find(|(_, t)| t.is_some()) {
+            return Err(Problem::new(
+                t.pos,
+                format!("`{opt}` needs `ssl` on the same bind line"),
+            ));
+        }
+    }
+    if let (Some((mode, t)), None) = (&line.verify, &line.ca_file)
+        && *mode != ClientVerify::None
+    {
+        // HAProxy refuses it too: nothing to verify client certificates against.
         return Err(Problem::new(
             t.pos,
-            "`tls-ticket-keys` needs `ssl` on the same bind line",
+            format!("`verify {}` needs `ca-file` on the same bind line", t.text),
         ));
     }
     if let (Some(s), true) = (&line.ssl, line.certs.is_empty()) {

@@ -191,6 +191,27 @@ pub struct BindTls {
     pub no_tickets: bool,
     /// `strict-sni`: a handshake whose SNI matches no certificate is refused (no default).
     pub strict_sni: bool,
+    /// `verify`: whether client certificates are requested and required.
+    pub verify: ClientVerify,
+    /// `ca-file`: CAs client certificates must chain to, named to clients in the request.
+    pub ca_file: Option<PathBuf>,
+    /// `ca-verify-file`: more CAs trusted, not named to clients.
+    pub ca_verify_file: Option<PathBuf>,
+    /// `crl-file`: revocation lists; with one, every certificate of the chain needs an
+    /// answer (OpenSSL's `CRL_CHECK_ALL`, as HAProxy sets it).
+    pub crl_file: Option<PathBuf>,
+}
+
+/// `verify` on an `ssl` bind (HAProxy's), about client certificates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClientVerify {
+    /// Not requested (the default).
+    #[default]
+    None,
+    /// Requested; a client without one is served, one that sends one must pass.
+    Optional,
+    /// Requested; a handshake without a valid one fails.
+    Required,
 }
 
 /// An `http-request` or `http-response` rule.

@@ -674,10 +674,7 @@ async fn serve_tcp(
             match tokio::time::timeout(hs_timeout, acc.accept(stream)).await {
                 Ok(Ok(s)) => {
                     let sc = s.connection();
-                    let info = TlsInfo {
-                        sni: sc.server_name().map(Box::from),
-                        h2: false,
-                    };
+                    let info = TlsInfo::of(sc, false);
                     tcp::serve(fe, s, src, local, Some(info)).await
                 }
                 Ok(Err(e)) => Err(e.into()),
@@ -723,10 +720,7 @@ async fn serve_https(
         Some(b"http/1.1") => Proto::H1,
         _ => Proto::Auto,
     };
-    let info = TlsInfo {
-        sni: sc.server_name().map(Box::from),
-        h2: proto == Proto::H2,
-    };
+    let info = TlsInfo::of(sc, proto == Proto::H2);
     let h1 = !info.h2;
     let ctx = Arc::new(http::ConnCtx {
         frontend: shared.fe.clone(),

@@ -195,6 +195,9 @@ impl AclInput for TcpInput<'_> {
     fn ssl_fc_sni(&self) -> Option<&str> {
         self.tls.and_then(|t| t.sni.as_deref())
     }
+    fn ssl_c(&self) -> Option<&crate::acl::ClientCert> {
+        self.tls.and_then(|t| t.client_cert.as_deref())
+    }
     fn req_ssl_sni(&self) -> Option<&str> {
         self.sni
     }

@@ -24,8 +24,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::model::BindTls;
+use rustls::server::WebPkiClientVerifier;
+
+use crate::acl::{ClientCert, DistinguishedName};
+use crate::config::model::{BindTls, ClientVerify};
 use crate::l7::tls_resume::{ResumeError, Sessions};
+use crate::tls_client::{TlsClientError, load_crls, load_roots};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -54,6 +58,12 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
     #[error(transparent)]
     Resume(#[from] ResumeError),
+    #[error(transparent)]
+    Files(#[from] TlsClientError),
+    #[error("`verify` needs a `ca-file`")]
+    NoCaFile,
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
 }
 
 /// One loaded certificate with its chain and key, and the names it serves (lower case;
@@ -363,10 +373,15 @@ pub fn acceptor(
         .collect::<Result<Vec<_>, _>>()?;
     let provider = Arc::new(aws_lc_rs::default_provider());
     let suites = provider.cipher_suites.clone();
-    let mut cfg = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver::new(certs, tls.strict_sni, suites)));
+    let verifier = client_verifier(tls, &provider)?;
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg =
+        builder.with_cert_resolver(Arc::new(SniResolver::new(certs, tls.strict_sni, suites)));
     cfg.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     cfg.session_storage = sessions.cache(cache_size);
     if !tls.no_tickets {
@@ -377,9 +392,131 @@ pub fn acceptor(
     })
 }
 
-/// What the TLS layer tells the request: `ssl_fc`, `ssl_fc_sni`, ALPN.
+/// What the TLS layer tells the request: `ssl_fc`, `ssl_fc_sni`, ALPN, `ssl_c_*`.
 #[derive(Debug, Clone, Default)]
 pub struct TlsInfo {
     pub sni: Option<Box<str>>,
     pub h2: bool,
+    /// The client certificate the handshake verified (`verify optional|required`).
+    pub client_cert: Option<Arc<ClientCert>>,
+}
+
+impl TlsInfo {
+    /// From an established connection; `h2` when ALPN chose it.
+    pub fn of(conn: &ServerConnection, h2: bool) -> Self {
+        Self {
+            sni: conn.server_name().map(Box::from),
+            h2,
+            client_cert: conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(client_cert)
+                .map(Arc::new),
+        }
+    }
+}
+
+/// OpenSSL's short names of the usual DN attributes (what HAProxy prints); others are
+/// written as their dotted OID, as OpenSSL does.
+const DN_SHORT_NAMES: &[(&str, &str)] = &[
+    ("2.5.4.3", "CN"),
+    ("2.5.4.4", "SN"),
+    ("2.5.4.5", "serialNumber"),
+    ("2.5.4.6", "C"),
+    ("2.5.4.7", "L"),
+    ("2.5.4.8", "ST"),
+    ("2.5.4.9", "street"),
+    ("2.5.4.10", "O"),
+    ("2.5.4.11", "OU"),
+    ("2.5.4.12", "title"),
+    ("2.5.4.17", "postalCode"),
+    ("2.5.4.42", "GN"),
+    ("2.5.4.43", "initials"),
+    ("2.5.4.46", "dnQualifier"),
+    ("1.2.840.113549.1.9.1", "emailAddress"),
+    ("0.9.2342.19200300.100.1.1", "UID"),
+    ("0.9.2342.19200300.100.1.25", "DC"),
+];
+
+/// What the `ssl_c_*` fetches read from a client's leaf certificate.
+fn client_cert(der: &CertificateDer<'_>) -> Option<ClientCert> {
+    use std::fmt::Write as _;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let hex = |b: &[u8]| {
+        b.iter()
+            .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+                let _ = write!(s, "{x:02X}");
+                s
+            })
+    };
+    let dn = |name: &x509_parser::x509::X509Name<'_>| {
+        let entries = name
+            .iter_attributes()
+            .map(|a| {
+                let oid = a.attr_type().to_id_string();
+                let key = DN_SHORT_NAMES
+                    .iter()
+                    .find(|(o, _)| *o == oid)
+                    .map_or(oid, |(_, sn)| (*sn).to_owned());
+                let value = a.as_str().map_or_else(
+                    |_| String::from_utf8_lossy(a.as_slice()).into_owned(),
+                    str::to_owned,
+                );
+                (key, value)
+            })
+            .collect();
+        DistinguishedName::new(entries)
+    };
+    let t = cert.validity().not_after.to_datetime();
+    let year = if t.year() > 2049 {
+        format!("{:04}", t.year())
+    } else {
+        format!("{:02}", t.year() % 100)
+    };
+    let not_after = format!(
+        "{year}{:02}{:02}{:02}{:02}{:02}Z",
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let sha1 = ::aws_lc_rs::digest::digest(&::aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+    Some(ClientCert {
+        subject: dn(cert.subject()),
+        issuer: dn(cert.issuer()),
+        serial_hex: hex(cert.raw_serial()),
+        sha1_hex: hex(sha1.as_ref()),
+        not_after,
+    })
+}
+
+/// The client-certificate verifier of a bind with `verify optional|required`: chains to
+/// `ca-file` (named to clients) or `ca-verify-file` (not named), checked against
+/// `crl-file` when given (every certificate of the chain, as HAProxy's CRL_CHECK_ALL).
+fn client_verifier(
+    tls: &BindTls,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
+    if tls.verify == ClientVerify::None {
+        return Ok(None);
+    }
+    let ca = tls.ca_file.as_deref().ok_or(TlsError::NoCaFile)?;
+    let mut roots = load_roots(ca)?;
+    let hints = roots.subjects();
+    if let Some(more) = &tls.ca_verify_file {
+        roots.roots.extend(load_roots(more)?.roots);
+    }
+    let mut b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .clear_root_hint_subjects()
+        .add_root_hint_subjects(hints);
+    if let Some(crl) = &tls.crl_file {
+        b = b.with_crls(load_crls(crl)?);
+    }
+    if tls.verify == ClientVerify::Optional {
+        b = b.allow_unauthenticated();
+    }
+    Ok(Some(
+        b.build().map_err(|e| TlsError::Verifier(e.to_string()))?,
+    ))
 }

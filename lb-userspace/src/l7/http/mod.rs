@@ -164,6 +164,9 @@ impl AclInput for ReqInput<'_> {
     fn ssl_fc_sni(&self) -> Option<&str> {
         self.ctx.tls.as_ref().and_then(|t| t.sni.as_deref())
     }
+    fn ssl_c(&self) -> Option<&crate::acl::ClientCert> {
+        self.ctx.tls.as_ref().and_then(|t| t.client_cert.as_deref())
+    }
     fn req_ssl_sni(&self) -> Option<&str> {
         None
     }

@@ -1,0 +1,284 @@
+//! Client certificates on an `ssl` bind: `verify required|optional` against a `ca-file`,
+//! a `crl-file`, and the `ssl_c_*` fetches in ACLs and in `set-header` values, with real
+//! certificates (rcgen) and rustls clients on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod l7_support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use l7_support::*;
+use lb::acl::AclSet;
+use lb::config::model::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SerialNumber,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// A CA, written to `dir/NAME.pem` (certificate only).
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    pem: PathBuf,
+}
+
+fn ca(dir: &Path, name: &str) -> Ca {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.distinguished_name
+        .push(DnType::OrganizationName, "Example");
+    p.distinguished_name.push(DnType::CommonName, name);
+    let issuer = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+    let pem = dir.join(format!("{name}.pem"));
+    std::fs::write(&pem, issuer.pem()).unwrap();
+    Ca { issuer, pem }
+}
+
+/// A client certificate `cn` with `serial`, valid until 2030-01-02, signed by `ca`.
+fn client_cert(
+    ca: &Ca,
+    cn: &str,
+    serial: &[u8],
+) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CountryName, "FR");
+    p.distinguished_name
+        .push(DnType::OrganizationName, "Clients");
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.serial_number = Some(SerialNumber::from_slice(serial));
+    p.not_after = rcgen::date_time_ymd(2030, 1, 2);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    (
+        vec![cert.der().clone()],
+        PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+}
+
+/// One GET over TLS, with a client certificate or none; the response, or the error of the
+/// handshake or of the exchange (a refused certificate shows in either, by TLS version).
+async fn get_with(
+    addr: SocketAddr,
+    cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<Resp, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)));
+    let cfg = match cert {
+        Some((chain, key)) => b.with_client_auth_cert(chain, key).unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    tokio::time::timeout(T, async {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from("a.test").unwrap(), tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("http: {e}"))?;
+        tokio::spawn(conn);
+        let req = Request::get("/m")
+            .header("host", "a.test")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tx
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        Ok(collect(resp).await)
+    })
+    .await
+    .expect("in time")
+}
+
+const HEADERS: &[(&str, &str)] = &[
+    ("X-SSL-Client-DN", "%[ssl_c_s_dn]"),
+    ("X-SSL-Client-CN", "%[ssl_c_s_dn(cn)]"),
+    ("X-SSL-Issuer", "%[ssl_c_i_dn]"),
+    ("X-SSL-Serial", "%[ssl_c_serial,hex]"),
+    ("X-SSL-SHA1", "%[ssl_c_sha1,hex]"),
+    ("X-SSL-Not-After", "%[ssl_c_notafter]"),
+    ("X-SSL-Used", "%[ssl_c_used]"),
+    ("X-SSL-Verify", "%[ssl_c_verify]"),
+];
+
+/// A frontend with `verify`, `ca-file` (and `crl-file`), the `ssl_c_*` headers, and the
+/// ACL `ops` (`ssl_c_s_dn(CN) ops.test`) routing to backend `ops`.
+fn mtls_config(
+    dir: &TempDir,
+    verify: ClientVerify,
+    ca: &Ca,
+    crl: Option<PathBuf>,
+    s: SocketAddr,
+    t: SocketAddr,
+) -> Config {
+    let (pa, _) = make_cert(&dir.0, "a.test");
+    let mut b = tls_bind("127.0.0.1:0", vec![pa], &["http/1.1"]);
+    let tls = b.tls.as_mut().unwrap();
+    tls.verify = verify;
+    tls.ca_file = Some(ca.pem.clone());
+    tls.crl_file = crl;
+    let mut fe = frontend("web", vec![b], Some("be"));
+    fe.http_request = HEADERS
+        .iter()
+        .map(|(n, v)| HttpRule {
+            action: HttpAction::SetHeader {
+                name: (*n).into(),
+                value: (*v).into(),
+            },
+            cond: None,
+        })
+        .collect();
+    let mut acls = AclSet::default();
+    acl(&mut acls, "ops ssl_c_s_dn(CN) ops.test");
+    fe.use_backend = vec![UseBackend {
+        backend: "ops".into(),
+        cond: cond("if ops", &acls),
+    }];
+    fe.acls = acls;
+    config(
+        vec![fe],
+        vec![
+            backend("be", Balance::RoundRobin, vec![server("s", s)]),
+            backend("ops", Balance::RoundRobin, vec![server("t", t)]),
+        ],
+    )
+}
+
+fn sha1_hex(der: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+    d.as_ref().iter().map(|b| format!("{b:02X}")).collect()
+}
+
+#[tokio::test]
+async fn verify_required_and_the_client_certificate_fetches() {
+    let dir = TempDir::new("mtls-req");
+    let (s, t) = (echo("s").await, echo("t").await);
+    let root = ca(&dir.0, "Root CA");
+    let other = ca(&dir.0, "Other CA");
+    let cfg = mtls_config(&dir, ClientVerify::Required, &root, None, s.addr, t.addr);
+    let (h, _reg) = start(cfg);
+    let fe = addr_of(&h, "web");
+
+    let (chain, key) = client_cert(&root, "client.test", &[0x01, 0x02, 0xab]);
+    let sha1 = sha1_hex(&chain[0]);
+    let r = get_with(fe, Some((chain, key))).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.server(), "s");
+    assert_eq!(
+        r.saw("x-ssl-client-dn"),
+        ["/CN=client.test/C=FR/O=Clients"],
+        "the certificate's order (rcgen writes its default CN first)"
+    );
+    assert_eq!(r.saw("x-ssl-client-cn"), ["client.test"]);
+    assert_eq!(r.saw("x-ssl-issuer"), ["/CN=Root CA/O=Example"]);
+    assert_eq!(r.saw("x-ssl-serial"), ["0102AB"]);
+    assert_eq!(r.saw("x-ssl-sha1"), [sha1]);
+    assert_eq!(r.saw("x-ssl-not-after"), ["300102000000Z"]);
+    assert_eq!(r.saw("x-ssl-used"), ["1"]);
+    assert_eq!(r.saw("x-ssl-verify"), ["0"]);
+
+    // The ACL on the subject's CN routes.
+    let r = get_with(fe, Some(client_cert(&root, "ops.test", &[7])))
+        .await
+        .unwrap();
+    assert_eq!(r.server(), "t");
+
+    // No certificate, or one from another CA: refused.
+    let e = get_with(fe, None).await.unwrap_err();
+    assert!(e.contains("alert") || e.contains("request"), "{e}");
+    let e = get_with(fe, Some(client_cert(&other, "client.test", &[1])))
+        .await
+        .unwrap_err();
+    assert!(e.contains("alert") || e.contains("request"), "{e}");
+}
+
+#[tokio::test]
+async fn verify_optional_serves_clients_without_a_certificate() {
+    let dir = TempDir::new("mtls-opt");
+    let (s, t) = (echo("s").await, echo("t").await);
+    let root = ca(&dir.0, "Root CA");
+    let other = ca(&dir.0, "Other CA");
+    let cfg = mtls_config(&dir, ClientVerify::Optional, &root, None, s.addr, t.addr);
+    let (h, _reg) = start(cfg);
+    let fe = addr_of(&h, "web");
+
+    let r = get_with(fe, None).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.saw("x-ssl-used"), ["0"]);
+    assert_eq!(r.saw("x-ssl-verify"), ["0"]);
+    // A fetch without a value sets nothing.
+    assert!(
+        r.saw("x-ssl-client-dn").iter().all(String::is_empty),
+        "{:?}",
+        r.body
+    );
+
+    let r = get_with(fe, Some(client_cert(&root, "client.test", &[5])))
+        .await
+        .unwrap();
+    assert_eq!(r.saw("x-ssl-used"), ["1"]);
+    assert_eq!(r.saw("x-ssl-client-cn"), ["client.test"]);
+
+    // A certificate that is sent must still verify (HAProxy: whatever `verify` says).
+    let e = get_with(fe, Some(client_cert(&other, "client.test", &[1])))
+        .await
+        .unwrap_err();
+    assert!(e.contains("alert") || e.contains("request"), "{e}");
+}
+
+#[tokio::test]
+async fn crl_file_refuses_revoked_certificates() {
+    let dir = TempDir::new("mtls-crl");
+    let (s, t) = (echo("s").await, echo("t").await);
+    let root = ca(&dir.0, "Root CA");
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2024, 1, 1),
+        next_update: rcgen::date_time_ymd(2090, 1, 1),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: SerialNumber::from_slice(&[0x66]),
+            revocation_time: rcgen::date_time_ymd(2024, 6, 1),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&root.issuer)
+    .unwrap();
+    let crl_path = dir.0.join("root.crl");
+    std::fs::write(&crl_path, crl.pem().unwrap()).unwrap();
+    let cfg = mtls_config(
+        &dir,
+        ClientVerify::Required,
+        &root,
+        Some(crl_path),
+        s.addr,
+        t.addr,
+    );
+    let (h, _reg) = start(cfg);
+    let fe = addr_of(&h, "web");
+    let r = get_with(fe, Some(client_cert(&root, "good.test", &[0x65])))
+        .await
+        .unwrap();
+    assert_eq!(r.saw("x-ssl-client-cn"), ["good.test"]);
+    let e = get_with(fe, Some(client_cert(&root, "revoked.test", &[0x66])))
+        .await
+        .unwrap_err();
+    assert!(e.contains("alert") || e.contains("request"), "{e}");
+}
