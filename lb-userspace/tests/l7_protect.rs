@@ -304,6 +304,101 @@ async fn absolute_form_target_and_host_must_agree() {
     assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
+/// After the 400 for an absolute-form target whose Host names another host, the
+/// connection is closed (HAProxy does): a request pipelined behind it is not served.
+#[tokio::test]
+async fn absolute_form_mismatch_closes_the_connection() {
+    let (h, a) = proxy(|_| {}).await;
+    let fe = addr_of(&h, "web");
+    let out = raw(
+        fe,
+        b"GET http://x.example/ HTTP/1.1\r\nHost: y.example\r\n\r\n\
+          GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+    assert!(out.contains("connection: close"), "{out:?}");
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out:?}");
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// Refused as HAProxy 2.6 refuses them (a security boundary: a rule must read what the
+/// server reads), each answered and the connection closed, nothing reaching the server:
+/// two different Host values (400), a Transfer-Encoding other than `chunked` (422, with or
+/// without Content-Length), `chunked` twice (400), a `#fragment` in the target (400), and a
+/// request head cut by the client's half-close (400, not a silent close).
+#[tokio::test]
+async fn requests_haproxy_refuses_are_refused() {
+    let (h, a) = proxy(|_| {}).await;
+    let fe = addr_of(&h, "web");
+    for (req, want) in [
+        (&b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], "HTTP/1.1 400"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a:80\r\n\r\n", "HTTP/1.1 400"),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 422",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 422",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
+        (b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 400"),
+        (b"\r\nGET /a?q#f HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 400"),
+    ] {
+        let out = raw(fe, req).await;
+        assert!(out.starts_with(want), "{:?} -> {out:?}", String::from_utf8_lossy(req));
+        assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "closed after: {out:?}");
+    }
+    for cut in [&b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b"[..], b"GET / HTT"] {
+        let out = raw_eof(fe, cut).await;
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "{:?} -> {out:?}",
+            String::from_utf8_lossy(cut)
+        );
+    }
+    // A fragment split over two writes is seen too.
+    let mut s = TcpStream::connect(fe).await.unwrap();
+    s.write_all(b"GET /a").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"#b HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("closed")
+        .unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(
+        a.hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "none reached the server"
+    );
+
+    // What HAProxy accepts still passes: repeated identical Host values go as one, `#` in
+    // a header value or after the request line is no fragment, keep-alive requests are
+    // checked each (also after one with a body).
+    let out = raw(
+        fe,
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: A\r\nX-T: #1\r\n\r\n\
+          POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n#ab\
+          GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 3, "{out:?}");
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(get(fe, "/", &[]).await.status, 200);
+}
+
 #[tokio::test]
 async fn denied_sources_are_dropped() {
     let (h, _a) = proxy(|fe| {

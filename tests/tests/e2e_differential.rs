@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -178,54 +177,8 @@ fn haproxy_and_lb_agree_on_the_same_config_and_traffic() {
         guards.insert(name, http_identity(l, name));
         servers.insert(name, (port, backend));
     }
-    let dir = std::env::temp_dir().join(format!("lb-diff-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let (hp, lp) = (free_port(), free_port());
-    let hcfg = dir.join("haproxy.cfg");
-    std::fs::write(&hcfg, haproxy_cfg(hp, &servers)).expect("write haproxy.cfg");
-    let lcfg_in = dir.join("lb-haproxy.cfg");
-    std::fs::write(&lcfg_in, haproxy_cfg(lp, &servers)).expect("write lb input");
-    let ltoml = dir.join("lb.toml");
-    let conv = Command::new(lb_binary())
-        .args([
-            "convert",
-            &lcfg_in.to_string_lossy(),
-            "-o",
-            &ltoml.to_string_lossy(),
-        ])
-        .output()
-        .expect("lb convert runs");
-    assert!(
-        conv.status.success(),
-        "lb convert: {}",
-        String::from_utf8_lossy(&conv.stderr)
-    );
-    // lb needs an admin port of its own.
-    let admin = free_port();
-    let toml = std::fs::read_to_string(&ltoml).expect("converted toml");
-    let toml = set_admin(&toml, admin);
-    std::fs::write(&ltoml, toml).expect("rewrite toml");
-
-    let _h = Proc(
-        Command::new("haproxy")
-            .args(["-db", "-f", &hcfg.to_string_lossy()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy starts"),
-    );
-    let _l = Proc(
-        Command::new(lb_binary())
-            .args(["run", "-c", &ltoml.to_string_lossy()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("lb starts"),
-    );
-    assert!(lb_tests::wait_for_local_port(hp), "haproxy listens");
-    assert!(lb_tests::wait_for_local_port(lp), "lb listens");
-    let h: SocketAddr = ([127, 0, 0, 1], hp).into();
-    let l: SocketAddr = ([127, 0, 0, 1], lp).into();
+    let pair = Pair::start("main", |port| haproxy_cfg(port, &servers));
+    let (h, l) = (pair.h, pair.l);
 
     // Over both proxies' default request buffer: HAProxy answers 400 (tune.bufsize).
     let big = "y".repeat(20_000);
@@ -343,8 +296,187 @@ fn haproxy_and_lb_agree_on_the_same_config_and_traffic() {
         compared += 1;
     }
     assert!(compared >= 40, "compared {compared} requests");
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = Path::new(&dir);
+}
+
+/// HAProxy and lb started on the same haproxy.cfg (lb's through `lb convert`), each on a
+/// port of its own.
+struct Pair {
+    h: SocketAddr,
+    l: SocketAddr,
+    dir: std::path::PathBuf,
+    _procs: [Proc; 2],
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Pair {
+    fn start(tag: &str, cfg: impl Fn(u16) -> String) -> Pair {
+        let dir = std::env::temp_dir().join(format!("lb-diff-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let (hp, lp) = (free_port(), free_port());
+        let hcfg = dir.join("haproxy.cfg");
+        std::fs::write(&hcfg, cfg(hp)).expect("write haproxy.cfg");
+        let lcfg_in = dir.join("lb-haproxy.cfg");
+        std::fs::write(&lcfg_in, cfg(lp)).expect("write lb input");
+        let ltoml = dir.join("lb.toml");
+        let conv = Command::new(lb_binary())
+            .args([
+                "convert",
+                &lcfg_in.to_string_lossy(),
+                "-o",
+                &ltoml.to_string_lossy(),
+            ])
+            .output()
+            .expect("lb convert runs");
+        assert!(
+            conv.status.success(),
+            "lb convert: {}",
+            String::from_utf8_lossy(&conv.stderr)
+        );
+        // lb needs an admin port of its own.
+        let admin = free_port();
+        let toml = std::fs::read_to_string(&ltoml).expect("converted toml");
+        let toml = set_admin(&toml, admin);
+        std::fs::write(&ltoml, toml).expect("rewrite toml");
+
+        let hproc = Proc(
+            Command::new("haproxy")
+                .args(["-db", "-f", &hcfg.to_string_lossy()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("haproxy starts"),
+        );
+        let lproc = Proc(
+            Command::new(lb_binary())
+                .args(["run", "-c", &ltoml.to_string_lossy()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("lb starts"),
+        );
+        assert!(lb_tests::wait_for_local_port(hp), "haproxy listens");
+        assert!(lb_tests::wait_for_local_port(lp), "lb listens");
+        Pair {
+            h: ([127, 0, 0, 1], hp).into(),
+            l: ([127, 0, 0, 1], lp).into(),
+            dir,
+            _procs: [hproc, lproc],
+        }
+    }
+}
+
+/// What a proxy did with raw request bytes: the status of its first response, how many
+/// responses it wrote, and whether it closed the connection within `wait`.
+#[derive(Debug, PartialEq, Eq)]
+struct RawSeen {
+    status: Option<u16>,
+    responses: usize,
+    closed: bool,
+}
+
+fn raw_exchange(addr: SocketAddr, data: &[u8], half_close: bool, wait: Duration) -> RawSeen {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    s.write_all(data).expect("send");
+    if half_close {
+        s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    }
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut closed = false;
+    let mut buf = [0u8; 16 * 1024];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    RawSeen {
+        status: text
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse().ok()),
+        responses: text.matches("HTTP/1.1 ").count(),
+        closed,
+    }
+}
+
+/// Requests HAProxy's HTTP/1 parser refuses (a security boundary: what a rule reads must be
+/// what the server reads) get the same status from lb, and both close the connection after
+/// it; what HAProxy accepts, lb serves too.
+#[test]
+fn haproxy_and_lb_refuse_the_same_requests() {
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        eprintln!("skipped: haproxy is not installed (CI installs it)");
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let port = l.local_addr().expect("addr").port();
+    let _server = http_identity(l, "s1");
+    let pair = Pair::start("refuse", |p| {
+        format!(
+            "defaults\n    mode http\n    timeout client 5s\n    timeout connect 2s\n    timeout server 5s\n\n\
+frontend fe\n    bind 127.0.0.1:{p}\n    default_backend be\n\n\
+backend be\n    server s1 127.0.0.1:{port}\n"
+        )
+    });
+    let cases: Vec<(&str, &[u8], bool)> = vec![
+        ("two different Host", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", false),
+        ("Host and Host:80", b"GET / HTTP/1.1\r\nHost: a\r\nHost: a:80\r\n\r\n", false),
+        ("one Host twice", b"GET / HTTP/1.1\r\nHost: a\r\nHost: A\r\nConnection: close\r\n\r\n", false),
+        (
+            "TE identity, chunked with CL",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            false,
+        ),
+        (
+            "TE gzip, chunked",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            false,
+        ),
+        (
+            "TE chunked twice",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            false,
+        ),
+        ("fragment", b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", false),
+        ("fragment after a query", b"GET /a?x#f HTTP/1.1\r\nHost: a\r\n\r\n", false),
+        ("truncated head, half-close", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b", true),
+        ("truncated request line, half-close", b"GET / HTT", true),
+        (
+            "absolute form, other Host, then a request",
+            b"GET http://x.example/ HTTP/1.1\r\nHost: y.example\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            false,
+        ),
+        ("a plain request", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false),
+    ];
+    for (name, data, half_close) in cases {
+        let wait = Duration::from_secs(2);
+        let hs = raw_exchange(pair.h, data, half_close, wait);
+        let ls = raw_exchange(pair.l, data, half_close, wait);
+        assert!(hs.status.is_some(), "{name}: HAProxy answered {hs:?}");
+        assert_eq!(hs, ls, "{name}");
+    }
 }
 
 /// Points `[global] admin` at `port`, adding the section when the conversion has none.

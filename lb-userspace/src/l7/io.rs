@@ -98,8 +98,9 @@ pub struct IoTimeouts {
 
 #[derive(Debug, PartialEq, Eq)]
 enum HeadState {
-    /// Waiting for the first request head (408 on timeout, even with no data).
-    First,
+    /// Waiting for the first request head (408 on timeout, even with no data); bytes
+    /// received so far.
+    First { got: u64 },
     /// Waiting for a later head; bytes received so far.
     Next { got: u64 },
     /// A request is being served.
@@ -131,6 +132,12 @@ pub struct ClientIo<T> {
     writing: Option<(Bytes, usize)>,
     /// hyper's own error answer was replaced: what hyper writes after it is dropped.
     replaced: bool,
+    /// HTTP/1, between requests: the request line of the next head has not ended yet (its
+    /// target is checked for a fragment, which hyper would drop silently).
+    line_open: bool,
+    /// Bytes came while a request was served: the next head may have begun then, so its
+    /// request line is not known to start at the next read.
+    read_while_busy: bool,
     closed: bool,
 }
 
@@ -159,7 +166,7 @@ impl<T> ClientIo<T> {
             t,
             http1,
             sniffed: !http1,
-            head: HeadState::First,
+            head: HeadState::First { got: 0 },
             heads_seen: 0,
             head_deadline,
             last_activity: now,
@@ -169,6 +176,8 @@ impl<T> ClientIo<T> {
             pages,
             writing: None,
             replaced: false,
+            line_open: http1,
+            read_while_busy: false,
             closed: false,
         }
     }
@@ -229,6 +238,8 @@ impl<T> ClientIo<T> {
         }
         if self.head == HeadState::Busy && self.shared.in_flight.load(Ordering::Acquire) == 0 {
             self.head = HeadState::Next { got: 0 };
+            self.line_open = self.http1 && !self.read_while_busy;
+            self.read_while_busy = false;
             let done = self.shared.done_at();
             self.last_activity = done;
             self.head_deadline = self.t.http_request.map(|d| done + d);
@@ -270,6 +281,32 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo<T> {
         true
     }
 
+    /// Bytes of a request head received while no request is served (HTTP/1).
+    fn partial_head(&self) -> u64 {
+        match self.head {
+            HeadState::First { got } | HeadState::Next { got } => got,
+            HeadState::Busy => 0,
+        }
+    }
+
+    /// Ends the connection with the 400 page, as HAProxy answers a request it cannot
+    /// parse: what hyper got so far is taken back (`buf` cut to `keep`), hyper sees the
+    /// end of the stream at a message boundary and closes quietly after the page.
+    fn refuse(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        keep: usize,
+    ) -> Poll<io::Result<()>> {
+        buf.set_filled(keep);
+        self.writing = Some((self.pages.bad_request.clone(), 0));
+        self.closed = true;
+        if self.poll_write_page(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Checks the timers; Ready(()) means the connection must end now.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.busy_check.is_none() && self.busy() {
@@ -306,7 +343,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo<T> {
                     && self.head_deadline.is_some_and(|d| d <= now);
                 let send_408 = head_expired
                     && match self.head {
-                        HeadState::First => true,
+                        HeadState::First { .. } => true,
                         HeadState::Next { got } => got > 0,
                         HeadState::Busy => false,
                     };
@@ -315,6 +352,31 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo<T> {
                 }
                 self.closed = true;
                 return Poll::Ready(());
+            }
+        }
+    }
+}
+
+/// Scans `data`, the next bytes of a request head, for a `#` in its request line; clears
+/// `line_open` once the line has ended (empty lines before it, which HAProxy skips, do not
+/// end it).
+fn request_line_has_fragment(data: &[u8], line_open: &mut bool) -> bool {
+    let mut rest = data;
+    loop {
+        let (line, more) = match rest.iter().position(|&c| c == b'\n') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        if line.contains(&b'#') {
+            return true;
+        }
+        match more {
+            None => return false,
+            // A bare CRLF: still before the request line.
+            Some(m) if line.is_empty() || line == b"\r" => rest = m,
+            Some(_) => {
+                *line_open = false;
+                return false;
             }
         }
     }
@@ -350,9 +412,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
                             this.http1 = false;
                         }
                     }
-                    if let HeadState::Next { got } = &mut this.head {
-                        *got += n as u64;
+                    match &mut this.head {
+                        HeadState::First { got } | HeadState::Next { got } => *got += n as u64,
+                        HeadState::Busy => this.read_while_busy = true,
                     }
+                    if this.line_open
+                        && this.http1
+                        && !this.busy()
+                        && request_line_has_fragment(&buf.filled()[before..], &mut this.line_open)
+                    {
+                        // HAProxy: 400 for a `#` in the target (RFC 9112 has none there).
+                        return this.refuse(cx, buf, before);
+                    }
+                } else if this.http1 && !this.busy() && this.partial_head() > 0 {
+                    // The client ended (or half-closed) inside a request head: HAProxy
+                    // answers 400 rather than closing silently.
+                    return this.refuse(cx, buf, before);
                 }
                 Poll::Ready(Ok(()))
             }

@@ -97,6 +97,10 @@ fn builtin(code: u16) -> (&'static str, &'static str) {
             "Payload Too Large",
             "The request entity exceeds the maximum allowed.",
         ),
+        422 => (
+            "Unprocessable Content",
+            "The server cannot process the contained instructions.",
+        ),
         425 => ("Too Early", "Your browser sent early data."),
         429 => (
             "Too Many Requests",

@@ -514,13 +514,19 @@ fn request_copy(req: &Request<Incoming>) -> http::request::Parts {
 }
 
 /// Marks a response to a request refused while parsing (over the limits, a Host that
-/// contradicts the target): HAProxy's parser answers those before any rule, so
-/// `http-after-response` leaves them alone too (checked against HAProxy 2.6).
+/// contradicts the target or another Host, a Transfer-Encoding HAProxy refuses): HAProxy's
+/// parser answers those before any rule, so `http-after-response` leaves them alone too
+/// (checked against HAProxy 2.6), and closes the connection after them, as lb does (the
+/// `Connection: close` makes hyper's HTTP/1 server close; HTTP/2 has no such field).
 #[derive(Debug, Clone, Copy)]
 struct ProtocolReject;
 
-fn protocol_reject(mut r: Response<RespBody>) -> Response<RespBody> {
+fn protocol_reject(mut r: Response<RespBody>, version: Version) -> Response<RespBody> {
     r.extensions_mut().insert(ProtocolReject);
+    if version <= Version::HTTP_11 {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     r
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use http::Request;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -51,7 +51,10 @@ pub(super) fn prepare(
     // Limits (hyper enforces the raw buffer size; these are the configured ones).
     // HAProxy's `tune.http.maxhdr` counts the request line: at most `max_headers - 1` fields.
     if head.headers.len() >= fe.max_headers {
-        return done(protocol_reject(error_page(&fe, None, 400, guard)));
+        return done(protocol_reject(
+            error_page(&fe, None, 400, guard),
+            head.version,
+        ));
     }
     let hbytes: usize = head
         .headers
@@ -60,7 +63,34 @@ pub(super) fn prepare(
         .sum();
     // Over the limit: 400, as HAProxy answers a request larger than its buffer.
     if hbytes > fe.max_header_bytes {
-        return done(protocol_reject(error_page(&fe, None, 400, guard)));
+        return done(protocol_reject(
+            error_page(&fe, None, 400, guard),
+            head.version,
+        ));
+    }
+
+    if head.version <= http::Version::HTTP_11 {
+        // Framing and Host as HAProxy's HTTP/1 parser checks them: a security boundary
+        // (a rule may read one copy of Host while the server reads another).
+        if let Some(code) = transfer_encoding_reject(&head.headers) {
+            return done(protocol_reject(
+                error_page(&fe, None, code, guard),
+                head.version,
+            ));
+        }
+        match repeated_host(&head.headers) {
+            Hosts::Single => {}
+            Hosts::Conflict => {
+                return done(protocol_reject(
+                    error_page(&fe, None, 400, guard),
+                    head.version,
+                ));
+            }
+            // Copies of one value are one Host, as HAProxy forwards it.
+            Hosts::Repeated(v) => {
+                head.headers.insert(header::HOST, v);
+            }
+        }
     }
 
     // An HTTP/1 absolute-form target names the host itself: a Host header that names
@@ -70,7 +100,10 @@ pub(super) fn prepare(
         && let Some(h) = head.headers.get(header::HOST)
         && !same_authority(head.uri.scheme_str(), a.as_str().as_bytes(), h.as_bytes())
     {
-        return done(protocol_reject(error_page(&fe, None, 400, guard)));
+        return done(protocol_reject(
+            error_page(&fe, None, 400, guard),
+            head.version,
+        ));
     }
 
     // HTTP/2 carries the host in :authority; HAProxy exposes it as Host.
@@ -113,6 +146,59 @@ pub(super) fn prepare(
     }))
 }
 
+/// What the Host fields of a request say.
+enum Hosts {
+    /// None or one.
+    Single,
+    /// Several copies of one value (ASCII case aside): that value.
+    Repeated(HeaderValue),
+    /// Several different values: HAProxy's 400.
+    Conflict,
+}
+
+fn repeated_host(headers: &HeaderMap) -> Hosts {
+    let mut all = headers.get_all(header::HOST).iter();
+    let (Some(first), Some(_)) = (all.next(), all.next()) else {
+        return Hosts::Single;
+    };
+    let first_bytes = first.as_bytes().trim_ascii();
+    if headers
+        .get_all(header::HOST)
+        .iter()
+        .all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(first_bytes))
+    {
+        Hosts::Repeated(first.clone())
+    } else {
+        Hosts::Conflict
+    }
+}
+
+/// A status for a request whose Transfer-Encoding HAProxy 2.6 refuses: any coding other
+/// than `chunked` gets 422 (`identity, chunked` with or without Content-Length included:
+/// hyper would take it as chunked, and a server that honours Content-Length would frame
+/// the message differently), `chunked` twice gets 400.
+fn transfer_encoding_reject(headers: &HeaderMap) -> Option<u16> {
+    let mut chunked = 0;
+    let mut other = false;
+    for v in headers.get_all(header::TRANSFER_ENCODING) {
+        for t in v.as_bytes().split(|&c| c == b',') {
+            let t = t.trim_ascii();
+            if t.eq_ignore_ascii_case(b"chunked") {
+                chunked += 1;
+            } else if !t.is_empty() {
+                other = true;
+            }
+        }
+    }
+    if chunked > 1 {
+        Some(400)
+    } else if other {
+        Some(422)
+    } else {
+        None
+    }
+}
+
 /// Whether a request target's authority and its Host header name the same host and port,
 /// as HAProxy compares them: ASCII case ignored, the scheme's default port (80 for http,
 /// 443 for https) the same as none.
@@ -149,5 +235,51 @@ mod tests {
         ));
         assert!(!same_authority(http, b"a.example:8080", b"a.example"));
         assert!(!same_authority(http, b"a.example", b"b.example"));
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    /// As HAProxy 2.6.12 answers (checked by the differential test).
+    #[test]
+    fn transfer_encoding_and_host_like_haproxy() {
+        let te = |v: &[(&'static str, &'static str)]| transfer_encoding_reject(&headers(v));
+        assert_eq!(te(&[("transfer-encoding", "chunked")]), None);
+        assert_eq!(te(&[("transfer-encoding", "Chunked")]), None);
+        assert_eq!(te(&[("transfer-encoding", "identity, chunked")]), Some(422));
+        assert_eq!(te(&[("transfer-encoding", "gzip, chunked")]), Some(422));
+        assert_eq!(te(&[("transfer-encoding", "chunked, chunked")]), Some(400));
+        assert_eq!(
+            te(&[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked")
+            ]),
+            Some(400)
+        );
+        assert_eq!(te(&[]), None);
+        let hosts = |v: &[(&'static str, &'static str)]| repeated_host(&headers(v));
+        assert!(matches!(hosts(&[("host", "a")]), Hosts::Single));
+        assert!(matches!(hosts(&[]), Hosts::Single));
+        assert!(matches!(
+            hosts(&[("host", "a"), ("host", "A")]),
+            Hosts::Repeated(v) if v == "a"
+        ));
+        assert!(matches!(
+            hosts(&[("host", "a"), ("host", "b")]),
+            Hosts::Conflict
+        ));
+        assert!(matches!(
+            hosts(&[("host", "a"), ("host", "a:80")]),
+            Hosts::Conflict
+        ));
+        assert!(matches!(
+            hosts(&[("host", "a"), ("host", "")]),
+            Hosts::Conflict
+        ));
     }
 }
