@@ -194,8 +194,8 @@ fn convert_carries_client_verification_and_refuses_what_it_cannot() {
         conv.toml
     );
     for opt in [
-        "ciphers ECDHE-RSA-AES128-GCM-SHA256",
-        "ssl-min-ver TLSv1.3",
+        "curves X25519",
+        "ca-ignore-err all",
         "crt-ignore-err all",
         "crt-list list.txt",
     ] {
@@ -251,4 +251,71 @@ fn client_certificate_fetches_parse() {
     for bad in ["%[path,hex]", "%[ssl_c_s_dn(CN,x)]", "%[ssl_c_used(1)]"] {
         assert!(FormatString::compile(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn tls_policy_options() {
+    use lb::tls_policy::TlsVersion;
+    use rustls::CipherSuite;
+    let base = base();
+    let site = "*:443 ssl crt config/certs/site.pem";
+    let c = load(
+        &base,
+        "",
+        &format!("{site} ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256 ciphers ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256 prefer-client-ciphers"),
+    )
+    .unwrap();
+    let t = c.frontends[0].binds[0].tls.clone().unwrap();
+    assert_eq!(t.min_version, Some(TlsVersion::Tls12));
+    assert_eq!(t.max_version, Some(TlsVersion::Tls13));
+    assert_eq!(t.ciphersuites, [CipherSuite::TLS13_AES_128_GCM_SHA256]);
+    assert_eq!(
+        t.ciphers,
+        [
+            CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        ]
+    );
+    assert!(t.prefer_client_ciphers);
+    assert_eq!(
+        load(&base, "", &format!("{site} ssl-min-ver TLSv1.0")).unwrap_err(),
+        [
+            "lb.toml:7:58: frontend.web.bind[0]: `ssl-min-ver TLSv1.0`: `TLSv1.0` is not offered (rustls speaks TLS 1.2 and 1.3 only): use TLSv1.2 or TLSv1.3"
+        ]
+    );
+    assert_eq!(
+        load(
+            &base,
+            "",
+            &format!("{site} ssl-min-ver TLSv1.3 ssl-max-ver TLSv1.2")
+        )
+        .unwrap_err(),
+        ["lb.toml:7:66: frontend.web.bind[0]: `ssl-min-ver` is above `ssl-max-ver`"]
+    );
+    let e = load(
+        &base,
+        "",
+        &format!("{site} ciphers DHE-RSA-AES128-GCM-SHA256"),
+    )
+    .unwrap_err();
+    assert!(
+        e[0].contains("cipher suite `DHE-RSA-AES128-GCM-SHA256` is not available; available: ECDHE-ECDSA-AES128-GCM-SHA256:"),
+        "{e:?}"
+    );
+    assert_eq!(
+        load(&base, "", "*:80 ciphersuites TLS_AES_128_GCM_SHA256").unwrap_err(),
+        ["lb.toml:7:15: frontend.web.bind[0]: `ciphersuites` needs `ssl` on the same bind line"]
+    );
+
+    let head = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\nfrontend web\n";
+    let cfg = format!(
+        "{head}    bind *:443 ssl crt config/certs/site.pem ssl-min-ver TLSv1.2 ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256 prefer-client-ciphers\n    default_backend pool\nbackend pool\n    server s1 127.0.0.1:8081\n"
+    );
+    let conv = lb::config::convert::convert_str(std::path::Path::new("p.cfg"), &cfg);
+    assert!(conv.diagnostics.is_empty(), "{:#?}", conv.diagnostics);
+    let file = base.write("p.toml", &conv.toml);
+    let (c, _) = lb::config::load_with(&file, &opts(base.path())).unwrap();
+    let t = c.frontends[0].binds[0].tls.clone().unwrap();
+    assert_eq!(t.ciphersuites.len(), 2);
+    assert!(t.prefer_client_ciphers);
 }

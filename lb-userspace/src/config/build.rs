@@ -222,6 +222,11 @@ const BIND: Spec = &[
     ("ca_file", K::Val("ca-file")),
     ("ca_verify_file", K::Val("ca-verify-file")),
     ("crl_file", K::Val("crl-file")),
+    ("ssl_min_ver", K::Val("ssl-min-ver")),
+    ("ssl_max_ver", K::Val("ssl-max-ver")),
+    ("ciphersuites", K::Val("ciphersuites")),
+    ("ciphers", K::Val("ciphers")),
+    ("prefer_client_ciphers", K::Flag("prefer-client-ciphers")),
 ];
 const SERVER: Spec = &[
     ("name", K::Pos),
@@ -1967,6 +1972,11 @@ impl<'a> Builder<'a> {
                         .crl_file
                         .as_ref()
                         .map(|(p, t)| self.tls_file(p, t, &ipath, "crl-file")),
+                    min_version: line.min_version,
+                    max_version: line.max_version,
+                    ciphersuites: line.ciphersuites.clone(),
+                    ciphers: line.ciphers.clone(),
+                    prefer_client_ciphers: line.prefer_client_ciphers,
                 })
             } else {
                 if let Some(a) = &line.alpn {

@@ -309,12 +309,8 @@ const TLS_POLICY_BIND_OPTS: &[&str] = &[
     "crt-list",
     "ca-ignore-err",
     "crt-ignore-err",
-    "ciphers",
-    "ciphersuites",
     "curves",
     "ecdhe",
-    "ssl-min-ver",
-    "ssl-max-ver",
     "no-tlsv12",
     "no-tlsv13",
     "force-sslv3",
@@ -327,7 +323,6 @@ const TLS_POLICY_BIND_OPTS: &[&str] = &[
     "ca-sign-pass",
     "generate-certificates",
     "no-ca-names",
-    "prefer-client-ciphers",
 ];
 
 const GLOBAL_KNOWN: &[&str] = &[
@@ -1039,27 +1034,37 @@ impl Converter<'_> {
         while i < args.len() {
             let w = &args[i];
             match w.text.as_str() {
-                "ssl" | "accept-proxy" | "v4v6" | "v6only" | "no-sslv3" | "no-tlsv10"
-                | "no-tlsv11" | "no-tls-tickets" | "strict-sni" => opts.push(w.text.clone()),
+                "ssl"
+                | "accept-proxy"
+                | "v4v6"
+                | "v6only"
+                | "no-sslv3"
+                | "no-tlsv10"
+                | "no-tlsv11"
+                | "no-tls-tickets"
+                | "strict-sni"
+                | "prefer-client-ciphers" => opts.push(w.text.clone()),
                 "crt" | "alpn" | "tls-ticket-keys" | "verify" | "ca-file" | "ca-verify-file"
-                | "crl-file" => match args.get(i + 1) {
-                    Some(v) => {
-                        opts.push(w.text.clone());
-                        opts.push(quote_word(&v.text.replace(", ", ",")));
-                        i += 1;
+                | "crl-file" | "ssl-min-ver" | "ssl-max-ver" | "ciphers" | "ciphersuites" => {
+                    match args.get(i + 1) {
+                        Some(v) => {
+                            opts.push(w.text.clone());
+                            opts.push(quote_word(&v.text.replace(", ", ",")));
+                            i += 1;
+                        }
+                        None => {
+                            self.diag(
+                                Severity::Error,
+                                n,
+                                w.col,
+                                &path,
+                                format!("`{}` needs a value", w.text),
+                            );
+                            self.dangling = Some((n, w.text.clone()));
+                            return;
+                        }
                     }
-                    None => {
-                        self.diag(
-                            Severity::Error,
-                            n,
-                            w.col,
-                            &path,
-                            format!("`{}` needs a value", w.text),
-                        );
-                        self.dangling = Some((n, w.text.clone()));
-                        return;
-                    }
-                },
+                }
                 "npn" => {
                     let v = args.get(i + 1).map_or("", |v| v.text.as_str());
                     self.diag(Severity::Warning, n, w.col, &path, format!("`npn {v}` is not supported (NPN is obsolete); dropped, ALPN (`alpn h2,http/1.1`) is used instead"));

@@ -13,6 +13,7 @@ use super::source::{Problem, Str, Tok};
 use super::suggest::hint;
 use crate::acl::FormatString;
 use crate::proxy_protocol::ProxyVersion;
+use crate::tls_policy::{self, TlsVersion};
 
 /// Parses a HAProxy duration: a bare number is milliseconds; units `us ms s m h d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -239,6 +240,14 @@ pub(crate) struct BindLine {
     pub ca_file: Option<(PathBuf, Tok)>,
     pub ca_verify_file: Option<(PathBuf, Tok)>,
     pub crl_file: Option<(PathBuf, Tok)>,
+    /// `ssl-min-ver`, `ssl-max-ver`, `ciphersuites`, `ciphers`, `prefer-client-ciphers`
+    /// (the first token of any of them, for "needs ssl").
+    pub min_version: Option<TlsVersion>,
+    pub max_version: Option<TlsVersion>,
+    pub ciphersuites: Vec<rustls::CipherSuite>,
+    pub ciphers: Vec<rustls::CipherSuite>,
+    pub prefer_client_ciphers: bool,
+    pub policy_tok: Option<Tok>,
 }
 
 const BIND_OPTS: &[&str] = &[
@@ -249,6 +258,11 @@ const BIND_OPTS: &[&str] = &[
     "ca-file",
     "ca-verify-file",
     "crl-file",
+    "ssl-min-ver",
+    "ssl-max-ver",
+    "ciphersuites",
+    "ciphers",
+    "prefer-client-ciphers",
     "accept-proxy",
     "ssl",
     "crt",
@@ -278,6 +292,12 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
         ca_file: None,
         ca_verify_file: None,
         crl_file: None,
+        min_version: None,
+        max_version: None,
+        ciphersuites: Vec::new(),
+        ciphers: Vec::new(),
+        prefer_client_ciphers: false,
+        policy_tok: None,
     };
     while let Some(t) = args.next() {
         match t.text.as_str() {
@@ -299,6 +319,34 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
                     }
                 };
                 line.verify = Some((mode, v.clone()));
+            }
+            "prefer-client-ciphers" => {
+                line.prefer_client_ciphers = true;
+                line.policy_tok.get_or_insert_with(|| t.clone());
+            }
+            "ssl-min-ver" | "ssl-max-ver" | "ciphersuites" | "ciphers" => {
+                let v = args.value_of(t)?;
+                let bad = |e: tls_policy::PolicyError| {
+                    Problem::new(v.pos, format!("`{} {}`: {e}", t.text, v.text))
+                };
+                match t.text.as_str() {
+                    "ssl-min-ver" => {
+                        line.min_version = Some(tls_policy::version(&v.text).map_err(bad)?)
+                    }
+                    "ssl-max-ver" => {
+                        line.max_version = Some(tls_policy::version(&v.text).map_err(bad)?)
+                    }
+                    "ciphersuites" => {
+                        line.ciphersuites = tls_policy::tls13_suites(&v.text).map_err(bad)?
+                    }
+                    _ => line.ciphers = tls_policy::tls12_suites(&v.text).map_err(bad)?,
+                }
+                line.policy_tok.get_or_insert_with(|| t.clone());
+                if let (Some(min), Some(max)) = (line.min_version, line.max_version)
+                    && min > max
+                {
+                    return Err(Problem::new(t.pos, "`ssl-min-ver` is above `ssl-max-ver`"));
+                }
             }
             "ca-file" | "ca-verify-file" | "crl-file" => {
                 let v = args.value_of(t)?;
@@ -362,6 +410,10 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
                 line.ca_verify_file.as_ref().map(|(_, t)| t),
             ),
             ("crl-file", line.crl_file.as_ref().map(|(_, t)| t)),
+            (
+                line.policy_tok.as_ref().map_or("", |t| t.text.as_str()),
+                line.policy_tok.as_ref(),
+            ),
         ];
         if let Some((opt, Some(t))) = tls_only.into_iter().find(|(_, t)| t.is_some()) {
             return Err(Problem::new(

@@ -200,6 +200,16 @@ pub struct BindTls {
     /// `crl-file`: revocation lists; with one, every certificate of the chain needs an
     /// answer (OpenSSL's `CRL_CHECK_ALL`, as HAProxy sets it).
     pub crl_file: Option<PathBuf>,
+    /// `ssl-min-ver`, `ssl-max-ver` (default: TLS 1.2 to 1.3).
+    pub min_version: Option<crate::tls_policy::TlsVersion>,
+    pub max_version: Option<crate::tls_policy::TlsVersion>,
+    /// `ciphersuites` (TLS 1.3) and `ciphers` (TLS 1.2) in preference order; empty: the
+    /// defaults.
+    pub ciphersuites: Vec<rustls::CipherSuite>,
+    pub ciphers: Vec<rustls::CipherSuite>,
+    /// `prefer-client-ciphers`: the client's order picks the suite (else the bind's, as
+    /// HAProxy).
+    pub prefer_client_ciphers: bool,
 }
 
 /// `verify` on an `ssl` bind (HAProxy's), about client certificates.

@@ -22,7 +22,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection, SupportedCipherSuite};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 
 use rustls::server::WebPkiClientVerifier;
 
@@ -30,6 +30,7 @@ use crate::acl::{ClientCert, DistinguishedName};
 use crate::config::model::{BindTls, ClientVerify};
 use crate::l7::tls_resume::{ResumeError, Sessions};
 use crate::tls_client::{TlsClientError, load_crls, load_roots};
+use crate::tls_policy::TlsVersion;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -64,6 +65,8 @@ pub enum TlsError {
     NoCaFile,
     #[error("client certificate verifier: {0}")]
     Verifier(String),
+    #[error("cipher suite {0} is not available")]
+    Suite(String),
 }
 
 /// One loaded certificate with its chain and key, and the names it serves (lower case;
@@ -259,7 +262,11 @@ fn load_pem(path: &Path) -> Result<Loaded, TlsError> {
 /// The TLS side of one `ssl` bind.
 #[derive(Clone)]
 pub struct Acceptor {
-    inner: TlsAcceptor,
+    config: Arc<ServerConfig>,
+    /// The same without ALPN, for a client whose ALPN list has nothing in common with
+    /// the bind's (served without ALPN, as HAProxy does, rather than refused); `None` when
+    /// the bind has no ALPN list.
+    without_alpn: Option<Arc<ServerConfig>>,
 }
 
 impl fmt::Debug for Acceptor {
@@ -274,7 +281,19 @@ impl Acceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let inner = self.inner.accept(stream).await?;
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let config = {
+            let hello = start.client_hello();
+            let ours = &self.config.alpn_protocols;
+            let mismatch = hello
+                .alpn()
+                .is_some_and(|mut offered| !offered.any(|p| ours.iter().any(|o| o == p)));
+            match &self.without_alpn {
+                Some(plain) if mismatch => plain.clone(),
+                _ => self.config.clone(),
+            }
+        };
+        let inner = start.into_stream(config).await?;
         Ok(ServerStream { inner })
     }
 }
@@ -371,25 +390,72 @@ pub fn acceptor(
         .iter()
         .map(|p| load_pem(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let provider = Arc::new(aws_lc_rs::default_provider());
+    let mut provider = aws_lc_rs::default_provider();
+    provider.cipher_suites = cipher_suites(tls, &provider.cipher_suites)?;
+    let provider = Arc::new(provider);
     let suites = provider.cipher_suites.clone();
     let verifier = client_verifier(tls, &provider)?;
-    let builder = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let (min, max) = (
+        tls.min_version.unwrap_or(TlsVersion::Tls12),
+        tls.max_version.unwrap_or(TlsVersion::Tls13),
+    );
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+    ]
+    .into_iter()
+    .filter(|(v, _)| (min..=max).contains(v))
+    .map(|(_, p)| p)
+    .collect();
+    let builder =
+        ServerConfig::builder_with_provider(provider).with_protocol_versions(&versions)?;
     let builder = match verifier {
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
     };
     let mut cfg =
         builder.with_cert_resolver(Arc::new(SniResolver::new(certs, tls.strict_sni, suites)));
-    cfg.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     cfg.session_storage = sessions.cache(cache_size);
     if !tls.no_tickets {
         cfg.ticketer = sessions.ticketer(tls.ticket_keys.as_deref())?;
     }
+    // HAProxy's default: the server's order picks the suite.
+    cfg.ignore_client_order = !tls.prefer_client_ciphers;
+    let without_alpn = (!tls.alpn.is_empty()).then(|| Arc::new(cfg.clone()));
+    cfg.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Acceptor {
-        inner: TlsAcceptor::from(Arc::new(cfg)),
+        config: Arc::new(cfg),
+        without_alpn,
     })
+}
+
+/// The bind's suites in its order: `ciphersuites` for TLS 1.3, `ciphers` for TLS 1.2,
+/// each defaulting to the provider's.
+fn cipher_suites(
+    tls: &BindTls,
+    all: &[SupportedCipherSuite],
+) -> Result<Vec<SupportedCipherSuite>, TlsError> {
+    let pick = |wanted: &[rustls::CipherSuite], tls13: bool| {
+        if wanted.is_empty() {
+            return Ok(all
+                .iter()
+                .filter(|s| s.tls13().is_some() == tls13)
+                .copied()
+                .collect::<Vec<_>>());
+        }
+        wanted
+            .iter()
+            .map(|w| {
+                all.iter()
+                    .find(|s| s.suite() == *w)
+                    .copied()
+                    .ok_or_else(|| TlsError::Suite(format!("{w:?}")))
+            })
+            .collect()
+    };
+    let mut out = pick(&tls.ciphersuites, true)?;
+    out.extend(pick(&tls.ciphers, false)?);
+    Ok(out)
 }
 
 /// What the TLS layer tells the request: `ssl_fc`, `ssl_fc_sni`, ALPN, `ssl_c_*`.
