@@ -112,6 +112,15 @@ fn restart_change(old: &Config, new: &Config) -> Option<&'static str> {
     }
 }
 
+/// Why a reload to `new` is refused because it would close every listener (as HAProxy's
+/// new process refuses to start with no listener, so the old one keeps serving).
+fn nothing_listening(new: &Config) -> Option<&'static str> {
+    new.frontends.is_empty().then_some(
+        "the new configuration has no frontend or listen section: it would close every \
+         listener, so it is not applied",
+    )
+}
+
 impl Live {
     /// Loads, validates and applies the file again. A bad file changes nothing.
     async fn reload(&self) -> Result<(), String> {
@@ -136,6 +145,9 @@ impl Live {
         let new = tokio::task::spawn_blocking(move || load(&path))
             .await
             .map_err(|e| e.to_string())??;
+        if let Some(why) = nothing_listening(&new) {
+            return Err(why.to_owned());
+        }
         let new = Arc::new(new);
         let old = self.config.load_full();
         if let Some(what) = restart_change(&old, &new) {
@@ -285,6 +297,18 @@ mod tests {
             Ok((c, _)) => c,
             Err(e) => panic!("{e:?}"),
         }
+    }
+
+    #[test]
+    fn a_config_without_frontends_is_not_applied() {
+        assert_eq!(nothing_listening(&cfg("")), None);
+        let empty = match load_str(Path::new("t.toml"), "[global]\n", &LoadOptions::default()) {
+            Ok((c, _)) => c,
+            Err(e) => panic!("{e:?}"),
+        };
+        assert!(
+            nothing_listening(&empty).is_some_and(|w| w.contains("no frontend or listen section"))
+        );
     }
 
     #[test]

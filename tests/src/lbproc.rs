@@ -194,7 +194,8 @@ impl LbProcess {
         conn.set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(io)?;
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nX-LB-Admin: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            self.admin,
             body.len()
         );
         conn.write_all(req.as_bytes()).map_err(io)?;

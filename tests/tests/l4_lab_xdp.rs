@@ -90,6 +90,7 @@ fn config(pin: PathBuf) -> Config {
         global: Global {
             admin: sa("127.0.0.1:9100"),
             admin_token: None,
+            admin_hosts: Vec::new(),
             log_format: LogFormat::Haproxy,
             threads: None,
             cpu_map: None,

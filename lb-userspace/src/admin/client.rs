@@ -66,6 +66,27 @@ pub fn fetch_body(
     path: &str,
     token: Option<&str>,
 ) -> Result<Vec<u8>, AdminError> {
+    let (status, body) = send(admin, "GET", path, "", token)?;
+    if status != 200 {
+        return Err(AdminError::Status {
+            addr: admin,
+            status,
+            body: String::from_utf8_lossy(&body).trim().to_owned(),
+        });
+    }
+    Ok(body)
+}
+
+/// One request to the admin API over a fresh connection: (status, de-chunked body). It
+/// names the listener in `Host` and carries [`super::ADMIN_HEADER`], so the listener takes
+/// a state-changing request (`POST /api/…`) from it as not cross-site.
+pub fn send(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Result<(u16, Vec<u8>), AdminError> {
     let conn_err = |source| AdminError::Connect {
         addr: admin,
         source,
@@ -78,29 +99,25 @@ pub fn fetch_body(
         .set_write_timeout(Some(IO_TIMEOUT))
         .map_err(conn_err)?;
     let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {admin}\r\nUser-Agent: lb-stats\r\nAccept: */*\r\n\
-         Connection: close\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nUser-Agent: lb-stats\r\nAccept: */*\r\n\
+         {}: 1\r\nConnection: close\r\n",
+        super::ADMIN_HEADER
     );
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
+    if method != "GET" && method != "HEAD" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
+    req.push_str(body);
     stream.write_all(req.as_bytes()).map_err(conn_err)?;
     let mut raw = Vec::new();
     stream
         .take(MAX_RESPONSE)
         .read_to_end(&mut raw)
         .map_err(conn_err)?;
-    let (status, body) =
-        parse_response(&raw).map_err(|what| AdminError::Protocol { addr: admin, what })?;
-    if status != 200 {
-        return Err(AdminError::Status {
-            addr: admin,
-            status,
-            body: String::from_utf8_lossy(&body).trim().to_owned(),
-        });
-    }
-    Ok(body)
+    parse_response(&raw).map_err(|what| AdminError::Protocol { addr: admin, what })
 }
 
 /// Splits an HTTP/1.1 response into status and (de-chunked) body.

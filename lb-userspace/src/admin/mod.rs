@@ -16,6 +16,17 @@
 //! Unknown backend or server: 404. Malformed body: 400. A non-loopback address requires
 //! `global.admin_token`; when a token is set every request must carry
 //! `Authorization: Bearer TOKEN` (else 401).
+//!
+//! Requests that change something (every method but GET and HEAD) must not be forgeable by
+//! a web page the operator's browser opens, so they are refused with 403 unless
+//! - `Host` names this listener: the address the connection reached (`localhost` too on
+//!   loopback) or a name of `global.admin_hosts`, with the listener's port (DNS rebinding
+//!   sends the attacker's name);
+//! - `Origin`, when sent, is that same `http://` origin (`Sec-Fetch-Site`, when sent, is
+//!   `same-origin` or `none`);
+//! - and the request carries a header no cross-site form or `fetch` without preflight can
+//!   send: [`ADMIN_HEADER`], a `Content-Type` other than the three CORS-safelisted ones, or
+//!   the bearer token.
 
 pub mod client;
 pub mod csv;
@@ -48,6 +59,10 @@ use crate::state::{Registry, ServerStatus, StateError};
 
 pub use l4::{L4BackendStats, L4ReasonStats, L4Snapshot, L4Stats, L4VipStats};
 pub use stats::StatsDoc;
+
+/// The custom header that marks a state-changing request as not cross-site
+/// (`curl -H 'X-LB-Admin: 1' -d drain …`).
+pub const ADMIN_HEADER: &str = "x-lb-admin";
 
 /// Errors of the admin module (listener and `lb stats` client).
 #[derive(Debug, thiserror::Error)]
@@ -198,15 +213,32 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 }
 
 impl AdminServer {
-    /// Binds `global.admin` with `global.admin_token`.
+    /// Binds `global.admin` with `global.admin_token` and `global.admin_hosts`.
     pub async fn start(global: &Global, ctx: AdminContext) -> Result<Self, AdminError> {
-        Self::bind(global.admin, global.admin_token.clone(), ctx).await
+        Self::bind_with_hosts(
+            global.admin,
+            global.admin_token.clone(),
+            global.admin_hosts.clone(),
+            ctx,
+        )
+        .await
     }
 
     /// Binds `addr` (port 0 picks one). Refuses a non-loopback address without a token.
     pub async fn bind(
         addr: SocketAddr,
         token: Option<String>,
+        ctx: AdminContext,
+    ) -> Result<Self, AdminError> {
+        Self::bind_with_hosts(addr, token, Vec::new(), ctx).await
+    }
+
+    /// [`AdminServer::bind`], also accepting `hosts` (names without port) in `Host` and
+    /// `Origin` of state-changing requests.
+    pub async fn bind_with_hosts(
+        addr: SocketAddr,
+        token: Option<String>,
+        hosts: Vec<String>,
         ctx: AdminContext,
     ) -> Result<Self, AdminError> {
         let token = token.filter(|t| !t.is_empty());
@@ -222,6 +254,7 @@ impl AdminServer {
         let shared = Arc::new(Shared {
             ctx,
             token: token.map(|t| t.into_bytes()),
+            hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
         });
         let task = tokio::spawn(accept_loop(listener, shared));
         tracing::info!("admin API listening on http://{local_addr}/stats");
@@ -247,6 +280,8 @@ impl Drop for AdminServer {
 struct Shared {
     ctx: AdminContext,
     token: Option<Vec<u8>>,
+    /// `global.admin_hosts`, lowercased.
+    hosts: Vec<String>,
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -262,11 +297,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         // Reap finished connection tasks.
         while conns.try_join_next().is_some() {}
+        // The address this connection reached: what a legitimate `Host` names.
+        let local = match stream.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!("admin API: connection from {peer}: {e}");
+                continue;
+            }
+        };
         let shared = shared.clone();
         conns.spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                async move { Ok::<_, Infallible>(handle(&shared, local, req).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -340,6 +383,98 @@ fn authorized(req: &Request<Incoming>, token: &[u8]) -> bool {
         == 0
 }
 
+/// The `host[:port]` authorities a same-site request to `local` may name: the address the
+/// connection reached, `localhost` and the other loopback spellings on loopback, and the
+/// configured names; the port is the listener's (and may be left out when it is 80).
+fn authority_ok(authority: &str, local: SocketAddr, hosts: &[String]) -> bool {
+    let authority = authority.trim().to_ascii_lowercase();
+    let (host, port) = match authority.rsplit_once(':') {
+        // `[v6]` alone has colons inside the brackets only.
+        Some((h, p)) if !p.contains(']') => match p.parse::<u16>() {
+            Ok(p) => (h, p),
+            Err(_) => return false,
+        },
+        _ => (authority.as_str(), 80),
+    };
+    if port != local.port() {
+        return false;
+    }
+    let ip = local.ip().to_canonical();
+    let mut names = vec![match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    }];
+    if let std::net::IpAddr::V6(v6) = local.ip() {
+        names.push(format!("[{v6}]"));
+    }
+    if ip.is_loopback() {
+        names.extend(["localhost", "127.0.0.1", "[::1]"].map(str::to_owned));
+    }
+    names.iter().chain(hosts).any(|n| *n == host)
+}
+
+/// Whether a CORS-safelisted `Content-Type` (one a cross-site form or a `fetch` without
+/// preflight may send).
+fn simple_content_type(v: &HeaderValue) -> bool {
+    let Ok(v) = v.to_str() else { return false };
+    let media = v.split(';').next().unwrap_or_default().trim();
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ]
+    .iter()
+    .any(|m| media.eq_ignore_ascii_case(m))
+}
+
+/// Refuses a state-changing request a foreign web page could have sent (see the module
+/// documentation); `Err` says why.
+fn not_cross_site(
+    headers: &http::HeaderMap,
+    local: SocketAddr,
+    hosts: &[String],
+    has_token: bool,
+) -> Result<(), String> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .ok_or("no Host header")?;
+    if !authority_ok(host, local, hosts) {
+        return Err(format!(
+            "Host `{host}` is not this admin listener ({local}, or a name in global.admin_hosts)"
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let o = origin.to_str().unwrap_or_default();
+        let same = o
+            .strip_prefix("http://")
+            .is_some_and(|a| !a.contains('/') && authority_ok(a, local, hosts));
+        if !same {
+            return Err(format!("cross-site request (Origin `{o}`)"));
+        }
+    }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Err(format!(
+            "cross-site request (Sec-Fetch-Site `{}`)",
+            String::from_utf8_lossy(site.as_bytes())
+        ));
+    }
+    let marked = has_token
+        || headers.contains_key(ADMIN_HEADER)
+        || headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|ct| !simple_content_type(ct));
+    if !marked {
+        return Err(format!(
+            "a state-changing request needs the header `{ADMIN_HEADER}: 1` (or a Content-Type \
+             other than text/plain, application/x-www-form-urlencoded and multipart/form-data)"
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes `%XX` escapes of one path segment.
 fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
@@ -393,7 +528,7 @@ fn state_error(e: &StateError) -> ApiErr {
     }
 }
 
-async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
+async fn handle(shared: &Shared, local: SocketAddr, req: Request<Incoming>) -> Resp {
     if let Some(token) = &shared.token
         && !authorized(&req, token)
     {
@@ -403,6 +538,17 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
             HeaderValue::from_static("Bearer realm=\"lb admin\""),
         );
         return r;
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD)
+        && let Err(why) =
+            not_cross_site(req.headers(), local, &shared.hosts, shared.token.is_some())
+    {
+        tracing::warn!(
+            "admin API: refused {} {}: {why}",
+            req.method(),
+            req.uri().path()
+        );
+        return text(StatusCode::FORBIDDEN, format!("refused: {why}"));
     }
     let ctx = &shared.ctx;
     let path = req.uri().path().to_owned();

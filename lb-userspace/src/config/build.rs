@@ -543,6 +543,7 @@ impl<'a> Builder<'a> {
         let mut out = Global {
             admin: SocketAddr::from(([127, 0, 0, 1], 9100)),
             admin_token: None,
+            admin_hosts: Vec::new(),
             log_format: LogFormat::Haproxy,
             threads: None,
             cpu_map: None,
@@ -566,7 +567,17 @@ impl<'a> Builder<'a> {
             }
         }
         out.admin_token = g.admin_token.as_ref().map(|t| t.get_ref().clone());
-        if !out.admin.ip().is_loopback()
+        if let Some(t) = &g.admin_token
+            && t.get_ref().trim().is_empty()
+        {
+            // `lb run` would take an empty token for none: refuse it here, as run does.
+            self.err(
+                t.span().start,
+                "global.admin_token",
+                "`admin_token` is empty: set a secret, or remove the key on a loopback `admin`",
+            );
+        }
+        if !out.admin.ip().to_canonical().is_loopback()
             && out.admin_token.is_none()
             && let Some(a) = &g.admin
         {
@@ -575,6 +586,21 @@ impl<'a> Builder<'a> {
                 "global.admin",
                 "a non-loopback admin address needs `admin_token`",
             );
+        }
+        if let Some(list) = &g.admin_hosts {
+            for (i, span, item) in list.get_ref().items(&list.span()) {
+                let path = item_path("global.admin_hosts", list.get_ref(), i);
+                match item {
+                    Item::Line(name) if valid_host_name(name) => {
+                        out.admin_hosts.push(name.to_ascii_lowercase());
+                    }
+                    _ => self.err(
+                        span.start,
+                        &path,
+                        "expected a host name without port, e.g. \"lb1.example.net\"",
+                    ),
+                }
+            }
         }
         if let Some(f) = &g.log_format {
             match f.get_ref().as_str() {
@@ -2465,6 +2491,15 @@ fn kind_key(k: Kind) -> &'static str {
         Kind::Backend => "backend",
         Kind::Listen => "listen",
     }
+}
+
+/// A DNS name as a `Host` header carries it: letters, digits, `-` and `.`, no port.
+fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 fn item_path(key: &str, l: &List, i: usize) -> String {

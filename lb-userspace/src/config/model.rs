@@ -30,6 +30,9 @@ pub struct Global {
     pub admin: SocketAddr,
     /// Bearer token the admin API requires; mandatory when `admin` is not loopback.
     pub admin_token: Option<String>,
+    /// Host names (besides the listener's own address) that state-changing admin requests
+    /// may carry in `Host` and `Origin`.
+    pub admin_hosts: Vec<String>,
     pub log_format: LogFormat,
     /// L7 worker threads; `None` = one per core.
     pub threads: Option<usize>,

@@ -187,7 +187,12 @@ pub async fn request(
     headers: &[(&str, &str)],
 ) -> Reply {
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    // `Host` names the listener unless the test sends its own.
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    req.push_str("Connection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -228,6 +233,120 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path, None, &[]).await
 }
 
+/// A legitimate state-changing request: `Host` names the listener and the custom header
+/// marks it as not cross-site (what `lb::admin::client::send` sends).
 pub async fn post(addr: SocketAddr, path: &str, body: &str) -> Reply {
-    request(addr, "POST", path, Some(body), &[]).await
+    request(addr, "POST", path, Some(body), &[("X-LB-Admin", "1")]).await
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A tiny HTTP server answering `200 ok` to every request, for `lb run` tests.
+pub fn ok_server() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { break };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = c.read(&mut chunk) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `lb run` as a child process (the binary of this build), killed on drop.
+pub struct LbChild {
+    pub child: std::process::Child,
+    pub admin: SocketAddr,
+    pub log: std::path::PathBuf,
+}
+
+impl LbChild {
+    /// Starts `lb run -c config` and waits (bounded) for `/healthz` on `admin`.
+    pub fn start(config: &std::path::Path, admin: SocketAddr) -> LbChild {
+        let log = config.with_extension("log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_lb"))
+            .args(["run", "-c"])
+            .arg(config)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn lb");
+        let mut lb = LbChild { child, admin, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = lb.child.try_wait() {
+                panic!("lb exited ({st}): {}", lb.log_text());
+            }
+            if let Ok((200, _)) = lb::admin::client::send(admin, "GET", "/healthz", "", None) {
+                return lb;
+            }
+            assert!(Instant::now() < deadline, "lb not ready: {}", lb.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let st = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(st.success());
+    }
+}
+
+impl Drop for LbChild {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A blocking `GET path` through a proxy listener: (status, body), or None if refused.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let (st, body) = lb::admin::client::parse_response(&raw).ok()?;
+    Some((st, String::from_utf8_lossy(&body).into_owned()))
 }
