@@ -38,7 +38,7 @@ fn ca(dir: &Path, name: &str) -> Ca {
         .push(DnType::OrganizationName, "Example");
     p.distinguished_name.push(DnType::CommonName, name);
     let issuer = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
-    let pem = dir.join(format!("{name}.pem"));
+    let pem = dir.join(format!("{}.pem", name.replace(' ', "_")));
     std::fs::write(&pem, issuer.pem()).unwrap();
     Ca { issuer, pem }
 }
@@ -281,4 +281,85 @@ async fn crl_file_refuses_revoked_certificates() {
         .await
         .unwrap_err();
     assert!(e.contains("alert") || e.contains("request"), "{e}");
+}
+
+/// Kills the HAProxy it holds when dropped.
+struct Haproxy(std::process::Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The same `ssl_c_*` headers from HAProxy 2.6 and from lb, for one client certificate:
+/// the differential test of the client-certificate fetches.
+#[tokio::test]
+async fn client_certificate_headers_match_haproxy() {
+    if std::process::Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        eprintln!("haproxy not installed; skipped");
+        return;
+    }
+    let dir = TempDir::new("mtls-diff");
+    let (s, t) = (echo("s").await, echo("t").await);
+    let root = ca(&dir.0, "Root CA");
+    let cfg = mtls_config(&dir, ClientVerify::Required, &root, None, s.addr, t.addr);
+    let pem = cfg.frontends[0].binds[0].tls.as_ref().unwrap().certs[0].clone();
+    let (h, _reg) = start(cfg);
+    let lb_addr = addr_of(&h, "web");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let headers: String = HEADERS
+        .iter()
+        .map(|(n, v)| format!("    http-request set-header {n} {v}\n"))
+        .collect();
+    let hcfg = format!(
+        "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend web\n    bind 127.0.0.1:{port} ssl crt {} verify required ca-file {}\n{headers}    default_backend be\n\
+backend be\n    server s {}\n",
+        pem.display(),
+        root.pem.display(),
+        s.addr
+    );
+    let hfile = dir.0.join("haproxy.cfg");
+    std::fs::write(&hfile, hcfg).unwrap();
+    let _hp = Haproxy(
+        std::process::Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&hfile)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let hp_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if TcpStream::connect(hp_addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "haproxy did not start");
+
+    let (chain, key) = client_cert(&root, "client.test", &[0x0f, 0x42]);
+    let key2 = key.clone_key();
+    let from_lb = get_with(lb_addr, Some((chain.clone(), key))).await.unwrap();
+    let from_hp = get_with(hp_addr, Some((chain, key2))).await.unwrap();
+    assert_eq!(from_hp.status, 200, "{}", from_hp.body);
+    for (name, _) in HEADERS {
+        let n = name.to_ascii_lowercase();
+        assert_eq!(from_lb.saw(&n), from_hp.saw(&n), "{name}");
+        assert!(!from_hp.saw(&n).is_empty(), "{name}");
+    }
 }
