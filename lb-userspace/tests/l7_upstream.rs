@@ -472,6 +472,56 @@ async fn h2_client_concurrent_streams() {
     .unwrap();
 }
 
+/// HTTP/2: when `:authority` and `host` differ, the server gets `:authority` (RFC 9113
+/// §8.3.1, as HAProxy) and ACLs see the same value.
+#[tokio::test]
+async fn h2_authority_wins_over_host() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
+    let mut acls = lb::acl::AclSet::default();
+    acl(&mut acls, "is_auth hdr(host) -i auth.test");
+    fe.use_backend = vec![UseBackend {
+        backend: "be_auth".into(),
+        cond: cond("if is_auth", &acls),
+    }];
+    let (h, _reg) = start(config(
+        vec![fe],
+        vec![
+            backend("be", Balance::RoundRobin, vec![server("a", a.addr)]),
+            backend("be_auth", Balance::RoundRobin, vec![server("b", b.addr)]),
+        ],
+    ));
+    let fe = addr_of(&h, "web");
+    tokio::time::timeout(T, async {
+        let s = TcpStream::connect(fe).await.unwrap();
+        let (mut tx, conn) =
+            hyper::client::conn::http2::handshake(executor(), hyper_util::rt::TokioIo::new(s))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for (uri, host, server) in [
+            ("http://auth.test/x", Some("other.test"), "b"),
+            ("http://auth.test/x", None, "b"),
+            ("http://other.test/x", Some("auth.test"), "a"),
+        ] {
+            let mut req = hyper::Request::get(uri);
+            if let Some(host) = host {
+                req = req.header("host", host);
+            }
+            let req = req
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let r = collect(tx.send_request(req).await.unwrap()).await;
+            assert_eq!(r.status, 200);
+            let want = uri.trim_start_matches("http://").trim_end_matches("/x");
+            assert_eq!(r.saw("host"), vec![want], "{uri} host {host:?}");
+            assert_eq!(r.server(), server, "{uri} host {host:?}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn websocket_tunnel_times_out_when_idle() {
     let a = echo("a").await;
@@ -589,9 +639,15 @@ async fn scripted_server() -> (
                     buf.drain(..end);
                     let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
                     if head.starts_with("connect ") {
-                        // A tunnel that echoes, announced with the target it was asked for.
+                        // A tunnel that echoes, announced with the target it was asked for
+                        // (a `cl0.` target: with the `content-length: 0` some servers send).
+                        let cl = if path.starts_with("cl0.") {
+                            "content-length: 0\r\n"
+                        } else {
+                            ""
+                        };
                         let ok = format!(
-                            "HTTP/1.1 200 Connection established\r\nx-target: {path}\r\n\r\n"
+                            "HTTP/1.1 200 Connection established\r\nx-target: {path}\r\n{cl}\r\n"
                         );
                         if s.write_all(ok.as_bytes()).await.is_err() {
                             return;
@@ -752,29 +808,68 @@ async fn connect_is_tunnelled() {
     let (addr, _conns, task) = scripted_server().await;
     let (h, _reg) = one_server(addr);
     let fe = addr_of(&h, "web");
+    // The second server answers `200` with `content-length: 0` (RFC 9110 §9.3.6: ignored).
+    for target in ["example.com:443", "cl0.example.com:443"] {
+        tokio::time::timeout(T, async {
+            let mut c = TcpStream::connect(fe).await.unwrap();
+            let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+            c.write_all(req.as_bytes()).await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                c.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head:?}");
+            assert!(head.contains(&format!("x-target: {target}")), "{head:?}");
+            for msg in [&b"ping"[..], b"through the tunnel"] {
+                c.write_all(msg).await.unwrap();
+                let mut back = vec![0u8; msg.len()];
+                c.read_exact(&mut back).await.unwrap();
+                assert_eq!(back, msg);
+            }
+        })
+        .await
+        .expect("CONNECT exchange timed out");
+    }
+    task.abort();
+}
+
+/// CONNECT over HTTP/2 (RFC 9113 §8.5): the client gets the server's 2xx and the stream
+/// becomes the tunnel.
+#[tokio::test]
+async fn h2_connect_is_tunnelled() {
+    let (addr, _conns, task) = scripted_server().await;
+    let (h, _reg) = one_server(addr);
+    let fe = addr_of(&h, "web");
     tokio::time::timeout(T, async {
-        let mut c = TcpStream::connect(fe).await.unwrap();
-        c.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
-            .await
-            .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            c.read_exact(&mut byte).await.unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head).to_lowercase();
-        assert!(head.starts_with("http/1.1 200"), "{head:?}");
-        assert!(head.contains("x-target: example.com:443"), "{head:?}");
-        for msg in [&b"ping"[..], b"through the tunnel"] {
-            c.write_all(msg).await.unwrap();
-            let mut back = vec![0u8; msg.len()];
-            c.read_exact(&mut back).await.unwrap();
-            assert_eq!(back, msg);
+        let s = TcpStream::connect(fe).await.unwrap();
+        let (mut tx, conn) =
+            hyper::client::conn::http2::handshake(executor(), hyper_util::rt::TokioIo::new(s))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for target in ["example.com:443", "cl0.example.com:443"] {
+            let req = hyper::Request::builder()
+                .method(hyper::Method::CONNECT)
+                .uri(target)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let r = tx.send_request(req).await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["x-target"], target);
+            let mut t = hyper_util::rt::TokioIo::new(hyper::upgrade::on(r).await.unwrap());
+            for msg in [&b"ping"[..], b"through the tunnel"] {
+                t.write_all(msg).await.unwrap();
+                let mut back = vec![0u8; msg.len()];
+                t.read_exact(&mut back).await.unwrap();
+                assert_eq!(back, msg);
+            }
         }
     })
     .await
-    .expect("CONNECT exchange timed out");
+    .expect("h2 CONNECT exchange timed out");
     task.abort();
 }
 

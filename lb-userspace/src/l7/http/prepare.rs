@@ -106,9 +106,15 @@ pub(super) fn prepare(
         ));
     }
 
-    // HTTP/2 carries the host in :authority; HAProxy exposes it as Host.
-    if !head.headers.contains_key(header::HOST)
-        && let Some(a) = head.uri.authority()
+    // HTTP/2 carries the host in :authority; HAProxy exposes it as Host. When both are
+    // present and differ, :authority wins (RFC 9113 §8.3.1, as HAProxy does): ACLs and the
+    // server see the same value.
+    if let Some(a) = head.uri.authority()
+        && (head.version == http::Version::HTTP_2 || !head.headers.contains_key(header::HOST))
+        && head
+            .headers
+            .get(header::HOST)
+            .is_none_or(|h| h.as_bytes() != a.as_str().as_bytes())
         && let Ok(v) = HeaderValue::from_str(a.as_str())
     {
         head.headers.insert(header::HOST, v);

@@ -245,6 +245,12 @@ pub fn parse_response_head(
 
     // A 2xx to CONNECT makes the connection a tunnel right after the head (RFC 9112 §6.3).
     let tunnel = switching || (request_method == Method::CONNECT && status.is_success());
+    if tunnel && content_length.is_some() {
+        // RFC 9110 §9.3.6: such a response has no framing, and a recipient ignores any
+        // Content-Length in it (hyper would refuse to send it on to the client, leaving
+        // it with no status at all).
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let bodyless = request_method == Method::HEAD
         || tunnel
         || status.is_informational()
