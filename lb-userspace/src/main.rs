@@ -48,6 +48,12 @@ enum Command {
         /// Where to write the TOML (default: standard output).
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+        /// Write a runnable file even when a rule that restricts access (deny, auth,
+        /// tarpit, redirect, …) cannot be converted: it is dropped with a loud warning, and
+        /// lb lets through what HAProxy refuses. Without it such a rule is a load-time error
+        /// in the output and the exit status is 2.
+        #[arg(long)]
+        drop_unsupported: bool,
     },
     /// Show frontends, backends, servers, states and counters from a running lb.
     Stats {
@@ -72,9 +78,14 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Check { config } => exit(lb::config::run_check(&config, &mut stdout)),
-        Command::Convert { input, output } => exit(lb::config::run_convert(
+        Command::Convert {
+            input,
+            output,
+            drop_unsupported,
+        } => exit(lb::config::convert::run_convert_with(
             &input,
             output.as_deref(),
+            lb::config::convert::ConvertOptions { drop_unsupported },
             &mut stdout,
         )),
         Command::Stats { admin, json, token } => exit(lb::admin::client::run_stats(

@@ -375,8 +375,10 @@ listen smtp\n    bind 127.0.0.1:2525 accept-proxy\n    server m1 127.0.0.1:25 se
     assert_loads(&lb::config::load_with(&file, &opts(base.path())));
 }
 
-/// A condition or ACL lb's engine cannot take (a fetch it lacks) is named with the line
-/// and kept as a comment, and so is every rule that uses such an ACL: the output loads.
+/// A condition or ACL lb's engine cannot take (a fetch it lacks) is named with the line,
+/// and so is every rule that uses such an ACL. A rule that restricts access is then an
+/// error and an `unconverted` entry (the output does not run); with `--drop-unsupported`
+/// it is kept as a comment and the output loads.
 #[test]
 fn unconvertible_conditions_are_named_not_written() {
     let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
@@ -384,9 +386,49 @@ frontend web\n    bind 127.0.0.1:8080\n    acl abuse sc_http_req_rate(0) gt 100\
     http-request deny deny_status 429 if abuse\n    http-request deny if { sc_conn_cur(0) gt 10 }\n\
     http-request deny if api !{ src 10.0.0.0/8 }\n    use_backend app if api || abuse\n    default_backend app\n\
 backend app\n    server s1 127.0.0.1:8081\n";
-    let c = convert_str(Path::new("cond.cfg"), cfg);
+    // Dropping the deny rules fails open: by default they are errors and `unconverted`
+    // entries that keep the output from loading (issue #15 item 1), each naming its line.
+    let strict = convert_str(Path::new("cond.cfg"), cfg);
+    assert_eq!(strict.unconverted, 2, "{:#?}", strict.diagnostics);
+    assert_eq!(strict.hard_errors(), 0, "{:#?}", strict.diagnostics);
+    let errors: Vec<String> = strict
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].starts_with("cond.cfg:10:"), "{errors:#?}");
+    assert!(errors[1].starts_with("cond.cfg:11:"), "{errors:#?}");
+    assert!(
+        strict
+            .toml
+            .contains("\"cond.cfg line 10: http-request deny deny_status 429 if abuse"),
+        "{}",
+        strict.toml
+    );
+    let base = base();
+    let file = base.write("strict.toml", &strict.toml);
+    let e = lb::config::load_with(&file, &opts(base.path())).expect_err("must not run");
+    let unconverted: Vec<_> = e
+        .errors()
+        .filter(|d| d.path.starts_with("frontend.web.unconverted"))
+        .collect();
+    assert_eq!(unconverted.len(), 2, "{e}");
+    assert_eq!(e.errors().count(), 2, "{e}");
+
+    // `--drop-unsupported`: named, kept as comments, and the output runs (loudly).
+    let c = lb::config::convert::convert_str_with(
+        Path::new("cond.cfg"),
+        cfg,
+        lb::config::convert::ConvertOptions {
+            drop_unsupported: true,
+        },
+    );
+    assert_eq!(c.unconverted, 2);
     let w: Vec<String> = c.diagnostics.iter().map(|d| d.to_string()).collect();
     assert_eq!(w.len(), 4, "{w:#?}");
+    assert!(w[1].contains("DROPPED (--drop-unsupported)"), "{w:#?}");
     assert!(
         w[0].contains("acl `abuse`: unknown fetch method 'sc_http_req_rate'"),
         "{w:#?}"
@@ -405,7 +447,6 @@ backend app\n    server s1 127.0.0.1:8081\n";
         "{}",
         c.toml
     );
-    let base = base();
     let file = base.write("cond.toml", &c.toml);
     assert_loads(&lb::config::load_with(&file, &opts(base.path())));
 }

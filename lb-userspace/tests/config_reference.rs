@@ -312,6 +312,42 @@ fn proxy_keys_and_where_each_is_allowed() {
     }
 }
 
+/// The key table itself (`lb::config::keys`) against the document: where each key may be,
+/// and every HAProxy keyword `lb convert` turns into it named in its HAProxy column.
+#[test]
+fn key_table_matches_the_document() {
+    use lb::config::keys::{PROXY_KEYS, Section};
+    let doc = doc();
+    let rows = table(&doc, "keys:proxy");
+    assert_eq!(rows.len(), PROXY_KEYS.len(), "one row per key of the table");
+    for key in PROXY_KEYS {
+        let row = rows
+            .iter()
+            .find(|r| ticked(&r[0]).join("") == key.key)
+            .unwrap_or_else(|| panic!("`{}` has no row in docs/config.md", key.key));
+        for (col, section) in Section::ALL.iter().enumerate() {
+            assert_eq!(
+                row[col + 1] == "✓",
+                key.allowed_in(*section),
+                "`{}` in [{}]: the key table and docs/config.md disagree",
+                key.key,
+                section.name()
+            );
+        }
+        let named: BTreeSet<String> = ticked(&row[7])
+            .iter()
+            .map(|t| t.split_whitespace().next().unwrap_or("").to_string())
+            .collect();
+        for kw in key.haproxy {
+            assert!(
+                named.contains(*kw),
+                "`{}`: its HAProxy column does not name `{kw}`, which lb convert turns into it",
+                key.key
+            );
+        }
+    }
+}
+
 #[test]
 fn table_form_keys_of_each_directive() {
     let l = Loader::new();

@@ -11,8 +11,9 @@ use serde_spanned::Spanned;
 
 use super::diag::{ConfigErrors, Diagnostic, Severity};
 use super::directives::{self as d, Args, RuleSide, TcpLine};
+use super::keys::{RawProxy, Section as Kind, proxy_key};
 use super::model::*;
-use super::raw::{Item, List, PROXY_KEYS, RawDataplane, RawFile, RawGlobal, RawProxy, S, V};
+use super::raw::{Item, List, RawDataplane, RawFile, RawGlobal, S, V};
 use super::source::{Problem, Source, Str, Tok, key_path_at, tokenize};
 use super::suggest::hint;
 use super::{DEFAULT_HASH_SEED, DEFAULT_SSL_CACHE_SIZE, LoadOptions};
@@ -349,60 +350,6 @@ impl Default for Inherit {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Defaults,
-    Frontend,
-    Backend,
-    Listen,
-}
-
-impl Kind {
-    fn section(self) -> &'static str {
-        match self {
-            Kind::Defaults => "[defaults]",
-            Kind::Frontend => "a [frontend]",
-            Kind::Backend => "a [backend]",
-            Kind::Listen => "a [listen]",
-        }
-    }
-}
-
-/// Keys each kind of section may not use, with where they belong.
-fn misplaced(kind: Kind, key: &str) -> Option<&'static str> {
-    let fe_only = matches!(
-        key,
-        "bind"
-            | "tcp_request"
-            | "use_backend"
-            | "tier"
-            | "deny_src"
-            | "allow_src"
-            | "max_header_bytes"
-            | "max_headers"
-    );
-    let be_only = matches!(key, "server");
-    match kind {
-        Kind::Defaults
-            if fe_only
-                || be_only
-                || matches!(
-                    key,
-                    "acl" | "http_request" | "http_response" | "http_after_response"
-                ) =>
-        {
-            Some("a [frontend], [backend] or [listen] section")
-        }
-        Kind::Frontend if be_only || matches!(key, "balance" | "cookie" | "check" | "retries") => {
-            Some("a [backend] or [listen] section")
-        }
-        Kind::Backend if fe_only || matches!(key, "default_backend" | "maxconn") => {
-            Some("a [frontend] or [listen] section")
-        }
-        _ => None,
-    }
-}
-
 struct Builder<'a> {
     src: &'a Source,
     opts: &'a LoadOptions,
@@ -477,7 +424,7 @@ impl<'a> Builder<'a> {
         for (kind, name, _) in &sections {
             let pos = name.span().start;
             let n = name.get_ref();
-            let path = format!("{}.{}", kind_key(*kind), n);
+            let path = format!("{}.{}", kind.name(), n);
             if n.is_empty()
                 || !n
                     .chars()
@@ -506,7 +453,7 @@ impl<'a> Builder<'a> {
         let mut fes: Vec<FeDraft> = Vec::new();
         let mut bes: Vec<BeDraft> = Vec::new();
         for (kind, name, rp) in &sections {
-            let path = format!("{}.{}", kind_key(*kind), name.get_ref());
+            let path = format!("{}.{}", kind.name(), name.get_ref());
             let settings = self.proxy_settings(rp, &path, *kind, &inherit);
             if matches!(kind, Kind::Backend | Kind::Listen) {
                 let be = self.backend(name, rp, &path, &settings, *kind);
@@ -1160,15 +1107,33 @@ impl<'a> Builder<'a> {
     fn proxy_settings(&mut self, rp: &RawProxy, path: &str, kind: Kind, base: &Inherit) -> Inherit {
         let mut out = base.clone();
         // keys that do not belong in this kind of section
-        for (key, pos) in present_keys(rp) {
-            if let Some(place) = misplaced(kind, key) {
-                let where_ = kind.section();
+        for (key, pos) in rp.present() {
+            if let Some(k) = proxy_key(key).filter(|k| !k.allowed_in(kind)) {
+                let where_ = kind.described();
                 self.err(
                     pos,
                     &format!("{path}.{key}"),
-                    format!("`{key}` is not allowed in {where_}; it belongs in {place}"),
+                    format!(
+                        "`{key}` is not allowed in {where_}; it belongs in {}",
+                        k.belongs()
+                    ),
                 );
             }
+        }
+        // Written by `lb convert` for a rule that restricts access and that it could not
+        // carry over: never run without it, never run with it.
+        for (_, ipath, span, item) in self.items(&rp.unconverted, path, "unconverted") {
+            let what = match item {
+                Item::Line(t) => format!(" ({t})"),
+                _ => String::new(),
+            };
+            self.err(
+                span.start,
+                &ipath,
+                format!(
+                    "a rule that restricts access was not converted from HAProxy{what}: lb would let through what HAProxy refuses, so it does not run with this entry; write the rule in lb's terms (or decide to drop it) and delete the entry"
+                ),
+            );
         }
         if let Some(m) = &rp.mode {
             match m.get_ref().as_str() {
@@ -2484,15 +2449,6 @@ fn mode_name(m: Mode) -> &'static str {
     }
 }
 
-fn kind_key(k: Kind) -> &'static str {
-    match k {
-        Kind::Defaults => "defaults",
-        Kind::Frontend => "frontend",
-        Kind::Backend => "backend",
-        Kind::Listen => "listen",
-    }
-}
-
 /// A DNS name as a `Host` header carries it: letters, digits, `-` and `.`, no port.
 fn valid_host_name(name: &str) -> bool {
     !name.is_empty()
@@ -2518,44 +2474,6 @@ fn collect_nbsrv(toks: &[Tok], path: &str, out: &mut Vec<(String, usize, String)
             out.push((name.to_string(), t.pos + 6, path.to_string()));
         }
     }
-}
-
-/// Keys present in a section, with their positions.
-fn present_keys(rp: &RawProxy) -> Vec<(&'static str, usize)> {
-    fn s<T>(v: &Option<Spanned<T>>) -> Option<usize> {
-        v.as_ref().map(|x| x.span().start)
-    }
-    let all = [
-        s(&rp.mode),
-        s(&rp.tier),
-        s(&rp.bind),
-        s(&rp.acl),
-        s(&rp.http_request),
-        s(&rp.http_response),
-        s(&rp.http_after_response),
-        s(&rp.tcp_request),
-        s(&rp.use_backend),
-        s(&rp.default_backend),
-        s(&rp.timeout),
-        s(&rp.balance),
-        s(&rp.cookie),
-        s(&rp.check),
-        s(&rp.server),
-        s(&rp.errorfile),
-        s(&rp.option),
-        s(&rp.retries),
-        s(&rp.maxconn),
-        s(&rp.deny_src),
-        s(&rp.allow_src),
-        s(&rp.log),
-        s(&rp.max_header_bytes),
-        s(&rp.max_headers),
-    ];
-    PROXY_KEYS
-        .iter()
-        .zip(all)
-        .filter_map(|(k, p)| p.map(|p| (*k, p)))
-        .collect()
 }
 
 fn is_prime(n: u32) -> bool {

@@ -9,7 +9,9 @@ use std::io::Write;
 use std::path::Path;
 
 use super::diag::{Diagnostic, Severity};
-use super::directives::{RuleSide, TIMEOUT_NAMES, parse_duration};
+use super::directives::{self as d, Args, RuleSide, TIMEOUT_NAMES, parse_duration};
+use super::keys::{self, HAPROXY_GLOBAL_KNOWN, HAPROXY_PROXY_UNSUPPORTED, Section};
+use super::source::Tok;
 use super::suggest::{closest, hint};
 
 /// The result of converting one file.
@@ -19,17 +21,50 @@ pub struct Conversion {
     pub toml: String,
     /// Warnings and errors, in line order.
     pub diagnostics: Vec<Diagnostic>,
+    /// Rules that restrict access (deny, reject, auth, tarpit, redirect, …) which could not
+    /// be carried over: each is an error here and an `unconverted` entry in `toml`, which
+    /// `lb check` refuses, so the output cannot run until a person decides. With
+    /// [`ConvertOptions::drop_unsupported`] they are comments instead, and counted here.
+    pub unconverted: usize,
 }
 
 impl Conversion {
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(Diagnostic::is_error)
     }
+
+    /// Errors other than the `unconverted` access rules: the input is wrong (as HAProxy
+    /// would say too) or lb cannot represent it at all.
+    pub fn hard_errors(&self) -> usize {
+        let errors = self.diagnostics.iter().filter(|d| d.is_error()).count();
+        errors.saturating_sub(self.unconverted)
+    }
 }
 
-/// `lb convert HAPROXY.cfg [-o OUT.toml]`: writes the TOML to `output` (or to `out`), the
-/// warnings to `out`; exit 1 without writing when there are errors.
+/// How `lb convert` treats what it cannot carry over.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConvertOptions {
+    /// Write a runnable file even when a rule that restricts access cannot be converted:
+    /// the rule becomes a comment (and a loud warning) instead of a load-time error. lb then
+    /// lets through what HAProxy refuses.
+    pub drop_unsupported: bool,
+}
+
+/// `lb convert HAPROXY.cfg [-o OUT.toml]` with the default options.
 pub fn run_convert(input: &Path, output: Option<&Path>, out: &mut dyn Write) -> i32 {
+    run_convert_with(input, output, ConvertOptions::default(), out)
+}
+
+/// `lb convert HAPROXY.cfg [-o OUT.toml] [--drop-unsupported]`: writes the TOML to `output`
+/// (or to `out`), the warnings to `out`. Exit 1 without writing when the input has errors;
+/// exit 2, with the file written, when rules that restrict access could not be converted
+/// (they are load-time errors in it); 0 otherwise.
+pub fn run_convert_with(
+    input: &Path,
+    output: Option<&Path>,
+    opts: ConvertOptions,
+    out: &mut dyn Write,
+) -> i32 {
     let text = match std::fs::read_to_string(input) {
         Ok(t) => t,
         Err(e) => {
@@ -38,15 +73,37 @@ pub fn run_convert(input: &Path, output: Option<&Path>, out: &mut dyn Write) -> 
             return 1;
         }
     };
-    let conv = convert_str(input, &text);
+    let conv = convert_str_with(input, &text, opts);
     let mut report = String::new();
     for d in &conv.diagnostics {
         report.push_str(&format!("{d}\n"));
     }
-    if conv.has_errors() {
+    if conv.hard_errors() > 0 {
         let _ = out.write_all(report.as_bytes());
         return 1;
     }
+    let blocked = conv.has_errors();
+    let rules = |n: usize| {
+        if n == 1 {
+            "1 rule that restricts access".to_string()
+        } else {
+            format!("{n} rules that restrict access")
+        }
+    };
+    let verdict = if blocked {
+        format!(
+            "NOT RUNNABLE: {} could not be converted; each is an `unconverted` entry that `lb check` and `lb run` refuse, naming its haproxy.cfg line. Convert or delete each by hand (or rerun with --drop-unsupported to drop them, which lets through what HAProxy refuses)\n",
+            rules(conv.unconverted)
+        )
+    } else if conv.unconverted > 0 {
+        format!(
+            "WARNING: --drop-unsupported dropped {}: lb will let through requests that HAProxy refuses\n",
+            rules(conv.unconverted)
+        )
+    } else {
+        String::new()
+    };
+    let code = if blocked { 2 } else { 0 };
     match output {
         Some(path) => {
             if let Err(e) = std::fs::write(path, &conv.toml) {
@@ -60,15 +117,19 @@ pub fn run_convert(input: &Path, output: Option<&Path>, out: &mut dyn Write) -> 
                 conv.diagnostics.len(),
                 if conv.diagnostics.len() == 1 { "" } else { "s" }
             ));
+            report.push_str(&verdict);
             let _ = out.write_all(report.as_bytes());
-            0
+            code
         }
         None => {
             // The warnings are in the TOML header as comments.
             if out.write_all(conv.toml.as_bytes()).is_err() {
                 return 1;
             }
-            0
+            if !verdict.is_empty() {
+                let _ = out.write_all(format!("# {verdict}").as_bytes());
+            }
+            code
         }
     }
 }
@@ -164,6 +225,13 @@ struct Sect {
     notes: Vec<String>,
     /// ACLs left out as unsupported: rules that use them are left out too.
     dropped_acls: Vec<String>,
+    /// The ACLs converted so far (HAProxy resolves a condition's ACLs when it reads it).
+    acls: crate::acl::AclSet,
+    /// `default-server check` in this section.
+    default_server_check: bool,
+    /// The `http-request` rule an `option forwardfor except|header …` of this section
+    /// stands for (added when the section is known to be `mode http`).
+    forwardfor: Option<(String, Option<String>)>,
 }
 
 impl Sect {
@@ -177,6 +245,9 @@ impl Sect {
             check: Vec::new(),
             notes: Vec::new(),
             dropped_acls: Vec::new(),
+            acls: crate::acl::AclSet::default(),
+            default_server_check: false,
+            forwardfor: None,
         }
     }
 
@@ -211,96 +282,57 @@ impl Sect {
     }
 }
 
-const PROXY_SUPPORTED: &[&str] = &[
-    "mode",
-    "bind",
-    "server",
-    "acl",
-    "http-request",
-    "tcp-request",
-    "use_backend",
-    "default_backend",
-    "timeout",
-    "balance",
-    "cookie",
-    "option",
-    "no",
-    "retries",
-    "maxconn",
-    "errorfile",
-    "log",
+/// Actions that restrict access: a rule with one that is not carried over would let
+/// through what HAProxy refuses (issue #15: never fail open).
+const ACCESS_ACTIONS: &[&str] = &[
+    "deny",
+    "reject",
+    "auth",
+    "tarpit",
+    "silent-drop",
     "redirect",
-    "default-server",
-    "http-check",
-    "hash-type",
-    "contimeout",
-    "clitimeout",
-    "srvtimeout",
+    "return",
 ];
 
-/// HAProxy keywords lb knows but does not support (warned about, kept as comments).
-const PROXY_UNSUPPORTED: &[&str] = &[
-    "stats",
-    "capture",
-    "compression",
-    "monitor-uri",
-    "monitor",
-    "reqadd",
-    "rspadd",
-    "reqrep",
-    "rsprep",
-    "reqdel",
-    "rspdel",
-    "reqirep",
-    "unique-id-format",
-    "unique-id-header",
-    "hash-balance-factor",
-    "fullconn",
-    "http-reuse",
-    "source",
-    "dispatch",
-    "persist",
-    "stick-table",
-    "stick",
-    "filter",
-    "server-template",
-    "email-alert",
-    "description",
-    "id",
-    "disabled",
-    "enabled",
-    "errorloc",
-    "errorloc302",
-    "errorloc303",
-    "errorfiles",
-    "external-check",
-    "tcp-check",
-    "tcp-response",
-    "rate-limit",
-    "log-format",
-    "log-format-sd",
-    "error-log-format",
-    "log-tag",
-    "declare",
-    "force-persist",
-    "ignore-persist",
-    "grace",
-    "bind-process",
-    "backlog",
-    "max-keep-alive-queue",
-    "http-send-name-header",
-    "load-server-state-from-file",
-    "server-state-file-name",
-    "use-server",
-    "use-fcgi-app",
-    "http-error",
-    "ignore-persist",
-    "log-format",
-    "tcp-request",
-    "quic-initial",
-    "max-session-srv-conns",
-    "retry-on",
-    "dynamic-cookie-key",
+/// HAProxy words lb does not support after an action it does support (the line is valid
+/// HAProxy, so it is named as unsupported, not as an error).
+const LB_LACKS_AFTER: &[(&str, &[&str])] = &[
+    ("del-header", &["-m"]),
+    (
+        "redirect",
+        &[
+            "set-cookie",
+            "clear-cookie",
+            "append-slash",
+            "ignore-empty",
+            "keep-query",
+        ],
+    ),
+    (
+        "deny",
+        &[
+            "status",
+            "content-type",
+            "default-errorfiles",
+            "errorfile",
+            "errorfiles",
+            "file",
+            "lf-file",
+            "string",
+            "lf-string",
+            "hdr",
+        ],
+    ),
+    (
+        "return",
+        &[
+            "default-errorfiles",
+            "errorfile",
+            "errorfiles",
+            "file",
+            "lf-file",
+        ],
+    ),
 ];
 
 /// HAProxy bind options about TLS policy lb does not carry: `lb convert` refuses them
@@ -325,56 +357,53 @@ const TLS_POLICY_BIND_OPTS: &[&str] = &[
     "no-ca-names",
 ];
 
-const GLOBAL_KNOWN: &[&str] = &[
-    "daemon",
-    "user",
-    "group",
-    "uid",
-    "gid",
-    "chroot",
-    "pidfile",
-    "nbproc",
-    "nbthread",
-    "maxconn",
-    "log",
-    "log-send-hostname",
-    "log-tag",
-    "stats",
-    "ca-base",
-    "crt-base",
-    "lua-load",
-    "master-worker",
-    "spread-checks",
-    "ssl-default-bind-ciphers",
-    "ssl-default-bind-ciphersuites",
-    "ssl-default-server-ciphers",
-    "ssl-default-server-options",
-    "ssl-server-verify",
-    "tune.ssl.default-dh-param",
-    "tune.bufsize",
-    "tune.maxrewrite",
-    "cpu-map",
-    "node",
-    "description",
-    "hard-stop-after",
-    "quiet",
-    "zero-warning",
-    "server-state-file",
-    "server-state-base",
-    "localpeer",
-    "h1-case-adjust",
-    "maxsslconn",
-    "maxconnrate",
-    "ulimit-n",
-    "setenv",
-    "presetenv",
-    "unsetenv",
-    "resetenv",
-    "expose-experimental-directives",
-];
+/// Whether an ACL or condition error means lb lacks something HAProxy has (the line is
+/// valid HAProxy) rather than that the line is wrong (HAProxy refuses it too).
+fn lb_lacks(msg: &str) -> bool {
+    [
+        "unknown fetch method",
+        "not supported",
+        "after fetch",
+        "failed to open pattern file",
+        "needs a string fetch",
+        // lb's regexes lack PCRE's look-around and back-references
+        "regex `",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
+}
+
+/// Words as the directive parsers' tokens (a token's position is its column).
+fn toks(words: &[W]) -> (Vec<Tok>, usize) {
+    let toks: Vec<Tok> = words
+        .iter()
+        .map(|w| Tok {
+            text: w.text.clone(),
+            pos: w.col,
+            off: 0,
+        })
+        .collect();
+    let end = words.last().map_or(1, |w| w.col + w.text.chars().count());
+    (toks, end)
+}
+
+/// The index of the `if`/`unless` that starts a condition.
+fn cond_start(words: &[W]) -> Option<usize> {
+    words
+        .iter()
+        .position(|w| !w.quoted && (w.text == "if" || w.text == "unless"))
+}
 
 struct Converter<'a> {
     file: &'a Path,
+    opts: ConvertOptions,
+    /// Access rules that could not be converted (see [`Conversion::unconverted`]).
+    unconverted: usize,
+    /// `default-server check` in `defaults`: every later server is checked.
+    defaults_server_check: bool,
+    /// `option forwardfor except NET` / `header NAME` in `defaults`: the rule every later
+    /// frontend gets.
+    defaults_forwardfor: Option<String>,
     diags: Vec<Diagnostic>,
     sections: Vec<Sect>,
     /// Lines before the first section.
@@ -404,10 +433,19 @@ fn cpu_set(words: &[W]) -> Option<Vec<usize>> {
     (!out.is_empty()).then_some(out)
 }
 
-/// Converts haproxy.cfg text.
+/// Converts haproxy.cfg text with the default options.
 pub fn convert_str(file: &Path, text: &str) -> Conversion {
+    convert_str_with(file, text, ConvertOptions::default())
+}
+
+/// Converts haproxy.cfg text.
+pub fn convert_str_with(file: &Path, text: &str, opts: ConvertOptions) -> Conversion {
     let mut c = Converter {
         file,
+        opts,
+        unconverted: 0,
+        defaults_server_check: false,
+        defaults_forwardfor: None,
         diags: Vec::new(),
         sections: Vec::new(),
         preamble: Vec::new(),
@@ -419,12 +457,14 @@ pub fn convert_str(file: &Path, text: &str) -> Conversion {
         c.line(i + 1, raw);
     }
     c.lift_checks();
+    c.forwardfor_rules();
     let toml = c.emit();
     let mut diags = c.diags;
     diags.sort_by_key(|d| (d.line, d.col));
     Conversion {
         toml,
         diagnostics: diags,
+        unconverted: c.unconverted,
     }
 }
 
@@ -469,6 +509,47 @@ impl Converter<'_> {
             "UNSUPPORTED (line {line}): {} -- {why}",
             raw.trim()
         ));
+    }
+
+    /// A line that cannot be carried over. When it `restricts` access, dropping it would
+    /// fail open: it becomes an error and an `unconverted` entry that `lb check` refuses
+    /// (or, with `--drop-unsupported`, a loud warning and a comment); otherwise it is named
+    /// and kept as a comment.
+    fn unconvertible(&mut self, line: usize, col: usize, raw: &str, why: &str, restricts: bool) {
+        if !restricts {
+            return self.unsupported(line, col, raw, why);
+        }
+        self.unconverted += 1;
+        let path = self.cur_path();
+        if self.opts.drop_unsupported {
+            self.diag(
+                Severity::Warning,
+                line,
+                col,
+                &path,
+                format!("{why}; this rule restricts access and is DROPPED (--drop-unsupported): lb lets through what HAProxy refuses"),
+            );
+            self.note(format!(
+                "DROPPED ACCESS RULE (line {line}): {} -- {why}",
+                raw.trim()
+            ));
+            return;
+        }
+        self.diag(
+            Severity::Error,
+            line,
+            col,
+            &path,
+            format!("{why}; this rule restricts access, so it is written as an `unconverted` entry that lb refuses to run with until it is converted or deleted by hand"),
+        );
+        let file = self.file.file_name().map_or_else(
+            || self.file.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        let v = toml_str(&format!("{file} line {line}: {} -- {why}", raw.trim()));
+        if let Some(s) = self.cur() {
+            s.push("unconverted", v, None, true);
+        }
     }
 
     fn line(&mut self, n: usize, raw: &str) {
@@ -674,11 +755,11 @@ impl Converter<'_> {
             "daemon" | "user" | "group" | "uid" | "gid" | "chroot" | "pidfile" | "master-worker" | "nbproc" => {
                 self.unsupported(n, words[0].col, raw, &format!("`{kw}`: lb runs in the foreground under a service manager"))
             }
-            _ if GLOBAL_KNOWN.contains(&kw) || kw.starts_with("tune.") || kw.starts_with("ssl-") => {
+            _ if HAPROXY_GLOBAL_KNOWN.contains(&kw) || kw.starts_with("tune.") || kw.starts_with("ssl-") => {
                 self.unsupported(n, words[0].col, raw, &format!("global `{kw}` is not supported"))
             }
             _ => {
-                let h = hint(kw, GLOBAL_KNOWN.iter().copied());
+                let h = hint(kw, HAPROXY_GLOBAL_KNOWN.iter().copied());
                 self.unsupported(n, words[0].col, raw, &format!("unknown global keyword `{kw}`{h}"))
             }
         }
@@ -690,8 +771,32 @@ impl Converter<'_> {
         let args = &words[1..];
         let kind = self.sections.last().map_or(Kind::Defaults, |s| s.kind);
         let path = self.cur_path();
-        let is_fe = matches!(kind, Kind::Frontend | Kind::Listen);
-        let is_be = matches!(kind, Kind::Backend | Kind::Listen | Kind::Defaults);
+        let section = match kind {
+            Kind::Frontend => Section::Frontend,
+            Kind::Backend => Section::Backend,
+            Kind::Listen => Section::Listen,
+            Kind::Global | Kind::Defaults => Section::Defaults,
+        };
+        // Where a keyword may be comes from the key table (the key it converts into).
+        if let Some(k) = keys::haproxy_proxy_key(&kw)
+            && !k.allowed_in(section)
+        {
+            let where_ = match kind {
+                Kind::Frontend => "a frontend",
+                Kind::Backend => "a backend",
+                Kind::Defaults => "defaults",
+                _ => "this section",
+            };
+            let restricts = self.restricts(&kw, args);
+            self.unconvertible(
+                n,
+                col,
+                raw,
+                &format!("`{kw}` is not allowed in {where_}"),
+                restricts,
+            );
+            return;
+        }
         let need_arg = |c: &mut Self| {
             if args.is_empty() {
                 c.diag(
@@ -730,21 +835,31 @@ impl Converter<'_> {
                     }
                 }
             }
-            "bind" if is_fe => self.bind(n, raw, args, comment, col),
-            "server" if matches!(kind, Kind::Backend | Kind::Listen) => {
-                self.server(n, raw, args, comment, col)
-            }
-            "acl" if kind != Kind::Defaults => {
+            "bind" => self.bind(n, raw, args, comment, col),
+            "server" => self.server(n, raw, args, comment, col),
+            "acl" => {
                 if need_arg(self) {
                     return;
                 }
-                // lb's ACL engine must take the line (a fetch lb lacks, such as
-                // `sc_http_req_rate`, is named here rather than failing the load).
-                if let Err(e) = crate::acl::AclSet::default().define(&join(args)) {
+                // lb's ACL engine must take the line. A fetch lb lacks, such as
+                // `sc_http_req_rate`, is named here (and the rules using the ACL after it);
+                // a line HAProxy refuses too (`-qi`, a bad match method) is an error.
+                let text = join(args);
+                let res = match self.sections.last_mut() {
+                    Some(s) => s.acls.define(&text),
+                    None => Ok(()),
+                };
+                if let Err(e) = res {
                     let name = args[0].text.clone();
-                    self.unsupported(n, col, raw, &format!("acl `{name}`: {}", e.message));
-                    if let Some(s) = self.cur() {
-                        s.dropped_acls.push(name);
+                    let at = col_at(args, e.offset);
+                    let why = format!("acl `{name}`: {}", e.message);
+                    if lb_lacks(&e.message) {
+                        self.unsupported(n, at, raw, &why);
+                        if let Some(s) = self.cur() {
+                            s.dropped_acls.push(name);
+                        }
+                    } else {
+                        self.error(n, at, raw, why);
                     }
                     return;
                 }
@@ -753,16 +868,12 @@ impl Converter<'_> {
                     s.push("acl", v, comment, true);
                 }
             }
-            "http-request" if kind != Kind::Defaults => {
-                self.http_rule(RuleSide::Request, n, raw, args, comment, col)
-            }
-            "http-response" if kind != Kind::Defaults => {
-                self.http_rule(RuleSide::Response, n, raw, args, comment, col)
-            }
-            "http-after-response" if kind != Kind::Defaults => {
+            "http-request" => self.http_rule(RuleSide::Request, n, raw, args, comment, col),
+            "http-response" => self.http_rule(RuleSide::Response, n, raw, args, comment, col),
+            "http-after-response" => {
                 self.http_rule(RuleSide::AfterResponse, n, raw, args, comment, col)
             }
-            "redirect" if is_fe => {
+            "redirect" => {
                 // old-style `redirect …` is `http-request redirect …`, except that its target
                 // is a plain string, not a log-format one: its `%` are escaped.
                 let mut w = vec![W {
@@ -776,17 +887,33 @@ impl Converter<'_> {
                 }
                 self.http_rule(RuleSide::Request, n, raw, &w, comment, col)
             }
-            "tcp-request" if is_fe => self.tcp_request(n, raw, args, comment, col),
-            "use_backend" if is_fe => {
-                if need_arg(self) || !self.condition_ok(n, raw, args) {
+            "tcp-request" => self.tcp_request(n, raw, args, comment, col),
+            "use_backend" => {
+                if need_arg(self) {
                     return;
                 }
-                let v = toml_str(&join_cond(args));
+                let fixed = self.braces(n, args);
+                let cond = cond_start(&fixed);
+                if let Some(extra) = fixed.get(1).filter(|_| cond != Some(1)) {
+                    let why = format!("use_backend: unexpected `{}`", extra.text);
+                    self.error(n, extra.col, raw, why);
+                    return;
+                }
+                if !self.condition_ok(n, raw, &fixed, false) {
+                    return;
+                }
+                // HAProxy's unconditional `use_backend X` always matches: lb writes it
+                // with the condition spelled out.
+                let line = match cond {
+                    Some(_) => join_cond(&fixed),
+                    None => format!("{} if TRUE", join(&fixed)),
+                };
+                let v = toml_str(&line);
                 if let Some(s) = self.cur() {
                     s.push("use_backend", v, comment, true);
                 }
             }
-            "default_backend" if kind != Kind::Backend => {
+            "default_backend" => {
                 if need_arg(self) {
                     return;
                 }
@@ -831,7 +958,7 @@ impl Converter<'_> {
                     }
                 }
             }
-            "balance" if is_be => {
+            "balance" => {
                 if need_arg(self) {
                     return;
                 }
@@ -855,7 +982,7 @@ impl Converter<'_> {
                 }
             }
             // lb's hashing (`source`, `uri`) is always consistent (rendezvous hashing).
-            "hash-type" if is_be => {
+            "hash-type" => {
                 if args.first().is_some_and(|w| w.text == "consistent") {
                     self.note(format!(
                         "haproxy.cfg line {n}: `hash-type consistent` is lb's only hashing"
@@ -869,7 +996,7 @@ impl Converter<'_> {
                     );
                 }
             }
-            "cookie" if is_be => {
+            "cookie" => {
                 if need_arg(self) {
                     return;
                 }
@@ -898,10 +1025,7 @@ impl Converter<'_> {
                 }
             }
             "option" | "no" => self.option(n, raw, words, comment),
-            "retries" | "maxconn"
-                if (kw == "retries" && is_be)
-                    || (kw == "maxconn" && (is_fe || kind == Kind::Defaults)) =>
-            {
+            "retries" | "maxconn" => {
                 if need_arg(self) {
                     return;
                 }
@@ -951,7 +1075,18 @@ impl Converter<'_> {
                 while i < args.len() {
                     let a = &args[i];
                     match (a.text.as_str(), args.get(i + 1)) {
-                        ("inter" | "rise" | "fall", Some(v)) if is_be => {
+                        // Every later server of the section (or, from defaults, of every
+                        // section) is checked.
+                        ("check" | "no-check", _) => {
+                            let on = a.text == "check";
+                            if kind == Kind::Defaults {
+                                self.defaults_server_check = on;
+                            } else if let Some(s) = self.cur() {
+                                s.default_server_check = on;
+                            }
+                            i += 1;
+                        }
+                        ("inter" | "rise" | "fall", Some(v)) => {
                             let key = if a.text == "inter" {
                                 "interval"
                             } else {
@@ -976,24 +1111,12 @@ impl Converter<'_> {
                     }
                 }
             }
-            "http-check" if is_be => self.http_check(n, raw, args, col),
+            "http-check" => self.http_check(n, raw, args, col),
             _ => {
-                if PROXY_SUPPORTED.contains(&kw.as_str()) {
-                    let where_ = match kind {
-                        Kind::Frontend => "a frontend",
-                        Kind::Backend => "a backend",
-                        Kind::Defaults => "defaults",
-                        _ => "this section",
-                    };
-                    self.unsupported(n, col, raw, &format!("`{kw}` is not allowed in {where_}"));
-                } else if PROXY_UNSUPPORTED.contains(&kw.as_str()) {
+                if HAPROXY_PROXY_UNSUPPORTED.contains(&kw.as_str()) {
                     self.unsupported(n, col, raw, &format!("`{kw}` is not supported"));
                 } else {
-                    let all = PROXY_SUPPORTED
-                        .iter()
-                        .chain(PROXY_UNSUPPORTED.iter())
-                        .copied();
-                    let h = hint(&kw, all);
+                    let h = hint(&kw, known_proxy_keywords());
                     let msg = match &self.dangling {
                         Some((l, opt)) if *l + 1 == n => format!(
                             "unknown keyword `{kw}`; is this the value of `{opt}` from line {l}, split over two lines?"
@@ -1005,6 +1128,31 @@ impl Converter<'_> {
                 }
             }
         }
+    }
+
+    /// Whether a proxy line is a rule that restricts access (its action, or that of the
+    /// HAProxy keyword itself: `redirect`).
+    fn restricts(&self, kw: &str, args: &[W]) -> bool {
+        let action = match kw {
+            "redirect" => return true,
+            "http-request" | "http-response" | "http-after-response" => args.first(),
+            // tcp-request connection|content|session ACTION
+            "tcp-request" => args.get(1),
+            _ => return false,
+        };
+        let Some(a) = action else {
+            return false;
+        };
+        if a.text == "return" {
+            // A `return` restricts when it answers an error status (HAProxy's default is 200).
+            let status = args
+                .windows(2)
+                .find(|w| w[0].text == "status")
+                .and_then(|w| w[1].text.parse::<u16>().ok())
+                .unwrap_or(200);
+            return status >= 400;
+        }
+        ACCESS_ACTIONS.contains(&a.text.as_str())
     }
 
     fn bind(&mut self, n: usize, raw: &str, args: &[W], comment: Option<String>, col: usize) {
@@ -1183,11 +1331,20 @@ impl Converter<'_> {
             }
         };
         let mut line = vec![quote_word(&name.text), a];
+        // `port N` / `addr A` send HAProxy's checks elsewhere; lb's would probe the traffic
+        // port, so such a server's `check` is not carried over.
+        let mut check_elsewhere: Option<(usize, String)> = None;
+        let default_check = self.defaults_server_check
+            || self.sections.last().is_some_and(|s| s.default_server_check);
+        // where `check` goes in the line (written where it was; a default one last)
+        let mut check: Option<usize> = default_check.then_some(usize::MAX);
         let mut i = 2;
         while i < args.len() {
             let w = &args[i];
             match (w.text.as_str(), args.get(i + 1)) {
-                ("check" | "backup" | "disabled" | "ssl" | "send-proxy" | "send-proxy-v2", _) => {
+                ("check", _) => check = Some(line.len()),
+                ("no-check", _) => check = None,
+                ("backup" | "disabled" | "ssl" | "send-proxy" | "send-proxy-v2", _) => {
                     line.push(w.text.clone())
                 }
                 ("verify" | "ca-file", Some(v)) => {
@@ -1298,6 +1455,9 @@ impl Converter<'_> {
                         ""
                     };
                     let shown = format!("{other} {v}").trim().to_string();
+                    if matches!(other, "port" | "addr") && takes_value {
+                        check_elsewhere = Some((w.col, shown.clone()));
+                    }
                     self.diag(
                         Severity::Warning,
                         n,
@@ -1316,6 +1476,17 @@ impl Converter<'_> {
             }
             i += 1;
         }
+        match (check, check_elsewhere) {
+            (Some(_), Some((at, shown))) => {
+                self.diag(Severity::Warning, n, at, &path, format!("`{shown}`: HAProxy checks `{}` there, lb would check the traffic port instead; `check` is dropped for this server (it is never marked down), set it by hand", name.text));
+                self.note(format!(
+                    "haproxy.cfg line {n}: `check` of `{}` dropped with `{shown}`",
+                    name.text
+                ));
+            }
+            (Some(at), None) => line.insert(at.min(line.len()), "check".into()),
+            (None, _) => {}
+        }
         let _ = raw;
         let v = toml_str(&line.join(" "));
         if let Some(s) = self.cur() {
@@ -1323,7 +1494,16 @@ impl Converter<'_> {
         }
     }
 
-    /// An `http-request` or `http-response` line.
+    /// A line HAProxy refuses too (a typo, extra words): an error, and the output is not
+    /// written.
+    fn error(&mut self, line: usize, col: usize, raw: &str, msg: String) {
+        let path = self.cur_path();
+        self.diag(Severity::Error, line, col, &path, msg);
+        self.note(format!("ERROR (line {line}): {}", raw.trim()));
+    }
+
+    /// An `http-request`, `http-response` or `http-after-response` line: the action is parsed
+    /// by the loader's own parser, so what lb would refuse is caught here.
     fn http_rule(
         &mut self,
         side: RuleSide,
@@ -1344,35 +1524,38 @@ impl Converter<'_> {
             );
             return;
         };
+        let restricts = self.restricts(side.keyword(), args);
         if !side.actions().contains(&action.text.as_str()) {
             let why = format!(
                 "{} action `{}` is not supported",
                 side.keyword(),
                 action.text
             );
-            self.unsupported(n, action.col, raw, &why);
-            return;
-        }
-        // Header values and redirect targets are log-format strings: `%[...]` carries over
-        // when lb has the fetch.
-        let format_arg = match action.text.as_str() {
-            "set-header" | "add-header" => Some(("header value", 2)),
-            "redirect" => Some(("redirect target", 2)),
-            "set-path" | "set-query" => Some(("value", 1)),
-            "replace-path" => Some(("replacement", 2)),
-            "replace-header" | "replace-value" => Some(("replacement", 3)),
-            _ => None,
-        };
-        if let Some((what, i)) = format_arg
-            && let Some(v) = args.get(i)
-            && let Err(e) = crate::acl::FormatString::compile(&v.text)
-        {
-            let why = format!("{what} `{}`: {}", v.text, e.message);
-            self.unsupported(n, v.col, raw, &why);
+            self.unconvertible(n, action.col, raw, &why, restricts);
             return;
         }
         let fixed = self.braces(n, args);
-        if !self.condition_ok(n, raw, &fixed) {
+        let act = &fixed[..cond_start(&fixed).unwrap_or(fixed.len())];
+        let (t, end) = toks(act);
+        if let Err(p) = d::http_action(&mut Args::new(&t, end), side) {
+            // A word HAProxy has after this action but lb lacks, or a part lb lacks (a
+            // fetch in a format, a regex feature): unsupported. Anything else is an error
+            // HAProxy makes too.
+            let at_lacking = LB_LACKS_AFTER.iter().any(|(a, words)| {
+                *a == action.text
+                    && act
+                        .iter()
+                        .any(|w| w.col == p.pos && words.contains(&w.text.as_str()))
+            });
+            if at_lacking || lb_lacks(&p.msg) {
+                self.unconvertible(n, p.pos, raw, &p.msg, restricts);
+            } else {
+                let msg = format!("{} {}: {}", side.keyword(), action.text, p.msg);
+                self.error(n, p.pos, raw, msg);
+            }
+            return;
+        }
+        if !self.condition_ok(n, raw, &fixed, restricts) {
             return;
         }
         let v = toml_str(&join_cond(&fixed));
@@ -1441,7 +1624,7 @@ impl Converter<'_> {
         col: usize,
     ) {
         let path = self.cur_path();
-        let ok = match (
+        let supported = match (
             args.first().map(|w| w.text.as_str()),
             args.get(1).map(|w| w.text.as_str()),
         ) {
@@ -1459,12 +1642,19 @@ impl Converter<'_> {
             }
             _ => false,
         };
-        if !ok {
-            self.unsupported(n, col, raw, "this tcp-request rule is not supported (inspect-delay, content|connection accept|reject)");
+        let restricts = self.restricts("tcp-request", args);
+        if !supported {
+            self.unconvertible(n, col, raw, "this tcp-request rule is not supported (inspect-delay, content|connection accept|reject)", restricts);
             return;
         }
         let fixed = self.braces(n, args);
-        if !self.condition_ok(n, raw, &fixed) {
+        let act = &fixed[..cond_start(&fixed).unwrap_or(fixed.len())];
+        let (t, end) = toks(act);
+        if let Err(p) = d::tcp_request(&mut Args::new(&t, end)) {
+            self.error(n, p.pos, raw, format!("tcp-request: {}", p.msg));
+            return;
+        }
+        if !self.condition_ok(n, raw, &fixed, restricts) {
             return;
         }
         let v = toml_str(&join_cond(&fixed));
@@ -1474,46 +1664,66 @@ impl Converter<'_> {
     }
 
     /// Whether the `if`/`unless` condition in `words` (if any) can be converted: each
-    /// anonymous ACL must be one lb's engine takes, and no named ACL may be one left out
-    /// as unsupported. Otherwise the whole line is named and kept as a comment.
-    fn condition_ok(&mut self, n: usize, raw: &str, words: &[W]) -> bool {
-        let Some(start) = words
-            .iter()
-            .position(|w| !w.quoted && (w.text == "if" || w.text == "unless"))
-        else {
+    /// anonymous ACL must be one lb's engine takes, no named ACL may be one left out as
+    /// unsupported, and the whole condition must compile against the ACLs converted so far
+    /// (HAProxy resolves a condition's ACLs when it reads the line). Otherwise the line is
+    /// named: kept as a comment, or (`restricts`) an error that keeps the output from
+    /// running; an error HAProxy makes too (a typo, an undefined ACL) is an error.
+    fn condition_ok(&mut self, n: usize, raw: &str, words: &[W], restricts: bool) -> bool {
+        let Some(start) = cond_start(words) else {
             return true;
         };
         let dropped = self
             .cur()
             .map(|s| s.dropped_acls.clone())
             .unwrap_or_default();
-        let mut anon: Option<(Vec<String>, usize)> = None;
+        let mut anon: Option<Vec<W>> = None;
         for w in &words[start + 1..] {
-            if let Some((parts, col)) = &mut anon {
+            if let Some(parts) = &mut anon {
                 if !w.quoted && w.text == "}" {
-                    let text = format!("x {}", parts.join(" "));
-                    if let Err(e) = crate::acl::AclSet::default().define(&text) {
-                        let why = format!("condition `{{ {} }}`: {}", parts.join(" "), e.message);
-                        let col = *col;
-                        self.unsupported(n, col, raw, &why);
+                    let inner = join(parts);
+                    if let Err(e) = crate::acl::AclSet::default().define(&format!("x {inner}")) {
+                        let why = format!("condition `{{ {inner} }}`: {}", e.message);
+                        let col = col_at(parts, e.offset.saturating_sub(2));
+                        if lb_lacks(&e.message) {
+                            self.unconvertible(n, col, raw, &why, restricts);
+                        } else {
+                            self.error(n, col, raw, why);
+                        }
                         return false;
                     }
                     anon = None;
                 } else {
-                    parts.push(quote_word(&w.text));
+                    parts.push(w.clone());
                 }
                 continue;
             }
             if !w.quoted && w.text == "{" {
-                anon = Some((Vec::new(), w.col));
+                anon = Some(Vec::new());
                 continue;
             }
             let name = w.text.trim_start_matches('!');
             if dropped.iter().any(|d| d == name) {
                 let why = format!("uses ACL `{name}`, which is not converted (see above)");
-                self.unsupported(n, w.col, raw, &why);
+                self.unconvertible(n, w.col, raw, &why, restricts);
                 return false;
             }
+        }
+        let cond = &words[start..];
+        let text = join_cond(cond);
+        let res = match self.sections.last() {
+            Some(s) => crate::acl::Condition::compile(&text, &s.acls).map(|_| ()),
+            None => Ok(()),
+        };
+        if let Err(e) = res {
+            let at = col_at(cond, e.offset);
+            let why = format!("condition `{}`: {}", join(&cond[1..]), e.message);
+            if lb_lacks(&e.message) {
+                self.unconvertible(n, at, raw, &why, restricts);
+            } else {
+                self.error(n, at, raw, why);
+            }
+            return false;
         }
         true
     }
@@ -1553,6 +1763,57 @@ impl Converter<'_> {
                 let v = toml_str(&format!("{}{}", if neg { "no " } else { "" }, name.text));
                 if let Some(s) = self.cur() {
                     s.push("option", v, comment, true);
+                }
+            }
+            // `option forwardfor except NET header NAME if-none`: lb's forwardfor has none of
+            // these, so it becomes the rule HAProxy applies: add NAME (X-Forwarded-For)
+            // with the client's address, unless the client is in NET (or NAME is there).
+            "forwardfor" if !neg => {
+                let mut header = "X-Forwarded-For".to_string();
+                let mut unless = Vec::new();
+                let mut i = 0;
+                while i < extra.len() {
+                    match (extra[i].text.as_str(), extra.get(i + 1)) {
+                        ("except", Some(v)) => {
+                            unless.push(format!("{{ src {} }}", quote_word(&v.text)));
+                            i += 2;
+                        }
+                        ("header", Some(v)) => {
+                            header.clone_from(&v.text);
+                            i += 2;
+                        }
+                        ("if-none", _) => {
+                            unless.push(String::new());
+                            i += 1;
+                        }
+                        (other, _) => {
+                            let msg = format!(
+                                "option forwardfor: unexpected `{other}` (expected except NET, header NAME or if-none)"
+                            );
+                            self.error(n, extra[i].col, raw, msg);
+                            return;
+                        }
+                    }
+                }
+                let unless: Vec<String> = unless
+                    .into_iter()
+                    .map(|u| {
+                        if u.is_empty() {
+                            format!("{{ hdr({header}) -m found }}")
+                        } else {
+                            u
+                        }
+                    })
+                    .collect();
+                let mut rule = format!("add-header {} %[src]", quote_word(&header));
+                if !unless.is_empty() {
+                    rule.push_str(&format!(" unless {}", unless.join(" || ")));
+                }
+                let section_kind = self.sections.last().map(|s| s.kind);
+                if section_kind == Some(Kind::Defaults) {
+                    self.defaults_forwardfor = Some(rule);
+                } else if let Some(s) = self.cur() {
+                    s.forwardfor = Some((rule, comment));
                 }
             }
             "httpchk" if !neg => {
@@ -1631,6 +1892,48 @@ impl Converter<'_> {
         }
     }
 
+    /// `option forwardfor except|header …` as an `http-request add-header` rule in each
+    /// section it applies to (its own, or from defaults every frontend and listen), in
+    /// `mode http` only: HAProxy ignores it in `mode tcp`.
+    fn forwardfor_rules(&mut self) {
+        let mode_of = |s: &Sect| {
+            s.keys
+                .iter()
+                .find(|(k, _, _)| k == "mode")
+                .and_then(|(_, e, _)| e.last())
+                .map(|e| e.value.clone())
+        };
+        let default_mode = self
+            .sections
+            .iter()
+            .find(|s| s.kind == Kind::Defaults)
+            .and_then(mode_of);
+        let from_defaults = self.defaults_forwardfor.clone();
+        for s in &mut self.sections {
+            if s.name.starts_with('#') || matches!(s.kind, Kind::Global | Kind::Defaults) {
+                continue;
+            }
+            let rule = match (s.forwardfor.take(), &from_defaults) {
+                (Some(r), _) => Some(r),
+                (None, Some(r)) if matches!(s.kind, Kind::Frontend | Kind::Listen) => {
+                    Some((r.clone(), None))
+                }
+                _ => None,
+            };
+            let Some((rule, comment)) = rule else {
+                continue;
+            };
+            let http = mode_of(s).or_else(|| default_mode.clone()).as_deref() == Some("\"http\"");
+            if http {
+                s.push("http_request", toml_str(&rule), comment, true);
+            } else {
+                s.notes.push(format!(
+                    "option forwardfor (as `{rule}`) applies to mode http only, as in HAProxy"
+                ));
+            }
+        }
+    }
+
     /// A check table needs `http` for `expect`/`host`; a lone `expect` implies `GET /`.
     fn lift_checks(&mut self) {
         for s in &mut self.sections {
@@ -1687,6 +1990,7 @@ impl Converter<'_> {
             }
             let order = [
                 "threads",
+                "unconverted",
                 "mode",
                 "bind",
                 "acl",
@@ -1778,6 +2082,20 @@ fn toml_key(k: &str) -> String {
     }
 }
 
+/// The column of the word at byte `offset` of [`join`]`(words)`.
+fn col_at(words: &[W], offset: usize) -> usize {
+    let mut at = 0;
+    let mut col = words.first().map_or(1, |w| w.col);
+    for w in words {
+        if at > offset {
+            break;
+        }
+        col = w.col;
+        at += quote_word(&w.text).len() + 1;
+    }
+    col
+}
+
 /// Words joined, with a condition's braces kept as separate words.
 fn join_cond(words: &[W]) -> String {
     join(words)
@@ -1824,13 +2142,16 @@ fn norm_addr(s: &str, bind: bool) -> Result<String, String> {
 
 /// The keyword closest to `word` among everything `lb convert` knows (for tests and docs).
 pub fn suggest_keyword(word: &str) -> Option<&'static str> {
-    closest(
-        word,
-        PROXY_SUPPORTED
-            .iter()
-            .chain(PROXY_UNSUPPORTED.iter())
-            .copied(),
-    )
+    closest(word, known_proxy_keywords())
+}
+
+/// Every HAProxy proxy keyword `lb convert` knows: converted (from the key table) or named
+/// as unsupported.
+fn known_proxy_keywords() -> impl Iterator<Item = &'static str> + Clone {
+    keys::PROXY_KEYS
+        .iter()
+        .flat_map(|k| k.haproxy.iter().copied())
+        .chain(HAPROXY_PROXY_UNSUPPORTED.iter().copied())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod check;
 pub mod convert;
 mod diag;
 mod directives;
+pub mod keys;
 pub mod model;
 mod raw;
 mod source;

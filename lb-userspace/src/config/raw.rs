@@ -8,6 +8,8 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_spanned::Spanned;
 
+use super::keys::RawProxy;
+
 pub(crate) type S = Spanned<String>;
 pub(crate) type V = Spanned<toml::Value>;
 
@@ -48,65 +50,6 @@ pub(crate) struct RawDataplane {
     pub deny_src: Option<Spanned<List>>,
     pub pin_path: Option<S>,
 }
-
-/// `[defaults]`, `[frontend.X]`, `[backend.X]`, `[listen.X]`: one key set; which keys a
-/// section may use is checked during validation (with a better message than "unknown").
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawProxy {
-    pub mode: Option<S>,
-    pub tier: Option<S>,
-    pub bind: Option<Spanned<List>>,
-    pub acl: Option<Spanned<List>>,
-    pub http_request: Option<Spanned<List>>,
-    pub http_response: Option<Spanned<List>>,
-    pub http_after_response: Option<Spanned<List>>,
-    pub tcp_request: Option<Spanned<List>>,
-    pub use_backend: Option<Spanned<List>>,
-    pub default_backend: Option<S>,
-    pub timeout: Option<Spanned<List>>,
-    pub balance: Option<S>,
-    pub cookie: Option<Spanned<List>>,
-    pub check: Option<Spanned<List>>,
-    pub server: Option<Spanned<List>>,
-    pub errorfile: Option<Spanned<List>>,
-    pub option: Option<Spanned<List>>,
-    pub retries: Option<Spanned<i64>>,
-    pub maxconn: Option<Spanned<i64>>,
-    pub deny_src: Option<Spanned<List>>,
-    pub allow_src: Option<Spanned<List>>,
-    pub log: Option<V>,
-    pub max_header_bytes: Option<Spanned<i64>>,
-    pub max_headers: Option<Spanned<i64>>,
-}
-
-/// Every key of a proxy section (for suggestions and per-section checks).
-pub(crate) const PROXY_KEYS: &[&str] = &[
-    "mode",
-    "tier",
-    "bind",
-    "acl",
-    "http_request",
-    "http_response",
-    "http_after_response",
-    "tcp_request",
-    "use_backend",
-    "default_backend",
-    "timeout",
-    "balance",
-    "cookie",
-    "check",
-    "server",
-    "errorfile",
-    "option",
-    "retries",
-    "maxconn",
-    "deny_src",
-    "allow_src",
-    "log",
-    "max_header_bytes",
-    "max_headers",
-];
 
 /// Named sections in file order.
 #[derive(Debug)]

@@ -1,0 +1,311 @@
+//! The one key table of proxy sections (`[defaults]`, `[frontend.X]`, `[backend.X]`,
+//! `[listen.X]`). Everything that knows a proxy key derives from [`PROXY_KEYS`]:
+//! - the TOML schema: the serde struct [`RawProxy`] is generated from the table, so an
+//!   unknown key is refused with the table's keys as the suggestions;
+//! - the section-placement checks ("`server` is not allowed in a [frontend]");
+//! - `lb convert`: the HAProxy keywords each key is converted from, and where they may be;
+//! - the reference-doc test (`tests/config_reference.rs`), through the loader's messages and
+//!   through this table.
+//!
+//! Adding a proxy key is one line here, its parsing in the builder, and its row in
+//! docs/config.md.
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use super::raw::{List, S, V};
+
+/// A kind of proxy section.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Section {
+    Defaults,
+    Frontend,
+    Backend,
+    Listen,
+}
+
+impl Section {
+    pub const ALL: [Section; 4] = [
+        Section::Defaults,
+        Section::Frontend,
+        Section::Backend,
+        Section::Listen,
+    ];
+
+    fn bit(self) -> u8 {
+        match self {
+            Section::Defaults => D,
+            Section::Frontend => F,
+            Section::Backend => B,
+            Section::Listen => L,
+        }
+    }
+
+    /// How messages name it: `[defaults]`, `a [frontend]`, …
+    pub fn described(self) -> &'static str {
+        match self {
+            Section::Defaults => "[defaults]",
+            Section::Frontend => "a [frontend]",
+            Section::Backend => "a [backend]",
+            Section::Listen => "a [listen]",
+        }
+    }
+
+    /// The TOML table name (and HAProxy's section keyword).
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Defaults => "defaults",
+            Section::Frontend => "frontend",
+            Section::Backend => "backend",
+            Section::Listen => "listen",
+        }
+    }
+}
+
+const D: u8 = 1;
+const F: u8 = 2;
+const B: u8 = 4;
+const L: u8 = 8;
+const ALL: u8 = D | F | B | L;
+
+/// One key of a proxy section.
+#[derive(Debug)]
+pub struct ProxyKey {
+    /// The TOML key.
+    pub key: &'static str,
+    places: u8,
+    /// The HAProxy keywords `lb convert` turns into this key.
+    pub haproxy: &'static [&'static str],
+}
+
+impl ProxyKey {
+    /// Whether the key may be written in a section of this kind.
+    pub fn allowed_in(&self, s: Section) -> bool {
+        self.places & s.bit() != 0
+    }
+
+    /// Where the key belongs, for "not allowed in" messages.
+    pub fn belongs(&self) -> String {
+        let names: Vec<String> = [Section::Frontend, Section::Backend, Section::Listen]
+            .into_iter()
+            .filter(|s| self.allowed_in(*s))
+            .map(|s| format!("[{}]", s.name()))
+            .collect();
+        match names.as_slice() {
+            [] => "no section".to_string(),
+            [one] => format!("a {one} section"),
+            [init @ .., last] => format!("a {} or {last} section", init.join(", ")),
+        }
+    }
+}
+
+/// Generates [`RawProxy`] (the serde schema), [`PROXY_KEYS`] and `RawProxy::present` from
+/// one list: `field: type, sections, [HAProxy keywords];`.
+macro_rules! proxy_keys {
+    ($( $(#[$doc:meta])* $field:ident : $ty:ty, $places:expr, [$($hk:literal),*] ;)*) => {
+        /// `[defaults]`, `[frontend.X]`, `[backend.X]`, `[listen.X]`: one key set; which
+        /// keys a section may use is checked during validation (with a better message than
+        /// "unknown").
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct RawProxy {
+            $( $(#[$doc])* pub $field: Option<$ty>, )*
+        }
+
+        /// Every key of a proxy section, in the order of docs/config.md.
+        pub const PROXY_KEYS: &[ProxyKey] = &[
+            $( ProxyKey { key: stringify!($field), places: $places, haproxy: &[$($hk),*] }, )*
+        ];
+
+        impl RawProxy {
+            /// Keys present in the section, with their positions.
+            pub(crate) fn present(&self) -> Vec<(&'static str, usize)> {
+                let mut v = Vec::new();
+                $( if let Some(x) = &self.$field { v.push((stringify!($field), x.span().start)); } )*
+                v
+            }
+        }
+    };
+}
+
+proxy_keys! {
+    mode: S, ALL, ["mode"];
+    tier: S, F | L, [];
+    bind: Spanned<List>, F | L, ["bind"];
+    acl: Spanned<List>, F | B | L, ["acl"];
+    http_request: Spanned<List>, F | B | L, ["http-request", "redirect"];
+    http_response: Spanned<List>, F | B | L, ["http-response"];
+    http_after_response: Spanned<List>, F | B | L, ["http-after-response"];
+    tcp_request: Spanned<List>, F | L, ["tcp-request"];
+    use_backend: Spanned<List>, F | L, ["use_backend"];
+    default_backend: S, D | F | L, ["default_backend"];
+    timeout: Spanned<List>, ALL, ["timeout", "contimeout", "clitimeout", "srvtimeout"];
+    balance: S, D | B | L, ["balance", "hash-type"];
+    cookie: Spanned<List>, D | B | L, ["cookie"];
+    check: Spanned<List>, D | B | L, ["http-check", "default-server"];
+    server: Spanned<List>, B | L, ["server"];
+    errorfile: Spanned<List>, ALL, ["errorfile"];
+    option: Spanned<List>, ALL, ["option", "no"];
+    retries: Spanned<i64>, D | B | L, ["retries"];
+    maxconn: Spanned<i64>, D | F | L, ["maxconn"];
+    deny_src: Spanned<List>, F | L, [];
+    allow_src: Spanned<List>, F | L, [];
+    log: V, ALL, ["log"];
+    max_header_bytes: Spanned<i64>, F | L, [];
+    max_headers: Spanned<i64>, F | L, [];
+    /// Rules `lb convert` could not carry over that restrict access: always an error, so
+    /// the file cannot run until a person converts or deletes them.
+    unconverted: Spanned<List>, ALL, [];
+}
+
+/// The key of the table for `key`.
+pub fn proxy_key(key: &str) -> Option<&'static ProxyKey> {
+    PROXY_KEYS.iter().find(|k| k.key == key)
+}
+
+/// The key a HAProxy proxy keyword converts into.
+pub fn haproxy_proxy_key(keyword: &str) -> Option<&'static ProxyKey> {
+    PROXY_KEYS.iter().find(|k| k.haproxy.contains(&keyword))
+}
+
+/// HAProxy proxy keywords lb knows but does not support (`lb convert` names them in a
+/// warning and keeps them as comments).
+pub const HAPROXY_PROXY_UNSUPPORTED: &[&str] = &[
+    "stats",
+    "capture",
+    "compression",
+    "monitor-uri",
+    "monitor",
+    "reqadd",
+    "rspadd",
+    "reqrep",
+    "rsprep",
+    "reqdel",
+    "rspdel",
+    "reqirep",
+    "unique-id-format",
+    "unique-id-header",
+    "hash-balance-factor",
+    "fullconn",
+    "http-reuse",
+    "source",
+    "dispatch",
+    "persist",
+    "stick-table",
+    "stick",
+    "filter",
+    "server-template",
+    "email-alert",
+    "description",
+    "id",
+    "disabled",
+    "enabled",
+    "errorloc",
+    "errorloc302",
+    "errorloc303",
+    "errorfiles",
+    "external-check",
+    "tcp-check",
+    "tcp-response",
+    "rate-limit",
+    "log-format",
+    "log-format-sd",
+    "error-log-format",
+    "log-tag",
+    "declare",
+    "force-persist",
+    "ignore-persist",
+    "grace",
+    "bind-process",
+    "backlog",
+    "max-keep-alive-queue",
+    "http-send-name-header",
+    "load-server-state-from-file",
+    "server-state-file-name",
+    "use-server",
+    "use-fcgi-app",
+    "http-error",
+    "quic-initial",
+    "max-session-srv-conns",
+    "retry-on",
+    "dynamic-cookie-key",
+];
+
+/// HAProxy `global` keywords lb knows (converted or named as unsupported).
+pub const HAPROXY_GLOBAL_KNOWN: &[&str] = &[
+    "daemon",
+    "user",
+    "group",
+    "uid",
+    "gid",
+    "chroot",
+    "pidfile",
+    "nbproc",
+    "nbthread",
+    "maxconn",
+    "log",
+    "log-send-hostname",
+    "log-tag",
+    "stats",
+    "ca-base",
+    "crt-base",
+    "lua-load",
+    "master-worker",
+    "spread-checks",
+    "ssl-default-bind-ciphers",
+    "ssl-default-bind-ciphersuites",
+    "ssl-default-server-ciphers",
+    "ssl-default-server-options",
+    "ssl-server-verify",
+    "tune.ssl.default-dh-param",
+    "tune.bufsize",
+    "tune.maxrewrite",
+    "cpu-map",
+    "node",
+    "description",
+    "hard-stop-after",
+    "quiet",
+    "zero-warning",
+    "server-state-file",
+    "server-state-base",
+    "localpeer",
+    "h1-case-adjust",
+    "maxsslconn",
+    "maxconnrate",
+    "ulimit-n",
+    "setenv",
+    "presetenv",
+    "unsetenv",
+    "resetenv",
+    "expose-experimental-directives",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_messages() {
+        let server = proxy_key("server").expect("server");
+        assert!(!server.allowed_in(Section::Frontend));
+        assert_eq!(server.belongs(), "a [backend] or [listen] section");
+        let acl = proxy_key("acl").expect("acl");
+        assert!(!acl.allowed_in(Section::Defaults));
+        assert_eq!(acl.belongs(), "a [frontend], [backend] or [listen] section");
+        assert_eq!(
+            haproxy_proxy_key("http-response").map(|k| k.key),
+            Some("http_response")
+        );
+    }
+
+    #[test]
+    fn every_haproxy_keyword_names_one_key() {
+        let mut seen = std::collections::HashSet::new();
+        for k in PROXY_KEYS {
+            for w in k.haproxy {
+                assert!(seen.insert(*w), "`{w}` maps to two keys");
+                assert!(!HAPROXY_PROXY_UNSUPPORTED.contains(w), "`{w}` is both");
+            }
+        }
+    }
+}
