@@ -246,7 +246,7 @@ fn access_rules_fail_closed() {
         "http-request silent-drop",
         "http-request redirect location /login append-slash",
         "http-request return status 403 file /etc/denied.html",
-        "http-response deny if { res.hdr(x-secret) -m found } { ssl_c_used }",
+        "http-response deny if { res.hdr(x-secret) -m found } { sc0_gpc0_rate gt 0 }",
         "tcp-request connection reject if { src_conn_rate gt 10 }",
         "tcp-request session reject",
     ] {
