@@ -598,7 +598,7 @@ fn options() {
         );
     }
     // the options the loader names in its suggestions, except the one it redirects
-    let mut known = strings_between(&source("src/config/build.rs"), "let known = [", "];");
+    let mut known = strings_between(&source("src/config/build/proxy.rs"), "let known = [", "];");
     assert!(
         known.remove("httpchk"),
         "httpchk is no longer special-cased"
@@ -833,7 +833,7 @@ fn predefined_acls() {
         .is_empty()
     };
     // every name either part of the code knows, kept if the loader takes it
-    let mut candidates = const_strings(&source("src/config/build.rs"), "PREDEFINED_ACLS");
+    let mut candidates = const_strings(&source("src/config/build/acl.rs"), "PREDEFINED_ACLS");
     let acl_mod = source("src/acl/mod.rs");
     candidates.extend(
         strings_between(&acl_mod, "const PREDEFINED: &[(&str, &str)] = &[", "];")

@@ -1,0 +1,272 @@
+//! `[frontend.X]` (and the frontend half of `[listen.X]`): binds, TLS, tcp-request
+//! rules, routing.
+
+use super::*;
+
+impl Builder<'_> {
+    pub(super) fn frontend(
+        &mut self,
+        name: &S,
+        rp: &RawProxy,
+        path: &str,
+        st: &Inherit,
+        kind: Kind,
+        has_dp: bool,
+    ) -> FeDraft {
+        let mut refs = Vec::new();
+        let mut nbsrv = Vec::new();
+        // binds
+        let mut binds = Vec::new();
+        let mut bind_locs = Vec::new();
+        let mut udp_binds = Vec::new();
+        if rp.bind.is_none() {
+            self.err(
+                name.span().start,
+                path,
+                "no `bind`: a frontend needs at least one address to listen on",
+            );
+        }
+        for (ipath, dir) in self.dirs(&rp.bind, path, "bind", BIND, false) {
+            let line = match d::bind(&mut dir.args()) {
+                Ok(l) => l,
+                Err(p) => {
+                    self.problem(p, &ipath);
+                    continue;
+                }
+            };
+            let tls = if line.ssl.is_some() {
+                let mut certs = Vec::new();
+                for (p, t) in &line.certs {
+                    let resolved = self.resolve_path(&p.to_string_lossy());
+                    if let Err(m) = check_pem(&resolved) {
+                        self.err(t.pos, &ipath, format!("certificate `{}`: {m}", t.text));
+                    }
+                    certs.push(resolved);
+                }
+                if st.mode == Mode::Tcp && !has_dp {
+                    // TLS termination in userspace mode tcp is fine.
+                }
+                let ticket_keys = line.ticket_keys.as_ref().map(|(p, t)| {
+                    let resolved = self.resolve_path(&p.to_string_lossy());
+                    if let Err(e) = crate::tls_keys::load(&resolved) {
+                        self.err(t.pos, &ipath, format!("tls-ticket-keys `{}`: {e}", t.text));
+                    }
+                    resolved
+                });
+                Some(BindTls {
+                    certs,
+                    alpn: line
+                        .alpn
+                        .clone()
+                        .unwrap_or_else(|| vec!["h2".into(), "http/1.1".into()]),
+                    ticket_keys,
+                    no_tickets: line.no_tls_tickets,
+                    strict_sni: line.strict_sni,
+                    verify: line.verify.as_ref().map_or(ClientVerify::None, |(v, _)| *v),
+                    ca_file: line
+                        .ca_file
+                        .as_ref()
+                        .map(|(p, t)| self.tls_file(p, t, &ipath, "ca-file")),
+                    ca_verify_file: line
+                        .ca_verify_file
+                        .as_ref()
+                        .map(|(p, t)| self.tls_file(p, t, &ipath, "ca-verify-file")),
+                    crl_file: line
+                        .crl_file
+                        .as_ref()
+                        .map(|(p, t)| self.tls_file(p, t, &ipath, "crl-file")),
+                    min_version: line.min_version,
+                    max_version: line.max_version,
+                    ciphersuites: line.ciphersuites.clone(),
+                    ciphers: line.ciphers.clone(),
+                    prefer_client_ciphers: line.prefer_client_ciphers,
+                })
+            } else {
+                if let Some(a) = &line.alpn {
+                    let _ = a;
+                    if let Some(t) = dir.toks.iter().find(|t| t.text == "alpn") {
+                        self.err(
+                            t.pos,
+                            &ipath,
+                            "`alpn` needs `ssl crt PEM` on the same bind line",
+                        );
+                    }
+                }
+                None
+            };
+            bind_locs.push((dir.toks.first().map_or(dir.end, |t| t.pos), ipath.clone()));
+            udp_binds.push(line.udp);
+            binds.push(Bind {
+                addr: line.addr,
+                tls,
+                accept_proxy: line.accept_proxy,
+                text: dir.text.text.clone(),
+            });
+        }
+        // ACLs and rules
+        let mut acls = AclSet::default();
+        let mut names = Vec::new();
+        self.acls(rp, path, &mut acls, &mut names, &mut nbsrv);
+        let http_request = self.http_rules(
+            rp,
+            RuleSide::Request,
+            path,
+            &acls,
+            &names,
+            st.mode,
+            &mut nbsrv,
+        );
+        let http_response = self.http_rules(
+            rp,
+            RuleSide::Response,
+            path,
+            &acls,
+            &names,
+            st.mode,
+            &mut nbsrv,
+        );
+        let http_after_response = self.http_rules(
+            rp,
+            RuleSide::AfterResponse,
+            path,
+            &acls,
+            &names,
+            st.mode,
+            &mut nbsrv,
+        );
+        let mut tcp_request = Vec::new();
+        let mut inspect_delay = None;
+        for (ipath, dir) in self.dirs(&rp.tcp_request, path, "tcp_request", TCP_REQ, true) {
+            match d::tcp_request(&mut dir.args()) {
+                Ok(TcpLine::InspectDelay(dl)) => {
+                    if let Some(c) = &dir.cond {
+                        self.err(c.pos(0), &ipath, "`inspect-delay` takes no condition");
+                    }
+                    inspect_delay = Some(dl);
+                }
+                Ok(TcpLine::Rule(action, _content)) => {
+                    let cond = match &dir.cond {
+                        Some(c) => {
+                            match self.condition(c, &acls, &names, &ipath, &mut nbsrv, false) {
+                                Some(c) => Some(c),
+                                None => continue,
+                            }
+                        }
+                        None => None,
+                    };
+                    tcp_request.push(TcpRequestRule { action, cond });
+                }
+                Err(p) => self.problem(p, &ipath),
+            }
+        }
+        let mut use_backend = Vec::new();
+        for (ipath, dir) in self.dirs(&rp.use_backend, path, "use_backend", USE_BACKEND, true) {
+            let mut args = dir.args();
+            let b = match args
+                .want("backend name")
+                .and_then(|b| args.done().map(|_| b))
+            {
+                Ok(b) => b,
+                Err(p) => {
+                    self.problem(p, &ipath);
+                    continue;
+                }
+            };
+            // A name with `%[...]` is a log-format string resolved per request (HAProxy's
+            // dynamic use_backend): its syntax is checked here; a name it yields that is no
+            // backend sends the request to default_backend.
+            if b.text.contains('%') {
+                match d::compile_format(b, "backend name") {
+                    Ok(f) if f.as_literal().is_none() => {}
+                    Ok(_) => refs.push((b.text.clone(), b.pos, ipath.clone())),
+                    Err(p) => {
+                        self.problem(p, &ipath);
+                        continue;
+                    }
+                }
+            } else {
+                refs.push((b.text.clone(), b.pos, ipath.clone()));
+            }
+            let Some(c) = &dir.cond else {
+                self.err(dir.end, &ipath, format!("use_backend `{}` has no `if`/`unless` condition; use `default_backend = \"{}\"` for the fallback", b.text, b.text));
+                continue;
+            };
+            if let Some(cond) = self.condition(c, &acls, &names, &ipath, &mut nbsrv, false) {
+                use_backend.push(UseBackend {
+                    backend: b.text.clone(),
+                    cond,
+                });
+            }
+        }
+        let own = rp.default_backend.is_some();
+        let default_backend = match (&st.default_backend, kind) {
+            // a listen section serves itself unless it names another default backend
+            (_, Kind::Listen) if !own => Some(name.get_ref().clone()),
+            (Some((n, pos)), _) => {
+                let p = if own {
+                    format!("{path}.default_backend")
+                } else {
+                    "defaults.default_backend".to_string()
+                };
+                refs.push((n.clone(), *pos, p));
+                Some(n.clone())
+            }
+            (None, Kind::Listen) => Some(name.get_ref().clone()),
+            (None, _) => None,
+        };
+        let deny_src = match &rp.deny_src {
+            Some(l) => self.cidrs(l, &format!("{path}.deny_src")),
+            None => Vec::new(),
+        };
+        let allow_src = match &rp.allow_src {
+            Some(l) => self.cidrs(l, &format!("{path}.allow_src")),
+            None => Vec::new(),
+        };
+        let tier_forced = match &rp.tier {
+            None => None,
+            Some(t) => match t.get_ref().as_str() {
+                "auto" => None,
+                "xdp" => Some((Tier::Xdp, t.span().start)),
+                "userspace" => Some((Tier::Userspace, t.span().start)),
+                other => {
+                    let h = hint(other, ["auto", "xdp", "userspace"]);
+                    self.err(t.span().start, &format!("{path}.tier"), format!("unknown tier `{other}` (expected \"auto\", \"xdp\" or \"userspace\"){h}"));
+                    None
+                }
+            },
+        };
+        FeDraft {
+            fe: Frontend {
+                name: name.get_ref().clone(),
+                mode: st.mode,
+                tier: Tier::Userspace,
+                binds,
+                acls,
+                http_request,
+                http_response,
+                http_after_response,
+                tcp_request,
+                inspect_delay,
+                use_backend,
+                default_backend,
+                timeouts: st.timeouts,
+                forwardfor: st.forwardfor,
+                maxconn: st.maxconn,
+                deny_src,
+                allow_src,
+                errorfiles: st.errorfiles.clone(),
+                max_header_bytes: st.max_header_bytes,
+                max_headers: st.max_headers,
+                log: st.log,
+            },
+            name_pos: name.span().start,
+            path: path.to_string(),
+            tier_forced,
+            maxconn_own: rp.maxconn.is_some(),
+            bind_locs,
+            udp_binds,
+            refs,
+            nbsrv,
+        }
+    }
+}
