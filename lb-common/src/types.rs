@@ -249,6 +249,9 @@ pub struct ReverseValue {
 /// The backend endpoint serves several VIPs: its replies are matched against
 /// `LB_REPLY_FLOWS` (recorded when a flow is created) before falling back to this entry's VIP.
 pub const REVERSE_F_SHARED: u8 = 1 << 0;
+/// In `LB_REPLY_FLOWS` only: the reply tuple belongs to a flow that went straight to the
+/// backend through the balancer (not through a VIP); its replies are not translated.
+pub const REVERSE_F_DIRECT: u8 = 1 << 1;
 
 /// Key of the local-address set: addresses of the balancer host itself.
 #[repr(C)]

@@ -1,18 +1,21 @@
 //! Connection tracking and the Maglev pick.
 //!
-//! A flow keeps its backend while that backend is UP or DRAIN; when it is DOWN (or the id
-//! is unused) the flow is re-picked from the VIP's live Maglev table and the entry updated.
+//! A flow keeps its backend while that backend is UP or DRAIN (a TCP SYN reusing the tuple
+//! of a flow on a DRAIN backend is a new connection, and re-picked); when it is DOWN (or the
+//! id is unused) the flow is re-picked from the VIP's live Maglev table and the entry
+//! updated.
 
 use lb_common::hash::{hash_flow, hash_src};
 use lb_common::types::{
     BACKEND_DRAIN, BACKEND_UP, Backend, FlowKey, FlowKeyV4, FlowValue, GlobalConfig,
-    REVERSE_F_SHARED, ReverseKey, ReverseValue, VIP_F_HASH_SRC, VipInfo,
+    REVERSE_F_DIRECT, REVERSE_F_SHARED, ReverseKey, ReverseValue, VIP_F_HASH_SRC, VipInfo,
 };
 
 use crate::maps::{
     LB_BACKENDS, LB_CONFIG, LB_FLOWS, LB_FLOWS_V4, LB_MAGLEV, LB_REPLY_FLOWS, LB_REVERSE,
+    LB_VIP_SLOTS,
 };
-use crate::parse::Packet;
+use crate::parse::{Packet, TCP_ACK, TCP_SYN};
 
 /// The backend chosen for a packet.
 pub struct Choice {
@@ -80,16 +83,21 @@ pub fn entry_of(p: &Packet) -> *mut FlowValue {
     v.unwrap_or(core::ptr::null_mut())
 }
 
-/// The flow's backend if it still takes established traffic; `entry` may be null.
+/// The flow's backend if it still takes packet `p` of the flow; `entry` may be null. A
+/// DRAIN backend (drained, DOWN or MAINT) keeps established flows but not a TCP SYN that
+/// reuses a tracked tuple: that is a new connection, which a server out of service must
+/// not get.
 #[inline(always)]
-pub fn usable(entry: *mut FlowValue) -> Option<Tracked> {
+pub fn usable(entry: *mut FlowValue, p: &Packet) -> Option<Tracked> {
     if entry.is_null() {
         return None;
     }
     // SAFETY: map value pointer from a successful lookup.
     let id = unsafe { (*entry).backend_id };
     let b = LB_BACKENDS.get(id)?;
-    if b.state == BACKEND_UP || b.state == BACKEND_DRAIN {
+    if b.state == BACKEND_UP
+        || (b.state == BACKEND_DRAIN && p.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN)
+    {
         Some(Tracked {
             backend_id: id,
             backend: b,
@@ -104,7 +112,7 @@ pub fn usable(entry: *mut FlowValue) -> Option<Tracked> {
 /// traffic.
 #[inline(always)]
 pub fn established(p: &Packet) -> Option<(u32, &'static Backend, *mut FlowValue)> {
-    let t = usable(entry_of(p))?;
+    let t = usable(entry_of(p), p)?;
     Some((t.backend_id, t.backend, t.entry))
 }
 
@@ -130,22 +138,7 @@ pub fn pick(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
     if vip.backend_count == 0 {
         return None;
     }
-    let cfg: GlobalConfig = *LB_CONFIG.get(0)?;
-    let m = cfg.maglev_size;
-    if m == 0 {
-        return None;
-    }
-    let h = if vip.flags & VIP_F_HASH_SRC != 0 {
-        hash_src(&p.src, cfg.hash_seed)
-    } else {
-        hash_flow(&p.src, &p.dst, p.sport, p.dport, p.proto, cfg.hash_seed)
-    };
-    let table = vip
-        .vip_id
-        .wrapping_mul(2)
-        .wrapping_add(vip.active_table & 1);
-    let idx = table.wrapping_mul(m).wrapping_add(h % m);
-    let backend_id = *LB_MAGLEV.get(idx)?;
+    let backend_id = maglev_pick(vip, &p.src, &p.dst, p.sport, p.dport, p.proto)?;
     let backend = LB_BACKENDS.get(backend_id)?;
     if backend.state != BACKEND_UP {
         return None;
@@ -171,32 +164,159 @@ pub fn pick(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
     })
 }
 
+/// The backend id VIP `vip`'s live Maglev table gives the forward 5-tuple
+/// `src:sport → dst:dport` (the same hash on every node sharing the seed).
+#[inline(always)]
+fn maglev_pick(
+    vip: &VipInfo,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+) -> Option<u32> {
+    let cfg: GlobalConfig = *LB_CONFIG.get(0)?;
+    let m = cfg.maglev_size;
+    if m == 0 {
+        return None;
+    }
+    let h = if vip.flags & VIP_F_HASH_SRC != 0 {
+        hash_src(src, cfg.hash_seed)
+    } else {
+        hash_flow(src, dst, sport, dport, proto, cfg.hash_seed)
+    };
+    let table = vip
+        .vip_id
+        .wrapping_mul(2)
+        .wrapping_add(vip.active_table & 1);
+    let idx = table.wrapping_mul(m).wrapping_add(h % m);
+    LB_MAGLEV.get(idx).copied()
+}
+
+/// True when reply `p` (backend → client) from the backend `rv` names belongs to a flow
+/// balanced through `rv`'s VIP, so it is translated; replies of flows that never went
+/// through a VIP (a client reaching the backend directly, through the balancer as its
+/// gateway) pass untouched. In order:
+/// 1. the flow table holds the reconstructed forward tuple (client → VIP): balanced when
+///    its backend is this one (every flow this node balanced, also after an lb restart:
+///    the table is pinned);
+/// 2. the reply tuple was seen going straight to the backend ([`record_direct`]): not
+///    balanced;
+/// 3. otherwise the VIP's Maglev table decides: balanced when it picks this backend for
+///    the forward tuple (a flow another node balanced, whose replies come back through
+///    this one, or whose entry was evicted).
+#[inline(never)]
+pub fn balanced_reply(p: &Packet, rv: &ReverseValue) -> bool {
+    let entry = if p.v6 {
+        let key = FlowKey {
+            src: p.dst,
+            sport: p.dport,
+            _pad: [0; 2],
+            dst: rv.vip_addr,
+            dport: rv.vip_port,
+            proto: p.proto,
+            family: p.family,
+        };
+        LB_FLOWS.get_ptr(key)
+    } else {
+        let key = FlowKeyV4 {
+            src: p.dst[0],
+            dst: rv.vip_addr[0],
+            sport: p.dport,
+            dport: rv.vip_port,
+            proto: p.proto,
+            _pad: [0; 3],
+        };
+        LB_FLOWS_V4.get_ptr(key)
+    };
+    if let Some(e) = entry {
+        // SAFETY: map value pointer from a successful lookup.
+        return unsafe { (*e).backend_id } == rv.backend_id;
+    }
+    // The reply's own 5-tuple is the key of `LB_REPLY_FLOWS`.
+    if let Some(r) = LB_REPLY_FLOWS.get_ptr(key_of(p)) {
+        // SAFETY: map value pointer from a successful lookup.
+        return unsafe { (*r).flags } & REVERSE_F_DIRECT == 0;
+    }
+    let Some(slot) = LB_VIP_SLOTS.get(rv.vip_id) else {
+        return false;
+    };
+    let k = &slot.key;
+    if k.addr != rv.vip_addr || k.port != rv.vip_port || k.proto != p.proto {
+        return false;
+    }
+    maglev_pick(
+        &slot.info,
+        &p.dst,
+        &rv.vip_addr,
+        p.dport,
+        rv.vip_port,
+        p.proto,
+    ) == Some(rv.backend_id)
+}
+
+/// The `LB_REVERSE` key of backend endpoint `addr:port` for forward packet `p`'s protocol.
+#[inline(always)]
+fn backend_key(addr: &[u32; 4], port: u16, p: &Packet) -> ReverseKey {
+    ReverseKey {
+        addr: *addr,
+        port,
+        proto: p.proto,
+        family: p.family,
+    }
+}
+
+/// The reply tuple (backend `addr:port` → client) of forward packet `p`, the key of
+/// `LB_REPLY_FLOWS`.
+#[inline(always)]
+fn reply_key(addr: &[u32; 4], port: u16, p: &Packet) -> FlowKey {
+    FlowKey {
+        src: *addr,
+        sport: port,
+        _pad: [0; 2],
+        dst: p.src,
+        dport: p.sport,
+        proto: p.proto,
+        family: p.family,
+    }
+}
+
+/// Forward packet `p`, not to a VIP and not from a backend: when it goes to a backend
+/// endpoint (a client reaching the backend directly through the balancer), records its
+/// reply tuple as direct, so [`balanced_reply`] lets the backend's answers pass untouched.
+#[inline(never)]
+pub fn record_direct(p: &Packet) {
+    if LB_REVERSE
+        .get_ptr(backend_key(&p.dst, p.dport, p))
+        .is_none()
+    {
+        return;
+    }
+    let key = reply_key(&p.dst, p.dport, p);
+    if LB_REPLY_FLOWS.get_ptr(key).is_some() {
+        return;
+    }
+    let value = ReverseValue {
+        flags: REVERSE_F_DIRECT,
+        family: p.family,
+        ..ReverseValue::default()
+    };
+    // A full LRU evicts the oldest entry.
+    let _ = LB_REPLY_FLOWS.insert(key, value, 0);
+}
+
 /// For a new flow of `p` (still addressed to the VIP) to `backend`: when the backend serves
 /// several VIPs, records which VIP its replies to this client must come from.
 #[inline(always)]
 pub fn record_reply(p: &Packet, vip_id: u32, backend_id: u32, backend: &Backend) {
-    let rkey = ReverseKey {
-        addr: backend.addr,
-        port: backend.port,
-        proto: p.proto,
-        family: p.family,
-    };
-    let Some(rv) = LB_REVERSE.get_ptr(rkey) else {
+    let Some(rv) = LB_REVERSE.get_ptr(backend_key(&backend.addr, backend.port, p)) else {
         return;
     };
     // SAFETY: map value pointer from a successful lookup.
     if unsafe { (*rv).flags } & REVERSE_F_SHARED == 0 {
         return;
     }
-    let key = FlowKey {
-        src: backend.addr,
-        dst: p.src,
-        sport: backend.port,
-        dport: p.sport,
-        proto: p.proto,
-        family: p.family,
-        _pad: [0; 2],
-    };
+    let key = reply_key(&backend.addr, backend.port, p);
     let value = ReverseValue {
         vip_addr: p.dst,
         vip_port: p.dport,
@@ -234,8 +354,9 @@ pub fn reply_vip(
         _pad: [0; 2],
     };
     match LB_REPLY_FLOWS.get_ptr(key) {
-        // SAFETY: map value pointer from a successful lookup.
-        Some(v) => unsafe { &*v },
-        None => rv,
+        // SAFETY: map value pointer from a successful lookup. Direct-flow records
+        // ([`record_direct`]) name no VIP.
+        Some(v) if unsafe { (*v).flags } & REVERSE_F_DIRECT == 0 => unsafe { &*v },
+        _ => rv,
     }
 }

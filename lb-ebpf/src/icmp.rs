@@ -152,6 +152,7 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
             let client = Packet {
                 l3: 0,
                 v6: p.v6,
+                tcp_flags: 0,
                 family: p.family,
                 proto: iproto,
                 src: idst,

@@ -107,7 +107,7 @@ fn l4_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
         // Only a flow whose backend still takes it: a re-pick (backend DOWN) reads the
         // VIP's table settings from `LB_VIPS`, whose entries are replaced atomically (a
         // slot is rewritten in place).
-        if flow::usable(entry).is_some()
+        if flow::usable(entry, p).is_some()
             && let Some(vip) = slot_vip(p, entry)
         {
             return balance(ctx, p, vip, entry);
@@ -163,8 +163,26 @@ fn not_vip(ctx: &XdpContext, p: &mut Packet) -> u32 {
     };
     if let Some(rv) = LB_REVERSE.get_ptr(rkey) {
         // SAFETY: map value pointer from a successful lookup (no copy on the stack).
-        return reverse(ctx, p, unsafe { &*rv });
+        let rv = flow::reply_vip(
+            unsafe { &*rv },
+            &p.src,
+            p.sport,
+            &p.dst,
+            p.dport,
+            p.proto,
+            p.family,
+        );
+        // Checked here, not in `reverse`: the call chains stay within the stack bound.
+        if rv.family != p.family || !flow::balanced_reply(p, rv) {
+            // Health-check answers to the balancer itself are counted as local.
+            if is_local(&p.dst, p.family) {
+                return pass(Reason::PassLocal);
+            }
+            return pass(Reason::PassNotBalanced);
+        }
+        return reverse(ctx, p, rv);
     }
+    flow::record_direct(p);
     pass(Reason::PassNotBalanced)
 }
 
@@ -172,16 +190,13 @@ fn not_vip(ctx: &XdpContext, p: &mut Packet) -> u32 {
 // bounds the *combined* stack of a call chain by 512 bytes, and each chain fits where
 // everything inlined into `lb_xdp` did not.
 
-/// Reverse direction: a backend's reply, translated back to its VIP. The next hop towards
+/// Reverse direction: a backend's reply to a balanced flow ([`flow::balanced_reply`],
+/// checked by the caller), translated back to its VIP `rv`. The next hop towards
 /// the client comes from `LB_REPLY_HOPS` when it was cached in the current generation
 /// (same rules as a flow's cache), else from the FIB, and is then cached. Replies to the
 /// balancer's own addresses pass.
 #[inline(never)]
 fn reverse(ctx: &XdpContext, p: &mut Packet, rv: &'static ReverseValue) -> u32 {
-    let rv = flow::reply_vip(rv, &p.src, p.sport, &p.dst, p.dport, p.proto, p.family);
-    if rv.family != p.family {
-        return pass(Reason::PassNotBalanced);
-    }
     let nh_gen = forward::generation();
     let hop = if nh_gen != 0 {
         LB_REPLY_HOPS.get_ptr_mut(reply_hop_key(p, rv.vip_id))
@@ -264,7 +279,7 @@ fn icmp_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
 /// (null when it has none).
 #[inline(never)]
 fn balance(ctx: &XdpContext, p: &mut Packet, vip: &VipInfo, entry: *mut FlowValue) -> u32 {
-    let tracked = flow::usable(entry);
+    let tracked = flow::usable(entry, p);
     // Established flow whose next hop is cached for the current generation: no FIB
     // lookup, and no local-source check either: the cache was filled by the full path
     // below, which checked the source in this generation, and any address change on the

@@ -27,6 +27,9 @@ pub const ICMP_HLEN: usize = 8;
 
 /// Offset of the TCP checksum in the TCP header.
 pub const TCP_CSUM_OFF: usize = 16;
+/// TCP flag bits.
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
 /// Offset of the UDP checksum in the UDP header.
 pub const UDP_CSUM_OFF: usize = 6;
 
@@ -133,6 +136,8 @@ pub struct Packet {
     pub family: u8,
     pub l3: usize,
     pub v6: bool,
+    /// TCP flags (byte 13 of the TCP header); 0 for UDP and ICMP.
+    pub tcp_flags: u8,
     /// IP total length (IPv4 `tot_len`, IPv6 40 + payload length), host order.
     pub ip_len: u32,
 }
@@ -180,6 +185,7 @@ pub fn ip(ctx: &XdpContext, eth: &Ethernet) -> Result<Packet, Reason> {
     let mut p = Packet {
         l3,
         v6: false,
+        tcp_flags: 0,
         family: FAMILY_V4,
         proto: 0,
         src: [0; 4],
@@ -252,6 +258,7 @@ pub fn ip(ctx: &XdpContext, eth: &Ethernet) -> Result<Packet, Reason> {
             }
             p.sport = u16::from_ne_bytes([h[0], h[1]]);
             p.dport = u16::from_ne_bytes([h[2], h[3]]);
+            p.tcp_flags = h[13];
         }
         PROTO_UDP => {
             let ports: *const [u16; 4] = ptr_at(ctx, p.l4()).ok_or(Reason::PassTruncated)?;

@@ -342,6 +342,31 @@ fn check_only_outage_keeps_established_flows_unless_shutdown_sessions() {
 
         drop_checks(&b1, true);
         wait_status(&lb, "b1", "DOWN");
+        // The registry says DOWN; wait for the data path to follow (the update logged
+        // after the health check's DOWN line).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = lb.log_text();
+            let applied = log
+                .find("Server pool4/b1 is DOWN")
+                .is_some_and(|at| log[at..].contains("data path updated"));
+            if applied {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no data path update: {log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let shut: usize = lb
+            .log_text()
+            .lines()
+            .filter_map(|l| l.split("flows_shut=").nth(1))
+            .filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok())
+            .sum();
+        if shutdown {
+            assert!(shut >= on_b1, "flows shut: {shut}: {}", lb.log_text());
+        } else {
+            assert_eq!(shut, 0, "{}", lb.log_text());
+        }
         let mut broken_b1 = 0;
         for (c, who) in &mut conns {
             match L4Env::exchange(c, "still there?") {
@@ -363,10 +388,44 @@ fn check_only_outage_keeps_established_flows_unless_shutdown_sessions() {
             let (_c, who) = env
                 .connect(Some(*src), vip(VIP4, VIP_PORT))
                 .expect("connect");
-            assert_ne!(who, "b1", "a DOWN server got a new flow");
+            assert_ne!(who, "b1", "a DOWN server got a new flow: {}", lb.log_text());
         }
         drop_checks(&b1, false);
         drop(conns);
         let _ = lb.stop();
     }
+}
+
+/// Issue #14 item 3: while lb runs, a client reaching a backend directly through the
+/// balancer (its gateway) gets untranslated replies, in both families, while VIP flows to
+/// the same backends are still translated.
+#[test]
+fn clients_reach_backends_directly_through_the_balancer() {
+    require_root!();
+    let env = L4Env::new(3).expect("lab");
+    let lb = env.start_lb(3, &[]).expect("lb run");
+    for round in 0..8 {
+        for i in 1..=3 {
+            for addr in [
+                format!("{}:{VIP_PORT}", lb_tests::topology::backend_v4(i)),
+                format!("[{}]:{VIP_PORT}", lb_tests::topology::backend_v6(i)),
+            ] {
+                let to: SocketAddr = addr.parse().expect("addr");
+                let (mut conn, who) = env
+                    .connect(None, to)
+                    .unwrap_or_else(|e| panic!("direct {to} (round {round}): {e}"));
+                assert_eq!(who, format!("b{i}"), "greeted by the backend itself");
+                assert_eq!(L4Env::exchange(&mut conn, "hi").expect("exchange"), who);
+            }
+        }
+        // The VIPs still balance onto those same backends.
+        for v in [vip(VIP4, VIP_PORT), vip(VIP6, VIP_PORT)] {
+            let (mut conn, who) = env.connect(None, v).expect("VIP");
+            assert!(who.starts_with('b'), "{who}");
+            assert_eq!(L4Env::exchange(&mut conn, "hi").expect("exchange"), who);
+        }
+    }
+    let (code, metrics) = lb.get("/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("reverse_nat"), "{metrics}");
 }

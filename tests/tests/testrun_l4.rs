@@ -27,8 +27,8 @@ use lb::dataplane::{self, Dataplane, LoadOptions};
 use lb::state::{Registry, ServerStatus};
 use lb_common::maps::{DEFAULT_MAGLEV_SIZE, names, programs};
 use lb_common::types::{
-    FlowKey, NextHop, NextHopLease, PROTO_TCP, PROTO_UDP, Reason, ReplyHopKey, ReverseKey,
-    ReverseValue, VipInfo,
+    FlowKey, FlowValue, NextHop, NextHopLease, PROTO_TCP, PROTO_UDP, Reason, ReplyHopKey,
+    ReverseKey, ReverseValue, VipInfo,
 };
 use lb_tests::lab::{Host, Lab};
 use lb_tests::packet::{ipv4_header_ok, l4_checksum_ok, verify_frame_checksums};
@@ -71,6 +71,8 @@ struct L4 {
     dport: u16,
     /// UDP only: force a zero checksum (IPv4).
     zero_csum: bool,
+    /// TCP only: a SYN (a connection's first segment) instead of an ACK segment.
+    syn: bool,
 }
 
 fn tcp(sport: u16, dport: u16) -> L4 {
@@ -79,6 +81,7 @@ fn tcp(sport: u16, dport: u16) -> L4 {
         sport,
         dport,
         zero_csum: false,
+        syn: false,
     }
 }
 
@@ -88,6 +91,7 @@ fn udp(sport: u16, dport: u16) -> L4 {
         sport,
         dport,
         zero_csum: false,
+        syn: false,
     }
 }
 
@@ -115,7 +119,8 @@ fn frame(
     };
     let mut out = Vec::new();
     if l4.proto == PROTO_TCP {
-        let t = ipb.tcp(l4.sport, l4.dport, 1000, 65535).ack(1);
+        let t = ipb.tcp(l4.sport, l4.dport, 1000, 65535);
+        let t = if l4.syn { t.syn() } else { t.ack(1) };
         t.write(&mut out, payload).expect("write");
     } else {
         let u = ipb.udp(l4.sport, l4.dport);
@@ -507,6 +512,67 @@ impl Fixture {
         ))
     }
 
+    /// Records TCP flow `client:cport → vip` on `backend` in the flow table, as the data
+    /// path does for a new flow.
+    fn track(&mut self, client: IpAddr, cport: u16, vip: SocketAddr, backend: SocketAddr) {
+        let (src, family) = lb::dataplane::maps::addr_words(client);
+        let (dst, _) = lb::dataplane::maps::addr_words(vip.ip());
+        let key = FlowKey {
+            src,
+            dst,
+            sport: cport.to_be(),
+            dport: vip.port().to_be(),
+            proto: PROTO_TCP,
+            family,
+            _pad: [0; 2],
+        };
+        let vip_id = self
+            .dp
+            .vip(&vip_key(vip, PROTO_TCP))
+            .expect("vip")
+            .expect("exists")
+            .vip_id;
+        let backend_id = self
+            .dp
+            .backends()
+            .expect("backends")
+            .into_iter()
+            .find(|(_, b)| backend_addr(b) == backend)
+            .expect("backend")
+            .0;
+        let value = FlowValue {
+            backend_id,
+            vip_id,
+            ..FlowValue::default()
+        };
+        self.dp.set_flow(key, value).expect("set flow");
+    }
+
+    /// The server `vip`'s live Maglev table picks for TCP `client:cport → vip`, computed
+    /// in userspace.
+    fn maglev_pick(&mut self, client: IpAddr, cport: u16, vip: SocketAddr) -> SocketAddr {
+        let key = vip_key(vip, PROTO_TCP);
+        let table = self.dp.live_table(&key).expect("table");
+        let (s, _) = lb::dataplane::maps::addr_words(client);
+        let h = lb_common::hash::hash_flow(
+            &s,
+            &key.addr,
+            cport.to_be(),
+            vip.port().to_be(),
+            PROTO_TCP,
+            SEED,
+        );
+        let id = table[(h % self.dp.maglev_size()) as usize];
+        backend_addr(&self.dp.backend(id).expect("backend"))
+    }
+
+    /// A client port from 40000 on whose Maglev pick through `vip` is `backend`.
+    fn cport_for(&mut self, client: IpAddr, vip: SocketAddr, backend: SocketAddr) -> u16 {
+        (40000..41000)
+            .find(|p| self.maglev_pick(client, *p, vip) == backend)
+            .expect("some port maps to the backend")
+    }
+
     fn reason(&self, r: Reason) -> u64 {
         self.dp.reason_count(r).expect("counters")
     }
@@ -754,7 +820,9 @@ fn forward_ipv4_ipv6_tcp_udp_vlan() {
 fn reverse_path_and_local_bypass() {
     require_root!();
     let mut fx = Fixture::new();
-    // Reply from a backend, no flow entry needed.
+    // Reply from a backend without a flow entry (another node balanced the flow, or its
+    // entry was evicted): translated when the VIP's Maglev table picks that backend for
+    // the reconstructed forward tuple.
     for (b, client, vip) in [
         ("10.1.0.10:8080", "10.0.0.2", "203.0.113.10:80"),
         ("10.1.0.11:8080", "198.51.100.7", "203.0.113.10:80"),
@@ -762,13 +830,14 @@ fn reverse_path_and_local_bypass() {
     ] {
         let (b, vip) = (sa(b), sa(vip));
         let client = ip(client);
+        let cport = fx.cport_for(client, vip, b);
         let input = frame(
             bk_mac(10),
             LB1_MAC,
             b.ip(),
             client,
             64,
-            &tcp(b.port(), 40000),
+            &tcp(b.port(), cport),
             b"reply",
         );
         let (action, out) = fx.run(E1, &input);
@@ -784,11 +853,91 @@ fn reverse_path_and_local_bypass() {
             vip.ip(),
             client,
             63,
-            &tcp(vip.port(), 40000),
+            &tcp(vip.port(), cport),
             b"reply",
         );
         assert_eq!(out, expected);
         verify_frame_checksums(&out).expect("checksums");
+    }
+    // Issue #14 item 3: reverse NAT touches only balanced flows, in both families.
+    for (client, vip, pick, other) in [
+        (
+            "10.0.0.2",
+            "203.0.113.10:80",
+            "10.1.0.10:8080",
+            "10.1.0.11:8080",
+        ),
+        (
+            "fd00::2",
+            "[2001:db8::10]:80",
+            "[fd01::10]:8080",
+            "[fd01::11]:8080",
+        ),
+    ] {
+        let (client, vip, pick, other) = (ip(client), sa(vip), sa(pick), sa(other));
+        let reply = |from: SocketAddr, cport: u16| {
+            frame(
+                bk_mac(10),
+                LB1_MAC,
+                from.ip(),
+                client,
+                64,
+                &tcp(from.port(), cport),
+                b"reply",
+            )
+        };
+        // No flow entry, and Maglev picks another backend: untouched.
+        let cport = fx.cport_for(client, vip, pick);
+        check_untouched(
+            &mut fx,
+            "reply of no balanced flow",
+            &reply(other, cport),
+            XDP_PASS,
+            Reason::PassNotBalanced,
+        );
+        // A client talking to the backend directly (the balancer is its gateway), on a
+        // port whose Maglev pick is that very backend: its SYN passes, and so do the
+        // backend's answers, untranslated.
+        let syn = frame(
+            CLIENT_MAC,
+            LB0_MAC,
+            client,
+            pick.ip(),
+            64,
+            &tcp(cport, pick.port()),
+            b"",
+        );
+        check_untouched(
+            &mut fx,
+            "direct to a backend",
+            &syn,
+            XDP_PASS,
+            Reason::PassNotBalanced,
+        );
+        check_untouched(
+            &mut fx,
+            "backend's answer to a direct client",
+            &reply(pick, cport),
+            XDP_PASS,
+            Reason::PassNotBalanced,
+        );
+        // A flow entry wins over Maglev (e.g. a table change since the flow began): the
+        // tracked backend's replies are translated, the Maglev pick's are not.
+        let cport = (cport + 1..41000)
+            .find(|p| fx.maglev_pick(client, *p, vip) == pick)
+            .expect("another port");
+        fx.track(client, cport, vip, other);
+        let (action, out) = fx.run(E1, &reply(other, cport));
+        assert_eq!(action, XDP_REDIRECT, "tracked flow's reply");
+        assert_eq!(&out[out.len() - 5..], b"reply");
+        verify_frame_checksums(&out).expect("checksums");
+        check_untouched(
+            &mut fx,
+            "reply from the Maglev pick of a flow tracked elsewhere",
+            &reply(pick, cport),
+            XDP_PASS,
+            Reason::PassNotBalanced,
+        );
     }
     // Health-check reply from a backend to the balancer's own address: untouched.
     let input = frame(
@@ -1152,6 +1301,13 @@ fn down_maint_and_drain_keep_established_flows() {
             let b = check_forward(&mut fx, E0, client, vip, tcp(port + p, 80), None);
             assert_ne!(b, first, "{status:?}: the server takes no new flow");
         }
+        // A SYN reusing the established flow's tuple is a new connection: re-picked.
+        let syn = L4 {
+            syn: true,
+            ..tcp(port, 80)
+        };
+        let b = check_forward(&mut fx, E0, client, vip, syn, None);
+        assert_ne!(b, first, "{status:?}: a new connection on a tracked tuple");
         fx.reg
             .set_status("web", names[&first], ServerStatus::Up)
             .expect("status");
@@ -2079,9 +2235,11 @@ fn shared_backend_replies_follow_their_vip() {
             );
         }
     }
-    // A reply of a flow the balancer never saw: the first bind's VIP.
+    // A reply of a flow the balancer never saw (balanced by another node): the first
+    // bind's VIP, whose Maglev pick it is.
+    let cport = fx.cport_for(client, sa("203.0.113.10:80"), sa("10.1.0.10:8080"));
     assert_eq!(
-        reply_src(&mut fx, sa("10.1.0.10:8080"), 999),
+        reply_src(&mut fx, sa("10.1.0.10:8080"), cport),
         sa("203.0.113.10:80")
     );
     // ICMP about a flow through the second VIP: quoted destination becomes that VIP.
@@ -2234,6 +2392,7 @@ fn too_big_packets_get_icmp_from_the_vip() {
 
     // Backend → client, too big for the client side: the backend hears it from the VIP.
     let be = sa("10.1.0.10:8080");
+    fx.track(client, 40000, vip, be);
     let input = frame(
         bk_mac(10),
         LB1_MAC,
@@ -2505,6 +2664,7 @@ fn reply_next_hop_cache_follows_generation() {
         fx.dp.set_nexthop_lease(l).expect("lease");
     };
     let client = ip("10.0.0.2");
+    fx.track(client, 40001, sa("203.0.113.10:80"), sa("10.1.0.10:8080"));
     let input = frame(
         bk_mac(10),
         LB1_MAC,
