@@ -1033,3 +1033,108 @@ async fn response_trailers_are_forwarded() {
     assert_eq!(&body.to_bytes()[..], b"ok");
     task.abort();
 }
+
+/// Decodes a chunked body at the start of `b`: (data, number of chunks), or `None` when
+/// it is not complete yet.
+fn dechunk(b: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let (mut data, mut chunks, mut at) = (Vec::new(), 0, 0);
+    loop {
+        let nl = b[at..].windows(2).position(|w| w == b"\r\n")?;
+        let n = usize::from_str_radix(std::str::from_utf8(&b[at..at + nl]).ok()?, 16).ok()?;
+        at += nl + 2;
+        if n == 0 {
+            return b[at..].starts_with(b"\r\n").then_some((data, chunks));
+        }
+        if b.len() < at + n + 2 {
+            return None;
+        }
+        data.extend_from_slice(&b[at..at + n]);
+        chunks += 1;
+        at += n + 2;
+    }
+}
+
+/// Chunk framing costs per chunk on neither side: 50,000 1-byte chunks of an upload
+/// reach the server whole, gathered into far fewer chunks (as HAProxy re-chunks), and so
+/// do 50,000 1-byte chunks of a response reaching the client (#19 item 12).
+#[tokio::test]
+async fn tiny_chunks_are_gathered_both_ways() {
+    const N: usize = 50_000;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen2 = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = vec![0u8; 64 * 1024];
+                loop {
+                    let n = s.read(&mut tmp).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    if head.starts_with("post") {
+                        let Some(got) = dechunk(&buf[end + 4..]) else {
+                            continue;
+                        };
+                        *seen.lock().unwrap() = Some(got);
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                            .await;
+                    } else {
+                        let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
+                        for _ in 0..N {
+                            out.extend_from_slice(b"1\r\ny\r\n");
+                        }
+                        out.extend_from_slice(b"0\r\n\r\n");
+                        let _ = s.write_all(&out).await;
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    let (h, _reg) = one_server(addr);
+    let fe = addr_of(&h, "web");
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let mut req =
+            b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..N {
+            req.extend_from_slice(b"1\r\nx\r\n");
+        }
+        req.extend_from_slice(b"0\r\n\r\n");
+        let out = raw(fe, &req).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+        let (data, chunks) = seen
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the server got the body");
+        assert_eq!(data, vec![b'x'; N]);
+        assert!(chunks <= N / 10, "upload forwarded as {chunks} chunks");
+
+        let mut s = TcpStream::connect(fe).await.unwrap();
+        s.write_all(b"GET /down HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let (data, chunks) = dechunk(&out[end + 4..]).expect("a whole chunked body");
+        assert_eq!(data, vec![b'y'; N]);
+        assert!(chunks <= N / 10, "response relayed as {chunks} chunks");
+    })
+    .await
+    .expect("tiny chunks timed out");
+    task.abort();
+}

@@ -82,14 +82,38 @@ pub fn encode_request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends one chunk of a chunked request body (`data` must not be empty).
-pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
-    use std::io::Write as _;
-    out.reserve(data.len() + 20);
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{:x}\r\n", data.len());
-    out.extend_from_slice(data);
+/// Room kept before the data of a chunk being gathered for its size line.
+pub const CHUNK_HEADROOM: usize = 18;
+
+/// Starts gathering one chunk of a request body in `out`: its data goes after
+/// [`CHUNK_HEADROOM`] bytes, where [`finish_chunk`] puts the size line.
+pub fn start_chunk(out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(CHUNK_HEADROOM, 0);
+}
+
+/// Ends the chunk [`start_chunk`] began (none when no data was gathered): writes its size
+/// line into the headroom and the CRLF after the data. Returns where the wire bytes start.
+pub fn finish_chunk(out: &mut Vec<u8>) -> usize {
+    let n = out.len().saturating_sub(CHUNK_HEADROOM);
+    if n == 0 {
+        out.truncate(CHUNK_HEADROOM);
+        return CHUNK_HEADROOM;
+    }
+    // The size in hex, without the formatting machinery, then CRLF, right before the data.
+    let mut i = CHUNK_HEADROOM - 2;
+    out[i..CHUNK_HEADROOM].copy_from_slice(b"\r\n");
+    let mut m = n;
+    loop {
+        i -= 1;
+        out[i] = b"0123456789abcdef"[m & 0xf];
+        m >>= 4;
+        if m == 0 {
+            break;
+        }
+    }
     out.extend_from_slice(b"\r\n");
+    i
 }
 
 /// Appends the last chunk and the trailer section of a chunked request body.
@@ -354,10 +378,12 @@ impl ChunkedDecoder {
         loop {
             match *self {
                 ChunkedDecoder::Size => {
-                    let Some(line) = take_line(buf)? else {
+                    // Parsed in place: no buffer handle per chunk.
+                    let Some((len, with_end)) = line_end(buf)? else {
                         return Ok(Chunk::NeedMore);
                     };
-                    let n = chunk_size(&line)?;
+                    let n = chunk_size(&buf[..len])?;
+                    buf.advance(with_end);
                     *self = if n == 0 {
                         ChunkedDecoder::Trailers
                     } else {
@@ -509,7 +535,10 @@ mod tests {
             b"POST /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
         );
         out.clear();
-        encode_chunk(&[b'x'; 26], &mut out);
+        start_chunk(&mut out);
+        out.extend_from_slice(&[b'x'; 26]);
+        let start = finish_chunk(&mut out);
+        out.drain(..start);
         assert!(out.starts_with(b"1a\r\nxx"));
         assert!(out.ends_with(b"x\r\n"));
         out.clear();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::{Body, Frame, Incoming};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{
@@ -92,6 +92,15 @@ pub async fn send(
     .await
 }
 
+/// Consecutive chunks of a response body gathered into one frame at most.
+const GATHER_MAX: usize = 64 * 1024;
+
+/// Pending upload data below this size waits one more turn for more (and a piece of a
+/// Content-Length body at least this large is written uncopied).
+const COALESCE_SMALL: usize = 4 * 1024;
+/// Upload data gathered into one write at most (then written, whatever else is ready).
+const COALESCE_MAX: usize = 64 * 1024;
+
 /// Sends the body while watching for the response head.
 async fn upload_and_read(
     conn: &mut UpConn,
@@ -146,29 +155,88 @@ async fn upload_and_read_on<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let mut upload = std::pin::pin!(async move {
         let mut trailers = None;
         let (client_t, server_t) = (timeouts.client, timeouts.server);
-        while let Some(frame) = within(client_t, b.frame(), ExchangeError::ClientTimeout).await? {
-            let frame = frame.map_err(ExchangeError::ClientBody)?;
-            match frame.into_data() {
-                Ok(d) if d.is_empty() => {}
-                Ok(d) => {
-                    counters.add_in(d.len() as u64);
-                    let out: &[u8] = if framing == ReqFraming::Chunked {
-                        wbuf.clear();
-                        codec::encode_chunk(&d, wbuf);
-                        wbuf
-                    } else {
-                        &d
-                    };
-                    let write = async {
-                        wr.write_all(out).await?;
-                        wr.flush().await
-                    };
-                    within(server_t, write, ExchangeError::ServerTimeout).await??;
-                }
-                Err(f) => trailers = f.into_trailers().ok(),
+        let chunked = framing == ReqFraming::Chunked;
+        let mut ended = false;
+        while !ended {
+            // The next piece of the body, within `timeout client`.
+            let Some(frame) = within(client_t, b.frame(), ExchangeError::ClientTimeout).await?
+            else {
+                break;
+            };
+            // A large piece of a Content-Length body goes out as it is, uncopied.
+            let mut whole: Option<Bytes> = None;
+            if chunked {
+                codec::start_chunk(wbuf);
+            } else {
+                wbuf.clear();
             }
+            let base = wbuf.len();
+            match frame.map_err(ExchangeError::ClientBody)?.into_data() {
+                Ok(d) if !chunked && d.len() >= COALESCE_SMALL => whole = Some(d),
+                Ok(d) => wbuf.extend_from_slice(&d),
+                Err(f) => {
+                    trailers = f.into_trailers().ok();
+                    ended = true;
+                }
+            }
+            // Then whatever else is ready, into the same write (and the same chunk): hyper
+            // hands over one chunk of the client's per turn of its connection loop, and a
+            // write per chunk would cost a system call per chunk (a million 1-byte chunks:
+            // a million writes). One more turn is given while the pending data is small.
+            let mut yielded = false;
+            while whole.is_none() && !ended && wbuf.len() - base < COALESCE_MAX {
+                let small = wbuf.len() - base < COALESCE_SMALL;
+                let next = std::future::poll_fn(|cx| match Pin::new(&mut b).poll_frame(cx) {
+                    Poll::Ready(f) => Poll::Ready(Some(f)),
+                    Poll::Pending if !yielded && small => {
+                        yielded = true;
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    Poll::Pending => Poll::Ready(None),
+                })
+                .await;
+                match next {
+                    None => break,
+                    Some(None) => ended = true,
+                    Some(Some(f)) => {
+                        yielded = false;
+                        match f.map_err(ExchangeError::ClientBody)?.into_data() {
+                            Ok(d) => wbuf.extend_from_slice(&d),
+                            Err(f) => {
+                                trailers = f.into_trailers().ok();
+                                ended = true;
+                            }
+                        }
+                    }
+                }
+            }
+            // Counted once per write, not per piece.
+            let got = whole.as_ref().map_or(wbuf.len() - base, |d| d.len());
+            counters.add_in(got as u64);
+            let start = if chunked {
+                let start = codec::finish_chunk(wbuf);
+                if ended {
+                    codec::encode_last_chunk(trailers.as_ref(), wbuf);
+                }
+                start
+            } else {
+                0
+            };
+            let out: &[u8] = match &whole {
+                Some(d) => d,
+                None => &wbuf[start..],
+            };
+            if out.is_empty() {
+                continue;
+            }
+            let write = async {
+                wr.write_all(out).await?;
+                wr.flush().await
+            };
+            within(server_t, write, ExchangeError::ServerTimeout).await??;
         }
-        if framing == ReqFraming::Chunked {
+        if !ended && chunked {
             wbuf.clear();
             codec::encode_last_chunk(trailers.as_ref(), wbuf);
             let write = async {
@@ -373,15 +441,34 @@ impl ResponseBody {
                     // Decode as far as the buffer goes: the end is looked for behind the
                     // data, so the body ends (and the connection is pooled) with its last
                     // data; trailer lines are collected for the last frame.
-                    let mut data = None;
+                    // Small chunks in a row go out as one frame (copied together): a frame
+                    // per chunk costs the client side a frame's work for each.
+                    let mut data: Option<Bytes> = None;
+                    let mut gathered: Option<bytes::BytesMut> = None;
                     let mut ended = false;
                     loop {
                         match dec.decode(&mut conn.rbuf) {
-                            Ok(Chunk::Data(d)) if data.is_some() => {
-                                self.pending = Some(d);
-                                break;
+                            Ok(Chunk::Data(d)) => {
+                                let have = data.as_ref().map_or(0, |x| x.len())
+                                    + gathered.as_ref().map_or(0, |g| g.len());
+                                if have == 0 {
+                                    data = Some(d);
+                                } else if have + d.len() <= GATHER_MAX {
+                                    let g = gathered.get_or_insert_with(|| {
+                                        let mut g = bytes::BytesMut::with_capacity(
+                                            (have + d.len() + conn.rbuf.len()).min(GATHER_MAX),
+                                        );
+                                        if let Some(first) = data.take() {
+                                            g.extend_from_slice(&first);
+                                        }
+                                        g
+                                    });
+                                    g.extend_from_slice(&d);
+                                } else {
+                                    self.pending = Some(d);
+                                    break;
+                                }
                             }
-                            Ok(Chunk::Data(d)) => data = Some(d),
                             Ok(Chunk::Trailer(line)) => {
                                 codec::add_trailer(&line, self.trailers.get_or_insert_default())
                             }
@@ -398,6 +485,9 @@ impl ResponseBody {
                     }
                     if ended {
                         self.finish();
+                    }
+                    if let Some(g) = gathered {
+                        return Poll::Ready(Some(Ok(Frame::data(g.freeze()))));
                     }
                     if let Some(d) = data {
                         return Poll::Ready(Some(Ok(Frame::data(d))));
