@@ -318,11 +318,18 @@ pub enum Reason {
     IcmpTranslated = 15,
     /// An ICMP "fragmentation needed" was sent back for a packet too big for the next hop.
     IcmpTooBigSent = 16,
+    /// An 802.1Q/802.1ad-tagged frame: passed to the kernel, which delivers it to its VLAN
+    /// interface (attach lb there to balance that VLAN).
+    PassVlan = 17,
+    /// An IPv4 header whose checksum is wrong (the kernel drops these too).
+    DropBadIpChecksum = 18,
+    /// A UDP length that disagrees with the IP packet's length.
+    DropBadUdpLength = 19,
 }
 
 impl Reason {
     /// Number of reasons; size of the reason counter array.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 20;
     /// Every reason, in index order.
     pub const ALL: [Reason; Reason::COUNT as usize] = [
         Reason::PassNotIp,
@@ -342,6 +349,9 @@ impl Reason {
         Reason::ReverseNat,
         Reason::IcmpTranslated,
         Reason::IcmpTooBigSent,
+        Reason::PassVlan,
+        Reason::DropBadIpChecksum,
+        Reason::DropBadUdpLength,
     ];
 
     /// Stable snake_case name used in metrics and `lb stats`.
@@ -364,6 +374,9 @@ impl Reason {
             Reason::ReverseNat => "reverse_nat",
             Reason::IcmpTranslated => "icmp_translated",
             Reason::IcmpTooBigSent => "icmp_too_big_sent",
+            Reason::PassVlan => "pass_vlan",
+            Reason::DropBadIpChecksum => "drop_bad_ip_checksum",
+            Reason::DropBadUdpLength => "drop_bad_udp_length",
         }
     }
 }

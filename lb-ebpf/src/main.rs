@@ -66,8 +66,17 @@ fn balance_packet(ctx: &XdpContext) -> u32 {
     let Some(eth) = parse::ethernet(ctx) else {
         return pass(Reason::PassTruncated);
     };
+    // Tagged frames go to the kernel untouched: redirected out of another interface they
+    // would keep a tag that means nothing there (lb attached to the VLAN interface sees
+    // them untagged, and balances them).
+    if eth.offset_l3 != parse::ETH_HLEN {
+        return pass(Reason::PassVlan);
+    }
     let mut p = match parse::ip(ctx, &eth) {
         Ok(p) => p,
+        Err(reason @ (Reason::DropBadIpChecksum | Reason::DropBadUdpLength)) => {
+            return drop(reason);
+        }
         Err(reason) => return pass(reason),
     };
     if p.proto == PROTO_ICMP || p.proto == PROTO_ICMPV6 {

@@ -1,10 +1,13 @@
 //! Bounds-checked packet access and header parsing. A packet whose headers are truncated or
 //! inconsistent is never rewritten: parsing fails with a pass reason instead.
 //!
-//! Supported: Ethernet with at most one 802.1Q/802.1ad tag; IPv4 without options (options →
-//! `PassIpOptions`, fragments → `PassFragment`); IPv6 whose next header is TCP, UDP or
-//! ICMPv6 directly (a fragment header → `PassFragment`, other extension headers →
-//! `PassNotBalanced`). Trailing bytes after the IP packet (Ethernet padding) are allowed.
+//! Supported: untagged Ethernet (a frame with an 802.1Q/802.1ad tag → `PassVlan`: the
+//! kernel hands it to its VLAN interface; lb balances a VLAN when attached there); IPv4
+//! without options (options → `PassIpOptions`, fragments → `PassFragment`, a wrong header
+//! checksum → `DropBadIpChecksum`); IPv6 whose next header is TCP, UDP or ICMPv6 directly (a
+//! fragment header → `PassFragment`, other extension headers → `PassNotBalanced`); a UDP
+//! length other than the IP payload's → `DropBadUdpLength`. Trailing bytes after the IP
+//! packet (Ethernet padding) are allowed.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::types::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP, Reason, VipKey};
@@ -176,6 +179,21 @@ pub fn vip_key(p: &Packet) -> &VipKey {
     unsafe { &*core::ptr::addr_of!(p.dst).cast::<VipKey>() }
 }
 
+/// True when the (option-less) IPv4 header's checksum is right: its ten 16-bit words sum
+/// to 0xffff in ones' complement.
+#[inline(always)]
+fn ipv4_checksum_ok(h: &Ipv4Hdr) -> bool {
+    // SAFETY: `Ipv4Hdr` is 20 bytes of plain integers, 2-byte aligned in the packet.
+    let words = unsafe { &*(h as *const Ipv4Hdr).cast::<[u16; 10]>() };
+    let mut sum: u32 = 0;
+    for w in words {
+        sum += u32::from(*w);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum == 0xffff
+}
+
 /// Parses IPv4/IPv6 and the TCP/UDP/ICMP header after Ethernet. Anything that is not
 /// balanced or not well-formed returns the reason it goes to the kernel.
 #[inline(always)]
@@ -212,6 +230,9 @@ pub fn ip(ctx: &XdpContext, eth: &Ethernet) -> Result<Packet, Reason> {
         let tot = u16::from_be(h.tot_len) as usize;
         if tot < IPV4_HLEN || ctx.data() + l3 + tot > end {
             return Err(Reason::PassTruncated);
+        }
+        if !ipv4_checksum_ok(h) {
+            return Err(Reason::DropBadIpChecksum);
         }
         // More-fragments flag or a non-zero offset.
         if u16::from_be(h.frag_off) & 0x3fff != 0 {
@@ -265,8 +286,10 @@ pub fn ip(ctx: &XdpContext, eth: &Ethernet) -> Result<Packet, Reason> {
             // SAFETY: bounds checked by `ptr_at`.
             let u = unsafe { *ports };
             let ulen = u16::from_be(u[2]) as usize;
-            if ulen < UDP_HLEN || ulen > l4_len {
-                return Err(Reason::PassTruncated);
+            // The UDP length must be the IP payload's (the kernel would drop or trim a
+            // datagram whose lengths disagree; forwarding it would pass that on).
+            if ulen != l4_len || ulen < UDP_HLEN {
+                return Err(Reason::DropBadUdpLength);
             }
             p.sport = u[0];
             p.dport = u[1];

@@ -50,6 +50,16 @@ pub fn ipv4_header_ok(header: &[u8]) -> bool {
     ones_complement_sum(header, 0) == 0xffff
 }
 
+/// Rewrites the checksum of the IPv4 header at `frame[l3..]` (IHL honoured), e.g. after a
+/// test edited a header field.
+pub fn set_ipv4_checksum(frame: &mut [u8], l3: usize) {
+    let ihl = usize::from(frame[l3] & 0x0f) * 4;
+    frame[l3 + 10] = 0;
+    frame[l3 + 11] = 0;
+    let sum = !ones_complement_sum(&frame[l3..l3 + ihl], 0);
+    frame[l3 + 10..l3 + 12].copy_from_slice(&sum.to_be_bytes());
+}
+
 /// True when the TCP, UDP or ICMPv6 checksum over `segment` (header and payload) is right
 /// for the given pseudo-header. An IPv4 UDP checksum of zero means "none" and is accepted.
 pub fn l4_checksum_ok(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> bool {

@@ -31,7 +31,7 @@ use lb_common::types::{
     ReverseKey, ReverseValue, VipInfo,
 };
 use lb_tests::lab::{Host, Lab};
-use lb_tests::packet::{ipv4_header_ok, l4_checksum_ok, verify_frame_checksums};
+use lb_tests::packet::{ipv4_header_ok, l4_checksum_ok, set_ipv4_checksum, verify_frame_checksums};
 use lb_tests::require_root;
 use lb_tests::testrun::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 use nix::sched::{CloneFlags, setns};
@@ -586,7 +586,6 @@ fn check_forward(
     src: IpAddr,
     vip: SocketAddr,
     l4: L4,
-    vlan: Option<u16>,
 ) -> SocketAddr {
     let input = frame(
         IN_SRC_MAC,
@@ -597,10 +596,6 @@ fn check_forward(
         &l4,
         b"hello, backend",
     );
-    let input = match vlan {
-        Some(v) => with_vlan(&input, v),
-        None => input,
-    };
     let (action, out) = fx.run(ingress, &input);
     let be = fx.flow_backend(src, vip.ip(), &l4).expect("flow recorded");
     let last = match be.ip() {
@@ -621,20 +616,10 @@ fn check_forward(
         &expect_l4,
         b"hello, backend",
     );
-    let expected = match vlan {
-        Some(v) => with_vlan(&expected, v),
-        None => expected,
-    };
     let want_action = if ingress == E1 { XDP_TX } else { XDP_REDIRECT };
     assert_eq!(action, want_action, "verdict for {src} -> {vip}");
     assert_eq!(out, expected, "output for {src} -> {vip}");
-    if vlan.is_none() {
-        verify_frame_checksums(&out).expect("checksums");
-    } else {
-        let mut untagged = out[..12].to_vec();
-        untagged.extend_from_slice(&out[16..]);
-        verify_frame_checksums(&untagged).expect("checksums");
-    }
+    verify_frame_checksums(&out).expect("checksums");
     be
 }
 
@@ -715,10 +700,10 @@ fn forward_ipv4_ipv6_tcp_udp_vlan() {
     require_root!();
     let mut fx = Fixture::new();
     let vip = sa("203.0.113.10:80");
-    let be = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80), None);
+    let be = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80));
     assert_eq!(be.port(), 8080);
     // Flow hit: same backend, and the Maglev pick the data path made is the table's entry.
-    let be2 = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80), None);
+    let be2 = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80));
     assert_eq!(be, be2);
     // Many clients: all three backends get flows.
     let mut seen = std::collections::BTreeSet::new();
@@ -729,7 +714,6 @@ fn forward_ipv4_ipv6_tcp_udp_vlan() {
             ip("198.51.100.7"),
             vip,
             tcp(20000 + port, 80),
-            None,
         ));
     }
     assert_eq!(
@@ -738,17 +722,37 @@ fn forward_ipv4_ipv6_tcp_udp_vlan() {
         "Maglev spreads flows over every backend: {seen:?}"
     );
     // From the backend side: egress == ingress → XDP_TX.
-    check_forward(&mut fx, E1, ip("10.1.0.50"), vip, tcp(41000, 80), None);
-    // VLAN tag kept.
-    check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40001, 80), Some(100));
+    check_forward(&mut fx, E1, ip("10.1.0.50"), vip, tcp(41000, 80));
+    // VLAN-tagged frames (issue #19 item 4): passed to the kernel untouched, whichever
+    // interface they arrive on, never redirected out still tagged.
+    for (src, dst, ingress) in [
+        ("10.0.0.2", "203.0.113.10", E0),
+        ("fd00::2", "2001:db8::10", E0),
+        ("10.1.0.10", "10.0.0.2", E1),
+    ] {
+        let l4 = if ingress == E1 {
+            tcp(8080, 40001)
+        } else {
+            tcp(40001, 80)
+        };
+        let tagged = with_vlan(
+            &frame(IN_SRC_MAC, LB0_MAC, ip(src), ip(dst), 64, &l4, b"tagged"),
+            100,
+        );
+        let before = fx.reason(Reason::PassVlan);
+        let (action, out) = fx.run(ingress, &tagged);
+        assert_eq!(action, XDP_PASS, "tagged {src} -> {dst}");
+        assert_eq!(out, tagged, "tagged {src} -> {dst}: untouched");
+        assert_eq!(fx.reason(Reason::PassVlan), before + 1);
+    }
     // IPv6 TCP.
     let vip6 = sa("[2001:db8::10]:80");
-    check_forward(&mut fx, E0, ip("fd00::2"), vip6, tcp(40000, 80), None);
-    check_forward(&mut fx, E0, ip("2001:db8:c::5"), vip6, tcp(40002, 80), None);
+    check_forward(&mut fx, E0, ip("fd00::2"), vip6, tcp(40000, 80));
+    check_forward(&mut fx, E0, ip("2001:db8:c::5"), vip6, tcp(40002, 80));
 
     let (udp_vip, udp_vip6) = add_udp_vips(&mut fx);
     assert_eq!(
-        check_forward(&mut fx, E0, ip("10.0.0.2"), udp_vip, udp(5000, 53), None),
+        check_forward(&mut fx, E0, ip("10.0.0.2"), udp_vip, udp(5000, 53)),
         sa("10.1.0.11:5353")
     );
     // IPv4 UDP without a checksum: stays without one.
@@ -783,7 +787,7 @@ fn forward_ipv4_ipv6_tcp_udp_vlan() {
     assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0]);
     verify_frame_checksums(&out).expect("checksums");
     assert_eq!(
-        check_forward(&mut fx, E0, ip("fd00::2"), udp_vip6, udp(5000, 53), None),
+        check_forward(&mut fx, E0, ip("fd00::2"), udp_vip6, udp(5000, 53)),
         sa("[fd01::11]:5353")
     );
 
@@ -794,14 +798,15 @@ fn forward_ipv4_ipv6_tcp_udp_vlan() {
         .expect("vip")
         .expect("exists");
     let c = fx.dp.vip_counters(web.vip_id).expect("counters");
-    assert!(c.packets >= 64 && c.new_flows >= 62, "{c:?}");
+    // 63 packets balanced (the tagged ones were passed), 62 of them new flows.
+    assert!(c.packets == 63 && c.new_flows == 62, "{c:?}");
     assert!(fx.reason(Reason::ForwardRedirect) > 0 && fx.reason(Reason::ForwardTx) > 0);
 
     // The admin API's view.
     let snap = lb::dataplane::stats::snapshot(&fx.dp, &fx.cfg).expect("snapshot");
     let web = snap.vips.iter().find(|v| v.vip == vip).expect("VIP listed");
     assert_eq!((web.frontend.as_str(), web.proto.as_str()), ("web", "tcp"));
-    assert!(web.packets >= 64);
+    assert_eq!(web.packets, 63);
     let served: u64 = snap
         .backends
         .iter()
@@ -1019,6 +1024,7 @@ fn malformed_and_unbalanced_packets_are_passed_untouched() {
     // Fragments: MF set, and a non-zero offset.
     let mut frag = good.clone();
     frag[14 + 6] |= 0x20;
+    set_ipv4_checksum(&mut frag, 14);
     check_untouched(
         &mut fx,
         "MF fragment",
@@ -1028,6 +1034,7 @@ fn malformed_and_unbalanced_packets_are_passed_untouched() {
     );
     let mut frag = good.clone();
     frag[14 + 7] = 0x10;
+    set_ipv4_checksum(&mut frag, 14);
     check_untouched(
         &mut fx,
         "offset fragment",
@@ -1123,9 +1130,62 @@ fn malformed_and_unbalanced_packets_are_passed_untouched() {
         &mut fx,
         "UDP length beyond the packet",
         &ulen,
-        XDP_PASS,
-        Reason::PassTruncated,
+        XDP_DROP,
+        Reason::DropBadUdpLength,
     );
+    // Issue #19 item 5: malformed frames are dropped, not forwarded, counted by reason.
+    // A UDP length shorter than the IP payload (IPv4 and IPv6), and a UDP length below
+    // the header's.
+    for (src, dst) in [("10.0.0.2", "203.0.113.10"), ("fd00::2", "2001:db8::10")] {
+        let udp_vip = frame(
+            CLIENT_MAC,
+            LB0_MAC,
+            ip(src),
+            ip(dst),
+            64,
+            &udp(5000, 53),
+            b"payload",
+        );
+        let at = if src.contains(':') { 14 + 40 } else { 14 + 20 };
+        for bad in [8u16 + 3, 4] {
+            let mut f = udp_vip.clone();
+            f[at + 4..at + 6].copy_from_slice(&bad.to_be_bytes());
+            check_untouched(
+                &mut fx,
+                &format!("UDP length {bad} in a {}-byte datagram ({src})", 8 + 7),
+                &f,
+                XDP_DROP,
+                Reason::DropBadUdpLength,
+            );
+        }
+    }
+    // A bad IPv4 header checksum, to a VIP (TCP and UDP) and to anything else.
+    for (dst, l4) in [
+        ("203.0.113.10", tcp(40000, 80)),
+        ("203.0.113.10", udp(5000, 53)),
+        ("10.1.0.10", tcp(40000, 22)),
+    ] {
+        let mut f = frame(CLIENT_MAC, LB0_MAC, ip("10.0.0.2"), ip(dst), 64, &l4, b"x");
+        f[14 + 10] ^= 0x01;
+        check_untouched(
+            &mut fx,
+            &format!("bad IPv4 header checksum to {dst}"),
+            &f,
+            XDP_DROP,
+            Reason::DropBadIpChecksum,
+        );
+    }
+    // What /metrics and `lb stats` show: drops by reason.
+    let snap = lb::dataplane::stats::snapshot(&fx.dp, &fx.cfg).expect("snapshot");
+    for (reason, n) in [("bad_ip_checksum", 3), ("bad_udp_length", 5)] {
+        assert!(
+            snap.reasons
+                .iter()
+                .any(|r| r.action == "drop" && r.reason == reason && r.packets == n),
+            "{reason}: {:?}",
+            snap.reasons
+        );
+    }
     let six = frame(
         CLIENT_MAC,
         LB0_MAC,
@@ -1149,6 +1209,7 @@ fn malformed_and_unbalanced_packets_are_passed_untouched() {
     // Other protocols (GRE) to a VIP address.
     let mut gre = good.clone();
     gre[14 + 9] = 47;
+    set_ipv4_checksum(&mut gre, 14);
     check_untouched(&mut fx, "GRE", &gre, XDP_PASS, Reason::PassNotBalanced);
     // ICMP echo to a VIP: not an error, not translated.
     let echo = icmp_error(
@@ -1241,7 +1302,6 @@ fn source_filters() {
         ip("198.51.100.7"),
         sa("203.0.113.10:80"),
         tcp(40000, 80),
-        None,
     );
     // Allowed source.
     let be = check_forward(
@@ -1250,7 +1310,6 @@ fn source_filters() {
         ip("10.0.0.2"),
         sa("203.0.113.20:80"),
         tcp(40000, 80),
-        None,
     );
     assert_eq!(be, sa("10.1.0.12:9090"));
 }
@@ -1281,7 +1340,7 @@ fn down_maint_and_drain_keep_established_flows() {
         .enumerate()
     {
         let port = 30000 + 1000 * i as u16;
-        let first = check_forward(&mut fx, E0, client, vip, tcp(port, 80), None);
+        let first = check_forward(&mut fx, E0, client, vip, tcp(port, 80));
         fx.reg
             .set_status("web", names[&first], status)
             .expect("status");
@@ -1292,13 +1351,13 @@ fn down_maint_and_drain_keep_established_flows() {
         );
         for _ in 0..3 {
             assert_eq!(
-                check_forward(&mut fx, E0, client, vip, tcp(port, 80), None),
+                check_forward(&mut fx, E0, client, vip, tcp(port, 80)),
                 first,
                 "{status:?}: the established flow keeps its server"
             );
         }
         for p in 1..40 {
-            let b = check_forward(&mut fx, E0, client, vip, tcp(port + p, 80), None);
+            let b = check_forward(&mut fx, E0, client, vip, tcp(port + p, 80));
             assert_ne!(b, first, "{status:?}: the server takes no new flow");
         }
         // A SYN reusing the established flow's tuple is a new connection: re-picked.
@@ -1306,7 +1365,7 @@ fn down_maint_and_drain_keep_established_flows() {
             syn: true,
             ..tcp(port, 80)
         };
-        let b = check_forward(&mut fx, E0, client, vip, syn, None);
+        let b = check_forward(&mut fx, E0, client, vip, syn);
         assert_ne!(b, first, "{status:?}: a new connection on a tracked tuple");
         fx.reg
             .set_status("web", names[&first], ServerStatus::Up)
@@ -1339,9 +1398,9 @@ fn shutdown_sessions_removes_the_flows_of_a_down_server() {
         let base = 32000 + 1000 * i as u16;
         // Flows on every server; those of the server going down are counted.
         let mut on_victim = Vec::new();
-        let victim = check_forward(&mut fx, E0, client, vip, tcp(base, 80), None);
+        let victim = check_forward(&mut fx, E0, client, vip, tcp(base, 80));
         for p in 0..30 {
-            if check_forward(&mut fx, E0, client, vip, tcp(base + p, 80), None) == victim {
+            if check_forward(&mut fx, E0, client, vip, tcp(base + p, 80)) == victim {
                 on_victim.push(base + p);
             }
         }
@@ -1352,7 +1411,7 @@ fn shutdown_sessions_removes_the_flows_of_a_down_server() {
         let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
         assert_eq!(s.flows_shut, 0);
         assert_eq!(
-            check_forward(&mut fx, E0, client, vip, tcp(base, 80), None),
+            check_forward(&mut fx, E0, client, vip, tcp(base, 80)),
             victim
         );
         let tracked = fx
@@ -1377,7 +1436,7 @@ fn shutdown_sessions_removes_the_flows_of_a_down_server() {
                 None,
                 "{status:?}: entry of port {p} removed"
             );
-            let moved = check_forward(&mut fx, E0, client, vip, tcp(*p, 80), None);
+            let moved = check_forward(&mut fx, E0, client, vip, tcp(*p, 80));
             assert_ne!(moved, victim, "{status:?}: the flow is re-picked elsewhere");
         }
         // The server comes back: the moved flows stay where they are now.
@@ -1387,10 +1446,7 @@ fn shutdown_sessions_removes_the_flows_of_a_down_server() {
         let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
         assert_eq!(s.flows_shut, 0);
         for p in &on_victim {
-            assert_ne!(
-                check_forward(&mut fx, E0, client, vip, tcp(*p, 80), None),
-                victim
-            );
+            assert_ne!(check_forward(&mut fx, E0, client, vip, tcp(*p, 80)), victim);
         }
     }
 }
@@ -1412,7 +1468,7 @@ fn shutdown_backup_sessions_when_a_primary_comes_up() {
     let vip = sa("203.0.113.10:80");
     let client = ip("198.51.100.7");
     for p in 0..20 {
-        let b = check_forward(&mut fx, E0, client, vip, tcp(34000 + p, 80), None);
+        let b = check_forward(&mut fx, E0, client, vip, tcp(34000 + p, 80));
         assert_ne!(b, sa("10.1.0.10:8080"), "s1 is down: backups serve");
     }
     fx.reg
@@ -1422,7 +1478,7 @@ fn shutdown_backup_sessions_when_a_primary_comes_up() {
     assert_eq!(s.flows_shut, 20, "every backup flow is shut");
     for p in 0..20 {
         assert_eq!(
-            check_forward(&mut fx, E0, client, vip, tcp(34000 + p, 80), None),
+            check_forward(&mut fx, E0, client, vip, tcp(34000 + p, 80)),
             sa("10.1.0.10:8080"),
             "re-picked onto the primary"
         );
@@ -1439,14 +1495,14 @@ fn shutdown_backup_sessions_when_a_primary_comes_up() {
         .set_status("web", "s1", ServerStatus::Down)
         .expect("status");
     fx.reapply();
-    let kept = check_forward(&mut fx, E0, client, vip, tcp(35000, 80), None);
+    let kept = check_forward(&mut fx, E0, client, vip, tcp(35000, 80));
     fx.reg
         .set_status("web", "s1", ServerStatus::Up)
         .expect("status");
     let s = dataplane::apply(&mut fx.dp, &fx.cfg, &fx.reg).expect("apply");
     assert_eq!(s.flows_shut, 0);
     assert_eq!(
-        check_forward(&mut fx, E0, client, vip, tcp(35000, 80), None),
+        check_forward(&mut fx, E0, client, vip, tcp(35000, 80)),
         kept
     );
 }
@@ -1468,10 +1524,10 @@ fn removed_vip_stops_balancing_established_flows() {
         let key = vip_key(vip, PROTO_TCP);
         let info = fx.dp.vip(&key).expect("vip").expect("vip present");
         let l4 = || tcp(41000, 80);
-        let first = check_forward(&mut fx, E0, client, vip, l4(), None);
+        let first = check_forward(&mut fx, E0, client, vip, l4());
         // Twice more: the second and third packets take the established (cached) path.
-        assert_eq!(check_forward(&mut fx, E0, client, vip, l4(), None), first);
-        assert_eq!(check_forward(&mut fx, E0, client, vip, l4(), None), first);
+        assert_eq!(check_forward(&mut fx, E0, client, vip, l4()), first);
+        assert_eq!(check_forward(&mut fx, E0, client, vip, l4()), first);
         let input = frame(IN_SRC_MAC, LB0_MAC, client, vip.ip(), 64, &l4(), b"x");
 
         fx.dp.remove_vip(&key).expect("remove");
@@ -1508,8 +1564,8 @@ fn removed_vip_stops_balancing_established_flows() {
             .read_maglev(info.vip_id, info.active_table)
             .expect("table");
         fx.dp.publish_table(key, back, &table).expect("publish");
-        assert_eq!(check_forward(&mut fx, E0, client, vip, l4(), None), first);
-        assert_eq!(check_forward(&mut fx, E0, client, vip, l4(), None), first);
+        assert_eq!(check_forward(&mut fx, E0, client, vip, l4()), first);
+        assert_eq!(check_forward(&mut fx, E0, client, vip, l4()), first);
     }
 }
 
@@ -1518,10 +1574,10 @@ fn balance_source_and_no_neighbour() {
     require_root!();
     let mut fx = Fixture::new();
     let vip = sa("203.0.113.30:80");
-    let a = check_forward(&mut fx, E0, ip("198.51.100.7"), vip, tcp(1000, 80), None);
+    let a = check_forward(&mut fx, E0, ip("198.51.100.7"), vip, tcp(1000, 80));
     for port in 1001..1020 {
         assert_eq!(
-            check_forward(&mut fx, E0, ip("198.51.100.7"), vip, tcp(port, 80), None),
+            check_forward(&mut fx, E0, ip("198.51.100.7"), vip, tcp(port, 80)),
             a
         );
     }
@@ -1558,7 +1614,7 @@ fn icmp_errors_are_translated_both_ways() {
     let mut fx = Fixture::new();
     let vip = sa("203.0.113.10:80");
     let client = ip("10.0.0.2");
-    let be = check_forward(&mut fx, E0, client, vip, tcp(40000, 80), None);
+    let be = check_forward(&mut fx, E0, client, vip, tcp(40000, 80));
     let last = match be.ip() {
         IpAddr::V4(a) => a.octets()[3],
         IpAddr::V6(_) => unreachable!(),
@@ -1709,7 +1765,6 @@ fn icmp_errors_are_translated_both_ways() {
             zero_csum: true,
             ..udp(5000, 53)
         },
-        None,
     );
     let quoted = ip_packet(
         client,
@@ -1754,7 +1809,7 @@ fn icmp_errors_are_translated_both_ways() {
     // 5. ICMPv6 packet too big, both directions.
     let vip6 = sa("[2001:db8::10]:80");
     let c6 = ip("fd00::2");
-    let be6 = check_forward(&mut fx, E0, c6, vip6, tcp(40000, 80), None);
+    let be6 = check_forward(&mut fx, E0, c6, vip6, tcp(40000, 80));
     let last6 = match be6.ip() {
         IpAddr::V6(a) => hexdec(a.octets()[15]),
         IpAddr::V4(_) => unreachable!(),
@@ -1908,7 +1963,6 @@ fn restart_reuses_pinned_maps_ids_and_flows() {
             client,
             vip,
             tcp(45000 + port, 80),
-            None,
         ));
     }
     let ids_before = fx.dp.backends().expect("backends");
@@ -1932,7 +1986,7 @@ fn restart_reuses_pinned_maps_ids_and_flows() {
     assert_eq!(vips_after, vb);
     for (port, want) in (0..20).zip(before) {
         assert_eq!(
-            check_forward(&mut fx, E0, client, vip, tcp(45000 + port, 80), None),
+            check_forward(&mut fx, E0, client, vip, tcp(45000 + port, 80)),
             want
         );
     }
@@ -1972,7 +2026,7 @@ fn kernel_pick_matches_userspace_maglev_and_hash() {
         .collect();
     for i in 0..50u16 {
         let src = ip(&format!("198.51.100.{}", 1 + i));
-        let got = check_forward(&mut fx, E0, src, vip, tcp(10000 + i * 7, 80), None);
+        let got = check_forward(&mut fx, E0, src, vip, tcp(10000 + i * 7, 80));
         let (s, _) = lb::dataplane::maps::addr_words(src);
         let h = lb_common::hash::hash_flow(
             &s,
@@ -1994,7 +2048,7 @@ fn kernel_pick_matches_userspace_maglev_and_hash() {
     let table = fx.dp.live_table(&key).expect("table");
     for i in 0..20u8 {
         let src = ip(&format!("198.51.100.{}", 100 + i));
-        let got = check_forward(&mut fx, E0, src, vip, tcp(1234, 80), None);
+        let got = check_forward(&mut fx, E0, src, vip, tcp(1234, 80));
         let (s, _) = lb::dataplane::maps::addr_words(src);
         let h = lb_common::hash::hash_src(&s, SEED);
         assert_eq!(ids[&table[(h % m) as usize]], got);
@@ -2060,7 +2114,7 @@ fn apply_semantics_backups_weights_removal() {
         id_of(&fx, "10.1.0.10:8080").1,
         lb_common::types::BACKEND_DRAIN
     );
-    let be = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80), None);
+    let be = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80));
     assert_eq!(be, sa("10.1.0.50:8080"));
     // Everything down: new flows are dropped.
     fx.reg
@@ -2133,7 +2187,7 @@ fn measure_per_packet_cost() {
     require_root!();
     let mut fx = Fixture::new();
     let vip = sa("203.0.113.10:80");
-    check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80), None);
+    check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80));
     let hit = frame(
         CLIENT_MAC,
         LB0_MAC,
@@ -2227,7 +2281,7 @@ fn shared_backend_replies_follow_their_vip() {
     {
         for j in 0..10u16 {
             let cport = 41000 + (i as u16) * 100 + j;
-            let be = check_forward(&mut fx, E0, client, vip, tcp(cport, 80), None);
+            let be = check_forward(&mut fx, E0, client, vip, tcp(cport, 80));
             assert_eq!(
                 reply_src(&mut fx, be, cport),
                 vip,
@@ -2244,7 +2298,7 @@ fn shared_backend_replies_follow_their_vip() {
     );
     // ICMP about a flow through the second VIP: quoted destination becomes that VIP.
     let vip = sa("203.0.113.11:80");
-    let be = check_forward(&mut fx, E0, client, vip, tcp(42000, 80), None);
+    let be = check_forward(&mut fx, E0, client, vip, tcp(42000, 80));
     let quoted = ip_packet(client, be.ip(), 63, &tcp(42000, be.port()), b"x");
     let mtu = [0, 0, 0x05, 0x78];
     let input = icmp_error(
@@ -2526,12 +2580,12 @@ fn next_hop_cache_follows_generation_and_lease() {
             } else {
                 udp(sport, 80)
             };
-            check_forward(&mut fx, E0, src, vip, l4, None);
+            check_forward(&mut fx, E0, src, vip, l4);
         }
     }
     let client = ip("10.0.0.2");
     let vip = sa("203.0.113.10:80");
-    let be = check_forward(&mut fx, E0, client, vip, tcp(43010, 80), None);
+    let be = check_forward(&mut fx, E0, client, vip, tcp(43010, 80));
     let IpAddr::V4(be4) = be.ip() else {
         panic!("v4 backend")
     };

@@ -212,9 +212,17 @@ fn check_pinned_maps(pin_dir: &Path) -> Result<(), DataplaneError> {
                 source,
             }
         })?;
+        // The reason counters grow with new reasons: a smaller pinned array would leave
+        // them uncounted.
+        let entries = if name == names::REASON_STATS {
+            (lb_common::types::Reason::COUNT, info.max_entries())
+        } else {
+            (0, 0)
+        };
         for (what, expected, found) in [
             ("key size", key as u32, info.key_size()),
             ("value size", value as u32, info.value_size()),
+            ("entries", entries.0, entries.1),
         ] {
             if expected != found {
                 return Err(DataplaneError::PinnedMapMismatch {
