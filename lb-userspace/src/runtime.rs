@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::admin::cli::StatsSocketServer;
 use crate::admin::{AdminContext, AdminServer, reload_fn};
 use crate::config::model::Config;
 use crate::dataplane::{self, Dataplane};
@@ -92,6 +93,12 @@ fn restart_change(old: &Config, new: &Config) -> Option<&'static str> {
     }
     if old.global.admin != new.global.admin || old.global.admin_token != new.global.admin_token {
         return Some("[global] admin or admin_token");
+    }
+    if old.global.admin_hosts != new.global.admin_hosts {
+        return Some("[global] admin_hosts");
+    }
+    if old.global.stats_sockets != new.global.stats_sockets {
+        return Some("[global] stats_socket");
     }
     match (&old.dataplane, &new.dataplane) {
         (None, None) => None,
@@ -244,6 +251,12 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         }));
     }
     let admin_ctx_reload = ctx.clone();
+    let stats_sockets = config
+        .global
+        .stats_sockets
+        .iter()
+        .map(|sock| StatsSocketServer::bind(sock, ctx.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
     let admin = AdminServer::start(&config.global, ctx).await?;
 
     let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
@@ -270,6 +283,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         DRAIN_GRACE.as_secs()
     );
     admin.shutdown();
+    drop(stats_sockets);
     live.l7.shutdown(DRAIN_GRACE).await;
     health.stop();
     if let Some(x) = &live.xdp {
@@ -327,6 +341,14 @@ mod tests {
             restart_change(&base, &cfg("threads = 2\nadmin_token = \"t\"")),
             Some("[global] admin or admin_token"),
             "the admin listener keeps its address and token"
+        );
+        assert_eq!(
+            restart_change(&base, &cfg("threads = 2\nadmin_hosts = [\"lb1\"]")),
+            Some("[global] admin_hosts")
+        );
+        assert_eq!(
+            restart_change(&base, &cfg("threads = 2\nstats_socket = \"/run/lb.sock\"")),
+            Some("[global] stats_socket")
         );
         assert_eq!(
             restart_change(&base, &cfg("threads = 2\nlog_format = \"json\"")),

@@ -104,7 +104,6 @@ fn forms_golden_and_loadable() {
     for (line, what) in [
         (4, "daemon"),
         (6, "maxconn"),
-        (7, "stats socket"),
         (8, "/dev/log"),
         (28, "set-var"),
         (29, "capture"),
@@ -119,6 +118,15 @@ fn forms_golden_and_loadable() {
         );
         assert!(conv.toml.contains(what), "{what} missing from output");
     }
+
+    // `stats socket` (line 7) is carried over as `stats_socket`, not warned about
+    assert!(
+        conv.toml
+            .contains("stats_socket = [\n    \"/run/haproxy.sock mode 600 level admin\",\n]"),
+        "{}",
+        conv.toml
+    );
+    assert!(!warnings.iter().any(|w| w.starts_with("forms.cfg:7:")));
 
     // and lb accepts the result
     let base = base();

@@ -275,6 +275,7 @@ fn config() -> Config {
             admin: sa("127.0.0.1:9100"),
             admin_token: None,
             admin_hosts: Vec::new(),
+            stats_sockets: Vec::new(),
             log_format: LogFormat::Haproxy,
             threads: None,
             cpu_map: None,

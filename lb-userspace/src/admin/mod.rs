@@ -28,6 +28,7 @@
 //!   send: [`ADMIN_HEADER`], a `Content-Type` other than the three CORS-safelisted ones, or
 //!   the bearer token.
 
+pub mod cli;
 pub mod client;
 pub mod csv;
 pub mod html;
@@ -75,6 +76,11 @@ pub enum AdminError {
     #[error("cannot listen on admin address {addr}: {source}")]
     Bind {
         addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("stats socket {}: {source}", path.display())]
+    Socket {
+        path: std::path::PathBuf,
         source: std::io::Error,
     },
     #[error("cannot reach the admin API at {addr}: {source}")]
@@ -733,6 +739,17 @@ fn set_state(ctx: &AdminContext, backend: &str, server: &str, body: &str) -> Res
             ),
         ));
     };
+    apply_admin(ctx, backend, server, admin)
+}
+
+/// Puts a server in `admin` state (through the health checker when there is one), for the
+/// HTTP API and the stats socket.
+pub(crate) fn apply_admin(
+    ctx: &AdminContext,
+    backend: &str,
+    server: &str,
+    admin: AdminState,
+) -> Result<(), ApiErr> {
     match &ctx.health {
         Some(h) => h
             .set_admin(backend, server, admin)
@@ -755,53 +772,78 @@ fn set_state(ctx: &AdminContext, backend: &str, server: &str, body: &str) -> Res
     }
 }
 
-fn set_weight(ctx: &AdminContext, backend: &str, server: &str, body: &str) -> Result<(), ApiErr> {
-    let w = body.trim();
-    let bad = || {
-        (
-            StatusCode::BAD_REQUEST,
-            format!(
-                "bad weight {w:?}: expected an integer 0..=256, or N% of the configured weight"
-            ),
-        )
-    };
-    let weight = match w.strip_suffix('%') {
-        // HAProxy's `set weight B/S N%`: relative to the configured weight.
+/// Why a weight was not understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WeightError {
+    /// Not `N` or `N%`.
+    Syntax,
+    /// `N%` of a server whose configured weight is unknown.
+    NoConfigured,
+}
+
+/// `N`, or HAProxy's `N%` of the configured weight. The range (0..=256) is the registry's
+/// to check.
+pub(crate) fn parse_weight(
+    ctx: &AdminContext,
+    backend: &str,
+    server: &str,
+    text: &str,
+) -> Result<u32, WeightError> {
+    let w = text.trim();
+    match w.strip_suffix('%') {
         Some(pct) => {
-            let pct: u64 = pct.trim().parse().map_err(|_| bad())?;
+            let pct: u64 = pct.trim().parse().map_err(|_| WeightError::Syntax)?;
             let configured = ctx
                 .health
                 .as_ref()
                 .and_then(|h| h.server(backend, server))
                 .map(|h| h.configured_weight())
                 .filter(|w| *w > 0)
-                .ok_or_else(|| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        format!(
-                            "{backend}/{server}: configured weight unknown, give an absolute weight"
-                        ),
-                    )
-                })?;
-            u32::try_from(u64::from(configured) * pct / 100).map_err(|_| bad())?
+                .ok_or(WeightError::NoConfigured)?;
+            u32::try_from(u64::from(configured) * pct / 100).map_err(|_| WeightError::Syntax)
         }
-        None => w.parse::<u32>().map_err(|_| bad())?,
-    };
+        None => w.parse::<u32>().map_err(|_| WeightError::Syntax),
+    }
+}
+
+/// Sets a server's weight and logs the change as HAProxy does.
+pub(crate) fn apply_weight(
+    ctx: &AdminContext,
+    backend: &str,
+    server: &str,
+    weight: u32,
+    by: &str,
+) -> Result<(), StateError> {
     let before = ctx
         .registry
         .backend(backend)
         .and_then(|b| b.server(server).map(|s| s.weight()));
-    ctx.registry
-        .set_weight(backend, server, weight)
-        .map_err(|e| state_error(&e))?;
+    ctx.registry.set_weight(backend, server, weight)?;
     if let Some(before) = before
         && before != weight
     {
         tracing::warn!(
-            "Server {backend}/{server} weight changed from {before} to {weight} by the runtime API"
+            "Server {backend}/{server} weight changed from {before} to {weight} by {by}"
         );
     }
     Ok(())
+}
+
+fn set_weight(ctx: &AdminContext, backend: &str, server: &str, body: &str) -> Result<(), ApiErr> {
+    let w = body.trim();
+    let weight = parse_weight(ctx, backend, server, w).map_err(|e| match e {
+        WeightError::Syntax => (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "bad weight {w:?}: expected an integer 0..=256, or N% of the configured weight"
+            ),
+        ),
+        WeightError::NoConfigured => (
+            StatusCode::BAD_REQUEST,
+            format!("{backend}/{server}: configured weight unknown, give an absolute weight"),
+        ),
+    })?;
+    apply_weight(ctx, backend, server, weight, "the runtime API").map_err(|e| state_error(&e))
 }
 
 #[cfg(test)]

@@ -730,6 +730,45 @@ impl Converter<'_> {
         }
     }
 
+    /// `stats socket PATH [mode M] [level L] …` → `stats_socket`; `expose-fd listeners`
+    /// (for HAProxy's seamless reloads) is dropped with a warning, lb reloads in-process.
+    fn stats_socket(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>) {
+        let mut kept: Vec<&W> = Vec::new();
+        let mut rest = words.get(2..).unwrap_or_default().iter();
+        while let Some(w) = rest.next() {
+            if w.text == "expose-fd" {
+                let path = self.cur_path();
+                self.diag(
+                    Severity::Warning,
+                    n,
+                    w.col,
+                    &path,
+                    "`expose-fd listeners` dropped: lb reloads in its own process".to_owned(),
+                );
+                rest.next();
+                continue;
+            }
+            kept.push(w);
+        }
+        let texts: Vec<&str> = kept.iter().map(|w| w.text.as_str()).collect();
+        match super::model::parse_stats_socket(&texts) {
+            Ok(_) => {
+                let line = kept
+                    .iter()
+                    .map(|w| quote_word(&w.text))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if let Some(s) = self.cur() {
+                    s.push("stats_socket", toml_str(&line), comment, true);
+                }
+            }
+            Err((i, why)) => {
+                let col = kept.get(i).map_or(words[0].col, |w| w.col);
+                self.unsupported(n, col, raw, &why);
+            }
+        }
+    }
+
     fn global(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>) {
         let kw = words[0].text.as_str();
         match kw {
@@ -749,7 +788,10 @@ impl Converter<'_> {
                 }
                 None => self.unsupported(n, words[0].col, raw, "`tune.ssl.cachesize` needs a number"),
             },
-            "stats" => self.unsupported(n, words[0].col, raw, "the stats socket is replaced by lb's admin API (`[global] admin`)"),
+            "stats" if words.get(1).is_some_and(|w| w.text == "socket") => {
+                self.stats_socket(n, raw, words, comment);
+            }
+            "stats" => self.unsupported(n, words[0].col, raw, "only `stats socket` converts (`stats_socket`); lb's HTTP admin API is `[global] admin`"),
             "cpu-map" => self.cpu_map(n, raw, words, comment),
             "log" => self.unsupported(n, words[0].col, raw, "syslog targets are not supported: lb writes logs to stdout (`log_format` = \"haproxy\" or \"json\")"),
             "daemon" | "user" | "group" | "uid" | "gid" | "chroot" | "pidfile" | "master-worker" | "nbproc" => {

@@ -33,6 +33,8 @@ pub struct Global {
     /// Host names (besides the listener's own address) that state-changing admin requests
     /// may carry in `Host` and `Origin`.
     pub admin_hosts: Vec<String>,
+    /// `stats socket` lines: HAProxy's runtime CLI on unix sockets.
+    pub stats_sockets: Vec<StatsSocket>,
     pub log_format: LogFormat,
     /// L7 worker threads; `None` = one per core.
     pub threads: Option<usize>,
@@ -43,6 +45,98 @@ pub struct Global {
     /// Sessions kept for TLS resumption by session ID (HAProxy's `tune.ssl.cachesize`);
     /// 0 disables the cache.
     pub ssl_cache_size: usize,
+}
+
+/// `stats socket PATH [mode OCTAL] [level user|operator|admin]` (HAProxy's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSocket {
+    pub path: PathBuf,
+    /// Permission bits of the socket file; `None` leaves the umask's.
+    pub mode: Option<u32>,
+    pub level: CliLevel,
+}
+
+/// What a stats socket session may do (HAProxy's CLI levels, lowest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CliLevel {
+    /// Read-only commands that show no sensitive data.
+    User,
+    /// Also `show sess` and other operational reads (HAProxy's default).
+    Operator,
+    /// Also commands that change state.
+    Admin,
+}
+
+impl CliLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CliLevel::User => "user",
+            CliLevel::Operator => "operator",
+            CliLevel::Admin => "admin",
+        }
+    }
+}
+
+/// Parses the words after `stats socket` (HAProxy's syntax; lb takes unix paths with `mode`
+/// and `level`). `Err((word index, message))`.
+pub fn parse_stats_socket(words: &[&str]) -> Result<StatsSocket, (usize, String)> {
+    let Some(path) = words.first() else {
+        return Err((0, "expected a socket path".to_owned()));
+    };
+    if path.contains('@') || path.parse::<std::net::SocketAddr>().is_ok() || path.starts_with(':') {
+        return Err((
+            0,
+            format!(
+                "`{path}`: lb's stats socket is a unix socket path; the TCP admin API is `admin`"
+            ),
+        ));
+    }
+    let mut out = StatsSocket {
+        path: PathBuf::from(path),
+        mode: None,
+        level: CliLevel::Operator,
+    };
+    let mut i = 1;
+    while i < words.len() {
+        let value = words.get(i + 1).copied();
+        match (words[i], value) {
+            ("mode", Some(v)) => match u32::from_str_radix(v, 8) {
+                Ok(m) if m <= 0o777 => out.mode = Some(m),
+                _ => {
+                    return Err((
+                        i + 1,
+                        format!("`mode {v}`: expected octal permissions, e.g. 600"),
+                    ));
+                }
+            },
+            ("level", Some(v)) => {
+                out.level = match v {
+                    "user" => CliLevel::User,
+                    "operator" => CliLevel::Operator,
+                    "admin" => CliLevel::Admin,
+                    _ => {
+                        return Err((
+                            i + 1,
+                            format!("`level {v}`: expected user, operator or admin"),
+                        ));
+                    }
+                }
+            }
+            ("mode" | "level", None) => {
+                return Err((i, format!("`{}` needs a value", words[i])));
+            }
+            (other, _) => {
+                return Err((
+                    i,
+                    format!(
+                        "`{other}` is not supported on a stats socket (supported: mode, level)"
+                    ),
+                ));
+            }
+        }
+        i += 2;
+    }
+    Ok(out)
 }
 
 /// Which CPU each L7 worker thread is bound to.

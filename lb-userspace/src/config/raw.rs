@@ -33,6 +33,7 @@ pub(crate) struct RawGlobal {
     pub admin: Option<S>,
     pub admin_token: Option<S>,
     pub admin_hosts: Option<Spanned<List>>,
+    pub stats_socket: Option<Spanned<List>>,
     pub log_format: Option<S>,
     pub threads: Option<Spanned<i64>>,
     pub cpu_map: Option<V>,

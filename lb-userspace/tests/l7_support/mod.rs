@@ -263,6 +263,7 @@ pub fn config(frontends: Vec<Frontend>, backends: Vec<Backend>) -> Config {
             admin: "127.0.0.1:0".parse().unwrap(),
             admin_token: None,
             admin_hosts: Vec::new(),
+            stats_sockets: Vec::new(),
             log_format: LogFormat::Haproxy,
             threads: None,
             cpu_map: None,

@@ -11,6 +11,7 @@ impl Builder<'_> {
             admin: SocketAddr::from(([127, 0, 0, 1], 9100)),
             admin_token: None,
             admin_hosts: Vec::new(),
+            stats_sockets: Vec::new(),
             log_format: LogFormat::Haproxy,
             threads: None,
             cpu_map: None,
@@ -66,6 +67,36 @@ impl Builder<'_> {
                         &path,
                         "expected a host name without port, e.g. \"lb1.example.net\"",
                     ),
+                }
+            }
+        }
+        if let Some(list) = &g.stats_socket {
+            for (i, span, item) in list.get_ref().items(&list.span()) {
+                let path = item_path("global.stats_socket", list.get_ref(), i);
+                let Item::Line(line) = item else {
+                    self.err(span.start, &path, "expected \"PATH [mode M] [level L]\"");
+                    continue;
+                };
+                let s = self.src.str_at(line, span);
+                let toks = match tokenize(&s) {
+                    Ok(t) => t,
+                    Err(p) => {
+                        self.err(p.pos, &path, p.msg);
+                        continue;
+                    }
+                };
+                let texts: Vec<&str> = toks.iter().map(|t| t.text.as_str()).collect();
+                match parse_stats_socket(&texts) {
+                    Ok(sock) if out.stats_sockets.iter().any(|o| o.path == sock.path) => self.err(
+                        s.pos(0),
+                        &path,
+                        format!("stats socket `{}` is listed twice", sock.path.display()),
+                    ),
+                    Ok(sock) => out.stats_sockets.push(sock),
+                    Err((w, msg)) => {
+                        let at = toks.get(w).map_or(s.pos(0), |t| t.pos);
+                        self.err(at, &path, msg);
+                    }
                 }
             }
         }
