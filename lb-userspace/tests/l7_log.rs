@@ -23,16 +23,108 @@ impl Write for Capture {
     }
 }
 
+/// The process's log capture (one subscriber for all the tests of this file).
+fn capture() -> Capture {
+    static CAP: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAP.get_or_init(|| {
+        let cap = Capture::default();
+        let c2 = cap.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || c2.clone())
+            .with_ansi(false)
+            .with_target(true)
+            .with_max_level(tracing::Level::INFO)
+            .init();
+        cap
+    })
+    .clone()
+}
+
+/// The first access-log line containing `needle` (waits a little for it).
+async fn log_line(cap: &Capture, needle: &str) -> String {
+    for _ in 0..100 {
+        let text = String::from_utf8_lossy(&cap.0.lock().unwrap()).into_owned();
+        if let Some(l) = text
+            .lines()
+            .find(|l| l.contains("lb::access") && l.contains(needle))
+        {
+            return l.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    String::new()
+}
+
+/// `timeout client` bounds writes to the client: one that asks for a large body and
+/// never reads is cut off (both its connection and lb's to the server) within the
+/// timeout, and logged with HAProxy's termination state `cD` (#19 item 11).
+#[tokio::test]
+async fn a_client_that_does_not_read_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cap = capture();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let cut = Arc::new(Mutex::new(None::<std::time::Instant>));
+    let cut2 = cut.clone();
+    let upstream = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut head = vec![0u8; 4096];
+        let _ = s.read(&mut head).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n")
+            .await;
+        let piece = vec![0u8; 64 * 1024];
+        // Bounded: a gigabyte at most.
+        for _ in 0..(1_000_000_000 / piece.len()) {
+            if s.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+        *cut2.lock().unwrap() = Some(std::time::Instant::now());
+    });
+    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
+    fe.timeouts.client = Some(Duration::from_secs(1));
+    let (h, _reg) = start(config(
+        vec![fe],
+        vec![backend("be", Balance::RoundRobin, vec![server("a", addr)])],
+    ));
+    let fe = addr_of(&h, "web");
+    let mut c = tokio::net::TcpStream::connect(fe).await.unwrap();
+    let t0 = std::time::Instant::now();
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read: wait for lb to give up on the server side.
+    tokio::time::timeout(Duration::from_secs(10), upstream)
+        .await
+        .expect("lb closed its server connection")
+        .unwrap();
+    let took = cut.lock().unwrap().expect("cut").duration_since(t0);
+    assert!(
+        took < Duration::from_secs(6),
+        "server side closed after {took:?}"
+    );
+    // The client's connection is closed too: reading it comes to an end, short of the body.
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n as u64,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "client connection still open");
+    assert!(got < 1_000_000_000, "{got}");
+    let line = log_line(&cap, "GET /big").await;
+    assert!(line.contains(" cD-- "), "{line}");
+}
+
 #[tokio::test]
 async fn access_log_lines() {
-    let cap = Capture::default();
-    let c2 = cap.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || c2.clone())
-        .with_ansi(false)
-        .with_target(true)
-        .with_max_level(tracing::Level::INFO)
-        .init();
+    let cap = capture();
     let a = echo("a").await;
     let (h, _reg) = start(config(
         vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
@@ -44,15 +136,7 @@ async fn access_log_lines() {
     ));
     let fe = addr_of(&h, "web");
     assert_eq!(get(fe, "/logged?q=1", &[]).await.status, 200);
-    let mut line = String::new();
-    for _ in 0..50 {
-        let text = String::from_utf8_lossy(&cap.0.lock().unwrap()).into_owned();
-        if let Some(l) = text.lines().find(|l| l.contains("lb::access")) {
-            line = l.to_owned();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let line = log_line(&cap, "GET /logged").await;
     assert!(line.contains(" web be/a 0/"), "{line}");
     assert!(line.contains(" 200 "), "{line}");
     assert!(line.ends_with("\"GET /logged?q=1 HTTP/1.1\""), "{line}");

@@ -16,6 +16,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::l7::upstream::IdleLimit;
+
 /// Errors of this module (none escape: timeouts end the stream).
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
@@ -56,6 +58,12 @@ pub struct ConnShared {
     /// the whole connection per request): while busy, its timer checks back after the
     /// shortest of those timers, which cannot be later than either deadline.
     pub done_at: AtomicU64,
+    /// A write to the client stalled longer than `timeout client` and the connection was
+    /// ended (the access log says `cD`, as HAProxy).
+    pub write_timed_out: std::sync::atomic::AtomicBool,
+    /// The connection became a tunnel: `timeout tunnel` governs it (in the tunnel copy),
+    /// not `timeout client`.
+    pub tunnel: std::sync::atomic::AtomicBool,
     base: Instant,
 }
 
@@ -65,6 +73,8 @@ impl Default for ConnShared {
             heads: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             done_at: AtomicU64::new(0),
+            write_timed_out: Default::default(),
+            tunnel: Default::default(),
             base: Instant::now(),
         }
     }
@@ -135,6 +145,9 @@ pub struct ClientIo<T> {
     /// HTTP/1, between requests: the request line of the next head has not ended yet (its
     /// target is checked for a fragment, which hyper would drop silently).
     line_open: bool,
+    /// `timeout client` on writes: a client that does not read (a full socket buffer, on
+    /// HTTP/1, HTTP/2 or TLS alike) is cut off once a write has waited that long.
+    write_idle: IdleLimit,
     /// Bytes came while a request was served: the next head may have begun then, so its
     /// request line is not known to start at the next read.
     read_while_busy: bool,
@@ -177,6 +190,7 @@ impl<T> ClientIo<T> {
             writing: None,
             replaced: false,
             line_open: http1,
+            write_idle: IdleLimit::new(t.client),
             read_while_busy: false,
             closed: false,
         }
@@ -305,6 +319,27 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo<T> {
             return Poll::Pending;
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// After a write to the client made progress (`n > 0`) or had to wait: whether it has
+    /// waited past `timeout client`, which ends the connection (both sides: dropping the
+    /// response drops the server connection).
+    fn write_expired(&mut self, cx: &mut Context<'_>, progress: Poll<usize>) -> bool {
+        match progress {
+            Poll::Ready(n) if n > 0 => {
+                self.write_idle.reset();
+                false
+            }
+            Poll::Ready(_) => false,
+            Poll::Pending => {
+                if self.shared.tunnel.load(Ordering::Relaxed) || !self.write_idle.poll_expired(cx) {
+                    return false;
+                }
+                self.shared.write_timed_out.store(true, Ordering::Relaxed);
+                self.closed = true;
+                true
+            }
+        }
     }
 
     /// Checks the timers; Ready(()) means the connection must end now.
@@ -445,6 +480,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
     }
 }
 
+/// How much a write did, for [`ClientIo::write_expired`] (an error ends the write anyway).
+fn written(r: &Poll<io::Result<usize>>) -> Poll<usize> {
+    match r {
+        Poll::Ready(Ok(n)) => Poll::Ready(*n),
+        Poll::Ready(Err(_)) => Poll::Ready(0),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+fn write_timeout() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, IoError::Timeout)
+}
+
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -453,10 +501,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.closed {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                IoError::Timeout,
-            )));
+            return Poll::Ready(Err(write_timeout()));
         }
         if this.replaced || this.replace_hyper_error(data) {
             // hyper's bytes are taken as written; the page goes out on flush.
@@ -464,6 +509,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
             return Poll::Ready(Ok(data.len()));
         }
         let r = Pin::new(&mut this.inner).poll_write(cx, data);
+        if this.write_expired(cx, written(&r)) {
+            return Poll::Ready(Err(write_timeout()));
+        }
         if let Poll::Ready(Ok(n)) = r
             && n > 0
             && this.shared.in_flight.load(Ordering::Acquire) == 0
@@ -480,16 +528,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.closed {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                IoError::Timeout,
-            )));
+            return Poll::Ready(Err(write_timeout()));
         }
         if this.replaced || bufs.first().is_some_and(|b| this.replace_hyper_error(b)) {
             let _ = this.poll_write_page(cx);
             return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
         }
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if this.write_expired(cx, written(&r)) {
+            return Poll::Ready(Err(write_timeout()));
+        }
         if let Poll::Ready(Ok(n)) = r
             && n > 0
             && this.shared.in_flight.load(Ordering::Acquire) == 0
@@ -508,7 +556,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
         if this.poll_write_page(cx).is_pending() {
             return Poll::Pending;
         }
-        Pin::new(&mut this.inner).poll_flush(cx)
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        // (A TLS stream flushes its buffered records here.)
+        let progress = match &r {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(0),
+        };
+        if this.write_expired(cx, progress) {
+            return Poll::Ready(Err(write_timeout()));
+        }
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

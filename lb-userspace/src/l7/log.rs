@@ -36,6 +36,9 @@ pub struct LogRecord {
     pub t_wait_ms: i64,
     pub t_connect_ms: i64,
     pub t_response_ms: i64,
+    /// HAProxy's session state at termination, its first two characters (`--`: normal;
+    /// `cD`: the client timed out while data was sent to it).
+    pub termination: [u8; 2],
 }
 
 const MONTHS: [&str; 12] = [
@@ -86,7 +89,7 @@ pub fn httplog(r: &LogRecord) -> Result<String, LogError> {
     let mut s = String::with_capacity(160);
     write!(
         s,
-        "{}:{} [{}] {}{} {}/{} 0/{}/{}/{}/{} {} {} - - ---- 0/0/0/0/{} 0/0 \"{} {} {}\"",
+        "{}:{} [{}] {}{} {}/{} 0/{}/{}/{}/{} {} {} - - {}{}-- 0/0/0/0/{} 0/0 \"{} {} {}\"",
         r.src.ip(),
         r.src.port(),
         haproxy_date(r.wall),
@@ -100,6 +103,8 @@ pub fn httplog(r: &LogRecord) -> Result<String, LogError> {
         total,
         r.status,
         r.bytes,
+        char::from(r.termination[0]),
+        char::from(r.termination[1]),
         r.retries,
         r.method,
         r.uri,
@@ -125,6 +130,7 @@ pub fn json(r: &LogRecord) -> String {
         "status": r.status,
         "bytes": r.bytes,
         "retries": r.retries,
+        "termination_state": String::from_utf8_lossy(&r.termination),
         "method": r.method.as_str(),
         "uri": r.uri.to_string(),
         "version": version_str(r.version),
@@ -214,6 +220,7 @@ mod tests {
             t_wait_ms: 0,
             t_connect_ms: 1,
             t_response_ms: 2,
+            termination: *b"--",
         }
     }
 

@@ -291,6 +291,9 @@ impl Drop for Guard {
         self.ctx.shared.request_done();
         if let Some(mut l) = self.log.take() {
             l.bytes = self.bytes;
+            if self.ctx.shared.write_timed_out.load(Ordering::Relaxed) {
+                l.termination = *b"cD";
+            }
             log::emit(&l, self.fe.log_format);
         }
     }

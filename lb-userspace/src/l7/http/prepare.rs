@@ -45,6 +45,7 @@ pub(super) fn prepare(
             t_wait_ms: 0,
             t_connect_ms: -1,
             t_response_ms: -1,
+            termination: *b"--",
         }));
     }
 

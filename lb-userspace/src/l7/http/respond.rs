@@ -173,6 +173,13 @@ fn tunnel(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     let tunnel_idle = be.timeouts.tunnel.or(be.timeouts.server);
+    // From here `timeout tunnel` is the connection's limit (the tunnel copy's), not
+    // `timeout client` on each write.
+    guard
+        .ctx
+        .shared
+        .tunnel
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut server, early) = up.into_parts();
     tokio::spawn(async move {
         let client = match client_up.await {
