@@ -446,3 +446,38 @@ async fn frontend_maxconn_holds_extra_connections() {
     drop(first);
     assert_eq!(tokio::time::timeout(T, second).await.unwrap().unwrap(), 200);
 }
+
+/// An HTTP/2 peer that floods PING (and SETTINGS) frames and never reads its answers is cut
+/// off once lb's writes to it have waited `timeout client` (#19 item 11; HAProxy resets
+/// such a peer too).
+#[tokio::test]
+async fn h2_flood_without_reading_is_cut_off() {
+    let (h, _a) = proxy(|fe| fe.timeouts.client = Some(Duration::from_secs(1))).await;
+    let fe = addr_of(&h, "web");
+    let mut s = TcpStream::connect(fe).await.unwrap();
+    let mut flood = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    flood.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+    let mut batch = Vec::new();
+    for i in 0..1000u64 {
+        batch.extend_from_slice(&[0, 0, 8, 6, 0, 0, 0, 0, 0]); // PING
+        batch.extend_from_slice(&i.to_be_bytes());
+        batch.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+    }
+    let t0 = Instant::now();
+    s.write_all(&flood).await.unwrap();
+    // Bounded: 20 s of flooding at most; lb must have closed well before.
+    let cut = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if s.write_all(&batch).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "still accepting the flood after 20 s");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "cut off after {:?}",
+        t0.elapsed()
+    );
+}

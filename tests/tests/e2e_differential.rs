@@ -510,3 +510,68 @@ fn set_admin(toml: &str, port: u16) -> String {
     }
     out.join("\n")
 }
+
+/// A backend that answers every connection's first request with a body it never ends
+/// (bounded: at most 1 GB), and reports how long each connection lasted until the proxy
+/// stopped taking the body.
+fn endless_body_server(l: TcpListener) -> std::sync::mpsc::Receiver<Duration> {
+    use std::io::{Read, Write};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                let mut head = [0u8; 4096];
+                let _ = s.read(&mut head);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n");
+                let piece = vec![0u8; 64 * 1024];
+                for _ in 0..(1_000_000_000 / piece.len()) {
+                    if s.write_all(&piece).is_err() {
+                        break;
+                    }
+                }
+                let _ = tx.send(t0.elapsed());
+            });
+        }
+    });
+    rx
+}
+
+/// `timeout client` bounds writes to a client that stops reading: HAProxy and lb both give
+/// up on it, and close their server connection, within the timeout (plus the time the
+/// socket buffers take to fill).
+#[test]
+fn haproxy_and_lb_cut_off_a_client_that_does_not_read() {
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        eprintln!("skipped: haproxy is not installed (CI installs it)");
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let port = l.local_addr().expect("addr").port();
+    let done = endless_body_server(l);
+    let pair = Pair::start("slowread", |p| {
+        format!(
+            "defaults\n    mode http\n    timeout client 2s\n    timeout connect 2s\n    timeout server 30s\n\n\
+frontend fe\n    bind 127.0.0.1:{p}\n    default_backend be\n\n\
+backend be\n    server s1 127.0.0.1:{port}\n"
+        )
+    });
+    for (name, addr) in [("HAProxy", pair.h), ("lb", pair.l)] {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        c.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+            .expect("send");
+        // The client never reads.
+        let lasted = done
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{name} kept the server connection for 20 s"));
+        eprintln!("{name}: server connection cut after {lasted:?}");
+        assert!(
+            lasted < Duration::from_secs(10),
+            "{name} cut the server off after {lasted:?}"
+        );
+        drop(c);
+    }
+}
