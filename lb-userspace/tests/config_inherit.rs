@@ -392,3 +392,35 @@ fn hash_seed_and_pin_path_can_be_set() {
     assert_eq!(dp.interfaces, ["eth0", "eth1"]);
     assert_eq!(dp.deny_src.len(), 2);
 }
+
+/// The model holds every format and regex compiled once by the loader (issue #12): the L7
+/// tier takes them from it instead of compiling the text again.
+#[test]
+fn formats_and_regexes_are_stored_compiled() {
+    let (cfg, _) = load(
+        "[defaults]\nmode = \"http\"\ntimeout = { client = \"5s\", connect = \"5s\", server = \"5s\" }\n\
+[frontend.web]\nbind = \"127.0.0.1:8080\"\n\
+http_request = [\n  \"set-header X-Client %[src]\",\n  \"redirect location /x%[path] if { path_beg /old }\",\n\
+  \"replace-path ^/a/(.*) /b/\\\\1\",\n  \"replace-header X-A (.*) v-\\\\1\",\n  \"return status 200 content-type text/plain lf-string %[path] hdr X-R %[src] if { path /r }\",\n]\n\
+use_backend = [\"pool-%[req.hdr(x-pool)] if { hdr(x-pool) -m found }\"]\ndefault_backend = \"pool\"\n\
+[backend.pool]\nserver = [\"s1 127.0.0.1:8081\"]\n",
+    );
+    let fe = &cfg.frontends[0];
+    let mut fmts = 0;
+    let mut regexes = 0;
+    for r in &fe.http_request {
+        for f in r.action.formats() {
+            assert!(f.is_compiled(), "{f:?} is not stored compiled");
+            fmts += 1;
+        }
+        match &r.action {
+            HttpAction::ReplacePath { regex, .. } | HttpAction::ReplaceHeader { regex, .. } => {
+                assert!(regex.is_compiled(), "{regex:?}");
+                regexes += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((fmts, regexes), (6, 2));
+    assert!(fe.use_backend[0].backend.is_compiled());
+}

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    Balance, CheckKind, CheckSpec, ClientVerify, CookieSpec, HttpAction, HttpReturn, IpNet,
-    Redirect, RedirectKind, ServerProto, TcpAction,
+    Balance, CheckKind, CheckSpec, ClientVerify, CookieSpec, Fmt, HttpAction, HttpReturn, IpNet,
+    Re, Redirect, RedirectKind, ServerProto, TcpAction,
 };
 use super::source::{Problem, Str, Tok};
 use super::suggest::hint;
@@ -812,9 +812,9 @@ pub(crate) fn compile_format(t: &Tok, what: &str) -> Result<FormatString, Proble
         .map_err(|e| Problem::new(t.pos, format!("{what} `{}`: {}", t.text, e.message)))
 }
 
-/// [`compile_format`], keeping the text.
-fn log_format(t: &Tok, what: &str) -> Result<String, Problem> {
-    compile_format(t, what).map(|_| t.text.clone())
+/// [`compile_format`]: the text with its compiled form, kept for the proxy.
+fn log_format(t: &Tok, what: &str) -> Result<Fmt, Problem> {
+    compile_format(t, what).map(|f| Fmt::compiled_from(t.text.clone(), f))
 }
 
 /// Which rule list an action is for.
@@ -1096,10 +1096,10 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
     Ok(action)
 }
 
-/// A regular expression argument, checked here (the runtime compiles it again).
-fn regex_arg(t: &Tok) -> Result<String, Problem> {
+/// A regular expression argument, compiled here once and kept for the proxy.
+fn regex_arg(t: &Tok) -> Result<Re, Problem> {
     regex::Regex::new(&t.text)
-        .map(|_| t.text.clone())
+        .map(|re| Re::compiled_from(t.text.clone(), re))
         .map_err(|e| {
             let text = e.to_string();
             let why = text.lines().last().unwrap_or("invalid").trim().to_owned();
@@ -1128,7 +1128,11 @@ fn http_return(args: &mut Args) -> Result<HttpReturn, Problem> {
             }
             "string" => {
                 body_tok = Some(t);
-                r.body = Some(args.value_of(t)?.text.replace('%', "%%"));
+                let v = args.value_of(t)?;
+                let text = v.text.replace('%', "%%");
+                let f = FormatString::compile(&text)
+                    .map_err(|e| Problem::new(v.pos, format!("string: {}", e.message)))?;
+                r.body = Some(Fmt::compiled_from(text, f));
             }
             "lf-string" => {
                 body_tok = Some(t);

@@ -321,6 +321,95 @@ pub enum ClientVerify {
     Required,
 }
 
+/// What the config compiles once and keeps: log-format strings and regexes.
+pub trait Compile: Sized + Clone {
+    type Error: Clone;
+    fn compile(text: &str) -> Result<Self, Self::Error>;
+}
+
+impl Compile for crate::acl::FormatString {
+    type Error = crate::acl::AclError;
+    fn compile(text: &str) -> Result<Self, Self::Error> {
+        crate::acl::FormatString::compile(text)
+    }
+}
+
+impl Compile for regex::Regex {
+    type Error = regex::Error;
+    fn compile(text: &str) -> Result<Self, Self::Error> {
+        regex::Regex::new(text)
+    }
+}
+
+/// A value of the config that is compiled (a format or a regex): its text, and the compiled
+/// form, made once by the loader (which reports a bad one at its position) and kept for the
+/// proxy, never compiled again. Equal when the texts are; built from a `&str` (e.g. in
+/// tests) it compiles on first use.
+#[derive(Clone)]
+pub struct Compiled<T: Compile> {
+    text: String,
+    compiled: std::sync::OnceLock<Result<T, T::Error>>,
+}
+
+/// A log-format string: header value, redirect target, replacement, body, backend name.
+pub type Fmt = Compiled<crate::acl::FormatString>;
+/// A regular expression (`replace-path`, `replace-header`, `replace-value`).
+pub type Re = Compiled<regex::Regex>;
+
+impl<T: Compile> Compiled<T> {
+    /// A value compiled already from `text`.
+    pub fn compiled_from(text: String, value: T) -> Self {
+        let compiled = std::sync::OnceLock::new();
+        let _ = compiled.set(Ok(value));
+        Self { text, compiled }
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether it holds its compiled form already.
+    pub fn is_compiled(&self) -> bool {
+        self.compiled.get().is_some()
+    }
+
+    /// The compiled form (compiled here only if nothing compiled it before).
+    pub fn compiled(&self) -> Result<&T, &T::Error> {
+        self.compiled
+            .get_or_init(|| T::compile(&self.text))
+            .as_ref()
+    }
+}
+
+impl<T: Compile> From<&str> for Compiled<T> {
+    fn from(text: &str) -> Self {
+        text.to_owned().into()
+    }
+}
+
+impl<T: Compile> From<String> for Compiled<T> {
+    fn from(text: String) -> Self {
+        Self {
+            text,
+            compiled: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl<T: Compile> PartialEq for Compiled<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl<T: Compile> Eq for Compiled<T> {}
+
+impl<T: Compile> std::fmt::Debug for Compiled<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.text.fmt(f)
+    }
+}
+
 /// An `http-request` or `http-response` rule.
 #[derive(Debug, Clone)]
 pub struct HttpRule {
@@ -337,11 +426,11 @@ pub enum HttpAction {
     Redirect(Redirect),
     SetHeader {
         name: String,
-        value: String,
+        value: Fmt,
     },
     AddHeader {
         name: String,
-        value: String,
+        value: Fmt,
     },
     DelHeader {
         name: String,
@@ -353,24 +442,24 @@ pub enum HttpAction {
     },
     /// `set-path FMT` (request only): the path, the query kept.
     SetPath {
-        value: String,
+        value: Fmt,
     },
     /// `set-query FMT` (request only): the query (empty: none).
     SetQuery {
-        value: String,
+        value: Fmt,
     },
     /// `replace-path REGEX FMT` (request only): a path the regex matches becomes FMT, with
     /// `\1`…`\9` standing for the regex's groups.
     ReplacePath {
-        regex: String,
-        replace: String,
+        regex: Re,
+        replace: Fmt,
     },
     /// `replace-header NAME REGEX FMT` (each whole value) or `replace-value NAME REGEX FMT`
     /// (each comma-separated value): a value the regex matches becomes FMT, with groups.
     ReplaceHeader {
         name: String,
-        regex: String,
-        replace: String,
+        regex: Re,
+        replace: Fmt,
         each_value: bool,
     },
     /// `return [status N] [content-type TYPE] [string TEXT | lf-string FMT] [hdr NAME FMT]…`
@@ -380,7 +469,7 @@ pub enum HttpAction {
 
 impl HttpAction {
     /// The log-format strings of the action (header values, targets, replacements, bodies).
-    pub fn formats(&self) -> Vec<&str> {
+    pub fn formats(&self) -> Vec<&Fmt> {
         match self {
             HttpAction::SetHeader { value, .. }
             | HttpAction::AddHeader { value, .. }
@@ -393,8 +482,7 @@ impl HttpAction {
             HttpAction::Return(r) => r
                 .body
                 .iter()
-                .map(String::as_str)
-                .chain(r.headers.iter().map(|(_, v)| v.as_str()))
+                .chain(r.headers.iter().map(|(_, v)| v))
                 .collect(),
             HttpAction::Allow
             | HttpAction::Deny { .. }
@@ -411,16 +499,16 @@ pub struct HttpReturn {
     pub status: u16,
     pub content_type: Option<String>,
     /// The body as a log-format string (`string`'s text with its `%` escaped).
-    pub body: Option<String>,
+    pub body: Option<Fmt>,
     /// `hdr NAME FMT`, in order.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(String, Fmt)>,
 }
 
 /// `http-request redirect location|prefix|scheme TARGET [code N] [drop-query]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redirect {
     pub kind: RedirectKind,
-    pub target: String,
+    pub target: Fmt,
     /// 301, 302 (default), 303, 307 or 308.
     pub code: u16,
     pub drop_query: bool,
@@ -451,7 +539,8 @@ pub enum TcpAction {
 /// `use_backend NAME if|unless COND`.
 #[derive(Debug, Clone)]
 pub struct UseBackend {
-    pub backend: String,
+    /// The backend name, a log-format string (HAProxy's dynamic use_backend).
+    pub backend: Fmt,
     pub cond: Condition,
 }
 

@@ -14,8 +14,8 @@ use tokio::sync::Semaphore;
 
 use crate::acl::{AclInput, Condition, FormatString};
 use crate::config::model::{
-    Backend, Config, Frontend, HttpAction, HttpRule, LogFormat, Mode, RedirectKind, ServerProto,
-    Tier, Timeouts,
+    Backend, Config, Fmt, Frontend, HttpAction, HttpRule, LogFormat, Mode, Re, RedirectKind,
+    ServerProto, Tier, Timeouts,
 };
 use crate::l7::balance::{self, PickCtx, Selector};
 use crate::l7::io::ConnPages;
@@ -336,8 +336,9 @@ pub struct Rule<A> {
 pub type RequestRule = Rule<RequestAction>;
 pub type ResponseRule = Rule<ResponseAction>;
 
-/// Compiles the parts of one section's rules (the config loader has already reported bad
-/// formats with their position; these are compiled here once per load).
+/// Turns one section's rules into the proxy's form. Formats and regexes were compiled once
+/// by the config loader (which reported bad ones with their position) and are taken from
+/// the model, not compiled again.
 struct Compiler<'a> {
     section: &'a str,
 }
@@ -354,8 +355,9 @@ impl Compiler<'_> {
         HeaderName::from_bytes(n.as_bytes()).map_err(|e| self.err(n, &e))
     }
 
-    fn value(&self, v: &str) -> Result<HeaderFmt, RuntimeError> {
-        let f = FormatString::compile(v).map_err(|e| self.err(v, &e))?;
+    fn value(&self, fmt: &Fmt) -> Result<HeaderFmt, RuntimeError> {
+        let v = fmt.text();
+        let f = self.format(fmt)?;
         if let Some(lit) = f.as_literal() {
             return HeaderValue::from_str(lit)
                 .map(HeaderFmt::Literal)
@@ -368,12 +370,12 @@ impl Compiler<'_> {
         Ok(HeaderFmt::Format(f))
     }
 
-    fn format(&self, v: &str) -> Result<FormatString, RuntimeError> {
-        FormatString::compile(v).map_err(|e| self.err(v, &e))
+    fn format(&self, v: &Fmt) -> Result<FormatString, RuntimeError> {
+        v.compiled().cloned().map_err(|e| self.err(v.text(), e))
     }
 
-    fn regex(&self, re: &str) -> Result<Regex, RuntimeError> {
-        Regex::new(re).map_err(|e| self.err(re, &e))
+    fn regex(&self, re: &Re) -> Result<Regex, RuntimeError> {
+        re.compiled().cloned().map_err(|e| self.err(re.text(), e))
     }
 
     fn status(&self, s: u16) -> Result<StatusCode, RuntimeError> {
@@ -438,7 +440,7 @@ impl Compiler<'_> {
                     .as_deref()
                     .map(|t| HeaderValue::from_str(t).map_err(|e| self.err(t, &e)))
                     .transpose()?,
-                body: r.body.as_deref().map(|b| self.format(b)).transpose()?,
+                body: r.body.as_ref().map(|b| self.format(b)).transpose()?,
                 headers: r
                     .headers
                     .iter()
@@ -926,10 +928,13 @@ fn build_frontend(
         .use_backend
         .iter()
         .map(|u| {
-            let name =
-                FormatString::compile(&u.backend).map_err(|e| RuntimeError::BackendName {
+            let name = u
+                .backend
+                .compiled()
+                .cloned()
+                .map_err(|e| RuntimeError::BackendName {
                     frontend: f.name.clone(),
-                    name: u.backend.clone(),
+                    name: u.backend.text().to_owned(),
                     what: e.to_string(),
                 })?;
             let target = match name.as_literal() {

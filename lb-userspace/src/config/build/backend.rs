@@ -253,7 +253,7 @@ impl Builder<'_> {
                 && let Some(kw) = action
                     .formats()
                     .into_iter()
-                    .filter_map(|f| FormatString::compile(f).ok())
+                    .filter_map(|f| f.compiled().ok())
                     .find_map(|f| f.response_fetch())
             {
                 self.err(

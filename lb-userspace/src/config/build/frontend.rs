@@ -173,18 +173,16 @@ impl Builder<'_> {
                 }
             };
             // A name with `%[...]` is a log-format string resolved per request (HAProxy's
-            // dynamic use_backend): its syntax is checked here; a name it yields that is no
-            // backend sends the request to default_backend.
-            if b.text.contains('%') {
-                match d::compile_format(b, "backend name") {
-                    Ok(f) if f.as_literal().is_none() => {}
-                    Ok(_) => refs.push((b.text.clone(), b.pos, ipath.clone())),
-                    Err(p) => {
-                        self.problem(p, &ipath);
-                        continue;
-                    }
+            // dynamic use_backend): compiled here (once, kept in the model); a name it yields
+            // that is no backend sends the request to default_backend.
+            let name = match d::compile_format(b, "backend name") {
+                Ok(f) => f,
+                Err(p) => {
+                    self.problem(p, &ipath);
+                    continue;
                 }
-            } else {
+            };
+            if !b.text.contains('%') || name.as_literal().is_some() {
                 refs.push((b.text.clone(), b.pos, ipath.clone()));
             }
             let Some(c) = &dir.cond else {
@@ -193,7 +191,7 @@ impl Builder<'_> {
             };
             if let Some(cond) = self.condition(c, &acls, &names, &ipath, &mut nbsrv, false) {
                 use_backend.push(UseBackend {
-                    backend: b.text.clone(),
+                    backend: Fmt::compiled_from(b.text.clone(), name),
                     cond,
                 });
             }

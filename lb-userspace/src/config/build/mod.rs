@@ -17,7 +17,7 @@ use super::raw::{Item, List, RawDataplane, RawFile, RawGlobal, S, V};
 use super::source::{Problem, Source, Str, Tok, key_path_at, tokenize};
 use super::suggest::hint;
 use super::{DEFAULT_HASH_SEED, DEFAULT_SSL_CACHE_SIZE, LoadOptions};
-use crate::acl::{AclSet, Condition, FormatString};
+use crate::acl::{AclSet, Condition};
 
 mod acl;
 mod backend;
