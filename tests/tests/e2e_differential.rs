@@ -575,3 +575,174 @@ backend be\n    server s1 127.0.0.1:{port}\n"
         drop(c);
     }
 }
+
+/// A backend that sends back, through `rx`, each request head it gets (then answers 200).
+fn head_recorder(l: TcpListener) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{Read, Write};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut tmp) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&buf).to_lowercase());
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            });
+        }
+    });
+    rx
+}
+
+/// An HPACK literal field without indexing, new name, no Huffman coding (RFC 7541 §6.2.2).
+fn hpack_literal(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.push(0);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// HTTP/2 (prior knowledge, cleartext): when `:authority` and `host` differ, the server
+/// gets `:authority` as Host from HAProxy and from lb (RFC 9113 §8.3.1).
+#[test]
+fn haproxy_and_lb_send_the_h2_authority_as_host() {
+    use std::io::Write;
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        eprintln!("skipped: haproxy is not installed (CI installs it)");
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let port = l.local_addr().expect("addr").port();
+    let heads = head_recorder(l);
+    let pair = Pair::start("h2auth", |p| {
+        format!(
+            "defaults\n    mode http\n    timeout client 5s\n    timeout connect 2s\n    timeout server 5s\n\n\
+frontend fe\n    bind 127.0.0.1:{p} proto h2\n    default_backend be\n\n\
+backend be\n    server s1 127.0.0.1:{port}\n"
+        )
+    });
+    let mut block = Vec::new();
+    hpack_literal(&mut block, ":method", "GET");
+    hpack_literal(&mut block, ":scheme", "http");
+    hpack_literal(&mut block, ":path", "/h2");
+    hpack_literal(&mut block, ":authority", "auth.test");
+    hpack_literal(&mut block, "host", "other.test");
+    let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    wire.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+    let len = block.len();
+    // HEADERS, END_STREAM | END_HEADERS, stream 1.
+    wire.extend_from_slice(&[
+        (len >> 16) as u8,
+        (len >> 8) as u8,
+        len as u8,
+        1,
+        0x5,
+        0,
+        0,
+        0,
+        1,
+    ]);
+    wire.extend_from_slice(&block);
+    let mut seen = Vec::new();
+    for (name, addr) in [("HAProxy", pair.h), ("lb", pair.l)] {
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        c.write_all(&wire).expect("send");
+        let head = heads
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{name} forwarded no request"));
+        let hosts: Vec<String> = head
+            .lines()
+            .filter_map(|l| l.strip_prefix("host:").map(|v| v.trim().to_owned()))
+            .collect();
+        seen.push(hosts);
+        drop(c);
+    }
+    assert_eq!(seen[0], vec!["auth.test".to_owned()], "HAProxy");
+    assert_eq!(seen[0], seen[1], "HAProxy and lb");
+}
+
+/// A backend that answers CONNECT with `200` (and the `content-length: 0` some servers
+/// send), then echoes what comes through the tunnel.
+fn connect_echo(l: TcpListener) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut tmp) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .is_err()
+                {
+                    return;
+                }
+                // Bounded: the test sends one message.
+                for _ in 0..16 {
+                    match s.read(&mut tmp) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&tmp[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// CONNECT answered 2xx by the server: the client gets that status and a working tunnel
+/// from HAProxy and from lb.
+#[test]
+fn haproxy_and_lb_tunnel_connect() {
+    use std::io::{Read, Write};
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        eprintln!("skipped: haproxy is not installed (CI installs it)");
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let port = l.local_addr().expect("addr").port();
+    connect_echo(l);
+    let pair = Pair::start("connect", |p| {
+        format!(
+            "defaults\n    mode http\n    timeout client 5s\n    timeout connect 2s\n    timeout server 5s\n    timeout tunnel 5s\n\n\
+frontend fe\n    bind 127.0.0.1:{p}\n    default_backend be\n\n\
+backend be\n    server s1 127.0.0.1:{port}\n"
+        )
+    });
+    for (name, addr) in [("HAProxy", pair.h), ("lb", pair.l)] {
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n")
+            .expect("send");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            c.read_exact(&mut byte)
+                .unwrap_or_else(|e| panic!("{name}: no status ({e}) after {head:?}"));
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200"), "{name}: {head:?}");
+        c.write_all(b"through the tunnel").expect("tunnel write");
+        let mut back = [0u8; 18];
+        c.read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("{name}: tunnel echo: {e}"));
+        assert_eq!(&back, b"through the tunnel", "{name}");
+    }
+}
