@@ -172,6 +172,18 @@ fn named_cases_convert_or_warn() {
     assert!(c.toml.contains("\"be if TRUE\""), "{}", c.toml);
     assert_eq!(load_errors(&base, &c.toml), Vec::<String>::new());
 
+    // A bind address the loader refuses is never written: a host name (valid HAProxy lb
+    // lacks) is named and kept as a comment; a bad port is an error.
+    let c = convert(&cfg_with(Section::Frontend, "bind localhost:9091"));
+    assert_eq!(c.hard_errors(), 0, "{:#?}", messages(&c));
+    assert!(
+        c.toml
+            .contains("# UNSUPPORTED (line 12): bind localhost:9091")
+    );
+    assert_eq!(load_errors(&base, &c.toml), Vec::<String>::new());
+    let c = convert(&cfg_with(Section::Frontend, "bind 127.0.0.1:99999"));
+    assert!(c.hard_errors() > 0, "{:#?}", messages(&c));
+
     // `return file`: named and kept as a comment (a 200 answer restricts nothing).
     let c = convert(&cfg_with(
         Section::Frontend,

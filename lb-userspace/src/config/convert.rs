@@ -1211,13 +1211,29 @@ impl Converter<'_> {
         };
         let mut out: Vec<String> = Vec::new();
         for part in addr.text.split(',') {
-            match norm_addr(part, true) {
-                Ok(a) => out.push(a),
+            let a = match norm_addr(part, true) {
+                Ok(a) => a,
                 Err(m) => {
                     self.unsupported(n, addr.col, raw, &m);
                     return;
                 }
+            };
+            // The loader's own address parser: what it refuses is not written. A host name
+            // is valid HAProxy that lb lacks (named); a bad port or address is an error.
+            let tok = Tok {
+                text: a.clone(),
+                pos: addr.col,
+                off: 0,
+            };
+            if let Err(p) = d::bind_addr(&tok) {
+                if p.msg.contains("is not an IP address") {
+                    self.unsupported(n, addr.col, raw, &p.msg);
+                } else {
+                    self.error(n, p.pos, raw, format!("bind: {}", p.msg));
+                }
+                return;
             }
+            out.push(a);
         }
         let mut opts = Vec::new();
         let mut i = 1;
@@ -1520,7 +1536,7 @@ impl Converter<'_> {
         }
         match (check, check_elsewhere) {
             (Some(_), Some((at, shown))) => {
-                self.diag(Severity::Warning, n, at, &path, format!("`{shown}`: HAProxy checks `{}` there, lb would check the traffic port instead; `check` is dropped for this server (it is never marked down), set it by hand", name.text));
+                self.diag(Severity::Warning, n, at, &path, format!("`{shown}`: HAProxy checks server `{}` there, lb would check its traffic port instead; `check` is dropped for this server (it is never marked down), set it by hand", name.text));
                 self.note(format!(
                     "haproxy.cfg line {n}: `check` of `{}` dropped with `{shown}`",
                     name.text
