@@ -251,6 +251,16 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         }));
     }
     let admin_ctx_reload = ctx.clone();
+    // `stats uri` pages of frontends: lb's HTML page from the same counters.
+    let page_ctx = ctx.clone();
+    crate::l7::stats_page::set_renderer(Arc::new(move |page| {
+        crate::admin::html::render_page(
+            &crate::admin::stats::collect(&page_ctx),
+            page.refresh,
+            page.hide_version,
+            false,
+        )
+    }));
     let stats_sockets = config
         .global
         .stats_sockets

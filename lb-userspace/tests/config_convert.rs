@@ -107,7 +107,6 @@ fn forms_golden_and_loadable() {
         (8, "/dev/log"),
         (28, "set-var"),
         (29, "capture"),
-        (30, "stats enable"),
         (39, "slowstart 10s"),
     ] {
         assert!(
@@ -127,6 +126,13 @@ fn forms_golden_and_loadable() {
         conv.toml
     );
     assert!(!warnings.iter().any(|w| w.starts_with("forms.cfg:7:")));
+    // and `stats enable` in the frontend (line 30) as its `stats` page
+    assert!(
+        conv.toml.contains("stats = [\n    \"enable\",\n]"),
+        "{}",
+        conv.toml
+    );
+    assert!(!warnings.iter().any(|w| w.starts_with("forms.cfg:30:")));
 
     // and lb accepts the result
     let base = base();

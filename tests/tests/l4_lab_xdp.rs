@@ -64,6 +64,7 @@ fn config(pin: PathBuf) -> Config {
         deny_src: vec![],
         allow_src: vec![],
         errorfiles: Default::default(),
+        stats: None,
         max_header_bytes: 16384,
         max_headers: 100,
         log: false,

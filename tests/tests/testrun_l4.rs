@@ -262,6 +262,7 @@ fn frontend(name: &str, binds: &[&str], be: &str, deny: &[&str], allow: &[&str])
         deny_src: deny.iter().map(|s| net(s)).collect(),
         allow_src: allow.iter().map(|s| net(s)).collect(),
         errorfiles: Default::default(),
+        stats: None,
         max_header_bytes: 16384,
         max_headers: 100,
         log: false,

@@ -191,16 +191,38 @@ fn backend_table(out: &mut String, b: &BackendStats) {
 
 /// Renders the page.
 pub fn render(doc: &StatsDoc) -> String {
+    render_page(doc, None, false, true)
+}
+
+/// Renders the page with a refresh interval (`None`: lb's default), with or without lb's
+/// version, and with or without links to the admin listener's JSON and metrics (a proxy's
+/// `stats uri` page is not served by the admin listener).
+pub fn render_page(
+    doc: &StatsDoc,
+    refresh: Option<std::time::Duration>,
+    hide_version: bool,
+    admin_links: bool,
+) -> String {
+    let refresh = refresh.map_or(u64::from(REFRESH_SECONDS), |d| d.as_secs().max(1));
+    let version = if hide_version {
+        String::new()
+    } else {
+        format!("version {} &middot; ", escape(&doc.version))
+    };
+    let links = if admin_links {
+        " &middot; <a href=\"/stats.json\">JSON</a> &middot; <a href=\"/metrics\">Prometheus</a>"
+    } else {
+        ""
+    };
     let mut out = String::with_capacity(32 * 1024);
     let _ = writeln!(
         out,
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
+         <meta http-equiv=\"refresh\" content=\"{refresh}\">\
          <title>lb statistics</title><style>{STYLE}</style></head><body>\
          <h1>lb statistics report</h1>\
-         <p class=\"info\">version {} &middot; pid {} &middot; uptime {}s &middot; \
-         refresh every {REFRESH_SECONDS}s &middot; \
-         <a href=\"/stats.json\">JSON</a> &middot; <a href=\"/metrics\">Prometheus</a></p>\
+         <p class=\"info\">{version}pid {} &middot; uptime {}s &middot; \
+         refresh every {refresh}s{links}</p>\
          <p class=\"legend\"><span style=\"background:#c0ffc0\">UP</span>\
          <span style=\"background:#ffffa0\">UP, going down</span>\
          <span style=\"background:#ffd020\">DOWN, going up</span>\
@@ -208,9 +230,7 @@ pub fn render(doc: &StatsDoc) -> String {
          <span style=\"background:#20a0ff\">DRAIN</span>\
          <span style=\"background:#c07820\">MAINT</span>\
          <span style=\"background:#e0e0e0\">not checked</span></p>",
-        escape(&doc.version),
-        doc.pid,
-        doc.uptime_seconds,
+        doc.pid, doc.uptime_seconds,
     );
     for f in &doc.frontends {
         let _ = write!(

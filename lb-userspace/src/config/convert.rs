@@ -1086,6 +1086,22 @@ impl Converter<'_> {
                     ),
                 }
             }
+            "stats" => {
+                let words: Vec<&str> = args.iter().map(|w| w.text.as_str()).collect();
+                let mut page = super::model::StatsPage::default();
+                match super::model::stats_line(&mut page, &words) {
+                    Ok(()) => {
+                        let v = toml_str(&join(args));
+                        if let Some(s) = self.cur() {
+                            s.push("stats", v, comment, true);
+                        }
+                    }
+                    Err((i, why)) => {
+                        let at = args.get(i).map_or(col, |w| w.col);
+                        self.unsupported(n, at, raw, &why);
+                    }
+                }
+            }
             "errorfile" => {
                 if args.len() != 2 {
                     self.diag(

@@ -153,6 +153,7 @@ proxy_keys! {
     log: V, ALL, ["log"];
     max_header_bytes: Spanned<i64>, F | L, [];
     max_headers: Spanned<i64>, F | L, [];
+    stats: Spanned<List>, F | L, ["stats"];
     /// Rules `lb convert` could not carry over that restrict access: always an error, so
     /// the file cannot run until a person converts or deletes them.
     unconverted: Spanned<List>, ALL, [];
@@ -171,7 +172,6 @@ pub fn haproxy_proxy_key(keyword: &str) -> Option<&'static ProxyKey> {
 /// HAProxy proxy keywords lb knows but does not support (`lb convert` names them in a
 /// warning and keeps them as comments).
 pub const HAPROXY_PROXY_UNSUPPORTED: &[&str] = &[
-    "stats",
     "capture",
     "compression",
     "monitor-uri",

@@ -139,6 +139,96 @@ pub fn parse_stats_socket(words: &[&str]) -> Result<StatsSocket, (usize, String)
     Ok(out)
 }
 
+/// The stats page a frontend serves itself (HAProxy's `stats enable|uri|realm|auth|refresh|
+/// hide-version`), with lb's HTML page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsPage {
+    /// Requests whose path (with query) starts with it get the page.
+    pub uri: String,
+    /// Basic authentication realm.
+    pub realm: String,
+    /// `user:password` pairs; empty = no authentication.
+    pub auth: Vec<(String, String)>,
+    /// Refresh interval of the page; `None` = lb's default.
+    pub refresh: Option<Duration>,
+    /// Leave lb's version out of the page.
+    pub hide_version: bool,
+}
+
+impl Default for StatsPage {
+    /// HAProxy's defaults: `/haproxy?stats`, realm `HAProxy Statistics`.
+    fn default() -> Self {
+        Self {
+            uri: "/haproxy?stats".to_owned(),
+            realm: "HAProxy Statistics".to_owned(),
+            auth: Vec::new(),
+            refresh: None,
+            hide_version: false,
+        }
+    }
+}
+
+/// Applies one `stats …` line (the words after `stats`) to `page`. `Err((word index,
+/// message))`; the words lb does not take (`admin`, `scope`, `show-*`) are errors.
+pub fn stats_line(page: &mut StatsPage, words: &[&str]) -> Result<(), (usize, String)> {
+    let arg = |i: usize| {
+        words.get(i).copied().ok_or_else(|| {
+            (
+                i.saturating_sub(1),
+                format!("`stats {}` needs a value", words[0]),
+            )
+        })
+    };
+    match words.first().copied() {
+        Some("enable") if words.len() == 1 => {}
+        Some("hide-version") if words.len() == 1 => page.hide_version = true,
+        Some("uri") => {
+            let u = arg(1)?;
+            if !u.starts_with('/') {
+                return Err((
+                    1,
+                    format!("`stats uri {u}`: expected a path starting with /"),
+                ));
+            }
+            page.uri = u.to_owned();
+        }
+        Some("realm") => {
+            arg(1)?;
+            page.realm = words.get(1..).unwrap_or_default().join(" ");
+        }
+        Some("auth") => {
+            let a = arg(1)?;
+            let Some((u, p)) = a.split_once(':') else {
+                return Err((1, format!("`stats auth {a}`: expected user:password")));
+            };
+            page.auth.push((u.to_owned(), p.to_owned()));
+        }
+        Some("refresh") => {
+            let t = arg(1)?;
+            page.refresh = Some(crate::config::directives::parse_duration(t).map_err(|e| (1, e))?);
+        }
+        Some(w @ ("enable" | "hide-version")) => {
+            return Err((1, format!("`stats {w}` takes no further words")));
+        }
+        Some(w) => {
+            return Err((
+                0,
+                format!(
+                    "`stats {w}` is not supported (supported: enable, uri, realm, auth, refresh, \
+                     hide-version; the admin API changes servers)"
+                ),
+            ));
+        }
+        None => {
+            return Err((
+                0,
+                "expected a stats setting, e.g. \"uri /stats\"".to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Which CPU each L7 worker thread is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CpuMap {
@@ -254,6 +344,8 @@ pub struct Frontend {
     pub allow_src: Vec<IpNet>,
     /// `errorfile CODE PATH`: raw HTTP responses, read at load.
     pub errorfiles: BTreeMap<u16, Vec<u8>>,
+    /// `stats …`: the stats page this frontend serves; `None` = none.
+    pub stats: Option<StatsPage>,
     /// Header limits (431 / 400 when exceeded).
     pub max_header_bytes: usize,
     pub max_headers: usize,

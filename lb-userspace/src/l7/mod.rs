@@ -71,6 +71,7 @@ pub mod io;
 pub mod log;
 pub mod runtime;
 pub mod sni;
+pub mod stats_page;
 pub mod tcp;
 pub mod tls;
 pub mod tls_resume;

@@ -658,6 +658,8 @@ pub struct FrontendRt {
     pub max_headers: usize,
     pub log: bool,
     pub log_format: LogFormat,
+    /// `stats …`: the stats page this frontend serves.
+    pub stats: Option<crate::config::model::StatsPage>,
 }
 
 fn net_contains(n: &crate::config::model::IpNet, ip: std::net::IpAddr) -> bool {
@@ -978,6 +980,7 @@ fn build_frontend(
         allow_src: f.allow_src.clone(),
         max_header_bytes: f.max_header_bytes,
         max_headers: f.max_headers,
+        stats: f.stats.clone(),
         log: f.log,
         log_format,
     }))

@@ -226,6 +226,7 @@ pub fn frontend(name: &str, binds: Vec<Bind>, default_backend: Option<&str>) -> 
         deny_src: Vec::new(),
         allow_src: Vec::new(),
         errorfiles: BTreeMap::new(),
+        stats: None,
         max_header_bytes: 8192,
         max_headers: 100,
         log: true,

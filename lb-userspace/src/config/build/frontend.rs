@@ -233,6 +233,7 @@ impl Builder<'_> {
                 }
             },
         };
+        let stats = self.stats_page(rp, path);
         FeDraft {
             fe: Frontend {
                 name: name.get_ref().clone(),
@@ -253,6 +254,7 @@ impl Builder<'_> {
                 deny_src,
                 allow_src,
                 errorfiles: st.errorfiles.clone(),
+                stats,
                 max_header_bytes: st.max_header_bytes,
                 max_headers: st.max_headers,
                 log: st.log,
@@ -266,5 +268,36 @@ impl Builder<'_> {
             refs,
             nbsrv,
         }
+    }
+
+    /// `stats = ["enable", "uri /stats", "auth admin:secret", …]`.
+    fn stats_page(&mut self, rp: &RawProxy, path: &str) -> Option<StatsPage> {
+        let list = rp.stats.as_ref()?;
+        let mut page = StatsPage::default();
+        for (i, span, item) in list.get_ref().items(&list.span()) {
+            let ipath = item_path(&format!("{path}.stats"), list.get_ref(), i);
+            let Item::Line(line) = item else {
+                self.err(
+                    span.start,
+                    &ipath,
+                    "expected a stats line, e.g. \"uri /stats\"",
+                );
+                continue;
+            };
+            let s = self.src.str_at(line, span);
+            let toks = match tokenize(&s) {
+                Ok(t) => t,
+                Err(p) => {
+                    self.err(p.pos, &ipath, p.msg);
+                    continue;
+                }
+            };
+            let words: Vec<&str> = toks.iter().map(|t| t.text.as_str()).collect();
+            if let Err((w, msg)) = stats_line(&mut page, &words) {
+                let at = toks.get(w).map_or(s.pos(0), |t| t.pos);
+                self.err(at, &ipath, msg);
+            }
+        }
+        Some(page)
     }
 }

@@ -462,6 +462,38 @@ fn guarded(mut r: Response<RespBody>, mut guard: Guard) -> Response<RespBody> {
     r
 }
 
+/// The frontend's own stats page (`stats uri`), its 401, or 503 without a renderer.
+fn stats_response(
+    fe: &FrontendRt,
+    stats: &crate::config::model::StatsPage,
+    a: crate::l7::stats_page::Answer,
+    guard: Guard,
+) -> Response<RespBody> {
+    use crate::l7::stats_page::{Answer, challenge};
+    match a {
+        Answer::Page(html) => {
+            let body = Bytes::from(html);
+            let mut r = Response::new(RespBody::full(body.clone(), None));
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            guarded(r, guard)
+        }
+        Answer::Unauthorized => {
+            let mut r = page(fe, None, 401);
+            if let Ok(v) = HeaderValue::from_str(&challenge(stats)) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            guarded(r, guard)
+        }
+        Answer::Unavailable => error_page(fe, None, 503, guard),
+    }
+}
+
 /// [`page`] for the request `guard` stands for.
 fn error_page(
     fe: &FrontendRt,

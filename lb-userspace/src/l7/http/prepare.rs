@@ -129,6 +129,11 @@ pub(super) fn prepare(
     if let Flow::Stop(r) = rules::request_rules(&fe.rules, &mut head, &rc) {
         return done(guarded(*r, guard));
     }
+    if let Some(page) = &fe.stats
+        && let Some(a) = crate::l7::stats_page::answer(page, &head)
+    {
+        return done(super::stats_response(&fe, page, a, guard));
+    }
 
     let be = {
         let input = ReqInput::request(&head, &ctx, &fe);
