@@ -64,6 +64,9 @@ pub mod names {
     pub const REASON_STATS: &str = "LB_REASON_STATS";
     pub const VIP_STATS: &str = "LB_VIP_STATS";
     pub const BACKEND_STATS: &str = "LB_BACKEND_STATS";
+    /// Per-CPU u64 per VIP id: TCP packets without SYN that found no flow entry (evicted
+    /// flows, or flows balanced by another node), re-picked through Maglev.
+    pub const VIP_MISSES: &str = "LB_VIP_MISSES";
     /// Next-hop generation (single u32): bumped by userspace on route/neighbour/link
     /// changes; flows cache their next hop per generation (0 disables the cache).
     pub const NH_GEN: &str = "LB_NH_GEN";

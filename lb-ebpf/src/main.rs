@@ -332,6 +332,9 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &VipInfo, entry: *mut FlowValu
     }
     if choice.new_flow {
         flow::record_reply(p, vip.vip_id, choice.backend_id, b);
+        if p.proto == lb_common::types::PROTO_TCP && p.tcp_flags & parse::TCP_SYN == 0 {
+            stats::count_miss(vip.vip_id);
+        }
     }
     let entry = choice.entry;
     let route = match forward::lookup(ctx, p, &p.src, p.sport, &b.addr, b.port) {

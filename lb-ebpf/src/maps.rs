@@ -92,6 +92,10 @@ pub static LB_REASON_STATS: PerCpuArray<u64> = PerCpuArray::pinned(Reason::COUNT
 pub static LB_VIP_STATS: PerCpuArray<lb_common::types::TrafficCounters> =
     PerCpuArray::pinned(MAX_VIPS, 0);
 
+/// Per-CPU count, per VIP id, of TCP packets without SYN that missed the flow table.
+#[map(name = "LB_VIP_MISSES")]
+pub static LB_VIP_MISSES: PerCpuArray<u64> = PerCpuArray::pinned(MAX_VIPS, 0);
+
 /// Per-CPU traffic counters per backend id.
 #[map(name = "LB_BACKEND_STATS")]
 pub static LB_BACKEND_STATS: PerCpuArray<lb_common::types::TrafficCounters> =

@@ -3,7 +3,7 @@
 
 use lb_common::types::Reason;
 
-use crate::maps::{LB_BACKEND_STATS, LB_REASON_STATS, LB_VIP_STATS};
+use crate::maps::{LB_BACKEND_STATS, LB_REASON_STATS, LB_VIP_MISSES, LB_VIP_STATS};
 
 /// Counts one packet under `reason`.
 #[inline(always)]
@@ -34,5 +34,15 @@ pub fn count_traffic(vip_id: u32, backend_id: u32, bytes: u64, new_flow: bool) {
             (*c).bytes += bytes;
             (*c).new_flows += nf;
         }
+    }
+}
+
+/// Counts a TCP packet that is no SYN yet found no flow entry at VIP `vip_id` (an evicted
+/// flow, or one another node balanced): it was re-picked through Maglev.
+#[inline(always)]
+pub fn count_miss(vip_id: u32) {
+    if let Some(slot) = LB_VIP_MISSES.get_ptr_mut(vip_id) {
+        // SAFETY: per-CPU slot, exclusive to this CPU while the program runs.
+        unsafe { *slot += 1 };
     }
 }

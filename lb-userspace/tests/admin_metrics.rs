@@ -143,6 +143,13 @@ async fn metrics_names_labels_values() {
     assert_eq!(scalar(&s, "lb_l4_vip_packets_total", &vip), 1000.0);
     assert_eq!(scalar(&s, "lb_l4_vip_bytes_total", &vip), 64000.0);
     assert_eq!(scalar(&s, "lb_l4_vip_new_flows_total", &vip), 10.0);
+    assert_eq!(scalar(&s, "lb_l4_vip_flows", &vip), 7.0);
+    assert_eq!(scalar(&s, "lb_l4_vip_non_syn_misses_total", &vip), 3.0);
+    assert_eq!(
+        scalar(&s, "lb_l4_flow_table_entries", &[("family", "ipv4")]),
+        7.0
+    );
+    assert_eq!(scalar(&s, "lb_l4_flow_table_capacity", &[]), 1024.0);
     let l4s = [
         ("backend", "api"),
         ("server", "a1"),

@@ -103,6 +103,7 @@ fn config(pin: PathBuf) -> Config {
             interfaces: vec!["eth0".into(), "eth1".into(), "eth2".into()],
             xdp_mode: XdpMode::Native,
             conntrack_size: 4096,
+            conntrack_warn: 90,
             maglev_table_size: DEFAULT_MAGLEV_SIZE,
             deny_src: vec![],
             pin_path: pin,

@@ -287,6 +287,7 @@ fn config() -> Config {
             interfaces: vec!["eth0".into(), "eth1".into()],
             xdp_mode: XdpMode::Auto,
             conntrack_size: 4096,
+            conntrack_warn: 90,
             maglev_table_size: DEFAULT_MAGLEV_SIZE,
             deny_src: vec![net("192.0.2.0/24"), net("2001:db8:bad::/48")],
             pin_path: PathBuf::from("/unused"),
@@ -386,6 +387,11 @@ fn enter(host: &Host) {
 
 impl Fixture {
     fn new() -> Fixture {
+        Self::with_conntrack(4096)
+    }
+
+    /// A fixture whose flow tables hold `conntrack_size` entries each.
+    fn with_conntrack(conntrack_size: u32) -> Fixture {
         let mut lab = Lab::new();
         let lb = lab.add_host("lb").expect("host");
         let c = lab.add_host("c").expect("host");
@@ -422,7 +428,7 @@ impl Fixture {
         let _ = std::fs::remove_dir_all(&pin_dir);
         let ebpf = dataplane::load(&LoadOptions {
             pin_dir: pin_dir.clone(),
-            conntrack_size: 4096,
+            conntrack_size,
             maglev_table_size: DEFAULT_MAGLEV_SIZE,
         })
         .expect("load");
@@ -514,6 +520,15 @@ impl Fixture {
         ))
     }
 
+    /// The id of TCP VIP `vip`.
+    fn vip_id(&self, vip: SocketAddr) -> u32 {
+        self.dp
+            .vip(&vip_key(vip, PROTO_TCP))
+            .expect("vip")
+            .expect("exists")
+            .vip_id
+    }
+
     /// Records TCP flow `client:cport → vip` on `backend` in the flow table, as the data
     /// path does for a new flow.
     fn track(&mut self, client: IpAddr, cport: u16, vip: SocketAddr, backend: SocketAddr) {
@@ -528,12 +543,7 @@ impl Fixture {
             family,
             _pad: [0; 2],
         };
-        let vip_id = self
-            .dp
-            .vip(&vip_key(vip, PROTO_TCP))
-            .expect("vip")
-            .expect("exists")
-            .vip_id;
+        let vip_id = self.vip_id(vip);
         let backend_id = self
             .dp
             .backends()
@@ -2812,4 +2822,70 @@ fn incompatible_pinned_map_is_refused() {
         text.contains("LB_CONFIG") && text.contains("remove the pin directory"),
         "{text}"
     );
+}
+
+/// Issue #19 item 2: flow-table pressure is visible: occupancy per table and per VIP, and
+/// a per-VIP count of TCP packets without SYN that found no entry (evicted flows).
+#[test]
+fn flow_table_occupancy_and_non_syn_misses() {
+    require_root!();
+    let mut fx = Fixture::with_conntrack(1024);
+    let vip = sa("203.0.113.10:80");
+    let client = ip("198.51.100.7");
+    let web = fx.vip_id(vip);
+    // 600 new connections (SYN): tracked, no miss.
+    for p in 0..600u16 {
+        let syn = L4 {
+            syn: true,
+            ..tcp(10000 + p, 80)
+        };
+        check_forward(&mut fx, E0, client, vip, syn);
+    }
+    assert_eq!(fx.dp.vip_misses(web).expect("misses"), 0);
+    let occ = fx.dp.sample_occupancy().expect("occupancy");
+    assert_eq!((occ.v4, occ.v6, occ.capacity), (600, 0, 1024));
+    assert_eq!(occ.per_vip.get(&web), Some(&600));
+    // Their next segments hit the table: still no miss.
+    for p in 0..600u16 {
+        check_forward(&mut fx, E0, client, vip, tcp(10000 + p, 80));
+    }
+    assert_eq!(fx.dp.vip_misses(web).expect("misses"), 0);
+    // 1500 connections in a 1024-entry table: the oldest are evicted, and their next
+    // segments (no SYN) miss and are re-picked, each counted.
+    for p in 600..1500u16 {
+        let syn = L4 {
+            syn: true,
+            ..tcp(10000 + p, 80)
+        };
+        check_forward(&mut fx, E0, client, vip, syn);
+    }
+    let occ = fx.dp.sample_occupancy().expect("occupancy");
+    assert!(occ.v4 <= 1024 && occ.v4 > 512, "{occ:?}");
+    let evicted = 1500 - occ.v4;
+    for p in 0..1500u16 {
+        check_forward(&mut fx, E0, client, vip, tcp(10000 + p, 80));
+    }
+    let misses = fx.dp.vip_misses(web).expect("misses");
+    assert!(
+        misses >= evicted,
+        "{misses} misses for {evicted} evicted flows"
+    );
+    // What /metrics and `lb stats` show.
+    let snap = lb::dataplane::stats::snapshot(&fx.dp, &fx.cfg).expect("snapshot");
+    let v = snap.vips.iter().find(|v| v.vip == vip).expect("VIP listed");
+    assert_eq!(v.non_syn_misses, misses);
+    assert_eq!(v.flows, occ.per_vip[&web]);
+    let t = snap.flow_table.expect("sampled");
+    assert_eq!((t.v4, t.capacity), (occ.v4, 1024));
+    // The sampler's warning path runs (above 50 %), and its sample is kept.
+    let dp = &mut fx.dp;
+    let warned = std::sync::Mutex::new(None);
+    lb::dataplane::sync::sample(dp, 50, &warned).expect("sample");
+    assert!(warned.lock().expect("lock").is_some(), "warned above 50 %");
+    let first = *warned.lock().expect("lock");
+    lb::dataplane::sync::sample(dp, 50, &warned).expect("sample");
+    assert_eq!(*warned.lock().expect("lock"), first, "rate-limited");
+    let fresh = std::sync::Mutex::new(None);
+    lb::dataplane::sync::sample(dp, 100, &fresh).expect("sample");
+    assert!(fresh.lock().expect("lock").is_none(), "not above 100 %");
 }

@@ -322,14 +322,31 @@ pub fn render_table(doc: &StatsDoc) -> String {
                     v.packets.to_string(),
                     human_bytes(v.bytes),
                     v.new_flows.to_string(),
+                    v.flows.to_string(),
+                    v.non_syn_misses.to_string(),
                 ]
             })
             .collect();
         out.push_str(&table(
-            &["L4 FRONTEND", "VIP", "PROTO", "PACKETS", "BYTES", "FLOWS"],
+            &[
+                "L4 FRONTEND",
+                "VIP",
+                "PROTO",
+                "PACKETS",
+                "BYTES",
+                "FLOWS",
+                "TRACKED",
+                "MISSES",
+            ],
             &rows,
-            &[false, false, false, true, true, true],
+            &[false, false, false, true, true, true, true, true],
         ));
+        if let Some(t) = &l4.flow_table {
+            out.push_str(&format!(
+                "flow table: {} IPv4 + {} IPv6 entries of {} each\n",
+                t.v4, t.v6, t.capacity
+            ));
+        }
     }
     if let Some(e) = &doc.l4_error {
         out.push_str(&format!("\nL4 counters unavailable: {e}\n"));

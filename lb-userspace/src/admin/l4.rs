@@ -34,6 +34,17 @@ pub struct L4Snapshot {
     /// Packets dropped or passed to the kernel, by reason.
     #[serde(default)]
     pub reasons: Vec<L4ReasonStats>,
+    /// The flow tables' occupancy at the last periodic sample (none before the first).
+    #[serde(default)]
+    pub flow_table: Option<L4FlowTable>,
+}
+
+/// Entries in the LRU flow tables (one per address family, each `capacity` entries).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L4FlowTable {
+    pub v4: u64,
+    pub v6: u64,
+    pub capacity: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +56,13 @@ pub struct L4VipStats {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Flow-table entries of this VIP at the last occupancy sample.
+    #[serde(default)]
+    pub flows: u64,
+    /// TCP packets without SYN that found no flow entry (evicted flows, or flows another
+    /// node balanced), re-picked through Maglev.
+    #[serde(default)]
+    pub non_syn_misses: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -58,7 +58,7 @@ use crate::config::model::Global;
 use crate::health::{AdminState, HealthError, HealthHandle};
 use crate::state::{Registry, ServerStatus, StateError};
 
-pub use l4::{L4BackendStats, L4ReasonStats, L4Snapshot, L4Stats, L4VipStats};
+pub use l4::{L4BackendStats, L4FlowTable, L4ReasonStats, L4Snapshot, L4Stats, L4VipStats};
 pub use stats::StatsDoc;
 
 /// The custom header that marks a state-changing request as not cross-site

@@ -325,6 +325,55 @@ pub fn render(doc: &StatsDoc) -> String {
                 );
             }
         }
+        for (name, kind, help) in [
+            (
+                "lb_l4_vip_flows",
+                "gauge",
+                "Flow-table entries of the VIP at the last occupancy sample.",
+            ),
+            (
+                "lb_l4_vip_non_syn_misses_total",
+                "counter",
+                "TCP packets without SYN that found no flow entry (evicted, or balanced by another node).",
+            ),
+        ] {
+            out.family(name, kind, help);
+            for (v, vip) in l4.vips.iter().zip(&vip_strings) {
+                let value = if kind == "gauge" {
+                    v.flows
+                } else {
+                    v.non_syn_misses
+                };
+                out.sample(
+                    name,
+                    &[("frontend", &v.frontend), ("vip", vip), ("proto", &v.proto)],
+                    value as f64,
+                );
+            }
+        }
+        if let Some(t) = &l4.flow_table {
+            out.family(
+                "lb_l4_flow_table_entries",
+                "gauge",
+                "Entries in the LRU flow table of each address family.",
+            );
+            out.sample(
+                "lb_l4_flow_table_entries",
+                &[("family", "ipv4")],
+                t.v4 as f64,
+            );
+            out.sample(
+                "lb_l4_flow_table_entries",
+                &[("family", "ipv6")],
+                t.v6 as f64,
+            );
+            out.family(
+                "lb_l4_flow_table_capacity",
+                "gauge",
+                "Entries each flow table holds (conntrack_size).",
+            );
+            out.sample("lb_l4_flow_table_capacity", &[], t.capacity as f64);
+        }
         let addr_strings: Vec<String> = l4.backends.iter().map(|b| b.addr.to_string()).collect();
         for (suffix, help) in [
             ("packets_total", "Packets balanced to the server."),

@@ -262,6 +262,9 @@ pub struct Dataplane {
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
     pub conntrack_size: u32,
+    /// Percent of `conntrack_size` above which lb warns that a flow table is filling
+    /// (`conntrack_warn`, default 90).
+    pub conntrack_warn: u8,
     pub maglev_table_size: u32,
     /// Globally denied source networks.
     pub deny_src: Vec<IpNet>,

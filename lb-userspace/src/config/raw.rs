@@ -47,6 +47,7 @@ pub(crate) struct RawDataplane {
     pub interfaces: Option<Spanned<List>>,
     pub xdp_mode: Option<S>,
     pub conntrack_size: Option<Spanned<i64>>,
+    pub conntrack_warn: Option<Spanned<i64>>,
     pub maglev_table_size: Option<Spanned<i64>>,
     pub deny_src: Option<Spanned<List>>,
     pub pin_path: Option<S>,

@@ -158,7 +158,7 @@ fn ensure_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
 }
 
 /// Key and value sizes of the maps whose layout lb defines, as this build expects them.
-fn expected_layouts() -> [(&'static str, usize, usize); 16] {
+fn expected_layouts() -> [(&'static str, usize, usize); 17] {
     use lb_common::types::*;
     use std::mem::size_of;
     [
@@ -188,6 +188,7 @@ fn expected_layouts() -> [(&'static str, usize, usize); 16] {
         (names::REASON_STATS, 4, 8),
         (names::VIP_STATS, 4, size_of::<TrafficCounters>()),
         (names::BACKEND_STATS, 4, size_of::<TrafficCounters>()),
+        (names::VIP_MISSES, 4, 8),
         (names::NH_GEN, 4, size_of::<NextHopLease>()),
         (
             names::REPLY_HOPS,

@@ -158,6 +158,18 @@ pub struct Dataplane {
     tables: StdHashMap<u32, (u32, Vec<u32>)>,
     /// Write Maglev tables with `BPF_MAP_UPDATE_BATCH` (else one update per entry).
     batch: bool,
+    /// The flow tables' occupancy at the last [`Dataplane::sample_occupancy`].
+    occupancy: Option<FlowOccupancy>,
+}
+
+/// How full the flow tables are: entries per family and per VIP id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowOccupancy {
+    pub v4: u64,
+    pub v6: u64,
+    /// Entries per table (the conntrack size; each family has its own table).
+    pub capacity: u64,
+    pub per_vip: StdHashMap<u32, u64>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -177,6 +189,7 @@ impl Dataplane {
             maglev_size: 0,
             tables: StdHashMap::new(),
             batch: true,
+            occupancy: None,
         };
         let len = {
             let arr: Array<&MapData, u32> =
@@ -897,7 +910,85 @@ impl Dataplane {
         if vip_id >= MAX_VIPS {
             return Err(MapsError::VipId(vip_id));
         }
-        self.reset_traffic(names::VIP_STATS, vip_id)
+        self.reset_traffic(names::VIP_STATS, vip_id)?;
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| MapsError::Cpus(what, e))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![0u64; cpus])
+            .map_err(|e| MapsError::Cpus("per-CPU values", e))?;
+        let mut arr: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(self.map_mut(names::VIP_MISSES)?)
+                .map_err(map_err(names::VIP_MISSES))?;
+        arr.set(vip_id, zeros, 0)
+            .map_err(map_err(names::VIP_MISSES))
+    }
+
+    /// TCP packets without SYN that found no flow entry at VIP `vip_id` (summed over CPUs).
+    pub fn vip_misses(&self, vip_id: u32) -> Result<u64, MapsError> {
+        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map(names::VIP_MISSES)?)
+            .map_err(map_err(names::VIP_MISSES))?;
+        let v = arr.get(&vip_id, 0).map_err(map_err(names::VIP_MISSES))?;
+        Ok(v.iter().sum())
+    }
+
+    /// Counts the entries of both flow tables, per VIP, and keeps the result for
+    /// [`Dataplane::occupancy`]. Reads the tables with `BPF_MAP_LOOKUP_BATCH` (one entry
+    /// per lookup on kernels without it); meant for a periodic sampler, not per packet or
+    /// per scrape.
+    pub fn sample_occupancy(&mut self) -> Result<FlowOccupancy, MapsError> {
+        let mut occ = FlowOccupancy::default();
+        for (name, key_size) in [
+            (names::FLOWS_V4, std::mem::size_of::<FlowKeyV4>()),
+            (names::FLOWS, std::mem::size_of::<FlowKey>()),
+        ] {
+            let (fd, capacity) = match self.map(name)? {
+                Map::LruHashMap(data) => (
+                    data.fd().as_fd().as_raw_fd(),
+                    data.info().map_err(map_err(name))?.max_entries(),
+                ),
+                _ => return Err(MapsError::MissingMap(name)),
+            };
+            occ.capacity = u64::from(capacity);
+            let values = match flow_values_batch(fd, key_size) {
+                Ok(v) => v,
+                Err(e) if batch_unsupported(&e) => {
+                    if name == names::FLOWS_V4 {
+                        self.hash_entries::<FlowKeyV4, FlowValue>(name)?
+                            .into_iter()
+                            .map(|(_, v)| v)
+                            .collect()
+                    } else {
+                        self.hash_entries::<FlowKey, FlowValue>(name)?
+                            .into_iter()
+                            .map(|(_, v)| v)
+                            .collect()
+                    }
+                }
+                Err(io_error) => {
+                    return Err(MapsError::Map {
+                        name,
+                        source: MapError::SyscallError(aya::sys::SyscallError {
+                            call: "bpf_map_lookup_batch",
+                            io_error,
+                        }),
+                    });
+                }
+            };
+            let n = values.len() as u64;
+            if name == names::FLOWS_V4 {
+                occ.v4 = n;
+            } else {
+                occ.v6 = n;
+            }
+            for v in values {
+                *occ.per_vip.entry(v.vip_id).or_default() += 1;
+            }
+        }
+        self.occupancy = Some(occ.clone());
+        Ok(occ)
+    }
+
+    /// The occupancy at the last sample, if any.
+    pub fn occupancy(&self) -> Option<&FlowOccupancy> {
+        self.occupancy.as_ref()
     }
 
     /// Zeroes the counters of backend `id`.
@@ -956,6 +1047,59 @@ struct BatchAttr {
     map_fd: u32,
     elem_flags: u64,
     flags: u64,
+}
+
+/// `BPF_MAP_LOOKUP_BATCH` (enum bpf_cmd).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Every value of the flow table `fd` (keys of `key_size` bytes, `FlowValue` values), read
+/// with `BPF_MAP_LOOKUP_BATCH` in chunks.
+fn flow_values_batch(fd: RawFd, key_size: usize) -> std::io::Result<Vec<FlowValue>> {
+    const CHUNK: usize = 4096;
+    let mut out = Vec::new();
+    let mut keys = vec![0u8; CHUNK * key_size];
+    let mut values = vec![FlowValue::default(); CHUNK];
+    // The kernel's opaque position (a bucket index for hash maps).
+    let mut token = [0u64; 2];
+    let mut first = true;
+    loop {
+        let mut next = [0u64; 2];
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { token.as_ptr() as u64 },
+            out_batch: next.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` is a valid `bpf_attr.batch` for BPF_MAP_LOOKUP_BATCH; `keys` and
+        // `values` have room for `count` keys and values of the map's sizes, and the
+        // batch tokens for the kernel's position (at most 8 bytes for hash maps).
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                // The end: the last entries came with it.
+                out.extend_from_slice(&values[..attr.count as usize]);
+                return Ok(out);
+            }
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        out.extend_from_slice(&values[..attr.count as usize]);
+        token = next;
+        first = false;
+    }
 }
 
 /// True when `e` means the kernel (or this map type) has no batch operations.

@@ -10,7 +10,7 @@ use lb_common::types::{PROTO_UDP, Reason};
 
 use super::apply::bind_proto;
 use super::maps::{Dataplane, MapsError, vip_key};
-use crate::admin::{L4BackendStats, L4ReasonStats, L4Snapshot, L4Stats, L4VipStats};
+use crate::admin::{L4BackendStats, L4FlowTable, L4ReasonStats, L4Snapshot, L4Stats, L4VipStats};
 use crate::config::model::{Config, Tier};
 
 /// `drop`, `pass`, `forward` or `translate`, and the reason without that prefix.
@@ -44,6 +44,11 @@ pub fn snapshot(dp: &Dataplane, cfg: &Config) -> Result<L4Snapshot, MapsError> {
                 packets: c.packets,
                 bytes: c.bytes,
                 new_flows: c.new_flows,
+                flows: dp
+                    .occupancy()
+                    .and_then(|o| o.per_vip.get(&info.vip_id).copied())
+                    .unwrap_or(0),
+                non_syn_misses: dp.vip_misses(info.vip_id)?,
             });
         }
     }
@@ -73,6 +78,11 @@ pub fn snapshot(dp: &Dataplane, cfg: &Config) -> Result<L4Snapshot, MapsError> {
             });
         }
     }
+    out.flow_table = dp.occupancy().map(|o| L4FlowTable {
+        v4: o.v4,
+        v6: o.v6,
+        capacity: o.capacity,
+    });
     for (r, packets) in dp.reason_counters()? {
         let (action, reason) = reason_parts(r);
         out.reasons.push(L4ReasonStats {

@@ -39,6 +39,39 @@ pub async fn apply_now(
     .await?
 }
 
+/// How often the flow tables' occupancy is sampled (`/metrics`, `lb stats`, the warning).
+pub const OCCUPANCY_EVERY: Duration = Duration::from_secs(10);
+
+/// At most one "flow table filling" warning per this period while it stays above.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Samples the flow tables' occupancy into `dp` (for the stats) and warns, at most once per
+/// [`WARN_EVERY`], when a table holds more than `warn_percent` of its capacity.
+pub fn sample(
+    dp: &mut Dataplane,
+    warn_percent: u8,
+    warned: &Mutex<Option<std::time::Instant>>,
+) -> Result<(), SyncError> {
+    let occ = dp.sample_occupancy().map_err(ApplyError::from)?;
+    let fullest = occ.v4.max(occ.v6);
+    if occ.capacity == 0 || fullest * 100 <= u64::from(warn_percent) * occ.capacity {
+        return Ok(());
+    }
+    let mut last = warned.lock().map_err(|_| SyncError::Poisoned)?;
+    if last.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+        return Ok(());
+    }
+    *last = Some(std::time::Instant::now());
+    tracing::warn!(
+        ipv4 = occ.v4,
+        ipv6 = occ.v6,
+        capacity = occ.capacity,
+        "flow table above {warn_percent}% of conntrack_size: the oldest flows are being \
+         evicted (raise [dataplane] conntrack_size; see docs/operations.md)"
+    );
+    Ok(())
+}
+
 /// Follows the registry until `shutdown` turns true (or its sender is dropped): every change
 /// re-applies the configuration returned by `config` (read at each change, so a reload only
 /// has to swap it and touch the registry). The registry is subscribed to when this is
@@ -59,8 +92,29 @@ pub fn follow(
         let mut tick =
             tokio::time::interval(local_addrs_every.unwrap_or(Duration::from_secs(3600)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut occupancy_tick = tokio::time::interval(OCCUPANCY_EVERY);
+        occupancy_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let warned: Arc<Mutex<Option<std::time::Instant>>> = Arc::new(Mutex::new(None));
         loop {
             tokio::select! {
+                _ = occupancy_tick.tick() => {
+                    let dp = Arc::clone(&dp);
+                    let warn = config()
+                        .dataplane
+                        .as_ref()
+                        .map_or(90, |d| d.conntrack_warn);
+                    let warned = Arc::clone(&warned);
+                    let r = tokio::task::spawn_blocking(move || -> Result<(), SyncError> {
+                        let mut dp = dp.lock().map_err(|_| SyncError::Poisoned)?;
+                        sample(&mut dp, warn, &warned)
+                    })
+                    .await;
+                    match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!("sampling the flow tables failed: {e}"),
+                        Err(e) => tracing::warn!("sampling the flow tables failed: {e}"),
+                    }
+                }
                 changed = changes.changed() => {
                     if changed.is_err() {
                         return;

@@ -35,6 +35,8 @@ pub fn l4_snapshot() -> L4Snapshot {
             packets: 1000,
             bytes: 64000,
             new_flows: 10,
+            flows: 7,
+            non_syn_misses: 3,
         }],
         backends: vec![L4BackendStats {
             backend: "api".into(),
@@ -56,6 +58,11 @@ pub fn l4_snapshot() -> L4Snapshot {
                 packets: 2,
             },
         ],
+        flow_table: Some(lb::admin::L4FlowTable {
+            v4: 7,
+            v6: 0,
+            capacity: 1024,
+        }),
     }
 }
 

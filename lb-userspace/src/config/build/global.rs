@@ -204,6 +204,7 @@ impl Builder<'_> {
             interfaces: Vec::new(),
             xdp_mode: XdpMode::Auto,
             conntrack_size: lb_common::maps::DEFAULT_CONNTRACK_SIZE,
+            conntrack_warn: 90,
             maglev_table_size: lb_common::maps::DEFAULT_MAGLEV_SIZE,
             deny_src: Vec::new(),
             pin_path: Path::new(lb_common::maps::DEFAULT_PIN_ROOT).join(stem),
@@ -274,6 +275,9 @@ impl Builder<'_> {
             1024..=u32::MAX,
         ) {
             out.conntrack_size = n;
+        }
+        if let Some(n) = self.int_in(&dp.conntrack_warn, "dataplane.conntrack_warn", 1..=100u8) {
+            out.conntrack_warn = n;
         }
         if let Some(m) = &dp.maglev_table_size {
             match u32::try_from(*m.get_ref()) {
