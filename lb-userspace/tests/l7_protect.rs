@@ -481,3 +481,67 @@ async fn h2_flood_without_reading_is_cut_off() {
         t0.elapsed()
     );
 }
+
+/// An HTTP/2 client that keeps its flow-control window shut (initial window 0, never a
+/// WINDOW_UPDATE) on a large response is cut off within `timeout client`, and with it
+/// lb's connection to the server (#19 item 11).
+#[tokio::test]
+async fn h2_zero_window_is_cut_off() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let upstream = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut head = vec![0u8; 4096];
+        let _ = s.read(&mut head).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n")
+            .await;
+        let piece = vec![0u8; 64 * 1024];
+        for _ in 0..(1_000_000_000 / piece.len()) {
+            if s.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+        Instant::now()
+    });
+    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
+    fe.timeouts.client = Some(Duration::from_secs(1));
+    let (h, _reg) = start(config(
+        vec![fe],
+        vec![backend("be", Balance::RoundRobin, vec![server("a", addr)])],
+    ));
+    let fe = addr_of(&h, "web");
+    let s = TcpStream::connect(fe).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(executor())
+        .initial_stream_window_size(0)
+        .handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    let conn_task = tokio::spawn(conn);
+    let t0 = Instant::now();
+    let req = hyper::Request::get("http://x/big")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), tx.send_request(req))
+        .await
+        .expect("response head")
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The body is never read; the window stays shut.
+    let cut = tokio::time::timeout(Duration::from_secs(15), upstream)
+        .await
+        .expect("lb closed its server connection")
+        .unwrap();
+    assert!(
+        cut.duration_since(t0) < Duration::from_secs(8),
+        "server side cut after {:?}",
+        cut.duration_since(t0)
+    );
+    // The client's connection ends too.
+    tokio::time::timeout(Duration::from_secs(5), conn_task)
+        .await
+        .expect("client connection closed")
+        .unwrap()
+        .ok();
+    drop(r);
+}

@@ -64,6 +64,14 @@ pub struct ConnShared {
     /// The connection became a tunnel: `timeout tunnel` governs it (in the tunnel copy),
     /// not `timeout client`.
     pub tunnel: std::sync::atomic::AtomicBool,
+    /// The client speaks HTTP/2.
+    pub h2: std::sync::atomic::AtomicBool,
+    /// HTTP/2: response bodies that handed data to the stream (or have a head out and no
+    /// data asked for yet) and wait for hyper to ask for more, which it does once the
+    /// client's flow-control window has room.
+    pub h2_waiting: AtomicUsize,
+    /// HTTP/2: when a response body was last asked for data (nanoseconds since `base`).
+    h2_progress: AtomicU64,
     base: Instant,
 }
 
@@ -75,6 +83,9 @@ impl Default for ConnShared {
             done_at: AtomicU64::new(0),
             write_timed_out: Default::default(),
             tunnel: Default::default(),
+            h2: Default::default(),
+            h2_waiting: AtomicUsize::new(0),
+            h2_progress: AtomicU64::new(0),
             base: Instant::now(),
         }
     }
@@ -90,6 +101,21 @@ impl ConnShared {
             self.done_at.fetch_max(nanos, Ordering::AcqRel);
         }
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// HTTP/2: a response body was asked for data just now.
+    pub fn h2_progress(&self) {
+        let since = Instant::now().saturating_duration_since(self.base);
+        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+        self.h2_progress.store(nanos, Ordering::Relaxed);
+    }
+
+    /// HTTP/2: whether response bodies wait on the client and none has been asked for
+    /// data within `limit` (a zero window the client never opens).
+    fn h2_stalled(&self, limit: Duration, now: Instant) -> bool {
+        self.h2_waiting.load(Ordering::Relaxed) > 0
+            && self.base + Duration::from_nanos(self.h2_progress.load(Ordering::Relaxed)) + limit
+                <= now
     }
 
     /// When the last response finished.
@@ -171,6 +197,9 @@ impl<T> ClientIo<T> {
         pages: ConnPages,
     ) -> Self {
         let now = Instant::now();
+        if !http1 {
+            shared.h2.store(true, Ordering::Relaxed);
+        }
         let head_deadline = t.http_request.map(|d| now + d);
         let first = head_deadline.or(t.client.map(|d| now + d)).unwrap_or(now);
         Self {
@@ -368,6 +397,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo<T> {
             // Fired: is it really past the (possibly moved) deadline?
             let now = Instant::now();
             if self.busy() {
+                // HTTP/2 streams held by a window the client keeps shut: as a write the
+                // client does not take, `timeout client` ends the connection.
+                if !self.http1
+                    && let Some(limit) = self.t.client
+                    && self.shared.h2_stalled(limit, now)
+                {
+                    self.shared.write_timed_out.store(true, Ordering::Relaxed);
+                    self.closed = true;
+                    return Poll::Ready(());
+                }
                 // Only the check-back time: still serving, look again later.
                 self.busy_check = self.recheck_after().map(|d| now + d);
                 continue;
@@ -445,6 +484,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<T> {
                         this.sniffed = true;
                         if buf.filled()[before..].starts_with(b"PRI * HTTP/2") {
                             this.http1 = false;
+                            this.shared.h2.store(true, Ordering::Relaxed);
                         }
                     }
                     match &mut this.head {

@@ -314,6 +314,15 @@ pub struct RespBody {
     counters: Option<Arc<CountersRef>>,
     /// `timeout server` between body chunks.
     idle: IdleLimit,
+    /// HTTP/2 client: the connection state that tracks bodies waiting on its window, and
+    /// whether this one is counted there.
+    h2_wait: Option<(Arc<ConnShared>, bool)>,
+}
+
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        self.set_waiting(false);
+    }
 }
 
 impl std::fmt::Debug for RespBody {
@@ -329,6 +338,21 @@ impl RespBody {
             guard,
             counters: None,
             idle: IdleLimit::new(None),
+            h2_wait: None,
+        }
+    }
+
+    /// HTTP/2: counts this body as waiting on the client (or not).
+    fn set_waiting(&mut self, on: bool) {
+        if let Some((shared, waiting)) = &mut self.h2_wait
+            && *waiting != on
+        {
+            *waiting = on;
+            if on {
+                shared.h2_waiting.fetch_add(1, Ordering::Relaxed);
+            } else {
+                shared.h2_waiting.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -339,12 +363,20 @@ impl RespBody {
         counters: Arc<CountersRef>,
         idle: Option<Duration>,
     ) -> Self {
-        Self {
+        let h2_wait = guard.ctx.shared.h2.load(Ordering::Relaxed).then(|| {
+            guard.ctx.shared.h2_progress();
+            (guard.ctx.shared.clone(), false)
+        });
+        let mut b = Self {
             src,
             guard: Some(guard),
             counters: Some(counters),
             idle: IdleLimit::new(idle),
-        }
+            h2_wait,
+        };
+        // Until hyper first asks for data (a window of 0 keeps it from asking).
+        b.set_waiting(true);
+        b
     }
 }
 
@@ -371,6 +403,10 @@ impl Body for RespBody {
                 Poll::Ready(r)
             }
             Src::Up(_) | Src::H2(_) => {
+                if let Some((shared, _)) = &this.h2_wait {
+                    shared.h2_progress();
+                }
+                this.set_waiting(false);
                 let polled = match &mut this.src {
                     Src::Up(inner) => inner.poll_frame(cx).map_err(HttpError::Body),
                     Src::H2(inner) => Pin::new(inner).poll_frame(cx).map_err(HttpError::Body2),
@@ -388,6 +424,8 @@ impl Body for RespBody {
                             }
                         }
                         this.idle.reset();
+                        // Handed over: the next ask waits on the client's window.
+                        this.set_waiting(true);
                         Poll::Ready(Some(Ok(f)))
                     }
                     Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
