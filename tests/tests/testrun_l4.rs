@@ -65,6 +65,7 @@ fn sa(s: &str) -> SocketAddr {
 
 // ---------------------------------------------------------------- frames
 
+#[derive(Clone, Copy)]
 struct L4 {
     proto: u8,
     sport: u16,
@@ -1019,177 +1020,301 @@ fn reverse_path_and_local_bypass() {
     );
 }
 
+/// One address family's addresses for table cases: the client, the TCP/UDP VIP address,
+/// a backend, and the offsets of its L3 and L4 headers in an untagged frame.
+#[derive(Clone, Copy, Debug)]
+struct Family {
+    name: &'static str,
+    v6: bool,
+    client: &'static str,
+    vip: &'static str,
+    backend: &'static str,
+}
+
+const FAMILIES: [Family; 2] = [
+    Family {
+        name: "IPv4",
+        v6: false,
+        client: "10.0.0.2",
+        vip: "203.0.113.10",
+        backend: "10.1.0.10",
+    },
+    Family {
+        name: "IPv6",
+        v6: true,
+        client: "fd00::2",
+        vip: "2001:db8::10",
+        backend: "fd01::10",
+    },
+];
+
+impl Family {
+    const L3: usize = 14;
+    /// Offset of the L4 header.
+    fn l4(&self) -> usize {
+        Self::L3 + if self.v6 { 40 } else { 20 }
+    }
+}
+
+/// A packet builder for table cases: a valid frame from the family's client (by default to
+/// its VIP), then raw edits, each naming what it breaks.
+#[derive(Clone)]
+struct Pkt {
+    fam: Family,
+    dst: &'static str,
+    ttl: u8,
+    l4: L4,
+    payload: &'static [u8],
+}
+
+impl Pkt {
+    fn tcp(fam: Family, dport: u16) -> Pkt {
+        Pkt {
+            fam,
+            dst: fam.vip,
+            ttl: 64,
+            l4: tcp(40000, dport),
+            payload: b"data",
+        }
+    }
+
+    fn udp(fam: Family, dport: u16) -> Pkt {
+        Pkt {
+            l4: udp(5000, dport),
+            payload: b"payload",
+            ..Pkt::tcp(fam, dport)
+        }
+    }
+
+    fn to(mut self, dst: &'static str) -> Pkt {
+        self.dst = dst;
+        self
+    }
+
+    fn ttl(mut self, ttl: u8) -> Pkt {
+        self.ttl = ttl;
+        self
+    }
+
+    fn build(&self) -> Vec<u8> {
+        let (src, dst) = (ip(self.fam.client), ip(self.dst));
+        frame(
+            CLIENT_MAC,
+            LB0_MAC,
+            src,
+            dst,
+            self.ttl,
+            &self.l4,
+            self.payload,
+        )
+    }
+
+    /// The frame with `edit` applied to its bytes; an IPv4 header checksum is made right
+    /// again when `fix_csum` (so only the edited field is wrong).
+    fn edited(&self, fix_csum: bool, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut f = self.build();
+        edit(&mut f);
+        if fix_csum && !self.fam.v6 {
+            set_ipv4_checksum(&mut f, Family::L3);
+        }
+        f
+    }
+}
+
+/// A table case: input frame, expected verdict and reason. Every case here expects the
+/// frame back untouched (`XDP_PASS`) or dropped (`XDP_DROP`); see [`check_untouched`].
+struct Case {
+    name: String,
+    input: Vec<u8>,
+    verdict: u32,
+    reason: Reason,
+}
+
+fn case(fam: &Family, name: &str, input: Vec<u8>, verdict: u32, reason: Reason) -> Case {
+    Case {
+        name: format!("{}: {name}", fam.name),
+        input,
+        verdict,
+        reason,
+    }
+}
+
+/// Malformed and unbalanced frames of family `f`, each passed untouched or dropped.
+fn malformed_cases(f: &Family) -> Vec<Case> {
+    let (l3, l4) = (Family::L3, f.l4());
+    let good = Pkt::tcp(*f, 80);
+    let udp_pkt = Pkt::udp(*f, 53);
+    let mut out = vec![
+        // Truncations (the kernel refuses test frames shorter than an Ethernet header).
+        case(
+            f,
+            "half an IP header",
+            good.build()[..l3 + if f.v6 { 30 } else { 10 }].to_vec(),
+            XDP_PASS,
+            Reason::PassTruncated,
+        ),
+        case(
+            f,
+            "half a TCP header",
+            good.build()[..l4 + 10].to_vec(),
+            XDP_PASS,
+            Reason::PassTruncated,
+        ),
+        case(
+            f,
+            "IP length beyond the frame",
+            good.edited(true, |b| {
+                let at = if f.v6 { l3 + 4 } else { l3 + 2 };
+                b[at..at + 2].copy_from_slice(&2000u16.to_be_bytes());
+            }),
+            XDP_PASS,
+            Reason::PassTruncated,
+        ),
+        case(
+            f,
+            "TCP data offset beyond the segment",
+            good.edited(false, |b| b[l4 + 12] = 0xf0),
+            XDP_PASS,
+            Reason::PassTruncated,
+        ),
+        // Other protocols (GRE) to a VIP address.
+        case(
+            f,
+            "GRE",
+            good.edited(true, |b| b[if f.v6 { l3 + 6 } else { l3 + 9 }] = 47),
+            XDP_PASS,
+            Reason::PassNotBalanced,
+        ),
+        // TTL / hop limit 1: dropped, counted.
+        case(
+            f,
+            "TTL 1",
+            Pkt::tcp(*f, 80).ttl(1).build(),
+            XDP_DROP,
+            Reason::DropTtlExceeded,
+        ),
+        // Not IP.
+        case(
+            f,
+            "ARP",
+            good.edited(false, |b| b[12..14].copy_from_slice(&[0x08, 0x06])),
+            XDP_PASS,
+            Reason::PassNotIp,
+        ),
+        // ICMP echo to a VIP: not an error, not translated.
+        case(
+            f,
+            "ICMP echo",
+            icmp_error(
+                CLIENT_MAC,
+                LB0_MAC,
+                ip(f.client),
+                ip(f.vip),
+                64,
+                if f.v6 { 128 } else { 8 },
+                0,
+                [0, 1, 0, 1],
+                b"ping",
+            ),
+            XDP_PASS,
+            Reason::PassNotBalanced,
+        ),
+        // Issue #19 item 5: a UDP length that disagrees with the IP payload's: dropped.
+        case(
+            f,
+            "UDP length beyond the packet",
+            udp_pkt.edited(false, |b| {
+                b[l4 + 4..l4 + 6].copy_from_slice(&500u16.to_be_bytes())
+            }),
+            XDP_DROP,
+            Reason::DropBadUdpLength,
+        ),
+    ];
+    for bad in [8u16 + 3, 4] {
+        out.push(case(
+            f,
+            &format!("UDP length {bad} in a 15-byte datagram"),
+            udp_pkt.edited(false, |b| {
+                b[l4 + 4..l4 + 6].copy_from_slice(&bad.to_be_bytes())
+            }),
+            XDP_DROP,
+            Reason::DropBadUdpLength,
+        ));
+    }
+    if f.v6 {
+        out.push(case(
+            f,
+            "fragment header",
+            good.edited(false, |b| b[l3 + 6] = 44),
+            XDP_PASS,
+            Reason::PassFragment,
+        ));
+        return out;
+    }
+    // IPv4 only: fragments (MF set, and a non-zero offset), options, checksums, VLAN.
+    out.push(case(
+        f,
+        "MF fragment",
+        good.edited(true, |b| b[l3 + 6] |= 0x20),
+        XDP_PASS,
+        Reason::PassFragment,
+    ));
+    out.push(case(
+        f,
+        "offset fragment",
+        good.edited(true, |b| b[l3 + 7] = 0x10),
+        XDP_PASS,
+        Reason::PassFragment,
+    ));
+    // IHL 6, a NOP option word.
+    out.push(case(
+        f,
+        "IPv4 options",
+        good.edited(true, |b| {
+            b.splice(l4..l4, [1, 1, 1, 1]);
+            b[l3] = 0x46;
+            let tot = (b.len() - l3) as u16;
+            b[l3 + 2..l3 + 4].copy_from_slice(&tot.to_be_bytes());
+        }),
+        XDP_PASS,
+        Reason::PassIpOptions,
+    ));
+    out.push(case(
+        f,
+        "VLAN tag cut short",
+        with_vlan(&good.build(), 7)[..15].to_vec(),
+        XDP_PASS,
+        Reason::PassTruncated,
+    ));
+    // A bad IPv4 header checksum, to a VIP (TCP and UDP) and to anything else.
+    for (name, pkt) in [
+        ("TCP to a VIP", Pkt::tcp(*f, 80)),
+        ("UDP to a VIP", Pkt::udp(*f, 53)),
+        ("to a backend", Pkt::tcp(*f, 22).to(f.backend)),
+    ] {
+        out.push(case(
+            f,
+            &format!("bad IPv4 header checksum, {name}"),
+            pkt.edited(false, |b| b[l3 + 10] ^= 0x01),
+            XDP_DROP,
+            Reason::DropBadIpChecksum,
+        ));
+    }
+    out
+}
+
 #[test]
 fn malformed_and_unbalanced_packets_are_passed_untouched() {
     require_root!();
     let mut fx = Fixture::new();
-    let good = frame(
-        CLIENT_MAC,
-        LB0_MAC,
-        ip("10.0.0.2"),
-        ip("203.0.113.10"),
-        64,
-        &tcp(40000, 80),
-        b"data",
-    );
-
-    // Fragments: MF set, and a non-zero offset.
-    let mut frag = good.clone();
-    frag[14 + 6] |= 0x20;
-    set_ipv4_checksum(&mut frag, 14);
-    check_untouched(
-        &mut fx,
-        "MF fragment",
-        &frag,
-        XDP_PASS,
-        Reason::PassFragment,
-    );
-    let mut frag = good.clone();
-    frag[14 + 7] = 0x10;
-    set_ipv4_checksum(&mut frag, 14);
-    check_untouched(
-        &mut fx,
-        "offset fragment",
-        &frag,
-        XDP_PASS,
-        Reason::PassFragment,
-    );
-    // IPv6 fragment header.
-    let mut f6 = frame(
-        CLIENT_MAC,
-        LB0_MAC,
-        ip("fd00::2"),
-        ip("2001:db8::10"),
-        64,
-        &tcp(40000, 80),
-        b"data",
-    );
-    f6[14 + 6] = 44;
-    check_untouched(
-        &mut fx,
-        "IPv6 fragment",
-        &f6,
-        XDP_PASS,
-        Reason::PassFragment,
-    );
-    // IPv4 options (IHL 6, a NOP option word).
-    let mut opt = good[..14 + 20].to_vec();
-    opt.extend_from_slice(&[1, 1, 1, 1]);
-    opt.extend_from_slice(&good[14 + 20..]);
-    opt[14] = 0x46;
-    let tot = (opt.len() - 14) as u16;
-    opt[16..18].copy_from_slice(&tot.to_be_bytes());
-    check_untouched(
-        &mut fx,
-        "IPv4 options",
-        &opt,
-        XDP_PASS,
-        Reason::PassIpOptions,
-    );
-    // Truncations.
-    // (The kernel refuses test frames shorter than an Ethernet header.)
-    let vlan = with_vlan(&good, 7);
-    check_untouched(
-        &mut fx,
-        "VLAN tag cut short",
-        &vlan[..15],
-        XDP_PASS,
-        Reason::PassTruncated,
-    );
-    check_untouched(
-        &mut fx,
-        "half an IPv4 header",
-        &good[..14 + 10],
-        XDP_PASS,
-        Reason::PassTruncated,
-    );
-    check_untouched(
-        &mut fx,
-        "half a TCP header",
-        &good[..14 + 20 + 10],
-        XDP_PASS,
-        Reason::PassTruncated,
-    );
-    let mut long = good.clone();
-    long[16..18].copy_from_slice(&2000u16.to_be_bytes());
-    check_untouched(
-        &mut fx,
-        "IPv4 total length beyond the frame",
-        &long,
-        XDP_PASS,
-        Reason::PassTruncated,
-    );
-    let mut doff = good.clone();
-    doff[14 + 20 + 12] = 0xf0;
-    check_untouched(
-        &mut fx,
-        "TCP data offset beyond the segment",
-        &doff,
-        XDP_PASS,
-        Reason::PassTruncated,
-    );
-    let mut ulen = frame(
-        CLIENT_MAC,
-        LB0_MAC,
-        ip("10.0.0.2"),
-        ip("203.0.113.10"),
-        64,
-        &udp(5000, 53),
-        b"x",
-    );
-    ulen[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&500u16.to_be_bytes());
-    check_untouched(
-        &mut fx,
-        "UDP length beyond the packet",
-        &ulen,
-        XDP_DROP,
-        Reason::DropBadUdpLength,
-    );
-    // Issue #19 item 5: malformed frames are dropped, not forwarded, counted by reason.
-    // A UDP length shorter than the IP payload (IPv4 and IPv6), and a UDP length below
-    // the header's.
-    for (src, dst) in [("10.0.0.2", "203.0.113.10"), ("fd00::2", "2001:db8::10")] {
-        let udp_vip = frame(
-            CLIENT_MAC,
-            LB0_MAC,
-            ip(src),
-            ip(dst),
-            64,
-            &udp(5000, 53),
-            b"payload",
-        );
-        let at = if src.contains(':') { 14 + 40 } else { 14 + 20 };
-        for bad in [8u16 + 3, 4] {
-            let mut f = udp_vip.clone();
-            f[at + 4..at + 6].copy_from_slice(&bad.to_be_bytes());
-            check_untouched(
-                &mut fx,
-                &format!("UDP length {bad} in a {}-byte datagram ({src})", 8 + 7),
-                &f,
-                XDP_DROP,
-                Reason::DropBadUdpLength,
-            );
+    for f in &FAMILIES {
+        for c in malformed_cases(f) {
+            check_untouched(&mut fx, &c.name, &c.input, c.verdict, c.reason);
         }
-    }
-    // A bad IPv4 header checksum, to a VIP (TCP and UDP) and to anything else.
-    for (dst, l4) in [
-        ("203.0.113.10", tcp(40000, 80)),
-        ("203.0.113.10", udp(5000, 53)),
-        ("10.1.0.10", tcp(40000, 22)),
-    ] {
-        let mut f = frame(CLIENT_MAC, LB0_MAC, ip("10.0.0.2"), ip(dst), 64, &l4, b"x");
-        f[14 + 10] ^= 0x01;
-        check_untouched(
-            &mut fx,
-            &format!("bad IPv4 header checksum to {dst}"),
-            &f,
-            XDP_DROP,
-            Reason::DropBadIpChecksum,
-        );
     }
     // What /metrics and `lb stats` show: drops by reason.
     let snap = lb::dataplane::stats::snapshot(&fx.dp, &fx.cfg).expect("snapshot");
-    for (reason, n) in [("bad_ip_checksum", 3), ("bad_udp_length", 5)] {
+    for (reason, n) in [("bad_ip_checksum", 3), ("bad_udp_length", 6)] {
         assert!(
             snap.reasons
                 .iter()
@@ -1198,61 +1323,6 @@ fn malformed_and_unbalanced_packets_are_passed_untouched() {
             snap.reasons
         );
     }
-    let six = frame(
-        CLIENT_MAC,
-        LB0_MAC,
-        ip("fd00::2"),
-        ip("2001:db8::10"),
-        64,
-        &tcp(40000, 80),
-        b"data",
-    );
-    check_untouched(
-        &mut fx,
-        "half an IPv6 header",
-        &six[..14 + 30],
-        XDP_PASS,
-        Reason::PassTruncated,
-    );
-    // Not IP.
-    let mut arp = good.clone();
-    arp[12..14].copy_from_slice(&[0x08, 0x06]);
-    check_untouched(&mut fx, "ARP", &arp, XDP_PASS, Reason::PassNotIp);
-    // Other protocols (GRE) to a VIP address.
-    let mut gre = good.clone();
-    gre[14 + 9] = 47;
-    set_ipv4_checksum(&mut gre, 14);
-    check_untouched(&mut fx, "GRE", &gre, XDP_PASS, Reason::PassNotBalanced);
-    // ICMP echo to a VIP: not an error, not translated.
-    let echo = icmp_error(
-        CLIENT_MAC,
-        LB0_MAC,
-        ip("10.0.0.2"),
-        ip("203.0.113.10"),
-        64,
-        8,
-        0,
-        [0, 1, 0, 1],
-        b"ping",
-    );
-    check_untouched(
-        &mut fx,
-        "ICMP echo",
-        &echo,
-        XDP_PASS,
-        Reason::PassNotBalanced,
-    );
-    // TTL 1: dropped, counted.
-    let ttl1 = frame(
-        CLIENT_MAC,
-        LB0_MAC,
-        ip("10.0.0.2"),
-        ip("203.0.113.10"),
-        1,
-        &tcp(40009, 80),
-        b"",
-    );
-    check_untouched(&mut fx, "TTL 1", &ttl1, XDP_DROP, Reason::DropTtlExceeded);
 }
 
 #[test]
