@@ -193,12 +193,7 @@ fn convert_carries_client_verification_and_refuses_what_it_cannot() {
         "{}",
         conv.toml
     );
-    for opt in [
-        "curves X25519",
-        "ca-ignore-err all",
-        "crt-ignore-err all",
-        "crt-list list.txt",
-    ] {
+    for opt in ["curves X25519", "ca-ignore-err all", "crt-ignore-err all"] {
         let cfg = format!("{head}    bind *:443 ssl crt config/certs/site.pem {opt}\n{tail}");
         let conv = lb::config::convert::convert_str(std::path::Path::new("m.cfg"), &cfg);
         let errors: Vec<String> = conv
@@ -318,4 +313,47 @@ fn tls_policy_options() {
     let t = c.frontends[0].binds[0].tls.clone().unwrap();
     assert_eq!(t.ciphersuites.len(), 2);
     assert!(t.prefer_client_ciphers);
+}
+
+#[test]
+fn crt_list_problems_name_the_line() {
+    let base = base();
+    base.write(
+        "config/list.txt",
+        "config/certs/site.pem a.test\nconfig/certs/myapp.pem [curves X25519] b.test\n",
+    );
+    base.write("config/nocert.txt", "config/certs/missing.pem\n");
+    base.write(
+        "config/ok.txt",
+        "config/certs/site.pem [alpn http/1.1] a.test !b.test\n",
+    );
+    let e = load(&base, "", "*:443 ssl crt-list config/list.txt").unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains(
+            "crt-list `config/list.txt` line 2: option `curves` is not supported in a crt-list"
+        ),
+        "{e:?}"
+    );
+    let e = load(&base, "", "*:443 ssl crt-list config/nocert.txt").unwrap_err();
+    assert!(
+        e[0].contains("crt-list `config/nocert.txt`: certificate"),
+        "{e:?}"
+    );
+    let c = load(&base, "", "*:443 ssl crt-list config/ok.txt").unwrap();
+    let t = c.frontends[0].binds[0].tls.clone().unwrap();
+    assert!(t.certs.is_empty());
+    assert_eq!(t.crt_list.len(), 1);
+    assert_eq!(t.crt_list[0].filters, ["a.test", "!b.test"]);
+    assert_eq!(t.crt_list[0].tls.as_ref().unwrap().alpn, ["http/1.1"]);
+    // lb convert carries it.
+    let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\nfrontend web\n    bind *:443 ssl crt-list config/ok.txt\n    default_backend pool\nbackend pool\n    server s1 127.0.0.1:8081\n";
+    let conv = lb::config::convert::convert_str(std::path::Path::new("l.cfg"), cfg);
+    assert!(conv.diagnostics.is_empty(), "{:#?}", conv.diagnostics);
+    let file = base.write("l.toml", &conv.toml);
+    let (c, _) = lb::config::load_with(&file, &opts(base.path())).unwrap();
+    assert_eq!(
+        c.frontends[0].binds[0].tls.as_ref().unwrap().crt_list.len(),
+        1
+    );
 }

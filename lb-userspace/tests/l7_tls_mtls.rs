@@ -71,35 +71,57 @@ async fn get_with(
     addr: SocketAddr,
     cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<Resp, String> {
+    get_full(addr, "a.test", &[], cert).await.map(|(r, _, _)| r)
+}
+
+/// [`get_with`] for SNI `sni` offering `alpn`; also the leaf the server sent and the ALPN
+/// it chose.
+async fn get_full(
+    addr: SocketAddr,
+    sni: &str,
+    alpn: &[&str],
+    cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<(Resp, Vec<u8>, Option<Vec<u8>>), String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let b = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)));
-    let cfg = match cert {
+    let mut cfg = match cert {
         Some((chain, key)) => b.with_client_auth_cert(chain, key).unwrap(),
         None => b.with_no_client_auth(),
     };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     tokio::time::timeout(T, async {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let tls = TlsConnector::from(Arc::new(cfg))
-            .connect(ServerName::try_from("a.test").unwrap(), tcp)
+            .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
             .await
             .map_err(|e| format!("handshake: {e}"))?;
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("http: {e}"))?;
-        tokio::spawn(conn);
+        let c = tls.get_ref().1;
+        let leaf = c.peer_certificates().unwrap()[0].to_vec();
+        let proto = c.alpn_protocol().map(<[u8]>::to_vec);
         let req = Request::get("/m")
-            .header("host", "a.test")
+            .header("host", sni)
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let resp = tx
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        Ok(collect(resp).await)
+        let resp = if proto.as_deref() == Some(b"h2") {
+            let (mut tx, conn) =
+                hyper::client::conn::http2::handshake(executor(), TokioIo::new(tls))
+                    .await
+                    .map_err(|e| format!("http: {e}"))?;
+            tokio::spawn(conn);
+            tx.send_request(req).await
+        } else {
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| format!("http: {e}"))?;
+            tokio::spawn(conn);
+            tx.send_request(req).await
+        }
+        .map_err(|e| format!("request: {e}"))?;
+        Ok((collect(resp).await, leaf, proto))
     })
     .await
     .expect("in time")
@@ -362,4 +384,81 @@ backend be\n    server s {}\n",
         assert_eq!(from_lb.saw(&n), from_hp.saw(&n), "{name}");
         assert!(!from_hp.saw(&n).is_empty(), "{name}");
     }
+}
+
+/// A `crt-list` (HAProxy's format, read by the config loader): SNI filters replace a
+/// certificate's names, `!name` removes one, `[options]` apply to the connections that pick
+/// the entry (client certificates required, another ALPN list), other names keep the bind's.
+#[tokio::test]
+async fn crt_list_filters_and_per_entry_options() {
+    let dir = TempDir::new("crt-list");
+    let s = echo("s").await;
+    let root = ca(&dir.0, "Root CA");
+    let (_, d_der) = make_cert(&dir.0, "default.test");
+    let (_, a_der) = make_cert(&dir.0, "a.test");
+    let (_, c_der) = make_cert(&dir.0, "c.test");
+    // b's certificate names b.test and x.b.test.
+    let bkey = KeyPair::generate().unwrap();
+    let bcert = CertificateParams::new(vec!["b.test".to_owned(), "x.b.test".to_owned()])
+        .unwrap()
+        .self_signed(&bkey)
+        .unwrap();
+    std::fs::write(
+        dir.0.join("b.pem"),
+        format!("{}{}", bcert.pem(), bkey.serialize_pem()),
+    )
+    .unwrap();
+    let b_der = bcert.der().to_vec();
+    std::fs::write(
+        dir.0.join("list.txt"),
+        "# entries\na.test.pem alias.test\nb.pem !x.b.test\n\
+c.test.pem [verify required ca-file Root_CA.pem alpn http/1.1] c.test\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let toml = format!(
+        "[defaults]\nmode = \"http\"\ntimeout = {{ client = \"5s\", connect = \"5s\", server = \"5s\" }}\n\
+[frontend.web]\nbind = [\"127.0.0.1:{port} ssl crt default.test.pem crt-list list.txt alpn h2,http/1.1\"]\n\
+default_backend = \"be\"\n[backend.be]\nserver = [\"s {}\"]\n",
+        s.addr
+    );
+    let file = dir.0.join("lb.toml");
+    std::fs::write(&file, toml).unwrap();
+    let opts = lb::config::LoadOptions {
+        base_dir: Some(dir.0.clone()),
+        ..Default::default()
+    };
+    let (cfg, _) = lb::config::load_with(&file, &opts).unwrap_or_else(|e| panic!("{e}"));
+    let (h, _reg) = start(cfg);
+    let fe = addr_of(&h, "web");
+    let leaf =
+        |sni: &'static str| async move { get_full(fe, sni, &["h2", "http/1.1"], None).await };
+    assert_eq!(leaf("alias.test").await.unwrap().1, a_der, "a filter");
+    assert_eq!(
+        leaf("a.test").await.unwrap().1,
+        d_der,
+        "filters replace the certificate's names"
+    );
+    assert_eq!(leaf("b.test").await.unwrap().1, b_der);
+    assert_eq!(leaf("x.b.test").await.unwrap().1, d_der, "!x.b.test");
+    let (_, l, proto) = leaf("default.test").await.unwrap();
+    assert_eq!((l, proto.as_deref()), (d_der.clone(), Some(&b"h2"[..])));
+    // c.test: client certificates required, ALPN http/1.1 only.
+    let e = leaf("c.test").await.unwrap_err();
+    assert!(e.contains("alert") || e.contains("request"), "{e}");
+    let (r, l, proto) = get_full(
+        fe,
+        "c.test",
+        &["h2", "http/1.1"],
+        Some(client_cert(&root, "client.test", &[9])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(l, c_der);
+    assert_eq!(proto.as_deref(), Some(&b"http/1.1"[..]));
 }

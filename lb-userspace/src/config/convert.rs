@@ -338,7 +338,6 @@ const LB_LACKS_AFTER: &[(&str, &[&str])] = &[
 /// HAProxy bind options about TLS policy lb does not carry: `lb convert` refuses them
 /// rather than drop them.
 const TLS_POLICY_BIND_OPTS: &[&str] = &[
-    "crt-list",
     "ca-ignore-err",
     "crt-ignore-err",
     "curves",
@@ -1267,26 +1266,25 @@ impl Converter<'_> {
                 | "strict-sni"
                 | "prefer-client-ciphers" => opts.push(w.text.clone()),
                 "crt" | "alpn" | "tls-ticket-keys" | "verify" | "ca-file" | "ca-verify-file"
-                | "crl-file" | "ssl-min-ver" | "ssl-max-ver" | "ciphers" | "ciphersuites" => {
-                    match args.get(i + 1) {
-                        Some(v) => {
-                            opts.push(w.text.clone());
-                            opts.push(quote_word(&v.text.replace(", ", ",")));
-                            i += 1;
-                        }
-                        None => {
-                            self.diag(
-                                Severity::Error,
-                                n,
-                                w.col,
-                                &path,
-                                format!("`{}` needs a value", w.text),
-                            );
-                            self.dangling = Some((n, w.text.clone()));
-                            return;
-                        }
+                | "crl-file" | "ssl-min-ver" | "ssl-max-ver" | "ciphers" | "ciphersuites"
+                | "crt-list" => match args.get(i + 1) {
+                    Some(v) => {
+                        opts.push(w.text.clone());
+                        opts.push(quote_word(&v.text.replace(", ", ",")));
+                        i += 1;
                     }
-                }
+                    None => {
+                        self.diag(
+                            Severity::Error,
+                            n,
+                            w.col,
+                            &path,
+                            format!("`{}` needs a value", w.text),
+                        );
+                        self.dangling = Some((n, w.text.clone()));
+                        return;
+                    }
+                },
                 "npn" => {
                     let v = args.get(i + 1).map_or("", |v| v.text.as_str());
                     self.diag(Severity::Warning, n, w.col, &path, format!("`npn {v}` is not supported (NPN is obsolete); dropped, ALPN (`alpn h2,http/1.1`) is used instead"));

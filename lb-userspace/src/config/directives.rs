@@ -248,6 +248,8 @@ pub(crate) struct BindLine {
     pub ciphers: Vec<rustls::CipherSuite>,
     pub prefer_client_ciphers: bool,
     pub policy_tok: Option<Tok>,
+    /// `crt-list FILE`, each with its value's token.
+    pub crt_lists: Vec<(PathBuf, Tok)>,
 }
 
 const BIND_OPTS: &[&str] = &[
@@ -258,6 +260,7 @@ const BIND_OPTS: &[&str] = &[
     "ca-file",
     "ca-verify-file",
     "crl-file",
+    "crt-list",
     "ssl-min-ver",
     "ssl-max-ver",
     "ciphersuites",
@@ -298,6 +301,7 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
         ciphers: Vec::new(),
         prefer_client_ciphers: false,
         policy_tok: None,
+        crt_lists: Vec::new(),
     };
     while let Some(t) = args.next() {
         match t.text.as_str() {
@@ -319,6 +323,10 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
                     }
                 };
                 line.verify = Some((mode, v.clone()));
+            }
+            "crt-list" => {
+                let v = args.value_of(t)?;
+                line.crt_lists.push((PathBuf::from(&v.text), v.clone()));
             }
             "prefer-client-ciphers" => {
                 line.prefer_client_ciphers = true;
@@ -410,6 +418,7 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
                 line.ca_verify_file.as_ref().map(|(_, t)| t),
             ),
             ("crl-file", line.crl_file.as_ref().map(|(_, t)| t)),
+            ("crt-list", line.crt_lists.first().map(|(_, t)| t)),
             (
                 line.policy_tok.as_ref().map_or("", |t| t.text.as_str()),
                 line.policy_tok.as_ref(),
@@ -431,7 +440,10 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
             format!("`verify {}` needs `ca-file` on the same bind line", t.text),
         ));
     }
-    if let (Some(s), true) = (&line.ssl, line.certs.is_empty()) {
+    if let (Some(s), true) = (
+        &line.ssl,
+        line.certs.is_empty() && line.crt_lists.is_empty(),
+    ) {
         return Err(Problem::new(s.pos, "`ssl` needs at least one `crt PEM`"));
     }
     Ok(line)

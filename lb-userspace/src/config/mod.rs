@@ -8,6 +8,7 @@
 mod build;
 pub mod check;
 pub mod convert;
+mod crt_list;
 mod diag;
 mod directives;
 pub mod keys;

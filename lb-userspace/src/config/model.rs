@@ -402,6 +402,20 @@ pub struct BindTls {
     /// `prefer-client-ciphers`: the client's order picks the suite (else the bind's, as
     /// HAProxy).
     pub prefer_client_ciphers: bool,
+    /// The entries of the bind's `crt-list` files, after its `crt` certificates.
+    pub crt_list: Vec<CrtEntry>,
+}
+
+/// One line of a `crt-list` file.
+#[derive(Debug, Clone, Default)]
+pub struct CrtEntry {
+    /// The PEM file (certificate chain and key).
+    pub cert: PathBuf,
+    /// SNI filters, lower case: names (wildcards allowed) that replace the certificate's
+    /// own for the choice by SNI; `!name` removes one of its names.
+    pub filters: Vec<String>,
+    /// The bind's settings with the entry's `[options]` applied, when it has any.
+    pub tls: Option<Box<BindTls>>,
 }
 
 /// `verify` on an `ssl` bind (HAProxy's), about client certificates.

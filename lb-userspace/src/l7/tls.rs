@@ -74,6 +74,9 @@ pub enum TlsError {
 struct Loaded {
     key: Arc<CertifiedKey>,
     names: Vec<String>,
+    /// Which of the bind's handshake configurations serves it (0: the bind's own; a
+    /// `crt-list` entry with options has its own).
+    group: usize,
 }
 
 /// Picks a certificate as HAProxy does: by SNI (an exact name before a wildcard), then,
@@ -164,26 +167,31 @@ impl SniResolver {
             })
     }
 
-    fn pick(&self, list: &[usize], hello: &ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn pick(&self, list: &[usize], hello: &ClientHello<'_>) -> Option<usize> {
         let first = *list.first()?;
-        let i = list
-            .iter()
-            .copied()
-            .find(|&i| self.usable(&self.certs[i].key, hello))
-            .unwrap_or(first);
-        Some(self.certs[i].key.clone())
+        Some(
+            list.iter()
+                .copied()
+                .find(|&i| self.usable(&self.certs[i].key, hello))
+                .unwrap_or(first),
+        )
+    }
+
+    /// The certificate for this ClientHello, by index.
+    fn choose(&self, hello: &ClientHello<'_>) -> Option<usize> {
+        if let Some(list) = hello.server_name().and_then(|n| self.candidates(n)) {
+            return self.pick(list, hello);
+        }
+        if self.strict {
+            return None;
+        }
+        self.pick(&self.default, hello)
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        if let Some(list) = hello.server_name().and_then(|n| self.candidates(n)) {
-            return self.pick(list, &hello);
-        }
-        if self.strict {
-            return None;
-        }
-        self.pick(&self.default, &hello)
+        self.choose(&hello).map(|i| self.certs[i].key.clone())
     }
 }
 
@@ -256,12 +264,21 @@ fn load_pem(path: &Path) -> Result<Loaded, TlsError> {
     Ok(Loaded {
         key: Arc::new(ck),
         names,
+        group: 0,
     })
 }
 
 /// The TLS side of one `ssl` bind.
 #[derive(Clone)]
 pub struct Acceptor {
+    /// The bind's handshake configuration, then one per `crt-list` entry with options.
+    groups: Vec<Group>,
+    resolver: Arc<SniResolver>,
+}
+
+/// One handshake configuration.
+#[derive(Clone)]
+struct Group {
     config: Arc<ServerConfig>,
     /// The same without ALPN, for a client whose ALPN list has nothing in common with
     /// the bind's (served without ALPN, as HAProxy does, rather than refused); `None` when
@@ -284,13 +301,18 @@ impl Acceptor {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
         let config = {
             let hello = start.client_hello();
-            let ours = &self.config.alpn_protocols;
+            let group = self
+                .resolver
+                .choose(&hello)
+                .and_then(|i| self.groups.get(self.resolver.certs[i].group))
+                .unwrap_or(&self.groups[0]);
+            let ours = &group.config.alpn_protocols;
             let mismatch = hello
                 .alpn()
                 .is_some_and(|mut offered| !offered.any(|p| ours.iter().any(|o| o == p)));
-            match &self.without_alpn {
+            match &group.without_alpn {
                 Some(plain) if mismatch => plain.clone(),
-                _ => self.config.clone(),
+                _ => group.config.clone(),
             }
         };
         let inner = start.into_stream(config).await?;
@@ -382,18 +404,48 @@ pub fn acceptor(
     sessions: &Sessions,
     cache_size: usize,
 ) -> Result<Acceptor, TlsError> {
-    if tls.certs.is_empty() {
+    if tls.certs.is_empty() && tls.crt_list.is_empty() {
         return Err(TlsError::Empty);
     }
-    let certs = tls
+    let mut certs = tls
         .certs
         .iter()
         .map(|p| load_pem(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut groups: Vec<&BindTls> = vec![tls];
+    for e in &tls.crt_list {
+        let mut l = load_pem(&e.cert)?;
+        if let Some(t) = &e.tls {
+            groups.push(t);
+            l.group = groups.len() - 1;
+        }
+        let (neg, pos): (Vec<&String>, Vec<&String>) =
+            e.filters.iter().partition(|f| f.starts_with('!'));
+        if !pos.is_empty() {
+            l.names = pos.into_iter().cloned().collect();
+        }
+        l.names.retain(|n| !neg.iter().any(|x| x[1..] == *n));
+        certs.push(l);
+    }
+    let suites = cipher_suites(tls, &aws_lc_rs::default_provider().cipher_suites)?;
+    let resolver = Arc::new(SniResolver::new(certs, tls.strict_sni, suites));
+    let groups = groups
+        .into_iter()
+        .map(|g| group(g, &resolver, sessions, cache_size))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Acceptor { groups, resolver })
+}
+
+/// The handshake configuration of `tls`'s settings, choosing certificates with `resolver`.
+fn group(
+    tls: &BindTls,
+    resolver: &Arc<SniResolver>,
+    sessions: &Sessions,
+    cache_size: usize,
+) -> Result<Group, TlsError> {
     let mut provider = aws_lc_rs::default_provider();
     provider.cipher_suites = cipher_suites(tls, &provider.cipher_suites)?;
     let provider = Arc::new(provider);
-    let suites = provider.cipher_suites.clone();
     let verifier = client_verifier(tls, &provider)?;
     let (min, max) = (
         tls.min_version.unwrap_or(TlsVersion::Tls12),
@@ -413,8 +465,7 @@ pub fn acceptor(
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
     };
-    let mut cfg =
-        builder.with_cert_resolver(Arc::new(SniResolver::new(certs, tls.strict_sni, suites)));
+    let mut cfg = builder.with_cert_resolver(resolver.clone());
     cfg.session_storage = sessions.cache(cache_size);
     if !tls.no_tickets {
         cfg.ticketer = sessions.ticketer(tls.ticket_keys.as_deref())?;
@@ -423,7 +474,7 @@ pub fn acceptor(
     cfg.ignore_client_order = !tls.prefer_client_ciphers;
     let without_alpn = (!tls.alpn.is_empty()).then(|| Arc::new(cfg.clone()));
     cfg.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Ok(Acceptor {
+    Ok(Group {
         config: Arc::new(cfg),
         without_alpn,
     })

@@ -53,7 +53,7 @@ impl Builder<'_> {
                     }
                     resolved
                 });
-                Some(BindTls {
+                let mut tls = Some(BindTls {
                     certs,
                     alpn: line
                         .alpn
@@ -80,7 +80,15 @@ impl Builder<'_> {
                     ciphersuites: line.ciphersuites.clone(),
                     ciphers: line.ciphers.clone(),
                     prefer_client_ciphers: line.prefer_client_ciphers,
-                })
+                    crt_list: Vec::new(),
+                });
+                if let Some(base) = tls.as_mut() {
+                    for (p, t) in &line.crt_lists {
+                        let entries = self.crt_list(p, t, &ipath, base);
+                        base.crt_list.extend(entries);
+                    }
+                }
+                tls
             } else {
                 if let Some(a) = &line.alpn {
                     let _ = a;

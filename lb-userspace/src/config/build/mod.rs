@@ -208,6 +208,7 @@ const BIND: Spec = &[
     ("ca_file", K::Val("ca-file")),
     ("ca_verify_file", K::Val("ca-verify-file")),
     ("crl_file", K::Val("crl-file")),
+    ("crt_list", K::Multi("crt-list")),
     ("ssl_min_ver", K::Val("ssl-min-ver")),
     ("ssl_max_ver", K::Val("ssl-max-ver")),
     ("ciphersuites", K::Val("ciphersuites")),

@@ -77,6 +77,69 @@ impl Builder<'_> {
         }
         resolved
     }
+
+    /// A bind's `crt-list FILE`: its entries, each certificate and option file checked
+    /// now; a problem names the file's line.
+    pub(super) fn crt_list(
+        &mut self,
+        p: &Path,
+        t: &Tok,
+        path: &str,
+        base: &BindTls,
+    ) -> Vec<CrtEntry> {
+        let file = self.resolve_path(&p.to_string_lossy());
+        let text = match std::fs::read_to_string(&file) {
+            Ok(s) => s,
+            Err(e) => {
+                self.err(
+                    t.pos,
+                    path,
+                    format!("crt-list `{}`: cannot read: {e}", t.text),
+                );
+                return Vec::new();
+            }
+        };
+        let resolve = |w: &str| self.resolve_path(w);
+        let check = |opt: &str, f: &Path| {
+            if opt == "crl-file" {
+                crate::tls_client::load_crls(f).map(drop)
+            } else {
+                crate::tls_client::load_roots(f).map(drop)
+            }
+            .map_err(|e| e.to_string())
+        };
+        match crate::config::crt_list::parse(&text, base, &resolve, &check) {
+            Ok(entries) => {
+                for e in &entries {
+                    if let Err(m) = check_pem(&e.cert) {
+                        self.err(
+                            t.pos,
+                            path,
+                            format!(
+                                "crt-list `{}`: certificate `{}`: {m}",
+                                t.text,
+                                e.cert.display()
+                            ),
+                        );
+                    }
+                }
+                entries
+            }
+            Err(e) => {
+                let at = if e.line == 0 {
+                    String::new()
+                } else {
+                    format!(" line {}", e.line)
+                };
+                self.err(
+                    t.pos,
+                    path,
+                    format!("crt-list `{}`{at}: {}", t.text, e.message),
+                );
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// A PEM file must hold a certificate chain and a private key that match.
