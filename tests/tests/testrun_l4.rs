@@ -1325,75 +1325,58 @@ fn malformed_and_unbalanced_packets_are_passed_untouched() {
     }
 }
 
+/// What a source-filter case expects: dropped as denied, or balanced to a backend (any,
+/// or the one named).
+enum Filtered {
+    Denied,
+    Balanced(Option<&'static str>),
+}
+
 #[test]
 fn source_filters() {
     require_root!();
     let mut fx = Fixture::new();
-    let d = |src: &str, dst: &str| {
-        frame(
-            CLIENT_MAC,
-            LB0_MAC,
-            ip(src),
-            ip(dst),
-            64,
-            &tcp(40000, 80),
-            b"",
-        )
-    };
-    // Global deny applies to every destination.
-    check_untouched(
-        &mut fx,
-        "global deny v4",
-        &d("192.0.2.9", "203.0.113.10"),
-        XDP_DROP,
-        Reason::DropDenied,
-    );
-    check_untouched(
-        &mut fx,
-        "global deny v4, non-VIP",
-        &d("192.0.2.9", "10.1.0.10"),
-        XDP_DROP,
-        Reason::DropDenied,
-    );
-    check_untouched(
-        &mut fx,
-        "global deny v6",
-        &d("2001:db8:bad::1", "2001:db8::10"),
-        XDP_DROP,
-        Reason::DropDenied,
-    );
-    // Per-frontend: explicit deny inside the allow-list, and outside the allow-list.
-    check_untouched(
-        &mut fx,
-        "frontend deny",
-        &d("10.0.0.66", "203.0.113.20"),
-        XDP_DROP,
-        Reason::DropDenied,
-    );
-    check_untouched(
-        &mut fx,
-        "not allowed",
-        &d("198.51.100.7", "203.0.113.20"),
-        XDP_DROP,
-        Reason::DropDenied,
-    );
-    // The same source is fine for a frontend without lists.
-    check_forward(
-        &mut fx,
-        E0,
-        ip("198.51.100.7"),
-        sa("203.0.113.10:80"),
-        tcp(40000, 80),
-    );
-    // Allowed source.
-    let be = check_forward(
-        &mut fx,
-        E0,
-        ip("10.0.0.2"),
-        sa("203.0.113.20:80"),
-        tcp(40000, 80),
-    );
-    assert_eq!(be, sa("10.1.0.12:9090"));
+    use Filtered::*;
+    let cases: [(&str, &str, &str, Filtered); 8] = [
+        // Global deny applies to every destination, in both families.
+        ("global deny v4", "192.0.2.9", "203.0.113.10", Denied),
+        ("global deny v4, non-VIP", "192.0.2.9", "10.1.0.10", Denied),
+        ("global deny v6", "2001:db8:bad::1", "2001:db8::10", Denied),
+        (
+            "global deny v6, non-VIP",
+            "2001:db8:bad::1",
+            "fd01::10",
+            Denied,
+        ),
+        // Per-frontend: explicit deny inside the allow-list, and outside the allow-list.
+        ("frontend deny", "10.0.0.66", "203.0.113.20", Denied),
+        ("not allowed", "198.51.100.7", "203.0.113.20", Denied),
+        // The same source is fine for a frontend without lists.
+        ("no lists", "198.51.100.7", "203.0.113.10", Balanced(None)),
+        // Allowed source.
+        (
+            "allowed",
+            "10.0.0.2",
+            "203.0.113.20",
+            Balanced(Some("10.1.0.12:9090")),
+        ),
+    ];
+    for (name, src, dst, want) in cases {
+        let l4 = tcp(40000, 80);
+        match want {
+            Denied => {
+                let input = frame(CLIENT_MAC, LB0_MAC, ip(src), ip(dst), 64, &l4, b"");
+                check_untouched(&mut fx, name, &input, XDP_DROP, Reason::DropDenied);
+            }
+            Balanced(backend) => {
+                let vip = SocketAddr::new(ip(dst), 80);
+                let be = check_forward(&mut fx, E0, ip(src), vip, l4);
+                if let Some(b) = backend {
+                    assert_eq!(be, sa(b), "{name}");
+                }
+            }
+        }
+    }
 }
 
 /// The servers of backend `web` by address.
