@@ -334,16 +334,45 @@ fn key_table_matches_the_document() {
                 section.name()
             );
         }
-        let named: BTreeSet<String> = ticked(&row[7])
-            .iter()
-            .map(|t| t.split_whitespace().next().unwrap_or("").to_string())
-            .collect();
-        for kw in key.haproxy {
-            assert!(
-                named.contains(*kw),
-                "`{}`: its HAProxy column does not name `{kw}`, which lb convert turns into it",
-                key.key
-            );
+        haproxy_column_names(&row[7], key.key, key.haproxy);
+    }
+}
+
+/// Every HAProxy keyword `lb convert` turns into `key` is the first word of a code span of
+/// its row's HAProxy column.
+#[track_caller]
+fn haproxy_column_names(column: &str, key: &str, keywords: &[&str]) {
+    let named: BTreeSet<String> = ticked(column)
+        .iter()
+        .map(|t| t.split_whitespace().next().unwrap_or("").to_string())
+        .collect();
+    for kw in keywords {
+        assert!(
+            named.contains(*kw),
+            "`{key}`: its HAProxy column does not name `{kw}`, which lb convert turns into it"
+        );
+    }
+}
+
+/// `[global]` and `[dataplane]` in the key table against the document: one row per key,
+/// and every HAProxy keyword `lb convert` turns into a key named in its HAProxy column.
+#[test]
+fn global_and_dataplane_key_tables_match_the_document() {
+    use lb::config::keys::{DATAPLANE_KEYS, GLOBAL_KEYS};
+    let doc = doc();
+    for (marker, keys) in [
+        ("keys:global", GLOBAL_KEYS),
+        ("keys:dataplane", DATAPLANE_KEYS),
+    ] {
+        let rows = table(&doc, marker);
+        let documented = set(rows.iter().map(|r| ticked(&r[0]).join("")));
+        same(marker, &documented, &set(keys.iter().map(|k| k.key)));
+        for key in keys {
+            let row = rows
+                .iter()
+                .find(|r| ticked(&r[0]).join("") == key.key)
+                .expect("a row");
+            haproxy_column_names(&row[3], key.key, key.haproxy);
         }
     }
 }

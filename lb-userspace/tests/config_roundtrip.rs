@@ -129,6 +129,41 @@ fn every_keyword_in_every_section_round_trips() {
     assert!(cases > 100, "{cases} cases");
 }
 
+/// The `[global]` keywords of the key table, in `global`, convert and load.
+#[test]
+fn every_global_keyword_round_trips() {
+    let base = base();
+    for key in lb::config::keys::GLOBAL_KEYS {
+        for kw in key.haproxy {
+            let line = match *kw {
+                "nbthread" => "nbthread 2".to_string(),
+                "cpu-map" => "cpu-map auto:1/1-2 0 1".to_string(),
+                "tune.ssl.cachesize" => "tune.ssl.cachesize 1000".to_string(),
+                "stats" => format!(
+                    "stats socket {}/lb.sock mode 600 level admin",
+                    base.path().display()
+                ),
+                other => panic!("no sample line for global `{other}`: add one"),
+            };
+            let text = cfg_with(Section::Frontend, "")
+                .replace("global\n    nbthread 2\n", &format!("global\n    {line}\n"));
+            let c = convert(&text);
+            assert!(c.diagnostics.is_empty(), "`{line}`: {:#?}", messages(&c));
+            assert!(
+                c.toml.contains(&format!("{} = ", key.key)),
+                "`{line}` is not `{}`:\n{}",
+                key.key,
+                c.toml
+            );
+            assert_eq!(
+                load_errors(&base, &c.toml),
+                Vec::<String>::new(),
+                "`{line}`"
+            );
+        }
+    }
+}
+
 /// The cases issue #12 names.
 #[test]
 fn named_cases_convert_or_warn() {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::diag::{Diagnostic, Severity};
 use super::directives::{self as d, Args, RuleSide, TIMEOUT_NAMES, parse_duration};
-use super::keys::{self, HAPROXY_GLOBAL_KNOWN, HAPROXY_PROXY_UNSUPPORTED, Section};
+use super::keys::{self, HAPROXY_PROXY_UNSUPPORTED, Section};
 use super::source::Tok;
 use super::suggest::{closest, hint};
 
@@ -796,11 +796,11 @@ impl Converter<'_> {
             "daemon" | "user" | "group" | "uid" | "gid" | "chroot" | "pidfile" | "master-worker" | "nbproc" => {
                 self.unsupported(n, words[0].col, raw, &format!("`{kw}`: lb runs in the foreground under a service manager"))
             }
-            _ if HAPROXY_GLOBAL_KNOWN.contains(&kw) || kw.starts_with("tune.") || kw.starts_with("ssl-") => {
+            _ if keys::known_global_keywords().any(|k| k == kw) || kw.starts_with("tune.") || kw.starts_with("ssl-") => {
                 self.unsupported(n, words[0].col, raw, &format!("global `{kw}` is not supported"))
             }
             _ => {
-                let h = hint(kw, HAPROXY_GLOBAL_KNOWN.iter().copied());
+                let h = hint(kw, keys::known_global_keywords());
                 self.unsupported(n, words[0].col, raw, &format!("unknown global keyword `{kw}`{h}"))
             }
         }

@@ -1,5 +1,7 @@
-//! The one key table of proxy sections (`[defaults]`, `[frontend.X]`, `[backend.X]`,
-//! `[listen.X]`). Everything that knows a proxy key derives from [`PROXY_KEYS`]:
+//! The one key table: every key of every section. [`GLOBAL_KEYS`] and [`DATAPLANE_KEYS`]
+//! generate the serde schema of `[global]` and `[dataplane]` and name the HAProxy keywords
+//! `lb convert` turns into them; for proxy sections (`[defaults]`, `[frontend.X]`,
+//! `[backend.X]`, `[listen.X]`) everything that knows a key derives from [`PROXY_KEYS`]:
 //! - the TOML schema: the serde struct [`RawProxy`] is generated from the table, so an
 //!   unknown key is refused with the table's keys as the suggestions;
 //! - the section-placement checks ("`server` is not allowed in a [frontend]");
@@ -159,6 +161,77 @@ proxy_keys! {
     unconverted: Spanned<List>, ALL, [];
 }
 
+/// One key of `[global]` or `[dataplane]`.
+#[derive(Debug)]
+pub struct SectionKey {
+    /// The TOML key.
+    pub key: &'static str,
+    /// The HAProxy `global` keywords `lb convert` turns into this key.
+    pub haproxy: &'static [&'static str],
+}
+
+/// Generates a section's serde struct and its key table from one list:
+/// `field: type, [HAProxy keywords];`.
+macro_rules! section_keys {
+    ($(#[$sm:meta])* $raw:ident, $(#[$tm:meta])* $table:ident: $( $field:ident : $ty:ty, [$($hk:literal),*] ;)*) => {
+        $(#[$sm])*
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct $raw {
+            $( pub $field: Option<$ty>, )*
+        }
+
+        $(#[$tm])*
+        pub const $table: &[SectionKey] = &[
+            $( SectionKey { key: stringify!($field), haproxy: &[$($hk),*] }, )*
+        ];
+    };
+}
+
+section_keys! {
+    /// `[global]`.
+    RawGlobal,
+    /// Every key of `[global]`, in the order of docs/config.md.
+    GLOBAL_KEYS:
+    admin: S, [];
+    admin_token: S, [];
+    admin_hosts: Spanned<List>, [];
+    stats_socket: Spanned<List>, ["stats"];
+    log_format: S, [];
+    threads: Spanned<i64>, ["nbthread"];
+    cpu_map: V, ["cpu-map"];
+    hash_seed: Spanned<i64>, [];
+    ssl_cache_size: Spanned<i64>, ["tune.ssl.cachesize"];
+}
+
+section_keys! {
+    /// `[dataplane]`: the XDP tier.
+    RawDataplane,
+    /// Every key of `[dataplane]`, in the order of docs/config.md.
+    DATAPLANE_KEYS:
+    interfaces: Spanned<List>, [];
+    xdp_mode: S, [];
+    conntrack_size: Spanned<i64>, [];
+    conntrack_warn: Spanned<i64>, [];
+    maglev_table_size: Spanned<i64>, [];
+    deny_src: Spanned<List>, [];
+    pin_path: S, [];
+}
+
+/// The `[global]` key a HAProxy `global` keyword converts into.
+pub fn haproxy_global_key(keyword: &str) -> Option<&'static SectionKey> {
+    GLOBAL_KEYS.iter().find(|k| k.haproxy.contains(&keyword))
+}
+
+/// Every HAProxy `global` keyword `lb convert` knows: converted (from the key table) or
+/// named as unsupported.
+pub fn known_global_keywords() -> impl Iterator<Item = &'static str> + Clone {
+    GLOBAL_KEYS
+        .iter()
+        .flat_map(|k| k.haproxy.iter().copied())
+        .chain(HAPROXY_GLOBAL_KNOWN.iter().copied())
+}
+
 /// The key of the table for `key`.
 pub fn proxy_key(key: &str) -> Option<&'static ProxyKey> {
     PROXY_KEYS.iter().find(|k| k.key == key)
@@ -231,7 +304,8 @@ pub const HAPROXY_PROXY_UNSUPPORTED: &[&str] = &[
     "dynamic-cookie-key",
 ];
 
-/// HAProxy `global` keywords lb knows (converted or named as unsupported).
+/// HAProxy `global` keywords lb knows but does not convert (named as unsupported); those
+/// it converts are in [`GLOBAL_KEYS`].
 pub const HAPROXY_GLOBAL_KNOWN: &[&str] = &[
     "daemon",
     "user",
@@ -241,12 +315,10 @@ pub const HAPROXY_GLOBAL_KNOWN: &[&str] = &[
     "chroot",
     "pidfile",
     "nbproc",
-    "nbthread",
     "maxconn",
     "log",
     "log-send-hostname",
     "log-tag",
-    "stats",
     "ca-base",
     "crt-base",
     "lua-load",
@@ -260,7 +332,6 @@ pub const HAPROXY_GLOBAL_KNOWN: &[&str] = &[
     "tune.ssl.default-dh-param",
     "tune.bufsize",
     "tune.maxrewrite",
-    "cpu-map",
     "node",
     "description",
     "hard-stop-after",
@@ -296,6 +367,16 @@ mod tests {
             haproxy_proxy_key("http-response").map(|k| k.key),
             Some("http_response")
         );
+    }
+
+    #[test]
+    fn global_keywords_name_one_key() {
+        for k in GLOBAL_KEYS {
+            for w in k.haproxy {
+                assert!(!HAPROXY_GLOBAL_KNOWN.contains(w), "`{w}` is both");
+                assert_eq!(haproxy_global_key(w).map(|x| x.key), Some(k.key));
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_spanned::Spanned;
 
-use super::keys::RawProxy;
+use super::keys::{RawDataplane, RawGlobal, RawProxy};
 
 pub(crate) type S = Spanned<String>;
 pub(crate) type V = Spanned<toml::Value>;
@@ -25,32 +25,6 @@ pub(crate) struct RawFile {
     pub backend: Sections<RawProxy>,
     #[serde(default)]
     pub listen: Sections<RawProxy>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawGlobal {
-    pub admin: Option<S>,
-    pub admin_token: Option<S>,
-    pub admin_hosts: Option<Spanned<List>>,
-    pub stats_socket: Option<Spanned<List>>,
-    pub log_format: Option<S>,
-    pub threads: Option<Spanned<i64>>,
-    pub cpu_map: Option<V>,
-    pub hash_seed: Option<Spanned<i64>>,
-    pub ssl_cache_size: Option<Spanned<i64>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawDataplane {
-    pub interfaces: Option<Spanned<List>>,
-    pub xdp_mode: Option<S>,
-    pub conntrack_size: Option<Spanned<i64>>,
-    pub conntrack_warn: Option<Spanned<i64>>,
-    pub maglev_table_size: Option<Spanned<i64>>,
-    pub deny_src: Option<Spanned<List>>,
-    pub pin_path: Option<S>,
 }
 
 /// Named sections in file order.

@@ -11,9 +11,10 @@ use serde_spanned::Spanned;
 
 use super::diag::{ConfigErrors, Diagnostic, Severity};
 use super::directives::{self as d, Args, RuleSide, TcpLine};
+use super::keys::{RawDataplane, RawGlobal};
 use super::keys::{RawProxy, Section as Kind, proxy_key};
 use super::model::*;
-use super::raw::{Item, List, RawDataplane, RawFile, RawGlobal, S, V};
+use super::raw::{Item, List, RawFile, S, V};
 use super::source::{Problem, Source, Str, Tok, key_path_at, tokenize};
 use super::suggest::hint;
 use super::{DEFAULT_HASH_SEED, DEFAULT_SSL_CACHE_SIZE, LoadOptions};
