@@ -43,6 +43,7 @@ fn sample(keyword: &str) -> &'static str {
         "retries" => "retries 2",
         "maxconn" => "maxconn 100",
         "log" => "log global",
+        "stats" => "stats uri /haproxy?stats",
         other => panic!("no sample line for `{other}`: add one"),
     }
 }
