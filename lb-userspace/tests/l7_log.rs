@@ -62,26 +62,7 @@ async fn log_line(cap: &Capture, needle: &str) -> String {
 async fn a_client_that_does_not_read_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let cap = capture();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let cut = Arc::new(Mutex::new(None::<std::time::Instant>));
-    let cut2 = cut.clone();
-    let upstream = tokio::spawn(async move {
-        let (mut s, _) = l.accept().await.unwrap();
-        let mut head = vec![0u8; 4096];
-        let _ = s.read(&mut head).await;
-        let _ = s
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n")
-            .await;
-        let piece = vec![0u8; 64 * 1024];
-        // Bounded: a gigabyte at most.
-        for _ in 0..(1_000_000_000 / piece.len()) {
-            if s.write_all(&piece).await.is_err() {
-                break;
-            }
-        }
-        *cut2.lock().unwrap() = Some(std::time::Instant::now());
-    });
+    let (addr, upstream) = endless_body_server().await;
     let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
     fe.timeouts.client = Some(Duration::from_secs(1));
     let (h, _reg) = start(config(
@@ -95,11 +76,11 @@ async fn a_client_that_does_not_read_is_cut_off() {
         .await
         .unwrap();
     // Never read: wait for lb to give up on the server side.
-    tokio::time::timeout(Duration::from_secs(10), upstream)
+    let cut = tokio::time::timeout(Duration::from_secs(10), upstream)
         .await
         .expect("lb closed its server connection")
         .unwrap();
-    let took = cut.lock().unwrap().expect("cut").duration_since(t0);
+    let took = cut.into_std().duration_since(t0);
     assert!(
         took < Duration::from_secs(6),
         "server side closed after {took:?}"

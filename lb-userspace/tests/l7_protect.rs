@@ -487,23 +487,7 @@ async fn h2_flood_without_reading_is_cut_off() {
 /// lb's connection to the server (#19 item 11).
 #[tokio::test]
 async fn h2_zero_window_is_cut_off() {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let upstream = tokio::spawn(async move {
-        let (mut s, _) = l.accept().await.unwrap();
-        let mut head = vec![0u8; 4096];
-        let _ = s.read(&mut head).await;
-        let _ = s
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n")
-            .await;
-        let piece = vec![0u8; 64 * 1024];
-        for _ in 0..(1_000_000_000 / piece.len()) {
-            if s.write_all(&piece).await.is_err() {
-                break;
-            }
-        }
-        Instant::now()
-    });
+    let (addr, upstream) = endless_body_server().await;
     let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
     fe.timeouts.client = Some(Duration::from_secs(1));
     let (h, _reg) = start(config(
@@ -528,15 +512,7 @@ async fn h2_zero_window_is_cut_off() {
         .unwrap();
     assert_eq!(r.status(), 200);
     // The body is never read; the window stays shut.
-    let cut = tokio::time::timeout(Duration::from_secs(15), upstream)
-        .await
-        .expect("lb closed its server connection")
-        .unwrap();
-    assert!(
-        cut.duration_since(t0) < Duration::from_secs(8),
-        "server side cut after {:?}",
-        cut.duration_since(t0)
-    );
+    server_side_cut(upstream, t0).await;
     // The client's connection ends too.
     tokio::time::timeout(Duration::from_secs(5), conn_task)
         .await
@@ -544,4 +520,59 @@ async fn h2_zero_window_is_cut_off() {
         .unwrap()
         .ok();
     drop(r);
+}
+
+/// Over TLS too: a client that asks for a large body and never reads is cut off within
+/// `timeout client` (the write bound sits above the TLS stream), and with it lb's server
+/// connection.
+#[tokio::test]
+async fn tls_client_that_does_not_read_is_cut_off() {
+    let (addr, upstream) = endless_body_server().await;
+    let dir = TempDir::new("slowtls");
+    let (cert, _) = make_cert(&dir.0, "slow.test");
+    let mut fe = frontend(
+        "web",
+        vec![tls_bind("127.0.0.1:0", vec![cert], &["http/1.1"])],
+        Some("be"),
+    );
+    fe.timeouts.client = Some(Duration::from_secs(1));
+    let (h, _reg) = start(config(
+        vec![fe],
+        vec![backend("be", Balance::RoundRobin, vec![server("a", addr)])],
+    ));
+    let fe = addr_of(&h, "web");
+    // A small receive buffer: lb's writes stall sooner (the debug build encrypts slowly).
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(16 * 1024).unwrap();
+    let tcp = sock.connect(fe).await.unwrap();
+    let mut tls = connector(&["http/1.1"])
+        .connect(
+            rustls::pki_types::ServerName::try_from("slow.test".to_owned()).unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    tls.write_all(b"GET /big HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    // Never read.
+    server_side_cut(upstream, t0).await;
+    drop(tls);
+}
+
+/// Waits for [`endless_body_server`] to be cut off by lb: within 10 s of `t0` (the tests'
+/// `timeout client` is 1 s; the socket buffers take a moment to fill).
+async fn server_side_cut(upstream: tokio::task::JoinHandle<tokio::time::Instant>, t0: Instant) {
+    let cut = tokio::time::timeout(Duration::from_secs(15), upstream)
+        .await
+        .expect("lb closed its server connection")
+        .unwrap()
+        .into_std();
+    let took = cut.duration_since(t0);
+    assert!(
+        took < Duration::from_secs(8),
+        "server side cut after {took:?}"
+    );
 }

@@ -425,6 +425,29 @@ pub async fn raw_eof(addr: SocketAddr, data: &[u8]) -> String {
     .expect("raw exchange timed out")
 }
 
+/// A server that answers its first connection's request with a body it never ends (1 GB
+/// at most) and yields when the proxy stopped taking it.
+pub async fn endless_body_server() -> (SocketAddr, tokio::task::JoinHandle<tokio::time::Instant>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut head = vec![0u8; 4096];
+        let _ = s.read(&mut head).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n")
+            .await;
+        let piece = vec![0u8; 64 * 1024];
+        for _ in 0..(1_000_000_000 / piece.len()) {
+            if s.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+        tokio::time::Instant::now()
+    });
+    (addr, task)
+}
+
 pub fn executor() -> TokioExecutor {
     TokioExecutor::new()
 }
