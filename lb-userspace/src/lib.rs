@@ -11,6 +11,7 @@
 
 pub mod acl;
 pub mod admin;
+pub mod announce;
 pub mod config;
 pub mod cpus;
 pub mod dataplane;

@@ -38,6 +38,8 @@ pub enum RunError {
     Health(#[from] HealthError),
     #[error("admin listener: {0}")]
     Admin(#[from] crate::admin::AdminError),
+    #[error("announce: {0}")]
+    Announce(#[from] crate::announce::AnnounceError),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -218,6 +220,14 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let health = Arc::new(HealthHandle::new(registry.clone()));
     health.apply(&config)?;
     let l7 = L7::start(config.clone(), registry.clone())?;
+    // VIPs on the [announce] interface (a BGP daemon exports them); withdrawn first at exit.
+    let (stop_announce, announce_stopped) = watch::channel(false);
+    let announce_cfg = shared.clone();
+    let announce = tokio::spawn(crate::announce::Announcer::start(&config)?.follow(
+        move || announce_cfg.load_full(),
+        registry.clone(),
+        announce_stopped,
+    ));
 
     let live = Arc::new(Live {
         path: opts.config.clone(),
@@ -288,6 +298,8 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             _ = int.recv() => break,
         }
     }
+    let _ = stop_announce.send(true);
+    let _ = announce.await;
     tracing::info!(
         "stopping: draining L7 connections (up to {} s)",
         DRAIN_GRACE.as_secs()

@@ -253,7 +253,11 @@ fn top_level_sections() {
 fn global_and_dataplane_keys() {
     let l = Loader::new();
     let doc = doc();
-    for (section, marker) in [("global", "keys:global"), ("dataplane", "keys:dataplane")] {
+    for (section, marker) in [
+        ("global", "keys:global"),
+        ("dataplane", "keys:dataplane"),
+        ("announce", "keys:announce"),
+    ] {
         same(
             &format!("[{section}] keys"),
             &set(first_column_words(&doc, marker)),

@@ -3,6 +3,7 @@
 //! The integration tests themselves live in `tests/tests/`.
 
 pub mod bench;
+pub mod bgp;
 pub mod httpc;
 pub mod l4env;
 pub mod lab;

@@ -108,6 +108,7 @@ fn config(pin: PathBuf) -> Config {
             deny_src: vec![],
             pin_path: pin,
         }),
+        announce: None,
         frontends: vec![
             fe("edge", "203.0.113.10:80", "pool"),
             fe("edge6", "[2001:db8::10]:80", "pool6"),

@@ -56,6 +56,8 @@ fn cargo_deb_package_holds_binary_unit_and_config() {
         "./lib/systemd/system/lb.service",
         "./etc/lb/lb.toml",
         "./usr/share/doc/lb/README.md",
+        "./usr/share/doc/lb/examples/bird/lb-announce.conf",
+        "./usr/share/doc/lb/examples/frr/router-example.conf",
     ] {
         assert!(
             list.contains(path),
@@ -88,5 +90,7 @@ fn cargo_deb_package_holds_binary_unit_and_config() {
     let unit = std::fs::read_to_string(x.join("lib/systemd/system/lb.service")).expect("unit");
     assert!(unit.contains("ExecStart=/usr/bin/lb run -c /etc/lb/lb.toml"));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    // [announce]: a crashed lb's VIPs are withdrawn by deleting its interface.
+    assert!(unit.contains("ExecStopPost=-/sbin/ip link del lb-vips"));
     let _ = std::fs::remove_dir_all(&out_dir);
 }

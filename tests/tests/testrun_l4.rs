@@ -293,6 +293,7 @@ fn config() -> Config {
             deny_src: vec![net("192.0.2.0/24"), net("2001:db8:bad::/48")],
             pin_path: PathBuf::from("/unused"),
         }),
+        announce: None,
         frontends: vec![
             frontend(
                 "web",

@@ -27,6 +27,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("haproxy", "haproxy"),
     ("bpftool", "bpftool"),
+    // The BGP lab (tests/tests/e2e_bgp.rs): BIRD 2 on the lb nodes, FRR on the router.
+    ("bird", "bird2"),
+    ("vtysh", "frr"),
 ];
 const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("nginx", "nginx"),

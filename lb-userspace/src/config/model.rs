@@ -17,6 +17,8 @@ pub struct Config {
     pub global: Global,
     /// The XDP tier; `None` means every `mode tcp` frontend runs in userspace.
     pub dataplane: Option<Dataplane>,
+    /// `[announce]`: VIPs put on a dummy interface for a BGP daemon to export.
+    pub announce: Option<Announce>,
     /// In file order.
     pub frontends: Vec<Frontend>,
     /// In file order.
@@ -271,6 +273,52 @@ pub struct Dataplane {
     /// bpffs directory for pinned maps (default `/sys/fs/bpf/lb/<config file stem>`).
     pub pin_path: PathBuf,
 }
+
+/// `[announce]`: lb keeps each VIP it serves (with at least one backend UP) as a /32 or
+/// /128 on a dummy interface it owns; a BGP daemon (BIRD 2, FRR) exports that interface's
+/// addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    /// The dummy interface (default `lb-vips`).
+    pub interface: String,
+    /// The kind of interface lb creates (`dummy`; `ifb` on kernels without the dummy driver).
+    pub kind: AnnounceKind,
+    /// The frontends whose VIPs are announced; `None` = every frontend with a bind on a
+    /// specific (not wildcard, not loopback) address.
+    pub frontends: Option<Vec<String>>,
+}
+
+/// Whether a bind address is a VIP `[announce]` may put on its interface: not a wildcard,
+/// loopback, multicast or link-local address.
+pub fn announceable(ip: IpAddr) -> bool {
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || link_local)
+}
+
+/// The kind of the `[announce]` interface: a device that is always up, holds addresses
+/// and carries no traffic of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnounceKind {
+    Dummy,
+    /// Intermediate Functional Block: for kernels built without `CONFIG_DUMMY`.
+    Ifb,
+}
+
+impl AnnounceKind {
+    /// The name `ip link add … type KIND` and `ip -d link` use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AnnounceKind::Dummy => "dummy",
+            AnnounceKind::Ifb => "ifb",
+        }
+    }
+}
+
+/// The default `[announce] interface`.
+pub const DEFAULT_ANNOUNCE_INTERFACE: &str = "lb-vips";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpMode {

@@ -18,6 +18,7 @@ pub(crate) type V = Spanned<toml::Value>;
 pub(crate) struct RawFile {
     pub global: Option<Spanned<RawGlobal>>,
     pub dataplane: Option<Spanned<RawDataplane>>,
+    pub announce: Option<Spanned<RawAnnounce>>,
     pub defaults: Option<Spanned<RawProxy>>,
     #[serde(default)]
     pub frontend: Sections<RawProxy>,
@@ -25,6 +26,15 @@ pub(crate) struct RawFile {
     pub backend: Sections<RawProxy>,
     #[serde(default)]
     pub listen: Sections<RawProxy>,
+}
+
+/// `[announce]` (see `model::Announce`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAnnounce {
+    pub interface: Option<S>,
+    pub kind: Option<S>,
+    pub frontends: Option<Spanned<List>>,
 }
 
 /// Named sections in file order.

@@ -272,6 +272,7 @@ pub fn config(frontends: Vec<Frontend>, backends: Vec<Backend>) -> Config {
             ssl_cache_size: lb::config::DEFAULT_SSL_CACHE_SIZE,
         },
         dataplane: None,
+        announce: None,
         frontends,
         backends,
     }

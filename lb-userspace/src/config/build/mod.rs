@@ -21,6 +21,7 @@ use super::{DEFAULT_HASH_SEED, DEFAULT_SSL_CACHE_SIZE, LoadOptions};
 use crate::acl::{AclSet, Condition};
 
 mod acl;
+mod announce;
 mod backend;
 mod cross;
 mod dirs;
@@ -453,6 +454,10 @@ impl<'a> Builder<'a> {
         }
 
         self.cross_checks(&mut fes, &bes, dataplane.as_ref());
+        let announce = raw
+            .announce
+            .as_ref()
+            .map(|a| self.announce(a, &fes, dataplane.as_ref()));
 
         if fes.is_empty() {
             self.warn(
@@ -466,6 +471,7 @@ impl<'a> Builder<'a> {
             source: self.src.path.clone(),
             global,
             dataplane,
+            announce,
             frontends: fes.into_iter().map(|f| f.fe).collect(),
             backends: bes.into_iter().map(|b| b.be).collect(),
         }
