@@ -56,8 +56,7 @@ pub fn wanted(config: &Config, registry: &Registry) -> BTreeSet<IpAddr> {
         {
             continue;
         }
-        let mut backends: BTreeSet<&str> =
-            fe.default_backend.iter().map(String::as_str).collect();
+        let mut backends: BTreeSet<&str> = fe.default_backend.iter().map(String::as_str).collect();
         for u in &fe.use_backend {
             match u.backend.compiled().ok().and_then(|f| f.as_literal()) {
                 Some(name) => {
