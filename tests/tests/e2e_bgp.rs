@@ -5,10 +5,11 @@
 //!
 //! Asserted: the VIP route appears at the router only once lb announces it, with one ECMP
 //! next hop per node; client connections reach the backend through either node; a node
-//! whose backend goes DOWN withdraws (and announces again when it comes back UP); SIGTERM
-//! withdraws; after `kill -9` of lb alone BIRD keeps exporting the address, and the unit's
-//! `ExecStopPost` command withdraws it; a restarted lb removes stale addresses; `kill -9`
-//! of lb and BIRD together loses the next hop through BFD.
+//! whose backend goes DOWN withdraws (and announces again when it comes back UP), and so
+//! does one drained through the runtime API; SIGTERM withdraws; after `kill -9` of lb
+//! alone BIRD keeps exporting the address, and the unit's `ExecStopPost` command withdraws
+//! it; a restarted lb removes stale addresses; `kill -9` of lb and BIRD together loses
+//! the next hop through BFD.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -271,6 +272,22 @@ fn vip_announced_through_bird_and_frr_with_ecmp_and_withdrawn() {
     n1.route(&format!("{BACKEND}/32"), "10.52.1.2")
         .expect("route");
     expect_hops(&router, &[N1, N2], "the backend UP again: announced again");
+
+    // Draining the node through the runtime API (its servers to DRAIN) withdraws it too.
+    let (code, body) = lb1
+        .request("POST", "/api/server/pool/be/state", "drain")
+        .expect("runtime API");
+    assert_eq!(code, 200, "{body}");
+    expect_hops(
+        &router,
+        &[N2],
+        "a node drained by the runtime API withdraws",
+    );
+    let (code, body) = lb1
+        .request("POST", "/api/server/pool/be/state", "ready")
+        .expect("runtime API");
+    assert_eq!(code, 200, "{body}");
+    expect_hops(&router, &[N1, N2], "ready again: announced again");
 
     // SIGTERM withdraws, and the interface is gone.
     let st = lb1.stop();
