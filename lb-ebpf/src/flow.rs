@@ -245,6 +245,9 @@ pub fn balanced_reply(p: &Packet, rv: &ReverseValue) -> bool {
     if k.addr != rv.vip_addr || k.port != rv.vip_port || k.proto != p.proto {
         return false;
     }
+    // Compared through a defined value: with `== Some(id)` LLVM reads the payload of a
+    // `None` (undefined) into a register the lookup's call clobbered, and the verifier
+    // refuses the program ("R3 !read_ok"). Backend ids are indices, never `u32::MAX`.
     maglev_pick(
         &slot.info,
         &p.dst,
@@ -252,7 +255,9 @@ pub fn balanced_reply(p: &Packet, rv: &ReverseValue) -> bool {
         p.dport,
         rv.vip_port,
         p.proto,
-    ) == Some(rv.backend_id)
+    )
+    .unwrap_or(u32::MAX)
+        == rv.backend_id
 }
 
 /// The `LB_REVERSE` key of backend endpoint `addr:port` for forward packet `p`'s protocol.

@@ -129,7 +129,11 @@ fn l4_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
         // SAFETY: map value pointer from a successful lookup (no copy on the stack).
         return balance(ctx, p, unsafe { &*vip }, entry);
     }
-    not_vip(ctx, p)
+    let mut verdict = 0;
+    match not_vip(p, &mut verdict) {
+        Some(rv) => reverse(ctx, p, rv),
+        None => verdict,
+    }
 }
 
 /// True when some VIP may use destination port `port` (network order); see `LB_VIP_PORTS`.
@@ -157,12 +161,18 @@ fn slot_vip(p: &Packet, entry: *mut FlowValue) -> Option<&'static VipInfo> {
     }
 }
 
-/// TCP / UDP not to a VIP: a backend's reply (reverse NAT) or not ours. A separate frame
-/// from [`l4_packet`] so the key below does not sit under the balancing path's stack.
+/// TCP / UDP not to a VIP: a backend's reply to a balanced flow (its VIP, for
+/// [`reverse`]) or not ours (`None`, the verdict in `verdict`). A separate frame from
+/// [`l4_packet`] so the key below does not sit under the balancing path's stack, and
+/// returning rather than calling [`reverse`] so that frame is not under the reverse path's
+/// either: the chain `lb_xdp → l4_packet → not_vip → reverse` exceeded the verifier's
+/// 512-byte bound. Not a `Result`: an enum of a pointer and a verdict reaches the verifier
+/// as a plain scalar, which it refuses to dereference.
 #[inline(never)]
-fn not_vip(ctx: &XdpContext, p: &mut Packet) -> u32 {
+fn not_vip(p: &mut Packet, verdict: &mut u32) -> Option<&'static ReverseValue> {
     if let Some(action) = screen(p) {
-        return action;
+        *verdict = action;
+        return None;
     }
     let rkey = ReverseKey {
         addr: p.src,
@@ -184,15 +194,18 @@ fn not_vip(ctx: &XdpContext, p: &mut Packet) -> u32 {
         // Checked here, not in `reverse`: the call chains stay within the stack bound.
         if rv.family != p.family || !flow::balanced_reply(p, rv) {
             // Health-check answers to the balancer itself are counted as local.
-            if is_local(&p.dst, p.family) {
-                return pass(Reason::PassLocal);
-            }
-            return pass(Reason::PassNotBalanced);
+            *verdict = if is_local(&p.dst, p.family) {
+                pass(Reason::PassLocal)
+            } else {
+                pass(Reason::PassNotBalanced)
+            };
+            return None;
         }
-        return reverse(ctx, p, rv);
+        return Some(rv);
     }
     flow::record_direct(p);
-    pass(Reason::PassNotBalanced)
+    *verdict = pass(Reason::PassNotBalanced);
+    None
 }
 
 // The paths above and below are separate BPF functions (`inline(never)`): the verifier
