@@ -67,6 +67,8 @@ pub enum TlsError {
     Verifier(String),
     #[error("cipher suite {0} is not available")]
     Suite(String),
+    #[error("{path}: cannot load OCSP response: {reason}")]
+    Ocsp { path: PathBuf, reason: String },
 }
 
 /// One loaded certificate with its chain and key, and the names it serves (lower case;
@@ -256,7 +258,9 @@ fn load_pem(path: &Path) -> Result<Loaded, TlsError> {
         source,
     })?;
     let names = cert_names(&certs[0]);
-    let ck = CertifiedKey::new(certs, signing);
+    let ocsp = load_ocsp(path, &certs[0])?;
+    let mut ck = CertifiedKey::new(certs, signing);
+    ck.ocsp = ocsp;
     ck.keys_match().map_err(|source| TlsError::Mismatch {
         path: path.to_owned(),
         source,
@@ -266,6 +270,106 @@ fn load_pem(path: &Path) -> Result<Loaded, TlsError> {
         names,
         group: 0,
     })
+}
+
+/// The OCSP response stapled with the certificate at `cert_path`: the DER file beside it
+/// named `cert_path` + `.ocsp` (HAProxy's convention), `None` without such a file. As
+/// HAProxy, a file that is there but unreadable, not a successful basic OCSP response, or
+/// not about this certificate (no single response for its serial number) fails the load.
+fn load_ocsp(cert_path: &Path, leaf: &CertificateDer<'_>) -> Result<Option<Vec<u8>>, TlsError> {
+    let mut name = cert_path.as_os_str().to_owned();
+    name.push(".ocsp");
+    let path = PathBuf::from(name);
+    let der = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(TlsError::Read { path, source }),
+    };
+    let serial = x509_parser::parse_x509_certificate(leaf)
+        .map(|(_, c)| c.raw_serial().to_vec())
+        .map_err(|e| TlsError::Ocsp {
+            path: path.clone(),
+            reason: format!("certificate does not parse: {e}"),
+        })?;
+    check_ocsp(&der, &serial).map_err(|reason| TlsError::Ocsp {
+        path: path.clone(),
+        reason: reason.to_owned(),
+    })?;
+    Ok(Some(der))
+}
+
+/// Splits the DER element at the start of `data` with tag `tag`: (its contents, the rest).
+fn der_take(data: &[u8], tag: u8) -> Result<(&[u8], &[u8]), &'static str> {
+    let bad = "not a DER OCSP response";
+    match data {
+        [t, rest @ ..] if *t == tag => {
+            let (len, rest) = match rest {
+                [l, rest @ ..] if *l < 0x80 => (usize::from(*l), rest),
+                [l, rest @ ..] if (0x81..=0x84).contains(l) => {
+                    let n = usize::from(*l - 0x80);
+                    if rest.len() < n {
+                        return Err(bad);
+                    }
+                    let len = rest[..n]
+                        .iter()
+                        .fold(0usize, |a, b| (a << 8) | usize::from(*b));
+                    (len, &rest[n..])
+                }
+                _ => return Err(bad),
+            };
+            if rest.len() < len {
+                return Err(bad);
+            }
+            Ok(rest.split_at(len))
+        }
+        _ => Err(bad),
+    }
+}
+
+/// Checks `der` is a successful basic OCSP response (RFC 6960) with a single response for
+/// the certificate of serial number `serial` (its DER integer contents).
+fn check_ocsp(der: &[u8], serial: &[u8]) -> Result<(), &'static str> {
+    const SEQ: u8 = 0x30;
+    /// id-pkix-ocsp-basic, 1.3.6.1.5.5.7.48.1.1.
+    const BASIC: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
+    let (resp, rest) = der_take(der, SEQ)?;
+    if !rest.is_empty() {
+        return Err("trailing data after the OCSP response");
+    }
+    let (status, resp) = der_take(resp, 0x0a)?;
+    if status != [0] {
+        return Err("the OCSP response status is not successful");
+    }
+    let (bytes, _) = der_take(resp, 0xa0).map_err(|_| "the OCSP response has no body")?;
+    let (bytes, _) = der_take(bytes, SEQ)?;
+    let (kind, bytes) = der_take(bytes, 0x06)?;
+    if kind != BASIC {
+        return Err("not a basic OCSP response");
+    }
+    let (basic, _) = der_take(bytes, 0x04)?;
+    let (basic, _) = der_take(basic, SEQ)?;
+    let (mut tbs, _) = der_take(basic, SEQ)?;
+    if let Ok((_, r)) = der_take(tbs, 0xa0) {
+        tbs = r;
+    }
+    let tbs = der_take(tbs, 0xa1)
+        .or_else(|_| der_take(tbs, 0xa2))
+        .map(|(_, r)| r)?;
+    let (_, tbs) = der_take(tbs, 0x18)?;
+    let (mut responses, _) = der_take(tbs, SEQ)?;
+    while !responses.is_empty() {
+        let (single, rest) = der_take(responses, SEQ)?;
+        responses = rest;
+        let (id, _) = der_take(single, SEQ)?;
+        let (_, id) = der_take(id, SEQ)?;
+        let (_, id) = der_take(id, 0x04)?;
+        let (_, id) = der_take(id, 0x04)?;
+        let (sn, _) = der_take(id, 0x02)?;
+        if sn == serial {
+            return Ok(());
+        }
+    }
+    Err("no single response for this certificate's serial number")
 }
 
 /// The TLS side of one `ssl` bind.
