@@ -225,14 +225,7 @@ async fn stapled(addr: SocketAddr, sni: &str, tls13: bool) -> Vec<u8> {
 }
 
 fn cfg(certs: Vec<PathBuf>, s: SocketAddr) -> Config {
-    config(
-        vec![frontend(
-            "web",
-            vec![tls_bind("127.0.0.1:0", certs, &["http/1.1"])],
-            Some("be"),
-        )],
-        vec![backend("be", Balance::RoundRobin, vec![server("s", s)])],
-    )
+    web_bind_to(tls_bind("127.0.0.1:0", certs, &["http/1.1"]), s)
 }
 
 #[tokio::test]

@@ -234,6 +234,8 @@ pub(crate) struct BindLine {
     pub no_tls_tickets: bool,
     /// `strict-sni`.
     pub strict_sni: bool,
+    /// `strict-alpn` (lb's extension).
+    pub strict_alpn: bool,
     /// `verify none|optional|required` (client certificates), with its token.
     pub verify: Option<(ClientVerify, Tok)>,
     /// `ca-file`, `ca-verify-file`, `crl-file`.
@@ -256,6 +258,7 @@ const BIND_OPTS: &[&str] = &[
     "tls-ticket-keys",
     "no-tls-tickets",
     "strict-sni",
+    "strict-alpn",
     "verify",
     "ca-file",
     "ca-verify-file",
@@ -291,6 +294,7 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
         ticket_keys: None,
         no_tls_tickets: false,
         strict_sni: false,
+        strict_alpn: false,
         verify: None,
         ca_file: None,
         ca_verify_file: None,
@@ -309,6 +313,7 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
             "accept-proxy" => line.accept_proxy = true,
             "no-tls-tickets" => line.no_tls_tickets = true,
             "strict-sni" => line.strict_sni = true,
+            "strict-alpn" => line.strict_alpn = true,
             "verify" => {
                 let v = args.value_of(t)?;
                 let mode = match v.text.as_str() {

@@ -431,6 +431,9 @@ pub struct BindTls {
     pub no_tickets: bool,
     /// `strict-sni`: a handshake whose SNI matches no certificate is refused (no default).
     pub strict_sni: bool,
+    /// `strict-alpn` (lb's extension): a client whose ALPN list has nothing in common with
+    /// `alpn` is refused (`no_application_protocol`) instead of served without ALPN.
+    pub strict_alpn: bool,
     /// `verify`: whether client certificates are requested and required.
     pub verify: ClientVerify,
     /// `ca-file`: CAs client certificates must chain to, named to clients in the request.

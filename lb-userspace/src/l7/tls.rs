@@ -386,7 +386,7 @@ struct Group {
     config: Arc<ServerConfig>,
     /// The same without ALPN, for a client whose ALPN list has nothing in common with
     /// the bind's (served without ALPN, as HAProxy does, rather than refused); `None` when
-    /// the bind has no ALPN list.
+    /// the bind has no ALPN list or has `strict-alpn` (rustls then refuses the handshake).
     without_alpn: Option<Arc<ServerConfig>>,
 }
 
@@ -576,7 +576,7 @@ fn group(
     }
     // HAProxy's default: the server's order picks the suite.
     cfg.ignore_client_order = !tls.prefer_client_ciphers;
-    let without_alpn = (!tls.alpn.is_empty()).then(|| Arc::new(cfg.clone()));
+    let without_alpn = (!tls.alpn.is_empty() && !tls.strict_alpn).then(|| Arc::new(cfg.clone()));
     cfg.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Group {
         config: Arc::new(cfg),

@@ -206,6 +206,14 @@ pub fn tls_bind(addr: &str, certs: Vec<PathBuf>, alpn: &[&str]) -> Bind {
     }
 }
 
+/// Frontend `web` with bind `b`, to backend `be` of the one server `s`.
+pub fn web_bind_to(b: Bind, s: SocketAddr) -> Config {
+    config(
+        vec![frontend("web", vec![b], Some("be"))],
+        vec![backend("be", Balance::RoundRobin, vec![server("s", s)])],
+    )
+}
+
 pub fn frontend(name: &str, binds: Vec<Bind>, default_backend: Option<&str>) -> Frontend {
     Frontend {
         name: name.to_owned(),

@@ -62,6 +62,7 @@ impl Builder<'_> {
                     ticket_keys,
                     no_tickets: line.no_tls_tickets,
                     strict_sni: line.strict_sni,
+                    strict_alpn: line.strict_alpn,
                     verify: line.verify.as_ref().map_or(ClientVerify::None, |(v, _)| *v),
                     ca_file: line
                         .ca_file

@@ -206,6 +206,7 @@ const BIND: Spec = &[
     ("tls_ticket_keys", K::Val("tls-ticket-keys")),
     ("no_tls_tickets", K::Flag("no-tls-tickets")),
     ("strict_sni", K::Flag("strict-sni")),
+    ("strict_alpn", K::Flag("strict-alpn")),
     ("verify", K::Val("verify")),
     ("ca_file", K::Val("ca-file")),
     ("ca_verify_file", K::Val("ca-verify-file")),
