@@ -3,7 +3,7 @@
 //! names) and `ciphers` (TLS 1.2, OpenSSL names, an explicit list). What rustls cannot do is
 //! an error naming what it can. Used by `config` (validation) and the L7 tier.
 
-use rustls::CipherSuite;
+use rustls::{CipherSuite, NamedGroup};
 
 /// A TLS protocol version lb can speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,6 +22,10 @@ pub enum PolicyError {
     Suite { name: String, available: String },
     #[error("an empty cipher suite list")]
     Empty,
+    #[error("curve `{0}` is not available; available: X25519, P-256, P-384, X25519MLKEM768")]
+    Curve(String),
+    #[error("an empty curve list")]
+    NoCurves,
 }
 
 /// HAProxy's `ssl-min-ver` / `ssl-max-ver` value.
@@ -107,6 +111,26 @@ pub fn tls13_suites(list: &str) -> Result<Vec<CipherSuite>, PolicyError> {
 /// expressions (`HIGH:!aNULL`) are not taken: the list must name suites.
 pub fn tls12_suites(list: &str) -> Result<Vec<CipherSuite>, PolicyError> {
     suites(list, TLS12)
+}
+
+/// A `curves` list, colon-separated (HAProxy's syntax, OpenSSL's names and aliases), in
+/// preference order: the key exchange groups rustls offers with aws-lc-rs.
+pub fn curves(list: &str) -> Result<Vec<NamedGroup>, PolicyError> {
+    let out = list
+        .split(':')
+        .filter(|w| !w.is_empty())
+        .map(|w| match w.to_ascii_lowercase().as_str() {
+            "x25519" => Ok(NamedGroup::X25519),
+            "p-256" | "prime256v1" | "secp256r1" => Ok(NamedGroup::secp256r1),
+            "p-384" | "secp384r1" => Ok(NamedGroup::secp384r1),
+            "x25519mlkem768" => Ok(NamedGroup::X25519MLKEM768),
+            _ => Err(PolicyError::Curve(w.to_owned())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if out.is_empty() {
+        return Err(PolicyError::NoCurves);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

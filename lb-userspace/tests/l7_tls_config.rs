@@ -193,7 +193,7 @@ fn convert_carries_client_verification_and_refuses_what_it_cannot() {
         "{}",
         conv.toml
     );
-    for opt in ["curves X25519", "ca-ignore-err all", "crt-ignore-err all"] {
+    for opt in ["ca-ignore-err all", "crt-ignore-err all"] {
         let cfg = format!("{head}    bind *:443 ssl crt config/certs/site.pem {opt}\n{tail}");
         let conv = lb::config::convert::convert_str(std::path::Path::new("m.cfg"), &cfg);
         let errors: Vec<String> = conv

@@ -340,7 +340,6 @@ const LB_LACKS_AFTER: &[(&str, &[&str])] = &[
 const TLS_POLICY_BIND_OPTS: &[&str] = &[
     "ca-ignore-err",
     "crt-ignore-err",
-    "curves",
     "ecdhe",
     "no-tlsv12",
     "no-tlsv13",
@@ -1267,7 +1266,7 @@ impl Converter<'_> {
                 | "prefer-client-ciphers" => opts.push(w.text.clone()),
                 "crt" | "alpn" | "tls-ticket-keys" | "verify" | "ca-file" | "ca-verify-file"
                 | "crl-file" | "ssl-min-ver" | "ssl-max-ver" | "ciphers" | "ciphersuites"
-                | "crt-list" => match args.get(i + 1) {
+                | "curves" | "crt-list" => match args.get(i + 1) {
                     Some(v) => {
                         opts.push(w.text.clone());
                         opts.push(quote_word(&v.text.replace(", ", ",")));

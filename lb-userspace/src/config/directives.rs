@@ -248,6 +248,7 @@ pub(crate) struct BindLine {
     pub max_version: Option<TlsVersion>,
     pub ciphersuites: Vec<rustls::CipherSuite>,
     pub ciphers: Vec<rustls::CipherSuite>,
+    pub curves: Vec<rustls::NamedGroup>,
     pub prefer_client_ciphers: bool,
     pub policy_tok: Option<Tok>,
     /// `crt-list FILE`, each with its value's token.
@@ -268,6 +269,7 @@ const BIND_OPTS: &[&str] = &[
     "ssl-max-ver",
     "ciphersuites",
     "ciphers",
+    "curves",
     "prefer-client-ciphers",
     "accept-proxy",
     "ssl",
@@ -303,6 +305,7 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
         max_version: None,
         ciphersuites: Vec::new(),
         ciphers: Vec::new(),
+        curves: Vec::new(),
         prefer_client_ciphers: false,
         policy_tok: None,
         crt_lists: Vec::new(),
@@ -337,7 +340,7 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
                 line.prefer_client_ciphers = true;
                 line.policy_tok.get_or_insert_with(|| t.clone());
             }
-            "ssl-min-ver" | "ssl-max-ver" | "ciphersuites" | "ciphers" => {
+            "ssl-min-ver" | "ssl-max-ver" | "ciphersuites" | "ciphers" | "curves" => {
                 let v = args.value_of(t)?;
                 let bad = |e: tls_policy::PolicyError| {
                     Problem::new(v.pos, format!("`{} {}`: {e}", t.text, v.text))
@@ -352,6 +355,7 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
                     "ciphersuites" => {
                         line.ciphersuites = tls_policy::tls13_suites(&v.text).map_err(bad)?
                     }
+                    "curves" => line.curves = tls_policy::curves(&v.text).map_err(bad)?,
                     _ => line.ciphers = tls_policy::tls12_suites(&v.text).map_err(bad)?,
                 }
                 line.policy_tok.get_or_insert_with(|| t.clone());

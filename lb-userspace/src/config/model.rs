@@ -450,6 +450,8 @@ pub struct BindTls {
     /// defaults.
     pub ciphersuites: Vec<rustls::CipherSuite>,
     pub ciphers: Vec<rustls::CipherSuite>,
+    /// `curves`: the key exchange groups in preference order; empty: the provider's.
+    pub curves: Vec<rustls::NamedGroup>,
     /// `prefer-client-ciphers`: the client's order picks the suite (else the bind's, as
     /// HAProxy).
     pub prefer_client_ciphers: bool,

@@ -67,6 +67,8 @@ pub enum TlsError {
     Verifier(String),
     #[error("cipher suite {0} is not available")]
     Suite(String),
+    #[error("curve {0} is not available")]
+    Curve(String),
     #[error("{path}: cannot load OCSP response: {reason}")]
     Ocsp { path: PathBuf, reason: String },
 }
@@ -549,6 +551,16 @@ fn group(
 ) -> Result<Group, TlsError> {
     let mut provider = aws_lc_rs::default_provider();
     provider.cipher_suites = cipher_suites(tls, &provider.cipher_suites)?;
+    if !tls.curves.is_empty() {
+        let all = std::mem::take(&mut provider.kx_groups);
+        for c in &tls.curves {
+            let g = all
+                .iter()
+                .find(|g| g.name() == *c)
+                .ok_or_else(|| TlsError::Curve(format!("{c:?}")))?;
+            provider.kx_groups.push(*g);
+        }
+    }
     let provider = Arc::new(provider);
     let verifier = client_verifier(tls, &provider)?;
     let (min, max) = (

@@ -80,6 +80,7 @@ impl Builder<'_> {
                     max_version: line.max_version,
                     ciphersuites: line.ciphersuites.clone(),
                     ciphers: line.ciphers.clone(),
+                    curves: line.curves.clone(),
                     prefer_client_ciphers: line.prefer_client_ciphers,
                     crt_list: Vec::new(),
                 });

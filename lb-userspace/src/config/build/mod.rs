@@ -216,6 +216,7 @@ const BIND: Spec = &[
     ("ssl_max_ver", K::Val("ssl-max-ver")),
     ("ciphersuites", K::Val("ciphersuites")),
     ("ciphers", K::Val("ciphers")),
+    ("curves", K::Val("curves")),
     ("prefer_client_ciphers", K::Flag("prefer-client-ciphers")),
 ];
 const SERVER: Spec = &[
