@@ -3,7 +3,7 @@
 //!
 //! Layers, each importing only from the ones above it:
 //! - leaves: [`acl`] (HAProxy's expression language: ACLs, fetches, converters,
-//!   log-format), [`proxy_protocol`], [`tls_client`], [`tls_keys`], [`tls_policy`], [`cpus`];
+//!   log-format), [`syslog`] (log targets), [`proxy_protocol`], [`tls_client`], [`tls_keys`], [`tls_policy`], [`cpus`];
 //! - [`config`]: schema, validation, HAProxy import; [`logging`];
 //! - shared state: [`state`], [`health::registry`];
 //! - control plane: [`runtime`], [`health`], [`admin`], [`dataplane`] (the only code that
@@ -22,6 +22,7 @@ pub mod logging;
 pub mod proxy_protocol;
 pub mod runtime;
 pub mod state;
+pub mod syslog;
 pub mod tls_client;
 pub mod tls_keys;
 pub mod tls_policy;

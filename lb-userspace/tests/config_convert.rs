@@ -99,12 +99,17 @@ fn forms_golden_and_loadable() {
         std::fs::read_to_string(&expected_path).expect("forms.toml (LB_BLESS=1 creates it)");
     assert_eq!(conv.toml, expected);
 
+    // `log /dev/log local0` (line 8) converts now (#15 item 2): no warning, a log target.
+    assert!(
+        conv.toml.contains("log = [\n    \"/dev/log local0\",\n]"),
+        "{}",
+        conv.toml
+    );
     // every unsupported directive is named with its line, and kept in the output
     let warnings: Vec<String> = conv.diagnostics.iter().map(|d| d.to_string()).collect();
     for (line, what) in [
         (4, "daemon"),
         (6, "maxconn"),
-        (8, "/dev/log"),
         (28, "set-var"),
         (29, "capture"),
         (39, "slowstart 10s"),

@@ -68,6 +68,7 @@ fn config(pin: PathBuf) -> Config {
         max_header_bytes: 16384,
         max_headers: 100,
         log: false,
+        log_targets: Vec::new(),
     };
     let be = |name: &str, servers: Vec<Server>| CfgBackend {
         name: name.into(),
@@ -93,6 +94,7 @@ fn config(pin: PathBuf) -> Config {
             admin_token: None,
             admin_hosts: Vec::new(),
             stats_sockets: Vec::new(),
+            log: Vec::new(),
             log_format: LogFormat::Haproxy,
             threads: None,
             cpu_map: None,

@@ -267,6 +267,7 @@ fn frontend(name: &str, binds: &[&str], be: &str, deny: &[&str], allow: &[&str])
         max_header_bytes: 16384,
         max_headers: 100,
         log: false,
+        log_targets: Vec::new(),
     }
 }
 
@@ -278,6 +279,7 @@ fn config() -> Config {
             admin_token: None,
             admin_hosts: Vec::new(),
             stats_sockets: Vec::new(),
+            log: Vec::new(),
             log_format: LogFormat::Haproxy,
             threads: None,
             cpu_map: None,

@@ -126,6 +126,12 @@ pub fn render(doc: &StatsDoc) -> String {
         "Seconds since the admin listener started.",
     );
     out.sample("lb_uptime_seconds", &[], doc.uptime_seconds as f64);
+    out.family(
+        "lb_log_dropped_total",
+        "counter",
+        "Log lines dropped because a log target could not take them at once.",
+    );
+    out.sample("lb_log_dropped_total", &[], crate::syslog::dropped() as f64);
 
     // Frontends.
     let rows: Vec<_> = doc

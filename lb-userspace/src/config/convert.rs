@@ -728,6 +728,34 @@ impl Converter<'_> {
         }
     }
 
+    /// `log ADDR … FACILITY [LEVEL [MINLEVEL]]` and, in proxies, `log global`: an item of
+    /// the section's `log` list, checked with the loader's parser.
+    fn log_line(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>, proxy: bool) {
+        let texts: Vec<&str> = words
+            .get(1..)
+            .unwrap_or_default()
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect();
+        let checked = if proxy && texts == ["global"] {
+            Ok(())
+        } else {
+            crate::syslog::parse_target(&texts).map(|_| ())
+        };
+        match checked {
+            Ok(()) => {
+                let v = toml_str(&texts.join(" "));
+                if let Some(s) = self.cur() {
+                    s.push("log", v, comment, true);
+                }
+            }
+            Err((w, msg)) => {
+                let col = words.get(w + 1).map_or(words[0].col, |t| t.col);
+                self.unsupported(n, col, raw, &msg);
+            }
+        }
+    }
+
     /// `stats socket PATH [mode M] [level L] …` → `stats_socket`; `expose-fd listeners`
     /// (for HAProxy's seamless reloads) is dropped with a warning, lb reloads in-process.
     fn stats_socket(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>) {
@@ -791,7 +819,7 @@ impl Converter<'_> {
             }
             "stats" => self.unsupported(n, words[0].col, raw, "only `stats socket` converts (`stats_socket`); lb's HTTP admin API is `[global] admin`"),
             "cpu-map" => self.cpu_map(n, raw, words, comment),
-            "log" => self.unsupported(n, words[0].col, raw, "syslog targets are not supported: lb writes logs to stdout (`log_format` = \"haproxy\" or \"json\")"),
+            "log" => self.log_line(n, raw, words, comment, false),
             "daemon" | "user" | "group" | "uid" | "gid" | "chroot" | "pidfile" | "master-worker" | "nbproc" => {
                 self.unsupported(n, words[0].col, raw, &format!("`{kw}`: lb runs in the foreground under a service manager"))
             }
@@ -1064,6 +1092,11 @@ impl Converter<'_> {
                     }
                 }
             }
+            "no" if words.get(1).is_some_and(|w| w.text == "log") && words.len() == 2 => {
+                if let Some(s) = self.cur() {
+                    s.push("log", "false".into(), comment, false);
+                }
+            }
             "option" | "no" => self.option(n, raw, words, comment),
             "retries" | "maxconn" => {
                 if need_arg(self) {
@@ -1116,16 +1149,7 @@ impl Converter<'_> {
                     s.push("errorfile", v, comment, true);
                 }
             }
-            "log" => {
-                let target = join(args);
-                if target != "global" {
-                    self.diag(Severity::Warning, n, col, &path, format!("log target `{target}` is not supported: lb writes access logs to stdout; written as `log = true`"));
-                    self.note(format!("haproxy.cfg line {n}: log {target}"));
-                }
-                if let Some(s) = self.cur() {
-                    s.push("log", "true".into(), comment, false);
-                }
-            }
+            "log" => self.log_line(n, raw, words, comment, true),
             "default-server" => {
                 let mut i = 0;
                 while i < args.len() {

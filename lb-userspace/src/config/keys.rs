@@ -197,6 +197,7 @@ section_keys! {
     admin_token: S, [];
     admin_hosts: Spanned<List>, [];
     stats_socket: Spanned<List>, ["stats"];
+    log: V, ["log"];
     log_format: S, [];
     threads: Spanned<i64>, ["nbthread"];
     cpu_map: V, ["cpu-map"];
@@ -316,7 +317,6 @@ pub const HAPROXY_GLOBAL_KNOWN: &[&str] = &[
     "pidfile",
     "nbproc",
     "maxconn",
-    "log",
     "log-send-hostname",
     "log-tag",
     "ca-base",

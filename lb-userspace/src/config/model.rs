@@ -37,6 +37,8 @@ pub struct Global {
     pub admin_hosts: Vec<String>,
     /// `stats socket` lines: HAProxy's runtime CLI on unix sockets.
     pub stats_sockets: Vec<StatsSocket>,
+    /// `log` targets (HAProxy's global `log` lines), for proxies' `log global`.
+    pub log: Vec<crate::syslog::LogTarget>,
     pub log_format: LogFormat,
     /// L7 worker threads; `None` = one per core.
     pub threads: Option<usize>,
@@ -402,6 +404,8 @@ pub struct Frontend {
     pub max_headers: usize,
     /// Emit access logs.
     pub log: bool,
+    /// Where access-log lines go; empty: lb's own log (stderr).
+    pub log_targets: Vec<crate::syslog::LogTarget>,
 }
 
 /// One `bind` line.

@@ -1,5 +1,7 @@
-//! Access logs through `tracing` (target `lb::access`): HAProxy's `option httplog` line or a
-//! JSON object, per `Global.log_format`.
+//! Access logs: HAProxy's `option httplog` / `tcplog` line or a JSON object, per
+//! `Global.log_format`, sent to the frontend's `log` targets (syslog, see [`crate::syslog`])
+//! at severity info, or, when it has none, through `tracing` (target `lb::access`, lb's own
+//! log on stderr).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -10,6 +12,7 @@ use http::{Method, Uri, Version};
 use tokio::time::Instant;
 
 use crate::config::model::LogFormat;
+use crate::syslog::{self, Logger};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -41,34 +44,18 @@ pub struct LogRecord {
     pub termination: [u8; 2],
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
 /// `26/Nov/2026:07:51:35.123` (UTC).
 pub fn haproxy_date(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day, h, m, sec) = syslog::civil(d.as_secs() as i64);
     format!(
         "{:02}/{}/{}:{:02}:{:02}:{:02}.{:03}",
         day,
-        MONTHS[(month - 1) as usize],
+        syslog::MONTHS[(month - 1) as usize],
         year,
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
+        h,
+        m,
+        sec,
         d.subsec_millis()
     )
 }
@@ -152,10 +139,10 @@ pub struct TcpRecord<'a> {
     pub retries: u32,
 }
 
-pub fn emit_tcp(r: &TcpRecord<'_>, format: LogFormat) {
+/// The `tcplog` line (or JSON object) of a session.
+pub fn tcp_line(r: &TcpRecord<'_>, format: LogFormat) -> String {
     match format {
-        LogFormat::Haproxy => tracing::info!(
-            target: "lb::access",
+        LogFormat::Haproxy => format!(
             "{}:{} [{}] {} {}/{} 0/{}/{} {} -- 0/0/0/0/{} 0/0",
             r.src.ip(),
             r.src.port(),
@@ -168,32 +155,42 @@ pub fn emit_tcp(r: &TcpRecord<'_>, format: LogFormat) {
             r.bytes_out,
             r.retries
         ),
-        LogFormat::Json => tracing::info!(
-            target: "lb::access",
-            "{}",
-            serde_json::json!({
-                "client_ip": r.src.ip().to_string(),
-                "client_port": r.src.port(),
-                "date": haproxy_date(r.wall),
-                "frontend": r.frontend,
-                "backend": r.backend,
-                "server": r.server,
-                "tc": r.t_connect_ms,
-                "tt": r.t_total_ms,
-                "bytes": r.bytes_out,
-                "retries": r.retries,
-            })
-        ),
+        LogFormat::Json => serde_json::json!({
+            "client_ip": r.src.ip().to_string(),
+            "client_port": r.src.port(),
+            "date": haproxy_date(r.wall),
+            "frontend": r.frontend,
+            "backend": r.backend,
+            "server": r.server,
+            "tc": r.t_connect_ms,
+            "tt": r.t_total_ms,
+            "bytes": r.bytes_out,
+            "retries": r.retries,
+        })
+        .to_string(),
     }
 }
 
-pub fn emit(r: &LogRecord, format: LogFormat) {
+/// Sends one access-log line: to the syslog targets, or to lb's own log when there are none.
+fn send(line: &str, targets: &Logger) {
+    if targets.is_empty() {
+        tracing::info!(target: "lb::access", "{line}");
+    } else {
+        targets.send(syslog::INFO, line);
+    }
+}
+
+pub fn emit_tcp(r: &TcpRecord<'_>, format: LogFormat, targets: &Logger) {
+    send(&tcp_line(r, format), targets);
+}
+
+pub fn emit(r: &LogRecord, format: LogFormat, targets: &Logger) {
     match format {
         LogFormat::Haproxy => match httplog(r) {
-            Ok(line) => tracing::info!(target: "lb::access", "{line}"),
+            Ok(line) => send(&line, targets),
             Err(e) => tracing::warn!(target: "lb::access", error = %e, "log line"),
         },
-        LogFormat::Json => tracing::info!(target: "lb::access", "{}", json(r)),
+        LogFormat::Json => send(&json(r), targets),
     }
 }
 

@@ -47,6 +47,11 @@ pub enum RuntimeError {
         code: u16,
         what: String,
     },
+    #[error("frontend {frontend}: {source}")]
+    Log {
+        frontend: String,
+        source: crate::syslog::SyslogError,
+    },
 }
 
 /// A prebuilt response (error page, errorfile).
@@ -658,6 +663,8 @@ pub struct FrontendRt {
     pub max_headers: usize,
     pub log: bool,
     pub log_format: LogFormat,
+    /// The `log` targets access-log lines go to (none: lb's own log).
+    pub log_targets: crate::syslog::Logger,
     /// `stats …`: the stats page this frontend serves.
     pub stats: Option<crate::config::model::StatsPage>,
 }
@@ -983,6 +990,12 @@ fn build_frontend(
         stats: f.stats.clone(),
         log: f.log,
         log_format,
+        log_targets: crate::syslog::Logger::new(&f.log_targets).map_err(|source| {
+            RuntimeError::Log {
+                frontend: f.name.clone(),
+                source,
+            }
+        })?,
     }))
 }
 

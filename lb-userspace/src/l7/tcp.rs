@@ -360,6 +360,7 @@ where
                 retries: attempts,
             },
             fe.log_format,
+            &fe.log_targets,
         );
     }
     fe.counters.bytes_in.fetch_add(up, Ordering::Relaxed);

@@ -238,6 +238,7 @@ pub fn frontend(name: &str, binds: Vec<Bind>, default_backend: Option<&str>) -> 
         max_header_bytes: 8192,
         max_headers: 100,
         log: true,
+        log_targets: Vec::new(),
     }
 }
 
@@ -273,6 +274,7 @@ pub fn config(frontends: Vec<Frontend>, backends: Vec<Backend>) -> Config {
             admin_token: None,
             admin_hosts: Vec::new(),
             stats_sockets: Vec::new(),
+            log: Vec::new(),
             log_format: LogFormat::Haproxy,
             threads: None,
             cpu_map: None,

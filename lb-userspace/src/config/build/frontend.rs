@@ -268,6 +268,7 @@ impl Builder<'_> {
                 max_header_bytes: st.max_header_bytes,
                 max_headers: st.max_headers,
                 log: st.log,
+                log_targets: st.log_targets.clone(),
             },
             name_pos: name.span().start,
             path: path.to_string(),

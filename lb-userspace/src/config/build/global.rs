@@ -12,6 +12,7 @@ impl Builder<'_> {
             admin_token: None,
             admin_hosts: Vec::new(),
             stats_sockets: Vec::new(),
+            log: Vec::new(),
             log_format: LogFormat::Haproxy,
             threads: None,
             cpu_map: None,
@@ -99,6 +100,14 @@ impl Builder<'_> {
                     }
                 }
             }
+        }
+        if let Some(l) = &g.log {
+            for item in self.log_items(l, "global.log", false) {
+                if let log::LogItem::Target(t) = item {
+                    out.log.push(t);
+                }
+            }
+            self.global_log = out.log.clone();
         }
         if let Some(f) = &g.log_format {
             match f.get_ref().as_str() {

@@ -27,6 +27,7 @@ mod cross;
 mod dirs;
 mod frontend;
 mod global;
+mod log;
 mod proxy;
 mod tier;
 mod tls;
@@ -52,6 +53,7 @@ pub(crate) fn build(
         src,
         opts,
         diags: Vec::new(),
+        global_log: Vec::new(),
     };
     let cfg = b.config(&raw);
     let mut diags = b.diags;
@@ -308,6 +310,8 @@ struct Inherit {
     forwardfor: bool,
     redispatch: bool,
     log: bool,
+    /// `log` targets (`global` already expanded).
+    log_targets: Vec<crate::syslog::LogTarget>,
     maxconn: Option<u32>,
     check: CheckSpec,
     check_timeout_set: bool,
@@ -328,6 +332,7 @@ impl Default for Inherit {
             forwardfor: false,
             redispatch: false,
             log: false,
+            log_targets: Vec::new(),
             maxconn: None,
             check: CheckSpec::default(),
             check_timeout_set: false,
@@ -344,6 +349,8 @@ struct Builder<'a> {
     src: &'a Source,
     opts: &'a LoadOptions,
     diags: Vec<Diagnostic>,
+    /// `[global] log`, for `log global` in proxies.
+    global_log: Vec<crate::syslog::LogTarget>,
 }
 
 /// A frontend before cross-checks.

@@ -90,8 +90,25 @@ impl Builder<'_> {
         }
         if let Some(l) = &rp.log {
             match l.get_ref() {
-                toml::Value::Boolean(b) => out.log = *b,
-                toml::Value::String(_) | toml::Value::Array(_) => out.log = true,
+                toml::Value::Boolean(b) => {
+                    out.log = *b;
+                    if !b {
+                        // HAProxy's `no log`: nothing inherited either.
+                        out.log_targets.clear();
+                    }
+                }
+                toml::Value::String(_) | toml::Value::Array(_) => {
+                    out.log = true;
+                    // HAProxy appends a proxy's log lines to those inherited from defaults.
+                    for item in self.log_items(l, &format!("{path}.log"), true) {
+                        match item {
+                            log::LogItem::Global => {
+                                out.log_targets.extend(self.global_log.iter().cloned())
+                            }
+                            log::LogItem::Target(t) => out.log_targets.push(t),
+                        }
+                    }
+                }
                 _ => self.err(
                     l.span().start,
                     &format!("{path}.log"),

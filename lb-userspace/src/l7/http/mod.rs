@@ -294,7 +294,7 @@ impl Drop for Guard {
             if self.ctx.shared.write_timed_out.load(Ordering::Relaxed) {
                 l.termination = *b"cD";
             }
-            log::emit(&l, self.fe.log_format);
+            log::emit(&l, self.fe.log_format, &self.fe.log_targets);
         }
     }
 }

@@ -1,0 +1,179 @@
+//! Access logs to syslog targets (#15 item 2): a UDP socket and a unix datagram socket the
+//! test binds and reads, HAProxy's framing byte for byte except timestamps and pid; a dead
+//! target drops and counts without slowing requests; config errors with positions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod l7_support;
+
+use std::time::{Duration, Instant};
+
+use l7_support::*;
+use lb::config::model::*;
+
+fn target(line: &str) -> lb::syslog::LogTarget {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    lb::syslog::parse_target(&w).unwrap()
+}
+
+/// `<134>Mmm dd hh:mm:ss lb[PID]: ` then the message, `\n`-terminated.
+fn check_3164(line: &str, pri: u32) -> &str {
+    let head = format!("<{pri}>");
+    assert!(line.starts_with(&head), "{line:?}");
+    let rest = &line[head.len()..];
+    let months = lb::syslog::MONTHS;
+    assert!(months.contains(&&rest[..3]), "{line:?}");
+    let b = rest.as_bytes();
+    assert_eq!(b[3], b' ');
+    assert!(b[4] == b' ' || b[4].is_ascii_digit(), "{line:?}");
+    assert!(b[5].is_ascii_digit());
+    assert_eq!(&rest[6..7], " ");
+    assert_eq!(&rest[9..10], ":");
+    assert_eq!(&rest[12..13], ":");
+    let tag = format!(" lb[{}]: ", std::process::id());
+    assert_eq!(&rest[15..15 + tag.len()], tag, "{line:?}");
+    assert!(line.ends_with('\n'));
+    &rest[15 + tag.len()..line.len() - head.len() - 1]
+}
+
+#[tokio::test]
+async fn access_lines_reach_udp_and_unix_receivers() {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let dir = std::env::temp_dir().join(format!("lb-syslog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("log.sock");
+    let unix = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    unix.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+
+    let e = echo("a").await;
+    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
+    fe.log_targets = vec![
+        target(&format!("{} local0", udp.local_addr().unwrap())),
+        target(&format!("{} format rfc5424 daemon info", path.display())),
+        // Filtered out: access lines are info.
+        target(&format!("{} local3 notice", udp.local_addr().unwrap())),
+    ];
+    let (h, _reg) = start(config(
+        vec![fe],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", e.addr)],
+        )],
+    ));
+    let r = get(addr_of(&h, "web"), "/hello?x=1", &[]).await;
+    assert_eq!(r.status, 200);
+
+    let mut buf = vec![0u8; 4096];
+    let n = udp.recv(&mut buf).unwrap();
+    let line = String::from_utf8(buf[..n].to_vec()).unwrap();
+    let msg = check_3164(&line, 16 * 8 + 6);
+    assert!(msg.starts_with("127.0.0.1:"), "{msg}");
+    assert!(msg.contains(" web be/a "), "{msg}");
+    assert!(msg.ends_with(" \"GET /hello?x=1 HTTP/1.1\""), "{msg}");
+
+    let n = unix.recv(&mut buf).unwrap();
+    let line = String::from_utf8(buf[..n].to_vec()).unwrap();
+    // <30>1 2026-12-07T10:58:48.096255+00:00 - lb PID - - MSG\n
+    assert!(line.starts_with("<30>1 "), "{line:?}");
+    let ts = &line[6..38];
+    assert_eq!(ts.len(), 32);
+    assert_eq!(&ts[4..5], "-");
+    assert_eq!(&ts[10..11], "T");
+    assert_eq!(&ts[19..20], ".");
+    assert!(ts.ends_with("+00:00"), "{ts}");
+    let rest = format!(" - lb {} - - ", std::process::id());
+    assert_eq!(&line[38..38 + rest.len()], rest);
+    assert_eq!(&line[38 + rest.len()..], format!("{msg}\n"));
+
+    // Nothing more: the notice target filtered the info line.
+    udp.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(udp.recv(&mut buf).is_err(), "a second datagram arrived");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_dead_target_drops_and_counts_without_blocking() {
+    let dir = std::env::temp_dir().join(format!("lb-syslog-dead-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = echo("a").await;
+    let mut fe = frontend("web", vec![bind("127.0.0.1:0")], Some("be"));
+    // A unix socket nobody binds, and a bound one nobody reads (its queue fills).
+    let full = dir.join("full.sock");
+    let _full = std::os::unix::net::UnixDatagram::bind(&full).unwrap();
+    fe.log_targets = vec![
+        target(&format!("{} local0", dir.join("absent.sock").display())),
+        target(&format!("{} local0", full.display())),
+    ];
+    let (h, _reg) = start(config(
+        vec![fe],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", e.addr)],
+        )],
+    ));
+    let before = lb::syslog::dropped();
+    let t0 = Instant::now();
+    let n = 400u64;
+    for _ in 0..n {
+        let r = get(addr_of(&h, "web"), "/", &[]).await;
+        assert_eq!(r.status, 200);
+    }
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(20), "{n} requests took {took:?}");
+    let dropped = lb::syslog::dropped() - before;
+    // Every line to the absent socket, and the full socket's overflow.
+    assert!(dropped > n, "dropped {dropped} of {} lines", 2 * n);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn config_keys_and_errors() {
+    let load = |text: &str| {
+        lb::config::load_str(
+            std::path::Path::new("t.toml"),
+            text,
+            &lb::config::LoadOptions::default(),
+        )
+    };
+    let ok = "[global]\nlog = [\"127.0.0.1:5514 local0\", \"/dev/log len 2048 local1 notice\"]\n\
+              [defaults]\nmode = \"tcp\"\nlog = \"global\"\ntimeout = [\"client 1s\", \"connect 1s\", \"server 1s\"]\n\
+              [frontend.f]\nbind = \"127.0.0.1:7001\"\ndefault_backend = \"b\"\nlog = [\"stderr format raw daemon\"]\n\
+              [frontend.g]\nbind = \"127.0.0.1:7002\"\ndefault_backend = \"b\"\nlog = false\n\
+              [backend.b]\nserver = \"s 127.0.0.1:7003\"\n";
+    let (cfg, _) = load(ok).unwrap();
+    assert_eq!(cfg.global.log.len(), 2);
+    let f = cfg.frontends.iter().find(|f| f.name == "f").unwrap();
+    let texts: Vec<&str> = f.log_targets.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "127.0.0.1:5514 local0",
+            "/dev/log len 2048 local1 notice",
+            "stderr format raw daemon"
+        ]
+    );
+    let g = cfg.frontends.iter().find(|f| f.name == "g").unwrap();
+    assert!(!g.log && g.log_targets.is_empty());
+
+    let bad = "[global]\nlog = [\"127.0.0.1 local0\", \"127.0.0.1:514 local9\"]\n\
+               [frontend.f]\nmode = \"tcp\"\nbind = \"127.0.0.1:7001\"\nlog = \"nowhere local0 info\"\n\
+               default_backend = \"b\"\n[backend.b]\nserver = \"s 127.0.0.1:7003\"\n\
+               [backend.c]\nserver = \"s 127.0.0.1:7004\"\nlog = \"127.0.0.1 local0 loud\"\n";
+    let errs = load(bad).expect_err("errors").diagnostics;
+    let lines: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+    let find = |s: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(s))
+            .unwrap_or_else(|| panic!("no {s:?} in {lines:#?}"))
+            .clone()
+    };
+    assert!(find("unknown syslog facility `local9`").starts_with("t.toml:2:43: global.log[1]: "));
+    assert!(find("`nowhere` is not an address").starts_with("t.toml:6:8: frontend.f.log: "));
+    assert!(find("unknown syslog level `loud`").starts_with("t.toml:12:25: backend.c.log: "));
+}
