@@ -177,3 +177,115 @@ fn config_keys_and_errors() {
     assert!(find("`nowhere` is not an address").starts_with("t.toml:6:8: frontend.f.log: "));
     assert!(find("unknown syslog level `loud`").starts_with("t.toml:12:25: backend.c.log: "));
 }
+
+/// The syslog header HAProxy 2.6 writes and lb's have one shape: same PRI, same fields and
+/// padding (digits and the tag aside), for rfc3164 and rfc5424.
+#[tokio::test]
+async fn header_shape_matches_haproxy() {
+    let u3164 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let u5424 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for u in [&u3164, &u5424] {
+        u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("lb-syslog-hx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("h.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  log {} local0\n  log {} format rfc5424 local1 info\n\
+             defaults\n  mode http\n  timeout client 5s\n  timeout connect 5s\n  timeout server 5s\n  log global\n  option httplog\n\
+             frontend f\n  bind 127.0.0.1:{port}\n  http-request return status 200 content-type text/plain string ok\n",
+            u3164.local_addr().unwrap(),
+            u5424.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut hx = std::process::Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy 2.6 is installed");
+    let mut ok = false;
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "haproxy did not listen");
+    // That probe connection carried no request; HAProxy may log it (`<BADREQ>`) or not: read
+    // until the request's own line.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let r = get(addr, "/x", &[]).await;
+    assert_eq!(r.status, 200);
+    let recv_req = |u: &std::net::UdpSocket| -> String {
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..5 {
+            let n = u.recv(&mut buf).unwrap();
+            let l = String::from_utf8(buf[..n].to_vec()).unwrap();
+            if l.contains("\"GET /x HTTP/1.1\"") {
+                return l;
+            }
+        }
+        panic!("no request line");
+    };
+    let h3164 = recv_req(&u3164);
+    let h5424 = recv_req(&u5424);
+    let _ = hx.kill();
+    let _ = hx.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let e = echo("a").await;
+    let mut fe = frontend("f", vec![bind("127.0.0.1:0")], Some("be"));
+    fe.log_targets = vec![
+        target(&format!("{} local0", u3164.local_addr().unwrap())),
+        target(&format!(
+            "{} format rfc5424 local1 info",
+            u5424.local_addr().unwrap()
+        )),
+    ];
+    let (h, _reg) = start(config(
+        vec![fe],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", e.addr)],
+        )],
+    ));
+    let r = get(addr_of(&h, "f"), "/x", &[]).await;
+    assert_eq!(r.status, 200);
+    let l3164 = recv_req(&u3164);
+    let l5424 = recv_req(&u5424);
+
+    // The header: everything before the client address, each digit as 0, except that
+    // pids (which may differ in length) become one 0.
+    let head = |l: &str| -> String {
+        let end = l.find("127.0.0.1:").unwrap();
+        let h: String = l[..end]
+            .replace("haproxy", "lb")
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '0' } else { c })
+            .collect();
+        let (pre, post) = h.split_at(h.find("lb").unwrap() + 2);
+        let pid_end = post
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| *c != '0')
+            .map_or(post.len(), |(i, _)| i);
+        format!("{pre}{}0{}", &post[..1], &post[pid_end..])
+    };
+    assert_eq!(head(&l3164), head(&h3164), "{l3164:?} vs {h3164:?}");
+    assert_eq!(head(&l5424), head(&h5424), "{l5424:?} vs {h5424:?}");
+    assert!(l3164.starts_with("<134>") && h3164.starts_with("<134>"));
+    assert!(l5424.starts_with("<142>1 ") && h5424.starts_with("<142>1 "));
+    assert!(l3164.ends_with('\n') && h3164.ends_with('\n'));
+}
