@@ -3,11 +3,12 @@
 //!
 //! Layers, each importing only from the ones above it:
 //! - leaves: [`acl`] (HAProxy's expression language: ACLs, fetches, converters,
-//!   log-format), [`syslog`] (log targets), [`proxy_protocol`], [`tls_client`], [`tls_keys`], [`tls_policy`], [`cpus`];
+//!   log-format), [`syslog`] (log targets), [`proxy_protocol`], [`tls_client`],
+//!   [`tls_keys`], [`tls_policy`], [`cpus`];
 //! - [`config`]: schema, validation, HAProxy import; [`logging`];
 //! - shared state: [`state`], [`health::registry`];
-//! - control plane: [`runtime`], [`health`], [`admin`], [`dataplane`] (the only code that
-//!   touches BPF maps); data paths: the XDP program (crate `lb-ebpf`) and [`l7`].
+//! - control plane: [`runtime`], [`health`], [`admin`], [`announce`], [`dataplane`] (the
+//!   only code that touches BPF maps); data paths: the XDP program (crate `lb-ebpf`) and [`l7`].
 
 pub mod acl;
 pub mod admin;
