@@ -162,33 +162,8 @@ impl Builder<'_> {
             let mut names = Vec::new();
             let mut nbsrv = Vec::new();
             self.acls(rp, path, &mut acls, &mut names, &mut nbsrv);
-            http_request = self.http_rules(
-                rp,
-                RuleSide::Request,
-                path,
-                &acls,
-                &names,
-                st.mode,
-                &mut nbsrv,
-            );
-            http_response = self.http_rules(
-                rp,
-                RuleSide::Response,
-                path,
-                &acls,
-                &names,
-                st.mode,
-                &mut nbsrv,
-            );
-            http_after_response = self.http_rules(
-                rp,
-                RuleSide::AfterResponse,
-                path,
-                &acls,
-                &names,
-                st.mode,
-                &mut nbsrv,
-            );
+            [http_request, http_response, http_after_response] =
+                self.http_rule_lists(rp, path, &acls, &names, st.mode, &mut nbsrv);
         }
         BeDraft {
             be: Backend {
@@ -214,7 +189,26 @@ impl Builder<'_> {
         }
     }
 
-    /// The `http_request` or `http_response` rules of a section.
+    /// A section's `http_request`, `http_response` and `http_after_response` lists, in that
+    /// order, each compiled by [`Self::http_rules`].
+    pub(super) fn http_rule_lists(
+        &mut self,
+        rp: &RawProxy,
+        path: &str,
+        acls: &AclSet,
+        names: &[String],
+        mode: Mode,
+        nbsrv: &mut Vec<(String, usize, String)>,
+    ) -> [Vec<HttpRule>; 3] {
+        [
+            RuleSide::Request,
+            RuleSide::Response,
+            RuleSide::AfterResponse,
+        ]
+        .map(|side| self.http_rules(rp, side, path, acls, names, mode, nbsrv))
+    }
+
+    /// The `http_request`, `http_response` or `http_after_response` rules of a section.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn http_rules(
         &mut self,

@@ -117,33 +117,8 @@ impl Builder<'_> {
         let mut acls = AclSet::default();
         let mut names = Vec::new();
         self.acls(rp, path, &mut acls, &mut names, &mut nbsrv);
-        let http_request = self.http_rules(
-            rp,
-            RuleSide::Request,
-            path,
-            &acls,
-            &names,
-            st.mode,
-            &mut nbsrv,
-        );
-        let http_response = self.http_rules(
-            rp,
-            RuleSide::Response,
-            path,
-            &acls,
-            &names,
-            st.mode,
-            &mut nbsrv,
-        );
-        let http_after_response = self.http_rules(
-            rp,
-            RuleSide::AfterResponse,
-            path,
-            &acls,
-            &names,
-            st.mode,
-            &mut nbsrv,
-        );
+        let [http_request, http_response, http_after_response] =
+            self.http_rule_lists(rp, path, &acls, &names, st.mode, &mut nbsrv);
         let mut tcp_request = Vec::new();
         let mut inspect_delay = None;
         for (ipath, dir) in self.dirs(&rp.tcp_request, path, "tcp_request", TCP_REQ, true) {
