@@ -50,7 +50,7 @@ pub fn client_config(
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let verifier: Arc<dyn ServerCertVerifier> = match verify {
-        Verify::None => Arc::new(AcceptAnyCert { provider }),
+        Verify::None => Arc::new(LenientVerifier::AnyCert(provider)),
         Verify::Roots { roots, check_name } => {
             let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider)
                 .build()
@@ -58,7 +58,7 @@ pub fn client_config(
             if *check_name {
                 inner
             } else {
-                Arc::new(ChainOnly { inner })
+                Arc::new(LenientVerifier::ChainOnly(inner))
             }
         }
     };
@@ -115,69 +115,20 @@ pub fn server_name(sni: Option<&str>, addr: std::net::IpAddr) -> ServerName<'sta
         .unwrap_or_else(|| ServerName::IpAddress(addr.into()))
 }
 
-/// Any certificate is accepted (signatures over the handshake are still checked): health
-/// checks, which test that a TLS server answers, and servers with `verify none`.
+/// The two ways lb checks a server's certificate less strictly than WebPKI with a name.
+/// Signatures over the handshake are checked in both.
 #[derive(Debug)]
-struct AcceptAnyCert {
-    provider: Arc<CryptoProvider>,
+enum LenientVerifier {
+    /// Any certificate is accepted: health checks, which test that a TLS server answers,
+    /// and servers with `verify none`.
+    AnyCert(Arc<CryptoProvider>),
+    /// `verify required` without a name to check (no `sni`): the chain must lead to a
+    /// root of the `ca-file` and be valid now, whatever names the certificate carries
+    /// (HAProxy without `verifyhost`).
+    ChainOnly(Arc<WebPkiServerVerifier>),
 }
 
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// `verify required` without a name to check (no `sni`): the chain must lead to a root
-/// of the `ca-file` and be valid now, whatever names the certificate carries (HAProxy
-/// without `verifyhost`).
-#[derive(Debug)]
-struct ChainOnly {
-    inner: Arc<WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for LenientVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -186,13 +137,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        let Self::ChainOnly(inner) = self else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -206,7 +154,15 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        match self {
+            Self::AnyCert(p) => rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &p.signature_verification_algorithms,
+            ),
+            Self::ChainOnly(inner) => inner.verify_tls12_signature(message, cert, dss),
+        }
     }
 
     fn verify_tls13_signature(
@@ -215,10 +171,21 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        match self {
+            Self::AnyCert(p) => rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &p.signature_verification_algorithms,
+            ),
+            Self::ChainOnly(inner) => inner.verify_tls13_signature(message, cert, dss),
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        match self {
+            Self::AnyCert(p) => p.signature_verification_algorithms.supported_schemes(),
+            Self::ChainOnly(inner) => inner.supported_verify_schemes(),
+        }
     }
 }

@@ -386,7 +386,7 @@ fn server_tls_options() {
     );
     check(
         &be("s1 127.0.0.1:443 ssl verify maybe"),
-        &["bad.toml:5:39: backend.b.server: verify must be `none` or `required`, not `maybe`"],
+        &["bad.toml:5:39: backend.b.server: `verify maybe`: expected `none` or `required`"],
     );
     let e = errors(&be("s1 127.0.0.1:443 ssl ca-file nowhere.pem"));
     assert!(
@@ -465,7 +465,7 @@ fn balance_uri() {
 fn server_proto() {
     check(
         &with_defaults("[backend.b]\nserver = \"s1 127.0.0.1:80 proto h3\"\n"),
-        &["bad.toml:5:33: backend.b.server: unknown server proto `h3` (supported: h1, h2)"],
+        &["bad.toml:5:33: backend.b.server: `proto h3`: expected `h1` or `h2`"],
     );
     check(
         &with_defaults("[backend.b]\nmode = \"tcp\"\nserver = \"s1 127.0.0.1:80 proto h2\"\n"),

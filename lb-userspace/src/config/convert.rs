@@ -192,6 +192,14 @@ fn quote_word(s: &str) -> String {
 }
 
 /// A TOML basic string.
+/// A server's `inter`, `rise` or `fall` as the key and TOML value of lb's `check` table.
+fn check_setting<'w>(word: &'w str, value: &str) -> (&'w str, String) {
+    match word {
+        "inter" => ("interval", toml_str(value)),
+        _ => (word, value.to_owned()),
+    }
+}
+
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
@@ -1167,16 +1175,7 @@ impl Converter<'_> {
                             i += 1;
                         }
                         ("inter" | "rise" | "fall", Some(v)) => {
-                            let key = if a.text == "inter" {
-                                "interval"
-                            } else {
-                                a.text.as_str()
-                            };
-                            let val = if key == "interval" {
-                                toml_str(&v.text)
-                            } else {
-                                v.text.clone()
-                            };
+                            let (key, val) = check_setting(&a.text, &v.text);
                             if let Some(s) = self.cur() {
                                 s.set_check(key, val);
                             }
@@ -1480,16 +1479,7 @@ impl Converter<'_> {
                     i += 1;
                 }
                 ("inter" | "rise" | "fall", Some(v)) => {
-                    let key = if w.text == "inter" {
-                        "interval"
-                    } else {
-                        w.text.as_str()
-                    };
-                    let val = if key == "interval" {
-                        toml_str(&v.text)
-                    } else {
-                        v.text.clone()
-                    };
+                    let (key, val) = check_setting(&w.text, &v.text);
                     let existing = self.sections.last().and_then(|s| {
                         s.check
                             .iter()

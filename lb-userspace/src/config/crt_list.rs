@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::directives;
 use super::model::{BindTls, ClientVerify, CrtEntry};
 use crate::acl::split_words;
 use crate::tls_policy;
@@ -96,16 +97,7 @@ fn apply(
         match opt.as_str() {
             "alpn" => t.alpn = value()?.split(',').map(str::to_owned).collect(),
             "verify" => {
-                t.verify = match value()? {
-                    "none" => ClientVerify::None,
-                    "optional" => ClientVerify::Optional,
-                    "required" => ClientVerify::Required,
-                    v => {
-                        return Err(format!(
-                            "`verify {v}`: expected `none`, `optional` or `required`"
-                        ));
-                    }
-                }
+                t.verify = directives::keyword("verify", value()?, &directives::CLIENT_VERIFY)?
             }
             "ca-file" | "ca-verify-file" | "crl-file" => {
                 let path = resolve(value()?);

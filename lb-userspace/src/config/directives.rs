@@ -83,6 +83,18 @@ impl<'a> Args<'a> {
             .ok_or_else(|| Problem::new(opt.pos, format!("`{}` needs a value", opt.text)))
     }
 
+    /// `opt`'s value, which must be one of the keywords of `choices`: what it means, and
+    /// the value's token.
+    pub fn keyword_of<T: Copy>(
+        &mut self,
+        opt: &Tok,
+        choices: &[(&str, T)],
+    ) -> Result<(T, &'a Tok), Problem> {
+        let v = self.value_of(opt)?;
+        let meaning = keyword(&opt.text, &v.text, choices).map_err(|m| Problem::new(v.pos, m))?;
+        Ok((meaning, v))
+    }
+
     pub fn done(&self) -> Result<(), Problem> {
         match self.peek() {
             Some(t) => Err(Problem::new(t.pos, format!("unexpected `{}`", t.text))),
@@ -90,6 +102,29 @@ impl<'a> Args<'a> {
         }
     }
 }
+
+/// What `value`, the value of option `opt`, means among `choices`; else a message naming
+/// the keywords allowed.
+pub(crate) fn keyword<T: Copy>(opt: &str, value: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    if let Some((_, meaning)) = choices.iter().find(|(k, _)| *k == value) {
+        return Ok(*meaning);
+    }
+    let mut allowed = String::new();
+    for (i, (k, _)) in choices.iter().enumerate() {
+        if i > 0 {
+            allowed.push_str(if i + 1 == choices.len() { " or " } else { ", " });
+        }
+        allowed.push_str(&format!("`{k}`"));
+    }
+    Err(format!("`{opt} {value}`: expected {allowed}"))
+}
+
+/// `verify none|optional|required` of a bind (and of a crt-list entry).
+pub(crate) const CLIENT_VERIFY: [(&str, ClientVerify); 3] = [
+    ("none", ClientVerify::None),
+    ("optional", ClientVerify::Optional),
+    ("required", ClientVerify::Required),
+];
 
 pub(crate) fn duration_tok(t: &Tok) -> Result<Duration, Problem> {
     parse_duration(&t.text).map_err(|m| Problem::new(t.pos, m))
@@ -318,18 +353,7 @@ pub(crate) fn bind(args: &mut Args) -> Result<BindLine, Problem> {
             "strict-sni" => line.strict_sni = true,
             "strict-alpn" => line.strict_alpn = true,
             "verify" => {
-                let v = args.value_of(t)?;
-                let mode = match v.text.as_str() {
-                    "none" => ClientVerify::None,
-                    "optional" => ClientVerify::Optional,
-                    "required" => ClientVerify::Required,
-                    other => {
-                        return Err(Problem::new(
-                            v.pos,
-                            format!("`verify {other}`: expected `none`, `optional` or `required`"),
-                        ));
-                    }
-                };
+                let (mode, v) = args.keyword_of(t, &CLIENT_VERIFY)?;
                 line.verify = Some((mode, v.clone()));
             }
             "crt-list" => {
@@ -553,34 +577,15 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
             }
             "cookie" => s.cookie = Some(args.value_of(t)?.text.clone()),
             "proto" => {
-                let v = args.value_of(t)?;
-                let p = match v.text.as_str() {
-                    "h1" => ServerProto::Http1,
-                    "h2" => ServerProto::Http2,
-                    other => {
-                        return Err(Problem::new(
-                            v.pos,
-                            format!("unknown server proto `{other}` (supported: h1, h2)"),
-                        ));
-                    }
-                };
+                let choices = [("h1", ServerProto::Http1), ("h2", ServerProto::Http2)];
+                let (p, v) = args.keyword_of(t, &choices)?;
                 s.proto = Some((p, v.clone()));
             }
             "ssl" => s.ssl = Some(t.clone()),
             "send-proxy" => s.send_proxy = Some((ProxyVersion::V1, t.clone())),
             "send-proxy-v2" => s.send_proxy = Some((ProxyVersion::V2, t.clone())),
             "verify" => {
-                let v = args.value_of(t)?;
-                let required = match v.text.as_str() {
-                    "required" => true,
-                    "none" => false,
-                    other => {
-                        return Err(Problem::new(
-                            v.pos,
-                            format!("verify must be `none` or `required`, not `{other}`"),
-                        ));
-                    }
-                };
+                let (required, _) = args.keyword_of(t, &[("none", false), ("required", true)])?;
                 s.verify = Some((required, t.clone()));
             }
             "ca-file" => s.ca_file = Some(args.value_of(t)?.clone()),

@@ -36,27 +36,21 @@ impl Builder<'_> {
                 );
                 continue;
             }
-            let addr = match (self.opts.resolver)(&line.host, line.port) {
-                Ok(addrs) if !addrs.is_empty() => addrs[0],
-                Ok(_) => {
+            let resolved = (self.opts.resolver)(&line.host, line.port)
+                .map_err(|e| format!("cannot resolve `{}`: {e}", line.host))
+                .and_then(|addrs| {
+                    addrs
+                        .first()
+                        .copied()
+                        .ok_or_else(|| format!("host `{}` has no address", line.host))
+                });
+            let addr = match resolved {
+                Ok(a) => a,
+                Err(why) => {
                     self.err(
                         line.addr_tok.pos,
                         &ipath,
-                        format!(
-                            "server `{}`: host `{}` has no address",
-                            line.name.text, line.host
-                        ),
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    self.err(
-                        line.addr_tok.pos,
-                        &ipath,
-                        format!(
-                            "server `{}`: cannot resolve `{}`: {e}",
-                            line.name.text, line.host
-                        ),
+                        format!("server `{}`: {why}", line.name.text),
                     );
                     continue;
                 }

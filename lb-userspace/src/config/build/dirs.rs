@@ -18,13 +18,7 @@ impl Builder<'_> {
         match item {
             Item::Line(line) => {
                 let s = self.src.str_at(line, span);
-                let mut toks = match tokenize(&s) {
-                    Ok(t) => t,
-                    Err(p) => {
-                        self.problem(p, path);
-                        return None;
-                    }
-                };
+                let mut toks = self.words(&s, path)?;
                 let text = Mapped::from_str(&s, 0);
                 let mut end = s.pos(s.value.trim_end().len());
                 let mut c = None;

@@ -271,12 +271,8 @@ impl Builder<'_> {
                 continue;
             };
             let s = self.src.str_at(line, span);
-            let toks = match tokenize(&s) {
-                Ok(t) => t,
-                Err(p) => {
-                    self.err(p.pos, &ipath, p.msg);
-                    continue;
-                }
+            let Some(toks) = self.words(&s, &ipath) else {
+                continue;
             };
             let words: Vec<&str> = toks.iter().map(|t| t.text.as_str()).collect();
             if let Err((w, msg)) = stats_line(&mut page, &words) {

@@ -79,12 +79,8 @@ impl Builder<'_> {
                     continue;
                 };
                 let s = self.src.str_at(line, span);
-                let toks = match tokenize(&s) {
-                    Ok(t) => t,
-                    Err(p) => {
-                        self.err(p.pos, &path, p.msg);
-                        continue;
-                    }
+                let Some(toks) = self.words(&s, &path) else {
+                    continue;
                 };
                 let texts: Vec<&str> = toks.iter().map(|t| t.text.as_str()).collect();
                 match parse_stats_socket(&texts) {
@@ -333,12 +329,8 @@ impl Builder<'_> {
                 continue;
             };
             let s = self.src.str_at(text, span);
-            let toks = match tokenize(&s) {
-                Ok(t) => t,
-                Err(p) => {
-                    self.problem(p, &path);
-                    continue;
-                }
+            let Some(toks) = self.words(&s, &path) else {
+                continue;
             };
             if toks.is_empty() {
                 self.err(s.pos(0), &path, "empty network");

@@ -43,12 +43,8 @@ impl Builder<'_> {
         let mut out = Vec::new();
         for (line, span, ipath) in lines {
             let s = self.src.str_at(&line, span);
-            let toks = match tokenize(&s) {
-                Ok(t) => t,
-                Err(p) => {
-                    self.err(p.pos, &ipath, p.msg);
-                    continue;
-                }
+            let Some(toks) = self.words(&s, &ipath) else {
+                continue;
             };
             let words: Vec<&str> = toks.iter().map(|t| t.text.as_str()).collect();
             if words == ["global"] {

@@ -394,6 +394,12 @@ impl<'a> Builder<'a> {
         self.err(p.pos, path, p.msg);
     }
 
+    /// The words of the config string `s`; one the HAProxy word splitter refuses is
+    /// reported at `path` and gives `None`.
+    fn words(&mut self, s: &Str, path: &str) -> Option<Vec<Tok>> {
+        tokenize(s).map_err(|p| self.problem(p, path)).ok()
+    }
+
     fn config(&mut self, raw: &RawFile) -> Config {
         let global = self.global(raw.global.as_ref());
         let dataplane = raw.dataplane.as_ref().map(|d| self.dataplane(d));
