@@ -66,6 +66,7 @@
 //!   gives the target as received.
 
 pub mod balance;
+pub mod h1;
 pub mod http;
 pub mod io;
 pub mod log;

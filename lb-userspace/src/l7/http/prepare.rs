@@ -57,11 +57,7 @@ pub(super) fn prepare(
             head.version,
         ));
     }
-    let hbytes: usize = head
-        .headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
+    let hbytes = crate::l7::upstream::codec::fields_len(&head.headers);
     // Over the limit: 400, as HAProxy answers a request larger than its buffer.
     if hbytes > fe.max_header_bytes {
         return done(protocol_reject(

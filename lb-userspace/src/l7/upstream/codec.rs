@@ -57,11 +57,7 @@ pub fn encode_request_head(
     framing: ReqFraming,
     out: &mut Vec<u8>,
 ) {
-    let size: usize = headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    out.reserve(method.as_str().len() + target.len() + size + 64);
+    out.reserve(method.as_str().len() + target.len() + fields_len(headers) + 64);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -70,12 +66,7 @@ pub fn encode_request_head(
     } else {
         b" HTTP/1.1\r\n"
     });
-    for (k, v) in headers {
-        out.extend_from_slice(k.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    push_fields(headers, out);
     if framing == ReqFraming::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -100,32 +91,56 @@ pub fn finish_chunk(out: &mut Vec<u8>) -> usize {
         out.truncate(CHUNK_HEADROOM);
         return CHUNK_HEADROOM;
     }
-    // The size in hex, without the formatting machinery, then CRLF, right before the data.
+    // The size line right before the data.
+    let mut line = [0u8; CHUNK_HEADROOM];
+    let i = chunk_size_line(n, &mut line);
+    out[i..CHUNK_HEADROOM].copy_from_slice(&line[i..]);
+    out.extend_from_slice(b"\r\n");
+    i
+}
+
+/// Writes the size line of a chunk of `n` bytes (hex, CRLF; without the formatting
+/// machinery) at the end of `line`. Returns where it starts.
+pub fn chunk_size_line(n: usize, line: &mut [u8; CHUNK_HEADROOM]) -> usize {
     let mut i = CHUNK_HEADROOM - 2;
-    out[i..CHUNK_HEADROOM].copy_from_slice(b"\r\n");
+    line[i..].copy_from_slice(b"\r\n");
     let mut m = n;
     loop {
         i -= 1;
-        out[i] = b"0123456789abcdef"[m & 0xf];
+        line[i] = b"0123456789abcdef"[m & 0xf];
         m >>= 4;
         if m == 0 {
             break;
         }
     }
-    out.extend_from_slice(b"\r\n");
     i
 }
 
 /// Appends the last chunk and the trailer section of a chunked request body.
 pub fn encode_last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n");
-    for (k, v) in trailers.into_iter().flatten() {
+    if let Some(t) = trailers {
+        push_fields(t, out);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The bytes `fields` take on the wire (`name: value` and CRLF each).
+pub fn fields_len(fields: &HeaderMap) -> usize {
+    fields
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+/// Appends `fields`, one `name: value` line each.
+pub fn push_fields(fields: &HeaderMap, out: &mut Vec<u8>) {
+    for (k, v) in fields {
         out.extend_from_slice(k.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(v.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// How a response body is delimited.
@@ -325,7 +340,9 @@ fn is_connection_specific(name: &HeaderName, switching: bool) -> bool {
     (name == header::UPGRADE && !switching) || CONNECTION_SPECIFIC.contains(name)
 }
 
-fn parse_content_length(v: &[u8]) -> Option<u64> {
+/// A Content-Length value: digits, or a comma-separated list of equal values (HAProxy
+/// accepts `5, 5`, as hyper did). `None`: invalid.
+pub fn parse_content_length(v: &[u8]) -> Option<u64> {
     // `Content-Length: 5, 5` (a merged repeat) is accepted when all values agree.
     let mut out: Option<u64> = None;
     for part in v.split(|&b| b == b',') {
@@ -376,58 +393,151 @@ impl ChunkedDecoder {
     /// Takes the next piece of the body out of `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Chunk, CodecError> {
         loop {
-            match *self {
-                ChunkedDecoder::Size => {
-                    // Parsed in place: no buffer handle per chunk.
-                    let Some((len, with_end)) = line_end(buf)? else {
-                        return Ok(Chunk::NeedMore);
-                    };
-                    let n = chunk_size(&buf[..len])?;
-                    buf.advance(with_end);
-                    *self = if n == 0 {
-                        ChunkedDecoder::Trailers
-                    } else {
-                        ChunkedDecoder::Data(n)
-                    };
+            if let ChunkedDecoder::Data(left) = *self {
+                if buf.is_empty() {
+                    return Ok(Chunk::NeedMore);
                 }
-                ChunkedDecoder::Data(left) => {
-                    if buf.is_empty() {
-                        return Ok(Chunk::NeedMore);
-                    }
-                    let n = (buf.len() as u64).min(left) as usize;
-                    let data = buf.split_to(n).freeze();
-                    *self = if n as u64 == left {
-                        ChunkedDecoder::DataCrlf
-                    } else {
-                        ChunkedDecoder::Data(left - n as u64)
-                    };
-                    return Ok(Chunk::Data(data));
-                }
-                ChunkedDecoder::DataCrlf => {
-                    if buf.len() < 2 {
-                        return Ok(Chunk::NeedMore);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(CodecError::ChunkCrlf);
-                    }
-                    buf.advance(2);
-                    *self = ChunkedDecoder::Size;
-                }
-                ChunkedDecoder::Trailers => {
-                    let Some(line) = take_line(buf)? else {
-                        return Ok(Chunk::NeedMore);
-                    };
-                    if line.is_empty() {
-                        *self = ChunkedDecoder::Done;
-                        return Ok(Chunk::End);
-                    }
-                    return Ok(Chunk::Trailer(line));
-                }
-                ChunkedDecoder::Done => return Ok(Chunk::End),
+                let n = (buf.len() as u64).min(left) as usize;
+                let data = buf.split_to(n).freeze();
+                self.took(left, n);
+                return Ok(Chunk::Data(data));
+            }
+            if let Some(c) = self.step(buf)? {
+                return Ok(c);
             }
         }
     }
+
+    /// Takes the data of as many consecutive chunks as `buf` holds, up to about `max`
+    /// bytes, as one piece: the cost per byte stays flat whatever the chunk size (a million
+    /// 1-byte chunks are a million small copies into one buffer, not a million pieces).
+    /// Returns the data gathered (`None`: none) and what stopped the gathering.
+    pub fn gather(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<(Option<Bytes>, Gather), CodecError> {
+        // A large first piece goes out uncopied; the rest is copied into `out`.
+        let mut first: Option<Bytes> = None;
+        let mut out = BytesMut::new();
+        let stop = loop {
+            let have = first.as_ref().map_or(0, Bytes::len) + out.len();
+            if let ChunkedDecoder::Data(left) = *self {
+                if buf.is_empty() {
+                    break Gather::NeedMore;
+                }
+                if have >= max {
+                    break Gather::Full;
+                }
+                let n = (buf.len() as u64).min(left) as usize;
+                if have == 0 && n >= GATHER_UNCOPIED {
+                    first = Some(buf.split_to(n).freeze());
+                } else {
+                    if let Some(f) = first.take() {
+                        out.reserve(f.len() + n);
+                        out.extend_from_slice(&f);
+                    }
+                    out.extend_from_slice(&buf[..n]);
+                    buf.advance(n);
+                }
+                self.took(left, n);
+                continue;
+            }
+            match self.step(buf)? {
+                None => {}
+                Some(Chunk::NeedMore) => break Gather::NeedMore,
+                Some(Chunk::End) => break Gather::End,
+                Some(Chunk::Trailer(l)) => break Gather::Trailer(l),
+                // (`step` hands out no data.)
+                Some(Chunk::Data(d)) => out.extend_from_slice(&d),
+            }
+        };
+        let data = match first {
+            Some(f) => Some(f),
+            None if out.is_empty() => None,
+            None => Some(out.freeze()),
+        };
+        Ok((data, stop))
+    }
+
+    /// `n` of the `left` bytes of the current chunk were taken.
+    fn took(&mut self, left: u64, n: usize) {
+        *self = if n as u64 == left {
+            ChunkedDecoder::DataCrlf
+        } else {
+            ChunkedDecoder::Data(left - n as u64)
+        };
+    }
+
+    /// One framing element out of `buf` (a size line, the line end after a chunk's data,
+    /// a trailer line). `None`: the state moved on, go on.
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Chunk>, CodecError> {
+        match *self {
+            ChunkedDecoder::Size => {
+                // Parsed in place: no buffer handle per chunk.
+                let Some((len, with_end)) = line_end(buf)? else {
+                    return Ok(Some(Chunk::NeedMore));
+                };
+                let n = chunk_size(&buf[..len])?;
+                buf.advance(with_end);
+                *self = if n == 0 {
+                    ChunkedDecoder::Trailers
+                } else {
+                    ChunkedDecoder::Data(n)
+                };
+                Ok(None)
+            }
+            // (The callers take data themselves.)
+            ChunkedDecoder::Data(_) => Ok(None),
+            ChunkedDecoder::DataCrlf => {
+                // CRLF, or a bare LF as HAProxy accepts it.
+                match buf.first() {
+                    None => Ok(Some(Chunk::NeedMore)),
+                    Some(b'\n') => {
+                        buf.advance(1);
+                        *self = ChunkedDecoder::Size;
+                        Ok(None)
+                    }
+                    Some(b'\r') if buf.len() < 2 => Ok(Some(Chunk::NeedMore)),
+                    Some(b'\r') if buf[1] == b'\n' => {
+                        buf.advance(2);
+                        *self = ChunkedDecoder::Size;
+                        Ok(None)
+                    }
+                    Some(_) => Err(CodecError::ChunkCrlf),
+                }
+            }
+            ChunkedDecoder::Trailers => {
+                let Some(line) = take_line(buf)? else {
+                    return Ok(Some(Chunk::NeedMore));
+                };
+                if line.is_empty() {
+                    *self = ChunkedDecoder::Done;
+                    return Ok(Some(Chunk::End));
+                }
+                Ok(Some(Chunk::Trailer(line)))
+            }
+            ChunkedDecoder::Done => Ok(Some(Chunk::End)),
+        }
+    }
 }
+
+/// Why [`ChunkedDecoder::gather`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gather {
+    /// The buffer holds no complete element: read more.
+    NeedMore,
+    /// The size asked for was reached; the buffer may hold more.
+    Full,
+    /// One trailer field line (without its line end).
+    Trailer(BytesMut),
+    /// The last chunk and its trailers were read.
+    End,
+}
+
+/// A chunk's data at least this large, when it starts a gathered piece, is handed out
+/// without a copy.
+const GATHER_UNCOPIED: usize = 4096;
 
 /// Adds a trailer line (`name: value`) to `trailers`, at most [`MAX_RESPONSE_HEADERS`]
 /// fields; a malformed or forbidden line is dropped (framing and hop-by-hop fields never
@@ -467,13 +577,18 @@ fn chunk_size(line: &[u8]) -> Result<u64, CodecError> {
         .next()
         .unwrap_or_default()
         .trim_ascii();
-    if digits.is_empty() || digits.len() > 15 {
+    if digits.is_empty() {
         return Err(CodecError::ChunkSize);
     }
+    // HAProxy's limit: leading zeros are fine, a size of 2^52 or more is not (so that no
+    // language that holds integers in doubles downstream misreads it).
     let mut n = 0u64;
     for &d in digits {
         let v = (d as char).to_digit(16).ok_or(CodecError::ChunkSize)?;
         n = (n << 4) | u64::from(v);
+        if n >= 1 << 52 {
+            return Err(CodecError::ChunkSize);
+        }
     }
     Ok(n)
 }
