@@ -96,6 +96,9 @@ pub struct ServerState {
     pub counters: Counters,
     /// Duration of the last health check, in microseconds (0 = none yet).
     pub last_check_us: AtomicU64,
+    /// `shutdown sessions`: a generation bumped to end the server's established sessions
+    /// (L7 sessions wait on it, the data path compares it with the last one it acted on).
+    shutdown: watch::Sender<u64>,
 }
 
 impl ServerState {
@@ -109,6 +112,24 @@ impl ServerState {
             weight: AtomicU32::new(weight),
             counters: Counters::default(),
             last_check_us: AtomicU64::new(0),
+            shutdown: watch::channel(0).0,
+        }
+    }
+
+    /// How many times `shutdown sessions` was asked for this server.
+    pub fn shutdown_generation(&self) -> u64 {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves at the next `shutdown sessions` of this server (never, once the server is
+    /// gone from every registry). Subscribed when called, so a session calls it when it
+    /// attaches to the server.
+    pub fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 
@@ -244,6 +265,15 @@ impl Registry {
             self.notify();
         }
         Ok(changed)
+    }
+
+    /// `shutdown sessions server B/S`: ends the server's established sessions, in L7 (its
+    /// client connections) and in the data path (its tracked flows).
+    pub fn shutdown_sessions(&self, backend: &str, server: &str) -> Result<(), StateError> {
+        let s = self.find(backend, server)?;
+        s.shutdown.send_modify(|g| *g = g.wrapping_add(1));
+        self.notify();
+        Ok(())
     }
 
     /// A receiver that changes whenever any status, weight or the backend set changes.

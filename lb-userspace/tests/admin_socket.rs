@@ -551,3 +551,199 @@ fn config_and_convert() {
     let (c, _) = load(&conv.toml).expect("the converted file loads");
     assert_eq!(c.global.stats_sockets[0].level, CliLevel::Admin);
 }
+
+/// A loopback server running `serve` on a thread per connection.
+fn server(serve: fn(std::net::TcpStream)) -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(c) = conn else { break };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(20)));
+            std::thread::spawn(move || serve(c));
+        }
+    });
+    addr
+}
+
+/// Greets with `NAME\n` and echoes lines back as `NAME:LINE`.
+fn greet(mut c: std::net::TcpStream, name: &str) {
+    use std::io::BufRead;
+    if c.write_all(format!("{name}\n").as_bytes()).is_err() {
+        return;
+    }
+    let Ok(r) = c.try_clone() else { return };
+    for line in std::io::BufReader::new(r).lines() {
+        let Ok(line) = line else { return };
+        if c.write_all(format!("{name}:{line}\n").as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// An HTTP response whose head and first chunk come at once, then nothing (a long
+/// stream), until the connection closes.
+fn stream(mut c: std::net::TcpStream) {
+    let mut buf = [0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = c.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst\n\r\n");
+    // Held open until the peer goes (read returns 0 or fails).
+    while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// Connects to `addr` and reads the greeting line.
+fn greeted(addr: std::net::SocketAddr) -> (std::net::TcpStream, String) {
+    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while b[0] != b'\n' {
+        let mut r = &s;
+        assert_eq!(r.read(&mut b).expect("greeting"), 1, "EOF before greeting");
+        line.push(b[0]);
+    }
+    (s, String::from_utf8(line).expect("utf8").trim().to_owned())
+}
+
+/// True when the connection is closed by the peer within 3 s (EOF or reset on a read after a
+/// write).
+fn closed_soon(mut s: &std::net::TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let _ = s.write_all(b"probe\n");
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return true,
+            Ok(_) => {}
+        }
+    }
+    false
+}
+
+/// `shutdown sessions server B/S` (stats socket) and `POST /api/server/B/S/shutdown-sessions`
+/// (admin API) close that server's established L7 sessions: `mode tcp` connections and a
+/// streaming HTTP response; sessions on other servers carry on. HAProxy's CLI answers.
+#[test]
+fn shutdown_sessions_closes_the_servers_l7_sessions() {
+    let dir = tmpdir("shut");
+    let path = dir.join("lb.toml");
+    let socket = dir.join("lb.sock");
+    let port =
+        || -> std::net::SocketAddr { format!("127.0.0.1:{}", free_port()).parse().expect("a") };
+    let (admin, tcp, web) = (port(), port(), port());
+    let (a, b, stream) = (
+        server(|c| greet(c, "A")),
+        server(|c| greet(c, "B")),
+        server(stream),
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "[global]\nadmin = \"{admin}\"\nstats_socket = \"{} mode 600 level admin\"\n\
+             [defaults]\ntimeout = {{ client = \"20s\", connect = \"2s\", server = \"20s\" }}\n\
+             [listen.tcp]\nmode = \"tcp\"\nbind = \"{tcp}\"\nbalance = \"roundrobin\"\n\
+             server = [\"a {a}\", \"b {b}\"]\n\
+             [listen.web]\nmode = \"http\"\nbind = \"{web}\"\nserver = \"s {stream}\"\n",
+            socket.display()
+        ),
+    )
+    .expect("write");
+    let lb = LbChild::start(&path, admin);
+
+    // HAProxy's answers for bad arguments.
+    for (cmd, answer) in [
+        (
+            "shutdown sessions server tcp\n",
+            "Require 'backend/server'.\n\n",
+        ),
+        ("shutdown sessions server tcp/zz\n", "No such server.\n\n"),
+        ("shutdown sessions server zz/a\n", "No such backend.\n\n"),
+        (
+            "user; shutdown sessions server tcp/a\n",
+            "\nPermission denied\n\n",
+        ),
+    ] {
+        assert_eq!(socat(&socket, cmd), answer, "{cmd}");
+    }
+
+    // Two sessions per server (round robin).
+    let conns: Vec<_> = (0..4).map(|_| greeted(tcp)).collect();
+    let on = |n: &str| conns.iter().filter(|(_, w)| w == n).count();
+    assert_eq!((on("A"), on("B")), (2, 2), "{conns:?}");
+    assert_eq!(socat(&socket, "shutdown sessions server tcp/a\n"), "\n");
+    for (s, who) in &conns {
+        if who == "A" {
+            assert!(closed_soon(s), "a session of tcp/a survived");
+        } else {
+            let mut s = s;
+            s.write_all(b"still\n").expect("write");
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).expect("tcp/b session still answers");
+            assert_eq!(&buf[..n], b"B:still\n");
+        }
+    }
+    // The admin API does the same for tcp/b.
+    let (code, body) = lb::admin::client::send(
+        admin,
+        "POST",
+        "/api/server/tcp/b/shutdown-sessions",
+        "",
+        None,
+    )
+    .expect("POST");
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    for (s, _) in conns.iter().filter(|(_, w)| w == "B") {
+        assert!(closed_soon(s), "a session of tcp/b survived the API call");
+    }
+    let (code, _) = lb::admin::client::send(
+        admin,
+        "POST",
+        "/api/server/tcp/zz/shutdown-sessions",
+        "",
+        None,
+    )
+    .expect("POST");
+    assert_eq!(code, 404);
+    // New sessions still go to the servers.
+    assert_eq!(greeted(tcp).1.len(), 1);
+
+    // A streaming HTTP response is cut.
+    let mut h = std::net::TcpStream::connect_timeout(&web, Duration::from_secs(2)).expect("c");
+    h.set_read_timeout(Some(Duration::from_secs(5))).expect("t");
+    h.write_all(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("w");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(6).any(|w| w == b"first\n") {
+        let n = h.read(&mut buf).expect("first chunk");
+        assert!(n > 0, "EOF before the first chunk");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(socat(&socket, "shutdown sessions server web/s\n"), "\n");
+    let started = Instant::now();
+    let end = loop {
+        match h.read(&mut buf) {
+            Ok(0) => break "eof",
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break "timeout",
+            Err(_) => break "reset",
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    };
+    assert_ne!(end, "timeout", "the stream was not cut");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        !got.ends_with(b"0\r\n\r\n"),
+        "the cut stream must not look complete"
+    );
+    drop(lb);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -410,6 +410,132 @@ fn check_only_outage_keeps_established_flows_unless_shutdown_sessions() {
     }
 }
 
+/// `echo "$line" | socat stdio unix:PATH`.
+fn cli(path: &std::path::Path, line: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).expect("stats socket");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(format!("{line}\n").as_bytes()).expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+/// Waits for the data path's "shutdown sessions" line number `n` (1-based) and returns
+/// the flows it ended.
+fn wait_flows_ended(lb: &lb_tests::lbproc::LbProcess, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = lb.log_text();
+        let whole = &log[..log.rfind('\n').map_or(0, |i| i + 1)];
+        let lines: Vec<&str> = whole
+            .lines()
+            .filter(|l| l.contains("shutdown sessions: flows ended"))
+            .collect();
+        if let Some(l) = lines.get(n - 1) {
+            return l
+                .split("flows=")
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+        }
+        assert!(Instant::now() < deadline, "no shutdown line {n}: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue #19 item 1: the runtime API's "shutdown sessions" for a server ends its
+/// established XDP flows (the next segment of each is reset), through the stats socket
+/// for a server still UP (its flows are pointed at another server, which resets them) and
+/// through the admin API for a server in MAINT (its flows are removed and re-picked);
+/// flows of the other servers carry on.
+#[test]
+fn shutdown_sessions_resets_the_servers_flows() {
+    require_root!();
+    let env = L4Env::new(3).expect("lab");
+    let sources = env.lab.add_client_sources(45).expect("sources");
+    let sock = env.dir.join("admin.sock");
+    let text = env.config(3).replacen(
+        "[global]\n",
+        &format!(
+            "[global]\nstats_socket = \"{} level admin\"\n",
+            sock.display()
+        ),
+        1,
+    );
+    let path = env.write_config(&text).expect("config");
+    let admin: SocketAddr = lb_tests::l4env::ADMIN.parse().expect("admin");
+    let lb = lb_tests::lbproc::LbProcess::start(&env.lab.lb, &path, admin, &[]).expect("lb run");
+    for b in ["b1", "b2", "b3"] {
+        wait_status(&lb, b, "UP");
+    }
+    let mut conns = Vec::new();
+    for src in &sources {
+        conns.push(
+            env.connect(Some(*src), vip(VIP4, VIP_PORT))
+                .expect("connect"),
+        );
+    }
+    let on = |n: &str| conns.iter().filter(|(_, w)| w == n).count();
+    let (on_b1, on_b2) = (on("b1"), on("b2"));
+    assert!(
+        on_b1 >= 3 && on_b2 >= 3,
+        "flows per server: {on_b1} {on_b2}"
+    );
+
+    // b1 is UP: the stats socket command.
+    assert_eq!(cli(&sock, "shutdown sessions server pool4/b1"), "\n");
+    let ended = wait_flows_ended(&lb, 1);
+    assert!(ended >= on_b1, "flows ended: {ended}: {}", lb.log_text());
+    let check = |conns: &mut Vec<(std::net::TcpStream, String)>, gone: &str| {
+        let mut broken = 0;
+        conns.retain_mut(|(c, who)| match L4Env::exchange(c, "still there?") {
+            Ok(reply) if reply == *who => true,
+            _ if who == gone => {
+                broken += 1;
+                false
+            }
+            other => panic!("a flow on {who} broke: {other:?}"),
+        });
+        broken
+    };
+    assert_eq!(check(&mut conns, "b1"), on_b1, "every flow of b1 is reset");
+    // b1 still takes new flows (it is UP).
+    let mut b1_new = 0;
+    for src in sources.iter().take(30) {
+        let (_c, who) = env
+            .connect(Some(*src), vip(VIP4, VIP_PORT))
+            .expect("connect");
+        b1_new += usize::from(who == "b1");
+    }
+    assert!(b1_new > 0, "b1 gets new flows after shutdown sessions");
+
+    // b2 in MAINT keeps its flows; the admin API then ends them.
+    let (code, body) = lb
+        .request("POST", "/api/server/pool4/b2/state", "maint")
+        .expect("maint");
+    assert_eq!(code, 200, "{body}");
+    wait_status(&lb, "b2", "MAINT");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(check(&mut conns, "b2"), 0, "MAINT keeps the flows of b2");
+    let (code, body) = lb
+        .request("POST", "/api/server/pool4/b2/shutdown-sessions", "")
+        .expect("shutdown-sessions");
+    assert_eq!(code, 200, "{body}");
+    let ended = wait_flows_ended(&lb, 2);
+    assert!(ended >= on_b2, "flows ended: {ended}: {}", lb.log_text());
+    assert_eq!(check(&mut conns, "b2"), on_b2, "every flow of b2 is reset");
+    assert!(
+        conns.iter().all(|(_, w)| w == "b3") && !conns.is_empty(),
+        "b3's flows remain"
+    );
+    let (code, _) = lb
+        .request("POST", "/api/server/pool4/nope/shutdown-sessions", "")
+        .expect("404");
+    assert_eq!(code, 404);
+}
+
 /// Issue #14 item 3: while lb runs, a client reaching a backend directly through the
 /// balancer (its gateway) gets untranslated replies, in both families, while VIP flows to
 /// the same backends are still translated.

@@ -188,6 +188,10 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("show sess", "report a summary of the current sessions"),
     ("show stat", "report counters for each proxy and server"),
+    (
+        "shutdown sessions server <bk>/<srv>",
+        "kill sessions on a server",
+    ),
     ("user", "lower the level of the current CLI session to user"),
     ("help [<command>]", "list matching or all commands"),
     ("prompt", "toggle interactive mode with prompt"),
@@ -271,6 +275,19 @@ fn command(ctx: &AdminContext, s: &mut Session, w: &[&str]) -> String {
             if !need(CliLevel::Admin) =>
         {
             DENIED.to_owned()
+        }
+        ["shutdown", "sessions", "server", ..] if !need(CliLevel::Admin) => DENIED.to_owned(),
+        ["shutdown", "sessions", "server", rest @ ..] => {
+            match server_arg(ctx, rest.first().copied()) {
+                Ok((b, sv)) => match ctx.registry.shutdown_sessions(b, sv) {
+                    Ok(()) => {
+                        tracing::warn!("Server {b}/{sv}: sessions shut down by the stats socket");
+                        String::new()
+                    }
+                    Err(e) => state_text(&e),
+                },
+                Err(e) => e,
+            }
         }
         ["disable", "server", rest @ ..] => {
             admin_state(ctx, rest.first().copied(), AdminState::Maint)

@@ -10,6 +10,7 @@
 //! | GET | `/api/server/{backend}/{server}` | one server's JSON |
 //! | POST | `/api/server/{backend}/{server}/state` | body `ready`, `drain` or `maint` |
 //! | POST | `/api/server/{backend}/{server}/weight` | body `N` (0..=256) or `N%` of the configured weight |
+//! | POST | `/api/server/{backend}/{server}/shutdown-sessions` | ends the server's established sessions (HAProxy's `shutdown sessions server`) |
 //! | POST | `/api/reload` | runs the reload callback; 200 or 500 with the error text |
 //! | GET | `/api/reload` | the last reload's result |
 //!
@@ -701,6 +702,23 @@ async fn server_api(ctx: &AdminContext, req: Request<Incoming>, path: &str) -> R
             match server_state(ctx, backend, server) {
                 Ok(s) => json(StatusCode::OK, &s),
                 Err(e) => err_resp(e),
+            }
+        }
+        [backend, server, action] if action == "shutdown-sessions" => {
+            if *req.method() != Method::POST {
+                return method_not_allowed("POST");
+            }
+            match ctx.registry.shutdown_sessions(backend, server) {
+                Ok(()) => {
+                    tracing::warn!(
+                        "Server {backend}/{server}: sessions shut down by the admin API"
+                    );
+                    match server_state(ctx, backend, server) {
+                        Ok(s) => json(StatusCode::OK, &s),
+                        Err(e) => err_resp(e),
+                    }
+                }
+                Err(e) => err_resp(state_error(&e)),
             }
         }
         [backend, server, action] if action == "state" || action == "weight" => {

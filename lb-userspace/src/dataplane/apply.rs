@@ -476,6 +476,63 @@ pub fn apply(
     Ok(summary)
 }
 
+/// The runtime API's `shutdown sessions server B/S` in the data path: ends the tracked
+/// flows of the servers at `endpoints`, so their next packets reach a server without that
+/// connection, which resets it. A flow whose server has left its VIP's Maglev table (DRAIN,
+/// DOWN, MAINT) loses its entry, as `on-marked-down shutdown-sessions` does: the re-pick
+/// lands on another server. A flow whose server is still in the table would re-pick that
+/// same server and carry on, so its entry is pointed at another server of the table
+/// instead (next hop not cached). A VIP whose table holds no other server keeps such flows:
+/// nothing in the path can reset them. Returns the number of flows ended.
+pub fn shut_sessions(
+    dp: &mut Dataplane,
+    endpoints: &BTreeSet<SocketAddr>,
+) -> Result<usize, ApplyError> {
+    let ids: BTreeSet<u32> = dp
+        .backends()?
+        .into_iter()
+        .filter(|(_, b)| b.state != BACKEND_UNUSED && endpoints.contains(&backend_addr(b)))
+        .map(|(id, _)| id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    // Per VIP id: the live table's members, in table order.
+    let mut tables: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (key, info) in dp.vips()? {
+        let mut members = dp.live_table(&key)?;
+        let mut seen = BTreeSet::new();
+        members.retain(|id| seen.insert(*id));
+        tables.insert(info.vip_id, members);
+    }
+    // Servers in no table: their flows are removed (the re-pick goes elsewhere).
+    let out_of_table: BTreeSet<u32> = ids
+        .iter()
+        .copied()
+        .filter(|id| !tables.values().any(|m| m.contains(id)))
+        .collect();
+    let mut ended = 0;
+    for (key, v) in dp.flows()? {
+        if !ids.contains(&v.backend_id) || out_of_table.contains(&v.backend_id) {
+            continue;
+        }
+        let Some(members) = tables.get(&v.vip_id) else {
+            continue;
+        };
+        if let Some(other) = members.iter().find(|id| !ids.contains(id)) {
+            let moved = lb_common::types::FlowValue {
+                backend_id: *other,
+                vip_id: v.vip_id,
+                ..Default::default()
+            };
+            dp.set_flow(key, moved)?;
+            ended += 1;
+        }
+    }
+    ended += dp.remove_flows_of(&out_of_table)?;
+    Ok(ended)
+}
+
 /// Every address configured on this host's interfaces, in the calling thread's network
 /// namespace (IPv4 and IPv6, including loopback and link-local).
 pub fn local_addresses() -> Result<Vec<IpAddr>, ApplyError> {

@@ -39,6 +39,29 @@ pub async fn apply_now(
     .await?
 }
 
+/// Each server's `shutdown sessions` generation the data path last acted on, by
+/// (backend, server).
+type ShutdownSeen = std::collections::HashMap<(String, String), u64>;
+
+/// The endpoints of servers whose `shutdown sessions` generation moved since `seen`
+/// (updated). A server `seen` does not know starts at generation 0.
+fn shutdown_requests(
+    registry: &Registry,
+    seen: &mut ShutdownSeen,
+) -> std::collections::BTreeSet<std::net::SocketAddr> {
+    let mut out = std::collections::BTreeSet::new();
+    for (bname, b) in registry.backends().iter() {
+        for s in &b.servers {
+            let g = s.shutdown_generation();
+            let last = seen.insert((bname.clone(), s.name.clone()), g);
+            if last.unwrap_or(0) != g {
+                out.insert(s.addr);
+            }
+        }
+    }
+    out
+}
+
 /// How often the flow tables' occupancy is sampled (`/metrics`, `lb stats`, the warning).
 pub const OCCUPANCY_EVERY: Duration = Duration::from_secs(10);
 
@@ -88,6 +111,9 @@ pub fn follow(
 ) -> impl std::future::Future<Output = ()> {
     let mut changes = registry.subscribe();
     changes.mark_changed();
+    // Requests made before this data path started are not replayed.
+    let mut shutdown_seen = ShutdownSeen::new();
+    shutdown_requests(&registry, &mut shutdown_seen);
     async move {
         let mut tick =
             tokio::time::interval(local_addrs_every.unwrap_or(Duration::from_secs(3600)));
@@ -128,6 +154,20 @@ pub fn follow(
                         ),
                         Ok(_) => {}
                         Err(e) => tracing::error!("data path update failed: {e}"),
+                    }
+                    let shut = shutdown_requests(&registry, &mut shutdown_seen);
+                    if !shut.is_empty() {
+                        let dp = Arc::clone(&dp);
+                        let r = tokio::task::spawn_blocking(move || -> Result<usize, SyncError> {
+                            let mut dp = dp.lock().map_err(|_| SyncError::Poisoned)?;
+                            Ok(apply::shut_sessions(&mut dp, &shut)?)
+                        })
+                        .await;
+                        match r {
+                            Ok(Ok(n)) => tracing::info!(flows = n, "shutdown sessions: flows ended"),
+                            Ok(Err(e)) => tracing::error!("shutdown sessions failed: {e}"),
+                            Err(e) => tracing::error!("shutdown sessions failed: {e}"),
+                        }
                     }
                 }
                 _ = tick.tick(), if local_addrs_every.is_some() => {

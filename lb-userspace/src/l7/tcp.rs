@@ -98,6 +98,21 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    pipe_until(a, b, idle, std::future::pending()).await
+}
+
+/// [`pipe`] that also stops when `stop` resolves (`shutdown sessions` of the server: the
+/// caller then drops both connections).
+pub async fn pipe_until<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Option<Duration>,
+    stop: impl std::future::Future<Output = ()>,
+) -> (u64, u64)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let act = Activity {
         epoch: Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -115,26 +130,23 @@ where
             side: 1,
         };
         let copy = tokio::io::copy_bidirectional(&mut aa, &mut bb);
-        match idle {
-            None => {
-                let _ = copy.await;
-            }
-            Some(idle) => {
-                let watchdog = async {
-                    loop {
-                        let last = Duration::from_millis(act.last_ms.load(Ordering::Relaxed));
-                        let due = act.epoch + last + idle;
-                        if Instant::now() >= due {
-                            return;
-                        }
-                        tokio::time::sleep_until(due).await;
-                    }
-                };
-                tokio::select! {
-                    _ = copy => {}
-                    () = watchdog => {}
+        let watchdog = async {
+            let Some(idle) = idle else {
+                return std::future::pending().await;
+            };
+            loop {
+                let last = Duration::from_millis(act.last_ms.load(Ordering::Relaxed));
+                let due = act.epoch + last + idle;
+                if Instant::now() >= due {
+                    return;
                 }
+                tokio::time::sleep_until(due).await;
             }
+        };
+        tokio::select! {
+            _ = copy => {}
+            () = watchdog => {}
+            () = stop => {}
         }
     }
     (
@@ -345,7 +357,13 @@ where
         (a, b) => a.or(b),
     });
     let t_connect_ms = started.elapsed().as_millis() as i64;
-    let (up, down) = pipe(&mut client, &mut upstream, idle).await;
+    let (up, down) = pipe_until(
+        &mut client,
+        &mut upstream,
+        idle,
+        srv.state.shutdown_signal(),
+    )
+    .await;
     if fe.log {
         crate::l7::log::emit_tcp(
             &crate::l7::log::TcpRecord {

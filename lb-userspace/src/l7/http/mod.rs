@@ -51,6 +51,8 @@ pub enum HttpError {
     Body2(hyper::Error),
     #[error("server timeout while reading the response body")]
     ServerTimeout,
+    #[error("the server's sessions were shut down (shutdown sessions)")]
+    Shutdown,
 }
 
 static NOSRV: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("<NOSRV>"));
@@ -317,6 +319,8 @@ pub struct RespBody {
     /// HTTP/2 client: the connection state that tracks bodies waiting on its window, and
     /// whether this one is counted there.
     h2_wait: Option<(Arc<ConnShared>, bool)>,
+    /// `shutdown sessions` of the server, once the body first waits on it.
+    stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl Drop for RespBody {
@@ -339,7 +343,21 @@ impl RespBody {
             counters: None,
             idle: IdleLimit::new(None),
             h2_wait: None,
+            stop: None,
         }
+    }
+
+    /// True once the server's sessions are shut down (`shutdown sessions server`); waits on
+    /// that (with `cx`) from the first call.
+    fn shut_down(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.stop.is_none() {
+            let srv = self.guard.as_ref().and_then(|g| g.srv.as_ref());
+            let Some(srv) = srv else { return false };
+            self.stop = Some(Box::pin(srv.state.shutdown_signal()));
+        }
+        self.stop
+            .as_mut()
+            .is_some_and(|f| f.as_mut().poll(cx).is_ready())
     }
 
     /// HTTP/2: counts this body as waiting on the client (or not).
@@ -373,6 +391,7 @@ impl RespBody {
             counters: Some(counters),
             idle: IdleLimit::new(idle),
             h2_wait,
+            stop: None,
         };
         // Until hyper first asks for data (a window of 0 keeps it from asking).
         b.set_waiting(true);
@@ -434,15 +453,23 @@ impl Body for RespBody {
                         Poll::Ready(None)
                     }
                     Poll::Pending => {
-                        if !this.idle.poll_expired(cx) {
+                        let err = if this.shut_down(cx) {
+                            if let Some(l) = this.guard.as_mut().and_then(|g| g.log.as_mut()) {
+                                // HAProxy's termination state: killed by the admin, data phase.
+                                l.termination = *b"KD";
+                            }
+                            HttpError::Shutdown
+                        } else if this.idle.poll_expired(cx) {
+                            HttpError::ServerTimeout
+                        } else {
                             return Poll::Pending;
-                        }
+                        };
                         if let Src::Up(inner) = &mut this.src {
                             inner.abort();
                         }
                         // (An HTTP/2 stream is reset when its body is dropped.)
                         this.src = Src::Full(None);
-                        Poll::Ready(Some(Err(HttpError::ServerTimeout)))
+                        Poll::Ready(Some(Err(err)))
                     }
                 }
             }

@@ -181,6 +181,8 @@ fn tunnel(
         .tunnel
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut server, early) = up.into_parts();
+    // `shutdown sessions` of the server ends the tunnel.
+    let stop = guard.srv.as_ref().map(|s| s.state.shutdown_signal());
     tokio::spawn(async move {
         let client = match client_up.await {
             Ok(c) => c,
@@ -194,7 +196,13 @@ fn tunnel(
         if !early.is_empty() && client.write_all(&early).await.is_err() {
             return;
         }
-        let (a, b) = crate::l7::tcp::pipe(&mut client, &mut server, tunnel_idle).await;
+        let stop = async move {
+            match stop {
+                Some(s) => s.await,
+                None => std::future::pending().await,
+            }
+        };
+        let (a, b) = crate::l7::tcp::pipe_until(&mut client, &mut server, tunnel_idle, stop).await;
         counters.add_in(a);
         counters.add_out(b + early.len() as u64);
         drop(guard);
