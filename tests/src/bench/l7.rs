@@ -6,7 +6,8 @@
 //!
 //! Scenarios: HTTP/1.1 keep-alive (wrk), HTTPS keep-alive (wrk), h2 over TLS (h2load), new
 //! TLS connections per second (wrk with `Connection: close`), and RSS with 10k idle
-//! keep-alive connections. CPU per request comes from `/proc/PID/stat` deltas.
+//! keep-alive connections. CPU per request comes from `/proc/PID/stat` deltas. The same
+//! proxies under callgrind give the instructions per request (`bench::instr`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -22,11 +23,11 @@ const BACKEND_PORTS: [u16; 2] = [18081, 18082];
 const THREADS: u32 = 2;
 
 /// A proxy under test: its name, process and ports.
-struct Proxy {
-    name: &'static str,
-    child: Child,
-    http: u16,
-    https: u16,
+pub(super) struct Proxy {
+    pub(super) name: &'static str,
+    pub(super) child: Child,
+    pub(super) http: u16,
+    pub(super) https: u16,
 }
 
 impl Drop for Proxy {
@@ -52,7 +53,7 @@ fn stop_gracefully(child: &mut Child) {
 }
 
 /// The backend nginx, stopped gracefully on drop.
-struct Backends(Child);
+pub(super) struct Backends(Child);
 
 impl Drop for Backends {
     fn drop(&mut self) {
@@ -89,6 +90,62 @@ pub fn make_cert(dir: &Path) -> std::io::Result<(PathBuf, PathBuf, PathBuf)> {
     Ok((both, c, k))
 }
 
+/// How a proxy under test is started: directly, or under valgrind's callgrind (which
+/// counts the instructions it executes; see `bench::instr`).
+#[derive(Debug, Clone)]
+pub enum Launch {
+    Direct,
+    /// Callgrind writes its counts to this file (`%p` is replaced by the PID).
+    Callgrind(PathBuf),
+}
+
+impl Launch {
+    /// `cmd` as this launch runs it.
+    fn command(&self, cmd: &Command) -> Command {
+        let Launch::Callgrind(out) = self else {
+            let mut c = Command::new(cmd.get_program());
+            c.args(cmd.get_args());
+            copy_envs(cmd, &mut c);
+            return c;
+        };
+        let mut c = Command::new("valgrind");
+        c.arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        copy_envs(cmd, &mut c);
+        c
+    }
+
+    /// How long the proxy may take to listen (callgrind starts programs ~50× slower).
+    fn startup(&self) -> Duration {
+        match self {
+            Launch::Direct => Duration::from_secs(10),
+            Launch::Callgrind(_) => Duration::from_secs(90),
+        }
+    }
+}
+
+fn copy_envs(from: &Command, to: &mut Command) {
+    for (k, v) in from.get_envs() {
+        match v {
+            Some(v) => to.env(k, v),
+            None => to.env_remove(k),
+        };
+    }
+}
+
+/// Whether something listens on 127.0.0.1:`port` within `limit`.
+fn listening_within(port: u16, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if crate::wait_for_local_port(port) {
+            return true;
+        }
+    }
+    false
+}
+
 fn spawn(cmd: &mut Command, log: &Path) -> std::io::Result<Child> {
     let f = std::fs::File::create(log)?;
     let e = f.try_clone()?;
@@ -98,7 +155,7 @@ fn spawn(cmd: &mut Command, log: &Path) -> std::io::Result<Child> {
         .spawn()
 }
 
-fn start_backends(dir: &Path) -> std::io::Result<Backends> {
+pub(super) fn start_backends(dir: &Path) -> std::io::Result<Backends> {
     let conf = dir.join("backend-nginx.conf");
     let listens: String = BACKEND_PORTS
         .iter()
@@ -124,7 +181,7 @@ fn start_backends(dir: &Path) -> std::io::Result<Backends> {
     Ok(backends)
 }
 
-fn start_haproxy(dir: &Path, pem: &Path) -> std::io::Result<Proxy> {
+pub(super) fn start_haproxy(dir: &Path, pem: &Path, how: &Launch) -> std::io::Result<Proxy> {
     let conf = dir.join("haproxy.cfg");
     write(
         &conf,
@@ -140,7 +197,7 @@ fn start_haproxy(dir: &Path, pem: &Path) -> std::io::Result<Proxy> {
         ),
     )?;
     let child = spawn(
-        Command::new("haproxy").args(["-db", "-f", &conf.to_string_lossy()]),
+        &mut how.command(Command::new("haproxy").args(["-db", "-f", &conf.to_string_lossy()])),
         &dir.join("haproxy.log"),
     )?;
     let p = Proxy {
@@ -149,7 +206,7 @@ fn start_haproxy(dir: &Path, pem: &Path) -> std::io::Result<Proxy> {
         http: 18090,
         https: 18453,
     };
-    if !crate::wait_for_local_port(p.http) {
+    if !listening_within(p.http, how.startup()) {
         return Err(std::io::Error::other(
             "haproxy did not start; see haproxy.log",
         ));
@@ -192,7 +249,7 @@ fn start_nginx_proxy(dir: &Path, crt: &Path, key: &Path) -> std::io::Result<Prox
     Ok(p)
 }
 
-fn start_lb(bin: &Path, dir: &Path, pem: &Path) -> std::io::Result<Proxy> {
+pub(super) fn start_lb(bin: &Path, dir: &Path, pem: &Path, how: &Launch) -> std::io::Result<Proxy> {
     let conf = dir.join("lb.toml");
     write(
         &conf,
@@ -207,9 +264,11 @@ fn start_lb(bin: &Path, dir: &Path, pem: &Path) -> std::io::Result<Proxy> {
         ),
     )?;
     let child = spawn(
-        Command::new(bin)
-            .args(["run", "-c", &conf.to_string_lossy()])
-            .env("RUST_LOG", "warn"),
+        &mut how.command(
+            Command::new(bin)
+                .args(["run", "-c", &conf.to_string_lossy()])
+                .env("RUST_LOG", "warn"),
+        ),
         &dir.join("lb.log"),
     )?;
     let p = Proxy {
@@ -218,7 +277,7 @@ fn start_lb(bin: &Path, dir: &Path, pem: &Path) -> std::io::Result<Proxy> {
         http: 18092,
         https: 18455,
     };
-    if !crate::wait_for_local_port(p.http) {
+    if !listening_within(p.http, how.startup()) {
         return Err(std::io::Error::other("lb did not start; see lb.log"));
     }
     Ok(p)
@@ -322,8 +381,8 @@ pub fn run(cfg: &L7Bench) -> std::io::Result<()> {
     for rep in 0..cfg.repeats {
         for (i, name) in names.iter().enumerate() {
             let proxy = match *name {
-                "lb" => start_lb(&cfg.lb_bin, &cfg.dir, &pem),
-                "haproxy" => start_haproxy(&cfg.dir, &pem),
+                "lb" => start_lb(&cfg.lb_bin, &cfg.dir, &pem, &Launch::Direct),
+                "haproxy" => start_haproxy(&cfg.dir, &pem, &Launch::Direct),
                 _ => start_nginx_proxy(&cfg.dir, &crt, &key),
             };
             let proxy = match proxy {

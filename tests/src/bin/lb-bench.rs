@@ -1,10 +1,12 @@
 //! The benchmark driver behind `cargo xtask bench` (built after the toolchain bootstrap).
-//! Usage: `lb-bench [l4|l7|all] [--quick] [--no-e2e]`.
+//! Usage: `lb-bench [l4|l7|instr|all] [--quick] [--no-e2e]` (`instr`: instructions per
+//! request under callgrind).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use lb_tests::bench::instr::{InstrBench, run as run_instr};
 use lb_tests::bench::l4::{L4Bench, run as run_l4};
 use lb_tests::bench::l7::{L7Bench, run as run_l7};
 use lb_tests::lbproc::lb_binary;
@@ -32,6 +34,18 @@ fn main() -> ExitCode {
         };
         if let Err(e) = run_l7(&cfg) {
             eprintln!("lb-bench: L7: {e}");
+            ok = false;
+        }
+    }
+    if matches!(which, "instr" | "all") {
+        let cfg = InstrBench {
+            lb_bin: lb_binary(),
+            dir: dir.join("instr"),
+            warmup: 2_000,
+            requests: if quick { 5_000 } else { 20_000 },
+        };
+        if let Err(e) = run_instr(&cfg) {
+            eprintln!("lb-bench: instructions: {e}");
             ok = false;
         }
     }
