@@ -706,6 +706,10 @@ async fn scripted_server() -> (
                             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
                         ],
                         "/head" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n"],
+                        // A server that wrongly sends a body after its HEAD response.
+                        "/headbody" => {
+                            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", b"oops\n"]
+                        }
                         "/badchunk" => vec![
                             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
                         ],
@@ -732,6 +736,64 @@ async fn scripted_server() -> (
         }
     });
     (addr, conns, task)
+}
+
+/// A server that sends a body after a HEAD response leaves stray bytes on the pooled
+/// connection: the next requests must not see them as their response. A replayable
+/// request that meets them is resent on a fresh connection (issue #13 item 4; before,
+/// such a request got lb's 502); one that may not be replayed is sent on another
+/// connection, the pooled one being probed first.
+#[tokio::test]
+async fn stray_bytes_after_head_do_not_reach_the_next_request() {
+    let (addr, conns, task) = scripted_server().await;
+    let mut cfg = config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
+    );
+    cfg.global.threads = Some(1);
+    let (h, _reg) = start(cfg);
+    let mut tx = one_client(addr_of(&h, "web")).await;
+    for round in 0..3 {
+        let r = collect(
+            tx.send_request(request("HEAD", "/headbody", b""))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "round {round}: HEAD");
+        // The stray body arrives after lb has pooled the connection.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for i in 0..2 {
+            let r = collect(tx.send_request(request("GET", "/", b"")).await.unwrap()).await;
+            assert_eq!(r.status, 200, "round {round}, GET {i}: {r:?}");
+            assert_eq!(r.body, "ok");
+        }
+        // A request that may not be replayed finds the stray bytes before it is sent.
+        let r = collect(
+            tx.send_request(request("HEAD", "/headbody", b""))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "round {round}: HEAD");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = collect(
+            tx.send_request(request("POST", "/", b"data"))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "round {round}, POST: {r:?}");
+        assert_eq!(r.body, "ok");
+    }
+    // Each HEAD's connection was given up once its stray bytes showed (3 fresh ones at
+    // least, beyond the first).
+    assert!(
+        conns.load(Ordering::SeqCst) >= 4,
+        "{}",
+        conns.load(Ordering::SeqCst)
+    );
+    task.abort();
 }
 
 /// One client connection to `fe`, so that every request runs on the same worker (and the

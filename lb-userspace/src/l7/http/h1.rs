@@ -104,6 +104,12 @@ pub(super) async fn exchange(
             Err(ExchangeError::Closed) if c.reused && req.replayable => {
                 tracing::debug!(server = %srv.name, "replaying on a fresh connection");
             }
+            // Bytes that are no response head on a reused connection were left there
+            // before this request (e.g. a body after a HEAD response): the connection is
+            // dropped and the request replayed.
+            Err(ExchangeError::Codec(e)) if c.reused && req.replayable && e.in_head() => {
+                tracing::debug!(server = %srv.name, error = %e, "stray bytes on a reused connection; replaying on a fresh one");
+            }
             Err(e) => {
                 let f = Failure::of_exchange(&e);
                 if f == Failure::Upstream {

@@ -36,6 +36,16 @@ pub enum CodecError {
     ChunkLine,
 }
 
+impl CodecError {
+    /// The bytes read were no valid response head (rather than a broken body).
+    pub fn in_head(&self) -> bool {
+        matches!(
+            self,
+            Self::Parse(_) | Self::HeadTooLarge | Self::Header(_) | Self::ContentLength
+        )
+    }
+}
+
 /// How the request body is framed toward the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReqFraming {
