@@ -578,3 +578,42 @@ backend pool\n    server s1 127.0.0.1:8081 check on-marked-down shutdown-session
     assert!(pool.servers[0].shutdown_on_down && pool.servers[0].shutdown_backups_on_up);
     assert!(!pool.servers[1].shutdown_on_down && !pool.servers[1].shutdown_backups_on_up);
 }
+
+/// `tcp-request content` in a `mode tcp` backend converts into the backend and loads with
+/// the backend's ACLs (HAProxy runs it once the backend is chosen); in a `mode http`
+/// backend it is a load error, never dropped.
+#[test]
+fn backend_tcp_request_content_converts_and_loads() {
+    let cfg = "defaults\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend smtp\n    mode tcp\n    bind *:2525\n    default_backend smtp\n\
+backend smtp\n    mode tcp\n    acl internal src 10.0.0.0/8 127.0.0.1\n\
+    tcp-request inspect-delay 2s\n    tcp-request content reject if ! internal\n\
+    server s1 127.0.0.1:25\n";
+    let conv = convert_str(Path::new("tcp.cfg"), cfg);
+    assert!(!conv.has_errors(), "{:?}", conv.diagnostics);
+    assert!(
+        conv.toml.contains("[backend.smtp]")
+            && conv.toml.contains("\"content reject if ! internal\""),
+        "{}",
+        conv.toml
+    );
+    let base = base();
+    let (c, _) =
+        lb::config::load_str(Path::new("t.toml"), &conv.toml, &opts(base.path())).expect("loads");
+    let be = c
+        .backends
+        .iter()
+        .find(|b| b.name == "smtp")
+        .expect("backend");
+    assert_eq!(be.tcp_request.len(), 1);
+    assert_eq!(be.inspect_delay, Some(std::time::Duration::from_secs(2)));
+
+    let http = conv.toml.replace("mode = \"tcp\"", "mode = \"http\"");
+    let err = lb::config::load_str(Path::new("t.toml"), &http, &opts(base.path()))
+        .expect_err("a mode http backend's tcp_request is refused");
+    assert!(
+        err.to_string()
+            .contains("tcp_request rules in a mode http backend are not supported"),
+        "{err}"
+    );
+}

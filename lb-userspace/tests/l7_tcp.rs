@@ -44,6 +44,19 @@ fn tcp_backend(name: &str, servers: Vec<Server>) -> Backend {
     be
 }
 
+/// Sends `ping` through the proxy at `fe` and expects server `a`'s echo.
+async fn ping_through(fe: std::net::SocketAddr) {
+    tokio::time::timeout(T, async {
+        let mut s = TcpStream::connect(fe).await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 6];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"a\nping");
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn plain_tcp_proxy_with_retry() {
     let (a, _ta) = tcp_echo("a").await;
@@ -53,15 +66,7 @@ async fn plain_tcp_proxy_with_retry() {
     let (h, reg) = start(config(vec![tcp_frontend("tcp", "be")], vec![be]));
     let fe = addr_of(&h, "tcp");
     for _ in 0..3 {
-        tokio::time::timeout(T, async {
-            let mut s = TcpStream::connect(fe).await.unwrap();
-            s.write_all(b"ping").await.unwrap();
-            let mut buf = [0u8; 6];
-            s.read_exact(&mut buf).await.unwrap();
-            assert_eq!(&buf, b"a\nping");
-        })
-        .await
-        .unwrap();
+        ping_through(fe).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let fe_c = reg.frontend("tcp").unwrap();
@@ -199,4 +204,54 @@ async fn tcp_mode_tls_termination() {
     })
     .await
     .unwrap();
+}
+
+/// A `mode tcp` backend whose one rule is `tcp-request content reject if !internal`,
+/// `internal` being `src NET`.
+fn guarded_backend(name: &str, server_addr: std::net::SocketAddr, net: &str) -> Backend {
+    let mut be = tcp_backend(name, vec![server("a", server_addr)]);
+    let mut acls = AclSet::default();
+    acl(&mut acls, &format!("internal src {net}"));
+    be.tcp_request = vec![TcpRequestRule {
+        action: TcpAction::Reject,
+        cond: Some(cond("if !internal", &acls)),
+    }];
+    be.acls = acls;
+    be
+}
+
+/// `tcp-request content reject` in a `mode tcp` backend runs once the backend is chosen,
+/// with the backend's ACLs: a client it matches is closed without reaching a server; a
+/// backend whose rule does not match proxies as usual.
+#[tokio::test]
+async fn backend_tcp_request_content_rules() {
+    let (a, _ta) = tcp_echo("a").await;
+    let fe = tcp_frontend("tcp", "guarded");
+    let guarded = guarded_backend("guarded", a, "10.0.0.0/8");
+    let (h, reg) = start(config(vec![fe], vec![guarded]));
+    let fe_addr = addr_of(&h, "tcp");
+    tokio::time::timeout(T, async {
+        let mut s = TcpStream::connect(fe_addr).await.unwrap();
+        let _ = s.write_all(b"ping").await;
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        assert_eq!(out, b"", "a rejected client gets nothing from the server");
+    })
+    .await
+    .expect("rejected connection not closed");
+    let be = reg.backend("guarded").unwrap();
+    let srv = be.server("a").unwrap();
+    assert_eq!(
+        srv.counters
+            .total_conns
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the server was never connected"
+    );
+
+    // The same backend with a rule that does not match the client proxies.
+    let fe = tcp_frontend("tcp", "be");
+    let be = guarded_backend("be", a, "127.0.0.0/8");
+    let (h, _reg) = start(config(vec![fe], vec![be]));
+    ping_through(addr_of(&h, "tcp")).await;
 }

@@ -84,6 +84,8 @@ fn config(pin: PathBuf) -> Config {
         http_request: vec![],
         http_response: vec![],
         http_after_response: vec![],
+        tcp_request: vec![],
+        inspect_delay: None,
         acls: Default::default(),
         errorfiles: Default::default(),
     };

@@ -222,6 +222,8 @@ fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> CfgBackend {
         http_request: vec![],
         http_response: vec![],
         http_after_response: vec![],
+        tcp_request: vec![],
+        inspect_delay: None,
         acls: Default::default(),
         errorfiles: Default::default(),
     }

@@ -1137,7 +1137,10 @@ impl Converter<'_> {
                     }
                     Err((i, why)) => {
                         let at = args.get(i).map_or(col, |w| w.col);
-                        self.unsupported(n, at, raw, &why);
+                        // `stats http-request deny|auth …` guards the page: never dropped.
+                        let restricts = args.first().is_some_and(|w| w.text == "http-request")
+                            && self.restricts("http-request", &args[1..]);
+                        self.unconvertible(n, at, raw, &why, restricts);
                     }
                 }
             }

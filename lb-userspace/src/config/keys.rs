@@ -138,7 +138,7 @@ proxy_keys! {
     http_request: Spanned<List>, F | B | L, ["http-request", "redirect"];
     http_response: Spanned<List>, F | B | L, ["http-response"];
     http_after_response: Spanned<List>, F | B | L, ["http-after-response"];
-    tcp_request: Spanned<List>, F | L, ["tcp-request"];
+    tcp_request: Spanned<List>, F | B | L, ["tcp-request"];
     use_backend: Spanned<List>, F | L, ["use_backend"];
     default_backend: S, D | F | L, ["default_backend"];
     timeout: Spanned<List>, ALL, ["timeout", "contimeout", "clitimeout", "srvtimeout"];

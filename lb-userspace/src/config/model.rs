@@ -732,6 +732,10 @@ pub struct Backend {
     pub http_response: Vec<HttpRule>,
     /// `http-after-response` rules of the backend (before the frontend's).
     pub http_after_response: Vec<HttpRule>,
+    /// `tcp-request content` rules of a `mode tcp` backend, evaluated once it is chosen.
+    pub tcp_request: Vec<TcpRequestRule>,
+    /// The backend's `tcp-request inspect-delay`.
+    pub inspect_delay: Option<Duration>,
     pub acls: AclSet,
     pub errorfiles: BTreeMap<u16, Vec<u8>>,
 }

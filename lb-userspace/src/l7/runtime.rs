@@ -566,6 +566,9 @@ pub struct BackendRt {
     pub retries: u32,
     pub redispatch: bool,
     pub forwardfor: bool,
+    /// `tcp-request content` rules of a `mode tcp` backend, run once it is chosen.
+    pub tcp_rules: Vec<crate::config::model::TcpRequestRule>,
+    pub inspect_delay: Option<std::time::Duration>,
 }
 
 impl BackendRt {
@@ -912,6 +915,8 @@ fn build_backend(
         retries: b.retries,
         redispatch: b.redispatch,
         forwardfor: b.forwardfor,
+        tcp_rules: b.tcp_request.clone(),
+        inspect_delay: b.inspect_delay,
     };
     be.rebuild();
     Ok(Arc::new(be))

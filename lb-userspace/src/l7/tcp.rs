@@ -175,6 +175,7 @@ pub fn peek_sni(buf: &[u8]) -> Peek {
     }
 }
 
+#[derive(Clone, Copy)]
 struct TcpInput<'a> {
     src: IpAddr,
     tls: Option<&'a TlsInfo>,
@@ -227,6 +228,45 @@ impl AclInput for TcpInput<'_> {
     }
 }
 
+/// Reads the client's first bytes into `buf` until a TLS ClientHello (its SNI), bytes
+/// that are not TLS, 64 KiB, or `delay`: `tcp-request inspect-delay`.
+async fn inspect<S>(
+    client: &mut S,
+    buf: &mut Vec<u8>,
+    delay: Duration,
+) -> Result<Option<String>, TcpError>
+where
+    S: AsyncRead + Unpin,
+{
+    let deadline = Instant::now() + delay;
+    let mut chunk = [0u8; 4096];
+    loop {
+        match peek_sni(buf) {
+            Peek::Hello(s) => return Ok(s),
+            Peek::NotTls if !buf.is_empty() => return Ok(None),
+            _ => {}
+        }
+        if buf.len() > 64 * 1024 {
+            return Ok(None);
+        }
+        match tokio::time::timeout_at(deadline, client.read(&mut chunk)).await {
+            Ok(Ok(0)) | Err(_) => return Ok(None),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether `tcp-request` rules reject the connection (the first rule that matches decides).
+fn rejects(rules: &[crate::config::model::TcpRequestRule], input: &TcpInput<'_>) -> bool {
+    for rule in rules {
+        if rule.cond.as_ref().is_none_or(|c| c.eval(input)) {
+            return rule.action == TcpAction::Reject;
+        }
+    }
+    false
+}
+
 /// Serves one `mode tcp` client connection.
 /// `tls` is set when this listener terminated TLS (`bind … ssl` in `mode tcp`); there is no
 /// ClientHello to peek then.
@@ -243,26 +283,7 @@ where
     let mut buf: Vec<u8> = Vec::new();
     let mut sni: Option<String> = None;
     if let (Some(delay), None) = (fe.inspect_delay, &tls) {
-        let deadline = Instant::now() + delay;
-        let mut chunk = [0u8; 4096];
-        loop {
-            match peek_sni(&buf) {
-                Peek::Hello(s) => {
-                    sni = s;
-                    break;
-                }
-                Peek::NotTls if !buf.is_empty() => break,
-                _ => {}
-            }
-            if buf.len() > 64 * 1024 {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, client.read(&mut chunk)).await {
-                Ok(Ok(0)) | Err(_) => break,
-                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-                Ok(Err(e)) => return Err(e.into()),
-            }
-        }
+        sni = inspect(&mut client, &mut buf, delay).await?;
     }
     let input = TcpInput {
         src: src.ip(),
@@ -272,15 +293,25 @@ where
         sni: sni.as_deref(),
         fe: &fe,
     };
-    for rule in &fe.tcp_rules {
-        if rule.cond.as_ref().is_none_or(|c| c.eval(&input)) {
-            match rule.action {
-                TcpAction::Accept => break,
-                TcpAction::Reject => return Err(TcpError::Rejected),
-            }
-        }
+    if rejects(&fe.tcp_rules, &input) {
+        return Err(TcpError::Rejected);
     }
     let be = fe.pick_backend(&input).ok_or(TcpError::NoBackend)?;
+    // The backend's own `tcp-request content` rules, as HAProxy runs them after switching
+    // (its inspect-delay applies when the frontend did not wait already).
+    if !be.tcp_rules.is_empty() {
+        let mut late = None;
+        if let (Some(delay), None, None) = (be.inspect_delay, fe.inspect_delay, &tls) {
+            late = inspect(&mut client, &mut buf, delay).await?;
+        }
+        let input = TcpInput {
+            sni: late.as_deref().or(input.sni),
+            ..input
+        };
+        if rejects(&be.tcp_rules, &input) {
+            return Err(TcpError::Rejected);
+        }
+    }
     be.state.counters.requests.fetch_add(1, Ordering::Relaxed);
     be.state
         .counters

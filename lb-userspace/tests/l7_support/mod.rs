@@ -261,6 +261,8 @@ pub fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> Backend {
         http_request: Vec::new(),
         http_response: Vec::new(),
         http_after_response: Vec::new(),
+        tcp_request: Vec::new(),
+        inspect_delay: None,
         acls: AclSet::default(),
         errorfiles: BTreeMap::new(),
     }

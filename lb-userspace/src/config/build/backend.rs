@@ -152,12 +152,25 @@ impl Builder<'_> {
         let mut http_request = Vec::new();
         let mut http_response = Vec::new();
         let mut http_after_response = Vec::new();
+        let (mut tcp_request, mut inspect_delay) = (Vec::new(), None);
         if kind == Kind::Backend {
             let mut names = Vec::new();
             let mut nbsrv = Vec::new();
             self.acls(rp, path, &mut acls, &mut names, &mut nbsrv);
             [http_request, http_response, http_after_response] =
                 self.http_rule_lists(rp, path, &acls, &names, st.mode, &mut nbsrv);
+            (tcp_request, inspect_delay) =
+                self.tcp_rules(rp, path, &acls, &names, &mut nbsrv, true);
+            if st.mode == Mode::Http
+                && let Some(t) = &rp.tcp_request
+                && !tcp_request.is_empty()
+            {
+                self.err(
+                    t.span().start,
+                    &format!("{path}.tcp_request"),
+                    "tcp_request rules in a mode http backend are not supported (only in mode tcp backends)",
+                );
+            }
         }
         BeDraft {
             be: Backend {
@@ -174,6 +187,8 @@ impl Builder<'_> {
                 http_request,
                 http_response,
                 http_after_response,
+                tcp_request,
+                inspect_delay,
                 acls,
                 errorfiles: st.errorfiles.clone(),
             },
@@ -181,6 +196,50 @@ impl Builder<'_> {
             path: path.to_string(),
             declared_servers: self.items(&rp.server, path, "server").len(),
         }
+    }
+
+    /// A section's `tcp_request` rules and `inspect-delay`. A backend takes only
+    /// `tcp-request content` rules, as HAProxy.
+    pub(super) fn tcp_rules(
+        &mut self,
+        rp: &RawProxy,
+        path: &str,
+        acls: &AclSet,
+        names: &[String],
+        nbsrv: &mut Vec<(String, usize, String)>,
+        backend: bool,
+    ) -> (Vec<TcpRequestRule>, Option<Duration>) {
+        let mut tcp_request = Vec::new();
+        let mut inspect_delay = None;
+        for (ipath, dir) in self.dirs(&rp.tcp_request, path, "tcp_request", TCP_REQ, true) {
+            match d::tcp_request(&mut dir.args()) {
+                Ok(TcpLine::InspectDelay(dl)) => {
+                    if let Some(c) = &dir.cond {
+                        self.err(c.pos(0), &ipath, "`inspect-delay` takes no condition");
+                    }
+                    inspect_delay = Some(dl);
+                }
+                Ok(TcpLine::Rule(_, false)) if backend => {
+                    self.err(
+                        dir.toks.first().map_or(0, |t| t.pos),
+                        &ipath,
+                        "a backend takes only `tcp-request content` rules (connections are accepted by frontends)",
+                    );
+                }
+                Ok(TcpLine::Rule(action, _content)) => {
+                    let cond = match &dir.cond {
+                        Some(c) => match self.condition(c, acls, names, &ipath, nbsrv, false) {
+                            Some(c) => Some(c),
+                            None => continue,
+                        },
+                        None => None,
+                    };
+                    tcp_request.push(TcpRequestRule { action, cond });
+                }
+                Err(p) => self.problem(p, &ipath),
+            }
+        }
+        (tcp_request, inspect_delay)
     }
 
     /// A section's `http_request`, `http_response` and `http_after_response` lists, in that

@@ -119,31 +119,8 @@ impl Builder<'_> {
         self.acls(rp, path, &mut acls, &mut names, &mut nbsrv);
         let [http_request, http_response, http_after_response] =
             self.http_rule_lists(rp, path, &acls, &names, st.mode, &mut nbsrv);
-        let mut tcp_request = Vec::new();
-        let mut inspect_delay = None;
-        for (ipath, dir) in self.dirs(&rp.tcp_request, path, "tcp_request", TCP_REQ, true) {
-            match d::tcp_request(&mut dir.args()) {
-                Ok(TcpLine::InspectDelay(dl)) => {
-                    if let Some(c) = &dir.cond {
-                        self.err(c.pos(0), &ipath, "`inspect-delay` takes no condition");
-                    }
-                    inspect_delay = Some(dl);
-                }
-                Ok(TcpLine::Rule(action, _content)) => {
-                    let cond = match &dir.cond {
-                        Some(c) => {
-                            match self.condition(c, &acls, &names, &ipath, &mut nbsrv, false) {
-                                Some(c) => Some(c),
-                                None => continue,
-                            }
-                        }
-                        None => None,
-                    };
-                    tcp_request.push(TcpRequestRule { action, cond });
-                }
-                Err(p) => self.problem(p, &ipath),
-            }
-        }
+        let (tcp_request, inspect_delay) =
+            self.tcp_rules(rp, path, &acls, &names, &mut nbsrv, false);
         let mut use_backend = Vec::new();
         for (ipath, dir) in self.dirs(&rp.use_backend, path, "use_backend", USE_BACKEND, true) {
             let mut args = dir.args();

@@ -15,11 +15,14 @@ impl Builder<'_> {
     ) -> Tier {
         let mut reasons = inspection_reasons(&f.fe);
         // What the default backend's servers need that XDP's NAT cannot do.
-        let servers =
+        let be =
             f.fe.default_backend
                 .as_ref()
-                .and_then(|n| bes.iter().find(|b| &b.be.name == n))
-                .map_or(&[][..], |b| &b.be.servers[..]);
+                .and_then(|n| bes.iter().find(|b| &b.be.name == n));
+        if be.is_some_and(|b| !b.be.tcp_request.is_empty() || b.be.inspect_delay.is_some()) {
+            reasons.push("the backend's tcp_request content inspection");
+        }
+        let servers = be.map_or(&[][..], |b| &b.be.servers[..]);
         if servers.iter().any(|s| s.send_proxy.is_some()) {
             reasons.push("the PROXY protocol toward servers (send-proxy)");
         }
