@@ -1,5 +1,6 @@
 //! ICMP and ICMPv6 errors (destination unreachable incl. fragmentation needed, packet too
-//! big, time exceeded) about balanced flows, translated in both directions so PMTU
+//! big, time exceeded) about balanced flows (never about a client's direct flow to a
+//! backend: [`about_unbalanced`]), translated in both directions so PMTU
 //! discovery and traceroute work through the balancer:
 //!
 //! * about a forwarded packet (client → backend), on its way back to the client: the quoted
@@ -49,7 +50,116 @@ fn is_error(v6: bool, ty: u8) -> bool {
     }
 }
 
-/// Handles an ICMP/ICMPv6 packet `p` (already parsed, source not local, not denied).
+/// The addresses and ports of the packet an ICMP error quotes.
+struct Quote {
+    proto: u8,
+    src: [u32; 4],
+    dst: [u32; 4],
+    sport: u16,
+    dport: u16,
+}
+
+/// The quoted packet of ICMP error `p` (IP header without options and at least 8 bytes
+/// of TCP/UDP, inside the outer IP packet), as [`handle`] reads it.
+#[inline(always)]
+fn quote(ctx: &XdpContext, p: &Packet) -> Option<Quote> {
+    let ty = ptr_at::<u8>(ctx, p.l4())?;
+    // SAFETY: bounds checked by `ptr_at`.
+    if !is_error(p.v6, unsafe { *ty }) {
+        return None;
+    }
+    let il3 = p.l4() + ICMP_HLEN;
+    let (proto, src, dst, il4) = if p.v6 {
+        let h = ptr_at::<Ipv6Hdr>(ctx, il3)?;
+        // SAFETY: bounds checked by `ptr_at`.
+        let h = unsafe { &*h };
+        (h.nexthdr, h.saddr, h.daddr, il3 + IPV6_HLEN)
+    } else {
+        let h = ptr_at::<Ipv4Hdr>(ctx, il3)?;
+        // SAFETY: bounds checked by `ptr_at`.
+        let h = unsafe { &*h };
+        if h.version_ihl != 0x45 {
+            return None;
+        }
+        (
+            h.proto,
+            [h.saddr, 0, 0, 0],
+            [h.daddr, 0, 0, 0],
+            il3 + IPV4_HLEN,
+        )
+    };
+    if (proto != PROTO_TCP && proto != PROTO_UDP) || il4 + 8 > p.l3 + p.ip_len as usize {
+        return None;
+    }
+    let ports = ptr_at::<[u16; 2]>(ctx, il4)?;
+    // SAFETY: bounds checked by `ptr_at`.
+    let ports = unsafe { *ports };
+    Some(Quote {
+        proto,
+        src,
+        dst,
+        sport: ports[0],
+        dport: ports[1],
+    })
+}
+
+/// True when ICMP error `p` quotes a packet sent to a backend endpoint (client → backend)
+/// of a flow that was not balanced through the backend's VIP ([`flow::balanced_reply`]
+/// on the reply tuple): a client reaching the backend directly through the balancer, whose
+/// errors must reach it as the router sent them.
+///
+/// A BPF function of its own, called before [`handle`] rather than from it: the chain
+/// `lb_xdp → handle → balanced_reply` exceeds the verifier's 512-byte stack bound.
+#[inline(never)]
+pub fn about_unbalanced(ctx: &XdpContext, p: &Packet) -> bool {
+    // One volatile read keeps `ctx` a context pointer. With plain loads only, LLVM passes
+    // the packet bounds in as 32-bit scalars instead (argument promotion), and the
+    // verifier refuses the pointer arithmetic that widening them needs.
+    // SAFETY: reads a field of the program's context.
+    let _ = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*ctx.ctx).data)) };
+    let Some(q) = quote(ctx, p) else {
+        return false;
+    };
+    let rkey = ReverseKey {
+        addr: q.dst,
+        port: q.dport,
+        proto: q.proto,
+        family: p.family,
+    };
+    let Some(rv) = LB_REVERSE.get_ptr(rkey) else {
+        return false;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    let rv = flow::reply_vip(
+        unsafe { &*rv },
+        &q.dst,
+        q.dport,
+        &q.src,
+        q.sport,
+        q.proto,
+        p.family,
+    );
+    // The reply tuple (backend → client) of the quoted packet.
+    let reply = Packet {
+        l3: 0,
+        v6: p.v6,
+        tcp_flags: 0,
+        family: p.family,
+        proto: q.proto,
+        src: q.dst,
+        dst: q.src,
+        sport: q.dport,
+        dport: q.sport,
+        _pad: [0; 2],
+        ip_len: 0,
+    };
+    rv.family == p.family && !flow::balanced_reply(&reply, rv)
+}
+
+/// Handles an ICMP/ICMPv6 packet `p` (already parsed, source not local, not denied, and
+/// not [`about_unbalanced`]). It reads the quote itself rather than through [`quote`]:
+/// with a `Quote` in its frame, this function alone needed 424 bytes of stack, and its
+/// result reached the caller as a stack pointer the verifier refuses.
 ///
 /// A separate BPF function, as is [`crate::forward::forward`] after it: each has a big
 /// frame, and the verifier bounds the combined stack of a call chain.

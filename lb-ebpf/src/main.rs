@@ -277,13 +277,17 @@ fn reply_hop_key(p: &Packet, vip_id: u32) -> ReplyHopKey {
     }
 }
 
-/// ICMP / ICMPv6: errors about balanced flows are translated, the rest passes. Inlined:
+/// ICMP / ICMPv6: errors about balanced flows are translated, the rest (errors about a
+/// client's direct flow to a backend included) passes. Inlined:
 /// its parts with big frames ([`icmp::handle`], [`forward::forward`]) are functions of
 /// their own.
 #[inline(always)]
 fn icmp_packet(ctx: &XdpContext, p: &mut Packet) -> u32 {
     if is_local(&p.dst, p.family) {
         return pass(Reason::PassLocal);
+    }
+    if icmp::about_unbalanced(ctx, p) {
+        return pass(Reason::PassNotBalanced);
     }
     match icmp::handle(ctx, p) {
         icmp::Outcome::Forward { vip_id, backend_id } => {

@@ -657,6 +657,27 @@ fn check_untouched(fx: &mut Fixture, name: &str, input: &[u8], verdict: u32, rea
     );
 }
 
+/// A client's SYN straight to backend `be` from `client:cport` (the balancer is its
+/// gateway): it passes untouched, and its reply tuple is recorded as direct.
+fn direct_syn(fx: &mut Fixture, client: IpAddr, cport: u16, be: SocketAddr) {
+    let syn = frame(
+        CLIENT_MAC,
+        LB0_MAC,
+        client,
+        be.ip(),
+        64,
+        &tcp(cport, be.port()),
+        b"",
+    );
+    check_untouched(
+        fx,
+        "direct to a backend",
+        &syn,
+        XDP_PASS,
+        Reason::PassNotBalanced,
+    );
+}
+
 /// UDP VIPs 203.0.113.10:53 → 10.1.0.11:5353 and [2001:db8::10]:53 → [fd01::11]:5353,
 /// configured through the low-level API (`apply` only creates TCP VIPs).
 fn add_udp_vips(fx: &mut Fixture) -> (SocketAddr, SocketAddr) {
@@ -921,22 +942,7 @@ fn reverse_path_and_local_bypass() {
         // A client talking to the backend directly (the balancer is its gateway), on a
         // port whose Maglev pick is that very backend: its SYN passes, and so do the
         // backend's answers, untranslated.
-        let syn = frame(
-            CLIENT_MAC,
-            LB0_MAC,
-            client,
-            pick.ip(),
-            64,
-            &tcp(cport, pick.port()),
-            b"",
-        );
-        check_untouched(
-            &mut fx,
-            "direct to a backend",
-            &syn,
-            XDP_PASS,
-            Reason::PassNotBalanced,
-        );
+        direct_syn(&mut fx, client, cport, pick);
         check_untouched(
             &mut fx,
             "backend's answer to a direct client",
@@ -2017,6 +2023,87 @@ fn icmp_errors_are_translated_both_ways() {
         XDP_PASS,
         Reason::PassNotBalanced,
     );
+}
+
+/// Issue #14: an ICMP error about a client's direct flow to a backend (the balancer is its
+/// gateway) passes untranslated, also when the VIP's Maglev pick for that tuple is that
+/// very backend, in both families and whoever reports it; the same error about a balanced
+/// flow is still translated.
+#[test]
+fn icmp_errors_about_direct_flows_are_not_translated() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let mtu = [0, 0, 0x05, 0x78];
+    for (client, vip, router, ty, code) in [
+        ("10.0.0.2", "203.0.113.10:80", "10.1.0.254", 3, 4),
+        ("fd00::2", "[2001:db8::10]:80", "fd01::fe", 2, 0),
+    ] {
+        let (client, vip, router) = (ip(client), sa(vip), ip(router));
+        let be = check_forward(&mut fx, E0, client, vip, tcp(40000, 80));
+        // A port whose Maglev pick is `be`, so only the direct record tells them apart.
+        let cport = (40001..41000)
+            .find(|p| fx.maglev_pick(client, *p, vip) == be)
+            .expect("a port mapping to the backend");
+        direct_syn(&mut fx, client, cport, be);
+        let quoted = |sport: u16| {
+            ip_packet(
+                client,
+                be.ip(),
+                63,
+                &tcp(sport, be.port()),
+                b"hello, backend",
+            )
+        };
+        // A router on the backend side, then the backend itself (port unreachable).
+        let rest = if client.is_ipv4() { mtu } else { [0; 4] };
+        let from_router = icmp_error(
+            BK_ROUTER_MAC,
+            LB1_MAC,
+            router,
+            client,
+            64,
+            ty,
+            code,
+            rest,
+            &quoted(cport),
+        );
+        let (uty, ucode) = if client.is_ipv4() { (3, 3) } else { (1, 4) };
+        let from_backend = icmp_error(
+            BK_ROUTER_MAC,
+            LB1_MAC,
+            be.ip(),
+            client,
+            64,
+            uty,
+            ucode,
+            [0; 4],
+            &quoted(cport),
+        );
+        for (name, input) in [
+            ("router's error about a direct flow", &from_router),
+            ("backend's error about a direct flow", &from_backend),
+        ] {
+            check_untouched(&mut fx, name, input, XDP_PASS, Reason::PassNotBalanced);
+        }
+        // The balanced flow's errors are translated.
+        let before = fx.reason(Reason::IcmpTranslated);
+        let balanced = icmp_error(
+            BK_ROUTER_MAC,
+            LB1_MAC,
+            router,
+            client,
+            64,
+            ty,
+            code,
+            rest,
+            &quoted(40000),
+        );
+        let (action, out) = fx.run(E1, &balanced);
+        assert_eq!(action, XDP_REDIRECT, "balanced flow's error ({client})");
+        assert_ne!(out, balanced, "translated");
+        verify_frame_checksums(&out).expect("checksums");
+        assert_eq!(fx.reason(Reason::IcmpTranslated), before + 1);
+    }
 }
 
 #[test]
