@@ -289,3 +289,156 @@ async fn header_shape_matches_haproxy() {
     assert!(l5424.starts_with("<142>1 ") && h5424.starts_with("<142>1 "));
     assert!(l3164.ends_with('\n') && h3164.ends_with('\n'));
 }
+
+/// A TCP server on a thread: reads each connection to EOF, then closes it.
+fn drain_server() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut b = [0u8; 256];
+                while matches!(c.read(&mut b), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+/// Every line `udp` receives until it has been quiet for `quiet`.
+fn drain_lines(udp: &std::net::UdpSocket, quiet: Duration) -> Vec<String> {
+    udp.set_read_timeout(Some(quiet)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n) = udp.recv(&mut buf) {
+        out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    out
+}
+
+/// To each of the two frontends: a connection closed without sending anything, then one
+/// that sends a line; each closed before the next starts.
+fn null_and_data_sessions(ports: [u16; 2]) {
+    use std::io::Write;
+    for port in ports {
+        drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"hello\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(s);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `option dontlognull` as HAProxy 2.6 does it: in `mode tcp`, a connection whose client
+/// sent nothing is not logged, one that sent data is; without the option both are. HAProxy
+/// and lb get the same frontends (`fnull` with the option, `fall` without, from
+/// `[defaults]`' `no option`) and the same connections, and log to receivers the test reads.
+#[test]
+fn dontlognull_matches_haproxy() {
+    let server = drain_server();
+    let counts = |lines: &[String]| -> (usize, usize) {
+        let n = |fe: &str| {
+            lines
+                .iter()
+                .filter(|l| l.contains(&format!(" {fe} ")))
+                .count()
+        };
+        (n("fnull"), n("fall"))
+    };
+
+    // HAProxy 2.6.
+    let hudp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let hp = [free_port(), free_port()];
+    let dir = std::env::temp_dir().join(format!("lb-syslog-null-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("h.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  log {} local0\n\
+             defaults\n  mode tcp\n  timeout client 5s\n  timeout connect 2s\n  timeout server 5s\n  log global\n  option tcplog\n  option dontlognull\n\
+             frontend fnull\n  bind 127.0.0.1:{}\n  default_backend be\n\
+             frontend fall\n  bind 127.0.0.1:{}\n  no option dontlognull\n  default_backend be\n\
+             backend be\n  server s1 {server}\n",
+            hudp.local_addr().unwrap(),
+            hp[0],
+            hp[1]
+        ),
+    )
+    .unwrap();
+    let mut hx = std::process::Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy 2.6 is installed");
+    // Wait for the listeners without connecting to them (a probe would be a null session).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpListener::bind(("127.0.0.1", hp[1])).is_ok() {
+        assert!(Instant::now() < deadline, "haproxy did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    null_and_data_sessions(hp);
+    let hlines = drain_lines(&hudp, Duration::from_millis(700));
+    let _ = hx.kill();
+    let _ = hx.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // lb, from the equivalent TOML through the loader.
+    let ludp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let lp = [free_port(), free_port()];
+    let toml = format!(
+        "[global]\nlog = \"{} local0\"\n\
+         [defaults]\nmode = \"tcp\"\nlog = \"global\"\noption = [\"tcplog\", \"dontlognull\"]\n\
+         timeout = {{ client = \"5s\", connect = \"2s\", server = \"5s\" }}\n\
+         [frontend.fnull]\nbind = \"127.0.0.1:{}\"\ndefault_backend = \"be\"\n\
+         [frontend.fall]\nbind = \"127.0.0.1:{}\"\noption = [\"no dontlognull\"]\ndefault_backend = \"be\"\n\
+         [backend.be]\nserver = \"s1 {server}\"\n",
+        ludp.local_addr().unwrap(),
+        lp[0],
+        lp[1]
+    );
+    let (cfg, _) = lb::config::load_str(
+        std::path::Path::new("t.toml"),
+        &toml,
+        &lb::config::LoadOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        cfg.frontends
+            .iter()
+            .any(|f| f.name == "fnull" && f.dontlognull)
+    );
+    assert!(
+        cfg.frontends
+            .iter()
+            .any(|f| f.name == "fall" && !f.dontlognull)
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let h = rt.block_on(async { start(cfg) });
+    null_and_data_sessions(lp);
+    let llines = drain_lines(&ludp, Duration::from_millis(700));
+    drop(h);
+
+    assert_eq!(counts(&hlines), (1, 2), "haproxy: {hlines:?}");
+    assert_eq!(counts(&llines), (1, 2), "lb: {llines:?}");
+    // The logged sessions of `fnull` are the ones that sent data (6 bytes up, none down).
+    for lines in [&hlines, &llines] {
+        let l = lines.iter().find(|l| l.contains(" fnull ")).unwrap();
+        assert!(l.contains(" be/s1 "), "{l}");
+    }
+}

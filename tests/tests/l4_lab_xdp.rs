@@ -69,6 +69,7 @@ fn config(pin: PathBuf) -> Config {
         max_headers: 100,
         log: false,
         log_targets: Vec::new(),
+        dontlognull: false,
     };
     let be = |name: &str, servers: Vec<Server>| CfgBackend {
         name: name.into(),

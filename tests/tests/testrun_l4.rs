@@ -270,6 +270,7 @@ fn frontend(name: &str, binds: &[&str], be: &str, deny: &[&str], allow: &[&str])
         max_headers: 100,
         log: false,
         log_targets: Vec::new(),
+        dontlognull: false,
     }
 }
 

@@ -406,6 +406,8 @@ pub struct Frontend {
     pub log: bool,
     /// Where access-log lines go; empty: lb's own log (stderr).
     pub log_targets: Vec<crate::syslog::LogTarget>,
+    /// `option dontlognull`: no log line for a `mode tcp` session whose client sent nothing.
+    pub dontlognull: bool,
 }
 
 /// One `bind` line.

@@ -668,6 +668,8 @@ pub struct FrontendRt {
     pub log_format: LogFormat,
     /// The `log` targets access-log lines go to (none: lb's own log).
     pub log_targets: crate::syslog::Logger,
+    /// `option dontlognull`: `mode tcp` connections whose client sent nothing are not logged.
+    pub dontlognull: bool,
     /// `stats …`: the stats page this frontend serves.
     pub stats: Option<crate::config::model::StatsPage>,
 }
@@ -995,6 +997,7 @@ fn build_frontend(
         stats: f.stats.clone(),
         log: f.log,
         log_format,
+        dontlognull: f.dontlognull,
         log_targets: crate::syslog::Logger::new(&f.log_targets).map_err(|source| {
             RuntimeError::Log {
                 frontend: f.name.clone(),

@@ -377,6 +377,7 @@ where
     };
     srv.state.counters.open_conn();
     let _srv_guard = Active(&srv.state.counters);
+    let sent_first = buf.len();
     if !buf.is_empty() {
         upstream.write_all(&buf).await?;
         fe.counters
@@ -395,7 +396,7 @@ where
         srv.state.shutdown_signal(),
     )
     .await;
-    if fe.log {
+    if fe.log && !(fe.dontlognull && sent_first == 0 && up == 0) {
         crate::l7::log::emit_tcp(
             &crate::l7::log::TcpRecord {
                 wall,

@@ -239,6 +239,7 @@ pub fn frontend(name: &str, binds: Vec<Bind>, default_backend: Option<&str>) -> 
         max_headers: 100,
         log: true,
         log_targets: Vec::new(),
+        dontlognull: false,
     }
 }
 

@@ -221,6 +221,7 @@ impl Builder<'_> {
                 max_headers: st.max_headers,
                 log: st.log,
                 log_targets: st.log_targets.clone(),
+                dontlognull: st.dontlognull,
             },
             name_pos: name.span().start,
             path: path.to_string(),

@@ -312,6 +312,8 @@ struct Inherit {
     log: bool,
     /// `log` targets (`global` already expanded).
     log_targets: Vec<crate::syslog::LogTarget>,
+    /// `option dontlognull`.
+    dontlognull: bool,
     maxconn: Option<u32>,
     check: CheckSpec,
     check_timeout_set: bool,
@@ -333,6 +335,7 @@ impl Default for Inherit {
             redispatch: false,
             log: false,
             log_targets: Vec::new(),
+            dontlognull: false,
             maxconn: None,
             check: CheckSpec::default(),
             check_timeout_set: false,

@@ -177,7 +177,8 @@ impl Builder<'_> {
             "forwardfor" => out.forwardfor = !neg,
             "redispatch" => out.redispatch = !neg,
             "httplog" | "tcplog" => out.log = !neg,
-            "dontlognull" | "http-keep-alive" | "http-server-close" | "splice-auto" => {}
+            "dontlognull" => out.dontlognull = !neg,
+            "http-keep-alive" | "http-server-close" | "splice-auto" => {}
             "httpchk" => {
                 self.err(
                     name.pos,
