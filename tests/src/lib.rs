@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bgp;
+pub mod differential;
 pub mod httpc;
 pub mod l4env;
 pub mod lab;
