@@ -70,6 +70,11 @@ pub mod names {
     /// Next-hop generation (single u32): bumped by userspace on route/neighbour/link
     /// changes; flows cache their next hop per generation (0 disables the cache).
     pub const NH_GEN: &str = "LB_NH_GEN";
+    /// Backend id → `NextHop`: the FIB's answer for new flows to that backend, under the
+    /// flows' cache rules (generation, ingress, TOS, length), copied into each new flow.
+    pub const BACKEND_HOPS: &str = "LB_BACKEND_HOPS";
+    /// Per-CPU `FloodWindow` (one entry): new flows in the current second (flood mode).
+    pub const FLOOD: &str = "LB_FLOOD";
     /// Bench-only, not pinned: the generator's frame template ([`crate::types::BenchFrame`]).
     pub const BENCH_FRAME: &str = "LB_BENCH_FRAME";
     /// Bench-only, not pinned: per-CPU count of packets the sink dropped.

@@ -28,6 +28,9 @@ pub const VIP_F_ALLOWLIST: u32 = 1 << 1;
 /// The frontend has source-filter rules (deny or allow) under its scope: without this bit
 /// the data path skips the per-VIP LPM lookup.
 pub const VIP_F_FILTER: u32 = 1 << 2;
+/// Some backend of the VIP also serves another VIP (`REVERSE_F_SHARED`): new flows record
+/// their reply tuple. Without this bit the data path skips the reverse-map probe.
+pub const VIP_F_SHARED_BACKEND: u32 = 1 << 3;
 
 /// Per-VIP data-path settings.
 #[repr(C)]
@@ -66,8 +69,11 @@ pub struct GlobalConfig {
     pub hash_seed: u32,
     /// `CFG_F_*` bits.
     pub flags: u32,
-    /// Zero; keeps the value 8-byte aligned and leaves room for a field.
-    pub _reserved: u32,
+    /// Flood mode (Katran's): when one CPU sees more than this many new flows within a
+    /// second, further new flows of that second are forwarded by the Maglev pick without
+    /// a flow-table insert, so a flood from random sources cannot evict established
+    /// flows. Per CPU; 0 turns flood mode off.
+    pub flood_rate: u32,
 }
 
 /// The global deny list has IPv4 rules: without this bit the data path skips the global
@@ -192,6 +198,15 @@ pub struct NextHop {
     pub tos: u32,
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
+}
+
+/// One CPU's flood-mode window (`LB_FLOOD`, per CPU): new flows seen since `start_ns`
+/// (`CLOCK_MONOTONIC_COARSE`), reset when a second has passed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodWindow {
+    pub start_ns: u64,
+    pub new_flows: u64,
 }
 
 /// Reverse next-hop cache key (`LB_REPLY_HOPS`): a client, and the VIP its replies come
@@ -325,11 +340,14 @@ pub enum Reason {
     DropBadIpChecksum = 18,
     /// A UDP length that disagrees with the IP packet's length.
     DropBadUdpLength = 19,
+    /// A new flow forwarded without a flow-table entry because its CPU was in flood mode
+    /// (`GlobalConfig::flood_rate` exceeded); counted in addition to the packet's verdict.
+    FloodUntracked = 20,
 }
 
 impl Reason {
     /// Number of reasons; size of the reason counter array.
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 21;
     /// Every reason, in index order.
     pub const ALL: [Reason; Reason::COUNT as usize] = [
         Reason::PassNotIp,
@@ -352,6 +370,7 @@ impl Reason {
         Reason::PassVlan,
         Reason::DropBadIpChecksum,
         Reason::DropBadUdpLength,
+        Reason::FloodUntracked,
     ];
 
     /// Stable snake_case name used in metrics and `lb stats`.
@@ -377,6 +396,7 @@ impl Reason {
             Reason::PassVlan => "pass_vlan",
             Reason::DropBadIpChecksum => "drop_bad_ip_checksum",
             Reason::DropBadUdpLength => "drop_bad_udp_length",
+            Reason::FloodUntracked => "flood_untracked",
         }
     }
 }
@@ -419,6 +439,7 @@ mod pod {
     unsafe impl aya::Pod for FilterKeyV6 {}
     unsafe impl aya::Pod for TrafficCounters {}
     unsafe impl aya::Pod for NextHopLease {}
+    unsafe impl aya::Pod for FloodWindow {}
     unsafe impl aya::Pod for BenchFrame {}
 }
 

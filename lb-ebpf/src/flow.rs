@@ -5,17 +5,22 @@
 //! id is unused) the flow is re-picked from the VIP's live Maglev table and the entry
 //! updated.
 
+use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::PerCpuArray;
 use lb_common::hash::{hash_flow, hash_src};
 use lb_common::types::{
-    BACKEND_DRAIN, BACKEND_UP, Backend, FlowKey, FlowKeyV4, FlowValue, GlobalConfig,
-    REVERSE_F_DIRECT, REVERSE_F_SHARED, ReverseKey, ReverseValue, VIP_F_HASH_SRC, VipInfo,
+    BACKEND_DRAIN, BACKEND_UP, Backend, FlowKey, FlowKeyV4, FlowValue, GlobalConfig, NextHop,
+    REVERSE_F_DIRECT, REVERSE_F_SHARED, Reason, ReverseKey, ReverseValue, VIP_F_HASH_SRC,
+    VIP_F_SHARED_BACKEND, VipInfo,
 };
 
 use crate::maps::{
-    LB_BACKENDS, LB_CONFIG, LB_FLOWS, LB_FLOWS_V4, LB_MAGLEV, LB_REPLY_FLOWS, LB_REVERSE,
-    LB_VIP_SLOTS,
+    LB_BACKEND_HOPS, LB_BACKENDS, LB_CONFIG, LB_FLOOD, LB_FLOWS, LB_FLOWS_V4, LB_MAGLEV,
+    LB_REPLY_FLOWS, LB_REVERSE, LB_VIP_SLOTS,
 };
 use crate::parse::{Packet, TCP_ACK, TCP_SYN};
+use crate::stats::count_reason;
 
 /// The backend chosen for a packet.
 pub struct Choice {
@@ -24,7 +29,7 @@ pub struct Choice {
     pub backend: &'static Backend,
     pub new_flow: bool,
     /// The flow entry of an established flow (its next-hop cache lives there); null for
-    /// a new flow.
+    /// a new flow (`new_flow`: no usable entry, recorded by [`track`]).
     pub entry: *mut FlowValue,
 }
 
@@ -117,9 +122,9 @@ pub fn established(p: &Packet) -> Option<(u32, &'static Backend, *mut FlowValue)
 }
 
 /// Chooses the backend for a forward packet of `vip`: the tracked one, else a Maglev pick
-/// (recorded as a new flow when `record`). `None` when the VIP has no usable backend.
+/// (not recorded). `None` when the VIP has no usable backend.
 #[inline(always)]
-pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
+pub fn choose(p: &Packet, vip: &VipInfo) -> Option<Choice> {
     if let Some((backend_id, backend, entry)) = established(p) {
         return Some(Choice {
             backend_id,
@@ -128,13 +133,12 @@ pub fn choose(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
             entry,
         });
     }
-    pick(p, vip, record)
+    pick(p, vip)
 }
 
-/// A Maglev pick for a packet of `vip` with no usable flow entry, recorded as a new flow
-/// when `record`.
+/// A Maglev pick for a packet of `vip` with no usable flow entry; [`track`] records it.
 #[inline(always)]
-pub fn pick(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
+pub fn pick(p: &Packet, vip: &VipInfo) -> Option<Choice> {
     if vip.backend_count == 0 {
         return None;
     }
@@ -143,26 +147,126 @@ pub fn pick(p: &Packet, vip: &VipInfo, record: bool) -> Option<Choice> {
     if backend.state != BACKEND_UP {
         return None;
     }
-    if record {
-        let value = FlowValue {
-            backend_id,
-            vip_id: vip.vip_id,
-            ..FlowValue::default()
-        };
-        // A full LRU evicts the oldest entry; an insert failure only costs stickiness.
-        let _ = if p.v6 {
-            LB_FLOWS.insert(key_of(p), value, 0)
-        } else {
-            LB_FLOWS_V4.insert(key_v4(p), value, 0)
-        };
-    }
     Some(Choice {
         backend_id,
         backend,
-        new_flow: record,
+        new_flow: true,
         entry: core::ptr::null_mut(),
     })
 }
+
+/// The next hop cached for new flows to backend `id` (`LB_BACKEND_HOPS`), null when `id`
+/// is out of range. Read and written under the flows' rules ([`crate::forward::cached`],
+/// [`crate::forward::remember`]): valid for one generation, ingress interface and TOS.
+/// The FIB is asked with the first client's source; a route that depends on the client's
+/// source (a policy rule on `from`) is therefore not followed per client for the first
+/// packet of a flow (docs/operations.md).
+#[inline(always)]
+pub fn backend_hop(id: u32) -> *mut NextHop {
+    LB_BACKEND_HOPS.get_ptr_mut(id).unwrap_or_default()
+}
+
+/// True when this CPU is in flood mode: it has seen more than `GlobalConfig::flood_rate`
+/// new flows (this one counted) since its window opened, less than a second ago.
+/// Katran's `is_under_flood`, on the coarse clock.
+#[inline(always)]
+fn flooding() -> bool {
+    let rate = match LB_CONFIG.get(0) {
+        Some(cfg) => cfg.flood_rate,
+        None => 0,
+    };
+    if rate == 0 {
+        return false;
+    }
+    let Some(w) = LB_FLOOD.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: per-CPU slot, exclusive to this CPU while the program runs.
+    unsafe {
+        if now.wrapping_sub((*w).start_ns) > FLOOD_WINDOW_NS {
+            (*w).start_ns = now;
+            (*w).new_flows = 1;
+            return false;
+        }
+        (*w).new_flows += 1;
+        (*w).new_flows > u64::from(rate)
+    }
+}
+
+/// One second: the flood-mode window.
+const FLOOD_WINDOW_NS: u64 = 1_000_000_000;
+
+/// Records new flow `p` of `vip` to the backend of `choice`: its flow entry, holding
+/// a copy of the backend's next hop `hop` when that is valid for generation `nh_gen` (so
+/// the flow's next packets skip the FIB), and its reply tuple when the VIP shares a
+/// backend with another VIP. In flood mode ([`flooding`]) nothing is recorded (counted
+/// as `FloodUntracked`): the flow's next packets miss the table and are picked by Maglev
+/// again, which gives the same backend while the backend set stays, and a flood of new
+/// sources cannot evict established flows from the LRU. A BPF function of its own (one
+/// copy for both call sites, and its value off the caller's frame: the balancing chain
+/// is close to the verifier's 512-byte stack bound).
+#[inline(never)]
+// Keys and values are passed as references into the scratch map: by value, they would be
+// copied onto the stack.
+#[allow(clippy::needless_borrows_for_generic_args)]
+pub fn track(p: &Packet, vip: &VipInfo, choice: &Choice, hop: *const NextHop, nh_gen: u32) {
+    let Some(s) = LB_FLOW_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, exclusive to this CPU while the program runs.
+    let s = unsafe { &mut *s };
+    // The hop is copied first, so `hop` and `nh_gen` are dead across the calls below
+    // (fewer spills: this frame sits on top of the balancing chain's).
+    s.value.nh.generation = 0;
+    if !hop.is_null() && nh_gen != 0 {
+        // SAFETY: `hop` points into a map value from a successful lookup. The generation
+        // is read (volatile) before and after the copy: a writer clears it first and sets
+        // it last (see `forward::remember`), so a copy taken while it wrote is discarded.
+        unsafe {
+            let g = core::ptr::addr_of!((*hop).generation);
+            if core::ptr::read_volatile(g) == nh_gen {
+                s.value.nh = *hop;
+                if core::ptr::read_volatile(g) != nh_gen {
+                    s.value.nh.generation = 0;
+                }
+            }
+        }
+    }
+    if flooding() {
+        count_reason(Reason::FloodUntracked);
+        return;
+    }
+    s.value.backend_id = choice.backend_id;
+    s.value.vip_id = vip.vip_id;
+    // A full LRU evicts the oldest entry; an insert failure only costs stickiness. The
+    // value is passed in place (a map value), not copied onto the stack.
+    let _ = if p.v6 {
+        LB_FLOWS.insert(key_of(p), &s.value, 0)
+    } else {
+        s.key_v4 = key_v4(p);
+        LB_FLOWS_V4.insert(&s.key_v4, &s.value, 0)
+    };
+    if vip.flags & VIP_F_SHARED_BACKEND != 0 {
+        record_reply(p, vip.vip_id, choice.backend_id, choice.backend, s);
+    }
+}
+
+/// Per-CPU scratch space of [`track`]: the values it inserts, built in place so they do
+/// not sit on the BPF stack (the balancing chain is close to the 512-byte bound).
+#[repr(C)]
+pub struct Scratch {
+    value: FlowValue,
+    key_v4: FlowKeyV4,
+    rkey: ReverseKey,
+    reply_key: FlowKey,
+    reply: ReverseValue,
+}
+
+/// [`Scratch`] (index 0). Not pinned: nothing survives a packet.
+#[map(name = "LB_FLOW_SCRATCH")]
+static LB_FLOW_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// The backend id VIP `vip`'s live Maglev table gives the forward 5-tuple
 /// `src:sport → dst:dport` (the same hash on every node sharing the seed).
@@ -313,24 +417,37 @@ pub fn record_direct(p: &Packet) {
 /// For a new flow of `p` (still addressed to the VIP) to `backend`: when the backend serves
 /// several VIPs, records which VIP its replies to this client must come from.
 #[inline(always)]
-pub fn record_reply(p: &Packet, vip_id: u32, backend_id: u32, backend: &Backend) {
-    let Some(rv) = LB_REVERSE.get_ptr(backend_key(&backend.addr, backend.port, p)) else {
+#[allow(clippy::needless_borrows_for_generic_args)]
+fn record_reply(p: &Packet, vip_id: u32, backend_id: u32, backend: &Backend, s: &mut Scratch) {
+    // Keys and value are written field by field into the scratch slot: a struct literal
+    // is built on the stack first.
+    s.rkey.addr = backend.addr;
+    s.rkey.port = backend.port;
+    s.rkey.proto = p.proto;
+    s.rkey.family = p.family;
+    let Some(rv) = LB_REVERSE.get_ptr(&s.rkey) else {
         return;
     };
     // SAFETY: map value pointer from a successful lookup.
     if unsafe { (*rv).flags } & REVERSE_F_SHARED == 0 {
         return;
     }
-    let key = reply_key(&backend.addr, backend.port, p);
-    let value = ReverseValue {
-        vip_addr: p.dst,
-        vip_port: p.dport,
-        family: p.family,
-        flags: 0,
-        vip_id,
-        backend_id,
-    };
-    let _ = LB_REPLY_FLOWS.insert(key, value, 0);
+    let k = &mut s.reply_key;
+    k.src = backend.addr;
+    k.sport = backend.port;
+    k._pad = [0; 2];
+    k.dst = p.src;
+    k.dport = p.sport;
+    k.proto = p.proto;
+    k.family = p.family;
+    let v = &mut s.reply;
+    v.vip_addr = p.dst;
+    v.vip_port = p.dport;
+    v.family = p.family;
+    v.flags = 0;
+    v.vip_id = vip_id;
+    v.backend_id = backend_id;
+    let _ = LB_REPLY_FLOWS.insert(&s.reply_key, &s.reply, 0);
 }
 
 /// The VIP a reply (backend → client) is translated to: `rv` from `LB_REVERSE`, unless the

@@ -275,7 +275,7 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Outcome {
             // The tracked backend, else the one the Maglev table picks for this flow (a
             // restarted or second balancer node without the flow entry agrees); no entry
             // is recorded for an error message.
-            let Some(choice) = flow::choose(&client, vip, false) else {
+            let Some(choice) = flow::choose(&client, vip) else {
                 return Outcome::Pass(Reason::PassNotBalanced);
             };
             let (vip_id, backend_id, b) = (vip.vip_id, choice.backend_id, choice.backend);

@@ -338,7 +338,7 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &VipInfo, entry: *mut FlowValu
             new_flow: false,
             entry: t.entry,
         },
-        None => match flow::pick(p, vip, true) {
+        None => match flow::pick(p, vip) {
             Some(c) => c,
             None => return drop(Reason::DropNoBackend),
         },
@@ -347,24 +347,41 @@ fn balance(ctx: &XdpContext, p: &mut Packet, vip: &VipInfo, entry: *mut FlowValu
     if b.family != p.family {
         return drop(Reason::DropNoBackend);
     }
-    if choice.new_flow {
-        flow::record_reply(p, vip.vip_id, choice.backend_id, b);
+    let entry = choice.entry;
+    // A new flow: the backend's cached next hop, when valid for this packet, spares the
+    // FIB lookup (as an established flow's does); the flow entry gets a copy of it.
+    let bhop = if choice.new_flow {
         if p.proto == lb_common::types::PROTO_TCP && p.tcp_flags & parse::TCP_SYN == 0 {
             stats::count_miss(vip.vip_id);
         }
+        flow::backend_hop(choice.backend_id)
+    } else {
+        core::ptr::null_mut()
+    };
+    if !bhop.is_null() && forward::cached(ctx, p, bhop, nh_gen) {
+        flow::track(p, vip, &choice, bhop, nh_gen);
+        if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
+            return pass(Reason::PassTruncated);
+        }
+        count_traffic(vip.vip_id, choice.backend_id, u64::from(p.ip_len), true);
+        return forward::send_cached(ctx, p, bhop);
     }
-    let entry = choice.entry;
     let route = match forward::lookup(ctx, p, &p.src, p.sport, &b.addr, b.port) {
         Ok(route) => route,
         Err(action) => return action,
     };
+    if !entry.is_null() {
+        forward::remember(flow::hop(entry), nh_gen, &route, p.ip_len);
+    } else if choice.new_flow {
+        if !bhop.is_null() {
+            forward::remember(bhop, nh_gen, &route, p.ip_len);
+        }
+        flow::track(p, vip, &choice, bhop, nh_gen);
+    }
     if let Some(mtu) = route.frag_needed()
         && (p.v6 || icmp::dont_fragment(ctx, p))
     {
         return too_big(ctx, p, &p.dst, mtu);
-    }
-    if !entry.is_null() {
-        forward::remember(flow::hop(entry), nh_gen, &route, p.ip_len);
     }
     if nat::rewrite(ctx, p, Side::Dst, &b.addr, b.port).is_none() {
         return pass(Reason::PassTruncated);

@@ -14,8 +14,8 @@ use lb_common::maps::{
     MAX_REPLY_HOPS, MAX_TX_PORTS, MAX_VIPS, VIP_PORT_WORDS,
 };
 use lb_common::types::{
-    Backend, FilterKeyV4, FilterKeyV6, FlowKey, FlowKeyV4, FlowValue, GlobalConfig, LocalAddrKey,
-    NextHop, Reason, ReplyHopKey, ReverseKey, ReverseValue, VipInfo, VipKey, VipSlot,
+    Backend, FilterKeyV4, FilterKeyV6, FloodWindow, FlowKey, FlowKeyV4, FlowValue, GlobalConfig,
+    LocalAddrKey, NextHop, Reason, ReplyHopKey, ReverseKey, ReverseValue, VipInfo, VipKey, VipSlot,
 };
 
 /// Global settings (index 0).
@@ -104,3 +104,11 @@ pub static LB_BACKEND_STATS: PerCpuArray<lb_common::types::TrafficCounters> =
 /// Next-hop cache lease (index 0); see `FlowValue` and `NextHopLease`.
 #[map(name = "LB_NH_GEN")]
 pub static LB_NH_GEN: Array<lb_common::types::NextHopLease> = Array::pinned(1, 0);
+
+/// Backend id → the next hop of new flows to that backend (see `names::BACKEND_HOPS`).
+#[map(name = "LB_BACKEND_HOPS")]
+pub static LB_BACKEND_HOPS: Array<NextHop> = Array::pinned(MAX_BACKENDS, 0);
+
+/// Per-CPU flood-mode window (index 0), see `GlobalConfig::flood_rate`.
+#[map(name = "LB_FLOOD")]
+pub static LB_FLOOD: PerCpuArray<FloodWindow> = PerCpuArray::pinned(1, 0);

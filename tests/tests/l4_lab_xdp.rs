@@ -109,6 +109,7 @@ fn config(pin: PathBuf) -> Config {
             xdp_mode: XdpMode::Native,
             conntrack_size: 4096,
             conntrack_warn: 90,
+            flood_rate: lb::config::model::DEFAULT_FLOOD_RATE,
             maglev_table_size: DEFAULT_MAGLEV_SIZE,
             deny_src: vec![],
             pin_path: pin,

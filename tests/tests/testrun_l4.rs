@@ -294,6 +294,7 @@ fn config() -> Config {
             xdp_mode: XdpMode::Auto,
             conntrack_size: 4096,
             conntrack_warn: 90,
+            flood_rate: lb::config::model::DEFAULT_FLOOD_RATE,
             maglev_table_size: DEFAULT_MAGLEV_SIZE,
             deny_src: vec![net("192.0.2.0/24"), net("2001:db8:bad::/48")],
             pin_path: PathBuf::from("/unused"),
@@ -510,6 +511,14 @@ impl Fixture {
     }
 
     fn flow_backend(&self, src: IpAddr, dst: IpAddr, l4: &L4) -> Option<SocketAddr> {
+        let v = self.flow(src, dst, l4)?;
+        Some(backend_addr(
+            &self.dp.backend(v.backend_id).expect("backend"),
+        ))
+    }
+
+    /// The flow entry of forward tuple `src → dst` (`l4`'s ports and protocol), if any.
+    fn flow(&self, src: IpAddr, dst: IpAddr, l4: &L4) -> Option<FlowValue> {
         let (s, family) = lb::dataplane::maps::addr_words(src);
         let (d, _) = lb::dataplane::maps::addr_words(dst);
         let key = FlowKey {
@@ -521,10 +530,7 @@ impl Fixture {
             family,
             _pad: [0; 2],
         };
-        let v = self.dp.flow(&key).expect("flow lookup")?;
-        Some(backend_addr(
-            &self.dp.backend(v.backend_id).expect("backend"),
-        ))
+        self.dp.flow(&key).expect("flow lookup")
     }
 
     /// The id of TCP VIP `vip`.
@@ -617,24 +623,7 @@ fn check_forward(
     );
     let (action, out) = fx.run(ingress, &input);
     let be = fx.flow_backend(src, vip.ip(), &l4).expect("flow recorded");
-    let last = match be.ip() {
-        IpAddr::V4(a) => a.octets()[3],
-        // fd01::10 has neighbour MAC bk_mac(10): the hex digits read as decimal.
-        IpAddr::V6(a) => hexdec(a.octets()[15]),
-    };
-    let expect_l4 = L4 {
-        dport: be.port(),
-        ..l4
-    };
-    let expected = frame(
-        LB1_MAC,
-        bk_mac(last),
-        src,
-        be.ip(),
-        63,
-        &expect_l4,
-        b"hello, backend",
-    );
+    let expected = forwarded(src, &l4, b"hello, backend", be);
     let want_action = if ingress == E1 { XDP_TX } else { XDP_REDIRECT };
     assert_eq!(action, want_action, "verdict for {src} -> {vip}");
     assert_eq!(out, expected, "output for {src} -> {vip}");
@@ -3034,4 +3023,218 @@ fn flow_table_occupancy_and_non_syn_misses() {
     let fresh = std::sync::Mutex::new(None);
     lb::dataplane::sync::sample(dp, 100, &fresh).expect("sample");
     assert!(fresh.lock().expect("lock").is_none(), "not above 100 %");
+}
+
+/// The expected output of forward packet `input` (from `smac`, TTL 64) balanced to
+/// backend `be`: DNATed, TTL 63, sent from the backend-side MAC to `be`'s neighbour MAC.
+fn forwarded(src: IpAddr, l4: &L4, payload: &[u8], be: SocketAddr) -> Vec<u8> {
+    let last = match be.ip() {
+        IpAddr::V4(a) => a.octets()[3],
+        // fd01::10 has neighbour MAC bk_mac(10): the hex digits read as decimal.
+        IpAddr::V6(a) => hexdec(a.octets()[15]),
+    };
+    frame(
+        LB1_MAC,
+        bk_mac(last),
+        src,
+        be.ip(),
+        63,
+        &L4 {
+            dport: be.port(),
+            ..*l4
+        },
+        payload,
+    )
+}
+
+/// Issue #19 item 3: flood mode, as Katran's. Above `flood_rate` new flows per second on
+/// a CPU, new flows are forwarded to the backend the Maglev table picks, byte for byte as
+/// tracked ones, but get no flow-table entry (counted as `FloodUntracked`); flows tracked
+/// before keep their entries and backends. `flood_rate = 0` tracks every new flow again.
+#[test]
+fn flood_mode_forwards_new_flows_without_a_flow_entry() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let est = ip("10.0.0.2");
+    let est_be = check_forward(&mut fx, E0, est, vip, tcp(45000, 80));
+    let rate = 4u32;
+    fx.cfg.dataplane.as_mut().expect("dataplane").flood_rate = rate;
+    fx.reapply();
+    assert_eq!(fx.dp.global_config().expect("config").flood_rate, rate);
+    let before = fx.reason(Reason::FloodUntracked);
+    let started = std::time::Instant::now();
+    let n = 64u16;
+    let mut untracked = 0u64;
+    for i in 0..n {
+        // Random-looking sources behind the client-side router, each a SYN.
+        let src = IpAddr::from([198, 51, 100, 1 + (i.wrapping_mul(37) % 250) as u8]);
+        let l4 = L4 {
+            syn: true,
+            ..tcp(20000 + i, 80)
+        };
+        let want = fx.maglev_pick(src, l4.sport, vip);
+        let input = frame(ROUTER_MAC, LB0_MAC, src, vip.ip(), 64, &l4, b"syn");
+        let (action, out) = fx.run(E0, &input);
+        assert_eq!(action, XDP_REDIRECT, "flood packet {i}");
+        assert_eq!(out, forwarded(src, &l4, b"syn", want), "flood packet {i}");
+        verify_frame_checksums(&out).expect("checksums");
+        match fx.flow_backend(src, vip.ip(), &l4) {
+            Some(be) => assert_eq!(be, want, "a tracked flow records the pick"),
+            None => untracked += 1,
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(fx.reason(Reason::FloodUntracked) - before, untracked);
+    // Each one-second window tracks at most `rate` new flows.
+    let windows = elapsed.as_secs() + 2;
+    assert!(
+        u64::from(n) - untracked <= windows * u64::from(rate),
+        "{untracked} of {n} untracked in {elapsed:?}"
+    );
+    // The flow tracked before the flood keeps its entry and its backend.
+    assert_eq!(
+        fx.flow_backend(est, vip.ip(), &tcp(45000, 80)),
+        Some(est_be)
+    );
+    assert_eq!(check_forward(&mut fx, E0, est, vip, tcp(45000, 80)), est_be);
+    // What /metrics shows.
+    let snap = lb::dataplane::stats::snapshot(&fx.dp, &fx.cfg).expect("snapshot");
+    let r = snap
+        .reasons
+        .iter()
+        .find(|r| r.action == "flood" && r.reason == "untracked")
+        .expect("flood counter listed");
+    assert_eq!(r.packets, fx.reason(Reason::FloodUntracked));
+    // Flood mode off: every new flow is tracked (check_forward asserts the entry).
+    fx.cfg.dataplane.as_mut().expect("dataplane").flood_rate = 0;
+    fx.reapply();
+    let before = fx.reason(Reason::FloodUntracked);
+    for i in 0..16u16 {
+        let src = IpAddr::from([198, 51, 100, 200 + i as u8]);
+        let input = frame(
+            ROUTER_MAC,
+            LB0_MAC,
+            src,
+            vip.ip(),
+            64,
+            &tcp(30000 + i, 80),
+            b"x",
+        );
+        let (action, _) = fx.run(E0, &input);
+        assert_eq!(action, XDP_REDIRECT);
+        assert!(
+            fx.flow_backend(src, vip.ip(), &tcp(30000 + i, 80))
+                .is_some()
+        );
+    }
+    assert_eq!(fx.reason(Reason::FloodUntracked), before);
+}
+
+/// Issue #19 item 3: a new flow skips the FIB when its backend's next hop is cached
+/// (`LB_BACKEND_HOPS`, under the flows' rules), and its flow entry starts with a copy of
+/// it; a new generation sends the next new flow through the FIB again.
+#[test]
+fn new_flows_use_the_backend_next_hop() {
+    require_root!();
+    let mut fx = Fixture::new();
+    fx.dp
+        .set_nexthop_lease(nexthop::lease(31, Duration::from_secs(600)))
+        .expect("lease");
+    let client = ip("10.0.0.2");
+    let vip = sa("203.0.113.10:80");
+    let be = sa("10.1.0.11:8080");
+    let be_id = fx
+        .dp
+        .backends()
+        .expect("backends")
+        .into_iter()
+        .find(|(_, b)| backend_addr(b) == be)
+        .expect("backend")
+        .0;
+    let hops = |fx: &Fixture| -> NextHop {
+        let m: aya::maps::Array<_, NextHop> =
+            aya::maps::Array::try_from(fx.dp.ebpf().map(names::BACKEND_HOPS).expect("map"))
+                .expect("array");
+        m.get(&be_id, 0).expect("slot")
+    };
+    let mut next_port = 40000u16;
+    let mut new_flow = |fx: &mut Fixture| -> (Vec<u8>, L4) {
+        let p = (next_port..50000)
+            .find(|p| fx.maglev_pick(client, *p, vip) == be)
+            .expect("a port picks the backend");
+        next_port = p + 1;
+        let l4 = L4 {
+            syn: true,
+            ..tcp(p, 80)
+        };
+        let input = frame(CLIENT_MAC, LB0_MAC, client, vip.ip(), 64, &l4, b"new");
+        let (action, out) = fx.run(E0, &input);
+        assert_eq!(action, XDP_REDIRECT);
+        verify_frame_checksums(&out).expect("checksums");
+        (out, l4)
+    };
+    let flow_hop =
+        |fx: &Fixture, l4: &L4| -> NextHop { fx.flow(client, vip.ip(), l4).expect("tracked").nh };
+    let (out, l4) = new_flow(&mut fx);
+    assert_eq!(out, forwarded(client, &l4, b"new", be));
+    let h = hops(&fx);
+    assert_eq!((h.generation, h.dmac, h.smac), (31, bk_mac(11), LB1_MAC));
+    assert_eq!(h.ifindex, fx.eth1);
+    assert_eq!(
+        flow_hop(&fx, &l4),
+        h,
+        "the flow starts with the backend's hop"
+    );
+    // The neighbour changes; the watcher has not bumped the generation yet: the next new
+    // flow to that backend takes the cached hop (no FIB lookup, which would answer the
+    // new MAC).
+    let new_mac = [0x02, 0, 0, 0, 0xbb, 11];
+    fx.lb
+        .permanent_neigh("10.1.0.11", new_mac, "eth1")
+        .expect("neigh");
+    let (out, l4) = new_flow(&mut fx);
+    assert_eq!(out[..6], bk_mac(11), "cached backend hop");
+    assert_eq!(out[14..], forwarded(client, &l4, b"new", be)[14..]);
+    // A new generation: looked up again, and cached anew.
+    fx.dp
+        .set_nexthop_lease(nexthop::lease(32, Duration::from_secs(600)))
+        .expect("lease");
+    let (out, l4) = new_flow(&mut fx);
+    assert_eq!(out[..6], new_mac, "new generation");
+    assert_eq!((hops(&fx).generation, hops(&fx).dmac), (32, new_mac));
+    assert_eq!(flow_hop(&fx, &l4).dmac, new_mac);
+    // Cache off: the FIB per packet, nothing copied into the flow.
+    fx.lb
+        .permanent_neigh("10.1.0.11", bk_mac(11), "eth1")
+        .expect("neigh");
+    fx.dp
+        .set_nexthop_lease(NextHopLease::default())
+        .expect("lease");
+    let (out, l4) = new_flow(&mut fx);
+    assert_eq!(out[..6], bk_mac(11), "cache off");
+    assert_eq!(flow_hop(&fx, &l4).generation, 0);
+    // A packet too big for the cached route's largest is looked up (MTU check).
+    fx.dp
+        .set_nexthop_lease(nexthop::lease(33, Duration::from_secs(600)))
+        .expect("lease");
+    let (_, _) = new_flow(&mut fx);
+    let h = hops(&fx);
+    assert_eq!(h.generation, 33);
+    let small = h.max_len;
+    let p = (next_port..50000)
+        .find(|p| fx.maglev_pick(client, *p, vip) == be)
+        .expect("port");
+    let big = L4 {
+        syn: true,
+        ..tcp(p, 80)
+    };
+    let input = frame(CLIENT_MAC, LB0_MAC, client, vip.ip(), 64, &big, &[9u8; 900]);
+    let (action, out) = fx.run(E0, &input);
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(out, forwarded(client, &big, &[9u8; 900], be));
+    assert!(
+        hops(&fx).max_len > small,
+        "the bigger packet's length is remembered"
+    );
 }

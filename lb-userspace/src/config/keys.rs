@@ -214,6 +214,7 @@ section_keys! {
     xdp_mode: S, [];
     conntrack_size: Spanned<i64>, [];
     conntrack_warn: Spanned<i64>, [];
+    flood_rate: Spanned<i64>, [];
     maglev_table_size: Spanned<i64>, [];
     deny_src: Spanned<List>, [];
     pin_path: S, [];

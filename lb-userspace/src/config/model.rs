@@ -260,6 +260,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// Default `[dataplane] flood_rate`: Katran's `MAX_CONN_RATE` (new flows per second per CPU).
+pub const DEFAULT_FLOOD_RATE: u32 = 125_000;
+
 /// `[dataplane]`.
 #[derive(Debug, Clone)]
 pub struct Dataplane {
@@ -269,6 +272,9 @@ pub struct Dataplane {
     /// Percent of `conntrack_size` above which lb warns that a flow table is filling
     /// (`conntrack_warn`, default 90).
     pub conntrack_warn: u8,
+    /// New flows per second per CPU above which new flows are forwarded without a
+    /// flow-table entry (flood mode, `flood_rate`, default [`DEFAULT_FLOOD_RATE`]; 0 = off).
+    pub flood_rate: u32,
     pub maglev_table_size: u32,
     /// Globally denied source networks.
     pub deny_src: Vec<IpNet>,

@@ -27,12 +27,11 @@ use lb_common::maps::{MAX_BACKENDS, MAX_VIPS};
 use lb_common::types::{
     BACKEND_DOWN, BACKEND_DRAIN, BACKEND_UNUSED, BACKEND_UP, Backend, CFG_F_GLOBAL_FILTER_V4,
     CFG_F_GLOBAL_FILTER_V6, GlobalConfig, PROTO_TCP, PROTO_UDP, REVERSE_F_SHARED, ReverseKey,
-    ReverseValue, VIP_F_ALLOWLIST, VIP_F_FILTER, VIP_F_HASH_SRC, VipInfo, VipKey,
+    ReverseValue, VIP_F_ALLOWLIST, VIP_F_FILTER, VIP_F_HASH_SRC, VIP_F_SHARED_BACKEND, VipInfo,
+    VipKey,
 };
 
-use super::maps::{
-    Dataplane, FilterRule, MapsError, addr_words, backend_addr, backend_value, vip_key,
-};
+use super::maps::{Dataplane, FilterRule, MapsError, backend_addr, backend_value, vip_key};
 use crate::config::model::{Balance, Bind, Config, IpNet, Tier};
 use crate::state::{Registry, ServerStatus};
 
@@ -116,6 +115,23 @@ fn data_state(status: ServerStatus, shutdown_on_down: bool) -> u8 {
     }
 }
 
+/// The `LB_REVERSE` key of backend endpoint `addr` for protocol `proto` (the same fields
+/// as a VIP key).
+fn reverse_key(addr: SocketAddr, proto: u8) -> ReverseKey {
+    let VipKey {
+        addr,
+        port,
+        proto,
+        family,
+    } = vip_key(addr, proto);
+    ReverseKey {
+        addr,
+        port,
+        proto,
+        family,
+    }
+}
+
 /// Preference when one endpoint appears with several states: UP > DRAIN > DOWN.
 fn state_rank(s: u8) -> u8 {
     match s {
@@ -157,7 +173,7 @@ pub fn apply(
         maglev_size: m,
         hash_seed: cfg.global.hash_seed,
         flags,
-        _reserved: 0,
+        flood_rate: dpc.flood_rate,
     };
     let seed_changed = dp.global_config()? != global;
     if seed_changed {
@@ -355,13 +371,7 @@ pub fn apply(
     for w in &wanted {
         let vip_id = vip_ids[&w.key];
         for (addr, _, _) in &w.members {
-            let (a, family) = addr_words(addr.ip());
-            let k = ReverseKey {
-                addr: a,
-                port: addr.port().to_be(),
-                proto: w.key.proto,
-                family,
-            };
+            let k = reverse_key(*addr, w.key.proto);
             let v = ReverseValue {
                 vip_addr: w.key.addr,
                 vip_port: w.key.port,
@@ -410,9 +420,16 @@ pub fn apply(
         members.sort_unstable_by_key(|b| b.id);
         members.dedup_by_key(|b| b.id);
         let table = maglev::build_table(&members, m).map_err(ApplyError::Maglev)?;
+        // A backend shared with another VIP: new flows record their reply tuple (the
+        // data path skips that probe for VIPs without the bit).
+        let shared = w.members.iter().any(|(addr, _, _)| {
+            reverse
+                .get(&reverse_key(*addr, w.key.proto))
+                .is_some_and(|v| v.flags & REVERSE_F_SHARED != 0)
+        });
         let info = VipInfo {
             vip_id,
-            flags: w.flags,
+            flags: w.flags | if shared { VIP_F_SHARED_BACKEND } else { 0 },
             active_table: 0,
             backend_count: members.len() as u32,
         };

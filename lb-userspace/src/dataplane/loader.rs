@@ -158,7 +158,7 @@ fn ensure_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
 }
 
 /// Key and value sizes of the maps whose layout lb defines, as this build expects them.
-fn expected_layouts() -> [(&'static str, usize, usize); 17] {
+fn expected_layouts() -> [(&'static str, usize, usize); 19] {
     use lb_common::types::*;
     use std::mem::size_of;
     [
@@ -190,6 +190,8 @@ fn expected_layouts() -> [(&'static str, usize, usize); 17] {
         (names::BACKEND_STATS, 4, size_of::<TrafficCounters>()),
         (names::VIP_MISSES, 4, 8),
         (names::NH_GEN, 4, size_of::<NextHopLease>()),
+        (names::BACKEND_HOPS, 4, size_of::<NextHop>()),
+        (names::FLOOD, 4, size_of::<FloodWindow>()),
         (
             names::REPLY_HOPS,
             size_of::<ReplyHopKey>(),

@@ -13,7 +13,7 @@ use super::maps::{Dataplane, MapsError, vip_key};
 use crate::admin::{L4BackendStats, L4FlowTable, L4ReasonStats, L4Snapshot, L4Stats, L4VipStats};
 use crate::config::model::{Config, Tier};
 
-/// `drop`, `pass`, `forward` or `translate`, and the reason without that prefix.
+/// `drop`, `pass`, `forward`, `flood` or `translate`, and the reason without that prefix.
 pub fn reason_parts(r: Reason) -> (&'static str, &'static str) {
     let name = r.name();
     if r == Reason::IcmpTooBigSent {
@@ -23,6 +23,7 @@ pub fn reason_parts(r: Reason) -> (&'static str, &'static str) {
         Some(("pass", rest)) => ("pass", rest),
         Some(("drop", rest)) => ("drop", rest),
         Some(("forward", rest)) => ("forward", rest),
+        Some(("flood", rest)) => ("flood", rest),
         _ => ("translate", name),
     }
 }

@@ -198,7 +198,7 @@ fn measure_with(mut dp: Dataplane, calls: usize, rounds: usize) -> std::io::Resu
         maglev_size: m,
         hash_seed: SEED,
         flags: 0,
-        _reserved: 0,
+        flood_rate: 0,
     })
     .map_err(io_err)?;
     let backends: Vec<SocketAddr> = (10..=12)
@@ -390,7 +390,7 @@ fn measure_with(mut dp: Dataplane, calls: usize, rounds: usize) -> std::io::Resu
             maglev_size: m,
             hash_seed: SEED,
             flags: CFG_F_GLOBAL_FILTER_V4,
-            _reserved: 0,
+            flood_rate: 0,
         })
         .map_err(io_err)?;
         samples[8] = block(
@@ -404,7 +404,7 @@ fn measure_with(mut dp: Dataplane, calls: usize, rounds: usize) -> std::io::Resu
             maglev_size: m,
             hash_seed: SEED,
             flags: 0,
-            _reserved: 0,
+            flood_rate: 0,
         })
         .map_err(io_err)?;
         for (i, s) in samples.iter_mut().enumerate() {

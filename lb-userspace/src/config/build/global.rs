@@ -210,6 +210,7 @@ impl Builder<'_> {
             xdp_mode: XdpMode::Auto,
             conntrack_size: lb_common::maps::DEFAULT_CONNTRACK_SIZE,
             conntrack_warn: 90,
+            flood_rate: crate::config::model::DEFAULT_FLOOD_RATE,
             maglev_table_size: lb_common::maps::DEFAULT_MAGLEV_SIZE,
             deny_src: Vec::new(),
             pin_path: Path::new(lb_common::maps::DEFAULT_PIN_ROOT).join(stem),
@@ -283,6 +284,9 @@ impl Builder<'_> {
         }
         if let Some(n) = self.int_in(&dp.conntrack_warn, "dataplane.conntrack_warn", 1..=100u8) {
             out.conntrack_warn = n;
+        }
+        if let Some(n) = self.int_in(&dp.flood_rate, "dataplane.flood_rate", 0..=u32::MAX) {
+            out.flood_rate = n;
         }
         if let Some(m) = &dp.maglev_table_size {
             match u32::try_from(*m.get_ref()) {
