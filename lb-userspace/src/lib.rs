@@ -6,7 +6,7 @@
 //!   log-format), [`syslog`] (log targets), [`proxy_protocol`], [`tls_client`],
 //!   [`tls_keys`], [`tls_policy`], [`cpus`];
 //! - [`config`]: schema, validation, HAProxy import; [`logging`];
-//! - shared state: [`state`], [`health::registry`];
+//! - shared state: [`state`], [`health::registry`], [`stick`] (stick tables);
 //! - control plane: [`runtime`], [`health`], [`admin`], [`announce`], [`dataplane`] (the
 //!   only code that touches BPF maps); data paths: the XDP program (crate `lb-ebpf`) and [`l7`].
 
@@ -23,6 +23,7 @@ pub mod logging;
 pub mod proxy_protocol;
 pub mod runtime;
 pub mod state;
+pub mod stick;
 pub mod syslog;
 pub mod tls_client;
 pub mod tls_keys;

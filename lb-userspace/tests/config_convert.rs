@@ -401,8 +401,8 @@ listen smtp\n    bind 127.0.0.1:2525 accept-proxy\n    server m1 127.0.0.1:25 se
 #[test]
 fn unconvertible_conditions_are_named_not_written() {
     let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
-frontend web\n    bind 127.0.0.1:8080\n    acl abuse sc_http_req_rate(0) gt 100\n    acl api path_beg /api\n\
-    http-request deny deny_status 429 if abuse\n    http-request deny if { sc_conn_cur(0) gt 10 }\n\
+frontend web\n    bind 127.0.0.1:8080\n    acl abuse fc_rtt gt 100\n    acl api path_beg /api\n\
+    http-request deny deny_status 429 if abuse\n    http-request deny if { fc_unacked gt 10 }\n\
     http-request deny if api !{ src 10.0.0.0/8 }\n    use_backend app if api || abuse\n    default_backend app\n\
 backend app\n    server s1 127.0.0.1:8081\n";
     // Dropping the deny rules fails open: by default they are errors and `unconverted`
@@ -449,17 +449,14 @@ backend app\n    server s1 127.0.0.1:8081\n";
     assert_eq!(w.len(), 4, "{w:#?}");
     assert!(w[1].contains("DROPPED (--drop-unsupported)"), "{w:#?}");
     assert!(
-        w[0].contains("acl `abuse`: unknown fetch method 'sc_http_req_rate'"),
+        w[0].contains("acl `abuse`: unknown fetch method 'fc_rtt'"),
         "{w:#?}"
     );
     assert!(
         w[1].contains("uses ACL `abuse`, which is not converted"),
         "{w:#?}"
     );
-    assert!(
-        w[2].contains("condition `{ sc_conn_cur(0) gt 10 }`"),
-        "{w:#?}"
-    );
+    assert!(w[2].contains("condition `{ fc_unacked gt 10 }`"), "{w:#?}");
     assert!(w[3].contains("uses ACL `abuse`"), "{w:#?}");
     assert!(
         c.toml.contains("\"deny if api !{ src 10.0.0.0/8 }\""),
@@ -616,4 +613,41 @@ backend smtp\n    mode tcp\n    acl internal src 10.0.0.0/8 127.0.0.1\n\
             .contains("tcp_request rules in a mode http backend are not supported"),
         "{err}"
     );
+}
+
+/// Stick tables and their rules carry over (HAProxy's rate-limiting pattern, a table-only
+/// backend included); a tcp-request rule on a stick-table fetch, which lb cannot evaluate
+/// there yet, fails closed.
+#[test]
+fn stick_tables_and_tracking_carry_over() {
+    let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend web\n    bind 127.0.0.1:8080\n\
+    stick-table type ip size 100k expire 30s store http_req_rate(10s),conn_cur,gpc0\n\
+    http-request track-sc0 src\n    http-request track-sc1 src table st_login if { path_beg /login }\n\
+    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100 }\n\
+    http-request sc-inc-gpc0(0) if { path_beg /admin }\n    http-request sc-set-gpt0(1) 7\n\
+    default_backend app\n\
+backend app\n    server s1 127.0.0.1:8081\n\
+backend st_login\n    stick-table type ip size 1m expire 10m store http_req_rate(1m)\n";
+    let c = convert_str(Path::new("st.cfg"), cfg);
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    for want in [
+        "stick_table = \"type ip size 100k expire 30s store http_req_rate(10s),conn_cur,gpc0\"",
+        "\"track-sc1 src table st_login if { path_beg /login }\"",
+        "\"sc-inc-gpc0(0) if { path_beg /admin }\"",
+        "\"sc-set-gpt0(1) 7\"",
+        "stick_table = \"type ip size 1m expire 10m store http_req_rate(1m)\"",
+    ] {
+        assert!(c.toml.contains(want), "{want}: {}", c.toml);
+    }
+    let base = base();
+    let file = base.write("st.toml", &c.toml);
+    assert_loads(&lb::config::load_with(&file, &opts(base.path())));
+
+    let tcp = "defaults\n    mode tcp\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend t\n    bind 127.0.0.1:8443\n    stick-table type ip size 1k store conn_rate(10s)\n\
+    tcp-request connection reject if { src_conn_rate gt 10 }\n    default_backend b\n\
+backend b\n    server s1 127.0.0.1:8444\n";
+    let c = convert_str(Path::new("t.cfg"), tcp);
+    assert_eq!(c.unconverted, 1, "{:#?}", c.diagnostics);
 }

@@ -163,7 +163,21 @@ impl Loader {
         let errs = self.errors(text);
         let Some(list) = errs.iter().find_map(|m| {
             let rest = &m[m.find(marker)? + marker.len()..];
-            Some(rest[..rest.find(')')?].to_string())
+            // The `)` closing the list (names such as `sc-inc-gpc0(0)` hold parentheses).
+            let mut depth = 0usize;
+            let end = rest.char_indices().find_map(|(i, c)| match c {
+                '(' => {
+                    depth += 1;
+                    None
+                }
+                ')' if depth == 0 => Some(i),
+                ')' => {
+                    depth -= 1;
+                    None
+                }
+                _ => None,
+            })?;
+            Some(rest[..end].to_string())
         }) else {
             panic!("no `{marker}` message when loading\n{text}\n{errs:#?}");
         };
@@ -685,8 +699,10 @@ fn http_actions(marker: &str, key: &str) {
                 Some(action.as_str()),
                 "example of `{action}`"
             );
+            // (`track-sc*` needs a stick table: the section's own.)
             let text = format!(
-                "[frontend.f]\nmode = \"http\"\nbind = \"127.0.0.1:8080\"\n{key} = {}",
+                "[frontend.f]\nmode = \"http\"\nbind = \"127.0.0.1:8080\"\n\
+                 stick_table = \"type ip size 1k store gpc0\"\n{key} = {}",
                 toml_str(&ex)
             );
             l.assert_loads(&format!("{key} `{ex}`"), &text);

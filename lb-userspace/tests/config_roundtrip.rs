@@ -44,6 +44,7 @@ fn sample(keyword: &str) -> &'static str {
         "maxconn" => "maxconn 100",
         "log" => "log global",
         "stats" => "stats uri /haproxy?stats",
+        "stick-table" => "stick-table type ip size 1k expire 30s store http_req_rate(10s)",
         other => panic!("no sample line for `{other}`: add one"),
     }
 }
@@ -291,11 +292,11 @@ fn access_rules_fail_closed() {
         "http-request auth realm admin if { path_beg /admin }",
         "http-request tarpit if { src 10.0.0.0/8 }",
         "http-request reject if { sc_http_req_rate(0) gt 10 }",
-        "http-request deny deny_status 429 if { sc_http_req_rate(0) gt 10 }",
+        "http-request deny deny_status 429 if { fc_rtt gt 10 }",
         "http-request silent-drop",
         "http-request redirect location /login append-slash",
         "http-request return status 403 file /etc/denied.html",
-        "http-response deny if { res.hdr(x-secret) -m found } { sc0_gpc0_rate gt 0 }",
+        "http-response deny if { res.hdr(x-secret) -m found } { fc_rtt gt 0 }",
         "tcp-request connection reject if { src_conn_rate gt 10 }",
         "tcp-request session reject",
     ] {

@@ -70,6 +70,7 @@ fn config(pin: PathBuf) -> Config {
         log: false,
         log_targets: Vec::new(),
         dontlognull: false,
+        stick_table: None,
     };
     let be = |name: &str, servers: Vec<Server>| CfgBackend {
         name: name.into(),
@@ -89,6 +90,7 @@ fn config(pin: PathBuf) -> Config {
         inspect_delay: None,
         acls: Default::default(),
         errorfiles: Default::default(),
+        stick_table: None,
     };
     Config {
         source: PathBuf::from("lab.toml"),

@@ -226,6 +226,7 @@ fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> CfgBackend {
         inspect_delay: None,
         acls: Default::default(),
         errorfiles: Default::default(),
+        stick_table: None,
     }
 }
 
@@ -271,6 +272,7 @@ fn frontend(name: &str, binds: &[&str], be: &str, deny: &[&str], allow: &[&str])
         log: false,
         log_targets: Vec::new(),
         dontlognull: false,
+        stick_table: None,
     }
 }
 

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use regex::{Regex, RegexBuilder};
 
 use super::lex::Token;
+use super::stick::{self, StickFetch, StickSample};
 use super::{AclError, AclInput};
 
 /// What a fetch produces.
@@ -83,6 +84,8 @@ pub(crate) enum Fetch {
     Res(Box<Fetch>),
     /// `ssl_c_*`: the client certificate.
     SslC(SslC),
+    /// `sc_*`, `src_*`, `table_*`: stick tables.
+    Stick(StickFetch),
 }
 
 /// The `ssl_c_*` fetches.
@@ -340,16 +343,21 @@ fn err(message: impl Into<String>, offset: usize) -> AclError {
     }
 }
 
+/// A parsed fetch: what it reads, its implied match method, its sample type and the case
+/// converter after it.
+pub(crate) type ParsedFetch = (Fetch, MatchMethod, SampleType, Option<Case>);
+
 /// Parses `name(args)` into a fetch. `tok` is the whole word.
-pub(crate) fn parse_fetch(
-    tok: &Token,
-) -> Result<(Fetch, MatchMethod, SampleType, Option<Case>), AclError> {
+pub(crate) fn parse_fetch(tok: &Token) -> Result<ParsedFetch, AclError> {
     let word = tok.text.as_str();
     let name_end = word
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
         .unwrap_or(word.len());
     let name = &word[..name_end];
     let rest = &word[name_end..];
+    if let Some(r) = parse_stick_fetch(tok, name, rest) {
+        return r;
+    }
     let Some(&(_, kind, method)) = KEYWORDS.iter().find(|(k, _, _)| *k == name) else {
         return Err(err(format!("unknown fetch method '{name}'"), tok.start));
     };
@@ -397,6 +405,33 @@ pub(crate) fn parse_fetch(
         ));
     }
     Ok((fetch, method, t, conv))
+}
+
+/// A stick-table fetch (`sc_http_req_rate(0)`, `src_conn_cur`, …), if `name` is one: an
+/// integer sample (a boolean for `sc_tracked`), no converter.
+fn parse_stick_fetch(tok: &Token, name: &str, rest: &str) -> Option<Result<ParsedFetch, AclError>> {
+    let (args, after): (Vec<&str>, &str) = match rest.strip_prefix('(') {
+        Some(inner) => match inner.find(')') {
+            Some(close) => (inner[..close].split(',').collect(), &inner[close + 1..]),
+            None => (Vec::new(), rest),
+        },
+        None => (Vec::new(), rest),
+    };
+    let f = match stick::parse(name, &args)? {
+        Ok(f) => f,
+        Err(m) => return Some(Err(err(m, tok.start))),
+    };
+    if !after.is_empty() {
+        return Some(Err(err(
+            format!("unexpected '{after}' after fetch '{name}'"),
+            tok.start,
+        )));
+    }
+    let (method, t) = match f {
+        StickFetch::Tracked { .. } => (MatchMethod::Bool, SampleType::Bool),
+        _ => (MatchMethod::Int, SampleType::Int),
+    };
+    Some(Ok((Fetch::Stick(f), method, t, None)))
 }
 
 /// Builds the fetch from its keyword and arguments.
@@ -1029,6 +1064,11 @@ impl Fetch {
                 None => false,
             },
             Fetch::Res(inner) => inner.for_each(&ResponseHeaders(input), f),
+            Fetch::Stick(s) => match s.eval(input.stick(), input.src()) {
+                Some(StickSample::Int(i)) => f(Sample::Int(i)),
+                Some(StickSample::Bool(b)) => f(Sample::Bool(b)),
+                None => false,
+            },
             Fetch::SslC(which) => {
                 // No sample without TLS, as in HAProxy.
                 if !input.ssl_fc() {
@@ -1069,6 +1109,24 @@ impl Fetch {
             Fetch::Res(_) => Some("res.hdr"),
             _ => None,
         }
+    }
+
+    /// The stick table a stick-table fetch names, if this is one that names one.
+    pub(crate) fn stick_table(&self) -> Option<&str> {
+        match self {
+            Fetch::Stick(s) => s.table(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a stick-table fetch.
+    pub(crate) fn is_stick(&self) -> bool {
+        matches!(self, Fetch::Stick(_))
+    }
+
+    /// Whether this is a stick-table fetch that reads the section's own table.
+    pub(crate) fn reads_own_stick_table(&self) -> bool {
+        matches!(self, Fetch::Stick(s) if s.reads_own_table())
     }
 
     /// The backend named by `nbsrv(…)`, if this is one.
@@ -1113,6 +1171,9 @@ impl AclInput for ResponseHeaders<'_> {
     }
     fn ssl_c(&self) -> Option<&crate::acl::ClientCert> {
         self.0.ssl_c()
+    }
+    fn stick(&self) -> Option<&dyn crate::acl::StickCounters> {
+        self.0.stick()
     }
 }
 

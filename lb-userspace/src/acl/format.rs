@@ -24,7 +24,7 @@
 
 use super::AclError;
 use super::AclInput;
-use super::expr::{Case, Fetch, MatchMethod, parse_fetch, with_str};
+use super::expr::{Case, Fetch, MatchMethod, Sample, parse_fetch, with_str};
 use super::lex::Token;
 
 /// A compiled log-format string.
@@ -249,5 +249,70 @@ impl FormatString {
                 }
             }
         }
+    }
+}
+
+/// One sample expression on its own (`src`, `req.hdr(x-user),lower`), as in `track-sc0 KEY`:
+/// the fetches and converters of a `%[...]`, with the same sample-fetch context (the last
+/// value of a header).
+#[derive(Debug, Clone)]
+pub struct SampleExpr {
+    fetch: Fetch,
+    conv: Option<Case>,
+    last: bool,
+}
+
+/// The value of a [`SampleExpr`] for one input (booleans are integers, as HAProxy casts
+/// them for a table key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SampleValue {
+    Int(i64),
+    Ip(std::net::IpAddr),
+    Str(String),
+}
+
+impl SampleExpr {
+    /// Compiles `text`; errors carry the byte offset in `text`.
+    pub fn compile(text: &str) -> Result<SampleExpr, AclError> {
+        if text.trim().is_empty() {
+            return Err(err("empty sample expression", 0));
+        }
+        match FormatString::sample(text, 0)? {
+            Part::Sample { fetch, conv, last } => Ok(SampleExpr { fetch, conv, last }),
+            Part::Lit(_) => Err(err("not a sample expression", 0)),
+        }
+    }
+
+    /// The sample for one input; `None` when the fetch has no value.
+    pub fn eval(&self, input: &dyn AclInput) -> Option<SampleValue> {
+        let mut out = None;
+        self.fetch.for_each(input, &mut |s| {
+            out = Some(match s {
+                Sample::Int(i) => SampleValue::Int(i),
+                Sample::Bool(b) => SampleValue::Int(i64::from(b)),
+                Sample::Ip(ip) => SampleValue::Ip(ip),
+                Sample::Str(t) => SampleValue::Str(t.to_owned()),
+            });
+            !self.last
+        });
+        let v = out?;
+        let Some(c) = self.conv else {
+            return Some(v);
+        };
+        let mut t = match v {
+            SampleValue::Str(t) => t,
+            SampleValue::Int(i) => i.to_string(),
+            SampleValue::Ip(ip) => ip.to_string(),
+        };
+        match c {
+            Case::Lower => t.make_ascii_lowercase(),
+            Case::Upper => t.make_ascii_uppercase(),
+        }
+        Some(SampleValue::Str(t))
+    }
+
+    /// The stick table a stick-table fetch of the expression names, if any.
+    pub fn stick_table(&self) -> Option<&str> {
+        self.fetch.stick_table()
     }
 }

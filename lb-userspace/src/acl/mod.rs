@@ -18,7 +18,11 @@
 //!   `req.proto_http`, `req.ver`, `cook(name)` / `req.cook`, `cook_cnt`,
 //!   `url_param(name[,delim])` / `urlp`, the client certificate's `ssl_c_used`,
 //!   `ssl_c_verify`, `ssl_c_s_dn([entry[,occ]])`, `ssl_c_i_dn(…)`, `ssl_c_serial`,
-//!   `ssl_c_sha1` (both upper-case hex), `ssl_c_notafter` ([`AclInput::ssl_c`]); derived
+//!   `ssl_c_sha1` (both upper-case hex), `ssl_c_notafter` ([`AclInput::ssl_c`]); the
+//!   stick-table fetches `sc_<data>(N[,table])`, `sc0_<data>…sc2_<data>([table])`,
+//!   `src_<data>([table])` (`conn_cur`, `conn_cnt`, `conn_rate`, `http_req_rate`,
+//!   `http_err_rate`, `bytes_in_rate`, `kbytes_in`, `get_gpc0`, `gpc0_rate`, `get_gpt0`, …),
+//!   `sc_tracked`, `table_cnt`, `table_avl` ([`AclInput::stick`]); derived
 //!   keywords `_beg _end _sub _reg _dir _dom _len` (`ssl_fc_sni_end`, `ssl_fc_sni_reg`);
 //!   converters `,lower` and `,upper` (and `,hex` after `ssl_c_serial`/`ssl_c_sha1`, a
 //!   no-op there).
@@ -47,13 +51,15 @@ use std::sync::{Arc, OnceLock};
 mod expr;
 mod format;
 mod lex;
+mod stick;
 #[cfg(test)]
 pub(crate) mod tests;
 
 use expr::{Expr, parse_expr};
-pub use format::FormatString;
+pub use format::{FormatString, SampleExpr, SampleValue};
 use lex::tokenize;
 pub use lex::{Word, Words, split as split_words};
+pub use stick::{StickCounters, StkData, TRACK_SLOTS};
 
 /// What a condition can look at. The L7 proxy implements it over a request.
 pub trait AclInput {
@@ -106,6 +112,11 @@ pub trait AclInput {
     }
     /// The client certificate of the TLS connection (`ssl_c_*`). Defaults to none.
     fn ssl_c(&self) -> Option<&ClientCert> {
+        None
+    }
+    /// The stick tables and the entries this request tracks (`sc_*`, `src_*`,
+    /// `table_*`). Defaults to none: nothing tracked, no table.
+    fn stick(&self) -> Option<&dyn StickCounters> {
         None
     }
 }
@@ -499,6 +510,37 @@ impl Condition {
             .flatten()
             .flat_map(|t| t.acl.exprs.iter())
             .find_map(|e| e.fetch.response_keyword())
+    }
+
+    /// Stick tables named by `sc_*`, `src_*` or `table_*` fetches in the condition (for
+    /// config validation).
+    pub fn stick_tables(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .suites
+            .iter()
+            .flatten()
+            .flat_map(|t| t.acl.exprs.iter().filter_map(|e| e.fetch.stick_table()))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Whether the condition uses a stick-table fetch (`sc_*`, `src_*`, `table_*`).
+    pub fn reads_stick(&self) -> bool {
+        self.suites
+            .iter()
+            .flatten()
+            .any(|t| t.acl.exprs.iter().any(|e| e.fetch.is_stick()))
+    }
+
+    /// Whether the condition reads the current section's own stick table (`src_*` or
+    /// `table_*` without a table argument).
+    pub fn uses_own_stick_table(&self) -> bool {
+        self.suites
+            .iter()
+            .flatten()
+            .any(|t| t.acl.exprs.iter().any(|e| e.fetch.reads_own_stick_table()))
     }
 
     /// Backends named by `nbsrv(…)` anywhere in the condition (for config validation).

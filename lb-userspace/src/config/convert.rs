@@ -964,6 +964,18 @@ impl Converter<'_> {
                 self.http_rule(RuleSide::Request, n, raw, &w, comment, col)
             }
             "tcp-request" => self.tcp_request(n, raw, args, comment, col),
+            "stick-table" => {
+                let (t, end) = toks(args);
+                if let Err(p) = d::stick_table(&mut Args::new(&t, end)) {
+                    // `peers`, `srvkey`, `gpc(N)` arrays and the like: named, not carried.
+                    self.unsupported(n, p.pos, raw, &format!("stick-table: {}", p.msg));
+                    return;
+                }
+                let v = toml_str(&join(args));
+                if let Some(s) = self.cur() {
+                    s.push("stick_table", v, comment, false);
+                }
+            }
             "use_backend" => {
                 if need_arg(self) {
                     return;
@@ -1743,6 +1755,17 @@ impl Converter<'_> {
             return;
         }
         if !self.condition_ok(n, raw, &fixed, restricts) {
+            return;
+        }
+        // The loader refuses stick-table fetches in tcp_request rules (nothing tracks
+        // there yet).
+        if let Some(start) = cond_start(&fixed)
+            && let Some(s) = self.sections.last()
+            && crate::acl::Condition::compile(&join_cond(&fixed[start..]), &s.acls)
+                .is_ok_and(|c| c.reads_stick())
+        {
+            let why = "stick-table fetches in tcp-request rules are not supported";
+            self.unconvertible(n, fixed[start].col, raw, why, restricts);
             return;
         }
         let v = toml_str(&join_cond(&fixed));

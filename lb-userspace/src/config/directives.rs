@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::model::{
     Balance, CheckKind, CheckSpec, ClientVerify, CookieSpec, Fmt, HttpAction, HttpReturn, IpNet,
-    Re, Redirect, RedirectKind, ServerProto, TcpAction,
+    Re, Redirect, RedirectKind, ServerProto, Smp, StickKey, StickTableSpec, TcpAction,
 };
 use super::source::{Problem, Str, Tok};
 use super::suggest::hint;
@@ -885,6 +885,15 @@ impl RuleSide {
                 "set-path",
                 "set-query",
                 "replace-path",
+                "track-sc0",
+                "track-sc1",
+                "track-sc2",
+                "sc-inc-gpc0(0)",
+                "sc-inc-gpc0(1)",
+                "sc-inc-gpc0(2)",
+                "sc-set-gpt0(0)",
+                "sc-set-gpt0(1)",
+                "sc-set-gpt0(2)",
             ],
             RuleSide::Response => &[
                 "allow",
@@ -1081,6 +1090,47 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
             }
         }
         "return" => HttpAction::Return(http_return(args)?),
+        "track-sc0" | "track-sc1" | "track-sc2" => {
+            let slot = usize::from(a.text.as_bytes()[8] - b'0');
+            let k = args.want("key (a sample expression such as `src`)")?;
+            let key = crate::acl::SampleExpr::compile(&k.text)
+                .map(|e| Smp::compiled_from(k.text.clone(), e))
+                .map_err(|e| Problem::new(k.pos + e.offset, e.message))?;
+            let mut table = None;
+            while let Some(t) = args.next() {
+                match t.text.as_str() {
+                    "table" => table = Some(args.value_of(t)?.text.clone()),
+                    other => {
+                        return Err(Problem::new(
+                            t.pos,
+                            format!(
+                                "unexpected `{other}` after {}{}",
+                                a.text,
+                                hint(other, ["table"])
+                            ),
+                        ));
+                    }
+                }
+            }
+            HttpAction::TrackSc { slot, key, table }
+        }
+        "sc-inc-gpc0(0)" | "sc-inc-gpc0(1)" | "sc-inc-gpc0(2)" => {
+            let slot = usize::from(a.text.as_bytes()[12] - b'0');
+            args.done()?;
+            HttpAction::ScIncGpc0 { slot }
+        }
+        "sc-set-gpt0(0)" | "sc-set-gpt0(1)" | "sc-set-gpt0(2)" => {
+            let slot = usize::from(a.text.as_bytes()[12] - b'0');
+            let v = args.want("value (an integer)")?;
+            let value = v.text.parse::<i64>().map_err(|_| {
+                Problem::new(
+                    v.pos,
+                    format!("sc-set-gpt0 takes an integer value, not `{}`", v.text),
+                )
+            })?;
+            args.done()?;
+            HttpAction::ScSetGpt0 { slot, value }
+        }
         "set-status" => {
             let status = number(args.want("status code")?, "status", 100, 999)?;
             let mut reason = None;
@@ -1307,6 +1357,145 @@ pub(crate) const TIMEOUT_NAMES: &[&str] = &[
     "tunnel",
     "check",
 ];
+
+/// HAProxy's size: a number with an optional `k`, `m` or `g` (powers of 1024).
+fn size_tok(t: &Tok, what: &str) -> Result<usize, Problem> {
+    let bad = || {
+        Problem::new(
+            t.pos,
+            format!(
+                "{what} must be a number with an optional k, m or g, not `{}`",
+                t.text
+            ),
+        )
+    };
+    let (num, mult) = match t.text.as_bytes().last() {
+        Some(b'k' | b'K') => (&t.text[..t.text.len() - 1], 1usize << 10),
+        Some(b'm' | b'M') => (&t.text[..t.text.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&t.text[..t.text.len() - 1], 1 << 30),
+        _ => (t.text.as_str(), 1),
+    };
+    let n: usize = num.parse().map_err(|_| bad())?;
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+/// `stick-table type ip|ipv6|integer|string [len N]|binary [len N] size S [expire E]
+/// [nopurge] [store D[,D…]]…`, as HAProxy 2.6 reads it.
+pub(crate) fn stick_table(args: &mut Args) -> Result<StickTableSpec, Problem> {
+    let mut key = None;
+    let mut size = None;
+    let mut expire = None;
+    let mut nopurge = false;
+    let mut store: Vec<(crate::acl::StkData, Option<Duration>)> = Vec::new();
+    const OPTIONS: [&str; 5] = ["type", "size", "expire", "nopurge", "store"];
+    while let Some(t) = args.next() {
+        match t.text.as_str() {
+            "type" => {
+                let v = args.value_of(t)?;
+                let len = |args: &mut Args| -> Result<usize, Problem> {
+                    match args.peek() {
+                        Some(l) if l.text == "len" => {
+                            args.next();
+                            number(args.value_of(l)?, "len", 1, 65535)
+                        }
+                        _ => Ok(32),
+                    }
+                };
+                key = Some(match v.text.as_str() {
+                    "ip" => StickKey::Ip,
+                    "ipv6" => StickKey::Ipv6,
+                    "integer" => StickKey::Integer,
+                    "string" => StickKey::String(len(args)?),
+                    "binary" => StickKey::Binary(len(args)?),
+                    other => {
+                        return Err(Problem::new(
+                            v.pos,
+                            format!(
+                                "unknown stick-table type `{other}` (expected ip, ipv6, integer, string or binary){}",
+                                hint(other, ["ip", "ipv6", "integer", "string", "binary"])
+                            ),
+                        ));
+                    }
+                });
+            }
+            "size" => {
+                let n = size_tok(args.value_of(t)?, "size")?;
+                if n == 0 {
+                    return Err(Problem::new(t.pos, "a stick-table needs a size above 0"));
+                }
+                size = Some(n);
+            }
+            "expire" => expire = Some(duration_tok(args.value_of(t)?)?),
+            "nopurge" => nopurge = true,
+            "store" => {
+                let v = args.value_of(t)?;
+                let mut at = v.pos;
+                for item in v.text.split(',') {
+                    let (name, period) = match item.split_once('(') {
+                        Some((n, rest)) => (n, Some(rest.strip_suffix(')').unwrap_or(rest))),
+                        None => (item, None),
+                    };
+                    let Some(data) = crate::acl::StkData::from_name(name) else {
+                        let names = crate::acl::StkData::ALL.map(|d| d.name());
+                        return Err(Problem::new(
+                            at,
+                            format!(
+                                "unsupported stick-table data type `{name}`{}",
+                                match hint(name, names) {
+                                    h if h.is_empty() =>
+                                        format!(" (supported: {})", names.join(", ")),
+                                    h => h,
+                                }
+                            ),
+                        ));
+                    };
+                    let period = match (data.is_rate(), period) {
+                        (true, Some(p)) => {
+                            Some(parse_duration(p).map_err(|m| Problem::new(at, m))?)
+                        }
+                        (true, None) => {
+                            return Err(Problem::new(
+                                at,
+                                format!("`{name}` needs a period, e.g. `{name}(10s)`"),
+                            ));
+                        }
+                        (false, Some(_)) => {
+                            return Err(Problem::new(at, format!("`{name}` takes no period")));
+                        }
+                        (false, None) => None,
+                    };
+                    if period.is_some_and(|p| p.is_zero()) {
+                        return Err(Problem::new(
+                            at,
+                            format!("the period of `{name}` must be above 0"),
+                        ));
+                    }
+                    store.retain(|(d, _)| *d != data);
+                    store.push((data, period));
+                    at += item.len() + 1;
+                }
+            }
+            other => {
+                return Err(Problem::new(
+                    t.pos,
+                    format!(
+                        "unknown stick-table option `{other}`{}",
+                        hint(other, OPTIONS)
+                    ),
+                ));
+            }
+        }
+    }
+    let key = key.ok_or_else(|| Problem::new(args.end, "stick-table needs `type`"))?;
+    let size = size.ok_or_else(|| Problem::new(args.end, "stick-table needs `size`"))?;
+    Ok(StickTableSpec {
+        key,
+        size,
+        expire,
+        nopurge,
+        store,
+    })
+}
 
 #[cfg(test)]
 mod tests {

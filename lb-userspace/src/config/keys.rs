@@ -156,6 +156,7 @@ proxy_keys! {
     max_header_bytes: Spanned<i64>, F | L, [];
     max_headers: Spanned<i64>, F | L, [];
     stats: Spanned<List>, F | L, ["stats"];
+    stick_table: S, F | B | L, ["stick-table"];
     /// Rules `lb convert` could not carry over that restrict access: always an error, so
     /// the file cannot run until a person converts or deletes them.
     unconverted: Spanned<List>, ALL, [];
@@ -266,7 +267,6 @@ pub const HAPROXY_PROXY_UNSUPPORTED: &[&str] = &[
     "source",
     "dispatch",
     "persist",
-    "stick-table",
     "stick",
     "filter",
     "server-template",

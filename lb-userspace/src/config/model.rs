@@ -414,6 +414,36 @@ pub struct Frontend {
     pub log_targets: Vec<crate::syslog::LogTarget>,
     /// `option dontlognull`: no log line for a `mode tcp` session whose client sent nothing.
     pub dontlognull: bool,
+    /// `stick-table …`: the table named after this frontend.
+    pub stick_table: Option<StickTableSpec>,
+}
+
+/// `stick-table type T [len N] size S [expire E] [nopurge] [store D,…]`: a table of the
+/// section that declares it, named after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickTableSpec {
+    pub key: StickKey,
+    /// The most entries it holds.
+    pub size: usize,
+    /// An entry not updated for this long goes; `None`: never (then `nopurge` or eviction
+    /// of the oldest makes room).
+    pub expire: Option<Duration>,
+    /// A full table refuses new entries instead of evicting the oldest.
+    pub nopurge: bool,
+    /// The data types stored, with the period of each rate.
+    pub store: Vec<(crate::acl::StkData, Option<Duration>)>,
+}
+
+/// A stick table's key type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StickKey {
+    Ip,
+    Ipv6,
+    Integer,
+    /// `string [len N]` (default 32): longer keys are cut.
+    String(usize),
+    /// `binary [len N]` (default 32): shorter keys are padded with zeros.
+    Binary(usize),
 }
 
 /// One `bind` line.
@@ -508,6 +538,13 @@ impl Compile for crate::acl::FormatString {
     }
 }
 
+impl Compile for crate::acl::SampleExpr {
+    type Error = crate::acl::AclError;
+    fn compile(text: &str) -> Result<Self, Self::Error> {
+        crate::acl::SampleExpr::compile(text)
+    }
+}
+
 impl Compile for regex::Regex {
     type Error = regex::Error;
     fn compile(text: &str) -> Result<Self, Self::Error> {
@@ -529,6 +566,8 @@ pub struct Compiled<T: Compile> {
 pub type Fmt = Compiled<crate::acl::FormatString>;
 /// A regular expression (`replace-path`, `replace-header`, `replace-value`).
 pub type Re = Compiled<regex::Regex>;
+/// A sample expression (the key of `track-sc`).
+pub type Smp = Compiled<crate::acl::SampleExpr>;
 
 impl<T: Compile> Compiled<T> {
     /// A value compiled already from `text`.
@@ -639,6 +678,22 @@ pub enum HttpAction {
     /// `return [status N] [content-type TYPE] [string TEXT | lf-string FMT] [hdr NAME FMT]…`
     /// (request only): answered by lb, the request goes nowhere.
     Return(HttpReturn),
+    /// `track-scN KEY [table T]` (request only): the entry of KEY in table T (default: the
+    /// section's own) is tracked by the request in slot N.
+    TrackSc {
+        slot: usize,
+        key: Smp,
+        table: Option<String>,
+    },
+    /// `sc-inc-gpc0(N)`: adds one to gpc0 (and gpc0_rate) of the entry tracked in slot N.
+    ScIncGpc0 {
+        slot: usize,
+    },
+    /// `sc-set-gpt0(N) VALUE`: sets gpt0 of the entry tracked in slot N.
+    ScSetGpt0 {
+        slot: usize,
+        value: i64,
+    },
 }
 
 impl HttpAction {
@@ -661,7 +716,10 @@ impl HttpAction {
             HttpAction::Allow
             | HttpAction::Deny { .. }
             | HttpAction::DelHeader { .. }
-            | HttpAction::SetStatus { .. } => Vec::new(),
+            | HttpAction::SetStatus { .. }
+            | HttpAction::TrackSc { .. }
+            | HttpAction::ScIncGpc0 { .. }
+            | HttpAction::ScSetGpt0 { .. } => Vec::new(),
         }
     }
 }
@@ -746,6 +804,8 @@ pub struct Backend {
     pub inspect_delay: Option<Duration>,
     pub acls: AclSet,
     pub errorfiles: BTreeMap<u16, Vec<u8>>,
+    /// `stick-table …`: the table named after this backend.
+    pub stick_table: Option<StickTableSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

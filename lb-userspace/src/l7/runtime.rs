@@ -24,6 +24,7 @@ use crate::l7::upstream::UpstreamTls;
 use crate::l7::upstream::h2::H2Conns;
 use crate::proxy_protocol::ProxyVersion;
 use crate::state::{BackendState, Counters, Registry, ServerState, ServerStatus};
+use crate::stick::{StickTable, Tables};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -39,6 +40,8 @@ pub enum RuntimeError {
     },
     #[error("server {server}: TLS: {what}")]
     Tls { server: String, what: String },
+    #[error("{section}: no stick table named {table}")]
+    NoTable { section: String, table: String },
     #[error("{section}: {action} is not allowed in this kind of rule")]
     Misplaced { section: String, action: String },
     #[error("{section}: errorfile {code}: {what}")]
@@ -287,6 +290,16 @@ pub enum RequestAction {
     ReplacePath(Regex, FormatString),
     /// `http-request return` (boxed: rare, and rules are scanned per request).
     Return(Box<Reply>),
+    /// `track-scN KEY [table T]`, the table resolved.
+    TrackSc {
+        slot: usize,
+        key: crate::acl::SampleExpr,
+        table: Arc<StickTable>,
+    },
+    /// `sc-inc-gpc0(N)`.
+    ScIncGpc0(usize),
+    /// `sc-set-gpt0(N) VALUE`.
+    ScSetGpt0(usize, i64),
 }
 
 /// An `http-response` or `http-after-response` action.
@@ -346,6 +359,9 @@ pub type ResponseRule = Rule<ResponseAction>;
 /// the model, not compiled again.
 struct Compiler<'a> {
     section: &'a str,
+    /// The stick tables, and the name of the section's own one.
+    tables: &'a Tables,
+    own: &'a str,
 }
 
 impl Compiler<'_> {
@@ -452,6 +468,28 @@ impl Compiler<'_> {
                     .map(|(n, v)| Ok((self.name(n)?, self.value(v)?)))
                     .collect::<Result<_, RuntimeError>>()?,
             })),
+            HttpAction::TrackSc { slot, key, table } => {
+                let name = table.as_deref().unwrap_or(self.own);
+                let table =
+                    self.tables
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| RuntimeError::NoTable {
+                            section: self.section.to_owned(),
+                            table: name.to_owned(),
+                        })?;
+                let key = key
+                    .compiled()
+                    .cloned()
+                    .map_err(|e| self.err(key.text(), e))?;
+                RequestAction::TrackSc {
+                    slot: *slot,
+                    key,
+                    table,
+                }
+            }
+            HttpAction::ScIncGpc0 { slot } => RequestAction::ScIncGpc0(*slot),
+            HttpAction::ScSetGpt0 { slot, value } => RequestAction::ScSetGpt0(*slot, *value),
             HttpAction::SetStatus { .. }
             | HttpAction::SetHeader { .. }
             | HttpAction::AddHeader { .. }
@@ -483,28 +521,41 @@ impl Compiler<'_> {
 }
 
 fn compile_rules<A>(
-    section: &str,
+    c: &Compiler<'_>,
     rules: &[HttpRule],
     action: impl Fn(&Compiler<'_>, &HttpAction) -> Result<A, RuntimeError>,
 ) -> Result<Vec<Rule<A>>, RuntimeError> {
-    let c = Compiler { section };
     rules
         .iter()
         .map(|r| {
             Ok(Rule {
-                action: action(&c, &r.action)?,
+                action: action(c, &r.action)?,
                 cond: r.cond.clone(),
             })
         })
         .collect()
 }
 
-fn request_rules(section: &str, rules: &[HttpRule]) -> Result<Vec<RequestRule>, RuntimeError> {
-    compile_rules(section, rules, |c, a| c.request(a))
-}
+/// A section's `http-request`, `http-response` and `http-after-response` rules.
+type SectionRules = (Vec<RequestRule>, Vec<ResponseRule>, Vec<ResponseRule>);
 
-fn response_rules(section: &str, rules: &[HttpRule]) -> Result<Vec<ResponseRule>, RuntimeError> {
-    compile_rules(section, rules, |c, a| c.response(a))
+/// A section's `http-request`, `http-response` and `http-after-response` rules, compiled.
+fn section_rules(
+    section: &str,
+    own: &str,
+    tables: &Tables,
+    lists: [&[HttpRule]; 3],
+) -> Result<SectionRules, RuntimeError> {
+    let c = Compiler {
+        section,
+        tables,
+        own,
+    };
+    Ok((
+        compile_rules(&c, lists[0], |c, a| c.request(a))?,
+        compile_rules(&c, lists[1], |c, a| c.response(a))?,
+        compile_rules(&c, lists[2], |c, a| c.response(a))?,
+    ))
 }
 
 /// One server of a backend.
@@ -569,6 +620,8 @@ pub struct BackendRt {
     /// `tcp-request content` rules of a `mode tcp` backend, run once it is chosen.
     pub tcp_rules: Vec<crate::config::model::TcpRequestRule>,
     pub inspect_delay: Option<std::time::Duration>,
+    /// The backend's own stick table.
+    pub table: Option<Arc<StickTable>>,
 }
 
 impl BackendRt {
@@ -672,6 +725,9 @@ pub struct FrontendRt {
     pub dontlognull: bool,
     /// `stats …`: the stats page this frontend serves.
     pub stats: Option<crate::config::model::StatsPage>,
+    /// Every stick table, and the frontend's own one.
+    pub tables: Arc<Tables>,
+    pub table: Option<Arc<StickTable>>,
 }
 
 fn net_contains(n: &crate::config::model::IpNet, ip: std::net::IpAddr) -> bool {
@@ -745,6 +801,8 @@ impl FrontendRt {
 pub struct Runtime {
     pub frontends: HashMap<String, Arc<FrontendRt>>,
     pub backends: Arc<HashMap<String, Arc<BackendRt>>>,
+    /// The stick tables (kept across reloads when unchanged).
+    pub tables: Arc<Tables>,
 }
 
 /// The registry's next contents for `config`, when they differ from what it holds
@@ -821,8 +879,16 @@ impl States<'_> {
 fn build_backend(
     b: &Backend,
     states: &States<'_>,
+    tables: &Tables,
     old: Option<&Runtime>,
 ) -> Result<Arc<BackendRt>, RuntimeError> {
+    let section = format!("backend {}", b.name);
+    let (rules, response_rules, after_rules) = section_rules(
+        &section,
+        &b.name,
+        tables,
+        [&b.http_request, &b.http_response, &b.http_after_response],
+    )?;
     let state = match states.backend(&b.name) {
         Some(s) => s,
         None => Arc::new(BackendState {
@@ -904,9 +970,9 @@ fn build_backend(
         state,
         servers,
         selector: ArcSwap::from_pointee(Box::new(ArcSel(balance::build(b.balance, &[])))),
-        rules: request_rules(&format!("backend {}", b.name), &b.http_request)?,
-        response_rules: response_rules(&format!("backend {}", b.name), &b.http_response)?,
-        after_rules: response_rules(&format!("backend {}", b.name), &b.http_after_response)?,
+        rules,
+        response_rules,
+        after_rules,
         errors: ErrorPages::build(&format!("backend {}", b.name), &b.errorfiles)?,
         cookie: b.cookie.as_ref().map(|c| CookieRt {
             name: c.name.clone().into(),
@@ -919,6 +985,7 @@ fn build_backend(
         forwardfor: b.forwardfor,
         tcp_rules: b.tcp_request.clone(),
         inspect_delay: b.inspect_delay,
+        table: tables.get(&b.name).cloned(),
     };
     be.rebuild();
     Ok(Arc::new(be))
@@ -929,8 +996,16 @@ fn build_frontend(
     backends: &Arc<HashMap<String, Arc<BackendRt>>>,
     states: &States<'_>,
     log_format: LogFormat,
+    tables: &Arc<Tables>,
     old: Option<&Runtime>,
 ) -> Result<Arc<FrontendRt>, RuntimeError> {
+    let section = format!("frontend {}", f.name);
+    let (rules, response_rules, after_rules) = section_rules(
+        &section,
+        &f.name,
+        tables,
+        [&f.http_request, &f.http_response, &f.http_after_response],
+    )?;
     let lookup = |name: &str| {
         backends
             .get(name)
@@ -972,9 +1047,9 @@ fn build_frontend(
     Ok(Arc::new(FrontendRt {
         name: Arc::from(f.name.as_str()),
         mode: f.mode,
-        rules: request_rules(&format!("frontend {}", f.name), &f.http_request)?,
-        response_rules: response_rules(&format!("frontend {}", f.name), &f.http_response)?,
-        after_rules: response_rules(&format!("frontend {}", f.name), &f.http_after_response)?,
+        rules,
+        response_rules,
+        after_rules,
         after_response: !f.http_after_response.is_empty()
             || backends.values().any(|b| !b.after_rules.is_empty()),
         tcp_rules: f.tcp_request.clone(),
@@ -995,6 +1070,8 @@ fn build_frontend(
         max_header_bytes: f.max_header_bytes,
         max_headers: f.max_headers,
         stats: f.stats.clone(),
+        table: tables.get(&f.name).cloned(),
+        tables: tables.clone(),
         log: f.log,
         log_format,
         dontlognull: f.dontlognull,
@@ -1028,9 +1105,10 @@ pub fn build(
         registry,
         update: update.as_ref(),
     };
+    let tables = Arc::new(Tables::build(config, old.map(|o| &*o.tables)));
     let mut backends = HashMap::new();
     for b in &config.backends {
-        backends.insert(b.name.clone(), build_backend(b, &states, old)?);
+        backends.insert(b.name.clone(), build_backend(b, &states, &tables, old)?);
     }
     let backends = Arc::new(backends);
     let mut frontends = HashMap::new();
@@ -1041,13 +1119,21 @@ pub fn build(
     {
         frontends.insert(
             f.name.clone(),
-            build_frontend(f, &backends, &states, config.global.log_format, old)?,
+            build_frontend(
+                f,
+                &backends,
+                &states,
+                config.global.log_format,
+                &tables,
+                old,
+            )?,
         );
     }
     Ok(Built {
         runtime: Runtime {
             frontends,
             backends,
+            tables,
         },
         registry: update,
     })

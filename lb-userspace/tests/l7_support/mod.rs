@@ -240,6 +240,7 @@ pub fn frontend(name: &str, binds: Vec<Bind>, default_backend: Option<&str>) -> 
         log: true,
         log_targets: Vec::new(),
         dontlognull: false,
+        stick_table: None,
     }
 }
 
@@ -266,6 +267,7 @@ pub fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> Backend {
         inspect_delay: None,
         acls: AclSet::default(),
         errorfiles: BTreeMap::new(),
+        stick_table: None,
     }
 }
 

@@ -191,6 +191,11 @@ impl Builder<'_> {
                 inspect_delay,
                 acls,
                 errorfiles: st.errorfiles.clone(),
+                stick_table: if kind == Kind::Backend {
+                    self.stick_table(rp, path)
+                } else {
+                    None
+                },
             },
             name_pos: name.span().start,
             path: path.to_string(),
@@ -234,6 +239,17 @@ impl Builder<'_> {
                         },
                         None => None,
                     };
+                    // Nothing tracks at the TCP level yet: such a rule would never match.
+                    if let (Some(c), Some(m)) = (&cond, &dir.cond)
+                        && c.reads_stick()
+                    {
+                        self.err(
+                            m.pos(0),
+                            &ipath,
+                            "stick-table fetches (sc_*, src_*, table_*) are not supported in tcp_request rules; use http_request rules",
+                        );
+                        continue;
+                    }
                     tcp_request.push(TcpRequestRule { action, cond });
                 }
                 Err(p) => self.problem(p, &ipath),
@@ -317,6 +333,7 @@ impl Builder<'_> {
                 },
                 None => None,
             };
+            self.stick_refs(&action, cond.as_ref(), at, path);
             out.push(HttpRule { action, cond });
         }
         out

@@ -136,7 +136,9 @@ impl Builder<'_> {
                     );
                 }
             }
-            if be.declared_servers == 0 {
+            // A backend that only holds a stick table (HAProxy's usual pattern) serves
+            // nothing.
+            if be.declared_servers == 0 && be.be.stick_table.is_none() {
                 self.warn(
                     be.name_pos,
                     &be.path,

@@ -196,6 +196,7 @@ impl Builder<'_> {
             },
         };
         let stats = self.stats_page(rp, path);
+        let stick_table = self.stick_table(rp, path);
         FeDraft {
             fe: Frontend {
                 name: name.get_ref().clone(),
@@ -222,6 +223,7 @@ impl Builder<'_> {
                 log: st.log,
                 log_targets: st.log_targets.clone(),
                 dontlognull: st.dontlognull,
+                stick_table,
             },
             name_pos: name.span().start,
             path: path.to_string(),

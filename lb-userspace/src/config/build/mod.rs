@@ -29,6 +29,7 @@ mod frontend;
 mod global;
 mod log;
 mod proxy;
+mod stick;
 mod tier;
 mod tls;
 
@@ -54,6 +55,7 @@ pub(crate) fn build(
         opts,
         diags: Vec::new(),
         global_log: Vec::new(),
+        stick_refs: Vec::new(),
     };
     let cfg = b.config(&raw);
     let mut diags = b.diags;
@@ -252,6 +254,7 @@ const HTTP_REQ: Spec = &[
     ("regex", K::Pos),
     ("replace", K::Pos),
     ("value", K::Pos),
+    ("key", K::Pos),
     ("deny_status", K::Val("deny_status")),
     ("location", K::Val("location")),
     ("prefix", K::Val("prefix")),
@@ -262,6 +265,7 @@ const HTTP_REQ: Spec = &[
     ("content_type", K::Val("content-type")),
     ("string", K::Val("string")),
     ("lf_string", K::Val("lf-string")),
+    ("table", K::Val("table")),
 ];
 const HTTP_RES: Spec = &[
     ("action", K::Pos),
@@ -354,6 +358,8 @@ struct Builder<'a> {
     diags: Vec<Diagnostic>,
     /// `[global] log`, for `log global` in proxies.
     global_log: Vec<crate::syslog::LogTarget>,
+    /// (table, position, key path) of each stick table a rule names.
+    stick_refs: Vec<(String, usize, String)>,
 }
 
 /// A frontend before cross-checks.
@@ -472,6 +478,7 @@ impl<'a> Builder<'a> {
         }
 
         self.cross_checks(&mut fes, &bes, dataplane.as_ref());
+        self.check_stick_tables(&fes, &bes);
         let announce = raw
             .announce
             .as_ref()

@@ -35,12 +35,13 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use crate::acl::AclInput;
+use crate::acl::{AclInput, StkData};
 use crate::l7::io::ConnShared;
 use crate::l7::log::{self, LogRecord};
 use crate::l7::runtime::{BackendRt, Canned, FrontendRt, ResponseRule, ServerRt};
 use crate::l7::tls::TlsInfo;
 use crate::l7::upstream::{CountersRef, ExchangeError, IdleLimit, ResponseBody};
+use crate::stick::{Event, StickTable, Tracked};
 use rules::{ResponseEdit, RuleCtx};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +115,8 @@ struct ReqInput<'a> {
     ctx: &'a ConnCtx,
     fe: &'a FrontendRt,
     res: Option<(StatusCode, &'a HeaderMap)>,
+    /// The stick table of the section whose rules run (`src_*` without a table).
+    own_table: Option<&'a Arc<StickTable>>,
 }
 
 impl<'a> ReqInput<'a> {
@@ -123,7 +126,58 @@ impl<'a> ReqInput<'a> {
             ctx,
             fe,
             res: None,
+            own_table: fe.table.as_ref(),
         }
+    }
+
+    fn track(&self) -> Option<&Track> {
+        self.head.extensions.get::<Track>()
+    }
+}
+
+/// The stick-table entries a request tracks (`track-sc0` … `track-sc2`), kept in the
+/// request's extensions while rules run, then in its [`Guard`] until the response ends.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Track(pub [Option<Arc<Tracked>>; crate::acl::TRACK_SLOTS]);
+
+impl Track {
+    /// Every tracked entry.
+    fn each(&self) -> impl Iterator<Item = &Arc<Tracked>> {
+        self.0.iter().flatten()
+    }
+}
+
+impl crate::acl::StickCounters for ReqInput<'_> {
+    fn sc(&self, slot: usize, table: Option<&str>, data: StkData) -> Option<i64> {
+        let t = self.track()?.0.get(slot)?.as_ref()?;
+        match table {
+            None => t.read(data),
+            Some(name) => self
+                .fe
+                .tables
+                .get(name)?
+                .read_key(Some(t.entry.key()), data),
+        }
+    }
+    fn sc_tracked(&self, slot: usize, _table: Option<&str>) -> bool {
+        self.track()
+            .and_then(|t| t.0.get(slot))
+            .is_some_and(Option::is_some)
+    }
+    fn src(&self, src: IpAddr, table: Option<&str>, data: StkData) -> Option<i64> {
+        let t = match table {
+            Some(name) => self.fe.tables.get(name)?,
+            None => self.own_table?,
+        };
+        let key = t.key_of(&crate::acl::SampleValue::Ip(src));
+        t.read_key(key.as_ref(), data)
+    }
+    fn table_usage(&self, table: Option<&str>) -> Option<(u64, u64)> {
+        let t = match table {
+            Some(name) => self.fe.tables.get(name)?,
+            None => self.own_table?,
+        };
+        Some((t.used() as u64, t.spec.size as u64))
     }
 }
 
@@ -197,6 +251,9 @@ impl AclInput for ReqInput<'_> {
     fn any_response_header(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
         self.res.is_some_and(|(_, h)| any_header_value(h, name, f))
     }
+    fn stick(&self) -> Option<&dyn crate::acl::StickCounters> {
+        Some(self)
+    }
 }
 
 /// Tracks one request until its response finishes (or it is abandoned): in-flight counts,
@@ -209,6 +266,10 @@ pub struct Guard {
     permit: Option<OwnedSemaphorePermit>,
     log: Option<Box<LogRecord>>,
     bytes: u64,
+    /// The stick-table entries the request tracks, and the bytes the client sent
+    /// (counted into them when the request ends).
+    track: Option<Track>,
+    bytes_in: u64,
 }
 
 impl std::fmt::Debug for Guard {
@@ -229,7 +290,25 @@ impl Guard {
             permit: None,
             log: None,
             bytes: 0,
+            track: None,
+            bytes_in: 0,
         }
+    }
+
+    /// Takes over the entries the request's rules track. `head_bytes`: the size of the
+    /// header fields; the request line and a declared body are added (`bytes_in`).
+    fn track_from(&mut self, head: &http::request::Parts, head_bytes: usize) {
+        let Some(t) = head.extensions.get::<Track>() else {
+            return;
+        };
+        self.track = Some(t.clone());
+        let body = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let line = head.method.as_str().len() + head.uri.to_string().len() + 12;
+        self.bytes_in = (head_bytes + line) as u64 + body;
     }
 
     fn set_backend(&mut self, be: &Arc<BackendRt>) {
@@ -269,6 +348,12 @@ impl Guard {
     }
 
     fn status(&mut self, status: u16) {
+        // HAProxy's `stream_inc_http_err_ctr`: a 4xx, the server's or lb's own (a deny).
+        if (400..500).contains(&status)
+            && let Some(t) = &self.track
+        {
+            t.each().for_each(|e| e.update(Event::HttpErr));
+        }
         self.fe.counters.count_response(status);
         if let Some(be) = &self.be {
             be.state.counters.count_response(status);
@@ -291,6 +376,12 @@ impl Drop for Guard {
             be.state.counters.close_conn();
         }
         self.ctx.shared.request_done();
+        if let Some(t) = self.track.take() {
+            t.each().for_each(|e| {
+                e.update(Event::BytesIn(self.bytes_in));
+                e.update(Event::BytesOut(self.bytes));
+            });
+        }
         if let Some(mut l) = self.log.take() {
             l.bytes = self.bytes;
             if self.ctx.shared.write_timed_out.load(Ordering::Relaxed) {

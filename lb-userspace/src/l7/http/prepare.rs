@@ -122,7 +122,9 @@ pub(super) fn prepare(
         fe: &fe,
         be: None,
     };
-    if let Flow::Stop(r) = rules::request_rules(&fe.rules, &mut head, &rc) {
+    let flow = rules::request_rules(&fe.rules, &mut head, &rc);
+    guard.track_from(&head, hbytes);
+    if let Flow::Stop(r) = flow {
         return done(guarded(*r, guard));
     }
     if let Some(page) = &fe.stats
@@ -145,7 +147,9 @@ pub(super) fn prepare(
         fe: &fe,
         be: Some(&be),
     };
-    if let Flow::Stop(r) = rules::request_rules(&be.rules, &mut head, &rc) {
+    let flow = rules::request_rules(&be.rules, &mut head, &rc);
+    guard.track_from(&head, hbytes);
+    if let Flow::Stop(r) = flow {
         return done(guarded(*r, guard));
     }
 

@@ -5,13 +5,16 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
-use super::{ConnCtx, ReqInput, RespBody, page};
+use std::sync::Arc;
+
+use super::{ConnCtx, ReqInput, RespBody, Track, page};
 use crate::acl::AclInput;
 use crate::config::model::RedirectKind;
 use crate::l7::runtime::{
     BackendRt, FrontendRt, HeaderAction, Reply, RequestAction, RequestRule, ResponseAction,
     ResponseRule,
 };
+use crate::stick::{Event, Tracked};
 
 /// What a rule list decided.
 pub(super) enum Flow {
@@ -29,10 +32,30 @@ pub(super) struct RuleCtx<'a> {
     pub be: Option<&'a BackendRt>,
 }
 
-impl RuleCtx<'_> {
+impl<'a> RuleCtx<'a> {
     fn stop(&self, code: u16) -> Flow {
         Flow::Stop(Box::new(page(self.fe, self.be, code)))
     }
+
+    /// The request as these rules see it: `src_*` without a table read the table of the
+    /// section whose rules run.
+    fn input<'h>(&self, head: &'h http::request::Parts) -> ReqInput<'h>
+    where
+        'a: 'h,
+    {
+        ReqInput {
+            own_table: match self.be {
+                Some(b) => b.table.as_ref(),
+                None => self.fe.table.as_ref(),
+            },
+            ..ReqInput::request(head, self.ctx, self.fe)
+        }
+    }
+}
+
+/// The entry tracked in `slot`, if any.
+fn tracked(head: &http::request::Parts, slot: usize) -> Option<&Arc<Tracked>> {
+    head.extensions.get::<Track>()?.0.get(slot)?.as_ref()
 }
 
 /// Evaluates `http-request` rules in order; `allow` stops the list.
@@ -41,10 +64,10 @@ pub(super) fn request_rules(
     head: &mut http::request::Parts,
     rc: &RuleCtx<'_>,
 ) -> Flow {
-    let (ctx, fe) = (rc.ctx, rc.fe);
+    let ctx = rc.ctx;
     for rule in rules {
         if let Some(cond) = &rule.cond {
-            let input = ReqInput::request(head, ctx, fe);
+            let input = rc.input(head);
             if !cond.eval(&input) {
                 continue;
             }
@@ -60,7 +83,7 @@ pub(super) fn request_rules(
             } => {
                 // An expansion that is no header value: no Location (HAProxy writes the
                 // bytes as they come).
-                let target = target.value(&ReqInput::request(head, ctx, fe));
+                let target = target.value(&rc.input(head));
                 let loc = target.map(|t| redirect_location(*kind, &t, *drop_query, head, ctx));
                 let mut r = Response::new(RespBody::full(Bytes::new(), None));
                 *r.status_mut() = *code;
@@ -76,24 +99,24 @@ pub(super) fn request_rules(
                 return Flow::Stop(Box::new(r));
             }
             RequestAction::Header(a) => {
-                if let Some(edit) = HeaderEdit::of(a, &ReqInput::request(head, ctx, fe)) {
+                if let Some(edit) = HeaderEdit::of(a, &rc.input(head)) {
                     edit.apply(&mut head.headers);
                 }
                 Some(())
             }
             RequestAction::SetPath(f) => {
-                let path = expand(f, &ReqInput::request(head, ctx, fe));
+                let path = expand(f, &rc.input(head));
                 let query = head.uri.query().map(str::to_owned);
                 set_target(head, &path, query.as_deref())
             }
             RequestAction::SetQuery(f) => {
-                let query = expand(f, &ReqInput::request(head, ctx, fe));
+                let query = expand(f, &rc.input(head));
                 let path = head.uri.path().to_owned();
                 // An empty result leaves `?` with nothing after it, as in HAProxy.
                 set_target(head, &path, Some(query.as_str()))
             }
             RequestAction::ReplacePath(re, f) => {
-                let template = expand(f, &ReqInput::request(head, ctx, fe));
+                let template = expand(f, &rc.input(head));
                 match re.captures(head.uri.path()) {
                     Some(c) => {
                         let path = with_groups(&template, &c);
@@ -104,8 +127,42 @@ pub(super) fn request_rules(
                 }
             }
             RequestAction::Return(reply) => {
-                let r = reply_response(reply, &ReqInput::request(head, ctx, fe));
+                let r = reply_response(reply, &rc.input(head));
                 return Flow::Stop(Box::new(r));
+            }
+            RequestAction::TrackSc { slot, key, table } => {
+                // A slot tracks one entry for the request's life (HAProxy ignores the
+                // later rules for a busy slot).
+                if tracked(head, *slot).is_none()
+                    && let Some(k) = key.eval(&rc.input(head)).and_then(|v| table.key_of(&v))
+                    && let Some(t) = Tracked::start(table, k)
+                {
+                    // The request that starts tracking counts (HAProxy's http-request
+                    // track-sc).
+                    t.update(Event::HttpReq);
+                    let track = head.extensions.get_mut::<Track>();
+                    match track {
+                        Some(tr) => tr.0[*slot] = Some(Arc::new(t)),
+                        None => {
+                            let mut tr = Track::default();
+                            tr.0[*slot] = Some(Arc::new(t));
+                            head.extensions.insert(tr);
+                        }
+                    }
+                }
+                Some(())
+            }
+            RequestAction::ScIncGpc0(slot) => {
+                if let Some(t) = tracked(head, *slot) {
+                    t.update(Event::IncGpc0);
+                }
+                Some(())
+            }
+            RequestAction::ScSetGpt0(slot, v) => {
+                if let Some(t) = tracked(head, *slot) {
+                    t.update(Event::SetGpt0(*v));
+                }
+                Some(())
             }
         };
         if rewritten.is_none() {
