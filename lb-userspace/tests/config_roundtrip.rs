@@ -344,7 +344,7 @@ fn access_rules_fail_closed() {
     // only a warning).
     let text = cfg_with(
         Section::Frontend,
-        "acl abuse sc_http_req_rate(0) gt 100\n    http-request deny if abuse\n    use_backend be if abuse",
+        "acl abuse fc_rtt gt 100\n    http-request deny if abuse\n    use_backend be if abuse",
     );
     let c = convert(&text);
     assert_eq!(c.unconverted, 1, "{:#?}", messages(&c));
