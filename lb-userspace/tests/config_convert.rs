@@ -651,3 +651,120 @@ backend b\n    server s1 127.0.0.1:8444\n";
     let c = convert_str(Path::new("t.cfg"), tcp);
     assert_eq!(c.unconverted, 1, "{:#?}", c.diagnostics);
 }
+
+/// HAProxy's preprocessing, through the real `lb convert`: `${VAR}` / `${VAR-default}` from
+/// the environment it runs in, `.if` blocks decided with HAProxy 2.6's predicates (lb has
+/// no QUIC, so that block is skipped), `.notice` named in a warning, and the result loads.
+#[test]
+fn lb_convert_expands_environment_and_conditional_blocks() {
+    let tmp = Tmp::new("pre");
+    let cfg = tmp.write(
+        "pre.cfg",
+        "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+.notice \"converting for ${WHO-nobody}\"\n\
+frontend web\n    bind \"${LB_TEST_BIND}\"\n\
+.if feature(QUIC)\n    bind quic4@:443 ssl crt x.pem\n\
+.elif version_atleast(2.4) && defined(LB_TEST_BIND)\n    http-request deny if { path_beg /admin }\n\
+.else\n    http-request deny\n.endif\n    default_backend be\n\
+backend be\n    server s1 ${LB_TEST_SERVER-127.0.0.1}:8081\n",
+    );
+    let out_path = tmp.path().join("out.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lb"))
+        .arg("convert")
+        .arg(&cfg)
+        .arg("-o")
+        .arg(&out_path)
+        .env("LB_TEST_BIND", "127.0.0.1:18080")
+        .env_remove("LB_TEST_SERVER")
+        .env_remove("WHO")
+        .output()
+        .expect("run lb convert");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains(".notice: converting for nobody"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "`$LB_TEST_BIND` expanded from lb convert's environment to `127.0.0.1:18080`"
+        ),
+        "{report}"
+    );
+    let toml = std::fs::read_to_string(&out_path).expect("output");
+    assert!(toml.contains("\"127.0.0.1:18080\""), "{toml}");
+    assert!(toml.contains("deny if { path_beg /admin }"), "{toml}");
+    assert!(
+        !toml.contains("\"deny\""),
+        "the .else branch is skipped: {toml}"
+    );
+    assert!(
+        toml.contains("skipped (conditional block of line 9): bind quic4@"),
+        "{toml}"
+    );
+    assert!(toml.contains("127.0.0.1:8081"), "{toml}");
+    let base = base();
+    assert_loads(&lb::config::load_str(&out_path, &toml, &opts(base.path())));
+}
+
+/// HAProxy upgrades a `mode tcp` frontend's stream to HTTP when its backend is `mode http`:
+/// lb serves such a frontend as `mode http`, with a warning; with `tcp-request` rules of its
+/// own (which lb's HTTP path would not run) it stays a mode error.
+#[test]
+fn tcp_frontend_with_http_backend_is_served_as_http() {
+    let cfg = "defaults\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend front\n    bind 127.0.0.1:8080\n    default_backend web\n\
+backend web\n    mode http\n    server s1 127.0.0.1:8081\n";
+    let conv = convert_str(Path::new("up.cfg"), cfg);
+    assert!(!conv.has_errors(), "{:?}", conv.diagnostics);
+    let base = base();
+    let (c, warnings) =
+        lb::config::load_str(Path::new("up.toml"), &conv.toml, &opts(base.path())).expect("loads");
+    assert_eq!(c.frontends[0].mode, lb::config::model::Mode::Http);
+    assert!(
+        warnings.iter().any(|w| w
+            .message
+            .contains("served as mode http, as HAProxy upgrades")),
+        "{warnings:?}"
+    );
+    let with_rules = conv.toml.replace(
+        "default_backend = \"web\"",
+        "default_backend = \"web\"\ntcp_request = [\"content reject if { src 10.0.0.0/8 }\"]",
+    );
+    let err = lb::config::load_str(Path::new("up.toml"), &with_rules, &opts(base.path()))
+        .expect_err("tcp rules keep the mode error");
+    assert!(
+        err.to_string()
+            .contains("is mode tcp but backend `web` is mode http"),
+        "{err}"
+    );
+}
+
+/// A frontend without `bind` (HAProxy accepts it; it receives nothing) is written as
+/// comments with a warning, so the rest of the file converts and loads.
+#[test]
+fn frontend_without_bind_is_commented_out() {
+    let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+frontend later\n    default_backend be\n\
+frontend web\n    bind 127.0.0.1:8080\n    default_backend be\n\
+backend be\n    server s1 127.0.0.1:8081\n";
+    let conv = convert_str(Path::new("nobind.cfg"), cfg);
+    assert!(!conv.has_errors(), "{:?}", conv.diagnostics);
+    assert!(
+        conv.diagnostics
+            .iter()
+            .any(|d| d.line == 6 && d.message.contains("no `bind` lb can listen on")),
+        "{:?}",
+        conv.diagnostics
+    );
+    assert!(conv.toml.contains("# [frontend.later]"), "{}", conv.toml);
+    let base = base();
+    let (c, _) =
+        lb::config::load_str(Path::new("nb.toml"), &conv.toml, &opts(base.path())).expect("loads");
+    assert_eq!(c.frontends.len(), 1);
+    assert_eq!(c.frontends[0].name, "web");
+}

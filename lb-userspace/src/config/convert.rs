@@ -240,6 +240,11 @@ struct Sect {
     /// The `http-request` rule an `option forwardfor except|header …` of this section
     /// stands for (added when the section is known to be `mode http`).
     forwardfor: Option<(String, Option<String>)>,
+    /// The haproxy.cfg line of the section header.
+    line: usize,
+    /// A frontend with no address lb can listen on: written as comments (HAProxy accepts
+    /// it, and it receives nothing).
+    commented: bool,
 }
 
 impl Sect {
@@ -256,6 +261,8 @@ impl Sect {
             acls: crate::acl::AclSet::default(),
             default_server_check: false,
             forwardfor: None,
+            commented: false,
+            line: 0,
         }
     }
 
@@ -459,11 +466,17 @@ pub fn convert_str_with(file: &Path, text: &str, opts: ConvertOptions) -> Conver
         dangling: None,
         cpu_per_thread: Vec::new(),
     };
-    for (i, raw) in text.lines().enumerate() {
+    // Environment variables and `.if` blocks first, as HAProxy does.
+    let (lines, pre) = super::preprocess::preprocess(text, &|name| std::env::var(name).ok());
+    for d in pre {
+        c.diag(d.severity, d.line, d.col, "", d.message);
+    }
+    for (i, raw) in lines.iter().enumerate() {
         c.line(i + 1, raw);
     }
     c.lift_checks();
     c.forwardfor_rules();
+    c.comment_out_bindless_frontends();
     let toml = c.emit();
     let mut diags = c.diags;
     diags.sort_by_key(|d| (d.line, d.col));
@@ -685,7 +698,9 @@ impl Converter<'_> {
                 );
             }
         }
-        self.sections.push(Sect::new(kind, &nm, comment));
+        let mut sect = Sect::new(kind, &nm, comment);
+        sect.line = n;
+        self.sections.push(sect);
     }
 
     /// `cpu-map [auto:]1/THREADS CPUS…` → `cpu_map`: the `auto:` form over threads `1-N`
@@ -2078,11 +2093,25 @@ impl Converter<'_> {
         }
         for s in &self.sections {
             out.push('\n');
+            let start = out.len();
+            self.emit_section(s, &mut out);
+            if s.commented {
+                let body: String = out[start..].lines().map(|l| format!("# {l}\n")).collect();
+                out.truncate(start);
+                out.push_str(&body);
+            }
+        }
+        out
+    }
+
+    /// One section of the output.
+    fn emit_section(&self, s: &Sect, out: &mut String) {
+        {
             if s.name.starts_with('#') {
                 for n in &s.notes {
                     out.push_str(&format!("# {n}\n"));
                 }
-                continue;
+                return;
             }
             let header = match s.kind {
                 Kind::Global => "[global]".to_string(),
@@ -2165,7 +2194,24 @@ impl Converter<'_> {
                 out.push_str(&check_line(&s.check));
             }
         }
-        out
+    }
+
+    /// HAProxy accepts a frontend without `bind` (it receives nothing; e.g. one whose
+    /// listeners a controller adds at run time): lb needs one, so such a frontend (or one
+    /// whose every bind lb cannot use) is written as comments, with a warning. One holding
+    /// an `unconverted` access rule stays, so the file still cannot run unreviewed.
+    fn comment_out_bindless_frontends(&mut self) {
+        let mut found = Vec::new();
+        for s in self.sections.iter_mut() {
+            let has = |k: &str| s.keys.iter().any(|(key, _, _)| key == k);
+            if s.kind == Kind::Frontend && !has("bind") && !has("unconverted") {
+                s.commented = true;
+                found.push((s.line, s.path()));
+            }
+        }
+        for (line, path) in found {
+            self.diag(Severity::Warning, line, 1, &path, "no `bind` lb can listen on: HAProxy accepts such a frontend and it receives nothing; written as comments".to_string());
+        }
     }
 }
 

@@ -13,6 +13,7 @@ mod diag;
 mod directives;
 pub mod keys;
 pub mod model;
+mod preprocess;
 mod raw;
 mod source;
 mod suggest;

@@ -15,6 +15,7 @@ impl Builder<'_> {
         let mut used_by_userspace: Vec<String> = Vec::new();
         let mut referenced: Vec<String> = Vec::new();
         for f in fes.iter_mut() {
+            self.upgrade_to_http(f, bes);
             // references
             for (b, pos, path) in f.refs.clone() {
                 referenced.push(b.clone());
@@ -145,6 +146,31 @@ impl Builder<'_> {
                     "backend has no server: requests to it get 503",
                 );
             }
+        }
+    }
+
+    /// A `mode tcp` frontend whose backends are all `mode http` is served as HTTP, as
+    /// HAProxy upgrades such a stream to HTTP when it reaches the backend; one with
+    /// `tcp_request` rules keeps the mode error (lb's HTTP path does not run them).
+    fn upgrade_to_http(&mut self, f: &mut FeDraft, bes: &[BeDraft]) {
+        if f.fe.mode != Mode::Tcp
+            || f.refs.is_empty()
+            || !f.fe.tcp_request.is_empty()
+            || f.udp_binds.iter().any(|u| *u)
+        {
+            return;
+        }
+        let http = |b: &String| {
+            bes.iter()
+                .any(|x| &x.be.name == b && x.be.mode == Mode::Http)
+        };
+        if f.refs.iter().all(|(b, _, _)| http(b)) {
+            f.fe.mode = Mode::Http;
+            self.warn(
+                f.name_pos,
+                &f.path,
+                "a mode tcp frontend whose backends are mode http: served as mode http, as HAProxy upgrades the stream to HTTP",
+            );
         }
     }
 }
