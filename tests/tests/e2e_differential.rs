@@ -627,3 +627,108 @@ backend be\n    server s1 127.0.0.1:{port}\n"
         assert_eq!(&back, b"through the tunnel", "{name}");
     }
 }
+
+/// One request from source address `src` (a loopback address) on a connection of its
+/// own: (status, body).
+fn req_from(src: [u8; 4], to: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::from((src, 0)).into())
+        .expect("bind source");
+    s.connect_timeout(&to.into(), Duration::from_secs(5))
+        .expect("connect");
+    let mut c: std::net::TcpStream = s.into();
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    c.write_all(head.as_bytes()).expect("write");
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// HAProxy's rate limiting on a stick table, through `lb convert`: 200 requests a second
+/// from one source over 100 per 10 s get 429 past the 100th from both; another source is
+/// untouched, and its counters (request rate, gpc0, errors: two denies) read the same.
+#[test]
+fn haproxy_and_lb_rate_limit_alike_with_a_stick_table() {
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        eprintln!("skipped: haproxy is not installed (CI installs it)");
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let port = l.local_addr().expect("addr").port();
+    let _server = http_identity(l, "s1");
+    let pair = Pair::start("stick", |p| {
+        format!(
+            "defaults\n    mode http\n    timeout client 5s\n    timeout connect 2s\n    timeout server 5s\n\n\
+frontend fe\n    bind 127.0.0.1:{p}\n\
+    stick-table type ip size 1k expire 30s store http_req_rate(10s),gpc0,http_err_cnt,conn_cur\n\
+    http-request track-sc0 src\n\
+    http-request sc-inc-gpc0(0) if {{ path /mark }}\n\
+    http-request deny deny_status 429 if {{ sc_http_req_rate(0) gt 100 }}\n\
+    http-request deny if {{ path /forbid }}\n\
+    http-request return status 200 content-type text/plain lf-string \"rate=%[sc_http_req_rate(0)] gpc0=%[sc_get_gpc0(0)] err=%[sc_http_err_cnt(0)] cur=%[sc_conn_cur(0)] src=%[src_http_req_rate] tracked=%[sc1_tracked]\" if {{ path /show }}\n\
+    default_backend be\n\n\
+backend be\n    server s1 127.0.0.1:{port}\n"
+        )
+    });
+    let burst = |to: SocketAddr| -> Vec<u16> {
+        let t0 = Instant::now();
+        (0..200u64)
+            .map(|i| {
+                // 200 a second.
+                let due = t0 + Duration::from_millis(5 * i);
+                if let Some(d) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+                req_from([127, 0, 0, 1], to, "/").0
+            })
+            .collect()
+    };
+    for (who, to) in [("haproxy", pair.h), ("lb", pair.l)] {
+        let st = burst(to);
+        // A rate never counts more than was sent; at a 10 s period boundary the weighted
+        // previous period may let a few more through, the same in both.
+        assert!(st[..100].iter().all(|s| *s == 200), "{who}: {st:?}");
+        let refused = st.iter().filter(|s| **s == 429).count();
+        assert!(refused >= 90, "{who}: {refused} refused: {st:?}");
+        assert!(st[150..].iter().all(|s| *s == 429), "{who}: {st:?}");
+        assert!(st.iter().all(|s| *s == 200 || *s == 429), "{who}: {st:?}");
+    }
+    let other = |to: SocketAddr| {
+        let mut seen = Vec::new();
+        for path in [
+            "/", "/mark", "/mark", "/mark", "/forbid", "/forbid", "/show",
+        ] {
+            seen.push(req_from([127, 0, 0, 2], to, path));
+        }
+        seen
+    };
+    let (h, l) = (other(pair.h), other(pair.l));
+    assert_eq!(
+        h.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![200, 200, 200, 200, 403, 403, 200]
+    );
+    assert_eq!(
+        h.iter().map(|r| r.0).collect::<Vec<_>>(),
+        l.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    // 7 requests (this one counted), 3 marks, 2 denies counted as errors, this request
+    // tracking, nothing in slot 1: what HAProxy 2.6 answers.
+    assert_eq!(
+        h[6].1, "rate=7 gpc0=3 err=2 cur=1 src=7 tracked=0",
+        "HAProxy's counters"
+    );
+    assert_eq!(h[6].1, l[6].1, "the counters read back differ");
+    // The limited source is still refused by both.
+    assert_eq!(req_from([127, 0, 0, 1], pair.h, "/").0, 429);
+    assert_eq!(req_from([127, 0, 0, 1], pair.l, "/").0, 429);
+}
