@@ -77,9 +77,15 @@ pub struct Tracked {
     pub entry: *mut FlowValue,
 }
 
-/// The flow-table entry of a forward packet, if any (null when there is none).
+/// The flow-table entry of a forward packet, if any (null when there is none). A TCP SYN
+/// without ACK opens a new connection: as in Katran, it is not looked up (null) but picked
+/// by Maglev and tracked anew, so a new flow costs no flow-table probe. A retransmitted
+/// SYN gets the same backend while the backend set stays.
 #[inline(always)]
 pub fn entry_of(p: &Packet) -> *mut FlowValue {
+    if p.proto == lb_common::types::PROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        return core::ptr::null_mut();
+    }
     let v = if p.v6 {
         LB_FLOWS.get_ptr_mut(key_of(p))
     } else {

@@ -3240,3 +3240,34 @@ fn new_flows_use_the_backend_next_hop() {
         "the bigger packet's length is remembered"
     );
 }
+
+/// A TCP SYN (no ACK) opens a new connection, as in Katran: it skips the flow table, goes
+/// to the backend the Maglev table picks and is tracked anew, whatever an older entry of
+/// its tuple said; the connection's next segments follow the new entry.
+#[test]
+fn a_syn_is_picked_by_maglev_and_tracked_anew() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let client = ip("10.0.0.2");
+    let want = fx.maglev_pick(client, 41000, vip);
+    let other = ["10.1.0.10:8080", "10.1.0.11:8080", "10.1.0.12:8080"]
+        .into_iter()
+        .map(sa)
+        .find(|b| *b != want)
+        .expect("another backend");
+    fx.track(client, 41000, vip, other);
+    assert_eq!(
+        check_forward(&mut fx, E0, client, vip, tcp(41000, 80)),
+        other
+    );
+    let syn = L4 {
+        syn: true,
+        ..tcp(41000, 80)
+    };
+    assert_eq!(check_forward(&mut fx, E0, client, vip, syn), want);
+    assert_eq!(
+        check_forward(&mut fx, E0, client, vip, tcp(41000, 80)),
+        want
+    );
+}
