@@ -407,6 +407,39 @@ async fn request_and_response_bodies_stream() {
     assert!(c.bytes_out.load(Ordering::Relaxed) >= 3_000_000);
 }
 
+/// Issue #13: `bytes_in`/`bytes_out` count the heads as well as the bodies (as HAProxy
+/// counts them), and the backend counts its sessions in `total_conns` as its server does.
+#[tokio::test]
+async fn byte_counters_include_heads_and_backends_count_sessions() {
+    let a = echo("a").await;
+    let (h, reg) = one_server(a.addr);
+    let fe = addr_of(&h, "web");
+    let mut body_out = 0;
+    for _ in 0..3 {
+        let r = post(fe, "/up", b"hello world".to_vec(), false).await;
+        assert_eq!(r.status, 200);
+        body_out += r.body.len() as u64;
+    }
+    // Counted when the response ends, which is before the client has all of it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = reg.frontend("web").unwrap();
+    let min_head_in = "POST /up HTTP/1.1\r\nhost: test.local\r\n\r\n".len() as u64;
+    let min_head_out = "HTTP/1.1 200 OK\r\n\r\n".len() as u64;
+    let bytes_in = c.bytes_in.load(Ordering::Relaxed);
+    let bytes_out = c.bytes_out.load(Ordering::Relaxed);
+    assert!(bytes_in >= 3 * (11 + min_head_in), "bytes_in {bytes_in}");
+    assert!(
+        bytes_out >= body_out + 3 * min_head_out,
+        "bytes_out {bytes_out}"
+    );
+    let be = reg.backend("be").unwrap();
+    assert_eq!(be.counters.total_conns.load(Ordering::Relaxed), 3);
+    assert_eq!(be.counters.bytes_in.load(Ordering::Relaxed), bytes_in);
+    let s = be.server("s").unwrap();
+    assert_eq!(s.counters.total_conns.load(Ordering::Relaxed), 3);
+    assert_eq!(be.counters.active_conns.load(Ordering::Relaxed), 0);
+}
+
 #[tokio::test]
 async fn full_servers_are_skipped_while_another_has_room() {
     let (a, b) = (echo("a").await, echo("b").await);

@@ -382,6 +382,53 @@ backend be\n    server s1 127.0.0.1:{port}\n"
             false,
         ),
         ("a plain request", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false),
+        // Framing and smuggling (issue #13): the same status, and the same close.
+        (
+            "TE chunked, chunked on one line",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            false,
+        ),
+        (
+            "TE chunked, gzip, chunked",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip, chunked\r\n\r\n0\r\n\r\n",
+            false,
+        ),
+        (
+            "TE chunked, gzip",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+            false,
+        ),
+        ("TE gzip", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n", false),
+        (
+            "CL.TE, then a smuggled request",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+            false,
+        ),
+        (
+            "TE.CL",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+            false,
+        ),
+        (
+            "two different Content-Length",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            false,
+        ),
+        ("signed Content-Length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", false),
+        ("hex Content-Length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x3\r\n\r\nabc", false),
+        ("bare LF", b"GET / HTTP/1.1\nHost: a\nConnection: close\n\n", false),
+        ("CR in a value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\rc\r\n\r\n", false),
+        ("space before the colon", b"GET / HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n", false),
+        (
+            "chunk-size overflow",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+            false,
+        ),
+        (
+            "invalid chunk size",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+            false,
+        ),
     ];
     for (name, data, half_close) in cases {
         let wait = Duration::from_secs(2);
@@ -731,4 +778,161 @@ backend be\n    server s1 127.0.0.1:{port}\n"
     // The limited source is still refused by both.
     assert_eq!(req_from([127, 0, 0, 1], pair.h, "/").0, 429);
     assert_eq!(req_from([127, 0, 0, 1], pair.l, "/").0, 429);
+}
+
+/// A backend that answers by path with a response whose framing is broken in a known way.
+fn broken_framing_server(l: TcpListener) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut tmp) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let path = buf
+                    .split(|&b| b == b' ')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_vec();
+                let answer: &[u8] = match &path[..] {
+                    b"/te-twice" => {
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"
+                    }
+                    b"/te-lines" => {
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                    }
+                    b"/te-cl-junk" => {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nJUNKJUNK"
+                    }
+                    _ => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+                };
+                let _ = s.write_all(answer);
+                // Held open a while (bounded), as a server that keeps its connection.
+                s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+                let _ = s.read(&mut tmp);
+            });
+        }
+    });
+}
+
+/// Issue #13: a server's broken framing is judged as HAProxy judges it: `chunked` twice
+/// (one line or two) is 502; chunked with a Content-Length and junk after the body is
+/// forwarded chunked, without the Content-Length and without the junk.
+#[test]
+fn haproxy_and_lb_judge_server_framing_alike() {
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        eprintln!("skipped: haproxy is not installed (CI installs it)");
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let port = l.local_addr().expect("addr").port();
+    broken_framing_server(l);
+    let pair = Pair::start("srvframing", |p| {
+        format!(
+            "defaults\n    mode http\n    timeout client 5s\n    timeout connect 2s\n    timeout server 5s\n\n\
+frontend fe\n    bind 127.0.0.1:{p}\n    default_backend be\n\n\
+backend be\n    server s1 127.0.0.1:{port}\n"
+        )
+    });
+    for (path, want) in [("/te-twice", 502), ("/te-lines", 502), ("/te-cl-junk", 200)] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let mut bodies = Vec::new();
+        for (name, addr) in [("HAProxy", pair.h), ("lb", pair.l)] {
+            let (status, head, body) = whole_response(addr, req.as_bytes());
+            assert_eq!(status, want, "{name} {path}: {head}");
+            if want == 200 {
+                assert!(
+                    head.contains("transfer-encoding: chunked"),
+                    "{name} {path}: {head}"
+                );
+                assert!(!head.contains("content-length"), "{name} {path}: {head}");
+                bodies.push(body);
+            }
+        }
+        if want == 200 {
+            assert_eq!(bodies[0], b"5\r\nhello\r\n0\r\n\r\n", "HAProxy {path}");
+            assert_eq!(bodies[0], bodies[1], "{path}");
+        }
+    }
+}
+
+/// Sends `req` and reads the response until the connection closes (bounded: 5 s): its
+/// status, its head (lower case) and the bytes after it.
+fn whole_response(addr: SocketAddr, req: &[u8]) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    c.write_all(req).expect("send");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut out = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while Instant::now() < deadline {
+        match c.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&tmp[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(out.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&out[..end]).to_lowercase();
+    let status = head
+        .strip_prefix("http/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head, out[end..].to_vec())
+}
+
+/// Issue #13: of a client's `TE: trailers, gzip`, the server gets `te: trailers` from
+/// HAProxy and from lb.
+#[test]
+fn haproxy_and_lb_pass_te_trailers_on() {
+    use std::io::Write;
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        eprintln!("skipped: haproxy is not installed (CI installs it)");
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let port = l.local_addr().expect("addr").port();
+    let heads = head_recorder(l);
+    let pair = Pair::start("tetrailers", |p| {
+        format!(
+            "defaults\n    mode http\n    timeout client 5s\n    timeout connect 2s\n    timeout server 5s\n\n\
+frontend fe\n    bind 127.0.0.1:{p}\n    default_backend be\n\n\
+backend be\n    server s1 127.0.0.1:{port}\n"
+        )
+    });
+    let mut seen = Vec::new();
+    for (name, addr) in [("HAProxy", pair.h), ("lb", pair.l)] {
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        c.write_all(
+            b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers, gzip\r\nConnection: close\r\n\r\n",
+        )
+        .expect("send");
+        let head = heads
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{name} forwarded no request"));
+        let te: Vec<String> = head
+            .lines()
+            .filter_map(|l| l.strip_prefix("te:").map(|v| v.trim().to_owned()))
+            .collect();
+        seen.push(te);
+    }
+    assert_eq!(seen[0], vec!["trailers".to_owned()], "HAProxy");
+    assert_eq!(seen[0], seen[1], "HAProxy and lb");
 }

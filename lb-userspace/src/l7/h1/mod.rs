@@ -15,7 +15,8 @@
 //!   field is removed, and the connection closes after the response (no request after a
 //!   smuggling attempt is read).
 //! - `Content-Length`: digits only (no sign, no `0x`, blanks around allowed), equal values
-//!   on several lines or in one comma-separated list; anything else is 400.
+//!   on several lines; anything else is 400, a comma-separated list too (`5, 5`, which
+//!   HAProxy merges: lb is stricter).
 //! - Chunk sizes: hexadecimal below 2^52 (leading zeros allowed), extensions ignored, CRLF
 //!   or bare LF line ends; trailers are kept (framing fields among them dropped).
 //! - What `httparse` refuses is 400: obs-fold, NUL or a lone CR in a value, a space before
@@ -252,13 +253,7 @@ fn parse_with(
     } else {
         !f.close
     };
-    let framing = if f.te.seen {
-        if !f.te.last_chunked {
-            return Err(RequestError::TransferEncoding);
-        }
-        if f.te.other {
-            return Err(RequestError::TransferCoding);
-        }
+    let framing = if f.te.finish()? {
         if f.content_length.is_some() {
             // Both: chunked wins, and nothing after this request is read (HAProxy).
             headers.remove(header::CONTENT_LENGTH);
@@ -287,9 +282,11 @@ fn parse_with(
     }))
 }
 
-/// `Transfer-Encoding` as HAProxy's `h1_parse_xfer_enc_header` reads it, over every line.
+/// A request's `Transfer-Encoding` as HAProxy's `h1_parse_xfer_enc_header` reads it, over
+/// every field line ([`TransferEncoding::add`] each value, then
+/// [`TransferEncoding::finish`]).
 #[derive(Debug, Default)]
-struct TransferEncoding {
+pub struct TransferEncoding {
     seen: bool,
     /// `chunked` was seen (a second one is an error).
     chunked: bool,
@@ -300,12 +297,15 @@ struct TransferEncoding {
 }
 
 impl TransferEncoding {
-    fn add(&mut self, v: &[u8]) -> Result<(), RequestError> {
+    /// One field line's value.
+    pub fn add(&mut self, v: &[u8]) -> Result<(), RequestError> {
         self.seen = true;
+        // A trailing comma leaves no token (HAProxy skips the delimiter).
+        let v = v.trim_ascii();
+        let v = v.strip_suffix(b",").unwrap_or(v);
         for word in v.split(|&b| b == b',') {
             let word = word.trim_ascii();
-            // An empty token (`, chunked`) counts as a coding of its own, as in HAProxy,
-            // except the empty rest after a trailing comma.
+            // An empty token (`, chunked`) counts as a coding of its own, as in HAProxy.
             self.last_chunked = false;
             if word.eq_ignore_ascii_case(b"chunked") {
                 if self.chunked {
@@ -321,6 +321,21 @@ impl TransferEncoding {
             }
         }
         Ok(())
+    }
+
+    /// After every line: whether the body is chunked (`false`: no Transfer-Encoding).
+    /// A last coding other than `chunked` is 400, a coding before it 422.
+    pub fn finish(&self) -> Result<bool, RequestError> {
+        if !self.seen {
+            return Ok(false);
+        }
+        if !self.last_chunked {
+            return Err(RequestError::TransferEncoding);
+        }
+        if self.other {
+            return Err(RequestError::TransferCoding);
+        }
+        Ok(true)
     }
 }
 
@@ -339,15 +354,17 @@ struct Fields {
 impl Fields {
     fn see(&mut self, name: &HeaderName, v: &[u8]) -> Result<(), RequestError> {
         if name == header::CONTENT_LENGTH {
+            // One value per line: `5, 5` is refused (HAProxy merges it; lb stays as strict
+            // as it was, see docs/migrating-from-haproxy.md).
+            if v.contains(&b',') {
+                return Err(RequestError::ContentLength);
+            }
             let n = up::parse_content_length(v).ok_or(RequestError::ContentLength)?;
             if self.content_length.is_some_and(|c| c != n) {
                 return Err(RequestError::ContentLength);
             }
             self.content_length = Some(n);
         } else if name == header::TRANSFER_ENCODING {
-            // A trailing comma leaves no token (HAProxy skips the delimiter).
-            let v = v.trim_ascii();
-            let v = v.strip_suffix(b",").unwrap_or(v);
             self.te.add(v)?;
         } else if name == header::CONNECTION {
             for t in v.split(|&b| b == b',') {

@@ -77,8 +77,6 @@ pub(super) struct Outbound<'a> {
     /// May go out again on a fresh connection if a pooled one turns out closed (RFC 9110
     /// §9.2.2).
     pub replayable: bool,
-    /// The client asked for trailers (`TE: trailers`; an HTTP/2 server gets it: gRPC).
-    pub te_trailers: bool,
 }
 
 /// One attempt at a server, as its protocol's exchange ([`super::h1`], [`super::h2`])
@@ -238,6 +236,12 @@ pub(super) async fn forward(
         None
     };
     let te_trailers = rewrite(&mut head, upgrade, fe.forwardfor || be.forwardfor, &ctx);
+    if te_trailers {
+        // Of the client's TE, `trailers` goes on (HAProxy sends `te: trailers`; gRPC
+        // servers need it).
+        head.headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     let framing = if body.is_end_stream() {
         ReqFraming::Empty
     } else if head.headers.contains_key(header::CONTENT_LENGTH) {
@@ -265,7 +269,6 @@ pub(super) async fn forward(
         framing,
         // Other requests get pooled connections checked for a close first.
         replayable: framing == ReqFraming::Empty && head.method.is_idempotent(),
-        te_trailers,
     };
 
     let mut avoid: u128 = 0;
@@ -318,6 +321,9 @@ pub(super) async fn forward(
         };
         match answer {
             Ok(answer) => {
+                // The request head counts in `bytes_in` as HAProxy counts it (its body is
+                // counted as it goes).
+                counters.add_in(request_head_len(&out));
                 if let (Some(l), Some(t0)) = (&mut guard.log, started) {
                     l.t_response_ms = t0.elapsed().as_millis() as i64;
                 }
@@ -362,6 +368,13 @@ pub(super) async fn forward(
             tokio::time::sleep(pause).await;
         }
     }
+}
+
+/// The size of the request head as it goes to the server (request line, fields, the
+/// empty line).
+fn request_head_len(out: &Outbound<'_>) -> u64 {
+    let line = out.head.method.as_str().len() + 1 + out.target.len() + " HTTP/1.1\r\n".len();
+    (line + codec::fields_len(&out.head.headers) + 2) as u64
 }
 
 /// Finds cookie `name` in the request's Cookie headers.

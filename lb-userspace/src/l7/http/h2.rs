@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -49,7 +49,7 @@ pub(super) async fn exchange(
             client_timeout,
             upload.clone(),
         );
-        let request = request(req.head, req.te_trailers, srv.addr, b);
+        let request = request(req.head, srv.addr, b);
         let sent = async {
             tx.ready().await?;
             tx.send_request(request).await
@@ -103,7 +103,6 @@ pub(super) async fn exchange(
 /// origin form; the connection-specific fields were removed already.
 fn request(
     head: &http::request::Parts,
-    te_trailers: bool,
     server: SocketAddr,
     body: RequestBody,
 ) -> Request<RequestBody> {
@@ -118,9 +117,6 @@ fn request(
     let mut uri = http::Uri::builder().scheme("http").path_and_query(path);
     if let Some(a) = authority {
         uri = uri.authority(a);
-    }
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     let mut r = Request::new(body);
     *r.method_mut() = head.method.clone();
@@ -138,7 +134,7 @@ pub(super) fn respond(
     mut guard: Guard,
 ) -> Response<RespBody> {
     let (parts, body) = resp.into_parts();
-    let parts = match a.client_head(parts.status, parts.headers, &mut guard) {
+    let parts = match a.client_head(parts.status, parts.headers, &mut guard, &counters) {
         Ok(p) => p,
         // Denied: the stream is reset as its body is dropped.
         Err(denied) => return guarded(*denied, guard),

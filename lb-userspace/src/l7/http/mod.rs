@@ -314,10 +314,8 @@ impl Guard {
     fn set_backend(&mut self, be: &Arc<BackendRt>) {
         if self.be.is_none() {
             be.state.counters.requests.fetch_add(1, Ordering::Relaxed);
-            be.state
-                .counters
-                .active_conns
-                .fetch_add(1, Ordering::Relaxed);
+            // A session of the backend, in its total as HAProxy counts it.
+            be.state.counters.open_conn();
         }
         self.be = Some(be.clone());
         if let Some(l) = &mut self.log {

@@ -185,30 +185,19 @@ fn repeated_host(headers: &HeaderMap) -> Hosts {
     }
 }
 
-/// A status for a request whose Transfer-Encoding HAProxy 2.6 refuses: any coding other
-/// than `chunked` gets 422 (`identity, chunked` with or without Content-Length included:
-/// hyper would take it as chunked, and a server that honours Content-Length would frame
-/// the message differently), `chunked` twice gets 400.
+/// A status for a request whose Transfer-Encoding HAProxy 2.6 refuses, as lb's HTTP/1
+/// codec reads it ([`crate::l7::h1::TransferEncoding`]): `chunked` twice or a coding
+/// after it 400, a coding before a final `chunked` 422 (`identity, chunked` with or
+/// without Content-Length included: a server that honours Content-Length would frame the
+/// message differently).
 fn transfer_encoding_reject(headers: &HeaderMap) -> Option<u16> {
-    let mut chunked = 0;
-    let mut other = false;
-    for v in headers.get_all(header::TRANSFER_ENCODING) {
-        for t in v.as_bytes().split(|&c| c == b',') {
-            let t = t.trim_ascii();
-            if t.eq_ignore_ascii_case(b"chunked") {
-                chunked += 1;
-            } else if !t.is_empty() {
-                other = true;
-            }
-        }
-    }
-    if chunked > 1 {
-        Some(400)
-    } else if other {
-        Some(422)
-    } else {
-        None
-    }
+    let mut te = crate::l7::h1::TransferEncoding::default();
+    let r = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .try_for_each(|v| te.add(v.as_bytes()))
+        .and_then(|()| te.finish());
+    r.err().map(|e| e.status())
 }
 
 /// Whether a request target's authority and its Host header name the same host and port,
@@ -266,6 +255,12 @@ mod tests {
         assert_eq!(te(&[("transfer-encoding", "identity, chunked")]), Some(422));
         assert_eq!(te(&[("transfer-encoding", "gzip, chunked")]), Some(422));
         assert_eq!(te(&[("transfer-encoding", "chunked, chunked")]), Some(400));
+        assert_eq!(te(&[("transfer-encoding", "chunked, gzip")]), Some(400));
+        assert_eq!(
+            te(&[("transfer-encoding", "chunked, gzip, chunked")]),
+            Some(400)
+        );
+        assert_eq!(te(&[("transfer-encoding", "gzip")]), Some(400));
         assert_eq!(
             te(&[
                 ("transfer-encoding", "chunked"),

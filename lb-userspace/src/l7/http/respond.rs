@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use super::rules::{self, Flow, ResponseEdit, RuleCtx};
 use super::{ConnCtx, Guard, RespBody, Src, error_page, guarded};
 use crate::l7::runtime::{BackendRt, FrontendRt, ServerRt};
-use crate::l7::upstream::codec::ResponseHead;
+use crate::l7::upstream::codec::{self, ResponseHead};
 use crate::l7::upstream::{CountersRef, ResponseBody, UpConn};
 
 /// What a server's response is answered in: the request and where it went.
@@ -61,6 +61,7 @@ impl Answering<'_> {
         mut status: StatusCode,
         mut headers: HeaderMap,
         guard: &mut Guard,
+        counters: &CountersRef,
     ) -> Result<http::response::Parts, Box<Response<RespBody>>> {
         let mut reason = None;
         if !self.be.response_rules.is_empty() || !self.fe.response_rules.is_empty() {
@@ -84,6 +85,10 @@ impl Answering<'_> {
         if self.insert_cookie {
             add_persistence_cookie(self.be, self.srv, &self.req.method, status, &mut headers);
         }
+        // The head counts in `bytes_out` as HAProxy counts it (status line, fields, the
+        // empty line; the body is counted as it goes).
+        let line = "HTTP/1.1 200 \r\n".len() + status.canonical_reason().map_or(0, str::len);
+        counters.add_out((line + codec::fields_len(&headers) + 2) as u64);
         let mut r = Response::new(());
         *r.status_mut() = status;
         *r.headers_mut() = headers;
@@ -138,7 +143,7 @@ fn respond_h1(
         tunnel: is_tunnel,
         ..
     } = head;
-    let parts = match a.client_head(status, headers, &mut guard) {
+    let parts = match a.client_head(status, headers, &mut guard, &counters) {
         Ok(p) => p,
         // Denied: the server connection is closed, not pooled, as it is dropped.
         Err(denied) => return guarded(*denied, guard),

@@ -28,6 +28,8 @@ pub enum CodecError {
     Header(String),
     #[error("response head: conflicting Content-Length values")]
     ContentLength,
+    #[error("response head: chunked applied more than once")]
+    TransferEncoding,
     #[error("chunked body: invalid chunk size line")]
     ChunkSize,
     #[error("chunked body: missing CRLF after chunk data")]
@@ -242,6 +244,7 @@ pub fn parse_response_head(
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut has_te = false;
+    let mut chunked_seen = false;
     let mut close = version == Version::HTTP_10;
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     // Fields named by Connection, to drop once all are in (rare: no allocation otherwise).
@@ -261,6 +264,14 @@ pub fn parse_response_head(
         } else if name == header::TRANSFER_ENCODING {
             has_te = true;
             // Only the last coding decides; a later header line overrides earlier ones.
+            // `chunked` twice, over all lines, is an error (HAProxy: 502).
+            for t in value.as_bytes().split(|&b| b == b',') {
+                let is_chunked = t.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                if is_chunked && chunked_seen {
+                    return Err(CodecError::TransferEncoding);
+                }
+                chunked_seen |= is_chunked;
+            }
             chunked = value
                 .as_bytes()
                 .rsplit(|&b| b == b',')
@@ -308,9 +319,11 @@ pub fn parse_response_head(
     let framing = if bodyless {
         RespFraming::Length(0)
     } else if has_te {
-        // Both present: a smuggling attempt or a broken server; never reuse (RFC 9112 §6.3).
+        // Both present: a smuggling attempt or a broken server; never reuse (RFC 9112 §6.3),
+        // and the Content-Length does not go on to the client (HAProxy removes it).
         if content_length.is_some() {
             close = true;
+            headers.remove(header::CONTENT_LENGTH);
         }
         if chunked {
             RespFraming::Chunked
@@ -800,6 +813,39 @@ mod tests {
             ),
             (RespFraming::Length(5), true)
         );
+    }
+
+    /// As HAProxy 2.6 treats a server's Transfer-Encoding: `chunked` twice is a broken
+    /// response (502), and a Content-Length beside it does not reach the client.
+    #[test]
+    fn response_transfer_encoding_like_haproxy() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse(raw, Method::GET).err(),
+                Some(CodecError::TransferEncoding),
+                "{raw}"
+            );
+        }
+        let (h, _) = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET,
+        )
+        .expect("ok")
+        .expect("complete");
+        assert_eq!(h.framing, RespFraming::Chunked);
+        assert!(!h.keep_alive);
+        assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
+        // A coding after chunked: the body runs until close, as HAProxy reads it.
+        let (h, _) = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            Method::GET,
+        )
+        .expect("ok")
+        .expect("complete");
+        assert_eq!(h.framing, RespFraming::Close);
     }
 
     #[test]
