@@ -442,3 +442,146 @@ fn dontlognull_matches_haproxy() {
         assert!(l.contains(" be/s1 "), "{l}");
     }
 }
+
+/// A syslog line without its timestamp and tag (`<PRI>` kept), check durations as `Nms`.
+fn health_line(line: &str) -> String {
+    let pri = &line[..line.find('>').map_or(0, |i| i + 1)];
+    let msg = line.split_once("]: ").map_or(line, |(_, m)| m).trim_end();
+    let msg = match msg.split_once("check duration: ") {
+        Some((a, b)) => format!("{a}check duration: Nms{}", &b[b.find("ms").unwrap() + 2..]),
+        None => msg.to_owned(),
+    };
+    format!("{pri}{msg}")
+}
+
+/// Runs `connect_ok(false)` for ~1.2 s, then listens for ~1.5 s, then refuses again for
+/// ~1.2 s, on `port`; returns what `udp` received meanwhile (health lines only).
+fn down_up_down(udp: &std::net::UdpSocket, port: u16) -> Vec<String> {
+    std::thread::sleep(Duration::from_millis(1200));
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        if let Ok((c, _)) = l.accept() {
+            drop(c);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(l);
+    std::thread::sleep(Duration::from_millis(1200));
+    drain_lines(udp, Duration::from_millis(300))
+        .iter()
+        .map(|l| health_line(l))
+        .collect()
+}
+
+/// Health changes go to the backend's log targets as HAProxy 2.6 logs them: `Server B/S is
+/// DOWN` (alert) / `is UP` (notice) with the reason, `backend B has no server available!`
+/// (emerg); with `option log-health-checks`, also each check result that moves the health
+/// (`Health check for server B/S failed|succeeded, reason: …, status: H/N UP|DOWN.`,
+/// notice) and the reason moves there. Same config, same server outage, for HAProxy and lb;
+/// the lines each writes are compared once timestamps and durations are set aside.
+#[test]
+fn health_changes_are_logged_as_haproxy_logs_them() {
+    for checks in [true, false] {
+        let opt = if checks {
+            "log-health-checks"
+        } else {
+            "tcplog"
+        };
+        // One haproxy.cfg, for HAProxy and (through `lb convert`) for lb.
+        let hcfg = |udp: &std::net::UdpSocket, port: u16| {
+            format!(
+                "global\n  log {} local0\n\
+                 defaults\n  mode tcp\n  timeout client 5s\n  timeout connect 1s\n  timeout server 5s\n  log global\n  option {opt}\n\
+                 frontend f\n  bind 127.0.0.1:{}\n  default_backend be\n\
+                 backend be\n  server s1 127.0.0.1:{port} check inter 200 rise 2 fall 2\n",
+                udp.local_addr().unwrap(),
+                free_port(),
+            )
+        };
+        // HAProxy 2.6.
+        let hudp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let hport = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("lb-syslog-hc-{}-{checks}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("h.cfg");
+        std::fs::write(&cfg, hcfg(&hudp, hport)).unwrap();
+        let mut hx = std::process::Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy 2.6 is installed");
+        let hlines = down_up_down(&hudp, hport);
+        let _ = hx.kill();
+        let _ = hx.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // lb: the same file through `lb convert`, the loader, the registry and the health
+        // service.
+        let ludp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let lport = free_port();
+        let conv =
+            lb::config::convert::convert_str(std::path::Path::new("h.cfg"), &hcfg(&ludp, lport));
+        assert_eq!(conv.unconverted, 0, "{:?}", conv.diagnostics);
+        let (cfg, _) = lb::config::load_str(
+            std::path::Path::new("t.toml"),
+            &conv.toml,
+            &lb::config::LoadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.backends[0].log_health_checks, checks);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let reg = std::sync::Arc::new(lb::state::Registry::new());
+        lb::health::sync_registry(&reg, &cfg);
+        let health = lb::health::HealthHandle::new(reg.clone());
+        rt.block_on(async { health.apply(&cfg) }).unwrap();
+        let llines = down_up_down(&ludp, lport);
+        health.stop();
+
+        let down_with_reason = "<129>Server be/s1 is DOWN, reason: Layer4 connection problem, \
+             info: \"Connection refused\", check duration: Nms. 0 active and 0 backup servers \
+             left. 0 sessions active, 0 requeued, 0 remaining in queue.";
+        let mut want = vec!["<128>backend be has no server available!".to_owned()];
+        if checks {
+            want.extend([
+                "<133>Health check for server be/s1 failed, reason: Layer4 connection problem, info: \"Connection refused\", check duration: Nms, status: 0/2 DOWN.".to_owned(),
+                "<129>Server be/s1 is DOWN. 0 active and 0 backup servers left. 0 sessions active, 0 requeued, 0 remaining in queue.".to_owned(),
+                "<133>Health check for server be/s1 succeeded, reason: Layer4 check passed, check duration: Nms, status: 1/2 DOWN.".to_owned(),
+                "<133>Health check for server be/s1 succeeded, reason: Layer4 check passed, check duration: Nms, status: 2/2 UP.".to_owned(),
+                "<133>Server be/s1 is UP. 1 active and 0 backup servers online. 0 sessions requeued, 0 total in queue.".to_owned(),
+                "<133>Health check for server be/s1 failed, reason: Layer4 connection problem, info: \"Connection refused\", check duration: Nms, status: 1/2 UP.".to_owned(),
+            ]);
+        } else {
+            want.extend([
+                down_with_reason.to_owned(),
+                "<133>Server be/s1 is UP, reason: Layer4 check passed, check duration: Nms. 1 active and 0 backup servers online. 0 sessions requeued, 0 total in queue.".to_owned(),
+            ]);
+        }
+        for (who, lines) in [("haproxy", &hlines), ("lb", &llines)] {
+            for w in &want {
+                assert!(
+                    lines.contains(w),
+                    "{who} (log-health-checks {checks}): no {w:?} in {lines:#?}"
+                );
+            }
+        }
+        // The same lines, in the same order, over one DOWN → UP → DOWN cycle: from the
+        // first `is DOWN` to the next one (the timing at either end is the machine's).
+        let from_down = |lines: &[String]| -> Vec<String> {
+            let downs: Vec<usize> = (0..lines.len())
+                .filter(|&i| lines[i].contains(" is DOWN"))
+                .collect();
+            assert!(downs.len() >= 2, "no DOWN, UP, DOWN cycle: {lines:#?}");
+            lines[downs[0]..=downs[1]].to_vec()
+        };
+        assert_eq!(
+            from_down(&llines),
+            from_down(&hlines),
+            "log-health-checks {checks}"
+        );
+    }
+}

@@ -91,6 +91,8 @@ fn config(pin: PathBuf) -> Config {
         acls: Default::default(),
         errorfiles: Default::default(),
         stick_table: None,
+        log_targets: Vec::new(),
+        log_health_checks: false,
     };
     Config {
         source: PathBuf::from("lab.toml"),

@@ -227,6 +227,8 @@ fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> CfgBackend {
         acls: Default::default(),
         errorfiles: Default::default(),
         stick_table: None,
+        log_targets: Vec::new(),
+        log_health_checks: false,
     }
 }
 

@@ -1882,7 +1882,7 @@ impl Converter<'_> {
         let extra = &rest[2..];
         match name.text.as_str() {
             "forwardfor" | "redispatch" | "httplog" | "tcplog" | "dontlognull"
-            | "http-keep-alive" | "http-server-close"
+            | "log-health-checks" | "http-keep-alive" | "http-server-close"
                 if extra.is_empty()
                     || (name.text == "httplog" && extra.iter().all(|w| w.text == "clf")) =>
             {

@@ -806,6 +806,12 @@ pub struct Backend {
     pub errorfiles: BTreeMap<u16, Vec<u8>>,
     /// `stick-table …`: the table named after this backend.
     pub stick_table: Option<StickTableSpec>,
+    /// The backend's `log` targets (`global` expanded): where its servers' health
+    /// changes are logged, as HAProxy logs them.
+    pub log_targets: Vec<crate::syslog::LogTarget>,
+    /// `option log-health-checks`: every check result that moves a server's health is
+    /// logged too, not only the UP/DOWN changes.
+    pub log_health_checks: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -229,6 +229,15 @@ impl HealthMachine {
         }
     }
 
+    /// HAProxy 2.6's `status:` in health-check log lines: `H/RISE DOWN` below `rise`, else
+    /// `(H - RISE + 1)/FALL UP` (`2/2 UP` at full health with fall 2).
+    pub fn status_text(&self) -> String {
+        match self.op_state() {
+            OpState::Up => format!("{}/{} UP", self.health - self.rise + 1, self.fall),
+            OpState::Down => format!("{}/{} DOWN", self.health, self.rise),
+        }
+    }
+
     /// Consecutive passed checks so far (reset by a failure).
     pub fn consecutive_ok(&self) -> u32 {
         self.consecutive_ok
@@ -293,6 +302,7 @@ mod tests {
         let mut m = HealthMachine::new(2, 3, InitState::FullyUp);
         assert_eq!(run(&mut m, &[false, false]), vec![Up, Up]);
         assert_eq!(m.progress(), "UP 1/3");
+        assert_eq!(m.status_text(), "1/3 UP");
         assert_eq!(run(&mut m, &[false]), vec![Down]);
         assert_eq!(m.progress(), "DOWN");
         assert_eq!(run(&mut m, &[true]), vec![Down]);

@@ -54,6 +54,40 @@ pub enum HealthError {
     Tls(String),
     #[error("health checks must be started from within a tokio runtime")]
     NoRuntime,
+    #[error("backend {backend}: log target: {reason}")]
+    Log { backend: String, reason: String },
+}
+
+/// Where a backend's health changes are logged (its `log` targets), as HAProxy logs them.
+#[derive(Debug)]
+pub struct HealthLog {
+    logger: crate::syslog::Logger,
+    /// `option log-health-checks`.
+    checks: bool,
+}
+
+/// Syslog severities of HAProxy's health messages.
+const LOG_EMERG: u8 = 0;
+const LOG_ALERT: u8 = 1;
+const LOG_NOTICE: u8 = 5;
+
+/// The health logs of `config`'s backends that have `log` targets.
+fn health_logs(config: &Config) -> Result<HashMap<String, Arc<HealthLog>>, HealthError> {
+    let mut out = HashMap::new();
+    for b in config.backends.iter().filter(|b| !b.log_targets.is_empty()) {
+        let logger = crate::syslog::Logger::new(&b.log_targets).map_err(|e| HealthError::Log {
+            backend: b.name.clone(),
+            reason: e.to_string(),
+        })?;
+        out.insert(
+            b.name.clone(),
+            Arc::new(HealthLog {
+                logger,
+                checks: b.log_health_checks,
+            }),
+        );
+    }
+    Ok(out)
 }
 
 /// Upper bounds (seconds) of the check-duration histogram buckets.
@@ -142,6 +176,8 @@ struct Mutable {
     spec: CheckSpec,
     last: Option<CheckOutcome>,
     last_at: Option<SystemTime>,
+    /// The backend's log targets, if it has any.
+    log: Option<Arc<HealthLog>>,
 }
 
 /// Health of one server: its state machine, admin state, last result and counters.
@@ -183,6 +219,7 @@ impl ServerHealth {
                 spec: spec.clone(),
                 last: None,
                 last_at: None,
+                log: None,
             }),
             durations: DurationHistogram::default(),
             checks: AtomicU64::new(0),
@@ -264,19 +301,46 @@ impl ServerHealth {
             let us = u64::try_from(outcome.duration.as_micros()).unwrap_or(u64::MAX);
             srv.last_check_us.store(us.max(1), Ordering::Relaxed);
         }
-        let (transition, admin, progress) = {
+        let (transition, admin, progress, log) = {
             let mut m = self.lock();
+            let before = m.machine.health();
             let transition = m.machine.record(outcome.passed());
             m.last = Some(outcome.clone());
             m.last_at = Some(SystemTime::now());
             self.publish(&m, registry);
-            (transition, m.machine.admin(), m.machine.progress())
+            // `option log-health-checks`: each result that moves the health counter.
+            if let Some(log) = m.log.as_ref().filter(|l| l.checks)
+                && m.machine.health() != before
+                && m.machine.admin() != AdminState::Maint
+            {
+                log.logger.send(
+                    LOG_NOTICE,
+                    &format!(
+                        "Health check for server {}/{} {}, {}, status: {}.",
+                        self.backend,
+                        self.server,
+                        if outcome.passed() {
+                            "succeeded"
+                        } else {
+                            "failed"
+                        },
+                        outcome.describe(),
+                        m.machine.status_text()
+                    ),
+                );
+            }
+            (
+                transition,
+                m.machine.admin(),
+                m.machine.progress(),
+                m.log.clone(),
+            )
         };
         let Some(t) = transition else { return };
         if t.to == OpState::Down {
             self.up_down.fetch_add(1, Ordering::Relaxed);
         }
-        self.log_transition(t, admin, outcome, &progress, registry);
+        self.log_transition(t, admin, outcome, &progress, registry, log.as_deref());
     }
 
     fn log_transition(
@@ -286,8 +350,21 @@ impl ServerHealth {
         outcome: &CheckOutcome,
         progress: &str,
         registry: &Registry,
+        log: Option<&HealthLog>,
     ) {
         let (be, sv) = (&self.backend, &self.server);
+        // To the backend's log targets as HAProxy words it: the reason is on the check's
+        // own line with `log-health-checks`, else on this one.
+        let syslog = |level: u8, head: &str, rest: &str| {
+            if let Some(l) = log {
+                let reason = if l.checks {
+                    String::new()
+                } else {
+                    format!(", {}", outcome.describe())
+                };
+                l.logger.send(level, &format!("{head}{reason}.{rest}"));
+            }
+        };
         if admin == AdminState::Maint {
             tracing::info!(
                 "Health check for server {be}/{sv} {}, {}, status: {progress} (server is in maintenance)",
@@ -318,21 +395,27 @@ impl ServerHealth {
             .unwrap_or((0, 0, 0));
         match t.to {
             OpState::Down => {
-                tracing::warn!(
-                    "Server {be}/{sv} is DOWN, {}. {active} active and {backup} backup servers \
-                     left. {sessions} sessions active, 0 requeued, 0 remaining in queue.",
-                    outcome.describe(),
+                let rest = format!(
+                    " {active} active and {backup} backup servers left. {sessions} sessions \
+                     active, 0 requeued, 0 remaining in queue."
                 );
+                tracing::warn!("Server {be}/{sv} is DOWN, {}.{rest}", outcome.describe());
+                syslog(LOG_ALERT, &format!("Server {be}/{sv} is DOWN"), &rest);
                 if active == 0 && backup == 0 {
                     tracing::error!("backend {be} has no server available!");
+                    if let Some(l) = log {
+                        l.logger
+                            .send(LOG_EMERG, &format!("backend {be} has no server available!"));
+                    }
                 }
             }
             OpState::Up => {
-                tracing::warn!(
-                    "Server {be}/{sv} is UP, {}. {active} active and {backup} backup servers \
-                     online. 0 sessions requeued, 0 total in queue.",
-                    outcome.describe(),
+                let rest = format!(
+                    " {active} active and {backup} backup servers online. 0 sessions \
+                     requeued, 0 total in queue."
                 );
+                tracing::warn!("Server {be}/{sv} is UP, {}.{rest}", outcome.describe());
+                syslog(LOG_NOTICE, &format!("Server {be}/{sv} is UP"), &rest);
             }
         }
     }
@@ -413,11 +496,20 @@ impl HealthHandle {
     /// per server marked `check`. Call it after `Registry::replace`. On error nothing
     /// changes.
     pub fn apply(&self, config: &Config) -> Result<(), HealthError> {
-        self.apply_targets(&targets(config))
+        self.apply_logged(&targets(config), &health_logs(config)?)
     }
 
-    /// [`HealthHandle::apply`] on an explicit server list.
+    /// [`HealthHandle::apply`] on an explicit server list (health changes go to lb's own
+    /// log only).
     pub fn apply_targets(&self, targets: &[Target]) -> Result<(), HealthError> {
+        self.apply_logged(targets, &HashMap::new())
+    }
+
+    fn apply_logged(
+        &self,
+        targets: &[Target],
+        logs: &HashMap<String, Arc<HealthLog>>,
+    ) -> Result<(), HealthError> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| HealthError::NoRuntime)?;
         // Prepare everything fallible first.
         let mut checkers = Vec::new();
@@ -452,7 +544,8 @@ impl HealthHandle {
             };
             entry.configured_weight.store(t.weight, Ordering::Relaxed);
             {
-                let m = entry.lock();
+                let mut m = entry.lock();
+                m.log = logs.get(&t.backend).cloned();
                 entry.publish(&m, &self.registry);
             }
             inner.servers.insert(key, entry);

@@ -268,6 +268,8 @@ pub fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> Backend {
         acls: AclSet::default(),
         errorfiles: BTreeMap::new(),
         stick_table: None,
+        log_targets: Vec::new(),
+        log_health_checks: false,
     }
 }
 

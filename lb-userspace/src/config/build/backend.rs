@@ -196,6 +196,8 @@ impl Builder<'_> {
                 } else {
                     None
                 },
+                log_targets: st.log_targets.clone(),
+                log_health_checks: st.log_health_checks,
             },
             name_pos: name.span().start,
             path: path.to_string(),

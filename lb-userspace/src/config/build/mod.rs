@@ -318,6 +318,8 @@ struct Inherit {
     log_targets: Vec<crate::syslog::LogTarget>,
     /// `option dontlognull`.
     dontlognull: bool,
+    /// `option log-health-checks`.
+    log_health_checks: bool,
     maxconn: Option<u32>,
     check: CheckSpec,
     check_timeout_set: bool,
@@ -340,6 +342,7 @@ impl Default for Inherit {
             log: false,
             log_targets: Vec::new(),
             dontlognull: false,
+            log_health_checks: false,
             maxconn: None,
             check: CheckSpec::default(),
             check_timeout_set: false,

@@ -178,6 +178,7 @@ impl Builder<'_> {
             "redispatch" => out.redispatch = !neg,
             "httplog" | "tcplog" => out.log = !neg,
             "dontlognull" => out.dontlognull = !neg,
+            "log-health-checks" => out.log_health_checks = !neg,
             "http-keep-alive" | "http-server-close" | "splice-auto" => {}
             "httpchk" => {
                 self.err(
@@ -194,6 +195,7 @@ impl Builder<'_> {
                     "httplog",
                     "tcplog",
                     "dontlognull",
+                    "log-health-checks",
                     "http-keep-alive",
                     "http-server-close",
                     "httpchk",
