@@ -16,6 +16,7 @@ use lb_tests::lbproc::LbProcess;
 use lb_tests::require_root;
 use lb_tests::servers::{ServerGuard, http_identity};
 use lb_tests::topology::{LB_CLIENT_SIDE_V4, backend_v4};
+use socket2::{Domain, Socket, Type};
 
 const FLOWS: usize = 200;
 const HTTP_PORT: u16 = 8000;
@@ -364,4 +365,137 @@ fn kill_9_with_keep_dataplane_then_restart_breaks_no_flow() {
         let (_c, who) = env.connect(None, vip()).expect("connect after restart");
         assert!(who.starts_with('b'), "{who}");
     }
+}
+
+/// `env.config(n)` with a 1024-entry flow table and flood mode at `flood_rate`.
+fn flood_config(env: &L4Env, n: usize, flood_rate: u32) -> String {
+    let text = env.config(n);
+    assert!(text.contains("conntrack_size = 65536"), "{text}");
+    text.replace(
+        "conntrack_size = 65536",
+        &format!("conntrack_size = 1024\nflood_rate = {flood_rate}"),
+    )
+}
+
+/// Sends up to `count` real TCP SYNs to `vip` from random sources in 198.18.0.0/15
+/// (xorshift from `seed`) for at most `limit`, from the client's kernel: each socket binds
+/// its non-local source (IP_TRANSPARENT), connects without blocking (the SYN leaves) and
+/// is dropped in SYN-SENT (nothing more is sent; the SYN-ACKs find no route back).
+/// Returns the number of SYNs sent.
+fn syn_flood(env: &L4Env, count: u32, limit: Duration, seed: u32) -> u32 {
+    let vip = vip();
+    env.lab
+        .client
+        .within(move || {
+            let started = Instant::now();
+            let mut x = seed | 1;
+            let mut sent = 0;
+            while sent < count && started.elapsed() < limit {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let [a, b, c, d] = x.to_be_bytes();
+                let port = 1024 + u16::from_be_bytes([d, a]) % 64000;
+                let src = SocketAddr::from(([198, 18 | (a & 1), b, c], port));
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+                s.set_ip_transparent(true)?;
+                if s.bind(&src.into()).is_err() {
+                    continue; // the same random source twice in a row: skip it
+                }
+                s.set_nonblocking(true)?;
+                match s.connect(&vip.into()) {
+                    Ok(()) => sent += 1,
+                    Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => sent += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(sent)
+        })
+        .expect("SYN flood")
+}
+
+/// The value of the `/metrics` sample that starts with `series` (0 when absent).
+fn metric(lb: &LbProcess, series: &str) -> f64 {
+    let (code, body) = lb.get("/metrics").expect("metrics");
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Issue #19 item 3: a SYN flood from random sources, in flood mode, does not push
+/// established flows out of a small flow table: 200 long-lived flows keep their backend
+/// through the flood and a reload that adds a backend during it (an evicted flow would
+/// be re-picked by the new Maglev table, and a quarter of them would land on the new
+/// backend and break). The flows are opened before flood mode is configured (a reload
+/// turns it on), so they are all tracked.
+#[test]
+fn syn_flood_from_random_sources_breaks_no_established_flow() {
+    require_root!();
+    let env = Arc::new(L4Env::new(4).expect("lab"));
+    let admin = lb_tests::l4env::ADMIN.parse().expect("admin");
+    let path = env
+        .write_config(&flood_config(&env, 3, 125_000))
+        .expect("config");
+    let lb = LbProcess::start(&env.lab.lb, &path, admin, &[]).expect("lb run");
+    wait_all_up(&lb, "pool4", 3);
+    let flows = open_flows(&env);
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_exit = StopOnDrop(stop.clone());
+    let l4 = drive_flows(flows, stop.clone(), Duration::from_secs(60));
+    // Flood mode: past 20 new flows per second per CPU, new flows are not tracked (at
+    // most ~20 x 2 CPUs x 10 s of flood SYNs enter the 1024-entry table).
+    env.write_config(&flood_config(&env, 3, 20))
+        .expect("config");
+    lb.signal(nix::sys::signal::Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.subsec_nanos());
+    eprintln!("SYN flood seed {seed:#x}");
+    let flooder = {
+        let env = env.clone();
+        std::thread::spawn(move || syn_flood(&env, 60_000, Duration::from_secs(8), seed))
+    };
+    // During the flood, a reload adds b4: tracked flows keep their backend.
+    std::thread::sleep(Duration::from_secs(2));
+    env.write_config(&flood_config(&env, 4, 20))
+        .expect("config");
+    lb.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_all_up(&lb, "pool4", 4);
+    let sent = flooder.join().expect("flood thread");
+    std::thread::sleep(Duration::from_millis(2500));
+    stop.store(true, Ordering::Relaxed);
+    let (exchanges, broken) = l4.join().expect("flow thread");
+    let untracked = metric(
+        &lb,
+        "lb_l4_packets_total{action=\"flood\",reason=\"untracked\"}",
+    );
+    eprintln!(
+        "SYN flood: {sent} SYNs sent, {untracked} new flows untracked; flows: {exchanges} \
+         exchanges, {} broken (seed {seed:#x})",
+        broken.len()
+    );
+    assert!(sent >= 10_000, "only {sent} SYNs sent (seed {seed:#x})");
+    assert!(
+        untracked >= f64::from(sent) * 0.5,
+        "{untracked} of {sent} flood SYNs untracked (seed {seed:#x})"
+    );
+    assert!(
+        broken.is_empty(),
+        "broken flows (seed {seed:#x}): {broken:?}"
+    );
+    assert!(
+        exchanges as usize >= FLOWS * 5,
+        "only {exchanges} flow exchanges"
+    );
+    // New connections still work, and reach the new backend too.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let (_c, who) = env.connect(None, vip()).expect("connect after the flood");
+        seen.insert(who);
+    }
+    assert!(seen.len() >= 3, "{seen:?}");
 }
