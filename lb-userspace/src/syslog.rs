@@ -1,5 +1,6 @@
-//! Syslog log targets, as HAProxy's `log` lines: UDP (`ip:port`, default port 514), unix
-//! datagram sockets (`/dev/log`), `stdout` / `stderr`; facility, level and minimum level;
+//! Syslog log targets, as HAProxy's `log` lines: UDP (`ip:port`, default port 514), TCP
+//! (`tcp@ip:port`), unix datagram sockets (`/dev/log`), `stdout` / `stderr`; facility,
+//! level and minimum level;
 //! RFC 3164, RFC 5424, `short` and `raw` framing, byte for byte as HAProxy 2.6 writes them
 //! except for the tag, which is `lb`:
 //!
@@ -8,7 +9,10 @@
 //!
 //! Sending never blocks the caller: the sockets are non-blocking and a line that cannot be
 //! sent at once (buffer full, nobody listening, no such socket) is dropped and counted in
-//! [`dropped`]. `stdout`/`stderr` go through one writer thread each, behind a bounded queue.
+//! [`dropped`]. `stdout`/`stderr` go through one writer thread each, behind a bounded queue,
+//! and so does each TCP target: its thread connects (again after a failure, at most once a
+//! second; lines meanwhile are dropped) and writes each line LF-terminated, as HAProxy 2.6
+//! frames its `log tcp@` targets (RFC 6587 non-transparent framing).
 //! Timestamps are UTC.
 //!
 //! A leaf module: it imports nothing else of the crate.
@@ -19,7 +23,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Errors of the syslog module.
@@ -51,6 +55,8 @@ pub const INFO: u8 = 6;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Addr {
     Udp(SocketAddr),
+    /// `tcp@ADDR:PORT`.
+    Tcp(SocketAddr),
     Unix(PathBuf),
     Stdout,
     Stderr,
@@ -192,22 +198,34 @@ fn parse_addr(s: &str) -> Result<Addr, String> {
     if s.starts_with('/') {
         return Ok(Addr::Unix(PathBuf::from(s)));
     }
-    if s.starts_with("tcp@") || s.starts_with("ring@") {
+    if s.starts_with("ring@") {
         return Err(format!(
-            "log target `{s}`: TCP syslog is not supported (use a UDP or unix socket target)"
+            "log target `{s}`: ring sections are not supported (use tcp@ADDR:PORT)"
         ));
     }
-    let bare = ["udp@", "udp4@", "udp6@", "ipv4@", "ipv6@"]
+    let tcp = ["tcp@", "tcp4@", "tcp6@"]
         .iter()
-        .find_map(|p| s.strip_prefix(p))
+        .find_map(|p| s.strip_prefix(p));
+    let bare = tcp
+        .or_else(|| {
+            ["udp@", "udp4@", "udp6@", "ipv4@", "ipv6@"]
+                .iter()
+                .find_map(|p| s.strip_prefix(p))
+        })
         .unwrap_or(s);
-    if let Ok(a) = bare.parse::<SocketAddr>() {
-        return Ok(Addr::Udp(a));
-    }
-    // Without a port: `10.0.0.1`, `[::1]`, `::1`.
-    let ip = bare.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = ip.parse::<std::net::IpAddr>() {
-        return Ok(Addr::Udp(SocketAddr::new(ip, 514)));
+    let addr = bare.parse::<SocketAddr>().ok().or_else(|| {
+        // Without a port: `10.0.0.1`, `[::1]`, `::1`.
+        let ip = bare.trim_start_matches('[').trim_end_matches(']');
+        ip.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 514))
+    });
+    if let Some(a) = addr {
+        return Ok(if tcp.is_some() {
+            Addr::Tcp(a)
+        } else {
+            Addr::Udp(a)
+        });
     }
     Err(format!(
         "log target `{s}` is not an address (expected IP[:PORT], a unix socket path, stdout or stderr)"
@@ -292,6 +310,48 @@ enum Sink {
     Udp(UdpSocket, SocketAddr),
     Unix(UnixDatagram, PathBuf),
     Stream(&'static SyncSender<Vec<u8>>),
+    /// The queue of a TCP target's writer thread (which ends when this is dropped).
+    Tcp(SyncSender<Vec<u8>>),
+}
+
+/// Lines a TCP target's queue holds while its thread writes or reconnects.
+const TCP_QUEUE: usize = 4096;
+/// Connect and write limit of a TCP target, and the pause after a failed connect.
+const TCP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts the writer thread of TCP target `addr`: it connects when it has a line to send
+/// and no connection (not within [`TCP_TIMEOUT`] of a failed attempt: those lines are
+/// dropped), writes each line, and drops the connection on a write error.
+fn tcp_writer(addr: SocketAddr) -> std::io::Result<SyncSender<Vec<u8>>> {
+    let (tx, rx) = sync_channel::<Vec<u8>>(TCP_QUEUE);
+    std::thread::Builder::new()
+        .name("lb-log-tcp".into())
+        .spawn(move || {
+            let mut conn: Option<std::net::TcpStream> = None;
+            let mut failed_at: Option<std::time::Instant> = None;
+            for line in rx {
+                if conn.is_none() && failed_at.is_none_or(|t| t.elapsed() >= TCP_TIMEOUT) {
+                    match std::net::TcpStream::connect_timeout(&addr, TCP_TIMEOUT) {
+                        Ok(c) => {
+                            let _ = c.set_write_timeout(Some(TCP_TIMEOUT));
+                            let _ = c.set_nodelay(true);
+                            conn = Some(c);
+                            failed_at = None;
+                        }
+                        Err(_) => failed_at = Some(std::time::Instant::now()),
+                    }
+                }
+                let sent = match &mut conn {
+                    Some(c) => c.write_all(&line).is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    conn = None;
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })?;
+    Ok(tx)
 }
 
 fn stream_writer(err: bool) -> &'static SyncSender<Vec<u8>> {
@@ -368,6 +428,7 @@ impl Logger {
                     s.set_nonblocking(true).map_err(err)?;
                     Sink::Unix(s, p.clone())
                 }
+                Addr::Tcp(a) => Sink::Tcp(tcp_writer(*a).map_err(err)?),
                 Addr::Stdout => Sink::Stream(stream_writer(false)),
                 Addr::Stderr => Sink::Stream(stream_writer(true)),
             };
@@ -394,10 +455,8 @@ impl Logger {
             let sent = match sink {
                 Sink::Udp(s, a) => s.send_to(&line, a).is_ok(),
                 Sink::Unix(s, p) => s.send_to(&line, p).is_ok(),
-                Sink::Stream(tx) => match tx.try_send(line) {
-                    Ok(()) => true,
-                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-                },
+                Sink::Stream(tx) => tx.try_send(line).is_ok(),
+                Sink::Tcp(tx) => tx.try_send(line).is_ok(),
             };
             if !sent {
                 DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -439,7 +498,15 @@ mod tests {
         assert_eq!(e("127.0.0.1 local0 loud").0, 2);
         assert_eq!(e("127.0.0.1 format xml local0").0, 2);
         assert_eq!(e("nowhere local0").0, 0);
-        assert!(e("tcp@127.0.0.1:514 local0").1.contains("TCP"));
+        assert!(e("ring@buf local0").1.contains("ring"));
+        assert_eq!(
+            t("tcp@127.0.0.1:6514 local0").addr,
+            Addr::Tcp("127.0.0.1:6514".parse().expect("a"))
+        );
+        assert_eq!(
+            t("tcp6@[::1] local0").addr,
+            Addr::Tcp("[::1]:514".parse().expect("a"))
+        );
         assert_eq!(e("127.0.0.1").0, 0);
     }
 

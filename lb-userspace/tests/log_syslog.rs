@@ -192,38 +192,18 @@ async fn header_shape_matches_haproxy() {
         .local_addr()
         .unwrap()
         .port();
-    let dir = std::env::temp_dir().join(format!("lb-syslog-hx-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("h.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
+    let hx = Haproxy::start(
+        "hx",
+        &format!(
             "global\n  log {} local0\n  log {} format rfc5424 local1 info\n\
              defaults\n  mode http\n  timeout client 5s\n  timeout connect 5s\n  timeout server 5s\n  log global\n  option httplog\n\
              frontend f\n  bind 127.0.0.1:{port}\n  http-request return status 200 content-type text/plain string ok\n",
             u3164.local_addr().unwrap(),
             u5424.local_addr().unwrap()
         ),
-    )
-    .unwrap();
-    let mut hx = std::process::Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("haproxy 2.6 is installed");
-    let mut ok = false;
-    for _ in 0..50 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ok, "haproxy did not listen");
-    // That probe connection carried no request; HAProxy may log it (`<BADREQ>`) or not: read
-    // until the request's own line.
+        Some(port),
+    );
+    // HAProxy may log other lines (a `<BADREQ>` probe): read until the request's own line.
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let r = get(addr, "/x", &[]).await;
     assert_eq!(r.status, 200);
@@ -240,9 +220,7 @@ async fn header_shape_matches_haproxy() {
     };
     let h3164 = recv_req(&u3164);
     let h5424 = recv_req(&u5424);
-    let _ = hx.kill();
-    let _ = hx.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(hx);
 
     let e = echo("a").await;
     let mut fe = frontend("f", vec![bind("127.0.0.1:0")], Some("be"));
@@ -288,6 +266,45 @@ async fn header_shape_matches_haproxy() {
     assert!(l3164.starts_with("<134>") && h3164.starts_with("<134>"));
     assert!(l5424.starts_with("<142>1 ") && h5424.starts_with("<142>1 "));
     assert!(l3164.ends_with('\n') && h3164.ends_with('\n'));
+}
+
+/// HAProxy 2.6 running `cfg` (written to a directory of its own), killed and cleaned up on
+/// drop. With `port`, waits (bounded) until that port is taken, without connecting to it.
+struct Haproxy {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Haproxy {
+    fn start(tag: &str, cfg: &str, port: Option<u16>) -> Haproxy {
+        let dir = std::env::temp_dir().join(format!("lb-syslog-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy 2.6 is installed");
+        if let Some(port) = port {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                assert!(Instant::now() < deadline, "haproxy did not listen");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Haproxy { child, dir }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A TCP server on a thread: reads each connection to EOF, then closes it.
@@ -362,12 +379,10 @@ fn dontlognull_matches_haproxy() {
     // HAProxy 2.6.
     let hudp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let hp = [free_port(), free_port()];
-    let dir = std::env::temp_dir().join(format!("lb-syslog-null-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("h.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
+    // Waited for without connecting to it: a probe would be a null session.
+    let hx = Haproxy::start(
+        "null",
+        &format!(
             "global\n  log {} local0\n\
              defaults\n  mode tcp\n  timeout client 5s\n  timeout connect 2s\n  timeout server 5s\n  log global\n  option tcplog\n  option dontlognull\n\
              frontend fnull\n  bind 127.0.0.1:{}\n  default_backend be\n\
@@ -377,26 +392,11 @@ fn dontlognull_matches_haproxy() {
             hp[0],
             hp[1]
         ),
-    )
-    .unwrap();
-    let mut hx = std::process::Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("haproxy 2.6 is installed");
-    // Wait for the listeners without connecting to them (a probe would be a null session).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpListener::bind(("127.0.0.1", hp[1])).is_ok() {
-        assert!(Instant::now() < deadline, "haproxy did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Some(hp[1]),
+    );
     null_and_data_sessions(hp);
     let hlines = drain_lines(&hudp, Duration::from_millis(700));
-    let _ = hx.kill();
-    let _ = hx.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(hx);
 
     // lb, from the equivalent TOML through the loader.
     let ludp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -503,22 +503,9 @@ fn health_changes_are_logged_as_haproxy_logs_them() {
         // HAProxy 2.6.
         let hudp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let hport = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("lb-syslog-hc-{}-{checks}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("h.cfg");
-        std::fs::write(&cfg, hcfg(&hudp, hport)).unwrap();
-        let mut hx = std::process::Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("haproxy 2.6 is installed");
+        let hx = Haproxy::start(&format!("hc-{checks}"), &hcfg(&hudp, hport), None);
         let hlines = down_up_down(&hudp, hport);
-        let _ = hx.kill();
-        let _ = hx.wait();
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(hx);
 
         // lb: the same file through `lb convert`, the loader, the registry and the health
         // service.
@@ -584,4 +571,153 @@ fn health_changes_are_logged_as_haproxy_logs_them() {
             "log-health-checks {checks}"
         );
     }
+}
+
+/// A TCP syslog receiver: each accepted connection's bytes, as they arrive (by connection,
+/// in accept order). With `close_first`, the first connection is closed once it has sent
+/// one line.
+fn tcp_receiver(
+    close_first: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for (i, c) in l.incoming().enumerate() {
+            let Ok(mut c) = c else { break };
+            let idx = {
+                let mut v = g.lock().unwrap();
+                v.push(Vec::new());
+                v.len() - 1
+            };
+            let g = g.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let _ = c.set_read_timeout(Some(Duration::from_secs(20)));
+                let mut b = [0u8; 4096];
+                while let Ok(n) = c.read(&mut b) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut v = g.lock().unwrap();
+                    v[idx].extend_from_slice(&b[..n]);
+                    if close_first && i == 0 && v[idx].contains(&b'\n') {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, got)
+}
+
+/// Waits (bounded) until connection `conn` of `got` holds `lines` complete lines.
+fn tcp_lines(got: &std::sync::Mutex<Vec<Vec<u8>>>, conn: usize, lines: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = got
+            .lock()
+            .unwrap()
+            .get(conn)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        let done: Vec<String> = text.split_inclusive('\n').map(str::to_owned).collect();
+        if done.iter().filter(|l| l.ends_with('\n')).count() >= lines {
+            return done;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{lines} lines not received: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `log tcp@ADDR:PORT`: access lines reach a TCP receiver the test owns, on one
+/// connection, each line framed as HAProxy 2.6 frames its TCP syslog lines (the rfc3164
+/// line, LF-terminated, no octet count; checked against a live HAProxy); when the receiver
+/// closes the connection, lb connects again and later lines arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_targets_are_framed_as_haproxy_and_reconnect() {
+    // HAProxy 2.6: two requests, two lines on one connection.
+    let (haddr, hgot) = tcp_receiver(false);
+    let port = free_port();
+    let hx = Haproxy::start(
+        "tcp",
+        &format!(
+            "global\n  log tcp@{haddr} local0\n\
+             defaults\n  mode http\n  timeout client 5s\n  timeout connect 5s\n  timeout server 5s\n  log global\n  option httplog\n\
+             frontend f\n  bind 127.0.0.1:{port}\n  http-request return status 200 content-type text/plain string ok\n",
+        ),
+        Some(port),
+    );
+    let haddr_fe: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for p in ["/x", "/y"] {
+        assert_eq!(get(haddr_fe, p, &[]).await.status, 200);
+    }
+    let hlines = tokio::task::spawn_blocking(move || tcp_lines(&hgot, 0, 2))
+        .await
+        .unwrap();
+    drop(hx);
+
+    // lb, with a receiver that closes its first connection after one line.
+    let (laddr, lgot) = tcp_receiver(true);
+    let e = echo("a").await;
+    let mut fe = frontend("f", vec![bind("127.0.0.1:0")], Some("be"));
+    fe.log_targets = vec![target(&format!("tcp@{laddr} local0"))];
+    let (h, _reg) = start(config(
+        vec![fe],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", e.addr)],
+        )],
+    ));
+    let fe_addr = addr_of(&h, "f");
+    assert_eq!(get(fe_addr, "/x", &[]).await.status, 200);
+    let g = lgot.clone();
+    let first = tokio::task::spawn_blocking(move || tcp_lines(&g, 0, 1))
+        .await
+        .unwrap();
+
+    // The framing: each line starts with its PRI (no octet count) and ends with LF, and the
+    // header has HAProxy's shape.
+    for (who, l) in [("haproxy", &hlines[0]), ("lb", &first[0])] {
+        assert!(l.starts_with("<134>"), "{who}: {l:?}");
+        assert!(
+            l.ends_with('\n') && !l[..l.len() - 1].contains('\n'),
+            "{who}: {l:?}"
+        );
+        assert!(l.contains("\"GET /x HTTP/1.1\""), "{who}: {l:?}");
+    }
+    assert!(hlines[1].contains("\"GET /y HTTP/1.1\""));
+    let msg = check_3164(&first[0], 134);
+    assert!(msg.contains(" f be/a "), "{msg}");
+
+    // The receiver closed that connection: later lines come on a new one.
+    let mut reconnected = false;
+    for i in 0..20 {
+        assert_eq!(get(fe_addr, &format!("/again{i}"), &[]).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let v = lgot.lock().unwrap();
+        if v.len() >= 2 && v[1].contains(&b'\n') {
+            let text = String::from_utf8_lossy(&v[1]).into_owned();
+            assert!(
+                text.starts_with("<134>") && text.contains("GET /again"),
+                "{text:?}"
+            );
+            reconnected = true;
+            break;
+        }
+    }
+    assert!(
+        reconnected,
+        "no line on a second connection: {:?}",
+        lgot.lock().unwrap()
+    );
+    drop(h);
 }
