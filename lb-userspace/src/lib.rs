@@ -7,8 +7,9 @@
 //!   [`tls_keys`], [`tls_policy`], [`cpus`];
 //! - [`config`]: schema, validation, HAProxy import; [`logging`];
 //! - shared state: [`state`], [`health::registry`], [`stick`] (stick tables);
-//! - control plane: [`runtime`], [`health`], [`admin`], [`announce`], [`dataplane`] (the
-//!   only code that touches BPF maps); data paths: the XDP program (crate `lb-ebpf`) and [`l7`].
+//! - control plane: [`runtime`], [`health`], [`discovery`] (DNS), [`admin`], [`announce`],
+//!   [`dataplane`] (the only code that touches BPF maps); data paths: the XDP program (crate
+//!   `lb-ebpf`) and [`l7`].
 
 pub mod acl;
 pub mod admin;
@@ -16,6 +17,7 @@ pub mod announce;
 pub mod config;
 pub mod cpus;
 pub mod dataplane;
+pub mod discovery;
 pub mod ebpf_object;
 pub mod health;
 pub mod l7;

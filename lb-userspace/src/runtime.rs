@@ -18,6 +18,7 @@ use crate::admin::cli::StatsSocketServer;
 use crate::admin::{AdminContext, AdminServer, reload_fn};
 use crate::config::model::Config;
 use crate::dataplane::{self, Dataplane};
+use crate::discovery::Discovery;
 use crate::health::{HealthError, HealthHandle, sync_registry};
 use crate::l7::{L7, L7Error, L7Handle};
 use crate::state::Registry;
@@ -61,6 +62,9 @@ struct Xdp {
 /// Everything a reload touches.
 struct Live {
     path: PathBuf,
+    /// The configuration as loaded; `config` is it with DNS discovery's addresses.
+    base: ArcSwap<Config>,
+    discovery: Mutex<Discovery>,
     config: Arc<ArcSwap<Config>>,
     registry: Arc<Registry>,
     health: Arc<HealthHandle>,
@@ -157,11 +161,34 @@ impl Live {
         if let Some(why) = nothing_listening(&new) {
             return Err(why.to_owned());
         }
-        let new = Arc::new(new);
         let old = self.config.load_full();
         if let Some(what) = restart_change(&old, &new) {
             return Err(format!("changing {what} needs a restart of lb"));
         }
+        // Servers that keep their name keep what DNS gave them (`init-addr last`).
+        let discovery = Discovery::start(&new, Some(&self.lock_discovery()));
+        let effective = Arc::new(discovery.overlay(&new));
+        self.install(effective).await?;
+        self.base.store(Arc::new(new));
+        *self.lock_discovery() = discovery;
+        Ok(())
+    }
+
+    fn lock_discovery(&self) -> std::sync::MutexGuard<'_, Discovery> {
+        self.discovery.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// DNS discovery changed an address: the loaded configuration with the new addresses
+    /// goes through the same steps as a reload.
+    async fn rediscover(&self) {
+        let effective = Arc::new(self.lock_discovery().overlay(&self.base.load()));
+        if let Err(e) = self.install(effective).await {
+            tracing::error!("applying DNS discovery's addresses: {e}");
+        }
+    }
+
+    /// Makes `new` (validated) the running configuration of both tiers.
+    async fn install(&self, new: Arc<Config>) -> Result<(), String> {
         // L7 first: it binds new listeners, the step most likely to fail.
         self.l7.reload(new.clone()).map_err(|e| e.to_string())?;
         self.config.store(new.clone());
@@ -182,6 +209,8 @@ impl Live {
 
 /// Runs lb until SIGTERM or SIGINT.
 pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
+    let discovery = Discovery::start(&config, None);
+    let base = ArcSwap::from_pointee(config.clone());
     let config = Arc::new(config);
     let shared = Arc::new(ArcSwap::new(config.clone()));
     let registry = Arc::new(Registry::new());
@@ -231,6 +260,8 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
 
     let live = Arc::new(Live {
         path: opts.config.clone(),
+        base,
+        discovery: Mutex::new(discovery),
         config: shared.clone(),
         registry: registry.clone(),
         health: health.clone(),
@@ -283,6 +314,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     tracing::info!("lb running with {}", opts.config.display());
+    let mut discovered = live.lock_discovery().subscribe();
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -290,10 +322,13 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
                 let started = Instant::now();
                 let result = live.reload().await;
                 admin_ctx_reload.record_reload(&result, started.elapsed());
+                discovered = live.lock_discovery().subscribe();
             }
             Some(done) = reload_rx.recv() => {
                 let _ = done.send(live.reload().await);
+                discovered = live.lock_discovery().subscribe();
             }
+            Ok(()) = discovered.changed() => live.rediscover().await,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

@@ -271,6 +271,7 @@ fn global_and_dataplane_keys() {
         ("global", "keys:global"),
         ("dataplane", "keys:dataplane"),
         ("announce", "keys:announce"),
+        ("resolvers.x", "keys:resolvers"),
     ] {
         same(
             &format!("[{section}] keys"),
@@ -540,8 +541,13 @@ fn bind_server_and_check_options() {
             if form == "ssl" {
                 line.push_str(" verify none");
             }
-            // An HTTP backend: every server option applies there (`proto h2` only there).
-            let text = format!("[backend.b]\nmode = \"http\"\nserver = {}", toml_str(&line));
+            // An HTTP backend: every server option applies there (`proto h2` only there);
+            // `resolvers NAME` names a section.
+            let text = format!(
+                "[resolvers.NAME]\nnameserver = \"ns 127.0.0.1\"\n\
+                 [backend.b]\nmode = \"http\"\nserver = {}",
+                toml_str(&line)
+            );
             l.assert_loads(&format!("server `{line}`"), &text);
         }
     }

@@ -37,6 +37,7 @@ fn sample(keyword: &str) -> &'static str {
         "http-check" => "http-check expect status 200",
         "default-server" => "default-server inter 3s check",
         "server" => "server s9 127.0.0.1:8089 check",
+        "server-template" => "server-template t 2 127.0.0.1:8090 check",
         "errorfile" => "errorfile 200 config/errors/gslb_health.http",
         "option" => "option forwardfor",
         "no" => "no option redispatch",

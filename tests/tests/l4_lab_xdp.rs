@@ -119,6 +119,7 @@ fn config(pin: PathBuf) -> Config {
             pin_path: pin,
         }),
         announce: None,
+        resolvers: Vec::new(),
         frontends: vec![
             fe("edge", "203.0.113.10:80", "pool"),
             fe("edge6", "[2001:db8::10]:80", "pool6"),

@@ -304,6 +304,7 @@ fn config() -> Config {
             pin_path: PathBuf::from("/unused"),
         }),
         announce: None,
+        resolvers: Vec::new(),
         frontends: vec![
             frontend(
                 "web",

@@ -30,6 +30,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     // The BGP lab (tests/tests/e2e_bgp.rs): BIRD 2 on the lb nodes, FRR on the router.
     ("bird", "bird2"),
     ("vtysh", "frr"),
+    // DNS discovery tests (lb-userspace/tests/discovery_dns.rs): dnsmasq on loopback.
+    ("dnsmasq", "dnsmasq-base"),
 ];
 const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("nginx", "nginx"),

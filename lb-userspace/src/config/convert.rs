@@ -927,7 +927,8 @@ impl Converter<'_> {
                 }
             }
             "bind" => self.bind(n, raw, args, comment, col),
-            "server" => self.server(n, raw, args, comment, col),
+            "server" => self.server(n, raw, args, comment, col, false),
+            "server-template" => self.server(n, raw, args, comment, col, true),
             "acl" => {
                 if need_arg(self) {
                     return;
@@ -1435,16 +1436,25 @@ impl Converter<'_> {
         }
     }
 
-    fn server(&mut self, n: usize, raw: &str, args: &[W], comment: Option<String>, col: usize) {
+    /// A `server` line, or (`template`) a `server-template PREFIX NUM FQDN:PORT …` line.
+    fn server(
+        &mut self,
+        n: usize,
+        raw: &str,
+        args: &[W],
+        comment: Option<String>,
+        col: usize,
+        template: bool,
+    ) {
         let path = self.cur_path();
-        let (Some(name), Some(addr)) = (args.first(), args.get(1)) else {
-            self.diag(
-                Severity::Error,
-                n,
-                col + 6,
-                &path,
-                "`server` needs a name and an address".into(),
-            );
+        let lead = usize::from(template);
+        let (Some(name), Some(addr)) = (args.first(), args.get(1 + lead)) else {
+            let what = if template {
+                "`server-template` needs a prefix, a number and an address"
+            } else {
+                "`server` needs a name and an address"
+            };
+            self.diag(Severity::Error, n, col + 6, &path, what.into());
             return;
         };
         let a = match norm_addr(&addr.text, false) {
@@ -1454,7 +1464,11 @@ impl Converter<'_> {
                 return;
             }
         };
-        let mut line = vec![quote_word(&name.text), a];
+        let mut line = vec![quote_word(&name.text)];
+        if template {
+            line.push(quote_word(&args[1].text));
+        }
+        line.push(a);
         // `port N` / `addr A` send HAProxy's checks elsewhere; lb's would probe the traffic
         // port, so such a server's `check` is not carried over.
         let mut check_elsewhere: Option<(usize, String)> = None;
@@ -1462,7 +1476,7 @@ impl Converter<'_> {
             || self.sections.last().is_some_and(|s| s.default_server_check);
         // where `check` goes in the line (written where it was; a default one last)
         let mut check: Option<usize> = default_check.then_some(usize::MAX);
-        let mut i = 2;
+        let mut i = 2 + lead;
         while i < args.len() {
             let w = &args[i];
             match (w.text.as_str(), args.get(i + 1)) {
@@ -1604,8 +1618,13 @@ impl Converter<'_> {
         }
         let _ = raw;
         let v = toml_str(&line.join(" "));
+        let key = if template {
+            "server_template"
+        } else {
+            "server"
+        };
         if let Some(s) = self.cur() {
-            s.push("server", v, comment, true);
+            s.push(key, v, comment, true);
         }
     }
 
@@ -2143,6 +2162,7 @@ impl Converter<'_> {
                 "balance",
                 "cookie",
                 "server",
+                "server_template",
                 "errorfile",
                 "option",
                 "retries",
@@ -2165,7 +2185,8 @@ impl Converter<'_> {
                     out.push_str(&timeout_line(&s.timeout));
                     wrote_timeout = true;
                 }
-                if !wrote_check && k == "server" && !s.check.is_empty() {
+                if !wrote_check && (k == "server" || k == "server_template") && !s.check.is_empty()
+                {
                     out.push_str(&check_line(&s.check));
                     wrote_check = true;
                 }

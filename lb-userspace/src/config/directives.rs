@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    Balance, CheckKind, CheckSpec, ClientVerify, CookieSpec, Fmt, HttpAction, HttpReturn, IpNet,
-    Re, Redirect, RedirectKind, ServerProto, Smp, StickKey, StickTableSpec, TcpAction,
+    AddrFamily, Balance, CheckKind, CheckSpec, ClientVerify, CookieSpec, Fmt, HttpAction,
+    HttpReturn, IpNet, Re, Redirect, RedirectKind, ServerProto, Smp, StickKey, StickTableSpec,
+    TcpAction,
 };
 use super::source::{Problem, Str, Tok};
 use super::suggest::hint;
@@ -508,7 +509,40 @@ pub(crate) struct ServerLine {
     pub shutdown_on_down: Option<Tok>,
     /// `on-marked-up shutdown-backup-sessions`, with the option's token.
     pub shutdown_backups_on_up: Option<Tok>,
+    /// `resolvers NAME`: the name's token.
+    pub resolvers: Option<Tok>,
+    /// `resolve-prefer ipv4|ipv6`.
+    pub resolve_prefer: Option<AddrFamily>,
+    /// `init-addr METHOD[,METHOD…]`, with the value's token.
+    pub init_addr: Option<(Vec<InitAddr>, Tok)>,
 }
+
+/// One method of `init-addr`, tried in order at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InitAddr {
+    /// The address the running lb has for the server (on reload; nothing at start, as
+    /// HAProxy without a server-state file).
+    Last,
+    /// The system resolver (getaddrinfo).
+    Libc,
+    /// Start without an address, in MAINT until DNS gives one.
+    None,
+    /// A fixed address.
+    Ip(IpAddr),
+}
+
+/// `server-template PREFIX NUM|LOW-HIGH FQDN:PORT [options]`, parsed.
+#[derive(Debug)]
+pub(crate) struct TemplateLine {
+    pub prefix: Tok,
+    /// The numbers appended to the prefix.
+    pub ids: std::ops::RangeInclusive<u32>,
+    /// The shared rest of the line (its name is the prefix).
+    pub server: ServerLine,
+}
+
+/// Most servers a `server-template` line may declare.
+pub(crate) const MAX_TEMPLATE_SERVERS: u32 = 4096;
 
 const SERVER_OPTS: &[&str] = &[
     "check",
@@ -527,10 +561,67 @@ const SERVER_OPTS: &[&str] = &[
     "send-proxy-v2",
     "on-marked-down",
     "on-marked-up",
+    "resolvers",
+    "resolve-prefer",
+    "init-addr",
 ];
 
 pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
     let name = args.want("server name")?.clone();
+    server_rest(name, args)
+}
+
+pub(crate) fn server_template(args: &mut Args) -> Result<TemplateLine, Problem> {
+    let prefix = args.want("server-template prefix")?.clone();
+    let n = args.want("server-template number (NUM or LOW-HIGH)")?;
+    let bad = || {
+        Problem::new(
+            n.pos,
+            format!(
+                "server-template number `{}` is not NUM or LOW-HIGH (1 to {MAX_TEMPLATE_SERVERS} servers)",
+                n.text
+            ),
+        )
+    };
+    let ids = match n.text.split_once('-') {
+        Some((lo, hi)) => {
+            let lo: u32 = lo.parse().map_err(|_| bad())?;
+            let hi: u32 = hi.parse().map_err(|_| bad())?;
+            lo..=hi
+        }
+        None => 1..=n.text.parse::<u32>().map_err(|_| bad())?,
+    };
+    let count = ids.end().saturating_sub(*ids.start()).saturating_add(1);
+    if ids.is_empty() || count > MAX_TEMPLATE_SERVERS {
+        return Err(bad());
+    }
+    let server = server_rest(prefix.clone(), args)?;
+    Ok(TemplateLine {
+        prefix,
+        ids,
+        server,
+    })
+}
+
+fn init_addr(t: &Tok) -> Result<Vec<InitAddr>, Problem> {
+    let mut out = Vec::new();
+    for m in t.text.split(',') {
+        out.push(match m {
+            "last" => InitAddr::Last,
+            "libc" => InitAddr::Libc,
+            "none" => InitAddr::None,
+            ip => InitAddr::Ip(ip.parse().map_err(|_| {
+                Problem::new(
+                    t.pos,
+                    format!("init-addr `{ip}` is not last, libc, none or an IP address"),
+                )
+            })?),
+        });
+    }
+    Ok(out)
+}
+
+fn server_rest(name: Tok, args: &mut Args) -> Result<ServerLine, Problem> {
     let a = args.want("server address (HOST:PORT)")?.clone();
     let (host, port, off) = split_host_port(&a)?;
     if host.is_empty() || host == "*" {
@@ -559,10 +650,22 @@ pub(crate) fn server(args: &mut Args) -> Result<ServerLine, Problem> {
         send_proxy: None,
         shutdown_on_down: None,
         shutdown_backups_on_up: None,
+        resolvers: None,
+        resolve_prefer: None,
+        init_addr: None,
     };
     while let Some(t) = args.next() {
         match t.text.as_str() {
             "check" => s.check = true,
+            "resolvers" => s.resolvers = Some(args.value_of(t)?.clone()),
+            "resolve-prefer" => {
+                let choices = [("ipv4", AddrFamily::V4), ("ipv6", AddrFamily::V6)];
+                s.resolve_prefer = Some(args.keyword_of(t, &choices)?.0);
+            }
+            "init-addr" => {
+                let v = args.value_of(t)?;
+                s.init_addr = Some((init_addr(v)?, v.clone()));
+            }
             "backup" => s.backup = true,
             "disabled" => s.disabled = true,
             "enabled" => s.disabled = false,

@@ -146,6 +146,7 @@ proxy_keys! {
     cookie: Spanned<List>, D | B | L, ["cookie"];
     check: Spanned<List>, D | B | L, ["http-check", "default-server"];
     server: Spanned<List>, B | L, ["server"];
+    server_template: Spanned<List>, B | L, ["server-template"];
     errorfile: Spanned<List>, ALL, ["errorfile"];
     option: Spanned<List>, ALL, ["option", "no"];
     retries: Spanned<i64>, D | B | L, ["retries"];
@@ -221,6 +222,23 @@ section_keys! {
     pin_path: S, [];
 }
 
+section_keys! {
+    /// `[resolvers.NAME]`: DNS discovery (HAProxy's `resolvers` section).
+    RawResolvers,
+    /// Every key of `[resolvers.NAME]`, in the order of docs/config.md.
+    RESOLVERS_KEYS:
+    nameserver: Spanned<List>, ["nameserver"];
+    hold: Spanned<List>, ["hold"];
+    resolve_retries: Spanned<i64>, ["resolve_retries"];
+    timeout: Spanned<List>, ["timeout"];
+    accepted_payload_size: Spanned<i64>, ["accepted_payload_size"];
+}
+
+/// The `[resolvers.X]` key a HAProxy `resolvers` keyword converts into.
+pub fn haproxy_resolvers_key(keyword: &str) -> Option<&'static SectionKey> {
+    RESOLVERS_KEYS.iter().find(|k| k.haproxy.contains(&keyword))
+}
+
 /// The `[global]` key a HAProxy `global` keyword converts into.
 pub fn haproxy_global_key(keyword: &str) -> Option<&'static SectionKey> {
     GLOBAL_KEYS.iter().find(|k| k.haproxy.contains(&keyword))
@@ -269,7 +287,6 @@ pub const HAPROXY_PROXY_UNSUPPORTED: &[&str] = &[
     "persist",
     "stick",
     "filter",
-    "server-template",
     "email-alert",
     "description",
     "id",

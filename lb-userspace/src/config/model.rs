@@ -23,6 +23,8 @@ pub struct Config {
     pub frontends: Vec<Frontend>,
     /// In file order.
     pub backends: Vec<Backend>,
+    /// `[resolvers.NAME]` sections, in file order.
+    pub resolvers: Vec<Resolvers>,
 }
 
 /// `[global]`.
@@ -867,6 +869,92 @@ pub struct Server {
     /// `on-marked-up shutdown-backup-sessions`: when this (non-backup) server comes UP,
     /// the established XDP flows of the backend's backup servers are removed.
     pub shutdown_backups_on_up: bool,
+    /// `resolvers NAME`: the address follows DNS at run time (`lb::discovery`).
+    pub resolve: Option<ServerResolve>,
+    /// No address yet (`init-addr none`, or DNS gave none past `hold valid`): the server
+    /// is in MAINT, is not checked and takes no traffic; `addr` has only the port.
+    pub unresolved: bool,
+}
+
+/// A server's DNS discovery: `resolvers NAME [resolve-prefer ipv4|ipv6]` (and every
+/// server of a `server-template`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerResolve {
+    /// The `[resolvers.NAME]` section.
+    pub resolvers: String,
+    /// The name queried (the server line's host, without the port).
+    pub fqdn: String,
+    pub port: u16,
+    /// `resolve-prefer`: the family queried first (HAProxy's default: IPv6).
+    pub prefer: AddrFamily,
+}
+
+/// An address family, for `resolve-prefer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddrFamily {
+    V4,
+    V6,
+}
+
+/// `[resolvers.NAME]` (HAProxy's `resolvers` section): the name servers and timers of DNS
+/// discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolvers {
+    pub name: String,
+    /// `nameserver NAME ADDR:PORT`, in file order; queries go to all of them.
+    pub nameservers: Vec<(String, SocketAddr)>,
+    pub hold: Hold,
+    /// `resolve_retries`: queries sent before a resolution counts as failed (default 3).
+    pub resolve_retries: u32,
+    /// `timeout resolve`: between two resolutions of a name (default 1s).
+    pub timeout_resolve: Duration,
+    /// `timeout retry`: the wait for an answer before the next retry (default 1s).
+    pub timeout_retry: Duration,
+    /// `accepted_payload_size`: the EDNS0 UDP payload announced (512..=65535, default 512).
+    pub accepted_payload_size: u16,
+}
+
+/// `hold STATUS PERIOD` (HAProxy's defaults: valid 10s, obsolete 0s, the others 30s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// A failed resolution keeps the last good addresses while the last valid answer is
+    /// younger than this; after it the servers go to MAINT.
+    pub valid: Duration,
+    pub nx: Duration,
+    pub other: Duration,
+    pub refused: Duration,
+    pub timeout: Duration,
+    /// How long an address that left the answer keeps its server.
+    pub obsolete: Duration,
+}
+
+impl Default for Hold {
+    fn default() -> Self {
+        let s30 = Duration::from_secs(30);
+        Self {
+            valid: Duration::from_secs(10),
+            nx: s30,
+            other: s30,
+            refused: s30,
+            timeout: s30,
+            obsolete: Duration::ZERO,
+        }
+    }
+}
+
+impl Resolvers {
+    /// A section with HAProxy's defaults and no name server.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            nameservers: Vec::new(),
+            hold: Hold::default(),
+            resolve_retries: 3,
+            timeout_resolve: Duration::from_secs(1),
+            timeout_retry: Duration::from_secs(1),
+            accepted_payload_size: 512,
+        }
+    }
 }
 
 /// `ssl [verify none|required] [ca-file PATH] [sni str(NAME)]` on a server line.
@@ -900,6 +988,8 @@ impl Server {
             send_proxy: None,
             shutdown_on_down: false,
             shutdown_backups_on_up: false,
+            resolve: None,
+            unresolved: false,
         }
     }
 }
@@ -957,5 +1047,10 @@ impl Config {
     /// The backend named `name`.
     pub fn backend(&self, name: &str) -> Option<&Backend> {
         self.backends.iter().find(|b| b.name == name)
+    }
+
+    /// The `[resolvers]` section named `name`.
+    pub fn resolvers(&self, name: &str) -> Option<&Resolvers> {
+        self.resolvers.iter().find(|r| r.name == name)
     }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_spanned::Spanned;
 
-use super::keys::{RawDataplane, RawGlobal, RawProxy};
+use super::keys::{RawDataplane, RawGlobal, RawProxy, RawResolvers};
 
 pub(crate) type S = Spanned<String>;
 pub(crate) type V = Spanned<toml::Value>;
@@ -26,6 +26,8 @@ pub(crate) struct RawFile {
     pub backend: Sections<RawProxy>,
     #[serde(default)]
     pub listen: Sections<RawProxy>,
+    #[serde(default)]
+    pub resolvers: Sections<RawResolvers>,
 }
 
 /// `[announce]` (see `model::Announce`).

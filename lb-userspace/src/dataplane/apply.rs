@@ -210,7 +210,8 @@ pub fn apply(
                     flags |= VIP_F_HASH_SRC;
                 }
                 let mut rows = Vec::new();
-                for s in &b.servers {
+                // A server without an address yet (DNS discovery) has nothing to map.
+                for s in b.servers.iter().filter(|s| !s.unresolved) {
                     if s.addr.is_ipv4() != bind.addr.is_ipv4() {
                         // NAT cannot cross address families: the server does not serve
                         // this VIP (it may serve the frontend's other binds).
@@ -236,7 +237,9 @@ pub fn apply(
                     backups_of.entry(s.addr).or_default().extend(
                         b.servers
                             .iter()
-                            .filter(|o| o.backup && o.addr.is_ipv4() == bind.addr.is_ipv4())
+                            .filter(|o| {
+                                o.backup && !o.unresolved && o.addr.is_ipv4() == bind.addr.is_ipv4()
+                            })
                             .map(|o| o.addr),
                     );
                 }

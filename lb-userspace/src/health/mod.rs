@@ -451,8 +451,9 @@ pub fn targets(config: &Config) -> Vec<Target> {
                 backend: b.name.clone(),
                 server: s.name.clone(),
                 addr: s.addr,
-                check: s.check,
-                disabled: s.disabled,
+                // A server without an address (DNS discovery) is in MAINT, unchecked.
+                check: s.check && !s.unresolved,
+                disabled: s.disabled || s.unresolved,
                 weight: s.weight,
                 backup: s.backup,
                 spec: b.check.clone(),

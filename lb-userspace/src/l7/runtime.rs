@@ -835,7 +835,7 @@ impl RegistryUpdate {
             .flat_map(|b| {
                 b.servers
                     .iter()
-                    .filter(|s| s.disabled)
+                    .filter(|s| s.disabled || s.unresolved)
                     .map(|s| (b.name.clone(), s.name.clone()))
             })
             .collect();

@@ -258,12 +258,23 @@ pub fn free_port() -> u16 {
 pub fn ok_server() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
+    serve_body(l, "ok".into());
+    addr
+}
+
+/// Answers `200` with `body` to every request on `l`, in background threads.
+pub fn serve_body(l: std::net::TcpListener, body: String) {
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(mut c) = conn else { break };
+            let body = body.clone();
             std::thread::spawn(move || {
                 use std::io::{Read, Write};
                 let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
@@ -274,9 +285,7 @@ pub fn ok_server() -> SocketAddr {
                     buf.extend_from_slice(&chunk[..n]);
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         buf.drain(..end + 4);
-                        if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                            .is_err()
-                        {
+                        if c.write_all(reply.as_bytes()).is_err() {
                             return;
                         }
                     }
@@ -284,7 +293,6 @@ pub fn ok_server() -> SocketAddr {
             });
         }
     });
-    addr
 }
 
 /// `lb run` as a child process (the binary of this build), killed on drop.

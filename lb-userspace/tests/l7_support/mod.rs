@@ -290,6 +290,7 @@ pub fn config(frontends: Vec<Frontend>, backends: Vec<Backend>) -> Config {
         },
         dataplane: None,
         announce: None,
+        resolvers: Vec::new(),
         frontends,
         backends,
     }

@@ -24,103 +24,48 @@ impl Builder<'_> {
                     continue;
                 }
             };
-            if let Some(prev) = seen.insert(line.name.text.clone(), line.name.pos) {
-                let (l, _) = self.src.line_col(prev);
-                self.err(
-                    line.name.pos,
-                    &ipath,
-                    format!(
-                        "duplicate server name `{}` (already defined at line {l})",
-                        line.name.text
-                    ),
-                );
+            if !self.new_server_name(&mut seen, &line.name.text, line.name.pos, &ipath) {
                 continue;
             }
-            let resolved = (self.opts.resolver)(&line.host, line.port)
-                .map_err(|e| format!("cannot resolve `{}`: {e}", line.host))
-                .and_then(|addrs| {
-                    addrs
-                        .first()
-                        .copied()
-                        .ok_or_else(|| format!("host `{}` has no address", line.host))
-                });
-            let addr = match resolved {
-                Ok(a) => a,
-                Err(why) => {
-                    self.err(
-                        line.addr_tok.pos,
-                        &ipath,
-                        format!("server `{}`: {why}", line.name.text),
-                    );
+            let Some(addrs) = self.init_addrs(&line, &ipath) else {
+                continue;
+            };
+            let addr = addrs.first().copied();
+            if let Some(s) = self.server(&line, &line.name.text, addr, &ipath, st) {
+                servers.push(s);
+            }
+        }
+        let tpl_key = "server_template";
+        for (ipath, dir) in self.dirs(&rp.server_template, path, tpl_key, SERVER_TEMPLATE, false) {
+            let tpl = match d::server_template(&mut dir.args()) {
+                Ok(l) => l,
+                Err(p) => {
+                    self.problem(p, &ipath);
                     continue;
                 }
             };
-            let tls = self.server_tls(&line, &ipath);
-            if let (Some((_, t)), Some((ServerProto::Http2, _))) = (&line.send_proxy, &line.proto) {
-                self.err(
-                    t.pos,
-                    &ipath,
-                    "`send-proxy` with `proto h2` is not supported: an HTTP/2 connection carries \
-                     many clients' requests, a PROXY header names one",
-                );
+            let Some(addrs) = self.init_addrs(&tpl.server, &ipath) else {
+                continue;
+            };
+            // With DNS discovery each server takes a distinct address of the answer (as
+            // discovery assigns them at run time) and servers beyond it start without one;
+            // without it every server has the first address, as HAProxy.
+            let discovered =
+                tpl.server.resolvers.is_some() && tpl.server.host.parse::<IpAddr>().is_err();
+            for (k, id) in tpl.ids.clone().enumerate() {
+                let name = format!("{}{id}", tpl.prefix.text);
+                if !self.new_server_name(&mut seen, &name, tpl.prefix.pos, &ipath) {
+                    continue;
+                }
+                let addr = if discovered {
+                    addrs.get(k).copied()
+                } else {
+                    addrs.first().copied()
+                };
+                if let Some(s) = self.server(&tpl.server, &name, addr, &ipath, st) {
+                    servers.push(s);
+                }
             }
-            if let Some((ServerProto::Http2, tok)) = &line.proto
-                && st.mode != Mode::Http
-            {
-                self.err(
-                    tok.pos,
-                    &ipath,
-                    format!(
-                        "server `{}`: `proto h2` needs `mode http` (a tcp backend relays bytes)",
-                        line.name.text
-                    ),
-                );
-            }
-            if line.cookie.is_some() && st.cookie.is_none() {
-                self.warn(
-                    line.addr_tok.pos,
-                    &ipath,
-                    format!(
-                        "server `{}` has a cookie but the backend has no `cookie` setting",
-                        line.name.text
-                    ),
-                );
-            }
-            if st.mode == Mode::Http
-                && let Some(t) = line
-                    .shutdown_on_down
-                    .as_ref()
-                    .or(line.shutdown_backups_on_up.as_ref())
-            {
-                self.warn(
-                    t.pos,
-                    &ipath,
-                    format!(
-                        "server `{}`: `{}` acts on the XDP tier's flows only; the L7 tier \
-                         lets sessions end by themselves",
-                        line.name.text, t.text
-                    ),
-                );
-            }
-            servers.push(Server {
-                name: line.name.text.clone(),
-                host: line.addr_tok.text.clone(),
-                addr,
-                check: line.check,
-                weight: line.weight,
-                backup: line.backup,
-                cookie: line
-                    .cookie
-                    .or_else(|| Some(line.name.text.clone()))
-                    .filter(|_| st.cookie.is_some()),
-                maxconn: line.maxconn,
-                disabled: line.disabled,
-                proto: line.proto.map_or(ServerProto::Http1, |(p, _)| p),
-                tls,
-                send_proxy: line.send_proxy.as_ref().map(|(v, _)| *v),
-                shutdown_on_down: line.shutdown_on_down.is_some(),
-                shutdown_backups_on_up: line.shutdown_backups_on_up.is_some(),
-            });
         }
         let mut check = st.check.clone();
         if !st.check_timeout_set {
@@ -201,8 +146,200 @@ impl Builder<'_> {
             },
             name_pos: name.span().start,
             path: path.to_string(),
-            declared_servers: self.items(&rp.server, path, "server").len(),
+            declared_servers: self.items(&rp.server, path, "server").len()
+                + self
+                    .items(&rp.server_template, path, "server_template")
+                    .len(),
         }
+    }
+
+    /// Records server name `name`; `false` (and an error) when the backend has it already.
+    fn new_server_name(
+        &mut self,
+        seen: &mut HashMap<String, usize>,
+        name: &str,
+        pos: usize,
+        ipath: &str,
+    ) -> bool {
+        match seen.insert(name.to_owned(), pos) {
+            None => true,
+            Some(prev) => {
+                let (l, _) = self.src.line_col(prev);
+                self.err(
+                    pos,
+                    ipath,
+                    format!("duplicate server name `{name}` (already defined at line {l})"),
+                );
+                false
+            }
+        }
+    }
+
+    /// The addresses a server starts with, by its `init-addr` methods (default `last,libc`):
+    /// empty for `none` (the server waits for DNS in MAINT); `None` (reported) when no
+    /// method gives one.
+    fn init_addrs(&mut self, line: &d::ServerLine, ipath: &str) -> Option<Vec<SocketAddr>> {
+        use d::InitAddr;
+        let methods = line
+            .init_addr
+            .as_ref()
+            .map_or(&[InitAddr::Last, InitAddr::Libc][..], |(m, _)| m.as_slice());
+        let mut why = None;
+        for m in methods {
+            match m {
+                // The running lb's address, applied by discovery on reload; nothing at load.
+                InitAddr::Last => {}
+                InitAddr::None => return Some(Vec::new()),
+                InitAddr::Ip(ip) => return Some(vec![SocketAddr::new(*ip, line.port)]),
+                InitAddr::Libc => match (self.opts.resolver)(&line.host, line.port) {
+                    Ok(addrs) if !addrs.is_empty() => {
+                        let mut addrs = addrs;
+                        if let Some(p) = line.resolve_prefer.filter(|_| line.resolvers.is_some()) {
+                            // The preferred family first, keeping the resolver's order.
+                            addrs.sort_by_key(|a| a.is_ipv4() != (p == AddrFamily::V4));
+                        }
+                        let mut uniq: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
+                        for a in addrs {
+                            if !uniq.contains(&a) {
+                                uniq.push(a);
+                            }
+                        }
+                        return Some(uniq);
+                    }
+                    Ok(_) => why = Some(format!("host `{}` has no address", line.host)),
+                    Err(e) => why = Some(format!("cannot resolve `{}`: {e}", line.host)),
+                },
+            }
+        }
+        let why = why.unwrap_or_else(|| {
+            format!(
+                "no address for `{}`: init-addr `last` has none at start (add `libc` or `none`)",
+                line.host
+            )
+        });
+        self.err(
+            line.addr_tok.pos,
+            ipath,
+            format!("server `{}`: {why}", line.name.text),
+        );
+        None
+    }
+
+    /// The server `name` of `line`, at `addr` (`None`: no address yet, in MAINT until DNS
+    /// gives one).
+    fn server(
+        &mut self,
+        line: &d::ServerLine,
+        name: &str,
+        addr: Option<SocketAddr>,
+        ipath: &str,
+        st: &Inherit,
+    ) -> Option<Server> {
+        let resolve = self.server_resolve(line, ipath);
+        if addr.is_none() && resolve.is_none() {
+            self.err(
+                line.addr_tok.pos,
+                ipath,
+                format!(
+                    "server `{name}`: `init-addr none` needs `resolvers NAME` (nothing would \
+                     ever give it an address)"
+                ),
+            );
+            return None;
+        }
+        let tls = self.server_tls(line, ipath);
+        if let (Some((_, t)), Some((ServerProto::Http2, _))) = (&line.send_proxy, &line.proto) {
+            self.err(
+                t.pos,
+                ipath,
+                "`send-proxy` with `proto h2` is not supported: an HTTP/2 connection carries \
+                 many clients' requests, a PROXY header names one",
+            );
+        }
+        if let Some((ServerProto::Http2, tok)) = &line.proto
+            && st.mode != Mode::Http
+        {
+            self.err(
+                tok.pos,
+                ipath,
+                format!(
+                    "server `{name}`: `proto h2` needs `mode http` (a tcp backend relays bytes)"
+                ),
+            );
+        }
+        if line.cookie.is_some() && st.cookie.is_none() {
+            self.warn(
+                line.addr_tok.pos,
+                ipath,
+                format!("server `{name}` has a cookie but the backend has no `cookie` setting"),
+            );
+        }
+        if st.mode == Mode::Http
+            && let Some(t) = line
+                .shutdown_on_down
+                .as_ref()
+                .or(line.shutdown_backups_on_up.as_ref())
+        {
+            self.warn(
+                t.pos,
+                ipath,
+                format!(
+                    "server `{name}`: `{}` acts on the XDP tier's flows only; the L7 tier \
+                     lets sessions end by themselves",
+                    t.text
+                ),
+            );
+        }
+        let unspecified = match resolve.as_ref().map(|r| r.prefer) {
+            Some(AddrFamily::V6) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        };
+        Some(Server {
+            name: name.to_owned(),
+            host: line.addr_tok.text.clone(),
+            addr: addr.unwrap_or(SocketAddr::new(unspecified, line.port)),
+            check: line.check,
+            weight: line.weight,
+            backup: line.backup,
+            cookie: line
+                .cookie
+                .clone()
+                .or_else(|| Some(name.to_owned()))
+                .filter(|_| st.cookie.is_some()),
+            maxconn: line.maxconn,
+            disabled: line.disabled,
+            proto: line.proto.as_ref().map_or(ServerProto::Http1, |(p, _)| *p),
+            tls,
+            send_proxy: line.send_proxy.as_ref().map(|(v, _)| *v),
+            shutdown_on_down: line.shutdown_on_down.is_some(),
+            shutdown_backups_on_up: line.shutdown_backups_on_up.is_some(),
+            unresolved: addr.is_none(),
+            resolve,
+        })
+    }
+
+    /// `resolvers NAME [resolve-prefer …]` on a server line: the section must exist.
+    fn server_resolve(&mut self, line: &d::ServerLine, ipath: &str) -> Option<ServerResolve> {
+        let r = line.resolvers.as_ref()?;
+        if !self.resolver_names.contains(&r.text) {
+            let h = hint(&r.text, self.resolver_names.iter().map(String::as_str));
+            self.err(
+                r.pos,
+                ipath,
+                format!("no [resolvers.{}] section{h}", r.text),
+            );
+            return None;
+        }
+        // An IP address has nothing to resolve (HAProxy ignores `resolvers` there too).
+        if line.host.parse::<IpAddr>().is_ok() {
+            return None;
+        }
+        Some(ServerResolve {
+            resolvers: r.text.clone(),
+            fqdn: line.host.clone(),
+            port: line.port,
+            prefer: line.resolve_prefer.unwrap_or(AddrFamily::V6),
+        })
     }
 
     /// A section's `tcp_request` rules and `inspect-delay`. A backend takes only

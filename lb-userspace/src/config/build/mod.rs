@@ -2,7 +2,7 @@
 //! parsing, cross-references, tiers, certificates, and every problem with its location.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +29,7 @@ mod frontend;
 mod global;
 mod log;
 mod proxy;
+mod resolvers;
 mod stick;
 mod tier;
 mod tls;
@@ -56,6 +57,7 @@ pub(crate) fn build(
         diags: Vec::new(),
         global_log: Vec::new(),
         stick_refs: Vec::new(),
+        resolver_names: Vec::new(),
     };
     let cfg = b.config(&raw);
     let mut diags = b.diags;
@@ -223,9 +225,10 @@ const BIND: Spec = &[
     ("curves", K::Val("curves")),
     ("prefer_client_ciphers", K::Flag("prefer-client-ciphers")),
 ];
-const SERVER: Spec = &[
-    ("name", K::Pos),
-    ("addr", K::Pos),
+/// A server line's options, after its leading words (`server` and `server-template`).
+macro_rules! server_spec {
+    ($($head:expr),*) => {
+        &[$($head,)*
     ("check", K::Flag("check")),
     ("weight", K::Val("weight")),
     ("backup", K::Flag("backup")),
@@ -241,7 +244,14 @@ const SERVER: Spec = &[
     ("sni", K::Val("sni")),
     ("on_marked_down", K::Val("on-marked-down")),
     ("on_marked_up", K::Val("on-marked-up")),
-];
+    ("resolvers", K::Val("resolvers")),
+    ("resolve_prefer", K::Val("resolve-prefer")),
+    ("init_addr", K::Joined("init-addr")),
+        ]
+    };
+}
+const SERVER: Spec = server_spec!(("name", K::Pos), ("addr", K::Pos));
+const SERVER_TEMPLATE: Spec = server_spec!(("prefix", K::Pos), ("num", K::Pos), ("addr", K::Pos));
 const ACL: Spec = &[
     ("name", K::Pos),
     ("fetch", K::Words),
@@ -363,6 +373,8 @@ struct Builder<'a> {
     global_log: Vec<crate::syslog::LogTarget>,
     /// (table, position, key path) of each stick table a rule names.
     stick_refs: Vec<(String, usize, String)>,
+    /// `[resolvers.X]` names, for servers' `resolvers X`.
+    resolver_names: Vec<String>,
 }
 
 /// A frontend before cross-checks.
@@ -415,6 +427,8 @@ impl<'a> Builder<'a> {
     fn config(&mut self, raw: &RawFile) -> Config {
         let global = self.global(raw.global.as_ref());
         let dataplane = raw.dataplane.as_ref().map(|d| self.dataplane(d));
+        let resolvers = self.resolvers_sections(raw);
+        self.resolver_names = resolvers.iter().map(|r| r.name.clone()).collect();
         let inherit = match &raw.defaults {
             Some(d) => {
                 self.proxy_settings(d.get_ref(), "defaults", Kind::Defaults, &Inherit::default())
@@ -502,6 +516,7 @@ impl<'a> Builder<'a> {
             announce,
             frontends: fes.into_iter().map(|f| f.fe).collect(),
             backends: bes.into_iter().map(|b| b.be).collect(),
+            resolvers,
         }
     }
 }

@@ -217,28 +217,39 @@ impl Builder<'_> {
         path: &str,
         t: &mut Timeouts,
     ) {
-        let mut set =
-            |b: &mut Self, name: &str, pos: usize, value: Result<Duration, Problem>, p: &str| {
-                let slot = match name.replace('_', "-").as_str() {
-                    "client" => &mut t.client,
-                    "connect" => &mut t.connect,
-                    "server" => &mut t.server,
-                    "http-request" => &mut t.http_request,
-                    "http-keep-alive" => &mut t.http_keep_alive,
-                    "queue" => &mut t.queue,
-                    "tunnel" => &mut t.tunnel,
-                    "check" => &mut t.check,
-                    other => {
-                        let h = hint(other, d::TIMEOUT_NAMES.iter().copied());
-                        b.err(pos, p, format!("unknown timeout `{other}`{h}"));
-                        return;
-                    }
-                };
-                match value {
-                    Ok(v) => *slot = Some(v),
-                    Err(pr) => b.problem(pr, p),
+        for (name, pos, value, p) in self.named_durations(item, span, path, "timeout") {
+            let slot = match name.replace('_', "-").as_str() {
+                "client" => &mut t.client,
+                "connect" => &mut t.connect,
+                "server" => &mut t.server,
+                "http-request" => &mut t.http_request,
+                "http-keep-alive" => &mut t.http_keep_alive,
+                "queue" => &mut t.queue,
+                "tunnel" => &mut t.tunnel,
+                "check" => &mut t.check,
+                other => {
+                    let h = hint(other, d::TIMEOUT_NAMES.iter().copied());
+                    self.err(pos, &p, format!("unknown timeout `{other}`{h}"));
+                    continue;
                 }
             };
+            match value {
+                Ok(v) => *slot = Some(v),
+                Err(pr) => self.problem(pr, &p),
+            }
+        }
+    }
+
+    /// A `{ NAME = DURATION, … }` table or a `"NAME DURATION"` line (`what` names the
+    /// setting in messages): each name with its position, value and key path.
+    pub(super) fn named_durations(
+        &mut self,
+        item: &Item,
+        span: Range<usize>,
+        path: &str,
+        what: &str,
+    ) -> Vec<(String, usize, Result<Duration, Problem>, String)> {
+        let mut out = Vec::new();
         match item {
             Item::Table(fields) => {
                 for (k, v) in fields {
@@ -253,26 +264,29 @@ impl Builder<'_> {
                         }
                         _ => Err(Problem::new(
                             v.span().start,
-                            "a timeout is a duration like \"5s\" or a number of milliseconds",
+                            format!(
+                                "a {what} is a duration like \"5s\" or a number of milliseconds"
+                            ),
                         )),
                     };
-                    set(self, k.get_ref(), k.span().start, val, &kp);
+                    out.push((k.get_ref().clone(), k.span().start, val, kp));
                 }
             }
             _ => {
                 let Some(dir) = self.dir(item, span, LINE_ONLY, false, path) else {
-                    return;
+                    return out;
                 };
                 let mut args = dir.args();
-                let Ok(name) = args.want("timeout name") else {
-                    self.err(dir.end, path, "missing timeout name");
-                    return;
+                let Ok(name) = args.want(&format!("{what} name")) else {
+                    self.err(dir.end, path, format!("missing {what} name"));
+                    return out;
                 };
                 let val = args.want("duration").and_then(d::duration_tok);
                 let val = val.and_then(|v| args.done().map(|_| v));
-                set(self, &name.text, name.pos, val, path);
+                out.push((name.text.clone(), name.pos, val, path.to_owned()));
             }
         }
+        out
     }
 
     pub(super) fn errorfile(&mut self, dir: &Dir, path: &str) -> Option<(u16, Vec<u8>)> {
