@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bgp;
 pub mod differential;
+pub mod h2wire;
 pub mod httpc;
 pub mod l4env;
 pub mod lab;

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lb_tests::differential::Pair;
+use lb_tests::h2wire::{END_HEADERS, END_STREAM, HEADERS, frame, literal, preface};
 use lb_tests::httpc::{Response, get};
 use lb_tests::servers::{ServerGuard, http_identity};
 
@@ -529,15 +530,6 @@ fn head_recorder(l: TcpListener) -> std::sync::mpsc::Receiver<String> {
     rx
 }
 
-/// An HPACK literal field without indexing, new name, no Huffman coding (RFC 7541 §6.2.2).
-fn hpack_literal(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.push(0);
-    out.push(name.len() as u8);
-    out.extend_from_slice(name.as_bytes());
-    out.push(value.len() as u8);
-    out.extend_from_slice(value.as_bytes());
-}
-
 /// HTTP/2 (prior knowledge, cleartext): when `:authority` and `host` differ, the server
 /// gets `:authority` as Host from HAProxy and from lb (RFC 9113 §8.3.1).
 #[test]
@@ -558,27 +550,13 @@ backend be\n    server s1 127.0.0.1:{port}\n"
         )
     });
     let mut block = Vec::new();
-    hpack_literal(&mut block, ":method", "GET");
-    hpack_literal(&mut block, ":scheme", "http");
-    hpack_literal(&mut block, ":path", "/h2");
-    hpack_literal(&mut block, ":authority", "auth.test");
-    hpack_literal(&mut block, "host", "other.test");
-    let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    wire.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
-    let len = block.len();
-    // HEADERS, END_STREAM | END_HEADERS, stream 1.
-    wire.extend_from_slice(&[
-        (len >> 16) as u8,
-        (len >> 8) as u8,
-        len as u8,
-        1,
-        0x5,
-        0,
-        0,
-        0,
-        1,
-    ]);
-    wire.extend_from_slice(&block);
+    literal(&mut block, ":method", "GET");
+    literal(&mut block, ":scheme", "http");
+    literal(&mut block, ":path", "/h2");
+    literal(&mut block, ":authority", "auth.test");
+    literal(&mut block, "host", "other.test");
+    let mut wire = preface();
+    wire.extend_from_slice(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &block));
     let mut seen = Vec::new();
     for (name, addr) in [("HAProxy", pair.h), ("lb", pair.l)] {
         let mut c = std::net::TcpStream::connect(addr).expect("connect");
