@@ -32,6 +32,18 @@ fn one_server(
     one_server_tuned(addr, |_, _| {})
 }
 
+/// [`one_server`] with one worker thread, so that every request sees the same idle pool.
+fn one_server_one_worker(
+    addr: std::net::SocketAddr,
+) -> (lb::l7::L7Handle, std::sync::Arc<lb::state::Registry>) {
+    let mut cfg = config(
+        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
+    );
+    cfg.global.threads = Some(1);
+    start(cfg)
+}
+
 fn sticky(spec: CookieSpec, servers: Vec<Server>) -> Config {
     let mut be = backend("be", Balance::RoundRobin, servers);
     be.cookie = Some(spec);
@@ -779,12 +791,7 @@ async fn scripted_server() -> (
 #[tokio::test]
 async fn stray_bytes_after_head_do_not_reach_the_next_request() {
     let (addr, conns, task) = scripted_server().await;
-    let mut cfg = config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
-    );
-    cfg.global.threads = Some(1);
-    let (h, _reg) = start(cfg);
+    let (h, _reg) = one_server_one_worker(addr);
     let mut tx = one_client(addr_of(&h, "web")).await;
     for round in 0..3 {
         let r = collect(
@@ -863,13 +870,7 @@ fn request(
 #[tokio::test]
 async fn http10_request_without_host_stays_http10_upstream() {
     let (addr, conns, task) = scripted_server().await;
-    // One worker, so that every request sees the same idle pool.
-    let mut cfg = config(
-        vec![frontend("web", vec![bind("127.0.0.1:0")], Some("be"))],
-        vec![backend("be", Balance::RoundRobin, vec![server("s", addr)])],
-    );
-    cfg.global.threads = Some(1);
-    let (h, _reg) = start(cfg);
+    let (h, _reg) = one_server_one_worker(addr);
     let fe = addr_of(&h, "web");
     let out = raw(fe, b"GET /version HTTP/1.0\r\n\r\n").await;
     assert!(out.ends_with("\r\n\r\nhttp/1.0"), "{out:?}");
