@@ -820,18 +820,16 @@ async fn serve_http<I>(
     let max_buf = fe.max_header_bytes.saturating_add(4096).max(8192);
     let max_headers = hyper_max_headers(fe.max_headers);
     let max_list = u32::try_from(fe.max_header_bytes).unwrap_or(u32::MAX);
-    let svc = hyper::service::service_fn(move |req| http::handle(ctx.clone(), req));
+    let h1_ctx = ctx.clone();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        http::handle(ctx.clone(), req.map(h1::body::ReqBody::Hyper))
+    });
     let io = TokioIo::new(io);
     match proto {
         Proto::H1 => {
-            let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(None)
-                .max_buf_size(max_buf)
-                .max_headers(max_headers)
-                .writev(false);
-            let conn = Box::pin(b.serve_connection(io, svc).with_upgrades());
-            drive(conn, |c| c.graceful_shutdown(), &mut shutdown).await;
+            // lb's own HTTP/1 codec.
+            drop(svc);
+            Box::pin(h1::conn::serve(io.into_inner(), h1_ctx, fe, &mut shutdown)).await;
         }
         Proto::H2 => {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());

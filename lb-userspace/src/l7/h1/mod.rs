@@ -26,6 +26,8 @@
 //! - Keep-alive: HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection:
 //!   keep-alive`.
 
+pub mod body;
+pub mod conn;
 #[cfg(test)]
 mod tests;
 
@@ -496,7 +498,7 @@ pub enum ResponseFraming {
 /// after this response (`Connection: keep-alive` for an HTTP/1.0 client that keeps it).
 pub fn encode_response_head(
     status: StatusCode,
-    reason: Option<&str>,
+    reason: Option<&[u8]>,
     headers: &HeaderMap,
     framing: ResponseFraming,
     connection: ConnectionField,
@@ -508,9 +510,8 @@ pub fn encode_response_head(
     out.push(b' ');
     out.extend_from_slice(
         reason
-            .or_else(|| status.canonical_reason())
-            .unwrap_or("")
-            .as_bytes(),
+            .or_else(|| status.canonical_reason().map(str::as_bytes))
+            .unwrap_or_default(),
     );
     out.extend_from_slice(b"\r\n");
     up::push_fields(headers, out);

@@ -332,7 +332,7 @@ fn response_heads() {
     out.clear();
     encode_response_head(
         StatusCode::from_u16(299).expect("status"),
-        Some("Custom"),
+        Some(&b"Custom"[..]),
         &HeaderMap::new(),
         ResponseFraming::Chunked,
         ConnectionField::for_response(Version::HTTP_11, false),

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Version};
-use hyper::body::{Body, Incoming};
+use http::{Method, Response, Version};
+use hyper::body::Body;
 use tokio::time::Instant;
 
 use super::respond::{self, Answer, Answering};
 use super::{ConnCtx, Guard, RespBody, error_page, h1, h2};
 use crate::config::model::Timeouts;
 use crate::l7::balance::PickCtx;
+use crate::l7::h1::body::ReqBody;
+use crate::l7::h1::conn::ClientUpgrade;
 use crate::l7::runtime::{BackendRt, FrontendRt, ServerRt};
 use crate::l7::upstream::codec::{self, ReqFraming};
 use crate::l7::upstream::h2::ClientFault;
@@ -217,7 +219,7 @@ pub(super) async fn forward(
     fe: Arc<FrontendRt>,
     be: Arc<BackendRt>,
     mut head: http::request::Parts,
-    body: Incoming,
+    body: ReqBody,
     mut guard: Guard,
 ) -> Response<RespBody> {
     let pick_ctx = pick_ctx(&be, &head, &ctx);
@@ -226,15 +228,7 @@ pub(super) async fn forward(
     let upgrade = is_upgrade(&head);
     // CONNECT: a 2xx from the server turns both connections into a tunnel, as an upgrade.
     let connect = head.method == Method::CONNECT;
-    let client_upgrade = if upgrade || connect {
-        let mut tmp = Request::new(());
-        std::mem::swap(tmp.extensions_mut(), &mut head.extensions);
-        let on = hyper::upgrade::on(&mut tmp);
-        std::mem::swap(tmp.extensions_mut(), &mut head.extensions);
-        Some(on)
-    } else {
-        None
-    };
+    let client_upgrade = (upgrade || connect).then(|| ClientUpgrade::of(&mut head));
     let te_trailers = rewrite(&mut head, upgrade, fe.forwardfor || be.forwardfor, &ctx);
     if te_trailers {
         // Of the client's TE, `trailers` goes on (HAProxy sends `te: trailers`; gRPC

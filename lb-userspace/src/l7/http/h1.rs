@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::forward::{Attempt, Failure};
 use super::{Guard, with_server_timeout};
+use crate::l7::h1::body::ReqBody;
 use crate::l7::upstream::codec::{self, ReqFraming, ResponseHead};
 use crate::l7::upstream::exchange::UploadTimeouts;
 use crate::l7::upstream::{self, Conn, CountersRef, ExchangeError, UpConn};
@@ -20,7 +20,7 @@ use crate::l7::upstream::{self, Conn, CountersRef, ExchangeError, UpConn};
 /// whole.
 pub(super) async fn exchange(
     a: &Attempt<'_>,
-    body: &mut Option<Incoming>,
+    body: &mut Option<ReqBody>,
     counters: &Arc<CountersRef>,
     guard: &mut Guard,
     conn_started: Option<Instant>,

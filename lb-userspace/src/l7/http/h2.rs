@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::forward::{Attempt, Failure};
 use super::respond::Answering;
 use super::{Guard, RespBody, Src, guarded};
+use crate::l7::h1::body::ReqBody;
 use crate::l7::upstream::CountersRef;
 use crate::l7::upstream::h2::{H2Conns, RequestBody, Upload};
 
@@ -22,7 +23,7 @@ use crate::l7::upstream::h2::{H2Conns, RequestBody, Upload};
 pub(super) async fn exchange(
     a: &Attempt<'_>,
     h2: &H2Conns,
-    body: &mut Option<Incoming>,
+    body: &mut Option<ReqBody>,
     counters: &Arc<CountersRef>,
 ) -> Result<Response<Incoming>, Failure> {
     let Attempt {

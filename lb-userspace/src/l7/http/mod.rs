@@ -36,6 +36,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 use crate::acl::{AclInput, StkData};
+use crate::l7::h1::body::ReqBody;
 use crate::l7::io::ConnShared;
 use crate::l7::log::{self, LogRecord};
 use crate::l7::runtime::{BackendRt, Canned, FrontendRt, ResponseRule, ServerRt};
@@ -670,7 +671,7 @@ fn done(r: Response<RespBody>) -> HandleFuture {
 }
 
 /// Serves one request.
-pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
+pub fn handle(ctx: Arc<ConnCtx>, req: Request<ReqBody>) -> HandleFuture {
     let fe = ctx.frontend.load_full();
     if !fe.after_response {
         return prepare::prepare(ctx, fe, req);
@@ -693,7 +694,7 @@ pub fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HandleFuture {
 }
 
 /// The request head without its body and extensions (for `http-after-response`).
-fn request_copy(req: &Request<Incoming>) -> http::request::Parts {
+fn request_copy<B>(req: &Request<B>) -> http::request::Parts {
     let mut r = Request::new(());
     *r.method_mut() = req.method().clone();
     *r.uri_mut() = req.uri().clone();
@@ -706,7 +707,7 @@ fn request_copy(req: &Request<Incoming>) -> http::request::Parts {
 /// contradicts the target or another Host, a Transfer-Encoding HAProxy refuses): HAProxy's
 /// parser answers those before any rule, so `http-after-response` leaves them alone too
 /// (checked against HAProxy 2.6), and closes the connection after them, as lb does (the
-/// `Connection: close` makes hyper's HTTP/1 server close; HTTP/2 has no such field).
+/// `Connection: close` makes the HTTP/1 connection close; HTTP/2 has no such field).
 #[derive(Debug, Clone, Copy)]
 struct ProtocolReject;
 

@@ -6,7 +6,6 @@ use std::time::SystemTime;
 
 use http::Request;
 use http::header::{self, HeaderMap, HeaderValue};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::rules::{self, Flow, RuleCtx};
@@ -14,6 +13,7 @@ use super::{
     ConnCtx, Guard, HandleFuture, NOSRV, ReqInput, done, error_page, forward, guarded,
     protocol_reject,
 };
+use crate::l7::h1::body::ReqBody;
 use crate::l7::log::LogRecord;
 use crate::l7::runtime::FrontendRt;
 
@@ -22,7 +22,7 @@ use crate::l7::runtime::FrontendRt;
 pub(super) fn prepare(
     ctx: Arc<ConnCtx>,
     fe: Arc<FrontendRt>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> HandleFuture {
     let mut guard = Guard::new(ctx.clone(), fe.clone());
     fe.counters.requests.fetch_add(1, Ordering::Relaxed);

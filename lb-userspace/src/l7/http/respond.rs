@@ -7,11 +7,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::rules::{self, Flow, ResponseEdit, RuleCtx};
 use super::{ConnCtx, Guard, RespBody, Src, error_page, guarded};
+use crate::l7::h1::conn::ClientUpgrade;
 use crate::l7::runtime::{BackendRt, FrontendRt, ServerRt};
 use crate::l7::upstream::codec::{self, ResponseHead};
 use crate::l7::upstream::{CountersRef, ResponseBody, UpConn};
@@ -40,7 +40,7 @@ pub(super) enum Answer {
 pub(super) fn respond(
     a: &Answering<'_>,
     answer: Answer,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
     counters: Arc<CountersRef>,
     guard: Guard,
 ) -> Response<RespBody> {
@@ -130,7 +130,7 @@ fn respond_h1(
     head: ResponseHead,
     up: UpConn,
     complete: bool,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
     counters: Arc<CountersRef>,
     mut guard: Guard,
 ) -> Response<RespBody> {
@@ -165,7 +165,7 @@ fn tunnel(
     be: &BackendRt,
     mut parts: http::response::Parts,
     up: UpConn,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
     counters: Arc<CountersRef>,
     guard: Guard,
 ) -> Response<RespBody> {
@@ -189,16 +189,18 @@ fn tunnel(
     // `shutdown sessions` of the server ends the tunnel.
     let stop = guard.srv.as_ref().map(|s| s.state.shutdown_signal());
     tokio::spawn(async move {
-        let client = match client_up.await {
+        let (mut client, client_early) = match client_up.into_stream().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "client upgrade failed");
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        // Whatever the server sent right after its 101 head goes first.
+        // Whatever either side sent right after the heads goes first.
         if !early.is_empty() && client.write_all(&early).await.is_err() {
+            return;
+        }
+        if !client_early.is_empty() && server.write_all(&client_early).await.is_err() {
             return;
         }
         let stop = async move {
@@ -208,7 +210,7 @@ fn tunnel(
             }
         };
         let (a, b) = crate::l7::tcp::pipe_until(&mut client, &mut server, tunnel_idle, stop).await;
-        counters.add_in(a);
+        counters.add_in(a + client_early.len() as u64);
         counters.add_out(b + early.len() as u64);
         drop(guard);
     });

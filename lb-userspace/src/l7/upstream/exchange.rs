@@ -11,13 +11,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming};
+use hyper::body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{
     self, Chunk, ChunkedDecoder, CodecError, ReqFraming, RespFraming, ResponseHead,
 };
 use super::{CountersRef, Pool, UpConn, UpStream, reserve_read};
+use crate::l7::h1::body::{ReqBody, ReqBodyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -33,7 +34,7 @@ pub enum ExchangeError {
     #[error("server response: {0}")]
     Codec(#[from] CodecError),
     #[error("client request body: {0}")]
-    ClientBody(hyper::Error),
+    ClientBody(ReqBodyError),
     /// `timeout client` passed while waiting for the next piece of the request body.
     #[error("client sent no request body data within timeout client")]
     ClientTimeout,
@@ -70,7 +71,7 @@ async fn within<F: Future>(
 pub async fn send(
     conn: &mut UpConn,
     method: &Method,
-    body: &mut Option<Incoming>,
+    body: &mut Option<ReqBody>,
     framing: ReqFraming,
     counters: &CountersRef,
     timeouts: UploadTimeouts,
@@ -105,7 +106,7 @@ const COALESCE_MAX: usize = 64 * 1024;
 async fn upload_and_read(
     conn: &mut UpConn,
     method: &Method,
-    b: Incoming,
+    b: ReqBody,
     framing: ReqFraming,
     counters: &CountersRef,
     timeouts: UploadTimeouts,
@@ -143,7 +144,7 @@ async fn upload_and_read_on<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut wr: W,
     rbuf: &mut bytes::BytesMut,
     wbuf: &mut Vec<u8>,
-    mut b: Incoming,
+    mut b: ReqBody,
     how: Upload<'_>,
 ) -> Result<(ResponseHead, bool), ExchangeError> {
     let Upload {

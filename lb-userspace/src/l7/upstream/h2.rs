@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
@@ -165,7 +165,7 @@ impl Upload {
 #[derive(Debug, thiserror::Error)]
 pub enum RequestBodyError {
     #[error("client request body: {0}")]
-    Client(hyper::Error),
+    Client(crate::l7::h1::body::ReqBodyError),
     #[error("client sent no request body data within timeout client")]
     Timeout,
 }
@@ -174,7 +174,7 @@ pub enum RequestBodyError {
 /// client pauses longer than `timeout client`.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Option<crate::l7::h1::body::ReqBody>,
     counters: Arc<CountersRef>,
     idle: IdleLimit,
     upload: Arc<Upload>,
@@ -183,7 +183,7 @@ pub struct RequestBody {
 impl RequestBody {
     /// `inner`: the client's body (`None`: no body).
     pub fn new(
-        inner: Option<Incoming>,
+        inner: Option<crate::l7::h1::body::ReqBody>,
         counters: Arc<CountersRef>,
         client_timeout: Option<Duration>,
         upload: Arc<Upload>,
