@@ -105,11 +105,20 @@ fn forms_golden_and_loadable() {
         "{}",
         conv.toml
     );
+    // global `maxconn 20000` (line 6) converts (#15 item 5): no warning, the key.
+    assert!(conv.toml.contains("\nmaxconn = 20000\n"), "{}", conv.toml);
+    assert!(
+        !conv
+            .diagnostics
+            .iter()
+            .any(|d| d.to_string().starts_with("forms.cfg:6:")),
+        "{:#?}",
+        conv.diagnostics
+    );
     // every unsupported directive is named with its line, and kept in the output
     let warnings: Vec<String> = conv.diagnostics.iter().map(|d| d.to_string()).collect();
     for (line, what) in [
         (4, "daemon"),
-        (6, "maxconn"),
         (28, "set-var"),
         (29, "capture"),
         (39, "slowstart 10s"),

@@ -142,6 +142,7 @@ fn every_global_keyword_round_trips() {
                 "nbthread" => "nbthread 2".to_string(),
                 "cpu-map" => "cpu-map auto:1/1-2 0 1".to_string(),
                 "tune.ssl.cachesize" => "tune.ssl.cachesize 1000".to_string(),
+                "maxconn" => "maxconn 4096".to_string(),
                 "log" => "log 127.0.0.1:514 len 1024 format rfc5424 local0 info notice".to_string(),
                 "stats" => format!(
                     "stats socket {}/lb.sock mode 600 level admin",

@@ -107,6 +107,7 @@ fn config(pin: PathBuf) -> Config {
             cpu_map: None,
             hash_seed: SEED,
             ssl_cache_size: lb::config::DEFAULT_SSL_CACHE_SIZE,
+            maxconn: None,
         },
         dataplane: Some(CfgDataplane {
             interfaces: vec!["eth0".into(), "eth1".into(), "eth2".into()],

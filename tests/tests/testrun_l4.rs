@@ -292,6 +292,7 @@ fn config() -> Config {
             cpu_map: None,
             hash_seed: SEED,
             ssl_cache_size: lb::config::DEFAULT_SSL_CACHE_SIZE,
+            maxconn: None,
         },
         dataplane: Some(CfgDataplane {
             interfaces: vec!["eth0".into(), "eth1".into()],

@@ -837,6 +837,14 @@ impl Converter<'_> {
                 }
                 None => self.unsupported(n, words[0].col, raw, "`tune.ssl.cachesize` needs a number"),
             },
+            "maxconn" => match words.get(1).and_then(|w| w.text.parse::<u32>().ok()).filter(|&m| m > 0) {
+                Some(m) => {
+                    if let Some(s) = self.cur() {
+                        s.push("maxconn", m.to_string(), comment, false);
+                    }
+                }
+                None => self.unsupported(n, words[0].col, raw, "`maxconn` needs a number from 1 to 4294967295"),
+            },
             "stats" if words.get(1).is_some_and(|w| w.text == "socket") => {
                 self.stats_socket(n, raw, words, comment);
             }

@@ -205,6 +205,7 @@ section_keys! {
     cpu_map: V, ["cpu-map"];
     hash_seed: Spanned<i64>, [];
     ssl_cache_size: Spanned<i64>, ["tune.ssl.cachesize"];
+    maxconn: Spanned<i64>, ["maxconn"];
 }
 
 section_keys! {
@@ -334,7 +335,6 @@ pub const HAPROXY_GLOBAL_KNOWN: &[&str] = &[
     "chroot",
     "pidfile",
     "nbproc",
-    "maxconn",
     "log-send-hostname",
     "log-tag",
     "ca-base",

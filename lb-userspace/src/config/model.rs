@@ -51,6 +51,9 @@ pub struct Global {
     /// Sessions kept for TLS resumption by session ID (HAProxy's `tune.ssl.cachesize`);
     /// 0 disables the cache.
     pub ssl_cache_size: usize,
+    /// HAProxy's global `maxconn`: concurrent client connections over every userspace
+    /// listener; at the limit lb stops accepting. `None` = unlimited.
+    pub maxconn: Option<u32>,
 }
 
 /// `stats socket PATH [mode OCTAL] [level user|operator|admin]` (HAProxy's).

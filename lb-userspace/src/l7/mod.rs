@@ -536,6 +536,13 @@ async fn accept_loop(
         return;
     }
     loop {
+        // `maxconn` (the frontend's, the process's): at a limit, stop accepting until a
+        // connection closes; new ones wait in the kernel's backlog, as in HAProxy.
+        let limits = shared.fe.load().limits.clone();
+        tokio::select! {
+            _ = stop.changed() => break,
+            () = limits.room() => {}
+        }
         tokio::select! {
             _ = stop.changed() => break,
             r = sock.accept() => match r {
@@ -545,10 +552,18 @@ async fn accept_loop(
                         Err(_) => None,
                     };
                     let Some(token) = token else { break };
+                    // Another worker may have taken the last slot meanwhile: this
+                    // connection waits for one, and this loop accepts nothing else.
+                    let limits = shared.fe.load().limits.clone();
+                    let slots = tokio::select! {
+                        _ = stop.changed() => break,
+                        s = limits.take() => s,
+                    };
                     let shared = shared.clone();
                     let shutdown = inner.shutdown.subscribe();
                     tokio::spawn(async move {
                         serve_conn(stream, src, shared, shutdown).await;
+                        drop(slots);
                         drop(token);
                     });
                 }
@@ -581,14 +596,6 @@ async fn serve_conn(
     if !fe.src_allowed(src.ip()) {
         return;
     }
-    // Frontend maxconn: wait for a slot, like HAProxy stops accepting.
-    let _slot = match &fe.conn_limit {
-        Some(sem) => match sem.clone().acquire_owned().await {
-            Ok(p) => Some(p),
-            Err(_) => return,
-        },
-        None => None,
-    };
     fe.counters.open_conn();
     let _active = ActiveConn(fe.counters.clone());
     let _ = stream.set_nodelay(true);

@@ -711,8 +711,8 @@ pub struct FrontendRt {
     pub errors: ErrorPages,
     pub timeouts: Timeouts,
     pub forwardfor: bool,
-    pub conn_limit: Option<Arc<Semaphore>>,
-    pub maxconn: Option<u32>,
+    /// `maxconn` of the frontend and of the process (`[global] maxconn`).
+    pub limits: ConnLimits,
     pub deny_src: Vec<crate::config::model::IpNet>,
     pub allow_src: Vec<crate::config::model::IpNet>,
     pub max_header_bytes: usize,
@@ -803,6 +803,72 @@ pub struct Runtime {
     pub backends: Arc<HashMap<String, Arc<BackendRt>>>,
     /// The stick tables (kept across reloads when unchanged).
     pub tables: Arc<Tables>,
+    /// `[global] maxconn`, shared by every frontend's [`ConnLimits`].
+    pub process_limit: Option<ConnLimit>,
+}
+
+/// A connection limit (`maxconn`): a FIFO semaphore of slots. A reload that keeps the
+/// limit keeps the semaphore, so connections accepted before it still count.
+#[derive(Debug, Clone)]
+pub struct ConnLimit {
+    max: u32,
+    slots: Arc<Semaphore>,
+}
+
+impl ConnLimit {
+    /// `old` when it has the limit `max`, else a new limiter (`None`: no limit).
+    fn keep_or_new(old: Option<&ConnLimit>, max: Option<u32>) -> Option<ConnLimit> {
+        let max = max?;
+        match old {
+            Some(o) if o.max == max => Some(o.clone()),
+            _ => Some(ConnLimit {
+                max,
+                slots: Arc::new(Semaphore::new(max.max(1) as usize)),
+            }),
+        }
+    }
+}
+
+/// The limits a listener's connections count against: the process's (`[global] maxconn`)
+/// and their frontend's (`maxconn`). The accept loop waits for [`ConnLimits::room`] before
+/// it accepts, so at a limit connections wait in the kernel's backlog, as HAProxy stops
+/// accepting; each accepted connection holds its [`ConnSlots`] until it closes.
+#[derive(Debug, Clone, Default)]
+pub struct ConnLimits {
+    pub process: Option<ConnLimit>,
+    pub frontend: Option<ConnLimit>,
+}
+
+/// The slots one connection holds; dropping them frees them.
+#[derive(Debug)]
+pub struct ConnSlots {
+    _held: [Option<tokio::sync::OwnedSemaphorePermit>; 2],
+}
+
+impl ConnLimits {
+    fn each(&self) -> impl Iterator<Item = &ConnLimit> {
+        self.process.iter().chain(self.frontend.iter())
+    }
+
+    /// Waits until every limit has a free slot, without taking one: the accept loop does not
+    /// sit on a slot while no connection comes (each worker's socket has its own loop).
+    pub async fn room(&self) {
+        for l in self.each() {
+            // The semaphores are never closed; a free slot is given back at once.
+            drop(l.slots.acquire().await);
+        }
+    }
+
+    /// Takes a slot of every limit, waiting for them in FIFO order.
+    pub async fn take(&self) -> ConnSlots {
+        let mut held = [None, None];
+        for (i, l) in [&self.process, &self.frontend].into_iter().enumerate() {
+            if let Some(l) = l {
+                held[i] = l.slots.clone().acquire_owned().await.ok();
+            }
+        }
+        ConnSlots { _held: held }
+    }
 }
 
 /// The registry's next contents for `config`, when they differ from what it holds
@@ -997,6 +1063,7 @@ fn build_frontend(
     states: &States<'_>,
     log_format: LogFormat,
     tables: &Arc<Tables>,
+    process_limit: &Option<ConnLimit>,
     old: Option<&Runtime>,
 ) -> Result<Arc<FrontendRt>, RuntimeError> {
     let section = format!("frontend {}", f.name);
@@ -1037,12 +1104,12 @@ fn build_frontend(
         .collect::<Result<Vec<_>, RuntimeError>>()?;
     let default_backend = f.default_backend.as_deref().map(lookup).transpose()?;
     let old_fe = old.and_then(|o| o.frontends.get(&f.name));
-    // Keep the old limiter when the limit is unchanged, so connections accepted before the
-    // reload still count.
-    let conn_limit = match (old_fe, f.maxconn) {
-        (Some(o), Some(m)) if o.maxconn == Some(m) => o.conn_limit.clone(),
-        (_, Some(m)) => Some(Arc::new(Semaphore::new(m.max(1) as usize))),
-        (_, None) => None,
+    let limits = ConnLimits {
+        process: process_limit.clone(),
+        frontend: ConnLimit::keep_or_new(
+            old_fe.and_then(|o| o.limits.frontend.as_ref()),
+            f.maxconn,
+        ),
     };
     Ok(Arc::new(FrontendRt {
         name: Arc::from(f.name.as_str()),
@@ -1063,8 +1130,7 @@ fn build_frontend(
         errors: ErrorPages::build(&format!("frontend {}", f.name), &f.errorfiles)?,
         timeouts: f.timeouts,
         forwardfor: f.forwardfor,
-        conn_limit,
-        maxconn: f.maxconn,
+        limits,
         deny_src: f.deny_src.clone(),
         allow_src: f.allow_src.clone(),
         max_header_bytes: f.max_header_bytes,
@@ -1111,6 +1177,10 @@ pub fn build(
         backends.insert(b.name.clone(), build_backend(b, &states, &tables, old)?);
     }
     let backends = Arc::new(backends);
+    let process_limit = ConnLimit::keep_or_new(
+        old.and_then(|o| o.process_limit.as_ref()),
+        config.global.maxconn,
+    );
     let mut frontends = HashMap::new();
     for f in config
         .frontends
@@ -1125,6 +1195,7 @@ pub fn build(
                 &states,
                 config.global.log_format,
                 &tables,
+                &process_limit,
                 old,
             )?,
         );
@@ -1134,6 +1205,7 @@ pub fn build(
             frontends,
             backends,
             tables,
+            process_limit,
         },
         registry: update,
     })

@@ -287,6 +287,7 @@ pub fn config(frontends: Vec<Frontend>, backends: Vec<Backend>) -> Config {
             cpu_map: None,
             hash_seed: 0,
             ssl_cache_size: lb::config::DEFAULT_SSL_CACHE_SIZE,
+            maxconn: None,
         },
         dataplane: None,
         announce: None,

@@ -18,6 +18,7 @@ impl Builder<'_> {
             cpu_map: None,
             hash_seed: DEFAULT_HASH_SEED,
             ssl_cache_size: DEFAULT_SSL_CACHE_SIZE,
+            maxconn: None,
         };
         let Some(g) = g else { return out };
         let g = g.get_ref();
@@ -136,6 +137,9 @@ impl Builder<'_> {
             0..=100_000_000usize,
         ) {
             out.ssl_cache_size = n;
+        }
+        if let Some(n) = self.int_in(&g.maxconn, "global.maxconn", 1..=u32::MAX) {
+            out.maxconn = Some(n);
         }
         out
     }
