@@ -747,3 +747,96 @@ fn shutdown_sessions_closes_the_servers_l7_sessions() {
     drop(lb);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A greeter (see [`greet`]) whose listener closes when the flag is set; its established
+/// connections carry on.
+fn closable_greeter(
+    name: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.set_nonblocking(true).expect("nonblocking");
+    let addr = l.local_addr().expect("addr");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+            match l.accept() {
+                Ok((c, _)) => {
+                    let _ = c.set_nonblocking(false);
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(20)));
+                    std::thread::spawn(move || greet(c, name));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    (addr, stop)
+}
+
+/// `on-marked-down shutdown-sessions` in the L7 tier: a server that goes DOWN (its checks
+/// fail while its established sessions are fine) or into MAINT has its sessions closed;
+/// a server without the option keeps them (HAProxy's default).
+#[test]
+fn on_marked_down_shutdown_sessions_closes_l7_sessions() {
+    let dir = tmpdir("omd");
+    let path = dir.join("lb.toml");
+    let socket = dir.join("lb.sock");
+    let port =
+        || -> std::net::SocketAddr { format!("127.0.0.1:{}", free_port()).parse().expect("a") };
+    let (admin, tcp) = (port(), port());
+    let (a, stop_a) = closable_greeter("A");
+    let (b, _stop_b) = closable_greeter("B");
+    let (c, _stop_c) = closable_greeter("C");
+    std::fs::write(
+        &path,
+        format!(
+            "[global]\nadmin = \"{admin}\"\nstats_socket = \"{} mode 600 level admin\"\n\
+             [defaults]\ntimeout = {{ client = \"20s\", connect = \"2s\", server = \"20s\" }}\n\
+             [listen.tcp]\nmode = \"tcp\"\nbind = \"{tcp}\"\nbalance = \"roundrobin\"\n\
+             check = {{ interval = \"100ms\", rise = 1, fall = 1, timeout = \"100ms\" }}\n\
+             server = [\"a {a} check on-marked-down shutdown-sessions\", \
+             \"b {b} check on-marked-down shutdown-sessions\", \"c {c} check\"]\n",
+            socket.display()
+        ),
+    )
+    .expect("write");
+    let lb = LbChild::start(&path, admin);
+    let conns: Vec<_> = (0..6).map(|_| greeted(tcp)).collect();
+    let on = |n: &str| conns.iter().filter(|(_, w)| w == n).count();
+    assert_eq!((on("A"), on("B"), on("C")), (2, 2, 2), "{conns:?}");
+    let alive = |s: &std::net::TcpStream, who: &str| {
+        let mut s = s;
+        s.write_all(b"still\n").expect("write");
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(&buf[..n], format!("{who}:still\n").as_bytes(), "{who}");
+    };
+
+    // a: its checks fail (listener closed), its sessions are fine until it goes DOWN.
+    stop_a.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !socat(&socket, "show servers state tcp\n").contains(" a 127.0.0.1 0 ") {
+        assert!(Instant::now() < deadline, "a not DOWN: {}", lb.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (s, who) in conns.iter().filter(|(_, w)| w == "A") {
+        assert!(closed_soon(s), "a session of a ({who}) survived its DOWN");
+    }
+    // b and c into MAINT: b's sessions go (the option), c's stay.
+    assert_eq!(socat(&socket, "disable server tcp/b\n"), "\n");
+    assert_eq!(socat(&socket, "disable server tcp/c\n"), "\n");
+    for (s, who) in &conns {
+        match who.as_str() {
+            "B" => assert!(closed_soon(s), "a session of b survived MAINT"),
+            "C" => alive(s, "C"),
+            _ => {}
+        }
+    }
+    drop(lb);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -19,6 +19,7 @@ fn t(backend: &str, server: &str, addr: &str, weight: u32, backup: bool) -> Targ
         backup,
         spec: CheckSpec::default(),
         send_proxy: None,
+        shutdown_on_down: false,
     }
 }
 

@@ -72,6 +72,7 @@ fn target(backend: &str, server: &str, addr: SocketAddr, spec: &CheckSpec) -> Ta
         backup: false,
         spec: spec.clone(),
         send_proxy: None,
+        shutdown_on_down: false,
     }
 }
 

@@ -178,6 +178,8 @@ struct Mutable {
     last_at: Option<SystemTime>,
     /// The backend's log targets, if it has any.
     log: Option<Arc<HealthLog>>,
+    /// `on-marked-down shutdown-sessions`.
+    shutdown_on_down: bool,
 }
 
 /// Health of one server: its state machine, admin state, last result and counters.
@@ -220,6 +222,7 @@ impl ServerHealth {
                 last: None,
                 last_at: None,
                 log: None,
+                shutdown_on_down: false,
             }),
             durations: DurationHistogram::default(),
             checks: AtomicU64::new(0),
@@ -301,7 +304,7 @@ impl ServerHealth {
             let us = u64::try_from(outcome.duration.as_micros()).unwrap_or(u64::MAX);
             srv.last_check_us.store(us.max(1), Ordering::Relaxed);
         }
-        let (transition, admin, progress, log) = {
+        let (transition, admin, progress, log, shutdown) = {
             let mut m = self.lock();
             let before = m.machine.health();
             let transition = m.machine.record(outcome.passed());
@@ -334,13 +337,28 @@ impl ServerHealth {
                 m.machine.admin(),
                 m.machine.progress(),
                 m.log.clone(),
+                m.shutdown_on_down,
             )
         };
         let Some(t) = transition else { return };
         if t.to == OpState::Down {
             self.up_down.fetch_add(1, Ordering::Relaxed);
+            if shutdown {
+                self.shut_down(registry);
+            }
         }
         self.log_transition(t, admin, outcome, &progress, registry, log.as_deref());
+    }
+
+    /// `on-marked-down shutdown-sessions`: ends the server's sessions in both tiers.
+    fn shut_down(&self, registry: &Registry) {
+        if let Err(e) = registry.shutdown_sessions(&self.backend, &self.server) {
+            tracing::debug!(
+                "health: shutdown sessions {}/{}: {e}",
+                self.backend,
+                self.server
+            );
+        }
     }
 
     fn log_transition(
@@ -439,6 +457,9 @@ pub struct Target {
     /// `send-proxy[-v2]`: checks open with a PROXY header too (HAProxy does so when the
     /// check goes to the traffic port, which lb's always do).
     pub send_proxy: Option<crate::proxy_protocol::ProxyVersion>,
+    /// `on-marked-down shutdown-sessions`: going DOWN or into MAINT ends the server's
+    /// established sessions (`Registry::shutdown_sessions`).
+    pub shutdown_on_down: bool,
 }
 
 /// Every server of `config`, in order.
@@ -458,6 +479,7 @@ pub fn targets(config: &Config) -> Vec<Target> {
                 backup: s.backup,
                 spec: b.check.clone(),
                 send_proxy: s.send_proxy,
+                shutdown_on_down: s.shutdown_on_down,
             })
         })
         .collect()
@@ -532,11 +554,13 @@ impl HealthHandle {
                         m.machine.set_params(t.spec.rise, t.spec.fall);
                         m.checked = t.check;
                         m.spec = t.spec.clone();
+                        m.shutdown_on_down = t.shutdown_on_down;
                     }
                     e
                 }
                 _ => {
                     let e = ServerHealth::new(&t.backend, &t.server, t.addr, t.check, &t.spec);
+                    e.lock().shutdown_on_down = t.shutdown_on_down;
                     if t.disabled {
                         e.lock().machine.set_admin(AdminState::Maint);
                     }
@@ -636,7 +660,11 @@ impl HealthHandle {
         let before = m.machine.admin();
         m.machine.set_admin(admin);
         let status = entry.publish(&m, &self.registry);
+        let shutdown = m.shutdown_on_down && admin == AdminState::Maint && before != admin;
         drop(m);
+        if shutdown {
+            entry.shut_down(&self.registry);
+        }
         if before != admin {
             tracing::warn!(
                 "Server {backend}/{server} state changed from {} to {} by the runtime API \

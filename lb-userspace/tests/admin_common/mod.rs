@@ -131,6 +131,7 @@ pub async fn lab(token: Option<&str>) -> Lab {
         backup: false,
         spec: spec.clone(),
         send_proxy: None,
+        shutdown_on_down: false,
     };
     health
         .apply_targets(&[

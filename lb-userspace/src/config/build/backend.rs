@@ -275,10 +275,7 @@ impl Builder<'_> {
             );
         }
         if st.mode == Mode::Http
-            && let Some(t) = line
-                .shutdown_on_down
-                .as_ref()
-                .or(line.shutdown_backups_on_up.as_ref())
+            && let Some(t) = line.shutdown_backups_on_up.as_ref()
         {
             self.warn(
                 t.pos,
