@@ -777,3 +777,73 @@ backend be\n    server s1 127.0.0.1:8081\n";
     assert_eq!(c.frontends.len(), 1);
     assert_eq!(c.frontends[0].name, "web");
 }
+
+/// `global` TLS and buffer settings land where lb keeps them: `ssl-default-bind-*` on each
+/// `ssl` bind that does not set them, `crt-base`/`ca-base` in front of relative paths,
+/// `tune.bufsize - tune.maxrewrite` and `tune.http.maxhdr` as each frontend's header
+/// limits; `bind localhost:PORT` is the loopback; options are named without their
+/// arguments; and the output loads.
+#[test]
+fn global_tls_and_buffer_defaults_carry_over() {
+    let base = base();
+    let certs = base.path().join("config/certs");
+    let cfg = format!(
+        "global\n    crt-base {0}\n    ca-base {0}\n\
+    ssl-default-bind-ciphers ECDHE-RSA-AES128-GCM-SHA256\n\
+    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256\n\
+    ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets\n\
+    ssl-default-server-options no-sslv3\n    tune.bufsize 32768\n    tune.maxrewrite 2048\n    tune.http.maxhdr 64\n\
+defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n    option abortonclose\n\
+frontend web\n    bind localhost:8080 alpn h2,http/1.1\n    bind 127.0.0.1:8443 ssl crt site.pem\n\
+    bind 127.0.0.1:9443 ssl crt myapp.pem ciphers ECDHE-ECDSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256\n    default_backend be\n\
+backend be\n    option socks4 127.0.0.1:1080\n    server s1 127.0.0.1:8081 ssl verify none socks4 127.0.0.1:1080\n",
+        certs.display()
+    );
+    let conv = convert_str(Path::new("g.cfg"), &cfg);
+    assert!(!conv.has_errors(), "{:#?}", conv.diagnostics);
+    let site = certs.join("site.pem");
+    for want in [
+        "\"127.0.0.1:8080\"".to_string(),
+        format!(
+            "\"127.0.0.1:8443 ssl crt {} ciphers ECDHE-RSA-AES128-GCM-SHA256 ciphersuites TLS_AES_128_GCM_SHA256 ssl-min-ver TLSv1.2 no-tls-tickets\"",
+            site.display()
+        ),
+        "ciphers ECDHE-ECDSA-AES256-GCM-SHA384 ciphersuites".to_string(),
+        "max_header_bytes = 30720".to_string(),
+        "max_headers = 64".to_string(),
+        "\"s1 127.0.0.1:8081 ssl verify none\"".to_string(),
+    ] {
+        assert!(conv.toml.contains(&want), "{want}\n{}", conv.toml);
+    }
+    let msgs: Vec<&str> = conv
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert!(
+        msgs.contains(&"`option socks4` is not supported; kept as a comment"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("server option `socks4 127.0.0.1:1080` is not supported")),
+        "{msgs:?}"
+    );
+    assert!(
+        !msgs.iter().any(|m| m.contains("`127.0.0.1:1080` is not")),
+        "{msgs:?}"
+    );
+    assert!(!msgs.iter().any(|m| m.contains("abortonclose")), "{msgs:?}");
+    assert!(
+        msgs.contains(&"ciphers: DHE-RSA-AES128-GCM-SHA256 not offered by rustls, left out as OpenSSL leaves out what it cannot offer"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.contains(&"`alpn` on a bind without `ssl` is ignored, as HAProxy does"),
+        "{msgs:?}"
+    );
+    let (c, _) =
+        lb::config::load_str(Path::new("g.toml"), &conv.toml, &opts(base.path())).expect("loads");
+    let fe = &c.frontends[0];
+    assert_eq!((fe.max_header_bytes, fe.max_headers), (30720, 64));
+}

@@ -214,12 +214,17 @@ fn named_cases_convert_or_warn() {
 
     // A bind address the loader refuses is never written: a host name (valid HAProxy lb
     // lacks) is named and kept as a comment; a bad port is an error.
-    let c = convert(&cfg_with(Section::Frontend, "bind localhost:9091"));
+    let c = convert(&cfg_with(Section::Frontend, "bind lb.example.com:9091"));
     assert_eq!(c.hard_errors(), 0, "{:#?}", messages(&c));
     assert!(
         c.toml
-            .contains("# UNSUPPORTED (line 12): bind localhost:9091")
+            .contains("# UNSUPPORTED (line 12): bind lb.example.com:9091")
     );
+    assert_eq!(load_errors(&base, &c.toml), Vec::<String>::new());
+    // `localhost` is the loopback (issue #15: HAProxy binds it).
+    let c = convert(&cfg_with(Section::Frontend, "bind localhost:9091"));
+    assert_eq!(c.hard_errors(), 0, "{:#?}", messages(&c));
+    assert!(c.toml.contains("\"127.0.0.1:9091\""), "{}", c.toml);
     assert_eq!(load_errors(&base, &c.toml), Vec::<String>::new());
     let c = convert(&cfg_with(Section::Frontend, "bind 127.0.0.1:99999"));
     assert!(c.hard_errors() > 0, "{:#?}", messages(&c));

@@ -243,3 +243,51 @@ async fn strict_sni_refuses_what_matches_no_certificate() {
         assert!(e.contains("alert"), "{sni:?}: {e}");
     }
 }
+
+/// `crt DIRECTORY` loads every certificate file in it (HAProxy's companions `.key`,
+/// `.ocsp`, … skipped) and SNI picks among them by their names; a loaded config, a live
+/// listener, a client per name.
+#[tokio::test]
+async fn crt_directory_serves_each_certificate_by_its_names() {
+    let dir = TempDir::new("crtdir");
+    let certs = dir.0.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let (_, der_a) = make_cert(&certs, "a.test");
+    let (_, der_b) = make_cert(&certs, "b.test");
+    std::fs::write(certs.join("a.test.pem.sctl"), b"not a certificate").unwrap();
+    let e = echo("srv").await;
+    let toml = format!(
+        "[frontend.web]\nmode = \"http\"\nbind = [\"127.0.0.1:26101 ssl crt {}/\"]\n\
+         timeout = {{ client = \"5s\" }}\ndefault_backend = \"be\"\n\
+         [backend.be]\nmode = \"http\"\ntimeout = {{ connect = \"5s\", server = \"5s\" }}\n\
+         server = [\"s1 {}\"]\n",
+        certs.display(),
+        e.addr
+    );
+    let (cfg, _) = lb::config::load_str(
+        Path::new("dir.toml"),
+        &toml,
+        &lb::config::LoadOptions::default(),
+    )
+    .expect("loads");
+    let tls = cfg.frontends[0].binds[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.certs.len(), 2, "{:?}", tls.certs);
+    let (h, _reg) = start(cfg);
+    let fe = addr_of(&h, "web");
+    let (_, leaf, r) = tls_get(fe, "b.test", &["http/1.1"]).await;
+    assert_eq!(leaf, der_b);
+    assert_eq!(r.status, 200);
+    let (_, leaf, _) = tls_get(fe, "a.test", &["http/1.1"]).await;
+    assert_eq!(leaf, der_a);
+
+    let empty = dir.0.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let bad = toml.replace(&certs.display().to_string(), &empty.display().to_string());
+    let err = lb::config::load_str(
+        Path::new("dir.toml"),
+        &bad,
+        &lb::config::LoadOptions::default(),
+    )
+    .expect_err("an empty crt directory is refused");
+    assert!(err.to_string().contains("holds no certificate"), "{err}");
+}

@@ -426,6 +426,128 @@ struct Converter<'a> {
     dangling: Option<(usize, String)>,
     /// CPUs of threads 1, 2, … from per-thread `cpu-map` lines so far.
     cpu_per_thread: Vec<usize>,
+    /// `global` settings that are defaults of bind and server lines and of frontends.
+    tls: TlsDefaults,
+}
+
+/// `ssl-default-bind-*` / `ssl-default-server-*` (options added to each `ssl` bind or
+/// server line that does not set them), `crt-base` / `ca-base` (prefixes of relative
+/// paths), and `tune.bufsize` / `tune.maxrewrite` / `tune.http.maxhdr` (each frontend's
+/// `max_header_bytes` / `max_headers` unless it sets them).
+#[derive(Debug, Default)]
+struct TlsDefaults {
+    bind: Vec<Vec<String>>,
+    server: Vec<Vec<String>>,
+    crt_base: Option<String>,
+    ca_base: Option<String>,
+    bufsize: Option<u32>,
+    maxrewrite: Option<u32>,
+    maxhdr: Option<u32>,
+}
+
+impl TlsDefaults {
+    /// `args` (a bind's or a server's, after the name/address) with the defaults it lacks
+    /// when it has `ssl`, and relative certificate and CA paths under their bases.
+    fn apply(&self, args: &[W], server: bool) -> Vec<W> {
+        let mut out: Vec<W> = args.to_vec();
+        let ssl = args.iter().any(|w| w.text == "ssl" && !w.quoted);
+        let col = args.first().map_or(1, |w| w.col);
+        if ssl {
+            for opt in if server { &self.server } else { &self.bind } {
+                if !args.iter().any(|w| w.text == opt[0]) {
+                    out.extend(opt.iter().map(|t| W {
+                        text: t.clone(),
+                        col,
+                        quoted: false,
+                    }));
+                }
+            }
+        }
+        for i in 1..out.len() {
+            let base = match out[i - 1].text.as_str() {
+                "crt" | "crt-list" => &self.crt_base,
+                "ca-file" | "ca-verify-file" | "crl-file" => &self.ca_base,
+                _ => continue,
+            };
+            if let Some(b) = base
+                && !out[i].text.starts_with('/')
+            {
+                out[i].text = format!("{}/{}", b.trim_end_matches('/'), out[i].text);
+            }
+        }
+        out
+    }
+
+    /// A `global` line this handles: `Ok(true)` when taken.
+    fn global(&mut self, words: &[W]) -> Result<bool, String> {
+        let kw = words[0].text.as_str();
+        let rest: Vec<String> = words[1..].iter().map(|w| w.text.clone()).collect();
+        let number = || {
+            rest.first()
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|v| *v > 0)
+                .ok_or_else(|| format!("`{kw}` needs a positive number"))
+        };
+        match kw {
+            "ssl-default-bind-ciphers"
+            | "ssl-default-bind-ciphersuites"
+            | "ssl-default-bind-curves"
+            | "ssl-default-server-ciphers"
+            | "ssl-default-server-ciphersuites" => {
+                let opt = kw.rsplit('-').next().unwrap_or_default().to_string();
+                let v = rest
+                    .first()
+                    .ok_or_else(|| format!("`{kw}` needs a value"))?;
+                let list = if kw.contains("-bind-") {
+                    &mut self.bind
+                } else {
+                    &mut self.server
+                };
+                list.push(vec![opt, v.clone()]);
+            }
+            "ssl-default-bind-options" | "ssl-default-server-options" => {
+                let list = if kw.contains("-bind-") {
+                    &mut self.bind
+                } else {
+                    &mut self.server
+                };
+                let mut i = 0;
+                while i < rest.len() {
+                    let takes_value = matches!(rest[i].as_str(), "ssl-min-ver" | "ssl-max-ver");
+                    let end = if takes_value { i + 2 } else { i + 1 };
+                    list.push(rest[i..end.min(rest.len())].to_vec());
+                    i = end;
+                }
+            }
+            "crt-base" | "ca-base" => {
+                let v = rest
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| format!("`{kw}` needs a directory"))?;
+                if kw == "crt-base" {
+                    self.crt_base = Some(v);
+                } else {
+                    self.ca_base = Some(v);
+                }
+            }
+            "tune.bufsize" => self.bufsize = Some(number()?),
+            "tune.maxrewrite" => self.maxrewrite = Some(number()?),
+            "tune.http.maxhdr" => self.maxhdr = Some(number()?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// HAProxy's largest request head: `tune.bufsize` minus `tune.maxrewrite` (16384 and
+    /// 1024 by default, the rewrite reserve at most half the buffer).
+    fn max_header_bytes(&self) -> Option<u32> {
+        if self.bufsize.is_none() && self.maxrewrite.is_none() {
+            return None;
+        }
+        let buf = self.bufsize.unwrap_or(16_384);
+        let rewrite = self.maxrewrite.unwrap_or(1024).min(buf / 2);
+        Some(buf - rewrite)
+    }
 }
 
 /// A `cpu-map` CPU set (`0-3`, `0 2`, `4,6`) in order, or None if it is not one.
@@ -465,6 +587,7 @@ pub fn convert_str_with(file: &Path, text: &str, opts: ConvertOptions) -> Conver
         defaults_seen: 0,
         dangling: None,
         cpu_per_thread: Vec::new(),
+        tls: TlsDefaults::default(),
     };
     // Environment variables and `.if` blocks first, as HAProxy does.
     let (lines, pre) = super::preprocess::preprocess(text, &|name| std::env::var(name).ok());
@@ -477,6 +600,7 @@ pub fn convert_str_with(file: &Path, text: &str, opts: ConvertOptions) -> Conver
     c.lift_checks();
     c.forwardfor_rules();
     c.comment_out_bindless_frontends();
+    c.header_limits();
     let toml = c.emit();
     let mut diags = c.diags;
     diags.sort_by_key(|d| (d.line, d.col));
@@ -820,6 +944,14 @@ impl Converter<'_> {
 
     fn global(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>) {
         let kw = words[0].text.as_str();
+        match self.tls.global(words) {
+            Ok(true) => {
+                self.note(format!("haproxy.cfg line {n}: `{}` is applied to each bind, server or frontend it concerns", raw.trim()));
+                return;
+            }
+            Ok(false) => {}
+            Err(m) => return self.error(n, words[0].col, raw, m),
+        }
         match kw {
             "nbthread" => match words.get(1).and_then(|w| w.text.parse::<u32>().ok()) {
                 Some(t) => {
@@ -1274,6 +1406,8 @@ impl Converter<'_> {
     }
 
     fn bind(&mut self, n: usize, raw: &str, args: &[W], comment: Option<String>, col: usize) {
+        let with_defaults = self.tls.apply(args, false);
+        let args = &with_defaults[..];
         let path = self.cur_path();
         let Some(addr) = args.first() else {
             self.diag(
@@ -1287,6 +1421,11 @@ impl Converter<'_> {
         };
         let mut out: Vec<String> = Vec::new();
         for part in addr.text.split(',') {
+            // HAProxy resolves a bind's host name at startup; `localhost` is the loopback.
+            let local = part
+                .strip_prefix("localhost:")
+                .map(|p| format!("127.0.0.1:{p}"));
+            let part = local.as_deref().unwrap_or(part);
             let a = match norm_addr(part, true) {
                 Ok(a) => a,
                 Err(m) => {
@@ -1330,8 +1469,12 @@ impl Converter<'_> {
                 | "crl-file" | "ssl-min-ver" | "ssl-max-ver" | "ciphers" | "ciphersuites"
                 | "curves" | "crt-list" => match args.get(i + 1) {
                     Some(v) => {
+                        let mut value = v.text.replace(", ", ",");
+                        if w.text == "ciphers" {
+                            value = self.offered_ciphers(n, v.col, &value);
+                        }
                         opts.push(w.text.clone());
-                        opts.push(quote_word(&v.text.replace(", ", ",")));
+                        opts.push(quote_word(&value));
                         i += 1;
                     }
                     None => {
@@ -1431,6 +1574,23 @@ impl Converter<'_> {
             }
             i += 1;
         }
+        // HAProxy ignores `alpn` on a bind without `ssl` (with a warning): so does lb.
+        if !opts.iter().any(|o| o == "ssl")
+            && let Some(at) = opts.iter().position(|o| o == "alpn")
+        {
+            opts.drain(at..(at + 2).min(opts.len()));
+            let col = args
+                .iter()
+                .find(|w| w.text == "alpn")
+                .map_or(col, |w| w.col);
+            self.diag(
+                Severity::Warning,
+                n,
+                col,
+                &path,
+                "`alpn` on a bind without `ssl` is ignored, as HAProxy does".into(),
+            );
+        }
         for a in out {
             let mut line = a;
             for o in &opts {
@@ -1454,6 +1614,8 @@ impl Converter<'_> {
         col: usize,
         template: bool,
     ) {
+        let with_defaults = self.tls.apply(args, true);
+        let args = &with_defaults[..];
         let path = self.cur_path();
         let lead = usize::from(template);
         let (Some(name), Some(addr)) = (args.first(), args.get(1 + lead)) else {
@@ -1519,7 +1681,8 @@ impl Converter<'_> {
                     line.push(v.text.clone());
                     i += 1;
                 }
-                ("enabled", _) => {}
+                // rustls never speaks SSLv3, TLS 1.0 or 1.1 (as on bind lines).
+                ("enabled" | "no-sslv3" | "no-tlsv10" | "no-tlsv11", _) => {}
                 ("proto", Some(v)) if matches!(v.text.as_str(), "h1" | "h2") => {
                     line.push(w.text.clone());
                     line.push(v.text.clone());
@@ -1582,6 +1745,32 @@ impl Converter<'_> {
                         "resolve-prefer",
                         "crt",
                         "namespace",
+                        "crl-file",
+                        "ca-verify-file",
+                        "ciphers",
+                        "ciphersuites",
+                        "curves",
+                        "sigalgs",
+                        "client-sigalgs",
+                        "ssl-min-ver",
+                        "ssl-max-ver",
+                        "verifyhost",
+                        "socks4",
+                        "agent-send",
+                        "agent-addr",
+                        "check-alpn",
+                        "check-proto",
+                        "redir",
+                        "max-reuse",
+                        "pool-low-conn",
+                        "pool-purge-delay",
+                        "proxy-v2-options",
+                        "tcp-ut",
+                        "ws",
+                        "log-proto",
+                        "hash-key",
+                        "init-state",
+                        "usesrc",
                     ]
                     .contains(&other)
                         && !matches!(other, "ssl")
@@ -1982,9 +2171,23 @@ impl Converter<'_> {
                     s.set_check("http", toml_str(&format!("{m} {u}")));
                 }
             }
+            // lb already behaves so: a request whose client has gone is aborted (its task
+            // ends), and no rule lb has reads the request body, so waiting for it first
+            // changes nothing a rule sees.
+            "abortonclose" | "http-buffer-request" if !neg && extra.is_empty() => {
+                let why = if name.text == "abortonclose" {
+                    "lb always aborts a request whose client has closed"
+                } else {
+                    "lb forwards the request body as it arrives; no rule lb has reads it"
+                };
+                self.note(format!(
+                    "haproxy.cfg line {n}: `option {}`: {why}",
+                    name.text
+                ));
+            }
             other => {
-                let why = format!("`option {}` is not supported", join(&rest[1..]));
-                let _ = other;
+                // Name the option alone: its arguments are not options.
+                let why = format!("`option {other}` is not supported");
                 self.unsupported(n, name.col, raw, &why);
             }
         }
@@ -2221,6 +2424,55 @@ impl Converter<'_> {
             }
             if !wrote_check && !s.check.is_empty() && s.has_backend_half() {
                 out.push_str(&check_line(&s.check));
+            }
+        }
+    }
+
+    /// An explicit OpenSSL cipher list with the suites rustls offers: OpenSSL (so HAProxy)
+    /// skips the names it cannot offer when others remain, which only narrows what is
+    /// accepted, so lb does too, naming them. A list with keywords (`HIGH`, `!aNULL`, …) or
+    /// without one suite rustls offers is left for the loader to refuse.
+    fn offered_ciphers(&mut self, n: usize, col: usize, list: &str) -> String {
+        let explicit = list.split(':').all(|c| {
+            !c.is_empty()
+                && c.contains('-')
+                && c.chars().all(|x| x.is_ascii_alphanumeric() || x == '-')
+        });
+        if !explicit {
+            return list.to_string();
+        }
+        let (ok, skipped): (Vec<&str>, Vec<&str>) = list
+            .split(':')
+            .partition(|c| crate::tls_policy::tls12_suites(c).is_ok());
+        if ok.is_empty() || skipped.is_empty() {
+            return list.to_string();
+        }
+        let path = self.cur_path();
+        self.diag(
+            Severity::Warning,
+            n,
+            col,
+            &path,
+            format!("ciphers: {} not offered by rustls, left out as OpenSSL leaves out what it cannot offer", skipped.join(", ")),
+        );
+        ok.join(":")
+    }
+
+    /// `tune.bufsize` / `tune.maxrewrite` / `tune.http.maxhdr` as each frontend's and
+    /// listen's `max_header_bytes` / `max_headers`, unless it sets them.
+    fn header_limits(&mut self) {
+        let bytes = self.tls.max_header_bytes();
+        let headers = self.tls.maxhdr;
+        for s in self.sections.iter_mut() {
+            if !matches!(s.kind, Kind::Frontend | Kind::Listen) || s.name.starts_with('#') {
+                continue;
+            }
+            for (key, v) in [("max_header_bytes", bytes), ("max_headers", headers)] {
+                if let Some(v) = v
+                    && !s.keys.iter().any(|(k, _, _)| k == key)
+                {
+                    s.push(key, v.to_string(), None, false);
+                }
             }
         }
     }

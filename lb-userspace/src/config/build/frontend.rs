@@ -38,10 +38,43 @@ impl Builder<'_> {
                 let mut certs = Vec::new();
                 for (p, t) in &line.certs {
                     let resolved = self.resolve_path(&p.to_string_lossy());
-                    if let Err(m) = check_pem(&resolved) {
-                        self.err(t.pos, &ipath, format!("certificate `{}`: {m}", t.text));
+                    // `crt DIRECTORY`: every certificate file in it, as HAProxy loads them.
+                    let files = if resolved.is_dir() {
+                        match cert_dir(&resolved) {
+                            Ok(f) if !f.is_empty() => f,
+                            Ok(_) => {
+                                self.err(
+                                    t.pos,
+                                    &ipath,
+                                    format!("crt directory `{}` holds no certificate", t.text),
+                                );
+                                continue;
+                            }
+                            Err(e) => {
+                                self.err(
+                                    t.pos,
+                                    &ipath,
+                                    format!("crt directory `{}`: cannot read: {e}", t.text),
+                                );
+                                continue;
+                            }
+                        }
+                    } else {
+                        vec![resolved]
+                    };
+                    for f in files {
+                        if let Err(m) = check_pem(&f) {
+                            let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                            let what = match name
+                                .filter(|_| f != self.resolve_path(&p.to_string_lossy()))
+                            {
+                                Some(n) => format!("{}/{n}", t.text.trim_end_matches('/')),
+                                None => t.text.clone(),
+                            };
+                            self.err(t.pos, &ipath, format!("certificate `{what}`: {m}"));
+                        }
+                        certs.push(f);
                     }
-                    certs.push(resolved);
                 }
                 if st.mode == Mode::Tcp && !has_dp {
                     // TLS termination in userspace mode tcp is fine.
@@ -262,4 +295,25 @@ impl Builder<'_> {
         }
         Some(page)
     }
+}
+
+/// The certificate files of a `crt DIRECTORY`, in name order: every file but HAProxy's
+/// companions (`.key`, `.ocsp`, `.issuer`, `.sctl`) and hidden ones.
+fn cert_dir(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let companion = [".key", ".ocsp", ".issuer", ".sctl"]
+            .iter()
+            .any(|x| name.ends_with(x));
+        if p.is_file() && !companion && !name.starts_with('.') {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
 }
