@@ -914,3 +914,112 @@ backend be\n    server s1 127.0.0.1:{port}\n"
     assert_eq!(seen[0], vec!["trailers".to_owned()], "HAProxy");
     assert_eq!(seen[0], seen[1], "HAProxy and lb");
 }
+
+/// Variables, converters and map routing (issue #16 item 4), through `lb convert`: the
+/// same requests get the same status, backend, rewritten target and header values from
+/// HAProxy 2.6 and lb.
+#[test]
+fn haproxy_and_lb_agree_on_variables_converters_and_maps() {
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        eprintln!("skipped: haproxy is not installed (CI installs it)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("lb-diff-maps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let map = dir.join("hosts.map");
+    std::fs::write(
+        &map,
+        "# host to backend\na.example be_a\nb.example   be_b\n\n10.0.0.0/8 ten\n",
+    )
+    .expect("write map");
+    let ipmap = dir.join("nets.map");
+    std::fs::write(
+        &ipmap,
+        "127.0.0.0/8 loopback\n127.0.0.1/32 me\n0.0.0.0/0 other\n",
+    )
+    .expect("write map");
+    let (map, ipmap) = (map.to_string_lossy(), ipmap.to_string_lossy());
+    let mut guards = Vec::new();
+    let mut ports = BTreeMap::new();
+    for name in ["a", "b", "d"] {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        ports.insert(name, l.local_addr().expect("addr").port());
+        guards.push(http_identity(l, name));
+    }
+    let pair = Pair::start("vars", |p| {
+        format!(
+            "defaults\n    mode http\n    timeout client 5s\n    timeout connect 2s\n    timeout server 5s\n\n\
+frontend fe\n    bind 127.0.0.1:{p}\n\
+    http-request set-var(txn.host) req.hdr(host),lower\n\
+    http-request set-var(txn.net) src,map_ip({ipmap},none)\n\
+    http-request deny if {{ var(txn.host) -m str blocked.example }}\n\
+    http-request set-header X-Host %[var(txn.host)]\n\
+    http-request set-header X-Net %[var(txn.net)]\n\
+    http-request set-header X-Conv \"w=%[path,word(2,/)] f=%[path,field(3,/)] r=%[path,regsub(/+,/,g)] y=%[path,bytes(1,4)] m=%[src,ipmask(24)] l=%[path,length] u=%[path,upper]\"\n\
+    http-request set-header X-Enc \"b=%[req.hdr(x-in),base64] j=%[req.hdr(x-in),json]\"\n\
+    http-request set-header X-Suffix %[req.hdr(host),lower,map_end({map},none)]\n\
+    http-request set-header X-Beg %[path,map_beg({map},none)]\n\
+    http-request set-method PUT if {{ path_beg /put }}\n\
+    http-request set-uri /rewritten%[path]?q=1 if {{ path_beg /uri }}\n\
+    http-request unset-var(txn.host) if {{ path_beg /unset }}\n\
+    http-request set-header X-After \"[%[var(txn.host)]]\"\n\
+    use_backend %[req.hdr(host),lower,map({map},be_d)]\n\
+    default_backend be_d\n\n\
+backend be_a\n    server a 127.0.0.1:{a}\n\
+backend be_b\n    server b 127.0.0.1:{b}\n\
+backend be_d\n    server d 127.0.0.1:{d}\n",
+            a = ports["a"],
+            b = ports["b"],
+            d = ports["d"],
+        )
+    });
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/", vec![("Host", "a.example")]),
+        ("/x", vec![("Host", "B.Example")]),
+        ("/x", vec![("Host", "c.example")]),
+        ("/x", vec![("Host", "www.a.example")]),
+        ("/x", vec![("Host", "blocked.example")]),
+        ("//one//two/three", vec![("Host", "a.example")]),
+        (
+            "/a/b",
+            vec![
+                ("Host", "a.example"),
+                ("X-In", "he said \"hi\" / back\\slash"),
+            ],
+        ),
+        ("/put/it", vec![("Host", "b.example")]),
+        ("/uri/x", vec![("Host", "a.example")]),
+        ("/unset", vec![("Host", "a.example")]),
+    ];
+    let seen = |r: &Response| {
+        let mut h: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k.starts_with("x-echo-") || k == "x-server" || k == "x-seen-target")
+            .cloned()
+            .collect();
+        h.sort();
+        (r.status, h)
+    };
+    for (path, headers) in &cases {
+        let hr = get(pair.h, path, headers).expect("haproxy");
+        let lr = get(pair.l, path, headers).expect("lb");
+        assert_eq!(seen(&hr), seen(&lr), "{path} {headers:?}");
+    }
+    // The cases meant something: routing by map, the deny, the rewrites.
+    let r = get(pair.l, "/x", &[("Host", "B.Example")]).expect("lb");
+    assert_eq!(r.header("x-server"), Some("b"));
+    assert_eq!(r.header("x-echo-host"), Some("b.example"));
+    assert_eq!(r.header("x-echo-net"), Some("me"));
+    let r = get(pair.l, "/x", &[("Host", "c.example")]).expect("lb");
+    assert_eq!(r.header("x-server"), Some("d"));
+    assert_eq!(
+        get(pair.l, "/", &[("Host", "blocked.example")])
+            .expect("lb")
+            .status,
+        403
+    );
+    let r = get(pair.l, "/uri/x", &[("Host", "a.example")]).expect("lb");
+    assert_eq!(r.header("x-seen-target"), Some("/rewritten/uri/x?q=1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

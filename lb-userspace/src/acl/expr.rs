@@ -11,8 +11,11 @@ use std::net::IpAddr;
 
 use regex::{Regex, RegexBuilder};
 
+use super::conv::{self, Conv, OutType};
+use super::format::SampleValue;
 use super::lex::Token;
 use super::stick::{self, StickFetch, StickSample};
+use super::vars::{self, Scope};
 use super::{AclError, AclInput};
 
 /// What a fetch produces.
@@ -86,6 +89,13 @@ pub(crate) enum Fetch {
     SslC(SslC),
     /// `sc_*`, `src_*`, `table_*`: stick tables.
     Stick(StickFetch),
+    /// `var(scope.name)`.
+    Var {
+        scope: Scope,
+        name: Box<str>,
+    },
+    /// A fetch and the converters after it (other than a lone `lower` / `upper`).
+    Conv(Box<Fetch>, Box<[Conv]>),
 }
 
 /// The `ssl_c_*` fetches.
@@ -355,8 +365,71 @@ pub(crate) fn parse_fetch(tok: &Token) -> Result<ParsedFetch, AclError> {
         .unwrap_or(word.len());
     let name = &word[..name_end];
     let rest = &word[name_end..];
+    // A converter list after anything but a lone case converter: the fetch, then the
+    // converters in order.
+    if let Some((base, list)) = split_converters(word)
+        && !matches!(list, "lower" | "upper")
+        && !(list == "hex" && matches!(base, "ssl_c_serial" | "ssl_c_sha1"))
+    {
+        let inner = Token {
+            text: base.to_owned(),
+            start: tok.start,
+        };
+        let (fetch, method, t, case) = parse_fetch(&inner)?;
+        let mut convs = Vec::new();
+        let mut out = match t {
+            SampleType::Int | SampleType::Bool => OutType::Int,
+            SampleType::Ip => OutType::Ip,
+            SampleType::Str => OutType::Str,
+        };
+        if let Some(c) = case {
+            convs.push(match c {
+                Case::Lower => Conv::Lower,
+                Case::Upper => Conv::Upper,
+            });
+        }
+        for (i, w) in conv::split_list(list).into_iter().enumerate() {
+            // `ssl_c_serial,hex,…`: lb's value is hex already.
+            if i == 0 && w == "hex" && matches!(base, "ssl_c_serial" | "ssl_c_sha1") {
+                continue;
+            }
+            let c = conv::parse(w).map_err(|m| err(m, tok.start))?;
+            out = c.out_type(out);
+            convs.push(c);
+        }
+        let t = match out {
+            OutType::Str => SampleType::Str,
+            OutType::Int => SampleType::Int,
+            OutType::Ip => SampleType::Ip,
+        };
+        // The implied match method of the fetch's keyword, if it fits what comes out.
+        let method = if method.accepts(t) {
+            method
+        } else {
+            MatchMethod::Str
+        };
+        return Ok((Fetch::Conv(Box::new(fetch), convs.into()), method, t, None));
+    }
     if let Some(r) = parse_stick_fetch(tok, name, rest) {
         return r;
+    }
+    if name == "var" {
+        let Some(inner) = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')) else {
+            return Err(err(
+                "fetch 'var' needs a variable: var(txn.name)",
+                tok.start,
+            ));
+        };
+        let (scope, vname) = vars::parse_name(inner.trim()).map_err(|m| err(m, tok.start))?;
+        return Ok((
+            Fetch::Var {
+                scope,
+                name: vname.into(),
+            },
+            MatchMethod::Str,
+            SampleType::Str,
+            None,
+        ));
     }
     let Some(&(_, kind, method)) = KEYWORDS.iter().find(|(k, _, _)| *k == name) else {
         return Err(err(format!("unknown fetch method '{name}'"), tok.start));
@@ -405,6 +478,20 @@ pub(crate) fn parse_fetch(tok: &Token) -> Result<ParsedFetch, AclError> {
         ));
     }
     Ok((fetch, method, t, conv))
+}
+
+/// `FETCH(ARGS),CONV…` split after the fetch: `(fetch, converters)`, when there are any.
+fn split_converters(word: &str) -> Option<(&str, &str)> {
+    let mut depth = 0usize;
+    for (i, c) in word.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => return Some((&word[..i], &word[i + 1..])),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A stick-table fetch (`sc_http_req_rate(0)`, `src_conn_cur`, …), if `name` is one: an
@@ -1069,6 +1156,20 @@ impl Fetch {
                 Some(StickSample::Bool(b)) => f(Sample::Bool(b)),
                 None => false,
             },
+            Fetch::Var { scope, name } => match input.vars().and_then(|v| v.get(*scope, name)) {
+                Some(v) => f(v.as_sample()),
+                None => false,
+            },
+            Fetch::Conv(inner, convs) => inner.for_each(input, &mut |s| {
+                let mut v = Some(SampleValue::from_sample(s));
+                for c in convs.iter() {
+                    v = v.and_then(|v| c.apply(v, input));
+                }
+                match v {
+                    Some(v) => f(v.as_sample()),
+                    None => false,
+                }
+            }),
             Fetch::SslC(which) => {
                 // No sample without TLS, as in HAProxy.
                 if !input.ssl_fc() {
@@ -1107,6 +1208,7 @@ impl Fetch {
         match self {
             Fetch::Status => Some("status"),
             Fetch::Res(_) => Some("res.hdr"),
+            Fetch::Conv(inner, _) => inner.response_keyword(),
             _ => None,
         }
     }
@@ -1115,24 +1217,34 @@ impl Fetch {
     pub(crate) fn stick_table(&self) -> Option<&str> {
         match self {
             Fetch::Stick(s) => s.table(),
+            Fetch::Conv(inner, _) => inner.stick_table(),
             _ => None,
         }
     }
 
     /// Whether this is a stick-table fetch.
     pub(crate) fn is_stick(&self) -> bool {
-        matches!(self, Fetch::Stick(_))
+        match self {
+            Fetch::Stick(_) => true,
+            Fetch::Conv(inner, _) => inner.is_stick(),
+            _ => false,
+        }
     }
 
     /// Whether this is a stick-table fetch that reads the section's own table.
     pub(crate) fn reads_own_stick_table(&self) -> bool {
-        matches!(self, Fetch::Stick(s) if s.reads_own_table())
+        match self {
+            Fetch::Stick(s) => s.reads_own_table(),
+            Fetch::Conv(inner, _) => inner.reads_own_stick_table(),
+            _ => false,
+        }
     }
 
     /// The backend named by `nbsrv(…)`, if this is one.
     pub(crate) fn nbsrv_backend(&self) -> Option<&str> {
         match self {
             Fetch::Nbsrv { backend } => Some(backend),
+            Fetch::Conv(inner, _) => inner.nbsrv_backend(),
             _ => None,
         }
     }
@@ -1174,6 +1286,9 @@ impl AclInput for ResponseHeaders<'_> {
     }
     fn stick(&self) -> Option<&dyn crate::acl::StickCounters> {
         self.0.stick()
+    }
+    fn vars(&self) -> Option<&dyn crate::acl::Vars> {
+        self.0.vars()
     }
 }
 

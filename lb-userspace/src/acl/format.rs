@@ -192,6 +192,10 @@ impl FormatString {
     /// last cookie of the name.
     fn sample_context(fetch: Fetch) -> (Fetch, bool) {
         match fetch {
+            Fetch::Conv(inner, convs) => {
+                let (inner, last) = Self::sample_context(*inner);
+                (Fetch::Conv(Box::new(inner), convs), last)
+            }
             Fetch::Hdr { name, occ: 0 } => (Fetch::Hdr { name, occ: -1 }, false),
             Fetch::HdrVal { name, occ: 0 } => (Fetch::HdrVal { name, occ: -1 }, false),
             Fetch::Res(inner) => (Fetch::Res(Box::new(Self::sample_context(*inner).0)), false),
@@ -271,6 +275,27 @@ pub enum SampleValue {
     Str(String),
 }
 
+impl SampleValue {
+    /// The value as a borrowed sample.
+    pub(crate) fn as_sample(&self) -> Sample<'_> {
+        match self {
+            SampleValue::Int(i) => Sample::Int(*i),
+            SampleValue::Ip(ip) => Sample::Ip(*ip),
+            SampleValue::Str(s) => Sample::Str(s),
+        }
+    }
+
+    /// A sample, owned (booleans as integers).
+    pub(crate) fn from_sample(s: Sample<'_>) -> SampleValue {
+        match s {
+            Sample::Int(i) => SampleValue::Int(i),
+            Sample::Bool(b) => SampleValue::Int(i64::from(b)),
+            Sample::Ip(ip) => SampleValue::Ip(ip),
+            Sample::Str(t) => SampleValue::Str(t.to_owned()),
+        }
+    }
+}
+
 impl SampleExpr {
     /// Compiles `text`; errors carry the byte offset in `text`.
     pub fn compile(text: &str) -> Result<SampleExpr, AclError> {
@@ -287,12 +312,7 @@ impl SampleExpr {
     pub fn eval(&self, input: &dyn AclInput) -> Option<SampleValue> {
         let mut out = None;
         self.fetch.for_each(input, &mut |s| {
-            out = Some(match s {
-                Sample::Int(i) => SampleValue::Int(i),
-                Sample::Bool(b) => SampleValue::Int(i64::from(b)),
-                Sample::Ip(ip) => SampleValue::Ip(ip),
-                Sample::Str(t) => SampleValue::Str(t.to_owned()),
-            });
+            out = Some(SampleValue::from_sample(s));
             !self.last
         });
         let v = out?;

@@ -48,18 +48,21 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
+mod conv;
 mod expr;
 mod format;
 mod lex;
 mod stick;
 #[cfg(test)]
 pub(crate) mod tests;
+mod vars;
 
 use expr::{Expr, parse_expr};
 pub use format::{FormatString, SampleExpr, SampleValue};
 use lex::tokenize;
 pub use lex::{Word, Words, split as split_words};
 pub use stick::{StickCounters, StkData, TRACK_SLOTS};
+pub use vars::{Scope, Vars, parse_name as parse_var_name};
 
 /// What a condition can look at. The L7 proxy implements it over a request.
 pub trait AclInput {
@@ -117,6 +120,10 @@ pub trait AclInput {
     /// The stick tables and the entries this request tracks (`sc_*`, `src_*`,
     /// `table_*`). Defaults to none: nothing tracked, no table.
     fn stick(&self) -> Option<&dyn StickCounters> {
+        None
+    }
+    /// The variables this request sees (`var()`, `concat`). Defaults to none.
+    fn vars(&self) -> Option<&dyn Vars> {
         None
     }
 }

@@ -928,7 +928,7 @@ fn error_fetch_arguments() {
     assert_eq!(define_err("x path(foo) /a").offset, 2);
     assert_eq!(define_err("x nbsrv() 1").offset, 2);
     assert_eq!(define_err("x hdr(host,abc) a").offset, 2);
-    let e = define_err("x hdr(host),field(1,:) a");
+    let e = define_err("x hdr(host),sha1 a");
     assert!(e.message.contains("converter"), "{}", e.message);
     assert_eq!(e.offset, 2);
     assert_eq!(define_err("x nbsrv(b),lower 1").offset, 2);
@@ -1204,6 +1204,32 @@ fn format_errors_point_at_the_problem() {
     );
     assert!(format_err("x %cix").message.contains("'%cix'"));
     assert!(format_err("%{+Q}[src]").message.contains("not supported"));
-    assert!(format_err("%[src,base64]").message.contains("base64"));
+    assert!(format_err("%[src,sha1]").message.contains("sha1"));
     assert!(format_err("%[req.hdr()]").message.contains("header name"));
+}
+
+/// Converter chains after any fetch, in ACLs and log-format strings; variables read
+/// through the input.
+#[test]
+fn converter_chains_and_variables() {
+    let r = Req::get("/a//b/c").hdr("host", "WWW.Example.COM");
+    assert_eq!(expand("%[path,word(2,/),upper]", &r), "B");
+    assert_eq!(
+        expand("%[req.hdr(host),lower,regsub(^www\\.,)]", &r),
+        "example.com"
+    );
+    assert_eq!(expand("%[path,length]", &r), "7");
+    assert_eq!(expand("%[src,ipmask(16)]", &r), "192.0.0.0");
+    assert!(anon("req.hdr(host),lower,word(1,.) www", &r));
+    assert!(anon("path,field(3,/),length 0", &r));
+    assert!(!anon("path,word(9,/) -m found", &r));
+    // No variables here: var() has no value.
+    assert_eq!(expand("[%[var(txn.x)]]", &r), "[]");
+    assert!(!anon("var(txn.x) -m found", &r));
+    assert!(define_err("x var(nope.x) 1").message.contains("scope"));
+    assert!(
+        define_err("x path,sha1 a")
+            .message
+            .contains("not supported")
+    );
 }

@@ -1856,7 +1856,10 @@ impl Converter<'_> {
             return;
         };
         let restricts = self.restricts(side.keyword(), args);
-        if !side.actions().contains(&action.text.as_str()) {
+        // `set-var(txn.x)` / `unset-var(txn.x)`: the variable is part of the word.
+        let var_action = side == RuleSide::Request
+            && (action.text.starts_with("set-var(") || action.text.starts_with("unset-var("));
+        if !var_action && !side.actions().contains(&action.text.as_str()) {
             let why = format!(
                 "{} action `{}` is not supported",
                 side.keyword(),

@@ -997,6 +997,8 @@ impl RuleSide {
                 "sc-set-gpt0(0)",
                 "sc-set-gpt0(1)",
                 "sc-set-gpt0(2)",
+                "set-method",
+                "set-uri",
             ],
             RuleSide::Response => &[
                 "allow",
@@ -1026,6 +1028,27 @@ impl RuleSide {
 pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction, Problem> {
     let actions = side.actions();
     let a = args.want(&format!("action ({})", actions.join(", ")))?;
+    // `set-var(scope.name) EXPR` / `unset-var(scope.name)`: the variable is in the word.
+    if side == RuleSide::Request
+        && let Some((verb, var)) = a
+            .text
+            .strip_suffix(')')
+            .and_then(|t| t.split_once('('))
+            .filter(|(v, _)| matches!(*v, "set-var" | "unset-var"))
+    {
+        let (scope, name) =
+            crate::acl::parse_var_name(var).map_err(|m| Problem::new(a.pos + verb.len() + 1, m))?;
+        if verb == "unset-var" {
+            args.done()?;
+            return Ok(HttpAction::UnsetVar { scope, name });
+        }
+        let e = args.want("expression (a fetch and converters, e.g. `req.hdr(host),lower`)")?;
+        let expr = crate::acl::SampleExpr::compile(&e.text)
+            .map(|x| Smp::compiled_from(e.text.clone(), x))
+            .map_err(|x| Problem::new(e.pos + x.offset, x.message))?;
+        args.done()?;
+        return Ok(HttpAction::SetVar { scope, name, expr });
+    }
     let other = match side {
         RuleSide::Request => RuleSide::Response,
         RuleSide::Response | RuleSide::AfterResponse => RuleSide::Request,
@@ -1216,6 +1239,22 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
                 }
             }
             HttpAction::TrackSc { slot, key, table }
+        }
+        "set-method" | "set-uri" => {
+            let t = args.want("format")?;
+            if t.text.is_empty() {
+                return Err(Problem::new(
+                    t.pos,
+                    format!("{} needs a non-empty format", a.text),
+                ));
+            }
+            let value = log_format(t, "value")?;
+            args.done()?;
+            if a.text == "set-method" {
+                HttpAction::SetMethod { value }
+            } else {
+                HttpAction::SetUri { value }
+            }
         }
         "sc-inc-gpc0(0)" | "sc-inc-gpc0(1)" | "sc-inc-gpc0(2)" => {
             let slot = usize::from(a.text.as_bytes()[12] - b'0');

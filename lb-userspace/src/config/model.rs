@@ -699,6 +699,26 @@ pub enum HttpAction {
         slot: usize,
         value: i64,
     },
+    /// `set-var(scope.name) EXPR` (request only): the variable takes the expression's
+    /// value (an expression without one leaves it as it was).
+    SetVar {
+        scope: crate::acl::Scope,
+        name: String,
+        expr: Smp,
+    },
+    /// `unset-var(scope.name)` (request only).
+    UnsetVar {
+        scope: crate::acl::Scope,
+        name: String,
+    },
+    /// `set-method FMT` (request only).
+    SetMethod {
+        value: Fmt,
+    },
+    /// `set-uri FMT` (request only): the whole request target.
+    SetUri {
+        value: Fmt,
+    },
 }
 
 impl HttpAction {
@@ -708,7 +728,9 @@ impl HttpAction {
             HttpAction::SetHeader { value, .. }
             | HttpAction::AddHeader { value, .. }
             | HttpAction::SetPath { value }
-            | HttpAction::SetQuery { value } => vec![value],
+            | HttpAction::SetQuery { value }
+            | HttpAction::SetMethod { value }
+            | HttpAction::SetUri { value } => vec![value],
             HttpAction::Redirect(r) => vec![&r.target],
             HttpAction::ReplacePath { replace, .. } | HttpAction::ReplaceHeader { replace, .. } => {
                 vec![replace]
@@ -724,7 +746,9 @@ impl HttpAction {
             | HttpAction::SetStatus { .. }
             | HttpAction::TrackSc { .. }
             | HttpAction::ScIncGpc0 { .. }
-            | HttpAction::ScSetGpt0 { .. } => Vec::new(),
+            | HttpAction::ScSetGpt0 { .. }
+            | HttpAction::SetVar { .. }
+            | HttpAction::UnsetVar { .. } => Vec::new(),
         }
     }
 }

@@ -654,6 +654,7 @@ async fn serve_conn(
                         tls: None,
                         shared: conn_shared.clone(),
                         server_timer: Default::default(),
+                        sess_vars: Default::default(),
                     });
                     let io =
                         io::ClientIo::new(stream, conn_shared, t, true, fe.errors.conn_pages());
@@ -738,6 +739,7 @@ async fn serve_https(
         tls: Some(info),
         shared: conn_shared.clone(),
         server_timer: Default::default(),
+        sess_vars: Default::default(),
     });
     serve_http(
         io::ClientIo::new(s, conn_shared, t, h1, fe.errors.conn_pages()),

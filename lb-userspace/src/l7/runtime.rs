@@ -300,7 +300,16 @@ pub enum RequestAction {
     ScIncGpc0(usize),
     /// `sc-set-gpt0(N) VALUE`.
     ScSetGpt0(usize, i64),
+    /// `set-var(scope.name) EXPR`.
+    SetVar(crate::acl::Scope, Box<str>, crate::acl::SampleExpr),
+    /// `unset-var(scope.name)`.
+    UnsetVar(crate::acl::Scope, Box<str>),
+    SetMethod(FormatString),
+    SetUri(FormatString),
 }
+
+/// Variables of the `proc` scope (shared by every frontend, kept across reloads).
+pub type ProcVars = std::sync::Mutex<HashMap<Box<str>, crate::acl::SampleValue>>;
 
 /// An `http-response` or `http-after-response` action.
 #[derive(Debug, Clone)]
@@ -490,6 +499,18 @@ impl Compiler<'_> {
             }
             HttpAction::ScIncGpc0 { slot } => RequestAction::ScIncGpc0(*slot),
             HttpAction::ScSetGpt0 { slot, value } => RequestAction::ScSetGpt0(*slot, *value),
+            HttpAction::SetVar { scope, name, expr } => RequestAction::SetVar(
+                *scope,
+                name.as_str().into(),
+                expr.compiled()
+                    .cloned()
+                    .map_err(|e| self.err(expr.text(), e))?,
+            ),
+            HttpAction::UnsetVar { scope, name } => {
+                RequestAction::UnsetVar(*scope, name.as_str().into())
+            }
+            HttpAction::SetMethod { value } => RequestAction::SetMethod(self.format(value)?),
+            HttpAction::SetUri { value } => RequestAction::SetUri(self.format(value)?),
             HttpAction::SetStatus { .. }
             | HttpAction::SetHeader { .. }
             | HttpAction::AddHeader { .. }
@@ -728,6 +749,8 @@ pub struct FrontendRt {
     /// Every stick table, and the frontend's own one.
     pub tables: Arc<Tables>,
     pub table: Option<Arc<StickTable>>,
+    /// `proc.*` variables.
+    pub proc_vars: Arc<ProcVars>,
 }
 
 fn net_contains(n: &crate::config::model::IpNet, ip: std::net::IpAddr) -> bool {
@@ -805,6 +828,8 @@ pub struct Runtime {
     pub tables: Arc<Tables>,
     /// `[global] maxconn`, shared by every frontend's [`ConnLimits`].
     pub process_limit: Option<ConnLimit>,
+    /// `proc.*` variables (kept across reloads).
+    pub proc_vars: Arc<ProcVars>,
 }
 
 /// A connection limit (`maxconn`): a FIFO semaphore of slots. A reload that keeps the
@@ -1064,6 +1089,7 @@ fn build_frontend(
     log_format: LogFormat,
     tables: &Arc<Tables>,
     process_limit: &Option<ConnLimit>,
+    proc_vars: &Arc<ProcVars>,
     old: Option<&Runtime>,
 ) -> Result<Arc<FrontendRt>, RuntimeError> {
     let section = format!("frontend {}", f.name);
@@ -1138,6 +1164,7 @@ fn build_frontend(
         stats: f.stats.clone(),
         table: tables.get(&f.name).cloned(),
         tables: tables.clone(),
+        proc_vars: proc_vars.clone(),
         log: f.log,
         log_format,
         dontlognull: f.dontlognull,
@@ -1172,6 +1199,7 @@ pub fn build(
         update: update.as_ref(),
     };
     let tables = Arc::new(Tables::build(config, old.map(|o| &*o.tables)));
+    let proc_vars = old.map(|o| o.proc_vars.clone()).unwrap_or_default();
     let mut backends = HashMap::new();
     for b in &config.backends {
         backends.insert(b.name.clone(), build_backend(b, &states, &tables, old)?);
@@ -1196,6 +1224,7 @@ pub fn build(
                 config.global.log_format,
                 &tables,
                 &process_limit,
+                &proc_vars,
                 old,
             )?,
         );
@@ -1206,6 +1235,7 @@ pub fn build(
             backends,
             tables,
             process_limit,
+            proc_vars,
         },
         registry: update,
     })

@@ -19,6 +19,7 @@ mod prepare;
 mod respond;
 mod rules;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -35,7 +36,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use crate::acl::{AclInput, StkData};
+use crate::acl::{AclInput, SampleValue, Scope, StkData};
 use crate::l7::h1::body::ReqBody;
 use crate::l7::io::ConnShared;
 use crate::l7::log::{self, LogRecord};
@@ -71,6 +72,8 @@ pub struct ConnCtx {
     /// The `timeout server` timer, kept from one request to the next (see
     /// [`with_server_timeout`]).
     pub server_timer: std::sync::Mutex<Option<Pin<Box<Sleep>>>>,
+    /// `sess.*` variables.
+    pub sess_vars: std::sync::Mutex<HashMap<Box<str>, SampleValue>>,
 }
 
 /// Runs `fut` for at most `d` (`timeout server` while waiting for the response head);
@@ -133,6 +136,26 @@ impl<'a> ReqInput<'a> {
 
     fn track(&self) -> Option<&Track> {
         self.head.extensions.get::<Track>()
+    }
+}
+
+/// A request's `txn.*`, `req.*` and `res.*` variables, in its extensions.
+#[derive(Debug, Clone, Default)]
+pub(super) struct TxnVars(pub HashMap<(Scope, Box<str>), SampleValue>);
+
+impl crate::acl::Vars for ReqInput<'_> {
+    fn get(&self, scope: Scope, name: &str) -> Option<SampleValue> {
+        match scope {
+            Scope::Proc => self.fe.proc_vars.lock().ok()?.get(name).cloned(),
+            Scope::Sess => self.ctx.sess_vars.lock().ok()?.get(name).cloned(),
+            Scope::Txn | Scope::Req | Scope::Res => self
+                .head
+                .extensions
+                .get::<TxnVars>()?
+                .0
+                .get(&(scope, Box::from(name)))
+                .cloned(),
+        }
     }
 }
 
@@ -253,6 +276,9 @@ impl AclInput for ReqInput<'_> {
         self.res.is_some_and(|(_, h)| any_header_value(h, name, f))
     }
     fn stick(&self) -> Option<&dyn crate::acl::StickCounters> {
+        Some(self)
+    }
+    fn vars(&self) -> Option<&dyn crate::acl::Vars> {
         Some(self)
     }
 }

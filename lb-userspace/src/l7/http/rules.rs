@@ -7,8 +7,11 @@ use http::{Response, StatusCode};
 
 use std::sync::Arc;
 
-use super::{ConnCtx, ReqInput, RespBody, Track, page};
+use std::collections::HashMap;
+
+use super::{ConnCtx, ReqInput, RespBody, Track, TxnVars, page};
 use crate::acl::AclInput;
+use crate::acl::{SampleValue, Scope};
 use crate::config::model::RedirectKind;
 use crate::l7::runtime::{
     BackendRt, FrontendRt, HeaderAction, Reply, RequestAction, RequestRule, ResponseAction,
@@ -49,6 +52,53 @@ impl<'a> RuleCtx<'a> {
                 None => self.fe.table.as_ref(),
             },
             ..ReqInput::request(head, self.ctx, self.fe)
+        }
+    }
+}
+
+/// Sets (`Some`) or unsets (`None`) a variable.
+fn set_var(
+    rc: &RuleCtx<'_>,
+    head: &mut http::request::Parts,
+    scope: Scope,
+    name: &str,
+    v: Option<SampleValue>,
+) {
+    let put = |m: &mut HashMap<Box<str>, SampleValue>| match &v {
+        Some(v) => {
+            m.insert(name.into(), v.clone());
+        }
+        None => {
+            m.remove(name);
+        }
+    };
+    match scope {
+        Scope::Proc => {
+            if let Ok(mut m) = rc.fe.proc_vars.lock() {
+                put(&mut m);
+            }
+        }
+        Scope::Sess => {
+            if let Ok(mut m) = rc.ctx.sess_vars.lock() {
+                put(&mut m);
+            }
+        }
+        Scope::Txn | Scope::Req | Scope::Res => {
+            let key = (scope, Box::from(name));
+            match (head.extensions.get_mut::<TxnVars>(), v) {
+                (Some(t), Some(v)) => {
+                    t.0.insert(key, v);
+                }
+                (Some(t), None) => {
+                    t.0.remove(&key);
+                }
+                (None, Some(v)) => {
+                    let mut t = TxnVars::default();
+                    t.0.insert(key, v);
+                    head.extensions.insert(t);
+                }
+                (None, None) => {}
+            }
         }
     }
 }
@@ -163,6 +213,27 @@ pub(super) fn request_rules(
                     t.update(Event::SetGpt0(*v));
                 }
                 Some(())
+            }
+            RequestAction::SetVar(scope, name, expr) => {
+                // No value: the variable stays as it was (HAProxy).
+                if let Some(v) = expr.eval(&rc.input(head)) {
+                    set_var(rc, head, *scope, name, Some(v));
+                }
+                Some(())
+            }
+            RequestAction::UnsetVar(scope, name) => {
+                set_var(rc, head, *scope, name, None);
+                Some(())
+            }
+            RequestAction::SetMethod(f) => {
+                let m = expand(f, &rc.input(head));
+                http::Method::from_bytes(m.as_bytes())
+                    .ok()
+                    .map(|m| head.method = m)
+            }
+            RequestAction::SetUri(f) => {
+                let u = expand(f, &rc.input(head));
+                http::Uri::try_from(u).ok().map(|u| head.uri = u)
             }
         };
         if rewritten.is_none() {
