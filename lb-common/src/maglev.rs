@@ -185,6 +185,76 @@ pub fn build_table(
     Ok(table)
 }
 
+/// Second chance (GLB Director's): every `LB_MAGLEV` entry also names the backend its bucket
+/// had before a change moved it away from a server that is still a backend of the VIP.
+/// Bits 0–15 are the current backend id ([`NO_BACKEND`] reads `0xffff`), bits 16–30 the
+/// previous one plus one (0: none), and bit 31 ([`SLOT_SECOND_CHANCE`]) says the bucket
+/// left it because it went out of service keeping its flows (drained, DOWN or MAINT), so
+/// TCP segments without state go to it. Replies from the previous backend count as
+/// balanced either way. Backend ids are below [`crate::maps::MAX_BACKENDS`], so tables
+/// written before second chance read as "no previous backend".
+pub const SLOT_ID_MASK: u32 = 0xffff;
+
+/// See [`SLOT_ID_MASK`].
+pub const SLOT_SECOND_CHANCE: u32 = 1 << 31;
+
+/// The current backend id of table entry `slot` (`0xffff` for [`NO_BACKEND`]).
+#[inline(always)]
+pub fn slot_current(slot: u32) -> u32 {
+    slot & SLOT_ID_MASK
+}
+
+/// The previous backend id of table entry `slot`; `u32::MAX`, or another value not below
+/// `MAX_BACKENDS`, when there is none.
+#[inline(always)]
+pub fn slot_previous(slot: u32) -> u32 {
+    ((slot >> 16) & 0x7fff).wrapping_sub(1)
+}
+
+/// Table entries for a new table `new` (backend ids from [`build_table`]) replacing `old`
+/// (entries of the live table, `None` for a new VIP); `state(id)` is a backend's
+/// `BACKEND_*` state as this change leaves it. A bucket keeps the previous backend it had
+/// while that one is still a backend (UP or DRAIN) and not its current one again;
+/// otherwise a bucket that moves away from a backend that is still one remembers it,
+/// with [`SLOT_SECOND_CHANCE`] when it is DRAIN. The older one wins: when several servers
+/// leave one after the other (a node drained server by server), every bucket remembers
+/// the server its established flows were balanced to (host side only).
+#[cfg(feature = "user")]
+pub fn with_previous(
+    new: &[u32],
+    old: Option<&[u32]>,
+    state: impl Fn(u32) -> u8,
+) -> alloc::vec::Vec<u32> {
+    use crate::types::{BACKEND_DRAIN, BACKEND_UP};
+    let member =
+        |id: u32| id < crate::maps::MAX_BACKENDS && matches!(state(id), BACKEND_UP | BACKEND_DRAIN);
+    new.iter()
+        .enumerate()
+        .map(|(i, &cur)| {
+            let cur = cur & SLOT_ID_MASK;
+            let prev = old.and_then(|o| o.get(i)).and_then(|&o| {
+                let (old_cur, old_prev) = (slot_current(o), slot_previous(o));
+                if member(old_prev) && old_prev != cur {
+                    Some((old_prev, o & SLOT_SECOND_CHANCE))
+                } else if member(old_cur) && old_cur != cur {
+                    let chance = if state(old_cur) == BACKEND_DRAIN {
+                        SLOT_SECOND_CHANCE
+                    } else {
+                        0
+                    };
+                    Some((old_cur, chance))
+                } else {
+                    None
+                }
+            });
+            match prev {
+                Some((id, chance)) => cur | ((id + 1) << 16) | chance,
+                None => cur,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -194,6 +264,55 @@ mod tests {
     use std::vec::Vec;
 
     const SEED: u32 = 0x5eed;
+
+    #[test]
+    fn second_chance_remembers_the_previous_backend_of_each_bucket() {
+        use crate::types::{BACKEND_DRAIN, BACKEND_UNUSED, BACKEND_UP};
+        let prev = |t: &[u32]| t.iter().map(|s| slot_previous(*s)).collect::<Vec<_>>();
+        let chance = |t: &[u32]| {
+            t.iter()
+                .map(|s| s & SLOT_SECOND_CHANCE != 0)
+                .collect::<Vec<_>>()
+        };
+        // Buckets 0 and 1: backend 1, which drains; bucket 2 moves off backend 2 (UP);
+        // bucket 3 stays on 2.
+        let old = vec![1, 1, 2, 2];
+        let new = vec![2, 3, 3, 2];
+        let drained = |id: u32| if id == 1 { BACKEND_DRAIN } else { BACKEND_UP };
+        let t = with_previous(&new, Some(&old), drained);
+        assert_eq!(t.iter().map(|s| slot_current(*s)).collect::<Vec<_>>(), new);
+        assert_eq!(prev(&t), vec![1, 1, 2, u32::MAX]);
+        assert_eq!(chance(&t), vec![true, true, false, false]);
+        // A second change keeps the remembered server (and its flag) while it is one …
+        let t2 = with_previous(&[3, 2, 3, 3], Some(&t), drained);
+        assert_eq!(prev(&t2), vec![1, 1, 2, 2]);
+        assert_eq!(chance(&t2), vec![true, true, false, false]);
+        // … also when the current one leaves too (the older one wins) …
+        let both = |id: u32| if id <= 2 { BACKEND_DRAIN } else { BACKEND_UP };
+        let t3 = with_previous(&[3, 3, 3, 3], Some(&t2), both);
+        // (bucket 3 left backend 2 while it was UP: no second chance when 2 drains later,
+        // its newer flows are on 3).
+        assert_eq!(prev(&t3), vec![1, 1, 2, 2]);
+        assert_eq!(chance(&t3), vec![true, true, false, false]);
+        // Bucket 3 leaving backend 2 as it drains: second chance.
+        let t3c = with_previous(&[3, 3, 3, 3], Some(&t), both);
+        assert_eq!(prev(&t3c), vec![1, 1, 2, 2]);
+        assert_eq!(chance(&t3c), vec![true, true, false, true]);
+        // … and forgets it when it is the bucket's backend again or no backend any more.
+        let t4 = with_previous(&[1, 3, 3, 3], Some(&t2), |id| {
+            if id == 1 { BACKEND_UP } else { BACKEND_UNUSED }
+        });
+        assert_eq!(prev(&t4), vec![u32::MAX, 1, u32::MAX, u32::MAX]);
+        // No table before, and tables without backends.
+        let fresh = with_previous(&[NO_BACKEND; 2], None, |_| BACKEND_DRAIN);
+        assert!(fresh.iter().all(|s| slot_current(*s) == SLOT_ID_MASK));
+        assert_eq!(prev(&fresh), vec![u32::MAX; 2]);
+        let empty = with_previous(&[NO_BACKEND; 4], Some(&old), |_| BACKEND_DRAIN);
+        assert_eq!(prev(&empty), vec![1, 1, 2, 2]);
+        // Entries written before second chance (plain ids) have no previous backend.
+        assert_eq!(prev(&old), vec![u32::MAX; 4]);
+        assert!(slot_previous(NO_BACKEND) >= crate::maps::MAX_BACKENDS);
+    }
 
     fn backends(n: u32, m: u32) -> Vec<MaglevBackend> {
         (0..n)

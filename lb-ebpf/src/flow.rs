@@ -20,7 +20,9 @@ use crate::maps::{
     LB_REPLY_FLOWS, LB_REVERSE, LB_VIP_SLOTS,
 };
 use crate::parse::{Packet, TCP_ACK, TCP_SYN};
+use crate::second_chance;
 use crate::stats::count_reason;
+use lb_common::maglev::slot_current;
 
 /// The backend chosen for a packet.
 pub struct Choice {
@@ -148,9 +150,11 @@ pub fn pick(p: &Packet, vip: &VipInfo) -> Option<Choice> {
     if vip.backend_count == 0 {
         return None;
     }
-    let backend_id = maglev_pick(vip, &p.src, &p.dst, p.sport, p.dport, p.proto)?;
+    let slot = maglev_slot(vip, &p.src, &p.dst, p.sport, p.dport, p.proto)?;
+    let backend_id = second_chance::backend_for(slot, p);
     let backend = LB_BACKENDS.get(backend_id)?;
-    if backend.state != BACKEND_UP {
+    // The bucket's previous backend keeps its flows out of service (`backend_for`).
+    if backend.state != BACKEND_UP && backend_id == slot_current(slot) {
         return None;
     }
     Some(Choice {
@@ -274,10 +278,11 @@ pub struct Scratch {
 #[map(name = "LB_FLOW_SCRATCH")]
 static LB_FLOW_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// The backend id VIP `vip`'s live Maglev table gives the forward 5-tuple
-/// `src:sport → dst:dport` (the same hash on every node sharing the seed).
+/// The entry of VIP `vip`'s live Maglev table for the forward 5-tuple
+/// `src:sport → dst:dport` (the same hash on every node sharing the seed): its current and
+/// previous backend ([`second_chance`]).
 #[inline(always)]
-fn maglev_pick(
+fn maglev_slot(
     vip: &VipInfo,
     src: &[u32; 4],
     dst: &[u32; 4],
@@ -312,9 +317,10 @@ fn maglev_pick(
 ///    the table is pinned);
 /// 2. the reply tuple was seen going straight to the backend ([`record_direct`]): not
 ///    balanced;
-/// 3. otherwise the VIP's Maglev table decides: balanced when it picks this backend for
-///    the forward tuple (a flow another node balanced, whose replies come back through
-///    this one, or whose entry was evicted).
+/// 3. otherwise the VIP's Maglev table decides: balanced when its bucket for the forward
+///    tuple names this backend, as current or previous backend ([`second_chance`]) (a flow
+///    another node balanced, whose replies come back through this one, or whose entry was
+///    evicted; also while this node has the backend drained and others do not).
 #[inline(never)]
 pub fn balanced_reply(p: &Packet, rv: &ReverseValue) -> bool {
     let entry = if p.v6 {
@@ -357,8 +363,9 @@ pub fn balanced_reply(p: &Packet, rv: &ReverseValue) -> bool {
     }
     // Compared through a defined value: with `== Some(id)` LLVM reads the payload of a
     // `None` (undefined) into a register the lookup's call clobbered, and the verifier
-    // refuses the program ("R3 !read_ok"). Backend ids are indices, never `u32::MAX`.
-    maglev_pick(
+    // refuses the program ("R3 !read_ok"). `u32::MAX` names no backend, as current or
+    // previous.
+    let entry = maglev_slot(
         &slot.info,
         &p.dst,
         &rv.vip_addr,
@@ -366,8 +373,8 @@ pub fn balanced_reply(p: &Packet, rv: &ReverseValue) -> bool {
         rv.vip_port,
         p.proto,
     )
-    .unwrap_or(u32::MAX)
-        == rv.backend_id
+    .unwrap_or(u32::MAX);
+    second_chance::names(entry, rv.backend_id)
 }
 
 /// The `LB_REVERSE` key of backend endpoint `addr:port` for forward packet `p`'s protocol.

@@ -7,7 +7,8 @@
 //! Loaded and attached by `lb run`; maps are pinned under bpffs by the loader.
 //!
 //! Modules are split by concern, as in Katran: [`maps`], [`parse`], [`csum`], [`filter`],
-//! [`flow`] (conntrack and Maglev pick), [`nat`], [`icmp`], [`forward`], [`stats`].
+//! [`flow`] (conntrack and Maglev pick), [`second_chance`] (GLB Director's previous
+//! backend per bucket), [`nat`], [`icmp`], [`forward`], [`stats`].
 #![no_std]
 #![no_main]
 
@@ -20,6 +21,7 @@ mod icmp;
 mod maps;
 mod nat;
 mod parse;
+mod second_chance;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

@@ -11,6 +11,7 @@ pub mod l4env;
 pub mod lab;
 pub mod lbproc;
 pub mod packet;
+pub mod scaleout;
 pub mod servers;
 pub mod testrun;
 pub mod topology;

@@ -1428,8 +1428,14 @@ fn down_maint_and_drain_keep_established_flows() {
                 "{status:?}: the established flow keeps its server"
             );
         }
+        // New connections (SYNs): an ACK segment without state in one of the server's
+        // old buckets is given a second chance on it (second_chance_* below).
         for p in 1..40 {
-            let b = check_forward(&mut fx, E0, client, vip, tcp(port + p, 80));
+            let syn = L4 {
+                syn: true,
+                ..tcp(port + p, 80)
+            };
+            let b = check_forward(&mut fx, E0, client, vip, syn);
             assert_ne!(b, first, "{status:?}: the server takes no new flow");
         }
         // A SYN reusing the established flow's tuple is a new connection: re-picked.
@@ -1540,7 +1546,12 @@ fn shutdown_backup_sessions_when_a_primary_comes_up() {
     let vip = sa("203.0.113.10:80");
     let client = ip("198.51.100.7");
     for p in 0..20 {
-        let b = check_forward(&mut fx, E0, client, vip, tcp(34000 + p, 80));
+        // New connections: s1 (DOWN, keeping its flows) may get stateless ACK segments.
+        let syn = L4 {
+            syn: true,
+            ..tcp(34000 + p, 80)
+        };
+        let b = check_forward(&mut fx, E0, client, vip, syn);
         assert_ne!(b, sa("10.1.0.10:8080"), "s1 is down: backups serve");
     }
     fx.reg
@@ -2102,6 +2113,88 @@ fn icmp_errors_about_direct_flows_are_not_translated() {
     }
 }
 
+/// Issue #14 item 5, second chance (GLB Director's): once a server is drained, a TCP
+/// segment without SYN and without a flow entry (a connection another node balanced, or
+/// whose entry this node lost) in a bucket the server had goes to that server, not to the
+/// bucket's new backend; a SYN there goes to the new backend; replies of such flows from
+/// the drained server are translated.
+#[test]
+fn second_chance_keeps_stateless_segments_on_a_drained_server() {
+    require_root!();
+    let mut fx = Fixture::new();
+    let vip = sa("203.0.113.10:80");
+    let client = ip("198.51.100.7");
+    let names = web_server_names();
+    let be = check_forward(&mut fx, E0, client, vip, tcp(30000, 80));
+    let ports: Vec<u16> = (30001..32000)
+        .filter(|p| fx.maglev_pick(client, *p, vip) == be)
+        .take(12)
+        .collect();
+    assert_eq!(ports.len(), 12);
+    fx.reg
+        .set_status("web", names[&be], ServerStatus::Drain)
+        .expect("status");
+    fx.reapply();
+    let mut moved = 0;
+    for (i, port) in ports.iter().enumerate() {
+        let now = fx.maglev_pick(client, *port, vip);
+        assert_ne!(now, be, "the drained server left the table");
+        if i % 3 == 0 {
+            // A new connection in the bucket: its new backend.
+            let syn = L4 {
+                syn: true,
+                ..tcp(*port, 80)
+            };
+            assert_eq!(check_forward(&mut fx, E0, client, vip, syn), now);
+            moved += 1;
+        } else if i % 3 == 1 {
+            // A segment of a connection this node has no state for: the drained server.
+            assert_eq!(check_forward(&mut fx, E0, client, vip, tcp(*port, 80)), be);
+        } else {
+            // The drained server's reply to such a connection is translated to the VIP.
+            let reply = frame(
+                bk_mac(10),
+                LB1_MAC,
+                be.ip(),
+                client,
+                64,
+                &tcp(be.port(), *port),
+                b"r",
+            );
+            let (action, out) = fx.run(E1, &reply);
+            assert_eq!(
+                action, XDP_REDIRECT,
+                "reply from the bucket's previous backend"
+            );
+            let expected = frame(
+                LB0_MAC,
+                ROUTER_MAC,
+                vip.ip(),
+                client,
+                63,
+                &tcp(vip.port(), *port),
+                b"r",
+            );
+            assert_eq!(out, expected);
+        }
+    }
+    assert_eq!(moved, 4);
+    // The server back UP: its buckets are its own again, nothing is remembered.
+    fx.reg
+        .set_status("web", names[&be], ServerStatus::Up)
+        .expect("status");
+    fx.reapply();
+    let port = ports[0] + 2000;
+    let port = (port..port + 2000)
+        .find(|p| fx.maglev_pick(client, *p, vip) != be)
+        .expect("a port of another backend");
+    let other = fx.maglev_pick(client, port, vip);
+    assert_eq!(
+        check_forward(&mut fx, E0, client, vip, tcp(port, 80)),
+        other
+    );
+}
+
 #[test]
 fn restart_reuses_pinned_maps_ids_and_flows() {
     require_root!();
@@ -2267,7 +2360,13 @@ fn apply_semantics_backups_weights_removal() {
         id_of(&fx, "10.1.0.10:8080").1,
         lb_common::types::BACKEND_DRAIN
     );
-    let be = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, tcp(40000, 80));
+    // A new connection (SYN): ACK segments without state may get a second chance on the
+    // MAINT servers, which keep their flows.
+    let syn = L4 {
+        syn: true,
+        ..tcp(40000, 80)
+    };
+    let be = check_forward(&mut fx, E0, ip("10.0.0.2"), vip, syn);
     assert_eq!(be, sa("10.1.0.50:8080"));
     // Everything down: new flows are dropped.
     fx.reg

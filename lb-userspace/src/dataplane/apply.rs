@@ -403,7 +403,14 @@ pub fn apply(
         }
     }
 
-    // 7. Maglev tables and VIP settings.
+    // 7. Maglev tables and VIP settings. A bucket moving away from a server remembers it
+    //    (second chance, as GLB Director): its replies stay balanced, and when it left
+    //    keeping its flows (DRAIN, DOWN or MAINT without shutdown-sessions), TCP segments
+    //    without a flow entry go to it.
+    let states: HashMap<u32, u8> = endpoint_state
+        .iter()
+        .map(|(addr, st)| (backend_ids[addr], *st))
+        .collect();
     for w in &wanted {
         let vip_id = vip_ids[&w.key];
         let mut members: Vec<MaglevBackend> = w
@@ -430,21 +437,25 @@ pub fn apply(
                 .get(&reverse_key(*addr, w.key.proto))
                 .is_some_and(|v| v.flags & REVERSE_F_SHARED != 0)
         });
+        let current = dp.vip(&w.key)?;
+        let old = match current {
+            Some(cur) if cur.vip_id == vip_id => Some(dp.live_slots(&w.key)?),
+            _ => None,
+        };
+        let table = maglev::with_previous(&table, old.as_deref(), |id| {
+            states.get(&id).copied().unwrap_or(BACKEND_UNUSED)
+        });
         let info = VipInfo {
             vip_id,
             flags: w.flags | if shared { VIP_F_SHARED_BACKEND } else { 0 },
             active_table: 0,
             backend_count: members.len() as u32,
         };
-        let current = dp.vip(&w.key)?;
-        let unchanged = match current {
-            Some(cur) => {
-                cur.vip_id == vip_id
-                    && cur.flags == info.flags
-                    && cur.backend_count == info.backend_count
-                    && dp.live_table(&w.key)? == table
+        let unchanged = match (current, &old) {
+            (Some(cur), Some(old)) => {
+                cur.flags == info.flags && cur.backend_count == info.backend_count && *old == table
             }
-            None => false,
+            _ => false,
         };
         if !unchanged {
             dp.publish_table(w.key, info, &table)?;
@@ -516,6 +527,27 @@ pub fn shut_sessions(
         .collect();
     if ids.is_empty() {
         return Ok(0);
+    }
+    // Buckets forget these servers as their previous backend: a second chance would send
+    // the flows' next segments straight back to them.
+    for (key, info) in dp.vips()? {
+        let slots = dp.live_slots(&key)?;
+        if slots
+            .iter()
+            .any(|s| ids.contains(&maglev::slot_previous(*s)))
+        {
+            let cleared: Vec<u32> = slots
+                .iter()
+                .map(|s| {
+                    if ids.contains(&maglev::slot_previous(*s)) {
+                        s & maglev::SLOT_ID_MASK
+                    } else {
+                        *s
+                    }
+                })
+                .collect();
+            dp.publish_table(key, info, &cleared)?;
+        }
     }
     // Per VIP id: the live table's members, in table order.
     let mut tables: HashMap<u32, Vec<u32>> = HashMap::new();

@@ -504,8 +504,21 @@ impl Dataplane {
         Ok(())
     }
 
-    /// The live table of a VIP, from the cache or the map.
+    /// The live table of a VIP: the current backend id of every bucket.
     pub fn live_table(&mut self, key: &VipKey) -> Result<Vec<u32>, MapsError> {
+        Ok(self
+            .live_slots(key)?
+            .into_iter()
+            .map(|s| match lb_common::maglev::slot_current(s) {
+                lb_common::maglev::SLOT_ID_MASK => lb_common::maglev::NO_BACKEND,
+                id => id,
+            })
+            .collect())
+    }
+
+    /// The live table's entries as the data path reads them (current and previous
+    /// backend, `lb_common::maglev::with_previous`), from the cache or the map.
+    pub fn live_slots(&mut self, key: &VipKey) -> Result<Vec<u32>, MapsError> {
         let info = self.vip(key)?.ok_or(MapsError::NoVip(*key))?;
         let half = info.active_table & 1;
         if let Some((h, t)) = self.tables.get(&info.vip_id)
