@@ -115,11 +115,16 @@ fn forms_golden_and_loadable() {
         "{:#?}",
         conv.diagnostics
     );
+    // `set-var` with a constant converts to a rule now (#16 item 4), without a warning.
+    assert!(
+        conv.toml.contains("\"set-var(txn.x) str(y)\",\n]"),
+        "{}",
+        conv.toml
+    );
     // every unsupported directive is named with its line, and kept in the output
     let warnings: Vec<String> = conv.diagnostics.iter().map(|d| d.to_string()).collect();
     for (line, what) in [
         (4, "daemon"),
-        (28, "set-var"),
         (29, "capture"),
         (39, "slowstart 10s"),
     ] {

@@ -94,6 +94,8 @@ pub(crate) enum Fetch {
         scope: Scope,
         name: Box<str>,
     },
+    /// `str(TEXT)`, `int(N)`: a constant (HAProxy's constant fetches, e.g. for `set-var`).
+    Lit(SampleValue),
     /// A fetch and the converters after it (other than a lone `lower` / `upper`).
     Conv(Box<Fetch>, Box<[Conv]>),
 }
@@ -430,6 +432,27 @@ pub(crate) fn parse_fetch(tok: &Token) -> Result<ParsedFetch, AclError> {
             SampleType::Str,
             None,
         ));
+    }
+    if name == "str" || name == "int" {
+        let Some(inner) = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')) else {
+            return Err(err(
+                format!("fetch '{name}' needs its value: {name}(...)"),
+                tok.start,
+            ));
+        };
+        let (value, method, t) = if name == "str" {
+            let v = SampleValue::Str(inner.to_owned());
+            (v, MatchMethod::Str, SampleType::Str)
+        } else {
+            let n = inner.trim().parse::<i64>().map_err(|_| {
+                err(
+                    format!("fetch 'int' needs an integer, not '{inner}'"),
+                    tok.start,
+                )
+            })?;
+            (SampleValue::Int(n), MatchMethod::Int, SampleType::Int)
+        };
+        return Ok((Fetch::Lit(value), method, t, None));
     }
     let Some(&(_, kind, method)) = KEYWORDS.iter().find(|(k, _, _)| *k == name) else {
         return Err(err(format!("unknown fetch method '{name}'"), tok.start));
@@ -1160,6 +1183,7 @@ impl Fetch {
                 Some(v) => f(v.as_sample()),
                 None => false,
             },
+            Fetch::Lit(v) => f(v.as_sample()),
             Fetch::Conv(inner, convs) => inner.for_each(input, &mut |s| {
                 let mut v = Some(SampleValue::from_sample(s));
                 for c in convs.iter() {
