@@ -123,11 +123,7 @@ fn forms_golden_and_loadable() {
     );
     // every unsupported directive is named with its line, and kept in the output
     let warnings: Vec<String> = conv.diagnostics.iter().map(|d| d.to_string()).collect();
-    for (line, what) in [
-        (4, "daemon"),
-        (29, "capture"),
-        (39, "slowstart 10s"),
-    ] {
+    for (line, what) in [(4, "daemon"), (29, "capture"), (39, "slowstart 10s")] {
         assert!(
             warnings
                 .iter()
