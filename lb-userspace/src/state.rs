@@ -164,11 +164,34 @@ impl BackendState {
     }
 }
 
+/// Counters of one HTTP cache (`[cache.NAME]`).
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    /// Requests looked up (`cache-use` on a request that may be served from a cache).
+    pub lookups: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    /// Responses stored.
+    pub stores: AtomicU64,
+    /// Entries removed to make room.
+    pub evictions: AtomicU64,
+    /// Body bytes served from the cache.
+    pub bytes_served: AtomicU64,
+    /// Bytes the entries take now (headers, bodies, keys).
+    pub bytes_used: AtomicU64,
+    /// Entries now.
+    pub entries: AtomicU64,
+    /// `total-max-size` in bytes.
+    pub capacity: AtomicU64,
+}
+
 /// Every backend's live state, plus a change notification.
 #[derive(Debug)]
 pub struct Registry {
     backends: ArcSwap<HashMap<String, Arc<BackendState>>>,
     frontends: ArcSwap<HashMap<String, Arc<Counters>>>,
+    /// The L7 tier's caches, by name.
+    caches: ArcSwap<Vec<(String, Arc<CacheCounters>)>>,
     changes: watch::Sender<u64>,
 }
 
@@ -194,6 +217,7 @@ impl Registry {
         Self {
             backends: ArcSwap::from_pointee(HashMap::new()),
             frontends: ArcSwap::from_pointee(HashMap::new()),
+            caches: ArcSwap::from_pointee(Vec::new()),
             changes: watch::channel(0).0,
         }
     }
@@ -224,6 +248,15 @@ impl Registry {
 
     pub fn frontends(&self) -> Arc<HashMap<String, Arc<Counters>>> {
         self.frontends.load_full()
+    }
+
+    /// The caches the L7 tier runs (set with each of its generations).
+    pub fn set_caches(&self, caches: Vec<(String, Arc<CacheCounters>)>) {
+        self.caches.store(Arc::new(caches));
+    }
+
+    pub fn caches(&self) -> Arc<Vec<(String, Arc<CacheCounters>)>> {
+        self.caches.load_full()
     }
 
     fn find(&self, backend: &str, server: &str) -> Result<Arc<ServerState>, StateError> {

@@ -272,6 +272,7 @@ fn global_and_dataplane_keys() {
         ("dataplane", "keys:dataplane"),
         ("announce", "keys:announce"),
         ("resolvers.x", "keys:resolvers"),
+        ("cache.x", "keys:cache"),
     ] {
         same(
             &format!("[{section}] keys"),
@@ -377,11 +378,12 @@ fn haproxy_column_names(column: &str, key: &str, keywords: &[&str]) {
 /// and every HAProxy keyword `lb convert` turns into a key named in its HAProxy column.
 #[test]
 fn global_and_dataplane_key_tables_match_the_document() {
-    use lb::config::keys::{DATAPLANE_KEYS, GLOBAL_KEYS};
+    use lb::config::keys::{CACHE_KEYS, DATAPLANE_KEYS, GLOBAL_KEYS};
     let doc = doc();
     for (marker, keys) in [
         ("keys:global", GLOBAL_KEYS),
         ("keys:dataplane", DATAPLANE_KEYS),
+        ("keys:cache", CACHE_KEYS),
     ] {
         let rows = table(&doc, marker);
         let documented = set(rows.iter().map(|r| ticked(&r[0]).join("")));
@@ -706,11 +708,15 @@ fn http_actions(marker: &str, key: &str) {
                 "example of `{action}`"
             );
             // (`track-sc*` needs a stick table: the section's own.)
-            let text = format!(
+            let mut text = format!(
                 "[frontend.f]\nmode = \"http\"\nbind = \"127.0.0.1:8080\"\n\
                  stick_table = \"type ip size 1k store gpc0\"\n{key} = {}",
                 toml_str(&ex)
             );
+            // `cache-use` / `cache-store` name the cache their examples use.
+            if ex.starts_with("cache-") {
+                text.push_str("\n[cache.static]\ntotal_max_size = 1\n");
+            }
             l.assert_loads(&format!("{key} `{ex}`"), &text);
         }
     }

@@ -46,6 +46,7 @@ fn sample(keyword: &str) -> &'static str {
         "log" => "log global",
         "stats" => "stats uri /haproxy?stats",
         "stick-table" => "stick-table type ip size 1k expire 30s store http_req_rate(10s)",
+        "compression" => "compression algo gzip deflate",
         other => panic!("no sample line for `{other}`: add one"),
     }
 }
@@ -167,6 +168,75 @@ fn every_global_keyword_round_trips() {
             );
         }
     }
+}
+
+/// A `cache` section and the rules that use it convert into `[cache.NAME]` and load; every
+/// keyword of the cache key table converts.
+#[test]
+fn cache_sections_and_compression_round_trip() {
+    let base = base();
+    let mut lines = Vec::new();
+    for key in lb::config::keys::CACHE_KEYS {
+        for kw in key.haproxy {
+            lines.push(match *kw {
+                "total-max-size" => "total-max-size 4",
+                "max-object-size" => "max-object-size 100000",
+                "max-age" => "max-age 240",
+                "process-vary" => "process-vary on",
+                "max-secondary-entries" => "max-secondary-entries 5",
+                other => panic!("no sample line for cache `{other}`: add one"),
+            });
+        }
+    }
+    let text = format!(
+        "{}
+cache c1
+    {}
+",
+        cfg_with(
+            Section::Backend,
+            "http-request cache-use c1
+    http-response cache-store c1
+    compression algo gzip br
+    compression type text/html
+    compression offload"
+        ),
+        lines.join("\n    ")
+    );
+    let c = convert(&text);
+    assert!(c.diagnostics.is_empty(), "{:#?}", messages(&c));
+    for want in [
+        "[cache.c1]",
+        "total_max_size = 4",
+        "process_vary = true",
+        "max_secondary_entries = 5",
+        "\"cache-use c1\"",
+        "\"cache-store c1\"",
+        "\"algo gzip br\"",
+        "\"offload\"",
+    ] {
+        assert!(c.toml.contains(want), "{want}:\n{}", c.toml);
+    }
+    assert_eq!(
+        load_errors(&base, &c.toml),
+        Vec::<String>::new(),
+        "{}",
+        c.toml
+    );
+    // a rule naming no cache section is refused
+    let c = convert(&cfg_with(Section::Backend, "http-request cache-use nope"));
+    let errs = load_errors(&base, &c.toml);
+    assert!(
+        errs.iter().any(|e| e.contains("no [cache.nope]")),
+        "{errs:#?}"
+    );
+    // what lb does not do is named
+    let c = convert(&cfg_with(Section::Frontend, "compression direction both"));
+    assert!(
+        messages(&c).iter().any(|m| m.contains("responses only")),
+        "{:#?}",
+        messages(&c)
+    );
 }
 
 /// The cases issue #12 names.

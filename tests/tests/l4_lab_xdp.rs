@@ -71,6 +71,7 @@ fn config(pin: PathBuf) -> Config {
         log_targets: Vec::new(),
         dontlognull: false,
         stick_table: None,
+        compression: None,
     };
     let be = |name: &str, servers: Vec<Server>| CfgBackend {
         name: name.into(),
@@ -93,6 +94,7 @@ fn config(pin: PathBuf) -> Config {
         stick_table: None,
         log_targets: Vec::new(),
         log_health_checks: false,
+        compression: None,
     };
     Config {
         source: PathBuf::from("lab.toml"),
@@ -143,6 +145,7 @@ fn config(pin: PathBuf) -> Config {
                 ],
             ),
         ],
+        caches: Vec::new(),
     }
 }
 

@@ -229,6 +229,7 @@ fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> CfgBackend {
         stick_table: None,
         log_targets: Vec::new(),
         log_health_checks: false,
+        compression: None,
     }
 }
 
@@ -275,6 +276,7 @@ fn frontend(name: &str, binds: &[&str], be: &str, deny: &[&str], allow: &[&str])
         log_targets: Vec::new(),
         dontlognull: false,
         stick_table: None,
+        compression: None,
     }
 }
 
@@ -362,6 +364,7 @@ fn config() -> Config {
                 vec![server("n", "10.1.0.99:80", 1)],
             ),
         ],
+        caches: Vec::new(),
     }
 }
 

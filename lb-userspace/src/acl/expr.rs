@@ -82,6 +82,10 @@ pub(crate) enum Fetch {
     SrcPort,
     /// `status`: the response status (response rules only).
     Status,
+    /// `res.cache_hit`: the response was built from a cache entry (response rules only).
+    CacheHit,
+    /// `res.cache_name`: the cache that built the response, else empty (response rules only).
+    CacheName,
     /// A header fetch (`Hdr`, `HdrCnt`, `HdrVal`) over the response's headers (`res.hdr`,
     /// `shdr`, …; response rules only).
     Res(Box<Fetch>),
@@ -245,6 +249,8 @@ enum Kind {
     DstPort,
     SrcPort,
     Status,
+    CacheHit,
+    CacheName,
     ResHdr,
     ResHdrCnt,
     ResHdrVal,
@@ -325,6 +331,8 @@ const KEYWORDS: &[(&str, Kind, MatchMethod)] = {
         ("dst_port", K::DstPort, M::Int),
         ("src_port", K::SrcPort, M::Int),
         ("status", K::Status, M::Int),
+        ("res.cache_hit", K::CacheHit, M::Bool),
+        ("res.cache_name", K::CacheName, M::Str),
         ("res.hdr", K::ResHdr, M::Str),
         ("res.hdr_cnt", K::ResHdrCnt, M::Int),
         ("res.hdr_val", K::ResHdrVal, M::Int),
@@ -603,6 +611,8 @@ fn parse_fetch_args(
         Kind::DstPort => no_args(Fetch::DstPort, SampleType::Int),
         Kind::SrcPort => no_args(Fetch::SrcPort, SampleType::Int),
         Kind::Status => no_args(Fetch::Status, SampleType::Int),
+        Kind::CacheHit => no_args(Fetch::CacheHit, SampleType::Bool),
+        Kind::CacheName => no_args(Fetch::CacheName, SampleType::Str),
         Kind::SslCUsed => no_args(Fetch::SslC(SslC::Used), SampleType::Bool),
         Kind::SslCVerify => no_args(Fetch::SslC(SslC::Verify), SampleType::Int),
         Kind::SslCSerial => no_args(Fetch::SslC(SslC::Serial), SampleType::Str),
@@ -1173,6 +1183,13 @@ impl Fetch {
                 Some(s) => f(Sample::Int(i64::from(s))),
                 None => false,
             },
+            // Always a sample in a response (HAProxy: false / empty when not from a cache).
+            Fetch::CacheHit => {
+                input.status().is_some() && f(Sample::Bool(input.cache_hit().is_some()))
+            }
+            Fetch::CacheName => {
+                input.status().is_some() && f(Sample::Str(input.cache_hit().unwrap_or("")))
+            }
             Fetch::Res(inner) => inner.for_each(&ResponseHeaders(input), f),
             Fetch::Stick(s) => match s.eval(input.stick(), input.src()) {
                 Some(StickSample::Int(i)) => f(Sample::Int(i)),
@@ -1231,6 +1248,8 @@ impl Fetch {
     pub(crate) fn response_keyword(&self) -> Option<&'static str> {
         match self {
             Fetch::Status => Some("status"),
+            Fetch::CacheHit => Some("res.cache_hit"),
+            Fetch::CacheName => Some("res.cache_name"),
             Fetch::Res(_) => Some("res.hdr"),
             Fetch::Conv(inner, _) => inner.response_keyword(),
             _ => None,

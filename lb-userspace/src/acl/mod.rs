@@ -108,6 +108,11 @@ pub trait AclInput {
     fn status(&self) -> Option<u16> {
         None
     }
+    /// The name of the cache the response was built from (`res.cache_hit`,
+    /// `res.cache_name`), for response rules. Defaults to none.
+    fn cache_hit(&self) -> Option<&str> {
+        None
+    }
     /// [`AclInput::any_header`] over the response's headers (`res.hdr`, `shdr`, …), for
     /// `http-response` rules. Defaults to no headers.
     fn any_response_header(&self, _name: &str, _f: &mut dyn FnMut(&str) -> bool) -> bool {

@@ -287,6 +287,32 @@ pub fn render_page(
             let _ = writeln!(out, "</table>");
         }
     }
+    if !doc.caches.is_empty() {
+        let _ = writeln!(
+            out,
+            "<table class=\"px\"><tr><th class=\"pxname\" colspan=\"8\">HTTP caches</th></tr>\
+             <tr class=\"titre\"><th class=\"l\">Cache</th><th>Lookups</th><th>Hits</th>\
+             <th>Misses</th><th>Stores</th><th>Evictions</th><th>Served</th><th>Used</th></tr>"
+        );
+        for c in &doc.caches {
+            let _ = writeln!(
+                out,
+                "<tr class=\"frontend\"><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td><td>{} / {} ({} entries)</td></tr>",
+                escape(&c.name),
+                c.lookups,
+                c.hits,
+                c.misses,
+                c.stores,
+                c.evictions,
+                human_bytes(c.bytes_served),
+                human_bytes(c.bytes_used),
+                human_bytes(c.capacity),
+                c.entries
+            );
+        }
+        let _ = writeln!(out, "</table>");
+    }
     if let Some(e) = &doc.l4_error {
         let _ = writeln!(
             out,

@@ -133,6 +133,70 @@ pub fn render(doc: &StatsDoc) -> String {
     );
     out.sample("lb_log_dropped_total", &[], crate::syslog::dropped() as f64);
 
+    // HTTP caches.
+    if !doc.caches.is_empty() {
+        type Get = fn(&super::stats::CacheStats) -> u64;
+        let families: [(&str, &str, &str, Get); 9] = [
+            (
+                "lb_cache_lookups_total",
+                "counter",
+                "Requests looked up in the cache.",
+                |c| c.lookups,
+            ),
+            (
+                "lb_cache_hits_total",
+                "counter",
+                "Requests answered from the cache.",
+                |c| c.hits,
+            ),
+            (
+                "lb_cache_misses_total",
+                "counter",
+                "Lookups the cache could not answer.",
+                |c| c.misses,
+            ),
+            (
+                "lb_cache_stores_total",
+                "counter",
+                "Responses stored.",
+                |c| c.stores,
+            ),
+            (
+                "lb_cache_evictions_total",
+                "counter",
+                "Entries evicted to make room.",
+                |c| c.evictions,
+            ),
+            (
+                "lb_cache_served_bytes_total",
+                "counter",
+                "Body bytes served from the cache.",
+                |c| c.bytes_served,
+            ),
+            (
+                "lb_cache_used_bytes",
+                "gauge",
+                "Bytes the cache's entries take.",
+                |c| c.bytes_used,
+            ),
+            (
+                "lb_cache_capacity_bytes",
+                "gauge",
+                "The cache's total-max-size in bytes.",
+                |c| c.capacity,
+            ),
+            ("lb_cache_entries", "gauge", "Entries in the cache.", |c| {
+                c.entries
+            }),
+        ];
+        for (name, kind, help, get) in families {
+            out.family(name, kind, help);
+            for c in &doc.caches {
+                out.sample(name, &[("cache", &c.name)], get(c) as f64);
+            }
+        }
+    }
+
     // Frontends.
     let rows: Vec<_> = doc
         .frontends
@@ -428,6 +492,43 @@ mod tests {
     #[test]
     fn escaping() {
         assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn cache_families() {
+        let doc = StatsDoc {
+            caches: vec![super::super::stats::CacheStats {
+                name: "c1".into(),
+                lookups: 10,
+                hits: 7,
+                misses: 3,
+                stores: 2,
+                evictions: 1,
+                bytes_served: 7000,
+                bytes_used: 2048,
+                capacity: 1 << 20,
+                entries: 2,
+            }],
+            ..StatsDoc::default()
+        };
+        let text = render(&doc);
+        for line in [
+            "# TYPE lb_cache_hits_total counter",
+            "lb_cache_hits_total{cache=\"c1\"} 7",
+            "lb_cache_misses_total{cache=\"c1\"} 3",
+            "lb_cache_served_bytes_total{cache=\"c1\"} 7000",
+            "# TYPE lb_cache_used_bytes gauge",
+            "lb_cache_used_bytes{cache=\"c1\"} 2048",
+            "lb_cache_entries{cache=\"c1\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        // and the HTML page shows the table
+        let html = super::super::html::render(&doc);
+        assert!(
+            html.contains("HTTP caches") && html.contains(">c1<"),
+            "{html}"
+        );
     }
 
     #[test]

@@ -29,6 +29,44 @@ pub struct StatsDoc {
     /// Why L4 counters are missing, when the data plane failed to provide them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l4_error: Option<String>,
+    /// The L7 tier's HTTP caches, sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<CacheStats>,
+}
+
+/// Counters of one `[cache.NAME]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStats {
+    pub name: String,
+    pub lookups: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub stores: u64,
+    pub evictions: u64,
+    /// Body bytes served from the cache.
+    pub bytes_served: u64,
+    /// Bytes the entries take now, and the most they may (`total-max-size`).
+    pub bytes_used: u64,
+    pub capacity: u64,
+    pub entries: u64,
+}
+
+impl From<(&String, &crate::state::CacheCounters)> for CacheStats {
+    fn from((name, c): (&String, &crate::state::CacheCounters)) -> Self {
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        Self {
+            name: name.clone(),
+            lookups: g(&c.lookups),
+            hits: g(&c.hits),
+            misses: g(&c.misses),
+            stores: g(&c.stores),
+            evictions: g(&c.evictions),
+            bytes_served: g(&c.bytes_served),
+            bytes_used: g(&c.bytes_used),
+            capacity: g(&c.capacity),
+            entries: g(&c.entries),
+        }
+    }
 }
 
 /// Traffic counters of a frontend, backend or server.
@@ -314,5 +352,11 @@ pub fn collect(ctx: &AdminContext) -> StatsDoc {
         backends,
         l4,
         l4_error,
+        caches: ctx
+            .registry
+            .caches()
+            .iter()
+            .map(|(n, c)| CacheStats::from((n, c.as_ref())))
+            .collect(),
     }
 }

@@ -211,6 +211,8 @@ enum Kind {
     Frontend,
     Backend,
     Listen,
+    /// `cache NAME` → `[cache.NAME]`.
+    Cache,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +275,7 @@ impl Sect {
             Kind::Frontend => format!("frontend.{}", self.name),
             Kind::Backend => format!("backend.{}", self.name),
             Kind::Listen => format!("listen.{}", self.name),
+            Kind::Cache => format!("cache.{}", self.name),
         }
     }
 
@@ -716,8 +719,25 @@ impl Converter<'_> {
                 self.section(n, &words, comment);
                 return;
             }
-            "userlist" | "peers" | "resolvers" | "mailers" | "program" | "http-errors"
-            | "cache" | "ring" | "fcgi-app" | "crt-store" | "traces" | "log-forward" => {
+            "cache" => {
+                let Some(name) = words.get(1) else {
+                    self.diag(
+                        Severity::Error,
+                        n,
+                        first.col + kw.len(),
+                        kw,
+                        "`cache` needs a name".to_string(),
+                    );
+                    self.sections
+                        .push(Sect::new(Kind::Global, "#cache", comment));
+                    return;
+                };
+                self.sections
+                    .push(Sect::new(Kind::Cache, &name.text.clone(), comment));
+                return;
+            }
+            "userlist" | "peers" | "resolvers" | "mailers" | "program" | "http-errors" | "ring"
+            | "fcgi-app" | "crt-store" | "traces" | "log-forward" => {
                 let name = words.get(1).map_or("", |w| w.text.as_str()).to_string();
                 self.sections
                     .push(Sect::new(Kind::Global, &format!("#{kw} {name}"), None));
@@ -744,6 +764,7 @@ impl Converter<'_> {
         }
         match sect.kind {
             Kind::Global => self.global(n, raw, &words, comment),
+            Kind::Cache => self.cache_line(n, raw, &words, comment),
             _ => self.proxy(n, raw, &words, comment),
         }
     }
@@ -790,6 +811,7 @@ impl Converter<'_> {
                     }
                 }
             }
+            (Kind::Cache, _) => {}
             (Kind::Global, _) => {
                 if let Some(pos) = self
                     .sections
@@ -825,6 +847,71 @@ impl Converter<'_> {
         let mut sect = Sect::new(kind, &nm, comment);
         sect.line = n;
         self.sections.push(sect);
+    }
+
+    /// A line of a `cache NAME` section: each keyword of the key table to its key.
+    fn cache_line(&mut self, n: usize, raw: &str, words: &[W], comment: Option<String>) {
+        let kw = words[0].text.as_str();
+        let col = words[0].col;
+        let path = self.cur_path();
+        let Some(key) = keys::haproxy_cache_key(kw) else {
+            let names = keys::CACHE_KEYS
+                .iter()
+                .flat_map(|k| k.haproxy.iter().copied());
+            let h = hint(kw, names);
+            self.diag(
+                Severity::Error,
+                n,
+                col,
+                &path,
+                format!("unknown cache keyword `{kw}`{h}"),
+            );
+            self.note(format!("ERROR (line {n}): {}", raw.trim()));
+            return;
+        };
+        let [_, v] = words else {
+            self.diag(
+                Severity::Error,
+                n,
+                col,
+                &path,
+                format!("`{kw}` takes one value"),
+            );
+            return;
+        };
+        let value = if key.key == "process_vary" {
+            match v.text.as_str() {
+                "on" => "true".to_string(),
+                "off" => "false".to_string(),
+                other => {
+                    self.diag(
+                        Severity::Error,
+                        n,
+                        v.col,
+                        &path,
+                        format!("process-vary is `on` or `off`, not `{other}`"),
+                    );
+                    return;
+                }
+            }
+        } else {
+            match v.text.parse::<u64>() {
+                Ok(x) => x.to_string(),
+                Err(_) => {
+                    self.diag(
+                        Severity::Error,
+                        n,
+                        v.col,
+                        &path,
+                        format!("{kw} must be a number, not `{}`", v.text),
+                    );
+                    return;
+                }
+            }
+        };
+        if let Some(s) = self.cur() {
+            s.push(key.key, value, comment, false);
+        }
     }
 
     /// `cpu-map [auto:]1/THREADS CPUS…` → `cpu_map`: the `auto:` form over threads `1-N`
@@ -1006,7 +1093,7 @@ impl Converter<'_> {
             Kind::Frontend => Section::Frontend,
             Kind::Backend => Section::Backend,
             Kind::Listen => Section::Listen,
-            Kind::Global | Kind::Defaults => Section::Defaults,
+            Kind::Global | Kind::Defaults | Kind::Cache => Section::Defaults,
         };
         // Where a keyword may be comes from the key table (the key it converts into).
         if let Some(k) = keys::haproxy_proxy_key(&kw)
@@ -1362,6 +1449,22 @@ impl Converter<'_> {
                 }
             }
             "http-check" => self.http_check(n, raw, args, col),
+            "compression" => {
+                let (t, end) = toks(args);
+                let mut c = super::model::Compression::default();
+                match d::compression(&mut Args::new(&t, end), &mut c) {
+                    Ok(()) => {
+                        let v = toml_str(&join(args));
+                        if let Some(s) = self.cur() {
+                            s.push("compression", v, comment, true);
+                        }
+                    }
+                    Err(p) => {
+                        let why = format!("compression: {}", p.msg);
+                        self.unsupported(n, p.pos, raw, &why);
+                    }
+                }
+            }
             _ => {
                 if HAPROXY_PROXY_UNSUPPORTED.contains(&kw.as_str()) {
                     self.unsupported(n, col, raw, &format!("`{kw}` is not supported"));
@@ -2352,6 +2455,7 @@ impl Converter<'_> {
                 Kind::Frontend => format!("[frontend.{}]", toml_key(&s.name)),
                 Kind::Backend => format!("[backend.{}]", toml_key(&s.name)),
                 Kind::Listen => format!("[listen.{}]", toml_key(&s.name)),
+                Kind::Cache => format!("[cache.{}]", toml_key(&s.name)),
             };
             out.push_str(&header);
             if let Some(c) = &s.header_comment {

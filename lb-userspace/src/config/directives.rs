@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    AddrFamily, Balance, CheckKind, CheckSpec, ClientVerify, CookieSpec, Fmt, HttpAction,
-    HttpReturn, IpNet, Re, Redirect, RedirectKind, ServerProto, Smp, StickKey, StickTableSpec,
-    TcpAction,
+    AddrFamily, Balance, CheckKind, CheckSpec, ClientVerify, CompAlgo, Compression, CookieSpec,
+    Fmt, HttpAction, HttpReturn, IpNet, Re, Redirect, RedirectKind, ServerProto, Smp, StickKey,
+    StickTableSpec, TcpAction,
 };
 use super::source::{Problem, Str, Tok};
 use super::suggest::hint;
@@ -999,6 +999,7 @@ impl RuleSide {
                 "sc-set-gpt0(2)",
                 "set-method",
                 "set-uri",
+                "cache-use",
             ],
             RuleSide::Response => &[
                 "allow",
@@ -1009,6 +1010,7 @@ impl RuleSide {
                 "replace-header",
                 "replace-value",
                 "set-status",
+                "cache-store",
             ],
             RuleSide::AfterResponse => &[
                 "allow",
@@ -1273,6 +1275,15 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
             args.done()?;
             HttpAction::ScSetGpt0 { slot, value }
         }
+        "cache-use" | "cache-store" => {
+            let name = args.want("cache name")?.text.clone();
+            args.done()?;
+            if a.text == "cache-use" {
+                HttpAction::CacheUse(name)
+            } else {
+                HttpAction::CacheStore(name)
+            }
+        }
         "set-status" => {
             let status = number(args.want("status code")?, "status", 100, 999)?;
             let mut reason = None;
@@ -1312,6 +1323,121 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
         }
     };
     Ok(action)
+}
+
+/// One `compression` line (without the keyword) added to `c`: `algo ALGO…`, `type
+/// TYPE…`, `offload`, `direction response`, `minsize-res SIZE` (HAProxy 2.6's words, with
+/// 2.8's `algo-res`/`type-res`/`direction` and 3.2's `minsize-res`; `br` and `zstd` beyond
+/// HAProxy's algorithms).
+pub(crate) fn compression(args: &mut Args, c: &mut Compression) -> Result<(), Problem> {
+    const WORDS: [&str; 7] = [
+        "algo",
+        "algo-res",
+        "type",
+        "type-res",
+        "offload",
+        "direction",
+        "minsize-res",
+    ];
+    let w = args.want("`algo`, `type`, `offload`, `direction` or `minsize-res`")?;
+    match w.text.as_str() {
+        "algo" | "algo-res" => {
+            let mut any = false;
+            while let Some(t) = args.next() {
+                any = true;
+                let Some((_, a)) = CompAlgo::ALL.iter().find(|(n, _)| *n == t.text) else {
+                    let names: Vec<&str> = CompAlgo::ALL.iter().map(|(n, _)| *n).collect();
+                    return Err(Problem::new(
+                        t.pos,
+                        format!(
+                            "unknown compression algorithm `{}` (supported: {}){}",
+                            t.text,
+                            names.join(", "),
+                            hint(&t.text, names.iter().copied())
+                        ),
+                    ));
+                };
+                if !c.algos.contains(a) {
+                    c.algos.push(*a);
+                }
+            }
+            if !any {
+                return Err(Problem::new(w.pos, "`algo` needs at least one algorithm"));
+            }
+        }
+        "type" | "type-res" => {
+            let mut any = false;
+            while let Some(t) = args.next() {
+                any = true;
+                c.types.push(t.text.clone());
+            }
+            if !any {
+                return Err(Problem::new(w.pos, "`type` needs at least one MIME type"));
+            }
+        }
+        "offload" => {
+            args.done()?;
+            c.offload = true;
+        }
+        "direction" => {
+            let d = args.want("direction (response)")?;
+            match d.text.as_str() {
+                "response" => {}
+                "request" | "both" => {
+                    return Err(Problem::new(
+                        d.pos,
+                        format!("`direction {}`: lb compresses responses only", d.text),
+                    ));
+                }
+                other => {
+                    return Err(Problem::new(
+                        d.pos,
+                        format!(
+                            "unknown direction `{other}` (expected response){}",
+                            hint(other, ["response", "request", "both"])
+                        ),
+                    ));
+                }
+            }
+            args.done()?;
+        }
+        "minsize-res" => {
+            let t = args.want("size in bytes")?;
+            c.min_size = size_bytes(t)?;
+            args.done()?;
+        }
+        other => {
+            return Err(Problem::new(
+                w.pos,
+                format!(
+                    "unknown compression keyword `{other}` (supported: {}){}",
+                    WORDS.join(", "),
+                    hint(other, WORDS)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A size in bytes, with HAProxy's optional `k`, `m` or `g` suffix (powers of 1024).
+pub(crate) fn size_bytes(t: &Tok) -> Result<u64, Problem> {
+    let s = t.text.as_str();
+    let (num, mul) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| {
+            Problem::new(
+                t.pos,
+                format!("`{s}` is no size (a number of bytes, optionally with k, m or g)"),
+            )
+        })
 }
 
 /// A regular expression argument, compiled here once and kept for the proxy.

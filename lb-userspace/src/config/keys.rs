@@ -158,6 +158,7 @@ proxy_keys! {
     max_headers: Spanned<i64>, F | L, [];
     stats: Spanned<List>, F | L, ["stats"];
     stick_table: S, F | B | L, ["stick-table"];
+    compression: Spanned<List>, ALL, ["compression"];
     /// Rules `lb convert` could not carry over that restrict access: always an error, so
     /// the file cannot run until a person converts or deletes them.
     unconverted: Spanned<List>, ALL, [];
@@ -240,6 +241,23 @@ pub fn haproxy_resolvers_key(keyword: &str) -> Option<&'static SectionKey> {
     RESOLVERS_KEYS.iter().find(|k| k.haproxy.contains(&keyword))
 }
 
+section_keys! {
+    /// `[cache.NAME]`: an HTTP cache (HAProxy's `cache` section).
+    RawCache,
+    /// Every key of `[cache.NAME]`, in the order of docs/config.md.
+    CACHE_KEYS:
+    total_max_size: Spanned<i64>, ["total-max-size"];
+    max_object_size: Spanned<i64>, ["max-object-size"];
+    max_age: Spanned<i64>, ["max-age"];
+    process_vary: V, ["process-vary"];
+    max_secondary_entries: Spanned<i64>, ["max-secondary-entries"];
+}
+
+/// The `[cache.NAME]` key a HAProxy `cache` section keyword converts into.
+pub fn haproxy_cache_key(keyword: &str) -> Option<&'static SectionKey> {
+    CACHE_KEYS.iter().find(|k| k.haproxy.contains(&keyword))
+}
+
 /// The `[global]` key a HAProxy `global` keyword converts into.
 pub fn haproxy_global_key(keyword: &str) -> Option<&'static SectionKey> {
     GLOBAL_KEYS.iter().find(|k| k.haproxy.contains(&keyword))
@@ -268,7 +286,6 @@ pub fn haproxy_proxy_key(keyword: &str) -> Option<&'static ProxyKey> {
 /// warning and keeps them as comments).
 pub const HAPROXY_PROXY_UNSUPPORTED: &[&str] = &[
     "capture",
-    "compression",
     "monitor-uri",
     "monitor",
     "reqadd",

@@ -25,6 +25,82 @@ pub struct Config {
     pub backends: Vec<Backend>,
     /// `[resolvers.NAME]` sections, in file order.
     pub resolvers: Vec<Resolvers>,
+    /// `[cache.NAME]` sections, in file order.
+    pub caches: Vec<CacheSpec>,
+}
+
+/// `[cache.NAME]`: an HTTP cache (HAProxy's `cache` section), used by `http-request
+/// cache-use NAME` and `http-response cache-store NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    pub name: String,
+    /// `total-max-size` (written in MiB, as HAProxy's), in bytes: headers and bodies of
+    /// every entry together.
+    pub total_max_size: u64,
+    /// `max-object-size` in bytes (default: a 256th of `total-max-size`).
+    pub max_object_size: u64,
+    /// `max-age` in seconds (default 60): no entry stays fresh longer.
+    pub max_age: u32,
+    /// `process-vary on`: responses with `Vary` (on accept-encoding, referer, origin) are
+    /// stored, one entry per variant; off (the default), never.
+    pub process_vary: bool,
+    /// `max-secondary-entries` (default 10): variants per URL.
+    pub max_secondary_entries: usize,
+}
+
+/// `compression …` lines of a proxy (HAProxy's; `br` and `zstd` beyond it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Compression {
+    /// `algo`, in the order written.
+    pub algos: Vec<CompAlgo>,
+    /// `type`: Content-Type prefixes (ASCII case ignored); empty: every type.
+    pub types: Vec<String>,
+    /// `offload`: Accept-Encoding is removed from requests to the servers.
+    pub offload: bool,
+    /// `minsize-res`: a response whose Content-Length is below it goes as it is.
+    pub min_size: u64,
+}
+
+/// The `minsize-res` of a `compression` without one.
+pub const DEFAULT_COMPRESSION_MIN_SIZE: u64 = 256;
+
+/// A `compression algo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompAlgo {
+    /// No coding (HAProxy's debugging algorithm): the response goes as it is, chunked.
+    Identity,
+    Gzip,
+    /// zlib-wrapped deflate.
+    Deflate,
+    /// Deflate without the zlib wrapper, announced as `deflate`.
+    RawDeflate,
+    /// Brotli (`br`), beyond HAProxy.
+    Br,
+    /// Zstandard (`zstd`), beyond HAProxy.
+    Zstd,
+}
+
+impl CompAlgo {
+    /// `(config name, algorithm)`.
+    pub const ALL: [(&'static str, CompAlgo); 6] = [
+        ("identity", CompAlgo::Identity),
+        ("gzip", CompAlgo::Gzip),
+        ("deflate", CompAlgo::Deflate),
+        ("raw-deflate", CompAlgo::RawDeflate),
+        ("br", CompAlgo::Br),
+        ("zstd", CompAlgo::Zstd),
+    ];
+
+    /// The Accept-Encoding / Content-Encoding token (`None`: identity has none).
+    pub fn token(self) -> Option<&'static str> {
+        match self {
+            CompAlgo::Identity => None,
+            CompAlgo::Gzip => Some("gzip"),
+            CompAlgo::Deflate | CompAlgo::RawDeflate => Some("deflate"),
+            CompAlgo::Br => Some("br"),
+            CompAlgo::Zstd => Some("zstd"),
+        }
+    }
 }
 
 /// `[global]`.
@@ -419,6 +495,8 @@ pub struct Frontend {
     pub log_targets: Vec<crate::syslog::LogTarget>,
     /// `option dontlognull`: no log line for a `mode tcp` session whose client sent nothing.
     pub dontlognull: bool,
+    /// `compression …`; `None`: none configured here.
+    pub compression: Option<Compression>,
     /// `stick-table …`: the table named after this frontend.
     pub stick_table: Option<StickTableSpec>,
 }
@@ -719,6 +797,10 @@ pub enum HttpAction {
     SetUri {
         value: Fmt,
     },
+    /// `cache-use NAME` (request only): a fresh entry of the cache answers the request.
+    CacheUse(String),
+    /// `cache-store NAME` (response only): the response is stored in the cache if it may be.
+    CacheStore(String),
 }
 
 impl HttpAction {
@@ -749,6 +831,7 @@ impl HttpAction {
             | HttpAction::ScSetGpt0 { .. }
             | HttpAction::SetVar { .. }
             | HttpAction::UnsetVar { .. } => Vec::new(),
+            HttpAction::CacheUse(_) | HttpAction::CacheStore(_) => Vec::new(),
         }
     }
 }
@@ -841,6 +924,8 @@ pub struct Backend {
     /// `option log-health-checks`: every check result that moves a server's health is
     /// logged too, not only the UP/DOWN changes.
     pub log_health_checks: bool,
+    /// `compression …` (its algorithms and types win over the frontend's).
+    pub compression: Option<Compression>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

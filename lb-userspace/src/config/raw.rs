@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_spanned::Spanned;
 
-use super::keys::{RawDataplane, RawGlobal, RawProxy, RawResolvers};
+use super::keys::{RawCache, RawDataplane, RawGlobal, RawProxy, RawResolvers};
 
 pub(crate) type S = Spanned<String>;
 pub(crate) type V = Spanned<toml::Value>;
@@ -28,6 +28,8 @@ pub(crate) struct RawFile {
     pub listen: Sections<RawProxy>,
     #[serde(default)]
     pub resolvers: Sections<RawResolvers>,
+    #[serde(default)]
+    pub cache: Sections<RawCache>,
 }
 
 /// `[announce]` (see `model::Announce`).

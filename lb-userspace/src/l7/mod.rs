@@ -66,6 +66,8 @@
 //!   gives the target as received.
 
 pub mod balance;
+pub mod cache;
+pub mod compress;
 pub mod h1;
 pub mod http;
 pub mod io;
@@ -412,6 +414,7 @@ impl L7Handle {
             update.publish(&self.inner.registry);
         }
         self.inner.runtime.store(Some(rt.clone()));
+        rt.publish_caches(&self.inner.registry);
         watch_registry(&rt, &self.inner, new);
         let mut old: Vec<Option<Listener>> = listeners.drain(..).map(Some).collect();
         let mut kept = Vec::new();

@@ -42,6 +42,8 @@ pub enum RuntimeError {
     Tls { server: String, what: String },
     #[error("{section}: no stick table named {table}")]
     NoTable { section: String, table: String },
+    #[error("{section}: no cache named {cache}")]
+    NoCache { section: String, cache: String },
     #[error("{section}: {action} is not allowed in this kind of rule")]
     Misplaced { section: String, action: String },
     #[error("{section}: errorfile {code}: {what}")]
@@ -290,6 +292,8 @@ pub enum RequestAction {
     ReplacePath(Regex, FormatString),
     /// `http-request return` (boxed: rare, and rules are scanned per request).
     Return(Box<Reply>),
+    /// `cache-use NAME`: looked up once the request rules are done.
+    CacheUse(Arc<crate::l7::cache::Cache>),
     /// `track-scN KEY [table T]`, the table resolved.
     TrackSc {
         slot: usize,
@@ -319,6 +323,8 @@ pub enum ResponseAction {
     Header(HeaderAction),
     /// `set-status N [reason TEXT]`.
     SetStatus(StatusCode, Option<hyper::ext::ReasonPhrase>),
+    /// `cache-store NAME`: the response is stored if it may be.
+    CacheStore(Arc<crate::l7::cache::Cache>),
 }
 
 /// The response of `http-request return`.
@@ -371,7 +377,11 @@ struct Compiler<'a> {
     /// The stick tables, and the name of the section's own one.
     tables: &'a Tables,
     own: &'a str,
+    caches: &'a Caches,
 }
+
+/// The caches of a generation, by name.
+pub type Caches = HashMap<String, Arc<crate::l7::cache::Cache>>;
 
 impl Compiler<'_> {
     fn err(&self, v: &str, e: &dyn std::fmt::Display) -> RuntimeError {
@@ -435,6 +445,16 @@ impl Compiler<'_> {
             },
             _ => return Ok(None),
         }))
+    }
+
+    fn cache(&self, name: &str) -> Result<Arc<crate::l7::cache::Cache>, RuntimeError> {
+        self.caches
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NoCache {
+                section: self.section.to_owned(),
+                cache: name.to_owned(),
+            })
     }
 
     /// An action the config loader keeps out of this kind of rule.
@@ -511,11 +531,13 @@ impl Compiler<'_> {
             }
             HttpAction::SetMethod { value } => RequestAction::SetMethod(self.format(value)?),
             HttpAction::SetUri { value } => RequestAction::SetUri(self.format(value)?),
+            HttpAction::CacheUse(name) => RequestAction::CacheUse(self.cache(name)?),
             HttpAction::SetStatus { .. }
             | HttpAction::SetHeader { .. }
             | HttpAction::AddHeader { .. }
             | HttpAction::DelHeader { .. }
-            | HttpAction::ReplaceHeader { .. } => return Err(self.misplaced(a)),
+            | HttpAction::ReplaceHeader { .. }
+            | HttpAction::CacheStore(_) => return Err(self.misplaced(a)),
         })
     }
 
@@ -536,6 +558,7 @@ impl Compiler<'_> {
                     })
                     .transpose()?,
             ),
+            HttpAction::CacheStore(name) => ResponseAction::CacheStore(self.cache(name)?),
             _ => return Err(self.misplaced(a)),
         })
     }
@@ -565,12 +588,14 @@ fn section_rules(
     section: &str,
     own: &str,
     tables: &Tables,
+    caches: &Caches,
     lists: [&[HttpRule]; 3],
 ) -> Result<SectionRules, RuntimeError> {
     let c = Compiler {
         section,
         tables,
         own,
+        caches,
     };
     Ok((
         compile_rules(&c, lists[0], |c, a| c.request(a))?,
@@ -643,6 +668,8 @@ pub struct BackendRt {
     pub inspect_delay: Option<std::time::Duration>,
     /// The backend's own stick table.
     pub table: Option<Arc<StickTable>>,
+    /// `compression …` of the backend.
+    pub compression: Option<crate::config::model::Compression>,
 }
 
 impl BackendRt {
@@ -751,6 +778,8 @@ pub struct FrontendRt {
     pub table: Option<Arc<StickTable>>,
     /// `proc.*` variables.
     pub proc_vars: Arc<ProcVars>,
+    /// `compression …` of the frontend.
+    pub compression: Option<crate::config::model::Compression>,
 }
 
 fn net_contains(n: &crate::config::model::IpNet, ip: std::net::IpAddr) -> bool {
@@ -830,6 +859,8 @@ pub struct Runtime {
     pub process_limit: Option<ConnLimit>,
     /// `proc.*` variables (kept across reloads).
     pub proc_vars: Arc<ProcVars>,
+    /// The HTTP caches (kept across reloads when unchanged).
+    pub caches: Caches,
 }
 
 /// A connection limit (`maxconn`): a FIFO semaphore of slots. A reload that keeps the
@@ -893,6 +924,20 @@ impl ConnLimits {
             }
         }
         ConnSlots { _held: held }
+    }
+}
+
+impl Runtime {
+    /// Puts the counters of this generation's caches in the registry (`/stats`,
+    /// `/metrics`), sorted by name.
+    pub fn publish_caches(&self, registry: &Registry) {
+        let mut v: Vec<_> = self
+            .caches
+            .iter()
+            .map(|(n, c)| (n.clone(), c.counters().clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        registry.set_caches(v);
     }
 }
 
@@ -971,6 +1016,7 @@ fn build_backend(
     b: &Backend,
     states: &States<'_>,
     tables: &Tables,
+    caches: &Caches,
     old: Option<&Runtime>,
 ) -> Result<Arc<BackendRt>, RuntimeError> {
     let section = format!("backend {}", b.name);
@@ -978,6 +1024,7 @@ fn build_backend(
         &section,
         &b.name,
         tables,
+        caches,
         [&b.http_request, &b.http_response, &b.http_after_response],
     )?;
     let state = match states.backend(&b.name) {
@@ -1077,6 +1124,7 @@ fn build_backend(
         tcp_rules: b.tcp_request.clone(),
         inspect_delay: b.inspect_delay,
         table: tables.get(&b.name).cloned(),
+        compression: b.compression.clone(),
     };
     be.rebuild();
     Ok(Arc::new(be))
@@ -1090,6 +1138,7 @@ fn build_frontend(
     tables: &Arc<Tables>,
     process_limit: &Option<ConnLimit>,
     proc_vars: &Arc<ProcVars>,
+    caches: &Caches,
     old: Option<&Runtime>,
 ) -> Result<Arc<FrontendRt>, RuntimeError> {
     let section = format!("frontend {}", f.name);
@@ -1097,6 +1146,7 @@ fn build_frontend(
         &section,
         &f.name,
         tables,
+        caches,
         [&f.http_request, &f.http_response, &f.http_after_response],
     )?;
     let lookup = |name: &str| {
@@ -1165,6 +1215,7 @@ fn build_frontend(
         table: tables.get(&f.name).cloned(),
         tables: tables.clone(),
         proc_vars: proc_vars.clone(),
+        compression: f.compression.clone(),
         log: f.log,
         log_format,
         dontlognull: f.dontlognull,
@@ -1200,9 +1251,25 @@ pub fn build(
     };
     let tables = Arc::new(Tables::build(config, old.map(|o| &*o.tables)));
     let proc_vars = old.map(|o| o.proc_vars.clone()).unwrap_or_default();
+    // A cache whose settings stay keeps its entries across the reload.
+    let caches: Caches = config
+        .caches
+        .iter()
+        .map(|spec| {
+            let c = old
+                .and_then(|o| o.caches.get(&spec.name))
+                .filter(|c| c.spec == *spec)
+                .cloned()
+                .unwrap_or_else(|| crate::l7::cache::Cache::new(spec));
+            (spec.name.clone(), c)
+        })
+        .collect();
     let mut backends = HashMap::new();
     for b in &config.backends {
-        backends.insert(b.name.clone(), build_backend(b, &states, &tables, old)?);
+        backends.insert(
+            b.name.clone(),
+            build_backend(b, &states, &tables, &caches, old)?,
+        );
     }
     let backends = Arc::new(backends);
     let process_limit = ConnLimit::keep_or_new(
@@ -1225,6 +1292,7 @@ pub fn build(
                 &tables,
                 &process_limit,
                 &proc_vars,
+                &caches,
                 old,
             )?,
         );
@@ -1236,6 +1304,7 @@ pub fn build(
             tables,
             process_limit,
             proc_vars,
+            caches,
         },
         registry: update,
     })

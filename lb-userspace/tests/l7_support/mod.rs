@@ -241,6 +241,7 @@ pub fn frontend(name: &str, binds: Vec<Bind>, default_backend: Option<&str>) -> 
         log_targets: Vec::new(),
         dontlognull: false,
         stick_table: None,
+        compression: None,
     }
 }
 
@@ -270,6 +271,7 @@ pub fn backend(name: &str, balance: Balance, servers: Vec<Server>) -> Backend {
         stick_table: None,
         log_targets: Vec::new(),
         log_health_checks: false,
+        compression: None,
     }
 }
 
@@ -294,6 +296,7 @@ pub fn config(frontends: Vec<Frontend>, backends: Vec<Backend>) -> Config {
         resolvers: Vec::new(),
         frontends,
         backends,
+        caches: Vec::new(),
     }
 }
 
@@ -355,13 +358,29 @@ impl Resp {
 
 /// One HTTP/1.1 request on a fresh connection.
 pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let (mut r, body) = request_bytes(addr, "GET", path, headers).await;
+    r.body = String::from_utf8_lossy(&body).into_owned();
+    r
+}
+
+/// One HTTP/1.1 request without a body on a fresh connection: the response (its `body`
+/// left empty) and the body's bytes as they came.
+pub async fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (Resp, Bytes) {
     tokio::time::timeout(T, async {
         let s = TcpStream::connect(addr).await.unwrap();
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
             .await
             .unwrap();
         tokio::spawn(conn);
-        let mut b = Request::get(path).header("host", "test.local");
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "test.local");
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -369,21 +388,31 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp
             .send_request(b.body(Empty::<Bytes>::new()).unwrap())
             .await
             .unwrap();
-        collect(r).await
+        collect_bytes(r).await
     })
     .await
     .expect("request timed out")
 }
 
-pub async fn collect(r: Response<Incoming>) -> Resp {
+/// A response with its body's bytes (`Resp::body` left empty).
+pub async fn collect_bytes(r: Response<Incoming>) -> (Resp, Bytes) {
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let body = r.into_body().collect().await.unwrap().to_bytes();
-    Resp {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    (
+        Resp {
+            status,
+            headers,
+            body: String::new(),
+        },
+        body,
+    )
+}
+
+pub async fn collect(r: Response<Incoming>) -> Resp {
+    let (mut resp, body) = collect_bytes(r).await;
+    resp.body = String::from_utf8_lossy(&body).into_owned();
+    resp
 }
 
 /// One HTTP/1.1 request with a body on a fresh connection.

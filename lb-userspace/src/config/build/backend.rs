@@ -143,6 +143,7 @@ impl Builder<'_> {
                 },
                 log_targets: st.log_targets.clone(),
                 log_health_checks: st.log_health_checks,
+                compression: self.http_only_compression(rp, path, st),
             },
             name_pos: name.span().start,
             path: path.to_string(),

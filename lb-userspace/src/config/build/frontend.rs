@@ -257,6 +257,7 @@ impl Builder<'_> {
                 log_targets: st.log_targets.clone(),
                 dontlognull: st.dontlognull,
                 stick_table,
+                compression: self.http_only_compression(rp, path, st),
             },
             name_pos: name.span().start,
             path: path.to_string(),

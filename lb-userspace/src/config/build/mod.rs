@@ -11,7 +11,7 @@ use serde_spanned::Spanned;
 
 use super::diag::{ConfigErrors, Diagnostic, Severity};
 use super::directives::{self as d, Args, RuleSide, TcpLine};
-use super::keys::{RawDataplane, RawGlobal};
+use super::keys::{RawCache, RawDataplane, RawGlobal};
 use super::keys::{RawProxy, Section as Kind, proxy_key};
 use super::model::*;
 use super::raw::{Item, List, RawFile, S, V};
@@ -23,6 +23,7 @@ use crate::acl::{AclSet, Condition};
 mod acl;
 mod announce;
 mod backend;
+mod cache;
 mod cross;
 mod dirs;
 mod frontend;
@@ -338,6 +339,7 @@ struct Inherit {
     default_backend: Option<(String, usize)>,
     max_header_bytes: usize,
     max_headers: usize,
+    compression: Option<Compression>,
 }
 
 impl Default for Inherit {
@@ -361,6 +363,7 @@ impl Default for Inherit {
             default_backend: None,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
+            compression: None,
         }
     }
 }
@@ -479,6 +482,8 @@ impl<'a> Builder<'a> {
             }
         }
 
+        let caches = self.caches(&raw.cache);
+
         let mut fes: Vec<FeDraft> = Vec::new();
         let mut bes: Vec<BeDraft> = Vec::new();
         for (kind, name, rp) in &sections {
@@ -496,6 +501,7 @@ impl<'a> Builder<'a> {
 
         self.cross_checks(&mut fes, &bes, dataplane.as_ref());
         self.check_stick_tables(&fes, &bes);
+        self.cache_refs(&fes, &bes, &caches);
         let announce = raw
             .announce
             .as_ref()
@@ -517,6 +523,7 @@ impl<'a> Builder<'a> {
             frontends: fes.into_iter().map(|f| f.fe).collect(),
             backends: bes.into_iter().map(|b| b.be).collect(),
             resolvers,
+            caches,
         }
     }
 }

@@ -85,6 +85,19 @@ impl Builder<'_> {
                 *slot = n;
             }
         }
+        if rp.compression.is_some() {
+            // A section's lines replace what defaults gave (HAProxy: one `comp` per proxy).
+            let mut c = Compression {
+                min_size: DEFAULT_COMPRESSION_MIN_SIZE,
+                ..Compression::default()
+            };
+            for (ipath, dir) in self.dirs(&rp.compression, path, "compression", LINE_ONLY, false) {
+                if let Err(p) = d::compression(&mut dir.args(), &mut c) {
+                    self.problem(p, &ipath);
+                }
+            }
+            out.compression = Some(c);
+        }
         for (ipath, dir) in self.dirs(&rp.option, path, "option", LINE_ONLY, false) {
             self.option(&dir, &ipath, &mut out);
         }

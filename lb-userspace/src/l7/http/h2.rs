@@ -135,11 +135,13 @@ pub(super) fn respond(
     mut guard: Guard,
 ) -> Response<RespBody> {
     let (parts, body) = resp.into_parts();
-    let parts = match a.client_head(parts.status, parts.headers, &mut guard, &counters) {
-        Ok(p) => p,
-        // Denied: the stream is reset as its body is dropped.
-        Err(denied) => return guarded(*denied, guard),
-    };
-    let body = RespBody::upstream(Src::H2(body), guard, counters, a.be.timeouts.server);
+    let (parts, filters) =
+        match a.client_head(parts.status, parts.headers, true, &mut guard, &counters) {
+            Ok(p) => p,
+            // Denied: the stream is reset as its body is dropped.
+            Err(denied) => return guarded(*denied, guard),
+        };
+    let body = RespBody::upstream(Src::H2(body), guard, counters, a.be.timeouts.server)
+        .with_filters(filters);
     Response::from_parts(parts, body)
 }

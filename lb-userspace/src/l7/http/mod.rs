@@ -12,6 +12,7 @@
 //!
 //! [`rules`] evaluates rule lists ([`rules::Flow`]); `http-after-response` wraps the whole.
 
+pub(crate) mod filter;
 mod forward;
 mod h1;
 mod h2;
@@ -56,6 +57,8 @@ pub enum HttpError {
     ServerTimeout,
     #[error("the server's sessions were shut down (shutdown sessions)")]
     Shutdown,
+    #[error(transparent)]
+    Filter(#[from] filter::FilterError),
 }
 
 static NOSRV: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("<NOSRV>"));
@@ -281,6 +284,12 @@ impl AclInput for ReqInput<'_> {
     fn vars(&self) -> Option<&dyn crate::acl::Vars> {
         Some(self)
     }
+    fn cache_hit(&self) -> Option<&str> {
+        self.head
+            .extensions
+            .get::<crate::l7::cache::HitMark>()
+            .map(|m| &*m.0)
+    }
 }
 
 /// Tracks one request until its response finishes (or it is abandoned): in-flight counts,
@@ -437,6 +446,10 @@ pub struct RespBody {
     h2_wait: Option<(Arc<ConnShared>, bool)>,
     /// `shutdown sessions` of the server, once the body first waits on it.
     stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Body filters (cache store, compression) over the bytes toward the client.
+    filters: filter::Chain,
+    /// Trailers held back while the filters' last bytes go out.
+    trailers: Option<Frame<Bytes>>,
 }
 
 impl Drop for RespBody {
@@ -460,7 +473,15 @@ impl RespBody {
             idle: IdleLimit::new(None),
             h2_wait: None,
             stop: None,
+            filters: filter::Chain::default(),
+            trailers: None,
         }
+    }
+
+    /// The body with `filters` over it.
+    pub(crate) fn with_filters(mut self, filters: filter::Chain) -> Self {
+        self.filters = filters;
+        self
     }
 
     /// True once the server's sessions are shut down (`shutdown sessions server`); waits on
@@ -508,6 +529,8 @@ impl RespBody {
             idle: IdleLimit::new(idle),
             h2_wait,
             stop: None,
+            filters: filter::Chain::default(),
+            trailers: None,
         };
         // Until hyper first asks for data (a window of 0 keeps it from asking).
         b.set_waiting(true);
@@ -524,6 +547,67 @@ impl Body for RespBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         let this = self.get_mut();
+        if this.filters.is_empty() {
+            return this.poll_src(cx);
+        }
+        // Through the filters: a chunk they keep back asks for the next one; their last
+        // bytes go before the trailers, if any.
+        loop {
+            if let Some(t) = this.trailers.take() {
+                return Poll::Ready(Some(Ok(t)));
+            }
+            if this.filters.ended() {
+                return Poll::Ready(None);
+            }
+            let out = match std::task::ready!(this.poll_src(cx)) {
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => this.filters.data(d),
+                    Err(trailers) => {
+                        this.trailers = Some(trailers);
+                        this.filters.end()
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => this.filters.end(),
+            };
+            match out {
+                Ok(b) if b.is_empty() => {}
+                Ok(b) => return Poll::Ready(Some(Ok(Frame::data(b)))),
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if !self.filters.ended() || self.trailers.is_some() {
+            return false;
+        }
+        match &self.src {
+            Src::Full(b) => b.is_none(),
+            Src::Up(b) => b.is_end_stream(),
+            Src::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if !self.filters.keeps_length() {
+            return SizeHint::new();
+        }
+        match &self.src {
+            Src::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Src::Full(None) => SizeHint::with_exact(0),
+            Src::Up(b) => b
+                .exact_len()
+                .map_or_else(SizeHint::new, SizeHint::with_exact),
+            Src::H2(b) => b.size_hint(),
+        }
+    }
+}
+
+impl RespBody {
+    /// The next frame of the source (the server's body, or lb's own), counted.
+    fn poll_src(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = self;
         match &mut this.src {
             Src::Full(b) => {
                 let r = b.take().map(|d| {
@@ -589,25 +673,6 @@ impl Body for RespBody {
                     }
                 }
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.src {
-            Src::Full(b) => b.is_none(),
-            Src::Up(b) => b.is_end_stream(),
-            Src::H2(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.src {
-            Src::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Src::Full(None) => SizeHint::with_exact(0),
-            Src::Up(b) => b
-                .exact_len()
-                .map_or_else(SizeHint::new, SizeHint::with_exact),
-            Src::H2(b) => b.size_hint(),
         }
     }
 }
@@ -757,6 +822,21 @@ fn after_response(
     if r.extensions().get::<ProtocolReject>().is_some() {
         return r;
     }
+    // A response from a cache: `res.cache_hit` and `res.cache_name` say so here too.
+    let with_hit;
+    let req = match r.extensions().get::<crate::l7::cache::HitMark>() {
+        Some(hit) => {
+            let mut c = Request::new(());
+            *c.method_mut() = req.method.clone();
+            *c.uri_mut() = req.uri.clone();
+            *c.version_mut() = req.version;
+            *c.headers_mut() = req.headers.clone();
+            c.extensions_mut().insert(hit.clone());
+            with_hit = c.into_parts().0;
+            &with_hit
+        }
+        None => req,
+    };
     let be = r.body().guard.as_ref().and_then(|g| g.be.clone());
     let (mut parts, body) = r.into_parts();
     let none: &[ResponseRule] = &[];
@@ -768,6 +848,7 @@ fn after_response(
         status: &mut parts.status,
         headers: &mut parts.headers,
         reason: None,
+        store: None,
     };
     let rc = RuleCtx {
         ctx,

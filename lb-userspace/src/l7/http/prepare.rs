@@ -8,6 +8,7 @@ use http::Request;
 use http::header::{self, HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
+use super::respond::{self, Responding};
 use super::rules::{self, Flow, RuleCtx};
 use super::{
     ConnCtx, Guard, HandleFuture, NOSRV, ReqInput, done, error_page, forward, guarded,
@@ -15,7 +16,8 @@ use super::{
 };
 use crate::l7::h1::body::ReqBody;
 use crate::l7::log::LogRecord;
-use crate::l7::runtime::FrontendRt;
+use crate::l7::runtime::{BackendRt, FrontendRt};
+use crate::l7::{cache, compress};
 
 /// Stage 1 of a request: the limits, the frontend's rules, the backend choice and the
 /// backend's rules; what passes goes on to [`forward`] (boxed).
@@ -153,9 +155,69 @@ pub(super) fn prepare(
         return done(guarded(*r, guard));
     }
 
+    // `cache-use`: a fresh entry answers here; a URL another request is filling waits.
+    let mut busy = None;
+    if let Some(cache::UseMark(c)) = head.extensions.remove::<cache::UseMark>() {
+        if !cache::lookupable(&head) {
+            cache::bypass(&c, &mut head);
+        } else {
+            match cache::lookup(&c, &mut head, true) {
+                Ok(Some(e)) => return done(hit(&ctx, &fe, &be, head, &c, &e, guard)),
+                Ok(None) => {}
+                Err(fill) => busy = Some((c, fill)),
+            }
+        }
+    }
+
     futures_util::future::Either::Right(Box::pin(async move {
+        if let Some((c, fill)) = busy {
+            fill.wait(be.timeouts.server.unwrap_or(FILL_WAIT)).await;
+            if let Ok(Some(e)) = cache::lookup(&c, &mut head, false) {
+                return Ok(hit(&ctx, &fe, &be, head, &c, &e, guard));
+            }
+        }
+        negotiate(&fe, &be, &mut head);
         Ok(forward::forward(ctx, fe, be, head, body, guard).await)
     }))
+}
+
+/// A cache hit's response (`res.cache_hit` true for the response rules).
+fn hit(
+    ctx: &ConnCtx,
+    fe: &FrontendRt,
+    be: &BackendRt,
+    mut head: http::request::Parts,
+    c: &cache::Cache,
+    e: &cache::store::Entry,
+    guard: Guard,
+) -> http::Response<super::RespBody> {
+    negotiate(fe, be, &mut head);
+    head.extensions.insert(cache::HitMark(c.name.clone()));
+    let r = Responding {
+        fe,
+        be,
+        req: &head,
+        ctx,
+    };
+    respond::from_cache(&r, e, guard)
+}
+
+/// How long a miss waits for another request's fill of the URL without `timeout server`.
+const FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `compression`: the algorithm for the response, chosen from the request (once the
+/// request rules ran, as HAProxy's filter sees it); with `offload` the server does not
+/// see Accept-Encoding.
+fn negotiate(fe: &FrontendRt, be: &BackendRt, head: &mut http::request::Parts) {
+    let s = compress::Settings {
+        fe: fe.compression.as_ref(),
+        be: be.compression.as_ref(),
+    };
+    if s.any()
+        && let Some(a) = compress::negotiate(s, &mut head.headers)
+    {
+        head.extensions.insert(compress::Negotiated(a));
+    }
 }
 
 /// What the Host fields of a request say.

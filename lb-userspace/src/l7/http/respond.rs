@@ -9,12 +9,14 @@ use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 
+use super::filter::Chain;
 use super::rules::{self, Flow, ResponseEdit, RuleCtx};
 use super::{ConnCtx, Guard, RespBody, Src, error_page, guarded};
 use crate::l7::h1::conn::ClientUpgrade;
 use crate::l7::runtime::{BackendRt, FrontendRt, ServerRt};
-use crate::l7::upstream::codec::{self, ResponseHead};
+use crate::l7::upstream::codec::{self, RespFraming, ResponseHead};
 use crate::l7::upstream::{CountersRef, ResponseBody, UpConn};
+use crate::l7::{cache, compress};
 
 /// What a server's response is answered in: the request and where it went.
 pub(super) struct Answering<'a> {
@@ -54,21 +56,56 @@ pub(super) fn respond(
 
 impl Answering<'_> {
     /// The client's response head from the server's: `http-response` rules applied, the
-    /// persistence cookie added, the final status counted and logged. `Err(page)`: a rule
-    /// denied the response; the client gets that error page instead.
+    /// persistence cookie added, the final status counted and logged, and the body filters
+    /// (the cache's store, compression) it gets. `framed`: the body's end is known
+    /// (not read until the server closes). `Err(page)`: a rule denied the response; the
+    /// client gets that error page instead.
     pub(super) fn client_head(
+        &self,
+        status: StatusCode,
+        headers: HeaderMap,
+        framed: bool,
+        guard: &mut Guard,
+        counters: &CountersRef,
+    ) -> Result<(http::response::Parts, Chain), Box<Response<RespBody>>> {
+        let cookie = self.insert_cookie.then_some(&**self.srv);
+        let r = Responding {
+            fe: self.fe,
+            be: self.be,
+            req: self.req,
+            ctx: self.ctx,
+        };
+        r.head(status, headers, framed, cookie, guard, Some(counters))
+    }
+}
+
+/// A response head on its way to the client, from a server or from a cache.
+pub(super) struct Responding<'a> {
+    pub fe: &'a FrontendRt,
+    pub be: &'a BackendRt,
+    pub req: &'a http::request::Parts,
+    pub ctx: &'a ConnCtx,
+}
+
+impl Responding<'_> {
+    /// See [`Answering::client_head`]; `cookie`: the server the persistence cookie names.
+    fn head(
         &self,
         mut status: StatusCode,
         mut headers: HeaderMap,
+        framed: bool,
+        cookie: Option<&ServerRt>,
         guard: &mut Guard,
-        counters: &CountersRef,
-    ) -> Result<http::response::Parts, Box<Response<RespBody>>> {
+        counters: Option<&CountersRef>,
+    ) -> Result<(http::response::Parts, Chain), Box<Response<RespBody>>> {
         let mut reason = None;
+        let mut store = None;
         if !self.be.response_rules.is_empty() || !self.fe.response_rules.is_empty() {
             let mut res = ResponseEdit {
                 status: &mut status,
                 headers: &mut headers,
                 reason: None,
+                store: None,
             };
             let lists = [&self.be.response_rules[..], &self.fe.response_rules[..]];
             let rc = RuleCtx {
@@ -80,24 +117,80 @@ impl Answering<'_> {
                 return Err(denied);
             }
             reason = res.reason;
+            store = res.store;
         }
         guard.status(status.as_u16());
-        if self.insert_cookie {
-            add_persistence_cookie(self.be, self.srv, &self.req.method, status, &mut headers);
+        if let Some(srv) = cookie {
+            add_persistence_cookie(self.be, srv, &self.req.method, status, &mut headers);
+        }
+        let mut chain = Chain::default();
+        if let Some(s) = store {
+            chain.push(Box::new(s));
+        }
+        let settings = compress::Settings {
+            fe: self.fe.compression.as_ref(),
+            be: self.be.compression.as_ref(),
+        };
+        if settings.any() {
+            let facts = compress::ResponseFacts {
+                method: &self.req.method,
+                req_version: self.req.version,
+                status,
+                framed,
+            };
+            let algo = self
+                .req
+                .extensions
+                .get::<compress::Negotiated>()
+                .map(|n| n.0);
+            if let Some(enc) = compress::response(settings, algo, &facts, &mut headers) {
+                chain.push(Box::new(enc));
+            }
         }
         // The head counts in `bytes_out` as HAProxy counts it (status line, fields, the
         // empty line; the body is counted as it goes).
-        let line = "HTTP/1.1 200 \r\n".len() + status.canonical_reason().map_or(0, str::len);
-        counters.add_out((line + codec::fields_len(&headers) + 2) as u64);
+        if let Some(counters) = counters {
+            let line = "HTTP/1.1 200 \r\n".len() + status.canonical_reason().map_or(0, str::len);
+            counters.add_out((line + codec::fields_len(&headers) + 2) as u64);
+        }
         let mut r = Response::new(());
         *r.status_mut() = status;
         *r.headers_mut() = headers;
         if let Some(reason) = reason {
             r.extensions_mut().insert(reason);
         }
-        Ok(r.into_parts().0)
+        Ok((r.into_parts().0, chain))
     }
 }
+
+/// The client's response from a cache entry: the entry's head (with `Age`, or a 304, see
+/// [`cache::hit_response`]) through the response rules (`res.cache_hit` true) and
+/// compression, as HAProxy answers from its cache; logged with the server `<CACHE>`.
+pub(super) fn from_cache(
+    r: &Responding<'_>,
+    entry: &cache::store::Entry,
+    mut guard: Guard,
+) -> Response<RespBody> {
+    let (status, headers, body) = cache::hit_response(entry, r.req);
+    if let Some(l) = &mut guard.log {
+        l.server = CACHE_SERVER.clone();
+    }
+    match r.head(status, headers, true, None, &mut guard, None) {
+        Ok((mut parts, chain)) => {
+            // (For http-after-response, which sees a copy of the request.)
+            if let Some(m) = r.req.extensions.get::<cache::HitMark>() {
+                parts.extensions.insert(m.clone());
+            }
+            let mut body = RespBody::full(body, None).with_filters(chain);
+            body.guard = Some(guard);
+            Response::from_parts(parts, body)
+        }
+        Err(denied) => guarded(*denied, guard),
+    }
+}
+
+static CACHE_SERVER: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| Arc::from("<CACHE>"));
 
 /// `cookie NAME insert`: names the server that answered (`NAME=value; path=/`), marked
 /// private for caches under `nocache` when the response is cacheable.
@@ -137,13 +230,15 @@ fn respond_h1(
     // (The codec already left out the connection-specific fields.)
     let ResponseHead {
         status,
+        version,
         headers,
         framing,
         keep_alive,
         tunnel: is_tunnel,
-        ..
     } = head;
-    let parts = match a.client_head(status, headers, &mut guard, &counters) {
+    let framed =
+        !is_tunnel && !matches!(framing, RespFraming::Close) && version >= http::Version::HTTP_11;
+    let (parts, filters) = match a.client_head(status, headers, framed, &mut guard, &counters) {
         Ok(p) => p,
         // Denied: the server connection is closed, not pooled, as it is dropped.
         Err(denied) => return guarded(*denied, guard),
@@ -154,7 +249,8 @@ fn respond_h1(
     }
     let keep_alive = keep_alive && a.srv.send_proxy.is_none();
     let body = ResponseBody::new(up, framing, keep_alive, complete, a.srv.pool.clone());
-    let body = RespBody::upstream(Src::Up(body), guard, counters, a.be.timeouts.server);
+    let body = RespBody::upstream(Src::Up(body), guard, counters, a.be.timeouts.server)
+        .with_filters(filters);
     Response::from_parts(parts, body)
 }
 

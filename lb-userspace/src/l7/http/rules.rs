@@ -235,6 +235,11 @@ pub(super) fn request_rules(
                 let u = expand(f, &rc.input(head));
                 http::Uri::try_from(u).ok().map(|u| head.uri = u)
             }
+            // Looked up once the request rules are done (the last one matched wins).
+            RequestAction::CacheUse(c) => {
+                head.extensions.insert(crate::l7::cache::UseMark(c.clone()));
+                Some(())
+            }
         };
         if rewritten.is_none() {
             return rc.stop(500);
@@ -421,6 +426,8 @@ pub(super) struct ResponseEdit<'a> {
     pub status: &'a mut StatusCode,
     pub headers: &'a mut HeaderMap,
     pub reason: Option<hyper::ext::ReasonPhrase>,
+    /// `cache-store`: the store of this response (its head as the rule saw it).
+    pub store: Option<crate::l7::cache::StoreFilter>,
 }
 
 /// Evaluates response rules (`http-response` on a server's response, `http-after-response`
@@ -456,6 +463,11 @@ pub(super) fn response_rules(
                     *res.status = *code;
                     res.reason = reason.clone();
                 }
+                ResponseAction::CacheStore(c) => {
+                    if res.store.is_none() {
+                        res.store = crate::l7::cache::store(c, head, *res.status, res.headers);
+                    }
+                }
             }
         }
     }
@@ -484,12 +496,7 @@ fn redirect_location(
         RedirectKind::Scheme => {
             out.extend_from_slice(target);
             out.extend_from_slice(b"://");
-            let host = head
-                .headers
-                .get(header::HOST)
-                .map(|h| h.as_bytes())
-                .or_else(|| head.uri.authority().map(|a| a.as_str().as_bytes()))
-                .unwrap_or(b"");
+            let host = crate::l7::cache::host_of(head);
             // Changing scheme drops an explicit default port of the old one.
             let host = match (
                 ctx.tls.is_some(),
