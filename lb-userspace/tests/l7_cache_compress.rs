@@ -199,12 +199,9 @@ async fn get_h2_bytes(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
                 .await
                 .unwrap();
         tokio::spawn(conn);
-        let mut b = Request::get(format!("http://test.local{path}"));
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
+        let uri = format!("http://test.local{path}");
         let r = tx
-            .send_request(b.body(Empty::<Bytes>::new()).unwrap())
+            .send_request(empty_request(Request::builder(), "GET", &uri, headers))
             .await
             .unwrap();
         collect_bytes(r).await

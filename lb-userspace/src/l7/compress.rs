@@ -319,29 +319,16 @@ impl Encoder {
     }
 
     fn write_flush(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        match self {
-            Encoder::Gzip(e) => {
-                e.write_all(chunk)?;
-                e.flush()
-            }
-            Encoder::Deflate(e) => {
-                e.write_all(chunk)?;
-                e.flush()
-            }
-            Encoder::RawDeflate(e) => {
-                e.write_all(chunk)?;
-                e.flush()
-            }
-            Encoder::Br(e) => {
-                e.write_all(chunk)?;
-                e.flush()
-            }
-            Encoder::Zstd(e) => {
-                e.write_all(chunk)?;
-                e.flush()
-            }
-            Encoder::Identity | Encoder::Done => Ok(()),
-        }
+        let w: &mut dyn Write = match self {
+            Encoder::Gzip(e) => e,
+            Encoder::Deflate(e) => e,
+            Encoder::RawDeflate(e) => e,
+            Encoder::Br(e) => e.as_mut(),
+            Encoder::Zstd(e) => e,
+            Encoder::Identity | Encoder::Done => return Ok(()),
+        };
+        w.write_all(chunk)?;
+        w.flush()
     }
 }
 
@@ -377,6 +364,7 @@ impl BodyFilter for Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::l7::http::test_headers as res;
     use std::io::Read;
 
     fn comp(algos: &[CompAlgo], types: &[&str], offload: bool) -> Compression {
@@ -468,14 +456,6 @@ mod tests {
             status: StatusCode::from_u16(status).expect("status"),
             framed: true,
         }
-    }
-
-    fn res(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_static(v));
-        }
-        h
     }
 
     #[test]

@@ -377,21 +377,29 @@ pub async fn request_bytes(
             .await
             .unwrap();
         tokio::spawn(conn);
-        let mut b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "test.local");
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
+        let b = Request::builder().header("host", "test.local");
         let r = tx
-            .send_request(b.body(Empty::<Bytes>::new()).unwrap())
+            .send_request(empty_request(b, method, path, headers))
             .await
             .unwrap();
         collect_bytes(r).await
     })
     .await
     .expect("request timed out")
+}
+
+/// `b` as a `method` request for `uri` with `headers` added and no body.
+pub fn empty_request(
+    mut b: hyper::http::request::Builder,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> Request<Empty<Bytes>> {
+    b = b.method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Empty::<Bytes>::new()).unwrap()
 }
 
 /// A response with its body's bytes (`Resp::body` left empty).

@@ -548,6 +548,7 @@ pub fn store(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::l7::http::test_headers as h;
 
     fn spec(process_vary: bool) -> CacheSpec {
         CacheSpec {
@@ -566,14 +567,6 @@ mod tests {
             b = b.header(*k, *v);
         }
         b.body(()).expect("req").into_parts().0
-    }
-
-    fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(*k, HeaderValue::from_static(v));
-        }
-        m
     }
 
     #[test]

@@ -862,3 +862,13 @@ fn after_response(
     }
     Response::from_parts(parts, body)
 }
+
+/// A header map of `pairs`, in order (for the unit tests of the stages).
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(*k, HeaderValue::from_static(v));
+    }
+    h
+}

@@ -279,6 +279,7 @@ fn same_authority(scheme: Option<&str>, authority: &[u8], host: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::l7::http::test_headers as headers;
 
     #[test]
     fn authority_and_host_compare_like_haproxy() {
@@ -298,14 +299,6 @@ mod tests {
         ));
         assert!(!same_authority(http, b"a.example:8080", b"a.example"));
         assert!(!same_authority(http, b"a.example", b"b.example"));
-    }
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_static(v));
-        }
-        h
     }
 
     /// As HAProxy 2.6.12 answers (checked by the differential test).
