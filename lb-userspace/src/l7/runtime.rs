@@ -383,6 +383,14 @@ struct Compiler<'a> {
 /// The caches of a generation, by name.
 pub type Caches = HashMap<String, Arc<crate::l7::cache::Cache>>;
 
+/// What a generation's sections share: stick tables, caches and `proc.*` variables.
+#[derive(Clone, Copy)]
+struct Stores<'a> {
+    tables: &'a Arc<Tables>,
+    caches: &'a Caches,
+    proc_vars: &'a Arc<ProcVars>,
+}
+
 impl Compiler<'_> {
     fn err(&self, v: &str, e: &dyn std::fmt::Display) -> RuntimeError {
         RuntimeError::Header {
@@ -587,15 +595,14 @@ type SectionRules = (Vec<RequestRule>, Vec<ResponseRule>, Vec<ResponseRule>);
 fn section_rules(
     section: &str,
     own: &str,
-    tables: &Tables,
-    caches: &Caches,
+    stores: Stores<'_>,
     lists: [&[HttpRule]; 3],
 ) -> Result<SectionRules, RuntimeError> {
     let c = Compiler {
         section,
-        tables,
+        tables: stores.tables,
         own,
-        caches,
+        caches: stores.caches,
     };
     Ok((
         compile_rules(&c, lists[0], |c, a| c.request(a))?,
@@ -1015,16 +1022,15 @@ impl States<'_> {
 fn build_backend(
     b: &Backend,
     states: &States<'_>,
-    tables: &Tables,
-    caches: &Caches,
+    stores: Stores<'_>,
     old: Option<&Runtime>,
 ) -> Result<Arc<BackendRt>, RuntimeError> {
     let section = format!("backend {}", b.name);
+    let tables = stores.tables;
     let (rules, response_rules, after_rules) = section_rules(
         &section,
         &b.name,
-        tables,
-        caches,
+        stores,
         [&b.http_request, &b.http_response, &b.http_after_response],
     )?;
     let state = match states.backend(&b.name) {
@@ -1135,18 +1141,16 @@ fn build_frontend(
     backends: &Arc<HashMap<String, Arc<BackendRt>>>,
     states: &States<'_>,
     log_format: LogFormat,
-    tables: &Arc<Tables>,
+    stores: Stores<'_>,
     process_limit: &Option<ConnLimit>,
-    proc_vars: &Arc<ProcVars>,
-    caches: &Caches,
     old: Option<&Runtime>,
 ) -> Result<Arc<FrontendRt>, RuntimeError> {
     let section = format!("frontend {}", f.name);
+    let tables = stores.tables;
     let (rules, response_rules, after_rules) = section_rules(
         &section,
         &f.name,
-        tables,
-        caches,
+        stores,
         [&f.http_request, &f.http_response, &f.http_after_response],
     )?;
     let lookup = |name: &str| {
@@ -1214,7 +1218,7 @@ fn build_frontend(
         stats: f.stats.clone(),
         table: tables.get(&f.name).cloned(),
         tables: tables.clone(),
-        proc_vars: proc_vars.clone(),
+        proc_vars: stores.proc_vars.clone(),
         compression: f.compression.clone(),
         log: f.log,
         log_format,
@@ -1265,11 +1269,13 @@ pub fn build(
         })
         .collect();
     let mut backends = HashMap::new();
+    let stores = Stores {
+        tables: &tables,
+        caches: &caches,
+        proc_vars: &proc_vars,
+    };
     for b in &config.backends {
-        backends.insert(
-            b.name.clone(),
-            build_backend(b, &states, &tables, &caches, old)?,
-        );
+        backends.insert(b.name.clone(), build_backend(b, &states, stores, old)?);
     }
     let backends = Arc::new(backends);
     let process_limit = ConnLimit::keep_or_new(
@@ -1289,10 +1295,8 @@ pub fn build(
                 &backends,
                 &states,
                 config.global.log_format,
-                &tables,
+                stores,
                 &process_limit,
-                &proc_vars,
-                &caches,
                 old,
             )?,
         );
