@@ -22,6 +22,7 @@ pub mod ebpf_object;
 pub mod health;
 pub mod l7;
 pub mod logging;
+pub mod process;
 pub mod proxy_protocol;
 pub mod runtime;
 pub mod state;

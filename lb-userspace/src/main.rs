@@ -127,6 +127,14 @@ fn run(path: PathBuf, keep_dataplane: bool) -> ExitCode {
     for w in &warnings {
         tracing::warn!("{w}");
     }
+    // `ulimit-n`: before any socket or thread exists.
+    if let Some(n) = config.global.process.ulimit_n
+        && let Err(e) = lb::process::set_nofile(n)
+    {
+        tracing::error!("{e}");
+        eprintln!("lb: {e}");
+        return ExitCode::FAILURE;
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(n) = config.global.threads {

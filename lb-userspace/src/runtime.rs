@@ -23,8 +23,6 @@ use crate::health::{HealthError, HealthHandle, sync_registry};
 use crate::l7::{L7, L7Error, L7Handle};
 use crate::state::Registry;
 
-/// How long SIGTERM waits for L7 connections to finish.
-const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// How often the host's own addresses are re-read for the XDP tier's local-address set.
 const LOCAL_ADDRS_EVERY: Duration = Duration::from_secs(30);
 
@@ -43,6 +41,13 @@ pub enum RunError {
     Announce(#[from] crate::announce::AnnounceError),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("{0}")]
+    Process(#[from] crate::process::ProcessError),
+    #[error(
+        "[global] user/group with [announce]: announcing runs ip(8), which needs CAP_NET_ADMIN, \
+         and lb drops every capability when it changes user"
+    )]
+    AnnounceUnprivileged,
 }
 
 /// `lb run` options.
@@ -105,6 +110,12 @@ fn restart_change(old: &Config, new: &Config) -> Option<&'static str> {
     }
     if old.global.stats_sockets != new.global.stats_sockets {
         return Some("[global] stats_socket");
+    }
+    let (o, n) = (&old.global.process, &new.global.process);
+    if (&o.user, &o.group, &o.chroot, &o.pidfile, o.ulimit_n)
+        != (&n.user, &n.group, &n.chroot, &n.pidfile, n.ulimit_n)
+    {
+        return Some("[global] user, group, chroot, pidfile or ulimit_n");
     }
     match (&old.dataplane, &new.dataplane) {
         (None, None) => None,
@@ -209,6 +220,11 @@ impl Live {
 
 /// Runs lb until SIGTERM or SIGINT.
 pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
+    // Looked up before anything starts, so a missing user stops lb at once.
+    let identity = crate::process::identity(&config.global.process)?;
+    if identity.is_some() && config.announce.is_some() {
+        return Err(RunError::AnnounceUnprivileged);
+    }
     let discovery = Discovery::start(&config, None);
     let base = ArcSwap::from_pointee(config.clone());
     let config = Arc::new(config);
@@ -309,6 +325,23 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         .map(|sock| StatsSocketServer::bind(sock, ctx.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     let admin = AdminServer::start(&config.global, ctx).await?;
+    // Everything is bound and loaded: the pidfile, then chroot and the identity change.
+    let pidfile = config
+        .global
+        .process
+        .pidfile
+        .as_deref()
+        .map(crate::process::Pidfile::create)
+        .transpose()?;
+    let pin_dirs: Vec<PathBuf> = config
+        .dataplane
+        .iter()
+        .map(|d| d.pin_path.clone())
+        .collect();
+    crate::process::confine(config.global.process.chroot.as_deref(), identity, &pin_dirs)?;
+    if let Some(id) = identity {
+        tracing::info!("running as uid {} gid {}", id.uid, id.gid);
+    }
 
     let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
@@ -335,13 +368,20 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     }
     let _ = stop_announce.send(true);
     let _ = announce.await;
+    // `hard-stop-after`: how long open connections may take to finish.
+    let grace = live.config.load().global.process.hard_stop_after;
     tracing::info!(
-        "stopping: draining L7 connections (up to {} s)",
-        DRAIN_GRACE.as_secs()
+        "stopping: draining L7 connections (up to {} ms)",
+        grace.as_millis()
     );
     admin.shutdown();
     drop(stats_sockets);
-    live.l7.shutdown(DRAIN_GRACE).await;
+    if !live.l7.shutdown(grace).await {
+        tracing::info!(
+            "connections still open after {} ms are closed",
+            grace.as_millis()
+        );
+    }
     health.stop();
     if let Some(x) = &live.xdp {
         let _ = x.stop_follow.send(true);
@@ -351,6 +391,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             tracing::error!("detaching XDP: {e}");
         }
     }
+    drop(pidfile);
     Ok(())
 }
 
@@ -406,6 +447,22 @@ mod tests {
         assert_eq!(
             restart_change(&base, &cfg("threads = 2\nstats_socket = \"/run/lb.sock\"")),
             Some("[global] stats_socket")
+        );
+        assert_eq!(
+            restart_change(&base, &cfg("threads = 2\nuser = \"nobody\"")),
+            Some("[global] user, group, chroot, pidfile or ulimit_n")
+        );
+        assert_eq!(
+            restart_change(&base, &cfg("threads = 2\nulimit_n = 4096")),
+            Some("[global] user, group, chroot, pidfile or ulimit_n")
+        );
+        assert_eq!(
+            restart_change(
+                &base,
+                &cfg("threads = 2\nmaxconn = 10\nhard_stop_after = \"1s\"")
+            ),
+            None,
+            "maxconn and hard_stop_after reload"
         );
         assert_eq!(
             restart_change(&base, &cfg("threads = 2\nlog_format = \"json\"")),

@@ -205,3 +205,51 @@ fn draining_a_server_keeps_its_connection_and_sends_new_ones_elsewhere() {
     }
     assert!(back > 0, "{who} takes new connections again after ready");
 }
+
+/// `[global] user`: lb loads and attaches XDP as root, then runs as `nobody` with no
+/// capability left; the maps it opened at start still take writes (a drain moves new
+/// connections away from the server), and at exit it still detaches XDP.
+#[test]
+fn xdp_keeps_following_server_state_after_the_change_to_nobody() {
+    require_root!();
+    let env = L4Env::new(3).expect("lab");
+    let sources = env.lab.add_client_sources(30).expect("sources");
+    let text = env
+        .config(3)
+        .replacen("[global]\n", "[global]\nuser = \"nobody\"\n", 1);
+    let path = env.write_config(&text).expect("config");
+    let lb = LbProcess::start(
+        &env.lab.lb,
+        &path,
+        lb_tests::l4env::ADMIN.parse().expect("admin"),
+        &[],
+    )
+    .expect("lb run");
+    let pid = lb.child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert!(
+        status.contains("Uid:\t65534\t65534\t65534\t65534"),
+        "{status}"
+    );
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    let (_conn, who) = env.connect(None, vip()).expect("connect through XDP");
+    let (code, body) = lb
+        .request("POST", &format!("/api/server/pool4/{who}/state"), "drain")
+        .expect("set drain");
+    assert_eq!(code, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(1000));
+    for src in &sources {
+        let (_c, got) = env.connect(Some(*src), vip()).expect("connect");
+        assert_ne!(
+            got,
+            who,
+            "a drained server got a new connection:\n{}",
+            lb.log_text()
+        );
+    }
+    let log = lb.log.clone();
+    let st = lb.stop();
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(st.is_some_and(|s| s.success()), "{text}");
+    assert!(!text.contains("detaching XDP"), "{text}");
+}

@@ -110,6 +110,7 @@ fn config(pin: PathBuf) -> Config {
             hash_seed: SEED,
             ssl_cache_size: lb::config::DEFAULT_SSL_CACHE_SIZE,
             maxconn: None,
+            process: Default::default(),
         },
         dataplane: Some(CfgDataplane {
             interfaces: vec!["eth0".into(), "eth1".into(), "eth2".into()],

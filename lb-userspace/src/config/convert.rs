@@ -1070,8 +1070,31 @@ impl Converter<'_> {
             "stats" => self.unsupported(n, words[0].col, raw, "only `stats socket` converts (`stats_socket`); lb's HTTP admin API is `[global] admin`"),
             "cpu-map" => self.cpu_map(n, raw, words, comment),
             "log" => self.log_line(n, raw, words, comment, false),
-            "daemon" | "user" | "group" | "uid" | "gid" | "chroot" | "pidfile" | "master-worker" | "nbproc" => {
+            "daemon" => self.note(format!(
+                "haproxy.cfg line {n}: `daemon` needs no key: lb runs in the foreground and systemd (packaging/lb.service) runs it in the background"
+            )),
+            "master-worker" | "nbproc" => {
                 self.unsupported(n, words[0].col, raw, &format!("`{kw}`: lb runs in the foreground under a service manager"))
+            }
+            "user" | "group" | "chroot" | "pidfile" | "hard-stop-after" | "uid" | "gid" | "ulimit-n" => {
+                let key = kw.replace('-', "_");
+                let arg = words.get(1).map(|w| w.text.as_str()).filter(|_| words.len() == 2);
+                let value = match (kw, arg) {
+                    (_, None) => None,
+                    ("uid" | "gid", Some(a)) => a.parse::<u32>().ok().map(|v| v.to_string()),
+                    ("ulimit-n", Some(a)) => a.parse::<u32>().ok().filter(|&v| v > 0).map(|v| v.to_string()),
+                    ("hard-stop-after", Some(a)) => d::parse_duration(a).ok().map(|_| toml_str(a)),
+                    ("chroot" | "pidfile", Some(a)) => a.starts_with('/').then(|| toml_str(a)),
+                    (_, Some(a)) => Some(toml_str(a)),
+                };
+                match value {
+                    Some(v) => {
+                        if let Some(s) = self.cur() {
+                            s.push(&key, v, comment, false);
+                        }
+                    }
+                    None => self.unsupported(n, words[0].col, raw, &format!("`{kw}` needs one valid argument")),
+                }
             }
             _ if keys::known_global_keywords().any(|k| k == kw) || kw.starts_with("tune.") || kw.starts_with("ssl-") => {
                 self.unsupported(n, words[0].col, raw, &format!("global `{kw}` is not supported"))

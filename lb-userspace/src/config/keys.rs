@@ -207,6 +207,14 @@ section_keys! {
     hash_seed: Spanned<i64>, [];
     ssl_cache_size: Spanned<i64>, ["tune.ssl.cachesize"];
     maxconn: Spanned<i64>, ["maxconn"];
+    user: S, ["user"];
+    uid: Spanned<i64>, ["uid"];
+    group: S, ["group"];
+    gid: Spanned<i64>, ["gid"];
+    chroot: S, ["chroot"];
+    pidfile: S, ["pidfile"];
+    ulimit_n: Spanned<i64>, ["ulimit-n"];
+    hard_stop_after: S, ["hard-stop-after"];
 }
 
 section_keys! {
@@ -345,12 +353,6 @@ pub const HAPROXY_PROXY_UNSUPPORTED: &[&str] = &[
 /// it converts are in [`GLOBAL_KEYS`].
 pub const HAPROXY_GLOBAL_KNOWN: &[&str] = &[
     "daemon",
-    "user",
-    "group",
-    "uid",
-    "gid",
-    "chroot",
-    "pidfile",
     "nbproc",
     "log-send-hostname",
     "log-tag",
@@ -369,7 +371,6 @@ pub const HAPROXY_GLOBAL_KNOWN: &[&str] = &[
     "tune.maxrewrite",
     "node",
     "description",
-    "hard-stop-after",
     "quiet",
     "zero-warning",
     "server-state-file",
@@ -378,7 +379,6 @@ pub const HAPROXY_GLOBAL_KNOWN: &[&str] = &[
     "h1-case-adjust",
     "maxsslconn",
     "maxconnrate",
-    "ulimit-n",
     "setenv",
     "presetenv",
     "unsetenv",

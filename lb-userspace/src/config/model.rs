@@ -130,6 +130,50 @@ pub struct Global {
     /// HAProxy's global `maxconn`: concurrent client connections over every userspace
     /// listener; at the limit lb stops accepting. `None` = unlimited.
     pub maxconn: Option<u32>,
+    /// HAProxy's process settings: identity, chroot, pidfile, `ulimit-n`,
+    /// `hard-stop-after`.
+    pub process: Process,
+}
+
+/// A user or group: by name (looked up when `lb run` starts) or by number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ident {
+    Name(String),
+    Id(u32),
+}
+
+/// `[global]` process settings (HAProxy's `user`/`uid`, `group`/`gid`, `chroot`,
+/// `pidfile`, `ulimit-n`, `hard-stop-after`). `lb run` applies them; see `crate::process`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Run as this user once listeners are bound and XDP is loaded.
+    pub user: Option<Ident>,
+    /// Run with this group (default: the user's primary group).
+    pub group: Option<Ident>,
+    /// `chroot` into this directory after loading.
+    pub chroot: Option<PathBuf>,
+    /// Written with lb's PID at start, removed at exit.
+    pub pidfile: Option<PathBuf>,
+    /// The open-files limit (soft and hard) set at start.
+    pub ulimit_n: Option<u64>,
+    /// On SIGTERM, connections still open after this are closed.
+    pub hard_stop_after: std::time::Duration,
+}
+
+/// lb's drain limit without `hard_stop_after`.
+pub const DEFAULT_HARD_STOP_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Default for Process {
+    fn default() -> Self {
+        Process {
+            user: None,
+            group: None,
+            chroot: None,
+            pidfile: None,
+            ulimit_n: None,
+            hard_stop_after: DEFAULT_HARD_STOP_AFTER,
+        }
+    }
 }
 
 /// `stats socket PATH [mode OCTAL] [level user|operator|admin]` (HAProxy's).

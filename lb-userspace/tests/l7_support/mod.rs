@@ -290,6 +290,7 @@ pub fn config(frontends: Vec<Frontend>, backends: Vec<Backend>) -> Config {
             hash_seed: 0,
             ssl_cache_size: lb::config::DEFAULT_SSL_CACHE_SIZE,
             maxconn: None,
+            process: Default::default(),
         },
         dataplane: None,
         announce: None,

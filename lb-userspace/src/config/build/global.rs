@@ -19,6 +19,7 @@ impl Builder<'_> {
             hash_seed: DEFAULT_HASH_SEED,
             ssl_cache_size: DEFAULT_SSL_CACHE_SIZE,
             maxconn: None,
+            process: Process::default(),
         };
         let Some(g) = g else { return out };
         let g = g.get_ref();
@@ -140,6 +141,83 @@ impl Builder<'_> {
         }
         if let Some(n) = self.int_in(&g.maxconn, "global.maxconn", 1..=u32::MAX) {
             out.maxconn = Some(n);
+        }
+        out.process = self.process(g);
+        out
+    }
+
+    /// `user`/`uid`, `group`/`gid`, `chroot`, `pidfile`, `ulimit_n`, `hard_stop_after`.
+    fn process(&mut self, g: &RawGlobal) -> Process {
+        let mut out = Process::default();
+        for (name, id, what) in [(&g.user, &g.uid, "user"), (&g.group, &g.gid, "group")] {
+            let idkey = if what == "user" { "uid" } else { "gid" };
+            let ident = match (name, id) {
+                (Some(n), Some(i)) => {
+                    self.err(
+                        i.span().start,
+                        &format!("global.{idkey}"),
+                        format!("set `{what}` or `{idkey}`, not both"),
+                    );
+                    let _ = n;
+                    None
+                }
+                (Some(n), None) if n.get_ref().trim().is_empty() => {
+                    self.err(
+                        n.span().start,
+                        &format!("global.{what}"),
+                        format!("`{what}` is empty"),
+                    );
+                    None
+                }
+                (Some(n), None) => Some(Ident::Name(n.get_ref().trim().to_owned())),
+                (None, Some(_)) => self
+                    .int_in(id, &format!("global.{idkey}"), 0..=u32::MAX - 1)
+                    .map(Ident::Id),
+                (None, None) => None,
+            };
+            if let Some(Ident::Name(n)) = &ident {
+                let known = if what == "user" {
+                    nix::unistd::User::from_name(n).ok().flatten().is_some()
+                } else {
+                    nix::unistd::Group::from_name(n).ok().flatten().is_some()
+                };
+                if !known && let Some(v) = name {
+                    self.warn(
+                        v.span().start,
+                        &format!("global.{what}"),
+                        format!("{what} `{n}` does not exist on this host: `lb run` will refuse to start"),
+                    );
+                }
+            }
+            if what == "user" {
+                out.user = ident;
+            } else {
+                out.group = ident;
+            }
+        }
+        for (v, key, slot) in [
+            (&g.chroot, "chroot", &mut out.chroot),
+            (&g.pidfile, "pidfile", &mut out.pidfile),
+        ] {
+            if let Some(p) = v {
+                let path = PathBuf::from(p.get_ref());
+                if p.get_ref().is_empty() || !path.is_absolute() {
+                    self.err(
+                        p.span().start,
+                        &format!("global.{key}"),
+                        format!("`{key}` must be an absolute path"),
+                    );
+                } else {
+                    *slot = Some(path);
+                }
+            }
+        }
+        out.ulimit_n = self.int_in(&g.ulimit_n, "global.ulimit_n", 1..=u64::from(u32::MAX));
+        if let Some(h) = &g.hard_stop_after {
+            match d::parse_duration(h.get_ref()) {
+                Ok(t) => out.hard_stop_after = t,
+                Err(m) => self.err(h.span().start, "global.hard_stop_after", m),
+            }
         }
         out
     }
