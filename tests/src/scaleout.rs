@@ -330,6 +330,34 @@ impl ScaleLab {
         out
     }
 
+    /// Node `i`'s forward entries of VIP flows: (client address, port, protocol) → backend id.
+    pub fn node_flow_backends(&self, i: usize) -> BTreeMap<(IpAddr, u16, u8), u32> {
+        let path = Path::new(&self.nodes[i].pin_dir).join("LB_FLOWS_V4");
+        let mut out = BTreeMap::new();
+        let Ok(data) = aya::maps::MapData::from_pin(&path) else {
+            return out;
+        };
+        let map = aya::maps::Map::LruHashMap(data);
+        let Ok(flows) = aya::maps::HashMap::<
+            _,
+            lb_common::types::FlowKeyV4,
+            lb_common::types::FlowValue,
+        >::try_from(&map) else {
+            return out;
+        };
+        let vip = u32::from_ne_bytes(VIP.parse::<Ipv4Addr>().map_or([0; 4], |a| a.octets()));
+        for (k, v) in flows.iter().flatten() {
+            if k.dst == vip {
+                let src = Ipv4Addr::from(k.src.to_ne_bytes());
+                out.insert(
+                    (IpAddr::V4(src), u16::from_be(k.sport), k.proto),
+                    v.backend_id,
+                );
+            }
+        }
+        out
+    }
+
     /// `cat /proc/net/snmp` field `field` of protocol line `proto` (e.g. `Tcp`,
     /// `RetransSegs`) in `host`.
     pub fn snmp(host: &Host, proto: &str, field: &str) -> u64 {

@@ -344,6 +344,121 @@ fn flows_survive_kill_and_drain_of_a_node() {
     assert_eq!(lost_drain, 0, "a graceful drain loses no UDP datagram");
     assert_eq!(retrans_drain, 0, "a graceful drain loses no TCP segment");
 
+    // Item 5: the backend set changes, then flows move to nodes without state for them.
+    // Node 3 serves again; server b1 of the TCP pool is drained on every node (its flows
+    // stay, new ones avoid it); then node 1 dies. Its flows on b1 reach nodes whose Maglev
+    // tables no longer hold b1: Maglev alone re-maps every one of them to another server
+    // (which resets them); second chance sends them to b1.
+    let lb = lab.nodes[drained].lb.as_ref().expect("lb on node 3");
+    for pool in ["pool", "poolu"] {
+        for j in 1..=BACKENDS {
+            let (code, body) = lb
+                .request("POST", &format!("/api/server/{pool}/b{j}/state"), "ready")
+                .expect("runtime API");
+            assert_eq!(code, 200, "{body}");
+        }
+    }
+    tick_until_hops(&lab, &mut flows, &[0, 1, 2], Duration::from_secs(10));
+    for n in &lab.nodes {
+        let lb = n.lb.as_ref().expect("lb");
+        let (code, body) = lb
+            .request("POST", "/api/server/pool/b1/state", "drain")
+            .expect("runtime API");
+        assert_eq!(code, 200, "{body}");
+    }
+    flows.run(Duration::from_secs(1), PERIOD);
+    flows.settle(Duration::from_secs(3));
+    let (tcp_at, _) = carriers(&lab, &flows);
+    let dead = 0;
+    let states = flows.tcp_states();
+    let tuples = flows.tcp_tuples();
+    let on_b1_dead: Vec<IpAddr> = tuples
+        .iter()
+        .filter(|(_, k)| tcp_at.get(k).is_some_and(|n| n.contains(&dead)))
+        .map(|((ip, _), _)| *ip)
+        .filter(|ip| states[ip].backend == "b1")
+        .collect();
+    // Flows of b1 that no other node has state for (earlier moves left entries behind):
+    // wherever ECMP moves them, Maglev alone re-maps them away from b1.
+    let cold = tuples
+        .iter()
+        .filter(|((ip, _), k)| {
+            states[ip].backend == "b1"
+                && tcp_at
+                    .get(k)
+                    .is_some_and(|n| n.len() == 1 && n.contains(&dead))
+        })
+        .count();
+    assert!(cold > 0, "node 1 alone carries some flows of b1");
+    lab.kill_node(dead);
+    tick_until_hops(&lab, &mut flows, &[1, 2], Duration::from_secs(5));
+    flows.run(Duration::from_secs(3), PERIOD);
+    flows.settle(Duration::from_secs(5));
+    let states = flows.tcp_states();
+    let broke: Vec<String> = on_b1_dead
+        .iter()
+        .filter_map(|ip| states[ip].broken.as_ref().map(|w| format!("{ip}: {w}")))
+        .collect();
+    eprintln!(
+        "second chance: {} flows of the drained b1 moved off the dead node, {cold} of them \
+         to nodes without state for them (Maglev alone re-maps those); {} broke",
+        on_b1_dead.len(),
+        broke.len()
+    );
+    assert!(
+        broke.is_empty(),
+        "flows of the drained server broke: {broke:?}"
+    );
+    // Flows of other servers: removing b1 from the tables also moves a few buckets between
+    // the remaining servers (Maglev's disruption, not minimal), and second chance covers
+    // only buckets that left a drained server: such a flow moved to a node without state
+    // for it is reset. Counted, and bounded by that disruption.
+    let others = broken(&states);
+    let unanswered = |want_b1: bool| -> Vec<String> {
+        tcp_unanswered(&flows)
+            .into_iter()
+            .filter(|l| {
+                let ip = l.split(':').next().unwrap_or("");
+                let b1 = states
+                    .iter()
+                    .any(|(a, s)| a.to_string() == ip && s.backend == "b1");
+                b1 == want_b1 && !others.iter().any(|o| o.split(':').next() == Some(ip))
+            })
+            .collect()
+    };
+    // Second chance keeps every flow of the drained b1 going: none stalls either.
+    let stalled_b1 = unanswered(true);
+    assert!(stalled_b1.is_empty(), "{stalled_b1:?}");
+    // A flow of another server in a moved bucket that reached a node without state for it
+    // is lost: its new server resets it, or (when that reset returns through a node whose
+    // stale entry names the old server, which therefore does not translate it) it stalls
+    // until the client gives up. Both are Maglev's disruption, documented in
+    // docs/architecture.md; counted together and bounded.
+    let stalled = unanswered(false);
+    for line in &stalled {
+        let ip = line.split(':').next().unwrap_or("");
+        if let Some(((_, port), _)) = tuples.iter().find(|((a, _), _)| a.to_string() == ip) {
+            let held: Vec<String> = (0..NODES)
+                .filter_map(|n| {
+                    let b = lab.node_flow_backends(n);
+                    let key = (ip.parse().ok()?, *port, lb_common::types::PROTO_TCP);
+                    b.get(&key).map(|id| format!("node {n}: backend id {id}"))
+                })
+                .collect();
+            eprintln!("stalled {line} ({held:?})");
+        }
+    }
+    eprintln!(
+        "Maglev disruption: {} of {} flows of other servers lost ({} reset, {} stalled)",
+        others.len() + stalled.len(),
+        states.values().filter(|s| s.backend != "b1").count(),
+        others.len(),
+        stalled.len()
+    );
+    assert!(
+        others.len() + stalled.len() <= FLOWS / 20,
+        "{others:?} {stalled:?}"
+    );
     drop(flows);
 }
 
