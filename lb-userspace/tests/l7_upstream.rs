@@ -1234,3 +1234,127 @@ async fn tiny_chunks_are_gathered_both_ways() {
     .expect("tiny chunks timed out");
     task.abort();
 }
+
+/// A server that answers each request with `103 Early Hints` (and a `102`), and only
+/// once told to (`go`), with the final `200`; a `POST` first gets the server's own
+/// `100 Continue`, then is read whole.
+async fn early_hints_server() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (go_tx, mut go) = tokio::sync::mpsc::channel::<()>(4);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut tmp = [0u8; 4096];
+            loop {
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    match s.read(&mut tmp).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                    continue;
+                };
+                let post = buf.starts_with(b"POST");
+                buf.drain(..end + 4);
+                if post {
+                    s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+                    while buf.len() < 4 {
+                        let n = s.read(&mut tmp).await.unwrap();
+                        assert!(n > 0, "the body came");
+                        buf.extend_from_slice(&tmp[..n]);
+                    }
+                    buf.drain(..4);
+                }
+                s.write_all(
+                    b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n",
+                )
+                .await
+                .unwrap();
+                s.write_all(b"HTTP/1.1 102 Processing\r\n\r\n")
+                    .await
+                    .unwrap();
+                if go.recv().await.is_none() {
+                    return;
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    (addr, go_tx, task)
+}
+
+/// Reads from `s` until `out` ends with `end` (bounded by the caller's timeout).
+async fn read_until(s: &mut TcpStream, out: &mut Vec<u8>, end: &[u8]) {
+    let mut tmp = [0u8; 4096];
+    while !out.ends_with(end) {
+        let n = s.read(&mut tmp).await.unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(out));
+        out.extend_from_slice(&tmp[..n]);
+    }
+}
+
+/// Issue #13: a server's interim responses (103 Early Hints, 102) reach the HTTP/1
+/// client as they come, before the final response, as HAProxy 2.6 forwards them (to
+/// HTTP/1.0 clients too); a server's `100 Continue` after lb's own is not sent twice.
+#[tokio::test]
+async fn interim_responses_are_relayed_before_the_final_one() {
+    const HINTS: &[u8] = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload; as=style\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n";
+    let (addr, go, task) = early_hints_server().await;
+    let (h, _reg) = one_server(addr);
+    let fe = addr_of(&h, "web");
+    tokio::time::timeout(T, async {
+        let mut s = TcpStream::connect(fe).await.unwrap();
+        for (round, version) in [(0, "1.1"), (1, "1.1"), (2, "1.0")] {
+            let ka = if version == "1.0" {
+                "Connection: keep-alive\r\n"
+            } else {
+                ""
+            };
+            let req = format!("GET /r{round} HTTP/{version}\r\nHost: x\r\n{ka}\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            // The hints arrive while the server still holds its final response back.
+            let mut out = Vec::new();
+            read_until(&mut s, &mut out, b"102 Processing\r\n\r\n").await;
+            assert_eq!(out, HINTS, "round {round}");
+            go.send(()).await.unwrap();
+            out.clear();
+            read_until(&mut s, &mut out, b"\r\n\r\nok").await;
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert!(
+                text.starts_with("HTTP/1.1 200 OK\r\n"),
+                "round {round}: {text}"
+            );
+        }
+        // Expect: 100-continue: one 100 (lb's, when the body is asked for), the server's
+        // own is not repeated; then the hints and the final response.
+        s.write_all(
+            b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        read_until(&mut s, &mut out, b"100 Continue\r\n\r\n").await;
+        assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
+        s.write_all(b"body").await.unwrap();
+        out.clear();
+        read_until(&mut s, &mut out, b"102 Processing\r\n\r\n").await;
+        assert_eq!(out, HINTS);
+        go.send(()).await.unwrap();
+        out.clear();
+        read_until(&mut s, &mut out, b"\r\n\r\nok").await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    })
+    .await
+    .expect("interim responses timed out");
+    task.abort();
+}

@@ -505,23 +505,43 @@ backend be\n    server s1 127.0.0.1:{port}\n"
     }
 }
 
+/// Reads a request head from a backend's connection (`None`: it closed first); the
+/// bytes read, the head and whatever came after it.
+fn request_head(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut tmp) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+    Some(buf)
+}
+
+/// Runs `handle` on each connection to `l`, each in a thread of its own.
+fn serve_each(l: TcpListener, handle: fn(std::net::TcpStream)) {
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            std::thread::spawn(move || handle(s));
+        }
+    });
+}
+
 /// A backend that sends back, through `rx`, each request head it gets (then answers 200).
 fn head_recorder(l: TcpListener) -> std::sync::mpsc::Receiver<String> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { return };
             let tx = tx.clone();
             std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut tmp) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                    }
-                }
+                let Some(buf) = request_head(&mut s) else {
+                    return;
+                };
                 let _ = tx.send(String::from_utf8_lossy(&buf).to_lowercase());
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
             });
@@ -579,35 +599,26 @@ backend be\n    server s1 127.0.0.1:{port}\n"
 /// send), then echoes what comes through the tunnel.
 fn connect_echo(l: TcpListener) {
     use std::io::{Read, Write};
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut tmp) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+    serve_each(l, |mut s| {
+        if request_head(&mut s).is_none() {
+            return;
+        }
+        let mut tmp = [0u8; 4096];
+        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+        // Bounded: the test sends one message.
+        for _ in 0..16 {
+            match s.read(&mut tmp) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&tmp[..n]).is_err() {
+                        return;
                     }
                 }
-                if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                    .is_err()
-                {
-                    return;
-                }
-                // Bounded: the test sends one message.
-                for _ in 0..16 {
-                    match s.read(&mut tmp) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&tmp[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
+            }
         }
     });
 }
@@ -758,6 +769,25 @@ backend be\n    server s1 127.0.0.1:{port}\n"
     assert_eq!(req_from([127, 0, 0, 1], pair.l, "/").0, 429);
 }
 
+/// HAProxy and lb (through `lb convert`) in front of one server, which `serve` runs on
+/// its listener; `None` (the test is skipped) where haproxy is not installed.
+fn pair_with_server(name: &str, serve: fn(TcpListener)) -> Option<Pair> {
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        eprintln!("skipped: haproxy is not installed (CI installs it)");
+        return None;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let port = l.local_addr().expect("addr").port();
+    serve(l);
+    Some(Pair::start(name, |p| {
+        format!(
+            "defaults\n    mode http\n    timeout client 5s\n    timeout connect 2s\n    timeout server 5s\n\n\
+frontend fe\n    bind 127.0.0.1:{p}\n    default_backend be\n\n\
+backend be\n    server s1 127.0.0.1:{port}\n"
+        )
+    }))
+}
+
 /// A backend that answers by path with a response whose framing is broken in a known way.
 fn broken_framing_server(l: TcpListener) {
     use std::io::{Read, Write};
@@ -765,14 +795,10 @@ fn broken_framing_server(l: TcpListener) {
         for s in l.incoming() {
             let Ok(mut s) = s else { return };
             std::thread::spawn(move || {
-                let mut buf = Vec::new();
+                let Some(buf) = request_head(&mut s) else {
+                    return;
+                };
                 let mut tmp = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut tmp) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                    }
-                }
                 let path = buf
                     .split(|&b| b == b' ')
                     .nth(1)
@@ -804,20 +830,9 @@ fn broken_framing_server(l: TcpListener) {
 /// forwarded chunked, without the Content-Length and without the junk.
 #[test]
 fn haproxy_and_lb_judge_server_framing_alike() {
-    if Command::new("haproxy").arg("-v").output().is_err() {
-        eprintln!("skipped: haproxy is not installed (CI installs it)");
+    let Some(pair) = pair_with_server("srvframing", broken_framing_server) else {
         return;
-    }
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
-    let port = l.local_addr().expect("addr").port();
-    broken_framing_server(l);
-    let pair = Pair::start("srvframing", |p| {
-        format!(
-            "defaults\n    mode http\n    timeout client 5s\n    timeout connect 2s\n    timeout server 5s\n\n\
-frontend fe\n    bind 127.0.0.1:{p}\n    default_backend be\n\n\
-backend be\n    server s1 127.0.0.1:{port}\n"
-        )
-    });
+    };
     for (path, want) in [("/te-twice", 502), ("/te-lines", 502), ("/te-cl-junk", 200)] {
         let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         let mut bodies = Vec::new();
@@ -1022,4 +1037,51 @@ backend be_d\n    server d 127.0.0.1:{d}\n",
     let r = get(pair.l, "/uri/x", &[("Host", "a.example")]).expect("lb");
     assert_eq!(r.header("x-seen-target"), Some("/rewritten/uri/x?q=1"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A backend that answers every request with `103 Early Hints` (a `Link` field), a
+/// `102`, then (50 ms later) the final `200`, and closes.
+fn early_hints_server(l: TcpListener) {
+    use std::io::Write;
+    serve_each(l, |mut s| {
+        if request_head(&mut s).is_none() {
+            return;
+        }
+        let _ = s.write_all(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n",
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+    });
+}
+
+/// Issue #13: a server's interim responses (103 Early Hints with its Link field, 102)
+/// reach HTTP/1.1 and HTTP/1.0 clients before the final response, byte for byte as
+/// HAProxy 2.6 relays them.
+#[test]
+fn haproxy_and_lb_relay_early_hints_alike() {
+    let Some(pair) = pair_with_server("earlyhints", early_hints_server) else {
+        return;
+    };
+    for version in ["1.1", "1.0"] {
+        let req = format!("GET / HTTP/{version}\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let mut interim = Vec::new();
+        for (name, addr) in [("HAProxy", pair.h), ("lb", pair.l)] {
+            let (status, head, rest) = whole_response(addr, req.as_bytes());
+            assert_eq!(status, 103, "{name} HTTP/{version}: {head}");
+            let all = [head.as_bytes(), &rest].concat();
+            let at = all
+                .windows(12)
+                .position(|w| w == b"HTTP/1.1 200")
+                .unwrap_or_else(|| panic!("{name} HTTP/{version}: no final response"));
+            assert!(all.ends_with(b"\r\n\r\nok"), "{name} HTTP/{version}");
+            interim.push(String::from_utf8_lossy(&all[..at]).into_owned());
+        }
+        assert_eq!(
+            interim[0],
+            "http/1.1 103 early hints\r\nlink: </style.css>; rel=preload; as=style\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n",
+            "HAProxy HTTP/{version}"
+        );
+        assert_eq!(interim[0], interim[1], "HTTP/{version}");
+    }
 }

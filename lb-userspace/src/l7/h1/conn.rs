@@ -16,7 +16,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::body::{self, BodyTx, Piece, ReqBody, ReqBodyError, Want};
 use super::{
@@ -94,6 +94,31 @@ impl H1Upgrade {
     }
 }
 
+/// Interim responses a request may have waiting to be written to the client (the
+/// server's reading waits while this many are).
+const INTERIM_MAX: usize = 4;
+
+/// A server's interim response head (1xx but 101), to be relayed to the client.
+#[derive(Debug)]
+pub struct InterimHead {
+    status: StatusCode,
+    headers: HeaderMap,
+}
+
+/// In a request's extensions: where the server's interim responses go to be written to
+/// the HTTP/1 client before the final one (HAProxy 2.6 forwards them, 103 Early Hints
+/// among them, to HTTP/1.1 and HTTP/1.0 clients alike).
+#[derive(Debug, Clone)]
+pub struct Interim(mpsc::Sender<InterimHead>);
+
+impl Interim {
+    /// Hands an interim response to the client connection (waits while it has
+    /// [`INTERIM_MAX`] unwritten; dropped if the client connection is gone).
+    pub async fn relay(&self, status: StatusCode, headers: HeaderMap) {
+        let _ = self.0.send(InterimHead { status, headers }).await;
+    }
+}
+
 /// Runs until `shutdown` flips (never, if its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     loop {
@@ -140,6 +165,7 @@ pub async fn serve<I>(
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut buf = BytesMut::new();
     let mut wbuf: Vec<u8> = Vec::new();
+    let (interim_tx, mut interim_rx) = mpsc::channel(INTERIM_MAX);
     loop {
         let head = match read_head(&mut rd, &mut buf, limits, shutdown).await {
             Ok(Some(h)) => h,
@@ -190,8 +216,15 @@ pub async fn serve<I>(
                 .insert(H1Upgrade(Arc::new(Mutex::new(Some(rx)))));
             tx
         });
+        parts.extensions.insert(Interim(interim_tx.clone()));
         let fut = path::handle(ctx.clone(), Request::from_parts(parts, body));
-        let Some(resp) = run_handler(fut, pump.as_mut(), &mut rd, &mut buf, &mut wr).await else {
+        let io = Io {
+            rd: &mut rd,
+            buf: &mut buf,
+            wr: &mut wr,
+            interim: &mut interim_rx,
+        };
+        let Some(resp) = run_handler(fut, pump.as_mut(), io).await else {
             break;
         };
         let outcome = {
@@ -324,37 +357,105 @@ async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, fe: &FrontendRt, e: &RequestE
     let _ = wr.flush().await;
 }
 
-/// Runs the request path until its response, feeding it the request body as it asks.
-/// `None`: the connection failed meanwhile.
+/// The client connection as [`run_handler`] uses it.
+struct Io<'a, R, W> {
+    rd: &'a mut R,
+    buf: &'a mut BytesMut,
+    wr: &'a mut W,
+    interim: &'a mut mpsc::Receiver<InterimHead>,
+}
+
+/// What happened while the request path ran.
+enum Event {
+    Body(Step),
+    Interim(InterimHead),
+}
+
+/// Runs the request path until its response, feeding it the request body as it asks and
+/// writing the server's interim responses as they come. `None`: the connection failed
+/// meanwhile.
 async fn run_handler<R, W>(
     fut: path::HandleFuture,
     mut pump: Option<&mut Pump>,
-    rd: &mut R,
-    buf: &mut BytesMut,
-    wr: &mut W,
+    io: Io<'_, R, W>,
 ) -> Option<Response<RespBody>>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let Io {
+        rd,
+        buf,
+        wr,
+        interim,
+    } = io;
     let mut fut = pin!(fut);
+    // A `100 Continue` went out (lb's own, or the server's relayed): not a second one.
+    let mut continued = false;
+    let mut resp = None;
     loop {
-        let step = match pump.as_deref_mut() {
-            Some(p) if !p.done => {
-                tokio::select! {
-                    biased;
-                    r = &mut fut => return r.ok(),
-                    s = p.step(rd, buf, false) => s,
+        let event = if resp.is_some() {
+            // Interim responses the server sent before the final one, not written yet.
+            match interim.try_recv() {
+                Ok(h) => Event::Interim(h),
+                Err(_) => return resp,
+            }
+        } else {
+            let feeding = pump.as_deref().is_some_and(|p| !p.done);
+            let step = async {
+                match pump.as_deref_mut() {
+                    Some(p) => p.step(rd, buf, false).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                r = &mut fut => {
+                    resp = Some(r.ok()?);
+                    continue;
+                }
+                Some(h) = interim.recv() => Event::Interim(h),
+                s = step, if feeding => Event::Body(s),
+            }
+        };
+        let head = match event {
+            Event::Body(Step::Continue) => {
+                // The body is asked for and the client waits for the go-ahead.
+                continued = true;
+                InterimHead {
+                    status: StatusCode::CONTINUE,
+                    headers: HeaderMap::new(),
                 }
             }
-            _ => return fut.await.ok(),
+            Event::Body(Step::Fed) => continue,
+            Event::Interim(h) if h.status == StatusCode::CONTINUE => {
+                if std::mem::replace(&mut continued, true) {
+                    continue;
+                }
+                if let Some(p) = pump.as_deref_mut() {
+                    p.expect = false;
+                }
+                h
+            }
+            Event::Interim(h) => h,
         };
-        if step == Step::Continue {
-            // The body is asked for and the client waits for the go-ahead.
-            wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.ok()?;
-            wr.flush().await.ok()?;
-        }
+        write_interim(wr, &head).await.ok()?;
     }
+}
+
+/// Writes an interim response head to the client.
+async fn write_interim<W: AsyncWrite + Unpin>(wr: &mut W, h: &InterimHead) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    super::encode_response_head(
+        h.status,
+        None,
+        &h.headers,
+        ResponseFraming::Raw,
+        ConnectionField::None,
+        &mut out,
+    );
+    wr.write_all(&out).await?;
+    wr.flush().await
 }
 
 /// Feeds a request body from the connection's read buffer.

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use super::forward::{Attempt, Failure};
 use super::{Guard, with_server_timeout};
 use crate::l7::h1::body::ReqBody;
+use crate::l7::h1::conn::Interim;
 use crate::l7::upstream::codec::{self, ReqFraming, ResponseHead};
 use crate::l7::upstream::exchange::UploadTimeouts;
 use crate::l7::upstream::{self, Conn, CountersRef, ExchangeError, UpConn};
@@ -83,6 +84,7 @@ pub(super) async fn exchange(
             req.framing,
             counters,
             timeouts,
+            req.head.extensions.get::<Interim>(),
         );
         let res = match t.server {
             // A body brings its own per-side timeouts (see `exchange::send`).

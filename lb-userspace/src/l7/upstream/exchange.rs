@@ -1,5 +1,6 @@
 //! One request and response on an upstream connection: the head and body written from the
-//! request's task, the response head read (interim 1xx skipped), and the response body
+//! request's task, the response head read (interim 1xx relayed to the client, or skipped
+//! where it cannot take them), and the response body
 //! read from the socket as the client consumes it.
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use super::codec::{
 };
 use super::{CountersRef, Pool, UpConn, UpStream, reserve_read};
 use crate::l7::h1::body::{ReqBody, ReqBodyError};
+use crate::l7::h1::conn::Interim;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -68,6 +70,7 @@ async fn within<F: Future>(
 /// sent ends the upload; the connection is then not reused. Without a body the caller
 /// applies `timeout server`; with one, `timeouts` apply here, per side (HAProxy: a slow
 /// client is the client's timeout, a server not reading or answering the server's).
+/// `interim`: where the server's interim responses go (HTTP/1 clients).
 pub async fn send(
     conn: &mut UpConn,
     method: &Method,
@@ -75,6 +78,7 @@ pub async fn send(
     framing: ReqFraming,
     counters: &CountersRef,
     timeouts: UploadTimeouts,
+    interim: Option<&Interim>,
 ) -> Result<(ResponseHead, bool), ExchangeError> {
     // (The flush pushes out what TLS still holds; a no-op on plain TCP.)
     let head = async {
@@ -83,14 +87,18 @@ pub async fn send(
     };
     head.await.map_err(ExchangeError::NotSent)?;
     let Some(b) = body.take().filter(|_| framing != ReqFraming::Empty) else {
-        let head = read_head(&mut conn.stream, &mut conn.rbuf, method).await?;
+        let head = read_head(&mut conn.stream, &mut conn.rbuf, method, interim).await?;
         return Ok((head, true));
     };
     // Boxed: the upload's state only weighs on requests that have a body.
-    Box::pin(upload_and_read(
-        conn, method, b, framing, counters, timeouts,
-    ))
-    .await
+    let how = Upload {
+        method,
+        framing,
+        counters,
+        timeouts,
+        interim,
+    };
+    Box::pin(upload_and_read(conn, b, how)).await
 }
 
 /// Consecutive chunks of a response body gathered into one frame at most.
@@ -105,18 +113,9 @@ const COALESCE_MAX: usize = 64 * 1024;
 /// Sends the body while watching for the response head.
 async fn upload_and_read(
     conn: &mut UpConn,
-    method: &Method,
     b: ReqBody,
-    framing: ReqFraming,
-    counters: &CountersRef,
-    timeouts: UploadTimeouts,
+    how: Upload<'_>,
 ) -> Result<(ResponseHead, bool), ExchangeError> {
-    let how = Upload {
-        method,
-        framing,
-        counters,
-        timeouts,
-    };
     let (wbuf, rbuf) = (&mut conn.wbuf, &mut conn.rbuf);
     match &mut conn.stream {
         UpStream::Tcp(s) => {
@@ -130,12 +129,14 @@ async fn upload_and_read(
     }
 }
 
-/// How an upload goes: the request's method and framing, counters, timeouts.
+/// How an upload goes: the request's method and framing, counters, timeouts, and where
+/// interim responses go.
 struct Upload<'a> {
     method: &'a Method,
     framing: ReqFraming,
     counters: &'a CountersRef,
     timeouts: UploadTimeouts,
+    interim: Option<&'a Interim>,
 }
 
 /// [`upload_and_read`] on the two halves of a connection.
@@ -152,6 +153,7 @@ async fn upload_and_read_on<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         framing,
         counters,
         timeouts,
+        interim,
     } = how;
     let mut upload = std::pin::pin!(async move {
         let mut trailers = None;
@@ -248,7 +250,7 @@ async fn upload_and_read_on<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
         Ok::<(), ExchangeError>(())
     });
-    let mut response = std::pin::pin!(read_head(&mut rd, rbuf, method));
+    let mut response = std::pin::pin!(read_head(&mut rd, rbuf, method, interim));
     let mut uploading = true;
     let mut uploaded = false;
     // `timeout server` on the answer, from the end of the upload.
@@ -281,11 +283,13 @@ async fn upload_and_read_on<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     .await
 }
 
-/// Reads until a final response head is parsed; bytes after it stay in `rbuf`.
+/// Reads until a final response head is parsed; bytes after it stay in `rbuf`. Interim
+/// responses before it (1xx but 101) go to `interim`, as HAProxy forwards them.
 async fn read_head<R: AsyncRead + Unpin>(
     rd: &mut R,
     rbuf: &mut bytes::BytesMut,
     method: &Method,
+    interim: Option<&Interim>,
 ) -> Result<ResponseHead, ExchangeError> {
     let mut received = false;
     loop {
@@ -293,6 +297,9 @@ async fn read_head<R: AsyncRead + Unpin>(
             received = true;
             if let Some(head) = codec::parse_response_head(rbuf, method)? {
                 if head.is_interim() {
+                    if let Some(i) = interim {
+                        i.relay(head.status, head.headers).await;
+                    }
                     continue;
                 }
                 if head.framing == codec::RespFraming::Chunked {
