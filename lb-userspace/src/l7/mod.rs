@@ -152,6 +152,15 @@ struct ConnControl {
     shutdown: watch::Sender<bool>,
     /// Every connection task holds a clone; all dropped = drained.
     drain_tx: Mutex<Option<mpsc::Sender<()>>>,
+    /// `hard_stop_after` in milliseconds: how long a connection may go on once its
+    /// listener stopped (removed by a reload, or lb stopping).
+    hard_stop_ms: std::sync::atomic::AtomicU64,
+}
+
+impl ConnControl {
+    fn hard_stop_after(&self) -> Duration {
+        Duration::from_millis(self.hard_stop_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// Work sent to a worker thread.
@@ -200,6 +209,7 @@ impl L7 {
         let control = Arc::new(ConnControl {
             shutdown: watch::channel(false).0,
             drain_tx: Mutex::new(Some(drain_tx)),
+            hard_stop_ms: std::sync::atomic::AtomicU64::new(0),
         });
         let n = config
             .global
@@ -306,8 +316,9 @@ fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 impl L7Handle {
     /// Applies a new config: listeners whose bind stays keep their socket and switch to the
-    /// new routing; new binds are opened; removed ones stop accepting (their connections
-    /// finish). On error nothing changes.
+    /// new routing; new binds are opened; removed ones stop accepting and ask their
+    /// connections to finish, closing them after `hard_stop_after`. On error nothing
+    /// changes.
     pub fn reload(&self, new: Arc<Config>) -> Result<(), L7Error> {
         self.apply(new, None)
     }
@@ -414,6 +425,10 @@ impl L7Handle {
             update.publish(&self.inner.registry);
         }
         self.inner.runtime.store(Some(rt.clone()));
+        self.inner.control.hard_stop_ms.store(
+            u64::try_from(new.global.process.hard_stop_after.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         rt.publish_caches(&self.inner.registry);
         watch_registry(&rt, &self.inner, new);
         let mut old: Vec<Option<Listener>> = listeners.drain(..).map(Some).collect();
@@ -563,9 +578,18 @@ async fn accept_loop(
                         s = limits.take() => s,
                     };
                     let shared = shared.clone();
-                    let shutdown = inner.shutdown.subscribe();
+                    // The listener's stop (a reload removed it, or lb stops) asks the
+                    // connection to finish, as HAProxy's soft stop; `hard_stop_after`
+                    // later it is closed.
+                    let stopped = stop.clone();
+                    let control = inner.clone();
                     tokio::spawn(async move {
-                        serve_conn(stream, src, shared, shutdown).await;
+                        tokio::select! {
+                            () = serve_conn(stream, src, shared, stopped.clone()) => {}
+                            () = hard_stop(stopped, &control) => {
+                                tracing::debug!(%src, "connection closed: hard_stop_after");
+                            }
+                        }
                         drop(slots);
                         drop(token);
                     });
@@ -578,6 +602,16 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Returns `hard_stop_after` after `stop` flips.
+async fn hard_stop(mut stop: watch::Receiver<bool>, control: &ConnControl) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() && !*stop.borrow() {
+            std::future::pending::<()>().await;
+        }
+    }
+    tokio::time::sleep(control.hard_stop_after()).await;
 }
 
 /// Decrements the frontend's active connection gauge.
