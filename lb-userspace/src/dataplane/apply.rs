@@ -19,7 +19,6 @@
 //! `balance source` sets `VIP_F_HASH_SRC`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr};
 
 use lb_common::maglev::{self, MaglevBackend};
@@ -589,32 +588,16 @@ pub fn shut_sessions(
 /// namespace (IPv4 and IPv6, including loopback and link-local).
 pub fn local_addresses() -> Result<Vec<IpAddr>, ApplyError> {
     let mut out = Vec::new();
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `ifap` with a list we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
-        return Err(ApplyError::LocalAddrs(std::io::Error::last_os_error()));
-    }
-    let mut cur = ifap;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list returned by getifaddrs.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
-            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-            if family == libc::AF_INET {
-                // SAFETY: AF_INET entries hold a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
-            } else if family == libc::AF_INET6 {
-                // SAFETY: AF_INET6 entries hold a sockaddr_in6.
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
-            }
+    let addrs =
+        nix::ifaddrs::getifaddrs().map_err(|e| ApplyError::LocalAddrs(std::io::Error::from(e)))?;
+    for ifa in addrs {
+        let Some(a) = ifa.address else { continue };
+        if let Some(sin) = a.as_sockaddr_in() {
+            out.push(IpAddr::V4(sin.ip()));
+        } else if let Some(sin6) = a.as_sockaddr_in6() {
+            out.push(IpAddr::V6(sin6.ip()));
         }
-        cur = ifa.ifa_next;
     }
-    // SAFETY: `ifap` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(ifap) };
     out.sort();
     out.dedup();
     Ok(out)
@@ -635,9 +618,8 @@ pub fn sync_local_addrs(dp: &mut Dataplane, extra: &[IpAddr]) -> Result<usize, A
 
 /// The ifindex of `iface` in the calling thread's network namespace.
 pub fn ifindex(iface: &str) -> Result<u32, ApplyError> {
-    let name = CString::new(iface).map_err(|_| ApplyError::NoSuchInterface(iface.to_owned()))?;
-    // SAFETY: `name` is a valid NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    let idx = nix::net::if_::if_nametoindex(iface)
+        .map_err(|_| ApplyError::NoSuchInterface(iface.to_owned()))?;
     if idx == 0 {
         return Err(ApplyError::NoSuchInterface(iface.to_owned()));
     }

@@ -258,10 +258,7 @@ pub fn attach(
     mode: XdpMode,
 ) -> Result<(Attachment, XdpLink), DataplaneError> {
     // if_nametoindex, not /sys/class/net: it answers for the calling thread's namespace.
-    let exists = std::ffi::CString::new(iface)
-        // SAFETY: a valid NUL-terminated string.
-        .map(|n| unsafe { libc::if_nametoindex(n.as_ptr()) } != 0)
-        .unwrap_or(false);
+    let exists = nix::net::if_::if_nametoindex(iface).is_ok_and(|i| i != 0);
     if !exists {
         return Err(DataplaneError::NoSuchInterface(iface.to_owned()));
     }

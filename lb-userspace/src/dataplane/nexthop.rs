@@ -12,7 +12,9 @@
 //! Changes the kernel does not announce on those groups (IPv6 policy rules, nexthop
 //! objects) reach the cache only with the next announced change or a restart.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::path::Path;
 use std::time::Duration;
 
@@ -34,7 +36,7 @@ pub(crate) fn lock() -> std::sync::MutexGuard<'static, ()> {
 
 /// How long a lease lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(3);
-const RENEW_EVERY_MS: i32 = 1000;
+const RENEW_EVERY_MS: u16 = 1000;
 
 // rtnetlink multicast groups (linux/rtnetlink.h, RTMGRP_*).
 const RTMGRP_LINK: u32 = 0x1;
@@ -47,13 +49,10 @@ const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 
 /// Now on `CLOCK_MONOTONIC_COARSE`, the clock of the kernel's `ktime_get_coarse_ns`.
 pub fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the kernel to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(|t| (t.tv_sec() as u64) * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// A lease for `generation` valid for `valid_for` from now (zero: already expired).
@@ -91,70 +90,40 @@ fn open_lease_map(pin_dir: &Path) -> Result<Array<MapData, NextHopLease>, WatchE
 }
 
 fn rtnetlink_socket() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2) call.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            libc::NETLINK_ROUTE,
-        )
+    use nix::sys::socket::{
+        AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, socket,
     };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a new descriptor we own.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: all-zero is a valid sockaddr_nl; the fields set below complete it.
-    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    sa.nl_groups = RTMGRP_LINK
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockProtocol::NetlinkRoute,
+    )?;
+    let groups = RTMGRP_LINK
         | RTMGRP_NEIGH
         | RTMGRP_IPV4_IFADDR
         | RTMGRP_IPV4_ROUTE
         | RTMGRP_IPV4_RULE
         | RTMGRP_IPV6_IFADDR
         | RTMGRP_IPV6_ROUTE;
-    // SAFETY: `sa` is a sockaddr_nl of the size passed.
-    let rc = unsafe {
-        libc::bind(
-            owned.as_raw_fd(),
-            (&sa as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(owned)
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
+    Ok(fd)
 }
 
 /// Drains pending notifications; `Ok(true)` when any arrived (or some were lost).
 fn drain(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<bool> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{MsgFlags, recv};
     let mut any = false;
     loop {
-        // SAFETY: `buf` is a writable buffer of the length passed.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n > 0 {
-            any = true;
-            continue;
-        }
-        if n == 0 {
-            return Ok(any);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN) => return Ok(any),
-            Some(libc::EINTR) => continue,
+        match recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return Ok(any),
+            Ok(_) => any = true,
+            Err(Errno::EAGAIN) => return Ok(any),
+            Err(Errno::EINTR) => {}
             // The socket buffer overflowed: notifications were lost, so assume a change.
-            Some(libc::ENOBUFS) => any = true,
-            _ => return Err(e),
+            Err(Errno::ENOBUFS) => any = true,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -186,15 +155,9 @@ pub fn watch(pin_dir: &Path) -> Result<std::thread::JoinHandle<()>, WatchError> 
         .spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
-                let mut pfd = libc::pollfd {
-                    fd: sock.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd.
-                let rc = unsafe { libc::poll(&mut pfd, 1, RENEW_EVERY_MS) };
-                if rc < 0
-                    && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+                let mut pfd = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+                if let Err(e) = poll(&mut pfd, PollTimeout::from(RENEW_EVERY_MS))
+                    && e != nix::errno::Errno::EINTR
                 {
                     break;
                 }
