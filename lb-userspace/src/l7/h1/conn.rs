@@ -36,6 +36,40 @@ const PIECE_MAX: usize = 64 * 1024;
 /// goes out uncopied beside it (one `writev`).
 const COPY_MAX: usize = 8 * 1024;
 
+/// Client connections that own a read or write buffer now (across workers).
+static BUFFERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many HTTP/1 client connections own a read or write buffer now: those with a
+/// request being read or served, or pipelined bytes waiting. An idle keep-alive
+/// connection owns none (its buffers went back to the pool or were let go).
+pub fn buffered_connections() -> usize {
+    BUFFERED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A connection's place in [`BUFFERED`]: counted while it owns a buffer.
+#[derive(Debug, Default)]
+struct Holding(bool);
+
+impl Holding {
+    fn set(&mut self, on: bool) {
+        use std::sync::atomic::Ordering;
+        if self.0 != on {
+            self.0 = on;
+            if on {
+                BUFFERED.fetch_add(1, Ordering::Relaxed);
+            } else {
+                BUFFERED.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
 thread_local! {
     /// The worker's spare read buffers.
     static POOL: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -164,10 +198,11 @@ pub async fn serve<I>(
     };
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut buf = BytesMut::new();
+    let mut holding = Holding::default();
     let mut wbuf: Vec<u8> = Vec::new();
     let (interim_tx, mut interim_rx) = mpsc::channel(INTERIM_MAX);
     loop {
-        let head = match read_head(&mut rd, &mut buf, limits, shutdown).await {
+        let head = match read_head(&mut rd, &mut buf, &mut holding, limits, shutdown).await {
             Ok(Some(h)) => h,
             Ok(None) => break,
             Err(e) => {
@@ -265,6 +300,7 @@ pub async fn serve<I>(
             give_buf(std::mem::take(&mut buf));
         }
         wbuf = Vec::new();
+        holding.set(buf.capacity() > 0);
     }
     let _ = wr.shutdown().await;
 }
@@ -284,6 +320,7 @@ fn te_trailers(h: &HeaderMap) -> bool {
 async fn read_head<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
+    holding: &mut Holding,
     limits: Limits,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<RequestHead>, RequestError> {
@@ -306,6 +343,7 @@ async fn read_head<R: AsyncRead + Unpin>(
                 Ok(n) => {
                     if buf.capacity() < READ_BUF {
                         *buf = take_buf();
+                        holding.set(true);
                     }
                     buf.extend_from_slice(&first[..n]);
                 }
