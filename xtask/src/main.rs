@@ -19,7 +19,7 @@ mod test;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <demo [--keep] | run [LB ARGS…] | cert [PATH] [--force] | test | bench | bootstrap>";
+const USAGE: &str = "usage: cargo xtask <demo [--keep] | run [LB ARGS…] | cert [PATH] [--force] | test | bench [l4|l7|all|fuzz] [--quick] | bootstrap>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
