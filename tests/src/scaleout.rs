@@ -307,27 +307,7 @@ impl ScaleLab {
     /// The forward flows (client address, client port, protocol) in node `i`'s pinned flow
     /// table whose destination is the VIP.
     pub fn node_flows(&self, i: usize) -> BTreeSet<(IpAddr, u16, u8)> {
-        let path = Path::new(&self.nodes[i].pin_dir).join("LB_FLOWS_V4");
-        let mut out = BTreeSet::new();
-        let Ok(data) = aya::maps::MapData::from_pin(&path) else {
-            return out;
-        };
-        let map = aya::maps::Map::LruHashMap(data);
-        let Ok(flows) = aya::maps::HashMap::<
-            _,
-            lb_common::types::FlowKeyV4,
-            lb_common::types::FlowValue,
-        >::try_from(&map) else {
-            return out;
-        };
-        let vip = u32::from_ne_bytes(VIP.parse::<Ipv4Addr>().map_or([0; 4], |a| a.octets()));
-        for k in flows.keys().flatten() {
-            if k.dst == vip {
-                let src = Ipv4Addr::from(k.src.to_ne_bytes());
-                out.insert((IpAddr::V4(src), u16::from_be(k.sport), k.proto));
-            }
-        }
-        out
+        self.node_flow_backends(i).into_keys().collect()
     }
 
     /// Node `i`'s forward entries of VIP flows: (client address, port, protocol) → backend id.

@@ -1182,7 +1182,7 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
             args.done()?;
             HttpAction::DelHeader { name }
         }
-        "set-path" | "set-query" => {
+        "set-path" | "set-query" | "set-method" | "set-uri" => {
             let t = args.want(a.text.trim_start_matches("set-"))?;
             if t.text.is_empty() {
                 // HAProxy: "expects exactly 1 argument <format>".
@@ -1193,10 +1193,11 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
             }
             let value = log_format(t, "value")?;
             args.done()?;
-            if a.text == "set-path" {
-                HttpAction::SetPath { value }
-            } else {
-                HttpAction::SetQuery { value }
+            match a.text.as_str() {
+                "set-path" => HttpAction::SetPath { value },
+                "set-query" => HttpAction::SetQuery { value },
+                "set-method" => HttpAction::SetMethod { value },
+                _ => HttpAction::SetUri { value },
             }
         }
         "replace-path" => {
@@ -1241,22 +1242,6 @@ pub(crate) fn http_action(args: &mut Args, side: RuleSide) -> Result<HttpAction,
                 }
             }
             HttpAction::TrackSc { slot, key, table }
-        }
-        "set-method" | "set-uri" => {
-            let t = args.want("format")?;
-            if t.text.is_empty() {
-                return Err(Problem::new(
-                    t.pos,
-                    format!("{} needs a non-empty format", a.text),
-                ));
-            }
-            let value = log_format(t, "value")?;
-            args.done()?;
-            if a.text == "set-method" {
-                HttpAction::SetMethod { value }
-            } else {
-                HttpAction::SetUri { value }
-            }
         }
         "sc-inc-gpc0(0)" | "sc-inc-gpc0(1)" | "sc-inc-gpc0(2)" => {
             let slot = usize::from(a.text.as_bytes()[12] - b'0');
