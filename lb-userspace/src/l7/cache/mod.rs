@@ -148,33 +148,85 @@ pub fn lookupable(head: &http::request::Parts) -> bool {
     })
 }
 
-/// The variant hash of a request for an entry that varies on `vary`.
-pub fn secondary(vary: u8, h: &HeaderMap) -> u64 {
-    if vary == 0 {
-        return 0;
+/// Content codings as HAProxy 2.6's cache tells them apart in `Vary: accept-encoding`
+/// (its `vary_encoding` bits).
+const ENCODINGS: [(&str, u32); 10] = [
+    ("gzip", 1),
+    ("deflate", 1 << 1),
+    ("br", 1 << 2),
+    ("compress", 1 << 3),
+    ("aes128gcm", 1 << 4),
+    ("exi", 1 << 5),
+    ("pack200-gzip", 1 << 6),
+    ("zstd", 1 << 7),
+    ("identity", ENC_IDENTITY),
+    ("*", ENC_STAR),
+];
+const ENC_IDENTITY: u32 = 1 << 8;
+const ENC_STAR: u32 = 1 << 9;
+const ENC_OTHER: u32 = 1 << 10;
+
+fn encoding_bit(token: &str) -> u32 {
+    ENCODINGS
+        .iter()
+        .find(|(t, _)| t.eq_ignore_ascii_case(token))
+        .map_or(ENC_OTHER, |(_, b)| *b)
+}
+
+/// The codings a request accepts, as HAProxy's `accept_encoding_normalizer`: every listed
+/// one without a zero weight (`*`: all but the refused ones), and identity unless refused;
+/// without `Accept-Encoding`, every coding (RFC 9110 §12.5.3).
+fn accepted_encodings(h: &HeaderMap) -> u32 {
+    if !h.contains_key(header::ACCEPT_ENCODING) {
+        return !(ENC_STAR | ENC_OTHER);
     }
-    let mut ae: Vec<String> = Vec::new();
-    if vary & VARY_ACCEPT_ENCODING != 0 {
-        for v in h.get_all(header::ACCEPT_ENCODING) {
-            let Ok(s) = v.to_str() else { continue };
-            for item in s.split(',') {
-                let mut p = item.split(';');
-                let tok = p.next().unwrap_or("").trim().to_ascii_lowercase();
-                let zero = p.any(|q| {
-                    q.trim()
-                        .strip_prefix("q=")
-                        .and_then(|q| q.trim().parse::<f32>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                });
-                if !tok.is_empty() && !zero {
-                    ae.push(tok);
-                }
+    let (mut accepted, mut refused) = (0u32, 0u32);
+    for v in h.get_all(header::ACCEPT_ENCODING) {
+        let Ok(s) = v.to_str() else { continue };
+        for item in s.split(',') {
+            let mut p = item.split(';');
+            let tok = p.next().unwrap_or("").trim();
+            if tok.is_empty() {
+                continue;
+            }
+            let zero = p.any(|q| {
+                q.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            if zero {
+                refused |= encoding_bit(tok);
+            } else {
+                accepted |= encoding_bit(tok);
             }
         }
-        ae.sort();
-        ae.dedup();
     }
-    let ae = ae.join(",");
+    if accepted & ENC_STAR != 0 {
+        accepted = !refused;
+    }
+    if refused & ENC_IDENTITY == 0 {
+        accepted |= ENC_IDENTITY;
+    }
+    accepted & !ENC_STAR
+}
+
+/// The codings of a stored response (its `Content-Encoding`; identity without one).
+fn response_encodings(h: &HeaderMap) -> u32 {
+    let mut bits = 0;
+    for v in h.get_all(header::CONTENT_ENCODING) {
+        let Ok(s) = v.to_str() else {
+            return ENC_OTHER;
+        };
+        for tok in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            bits |= encoding_bit(tok);
+        }
+    }
+    if bits == 0 { ENC_IDENTITY } else { bits }
+}
+
+/// The hash of a request's `Referer` and `Origin` for an entry that varies on them.
+fn vary_fields_hash(vary: u8, h: &HeaderMap) -> u32 {
     let field = |bit: u8, name: header::HeaderName| -> &[u8] {
         if vary & bit != 0 {
             h.get(name).map_or(b"", |v| v.as_bytes())
@@ -184,10 +236,42 @@ pub fn secondary(vary: u8, h: &HeaderMap) -> u64 {
     };
     store::hash_parts(&[
         &[vary],
-        ae.as_bytes(),
         field(VARY_REFERER, header::REFERER),
         field(VARY_ORIGIN, header::ORIGIN),
-    ]) | 1
+    ]) as u32
+}
+
+/// The variant key a response to `req` is stored under when it varies on `vary`: the hash
+/// of the request's `Referer`/`Origin` (high half) and, for `accept-encoding`, the codings
+/// of the response itself (low half), as HAProxy 2.6 keys its secondary entries.
+pub fn secondary(vary: u8, req: &HeaderMap, res: &HeaderMap) -> u64 {
+    if vary == 0 {
+        return 0;
+    }
+    let enc = if vary & VARY_ACCEPT_ENCODING != 0 {
+        response_encodings(res)
+    } else {
+        0
+    };
+    (u64::from(vary_fields_hash(vary, req)) << 32) | u64::from(enc)
+}
+
+/// Whether a variant stored under `stored` (see [`secondary`]) may answer a request with
+/// headers `req`: the same `Referer`/`Origin`, and for `accept-encoding` a response whose
+/// codings are all accepted by the request (HAProxy's `accept_encoding_bitmap_cmp`), so an
+/// unencoded variant serves every client that does not refuse identity.
+pub fn variant_matches(vary: u8, stored: u64, req: &HeaderMap) -> bool {
+    if vary == 0 {
+        return stored == 0;
+    }
+    if (stored >> 32) as u32 != vary_fields_hash(vary, req) {
+        return false;
+    }
+    if vary & VARY_ACCEPT_ENCODING == 0 {
+        return true;
+    }
+    let enc = stored as u32;
+    enc & ENC_OTHER == 0 && enc & accepted_encodings(req) == enc
 }
 
 /// The response's `Vary` as fields a cache handles; `None`: it may not be stored
@@ -313,9 +397,12 @@ pub fn lookup(
     let counters = cache.counters();
     let found = {
         let headers = &head.headers;
-        cache
-            .store
-            .lookup(&key, &|v| secondary(v, headers), Instant::now(), may_wait)
+        cache.store.lookup(
+            &key,
+            &|vary, stored| variant_matches(vary, stored, headers),
+            Instant::now(),
+            may_wait,
+        )
     };
     match found {
         Lookup::Hit(e) => {
@@ -454,7 +541,7 @@ impl StoreFilter {
         let last_modified = http_date(headers.get(header::LAST_MODIFIED))
             .or_else(|| http_date(headers.get(header::DATE)))
             .unwrap_or_else(SystemTime::now);
-        let secondary = secondary(plan.vary, &req.headers);
+        let secondary = secondary(plan.vary, &req.headers, headers);
         let token = miss.token.lock().ok().and_then(|mut t| t.take());
         Some(Self {
             key: miss.key.clone(),
@@ -666,16 +753,29 @@ mod tests {
         assert!(storable(&spec(true), &get, StatusCode::OK, &m).is_none());
         let m = h(&[("cache-control", "max-age=9"), ("vary", "*")]);
         assert!(storable(&spec(true), &get, StatusCode::OK, &m).is_none());
-        // variants: the order of encodings and q=0 ones do not matter
-        let a = secondary(VARY_ACCEPT_ENCODING, &h(&[("accept-encoding", "gzip, br")]));
-        let b = secondary(
-            VARY_ACCEPT_ENCODING,
-            &h(&[("accept-encoding", "br,gzip, zstd;q=0")]),
-        );
-        let c = secondary(VARY_ACCEPT_ENCODING, &h(&[("accept-encoding", "gzip")]));
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        assert_eq!(secondary(0, &h(&[("accept-encoding", "gzip")])), 0);
+        // variants, as HAProxy 2.6: keyed by the response's coding; a request may have a
+        // variant whose codings it all accepts (identity unless refused)
+        let ae = VARY_ACCEPT_ENCODING;
+        let req = |v: &'static str| h(&[("accept-encoding", v)]);
+        let plain = secondary(ae, &req("gzip"), &h(&[]));
+        let gz = secondary(ae, &req("gzip"), &h(&[("content-encoding", "gzip")]));
+        assert_ne!(plain, gz);
+        assert!(variant_matches(ae, plain, &req("br")));
+        assert!(variant_matches(ae, plain, &h(&[])));
+        assert!(!variant_matches(ae, plain, &req("gzip, identity;q=0")));
+        assert!(variant_matches(ae, gz, &req("br,gzip, zstd;q=0")));
+        assert!(variant_matches(ae, gz, &req("*")));
+        assert!(!variant_matches(ae, gz, &req("*, gzip;q=0")));
+        assert!(!variant_matches(ae, gz, &req("br")));
+        assert!(variant_matches(ae, gz, &h(&[])));
+        let other = secondary(ae, &req("x"), &h(&[("content-encoding", "x-custom")]));
+        assert!(!variant_matches(ae, other, &req("x-custom")));
+        // referer and origin are compared as they are
+        let rv = VARY_REFERER;
+        let a = secondary(rv, &h(&[("referer", "http://a/")]), &h(&[]));
+        assert!(variant_matches(rv, a, &h(&[("referer", "http://a/")])));
+        assert!(!variant_matches(rv, a, &h(&[("referer", "http://b/")])));
+        assert_eq!(secondary(0, &req("gzip"), &h(&[])), 0);
     }
 
     #[test]

@@ -213,13 +213,13 @@ impl Store {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Looks `key` up for a request whose variant hash (for the entry's `Vary` fields) is
-    /// `secondary(vary)`. A miss makes the caller the filler unless another request fills
+    /// Looks `key` up for a request that `matches(vary, secondary)` of a stored variant (its
+    /// entry's `Vary` fields and variant key) tells it may be served. A miss makes the caller the filler unless another request fills
     /// it already (then [`Lookup::Busy`], or a plain miss when `may_wait` is false).
     pub fn lookup(
         self: &Arc<Self>,
         key: &Key,
-        secondary: &dyn Fn(u8) -> u64,
+        matches: &dyn Fn(u8, u64) -> bool,
         now: Instant,
         may_wait: bool,
     ) -> Lookup {
@@ -229,8 +229,9 @@ impl Store {
             && *slot.key == *key.bytes
             && let Some(first) = slot.variants.first()
         {
-            let sec = secondary(first.entry.vary);
-            if let Some(v) = slot.variants.iter().find(|v| v.secondary == sec) {
+            let vary = first.entry.vary;
+            if let Some(v) = slot.variants.iter().find(|v| matches(vary, v.secondary)) {
+                let sec = v.secondary;
                 if v.entry.expires > now {
                     let (old, entry) = (v.tick, v.entry.clone());
                     let tick = self.next_tick();
@@ -410,7 +411,10 @@ mod tests {
     }
 
     fn hit(st: &Arc<Store>, k: &Key) -> bool {
-        matches!(st.lookup(k, &|_| 0, Instant::now(), false), Lookup::Hit(_))
+        matches!(
+            st.lookup(k, &|_, s| s == 0, Instant::now(), false),
+            Lookup::Hit(_)
+        )
     }
 
     #[test]
@@ -471,14 +475,14 @@ mod tests {
         let c = Arc::new(CacheCounters::default());
         let st = Store::new(1 << 20, 2, c);
         let k = key("/a");
-        let Lookup::Miss(Some(token)) = st.lookup(&k, &|_| 0, Instant::now(), true) else {
+        let Lookup::Miss(Some(token)) = st.lookup(&k, &|_, s| s == 0, Instant::now(), true) else {
             panic!("first miss fills");
         };
-        let Lookup::Busy(fill) = st.lookup(&k, &|_| 0, Instant::now(), true) else {
+        let Lookup::Busy(fill) = st.lookup(&k, &|_, s| s == 0, Instant::now(), true) else {
             panic!("second waits");
         };
         assert!(matches!(
-            st.lookup(&k, &|_| 0, Instant::now(), false),
+            st.lookup(&k, &|_, s| s == 0, Instant::now(), false),
             Lookup::Miss(None)
         ));
         drop(token);
@@ -488,16 +492,16 @@ mod tests {
         assert!(st.insert(&k, 2, entry(10, 1)));
         assert!(!st.insert(&k, 3, entry(10, 1)));
         assert!(matches!(
-            st.lookup(&k, &|_| 2, Instant::now(), false),
+            st.lookup(&k, &|_, s| s == 2, Instant::now(), false),
             Lookup::Hit(_)
         ));
         assert!(!matches!(
-            st.lookup(&k, &|_| 3, Instant::now(), false),
+            st.lookup(&k, &|_, s| s == 3, Instant::now(), false),
             Lookup::Hit(_)
         ));
         st.invalidate(&k);
         assert!(!matches!(
-            st.lookup(&k, &|_| 2, Instant::now(), false),
+            st.lookup(&k, &|_, s| s == 2, Instant::now(), false),
             Lookup::Hit(_)
         ));
     }
