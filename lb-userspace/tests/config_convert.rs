@@ -856,3 +856,55 @@ backend be\n    option socks4 127.0.0.1:1080\n    server s1 127.0.0.1:8081 ssl v
     let fe = &c.frontends[0];
     assert_eq!((fe.max_header_bytes, fe.max_headers), (30720, 64));
 }
+
+/// HAProxy's `cache` section, `http-request cache-use`, `http-response cache-store` and
+/// `compression` lines convert into `[cache.NAME]`, the rule lists and `compression`, and
+/// the result loads with the same settings.
+#[test]
+fn cache_and_compression_carry_over() {
+    let cfg = "defaults\n    mode http\n    timeout client 5s\n    timeout connect 5s\n    timeout server 5s\n\
+    compression algo gzip deflate\n    compression type text/plain text/html\n\n\
+cache static\n    total-max-size 64\n    max-object-size 1048576\n    max-age 240\n\
+    process-vary on\n    max-secondary-entries 5\n\n\
+frontend web\n    bind 127.0.0.1:8080\n    http-request cache-use static if { path_beg /assets }\n\
+    http-response cache-store static\n    http-response set-header X-Hit %[res.cache_hit]\n\
+    default_backend app\n\
+backend app\n    compression algo gzip\n    compression offload\n    server s1 127.0.0.1:8081\n";
+    let c = convert_str(Path::new("cache.cfg"), cfg);
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    for want in [
+        "[cache.static]",
+        "total_max_size = 64",
+        "max_object_size = 1048576",
+        "max_age = 240",
+        "max_secondary_entries = 5",
+        "\"cache-use static if { path_beg /assets }\"",
+        "\"cache-store static\"",
+        "\"algo gzip deflate\"",
+        "\"type text/plain text/html\"",
+        "\"offload\"",
+    ] {
+        assert!(c.toml.contains(want), "{want}: {}", c.toml);
+    }
+    let base = base();
+    let file = base.write("cache.toml", &c.toml);
+    let loaded = lb::config::load_with(&file, &opts(base.path()));
+    assert_loads(&loaded);
+    let (cfg, _) = loaded.expect("loads");
+    let spec = &cfg.caches[0];
+    assert_eq!(
+        (
+            spec.name.as_str(),
+            spec.total_max_size,
+            spec.max_object_size,
+            spec.max_age,
+            spec.process_vary,
+            spec.max_secondary_entries
+        ),
+        ("static", 64 << 20, 1048576, 240, true, 5)
+    );
+    let be = cfg.backends.iter().find(|b| b.name == "app").expect("app");
+    let comp = be.compression.as_ref().expect("backend compression");
+    assert_eq!(comp.algos, vec![lb::config::model::CompAlgo::Gzip]);
+    assert!(comp.offload);
+}
