@@ -107,6 +107,24 @@ fn broken_agent(ua: &[u8]) -> bool {
     ua[30] == b'6' && (ua.len() < 54 || &ua[51..54] != b"SV1")
 }
 
+/// The codings of a request's `Accept-Encoding` fields with their weights in thousandths
+/// (1000 without `q=`), in order.
+pub fn accept_encoding(headers: &HeaderMap) -> impl Iterator<Item = (&str, u32)> {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let token = parts.next().unwrap_or("").trim();
+            let q = parts
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .map_or(1000, qvalue);
+            (!token.is_empty()).then_some((token, q))
+        })
+}
+
 /// Request side: the algorithm for this request, if any; with `offload`, the request's
 /// `Accept-Encoding` fields are removed once one is chosen.
 pub fn negotiate(s: Settings<'_>, headers: &mut HeaderMap) -> Option<CompAlgo> {
@@ -122,30 +140,19 @@ pub fn negotiate(s: Settings<'_>, headers: &mut HeaderMap) -> Option<CompAlgo> {
     }
     let mut best: Option<CompAlgo> = None;
     let mut best_q = 0;
-    for v in headers.get_all(header::ACCEPT_ENCODING) {
-        let Ok(v) = v.to_str() else { continue };
-        for item in v.split(',') {
-            let mut parts = item.split(';');
-            let token = parts.next().unwrap_or("").trim();
-            if token.is_empty() {
-                continue;
-            }
-            let q = parts
-                .find_map(|p| p.trim().strip_prefix("q="))
-                .map_or(1000, qvalue);
-            if q <= best_q {
-                continue;
-            }
-            // HAProxy keeps its algorithms in reverse order of configuration: `*` takes the
-            // last one written.
-            let found = algos
-                .iter()
-                .rev()
-                .find(|a| token == "*" || a.token().is_some_and(|t| t.eq_ignore_ascii_case(token)));
-            if let Some(a) = found {
-                best = Some(*a);
-                best_q = q;
-            }
+    for (token, q) in accept_encoding(headers) {
+        if q <= best_q {
+            continue;
+        }
+        // HAProxy keeps its algorithms in reverse order of configuration: `*` takes the
+        // last one written.
+        let found = algos
+            .iter()
+            .rev()
+            .find(|a| token == "*" || a.token().is_some_and(|t| t.eq_ignore_ascii_case(token)));
+        if let Some(a) = found {
+            best = Some(*a);
+            best_q = q;
         }
     }
     if best.is_some() {

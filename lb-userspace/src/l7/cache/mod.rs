@@ -181,25 +181,11 @@ fn accepted_encodings(h: &HeaderMap) -> u32 {
         return !(ENC_STAR | ENC_OTHER);
     }
     let (mut accepted, mut refused) = (0u32, 0u32);
-    for v in h.get_all(header::ACCEPT_ENCODING) {
-        let Ok(s) = v.to_str() else { continue };
-        for item in s.split(',') {
-            let mut p = item.split(';');
-            let tok = p.next().unwrap_or("").trim();
-            if tok.is_empty() {
-                continue;
-            }
-            let zero = p.any(|q| {
-                q.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            if zero {
-                refused |= encoding_bit(tok);
-            } else {
-                accepted |= encoding_bit(tok);
-            }
+    for (tok, q) in crate::l7::compress::accept_encoding(h) {
+        if q == 0 {
+            refused |= encoding_bit(tok);
+        } else {
+            accepted |= encoding_bit(tok);
         }
     }
     if accepted & ENC_STAR != 0 {
