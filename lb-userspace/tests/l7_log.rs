@@ -122,3 +122,41 @@ async fn access_log_lines() {
     assert!(line.contains(" 200 "), "{line}");
     assert!(line.ends_with("\"GET /logged?q=1 HTTP/1.1\""), "{line}");
 }
+
+/// The httplog line's `%ac/%fc/%bc/%sc` are the connection counts when it is written, the
+/// logged session included: two idle client connections and the request's own make the
+/// frontend's 3, the request is the backend's and the server's only session.
+#[tokio::test]
+async fn access_log_counts_connections() {
+    let cap = capture();
+    let a = echo("a").await;
+    let (h, _reg) = start(config(
+        vec![frontend("cnt", vec![bind("127.0.0.1:0")], Some("be"))],
+        vec![backend(
+            "be",
+            Balance::RoundRobin,
+            vec![server("a", a.addr)],
+        )],
+    ));
+    let fe = addr_of(&h, "cnt");
+    let _idle1 = tokio::net::TcpStream::connect(fe).await.unwrap();
+    let _idle2 = tokio::net::TcpStream::connect(fe).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get(fe, "/counted", &[]).await.status, 200);
+    let line = log_line(&cap, "GET /counted").await;
+    // `... 200 BYTES - - ---- ac/fc/bc/sc/retries 0/0 "GET ..."`
+    let counts = line
+        .split(" ---- ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_default();
+    let n: Vec<u64> = counts.split('/').filter_map(|x| x.parse().ok()).collect();
+    assert_eq!(n.len(), 5, "{line}");
+    // (The process count spans this file's other tests, which run alongside.)
+    assert!(n[0] >= 3, "actconn {line}");
+    assert_eq!(
+        &n[1..],
+        &[3, 1, 1, 0],
+        "feconn/beconn/srv_conn/retries {line}"
+    );
+}

@@ -6,18 +6,47 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{Method, Uri, Version};
 use tokio::time::Instant;
 
 use crate::config::model::LogFormat;
+use crate::state::Counters;
 use crate::syslog::{self, Logger};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("formatting failed")]
     Fmt(#[from] std::fmt::Error),
+}
+
+/// Client connections open in the whole process, over every frontend (HAProxy's
+/// `actconn`, the `%ac` of a log line).
+pub static PROCESS_CONNS: AtomicU64 = AtomicU64::new(0);
+
+/// The connection counts of a log line when it is written, as HAProxy logs them:
+/// `%ac/%fc/%bc/%sc` (process, frontend, backend, server; the session logged included).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnCounts {
+    pub process: u64,
+    pub frontend: u64,
+    pub backend: u64,
+    pub server: u64,
+}
+
+impl ConnCounts {
+    /// The counts now, of `fe`, `be` and `srv` (none: 0, as HAProxy's `<NOSRV>`).
+    pub fn now(fe: &Counters, be: Option<&Counters>, srv: Option<&Counters>) -> ConnCounts {
+        let get = |c: Option<&Counters>| c.map_or(0, |c| c.active_conns.load(Ordering::Relaxed));
+        ConnCounts {
+            process: PROCESS_CONNS.load(Ordering::Relaxed),
+            frontend: get(Some(fe)),
+            backend: get(be),
+            server: get(srv),
+        }
+    }
 }
 
 /// What one access-log line says.
@@ -42,6 +71,8 @@ pub struct LogRecord {
     /// HAProxy's session state at termination, its first two characters (`--`: normal;
     /// `cD`: the client timed out while data was sent to it).
     pub termination: [u8; 2],
+    /// Taken when the line is written.
+    pub conns: ConnCounts,
 }
 
 /// `26/Nov/2026:07:51:35.123` (UTC).
@@ -76,7 +107,7 @@ pub fn httplog(r: &LogRecord) -> Result<String, LogError> {
     let mut s = String::with_capacity(160);
     write!(
         s,
-        "{}:{} [{}] {}{} {}/{} 0/{}/{}/{}/{} {} {} - - {}{}-- 0/0/0/0/{} 0/0 \"{} {} {}\"",
+        "{}:{} [{}] {}{} {}/{} 0/{}/{}/{}/{} {} {} - - {}{}-- {}/{}/{}/{}/{} 0/0 \"{} {} {}\"",
         r.src.ip(),
         r.src.port(),
         haproxy_date(r.wall),
@@ -92,6 +123,10 @@ pub fn httplog(r: &LogRecord) -> Result<String, LogError> {
         r.bytes,
         char::from(r.termination[0]),
         char::from(r.termination[1]),
+        r.conns.process,
+        r.conns.frontend,
+        r.conns.backend,
+        r.conns.server,
         r.retries,
         r.method,
         r.uri,
@@ -117,6 +152,10 @@ pub fn json(r: &LogRecord) -> String {
         "status": r.status,
         "bytes": r.bytes,
         "retries": r.retries,
+        "actconn": r.conns.process,
+        "feconn": r.conns.frontend,
+        "beconn": r.conns.backend,
+        "srv_conn": r.conns.server,
         "termination_state": String::from_utf8_lossy(&r.termination),
         "method": r.method.as_str(),
         "uri": r.uri.to_string(),
@@ -137,13 +176,14 @@ pub struct TcpRecord<'a> {
     pub t_total_ms: i64,
     pub bytes_out: u64,
     pub retries: u32,
+    pub conns: ConnCounts,
 }
 
 /// The `tcplog` line (or JSON object) of a session.
 pub fn tcp_line(r: &TcpRecord<'_>, format: LogFormat) -> String {
     match format {
         LogFormat::Haproxy => format!(
-            "{}:{} [{}] {} {}/{} 0/{}/{} {} -- 0/0/0/0/{} 0/0",
+            "{}:{} [{}] {} {}/{} 0/{}/{} {} -- {}/{}/{}/{}/{} 0/0",
             r.src.ip(),
             r.src.port(),
             haproxy_date(r.wall),
@@ -153,6 +193,10 @@ pub fn tcp_line(r: &TcpRecord<'_>, format: LogFormat) -> String {
             r.t_connect_ms,
             r.t_total_ms,
             r.bytes_out,
+            r.conns.process,
+            r.conns.frontend,
+            r.conns.backend,
+            r.conns.server,
             r.retries
         ),
         LogFormat::Json => serde_json::json!({
@@ -166,6 +210,10 @@ pub fn tcp_line(r: &TcpRecord<'_>, format: LogFormat) -> String {
             "tt": r.t_total_ms,
             "bytes": r.bytes_out,
             "retries": r.retries,
+            "actconn": r.conns.process,
+            "feconn": r.conns.frontend,
+            "beconn": r.conns.backend,
+            "srv_conn": r.conns.server,
         })
         .to_string(),
     }
@@ -218,6 +266,12 @@ mod tests {
             t_connect_ms: 1,
             t_response_ms: 2,
             termination: *b"--",
+            conns: ConnCounts {
+                process: 7,
+                frontend: 5,
+                backend: 3,
+                server: 2,
+            },
         }
     }
 
@@ -229,7 +283,7 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.ends_with(" 200 345 - - ---- 0/0/0/0/1 0/0 \"GET /app1?x=1 HTTP/1.1\""),
+            line.ends_with(" 200 345 - - ---- 7/5/3/2/1 0/0 \"GET /app1?x=1 HTTP/1.1\""),
             "{line}"
         );
         let j: serde_json::Value = serde_json::from_str(&json(&record())).expect("json");

@@ -620,6 +620,7 @@ struct ActiveConn(Arc<crate::state::Counters>);
 impl Drop for ActiveConn {
     fn drop(&mut self) {
         self.0.close_conn();
+        crate::l7::log::PROCESS_CONNS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -634,6 +635,7 @@ async fn serve_conn(
         return;
     }
     fe.counters.open_conn();
+    crate::l7::log::PROCESS_CONNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _active = ActiveConn(fe.counters.clone());
     let _ = stream.set_nodelay(true);
     let mut local = stream.local_addr().unwrap_or(src);

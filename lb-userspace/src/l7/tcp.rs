@@ -408,6 +408,11 @@ where
                 t_total_ms: started.elapsed().as_millis() as i64,
                 bytes_out: down,
                 retries: attempts,
+                conns: crate::l7::log::ConnCounts::now(
+                    &fe.counters,
+                    Some(&be.state.counters),
+                    Some(&srv.state.counters),
+                ),
             },
             fe.log_format,
             &fe.log_targets,

@@ -405,6 +405,13 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.permit.take();
+        if let Some(l) = &mut self.log {
+            l.conns = log::ConnCounts::now(
+                &self.fe.counters,
+                self.be.as_ref().map(|b| &b.state.counters),
+                self.srv.as_ref().map(|s| &s.state.counters),
+            );
+        }
         self.clear_server();
         if let Some(be) = &self.be {
             be.state.counters.close_conn();

@@ -48,6 +48,7 @@ pub(super) fn prepare(
             t_connect_ms: -1,
             t_response_ms: -1,
             termination: *b"--",
+            conns: Default::default(),
         }));
     }
 
